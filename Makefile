@@ -1,0 +1,38 @@
+# Two commands on a fresh machine: `make run` (start the daemon) and `make test`.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+CONFIG ?= config.yaml
+
+.PHONY: setup run once test bench bench-quick demo clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# Pinned: these two install from this machine's disk; a looser pin pulls a multi-GB download.
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[test,bench]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+run: setup
+	$(VENV)/bin/style-pipeline run --config $(CONFIG)
+
+once: setup
+	$(VENV)/bin/style-pipeline once --config $(CONFIG)
+
+test: setup
+	$(PY) -m pytest -q
+
+demo: setup
+	$(VENV)/bin/style-pipeline stylize pipeline/assets/samples/coffee.jpg pipeline/assets/styles/starry_night.jpg -o outbox/demo.png
+
+bench: setup
+	$(PY) bench/bench.py
+
+bench-quick: setup
+	$(PY) bench/bench.py --quick
+
+clean:
+	rm -rf $(VENV) build *.egg-info

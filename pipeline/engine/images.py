@@ -1,0 +1,153 @@
+"""Loading and saving pictures safely, and converting them to and from tensors.
+
+Every decode problem becomes an :class:`ImageError` that names the file and what to do.
+"""
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..errors import ImageError
+
+DEFAULT_MAX_PIXELS = 50_000_000
+FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
+
+
+def load(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode fully, apply EXIF orientation, and return RGB or RGBA (8-bit)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError("no such file", path=path, fix="Check the path")
+    try:
+        if path.stat().st_size == 0:
+            raise ImageError("the file is empty (0 bytes)", path=path, fix="Copy the file again; the upload did not finish")
+        with Image.open(path) as img:
+            _check_pixels(img, path, max_pixels)
+            img.load()  # decode everything now: truncation shows up here, not later
+            return to_8bit(ImageOps.exif_transpose(img))
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"refused as a decompression bomb ({exc})", path=path,
+                         fix=f"Send an image of at most {max_pixels:,} pixels") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError("not an image Pillow can read", path=path,
+                         fix="Send a PNG, JPEG, WebP, TIFF or BMP file") from exc
+    except OSError as exc:
+        raise ImageError(f"cannot decode the image ({exc})", path=path,
+                         fix="The file is truncated or damaged; copy it again") from exc
+
+
+def _check_pixels(img: Image.Image, path: Path, max_pixels: int) -> None:
+    width, height = img.size
+    if width * height > max_pixels:
+        raise ImageError(f"{width}x{height} = {width * height:,} pixels is over the limit of {max_pixels:,}",
+                         path=path, fix="Downscale the image or raise max_pixels")
+
+
+def to_8bit(img: Image.Image) -> Image.Image:
+    """RGB, or RGBA where the picture has transparency; CMYK, palette, grey and 16-bit handled."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if array.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
+        return img.convert("RGBA")
+    if img.mode == "CMYK":
+        return _cmyk_to_rgb(img)
+    return img.convert("RGB")
+
+
+def _cmyk_to_rgb(img: Image.Image) -> Image.Image:
+    """Use the embedded ICC profile when there is one: Pillow's naive conversion shifts colours."""
+    icc = img.info.get("icc_profile")
+    if icc:
+        try:
+            from PIL import ImageCms
+            src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            return ImageCms.profileToProfile(img, src, ImageCms.createProfile("sRGB"), outputMode="RGB")
+        except Exception:  # a broken profile: the plain conversion is still a usable picture
+            pass
+    return img.convert("RGB")
+
+
+def fit(img: Image.Image, size: int) -> Image.Image:
+    """Scale so that the longest side is ``size`` (up or down), keeping the aspect ratio."""
+    w, h = img.size
+    scale = size / max(w, h)
+    new = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return img if new == img.size else img.resize(new, Image.Resampling.LANCZOS)
+
+
+def to_tensor(img: Image.Image, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(1, 3, H, W) float32 RGB in 0-255 pixel units."""
+    array = np.asarray(img.convert("RGB"), dtype=np.float32)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).unsqueeze(0).to(device)
+
+
+def to_image(pixels: torch.Tensor) -> Image.Image:
+    array = pixels.detach().float().squeeze(0).clamp(0, 255).round().byte().permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(array, "RGB")
+
+
+def resize_tensor(pixels: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    if tuple(pixels.shape[-2:]) == hw:
+        return pixels
+    return torch.nn.functional.interpolate(pixels, size=hw, mode="bicubic", align_corners=False).clamp(0, 255)
+
+
+def save(img: Image.Image, path: str | Path, fmt: str | None = None, quality: int = 92,
+         alpha: Image.Image | None = None) -> Path:
+    """Write atomically: a temp file in the same folder, fsync, then rename over the final name."""
+    path = Path(path)
+    fmt = (fmt or path.suffix.lstrip(".") or "png").lower()
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown output format {fmt!r}; use png, jpeg or webp")
+    if alpha is not None and fmt in ("png", "webp"):
+        img = img.convert("RGBA")
+        img.putalpha(alpha.resize(img.size, Image.Resampling.LANCZOS))
+    options = {"quality": quality} if fmt in ("jpeg", "jpg", "webp") else {"optimize": False}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            img.save(handle, FORMATS[fmt], **options)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+# --- colour: luminance-only transfer (Gatys, Bethge, Hertzmann & Shechtman 2016) -------------
+
+def luminance(img: Image.Image) -> Image.Image:
+    """The Y of YCbCr, as a 3-channel grey picture the network can read."""
+    return img.convert("RGB").convert("YCbCr").getchannel("Y").convert("RGB")
+
+
+def match_luminance(style_y: Image.Image, content_y: Image.Image) -> Image.Image:
+    """Shift and scale the style's luminance to the content's mean and spread, as the paper does."""
+    s = np.asarray(style_y.convert("L"), dtype=np.float64)
+    c = np.asarray(content_y.convert("L"), dtype=np.float64)
+    matched = (s - s.mean()) * (c.std() / max(s.std(), 1e-6)) + c.mean()
+    return Image.fromarray(np.clip(matched + 0.5, 0, 255).astype(np.uint8), "L").convert("RGB")
+
+
+def recombine_colour(result_y: Image.Image, content: Image.Image) -> Image.Image:
+    """The result's luminance with the content's chroma (Cb, Cr)."""
+    _, cb, cr = content.convert("RGB").resize(result_y.size, Image.Resampling.LANCZOS).convert("YCbCr").split()
+    y = result_y.convert("L")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Image.merge("YCbCr", (y, cb, cr)).convert("RGB")

@@ -1,0 +1,202 @@
+"""The optimisers: L-BFGS-B (bounded, with a line search) and Adam, behind one small interface.
+
+Both see a :class:`Problem` (pixels -> loss, parts, gradient) and a :class:`Monitor` that owns
+progress, the loss curve, early stopping, cancelling and checkpoints, so neither loop knows about them.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from scipy.optimize import Bounds, minimize
+
+from .losses import TotalLoss
+
+PART_NAMES = ("content", "style", "tv")
+
+
+class NonFinite(Exception):
+    """The loss or its gradient became NaN/inf."""
+
+
+class _Stop(Exception):
+    """Internal: the monitor asked the running loop to end (early stop or cancel)."""
+
+
+@dataclass
+class StepInfo:
+    """What a listener (progress bar, status file, loss curve) gets after a step."""
+
+    step: int
+    total_steps: int
+    scale: int
+    n_scales: int
+    size: tuple[int, int]
+    loss: float
+    content: float
+    style: float
+    tv: float
+    elapsed: float
+    eta: float | None
+
+
+@dataclass
+class Problem:
+    loss: TotalLoss
+    autocast: torch.dtype | None = None
+
+    def __call__(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.autocast is None:
+            return self.loss(pixels)
+        with torch.autocast(pixels.device.type, dtype=self.autocast):
+            return self.loss(pixels)
+
+
+@dataclass
+class Monitor:
+    """Counts steps across scales and decides when to stop; the loops only call :meth:`step`."""
+
+    total_steps: int
+    n_scales: int
+    log_every: int
+    early_stop_tol: float
+    early_stop_window: int
+    on_step: Callable[[StepInfo], None] | None = None
+    should_stop: Callable[[], bool] | None = None
+    save: Callable[[torch.Tensor, dict], None] | None = None
+    checkpoint_every: int = 25
+    step_count: int = 0
+    level_step: int = 0
+    scale: int = 1
+    size: tuple[int, int] = (0, 0)
+    curve: list[dict] = field(default_factory=list)
+    history: list[tuple[int, float]] = field(default_factory=list)
+    stop_reason: str = "steps"
+    started: float = field(default_factory=time.perf_counter)
+    elapsed_before: float = 0.0
+    cancelled: bool = False
+
+    @property
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.started
+
+    def begin_level(self, scale: int, size: tuple[int, int], done: int = 0) -> None:
+        self.scale, self.size, self.level_step = scale, size, done
+        self.history.clear()
+
+    def step(self, pixels: torch.Tensor, loss: float, parts: list[float], state: Callable[[], dict]) -> None:
+        """Record one step (or several, for Adam's every-k reporting); raise _Stop to end the loop."""
+        if not math.isfinite(loss):
+            raise NonFinite(f"loss is {loss} at step {self.step_count}")
+        self.history.append((self.level_step, loss))
+        elapsed = self.elapsed
+        rate = elapsed / max(self.step_count, 1)
+        info = StepInfo(self.step_count, self.total_steps, self.scale, self.n_scales, self.size, loss,
+                        *parts, elapsed, rate * (self.total_steps - self.step_count))
+        if self.step_count % self.log_every == 0 or self.step_count == self.total_steps:
+            self.curve.append({"step": self.step_count, "scale": self.scale, "loss": loss,
+                               **dict(zip(PART_NAMES, parts)), "elapsed": round(elapsed, 3)})
+        if self.on_step:
+            self.on_step(info)
+        if self.save and self.step_count % self.checkpoint_every == 0:
+            self.save(pixels, state())
+        if self.should_stop and self.should_stop():
+            self.cancelled, self.stop_reason = True, "cancelled"
+            if self.save:
+                self.save(pixels, state())
+            raise _Stop
+        if self._converged():
+            self.stop_reason = "early_stop"
+            raise _Stop
+
+    def _converged(self) -> bool:
+        """Relative improvement over the last ``window`` steps below ``tol``."""
+        if self.early_stop_tol <= 0 or not self.history:
+            return False
+        now_step, now = self.history[-1]
+        past = [loss for step, loss in self.history if step <= now_step - self.early_stop_window]
+        if not past:
+            return False
+        return (past[-1] - now) / max(abs(past[-1]), 1e-12) < self.early_stop_tol
+
+
+def run_lbfgs(problem: Problem, x0: torch.Tensor, steps: int, monitor: Monitor, *,
+              history: int, keep_in_range: bool) -> torch.Tensor:
+    """scipy's L-BFGS-B: bounds keep every pixel in 0-255 during the search, with a proper line search.
+
+    torch's LBFGS has no bounds, and without its line search it diverged to NaN on this loss.
+    """
+    shape, device = x0.shape, x0.device
+    best = {"x": x0.detach().clone(), "loss": math.inf}
+    last: dict = {}
+
+    def fun(flat: np.ndarray) -> tuple[float, np.ndarray]:
+        x = torch.from_numpy(flat).view(shape).to(device=device, dtype=torch.float32).requires_grad_()
+        loss, parts = problem(x)
+        loss.backward()
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise NonFinite(f"loss is {value} at step {monitor.step_count}")
+        last.update(x=x.detach(), loss=value, parts=parts)
+        return value, x.grad.double().cpu().numpy().ravel()
+
+    def callback(intermediate_result) -> None:
+        monitor.step_count += 1
+        monitor.level_step += 1
+        if last["loss"] < best["loss"]:
+            best.update(x=last["x"].clone(), loss=last["loss"])
+        try:
+            monitor.step(last["x"], last["loss"], last["parts"].tolist(), dict)
+        except _Stop:
+            raise StopIteration
+
+    if steps <= 0:
+        return x0
+    bounds = Bounds(0.0, 255.0) if keep_in_range else None
+    start = x0.detach().double().cpu().numpy().ravel()
+    if keep_in_range:
+        start = np.clip(start, 0.0, 255.0)
+    result = minimize(fun, start, jac=True, method="L-BFGS-B", bounds=bounds, callback=callback,
+                      options={"maxiter": steps, "maxfun": steps * 4, "maxcor": history, "ftol": 0.0, "gtol": 0.0})
+    if monitor.stop_reason == "steps" and monitor.level_step < steps:
+        monitor.stop_reason = "converged"  # the line search could not improve further
+    final = torch.from_numpy(result.x).view(shape).to(device=device, dtype=torch.float32)
+    # L-BFGS-B returns its last iterate; keep the best one seen in case the last step went up.
+    return final if float(result.fun) <= best["loss"] else best["x"]
+
+
+def run_adam(problem: Problem, x0: torch.Tensor, steps: int, monitor: Monitor, *, lr: float,
+             keep_in_range: bool, state: dict | None = None) -> torch.Tensor:
+    """Adam in 0-255 pixel units; the loss is read back (a host sync) only every log_every steps."""
+    x = x0.detach().clone().requires_grad_()
+    opt = torch.optim.Adam([x], lr=lr)
+    if state:
+        opt.load_state_dict(state)
+    done = monitor.level_step
+    for i in range(done, steps):
+        opt.zero_grad(set_to_none=True)
+        loss, parts = problem(x)
+        loss.backward()
+        opt.step()
+        if keep_in_range:
+            with torch.no_grad():
+                x.clamp_(0, 255)
+        monitor.step_count += 1
+        monitor.level_step += 1
+        if monitor.level_step % monitor.log_every == 0 or i == steps - 1:
+            try:
+                monitor.step(x.detach(), float(loss), parts.tolist(), opt.state_dict)
+            except _Stop:
+                break
+    return x.detach()
+
+
+def is_blank(pixels: torch.Tensor) -> bool:
+    """A flat or saturated picture: what a diverged run leaves behind."""
+    flat = pixels.detach().float()
+    saturated = ((flat <= 0.5) | (flat >= 254.5)).float().mean().item()
+    return flat.std().item() < 1.0 or saturated > 0.9

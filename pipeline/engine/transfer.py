@@ -1,0 +1,315 @@
+"""StyleTransfer: the one driver. It loads VGG once, caches style targets, and runs the pyramid.
+
+Knows nothing of folders: pictures in, a :class:`Result` out.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from PIL import Image
+
+from ..errors import Cancelled, EngineError
+from . import images
+from .losses import ContentLoss, StyleLoss, StyleTargets, TotalLoss, gram
+from .optimize import Monitor, NonFinite, Problem, StepInfo, is_blank, run_adam, run_lbfgs
+from .settings import CONTENT_LAYER, STYLE_LAYERS, Settings
+from .vgg import VGGFeatures, WeightsInfo, load_features
+
+MIN_SIDE = 32  # below this a pyramid level has no conv5_1 worth matching
+ADAM_DEFAULT_LR = 2.0
+
+
+@dataclass
+class Result:
+    image: Image.Image
+    alpha: Image.Image | None
+    losses: dict[str, float]
+    curve: list[dict]
+    steps: int
+    scales: list[tuple[int, int]]
+    timings: dict[str, float]
+    device: str
+    stop_reason: str
+    style_weight: float
+    weights: WeightsInfo
+    settings: Settings
+    retries: list[str] = field(default_factory=list)
+    resumed_from_step: int | None = None
+
+    def log(self) -> dict:
+        """The JSON-ready record of the run (everything but the pixels)."""
+        return {
+            "losses": self.losses, "steps": self.steps, "stop_reason": self.stop_reason,
+            "scales": [list(s) for s in self.scales], "timings": self.timings, "device": self.device,
+            "style_weight": self.style_weight, "settings": self.settings.to_dict(), "retries": self.retries,
+            "resumed_from_step": self.resumed_from_step, "curve": self.curve,
+            "weights": {"path": self.weights.path, "kind": self.weights.kind, "sha256": self.weights.sha256},
+        }
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def digest(img: Image.Image) -> str:
+    return hashlib.sha1(img.tobytes() + repr((img.mode, img.size)).encode()).hexdigest()
+
+
+def pyramid(hw: tuple[int, int], scales: int) -> list[tuple[int, int]]:
+    """Coarse to fine, each level half the next; levels smaller than MIN_SIDE are dropped."""
+    levels = []
+    for i in reversed(range(scales)):
+        f = 2 ** i
+        level = (max(1, round(hw[0] / f)), max(1, round(hw[1] / f)))
+        if min(level) >= MIN_SIDE or i == 0:
+            levels.append(level)
+    return levels
+
+
+class StyleTransfer:
+    """Holds the network and a bounded style-target cache; reuse one instance for many jobs."""
+
+    def __init__(self, weights: str | Path | None = None, device: str = "auto", cache_size: int = 32) -> None:
+        started = time.perf_counter()
+        self.device = pick_device(device)
+        features, self.weights = load_features(weights)
+        self.vgg = VGGFeatures(features, self.weights).to(self.device)
+        if self.device.type == "cuda":
+            self.vgg = self.vgg.to(memory_format=torch.channels_last)
+        self.cache: OrderedDict[tuple, StyleTargets] = OrderedDict()
+        self.cache_size = cache_size
+        self.cache_hits = self.cache_misses = 0
+        self.load_seconds = time.perf_counter() - started
+
+    # --- style targets --------------------------------------------------------------------
+    def style_targets(self, style: Image.Image, content_hw: tuple[int, int], settings: Settings) -> StyleTargets:
+        """Gram targets of one style for a content of this shape; cached by (pixels, shape, scale)."""
+        hw = self._style_hw(style, content_hw, settings.style_scale)
+        key = (digest(style), hw, str(self.device))
+        if key in self.cache:
+            self.cache_hits += 1
+            self.cache.move_to_end(key)
+            return self.cache[key]
+        self.cache_misses += 1
+        pixels = images.to_tensor(images.fit(style.convert("RGB"), max(hw)).resize(hw[::-1]), self.device)
+        with torch.no_grad():
+            feats = self.vgg(self._layout(pixels), STYLE_LAYERS)
+            targets = StyleTargets({k: gram(v) for k, v in feats.items()})
+        self.cache[key] = targets
+        while len(self.cache) > self.cache_size:
+            self.cache.popitem(last=False)
+        return targets
+
+    @staticmethod
+    def _style_hw(style: Image.Image, content_hw: tuple[int, int], scale: float) -> tuple[int, int]:
+        """scale 1.0: the content's exact shape, as the notebook does; else keep the style's aspect."""
+        if scale == 1.0:
+            return content_hw
+        long_side = scale * max(content_hw)
+        w, h = style.size
+        f = long_side / max(w, h)
+        return max(MIN_SIDE, round(h * f)), max(MIN_SIDE, round(w * f))
+
+    def _layout(self, pixels: torch.Tensor) -> torch.Tensor:
+        return pixels.contiguous(memory_format=torch.channels_last) if self.device.type == "cuda" else pixels
+
+    def _autocast(self, precision: str) -> torch.dtype | None:
+        if self.device.type != "cuda":
+            return None
+        torch.backends.cuda.matmul.allow_tf32 = precision in ("auto", "tf32")
+        torch.backends.cudnn.allow_tf32 = precision in ("auto", "tf32")
+        return torch.bfloat16 if precision == "bf16" else None
+
+    # --- the run ----------------------------------------------------------------------------
+    def stylize(self, content: Image.Image, styles: Sequence[Image.Image], settings: Settings = Settings(), *,
+                on_step: Callable[[StepInfo], None] | None = None, should_stop: Callable[[], bool] | None = None,
+                checkpoint: str | Path | None = None) -> Result:
+        """Run the whole optimisation; on CUDA out-of-memory, retry smaller, then on the CPU."""
+        settings.validate()
+        if not styles:
+            raise ValueError("at least one style image is needed")
+        retries: list[str] = []
+        while True:
+            try:
+                result = _Run(self, content, list(styles), settings, on_step, should_stop, checkpoint).run()
+                result.retries = retries + result.retries
+                return result
+            except torch.OutOfMemoryError:
+                if self.device.type == "cpu":
+                    raise
+                torch.cuda.empty_cache()
+                if settings.size > 256:
+                    retries.append(f"out of memory at {settings.size} px on {self.device}; retried at "
+                                   f"{int(settings.size * 0.75)} px")
+                    settings = settings.replace(size=int(settings.size * 0.75))
+                else:
+                    retries.append(f"out of memory on {self.device}; retried on the cpu")
+                    self.device = torch.device("cpu")
+                    self.vgg = self.vgg.to(self.device, memory_format=torch.contiguous_format)
+                    self.cache.clear()
+
+
+class _Run:
+    """One stylize() call: the state of a run in one place, so the steps read top to bottom."""
+
+    def __init__(self, engine: StyleTransfer, content: Image.Image, styles: list[Image.Image], settings: Settings,
+                 on_step, should_stop, checkpoint) -> None:
+        self.engine, self.settings = engine, settings
+        self.alpha = content.getchannel("A") if content.mode == "RGBA" else None
+        self.content = self.original_content = content.convert("RGB")
+        self.styles = [s.convert("RGB") for s in styles]
+        if settings.preserve_color:
+            content_y = images.luminance(self.content)
+            self.styles = [images.match_luminance(images.luminance(s), content_y) for s in self.styles]
+            self.content = content_y
+        final_hw = images.fit(self.content, settings.size).size[::-1]
+        self.levels = pyramid(final_hw, settings.scales)
+        self.steps_per_level = [settings.coarse_steps] * (len(self.levels) - 1) + [settings.steps]
+        self.style_weight = settings.resolved_style_weight(engine.weights.kind)
+        self.checkpoint = Path(checkpoint) if checkpoint else None
+        self.fingerprint = self._fingerprint()
+        self.monitor = Monitor(sum(self.steps_per_level), len(self.levels), settings.log_every,
+                               settings.early_stop_tol, settings.early_stop_window, on_step, should_stop,
+                               self._save if self.checkpoint else None, settings.checkpoint_every)
+        self.level_index = 0
+        self.retries: list[str] = []
+        self.timings: dict[str, float] = {"style_targets": 0.0}
+
+    def _fingerprint(self) -> str:
+        parts = [digest(self.content), *map(digest, self.styles), json.dumps(self.settings.to_dict(), sort_keys=True),
+                 self.engine.weights.sha256]
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+    def run(self) -> Result:
+        device = self.engine.device
+        torch.manual_seed(self.settings.seed)
+        pixels, start_level, opt_state, resumed = self._resume()
+        for index in range(start_level, len(self.levels)):
+            hw = self.levels[index]
+            self.level_index = index
+            self.monitor.begin_level(index + 1, hw, self.monitor.level_step if index == start_level else 0)
+            pixels = self._initial(hw, device) if pixels is None else images.resize_tensor(pixels, hw)
+            pixels = self._optimise_level(hw, pixels, opt_state if index == start_level else None)
+            opt_state = None
+            if self.monitor.cancelled:
+                raise Cancelled(self.monitor.step_count, str(self.checkpoint) if self.checkpoint else None)
+            if self.monitor.stop_reason != "steps" and index < len(self.levels) - 1:
+                self.monitor.stop_reason = "steps"  # early stop at a coarse level just moves on
+            self.monitor.level_step = 0
+        return self._result(pixels, resumed)
+
+    def _initial(self, hw: tuple[int, int], device: torch.device) -> torch.Tensor:
+        content = images.to_tensor(self.content.resize(hw[::-1], Image.Resampling.LANCZOS), device)
+        if self.settings.init == "noise":
+            g = torch.Generator().manual_seed(self.settings.seed)
+            return (torch.rand(content.shape, generator=g) * 255.0).to(device)
+        if self.settings.init == "style":
+            return images.to_tensor(self.styles[0].resize(hw[::-1], Image.Resampling.LANCZOS), device)
+        return content
+
+    def _loss(self, hw: tuple[int, int]) -> Problem:
+        engine, s = self.engine, self.settings
+        started = time.perf_counter()
+        parts = [engine.style_targets(style, hw, s) for style in self.styles]
+        blend = list(s.style_blend) or [1.0] * len(parts)
+        if len(blend) != len(parts):
+            raise ValueError(f"style_blend has {len(blend)} weights for {len(parts)} styles")
+        targets = parts[0] if len(parts) == 1 else StyleTargets.blend(parts, blend)
+        self.timings["style_targets"] += time.perf_counter() - started
+        content = images.to_tensor(self.content.resize(hw[::-1], Image.Resampling.LANCZOS), engine.device)
+        with torch.no_grad():
+            content_target = engine.vgg(engine._layout(content), (CONTENT_LAYER,))[CONTENT_LAYER].float()
+        total = TotalLoss(engine.vgg, ContentLoss(content_target), StyleLoss(targets, s.layer_weights),
+                          s.content_weight, self.style_weight, s.tv_weight)
+        return Problem(total, engine._autocast(s.precision))
+
+    def _optimise_level(self, hw, pixels: torch.Tensor, opt_state: dict | None) -> torch.Tensor:
+        """Optimise one level; on NaN/inf or a blank result, retry once from the last good state, gentler."""
+        problem = self._loss(hw)
+        steps = self.steps_per_level[self.level_index]
+        good, good_steps = pixels.clone(), (self.monitor.step_count, self.monitor.level_step)
+        for attempt in range(2):
+            gentle = attempt == 1
+            try:
+                out = self._optimiser(problem, pixels, steps, opt_state, gentle)
+                if not is_blank(out) or is_blank(good):
+                    return out
+                raise NonFinite("the result is blank or saturated")
+            except NonFinite as exc:
+                if gentle:
+                    raise EngineError(f"the optimisation failed twice ({exc})",
+                                      fix="Lower style_strength or lr, or use optimizer: adam") from exc
+                self.retries.append(f"{exc}; retried from step {good_steps[0]} with a smaller step")
+                pixels, opt_state = good.clone(), None
+                self.monitor.step_count, self.monitor.level_step = good_steps
+        raise AssertionError("unreachable")
+
+    def _optimiser(self, problem, pixels, steps, opt_state, gentle: bool) -> torch.Tensor:
+        s = self.settings
+        x = self.engine._layout(pixels)
+        if s.optimizer == "lbfgs":
+            return run_lbfgs(problem, x, steps, self.monitor, history=5 if gentle else s.lbfgs_history,
+                             keep_in_range=s.keep_in_range)
+        lr = (s.lr or ADAM_DEFAULT_LR) * (0.5 if gentle else 1.0)
+        return run_adam(problem, x, steps, self.monitor, lr=lr, keep_in_range=s.keep_in_range, state=opt_state)
+
+    # --- checkpoints ----------------------------------------------------------------------
+    def _save(self, pixels: torch.Tensor, opt_state: dict) -> None:
+        """Atomically: a kill during the write leaves the previous checkpoint whole."""
+        assert self.checkpoint is not None
+        state = {"fingerprint": self.fingerprint, "level": self.level_index, "level_step": self.monitor.level_step,
+                 "step": self.monitor.step_count, "pixels": pixels.detach().float().cpu().contiguous(),
+                 "optimizer": opt_state, "curve": self.monitor.curve, "elapsed": self.monitor.elapsed,
+                 "retries": self.retries}
+        tmp = self.checkpoint.with_name(self.checkpoint.name + ".tmp")
+        with open(tmp, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.checkpoint)
+
+    def _resume(self):
+        if not (self.checkpoint and self.checkpoint.is_file()):
+            return None, 0, None, None
+        try:
+            state = torch.load(self.checkpoint, map_location="cpu", weights_only=False)
+        except Exception:
+            return None, 0, None, None  # unreadable: start over rather than fail the job
+        if state.get("fingerprint") != self.fingerprint:
+            return None, 0, None, None
+        m = self.monitor
+        m.step_count, m.level_step, m.curve = state["step"], state["level_step"], state["curve"]
+        m.elapsed_before = state["elapsed"]
+        self.retries = list(state.get("retries", []))
+        pixels = state["pixels"].to(self.engine.device)
+        return pixels, state["level"], state["optimizer"], state["step"]
+
+    def _result(self, pixels: torch.Tensor, resumed: int | None) -> Result:
+        pixels = pixels.clamp(0, 255).round()  # what is saved is what is judged
+        with torch.no_grad():
+            total, parts = self._loss(self.levels[-1]).loss(pixels)
+        losses = {"total": float(total), **{k: float(v) for k, v in zip(("content", "style", "tv"), parts)}}
+        image = images.to_image(pixels)
+        if self.settings.preserve_color:
+            image = images.recombine_colour(image, self.original_content)
+        elapsed = self.monitor.elapsed
+        timings = {**self.timings, "total": round(elapsed, 3),
+                   "per_step": round(elapsed / max(self.monitor.step_count, 1), 4),
+                   "load_weights": round(self.engine.load_seconds, 3)}
+        return Result(image, self.alpha, losses, self.monitor.curve, self.monitor.step_count, self.levels, timings,
+                      str(self.engine.device), self.monitor.stop_reason, self.style_weight, self.engine.weights,
+                      self.settings, self.retries, resumed)
