@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
+import secrets
 import warnings
 from pathlib import Path
 
@@ -56,7 +56,7 @@ def to_8bit(img: Image.Image) -> Image.Image:
     """RGB, or RGBA where the picture has transparency; CMYK, palette, grey and 16-bit handled."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         array = np.asarray(img, dtype=np.float64)
-        peak = 65535.0 if array.max() > 255 else 255.0
+        peak = 65535.0 if img.mode.startswith("I;16") or array.max() > 255 else 255.0  # a dark 16-bit stays dark
         img = Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
@@ -105,28 +105,46 @@ def resize_tensor(pixels: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     return torch.nn.functional.interpolate(pixels, size=hw, mode="bicubic", align_corners=False).clamp(0, 255)
 
 
-def save(img: Image.Image, path: str | Path, fmt: str | None = None, quality: int = 92,
-         alpha: Image.Image | None = None) -> Path:
-    """Write atomically: a temp file in the same folder, fsync, then rename over the final name."""
-    path = Path(path)
-    fmt = (fmt or path.suffix.lstrip(".") or "png").lower()
+def encode(img: Image.Image, fmt: str = "png", quality: int = 92, alpha: Image.Image | None = None) -> bytes:
+    """The file's bytes, in memory: callers hash them before they touch the disk."""
+    fmt = fmt.lower()
     if fmt not in FORMATS:
         raise ValueError(f"unknown output format {fmt!r}; use png, jpeg or webp")
     if alpha is not None and fmt in ("png", "webp"):
         img = img.convert("RGBA")
         img.putalpha(alpha.resize(img.size, Image.Resampling.LANCZOS))
-    options = {"quality": quality} if fmt in ("jpeg", "jpg", "webp") else {"optimize": False}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    options = {"quality": quality} if fmt in ("jpeg", "jpg", "webp") else {}
+    buffer = io.BytesIO()
+    img.save(buffer, FORMATS[fmt], **options)
+    return buffer.getvalue()
+
+
+def write_atomic(data: bytes, path: str | Path, replace: bool = True) -> Path:
+    """Temp file in the same folder, fsync, then rename (or, with replace=False, link: never overwrites)."""
+    path = Path(path)
+    # Not mkstemp: its 0600 mode would stick to the output; 0666 here is narrowed by the umask like any file.
+    tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as handle:
-            img.save(handle, FORMATS[fmt], **options)
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # FileExistsError when the name is taken
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
     return path
+
+
+def save(img: Image.Image, path: str | Path, fmt: str | None = None, quality: int = 92,
+         alpha: Image.Image | None = None) -> Path:
+    """Write atomically in PNG, JPEG or WebP (format from ``fmt`` or the file's suffix)."""
+    path = Path(path)
+    fmt = (fmt or path.suffix.lstrip(".") or "png").lower()
+    return write_atomic(encode(img, fmt, quality, alpha), path)
 
 
 # --- colour: luminance-only transfer (Gatys, Bethge, Hertzmann & Shechtman 2016) -------------

@@ -154,14 +154,16 @@ def run_lbfgs(problem: Problem, x0: torch.Tensor, steps: int, monitor: Monitor, 
         except _Stop:
             raise StopIteration
 
-    if steps <= 0:
+    remaining = steps - monitor.level_step  # a resumed level has done some of its steps already
+    if remaining <= 0:
         return x0
     bounds = Bounds(0.0, 255.0) if keep_in_range else None
     start = x0.detach().double().cpu().numpy().ravel()
     if keep_in_range:
         start = np.clip(start, 0.0, 255.0)
     result = minimize(fun, start, jac=True, method="L-BFGS-B", bounds=bounds, callback=callback,
-                      options={"maxiter": steps, "maxfun": steps * 4, "maxcor": history, "ftol": 0.0, "gtol": 0.0})
+                      options={"maxiter": remaining, "maxfun": remaining * 4, "maxcor": history,
+                               "ftol": 0.0, "gtol": 0.0})
     if monitor.stop_reason == "steps" and monitor.level_step < steps:
         monitor.stop_reason = "converged"  # the line search could not improve further
     final = torch.from_numpy(result.x).view(shape).to(device=device, dtype=torch.float32)
@@ -189,7 +191,7 @@ def run_adam(problem: Problem, x0: torch.Tensor, steps: int, monitor: Monitor, *
         monitor.level_step += 1
         if monitor.level_step % monitor.log_every == 0 or i == steps - 1:
             try:
-                monitor.step(x.detach(), float(loss), parts.tolist(), opt.state_dict)
+                monitor.step(x.detach(), float(loss.detach()), parts.tolist(), opt.state_dict)
             except _Stop:
                 break
     return x.detach()

@@ -1,0 +1,209 @@
+"""The manifest (config.yaml): folders, defaults, recipes, sidecars, validated with line numbers.
+
+Only ``yaml.safe_load``-level constructs are accepted. Every error says ``file:line: key: what is wrong``,
+with a "did you mean" for a misspelt key, so a person can fix it without reading the code.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..engine.settings import Settings
+from ..errors import PipelineError
+
+# Per-photo overrides a sidecar may set: what changes the look, not what loads the machine.
+SIDECAR_KEYS = frozenset({"recipe", "size", "steps", "style_strength", "content_weight", "style_weight", "tv_weight",
+                          "preserve_color", "seed", "init", "style_scale", "format", "quality"})
+ENGINE_KEYS = frozenset(f.name for f in dataclasses.fields(Settings)) - {"device"}
+RECIPE_KEYS = ENGINE_KEYS | {"styles", "description"}
+TOP_KEYS = {"folders", "watch", "settle_seconds", "rescan_seconds", "poll_seconds", "after_success", "max_attempts",
+            "retry_backoff_seconds", "device", "weights", "styles_dir", "cache_styles", "max_size", "defaults",
+            "default_recipe", "recipes", "schedule", "contact_sheet", "log_format", "log_level", "progress_seconds",
+            "stall_seconds"}
+FOLDER_KEYS = {"inbox", "outbox", "spool"}
+
+
+class ConfigError(PipelineError):
+    code = "bad_config"
+
+    def __init__(self, problems: list[str], path: str | Path) -> None:
+        self.problems = problems
+        super().__init__("\n  ".join(["invalid configuration:", *problems])
+                         + "\nFix the lines above; `style-pipeline validate --config FILE` checks again", path=path)
+        self.fix = "Fix the lines above"
+
+
+@dataclass(frozen=True)
+class StyleRef:
+    path: Path
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    styles: tuple[StyleRef, ...]
+    settings: Settings
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    inbox: Path
+    outbox: Path
+    spool: Path
+    recipes: dict[str, Recipe]
+    default_recipe: str
+    styles_dir: Path
+    defaults: dict[str, Any] = field(default_factory=dict)
+    watch: str = "auto"
+    settle_seconds: float = 2.0
+    rescan_seconds: float = 60.0
+    poll_seconds: float = 2.0
+    after_success: str = "move"
+    max_attempts: int = 3
+    retry_backoff_seconds: float = 30.0
+    device: str = "auto"
+    weights: Path | None = None
+    cache_styles: int = 32
+    max_size: int = 4096
+    schedule: dict | None = None
+    contact_sheet: bool = True
+    log_format: str = "auto"
+    log_level: str = "info"
+    progress_seconds: float = 5.0
+    stall_seconds: float = 600.0
+
+    @property
+    def work(self) -> Path:
+        return self.spool / "work"
+
+    @property
+    def done(self) -> Path:
+        return self.spool / "done"
+
+    @property
+    def failed(self) -> Path:
+        return self.spool / "failed"
+
+    def recipe_settings(self, recipe: Recipe, overrides: dict[str, Any]) -> Settings:
+        settings = recipe.settings.replace(device=self.device, **overrides)
+        settings.validate()
+        return settings
+
+
+# --- locating keys in the YAML source ------------------------------------------------------
+
+def _lines(node: yaml.Node, prefix: tuple = ()) -> dict[tuple, int]:
+    """Map each key path ("recipes", "starry", "size") to its 1-based line in the file."""
+    found: dict[tuple, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            path = prefix + (key.value,)
+            found[path] = key.start_mark.line + 1
+            found.update(_lines(value, path))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            found[prefix + (index,)] = item.start_mark.line + 1
+            found.update(_lines(item, prefix + (index,)))
+    return found
+
+
+class _Problems:
+    """Collects every error at once: one run of `validate` should show them all."""
+
+    def __init__(self, source: Path, lines: dict[tuple, int]) -> None:
+        self.source, self.lines, self.items = source, lines, []
+
+    def add(self, path: tuple, message: str) -> None:
+        probe = path
+        while probe and probe not in self.lines:
+            probe = probe[:-1]
+        line = self.lines.get(probe, 1)
+        dotted = ".".join(map(str, path)) or "(top)"
+        self.items.append(f"{self.source.name}:{line}: {dotted}: {message}")
+
+    def unknown(self, path: tuple, data: dict, allowed: set | frozenset) -> None:
+        for key in data:
+            if key not in allowed:
+                guess = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+                hint = f"; did you mean {guess[0]!r}?" if guess else f"; allowed: {', '.join(sorted(allowed))}"
+                self.add(path + (key,), f"unknown key{hint}")
+
+
+def _check_type(value: Any, hint: Any) -> str | None:
+    """A message when ``value`` does not fit the dataclass annotation ``hint``."""
+    origin = typing.get_origin(hint)
+    if origin is typing.Literal:
+        choices = typing.get_args(hint)
+        return None if value in choices else f"must be one of {', '.join(map(str, choices))} (got {value!r})"
+    if origin is tuple:
+        ok = isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        return None if ok else f"must be a list of numbers (got {value!r})"
+    if hint is bool:
+        return None if isinstance(value, bool) else f"must be true or false (got {value!r})"
+    if hint is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else f"must be a whole number (got {value!r})"
+    if hint in (float, float | None):
+        if value is None and hint is not float:
+            return None
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return None if ok else f"must be a number (got {value!r})"
+    if hint is str:
+        return None if isinstance(value, str) else f"must be text (got {value!r})"
+    return None
+
+
+SETTING_HINTS = typing.get_type_hints(Settings)
+
+
+def engine_settings(data: dict, path: tuple, problems: _Problems, base: Settings) -> Settings:
+    """Typed, range-checked Settings from a YAML mapping; problems are collected, not raised."""
+    values = {}
+    for key, value in data.items():
+        if key not in ENGINE_KEYS:
+            continue
+        message = _check_type(value, SETTING_HINTS[key])
+        if message:
+            problems.add(path + (key,), message)
+        else:
+            values[key] = tuple(value) if isinstance(value, list) else value
+    try:
+        settings = base.replace(**values)
+        settings.validate()
+        return settings
+    except ValueError as exc:
+        problems.add(path + (str(exc).split()[0],), str(exc))
+        return base
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate config.yaml; raise ConfigError listing every problem with its line."""
+    from .config_build import build
+
+    source = Path(path).resolve()
+    try:
+        text = source.read_text(encoding="utf-8")
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except OSError as exc:
+        raise ConfigError([f"cannot read the file ({exc.strerror})"], source) from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source.name}:{mark.line + 1}" if mark else source.name
+        raise ConfigError([f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})"], source) from exc
+    if not isinstance(data, dict):
+        raise ConfigError([f"{source.name}:1: the file must be a mapping of settings"], source)
+    problems = _Problems(source, _lines(node) if node else {})
+    config = build(source, data, problems)
+    if problems.items:
+        raise ConfigError(problems.items, source)
+    assert config is not None
+    return config

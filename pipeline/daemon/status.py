@@ -1,0 +1,118 @@
+"""The daemon's state as a file (spool/status.json), so `status` works from another process.
+
+The daemon rewrites it about once a second; `status` reads it and recounts the folders itself,
+so it is right even when the daemon is not running.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import datetime
+from pathlib import Path
+
+from .spool import now_iso, write_json_atomic
+from .watcher import scan
+
+STATUS_FILE = "status.json"
+STALE_SECONDS = 30
+
+
+def local_now() -> datetime:
+    return datetime.now().astimezone().replace(tzinfo=None)
+
+
+def window(config):
+    """The run window, or None when the daemon is always on."""
+    if not config.schedule:
+        return None
+    from ..schedule import Window
+    return Window.parse(config.schedule)
+
+
+def snapshot(daemon) -> dict:
+    worker = daemon.worker
+    counts = daemon.spool.counts()
+    win = window(daemon.config)
+    now = local_now()
+    waiting = len(daemon.tracker) + (len(worker.retry) if worker else 0)
+    return {
+        "pid": os.getpid(), "started_at": daemon.started_at, "updated_at": now_iso(), "updated": time.time(),
+        "state": daemon.state if (win is None or win.is_open(now)) else "outside the run window",
+        "observer": {"kind": daemon.watcher.observer_class.__name__, "why": daemon.watcher.reason,
+                     "alive": daemon.watcher.alive()} if daemon.watcher else None,
+        "queue": waiting, "current": worker.progress if worker else None, "done": counts["done"],
+        "failed": counts["failed"], "in_work": counts["in_work"],
+        "busy_seconds": round(worker.busy_seconds, 1) if worker else 0.0,
+        "last_errors": worker.last_errors if worker else [],
+        "next_window": win.next_open(now).isoformat(timespec="minutes") if win and not win.is_open(now) else None,
+    }
+
+
+def one_line(s: dict) -> str:
+    """For systemd's STATUS=: what `systemctl status` shows."""
+    current = s.get("current")
+    job = (f"styling {current['file']} step {current['step']}/{current['total_steps']} "
+           f"ETA {current['eta_seconds']:.0f}s; " if current else "idle; ")
+    wait = f"; next window {s['next_window']}" if s.get("next_window") else ""
+    return f"{job}{s['queue']} queued, {s['done']} done, {s['failed']} failed{wait}"
+
+
+def write(spool: Path, data: dict) -> None:
+    write_json_atomic(spool / STATUS_FILE, data)
+
+
+def read(config) -> dict:
+    """What `status` prints: the daemon's last word, checked for staleness, plus fresh counts."""
+    path = config.spool / STATUS_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = {}
+    alive = bool(data) and _pid_alive(data.get("pid", 0)) and time.time() - data.get("updated", 0) < STALE_SECONDS
+    data["running"] = alive
+    if not alive:
+        data["current"] = None
+        data["state"] = "not running"
+    failed = sorted(config.failed.glob("*.error.json"), key=lambda p: p.stat().st_mtime)
+    data["done"] = sum(1 for p in config.done.iterdir() if not p.name.startswith(".")) if config.done.is_dir() else 0
+    data["failed"] = len(failed)
+    data["inbox_waiting"] = sum(1 for _ in scan(config.inbox)) if config.inbox.is_dir() else 0
+    data["in_work"] = sum(1 for p in config.work.iterdir() if p.is_dir()) if config.work.is_dir() else 0
+    data["recent_failures"] = [_error_line(p) for p in failed[-5:]]
+    return data
+
+
+def _error_line(path: Path) -> dict:
+    try:
+        e = json.loads(path.read_text(encoding="utf-8"))
+        return {"file": e.get("file"), "code": e.get("code"), "message": e.get("message"), "fix": e.get("fix")}
+    except (OSError, ValueError):
+        return {"file": path.name, "code": "unreadable"}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def render(data: dict) -> str:
+    lines = [f"daemon: {data['state']}" + (f" (pid {data['pid']})" if data.get("running") else "")]
+    if data.get("observer"):
+        lines.append(f"watching with {data['observer']['kind']}: {data['observer']['why']}")
+    current = data.get("current")
+    if current:
+        lines.append(f"now: {current['file']} [{current['recipe']}] step {current['step']}/{current['total_steps']}"
+                     f", loss {current['loss']:.4g}, ETA {current['eta_seconds']:.0f} s")
+    lines.append(f"queue: {data.get('inbox_waiting', 0)} waiting in the inbox, {data.get('in_work', 0)} in work/")
+    lines.append(f"done: {data['done']}   failed: {data['failed']}")
+    if data.get("next_window"):
+        lines.append(f"next run window opens {data['next_window']}")
+    for f in data.get("recent_failures", []):
+        lines.append(f"  failed: {f['file']}: {f.get('code')}: {f.get('message')}")
+    return "\n".join(lines)
