@@ -103,7 +103,8 @@ class Daemon:
                 self._report()
                 if self.once and self._drained():
                     break
-                time.sleep(TICK)
+                self.worker.finished.wait(TICK)  # wakes at once when a job ends
+                self.worker.finished.clear()
         finally:
             self._shutdown()
         return 0

@@ -53,6 +53,7 @@ class Worker(threading.Thread):
         self.jobs: queue.Queue[Job | None] = queue.Queue()
         self.retry: list[Job] = []
         self.busy = threading.Event()
+        self.finished = threading.Event()
         self.progress: dict | None = None
         self.marker = 0  # bumped on every step: the main loop's watchdog reads it
         self.busy_seconds = 0.0
@@ -79,6 +80,7 @@ class Worker(threading.Thread):
                 self.progress = None
                 if self.jobs.empty():
                     self.busy.clear()
+                self.finished.set()
 
     # --- one job ----------------------------------------------------------------------------
     def process(self, job: Job) -> None:

@@ -1,0 +1,119 @@
+"""Render the systemd units in systemd/ for one install, and the commands that install them.
+
+The templates use @NAME@ placeholders rather than Jinja2 so they stay readable (and almost
+verifiable) as unit files. Values are checked here rather than quoted: systemd's quoting differs
+between settings (ExecStart= splits on spaces, ReadWritePaths= takes a list, '%' and '$' are
+expanded), and a path with a space in it is easier to refuse clearly than to quote right everywhere.
+"""
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path, PurePosixPath
+
+TEMPLATES = Path(__file__).resolve().parents[1] / "systemd"
+UNITS = ("style-pipeline.service", "style-pipeline-report.service", "style-pipeline-report.timer")
+HOME_ROOTS = (PurePosixPath("/home"), PurePosixPath("/root"), PurePosixPath("/run/user"))
+UNIT_DIR = Path("/etc/systemd/system")
+_UNSAFE = re.compile(r"[\s\"'\\$;`]|[\x00-\x1f]")
+_USER = re.compile(r"[a-z_][a-z0-9_-]{0,30}")
+_PLACEHOLDER = re.compile(r"@[A-Z_]+@")
+
+
+def render_units(install_dir: Path, venv_bin: Path, config_path: Path, user: str, folders: list[Path],
+                 out_dir: Path, *, report_path: Path | None = None, report_since: str = "24h",
+                 report_at: str = "07:15") -> list[Path]:
+    """Write the three units into out_dir and return their paths.
+
+    folders: every folder the daemon writes (inbox, work, done, failed, outbox...): the only writable
+    paths it gets. report_path defaults to report.html in folders[0], and must lie in one of them.
+    """
+    folders = [_checked(f, "folder") for f in folders]
+    if not folders:
+        raise ValueError("render_units: give at least one folder the daemon may write to")
+    for folder in folders:
+        if any(_inside(folder, PurePosixPath(t)) for t in ("/tmp", "/var/tmp")):
+            raise ValueError(f"folder {folder}: PrivateTmp=yes gives the service its own empty /tmp and "
+                             f"/var/tmp; put the folders elsewhere (e.g. /srv/style-pipeline)")
+    report = _checked(report_path or folders[0] / "report.html", "report_path")
+    if not any(_inside(report, f) for f in folders):
+        raise ValueError(f"report_path {report} is outside every folder; the report unit could not write it")
+    if not _USER.fullmatch(user):
+        raise ValueError(f"user {user!r} is not a valid system user name (lower case, digits, _ and -)")
+    if not re.fullmatch(r"\d{1,2}:\d{2}", report_at):
+        raise ValueError(f"report_at {report_at!r}: expected HH:MM")
+    if not re.fullmatch(r"[0-9.smhdw]+", report_since):
+        raise ValueError(f"report_since {report_since!r}: expected a duration like 24h")
+    install_dir, venv_bin, config = (_checked(p, n) for p, n in
+                                     ((install_dir, "install_dir"), (venv_bin, "venv_bin"), (config_path, "config")))
+    values = {"INSTALL_DIR": install_dir, "VENV_BIN": venv_bin, "CONFIG": config, "USER": user,
+              "REPORT": report, "SINCE": report_since, "REPORT_AT": report_at,
+              **_home_access(folders, [install_dir, venv_bin.parent, config, *_interpreter_home(venv_bin)])}
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    return [_render(TEMPLATES / name, Path(out_dir) / name, values) for name in UNITS]
+
+
+def install_commands(user: str, folders: list[Path], units: list[Path], unit_dir: Path = UNIT_DIR) -> list[str]:
+    """The shell commands (as root) that create the user and folders and start the units."""
+    q = shlex.quote
+    return [
+        f"id -u {q(user)} >/dev/null 2>&1 || useradd --system --user-group --no-create-home "
+        f"--shell /usr/sbin/nologin {q(user)}",
+        # setgid folders: files dropped in by people in the group stay in the group.
+        f"install -d -o {q(user)} -g {q(user)} -m 2770 " + " ".join(q(str(f)) for f in folders),
+        f"install -m 0644 {' '.join(q(str(u)) for u in units)} {q(str(unit_dir))}/",
+        "systemctl daemon-reload",
+        "systemctl enable --now style-pipeline.service style-pipeline-report.timer",
+        "systemd-analyze security style-pipeline.service",
+        "journalctl -u style-pipeline -f",
+    ]
+
+
+def _checked(path: Path | str, what: str) -> PurePosixPath:
+    path = PurePosixPath(path)
+    if not path.is_absolute() or ".." in path.parts or _UNSAFE.search(str(path)):
+        raise ValueError(f"{what} {str(path)!r}: needs an absolute path without '..', spaces, quotes, "
+                         f"backslashes, '$' or ';' (systemd would split or expand it)")
+    return path
+
+
+def _inside(path: PurePosixPath, root: PurePosixPath) -> bool:
+    return path == root or root in path.parents
+
+
+def _home_access(rw: list[PurePosixPath], ro: list[PurePosixPath]) -> dict[str, str]:
+    """ProtectHome=yes, unless a path is under a home: then tmpfs, with those paths bound back in."""
+    def in_home(p: PurePosixPath) -> bool:
+        return any(_inside(p, h) for h in HOME_ROOTS)
+
+    bind_rw = _outermost([p for p in rw if in_home(p)])
+    bind_ro = [p for p in _outermost([p for p in ro if in_home(p)]) if not any(_inside(p, b) for b in bind_rw)]
+    return {"FOLDERS": _join(p for p in rw if not in_home(p)), "PROTECT_HOME": "tmpfs" if bind_rw or bind_ro else "yes",
+            "BIND_PATHS": _join(bind_rw), "BIND_READ_ONLY_PATHS": _join(bind_ro)}
+
+
+def _interpreter_home(venv_bin: PurePosixPath) -> list[PurePosixPath]:
+    """The Python install a venv's python links to (pyenv and uv keep it under ~), if found here."""
+    python = Path(venv_bin) / "python"
+    return [PurePosixPath(python.resolve().parent.parent)] if python.exists() else []
+
+
+def _outermost(paths: list[PurePosixPath]) -> list[PurePosixPath]:
+    """Drop paths inside another one in the list: binding the parent covers them."""
+    return [p for p in dict.fromkeys(paths) if not any(o != p and _inside(p, o) for o in paths)]
+
+
+def _join(paths) -> str:
+    return " ".join(str(p) for p in paths)
+
+
+def _render(template: Path, dest: Path, values: dict[str, object]) -> Path:
+    text = template.read_text()
+    for key, value in values.items():
+        # '%' starts a systemd specifier (%h, %n...); '%%' is a literal one.
+        text = text.replace(f"@{key}@", str(value).replace("%", "%%"))
+    left = _PLACEHOLDER.findall(text)
+    if left:
+        raise ValueError(f"{template.name}: no value for {sorted(set(left))}")
+    dest.write_text(text)
+    return dest

@@ -1,0 +1,100 @@
+"""Real daemons in subprocesses, on real folders, with tiny images and few steps."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+STYLES = ROOT / "pipeline" / "assets" / "styles"
+SAMPLES = ROOT / "pipeline" / "assets" / "samples"
+
+
+def make_config(folder: Path, **overrides) -> Path:
+    """A config for tests: 32 px, 2 steps, short settle; overrides merge at the top level."""
+    data = {
+        "folders": {"inbox": "inbox", "outbox": "outbox", "spool": "spool"},
+        "styles_dir": str(STYLES),
+        "settle_seconds": 0.3,
+        "rescan_seconds": 2,
+        "retry_backoff_seconds": 0.2,
+        "contact_sheet": False,
+        "log_format": "json",
+        "default_recipe": "starry",
+        "defaults": {"size": 32, "steps": 2, "format": "png", "early_stop_tol": 0},
+        "recipes": {"starry": {"styles": ["starry_night.jpg"]}, "scream": {"styles": ["the_scream.jpg"]}},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def start(config: Path, *args: str, log: Path | None = None) -> subprocess.Popen:
+    log = log or config.parent / f"daemon-{time.monotonic_ns()}.log"
+    handle = open(log, "wb")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "--config", str(config), *args],
+                            stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+    proc.log_path = log  # type: ignore[attr-defined]
+    return proc
+
+
+def wait_ready(proc: subprocess.Popen, timeout: float = 60) -> None:
+    wait_for(lambda: b'"event": "watching"' in Path(proc.log_path).read_bytes(), timeout, proc)
+
+
+def wait_for(predicate, timeout: float, proc: subprocess.Popen | None = None, step: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"daemon exited with {proc.returncode}:\n{Path(proc.log_path).read_text()[-3000:]}")
+        time.sleep(step)
+    log = Path(proc.log_path).read_text()[-3000:] if proc is not None else ""
+    raise AssertionError(f"timed out after {timeout} s\n{log}")
+
+
+def stop(proc: subprocess.Popen, timeout: float = 60) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise AssertionError("daemon did not stop within the timeout after SIGTERM")
+    return proc.returncode
+
+
+def outputs(root: Path) -> list[Path]:
+    return sorted(p for p in (root / "outbox").rglob("*") if p.suffix in (".png", ".jpg", ".webp")
+                  and not p.name.startswith(".") and not p.name.endswith(".sheet.png"))
+
+
+def errors(root: Path) -> dict[str, dict]:
+    return {json.loads(p.read_text())["file"]: json.loads(p.read_text())
+            for p in (root / "spool" / "failed").glob("*.error.json")}
+
+
+def log_events(proc: subprocess.Popen) -> list[dict]:
+    events = []
+    for line in Path(proc.log_path).read_text().splitlines():
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            pass
+    return events

@@ -1,0 +1,174 @@
+"""The HTML report from a small fake spool, read back with the stdlib HTML parser; and the contact sheet."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections import defaultdict
+from datetime import datetime, timedelta, timezone
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from pipeline.report import build_report, contact_sheet, curve_points, parse_since, write_report
+
+SAMPLES = Path(__file__).resolve().parents[1] / "pipeline" / "assets" / "samples"
+STYLES = Path(__file__).resolve().parents[1] / "pipeline" / "assets" / "styles"
+NOW = datetime(2026, 11, 28, 7, 0, tzinfo=timezone.utc)
+
+
+class Page(HTMLParser):
+    """Text grouped by the nearest enclosing class, and every <img>'s class and src."""
+
+    VOID = {"img", "meta", "br", "link", "input", "polyline"}
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.stack: list[str | None] = []
+        self.text: dict[str, list[str]] = defaultdict(list)
+        self.images: list[tuple[str, str]] = []
+        self.polylines: list[str] = []
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images.append((attrs.get("class", ""), attrs["src"]))
+        if tag == "polyline":
+            self.polylines.append(attrs["points"])
+        if tag not in self.VOID:
+            self.stack.append(attrs.get("class"))
+
+    def handle_endtag(self, tag):
+        if tag not in self.VOID:
+            self.stack.pop()
+
+    def handle_data(self, data):
+        if data.strip():
+            self.text[next((c for c in reversed(self.stack) if c), "")].append(" ".join(data.split()))
+
+    def all_text(self, cls: str) -> str:
+        return " | ".join(self.text[cls])
+
+
+def _png(src: Path, dest: Path) -> Path:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with Image.open(src) as img:
+        img.convert("RGB").resize((32, 32)).save(dest)
+    return dest
+
+
+def _output(spool: Path, recipe: str, sample: str, style: str, finished: datetime, loss: float,
+            device: str = "cuda:0", seconds: float = 600.0) -> None:
+    stem = Path(sample).stem
+    out = _png(SAMPLES / sample, spool / "outbox" / recipe / f"{stem}.png")
+    _png(SAMPLES / sample, spool / "done" / sample.replace(".jpg", ".png"))
+    log = {"job_id": f"job-{stem}", "recipe": recipe,
+           "input": {"name": sample.replace(".jpg", ".png"), "bytes": 1234, "sha256": "ab" * 32},
+           "styles": [{"name": style, "sha256": "cd" * 32, "path": str(STYLES / style)}],
+           "output": {"name": out.name, "sha256": "ef" * 32, "size": [32, 32]},
+           "losses": {"total": loss, "content": loss / 2, "style": loss / 3, "tv": 0.5},
+           "curve": [{"step": s, "loss": loss * 100 / (s + 1), "scale": 1} for s in range(0, 300, 50)],
+           "steps": 300, "stop_reason": "early_stop", "device": device, "timings": {"total": seconds},
+           "queued_at": (finished - timedelta(hours=1)).isoformat(),
+           "started_at": (finished - timedelta(seconds=seconds)).isoformat(),
+           "finished_at": finished.isoformat().replace("+00:00", "Z"), "contact_sheet": None}
+    (out.parent / f"{stem}.json").write_text(json.dumps(log))
+
+
+def _failure(spool: Path, name: str, code: str, message: str, fix: str, when: datetime, data: bytes) -> None:
+    failed = spool / "failed"
+    failed.mkdir(parents=True, exist_ok=True)
+    (failed / name).write_bytes(data)
+    (failed / f"{name}.error.json").write_text(json.dumps(
+        {"file": name, "code": code, "message": message, "fix": fix, "failed_at": when.isoformat(), "attempts": 2}))
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Path:
+    _output(tmp_path, "starry", "coffee.jpg", "starry_night.jpg", NOW - timedelta(hours=2), 1234.5)
+    _output(tmp_path, "scream", "rocket.jpg", "the_scream.jpg", NOW - timedelta(hours=5), 987.25,
+            device="cpu", seconds=1800)
+    _output(tmp_path, "starry", "astronaut.jpg", "starry_night.jpg", NOW - timedelta(days=3), 55.5)
+    small = io.BytesIO()
+    Image.new("RGB", (40, 20), "red").save(small, "JPEG")
+    _failure(tmp_path, "truncated.jpg", "bad_image", "image file is truncated <b>", "Export it again.",
+             NOW - timedelta(hours=1), b"\xff\xd8\xff not really a jpeg")
+    _failure(tmp_path, "huge.jpg", "too_large", "20000x20000 is over max_pixels", "Resize below 40 MP.",
+             NOW - timedelta(hours=3), small.getvalue())
+    return tmp_path
+
+
+def test_report_lists_outputs_and_failures(spool):
+    page = Page(build_report(spool / "outbox", spool / "failed", since=timedelta(hours=12), now=NOW))
+    names = page.all_text("name")
+    assert "starry / coffee.png" in names and "scream / rocket.png" in names
+    assert "astronaut" not in names  # 3 days old: outside --since 12h
+    assert page.all_text("recipe") == "starry | scream"  # newest first
+    assert "total 1234" in page.all_text("losses") and "total 987.2" in page.all_text("losses")
+    assert page.all_text("input") == "coffee.png | rocket.png"
+    assert "starry_night.jpg" in page.all_text("styles")
+    assert page.all_text("processed") == "2" and page.all_text("failed-count") == "2"
+    assert page.all_text("per-hour") == "0.2"  # 2 images over 12 h
+    assert "10m 00s on cuda:0" in page.all_text("time") and "30m 00s on cpu" in page.all_text("time")
+    assert page.all_text("file") == "huge.jpg | truncated.jpg"
+    reasons = page.all_text("reason")
+    assert "bad_image" in reasons and "image file is truncated <b>" in reasons  # escaped, read back as text
+    assert "too_large" in reasons and "Resize below 40 MP." in page.all_text("fix")
+    assert len(page.polylines) == 2
+
+
+def test_thumbnails_are_data_uris(spool):
+    page = Page(build_report(spool / "outbox", spool / "failed", since=timedelta(hours=12), now=NOW))
+    kinds = [cls for cls, _ in page.images]
+    assert kinds.count("content") == 2 and kinds.count("style") == 2 and kinds.count("result") == 2
+    assert kinds.count("input") == 1  # the truncated failure has no thumbnail, and no crash
+    for _, src in page.images:
+        head, payload = src.split(",", 1)
+        assert head in ("data:image/jpeg;base64", "data:image/png;base64")
+        with Image.open(io.BytesIO(base64.b64decode(payload))) as img:
+            assert max(img.size) <= 256
+
+
+def test_without_since_everything_and_missing_pieces(spool):
+    (spool / "done" / "coffee.png").unlink()  # content gone from done/: the card just lacks it
+    (spool / "outbox" / "starry" / "broken.json").write_text("{not json")
+    (spool / "outbox" / "scream" / "sparse.json").write_text("{}")
+    (spool / "outbox" / "scream" / "odd.json").write_text(json.dumps(
+        {"losses": "low", "timings": [], "curve": "down", "styles": {}, "steps": "many", "input": None}))
+    page = Page(build_report(spool / "outbox", spool / "failed", now=NOW))
+    assert "starry / astronaut.png" in page.all_text("name") and page.all_text("processed") == "5"
+    assert [c for c, _ in page.images].count("content") == 2
+    assert "broken.json" in " ".join(page.text[""])
+
+
+def test_write_report_is_atomic_and_complete(spool):
+    out = write_report(spool / "report.html", spool / "outbox", spool / "failed", now=NOW)
+    assert out.read_text().rstrip().endswith("</html>")
+    assert [p.name for p in spool.iterdir() if p.name.startswith(".")] == []
+
+
+def test_parse_since():
+    assert parse_since("12h") == timedelta(hours=12) and parse_since("1h30m") == timedelta(minutes=90)
+    assert parse_since("2d") == timedelta(days=2) and parse_since("45s") == timedelta(seconds=45)
+    for bad in ("", "12", "tomorrow", "12h x"):
+        with pytest.raises(ValueError, match="like 12h"):
+            parse_since(bad)
+
+
+def test_curve_points():
+    assert curve_points([]) == "" and curve_points([{"step": 0, "loss": 1.0}]) == ""
+    pts = [tuple(map(float, p.split(","))) for p in curve_points(
+        [{"step": 0, "loss": 1000.0}, {"step": 10, "loss": 10.0}, {"step": 20, "loss": 1.0}]).split()]
+    assert pts[0] == (2.0, 2.0) and pts[-1] == (238.0, 58.0) and pts[1][1] == pytest.approx(39.3, abs=0.1)
+
+
+def test_contact_sheet(tmp_path):
+    imgs = [Image.open(p).resize((w, 24)) for p, w in zip(sorted(SAMPLES.glob("*.jpg")), (30, 20, 32))]
+    out = contact_sheet(*imgs, tmp_path / "sheet.png")
+    with Image.open(out) as sheet:
+        sheet.load()
+        assert sheet.format == "PNG" and sheet.size == (82, 24)
+    assert [p.name for p in tmp_path.iterdir()] == ["sheet.png"]
