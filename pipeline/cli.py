@@ -16,6 +16,14 @@ from . import __version__
 from .errors import PipelineError
 
 BOOL_TRUE = {"1", "true", "yes", "on"}
+BOOL_FALSE = {"0", "false", "no", "off"}
+
+
+def _bool(value: str) -> bool:
+    """A typo must not silently read as False."""
+    if value.lower() not in BOOL_TRUE | BOOL_FALSE:
+        raise argparse.ArgumentTypeError(f"expected true or false, not {value!r}")
+    return value.lower() in BOOL_TRUE
 
 
 def _settings_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +37,7 @@ def _settings_arguments(parser: argparse.ArgumentParser) -> None:
         kind = hints[f.name]
         help_text = f"{docs.get(f.name, '')} (default: {f.default!r})".strip().replace("%", "%%")
         if kind is bool:
-            group.add_argument(flag, type=lambda v: v.lower() in BOOL_TRUE, metavar="BOOL", help=help_text)
+            group.add_argument(flag, type=_bool, metavar="BOOL", help=help_text)
         elif typing.get_origin(kind) is tuple:
             group.add_argument(flag, type=float, nargs="+", metavar="W", help=help_text)
         elif typing.get_origin(kind) is typing.Literal:

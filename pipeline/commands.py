@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,6 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         if name == "status":
             p.add_argument("--json", action="store_true", help="print the raw status as JSON")
         p.set_defaults(func=func)
+    register_ops(sub)
 
 
 def _daemon(args, once: bool) -> int:
@@ -64,4 +66,48 @@ def cmd_status(args) -> int:
         return 2
     data = status.read(config)
     print(json.dumps(data, indent=2) if args.json else status.render(data))
+    return 0
+
+
+def register_ops(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="write the morning report (one self-contained HTML page)")
+    p.add_argument("--config", default="config.yaml")
+    p.add_argument("--since", default="12h", help="only outputs and failures this recent, e.g. 12h, 90m (default 12h)")
+    p.add_argument("-o", "--output", default="report.html", help="the HTML file (default report.html)")
+    p.set_defaults(func=cmd_report)
+    p = sub.add_parser("install-service", help="render the systemd units for this install and print how to enable them")
+    p.add_argument("--config", default="config.yaml")
+    p.add_argument("--user", default="style-pipeline", help="the system user the service runs as")
+    p.add_argument("--out", default="build/systemd", help="where to write the rendered units")
+    p.add_argument("--report-at", default="07:15", help="when the report timer fires (HH:MM)")
+    p.set_defaults(func=cmd_install_service)
+
+
+def cmd_report(args) -> int:
+    """Reads only the folders from the config: no torch import, so the hardened report unit stays light."""
+    from .daemon.config import read_folders
+    from .report import parse_since, write_report
+
+    folders = read_folders(args.config)
+    since = parse_since(args.since) if args.since else None
+    path = write_report(Path(args.output), folders["outbox"], folders["spool"] / "failed", since=since,
+                        done=folders["spool"] / "done")
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_install_service(args) -> int:
+    from .daemon.config import read_folders
+    from .service import install_commands, render_units
+
+    config = Path(args.config).resolve()
+    folders = read_folders(config)
+    writable = [folders["inbox"], folders["outbox"], folders["spool"]]
+    venv_bin = Path(sys.executable).parent
+    units = render_units(Path.cwd().resolve(), venv_bin, config, args.user, writable, Path(args.out),
+                         report_at=args.report_at)
+    print("rendered: " + ", ".join(str(u) for u in units))
+    print("then, as root:")
+    for command in install_commands(args.user, writable, units):
+        print(f"  {command}")
     return 0

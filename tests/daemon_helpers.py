@@ -36,6 +36,7 @@ def make_config(folder: Path, **overrides) -> Path:
         else:
             data[key] = value
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / "inbox").mkdir(exist_ok=True)
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(data))
     return path

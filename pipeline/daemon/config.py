@@ -184,6 +184,17 @@ def engine_settings(data: dict, path: tuple, problems: _Problems, base: Settings
         return base
 
 
+def read_folders(path: str | Path) -> dict[str, Path]:
+    """Just the folders, without checking styles (and so without importing torch): for `report`."""
+    source = Path(path).resolve()
+    try:
+        data = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError([f"cannot read the config ({exc})"], source) from exc
+    folders = data.get("folders") or {} if isinstance(data, dict) else {}
+    return {key: (source.parent / str(folders.get(key, key))).resolve() for key in FOLDER_KEYS}
+
+
 def load(path: str | Path) -> Config:
     """Read and validate config.yaml; raise ConfigError listing every problem with its line."""
     from .config_build import build

@@ -98,8 +98,12 @@ class Daemon:
                 self._check_observer()
                 if time.monotonic() - self.last_rescan >= self.config.rescan_seconds:
                     self._rescan()
-                if self.worker.idle() and self._window_open():
-                    self._dispatch()
+                if self._window_open():
+                    self.worker.pause.clear()
+                    if self.worker.idle():
+                        self._dispatch()
+                else:
+                    self.worker.pause.set()  # the running job checkpoints and waits for the next window
                 self._report()
                 if self.once and self._drained():
                     break
@@ -256,5 +260,6 @@ class Daemon:
             self.worker.join(timeout=120)
             for job in self.worker.retry:
                 self.spool.release(job)
+        self.state = "stopped"
         status_module.write(self.config.spool, status_module.snapshot(self))
         log.info("stopped", **self.spool.counts())

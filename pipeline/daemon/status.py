@@ -69,7 +69,7 @@ def read(config) -> dict:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         data = {}
-    alive = bool(data) and _pid_alive(data.get("pid", 0)) and time.time() - data.get("updated", 0) < STALE_SECONDS
+    alive = bool(data) and data.get("state") != "stopped" and _pid_alive(data.get("pid", 0)) and time.time() - data.get("updated", 0) < STALE_SECONDS
     data["running"] = alive
     if not alive:
         data["current"] = None

@@ -21,6 +21,7 @@ import structlog
 from ..engine import Settings, StyleTransfer, images
 from ..errors import Cancelled, EngineError, ImageError
 from ..progress import sha256_file, versions
+from ..report import contact_sheet
 from . import outputs
 from .config import Config, ConfigError, Recipe
 from .config_build import load_sidecar
@@ -53,6 +54,7 @@ class Worker(threading.Thread):
         self.jobs: queue.Queue[Job | None] = queue.Queue()
         self.retry: list[Job] = []
         self.busy = threading.Event()
+        self.pause = threading.Event()  # set by the main loop when the run window closes
         self.finished = threading.Event()
         self.progress: dict | None = None
         self.marker = 0  # bumped on every step: the main loop's watchdog reads it
@@ -95,7 +97,7 @@ class Worker(threading.Thread):
                 log.info("job started", recipe=plan.recipe.name, size=plan.settings.size, steps=plan.settings.steps,
                          attempt=job.attempts)
                 result = self.engine.stylize(plan.content, plan.styles, plan.settings, on_step=self._on_step(job, plan),
-                                             should_stop=self.stop.is_set, checkpoint=job.checkpoint)
+                                             should_stop=self._should_stop, checkpoint=job.checkpoint)
                 self.finish(job, config, plan, result)
             kept = self.spool.complete(job, keep_input=config.after_success == "move")
             log.info("job done", kept_input=str(kept) if kept else None)
@@ -104,10 +106,14 @@ class Worker(threading.Thread):
         except EngineError as exc:
             self._fail(job, Reason.ENGINE, exc.problem, exc.fix)
         except Cancelled as exc:
-            job.attempts -= 1  # a shutdown is not the input's fault
+            job.attempts -= 1  # a shutdown or a closing window is not the input's fault
             self.spool.save(job)
-            self.spool.release(job)
-            log.info("job checkpointed for the next start", step=exc.step)
+            if self.stop.is_set():
+                self.spool.release(job)
+                log.info("job checkpointed for the next start", step=exc.step)
+            else:
+                self.retry.append(job)
+                log.info("run window closed: job checkpointed, resumes when it opens", step=exc.step)
         except Exception as exc:  # transient or unknown: retried, bounded by max_attempts
             self._transient(job, exc)
         finally:
@@ -120,6 +126,9 @@ class Worker(threading.Thread):
         settings = pre_check_settings(job, config, recipe, overrides)
         content = pre_check_image(job, settings)
         return Plan(recipe, settings, content, [self._style(ref.path, settings) for ref in recipe.styles])
+
+    def _should_stop(self) -> bool:
+        return self.stop.is_set() or self.pause.is_set()
 
     def _style(self, path: Path, settings: Settings) -> images.Image.Image:
         """Decoded style pictures are kept by (path, mtime): a night in one style decodes it once."""
@@ -163,15 +172,24 @@ class Worker(threading.Thread):
         folder.mkdir(parents=True, exist_ok=True)
         data = images.encode(result.image, fmt, plan.settings.quality, alpha=result.alpha)
         record = self.record(job, plan, result)
+        sheet = None
         while True:  # another daemon may take the same free name between choosing and writing
             stem = outputs.choose_stem(folder, Path(job.name).stem, fmt)
             job.output_stem = f"{plan.recipe.name}/{stem}"
             self.spool.save(job)
+            if config.contact_sheet:
+                sheet = folder / f"{stem}.sheet.png"
+                record["contact_sheet"] = sheet.name
             try:
                 image_path, _ = outputs.write(folder, stem, fmt, data, record)
                 break
             except FileExistsError:
                 continue
+        if sheet is not None:  # a convenience: a failure here must not fail the job
+            try:
+                contact_sheet(plan.content, plan.styles[0], result.image, sheet)
+            except OSError as exc:
+                log.warning("contact sheet not written", error=str(exc))
         log.info("output written", output=str(image_path), loss=result.losses["total"], steps=result.steps,
                  seconds=result.timings["total"], stop_reason=result.stop_reason)
 

@@ -93,6 +93,7 @@ class Settings:
             (all(w >= 0 for w in self.layer_weights), "layer_weights must be >= 0"),
             (0.05 <= self.style_scale <= 8, "style_scale must be within 0.05..8"),
             (all(w >= 0 for w in self.style_blend), "style_blend weights must be >= 0"),
+            (not self.style_blend or sum(self.style_blend) > 0, "style_blend needs a weight above 0"),
             (1 <= self.scales <= 6, "scales must be within 1..6"),
             (self.coarse_steps >= 0, "coarse_steps must be >= 0"),
             (self.early_stop_tol >= 0 and self.early_stop_window >= 1, "early_stop_tol >= 0, window >= 1"),

@@ -1,0 +1,142 @@
+"""Daemon behaviour that needs an injected clock or an injected fault: run in-process, real engine."""
+from __future__ import annotations
+
+import errno
+import json
+import shutil
+import threading
+import time
+from datetime import datetime
+
+import pytest
+
+from daemon_helpers import SAMPLES, errors, make_config, outputs, wait_for
+from pipeline.daemon import outputs as outputs_module
+from pipeline.daemon import status as status_module
+from pipeline.daemon.daemon import Daemon
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def current_job(root):
+    try:
+        return json.loads((root / "spool" / "status.json").read_text()).get("current")
+    except (OSError, ValueError):
+        return None
+
+
+def run_in_thread(daemon: Daemon) -> threading.Thread:
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_run_window_holds_jobs_outside_and_pauses_a_running_job(tmp_path, engine, monkeypatch):
+    clock = Clock(datetime(2026, 11, 27, 12, 0))  # noon: outside 22:00-07:00
+    monkeypatch.setattr(status_module, "local_now", clock)
+    config = make_config(tmp_path, schedule={"start": "22:00", "end": "07:00"},
+                         defaults={"size": 40, "steps": 120, "checkpoint_every": 5, "early_stop_tol": 0})
+    daemon = Daemon(config, engine=engine)
+    thread = run_in_thread(daemon)
+    try:
+        shutil.copy(SAMPLES / "coffee.jpg", tmp_path / "inbox" / "night.jpg")
+        time.sleep(1.5)
+        assert list((tmp_path / "spool" / "work").iterdir()) == [], "nothing is claimed outside the window"
+        snap = json.loads((tmp_path / "spool" / "status.json").read_text())
+        assert snap["state"] == "outside the run window" and snap["next_window"] == "2026-11-27T22:00"
+
+        clock.now = datetime(2026, 11, 27, 23, 0)  # the window opens
+        wait_for(lambda: daemon.worker.progress and daemon.worker.progress["step"] >= 10, 60)
+        clock.now = datetime(2026, 11, 28, 7, 0)  # ... and closes mid-job
+        wait_for(lambda: daemon.worker.idle() and daemon.worker.retry, 30)
+        job = daemon.worker.retry[0]
+        assert job.checkpoint.exists() and outputs(tmp_path) == []
+
+        clock.now = datetime(2026, 11, 28, 22, 30)  # the next night
+        wait_for(lambda: outputs(tmp_path), 120)
+        log = json.loads((tmp_path / "outbox" / "starry" / "night.json").read_text())
+        assert log["resumed_from_step"] >= 10 and log["steps"] == 120
+    finally:
+        daemon.stop.set()
+        thread.join(60)
+
+
+def test_disk_full_is_transient_retried_and_never_loses_the_input(tmp_path, engine, monkeypatch):
+    config = make_config(tmp_path, max_attempts=3, retry_backoff_seconds=0.1)
+    real_write = outputs_module.write
+    calls = []
+
+    def full_disk_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(outputs_module, "write", full_disk_once)
+    shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / "rocket.jpg")
+    daemon = Daemon(config, once=True, engine=engine)
+    assert daemon.run() == 0
+    assert [p.name for p in outputs(tmp_path)] == ["rocket.png"]
+    log = json.loads((tmp_path / "outbox" / "starry" / "rocket.json").read_text())
+    assert log["attempts"] == 2 and len(calls) == 2
+
+
+def test_persistent_transient_failure_ends_in_failed_with_the_input_kept(tmp_path, engine, monkeypatch):
+    config = make_config(tmp_path, max_attempts=2, retry_backoff_seconds=0.05)
+
+    def always_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(outputs_module, "write", always_full)
+    shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / "rocket.jpg")
+    assert Daemon(config, once=True, engine=engine).run() == 0
+    failure = errors(tmp_path)["rocket.jpg"]
+    assert failure["code"] == "too_many_attempts" and "No space left" in failure["message"]
+    assert (tmp_path / "spool" / "failed" / "rocket.jpg").read_bytes() == (SAMPLES / "rocket.jpg").read_bytes()
+
+
+def test_unknown_recipe_folder_fails_with_a_suggestion(tmp_path, engine):
+    config = make_config(tmp_path)
+    (tmp_path / "inbox" / "stary").mkdir(parents=True)
+    shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / "stary" / "typo.jpg")
+    assert Daemon(config, once=True, engine=engine).run() == 0
+    failure = errors(tmp_path)["typo.jpg"]
+    assert failure["code"] == "unknown_recipe" and "did you mean 'starry'" in failure["fix"]
+
+
+def test_once_exits_nonzero_only_when_the_daemon_cannot_work(tmp_path, capsys):
+    from pipeline.cli import main
+
+    bad = make_config(tmp_path / "bad", recipes={"x": {"styles": ["missing.jpg"]}})
+    assert main(["once", "--config", str(bad)]) == 2
+    assert "missing.jpg" in capsys.readouterr().err
+    folder = tmp_path / "blocked"
+    config = make_config(folder)
+    (folder / "outbox").write_text("a file where the outbox folder should be")  # unusable even for root
+    assert main(["once", "--config", str(config)]) == 2
+    assert "outbox" in capsys.readouterr().err
+
+
+def test_status_reports_a_running_job(tmp_path, engine, capsys):
+    from pipeline.cli import main
+
+    config = make_config(tmp_path, defaults={"size": 48, "steps": 300, "early_stop_tol": 0})
+    daemon = Daemon(config, engine=engine)
+    thread = run_in_thread(daemon)
+    try:
+        shutil.copy(SAMPLES / "coffee.jpg", tmp_path / "inbox" / "busy.jpg")
+        wait_for(lambda: current_job(tmp_path), 60)
+        assert main(["status", "--config", str(config)]) == 0
+        out = capsys.readouterr().out
+        assert "busy.jpg" in out and "step" in out and "ETA" in out and "daemon: running" in out
+    finally:
+        daemon.stop.set()
+        thread.join(60)
+    assert main(["status", "--config", str(config)]) == 0
+    assert "not running" in capsys.readouterr().out
