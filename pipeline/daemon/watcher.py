@@ -4,6 +4,7 @@ Handlers only enqueue into the :class:`Tracker`; the main loop decides what is r
 """
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import time
@@ -176,7 +177,13 @@ class Watcher:
         else:
             self.observer = Observer()
         self.observer.schedule(Handler(self.inbox, self.tracker), str(self.inbox), recursive=True)
-        self.observer.start()
+        try:
+            self.observer.start()
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EMFILE):
+                raise OSError(exc.errno, f"out of inotify watches for {self.inbox}: raise "
+                              "fs.inotify.max_user_watches (sysctl), or set `watch: polling`") from exc
+            raise
 
     def alive(self) -> bool:
         return self.observer is not None and self.observer.is_alive()
