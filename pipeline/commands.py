@@ -26,11 +26,11 @@ def _daemon(args, once: bool) -> int:
 
     try:
         daemon = Daemon(args.config, once=once)
+        log.configure(daemon.config.log_format, daemon.config.log_level)
+        return daemon.run()
     except StartupError as exc:
         print(f"style-pipeline {args.command}: {exc}", file=sys.stderr)
         return 2
-    log.configure(daemon.config.log_format, daemon.config.log_level)
-    return daemon.run()
 
 
 def cmd_run(args) -> int:

@@ -15,7 +15,7 @@ from pathlib import Path
 import structlog
 
 from ..engine import StyleTransfer, images
-from ..errors import ImageError
+from ..errors import ImageError, PipelineError
 from ..notify import Heartbeat, Notifier, watchdog_interval
 from . import config as config_module
 from . import status as status_module
@@ -67,6 +67,12 @@ class Daemon:
         return config
 
     def start(self) -> None:
+        try:
+            self._start()
+        except (PipelineError, OSError) as exc:  # no weights, no inotify watches left: the daemon cannot work
+            raise StartupError(str(exc)) from exc
+
+    def _start(self) -> None:
         config = self.config
         if self.engine is None:
             self.engine = StyleTransfer(config.weights, config.device, cache_size=config.cache_styles)

@@ -1,0 +1,189 @@
+"""Loading every kind of picture people send, refusing the broken ones clearly, and saving atomically."""
+from __future__ import annotations
+
+import stat
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.engine import Settings, images
+from pipeline.errors import ImageError
+
+pytestmark = pytest.mark.usefixtures("torch_threads")
+
+SAMPLES = Path(__file__).resolve().parents[1] / "pipeline" / "assets" / "samples"
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG with a valid IHDR that claims the given size, and no pixel data at all."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + chunk(
+        b"IEND", b"")
+
+
+def _refused(path: Path, *words: str, **kwargs) -> ImageError:
+    with pytest.raises(ImageError) as err:
+        images.load(path, **kwargs)
+    message = str(err.value)
+    assert str(path) in message and err.value.path == str(path)
+    assert "\n" not in message
+    for word in words:
+        assert word in message.lower(), message
+    return err.value
+
+
+# --- bad inputs ------------------------------------------------------------------------------------
+
+def test_missing_file(tmp_path):
+    _refused(tmp_path / "nowhere.jpg", "no such file")
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "empty.jpg"
+    path.write_bytes(b"")
+    _refused(path, "empty", "0 bytes")
+
+
+def test_truncated_jpeg(tmp_path):
+    data = (SAMPLES / "coffee.jpg").read_bytes()
+    path = tmp_path / "half.jpg"
+    path.write_bytes(data[: len(data) // 2])
+    _refused(path, "truncated")
+
+
+def test_text_named_png(tmp_path):
+    path = tmp_path / "notes.png"
+    path.write_text("this is not a picture\n" * 20)
+    _refused(path, "not an image")
+
+
+def test_png_header_claiming_a_huge_size(tmp_path):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_png_header(100_000, 100_000))  # Pillow's own DecompressionBombError
+    _refused(path, "decompression bomb")
+    path.write_bytes(_png_header(9_000, 9_000))  # under Pillow's limit, over ours (50 M)
+    _refused(path, "81,000,000 pixels", "limit")
+
+
+def test_real_image_over_max_pixels():
+    error = _refused(SAMPLES / "coffee.jpg", "limit", max_pixels=512 * 340)
+    assert "512x341" in str(error)
+    assert images.load(SAMPLES / "coffee.jpg", max_pixels=512 * 341).size == (512, 341)
+
+
+# --- conversions ---------------------------------------------------------------------------------
+
+def test_exif_orientation_is_applied(tmp_path):
+    photo = Image.open(SAMPLES / "coffee.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    path = tmp_path / "rotated.jpg"
+    photo.save(path, exif=exif, quality=95)
+    loaded = images.load(path)
+    assert photo.size == (512, 341) and loaded.size == (341, 512)
+    assert loaded.mode == "RGB"
+    # The top row of the displayed picture is the stored picture's left column, read bottom to top.
+    expected = np.asarray(photo.convert("RGB"), dtype=np.float64).transpose(1, 0, 2)[:, ::-1]
+    assert np.abs(np.asarray(loaded, dtype=np.float64) - expected).mean() < 4
+
+
+def test_cmyk_jpeg(tmp_path):
+    path = tmp_path / "cmyk.jpg"
+    Image.new("CMYK", (40, 30), (0, 255, 255, 0)).save(path, quality=95)
+    loaded = images.load(path)
+    assert loaded.mode == "RGB" and loaded.size == (40, 30)
+    assert np.abs(np.asarray(loaded, dtype=np.float64).reshape(-1, 3).mean(0) - (255, 0, 0)).max() < 6
+
+
+def test_palette_with_and_without_transparency(tmp_path):
+    photo = images.load(SAMPLES / "coffee.jpg").resize((40, 30))
+    palette = photo.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    palette.save(tmp_path / "p.png")
+    opaque = images.load(tmp_path / "p.png")
+    assert opaque.mode == "RGB"
+    assert np.array_equal(np.asarray(opaque), np.asarray(palette.convert("RGB")))
+
+    palette.save(tmp_path / "pt.png", transparency=0)
+    clear = images.load(tmp_path / "pt.png")
+    assert clear.mode == "RGBA"
+    expected_alpha = np.where(np.asarray(palette) == 0, 0, 255)
+    assert np.array_equal(np.asarray(clear.getchannel("A")), expected_alpha)
+
+
+def test_grey(tmp_path):
+    grey = images.load(SAMPLES / "coffee.jpg").convert("L")
+    grey.save(tmp_path / "grey.png")
+    loaded = images.load(tmp_path / "grey.png")
+    assert loaded.mode == "RGB"
+    rgb = np.asarray(loaded)
+    assert np.array_equal(rgb[..., 0], np.asarray(grey)) and np.array_equal(rgb[..., 0], rgb[..., 2])
+
+
+def test_16_bit_grey(tmp_path):
+    ramp = (np.arange(48 * 64, dtype=np.uint16).reshape(48, 64) * 20)
+    Image.fromarray(ramp).save(tmp_path / "ramp16.png")
+    assert Image.open(tmp_path / "ramp16.png").mode == "I;16"
+    loaded = np.asarray(images.load(tmp_path / "ramp16.png"), dtype=np.float64)
+    assert np.abs(loaded[..., 1] - ramp / 65535 * 255).max() <= 0.5
+    # A dark 16-bit picture stays dark (values are out of 65535 even when all are under 256).
+    dark = (np.arange(48 * 64, dtype=np.uint16).reshape(48, 64) % 200)
+    Image.fromarray(dark).save(tmp_path / "dark16.png")
+    assert np.asarray(images.load(tmp_path / "dark16.png")).max() <= 1
+
+
+def test_rgba_alpha_survives_stylize_and_save(engine, tmp_path):
+    photo = images.load(SAMPLES / "coffee.jpg").resize((48, 32))
+    alpha = Image.fromarray(np.tile(np.linspace(0, 255, 48).astype(np.uint8), (32, 1)), "L")
+    rgba = photo.convert("RGBA")
+    rgba.putalpha(alpha)
+    rgba.save(tmp_path / "in.png")
+    content = images.load(tmp_path / "in.png")
+    assert content.mode == "RGBA"
+    style = images.load(SAMPLES.parent / "styles" / "the_scream.jpg")
+    result = engine.stylize(content, [style], Settings(size=48, steps=2))
+    assert result.alpha is not None and result.image.mode == "RGB"
+    out = images.save(result.image, tmp_path / "out.png", alpha=result.alpha)
+    reloaded = Image.open(out)
+    assert reloaded.mode == "RGBA" and reloaded.size == (48, 32)
+    assert np.array_equal(np.asarray(reloaded.getchannel("A")), np.asarray(alpha))
+    assert np.array_equal(np.asarray(reloaded.convert("RGB")), np.asarray(result.image))
+
+
+# --- saving --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt, pil_format", [("png", "PNG"), ("jpeg", "JPEG"), ("webp", "WEBP")])
+def test_atomic_save(tmp_path, fmt, pil_format):
+    picture = images.load(SAMPLES / "rocket.jpg").resize((60, 40))
+    path = images.save(picture, tmp_path / f"out.{fmt}", quality=90)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"out.{fmt}"]  # no temp file left
+    with Image.open(path) as decoded:
+        decoded.load()
+        assert decoded.format == pil_format and decoded.size == (60, 40)
+    if fmt == "png":
+        assert np.array_equal(np.asarray(Image.open(path)), np.asarray(picture))
+    # The mode follows the umask like any new file (mkstemp's 0600 must not stick to the output).
+    plain = tmp_path / "plain"
+    plain.touch()
+    assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
+
+
+def test_failed_save_leaves_nothing(tmp_path):
+    picture = images.load(SAMPLES / "rocket.jpg").resize((60, 40))
+    with pytest.raises(ValueError, match="format"):
+        images.save(picture, tmp_path / "out.gif")
+    (tmp_path / "taken.png").mkdir()  # the final rename fails after the temp file was written
+    with pytest.raises(OSError):
+        images.save(picture, tmp_path / "taken.png")
+    assert [p.name for p in tmp_path.iterdir()] == ["taken.png"]
+    (tmp_path / "taken.png").rmdir()
+    # An existing output is replaced whole.
+    images.save(picture, tmp_path / "out.png")
+    images.save(picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT), tmp_path / "out.png")
+    assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")),
+                          np.asarray(picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT)))
