@@ -100,7 +100,7 @@ def _conv_state(raw: dict, path: Path) -> tuple[dict[str, torch.Tensor], str]:
 
 def load_features(path: str | Path | None = None) -> tuple[nn.Sequential, WeightsInfo]:
     """VGG19 ``features`` cut after relu5_1, frozen, with its weights' info."""
-    from torchvision.models import vgg19
+    from torchvision.models.vgg import cfgs, make_layers
 
     found = find_weights(path)
     try:
@@ -108,7 +108,9 @@ def load_features(path: str | Path | None = None) -> tuple[nn.Sequential, Weight
         if not isinstance(raw, dict):
             raise TypeError(f"a {type(raw).__name__}, not a dict")
         state, kind = _conv_state(raw, found)
-        features = vgg19(weights=None).features[: LAST_INDEX + 1]
+        # torchvision's vgg19().features layout, without building (and randomly initialising) the
+        # 120M-parameter classifier that style transfer never uses.
+        features = make_layers(cfgs["E"])[: LAST_INDEX + 1]
         features.load_state_dict(state)
     except WeightsError:
         raise
