@@ -69,6 +69,7 @@ class Monitor:
     should_stop: Callable[[], bool] | None = None
     save: Callable[[torch.Tensor, dict], None] | None = None
     checkpoint_every: int = 25
+    saved_at: int = 0
     step_count: int = 0
     level_step: int = 0
     scale: int = 1
@@ -102,7 +103,8 @@ class Monitor:
                                **dict(zip(PART_NAMES, parts)), "elapsed": round(elapsed, 3)})
         if self.on_step:
             self.on_step(info)
-        if self.save and self.step_count % self.checkpoint_every == 0:
+        if self.save and self.step_count - self.saved_at >= self.checkpoint_every:
+            self.saved_at = self.step_count  # Adam reports every log_every steps: count, don't take a modulo
             self.save(pixels, state())
         if self.should_stop and self.should_stop():
             self.cancelled, self.stop_reason = True, "cancelled"

@@ -252,7 +252,8 @@ class _Run:
             except NonFinite as exc:
                 if gentle:
                     raise EngineError(f"the optimisation failed twice ({exc})",
-                                      fix="Lower style_strength or lr, or use optimizer: adam") from exc
+                                      fix="Lower style_strength" + (" or lr" if self.settings.optimizer == "adam"
+                                                                    else ", or use optimizer: adam")) from exc
                 self.retries.append(f"{exc}; retried from step {good_steps[0]} with a smaller step")
                 pixels, opt_state = good.clone(), None
                 self.monitor.step_count, self.monitor.level_step = good_steps
@@ -293,6 +294,7 @@ class _Run:
             return None, 0, None, None
         m = self.monitor
         m.step_count, m.level_step, m.curve = state["step"], state["level_step"], state["curve"]
+        m.saved_at = state["step"]
         m.elapsed_before = state["elapsed"]
         self.retries = list(state.get("retries", []))
         pixels = state["pixels"].to(self.engine.device)
@@ -303,6 +305,10 @@ class _Run:
         with torch.no_grad():
             total, parts = self._loss(self.levels[-1]).loss(pixels)
         losses = {"total": float(total), **{k: float(v) for k, v in zip(("content", "style", "tv"), parts)}}
+        last = self.monitor.curve[-1]["step"] if self.monitor.curve else -1
+        if last != self.monitor.step_count:  # an early stop ends between logged points: close the curve
+            self.monitor.curve.append({"step": self.monitor.step_count, "scale": len(self.levels), **losses,
+                                       "loss": losses["total"], "elapsed": round(self.monitor.elapsed, 3)})
         image = images.to_image(pixels)
         if self.settings.preserve_color:
             image = images.recombine_colour(image, self.original_content)
