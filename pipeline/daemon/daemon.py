@@ -74,11 +74,15 @@ class Daemon:
 
     def _start(self) -> None:
         config = self.config
-        if self.engine is None:
-            self.engine = StyleTransfer(config.weights, config.device, cache_size=config.cache_styles)
-        log.info("engine ready", device=str(self.engine.device), weights=self.engine.weights.path,
-                 kind=self.engine.weights.kind, seconds=round(self.engine.load_seconds, 2))
-        self.worker = Worker(self.engine, self.spool, lambda: self.config, self.stop)
+        if config.executor == "ray":  # issue 6: jobs run on Ray actors (imported only here); the rest is unchanged
+            from .ray_executor import RayWorker
+            self.worker = RayWorker(self.spool, lambda: self.config, self.stop)
+        else:
+            if self.engine is None:
+                self.engine = StyleTransfer(config.weights, config.device, cache_size=config.cache_styles)
+            log.info("engine ready", device=str(self.engine.device), weights=self.engine.weights.path,
+                     kind=self.engine.weights.kind, seconds=round(self.engine.load_seconds, 2))
+            self.worker = Worker(self.engine, self.spool, lambda: self.config, self.stop)
         self.worker.start()
         recovered = self.spool.recover()
         for job in recovered:
@@ -178,7 +182,7 @@ class Daemon:
         return datetime.fromtimestamp(seen, timezone.utc).isoformat(timespec="milliseconds")
 
     def _drained(self) -> bool:
-        return len(self.tracker) == 0 and self.worker.idle() and not self.worker.retry
+        return len(self.tracker) == 0 and self.worker.open_jobs == 0 and not self.worker.retry
 
     def _window_open(self) -> bool:
         window = status_module.window(self.config)

@@ -107,8 +107,9 @@ def render(data: dict) -> str:
         lines.append(f"watching with {data['observer']['kind']}: {data['observer']['why']}")
     current = data.get("current")
     if current:
-        lines.append(f"now: {current['file']} [{current['recipe']}] step {current['step']}/{current['total_steps']}"
-                     f", loss {current['loss']:.4g}, ETA {current['eta_seconds']:.0f} s")
+        where = f" on {current['worker']} ({current['node']})" if current.get("worker") else ""
+        lines.append(f"now: {current['file']} [{current['recipe']}]{where} step {current['step']}/"
+                     f"{current['total_steps']}, loss {current['loss']:.4g}, ETA {current['eta_seconds']:.0f} s")
     lines.append(f"queue: {data.get('inbox_waiting', 0)} waiting in the inbox, {data.get('in_work', 0)} in work/")
     lines.append(f"done: {data['done']}   failed: {data['failed']}")
     if data.get("next_window"):

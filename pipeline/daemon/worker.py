@@ -67,7 +67,13 @@ class Worker(threading.Thread):
         self.jobs.put(job)
 
     def idle(self) -> bool:
+        """Room for another job (the main loop dispatches only then)."""
         return not self.busy.is_set() and self.jobs.empty()
+
+    @property
+    def open_jobs(self) -> int:
+        """Jobs handed over and not yet ended: `once` waits for zero."""
+        return 0 if self.idle() else 1
 
     def run(self) -> None:
         while True:
