@@ -90,16 +90,34 @@ def test_dequantised_weights_and_cut_after_relu5_1(engine):
 
 # --- the optimisation ----------------------------------------------------------------------------
 
-def test_losses_fall_and_style_moves_towards_the_painting(engine, content, style):
+@pytest.mark.parametrize("optimizer", ["lbfgs", "lbfgsb"])
+def test_losses_fall_and_style_moves_towards_the_painting(engine, content, style, optimizer):
     before = engine.stylize(content, [style], Settings(size=64, steps=0))
     # A 0-step run from the content is the content itself: no content loss, only the style term.
     assert before.losses["content"] < 1e-3
-    result = engine.stylize(content, [style], Settings(size=64, steps=15, log_every=1, early_stop_tol=0))
+    result = engine.stylize(content, [style], Settings(size=64, steps=15, log_every=1, early_stop_tol=0,
+                                                       optimizer=optimizer))
     assert result.steps == 15 and result.stop_reason == "steps"
     assert [p["step"] for p in result.curve] == list(range(1, 16))
     assert result.losses["total"] < result.curve[0]["loss"]
     assert result.losses["total"] < before.losses["total"]
     assert result.losses["style"] <= 0.35 * before.losses["style"]
+
+
+def test_projected_lbfgs_keeps_pixels_in_range_and_matches_lbfgsb(engine, content, style):
+    """The torch L-BFGS walks the 0-255 box itself; it should do as well per iteration as scipy's L-BFGS-B."""
+    from pipeline.engine.optimize import Monitor, run_projected_lbfgs
+
+    settings = Settings(size=64, steps=20, early_stop_tol=0)
+    ours = engine.stylize(content, [style], settings)
+    reference = engine.stylize(content, [style], settings.replace(optimizer="lbfgsb"))
+    assert ours.losses["total"] <= 1.05 * reference.losses["total"]
+    run = __import__("pipeline.engine.transfer", fromlist=["_Run"])._Run(engine, content, [style], settings,
+                                                                       None, None, None)
+    problem = run._loss(run.levels[-1])
+    start = images.to_tensor(content.resize(run.levels[-1][::-1]))
+    x = run_projected_lbfgs(problem, start, 10, Monitor(10, 1, 1, 0, 1), history=5, keep_in_range=True)
+    assert float(x.min()) >= 0.0 and float(x.max()) <= 255.0 and bool((x == 255.0).any() or (x == 0.0).any())
 
 
 @pytest.mark.parametrize("optimizer, init", [("lbfgs", "content"), ("adam", "noise")])

@@ -27,7 +27,8 @@ class Settings:
     """Longest side of the result, in pixels."""
     steps: int = 300
     """Optimizer iterations at the final scale (L-BFGS iterations or Adam steps)."""
-    optimizer: Literal["lbfgs", "adam"] = "lbfgs"
+    optimizer: Literal["lbfgs", "lbfgsb", "adam"] = "lbfgs"
+    """lbfgs: projected L-BFGS in torch (the default); lbfgsb: scipy's L-BFGS-B (reference); adam."""
     lr: float = 0.0
     """Adam step in 0-255 pixel units; 0 means the optimizer's default (Adam: 2.0)."""
     init: Literal["content", "noise", "style"] = "content"
@@ -56,7 +57,7 @@ class Settings:
     early_stop_tol: float = 1e-3
     """Stop when the loss improved by less than this fraction over ``early_stop_window`` steps; 0 = off."""
     early_stop_window: int = 20
-    lbfgs_history: int = 50
+    lbfgs_history: int = 20
     log_every: int = 10
     """Record the loss curve every k steps (also the only host syncs for Adam)."""
     checkpoint_every: int = 25
@@ -83,7 +84,7 @@ class Settings:
         checks = [
             (self.size >= 16, "size must be at least 16 px"),
             (self.steps >= 0, "steps must be >= 0"),
-            (self.optimizer in ("lbfgs", "adam"), "optimizer must be 'lbfgs' or 'adam'"),
+            (self.optimizer in ("lbfgs", "lbfgsb", "adam"), "optimizer must be lbfgs, lbfgsb or adam"),
             (self.init in ("content", "noise", "style"), "init must be content, noise or style"),
             (self.lr >= 0, "lr must be >= 0"),
             (self.style_strength >= 0, "style_strength must be >= 0"),

@@ -19,7 +19,8 @@ from PIL import Image
 from ..errors import Cancelled, EngineError
 from . import images
 from .losses import ContentLoss, StyleLoss, StyleTargets, TotalLoss, gram
-from .optimize import Monitor, NonFinite, Problem, StepInfo, is_blank, run_adam, run_lbfgs
+from .optimize import (Monitor, NonFinite, Problem, StepInfo, is_blank, run_adam, run_lbfgs,
+                       run_projected_lbfgs)
 from .settings import CONTENT_LAYER, STYLE_LAYERS, Settings
 from .vgg import VGGFeatures, WeightsInfo, load_features
 
@@ -262,9 +263,10 @@ class _Run:
     def _optimiser(self, problem, pixels, steps, opt_state, gentle: bool) -> torch.Tensor:
         s = self.settings
         x = self.engine._layout(pixels)
-        if s.optimizer == "lbfgs":
-            return run_lbfgs(problem, x, steps, self.monitor, history=5 if gentle else s.lbfgs_history,
-                             keep_in_range=s.keep_in_range)
+        if s.optimizer in ("lbfgs", "lbfgsb"):
+            run = run_projected_lbfgs if s.optimizer == "lbfgs" else run_lbfgs
+            return run(problem, x, steps, self.monitor, history=5 if gentle else s.lbfgs_history,
+                       keep_in_range=s.keep_in_range)
         lr = (s.lr or ADAM_DEFAULT_LR) * (0.5 if gentle else 1.0)
         return run_adam(problem, x, steps, self.monitor, lr=lr, keep_in_range=s.keep_in_range, state=opt_state)
 
