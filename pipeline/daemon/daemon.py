@@ -110,7 +110,7 @@ class Daemon:
                     self._rescan()
                 if self._window_open():
                     self.worker.pause.clear()
-                    if self.worker.idle():
+                    if self.worker.has_room():
                         self._dispatch()
                 else:
                     self.worker.pause.set()  # the running job checkpoints and waits for the next window
@@ -266,6 +266,8 @@ class Daemon:
         if self.watcher:
             self.watcher.stop()
         if self.worker:
+            for job in self.worker.unstarted():
+                self.spool.release(job)  # claimed ahead, never begun: the next start takes it up
             self.worker.jobs.put(None)
             self.worker.join(timeout=120)
             for job in self.worker.retry:

@@ -384,6 +384,12 @@ class RayWorker(Worker):
     def idle(self) -> bool:
         return self.open_jobs < self.max_inflight
 
+    def has_room(self) -> bool:
+        return self.idle()
+
+    def unstarted(self) -> list[Job]:
+        return []  # jobs in flight are left in work/ by _leave_in_flight
+
     def actor_stats(self, timeout: float = 30) -> list[dict]:
         """Each live actor's counters (jobs, cache_misses, styles_seen...): for tests and `status`."""
         refs = [s.handle.stats.options(concurrency_group=CONTROL).remote() for s in self.slots if s.handle]

@@ -70,6 +70,22 @@ class Worker(threading.Thread):
         """Room for another job (the main loop dispatches only then)."""
         return not self.busy.is_set() and self.jobs.empty()
 
+    def has_room(self) -> bool:
+        """Nothing waiting: the main loop may claim the next file now, so that its decode and claim overlap
+        the running job and the worker never waits for them."""
+        return self.jobs.empty()
+
+    def unstarted(self) -> list[Job]:
+        """At shutdown: take back the jobs handed over but not yet begun."""
+        jobs = []
+        while True:
+            try:
+                job = self.jobs.get_nowait()
+            except queue.Empty:
+                return jobs
+            if job is not None:
+                jobs.append(job)
+
     @property
     def open_jobs(self) -> int:
         """Jobs handed over and not yet ended: `once` waits for zero."""
