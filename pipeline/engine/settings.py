@@ -25,7 +25,7 @@ class Settings:
 
     size: int = 256
     """Longest side of the result, in pixels."""
-    steps: int = 300
+    steps: int = 150
     """Optimizer iterations at the final scale (L-BFGS iterations or Adam steps)."""
     optimizer: Literal["lbfgs", "lbfgsb", "adam"] = "lbfgs"
     """lbfgs: projected L-BFGS in torch (the default); lbfgsb: scipy's L-BFGS-B (reference); adam."""
