@@ -11,7 +11,6 @@ import time
 import zlib
 from pathlib import Path
 
-import pytest
 
 from daemon_helpers import (SAMPLES, errors, log_events, make_config, outputs, start, stop, wait_for,
                             wait_ready)

@@ -8,7 +8,6 @@ import threading
 import time
 from datetime import datetime
 
-import pytest
 
 from daemon_helpers import SAMPLES, errors, make_config, outputs, wait_for
 from pipeline.daemon import outputs as outputs_module

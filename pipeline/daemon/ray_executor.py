@@ -37,8 +37,6 @@ import structlog
 
 from ..errors import Cancelled, EngineError, ImageError, PipelineError
 from ..progress import versions
-from ..report import contact_sheet
-from . import outputs
 from .config import Config, RayOptions
 from .spool import Job, Reason, Spool, now_iso
 from .worker import JobFailure, Plan, Worker
@@ -523,35 +521,13 @@ class RayWorker(Worker):
 
     def finish_remote(self, job: Job, config: Config, plan: Plan, reply: dict) -> None:
         """Worker.finish with the actor's encoded bytes: the daemon alone picks the name and writes."""
-        fmt = plan.settings.format
-        folder = config.outbox / plan.recipe.name
-        folder.mkdir(parents=True, exist_ok=True)
         result = RemoteResult(reply)
         record = self.record(job, plan, result)
         record["executor"] = "ray"
         record["worker"] = reply["worker"]
         record["lost_attempts"] = self.history.pop(job.id, [])
-        sheet = None
-        while True:  # another daemon may take the same free name between choosing and writing
-            stem = outputs.choose_stem(folder, Path(job.name).stem, fmt)
-            job.output_stem = f"{plan.recipe.name}/{stem}"
-            self.spool.save(job)
-            if config.contact_sheet:
-                sheet = folder / f"{stem}.sheet.png"
-                record["contact_sheet"] = sheet.name
-            try:
-                image_path, _ = outputs.write(folder, stem, fmt, reply["data"], record)
-                break
-            except FileExistsError:
-                continue
-        if sheet is not None:
-            try:
-                contact_sheet(plan.content, plan.styles[0], result.image, sheet)
-            except OSError as exc:
-                log.warning("contact sheet not written", error=str(exc))
-        log.info("output written", output=str(image_path), loss=result.losses["total"], steps=result.steps,
-                 seconds=result.timings["total"], stop_reason=result.stop_reason, worker=reply["worker"]["actor"],
-                 node=reply["worker"]["host"])
+        self.publish(job, config, plan, result, reply["data"], record, worker=reply["worker"]["actor"],
+                     node=reply["worker"]["host"])
 
     def _cancelled(self, job: Job, step: int) -> None:
         """A closing run window (or a stop): not the input's fault; without a checkpoint it restarts later."""

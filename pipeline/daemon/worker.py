@@ -189,11 +189,14 @@ class Worker(threading.Thread):
         return False
 
     def finish(self, job: Job, config: Config, plan: Plan, result) -> None:
+        data = images.encode(result.image, plan.settings.format, plan.settings.quality, alpha=result.alpha)
+        self.publish(job, config, plan, result, data, self.record(job, plan, result))
+
+    def publish(self, job: Job, config: Config, plan: Plan, result, data: bytes, record: dict, **log_extra) -> None:
+        """Name and write the output: the daemon alone does this, whichever executor ran the job."""
         fmt = plan.settings.format
         folder = config.outbox / plan.recipe.name
         folder.mkdir(parents=True, exist_ok=True)
-        data = images.encode(result.image, fmt, plan.settings.quality, alpha=result.alpha)
-        record = self.record(job, plan, result)
         sheet = None
         while True:  # another daemon may take the same free name between choosing and writing
             stem = outputs.choose_stem(folder, Path(job.name).stem, fmt)
@@ -213,7 +216,7 @@ class Worker(threading.Thread):
             except OSError as exc:
                 log.warning("contact sheet not written", error=str(exc))
         log.info("output written", output=str(image_path), loss=result.losses["total"], steps=result.steps,
-                 seconds=result.timings["total"], stop_reason=result.stop_reason)
+                 seconds=result.timings["total"], stop_reason=result.stop_reason, **log_extra)
 
     def record(self, job: Job, plan: Plan, result) -> dict:
         st = job.input.stat()
