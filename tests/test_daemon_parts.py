@@ -46,7 +46,7 @@ recipes:
     assert "config.yaml:2: settle_secnds: unknown key; did you mean 'settle_seconds'?" in found
     assert "config.yaml:4: defaults.size: must be a whole number (got 'big')" in found
     assert "config.yaml:9: recipes.starry.style_strenght: unknown key; did you mean 'style_strength'?" in found
-    assert "config.yaml:10: recipes.starry.optimizer: must be one of lbfgs, adam (got 'sgd')" in found
+    assert "config.yaml:10: recipes.starry.optimizer: must be one of lbfgs, lbfgsb, adam (got 'sgd')" in found
     assert "config.yaml:12: recipes.escape.styles.0:" in text and "outside styles_dir" in text
     assert "config.yaml:14: recipes.missing.styles.0:" in text and "no such file" in text
 
