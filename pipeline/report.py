@@ -201,8 +201,10 @@ def summarize(outputs: list[OutputCard], failures: list[FailureCard], since: tim
         return sum(c.seconds or 0.0 for c in outputs if is_gpu(c.device) == gpu)
 
     finished = [c.finished_at for c in outputs if c.finished_at]
-    span = since or ((now - min(finished)) if finished else None)
-    hours = span.total_seconds() / 3600 if span else 0
+    # The rate over the night's actual work (first start to last finish), not over the report's window,
+    # which would count the idle day as well.
+    starts = [c.finished_at - timedelta(seconds=c.seconds or 0.0) for c in outputs if c.finished_at]
+    hours = (max(finished) - min(starts)).total_seconds() / 3600 if finished else 0
     window = f"last {_duration(since.total_seconds())}" if since else (f"since {min(finished):%Y-%m-%d %H:%M} UTC" if finished else "all")
     return Summary(processed=len(outputs), failed=len(failures), gpu_seconds=busy(True), cpu_seconds=busy(False),
                    per_hour=len(outputs) / hours if hours > 0 else None, window=window, generated_at=now,

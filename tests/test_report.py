@@ -111,7 +111,7 @@ def test_report_lists_outputs_and_failures(spool):
     assert page.all_text("input") == "coffee.png | rocket.png"
     assert "starry_night.jpg" in page.all_text("styles")
     assert page.all_text("processed") == "2" and page.all_text("failed-count") == "2"
-    assert page.all_text("per-hour") == "0.2"  # 2 images over 12 h
+    assert page.all_text("per-hour") == "0.6"  # 2 images from the first start (-5.5 h) to the last finish (-2 h)
     assert "10m 00s on cuda:0" in page.all_text("time") and "30m 00s on cpu" in page.all_text("time")
     assert page.all_text("file") == "huge.jpg | truncated.jpg"
     reasons = page.all_text("reason")
