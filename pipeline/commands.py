@@ -41,13 +41,20 @@ def cmd_once(args) -> int:
     return _daemon(args, once=True)
 
 
-def cmd_validate(args) -> int:
+def _load_config(args):
+    """The validated config, or None after printing every problem (the caller exits 2)."""
     from .daemon.config import ConfigError, load
 
     try:
-        config = load(args.config)
+        return load(args.config)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
+        return None
+
+
+def cmd_validate(args) -> int:
+    config = _load_config(args)
+    if config is None:
         return 2
     print(f"{config.path}: OK, {len(config.recipes)} recipe(s): "
           + ", ".join(f"{r.name} ({', '.join(s.path.name for s in r.styles)})" for r in config.recipes.values())
@@ -62,12 +69,9 @@ def cmd_validate(args) -> int:
 
 def cmd_status(args) -> int:
     from .daemon import status
-    from .daemon.config import ConfigError, load
 
-    try:
-        config = load(args.config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    config = _load_config(args)
+    if config is None:
         return 2
     data = status.read(config)
     print(json.dumps(data, indent=2) if args.json else status.render(data))
