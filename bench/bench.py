@@ -1025,7 +1025,7 @@ def target_rows(ttq, step, rss, daemon, quick) -> list[list]:
             ratio = ra["wall_s"] / r["t"]
             ma, mc = model_time(d, "a", ra["steps"], med), model_time(d, "c", r["step"], med)
             model = "" if not (ma and mc) else (f"; quiet-CPU estimate ({ra['steps']} × Adam step ÷ {r['step']} × "
-                                                f"L-BFGS-B iteration, 10th-pct step times) **{ma / mc:.0f}×**")
+                                                f"our iteration, each run's 10th-pct step time) **{ma / mc:.0f}×**")
             quiet = (ma / mc) if (ma and mc) else ratio
             e = d["reach"].get("e", {}).get("notebook") if "e" in d["runs"] else None
             me = model_time(d, "e", e["step"]) if e else None
@@ -1120,6 +1120,9 @@ def report(out: Path, md_path: Path, quick: bool) -> str:
         for d in ttq:
             L.append(f"### {d['pair']}, {d['hw'][1]}x{d['hw'][0]}" + (" (quick: capped steps)" if d["quick"] else ""))
             L += ["", table(TTQ_HEADERS, ttq_summary(d, step)), ""]
+            if d.get("baselines_reused"):
+                L += [f"(a) and (b) come from an earlier invocation (`--reuse-baselines`: "
+                      f"{d['runs']['a'].get('reused_from', '?')}); (c)–(e) ran {d.get('date', '?')}.", ""]
             cs, ra, rb = d["content_score"], d["runs"]["a"], d["runs"]["b"]
             L.append(f"Targets: notebook's final judged loss {d['targets']['notebook']:.5g} ((a)'s own curve ends at "
                      f"the raw unclamped {ra['curve'][-1]['raw']:.5g}; clamping + rounding gives the judged value); "
@@ -1138,7 +1141,7 @@ def report(out: Path, md_path: Path, quick: bool) -> str:
         L += ["## Per-step cost vs the floor", ""]
         for x in step:
             L.append(f"{x['hw'][1]}x{x['hw'][0]}, {x['threads']} torch threads, all samples of {x['rounds']} "
-                     f"interleaved rounds (L-BFGS-B: default history {x['history']}, early stop off):")
+                     f"interleaved rounds (default optimizer `{x.get('optimizer', '?')}`, history {x['history']}, early stop off):")
             L += ["", table(*step_table(x)), ""]
             ab = x.get("blas_ab")
             if ab and ab["median"]:
