@@ -239,17 +239,18 @@ def _direction(g: torch.Tensor, pairs: list) -> torch.Tensor:
     """The L-BFGS two-loop recursion: -H g, with H scaled by the newest pair's s.y / y.y."""
     if not pairs:
         return -g * (8.0 / max(float(g.abs().max()), 1e-12))  # first step: at most 8 grey levels per pixel
+    # Scalars stay 0-d tensors on the device: on CUDA a float() per pair would be 2m host syncs a step.
     q = g.clone()
     alphas = []
     for s_vec, y_vec, rho in reversed(pairs):
-        a = rho * float((s_vec * q).sum())
+        a = rho * (s_vec * q).sum()
         alphas.append(a)
-        q.add_(y_vec, alpha=-a)
+        q.sub_(y_vec * a)
     s_last, y_last, _ = pairs[-1]
-    q.mul_(float((s_last * y_last).sum()) / float((y_last * y_last).sum()))
+    q.mul_((s_last * y_last).sum() / (y_last * y_last).sum())
     for (s_vec, y_vec, rho), a in zip(pairs, reversed(alphas)):
-        b = rho * float((y_vec * q).sum())
-        q.add_(s_vec, alpha=a - b)
+        b = rho * (y_vec * q).sum()
+        q.add_(s_vec * (a - b))
     return -q
 
 
