@@ -7,6 +7,24 @@ import sys
 import structlog
 
 
+class SafePrintLogger(structlog.PrintLogger):
+    """A log line that cannot be written (full disk under a redirected stderr, a closed pipe) is dropped:
+    no write of logs may kill the daemon (issue 9)."""
+
+    def msg(self, message: str) -> None:
+        try:
+            super().msg(message)
+        except (OSError, ValueError):
+            pass
+
+    log = debug = info = warn = warning = err = error = critical = exception = fatal = failure = msg
+
+
+class SafePrintLoggerFactory(structlog.PrintLoggerFactory):
+    def __call__(self, *args) -> SafePrintLogger:
+        return SafePrintLogger(self._file)
+
+
 def configure(fmt: str = "auto", level: str = "info") -> None:
     console = sys.stderr.isatty() if fmt == "auto" else fmt == "console"
     renderer = structlog.dev.ConsoleRenderer() if console else structlog.processors.JSONRenderer()
@@ -19,7 +37,7 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=SafePrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=False,
     )
 

@@ -22,10 +22,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..fsio import fit_name, write_json
+
 RECORD = "job.json"
 LOCK = ".lock"
 CHECKPOINT = "checkpoint.pt"
-INCOMPLETE_GRACE = 60.0  # a job folder without its input, older than this, is a claim that lost its race
+INCOMPLETE_GRACE = 5.0  # a lock-free job folder without its input, older than this, is a dead or lost claim
+ERROR_SUFFIX = ".error.json"
 
 
 class Reason(enum.StrEnum):
@@ -39,6 +42,8 @@ class Reason(enum.StrEnum):
     UNKNOWN_RECIPE = "unknown_recipe"
     ENGINE = "engine_failed"
     GAVE_UP = "too_many_attempts"
+    NO_PERMISSION = "permission_denied"
+    CRASHED = "crashed_daemon"
 
 
 def now_iso() -> str:
@@ -65,6 +70,8 @@ class Job:
     output_stem: str | None = None
     last_error: str | None = None
     owner: str = ""
+    crashes: int = 0  # the daemon died while running this job, in a row: not the photo's fault (attempts)
+    running: bool = False  # set while a try runs; found set at recovery, it means the daemon crashed in it
 
     @property
     def dir(self) -> Path:
@@ -96,15 +103,18 @@ class Spool:
         job_id = new_job_id()
         folder = self.work / job_id
         folder.mkdir()
-        self._lock(folder)
         job = Job(job_id, path.name, str(path.relative_to(self.inbox)), str(folder), queued_at,
                   claimed_at=now_iso(), owner=self.owner)
-        self.save(job)
         try:
+            self._lock(folder)
+            self.save(job)
             os.rename(path, job.input)
         except FileNotFoundError:
             self._discard(folder)
             return None
+        except BaseException:  # a full disk, a lost lock race: the file stays in the inbox, no empty folder
+            self._discard(folder)
+            raise
         if sidecar is not None:
             try:
                 os.rename(sidecar, folder / sidecar.name)
@@ -115,12 +125,7 @@ class Spool:
         return job
 
     def save(self, job: Job) -> None:
-        tmp = job.dir / (RECORD + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(dataclasses.asdict(job), handle, indent=1)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, job.dir / RECORD)
+        write_json(job.dir / RECORD, dataclasses.asdict(job), indent=1)
 
     # --- endings --------------------------------------------------------------------------
     def complete(self, job: Job, keep_input: bool = True) -> Path | None:
@@ -135,15 +140,24 @@ class Spool:
         self._discard(job.dir)
         return kept
 
-    def fail(self, job: Job, reason: Reason, message: str, fix: str) -> Path:
-        """The input and its sidecar to failed/, with <name>.error.json saying what was wrong and what to do."""
-        kept = self._move_no_clobber(job.input, self.failed, job.name)
-        if job.sidecar and (job.dir / job.sidecar).exists():
-            self._move_no_clobber(job.dir / job.sidecar, self.failed, job.sidecar)
+    def fail(self, job: Job, reason: Reason, message: str, fix: str, kept_name: str | None = None) -> Path:
+        """The input and its sidecar to failed/, with <name>.error.json saying what was wrong and what to do.
+
+        The error record is written before the input leaves work/: if that write fails (a full disk), the
+        job is still whole in work/ and the caller decides what next. ``kept_name`` is the fallback name.
+        """
+        kept = self._link_no_clobber(job.input, self.failed, kept_name or job.name, reserve=len(ERROR_SUFFIX))
         error = {"file": job.name, "source": job.source, "kept_as": kept.name, "code": str(reason),
                  "message": message, "fix": fix, "failed_at": now_iso(), "attempts": job.attempts,
-                 "job_id": job.id, "queued_at": job.queued_at}
-        write_json_atomic(self.failed / f"{kept.name}.error.json", error)
+                 "crashes": job.crashes, "job_id": job.id, "queued_at": job.queued_at}
+        try:
+            write_json(self.failed / f"{kept.name}{ERROR_SUFFIX}", error)
+        except BaseException:
+            kept.unlink(missing_ok=True)
+            raise
+        os.unlink(job.input)
+        if job.sidecar and (job.dir / job.sidecar).exists():
+            self._move_no_clobber(job.dir / job.sidecar, self.failed, job.sidecar)
         self._discard(job.dir)
         return kept
 
@@ -167,7 +181,12 @@ class Spool:
                     self._unlock(folder)
                 continue
             job.folder, job.owner = str(folder), self.owner
-            self.save(job)
+            if job.running:  # the daemon died inside this try: a crash, not an attempt charged to the photo
+                job.running, job.crashes, job.attempts = False, job.crashes + 1, max(0, job.attempts - 1)
+            try:
+                self.save(job)
+            except OSError:
+                pass  # a full disk at start: the job in memory is the truth until the next save
             jobs.append(job)
         return jobs
 
@@ -185,17 +204,20 @@ class Spool:
                 return sum(1 for p in folder.iterdir() if p.name.endswith(suffix) and not p.name.startswith("."))
             except OSError:
                 return 0
-        return {"done": files(self.done), "failed": files(self.failed, ".error.json"),
-                "in_work": sum(1 for p in self.work.iterdir() if p.is_dir()) if self.work.is_dir() else 0}
+        return {"done": files(self.done), "failed": files(self.failed, ERROR_SUFFIX), "in_work": count_in_work(self.work)}
 
     # --- helpers --------------------------------------------------------------------------
-    def _move_no_clobber(self, src: Path, folder: Path, name: str) -> Path:
-        for candidate in unique_names(folder, name):
+    def _move_no_clobber(self, src: Path, folder: Path, name: str, reserve: int = 0) -> Path:
+        kept = self._link_no_clobber(src, folder, name, reserve)
+        os.unlink(src)
+        return kept
+
+    def _link_no_clobber(self, src: Path, folder: Path, name: str, reserve: int = 0) -> Path:
+        for candidate in unique_names(folder, name, reserve):
             try:
                 os.link(src, candidate, follow_symlinks=False)
             except FileExistsError:
                 continue
-            os.unlink(src)
             return candidate
         raise AssertionError("unreachable")
 
@@ -223,20 +245,39 @@ class Spool:
         self._unlock(folder)
 
 
-def unique_names(folder: Path, name: str):
-    """name, then stem-1.ext, stem-2.ext, ...: a taken name is never reused."""
-    stem, dot, ext = name.rpartition(".") if "." in name.lstrip(".") else (name, "", "")
-    yield folder / name
-    n = 1
+def unique_names(folder: Path, name: str, reserve: int = 0):
+    """name, then stem-1.ext, stem-2.ext, ...: a taken name is never reused.
+
+    Every name fits the filesystem with ``reserve`` bytes to spare (for ``.error.json``, ``.sheet.png``):
+    a long one is shortened deterministically, keeping its extension and a hash (fsio.fit_name).
+    """
+    n = 0
     while True:
-        yield folder / f"{stem}-{n}{dot}{ext}"
+        suffix = f"-{n}" if n else ""
+        short = fit_name(name, reserve + len(suffix))
+        stem, dot, ext = short.rpartition(".") if "." in short.lstrip(".") else (short, "", "")
+        if len(ext.encode("utf-8", "surrogateescape")) > 16:
+            stem, dot, ext = short, "", ""
+        yield folder / f"{stem}{suffix}{dot}{ext}"
         n += 1
 
 
+def count_in_work(work: Path) -> int:
+    """Job folders that hold a job's input: an empty folder left by a crash is not work (issue 9)."""
+    try:
+        folders = [p for p in work.iterdir() if p.is_dir()]
+    except OSError:
+        return 0
+    count = 0
+    for folder in folders:
+        try:
+            name = json.loads((folder / RECORD).read_text(encoding="utf-8"))["name"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        count += os.path.lexists(folder / name)
+    return count
+
+
 def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, ensure_ascii=False)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    """Kept for callers of the old name: the one atomic writer is fsio.write_json."""
+    write_json(path, data)

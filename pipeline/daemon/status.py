@@ -11,7 +11,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from .spool import now_iso, write_json_atomic
+from ..fsio import write_json
+from .spool import count_in_work, now_iso
 from .watcher import scan
 
 STATUS_FILE = "status.json"
@@ -36,9 +37,14 @@ def snapshot(daemon) -> dict:
     win = window(daemon.config)
     now = local_now()
     waiting = len(daemon.tracker) + (len(worker.retry) if worker else 0)
+    health = daemon.health() if hasattr(daemon, "health") else daemon.state
     return {
         "pid": os.getpid(), "started_at": daemon.started_at, "updated_at": now_iso(), "updated": time.time(),
-        "state": daemon.state if (win is None or win.is_open(now)) else "outside the run window",
+        "state": health if (win is None or win.is_open(now) or health != daemon.state) else "outside the run window",
+        "healthy": health == daemon.state,  # a worker alive and idle or making progress, claiming not paused
+        "worker": {"alive": worker.is_alive(), "restarts": getattr(daemon, "worker_restarts", 0),
+                   "held": [j.source for j in getattr(worker, "held", [])]} if worker else None,
+        "skipped": [{"folder": k, "why": v} for k, v in sorted(getattr(daemon, "skipped", {}).items())],
         "observer": {"kind": daemon.watcher.observer_class.__name__, "why": daemon.watcher.reason,
                      "alive": daemon.watcher.alive()} if daemon.watcher else None,
         "queue": waiting, "current": worker.progress if worker else None, "done": counts["done"],
@@ -59,7 +65,8 @@ def one_line(s: dict) -> str:
 
 
 def write(spool: Path, data: dict) -> None:
-    write_json_atomic(spool / STATUS_FILE, data)
+    """Through the one atomic writer: a temp name unique per process, so two daemons never collide."""
+    write_json(spool / STATUS_FILE, data, fsync=False)
 
 
 def read(config) -> dict:
@@ -78,7 +85,7 @@ def read(config) -> dict:
     data["done"] = sum(1 for p in config.done.iterdir() if not p.name.startswith(".")) if config.done.is_dir() else 0
     data["failed"] = len(failed)
     data["inbox_waiting"] = sum(1 for _ in scan(config.inbox)) if config.inbox.is_dir() else 0
-    data["in_work"] = sum(1 for p in config.work.iterdir() if p.is_dir()) if config.work.is_dir() else 0
+    data["in_work"] = count_in_work(config.work)
     data["recent_failures"] = [_error_line(p) for p in failed[-5:]]
     return data
 
@@ -103,6 +110,8 @@ def _pid_alive(pid: int) -> bool:
 
 def render(data: dict) -> str:
     lines = [f"daemon: {data['state']}" + (f" (pid {data['pid']})" if data.get("running") else "")]
+    for skipped in data.get("skipped") or []:
+        lines.append(f"skipped folder: inbox/{skipped['folder']}: {skipped['why']}")
     if data.get("observer"):
         lines.append(f"watching with {data['observer']['kind']}: {data['observer']['why']}")
     current = data.get("current")

@@ -17,6 +17,7 @@ from watchdog.observers.polling import PollingObserver
 
 IGNORED_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", ".download", ".swp", "~")
 SIDECAR_SUFFIXES = (".yaml", ".yml")
+PICTURE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".heic")
 NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "afs")
 
 
@@ -148,19 +149,46 @@ def wanted(path: Path, inbox: Path) -> bool:
         rel = path.relative_to(inbox)
     except ValueError:
         return False
-    return 1 <= len(rel.parts) <= 2 and not any(ignored(p) for p in rel.parts) and not is_sidecar(path.name)
+    return (1 <= len(rel.parts) <= 2 and not any(ignored(p) for p in rel.parts) and not is_sidecar(path.name)
+            and not any(p.lower().endswith(PICTURE_SUFFIXES) for p in rel.parts[:-1]))  # x.jpg/ is skipped
 
 
 def scan(inbox: Path):
     """Every candidate file in the inbox and its recipe folders (one level deep)."""
     for entry in os.scandir(inbox):
         path = Path(entry.path)
-        if entry.is_dir(follow_symlinks=False) and not ignored(entry.name):
+        if entry.is_dir(follow_symlinks=False) and not ignored(entry.name) \
+                and not entry.name.lower().endswith(PICTURE_SUFFIXES):
             for sub in os.scandir(path):
                 if not sub.is_dir(follow_symlinks=False) and wanted(Path(sub.path), inbox):
                     yield Path(sub.path)
         elif not entry.is_dir(follow_symlinks=False) and wanted(path, inbox):
             yield path
+
+
+def skipped_folders(inbox: Path) -> dict[str, str]:
+    """Folders the scan passes over that a person may have meant as input, each with why (issue 9).
+
+    A folder named like a picture (``x.jpg/``) and a hidden folder (``.photos/``) would otherwise sit
+    in the inbox for ever, unseen by `status`.
+    """
+    found: dict[str, str] = {}
+    tops = [inbox] + [Path(e.path) for e in _dirs(inbox) if not ignored(e.name)]
+    for top in tops:
+        for entry in _dirs(top):
+            rel = Path(entry.path).relative_to(inbox).as_posix()
+            if entry.name.startswith("."):
+                found[rel] = "a hidden folder: nothing in it is processed; move its pictures into the inbox"
+            elif entry.name.lower().endswith(PICTURE_SUFFIXES):
+                found[rel] = "a folder named like a picture, not a picture: move the picture itself into the inbox"
+    return found
+
+
+def _dirs(folder: Path) -> list[os.DirEntry]:
+    try:
+        return [e for e in os.scandir(folder) if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
 
 
 class Watcher:

@@ -5,10 +5,10 @@ Permanent failures go to failed/ at once; transient ones are retried with backof
 """
 from __future__ import annotations
 
-import errno
 import os
 import queue
 import socket
+import sys
 import stat
 import threading
 import time
@@ -20,6 +20,7 @@ import structlog
 
 from ..engine import Settings, StyleTransfer, images
 from ..errors import Cancelled, EngineError, ImageError
+from ..fsio import is_disk_full, is_no_permission, service_user
 from ..progress import sha256_file, versions
 from ..report import contact_sheet
 from . import outputs
@@ -60,7 +61,17 @@ class Worker(threading.Thread):
         self.marker = 0  # bumped on every step: the main loop's watchdog reads it
         self.busy_seconds = 0.0
         self.last_errors: list[dict] = []
+        self.current: Job | None = None  # the job in hand: the supervisor takes it back if this thread dies
+        self.disk_full: str | None = None  # a folder that was full: set here, cleared by the main loop
+        self.held: list[Job] = []  # jobs that could not even be moved to failed/: left in work/, not retried
         self._styles: dict[tuple, images.Image.Image] = {}
+
+    def respawn(self) -> "Worker":
+        """A fresh thread with this one's queue, retries and errors: the supervisor's restart."""
+        new = Worker(self.engine, self.spool, self.get_config, self.stop)
+        new.jobs, new.retry, new.last_errors, new.held = self.jobs, self.retry, self.last_errors, self.held
+        new.busy_seconds, new.marker = self.busy_seconds, self.marker + 1
+        return new
 
     def submit(self, job: Job) -> None:
         self.busy.set()
@@ -92,14 +103,19 @@ class Worker(threading.Thread):
         return 0 if self.idle() else 1
 
     def run(self) -> None:
+        """Take jobs until told to stop. Nothing outside a job may end the loop: it is logged and goes on."""
         while True:
             job = self.jobs.get()
             if job is None:
                 return
             started = time.monotonic()
+            self.current = job
             try:
                 self.process(job)
-            finally:
+            except Exception:
+                log.exception("error in the worker loop outside any job; going on")
+            finally:  # a BaseException ending the thread leaves .current set: the supervisor takes it back
+                self.current = job if sys.exc_info()[0] is not None else None
                 self.busy_seconds += time.monotonic() - started
                 self.progress = None
                 if self.jobs.empty():
@@ -108,11 +124,26 @@ class Worker(threading.Thread):
 
     # --- one job ----------------------------------------------------------------------------
     def process(self, job: Job) -> None:
+        """One try of one job; every exception, the failure path's own included, ends in a recorded outcome."""
         structlog.contextvars.bind_contextvars(job_id=job.id, file=job.source)
         try:
+            self._try(job)
+        except Exception as exc:  # the failure path itself failed (ENAMETOOLONG, EACCES on failed/, a bug)
+            log.exception("the failure path failed; keeping the file under its job id")
+            self._last_resort(job, exc)
+        finally:
+            structlog.contextvars.clear_contextvars()
+
+    def _try(self, job: Job) -> None:
+        try:
             config = self.get_config()
+            if job.crashes >= config.max_crashes:
+                raise JobFailure(Reason.CRASHED, f"the daemon stopped {job.crashes} times in a row while styling "
+                                 "this file", f"If {job.name} is what crashes it, do not drop it again; else check "
+                                 "the machine (journalctl for OOM kills, power) and drop it again")
             job.attempts += 1
             job.started_at = now_iso()
+            job.running = True
             self.spool.save(job)
             if not self._already_written(job, config):
                 plan = self.prepare(job, config)
@@ -128,21 +159,44 @@ class Worker(threading.Thread):
         except EngineError as exc:
             self._fail(job, Reason.ENGINE, exc.problem, exc.fix)
         except Cancelled as exc:
-            job.attempts -= 1  # a shutdown or a closing window is not the input's fault
-            self.spool.save(job)
+            self._not_its_fault(job)  # a shutdown or a closing window is not the input's fault
             if self.stop.is_set():
                 self.spool.release(job)
                 log.info("job checkpointed for the next start", step=exc.step)
             else:
                 self.retry.append(job)
                 log.info("run window closed: job checkpointed, resumes when it opens", step=exc.step)
-        except Exception as exc:  # transient or unknown: retried, bounded by max_attempts
+        except Exception as exc:  # a filesystem class, else transient or unknown: retried up to max_attempts
+            self._os_error(job, exc)
+
+    def _os_error(self, job: Job, exc: Exception) -> None:
+        """Each filesystem error has a class: full disk pauses, permissions fail with their fix, others retry."""
+        if is_disk_full(exc):
+            job.not_before = time.time() + 1.0
+            self.retry.append(job)
+            where = getattr(exc, "filename", None)
+            self.disk_full = os.path.dirname(where) if where else str(self.spool.work)
+            self._not_its_fault(job)
+            log.warning("disk full: job kept in work/, claiming paused until space returns", error=str(exc))
+        elif is_no_permission(exc):
+            where = getattr(exc, "filename", None) or job.name
+            self._fail(job, Reason.NO_PERMISSION, f"permission denied: {where} ({exc})",
+                       f"Let the service user {service_user()} read the photo and write the outbox and spool "
+                       f"(chmod/chown {where}), then drop the file again")
+        else:
             self._transient(job, exc)
-        finally:
-            structlog.contextvars.clear_contextvars()
+
+    def _not_its_fault(self, job: Job) -> None:
+        """The try ended for a reason outside the photo: it is not charged as an attempt."""
+        job.attempts, job.running, job.crashes = max(0, job.attempts - 1), False, 0
+        try:
+            self.spool.save(job)
+        except OSError as exc:  # the job in memory is the truth until the disk has room again
+            log.warning("job record not saved", error=str(exc))
 
     def prepare(self, job: Job, config: Config) -> Plan:
         pre_check_regular_file(job)
+        pre_check_readable(job)
         recipe_name, overrides = pre_check_sidecar(job, config)
         recipe = pre_check_recipe(job, config, recipe_name)
         settings = pre_check_settings(job, config, recipe, overrides)
@@ -227,6 +281,7 @@ class Worker(threading.Thread):
             "styles": [{"name": r.path.name, "path": str(r.path), "weight": r.weight, "sha256": sha256_file(r.path)}
                        for r in plan.recipe.styles],
             "versions": versions(), "host": socket.gethostname(), "attempts": job.attempts,
+            "crashes": job.crashes,
             "queued_at": job.queued_at, "claimed_at": job.claimed_at, "started_at": job.started_at,
             "finished_at": now_iso(), "optimizing_seconds": result.timings["total"],
             **result.log(),
@@ -234,9 +289,30 @@ class Worker(threading.Thread):
 
     # --- failures ---------------------------------------------------------------------------
     def _fail(self, job: Job, reason: Reason, message: str, fix: str) -> None:
-        kept = self.spool.fail(job, reason, message, fix)
+        try:
+            kept = self.spool.fail(job, reason, message, fix)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            self._os_error(job, exc)  # the record could not be written: the job waits in work/ for space
+            return
         self._remember(job, reason, message)
         log.warning("job failed", reason=str(reason), message=message, fix=fix, kept_as=str(kept))
+
+    def _last_resort(self, job: Job, exc: Exception) -> None:
+        """failed/ under the job id (a name that always fits); if even that fails, hold the job in work/."""
+        message = f"internal error: {exc.__class__.__name__}: {exc}"[:500]
+        try:
+            kept = self.spool.fail(job, Reason.GAVE_UP, message, "Report this with the log lines of this job_id; "
+                                   "then drop the file again", kept_name=f"{job.id}{Path(job.name).suffix[:16]}")
+            log.error("job failed", reason=str(Reason.GAVE_UP), message=message, kept_as=str(kept))
+        except Exception as again:
+            if is_disk_full(again):
+                return self._os_error(job, again)
+            log.exception("cannot move the file to failed/; it stays in work/ until the next start")
+            self.held.append(job)
+            self.spool.release(job)
+        self._remember(job, Reason.GAVE_UP, message)
 
     def _transient(self, job: Job, exc: Exception) -> None:
         config = self.get_config()
@@ -247,12 +323,11 @@ class Worker(threading.Thread):
                        "Check the log for this job_id; if the machine was at fault (disk, memory), drop the file again")
             return
         delay = config.retry_backoff_seconds * 2 ** (job.attempts - 1)
-        job.not_before = time.time() + delay
+        job.not_before, job.running, job.crashes = time.time() + delay, False, 0
         self.spool.save(job)
         self.retry.append(job)
         self._remember(job, "transient", message)
-        log.warning("transient failure, will retry", error=message, retry_in=delay, attempt=job.attempts,
-                    disk_full=isinstance(exc, OSError) and exc.errno == errno.ENOSPC)
+        log.warning("transient failure, will retry", error=message, retry_in=delay, attempt=job.attempts)
 
     def _remember(self, job: Job, reason: str, message: str) -> None:
         self.last_errors = (self.last_errors + [{"file": job.source, "reason": str(reason), "message": message,
@@ -271,6 +346,16 @@ def pre_check_regular_file(job: Job) -> None:
         raise JobFailure(Reason.NOT_REGULAR, "is not a regular file", "Drop a picture file")
     if st.st_size == 0:
         raise JobFailure(Reason.EMPTY, "is empty (0 bytes)", "The copy did not finish; drop the file again")
+
+
+def pre_check_readable(job: Job) -> None:
+    """An unreadable photo is a permissions problem, not a broken picture: the fix is chmod, not a new copy."""
+    try:
+        open(job.input, "rb").close()
+    except PermissionError as exc:
+        raise JobFailure(Reason.NO_PERMISSION, f"the service user {service_user()} cannot read it ({exc.strerror})",
+                         f"Make {job.source} readable (chmod a+r, or chown to the service user) and drop it "
+                         "again") from exc
 
 
 def pre_check_sidecar(job: Job, config: Config) -> tuple[str | None, dict]:
