@@ -228,13 +228,16 @@ class Daemon:
     # --- health, reload, status -------------------------------------------------------------------
     def _check_worker(self) -> None:
         """The supervisor: a dead worker thread is replaced, its job taken back (as a crash, not an attempt)."""
-        if self.worker.is_alive() or self.stop.is_set() or not hasattr(self.worker, "respawn"):
+        if self.worker.is_alive() or self.stop.is_set():
             return
         old, job = self.worker, self.worker.current
+        new = old.respawn()
+        if new is None:
+            return  # not restartable here: status says so and the watchdog pings stop
         self.worker_restarts += 1
         log.error("the worker thread died; starting a new one", restarts=self.worker_restarts,
                   file=job.source if job else None)
-        self.worker = old.respawn()
+        self.worker = new
         if job is not None:
             job.running, job.crashes, job.attempts = False, job.crashes + 1, max(0, job.attempts - 1)
             self.worker.retry.append(job)

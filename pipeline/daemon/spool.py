@@ -170,12 +170,14 @@ class Spool:
         """Jobs left in work/ by a dead daemon (their lock is free), oldest first; stale claims removed."""
         jobs = []
         for folder in sorted(p for p in self.work.iterdir() if p.is_dir()):
-            if folder.name in self._locks or not self._try_lock(folder):
+            if folder.name in self._locks:
+                continue
+            changed = _last_change(folder)  # before locking: making .lock touches the folder
+            if not self._try_lock(folder):
                 continue
             job = self._read(folder)
             if job is None or not os.path.lexists(job.input):
-                age = time.time() - folder.stat().st_mtime
-                if age > INCOMPLETE_GRACE:
+                if time.time() - changed > INCOMPLETE_GRACE:
                     self._discard(folder)
                 else:
                     self._unlock(folder)
@@ -260,6 +262,13 @@ def unique_names(folder: Path, name: str, reserve: int = 0):
             stem, dot, ext = short, "", ""
         yield folder / f"{stem}{suffix}{dot}{ext}"
         n += 1
+
+
+def _last_change(folder: Path) -> float:
+    try:
+        return max(p.stat().st_mtime for p in (folder, folder / RECORD) if p.exists())
+    except (OSError, ValueError):
+        return time.time()
 
 
 def count_in_work(work: Path) -> int:

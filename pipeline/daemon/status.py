@@ -11,7 +11,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from ..fsio import write_json
+from ..fsio import is_disk_full, write_json
 from .spool import count_in_work, now_iso
 from .watcher import scan
 
@@ -65,8 +65,22 @@ def one_line(s: dict) -> str:
 
 
 def write(spool: Path, data: dict) -> None:
-    """Through the one atomic writer: a temp name unique per process, so two daemons never collide."""
-    write_json(spool / STATUS_FILE, data, fsync=False)
+    """Through the one atomic writer: a temp name unique per process, so two daemons never collide.
+
+    On a full disk a new file cannot be made, so the old one is overwritten in place (its blocks are
+    already ours): "paused: disk full" must reach `status` exactly when the disk is full.
+    """
+    path = spool / STATUS_FILE
+    try:
+        write_json(path, data, fsync=False)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        text = json.dumps(data, indent=2, ensure_ascii=False).encode("utf-8")
+        with open(path, "r+b") as handle:  # FileNotFoundError if there is none: the caller logs it
+            old = handle.seek(0, os.SEEK_END)
+            handle.seek(0)
+            handle.write(text + b" " * max(0, old - len(text)))  # trailing blanks are valid JSON
 
 
 def read(config) -> dict:

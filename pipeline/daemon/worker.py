@@ -20,12 +20,13 @@ import structlog
 
 from ..engine import Settings, StyleTransfer, images
 from ..errors import Cancelled, EngineError, ImageError
-from ..fsio import is_disk_full, is_no_permission, service_user
+from ..fsio import service_user
 from ..progress import sha256_file, versions
 from ..report import contact_sheet
 from . import outputs
 from .config import Config, ConfigError, Recipe
 from .config_build import load_sidecar
+from .failures import FailurePaths
 from .spool import Job, Reason, Spool, now_iso
 
 log = structlog.get_logger("style-pipeline.worker")
@@ -47,7 +48,7 @@ class Plan:
     styles: list[images.Image.Image]
 
 
-class Worker(threading.Thread):
+class Worker(FailurePaths, threading.Thread):
     def __init__(self, engine: StyleTransfer, spool: Spool, get_config: Callable[[], Config],
                  stop: threading.Event) -> None:
         super().__init__(name="worker", daemon=True)
@@ -66,8 +67,10 @@ class Worker(threading.Thread):
         self.held: list[Job] = []  # jobs that could not even be moved to failed/: left in work/, not retried
         self._styles: dict[tuple, images.Image.Image] = {}
 
-    def respawn(self) -> "Worker":
-        """A fresh thread with this one's queue, retries and errors: the supervisor's restart."""
+    def respawn(self) -> "Worker | None":
+        """A fresh thread with this one's queue, retries and errors: the supervisor's restart (local only)."""
+        if type(self) is not Worker:
+            return None
         new = Worker(self.engine, self.spool, self.get_config, self.stop)
         new.jobs, new.retry, new.last_errors, new.held = self.jobs, self.retry, self.last_errors, self.held
         new.busy_seconds, new.marker = self.busy_seconds, self.marker + 1
@@ -169,31 +172,6 @@ class Worker(threading.Thread):
         except Exception as exc:  # a filesystem class, else transient or unknown: retried up to max_attempts
             self._os_error(job, exc)
 
-    def _os_error(self, job: Job, exc: Exception) -> None:
-        """Each filesystem error has a class: full disk pauses, permissions fail with their fix, others retry."""
-        if is_disk_full(exc):
-            job.not_before = time.time() + 1.0
-            self.retry.append(job)
-            where = getattr(exc, "filename", None)
-            self.disk_full = os.path.dirname(where) if where else str(self.spool.work)
-            self._not_its_fault(job)
-            log.warning("disk full: job kept in work/, claiming paused until space returns", error=str(exc))
-        elif is_no_permission(exc):
-            where = getattr(exc, "filename", None) or job.name
-            self._fail(job, Reason.NO_PERMISSION, f"permission denied: {where} ({exc})",
-                       f"Let the service user {service_user()} read the photo and write the outbox and spool "
-                       f"(chmod/chown {where}), then drop the file again")
-        else:
-            self._transient(job, exc)
-
-    def _not_its_fault(self, job: Job) -> None:
-        """The try ended for a reason outside the photo: it is not charged as an attempt."""
-        job.attempts, job.running, job.crashes = max(0, job.attempts - 1), False, 0
-        try:
-            self.spool.save(job)
-        except OSError as exc:  # the job in memory is the truth until the disk has room again
-            log.warning("job record not saved", error=str(exc))
-
     def prepare(self, job: Job, config: Config) -> Plan:
         pre_check_regular_file(job)
         pre_check_readable(job)
@@ -286,53 +264,6 @@ class Worker(threading.Thread):
             "finished_at": now_iso(), "optimizing_seconds": result.timings["total"],
             **result.log(),
         }
-
-    # --- failures ---------------------------------------------------------------------------
-    def _fail(self, job: Job, reason: Reason, message: str, fix: str) -> None:
-        try:
-            kept = self.spool.fail(job, reason, message, fix)
-        except OSError as exc:
-            if not is_disk_full(exc):
-                raise
-            self._os_error(job, exc)  # the record could not be written: the job waits in work/ for space
-            return
-        self._remember(job, reason, message)
-        log.warning("job failed", reason=str(reason), message=message, fix=fix, kept_as=str(kept))
-
-    def _last_resort(self, job: Job, exc: Exception) -> None:
-        """failed/ under the job id (a name that always fits); if even that fails, hold the job in work/."""
-        message = f"internal error: {exc.__class__.__name__}: {exc}"[:500]
-        try:
-            kept = self.spool.fail(job, Reason.GAVE_UP, message, "Report this with the log lines of this job_id; "
-                                   "then drop the file again", kept_name=f"{job.id}{Path(job.name).suffix[:16]}")
-            log.error("job failed", reason=str(Reason.GAVE_UP), message=message, kept_as=str(kept))
-        except Exception as again:
-            if is_disk_full(again):
-                return self._os_error(job, again)
-            log.exception("cannot move the file to failed/; it stays in work/ until the next start")
-            self.held.append(job)
-            self.spool.release(job)
-        self._remember(job, Reason.GAVE_UP, message)
-
-    def _transient(self, job: Job, exc: Exception) -> None:
-        config = self.get_config()
-        message = f"{exc.__class__.__name__}: {exc}"[:500]
-        job.last_error = message
-        if job.attempts >= config.max_attempts:
-            self._fail(job, Reason.GAVE_UP, f"failed {job.attempts} times; last error: {message}",
-                       "Check the log for this job_id; if the machine was at fault (disk, memory), drop the file again")
-            return
-        delay = config.retry_backoff_seconds * 2 ** (job.attempts - 1)
-        job.not_before, job.running, job.crashes = time.time() + delay, False, 0
-        self.spool.save(job)
-        self.retry.append(job)
-        self._remember(job, "transient", message)
-        log.warning("transient failure, will retry", error=message, retry_in=delay, attempt=job.attempts)
-
-    def _remember(self, job: Job, reason: str, message: str) -> None:
-        self.last_errors = (self.last_errors + [{"file": job.source, "reason": str(reason), "message": message,
-                                                 "at": now_iso()}])[-5:]
-
 
 # --- the pre-checks, in order ------------------------------------------------------------------
 
