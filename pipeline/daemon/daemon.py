@@ -22,7 +22,7 @@ from . import status as status_module
 from .config import Config, ConfigError
 from .config_build import check_folders
 from .spool import Spool, now_iso
-from .watcher import Tracker, Watcher, sidecar_for
+from .watcher import Tracker, Watcher, own_folders, sidecar_for
 from .worker import Worker
 
 log = structlog.get_logger("style-pipeline")
@@ -90,7 +90,7 @@ class Daemon:
                      checkpoint=job.checkpoint.exists())
         self.worker.retry.extend(recovered)
         if not self.once:
-            self.watcher = Watcher(config.inbox, self.tracker, config.watch, config.poll_seconds)
+            self.watcher = Watcher(config.inbox, self.tracker, config.watch, config.poll_seconds, own_folders(config))
             self.watcher.start()
             log.info("watching", inbox=str(config.inbox), observer=self.watcher.observer_class.__name__,
                      why=self.watcher.reason)
@@ -201,7 +201,7 @@ class Daemon:
             self.watcher.rescan()
         else:
             from .watcher import scan
-            for path in scan(self.config.inbox):
+            for path in scan(self.config.inbox, own_folders(self.config)):
                 self.tracker.seen(path)
 
     def _maybe_reload(self) -> None:
