@@ -24,7 +24,7 @@ from .config import Config, ConfigError
 from .config_build import check_folders
 from .diskguard import DiskGuard
 from .spool import Spool, now_iso
-from .watcher import Tracker, Watcher, sidecar_for, skipped_folders
+from .watcher import Tracker, Watcher, own_folders, sidecar_for, skipped_folders
 from .worker import Worker
 
 log = structlog.get_logger("style-pipeline")
@@ -97,7 +97,7 @@ class Daemon:
                      checkpoint=job.checkpoint.exists())
         self.worker.retry.extend(recovered)
         if not self.once:
-            self.watcher = Watcher(config.inbox, self.tracker, config.watch, config.poll_seconds)
+            self.watcher = Watcher(config.inbox, self.tracker, config.watch, config.poll_seconds, own_folders(config))
             self.watcher.start()
             log.info("watching", inbox=str(config.inbox), observer=self.watcher.observer_class.__name__,
                      why=self.watcher.reason)
@@ -263,7 +263,7 @@ class Daemon:
 
     def _rescan(self) -> None:
         self.last_rescan = time.monotonic()
-        skipped = skipped_folders(self.config.inbox)
+        skipped = skipped_folders(self.config.inbox, own_folders(self.config))
         for rel in skipped.keys() - self.skipped.keys():
             log.warning("skipped a folder in the inbox", folder=rel, why=skipped[rel])
         self.skipped = skipped
@@ -271,7 +271,7 @@ class Daemon:
             self.watcher.rescan()
         else:
             from .watcher import scan
-            for path in scan(self.config.inbox):
+            for path in scan(self.config.inbox, own_folders(self.config)):
                 self.tracker.seen(path)
 
     def _maybe_reload(self) -> None:

@@ -29,6 +29,7 @@ LOCK = ".lock"
 CHECKPOINT = "checkpoint.pt"
 INCOMPLETE_GRACE = 5.0  # a lock-free job folder without its input, older than this, is a dead or lost claim
 ERROR_SUFFIX = ".error.json"
+PAIR_RESERVE = len(".yaml")  # a sidecar beside its photo takes the photo's stem plus this
 
 
 class Reason(enum.StrEnum):
@@ -72,6 +73,7 @@ class Job:
     owner: str = ""
     crashes: int = 0  # the daemon died while running this job, in a row: not the photo's fault (attempts)
     running: bool = False  # set while a try runs; found set at recovery, it means the daemon crashed in it
+    kept_as: str | None = None  # the name planned in done/ (the JSON log records it before the move)
 
     @property
     def dir(self) -> Path:
@@ -129,35 +131,53 @@ class Spool:
 
     # --- endings --------------------------------------------------------------------------
     def complete(self, job: Job, keep_input: bool = True) -> Path | None:
-        """After the output is written: the input goes to done/ (or is deleted), the job folder away."""
+        """After the output is written: the input goes to done/ (or is deleted), the job folder away.
+
+        The photo and its sidecar keep one name (rocket-1.jpg with rocket-1.yaml); the name planned in
+        ``job.kept_as`` is tried first, so the JSON log that recorded it is right.
+        """
         kept = None
+        sidecar = job.dir / job.sidecar if job.sidecar else None
         if keep_input:
-            kept = self._move_no_clobber(job.input, self.done, job.name)
+            kept, _ = self._move_pair(job.input, sidecar, self.done, job.kept_as or job.name)
         else:
             job.input.unlink(missing_ok=True)
-        if job.sidecar:
-            self._move_no_clobber(job.dir / job.sidecar, self.done if keep_input else self.failed, job.sidecar)
+            if sidecar is not None:
+                self._move_no_clobber(sidecar, self.failed, job.sidecar)
         self._discard(job.dir)
         return kept
 
+    def plan_done(self, job: Job) -> Path:
+        """The name the input will have in done/ (the first free pair name), recorded in the job."""
+        reserve = PAIR_RESERVE if job.sidecar else 0
+        kept = next(c for c in unique_names(self.done, job.name, reserve) if _pair_free(c))
+        job.kept_as = kept.name
+        return kept
+
     def fail(self, job: Job, reason: Reason, message: str, fix: str, kept_name: str | None = None) -> Path:
-        """The input and its sidecar to failed/, with <name>.error.json saying what was wrong and what to do.
+        """The input and its sidecar to failed/ under one name, with <name>.error.json saying what was wrong
+        and what to do.
 
         The error record is written before the input leaves work/: if that write fails (a full disk), the
         job is still whole in work/ and the caller decides what next. ``kept_name`` is the fallback name.
         """
-        kept = self._link_no_clobber(job.input, self.failed, kept_name or job.name, reserve=len(ERROR_SUFFIX))
+        sidecar = job.dir / job.sidecar if job.sidecar and (job.dir / job.sidecar).exists() else None
+        kept, kept_sidecar = self._link_pair(job.input, sidecar, self.failed, kept_name or job.name,
+                                             reserve=len(ERROR_SUFFIX))
         error = {"file": job.name, "source": job.source, "kept_as": kept.name, "code": str(reason),
                  "message": message, "fix": fix, "failed_at": now_iso(), "attempts": job.attempts,
-                 "crashes": job.crashes, "job_id": job.id, "queued_at": job.queued_at}
+                 "crashes": job.crashes, "job_id": job.id, "queued_at": job.queued_at,
+                 "sidecar": kept_sidecar.name if kept_sidecar else None}
         try:
             write_json(self.failed / f"{kept.name}{ERROR_SUFFIX}", error)
         except BaseException:
-            kept.unlink(missing_ok=True)
+            for link in (kept, kept_sidecar):
+                if link is not None:
+                    link.unlink(missing_ok=True)
             raise
-        os.unlink(job.input)
-        if job.sidecar and (job.dir / job.sidecar).exists():
-            self._move_no_clobber(job.dir / job.sidecar, self.failed, job.sidecar)
+        for original in (job.input, sidecar):
+            if original is not None:
+                os.unlink(original)
         self._discard(job.dir)
         return kept
 
@@ -201,26 +221,41 @@ class Spool:
 
     # --- counting (status) ----------------------------------------------------------------
     def counts(self) -> dict[str, int]:
-        def files(folder: Path, suffix: str = "") -> int:
-            try:
-                return sum(1 for p in folder.iterdir() if p.name.endswith(suffix) and not p.name.startswith("."))
-            except OSError:
-                return 0
-        return {"done": files(self.done), "failed": files(self.failed, ERROR_SUFFIX), "in_work": count_in_work(self.work)}
+        return folder_counts(self.done, self.failed, self.work)
 
     # --- helpers --------------------------------------------------------------------------
-    def _move_no_clobber(self, src: Path, folder: Path, name: str, reserve: int = 0) -> Path:
-        kept = self._link_no_clobber(src, folder, name, reserve)
-        os.unlink(src)
-        return kept
+    def _move_no_clobber(self, src: Path, folder: Path, name: str) -> Path:
+        return self._move_pair(src, None, folder, name)[0]
 
-    def _link_no_clobber(self, src: Path, folder: Path, name: str, reserve: int = 0) -> Path:
-        for candidate in unique_names(folder, name, reserve):
+    def _move_pair(self, src: Path, sidecar: Path | None, folder: Path, name: str) -> tuple[Path, Path | None]:
+        """Link the photo (and its sidecar, renamed to match) to the first free name, then unlink the
+        originals: nothing is overwritten, and a pair is never split across two names."""
+        kept, side = self._link_pair(src, sidecar, folder, name)
+        if side is not None:
+            os.unlink(sidecar)
+        os.unlink(src)
+        return kept, side
+
+    def _link_pair(self, src: Path, sidecar: Path | None, folder: Path, name: str,
+                   reserve: int = 0) -> tuple[Path, Path | None]:
+        """The first free name for the photo (and its sidecar beside it), as new links; originals kept.
+        Every name fits the filesystem: a long one is shortened (unique_names)."""
+        suffix = sidecar.suffix if sidecar is not None else None
+        for candidate in unique_names(folder, name, max(reserve, PAIR_RESERVE if suffix else 0)):
+            if sidecar is None and not _pair_free(candidate, include_photo=False):
+                continue  # a lone photo must not look like the partner of an older sidecar
             try:
                 os.link(src, candidate, follow_symlinks=False)
             except FileExistsError:
                 continue
-            return candidate
+            side = candidate.with_name(candidate.stem + suffix) if suffix else None
+            if side is not None:
+                try:
+                    os.link(sidecar, side, follow_symlinks=False)
+                except FileExistsError:
+                    os.unlink(candidate)
+                    continue
+            return candidate, side
         raise AssertionError("unreachable")
 
     def _lock(self, folder: Path) -> None:
@@ -287,6 +322,28 @@ def count_in_work(work: Path) -> int:
     return count
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Kept for callers of the old name: the one atomic writer is fsio.write_json."""
-    write_json(path, data)
+SIDECARS = (".yaml", ".yml")
+
+
+def _pair_free(photo: Path, include_photo: bool = True) -> bool:
+    """The photo's name and every sidecar name of its stem are free."""
+    names = [photo.with_name(photo.stem + s) for s in SIDECARS]
+    return not any(os.path.lexists(p) for p in ([photo] if include_photo else []) + names)
+
+
+def is_photo_entry(name: str) -> bool:
+    """done/ and failed/ hold photos, their sidecars and error notes: only the photos count."""
+    return not name.startswith(".") and not name.lower().endswith(SIDECARS + (".error.json",))
+
+
+def folder_counts(done: Path, failed: Path, work: Path) -> dict[str, int]:
+    """Photos in done/ and failed/ (not sidecars or notes), and jobs in work/: what `status` shows."""
+    def count(folder: Path, keep) -> int:
+        try:
+            return sum(1 for p in folder.iterdir() if keep(p))
+        except OSError:
+            return 0
+    return {"done": count(done, lambda p: is_photo_entry(p.name)),
+            "failed": count(failed, lambda p: p.name.endswith(".error.json") and not p.name.startswith(".")),
+            "in_work": count_in_work(work)}
+

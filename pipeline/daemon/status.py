@@ -12,8 +12,8 @@ from datetime import datetime
 from pathlib import Path
 
 from ..fsio import is_disk_full, write_json
-from .spool import count_in_work, now_iso
-from .watcher import scan
+from .spool import folder_counts, now_iso
+from .watcher import own_folders, scan
 
 STATUS_FILE = "status.json"
 STALE_SECONDS = 30
@@ -32,14 +32,13 @@ def window(config):
 
 
 def snapshot(daemon) -> dict:
+    """What the daemon writes to status.json: one name per fact (README, "Watching it run")."""
     worker = daemon.worker
-    counts = daemon.spool.counts()
     win = window(daemon.config)
     now = local_now()
-    waiting = len(daemon.tracker) + (len(worker.retry) if worker else 0)
     health = daemon.health() if hasattr(daemon, "health") else daemon.state
     return {
-        "pid": os.getpid(), "started_at": daemon.started_at, "updated_at": now_iso(), "updated": time.time(),
+        "pid": os.getpid(), "started_at": daemon.started_at, "updated_at": now_iso(),
         "state": health if (win is None or win.is_open(now) or health != daemon.state) else "outside the run window",
         "healthy": health == daemon.state,  # a worker alive and idle or making progress, claiming not paused
         "worker": {"alive": worker.is_alive(), "restarts": getattr(daemon, "worker_restarts", 0),
@@ -47,10 +46,9 @@ def snapshot(daemon) -> dict:
         "skipped": [{"folder": k, "why": v} for k, v in sorted(getattr(daemon, "skipped", {}).items())],
         "observer": {"kind": daemon.watcher.observer_class.__name__, "why": daemon.watcher.reason,
                      "alive": daemon.watcher.alive()} if daemon.watcher else None,
-        "queue": waiting, "current": worker.progress if worker else None, "done": counts["done"],
-        "failed": counts["failed"], "in_work": counts["in_work"],
+        "queue": len(daemon.tracker), "current": worker.progress if worker else None,
+        **daemon.spool.counts(),
         "busy_seconds": round(worker.busy_seconds, 1) if worker else 0.0,
-        "last_errors": worker.last_errors if worker else [],
         "next_window": win.next_open(now).isoformat(timespec="minutes") if win and not win.is_open(now) else None,
     }
 
@@ -84,24 +82,31 @@ def write(spool: Path, data: dict) -> None:
 
 
 def read(config) -> dict:
-    """What `status` prints: the daemon's last word, checked for staleness, plus fresh counts."""
+    """What `status` prints: the daemon's last word, checked for staleness, plus fresh counts of the folders."""
     path = config.spool / STATUS_FILE
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         data = {}
-    alive = bool(data) and data.get("state") != "stopped" and _pid_alive(data.get("pid", 0)) and time.time() - data.get("updated", 0) < STALE_SECONDS
-    data["running"] = alive
-    if not alive:
+    if not _alive(data):
         data["current"] = None
         data["state"] = "not running"
     failed = sorted(config.failed.glob("*.error.json"), key=lambda p: p.stat().st_mtime)
-    data["done"] = sum(1 for p in config.done.iterdir() if not p.name.startswith(".")) if config.done.is_dir() else 0
-    data["failed"] = len(failed)
-    data["inbox_waiting"] = sum(1 for _ in scan(config.inbox)) if config.inbox.is_dir() else 0
-    data["in_work"] = count_in_work(config.work)
+    data.update(folder_counts(config.done, config.failed, config.work))
+    data["queue"] = sum(1 for _ in scan(config.inbox, own_folders(config))) if config.inbox.is_dir() else 0
     data["recent_failures"] = [_error_line(p) for p in failed[-5:]]
     return data
+
+
+def _alive(data: dict) -> bool:
+    """A daemon that wrote status.json recently and still runs."""
+    if not data or data.get("state") == "stopped" or not _pid_alive(data.get("pid", 0)):
+        return False
+    try:
+        updated = datetime.fromisoformat(str(data.get("updated_at"))).timestamp()
+    except ValueError:
+        return False
+    return time.time() - updated < STALE_SECONDS
 
 
 def _error_line(path: Path) -> dict:
@@ -123,7 +128,8 @@ def _pid_alive(pid: int) -> bool:
 
 
 def render(data: dict) -> str:
-    lines = [f"daemon: {data['state']}" + (f" (pid {data['pid']})" if data.get("running") else "")]
+    running = data["state"] != "not running"
+    lines = [f"daemon: {data['state']}" + (f" (pid {data['pid']})" if running else "")]
     for skipped in data.get("skipped") or []:
         lines.append(f"skipped folder: inbox/{skipped['folder']}: {skipped['why']}")
     if data.get("observer"):
@@ -133,7 +139,9 @@ def render(data: dict) -> str:
         where = f" on {current['worker']} ({current['node']})" if current.get("worker") else ""
         lines.append(f"now: {current['file']} [{current['recipe']}]{where} step {current['step']}/"
                      f"{current['total_steps']}, loss {current['loss']:.4g}, ETA {current['eta_seconds']:.0f} s")
-    lines.append(f"queue: {data.get('inbox_waiting', 0)} waiting in the inbox, {data.get('in_work', 0)} in work/")
+    if current and current.get("latest_picture"):
+        lines.append(f"latest picture: {current['latest_picture']}")
+    lines.append(f"queue: {data.get('queue', 0)} waiting in the inbox, {data.get('in_work', 0)} in work/")
     lines.append(f"done: {data['done']}   failed: {data['failed']}")
     if data.get("next_window"):
         lines.append(f"next run window opens {data['next_window']}")

@@ -5,6 +5,7 @@ Permanent failures go to failed/ at once; transient ones are retried with backof
 """
 from __future__ import annotations
 
+import difflib
 import os
 import queue
 import socket
@@ -227,12 +228,12 @@ class Worker(FailurePaths, threading.Thread):
     def publish(self, job: Job, config: Config, plan: Plan, result, data: bytes, record: dict, **log_extra) -> None:
         """Name and write the output: the daemon alone does this, whichever executor ran the job."""
         fmt = plan.settings.format
-        folder = config.outbox / plan.recipe.name
+        folder = output_folder(job, config, plan.recipe.name)
         folder.mkdir(parents=True, exist_ok=True)
         sheet = None
         while True:  # another daemon may take the same free name between choosing and writing
             stem = outputs.choose_stem(folder, Path(job.name).stem, fmt)
-            job.output_stem = f"{plan.recipe.name}/{stem}"
+            job.output_stem = f"{folder.relative_to(config.outbox).as_posix()}/{stem}"
             self.spool.save(job)
             if config.contact_sheet:
                 sheet = folder / f"{stem}.sheet.png"
@@ -304,15 +305,27 @@ def pre_check_sidecar(job: Job, config: Config) -> tuple[str | None, dict]:
 
 
 def pre_check_recipe(job: Job, config: Config, from_sidecar: str | None) -> Recipe:
-    """Sidecar, then the inbox sub-folder, then the default recipe."""
-    name = from_sidecar or job.recipe_folder or config.default_recipe
-    if name not in config.recipes:
-        import difflib
-        guess = difflib.get_close_matches(name, list(config.recipes), n=1)
-        hint = f"did you mean {guess[0]!r}? " if guess else ""
-        raise JobFailure(Reason.UNKNOWN_RECIPE, f"no recipe named {name!r} (from the folder inbox/{name}/)",
-                         f"{hint}Drop it into one of: {', '.join(config.recipes)}, or the inbox itself")
-    return config.recipes[name]
+    """Sidecar, then the first inbox folder when it names a recipe, then the default recipe.
+
+    Any other folder (an album copied in) takes the default recipe, except one a typo away from a recipe
+    name (``stary/``): styling a batch with the wrong recipe all night is worse than saying so at once.
+    """
+    folder = job.recipe_folder
+    if from_sidecar is None and folder and folder not in config.recipes:
+        guess = difflib.get_close_matches(folder, list(config.recipes), n=1, cutoff=0.85)
+        if guess:
+            raise JobFailure(Reason.UNKNOWN_RECIPE, f"no recipe named {folder!r} (from the folder inbox/{folder}/)",
+                             f"did you mean {guess[0]!r}? Rename the folder; recipes: {', '.join(config.recipes)}")
+    return config.recipes[from_sidecar or (folder if folder in config.recipes else config.default_recipe)]
+
+
+def output_folder(job: Job, config: Config, recipe: str) -> Path:
+    """outbox/<recipe>/ plus the folders the photo lay in below its recipe folder (inbox/starry/vacation/x.jpg
+    and inbox/vacation/x.jpg both give outbox/starry/vacation/)."""
+    parts = Path(job.source).parts[:-1]
+    if parts and parts[0] in config.recipes:
+        parts = parts[1:]
+    return config.outbox.joinpath(recipe, *parts)
 
 
 def pre_check_settings(job: Job, config: Config, recipe: Recipe, overrides: dict) -> Settings:
