@@ -9,12 +9,15 @@ import os
 import secrets
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ImageError
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: `validate` and `status` decode styles without it
+    import torch
 
 DEFAULT_MAX_PIXELS = 50_000_000
 FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
@@ -90,6 +93,8 @@ def fit(img: Image.Image, size: int) -> Image.Image:
 
 def to_tensor(img: Image.Image, device: torch.device | str = "cpu") -> torch.Tensor:
     """(1, 3, H, W) float32 RGB in 0-255 pixel units."""
+    import torch
+
     array = np.asarray(img.convert("RGB"), dtype=np.float32)
     return torch.from_numpy(array.copy()).permute(2, 0, 1).unsqueeze(0).to(device)
 
@@ -100,6 +105,8 @@ def to_image(pixels: torch.Tensor) -> Image.Image:
 
 
 def resize_tensor(pixels: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    import torch
+
     if tuple(pixels.shape[-2:]) == hw:
         return pixels
     return torch.nn.functional.interpolate(pixels, size=hw, mode="bicubic", align_corners=False).clamp(0, 255)
