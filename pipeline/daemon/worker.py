@@ -9,7 +9,6 @@ import difflib
 import errno
 import os
 import queue
-import socket
 import stat
 import threading
 import time
@@ -21,9 +20,8 @@ import structlog
 
 from ..engine import Settings, StyleTransfer, images
 from ..errors import Cancelled, EngineError, ImageError
-from ..progress import sha256_file, versions
 from ..report import contact_sheet
-from . import outputs
+from . import joblog, outputs
 from .config import Config, ConfigError, Recipe
 from .config_build import load_sidecar
 from .spool import Job, Reason, Spool, now_iso
@@ -122,7 +120,7 @@ class Worker(threading.Thread):
                 result = self.engine.stylize(plan.content, plan.styles, plan.settings, on_step=self._on_step(job, plan),
                                              should_stop=self._should_stop, checkpoint=job.checkpoint)
                 self.finish(job, config, plan, result)
-            kept = self.spool.complete(job, keep_input=config.after_success == "move")
+            kept = self.complete_job(job, config)
             log.info("job done", kept_input=str(kept) if kept else None)
         except JobFailure as failure:
             self._fail(job, failure.reason, failure.message, failure.fix)
@@ -220,18 +218,17 @@ class Worker(threading.Thread):
                  seconds=result.timings["total"], stop_reason=result.stop_reason, **log_extra)
 
     def record(self, job: Job, plan: Plan, result) -> dict:
-        st = job.input.stat()
-        return {
-            "job_id": job.id, "recipe": plan.recipe.name, "source": job.source,
-            "input": {"name": job.name, "bytes": st.st_size, "sha256": sha256_file(job.input),
-                      "size": list(plan.content.size)},
-            "styles": [{"name": r.path.name, "path": str(r.path), "weight": r.weight, "sha256": sha256_file(r.path)}
-                       for r in plan.recipe.styles],
-            "versions": versions(), "host": socket.gethostname(), "attempts": job.attempts,
-            "queued_at": job.queued_at, "claimed_at": job.claimed_at, "started_at": job.started_at,
-            "finished_at": now_iso(), "optimizing_seconds": result.timings["total"],
-            **result.log(),
-        }
+        """The JSON log (pipeline/daemon/joblog.py); plans the input's name in done/ so the log can say it."""
+        keep = self.get_config().after_success == "move"
+        return joblog.build(job, plan, result, self.spool.plan_done(job) if keep else None)
+
+    def complete_job(self, job: Job, config: Config) -> Path | None:
+        """The input to done/ under the name the log recorded (fixed in the log if another daemon took it)."""
+        planned = job.kept_as
+        kept = self.spool.complete(job, keep_input=config.after_success == "move")
+        if kept and planned and kept.name != planned and job.output_stem:
+            joblog.amend_kept(config.outbox / f"{job.output_stem}.json", kept)
+        return kept
 
     # --- failures ---------------------------------------------------------------------------
     def _fail(self, job: Job, reason: Reason, message: str, fix: str) -> None:
