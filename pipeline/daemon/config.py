@@ -26,7 +26,8 @@ TOP_KEYS = {"folders", "watch", "settle_seconds", "rescan_seconds", "poll_second
             "retry_backoff_seconds", "device", "weights", "styles_dir", "cache_styles", "max_size", "defaults",
             "default_recipe", "recipes", "schedule", "contact_sheet", "log_format", "log_level", "progress_seconds",
             "stall_seconds",
-            "executor", "ray"}  # issue 6: where jobs run (local thread or Ray actors)
+            "executor", "ray",  # issue 6: where jobs run (local thread or Ray actors)
+            "save_every", "metrics_file", "metrics_seconds", "notify"}  # issue 11: 14, 15, 16
 FOLDER_KEYS = {"inbox", "outbox", "spool"}
 
 
@@ -97,6 +98,10 @@ class Config:
     stall_seconds: float = 600.0
     executor: str = "local"  # issue 6: "local" (the in-process Worker) or "ray"
     ray: RayOptions = field(default_factory=RayOptions)
+    save_every: int = 0  # write the current picture every N steps into the job's folder; 0 = off
+    metrics_file: Path | None = None  # the Prometheus textfile; None = off (build() defaults it under the spool)
+    metrics_seconds: float = 5.0
+    notify: str | None = None  # a command or URL told when the queue empties after work and on each failure
 
     @property
     def work(self) -> Path:

@@ -59,6 +59,7 @@ class Worker(threading.Thread):
         self.marker = 0  # bumped on every step: the main loop's watchdog reads it
         self.busy_seconds = 0.0
         self.last_errors: list[dict] = []
+        self.on_event: Callable[[str, dict], None] | None = None  # the daemon's metrics and notices
         self._styles: dict[tuple, images.Image.Image] = {}
 
     def submit(self, job: Job) -> None:
@@ -161,16 +162,32 @@ class Worker(threading.Thread):
     def _on_step(self, job: Job, plan: Plan):
         config = self.get_config()
         last_log = [0.0]
+        saved: list = [0, None]  # the step and path of the last intermediate picture
 
         def on_step(info) -> None:
             self.marker += 1
+            if config.save_every and info.picture and info.step - saved[0] >= config.save_every:
+                saved[:] = [info.step, self._save_picture(job, plan, info) or saved[1]]
             self.progress = {"job_id": job.id, "file": job.source, "recipe": plan.recipe.name, "step": info.step,
                              "total_steps": info.total_steps, "scale": info.scale, "loss": info.loss,
-                             "eta_seconds": round(info.eta or 0.0, 1), "elapsed": round(info.elapsed, 1)}
+                             "eta_seconds": round(info.eta or 0.0, 1), "elapsed": round(info.elapsed, 1),
+                             "latest_picture": saved[1]}
             if time.monotonic() - last_log[0] >= config.progress_seconds:
                 last_log[0] = time.monotonic()
                 log.info("progress", **{k: v for k, v in self.progress.items() if k not in ("job_id", "file")})
         return on_step
+
+    def _save_picture(self, job: Job, plan: Plan, info) -> str | None:
+        """save_every: the current picture in the job's folder, as neural-style's -save_iter does; it goes
+        with the folder when the job ends (the output is in the outbox). A failure here never fails the job."""
+        fmt = plan.settings.format
+        path = job.dir / outputs.image_name(f"step-{info.step:05d}", fmt)
+        try:
+            images.write_atomic(images.encode(info.picture(), fmt, plan.settings.quality), path)
+        except OSError as exc:
+            log.warning("intermediate picture not written", error=str(exc))
+            return None
+        return str(path)
 
     def _already_written(self, job: Job, config: Config) -> bool:
         """A restart after the output was written but before the input moved: finish, don't redo.
@@ -216,6 +233,16 @@ class Worker(threading.Thread):
                 log.warning("contact sheet not written", error=str(exc))
         log.info("output written", output=str(image_path), loss=result.losses["total"], steps=result.steps,
                  seconds=result.timings["total"], stop_reason=result.stop_reason, **log_extra)
+        self._event("done", file=job.source, output=str(image_path), seconds=result.timings["total"],
+                    steps=result.steps)
+
+    def _event(self, kind: str, **data) -> None:
+        """Tell the daemon (metrics, notices); a listener's fault must not fail the job."""
+        if self.on_event is not None:
+            try:
+                self.on_event(kind, data)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("event listener failed", error=f"{exc.__class__.__name__}: {exc}")
 
     def record(self, job: Job, plan: Plan, result) -> dict:
         """The JSON log (pipeline/daemon/joblog.py); plans the input's name in done/ so the log can say it."""
@@ -235,6 +262,7 @@ class Worker(threading.Thread):
         kept = self.spool.fail(job, reason, message, fix)
         self._remember(job, reason, message)
         log.warning("job failed", reason=str(reason), message=message, fix=fix, kept_as=str(kept))
+        self._event("failed", file=job.source, reason=str(reason), message=message, fix=fix)
 
     def _transient(self, job: Job, exc: Exception) -> None:
         config = self.get_config()
