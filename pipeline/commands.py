@@ -106,16 +106,19 @@ def cmd_report(args) -> int:
 
 
 def cmd_install_service(args) -> int:
-    from .daemon.config import read_folders
+    from .daemon.config import read_folders, read_setting
     from .service import install_commands, render_units
 
     config = Path(args.config).resolve()
     folders = read_folders(config)
+    network = bool(read_setting(config, "notify"))
     writable = [folders["inbox"], folders["outbox"], folders["spool"]]
     venv_bin = Path(sys.executable).parent
     units = render_units(Path.cwd().resolve(), venv_bin, config, args.user, writable, Path(args.out),
-                         report_at=args.report_at)
+                         report_at=args.report_at, network=network)
     print("rendered: " + ", ".join(str(u) for u in units))
+    if network:
+        print("notify: is set, so the daemon's unit may use the network (PrivateNetwork=no); remove it for none")
     print("then, as root:")
     for command in install_commands(args.user, writable, units):
         print(f"  {command}")

@@ -18,15 +18,23 @@ UNIT_DIR = Path("/etc/systemd/system")
 _UNSAFE = re.compile(r"[\s\"'\\$;`]|[\x00-\x1f]")
 _USER = re.compile(r"[a-z_][a-z0-9_-]{0,30}")
 _PLACEHOLDER = re.compile(r"@[A-Z_]+@")
+# The daemon unit's network settings: none at all, unless `notify:` must reach a URL or run a command that may.
+NETWORK = {
+    False: "# No network at all: the weights ship with the package; only AF_UNIX for journald and $NOTIFY_SOCKET.\n"
+           "PrivateNetwork=yes\nIPAddressDeny=any\nRestrictAddressFamilies=AF_UNIX",
+    True: "# `notify:` is set in the config: only then may the daemon reach the network, to send its notices.\n"
+          "PrivateNetwork=no\nRestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+}
 
 
 def render_units(install_dir: Path, venv_bin: Path, config_path: Path, user: str, folders: list[Path],
                  out_dir: Path, *, report_path: Path | None = None, report_since: str = "24h",
-                 report_at: str = "07:15") -> list[Path]:
+                 report_at: str = "07:15", network: bool = False) -> list[Path]:
     """Write the three units into out_dir and return their paths.
 
     folders: every folder the daemon writes (inbox, work, done, failed, outbox...): the only writable
     paths it gets. report_path defaults to report.html in folders[0], and must lie in one of them.
+    network: the config sets `notify:`, so PrivateNetwork is relaxed (NETWORK); otherwise the unit has none.
     """
     folders = [_checked(f, "folder") for f in folders]
     if not folders:
@@ -47,7 +55,7 @@ def render_units(install_dir: Path, venv_bin: Path, config_path: Path, user: str
     install_dir, venv_bin, config = (_checked(p, n) for p, n in
                                      ((install_dir, "install_dir"), (venv_bin, "venv_bin"), (config_path, "config")))
     values = {"INSTALL_DIR": install_dir, "VENV_BIN": venv_bin, "CONFIG": config, "USER": user,
-              "REPORT": report, "SINCE": report_since, "REPORT_AT": report_at,
+              "REPORT": report, "SINCE": report_since, "REPORT_AT": report_at, "NETWORK": NETWORK[bool(network)],
               **_home_access(folders, [install_dir, venv_bin.parent, config, *_interpreter_home(venv_bin)])}
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     return [_render(TEMPLATES / name, Path(out_dir) / name, values) for name in UNITS]

@@ -206,15 +206,25 @@ def engine_settings(data: dict, path: tuple, problems: _Problems, base: Settings
         return base
 
 
-def read_folders(path: str | Path) -> dict[str, Path]:
-    """Just the folders, without checking styles (and so without importing torch): for `report`."""
+def _read_mapping(path: str | Path) -> tuple[Path, dict]:
     source = Path(path).resolve()
     try:
         data = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError([f"cannot read the config ({exc})"], source) from exc
-    folders = data.get("folders") or {} if isinstance(data, dict) else {}
+    return source, data if isinstance(data, dict) else {}
+
+
+def read_folders(path: str | Path) -> dict[str, Path]:
+    """Just the folders, without checking styles (and so without importing torch): for `report`."""
+    source, data = _read_mapping(path)
+    folders = data.get("folders") or {}
     return {key: (source.parent / str(folders.get(key, key))).resolve() for key in FOLDER_KEYS}
+
+
+def read_setting(path: str | Path, key: str) -> Any:
+    """One top-level value, unchecked (`install-service` asks whether `notify:` is set)."""
+    return _read_mapping(path)[1].get(key)
 
 
 def load(path: str | Path) -> Config:
