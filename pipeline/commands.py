@@ -103,32 +103,33 @@ def cmd_report(args) -> int:
     from datetime import datetime
 
     from .daemon.config import read_folders
-    from .engine.images import write_atomic
     from .report import parse_since, write_report
 
     folders = read_folders(args.config)
     since = parse_since(args.since) if args.since else None
-    latest = None if args.output else folders["outbox"] / "report.html"
-    path = Path(args.output) if args.output else \
-        folders["outbox"] / "reports" / f"{datetime.now().astimezone():%Y-%m-%d}.html"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_report(path, folders["outbox"], folders["spool"] / "failed", since=since, done=folders["spool"] / "done")
-    if latest is not None:
-        write_atomic(path.read_bytes(), latest)
-    print(f"wrote {path}" + (f" and {latest}" if latest else ""))
+    dated = folders["outbox"] / "reports" / f"{datetime.now().astimezone():%Y-%m-%d}.html"
+    paths = [Path(args.output)] if args.output else [dated, folders["outbox"] / "report.html"]
+    for path in paths:  # each its own page: links to the outputs are relative to where the page lies
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_report(path, folders["outbox"], folders["spool"] / "failed", since=since, done=folders["spool"] / "done")
+    print("wrote " + " and ".join(map(str, paths)))
     return 0
 
 
 def cmd_install_service(args) -> int:
-    from .daemon.config import read_folders
+    from .daemon.config import read_folders, read_setting
     from .service import install_commands, render_units
 
     config = Path(args.config).resolve()
     folders = read_folders(config)
+    network = bool(read_setting(config, "notify"))
     writable = [folders["inbox"], folders["outbox"], folders["spool"]]
     venv_bin = Path(sys.executable).parent
-    units = render_units(venv_bin, config, args.user, writable, Path(args.out), report_at=args.report_at)
+    units = render_units(venv_bin, config, args.user, writable, Path(args.out), report_at=args.report_at,
+                         network=network)
     print("rendered: " + ", ".join(str(u) for u in units))
+    if network:
+        print("notify: is set, so the daemon's unit may use the network (PrivateNetwork=no); remove it for none")
     print("then, as root:")
     for command in install_commands(args.user, writable, units):
         print(f"  {command}")

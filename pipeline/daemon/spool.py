@@ -65,6 +65,7 @@ class Job:
     output_stem: str | None = None
     last_error: str | None = None
     owner: str = ""
+    kept_as: str | None = None  # the name planned in done/ (the JSON log records it before the move)
 
     @property
     def dir(self) -> Path:
@@ -124,25 +125,37 @@ class Spool:
 
     # --- endings --------------------------------------------------------------------------
     def complete(self, job: Job, keep_input: bool = True) -> Path | None:
-        """After the output is written: the input goes to done/ (or is deleted), the job folder away."""
+        """After the output is written: the input goes to done/ (or is deleted), the job folder away.
+
+        The photo and its sidecar keep one name (rocket-1.jpg with rocket-1.yaml); the name planned in
+        ``job.kept_as`` is tried first, so the JSON log that recorded it is right.
+        """
         kept = None
+        sidecar = job.dir / job.sidecar if job.sidecar else None
         if keep_input:
-            kept = self._move_no_clobber(job.input, self.done, job.name)
+            kept, _ = self._move_pair(job.input, sidecar, self.done, job.kept_as or job.name)
         else:
             job.input.unlink(missing_ok=True)
-        if job.sidecar:
-            self._move_no_clobber(job.dir / job.sidecar, self.done if keep_input else self.failed, job.sidecar)
+            if sidecar is not None:
+                self._move_no_clobber(sidecar, self.failed, job.sidecar)
         self._discard(job.dir)
         return kept
 
+    def plan_done(self, job: Job) -> Path:
+        """The name the input will have in done/ (the first free pair name), recorded in the job."""
+        kept = next(c for c in unique_names(self.done, job.name) if _pair_free(c))
+        job.kept_as = kept.name
+        return kept
+
     def fail(self, job: Job, reason: Reason, message: str, fix: str) -> Path:
-        """The input and its sidecar to failed/, with <name>.error.json saying what was wrong and what to do."""
-        kept = self._move_no_clobber(job.input, self.failed, job.name)
-        if job.sidecar and (job.dir / job.sidecar).exists():
-            self._move_no_clobber(job.dir / job.sidecar, self.failed, job.sidecar)
+        """The input and its sidecar to failed/ under one name, with <name>.error.json saying what was wrong
+        and what to do."""
+        sidecar = job.dir / job.sidecar if job.sidecar and (job.dir / job.sidecar).exists() else None
+        kept, kept_sidecar = self._move_pair(job.input, sidecar, self.failed, job.name)
         error = {"file": job.name, "source": job.source, "kept_as": kept.name, "code": str(reason),
                  "message": message, "fix": fix, "failed_at": now_iso(), "attempts": job.attempts,
-                 "job_id": job.id, "queued_at": job.queued_at}
+                 "job_id": job.id, "queued_at": job.queued_at,
+                 "sidecar": kept_sidecar.name if kept_sidecar else None}
         write_json_atomic(self.failed / f"{kept.name}.error.json", error)
         self._discard(job.dir)
         return kept
@@ -180,23 +193,33 @@ class Spool:
 
     # --- counting (status) ----------------------------------------------------------------
     def counts(self) -> dict[str, int]:
-        def files(folder: Path, suffix: str = "") -> int:
-            try:
-                return sum(1 for p in folder.iterdir() if p.name.endswith(suffix) and not p.name.startswith("."))
-            except OSError:
-                return 0
-        return {"done": files(self.done), "failed": files(self.failed, ".error.json"),
-                "in_work": sum(1 for p in self.work.iterdir() if p.is_dir()) if self.work.is_dir() else 0}
+        return folder_counts(self.done, self.failed, self.work)
 
     # --- helpers --------------------------------------------------------------------------
     def _move_no_clobber(self, src: Path, folder: Path, name: str) -> Path:
+        return self._move_pair(src, None, folder, name)[0]
+
+    def _move_pair(self, src: Path, sidecar: Path | None, folder: Path, name: str) -> tuple[Path, Path | None]:
+        """Link the photo (and its sidecar, renamed to match) to the first free name, then unlink the
+        originals: nothing is overwritten, and a pair is never split across two names."""
+        suffix = sidecar.suffix if sidecar is not None else None
         for candidate in unique_names(folder, name):
+            if sidecar is None and not _pair_free(candidate, include_photo=False):
+                continue  # a lone photo must not look like the partner of an older sidecar
             try:
                 os.link(src, candidate, follow_symlinks=False)
             except FileExistsError:
                 continue
+            side = candidate.with_name(candidate.stem + suffix) if suffix else None
+            if side is not None:
+                try:
+                    os.link(sidecar, side, follow_symlinks=False)
+                except FileExistsError:
+                    os.unlink(candidate)
+                    continue
+                os.unlink(sidecar)
             os.unlink(src)
-            return candidate
+            return candidate, side
         raise AssertionError("unreachable")
 
     def _lock(self, folder: Path) -> None:
@@ -231,6 +254,32 @@ def unique_names(folder: Path, name: str):
     while True:
         yield folder / f"{stem}-{n}{dot}{ext}"
         n += 1
+
+
+SIDECARS = (".yaml", ".yml")
+
+
+def _pair_free(photo: Path, include_photo: bool = True) -> bool:
+    """The photo's name and every sidecar name of its stem are free."""
+    names = [photo.with_name(photo.stem + s) for s in SIDECARS]
+    return not any(os.path.lexists(p) for p in ([photo] if include_photo else []) + names)
+
+
+def is_photo_entry(name: str) -> bool:
+    """done/ and failed/ hold photos, their sidecars and error notes: only the photos count."""
+    return not name.startswith(".") and not name.lower().endswith(SIDECARS + (".error.json",))
+
+
+def folder_counts(done: Path, failed: Path, work: Path) -> dict[str, int]:
+    """Photos in done/ and failed/ (not sidecars or notes), and jobs in work/: what `status` shows."""
+    def count(folder: Path, keep) -> int:
+        try:
+            return sum(1 for p in folder.iterdir() if keep(p))
+        except OSError:
+            return 0
+    return {"done": count(done, lambda p: is_photo_entry(p.name)),
+            "failed": count(failed, lambda p: p.name.endswith(".error.json") and not p.name.startswith(".")),
+            "in_work": count(work, Path.is_dir)}
 
 
 def write_json_atomic(path: Path, data: dict) -> None:

@@ -5,10 +5,10 @@ Permanent failures go to failed/ at once; transient ones are retried with backof
 """
 from __future__ import annotations
 
+import difflib
 import errno
 import os
 import queue
-import socket
 import stat
 import threading
 import time
@@ -20,9 +20,8 @@ import structlog
 
 from ..engine import Settings, StyleTransfer, images
 from ..errors import Cancelled, EngineError, ImageError
-from ..progress import sha256_file, versions
 from ..report import contact_sheet
-from . import outputs
+from . import joblog, outputs
 from .config import Config, ConfigError, Recipe
 from .config_build import load_sidecar
 from .spool import Job, Reason, Spool, now_iso
@@ -60,6 +59,7 @@ class Worker(threading.Thread):
         self.marker = 0  # bumped on every step: the main loop's watchdog reads it
         self.busy_seconds = 0.0
         self.last_errors: list[dict] = []
+        self.on_event: Callable[[str, dict], None] | None = None  # the daemon's metrics and notices
         self._styles: dict[tuple, images.Image.Image] = {}
 
     def submit(self, job: Job) -> None:
@@ -121,7 +121,7 @@ class Worker(threading.Thread):
                 result = self.engine.stylize(plan.content, plan.styles, plan.settings, on_step=self._on_step(job, plan),
                                              should_stop=self._should_stop, checkpoint=job.checkpoint)
                 self.finish(job, config, plan, result)
-            kept = self.spool.complete(job, keep_input=config.after_success == "move")
+            kept = self.complete_job(job, config)
             log.info("job done", kept_input=str(kept) if kept else None)
         except JobFailure as failure:
             self._fail(job, failure.reason, failure.message, failure.fix)
@@ -162,16 +162,32 @@ class Worker(threading.Thread):
     def _on_step(self, job: Job, plan: Plan):
         config = self.get_config()
         last_log = [0.0]
+        saved: list = [0, None]  # the step and path of the last intermediate picture
 
         def on_step(info) -> None:
             self.marker += 1
+            if config.save_every and info.picture and info.step - saved[0] >= config.save_every:
+                saved[:] = [info.step, self._save_picture(job, plan, info) or saved[1]]
             self.progress = {"job_id": job.id, "file": job.source, "recipe": plan.recipe.name, "step": info.step,
                              "total_steps": info.total_steps, "scale": info.scale, "loss": info.loss,
-                             "eta_seconds": round(info.eta or 0.0, 1), "elapsed": round(info.elapsed, 1)}
+                             "eta_seconds": round(info.eta or 0.0, 1), "elapsed": round(info.elapsed, 1),
+                             "latest_picture": saved[1]}
             if time.monotonic() - last_log[0] >= config.progress_seconds:
                 last_log[0] = time.monotonic()
                 log.info("progress", **{k: v for k, v in self.progress.items() if k not in ("job_id", "file")})
         return on_step
+
+    def _save_picture(self, job: Job, plan: Plan, info) -> str | None:
+        """save_every: the current picture in the job's folder, as neural-style's -save_iter does; it goes
+        with the folder when the job ends (the output is in the outbox). A failure here never fails the job."""
+        fmt = plan.settings.format
+        path = job.dir / outputs.image_name(f"step-{info.step:05d}", fmt)
+        try:
+            images.write_atomic(images.encode(info.picture(), fmt, plan.settings.quality), path)
+        except OSError as exc:
+            log.warning("intermediate picture not written", error=str(exc))
+            return None
+        return str(path)
 
     def _already_written(self, job: Job, config: Config) -> bool:
         """A restart after the output was written but before the input moved: finish, don't redo.
@@ -195,12 +211,12 @@ class Worker(threading.Thread):
     def publish(self, job: Job, config: Config, plan: Plan, result, data: bytes, record: dict, **log_extra) -> None:
         """Name and write the output: the daemon alone does this, whichever executor ran the job."""
         fmt = plan.settings.format
-        folder = config.outbox / plan.recipe.name
+        folder = output_folder(job, config, plan.recipe.name)
         folder.mkdir(parents=True, exist_ok=True)
         sheet = None
         while True:  # another daemon may take the same free name between choosing and writing
             stem = outputs.choose_stem(folder, Path(job.name).stem, fmt)
-            job.output_stem = f"{plan.recipe.name}/{stem}"
+            job.output_stem = f"{folder.relative_to(config.outbox).as_posix()}/{stem}"
             self.spool.save(job)
             if config.contact_sheet:
                 sheet = folder / f"{stem}.sheet.png"
@@ -217,26 +233,36 @@ class Worker(threading.Thread):
                 log.warning("contact sheet not written", error=str(exc))
         log.info("output written", output=str(image_path), loss=result.losses["total"], steps=result.steps,
                  seconds=result.timings["total"], stop_reason=result.stop_reason, **log_extra)
+        self._event("done", file=job.source, output=str(image_path), seconds=result.timings["total"],
+                    steps=result.steps)
+
+    def _event(self, kind: str, **data) -> None:
+        """Tell the daemon (metrics, notices); a listener's fault must not fail the job."""
+        if self.on_event is not None:
+            try:
+                self.on_event(kind, data)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("event listener failed", error=f"{exc.__class__.__name__}: {exc}")
 
     def record(self, job: Job, plan: Plan, result) -> dict:
-        st = job.input.stat()
-        return {
-            "job_id": job.id, "recipe": plan.recipe.name, "source": job.source,
-            "input": {"name": job.name, "bytes": st.st_size, "sha256": sha256_file(job.input),
-                      "size": list(plan.content.size)},
-            "styles": [{"name": r.path.name, "path": str(r.path), "weight": r.weight, "sha256": sha256_file(r.path)}
-                       for r in plan.recipe.styles],
-            "versions": versions(), "host": socket.gethostname(), "attempts": job.attempts,
-            "queued_at": job.queued_at, "claimed_at": job.claimed_at, "started_at": job.started_at,
-            "finished_at": now_iso(), "optimizing_seconds": result.timings["total"],
-            **result.log(),
-        }
+        """The JSON log (pipeline/daemon/joblog.py); plans the input's name in done/ so the log can say it."""
+        keep = self.get_config().after_success == "move"
+        return joblog.build(job, plan, result, self.spool.plan_done(job) if keep else None)
+
+    def complete_job(self, job: Job, config: Config) -> Path | None:
+        """The input to done/ under the name the log recorded (fixed in the log if another daemon took it)."""
+        planned = job.kept_as
+        kept = self.spool.complete(job, keep_input=config.after_success == "move")
+        if kept and planned and kept.name != planned and job.output_stem:
+            joblog.amend_kept(config.outbox / f"{job.output_stem}.json", kept)
+        return kept
 
     # --- failures ---------------------------------------------------------------------------
     def _fail(self, job: Job, reason: Reason, message: str, fix: str) -> None:
         kept = self.spool.fail(job, reason, message, fix)
         self._remember(job, reason, message)
         log.warning("job failed", reason=str(reason), message=message, fix=fix, kept_as=str(kept))
+        self._event("failed", file=job.source, reason=str(reason), message=message, fix=fix)
 
     def _transient(self, job: Job, exc: Exception) -> None:
         config = self.get_config()
@@ -288,15 +314,27 @@ def pre_check_sidecar(job: Job, config: Config) -> tuple[str | None, dict]:
 
 
 def pre_check_recipe(job: Job, config: Config, from_sidecar: str | None) -> Recipe:
-    """Sidecar, then the inbox sub-folder, then the default recipe."""
-    name = from_sidecar or job.recipe_folder or config.default_recipe
-    if name not in config.recipes:
-        import difflib
-        guess = difflib.get_close_matches(name, list(config.recipes), n=1)
-        hint = f"did you mean {guess[0]!r}? " if guess else ""
-        raise JobFailure(Reason.UNKNOWN_RECIPE, f"no recipe named {name!r} (from the folder inbox/{name}/)",
-                         f"{hint}Drop it into one of: {', '.join(config.recipes)}, or the inbox itself")
-    return config.recipes[name]
+    """Sidecar, then the first inbox folder when it names a recipe, then the default recipe.
+
+    Any other folder (an album copied in) takes the default recipe, except one a typo away from a recipe
+    name (``stary/``): styling a batch with the wrong recipe all night is worse than saying so at once.
+    """
+    folder = job.recipe_folder
+    if from_sidecar is None and folder and folder not in config.recipes:
+        guess = difflib.get_close_matches(folder, list(config.recipes), n=1, cutoff=0.85)
+        if guess:
+            raise JobFailure(Reason.UNKNOWN_RECIPE, f"no recipe named {folder!r} (from the folder inbox/{folder}/)",
+                             f"did you mean {guess[0]!r}? Rename the folder; recipes: {', '.join(config.recipes)}")
+    return config.recipes[from_sidecar or (folder if folder in config.recipes else config.default_recipe)]
+
+
+def output_folder(job: Job, config: Config, recipe: str) -> Path:
+    """outbox/<recipe>/ plus the folders the photo lay in below its recipe folder (inbox/starry/vacation/x.jpg
+    and inbox/vacation/x.jpg both give outbox/starry/vacation/)."""
+    parts = Path(job.source).parts[:-1]
+    if parts and parts[0] in config.recipes:
+        parts = parts[1:]
+    return config.outbox.joinpath(recipe, *parts)
 
 
 def pre_check_settings(job: Job, config: Config, recipe: Recipe, overrides: dict) -> Settings:
