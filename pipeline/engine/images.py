@@ -11,12 +11,11 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ImageError
 
-if TYPE_CHECKING:  # torch is imported where tensors are made: `validate` and `status` decode styles without it
+if TYPE_CHECKING:  # torch and numpy load where arrays are made: `validate` and `status` decode styles without them
     import torch
 
 DEFAULT_MAX_PIXELS = 50_000_000
@@ -58,6 +57,8 @@ def _check_pixels(img: Image.Image, path: Path, max_pixels: int) -> None:
 def to_8bit(img: Image.Image) -> Image.Image:
     """RGB, or RGBA where the picture has transparency; CMYK, palette, grey and 16-bit handled."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        import numpy as np
+
         array = np.asarray(img, dtype=np.float64)
         peak = 65535.0 if img.mode.startswith("I;16") or array.max() > 255 else 255.0  # a dark 16-bit stays dark
         img = Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
@@ -93,6 +94,7 @@ def fit(img: Image.Image, size: int) -> Image.Image:
 
 def to_tensor(img: Image.Image, device: torch.device | str = "cpu") -> torch.Tensor:
     """(1, 3, H, W) float32 RGB in 0-255 pixel units."""
+    import numpy as np
     import torch
 
     array = np.asarray(img.convert("RGB"), dtype=np.float32)
@@ -163,6 +165,8 @@ def luminance(img: Image.Image) -> Image.Image:
 
 def match_luminance(style_y: Image.Image, content_y: Image.Image) -> Image.Image:
     """Shift and scale the style's luminance to the content's mean and spread, as the paper does."""
+    import numpy as np
+
     s = np.asarray(style_y.convert("L"), dtype=np.float64)
     c = np.asarray(content_y.convert("L"), dtype=np.float64)
     matched = (s - s.mean()) * (c.std() / max(s.std(), 1e-6)) + c.mean()
