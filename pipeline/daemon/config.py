@@ -26,18 +26,25 @@ TOP_KEYS = {"folders", "watch", "settle_seconds", "rescan_seconds", "poll_second
             "retry_backoff_seconds", "device", "weights", "styles_dir", "cache_styles", "max_size", "defaults",
             "default_recipe", "recipes", "schedule", "contact_sheet", "log_format", "log_level", "progress_seconds",
             "stall_seconds", "max_crashes",
-            "executor", "ray"}  # issue 6: where jobs run (local thread or Ray actors)
+            "executor", "ray",  # issue 6: where jobs run (local thread or Ray actors)
+            "save_every", "metrics_file", "metrics_seconds", "notify"}  # issue 11: 14, 15, 16
 FOLDER_KEYS = {"inbox", "outbox", "spool"}
 
 
 class ConfigError(PipelineError):
     code = "bad_config"
 
-    def __init__(self, problems: list[str], path: str | Path) -> None:
+    def __init__(self, problems: list[str], path: str | Path, fix: str | None = None) -> None:
         self.problems = problems
-        super().__init__("\n  ".join(["invalid configuration:", *problems])
-                         + "\nFix the lines above; `style-pipeline validate --config FILE` checks again", path=path)
-        self.fix = "Fix the lines above"
+        fix = fix or f"Fix the lines above, then check again: style-pipeline validate --config {path}"
+        super().__init__("\n  ".join(["invalid configuration:", *problems]) + "\n" + fix, path=path)
+        self.fix = fix
+
+
+def missing_config_fix(path: Path) -> str:
+    """What to do when there is no config at all: a new user's first error, so it names the command that helps."""
+    return (f"Write a starter config with `style-pipeline init {path.parent}`, or point --config at yours "
+            f"(the default is config.yaml in the current folder)")
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,10 @@ class Config:
     stall_seconds: float = 600.0
     executor: str = "local"  # issue 6: "local" (the in-process Worker) or "ray"
     ray: RayOptions = field(default_factory=RayOptions)
+    save_every: int = 0  # write the current picture every N steps into the job's folder; 0 = off
+    metrics_file: Path | None = None  # the Prometheus textfile; None = off (build() defaults it under the spool)
+    metrics_seconds: float = 5.0
+    notify: str | None = None  # a command or URL told when the queue empties after work and on each failure
 
     @property
     def work(self) -> Path:
@@ -187,7 +198,12 @@ class _Problems:
     """Collects every error at once: one run of `validate` should show them all."""
 
     def __init__(self, source: Path, lines: dict[tuple, int]) -> None:
-        self.source, self.lines, self.items = source, lines, []
+        self.source, self.lines, self.found = source, lines, []
+
+    @property
+    def items(self) -> list[str]:
+        """In file order, as a person reads the file (stable for problems on one line)."""
+        return [text for _, text in sorted(self.found, key=lambda item: item[0])]
 
     def add(self, path: tuple, message: str) -> None:
         probe = path
@@ -195,7 +211,7 @@ class _Problems:
             probe = probe[:-1]
         line = self.lines.get(probe, 1)
         dotted = ".".join(map(str, path)) or "(top)"
-        self.items.append(f"{self.source.name}:{line}: {dotted}: {message}")
+        self.found.append((line, f"{self.source.name}:{line}: {dotted}: {message}"))
 
     def unknown(self, path: tuple, data: dict, allowed: set | frozenset) -> None:
         for key in data:
@@ -251,15 +267,25 @@ def engine_settings(data: dict, path: tuple, problems: _Problems, base: Settings
         return base
 
 
-def read_folders(path: str | Path) -> dict[str, Path]:
-    """Just the folders, without checking styles (and so without importing torch): for `report`."""
+def _read_mapping(path: str | Path) -> tuple[Path, dict]:
     source = Path(path).resolve()
     try:
         data = read_yaml(source, CONFIG_MAX_BYTES)[1] or {}
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"cannot read the config ({exc})"], source) from exc
-    folders = data.get("folders") or {} if isinstance(data, dict) else {}
+    return source, data if isinstance(data, dict) else {}
+
+
+def read_folders(path: str | Path) -> dict[str, Path]:
+    """Just the folders, without checking styles (and so without importing torch): for `report`."""
+    source, data = _read_mapping(path)
+    folders = data.get("folders") or {}
     return {key: (source.parent / str(folders.get(key, key))).resolve() for key in FOLDER_KEYS}
+
+
+def read_setting(path: str | Path, key: str) -> Any:
+    """One top-level value, unchecked (`install-service` asks whether `notify:` is set)."""
+    return _read_mapping(path)[1].get(key)
 
 
 def load(path: str | Path) -> Config:
@@ -270,7 +296,8 @@ def load(path: str | Path) -> Config:
     try:
         node, data = read_yaml(source, CONFIG_MAX_BYTES)
     except OSError as exc:
-        raise ConfigError([f"cannot read the file ({exc.strerror})"], source) from exc
+        fix = missing_config_fix(source) if isinstance(exc, FileNotFoundError) else None
+        raise ConfigError([f"cannot read the file ({exc.strerror})"], source, fix) from exc
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{source.name}: not UTF-8 text ({exc.reason})"], source) from exc
     if not isinstance(data, dict):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import structlog
 
+from ..alerts import Alerts
 from ..engine import StyleTransfer, images
 from ..errors import ImageError, PipelineError
 from ..fsio import is_disk_full
@@ -23,6 +24,7 @@ from . import status as status_module
 from .config import Config, ConfigError
 from .config_build import check_folders
 from .diskguard import DiskGuard
+from .metrics import Metrics
 from .spool import Spool, now_iso
 from .watcher import Tracker, Watcher, own_folders, sidecar_for, skipped_folders
 from .worker import Worker
@@ -56,6 +58,7 @@ class Daemon:
         self.config_mtime = self.config_path.stat().st_mtime_ns
         self.notifier = Notifier()
         self.heartbeat = Heartbeat(self.notifier, self.config.stall_seconds, watchdog_interval())
+        self.metrics, self.alerts = Metrics(), Alerts()  # issue 11: the textfile and `notify:`
         self.state = "starting"
         self.worker_restarts = 0
         self.disk = DiskGuard(lambda: (self.config.work, self.config.outbox, self.config.failed))
@@ -90,6 +93,7 @@ class Daemon:
             log.info("engine ready", device=str(self.engine.device), weights=self.engine.weights.path,
                      kind=self.engine.weights.kind, seconds=round(self.engine.load_seconds, 2))
             self.worker = Worker(self.engine, self.spool, lambda: self.config, self.stop)
+        self.worker.on_event = self._on_job_event
         self.worker.start()
         recovered = self.spool.recover()
         for job in recovered:
@@ -304,6 +308,7 @@ class Daemon:
         snapshot = status_module.snapshot(self)
         self._write_status(snapshot)
         self.notifier.status(status_module.one_line(snapshot))
+        self._outputs_tick(snapshot)
         self._heartbeat()
 
     def _write_status(self, snapshot: dict) -> None:
@@ -314,6 +319,23 @@ class Daemon:
             if time.monotonic() - self.last_status_error > 60:
                 self.last_status_error = time.monotonic()
                 log.warning("status.json not written", error=str(exc))
+
+    def _on_job_event(self, kind: str, data: dict) -> None:
+        """A job ended (on the worker's thread): count it, and send a notice if it failed."""
+        self.metrics.on_event(kind, data)
+        self.alerts.on_event(self.config.notify, kind, data)
+
+    def _outputs_tick(self, snapshot: dict, force: bool = False) -> None:
+        """The metrics textfile every metrics_seconds, and the notice when the queue empties after work."""
+        gpu = self.engine is not None and self.engine.device.type != "cpu"
+        busy = bool(self.worker and self.worker.busy.is_set())
+        try:
+            self.metrics.maybe_write(self.config.metrics_file, 0.0 if force else self.config.metrics_seconds,
+                                     queue=snapshot["queue"], in_work=snapshot["in_work"], busy=busy, gpu=gpu)
+        except OSError as exc:
+            log.warning("metrics file not written", path=str(self.config.metrics_file), error=str(exc))
+        if self.worker:
+            self.alerts.tick(self.config.notify, self._drained())
 
     def _heartbeat(self) -> None:
         """WATCHDOG=1 only while the worker makes progress (or is idle): a stuck step stops the pings,
@@ -355,6 +377,9 @@ class Daemon:
             for job in self.worker.retry:
                 self.spool.release(job)
         self.state = "stopped"
-        self._write_status(status_module.snapshot(self))
+        snapshot = status_module.snapshot(self)
+        self._write_status(snapshot)
+        self._outputs_tick(snapshot, force=True)
+        self.alerts.flush()
         log.info("stopped", **self.spool.counts())
 

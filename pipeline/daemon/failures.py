@@ -19,7 +19,7 @@ log = structlog.get_logger("style-pipeline.worker")
 
 
 class FailurePaths:
-    """Needs the worker's spool, retry list, get_config, last_errors, disk_full and held."""
+    """Needs the worker's spool, retry list, get_config, last_errors, disk_full, held and _event."""
 
     def _os_error(self, job: Job, exc: Exception) -> None:
         """Each filesystem error has a class: full disk pauses, permissions fail with their fix, others retry."""
@@ -56,6 +56,7 @@ class FailurePaths:
             return
         self._remember(job, reason, message)
         log.warning("job failed", reason=str(reason), message=message, fix=fix, kept_as=str(kept))
+        self._event("failed", file=job.source, reason=str(reason), message=message, fix=fix)
 
     def _last_resort(self, job: Job, exc: Exception) -> None:
         """failed/ under the job id (a name that always fits); if even that fails, hold the job in work/."""
@@ -64,6 +65,7 @@ class FailurePaths:
             kept = self.spool.fail(job, Reason.GAVE_UP, message, "Report this with the log lines of this job_id; "
                                    "then drop the file again", kept_name=f"{job.id}{Path(job.name).suffix[:16]}")
             log.error("job failed", reason=str(Reason.GAVE_UP), message=message, kept_as=str(kept))
+            self._event("failed", file=job.source, reason=str(Reason.GAVE_UP), message=message, fix="")
         except Exception as again:
             if is_disk_full(again):
                 return self._os_error(job, again)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import difflib
 import os
 import queue
-import socket
 import sys
 import stat
 import threading
@@ -22,9 +21,8 @@ import structlog
 from ..engine import Settings, StyleTransfer, images
 from ..errors import Cancelled, EngineError, ImageError
 from ..fsio import service_user
-from ..progress import sha256_file, versions
 from ..report import contact_sheet
-from . import outputs
+from . import joblog, outputs
 from .config import Config, ConfigError, Recipe
 from .config_build import load_sidecar
 from .failures import FailurePaths
@@ -66,6 +64,7 @@ class Worker(FailurePaths, threading.Thread):
         self.current: Job | None = None  # the job in hand: the supervisor takes it back if this thread dies
         self.disk_full: str | None = None  # a folder that was full: set here, cleared by the main loop
         self.held: list[Job] = []  # jobs that could not even be moved to failed/: left in work/, not retried
+        self.on_event: Callable[[str, dict], None] | None = None  # the daemon's metrics and notices
         self._styles: dict[tuple, images.Image.Image] = {}
 
     def respawn(self) -> "Worker | None":
@@ -74,6 +73,7 @@ class Worker(FailurePaths, threading.Thread):
             return None
         new = Worker(self.engine, self.spool, self.get_config, self.stop)
         new.jobs, new.retry, new.last_errors, new.held = self.jobs, self.retry, self.last_errors, self.held
+        new.on_event = self.on_event
         new.busy_seconds, new.marker = self.busy_seconds, self.marker + 1
         return new
 
@@ -156,7 +156,7 @@ class Worker(FailurePaths, threading.Thread):
                 result = self.engine.stylize(plan.content, plan.styles, plan.settings, on_step=self._on_step(job, plan),
                                              should_stop=self._should_stop, checkpoint=job.checkpoint)
                 self.finish(job, config, plan, result)
-            kept = self.spool.complete(job, keep_input=config.after_success == "move")
+            kept = self.complete_job(job, config)
             log.info("job done", kept_input=str(kept) if kept else None)
         except JobFailure as failure:
             self._fail(job, failure.reason, failure.message, failure.fix)
@@ -195,16 +195,32 @@ class Worker(FailurePaths, threading.Thread):
     def _on_step(self, job: Job, plan: Plan):
         config = self.get_config()
         last_log = [0.0]
+        saved: list = [0, None]  # the step and path of the last intermediate picture
 
         def on_step(info) -> None:
             self.marker += 1
+            if config.save_every and info.picture and info.step - saved[0] >= config.save_every:
+                saved[:] = [info.step, self._save_picture(job, plan, info) or saved[1]]
             self.progress = {"job_id": job.id, "file": job.source, "recipe": plan.recipe.name, "step": info.step,
                              "total_steps": info.total_steps, "scale": info.scale, "loss": info.loss,
-                             "eta_seconds": round(info.eta or 0.0, 1), "elapsed": round(info.elapsed, 1)}
+                             "eta_seconds": round(info.eta or 0.0, 1), "elapsed": round(info.elapsed, 1),
+                             "latest_picture": saved[1]}
             if time.monotonic() - last_log[0] >= config.progress_seconds:
                 last_log[0] = time.monotonic()
                 log.info("progress", **{k: v for k, v in self.progress.items() if k not in ("job_id", "file")})
         return on_step
+
+    def _save_picture(self, job: Job, plan: Plan, info) -> str | None:
+        """save_every: the current picture in the job's folder, as neural-style's -save_iter does; it goes
+        with the folder when the job ends (the output is in the outbox). A failure here never fails the job."""
+        fmt = plan.settings.format
+        path = job.dir / outputs.image_name(f"step-{info.step:05d}", fmt)
+        try:
+            images.write_atomic(images.encode(info.picture(), fmt, plan.settings.quality), path)
+        except OSError as exc:
+            log.warning("intermediate picture not written", error=str(exc))
+            return None
+        return str(path)
 
     def _already_written(self, job: Job, config: Config) -> bool:
         """A restart after the output was written but before the input moved: finish, don't redo.
@@ -250,21 +266,30 @@ class Worker(FailurePaths, threading.Thread):
                 log.warning("contact sheet not written", error=str(exc))
         log.info("output written", output=str(image_path), loss=result.losses["total"], steps=result.steps,
                  seconds=result.timings["total"], stop_reason=result.stop_reason, **log_extra)
+        self._event("done", file=job.source, output=str(image_path), seconds=result.timings["total"],
+                    steps=result.steps)
+
+    def _event(self, kind: str, **data) -> None:
+        """Tell the daemon (metrics, notices); a listener's fault must not fail the job."""
+        if self.on_event is not None:
+            try:
+                self.on_event(kind, data)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("event listener failed", error=f"{exc.__class__.__name__}: {exc}")
 
     def record(self, job: Job, plan: Plan, result) -> dict:
-        st = job.input.stat()
-        return {
-            "job_id": job.id, "recipe": plan.recipe.name, "source": job.source,
-            "input": {"name": job.name, "bytes": st.st_size, "sha256": sha256_file(job.input),
-                      "size": list(plan.content.size)},
-            "styles": [{"name": r.path.name, "path": str(r.path), "weight": r.weight, "sha256": sha256_file(r.path)}
-                       for r in plan.recipe.styles],
-            "versions": versions(), "host": socket.gethostname(), "attempts": job.attempts,
-            "crashes": job.crashes,
-            "queued_at": job.queued_at, "claimed_at": job.claimed_at, "started_at": job.started_at,
-            "finished_at": now_iso(), "optimizing_seconds": result.timings["total"],
-            **result.log(),
-        }
+        """The JSON log (pipeline/daemon/joblog.py); plans the input's name in done/ so the log can say it."""
+        keep = self.get_config().after_success == "move"
+        return joblog.build(job, plan, result, self.spool.plan_done(job) if keep else None)
+
+    def complete_job(self, job: Job, config: Config) -> Path | None:
+        """The input to done/ under the name the log recorded (fixed in the log if another daemon took it)."""
+        planned = job.kept_as
+        kept = self.spool.complete(job, keep_input=config.after_success == "move")
+        if kept and planned and kept.name != planned and job.output_stem:
+            joblog.amend_kept(config.outbox / f"{job.output_stem}.json", kept)
+        return kept
+
 
 # --- the pre-checks, in order ------------------------------------------------------------------
 
