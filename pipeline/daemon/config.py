@@ -34,11 +34,17 @@ FOLDER_KEYS = {"inbox", "outbox", "spool"}
 class ConfigError(PipelineError):
     code = "bad_config"
 
-    def __init__(self, problems: list[str], path: str | Path) -> None:
+    def __init__(self, problems: list[str], path: str | Path, fix: str | None = None) -> None:
         self.problems = problems
-        super().__init__("\n  ".join(["invalid configuration:", *problems])
-                         + "\nFix the lines above; `style-pipeline validate --config FILE` checks again", path=path)
-        self.fix = "Fix the lines above"
+        fix = fix or f"Fix the lines above, then check again: style-pipeline validate --config {path}"
+        super().__init__("\n  ".join(["invalid configuration:", *problems]) + "\n" + fix, path=path)
+        self.fix = fix
+
+
+def missing_config_fix(path: Path) -> str:
+    """What to do when there is no config at all: a new user's first error, so it names the command that helps."""
+    return (f"Write a starter config with `style-pipeline init {path.parent}`, or point --config at yours "
+            f"(the default is config.yaml in the current folder)")
 
 
 @dataclass(frozen=True)
@@ -142,7 +148,12 @@ class _Problems:
     """Collects every error at once: one run of `validate` should show them all."""
 
     def __init__(self, source: Path, lines: dict[tuple, int]) -> None:
-        self.source, self.lines, self.items = source, lines, []
+        self.source, self.lines, self.found = source, lines, []
+
+    @property
+    def items(self) -> list[str]:
+        """In file order, as a person reads the file (stable for problems on one line)."""
+        return [text for _, text in sorted(self.found, key=lambda item: item[0])]
 
     def add(self, path: tuple, message: str) -> None:
         probe = path
@@ -150,7 +161,7 @@ class _Problems:
             probe = probe[:-1]
         line = self.lines.get(probe, 1)
         dotted = ".".join(map(str, path)) or "(top)"
-        self.items.append(f"{self.source.name}:{line}: {dotted}: {message}")
+        self.found.append((line, f"{self.source.name}:{line}: {dotted}: {message}"))
 
     def unknown(self, path: tuple, data: dict, allowed: set | frozenset) -> None:
         for key in data:
@@ -237,7 +248,8 @@ def load(path: str | Path) -> Config:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except OSError as exc:
-        raise ConfigError([f"cannot read the file ({exc.strerror})"], source) from exc
+        fix = missing_config_fix(source) if isinstance(exc, FileNotFoundError) else None
+        raise ConfigError([f"cannot read the file ({exc.strerror})"], source, fix) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source.name}:{mark.line + 1}" if mark else source.name

@@ -9,7 +9,7 @@ import yaml
 
 from ..engine import images
 from ..engine.settings import Settings
-from ..errors import ImageError
+from ..errors import DeviceError, ImageError
 from .config import (ENGINE_KEYS, FOLDER_KEYS, RAY_KEYS, RECIPE_KEYS, SIDECAR_KEYS, TOP_KEYS, Config, ConfigError,
                      RayOptions, Recipe, StyleRef, _check_type, _lines, _Problems, engine_settings)
 
@@ -23,6 +23,8 @@ METRICS_NAME = "style_pipeline.prom"  # node_exporter's textfile collector reads
 CHOICES = {"watch": ("auto", "native", "polling"), "after_success": ("move", "delete"),
            "log_format": ("auto", "json", "console"), "log_level": ("debug", "info", "warning", "error"),
            "executor": ("local", "ray")}
+# 0 attempts would fail every photo unread; a max_size under the engine's 16 px floor refuses every size.
+MINIMUM = {"max_attempts": 1, "max_size": 16}
 
 
 def _inside(child: Path, parent: Path) -> bool:
@@ -48,6 +50,7 @@ def build(source: Path, data: dict, problems: _Problems) -> Config | None:
     problems.unknown(("defaults",), defaults, ENGINE_KEYS)
     default_settings = engine_settings(defaults, ("defaults",), problems, Settings())
     recipes = _recipes(data.get("recipes"), styles_dir, default_settings, problems)
+    _sizes_within(scalars.get("max_size", Config.max_size), default_settings, defaults, recipes, data, problems)
     default_recipe = scalars.pop("default_recipe", None) or (next(iter(recipes)) if recipes else "")
     if recipes and default_recipe not in recipes:
         problems.add(("default_recipe",), f"no recipe named {default_recipe!r}; recipes: {', '.join(recipes)}")
@@ -76,6 +79,28 @@ def _notify(target: str | None, problems: _Problems) -> None:
     message = check_target(target)
     if message:
         problems.add(("notify",), message)
+
+
+def _device_problem(name: str) -> str | None:
+    from ..engine.device import check_name  # the spelling only: no torch here
+
+    try:
+        check_name(name)
+    except DeviceError as exc:
+        return str(exc)
+    return None
+
+
+def _sizes_within(max_size: int, defaults: Settings, given: dict, recipes: dict[str, Recipe], data: dict,
+                  problems: _Problems) -> None:
+    """max_size binds the config too, not only sidecars: a recipe cannot ask for what a photo may not."""
+    if "size" in given and defaults.size > max_size:
+        problems.add(("defaults", "size"), f"{defaults.size} is over max_size {max_size}; lower it or raise max_size")
+    bodies = data.get("recipes") if isinstance(data.get("recipes"), dict) else {}
+    for name, recipe in recipes.items():
+        if isinstance(bodies.get(name), dict) and "size" in bodies[name] and recipe.settings.size > max_size:
+            problems.add(("recipes", name, "size"),
+                         f"{recipe.settings.size} is over max_size {max_size}; lower it or raise max_size")
 
 
 def _ray(data: Any, problems: _Problems) -> RayOptions:
@@ -115,8 +140,10 @@ def _scalars(data: dict, problems: _Problems) -> dict[str, Any]:
         message = _check_type(data[key], hint)
         if not message and key in CHOICES and data[key] not in CHOICES[key]:
             message = f"must be one of {', '.join(CHOICES[key])} (got {data[key]!r})"
-        if not message and hint in (int, float) and data[key] < 0:
-            message = "must be >= 0"
+        if not message and hint in (int, float) and data[key] < MINIMUM.get(key, 0):
+            message = f"must be >= {MINIMUM.get(key, 0)} (got {data[key]!r})"
+        if not message and key == "device":
+            message = _device_problem(data[key])
         if message:
             problems.add((key,), message)
         else:
@@ -212,6 +239,9 @@ def check_folders(config: Config) -> list[str]:
     return problems
 
 
+SIDECAR_FIX = "Fix the sidecar's lines above and drop the photo with it again"
+
+
 def load_sidecar(path: Path, config: Config) -> tuple[str | None, dict[str, Any]]:
     """A photo's own YAML: pick a recipe and override whitelisted settings; validated like the config."""
     text = path.read_text(encoding="utf-8")
@@ -219,10 +249,10 @@ def load_sidecar(path: Path, config: Config) -> tuple[str | None, dict[str, Any]
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError([f"{path.name}: not valid YAML ({getattr(exc, 'problem', exc)})"], path) from exc
+        raise ConfigError([f"{path.name}: not valid YAML ({getattr(exc, 'problem', exc)})"], path, SIDECAR_FIX) from exc
     problems = _Problems(path, _lines(node) if node else {})
     if not isinstance(data, dict):
-        raise ConfigError([f"{path.name}:1: a sidecar is a mapping, e.g. `recipe: starry`"], path)
+        raise ConfigError([f"{path.name}:1: a sidecar is a mapping, e.g. `recipe: starry`"], path, SIDECAR_FIX)
     problems.unknown((), data, SIDECAR_KEYS)
     recipe = data.get("recipe")
     if recipe is not None and recipe not in config.recipes:
@@ -232,6 +262,6 @@ def load_sidecar(path: Path, config: Config) -> tuple[str | None, dict[str, Any]
     if isinstance(overrides.get("size"), int) and overrides["size"] > config.max_size:
         problems.add(("size",), f"{overrides['size']} is over this server's max_size {config.max_size}")
     if problems.items:
-        raise ConfigError(problems.items, path)
+        raise ConfigError(problems.items, path, SIDECAR_FIX)
     return recipe, {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
 

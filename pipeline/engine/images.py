@@ -9,12 +9,14 @@ import os
 import secrets
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ImageError
+
+if TYPE_CHECKING:  # torch and numpy load where arrays are made: `validate` and `status` decode styles without them
+    import torch
 
 DEFAULT_MAX_PIXELS = 50_000_000
 FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
@@ -55,6 +57,8 @@ def _check_pixels(img: Image.Image, path: Path, max_pixels: int) -> None:
 def to_8bit(img: Image.Image) -> Image.Image:
     """RGB, or RGBA where the picture has transparency; CMYK, palette, grey and 16-bit handled."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        import numpy as np
+
         array = np.asarray(img, dtype=np.float64)
         peak = 65535.0 if img.mode.startswith("I;16") or array.max() > 255 else 255.0  # a dark 16-bit stays dark
         img = Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
@@ -90,6 +94,9 @@ def fit(img: Image.Image, size: int) -> Image.Image:
 
 def to_tensor(img: Image.Image, device: torch.device | str = "cpu") -> torch.Tensor:
     """(1, 3, H, W) float32 RGB in 0-255 pixel units."""
+    import numpy as np
+    import torch
+
     array = np.asarray(img.convert("RGB"), dtype=np.float32)
     return torch.from_numpy(array.copy()).permute(2, 0, 1).unsqueeze(0).to(device)
 
@@ -100,6 +107,8 @@ def to_image(pixels: torch.Tensor) -> Image.Image:
 
 
 def resize_tensor(pixels: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    import torch
+
     if tuple(pixels.shape[-2:]) == hw:
         return pixels
     return torch.nn.functional.interpolate(pixels, size=hw, mode="bicubic", align_corners=False).clamp(0, 255)
@@ -156,6 +165,8 @@ def luminance(img: Image.Image) -> Image.Image:
 
 def match_luminance(style_y: Image.Image, content_y: Image.Image) -> Image.Image:
     """Shift and scale the style's luminance to the content's mean and spread, as the paper does."""
+    import numpy as np
+
     s = np.asarray(style_y.convert("L"), dtype=np.float64)
     c = np.asarray(content_y.convert("L"), dtype=np.float64)
     matched = (s - s.mean()) * (c.std() / max(s.std(), 1e-6)) + c.mean()

@@ -18,6 +18,7 @@ from PIL import Image
 
 from ..errors import Cancelled, EngineError
 from . import images
+from .device import pick_device
 from .losses import ContentLoss, StyleLoss, StyleTargets, TotalLoss, gram
 from .optimize import (Monitor, NonFinite, Problem, StepInfo, is_blank, run_adam, run_lbfgs,
                        run_projected_lbfgs)
@@ -54,16 +55,6 @@ class Result:
             "resumed_from_step": self.resumed_from_step, "curve": self.curve,
             "weights": {"path": self.weights.path, "kind": self.weights.kind, "sha256": self.weights.sha256},
         }
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def digest(img: Image.Image) -> str:
