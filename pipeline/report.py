@@ -230,6 +230,8 @@ def steps_text(log: dict, steps: int | None) -> str:
     if isinstance(settings.get("steps"), int):
         planned = settings["steps"] + (levels - 1) * int(_number(settings.get("coarse_steps"), 0))
     reason = str(log.get("stop_reason") or "")
+    if planned is not None and steps >= planned and reason == "early_stop":
+        reason = "steps"  # the stop test fired on the last planned step: nothing was cut short
     words = STOP_WORDS.get(reason, reason)
     count = f"{steps} of {planned}" if planned is not None and planned != steps else str(steps)
     return f"{count} ({words})" if words else count

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import threading
 
-from daemon_helpers import SAMPLES, errors, make_config, outputs, wait_for
+from daemon_helpers import ROOT, SAMPLES, errors, make_config, outputs, wait_for
 from pipeline.daemon import status as status_module
 from pipeline.daemon.config import load
 from pipeline.daemon.daemon import Daemon
@@ -44,6 +45,15 @@ def test_done_counts_photos_only_and_pairs_keep_one_name(tmp_path, engine, torch
     assert json.loads((failed / "bad-1.txt.error.json").read_text())["sidecar"] == "bad-1.yaml"
     data = status_module.read(load(config))
     assert (data["done"], data["failed"], data["queue"]) == (3, 1, 0)  # photos, not sidecars
+    assert set(data) == readme_status_fields(), "status --json: one name per fact, each documented"
+    assert data["recent_failures"][-1]["code"] == "bad_image" and data["state"] == "not running"
+
+
+def readme_status_fields() -> set[str]:
+    """The field names in the README's `status --json` table."""
+    section = (ROOT / "README.md").read_text().split("## Watching it run", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1] for line in section.splitlines() if line.strip().startswith("| `")]
+    return {name for row in rows for name in re.findall(r"`([^`]+)`", row)}
 
 
 def test_photos_at_any_depth_keep_their_path_and_are_counted(tmp_path, engine, torch_threads):
