@@ -153,7 +153,9 @@ def test_resume_from_checkpoint(engine, content, style, tmp_path, optimizer):
     assert resumed.resumed_from_step == 10
     assert resumed.steps == 20  # the remaining 10 steps, not 20 more
     assert resumed.curve[-1]["step"] == 20
-    assert resumed.losses["total"] == pytest.approx(full.losses["total"], rel=0.01)
+    # L-BFGS's history is not in the checkpoint: it rebuilds its curvature estimate and lands near, not on, the
+    # uninterrupted run (1.25% apart at 48 px since issue 10's sharper style targets).
+    assert resumed.losses["total"] == pytest.approx(full.losses["total"], rel=0.02)
     if optimizer == "adam":  # the optimiser state is in the checkpoint: the run continues exactly
         assert resumed.image.tobytes() == full.image.tobytes()
 
