@@ -103,3 +103,13 @@ def test_the_daemon_never_claims_what_the_pipeline_wrote(tmp_path, engine, torch
     assert (inbox / "report.html").is_file() and (inbox / "outbox" / "starry" / "old.jpg").is_file()
     assert not list((inbox / "spool" / "failed").iterdir())
     assert [p.name for p in (inbox / "outbox" / "starry").iterdir() if p.suffix == ".png"] == ["rocket.png"]
+
+
+def test_an_outbox_or_spool_holding_the_inbox_is_refused(tmp_path):
+    import pytest
+
+    from pipeline.daemon.config import ConfigError
+
+    for key, value in (("outbox", "inbox"), ("spool", ".")):
+        with pytest.raises(ConfigError, match=f"folders.{key}: .* is the inbox or holds it"):
+            load(make_config(tmp_path / key, folders={key: value}))
