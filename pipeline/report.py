@@ -11,9 +11,7 @@ import base64
 import io
 import json
 import math
-import os
 import re
-import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -313,23 +311,13 @@ def contact_sheet(content: Image.Image, style: Image.Image, result: Image.Image,
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    """Temp file in the target's folder (same filesystem), fsync, then os.replace.
+    """The project's one atomic writer (pipeline/fsio.py): pid + random temp name, fsync, os.replace.
 
-    os.open with mode 0o666 rather than mkstemp: mkstemp makes the file 0600, while this way the
-    process umask (UMask=0027 under systemd) decides who may read the page, as for any other file.
+    Its mode 0o666 (not mkstemp's 0600) lets the process umask (UMask=0027 under systemd) decide who
+    may read the page, as for any other file.
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    from .fsio import write_atomic
+    write_atomic(data, path)
 
 
 def _environment():
