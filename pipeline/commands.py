@@ -82,7 +82,8 @@ def register_ops(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="write the morning report (one self-contained HTML page)")
     p.add_argument("--config", default="config.yaml")
     p.add_argument("--since", default="12h", help="only outputs and failures this recent, e.g. 12h, 90m (default 12h)")
-    p.add_argument("-o", "--output", default="report.html", help="the HTML file (default report.html)")
+    p.add_argument("-o", "--output", help="the HTML file (default: OUTBOX/reports/<date>.html, copied to "
+                                          "OUTBOX/report.html as the latest)")
     p.set_defaults(func=cmd_report)
     p = sub.add_parser("install-service", help="render the systemd units for this install and print how to enable them")
     p.add_argument("--config", default="config.yaml")
@@ -90,33 +91,57 @@ def register_ops(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="build/systemd", help="where to write the rendered units")
     p.add_argument("--report-at", default="07:15", help="when the report timer fires (HH:MM)")
     p.set_defaults(func=cmd_install_service)
+    p = sub.add_parser("init", help="make a new install: starter config, folders and the shipped styles",
+                       description="Write DIR/config.yaml, make inbox/, outbox/, spool/ and copy the shipped styles "
+                                   "into DIR/styles/, so the daemon and its service need nothing from the source tree.")
+    p.add_argument("dir", help="the folder to set up (created if missing)")
+    p.set_defaults(func=cmd_init)
 
 
 def cmd_report(args) -> int:
     """Reads only the folders from the config: no torch import, so the hardened report unit stays light."""
+    from datetime import datetime
+
     from .daemon.config import read_folders
     from .report import parse_since, write_report
 
     folders = read_folders(args.config)
     since = parse_since(args.since) if args.since else None
-    path = write_report(Path(args.output), folders["outbox"], folders["spool"] / "failed", since=since,
-                        done=folders["spool"] / "done")
-    print(f"wrote {path}")
+    dated = folders["outbox"] / "reports" / f"{datetime.now().astimezone():%Y-%m-%d}.html"
+    paths = [Path(args.output)] if args.output else [dated, folders["outbox"] / "report.html"]
+    for path in paths:  # each its own page: links to the outputs are relative to where the page lies
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_report(path, folders["outbox"], folders["spool"] / "failed", since=since, done=folders["spool"] / "done")
+    print("wrote " + " and ".join(map(str, paths)))
     return 0
 
 
 def cmd_install_service(args) -> int:
-    from .daemon.config import read_folders
+    from .daemon.config import read_folders, read_setting
     from .service import install_commands, render_units
 
     config = Path(args.config).resolve()
     folders = read_folders(config)
+    network = bool(read_setting(config, "notify"))
     writable = [folders["inbox"], folders["outbox"], folders["spool"]]
     venv_bin = Path(sys.executable).parent
-    units = render_units(Path.cwd().resolve(), venv_bin, config, args.user, writable, Path(args.out),
-                         report_at=args.report_at)
+    units = render_units(venv_bin, config, args.user, writable, Path(args.out), report_at=args.report_at,
+                         network=network)
     print("rendered: " + ", ".join(str(u) for u in units))
+    if network:
+        print("notify: is set, so the daemon's unit may use the network (PrivateNetwork=no); remove it for none")
     print("then, as root:")
     for command in install_commands(args.user, writable, units):
         print(f"  {command}")
+    return 0
+
+
+def cmd_init(args) -> int:
+    from .starter import init_dir
+
+    config = init_dir(Path(args.dir))
+    print(f"wrote {config}, its folders and styles. Next:")
+    for line in (f"style-pipeline validate --config {config}", f"style-pipeline run --config {config}",
+                 f"style-pipeline install-service --config {config}   # to run it as a systemd service"):
+        print(f"  {line}")
     return 0

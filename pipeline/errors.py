@@ -38,6 +38,12 @@ class WeightsError(PipelineError):
     code = "weights"
 
 
+class DeviceError(PipelineError):
+    """The device asked for is not a device, or does not exist on this machine."""
+
+    code = "device"
+
+
 class EngineError(PipelineError):
     """The optimisation failed (NaN, blank result) even after its retry."""
 

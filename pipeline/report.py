@@ -11,16 +11,19 @@ import base64
 import io
 import json
 import math
-import os
 import re
-import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from PIL import Image, ImageOps
 
-THUMB_PX = 256
+THUMB_PX = 160  # content and style: small beside the result
+RESULT_PX = 512  # the result is the largest picture on a card
+MIN_RATE_IMAGES = 5  # fewer than this and images per hour says more about one photo than about the night
+PLOT_W, PLOT_H = 260, 90  # the loss curve's plot area, in px, inside its axes
+STOP_WORDS = {"steps": "all planned steps run", "early_stop": "stopped early: the loss stopped improving",
+              "converged": "converged: no step could lower the loss", "cancelled": "cancelled"}
 TEMPLATES = Path(__file__).parent / "templates"
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -41,8 +44,22 @@ class OutputCard:
     seconds: float | None
     finished_at: datetime | None
     thumbs: dict[str, str]  # "content" / "style" / "result" -> data: URI, only those found
-    curve: str  # SVG polyline points, "" when there is no curve
+    curve: "Plot | None"
     job_id: str = ""
+    steps_text: str = "?"
+    href: str = ""  # the full-size output, relative to the report's folder
+
+
+@dataclass
+class Plot:
+    """The loss curve with what its axes need: the polyline and the first/last step and loss."""
+
+    points: str
+    first_step: int
+    last_step: int
+    top: str
+    bottom: str
+    log: bool
 
 
 @dataclass
@@ -62,7 +79,9 @@ class Summary:
     failed: int
     gpu_seconds: float
     cpu_seconds: float
-    per_hour: float | None
+    per_hour: float | None  # None: fewer than MIN_RATE_IMAGES, or no time span
+    gpu_used: bool
+    cpu_used: bool
     window: str
     generated_at: datetime
     problems: list[str] = field(default_factory=list)  # logs that could not be read
@@ -89,14 +108,14 @@ def as_utc(when: datetime) -> datetime:
     return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
 
 
-def thumbnail_uri(path: Path | None) -> str | None:
-    """A data: URI of the image shrunk to THUMB_PX, or None when it is missing or will not decode."""
+def thumbnail_uri(path: Path | None, px: int = THUMB_PX) -> str | None:
+    """A data: URI of the image shrunk to ``px``, or None when it is missing or will not decode."""
     if path is None or not path.is_file():
         return None
     try:
         with Image.open(path) as img:
             img = ImageOps.exif_transpose(img)
-            img.thumbnail((THUMB_PX, THUMB_PX))
+            img.thumbnail((px, px))
             alpha = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
             img = img.convert("RGBA" if alpha else "RGB")
             buf = io.BytesIO()
@@ -119,6 +138,18 @@ def curve_points(curve: list[dict], width: int = 240, height: int = 60) -> str:
     sx = (width - 4) / ((x1 - x0) or 1)
     sy = (height - 4) / ((y1 - y0) or 1)
     return " ".join(f"{2 + (x - x0) * sx:.1f},{height - 2 - (y - y0) * sy:.1f}" for (x, _), y in zip(pts, ys))
+
+
+def curve_plot(curve: list[dict]) -> Plot | None:
+    """The curve in the card's plot area, and its axis labels; None with fewer than two points."""
+    points = curve_points(curve, PLOT_W, PLOT_H)
+    if not points:
+        return None
+    pts = [p for p in curve if isinstance(p, dict) and _number(p.get("loss")) is not None
+           and math.isfinite(p["loss"])]
+    losses = [float(p["loss"]) for p in pts]
+    steps = [int(_number(p.get("step"), i)) for i, p in enumerate(pts)]
+    return Plot(points, steps[0], steps[-1], f"{max(losses):.3g}", f"{min(losses):.3g}", min(losses) > 0)
 
 
 def _read_json(path: Path, problems: list[str]) -> dict | None:
@@ -148,9 +179,9 @@ def _since_ok(when: datetime | None, path: Path, cutoff: datetime | None) -> boo
     return when >= cutoff
 
 
-def _content_path(done: Path, recipe: str, name: str) -> Path | None:
-    """The input as the spool left it in done/ (flat or per recipe), if it is still there."""
-    for path in (done / name, done / recipe / name):
+def _content_path(done: Path, recipe: str, name: str, kept: str = "") -> Path | None:
+    """The input as the spool left it in done/ (the log's kept_as; else by name), if it is still there."""
+    for path in ((Path(kept),) if kept else ()) + (done / name, done / recipe / name):
         if name and path.is_file():
             return path
     return None
@@ -168,22 +199,42 @@ def _list(value: object) -> list:
     return value if isinstance(value, list) else []
 
 
-def output_card(log_path: Path, log: dict, done: Path) -> OutputCard:
+def output_card(log_path: Path, log: dict, done: Path, outbox: Path, link_from: Path | None) -> OutputCard:
     inp, out = _dict(log.get("input")), _dict(log.get("output"))
     styles = [s for s in _list(log.get("styles")) if isinstance(s, dict)]
-    recipe = str(log.get("recipe") or log_path.parent.name)
-    name = str(out.get("name") or log_path.with_suffix(".png").name)
+    rel = log_path.parent.relative_to(outbox)
+    recipe = str(log.get("recipe") or rel.parts[0])
+    image = log_path.parent / str(out.get("name") or log_path.with_suffix(".png").name)
     style_path = Path(styles[0]["path"]) if styles and styles[0].get("path") else None
-    thumbs = {"content": thumbnail_uri(_content_path(done, recipe, str(inp.get("name") or ""))),
-              "style": thumbnail_uri(style_path), "result": thumbnail_uri(log_path.parent / name)}
+    thumbs = {"content": thumbnail_uri(_content_path(done, recipe, str(inp.get("name") or ""),
+                                                     str(inp.get("kept_as") or ""))),
+              "style": thumbnail_uri(style_path), "result": thumbnail_uri(image, RESULT_PX)}
     losses = {str(k): v for k, v in _dict(log.get("losses")).items() if _number(v) is not None}
+    steps = log.get("steps") if isinstance(log.get("steps"), int) else None
     return OutputCard(
-        name=name, recipe=recipe, input_name=str(inp.get("name") or "?"),
-        styles=[str(s.get("name") or "?") for s in styles], losses=losses, steps=log.get("steps") if isinstance(log.get("steps"), int) else None,
-        stop_reason=str(log.get("stop_reason") or ""), device=str(log.get("device") or "?"),
+        name=image.relative_to(outbox / rel.parts[0]).as_posix(), recipe=recipe,
+        input_name=str(inp.get("name") or "?"), styles=[str(s.get("name") or "?") for s in styles], losses=losses,
+        steps=steps, stop_reason=str(log.get("stop_reason") or ""), device=str(log.get("device") or "?"),
         seconds=_number(_dict(log.get("timings")).get("total")), finished_at=parse_time(log.get("finished_at")),
-        thumbs={k: v for k, v in thumbs.items() if v}, curve=curve_points(_list(log.get("curve"))),
-        job_id=str(log.get("job_id") or ""))
+        thumbs={k: v for k, v in thumbs.items() if v}, curve=curve_plot(_list(log.get("curve"))),
+        job_id=str(log.get("job_id") or ""), steps_text=steps_text(log, steps),
+        href=Path(os.path.relpath(image, link_from)).as_posix() if link_from else image.resolve().as_uri())
+
+
+def steps_text(log: dict, steps: int | None) -> str:
+    """'25 (all planned steps run)' or '18 of 25 (stopped early: ...)', never 'steps 25 (steps)'."""
+    if steps is None:
+        return "?"
+    settings, levels = _dict(log.get("settings")), len(_list(log.get("scales"))) or 1
+    planned = None
+    if isinstance(settings.get("steps"), int):
+        planned = settings["steps"] + (levels - 1) * int(_number(settings.get("coarse_steps"), 0))
+    reason = str(log.get("stop_reason") or "")
+    if planned is not None and steps >= planned and reason == "early_stop":
+        reason = "steps"  # the stop test fired on the last planned step: nothing was cut short
+    words = STOP_WORDS.get(reason, reason)
+    count = f"{steps} of {planned}" if planned is not None and planned != steps else str(steps)
+    return f"{count} ({words})" if words else count
 
 
 def failure_card(path: Path, log: dict) -> FailureCard:
@@ -206,9 +257,11 @@ def summarize(outputs: list[OutputCard], failures: list[FailureCard], since: tim
     starts = [c.finished_at - timedelta(seconds=c.seconds or 0.0) for c in outputs if c.finished_at]
     hours = (max(finished) - min(starts)).total_seconds() / 3600 if finished else 0
     window = f"last {_duration(since.total_seconds())}" if since else (f"since {min(finished):%Y-%m-%d %H:%M} UTC" if finished else "all")
+    enough = len(outputs) >= MIN_RATE_IMAGES and hours > 0
     return Summary(processed=len(outputs), failed=len(failures), gpu_seconds=busy(True), cpu_seconds=busy(False),
-                   per_hour=len(outputs) / hours if hours > 0 else None, window=window, generated_at=now,
-                   problems=problems)
+                   per_hour=len(outputs) / hours if enough else None, window=window, generated_at=now,
+                   problems=problems, gpu_used=any(is_gpu(c.device) for c in outputs),
+                   cpu_used=any(not is_gpu(c.device) for c in outputs))
 
 
 def is_gpu(device: str) -> bool:
@@ -217,26 +270,29 @@ def is_gpu(device: str) -> bool:
 
 
 def build_report(outbox: Path, failed: Path, since: timedelta | None = None, now: datetime | None = None,
-                 done: Path | None = None) -> str:
-    """The HTML page. `done` (where consumed inputs lie) defaults to the spool's done/ beside failed/."""
+                 done: Path | None = None, link_from: Path | None = None) -> str:
+    """The HTML page. `done` (where consumed inputs lie) defaults to the spool's done/ beside failed/;
+    links to the full-size outputs are relative to `link_from` (the report's folder), else file: URLs."""
     now = as_utc(now or datetime.now(timezone.utc))
     cutoff = now - since if since else None
     done = done if done is not None else failed.parent / "done"
     problems: list[str] = []
-    outputs = [output_card(path, log, done) for path, log in _logs(outbox.glob("*/*.json"), "finished_at",
-                                                                  cutoff, problems)]
+    logs = (p for p in outbox.glob("*/**/*.json") if not any(part.startswith(".") for part in p.relative_to(outbox).parts))
+    outputs = [output_card(path, log, done, outbox, link_from)
+               for path, log in _logs(logs, "finished_at", cutoff, problems)]
     failures = [failure_card(path, log) for path, log in _logs(failed.glob("*.error.json"), "failed_at",
                                                                cutoff, problems)]
     outputs.sort(key=lambda c: c.finished_at or now, reverse=True)
     summary = summarize(outputs, failures, since, now, problems)
-    return _environment().get_template("report.html.j2").render(summary=summary, outputs=outputs,
-                                                                 failures=failures)
+    return _environment().get_template("report.html.j2").render(
+        summary=summary, outputs=outputs, failures=failures, min_rate=MIN_RATE_IMAGES, plot_w=PLOT_W, plot_h=PLOT_H)
 
 
 def write_report(out_path: Path, outbox: Path, failed: Path, since: timedelta | None = None,
                  now: datetime | None = None, done: Path | None = None) -> Path:
     """build_report, written atomically so a browser or a mail job never reads half a page."""
-    _atomic_write(out_path, build_report(outbox, failed, since, now, done).encode())
+    html = build_report(outbox, failed, since, now, done, link_from=Path(out_path).resolve().parent)
+    _atomic_write(out_path, html.encode())
     return out_path
 
 
@@ -255,23 +311,13 @@ def contact_sheet(content: Image.Image, style: Image.Image, result: Image.Image,
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    """Temp file in the target's folder (same filesystem), fsync, then os.replace.
+    """The project's one atomic writer (pipeline/fsio.py): pid + random temp name, fsync, os.replace.
 
-    os.open with mode 0o666 rather than mkstemp: mkstemp makes the file 0600, while this way the
-    process umask (UMask=0027 under systemd) decides who may read the page, as for any other file.
+    Its mode 0o666 (not mkstemp's 0600) lets the process umask (UMask=0027 under systemd) decide who
+    may read the page, as for any other file.
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    from .fsio import write_atomic
+    write_atomic(data, path)
 
 
 def _environment():

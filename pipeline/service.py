@@ -1,4 +1,7 @@
-"""Render the systemd units in systemd/ for one install, and the commands that install them.
+"""Render the systemd units in pipeline/templates/systemd/ for one install, and the commands that install them.
+
+The templates ship inside the package, and nothing rendered points back at the source tree (the working directory
+is the config's folder), so an install made with `style-pipeline init DIR` runs from a wheel alone.
 
 The templates use @NAME@ placeholders rather than Jinja2 so they stay readable (and almost
 verifiable) as unit files. Values are checked here rather than quoted: systemd's quoting differs
@@ -11,46 +14,74 @@ import re
 import shlex
 from pathlib import Path, PurePosixPath
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "systemd"
+TEMPLATES = Path(__file__).resolve().parent / "templates" / "systemd"
 UNITS = ("style-pipeline.service", "style-pipeline-report.service", "style-pipeline-report.timer")
 HOME_ROOTS = (PurePosixPath("/home"), PurePosixPath("/root"), PurePosixPath("/run/user"))
 UNIT_DIR = Path("/etc/systemd/system")
 _UNSAFE = re.compile(r"[\s\"'\\$;`]|[\x00-\x1f]")
 _USER = re.compile(r"[a-z_][a-z0-9_-]{0,30}")
 _PLACEHOLDER = re.compile(r"@[A-Z_]+@")
+# The daemon unit's network settings: none at all, unless `notify:` must reach a URL or run a command that may.
+NETWORK = {
+    False: "# No network at all: the weights ship with the package; only AF_UNIX for journald and $NOTIFY_SOCKET.\n"
+           "PrivateNetwork=yes\nIPAddressDeny=any\nRestrictAddressFamilies=AF_UNIX",
+    True: "# `notify:` is set in the config: only then may the daemon reach the network, to send its notices.\n"
+          "PrivateNetwork=no\nRestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+}
 
 
-def render_units(install_dir: Path, venv_bin: Path, config_path: Path, user: str, folders: list[Path],
-                 out_dir: Path, *, report_path: Path | None = None, report_since: str = "24h",
-                 report_at: str = "07:15") -> list[Path]:
+def render_units(venv_bin: Path, config_path: Path, user: str, folders: list[Path], out_dir: Path, *,
+                 report_since: str = "24h", report_at: str = "07:15", network: bool = False) -> list[Path]:
     """Write the three units into out_dir and return their paths.
 
-    folders: every folder the daemon writes (inbox, work, done, failed, outbox...): the only writable
-    paths it gets. report_path defaults to report.html in folders[0], and must lie in one of them.
+    folders: every folder the daemon writes (inbox, outbox, spool): the only writable paths it gets. The report
+    unit writes into the config's outbox (outbox/reports/<date>.html and outbox/report.html), never the inbox.
+    network: the config sets `notify:`, so PrivateNetwork is relaxed (NETWORK); otherwise the unit has none.
     """
     folders = [_checked(f, "folder") for f in folders]
     if not folders:
         raise ValueError("render_units: give at least one folder the daemon may write to")
-    for folder in folders:
-        if any(_inside(folder, PurePosixPath(t)) for t in ("/tmp", "/var/tmp")):
-            raise ValueError(f"folder {folder}: PrivateTmp=yes gives the service its own empty /tmp and "
-                             f"/var/tmp; put the folders elsewhere (e.g. /srv/style-pipeline)")
-    report = _checked(report_path or folders[0] / "report.html", "report_path")
-    if not any(_inside(report, f) for f in folders):
-        raise ValueError(f"report_path {report} is outside every folder; the report unit could not write it")
+    venv_bin, config = _checked(venv_bin, "venv_bin"), _checked(config_path, "config")
+    for path, what in [*((f, "folder") for f in folders), (venv_bin, "virtual environment"), (config, "config"),
+                       *((p, "Python install") for p in _interpreter_home(venv_bin))]:
+        _not_in_tmp(path, what)
     if not _USER.fullmatch(user):
         raise ValueError(f"user {user!r} is not a valid system user name (lower case, digits, _ and -)")
     if not re.fullmatch(r"\d{1,2}:\d{2}", report_at):
         raise ValueError(f"report_at {report_at!r}: expected HH:MM")
     if not re.fullmatch(r"[0-9.smhdw]+", report_since):
         raise ValueError(f"report_since {report_since!r}: expected a duration like 24h")
-    install_dir, venv_bin, config = (_checked(p, n) for p, n in
-                                     ((install_dir, "install_dir"), (venv_bin, "venv_bin"), (config_path, "config")))
-    values = {"INSTALL_DIR": install_dir, "VENV_BIN": venv_bin, "CONFIG": config, "USER": user,
-              "REPORT": report, "SINCE": report_since, "REPORT_AT": report_at,
-              **_home_access(folders, [install_dir, venv_bin.parent, config, *_interpreter_home(venv_bin)])}
+    values = {"VENV_BIN": venv_bin, "CONFIG": config, "WORK_DIR": config.parent, "USER": user,
+              "SINCE": report_since, "REPORT_AT": report_at, "DOCUMENTATION": documentation(),
+              "NETWORK": NETWORK[bool(network)],
+              **_home_access(folders, [venv_bin.parent, config.parent, *_interpreter_home(venv_bin)])}
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     return [_render(TEMPLATES / name, Path(out_dir) / name, values) for name in UNITS]
+
+
+def documentation() -> str:
+    """Documentation= from the package, not the current folder: its Project-URL when installed with one, else the
+    README beside the package (a checkout or an editable install); empty (no link) otherwise."""
+    from importlib import metadata
+
+    try:
+        urls = metadata.metadata("style-pipeline").get_all("Project-URL") or []
+    except metadata.PackageNotFoundError:
+        urls = []
+    for entry in urls:
+        label, _, url = entry.partition(",")
+        if label.strip().lower() == "documentation" and not _UNSAFE.search(url.strip()):
+            return url.strip()
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    return f"file://{readme}" if readme.is_file() and not _UNSAFE.search(str(readme)) else ""
+
+
+def _not_in_tmp(path: PurePosixPath, what: str) -> None:
+    """Resolved too: a venv reached through a symlink into /tmp is just as hidden from the service."""
+    for candidate in (path, PurePosixPath(Path(path).resolve())):
+        if any(_inside(candidate, PurePosixPath(t)) for t in ("/tmp", "/var/tmp")):
+            raise ValueError(f"{what} {path}: PrivateTmp=yes gives the service its own empty /tmp and /var/tmp, "
+                             f"so it would not find it there; put it elsewhere (e.g. /srv/style-pipeline or /opt)")
 
 
 def install_commands(user: str, folders: list[Path], units: list[Path], unit_dir: Path = UNIT_DIR) -> list[str]:

@@ -109,3 +109,114 @@ def test_bool_typo_is_refused(tmp_path, capsys):
     assert done.value.code == 2
     err = capsys.readouterr().err
     assert "--preserve-color" in err.splitlines()[-1] and "Traceback" not in err
+
+
+# --- issue 11 items 7-10: fail fast and in words, before torch loads --------------------------------------------
+
+ROOT = ASSETS.parents[1]
+PROBE = """import json, sys
+from pipeline import cli
+rc = cli.main(sys.argv[1:])
+print(json.dumps({"rc": rc, "torch": "torch" in sys.modules}))
+"""
+
+
+def _probe(*argv: str, cwd: Path = ROOT) -> tuple[dict, str]:
+    import os
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, timeout=120,
+                            cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return json.loads(result.stdout.splitlines()[-1]), result.stderr
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["stylize", "nope.jpg", str(STYLE), "-o", "{tmp}/x.png"], ["nope.jpg", "no such file"]),
+    (["stylize", str(CONTENT), str(STYLE), "-o", "{tmp}/x.png", "--size", "0"], ["size must be at least 16"]),
+    (["stylize", str(CONTENT), str(STYLE), "-o", "/missing/dir/x.png"], ["/missing/dir", "does not exist"]),
+    (["stylize", str(CONTENT), str(STYLE), "-o", "{tmp}/x.gif"], ["x.gif", "cannot write .gif", ".png"]),
+    (["stylize", str(CONTENT), str(STYLE), "-o", "{tmp}/x.jpg", "--format", "png"], ["does not match"]),
+    (["stylize", str(CONTENT), str(STYLE), "-o", "{tmp}/x.png", "--device", "banana"],
+     ["unknown device 'banana'", "cuda:N"]),
+    (["stylize", str(CONTENT), str(STYLE), "-o", "{tmp}/x.png", "--weights", "{tmp}/none.pth"], ["none.pth"]),
+], ids=["missing-input", "size-0", "missing-out-dir", "gif", "format-clash", "banana", "missing-weights"])
+def test_usage_and_path_errors_come_before_torch(tmp_path, argv, words):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    outcome, err = _probe(*argv)
+    assert outcome == {"rc": 2, "torch": False}, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    for word in words:
+        assert word in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["init", "validate", "status", "report"])
+def test_status_validate_init_and_report_never_import_torch(tmp_path, command):
+    site = tmp_path / "site"
+    if command != "init":
+        assert _probe("init", str(site))[0]["rc"] == 0
+    argv = [command, str(site)] if command == "init" else [command, "--config", str(site / "config.yaml")]
+    outcome, err = _probe(*argv)
+    assert outcome == {"rc": 0, "torch": False}, err
+
+
+@pytest.mark.parametrize("device", ["cuda:99", "cuda"])
+def test_a_missing_device_says_what_exists(tmp_path, capsys, device):
+    import torch
+
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    code = cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(tmp_path / "x.png"), "--device", device,
+                     "--size", "32", "--steps", "1", "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert f"device '{device}' was asked for" in err and "devices here: cpu" in err and "Use one of those" in err
+
+
+def test_progress_in_a_log_is_plain_lines(tmp_path, capsys):
+    """stderr is not a terminal here (captured): one line per report, no carriage-return frames."""
+    out = tmp_path / "x.jpg"
+    code = cli.main(["stylize", str(CONTENT), str(STYLE), "-o", str(out), "--size", "32", "--steps", "4",
+                     "--early-stop-tol", "0", "--device", "cpu", "--progress-seconds", "0"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "\r" not in err
+    lines = err.splitlines()
+    assert [line.split()[1] for line in lines] == ["1/4", "2/4", "3/4", "4/4"], err
+    assert all(line.startswith("step ") and "loss" in line for line in lines)
+    with Image.open(out) as img:
+        assert img.format == "JPEG"
+
+
+def test_plain_progress_waits_its_interval_and_always_shows_the_last_step():
+    import io
+
+    from pipeline.engine.optimize import StepInfo
+    from pipeline.progress import ProgressBar
+
+    stream = io.StringIO()
+    with ProgressBar(every_seconds=3600, stream=stream) as bar:
+        for step in range(1, 51):
+            bar.update(StepInfo(step, 50, 1, 1, (24, 32), 1e5 / step, 1.0, 1.0, 0.0, step * 0.1, 5.0))
+    lines = stream.getvalue().splitlines()
+    assert [line.split()[1] for line in lines] == ["1/50", "50/50"]
+    assert "32x24" in lines[0] and "ETA" in lines[0] and "ETA" not in lines[1]
+
+
+def test_every_option_has_help_text():
+    parser = cli.build_parser()
+    stylize = parser._subparsers._group_actions[0].choices["stylize"]
+    for action in stylize._actions:
+        words = (action.help or "").split("(default:")[0].strip()
+        assert words, f"{action.option_strings or action.dest} has no help text"
+    preset = next(a for a in stylize._actions if "--preset" in a.option_strings)
+    assert "seed:" in preset.help and "fast:" in preset.help and "2800" in preset.help
+
+
+def test_readme_says_what_the_bare_stylize_command_does():
+    """README called `stylize photo.jpg painting.jpg` the default recipe (384 px, 100 steps); it runs Settings'."""
+    readme = (ROOT / "README.md").read_text()
+    line = next(line for line in readme.splitlines() if "stylize photo.jpg painting.jpg -o out.png" in line)
+    assert "default recipe" not in line
+    assert f"{Settings().size} px" in line and f"{Settings().steps} steps" in line

@@ -107,7 +107,8 @@ def test_ignored_names_and_depth(tmp_path):
         assert ignored(name), name
     assert not ignored("holiday 2026.jpg")
     assert wanted(tmp_path / "a.jpg", tmp_path) and wanted(tmp_path / "starry" / "a.jpg", tmp_path)
-    assert not wanted(tmp_path / "a.yaml", tmp_path) and not wanted(tmp_path / "x" / "y" / "a.jpg", tmp_path)
+    assert not wanted(tmp_path / "a.yaml", tmp_path) and wanted(tmp_path / "x" / "y" / "a.jpg", tmp_path)
+    assert not wanted(tmp_path / "x" / ".y" / "a.jpg", tmp_path)
 
 
 def test_tracker_waits_for_the_file_to_hold_still(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 from html.parser import HTMLParser
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pipeline.report import build_report, contact_sheet, curve_points, parse_since, write_report
+from pipeline.report import build_report, contact_sheet, curve_points, parse_since, steps_text, write_report
 
 SAMPLES = Path(__file__).resolve().parents[1] / "pipeline" / "assets" / "samples"
 STYLES = Path(__file__).resolve().parents[1] / "pipeline" / "assets" / "styles"
@@ -111,7 +112,8 @@ def test_report_lists_outputs_and_failures(spool):
     assert page.all_text("input") == "coffee.png | rocket.png"
     assert "starry_night.jpg" in page.all_text("styles")
     assert page.all_text("processed") == "2" and page.all_text("failed-count") == "2"
-    assert page.all_text("per-hour") == "0.6"  # 2 images from the first start (-5.5 h) to the last finish (-2 h)
+    assert page.all_text("per-hour") == "-"  # 2 images: too few to give a rate
+    assert "too few images to say" in page.all_text("summary")
     assert "10m 00s on cuda:0" in page.all_text("time") and "30m 00s on cpu" in page.all_text("time")
     assert page.all_text("file") == "huge.jpg | truncated.jpg"
     reasons = page.all_text("reason")
@@ -129,7 +131,7 @@ def test_thumbnails_are_data_uris(spool):
         head, payload = src.split(",", 1)
         assert head in ("data:image/jpeg;base64", "data:image/png;base64")
         with Image.open(io.BytesIO(base64.b64decode(payload))) as img:
-            assert max(img.size) <= 256
+            assert max(img.size) <= 512
 
 
 def test_without_since_everything_and_missing_pieces(spool):
@@ -172,3 +174,55 @@ def test_contact_sheet(tmp_path):
         sheet.load()
         assert sheet.format == "PNG" and sheet.size == (82, 24)
     assert [p.name for p in tmp_path.iterdir()] == ["sheet.png"]
+
+
+def _cpu_night(root: Path, count: int) -> None:
+    """`count` outputs made on a CPU, 20 minutes apart, one in an album folder, results 600x400."""
+    for i in range(count):
+        rel = f"starry/vacation/p{i}.png" if i == 0 else f"starry/p{i}.png"
+        out = root / "outbox" / rel
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with Image.open(SAMPLES / "rocket.jpg") as img:
+            img.convert("RGB").resize((600, 400)).save(out)
+        kept = _png(SAMPLES / "coffee.jpg", root / "done" / f"p{i}-1.png")
+        finished = NOW - timedelta(minutes=20 * i)
+        log = {"job_id": f"j{i}", "recipe": "starry", "input": {"name": f"p{i}.png", "kept_as": str(kept)},
+               "styles": [{"name": "starry_night.jpg", "path": str(STYLES / "starry_night.jpg")}],
+               "output": {"name": out.name, "size": [600, 400]}, "losses": {"total": 10.0},
+               "curve": [{"step": 0, "loss": 1000.0}, {"step": 10, "loss": 50.0}, {"step": 18, "loss": 10.0}],
+               "steps": 18 if i else 25, "stop_reason": "early_stop" if i else "steps",
+               "settings": {"steps": 25, "coarse_steps": 100}, "scales": [[600, 400]], "device": "cpu",
+               "timings": {"total": 600.0}, "finished_at": finished.isoformat()}
+        out.with_suffix(".json").write_text(json.dumps(log))
+
+
+def test_report_figures_say_what_they_mean(tmp_path):
+    """Issue 11, item 6: no GPU time on a CPU box, a rate only from enough images, steps in words, a curve
+    with axes, the result the largest picture, and a link to each full-size output."""
+    _cpu_night(tmp_path, 5)
+    (tmp_path / "outbox" / "reports").mkdir()
+    out = write_report(tmp_path / "outbox" / "reports" / "2026-11-28.html", tmp_path / "outbox",
+                       tmp_path / "failed", now=NOW, done=tmp_path / "done")
+    html = out.read_text()
+    page = Page(html)
+    assert "on GPU" not in html and page.all_text("cpu-time") == "50m 00s"
+    assert page.all_text("per-hour") == "3.3"  # 5 images in 1.5 h: the first start (-90 min) to the last finish
+    steps = page.all_text("steps").split(" | ")
+    assert "25 (all planned steps run)" in steps and "18 of 25 (stopped early: the loss stopped improving)" in steps
+    assert not any("(steps)" in s for s in steps)
+    assert steps_text({"stop_reason": "early_stop", "settings": {"steps": 30}}, 30) == "30 (all planned steps run)"
+    assert steps_text({"stop_reason": "converged", "settings": {"steps": 30, "coarse_steps": 100}, "scales": [[8, 8], [16, 16]]}, 40) \
+        == "40 of 130 (converged: no step could lower the loss)"
+    for cls, text in (("x-first", "0"), ("x-last", "18"), ("x-title", "step"), ("y-top", "1e+03"),
+                      ("y-bottom", "10"), ("y-title", "loss (log scale)")):
+        assert page.all_text(cls).split(" | ")[0] == text, cls
+    sizes: dict[str, list[int]] = defaultdict(list)
+    for cls, src in page.images:
+        with Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))) as img:
+            sizes[cls].append(max(img.size))
+    assert min(sizes["result"]) == 512 and max(sizes["content"] + sizes["style"]) <= 160
+    links = {href for href in re.findall(r'href="([^"]+)"', html)}
+    assert "../starry/vacation/p0.png" in links
+    for href in links:
+        assert (out.parent / href).is_file(), href
+    assert "vacation/p0.png" in page.all_text("name")

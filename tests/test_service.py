@@ -4,31 +4,38 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from pipeline.service import UNITS, install_commands, render_units
 
+ROOT = Path(__file__).resolve().parents[1]
+BUILD = ROOT / "build"
+BUILD.mkdir(exist_ok=True)
 FOLDERS = [Path("/srv/style-pipeline/inbox"), Path("/srv/style-pipeline/outbox"), Path("/srv/style-pipeline/failed")]
 ANALYZE = shutil.which("systemd-analyze")
 needs_analyze = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze not installed (apt-get install systemd)")
 
 
 @pytest.fixture
-def venv_bin(tmp_path: Path) -> Path:
-    """verify insists that ExecStart's binary exists and is executable."""
-    bin_dir = tmp_path / "venv" / "bin"
+def venv_bin():
+    """verify insists that ExecStart's binary exists and is executable; and it may not lie under /tmp, where
+    PrivateTmp=yes would hide it, so it goes in the repository's (ignored) build/ folder."""
+    bin_dir = Path(tempfile.mkdtemp(prefix="test-venv-", dir=BUILD)) / "bin"
     bin_dir.mkdir(parents=True)
     script = bin_dir / "style-pipeline"
     script.write_text("#!/bin/sh\nexit 0\n")
     script.chmod(0o755)
-    return bin_dir
+    yield bin_dir
+    shutil.rmtree(bin_dir.parent)
 
 
 def _render(tmp_path: Path, venv_bin: Path, folders=FOLDERS, **kw) -> dict[str, Path]:
-    units = render_units(Path("/opt/style-pipeline"), venv_bin, Path("/etc/style-pipeline/config.yaml"),
-                         "style-pipeline", folders, tmp_path / "units", **kw)
+    units = render_units(venv_bin, Path("/etc/style-pipeline/config.yaml"), "style-pipeline", folders,
+                         tmp_path / "units", **kw)
     return {p.name: p for p in units}
 
 
@@ -54,15 +61,17 @@ def test_render_fills_everything(tmp_path, venv_bin):
     assert main["ExecStart"] == [f"{venv_bin}/style-pipeline run --config /etc/style-pipeline/config.yaml"]
     assert main["Type"] == ["notify"] and main["WatchdogSec"] == ["120"] and main["User"] == ["style-pipeline"]
     assert main["ReadWritePaths"] == [" ".join(map(str, FOLDERS))] and main["ProtectHome"] == ["yes"]
+    assert main["WorkingDirectory"] == ["/etc/style-pipeline"]  # the config's folder, not the source tree
     report = _settings(units["style-pipeline-report.service"])
-    assert report["ExecStart"][0].endswith("report --config /etc/style-pipeline/config.yaml --since 24h "
-                                           "-o /srv/style-pipeline/inbox/report.html")
+    # No -o: the report goes to the config's outbox (outbox/reports/<date>.html), never into the inbox.
+    assert report["ExecStart"] == [f"{venv_bin}/style-pipeline report --config /etc/style-pipeline/config.yaml "
+                                   "--since 24h"]
     assert _settings(units["style-pipeline-report.timer"])["OnCalendar"] == ["*-*-* 07:15"]
 
 
 def test_folders_under_home_are_bound_into_a_tmpfs_home(tmp_path, venv_bin):
     folders = [Path("/home/ann/photos/inbox"), Path("/home/ann/photos/outbox"), Path("/srv/sp/failed")]
-    main = _settings(_render(tmp_path, venv_bin, folders, report_path=Path("/srv/sp/failed/r.html"))[UNITS[0]])
+    main = _settings(_render(tmp_path, venv_bin, folders)[UNITS[0]])
     assert main["ProtectHome"] == ["tmpfs"] and main["ReadWritePaths"] == ["/srv/sp/failed"]
     assert main["BindPaths"] == ["/home/ann/photos/inbox /home/ann/photos/outbox"]
 
@@ -73,10 +82,11 @@ def test_folders_under_home_are_bound_into_a_tmpfs_home(tmp_path, venv_bin):
     ({"folders": [Path("/tmp/inbox")]}, "PrivateTmp"),
     ({"folders": []}, "at least one folder"),
     ({"user": "Style Pipeline"}, "valid system user"),
-    ({"report_path": Path("/var/www/report.html")}, "outside every folder"),
+    ({"venv_bin": Path("/tmp/venv/bin")}, "virtual environment /tmp/venv/bin: PrivateTmp"),
+    ({"config_path": Path("/var/tmp/sp/config.yaml")}, "config /var/tmp/sp/config.yaml: PrivateTmp"),
 ])
 def test_render_refuses_what_systemd_would_misread(tmp_path, venv_bin, kw, message):
-    args = {"install_dir": Path("/opt/sp"), "venv_bin": venv_bin, "config_path": Path("/etc/sp.yaml"),
+    args = {"venv_bin": venv_bin, "config_path": Path("/etc/sp.yaml"),
             "user": "style-pipeline", "folders": FOLDERS, "out_dir": tmp_path, **kw}
     with pytest.raises(ValueError, match=message):
         render_units(**args)
@@ -111,3 +121,100 @@ def test_security_exposure_at_most_1(tmp_path, venv_bin, unit, home):
     match = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", result.stdout)
     assert match, result.stdout + result.stderr
     assert float(match[1]) <= 1.0, result.stdout
+
+
+def test_network_only_when_notify_is_set(tmp_path, venv_bin, capsys):
+    """Issue 11, item 16: PrivateNetwork=yes stays unless the config sets `notify:`."""
+    import yaml
+
+    from pipeline.cli import main
+
+    closed = _settings(_render(tmp_path / "closed", venv_bin)[UNITS[0]])
+    assert closed["PrivateNetwork"] == ["yes"] and closed["IPAddressDeny"] == ["any"]
+    assert closed["RestrictAddressFamilies"] == ["AF_UNIX"]
+    opened = {}
+    site = Path(tempfile.mkdtemp(prefix="test-site-", dir=BUILD))  # not under /tmp: install-service refuses that
+    for name, notify in (("quiet", None), ("told", "https://ntfy.sh/night")):
+        config = site / name / "config.yaml"
+        config.parent.mkdir()
+        config.write_text(yaml.safe_dump({"folders": {"inbox": "/srv/sp/inbox", "outbox": "/srv/sp/outbox",
+                                                      "spool": "/srv/sp/spool"}, **({"notify": notify} if notify else {})}))
+        assert main(["install-service", "--config", str(config), "--out", str(tmp_path / name / "units")]) == 0
+        opened[name] = _settings(tmp_path / name / "units" / UNITS[0])
+    assert opened["quiet"]["PrivateNetwork"] == ["yes"]
+    assert opened["told"]["PrivateNetwork"] == ["no"] and "IPAddressDeny" not in opened["told"]
+    assert opened["told"]["RestrictAddressFamilies"] == ["AF_UNIX AF_INET AF_INET6"]
+    assert "PrivateNetwork=no" in capsys.readouterr().out
+    if ANALYZE:
+        result = _analyze("verify", str(tmp_path / "told" / "units" / UNITS[0]))
+        warnings = [line for line in (result.stdout + result.stderr).splitlines() if "/units/" in line]
+        assert result.returncode == 0 and not warnings, result.stdout + result.stderr
+    shutil.rmtree(site)
+
+
+# --- issue 11: the report lands in the outbox; the install needs nothing from the source tree ------------------
+
+
+def test_report_without_o_goes_to_the_outbox_never_the_inbox(tmp_path, monkeypatch, capsys):
+    from datetime import datetime
+
+    from daemon_helpers import make_config
+    from pipeline import cli
+
+    config = make_config(tmp_path / "site")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["report", "--config", str(config), "--since", "24h"]) == 0
+    outbox = tmp_path / "site" / "outbox"
+    dated = outbox / "reports" / f"{datetime.now().astimezone():%Y-%m-%d}.html"
+    for page in (dated, outbox / "report.html"):
+        assert b"<html" in page.read_bytes().lower()
+    assert list((tmp_path / "site" / "inbox").iterdir()) == [] and not (tmp_path / "report.html").exists()
+    assert str(dated) in capsys.readouterr().out
+
+
+def test_install_service_takes_nothing_from_the_current_folder(tmp_path, monkeypatch, capsys, venv_bin):
+    from pipeline import cli
+    from pipeline.service import documentation
+
+    site = Path(tempfile.mkdtemp(prefix="test-site-", dir=BUILD))
+    try:
+        assert cli.main(["init", str(site)]) == 0
+        monkeypatch.chdir(tmp_path)  # a folder with no README: Documentation= must not point here
+        monkeypatch.setattr(sys, "executable", str(venv_bin / "python"))
+        assert cli.main(["install-service", "--config", str(site / "config.yaml"), "--out", str(tmp_path / "u")]) == 0
+        main = _settings(tmp_path / "u" / "style-pipeline.service")
+        assert main["WorkingDirectory"] == [str(site)]
+        assert main["Documentation"] == [documentation()] and str(tmp_path) not in documentation()
+        assert documentation().startswith(("https://", "http://", "file://"))
+        if documentation().startswith("file://"):
+            assert Path(documentation()[len("file://"):]).is_file()
+        assert main["ExecStart"] == [f"{venv_bin}/style-pipeline run --config {site / 'config.yaml'}"]
+    finally:
+        shutil.rmtree(site)
+
+
+def test_install_service_refuses_an_install_under_tmp(tmp_path, capsys):
+    from pipeline import cli
+
+    if not str(tmp_path).startswith(("/tmp/", "/var/tmp/")):
+        pytest.skip(f"pytest's temporary folder {tmp_path} is not under /tmp")
+
+    assert cli.main(["init", str(tmp_path / "site")]) == 0
+    code = cli.main(["install-service", "--config", str(tmp_path / "site" / "config.yaml"),
+                     "--out", str(tmp_path / "u")])
+    err = capsys.readouterr().err
+    assert code == 2 and "PrivateTmp" in err and err.count("\n") == 1
+    assert not (tmp_path / "u").exists()
+
+
+def test_unit_templates_ship_inside_the_package():
+    import fnmatch
+    import tomllib
+
+    from pipeline.service import TEMPLATES
+
+    package = ROOT / "pipeline"
+    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["pipeline"]
+    for name in UNITS:
+        relative = (TEMPLATES / name).relative_to(package).as_posix()  # raises when outside the package
+        assert any(fnmatch.fnmatchcase(relative, g) for g in globs), f"{relative} is not in package-data"

@@ -25,19 +25,26 @@ RECIPE_KEYS = ENGINE_KEYS | {"styles", "description"}
 TOP_KEYS = {"folders", "watch", "settle_seconds", "rescan_seconds", "poll_seconds", "after_success", "max_attempts",
             "retry_backoff_seconds", "device", "weights", "styles_dir", "cache_styles", "max_size", "defaults",
             "default_recipe", "recipes", "schedule", "contact_sheet", "log_format", "log_level", "progress_seconds",
-            "stall_seconds",
-            "executor", "ray"}  # issue 6: where jobs run (local thread or Ray actors)
+            "stall_seconds", "max_crashes",
+            "executor", "ray",  # issue 6: where jobs run (local thread or Ray actors)
+            "save_every", "metrics_file", "metrics_seconds", "notify"}  # issue 11: 14, 15, 16
 FOLDER_KEYS = {"inbox", "outbox", "spool"}
 
 
 class ConfigError(PipelineError):
     code = "bad_config"
 
-    def __init__(self, problems: list[str], path: str | Path) -> None:
+    def __init__(self, problems: list[str], path: str | Path, fix: str | None = None) -> None:
         self.problems = problems
-        super().__init__("\n  ".join(["invalid configuration:", *problems])
-                         + "\nFix the lines above; `style-pipeline validate --config FILE` checks again", path=path)
-        self.fix = "Fix the lines above"
+        fix = fix or f"Fix the lines above, then check again: style-pipeline validate --config {path}"
+        super().__init__("\n  ".join(["invalid configuration:", *problems]) + "\n" + fix, path=path)
+        self.fix = fix
+
+
+def missing_config_fix(path: Path) -> str:
+    """What to do when there is no config at all: a new user's first error, so it names the command that helps."""
+    return (f"Write a starter config with `style-pipeline init {path.parent}`, or point --config at yours "
+            f"(the default is config.yaml in the current folder)")
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,7 @@ class Config:
     poll_seconds: float = 2.0
     after_success: str = "move"
     max_attempts: int = 3
+    max_crashes: int = 3  # the daemon died this many times in a row inside one job: failed/ as crashed_daemon
     retry_backoff_seconds: float = 30.0
     device: str = "auto"
     weights: Path | None = None
@@ -97,6 +105,10 @@ class Config:
     stall_seconds: float = 600.0
     executor: str = "local"  # issue 6: "local" (the in-process Worker) or "ray"
     ray: RayOptions = field(default_factory=RayOptions)
+    save_every: int = 0  # write the current picture every N steps into the job's folder; 0 = off
+    metrics_file: Path | None = None  # the Prometheus textfile; None = off (build() defaults it under the spool)
+    metrics_seconds: float = 5.0
+    notify: str | None = None  # a command or URL told when the queue empties after work and on each failure
 
     @property
     def work(self) -> Path:
@@ -114,6 +126,55 @@ class Config:
         settings = recipe.settings.replace(device=self.device, **overrides)
         settings.validate()
         return settings
+
+
+# --- reading YAML with limits ----------------------------------------------------------------
+
+CONFIG_MAX_BYTES = 1 << 20
+SIDECAR_MAX_BYTES = 64 << 10
+MAX_YAML_NODES = 20_000  # nodes after expanding aliases: a real config has a few hundred
+
+
+def read_yaml(path: Path, max_bytes: int) -> tuple[yaml.Node | None, Any]:
+    """(node, data) from a YAML file, refusing at once what would take the machine's memory.
+
+    A 312-byte file of nested aliases ("billion laughs") expands to millions of nodes when walked;
+    here the composed graph is measured with each shared node counted every time it is reached, but
+    each node visited once per parent (memoized), so the check itself is linear in the file.
+    Raises ConfigError; OSError and UnicodeDecodeError pass through for the caller to name.
+    """
+    with open(path, "rb") as handle:
+        raw = handle.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise ConfigError([f"{path.name}: over {max_bytes // 1024} KB; a YAML file here is a few KB"], path)
+    loader = yaml.SafeLoader(raw.decode("utf-8"))
+    try:
+        node = loader.get_single_node()
+        if node is not None and _expanded_size(node, {}) > MAX_YAML_NODES:
+            raise ConfigError([f"{path.name}: expands to over {MAX_YAML_NODES:,} values through aliases (&, *); "
+                               "write the values out"], path)
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path.name}:{mark.line + 1}" if mark else path.name
+        raise ConfigError([f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})"], path) from exc
+    finally:
+        loader.dispose()
+    return node, data
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    if id(node) in memo:
+        return memo[id(node)]
+    memo[id(node)] = MAX_YAML_NODES + 1  # a node reached again while being measured: a cycle, refused
+    if isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(item, memo) for item in node.value)
+    else:
+        size = 1
+    memo[id(node)] = min(size, MAX_YAML_NODES + 1)
+    return memo[id(node)]
 
 
 # --- locating keys in the YAML source ------------------------------------------------------
@@ -137,7 +198,12 @@ class _Problems:
     """Collects every error at once: one run of `validate` should show them all."""
 
     def __init__(self, source: Path, lines: dict[tuple, int]) -> None:
-        self.source, self.lines, self.items = source, lines, []
+        self.source, self.lines, self.found = source, lines, []
+
+    @property
+    def items(self) -> list[str]:
+        """In file order, as a person reads the file (stable for problems on one line)."""
+        return [text for _, text in sorted(self.found, key=lambda item: item[0])]
 
     def add(self, path: tuple, message: str) -> None:
         probe = path
@@ -145,7 +211,7 @@ class _Problems:
             probe = probe[:-1]
         line = self.lines.get(probe, 1)
         dotted = ".".join(map(str, path)) or "(top)"
-        self.items.append(f"{self.source.name}:{line}: {dotted}: {message}")
+        self.found.append((line, f"{self.source.name}:{line}: {dotted}: {message}"))
 
     def unknown(self, path: tuple, data: dict, allowed: set | frozenset) -> None:
         for key in data:
@@ -201,15 +267,25 @@ def engine_settings(data: dict, path: tuple, problems: _Problems, base: Settings
         return base
 
 
-def read_folders(path: str | Path) -> dict[str, Path]:
-    """Just the folders, without checking styles (and so without importing torch): for `report`."""
+def _read_mapping(path: str | Path) -> tuple[Path, dict]:
     source = Path(path).resolve()
     try:
-        data = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
+        data = read_yaml(source, CONFIG_MAX_BYTES)[1] or {}
+    except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"cannot read the config ({exc})"], source) from exc
-    folders = data.get("folders") or {} if isinstance(data, dict) else {}
+    return source, data if isinstance(data, dict) else {}
+
+
+def read_folders(path: str | Path) -> dict[str, Path]:
+    """Just the folders, without checking styles (and so without importing torch): for `report`."""
+    source, data = _read_mapping(path)
+    folders = data.get("folders") or {}
     return {key: (source.parent / str(folders.get(key, key))).resolve() for key in FOLDER_KEYS}
+
+
+def read_setting(path: str | Path, key: str) -> Any:
+    """One top-level value, unchecked (`install-service` asks whether `notify:` is set)."""
+    return _read_mapping(path)[1].get(key)
 
 
 def load(path: str | Path) -> Config:
@@ -218,15 +294,12 @@ def load(path: str | Path) -> Config:
 
     source = Path(path).resolve()
     try:
-        text = source.read_text(encoding="utf-8")
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node, data = read_yaml(source, CONFIG_MAX_BYTES)
     except OSError as exc:
-        raise ConfigError([f"cannot read the file ({exc.strerror})"], source) from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source.name}:{mark.line + 1}" if mark else source.name
-        raise ConfigError([f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})"], source) from exc
+        fix = missing_config_fix(source) if isinstance(exc, FileNotFoundError) else None
+        raise ConfigError([f"cannot read the file ({exc.strerror})"], source, fix) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{source.name}: not UTF-8 text ({exc.reason})"], source) from exc
     if not isinstance(data, dict):
         raise ConfigError([f"{source.name}:1: the file must be a mapping of settings"], source)
     problems = _Problems(source, _lines(node) if node else {})

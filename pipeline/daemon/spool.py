@@ -22,10 +22,14 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..fsio import fit_name, write_json
+
 RECORD = "job.json"
 LOCK = ".lock"
 CHECKPOINT = "checkpoint.pt"
-INCOMPLETE_GRACE = 60.0  # a job folder without its input, older than this, is a claim that lost its race
+INCOMPLETE_GRACE = 5.0  # a lock-free job folder without its input, older than this, is a dead or lost claim
+ERROR_SUFFIX = ".error.json"
+PAIR_RESERVE = len(".yaml")  # a sidecar beside its photo takes the photo's stem plus this
 
 
 class Reason(enum.StrEnum):
@@ -40,6 +44,8 @@ class Reason(enum.StrEnum):
     UNKNOWN_RECIPE = "unknown_recipe"
     ENGINE = "engine_failed"
     GAVE_UP = "too_many_attempts"
+    NO_PERMISSION = "permission_denied"
+    CRASHED = "crashed_daemon"
 
 
 def now_iso() -> str:
@@ -66,6 +72,9 @@ class Job:
     output_stem: str | None = None
     last_error: str | None = None
     owner: str = ""
+    crashes: int = 0  # the daemon died while running this job, in a row: not the photo's fault (attempts)
+    running: bool = False  # set while a try runs; found set at recovery, it means the daemon crashed in it
+    kept_as: str | None = None  # the name planned in done/ (the JSON log records it before the move)
 
     @property
     def dir(self) -> Path:
@@ -97,15 +106,18 @@ class Spool:
         job_id = new_job_id()
         folder = self.work / job_id
         folder.mkdir()
-        self._lock(folder)
         job = Job(job_id, path.name, str(path.relative_to(self.inbox)), str(folder), queued_at,
                   claimed_at=now_iso(), owner=self.owner)
-        self.save(job)
         try:
+            self._lock(folder)
+            self.save(job)
             os.rename(path, job.input)
         except FileNotFoundError:
             self._discard(folder)
             return None
+        except BaseException:  # a full disk, a lost lock race: the file stays in the inbox, no empty folder
+            self._discard(folder)
+            raise
         if sidecar is not None:
             try:
                 os.rename(sidecar, folder / sidecar.name)
@@ -116,35 +128,57 @@ class Spool:
         return job
 
     def save(self, job: Job) -> None:
-        tmp = job.dir / (RECORD + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(dataclasses.asdict(job), handle, indent=1)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, job.dir / RECORD)
+        write_json(job.dir / RECORD, dataclasses.asdict(job), indent=1)
 
     # --- endings --------------------------------------------------------------------------
     def complete(self, job: Job, keep_input: bool = True) -> Path | None:
-        """After the output is written: the input goes to done/ (or is deleted), the job folder away."""
+        """After the output is written: the input goes to done/ (or is deleted), the job folder away.
+
+        The photo and its sidecar keep one name (rocket-1.jpg with rocket-1.yaml); the name planned in
+        ``job.kept_as`` is tried first, so the JSON log that recorded it is right.
+        """
         kept = None
+        sidecar = job.dir / job.sidecar if job.sidecar else None
         if keep_input:
-            kept = self._move_no_clobber(job.input, self.done, job.name)
+            kept, _ = self._move_pair(job.input, sidecar, self.done, job.kept_as or job.name)
         else:
             job.input.unlink(missing_ok=True)
-        if job.sidecar:
-            self._move_no_clobber(job.dir / job.sidecar, self.done if keep_input else self.failed, job.sidecar)
+            if sidecar is not None:
+                self._move_no_clobber(sidecar, self.failed, job.sidecar)
         self._discard(job.dir)
         return kept
 
-    def fail(self, job: Job, reason: Reason, message: str, fix: str) -> Path:
-        """The input and its sidecar to failed/, with <name>.error.json saying what was wrong and what to do."""
-        kept = self._move_no_clobber(job.input, self.failed, job.name)
-        if job.sidecar and (job.dir / job.sidecar).exists():
-            self._move_no_clobber(job.dir / job.sidecar, self.failed, job.sidecar)
+    def plan_done(self, job: Job) -> Path:
+        """The name the input will have in done/ (the first free pair name), recorded in the job."""
+        reserve = PAIR_RESERVE if job.sidecar else 0
+        kept = next(c for c in unique_names(self.done, job.name, reserve) if _pair_free(c))
+        job.kept_as = kept.name
+        return kept
+
+    def fail(self, job: Job, reason: Reason, message: str, fix: str, kept_name: str | None = None) -> Path:
+        """The input and its sidecar to failed/ under one name, with <name>.error.json saying what was wrong
+        and what to do.
+
+        The error record is written before the input leaves work/: if that write fails (a full disk), the
+        job is still whole in work/ and the caller decides what next. ``kept_name`` is the fallback name.
+        """
+        sidecar = job.dir / job.sidecar if job.sidecar and (job.dir / job.sidecar).exists() else None
+        kept, kept_sidecar = self._link_pair(job.input, sidecar, self.failed, kept_name or job.name,
+                                             reserve=len(ERROR_SUFFIX))
         error = {"file": job.name, "source": job.source, "kept_as": kept.name, "code": str(reason),
                  "message": message, "fix": fix, "failed_at": now_iso(), "attempts": job.attempts,
-                 "job_id": job.id, "queued_at": job.queued_at}
-        write_json_atomic(self.failed / f"{kept.name}.error.json", error)
+                 "crashes": job.crashes, "job_id": job.id, "queued_at": job.queued_at,
+                 "sidecar": kept_sidecar.name if kept_sidecar else None}
+        try:
+            write_json(self.failed / f"{kept.name}{ERROR_SUFFIX}", error)
+        except BaseException:
+            for link in (kept, kept_sidecar):
+                if link is not None:
+                    link.unlink(missing_ok=True)
+            raise
+        for original in (job.input, sidecar):
+            if original is not None:
+                os.unlink(original)
         self._discard(job.dir)
         return kept
 
@@ -157,18 +191,25 @@ class Spool:
         """Jobs left in work/ by a dead daemon (their lock is free), oldest first; stale claims removed."""
         jobs = []
         for folder in sorted(p for p in self.work.iterdir() if p.is_dir()):
-            if folder.name in self._locks or not self._try_lock(folder):
+            if folder.name in self._locks:
+                continue
+            changed = _last_change(folder)  # before locking: making .lock touches the folder
+            if not self._try_lock(folder):
                 continue
             job = self._read(folder)
             if job is None or not os.path.lexists(job.input):
-                age = time.time() - folder.stat().st_mtime
-                if age > INCOMPLETE_GRACE:
+                if time.time() - changed > INCOMPLETE_GRACE:
                     self._discard(folder)
                 else:
                     self._unlock(folder)
                 continue
             job.folder, job.owner = str(folder), self.owner
-            self.save(job)
+            if job.running:  # the daemon died inside this try: a crash, not an attempt charged to the photo
+                job.running, job.crashes, job.attempts = False, job.crashes + 1, max(0, job.attempts - 1)
+            try:
+                self.save(job)
+            except OSError:
+                pass  # a full disk at start: the job in memory is the truth until the next save
             jobs.append(job)
         return jobs
 
@@ -181,23 +222,41 @@ class Spool:
 
     # --- counting (status) ----------------------------------------------------------------
     def counts(self) -> dict[str, int]:
-        def files(folder: Path, suffix: str = "") -> int:
-            try:
-                return sum(1 for p in folder.iterdir() if p.name.endswith(suffix) and not p.name.startswith("."))
-            except OSError:
-                return 0
-        return {"done": files(self.done), "failed": files(self.failed, ".error.json"),
-                "in_work": sum(1 for p in self.work.iterdir() if p.is_dir()) if self.work.is_dir() else 0}
+        return folder_counts(self.done, self.failed, self.work)
 
     # --- helpers --------------------------------------------------------------------------
     def _move_no_clobber(self, src: Path, folder: Path, name: str) -> Path:
-        for candidate in unique_names(folder, name):
+        return self._move_pair(src, None, folder, name)[0]
+
+    def _move_pair(self, src: Path, sidecar: Path | None, folder: Path, name: str) -> tuple[Path, Path | None]:
+        """Link the photo (and its sidecar, renamed to match) to the first free name, then unlink the
+        originals: nothing is overwritten, and a pair is never split across two names."""
+        kept, side = self._link_pair(src, sidecar, folder, name)
+        if side is not None:
+            os.unlink(sidecar)
+        os.unlink(src)
+        return kept, side
+
+    def _link_pair(self, src: Path, sidecar: Path | None, folder: Path, name: str,
+                   reserve: int = 0) -> tuple[Path, Path | None]:
+        """The first free name for the photo (and its sidecar beside it), as new links; originals kept.
+        Every name fits the filesystem: a long one is shortened (unique_names)."""
+        suffix = sidecar.suffix if sidecar is not None else None
+        for candidate in unique_names(folder, name, max(reserve, PAIR_RESERVE if suffix else 0)):
+            if sidecar is None and not _pair_free(candidate, include_photo=False):
+                continue  # a lone photo must not look like the partner of an older sidecar
             try:
                 os.link(src, candidate, follow_symlinks=False)
             except FileExistsError:
                 continue
-            os.unlink(src)
-            return candidate
+            side = candidate.with_name(candidate.stem + suffix) if suffix else None
+            if side is not None:
+                try:
+                    os.link(sidecar, side, follow_symlinks=False)
+                except FileExistsError:
+                    os.unlink(candidate)
+                    continue
+            return candidate, side
         raise AssertionError("unreachable")
 
     def _lock(self, folder: Path) -> None:
@@ -224,20 +283,68 @@ class Spool:
         self._unlock(folder)
 
 
-def unique_names(folder: Path, name: str):
-    """name, then stem-1.ext, stem-2.ext, ...: a taken name is never reused."""
-    stem, dot, ext = name.rpartition(".") if "." in name.lstrip(".") else (name, "", "")
-    yield folder / name
-    n = 1
+def unique_names(folder: Path, name: str, reserve: int = 0):
+    """name, then stem-1.ext, stem-2.ext, ...: a taken name is never reused.
+
+    Every name fits the filesystem with ``reserve`` bytes to spare (for ``.error.json``, ``.sheet.png``):
+    a long one is shortened deterministically, keeping its extension and a hash (fsio.fit_name).
+    """
+    n = 0
     while True:
-        yield folder / f"{stem}-{n}{dot}{ext}"
+        suffix = f"-{n}" if n else ""
+        short = fit_name(name, reserve + len(suffix))
+        stem, dot, ext = short.rpartition(".") if "." in short.lstrip(".") else (short, "", "")
+        if len(ext.encode("utf-8", "surrogateescape")) > 16:
+            stem, dot, ext = short, "", ""
+        yield folder / f"{stem}{suffix}{dot}{ext}"
         n += 1
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, ensure_ascii=False)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+def _last_change(folder: Path) -> float:
+    try:
+        return max(p.stat().st_mtime for p in (folder, folder / RECORD) if p.exists())
+    except (OSError, ValueError):
+        return time.time()
+
+
+def count_in_work(work: Path) -> int:
+    """Job folders that hold a job's input: an empty folder left by a crash is not work (issue 9)."""
+    try:
+        folders = [p for p in work.iterdir() if p.is_dir()]
+    except OSError:
+        return 0
+    count = 0
+    for folder in folders:
+        try:
+            name = json.loads((folder / RECORD).read_text(encoding="utf-8"))["name"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        count += os.path.lexists(folder / name)
+    return count
+
+
+SIDECARS = (".yaml", ".yml")
+
+
+def _pair_free(photo: Path, include_photo: bool = True) -> bool:
+    """The photo's name and every sidecar name of its stem are free."""
+    names = [photo.with_name(photo.stem + s) for s in SIDECARS]
+    return not any(os.path.lexists(p) for p in ([photo] if include_photo else []) + names)
+
+
+def is_photo_entry(name: str) -> bool:
+    """done/ and failed/ hold photos, their sidecars and error notes: only the photos count."""
+    return not name.startswith(".") and not name.lower().endswith(SIDECARS + (".error.json",))
+
+
+def folder_counts(done: Path, failed: Path, work: Path) -> dict[str, int]:
+    """Photos in done/ and failed/ (not sidecars or notes), and jobs in work/: what `status` shows."""
+    def count(folder: Path, keep) -> int:
+        try:
+            return sum(1 for p in folder.iterdir() if keep(p))
+        except OSError:
+            return 0
+    return {"done": count(done, lambda p: is_photo_entry(p.name)),
+            "failed": count(failed, lambda p: p.name.endswith(".error.json") and not p.name.startswith(".")),
+            "in_work": count_in_work(work)}
+

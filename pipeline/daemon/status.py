@@ -11,8 +11,9 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from .spool import now_iso, write_json_atomic
-from .watcher import scan
+from ..fsio import is_disk_full, write_json
+from .spool import folder_counts, now_iso
+from .watcher import own_folders, scan
 
 STATUS_FILE = "status.json"
 STALE_SECONDS = 30
@@ -31,20 +32,23 @@ def window(config):
 
 
 def snapshot(daemon) -> dict:
+    """What the daemon writes to status.json: one name per fact (README, "Watching it run")."""
     worker = daemon.worker
-    counts = daemon.spool.counts()
     win = window(daemon.config)
     now = local_now()
-    waiting = len(daemon.tracker) + (len(worker.retry) if worker else 0)
+    health = daemon.health() if hasattr(daemon, "health") else daemon.state
     return {
-        "pid": os.getpid(), "started_at": daemon.started_at, "updated_at": now_iso(), "updated": time.time(),
-        "state": daemon.state if (win is None or win.is_open(now)) else "outside the run window",
+        "pid": os.getpid(), "started_at": daemon.started_at, "updated_at": now_iso(),
+        "state": health if (win is None or win.is_open(now) or health != daemon.state) else "outside the run window",
+        "healthy": health == daemon.state,  # a worker alive and idle or making progress, claiming not paused
+        "worker": {"alive": worker.is_alive(), "restarts": getattr(daemon, "worker_restarts", 0),
+                   "held": [j.source for j in getattr(worker, "held", [])]} if worker else None,
+        "skipped": [{"folder": k, "why": v} for k, v in sorted(getattr(daemon, "skipped", {}).items())],
         "observer": {"kind": daemon.watcher.observer_class.__name__, "why": daemon.watcher.reason,
                      "alive": daemon.watcher.alive()} if daemon.watcher else None,
-        "queue": waiting, "current": worker.progress if worker else None, "done": counts["done"],
-        "failed": counts["failed"], "in_work": counts["in_work"],
+        "queue": len(daemon.tracker), "current": worker.progress if worker else None,
+        **daemon.spool.counts(),
         "busy_seconds": round(worker.busy_seconds, 1) if worker else 0.0,
-        "last_errors": worker.last_errors if worker else [],
         "next_window": win.next_open(now).isoformat(timespec="minutes") if win and not win.is_open(now) else None,
     }
 
@@ -59,28 +63,50 @@ def one_line(s: dict) -> str:
 
 
 def write(spool: Path, data: dict) -> None:
-    write_json_atomic(spool / STATUS_FILE, data)
+    """Through the one atomic writer: a temp name unique per process, so two daemons never collide.
+
+    On a full disk a new file cannot be made, so the old one is overwritten in place (its blocks are
+    already ours): "paused: disk full" must reach `status` exactly when the disk is full.
+    """
+    path = spool / STATUS_FILE
+    try:
+        write_json(path, data, fsync=False)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        text = json.dumps(data, indent=2, ensure_ascii=False).encode("utf-8")
+        with open(path, "r+b") as handle:  # FileNotFoundError if there is none: the caller logs it
+            old = handle.seek(0, os.SEEK_END)
+            handle.seek(0)
+            handle.write(text + b" " * max(0, old - len(text)))  # trailing blanks are valid JSON
 
 
 def read(config) -> dict:
-    """What `status` prints: the daemon's last word, checked for staleness, plus fresh counts."""
+    """What `status` prints: the daemon's last word, checked for staleness, plus fresh counts of the folders."""
     path = config.spool / STATUS_FILE
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         data = {}
-    alive = bool(data) and data.get("state") != "stopped" and _pid_alive(data.get("pid", 0)) and time.time() - data.get("updated", 0) < STALE_SECONDS
-    data["running"] = alive
-    if not alive:
+    if not _alive(data):
         data["current"] = None
         data["state"] = "not running"
     failed = sorted(config.failed.glob("*.error.json"), key=lambda p: p.stat().st_mtime)
-    data["done"] = sum(1 for p in config.done.iterdir() if not p.name.startswith(".")) if config.done.is_dir() else 0
-    data["failed"] = len(failed)
-    data["inbox_waiting"] = sum(1 for _ in scan(config.inbox)) if config.inbox.is_dir() else 0
-    data["in_work"] = sum(1 for p in config.work.iterdir() if p.is_dir()) if config.work.is_dir() else 0
+    data.update(folder_counts(config.done, config.failed, config.work))
+    data["queue"] = sum(1 for _ in scan(config.inbox, own_folders(config))) if config.inbox.is_dir() else 0
     data["recent_failures"] = [_error_line(p) for p in failed[-5:]]
     return data
+
+
+def _alive(data: dict) -> bool:
+    """A daemon that wrote status.json recently and still runs."""
+    if not data or data.get("state") == "stopped" or not _pid_alive(data.get("pid", 0)):
+        return False
+    try:
+        updated = datetime.fromisoformat(str(data.get("updated_at"))).timestamp()
+    except ValueError:
+        return False
+    return time.time() - updated < STALE_SECONDS
 
 
 def _error_line(path: Path) -> dict:
@@ -102,7 +128,10 @@ def _pid_alive(pid: int) -> bool:
 
 
 def render(data: dict) -> str:
-    lines = [f"daemon: {data['state']}" + (f" (pid {data['pid']})" if data.get("running") else "")]
+    running = data["state"] != "not running"
+    lines = [f"daemon: {data['state']}" + (f" (pid {data['pid']})" if running else "")]
+    for skipped in data.get("skipped") or []:
+        lines.append(f"skipped folder: inbox/{skipped['folder']}: {skipped['why']}")
     if data.get("observer"):
         lines.append(f"watching with {data['observer']['kind']}: {data['observer']['why']}")
     current = data.get("current")
@@ -110,7 +139,9 @@ def render(data: dict) -> str:
         where = f" on {current['worker']} ({current['node']})" if current.get("worker") else ""
         lines.append(f"now: {current['file']} [{current['recipe']}]{where} step {current['step']}/"
                      f"{current['total_steps']}, loss {current['loss']:.4g}, ETA {current['eta_seconds']:.0f} s")
-    lines.append(f"queue: {data.get('inbox_waiting', 0)} waiting in the inbox, {data.get('in_work', 0)} in work/")
+    if current and current.get("latest_picture"):
+        lines.append(f"latest picture: {current['latest_picture']}")
+    lines.append(f"queue: {data.get('queue', 0)} waiting in the inbox, {data.get('in_work', 0)} in work/")
     lines.append(f"done: {data['done']}   failed: {data['failed']}")
     if data.get("next_window"):
         lines.append(f"next run window opens {data['next_window']}")

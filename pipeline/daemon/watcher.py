@@ -17,6 +17,9 @@ from watchdog.observers.polling import PollingObserver
 
 IGNORED_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", ".download", ".swp", "~")
 SIDECAR_SUFFIXES = (".yaml", ".yml")
+PICTURE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".heic")
+OWN_MARK = b"generator: style-pipeline"  # in the head of every text file the pipeline writes (report, metrics)
+OWN_SUFFIXES = (".html", ".htm", ".prom", ".json", ".txt")
 NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "afs")
 
 
@@ -131,43 +134,112 @@ class Tracker:
 class Handler(FileSystemEventHandler):
     """Only enqueues: an exception here would end the observer's thread quietly."""
 
-    def __init__(self, inbox: Path, tracker: Tracker) -> None:
-        self.inbox, self.tracker = inbox, tracker
+    def __init__(self, inbox: Path, tracker: Tracker, exclude: tuple[Path, ...] = ()) -> None:
+        self.inbox, self.tracker, self.exclude = inbox, tracker, exclude
 
     def dispatch(self, event: FileSystemEvent) -> None:
-        if event.is_directory or event.event_type not in ("created", "modified", "moved", "closed"):
+        if event.event_type not in ("created", "modified", "moved", "closed"):
             return
         raw = event.dest_path if event.event_type == "moved" else event.src_path
         path = Path(os.fsdecode(raw))
-        if wanted(path, self.inbox):
+        if event.is_directory:
+            if event.event_type in ("created", "moved") and wanted(path, self.inbox, self.exclude):
+                for found in scan_folder(path, self.inbox, self.exclude):  # an album moved in raises no file events
+                    self.tracker.touch(found)
+            return
+        if wanted(path, self.inbox, self.exclude):
             self.tracker.touch(path, closed=event.event_type == "closed")
 
 
-def wanted(path: Path, inbox: Path) -> bool:
+def scan_folder(folder: Path, inbox: Path, exclude: tuple[Path, ...]):
+    """The candidates under one folder of the inbox (a folder moved in whole)."""
+    try:
+        yield from (p for p in scan(folder, exclude) if wanted(p, inbox, exclude))
+    except OSError:
+        return
+
+
+def own_folders(config) -> tuple[Path, ...]:
+    """Folders the daemon writes: never scanned for photos, even when a config puts them inside the inbox."""
+    return (config.outbox, config.spool)
+
+
+def wanted(path: Path, inbox: Path, exclude: tuple[Path, ...] = ()) -> bool:
+    """A candidate at any depth (as paperless-ngx's recursive consumption): not hidden or temporary, not a
+    sidecar, not inside a folder the daemon writes (an outbox or spool put in the inbox), not written by us."""
     try:
         rel = path.relative_to(inbox)
     except ValueError:
         return False
-    return 1 <= len(rel.parts) <= 2 and not any(ignored(p) for p in rel.parts) and not is_sidecar(path.name)
+    if not rel.parts or any(ignored(p) for p in rel.parts) or is_sidecar(path.name):
+        return False
+    if any(picture_named(p) for p in rel.parts[:-1]):
+        return False  # inside a folder named like a picture: skipped, with a warning (skipped_folders)
+    return not any(path == e or e in path.parents for e in exclude) and not written_by_us(path)
 
 
-def scan(inbox: Path):
-    """Every candidate file in the inbox and its recipe folders (one level deep)."""
-    for entry in os.scandir(inbox):
-        path = Path(entry.path)
-        if entry.is_dir(follow_symlinks=False) and not ignored(entry.name):
-            for sub in os.scandir(path):
-                if not sub.is_dir(follow_symlinks=False) and wanted(Path(sub.path), inbox):
-                    yield Path(sub.path)
-        elif not entry.is_dir(follow_symlinks=False) and wanted(path, inbox):
-            yield path
+def written_by_us(path: Path) -> bool:
+    """A report or metrics file the pipeline wrote (its head carries OWN_MARK): never claimed as a photo.
+
+    Only text suffixes are read, and only their first 1 KB, so a scan of a full inbox stays cheap.
+    """
+    if not path.name.lower().endswith(OWN_SUFFIXES):
+        return False
+    try:
+        with open(path, "rb") as handle:
+            return OWN_MARK in handle.read(1024)
+    except OSError:
+        return False
+
+
+def scan(inbox: Path, exclude: tuple[Path, ...] = ()):
+    """Every candidate file in the inbox, at any depth; links to folders are not followed."""
+    for top, dirs, files in os.walk(inbox):
+        here = Path(top)
+        dirs[:] = sorted(d for d in dirs if not ignored(d) and not picture_named(d) and (here / d) not in exclude)
+        for name in sorted(files):
+            if wanted(here / name, inbox, exclude):
+                yield here / name
+        # os.walk lists a link to a folder among dirs and does not descend into it: it is a candidate
+        # file to the worker (which fails it as not_a_regular_file), as a link to a file is.
+        for name in dirs[:]:
+            if (here / name).is_symlink():
+                dirs.remove(name)
+                if wanted(here / name, inbox, exclude):
+                    yield here / name
+
+
+def picture_named(folder_name: str) -> bool:
+    return folder_name.lower().endswith(PICTURE_SUFFIXES)
+
+
+def skipped_folders(inbox: Path, exclude: tuple[Path, ...] = ()) -> dict[str, str]:
+    """Folders the scan passes over that a person may have meant as input, each with why (issue 9).
+
+    A folder named like a picture (``x.jpg/``) and a hidden folder (``.photos/``) would otherwise sit
+    in the inbox for ever, unseen by `status`.
+    """
+    found: dict[str, str] = {}
+    for top, dirs, _ in os.walk(inbox):
+        here = Path(top)
+        for name in list(dirs):
+            rel = (here / name).relative_to(inbox).as_posix()
+            if name.startswith("."):
+                found[rel] = "a hidden folder: nothing in it is processed; move its pictures into the inbox"
+            elif picture_named(name):
+                found[rel] = "a folder named like a picture, not a picture: move the picture itself into the inbox"
+            if rel in found or (here / name) in exclude or (here / name).is_symlink():
+                dirs.remove(name)
+    return found
 
 
 class Watcher:
     """The observer, restartable by the main loop, plus the rescan."""
 
-    def __init__(self, inbox: Path, tracker: Tracker, mode: str, poll_seconds: float) -> None:
+    def __init__(self, inbox: Path, tracker: Tracker, mode: str, poll_seconds: float,
+                 exclude: tuple[Path, ...] = ()) -> None:
         self.inbox, self.tracker, self.mode, self.poll = inbox, tracker, mode, poll_seconds
+        self.exclude = exclude
         self.observer_class, self.reason = choose_observer(inbox, mode)
         self.observer = None
 
@@ -176,7 +248,7 @@ class Watcher:
             self.observer = PollingObserver(timeout=self.poll)
         else:
             self.observer = Observer()
-        self.observer.schedule(Handler(self.inbox, self.tracker), str(self.inbox), recursive=True)
+        self.observer.schedule(Handler(self.inbox, self.tracker, self.exclude), str(self.inbox), recursive=True)
         try:
             self.observer.start()
         except OSError as exc:
@@ -194,7 +266,7 @@ class Watcher:
 
     def rescan(self) -> int:
         count = 0
-        for path in scan(self.inbox):
+        for path in scan(self.inbox, self.exclude):
             self.tracker.seen(path)
             count += 1
         return count

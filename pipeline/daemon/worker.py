@@ -5,10 +5,10 @@ Permanent failures go to failed/ at once; transient ones are retried with backof
 """
 from __future__ import annotations
 
-import errno
+import difflib
 import os
 import queue
-import socket
+import sys
 import stat
 import threading
 import time
@@ -20,11 +20,12 @@ import structlog
 
 from ..engine import Settings, StyleTransfer, images
 from ..errors import Cancelled, EngineError, ImageError, TooThin
-from ..progress import sha256_file, versions
+from ..fsio import service_user
 from ..report import contact_sheet
-from . import outputs
+from . import joblog, outputs
 from .config import Config, ConfigError, Recipe
 from .config_build import load_sidecar
+from .failures import FailurePaths
 from .spool import Job, Reason, Spool, now_iso
 
 log = structlog.get_logger("style-pipeline.worker")
@@ -46,7 +47,7 @@ class Plan:
     styles: list[images.Image.Image]
 
 
-class Worker(threading.Thread):
+class Worker(FailurePaths, threading.Thread):
     def __init__(self, engine: StyleTransfer, spool: Spool, get_config: Callable[[], Config],
                  stop: threading.Event) -> None:
         super().__init__(name="worker", daemon=True)
@@ -60,7 +61,21 @@ class Worker(threading.Thread):
         self.marker = 0  # bumped on every step: the main loop's watchdog reads it
         self.busy_seconds = 0.0
         self.last_errors: list[dict] = []
+        self.current: Job | None = None  # the job in hand: the supervisor takes it back if this thread dies
+        self.disk_full: str | None = None  # a folder that was full: set here, cleared by the main loop
+        self.held: list[Job] = []  # jobs that could not even be moved to failed/: left in work/, not retried
+        self.on_event: Callable[[str, dict], None] | None = None  # the daemon's metrics and notices
         self._styles: dict[tuple, images.Image.Image] = {}
+
+    def respawn(self) -> "Worker | None":
+        """A fresh thread with this one's queue, retries and errors: the supervisor's restart (local only)."""
+        if type(self) is not Worker:
+            return None
+        new = Worker(self.engine, self.spool, self.get_config, self.stop)
+        new.jobs, new.retry, new.last_errors, new.held = self.jobs, self.retry, self.last_errors, self.held
+        new.on_event = self.on_event
+        new.busy_seconds, new.marker = self.busy_seconds, self.marker + 1
+        return new
 
     def submit(self, job: Job) -> None:
         self.busy.set()
@@ -92,14 +107,19 @@ class Worker(threading.Thread):
         return 0 if self.idle() else 1
 
     def run(self) -> None:
+        """Take jobs until told to stop. Nothing outside a job may end the loop: it is logged and goes on."""
         while True:
             job = self.jobs.get()
             if job is None:
                 return
             started = time.monotonic()
+            self.current = job
             try:
                 self.process(job)
-            finally:
+            except Exception:
+                log.exception("error in the worker loop outside any job; going on")
+            finally:  # a BaseException ending the thread leaves .current set: the supervisor takes it back
+                self.current = job if sys.exc_info()[0] is not None else None
                 self.busy_seconds += time.monotonic() - started
                 self.progress = None
                 if self.jobs.empty():
@@ -108,11 +128,26 @@ class Worker(threading.Thread):
 
     # --- one job ----------------------------------------------------------------------------
     def process(self, job: Job) -> None:
+        """One try of one job; every exception, the failure path's own included, ends in a recorded outcome."""
         structlog.contextvars.bind_contextvars(job_id=job.id, file=job.source)
         try:
+            self._try(job)
+        except Exception as exc:  # the failure path itself failed (ENAMETOOLONG, EACCES on failed/, a bug)
+            log.exception("the failure path failed; keeping the file under its job id")
+            self._last_resort(job, exc)
+        finally:
+            structlog.contextvars.clear_contextvars()
+
+    def _try(self, job: Job) -> None:
+        try:
             config = self.get_config()
+            if job.crashes >= config.max_crashes:
+                raise JobFailure(Reason.CRASHED, f"the daemon stopped {job.crashes} times in a row while styling "
+                                 "this file", f"If {job.name} is what crashes it, do not drop it again; else check "
+                                 "the machine (journalctl for OOM kills, power) and drop it again")
             job.attempts += 1
             job.started_at = now_iso()
+            job.running = True
             self.spool.save(job)
             if not self._already_written(job, config):
                 plan = self.prepare(job, config)
@@ -121,7 +156,7 @@ class Worker(threading.Thread):
                 result = self.engine.stylize(plan.content, plan.styles, plan.settings, on_step=self._on_step(job, plan),
                                              should_stop=self._should_stop, checkpoint=job.checkpoint)
                 self.finish(job, config, plan, result)
-            kept = self.spool.complete(job, keep_input=config.after_success == "move")
+            kept = self.complete_job(job, config)
             log.info("job done", kept_input=str(kept) if kept else None)
         except JobFailure as failure:
             self._fail(job, failure.reason, failure.message, failure.fix)
@@ -130,21 +165,19 @@ class Worker(threading.Thread):
         except TooThin as exc:  # permanent: no retry makes a picture wider
             self._fail(job, Reason.TOO_THIN, exc.problem, exc.fix)
         except Cancelled as exc:
-            job.attempts -= 1  # a shutdown or a closing window is not the input's fault
-            self.spool.save(job)
+            self._not_its_fault(job)  # a shutdown or a closing window is not the input's fault
             if self.stop.is_set():
                 self.spool.release(job)
                 log.info("job checkpointed for the next start", step=exc.step)
             else:
                 self.retry.append(job)
                 log.info("run window closed: job checkpointed, resumes when it opens", step=exc.step)
-        except Exception as exc:  # transient or unknown: retried, bounded by max_attempts
-            self._transient(job, exc)
-        finally:
-            structlog.contextvars.clear_contextvars()
+        except Exception as exc:  # a filesystem class, else transient or unknown: retried up to max_attempts
+            self._os_error(job, exc)
 
     def prepare(self, job: Job, config: Config) -> Plan:
         pre_check_regular_file(job)
+        pre_check_readable(job)
         recipe_name, overrides = pre_check_sidecar(job, config)
         recipe = pre_check_recipe(job, config, recipe_name)
         settings = pre_check_settings(job, config, recipe, overrides)
@@ -164,16 +197,32 @@ class Worker(threading.Thread):
     def _on_step(self, job: Job, plan: Plan):
         config = self.get_config()
         last_log = [0.0]
+        saved: list = [0, None]  # the step and path of the last intermediate picture
 
         def on_step(info) -> None:
             self.marker += 1
+            if config.save_every and info.picture and info.step - saved[0] >= config.save_every:
+                saved[:] = [info.step, self._save_picture(job, plan, info) or saved[1]]
             self.progress = {"job_id": job.id, "file": job.source, "recipe": plan.recipe.name, "step": info.step,
                              "total_steps": info.total_steps, "scale": info.scale, "loss": info.loss,
-                             "eta_seconds": round(info.eta or 0.0, 1), "elapsed": round(info.elapsed, 1)}
+                             "eta_seconds": round(info.eta or 0.0, 1), "elapsed": round(info.elapsed, 1),
+                             "latest_picture": saved[1]}
             if time.monotonic() - last_log[0] >= config.progress_seconds:
                 last_log[0] = time.monotonic()
                 log.info("progress", **{k: v for k, v in self.progress.items() if k not in ("job_id", "file")})
         return on_step
+
+    def _save_picture(self, job: Job, plan: Plan, info) -> str | None:
+        """save_every: the current picture in the job's folder, as neural-style's -save_iter does; it goes
+        with the folder when the job ends (the output is in the outbox). A failure here never fails the job."""
+        fmt = plan.settings.format
+        path = job.dir / outputs.image_name(f"step-{info.step:05d}", fmt)
+        try:
+            images.write_atomic(images.encode(info.picture(), fmt, plan.settings.quality), path)
+        except OSError as exc:
+            log.warning("intermediate picture not written", error=str(exc))
+            return None
+        return str(path)
 
     def _already_written(self, job: Job, config: Config) -> bool:
         """A restart after the output was written but before the input moved: finish, don't redo.
@@ -197,12 +246,12 @@ class Worker(threading.Thread):
     def publish(self, job: Job, config: Config, plan: Plan, result, data: bytes, record: dict, **log_extra) -> None:
         """Name and write the output: the daemon alone does this, whichever executor ran the job."""
         fmt = plan.settings.format
-        folder = config.outbox / plan.recipe.name
+        folder = output_folder(job, config, plan.recipe.name)
         folder.mkdir(parents=True, exist_ok=True)
         sheet = None
         while True:  # another daemon may take the same free name between choosing and writing
             stem = outputs.choose_stem(folder, Path(job.name).stem, fmt)
-            job.output_stem = f"{plan.recipe.name}/{stem}"
+            job.output_stem = f"{folder.relative_to(config.outbox).as_posix()}/{stem}"
             self.spool.save(job)
             if config.contact_sheet:
                 sheet = folder / f"{stem}.sheet.png"
@@ -219,46 +268,29 @@ class Worker(threading.Thread):
                 log.warning("contact sheet not written", error=str(exc))
         log.info("output written", output=str(image_path), loss=result.losses["total"], steps=result.steps,
                  seconds=result.timings["total"], stop_reason=result.stop_reason, **log_extra)
+        self._event("done", file=job.source, output=str(image_path), seconds=result.timings["total"],
+                    steps=result.steps)
+
+    def _event(self, kind: str, **data) -> None:
+        """Tell the daemon (metrics, notices); a listener's fault must not fail the job."""
+        if self.on_event is not None:
+            try:
+                self.on_event(kind, data)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("event listener failed", error=f"{exc.__class__.__name__}: {exc}")
 
     def record(self, job: Job, plan: Plan, result) -> dict:
-        st = job.input.stat()
-        return {
-            "job_id": job.id, "recipe": plan.recipe.name, "source": job.source,
-            "input": {"name": job.name, "bytes": st.st_size, "sha256": sha256_file(job.input),
-                      "size": list(plan.content.size)},
-            "styles": [{"name": r.path.name, "path": str(r.path), "weight": r.weight, "sha256": sha256_file(r.path)}
-                       for r in plan.recipe.styles],
-            "versions": versions(), "host": socket.gethostname(), "attempts": job.attempts,
-            "queued_at": job.queued_at, "claimed_at": job.claimed_at, "started_at": job.started_at,
-            "finished_at": now_iso(), "optimizing_seconds": result.timings["total"],
-            **result.log(),
-        }
+        """The JSON log (pipeline/daemon/joblog.py); plans the input's name in done/ so the log can say it."""
+        keep = self.get_config().after_success == "move"
+        return joblog.build(job, plan, result, self.spool.plan_done(job) if keep else None)
 
-    # --- failures ---------------------------------------------------------------------------
-    def _fail(self, job: Job, reason: Reason, message: str, fix: str) -> None:
-        kept = self.spool.fail(job, reason, message, fix)
-        self._remember(job, reason, message)
-        log.warning("job failed", reason=str(reason), message=message, fix=fix, kept_as=str(kept))
-
-    def _transient(self, job: Job, exc: Exception) -> None:
-        config = self.get_config()
-        message = f"{exc.__class__.__name__}: {exc}"[:500]
-        job.last_error = message
-        if job.attempts >= config.max_attempts:
-            self._fail(job, Reason.GAVE_UP, f"failed {job.attempts} times; last error: {message}",
-                       "Check the log for this job_id; if the machine was at fault (disk, memory), drop the file again")
-            return
-        delay = config.retry_backoff_seconds * 2 ** (job.attempts - 1)
-        job.not_before = time.time() + delay
-        self.spool.save(job)
-        self.retry.append(job)
-        self._remember(job, "transient", message)
-        log.warning("transient failure, will retry", error=message, retry_in=delay, attempt=job.attempts,
-                    disk_full=isinstance(exc, OSError) and exc.errno == errno.ENOSPC)
-
-    def _remember(self, job: Job, reason: str, message: str) -> None:
-        self.last_errors = (self.last_errors + [{"file": job.source, "reason": str(reason), "message": message,
-                                                 "at": now_iso()}])[-5:]
+    def complete_job(self, job: Job, config: Config) -> Path | None:
+        """The input to done/ under the name the log recorded (fixed in the log if another daemon took it)."""
+        planned = job.kept_as
+        kept = self.spool.complete(job, keep_input=config.after_success == "move")
+        if kept and planned and kept.name != planned and job.output_stem:
+            joblog.amend_kept(config.outbox / f"{job.output_stem}.json", kept)
+        return kept
 
 
 # --- the pre-checks, in order ------------------------------------------------------------------
@@ -273,6 +305,16 @@ def pre_check_regular_file(job: Job) -> None:
         raise JobFailure(Reason.NOT_REGULAR, "is not a regular file", "Drop a picture file")
     if st.st_size == 0:
         raise JobFailure(Reason.EMPTY, "is empty (0 bytes)", "The copy did not finish; drop the file again")
+
+
+def pre_check_readable(job: Job) -> None:
+    """An unreadable photo is a permissions problem, not a broken picture: the fix is chmod, not a new copy."""
+    try:
+        open(job.input, "rb").close()
+    except PermissionError as exc:
+        raise JobFailure(Reason.NO_PERMISSION, f"the service user {service_user()} cannot read it ({exc.strerror})",
+                         f"Make {job.source} readable (chmod a+r, or chown to the service user) and drop it "
+                         "again") from exc
 
 
 def pre_check_sidecar(job: Job, config: Config) -> tuple[str | None, dict]:
@@ -290,15 +332,27 @@ def pre_check_sidecar(job: Job, config: Config) -> tuple[str | None, dict]:
 
 
 def pre_check_recipe(job: Job, config: Config, from_sidecar: str | None) -> Recipe:
-    """Sidecar, then the inbox sub-folder, then the default recipe."""
-    name = from_sidecar or job.recipe_folder or config.default_recipe
-    if name not in config.recipes:
-        import difflib
-        guess = difflib.get_close_matches(name, list(config.recipes), n=1)
-        hint = f"did you mean {guess[0]!r}? " if guess else ""
-        raise JobFailure(Reason.UNKNOWN_RECIPE, f"no recipe named {name!r} (from the folder inbox/{name}/)",
-                         f"{hint}Drop it into one of: {', '.join(config.recipes)}, or the inbox itself")
-    return config.recipes[name]
+    """Sidecar, then the first inbox folder when it names a recipe, then the default recipe.
+
+    Any other folder (an album copied in) takes the default recipe, except one a typo away from a recipe
+    name (``stary/``): styling a batch with the wrong recipe all night is worse than saying so at once.
+    """
+    folder = job.recipe_folder
+    if from_sidecar is None and folder and folder not in config.recipes:
+        guess = difflib.get_close_matches(folder, list(config.recipes), n=1, cutoff=0.85)
+        if guess:
+            raise JobFailure(Reason.UNKNOWN_RECIPE, f"no recipe named {folder!r} (from the folder inbox/{folder}/)",
+                             f"did you mean {guess[0]!r}? Rename the folder; recipes: {', '.join(config.recipes)}")
+    return config.recipes[from_sidecar or (folder if folder in config.recipes else config.default_recipe)]
+
+
+def output_folder(job: Job, config: Config, recipe: str) -> Path:
+    """outbox/<recipe>/ plus the folders the photo lay in below its recipe folder (inbox/starry/vacation/x.jpg
+    and inbox/vacation/x.jpg both give outbox/starry/vacation/)."""
+    parts = Path(job.source).parts[:-1]
+    if parts and parts[0] in config.recipes:
+        parts = parts[1:]
+    return config.outbox.joinpath(recipe, *parts)
 
 
 def pre_check_settings(job: Job, config: Config, recipe: Recipe, overrides: dict) -> Settings:

@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import io
 import os
-import secrets
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ImageError
+
+if TYPE_CHECKING:  # torch and numpy load where arrays are made: `validate` and `status` decode styles without them
+    import torch
 
 DEFAULT_MAX_PIXELS = 50_000_000
 FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
@@ -55,6 +56,8 @@ def _check_pixels(img: Image.Image, path: Path, max_pixels: int) -> None:
 def to_8bit(img: Image.Image) -> Image.Image:
     """RGB, or RGBA where the picture has transparency; CMYK, palette, grey and 16-bit handled."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        import numpy as np
+
         array = np.asarray(img, dtype=np.float64)
         peak = 65535.0 if img.mode.startswith("I;16") or array.max() > 255 else 255.0  # a dark 16-bit stays dark
         img = Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
@@ -97,6 +100,9 @@ def resize_once(img: Image.Image, hw: tuple[int, int]) -> Image.Image:
 
 def to_tensor(img: Image.Image, device: torch.device | str = "cpu") -> torch.Tensor:
     """(1, 3, H, W) float32 RGB in 0-255 pixel units."""
+    import numpy as np
+    import torch
+
     array = np.asarray(img.convert("RGB"), dtype=np.float32)
     return torch.from_numpy(array.copy()).permute(2, 0, 1).unsqueeze(0).to(device)
 
@@ -107,6 +113,8 @@ def to_image(pixels: torch.Tensor) -> Image.Image:
 
 
 def resize_tensor(pixels: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    import torch
+
     if tuple(pixels.shape[-2:]) == hw:
         return pixels
     return torch.nn.functional.interpolate(pixels, size=hw, mode="bicubic", align_corners=False).clamp(0, 255)
@@ -128,22 +136,8 @@ def encode(img: Image.Image, fmt: str = "png", quality: int = 92, alpha: Image.I
 
 def write_atomic(data: bytes, path: str | Path, replace: bool = True) -> Path:
     """Temp file in the same folder, fsync, then rename (or, with replace=False, link: never overwrites)."""
-    path = Path(path)
-    # Not mkstemp: its 0600 mode would stick to the output; 0666 here is narrowed by the umask like any file.
-    tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if replace:
-            os.replace(tmp, path)
-        else:
-            os.link(tmp, path)  # FileExistsError when the name is taken
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    from ..fsio import write_atomic as _write_atomic  # the one atomic writer: pid + random temp names
+    return _write_atomic(data, path, replace=replace)
 
 
 def save(img: Image.Image, path: str | Path, fmt: str | None = None, quality: int = 92,
@@ -163,6 +157,8 @@ def luminance(img: Image.Image) -> Image.Image:
 
 def match_luminance(style_y: Image.Image, content_y: Image.Image) -> Image.Image:
     """Shift and scale the style's luminance to the content's mean and spread, as the paper does."""
+    import numpy as np
+
     s = np.asarray(style_y.convert("L"), dtype=np.float64)
     c = np.asarray(content_y.convert("L"), dtype=np.float64)
     matched = (s - s.mean()) * (c.std() / max(s.std(), 1e-6)) + c.mean()

@@ -42,6 +42,8 @@ class StepInfo:
     tv: float
     elapsed: float
     eta: float | None
+    picture: Callable[[], object] | None = None
+    """The current pixels as a PIL picture, made only when called (the daemon's save_every)."""
 
 
 @dataclass
@@ -80,6 +82,7 @@ class Monitor:
     started: float = field(default_factory=time.perf_counter)
     elapsed_before: float = 0.0
     cancelled: bool = False
+    render: Callable[[torch.Tensor], object] | None = None  # pixels -> picture, for StepInfo.picture
 
     @property
     def elapsed(self) -> float:
@@ -97,7 +100,8 @@ class Monitor:
         elapsed = self.elapsed
         rate = elapsed / max(self.step_count, 1)
         info = StepInfo(self.step_count, self.total_steps, self.scale, self.n_scales, self.size, loss,
-                        *parts, elapsed, rate * (self.total_steps - self.step_count))
+                        *parts, elapsed, rate * (self.total_steps - self.step_count),
+                        (lambda: self.render(pixels)) if self.render else None)
         if self.step_count % self.log_every == 0 or self.step_count == self.total_steps:
             self.curve.append({"step": self.step_count, "scale": self.scale, "loss": loss,
                                **dict(zip(PART_NAMES, parts)), "elapsed": round(elapsed, 3)})

@@ -32,12 +32,15 @@ class Settings:
     lr: float = 0.0
     """Adam step in 0-255 pixel units; 0 means the optimizer's default (Adam: 2.0)."""
     init: Literal["content", "noise", "style"] = "content"
+    """The starting picture: content (the photo), noise (seeded), or style (the painting, resized)."""
     seed: int = 0
+    """Random seed (for noise init); the same seed and device give the same pixels."""
     style_strength: float = 1.0
     """1.0 = the reference notebook's balance; the actual style_weight follows the weights' kind."""
     style_weight: float | None = None
     """Raw style weight; overrides style_strength when set."""
     content_weight: float = 1.0
+    """Weight of the content (conv4_2) term; style_strength sets the style side of the balance."""
     tv_weight: float = 0.0
     """Total-variation weight, relative to the content term at 0-255 scale."""
     layer_weights: tuple[float, ...] = (1.0, 0.8, 0.5, 0.3, 0.1)
@@ -57,16 +60,23 @@ class Settings:
     early_stop_tol: float = 1e-3
     """Stop when the loss improved by less than this fraction over ``early_stop_window`` steps; 0 = off."""
     early_stop_window: int = 20
+    """Steps over which early_stop_tol is measured."""
     lbfgs_history: int = 20
+    """L-BFGS memory: how many past steps shape the next direction."""
     log_every: int = 10
     """Record the loss curve every k steps (also the only host syncs for Adam)."""
     checkpoint_every: int = 25
+    """Write the checkpoint (when one is given) every k steps."""
     device: str = "auto"
+    """auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps; a missing device is an error, not a fallback."""
     precision: Literal["auto", "fp32", "tf32", "bf16"] = "auto"
+    """CUDA only: auto and tf32 allow TF32 matmuls, bf16 runs the network under bfloat16 autocast; CPU is fp32."""
     max_pixels: int = 50_000_000
     """Refuse inputs with more pixels than this (decompression-bomb guard)."""
     format: Literal["png", "jpeg", "webp"] = "png"
+    """Output encoding; the CLI takes it from the output file's extension."""
     quality: int = 92
+    """JPEG and WebP quality, 1-100."""
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)

@@ -19,6 +19,7 @@ from PIL import Image
 
 from ..errors import Cancelled, EngineError
 from . import images, shapes
+from .device import pick_device
 from .losses import ContentLoss, StyleLoss, StyleTargets, TotalLoss, gram
 from .optimize import (Monitor, NonFinite, Problem, StepInfo, is_blank, run_adam, run_lbfgs,
                        run_projected_lbfgs)
@@ -60,16 +61,6 @@ class Result:
             "canvas": list(self.canvas) if self.canvas else None,
             "weights": {"path": self.weights.path, "kind": self.weights.kind, "sha256": self.weights.sha256},
         }
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def digest(img: Image.Image) -> str:
@@ -217,6 +208,7 @@ class _Run:
         self.monitor = Monitor(sum(self.steps_per_level), len(self.levels), settings.log_every,
                                settings.early_stop_tol, settings.early_stop_window, on_step, should_stop,
                                self._save if self.checkpoint else None, settings.checkpoint_every)
+        self.monitor.render = self._picture
         self.level_index = 0
         self.retries: list[str] = []
         self.timings: dict[str, float] = {"style_targets": 0.0}
@@ -315,6 +307,11 @@ class _Run:
                        keep_in_range=s.keep_in_range)
         lr = (s.lr or ADAM_DEFAULT_LR) * (0.5 if gentle else 1.0)
         return run_adam(problem, x, steps, self.monitor, lr=lr, keep_in_range=s.keep_in_range, state=opt_state)
+
+    def _picture(self, pixels: torch.Tensor) -> Image.Image:
+        """The picture these pixels would give if the run ended now (for intermediate saves)."""
+        image = images.to_image(pixels)
+        return images.recombine_colour(image, self.original_content) if self.settings.preserve_color else image
 
     # --- checkpoints ----------------------------------------------------------------------
     def _save(self, pixels: torch.Tensor, opt_state: dict) -> None:

@@ -1,0 +1,125 @@
+"""`notify:` tell a person when the night's queue is empty and when a photo fails (issue 11, item 16).
+
+The target is one string in the config:
+- an ``http://`` or ``https://`` URL: the message is POSTed as plain text with a ``Title`` header, which is
+  what ntfy (``https://ntfy.sh/TOPIC``) and most webhook relays take;
+- any other ``scheme://`` URL (``mailto://``, ``tgram://``, ``discord://`` ...): sent with apprise when it is
+  installed (``pip install apprise``); `validate` says so when it is not;
+- anything else is a command, split like a shell would (no shell runs): ``{event}``, ``{title}``,
+  ``{message}`` in its arguments are replaced, the message is also on its stdin, and the environment has
+  STYLE_PIPELINE_EVENT, STYLE_PIPELINE_TITLE and STYLE_PIPELINE_MESSAGE.
+
+Sending runs on its own thread with a timeout and never raises: a dead webhook must not stop the night.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import queue
+import shlex
+import subprocess
+import threading
+import time
+import urllib.request
+from urllib.parse import urlsplit
+
+import structlog
+
+log = structlog.get_logger("style-pipeline.alerts")
+TIMEOUT = 20.0
+
+
+def check_target(target: str) -> str | None:
+    """What is wrong with a `notify:` value, or None."""
+    scheme = urlsplit(target).scheme if "://" in target else ""
+    if scheme and scheme not in ("http", "https") and importlib.util.find_spec("apprise") is None:
+        return (f"{scheme}:// URLs are sent with apprise, which is not installed: `pip install apprise`, "
+                "or use an https:// URL or a command")
+    if not scheme:
+        try:
+            words = shlex.split(target)
+        except ValueError as exc:
+            return f"cannot split the command ({exc}); check its quotes"
+        if not words:
+            return "is empty; give a command or a URL"
+    return None
+
+
+def send(target: str, event: str, title: str, message: str) -> bool:
+    """Deliver one notice now; True when it went out. Logs and swallows every failure."""
+    try:
+        if urlsplit(target).scheme in ("http", "https"):
+            request = urllib.request.Request(target, data=message.encode(), method="POST",
+                                             headers={"Title": title, "Tags": event,
+                                                      "Content-Type": "text/plain; charset=utf-8"})
+            with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+                return 200 <= response.status < 300
+        if "://" in target:
+            import apprise
+            notifier = apprise.Apprise()
+            notifier.add(target)
+            return bool(notifier.notify(title=title, body=message))
+        words = [w.replace("{event}", event).replace("{title}", title).replace("{message}", message)
+                 for w in shlex.split(target)]
+        env = {**os.environ, "STYLE_PIPELINE_EVENT": event, "STYLE_PIPELINE_TITLE": title,
+               "STYLE_PIPELINE_MESSAGE": message}
+        done = subprocess.run(words, input=message.encode(), env=env, timeout=TIMEOUT, capture_output=True)
+        if done.returncode != 0:
+            log.warning("notify command failed", code=done.returncode, stderr=done.stderr.decode(errors="replace")[-300:])
+        return done.returncode == 0
+    except Exception as exc:  # noqa: BLE001 - a notice must never stop the daemon
+        log.warning("notify failed", target=_safe(target), error=f"{exc.__class__.__name__}: {exc}")
+        return False
+
+
+def _safe(target: str) -> str:
+    """The target without a password or token in the URL, for the log."""
+    parts = urlsplit(target)
+    return f"{parts.scheme}://{parts.hostname or ''}" if parts.scheme else shlex.split(target)[0]
+
+
+class Alerts:
+    """Counts the current batch from the worker's events; sends a notice per failure and one when the
+    queue empties after work. Events arrive on the worker's thread, ticks on the main loop's; one sender
+    thread delivers the notices in order."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.styled = self.failed = 0
+        self.outbox: queue.Queue = queue.Queue()
+        self.sender: threading.Thread | None = None
+
+    def on_event(self, target: str | None, kind: str, data: dict) -> None:
+        with self.lock:
+            self.styled += kind == "done"
+            self.failed += kind == "failed"
+        if kind == "failed" and target:
+            self._post(target, "failed", f"style-pipeline: {data.get('file')} failed",
+                       f"{data.get('file')}: {data.get('reason')}: {data.get('message')}; fix: {data.get('fix')}")
+
+    def tick(self, target: str | None, drained: bool) -> None:
+        """Called each pass: once the queue is empty after work, one summary notice."""
+        if not drained:
+            return
+        with self.lock:
+            styled, failed, self.styled, self.failed = self.styled, self.failed, 0, 0
+        if target and (styled or failed):
+            self._post(target, "queue_empty", "style-pipeline: the queue is empty",
+                       f"{styled} styled, {failed} failed; nothing left in the inbox")
+
+    def _post(self, *notice: str) -> None:
+        self.outbox.put(notice)
+        if self.sender is None:
+            self.sender = threading.Thread(target=self._send_all, name="notify", daemon=True)
+            self.sender.start()
+
+    def _send_all(self) -> None:
+        while True:
+            send(*self.outbox.get())
+            self.outbox.task_done()
+
+    def flush(self, timeout: float = 2 * TIMEOUT) -> None:
+        """At shutdown: let the notices in flight go out (bounded), so `once` delivers its summary."""
+        deadline = time.monotonic() + timeout
+        while self.outbox.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.05)

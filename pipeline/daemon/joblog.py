@@ -1,0 +1,60 @@
+"""The JSON log beside each output (``outbox/<recipe>/<stem>.json``): one documented schema.
+
+The README's table "The JSON log" lists every key; tests/test_joblog.py reads that table and checks a real
+job's log against it, so the two cannot drift apart. Bump SCHEMA_VERSION when a key changes meaning.
+
+Conventions: sizes are [width, height] everywhere (input, output, scales); loss parts are weighted (they
+add up to ``total``), the raw parts are in ``losses_unweighted``; ``settings`` holds resolved values only.
+"""
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+from ..engine import images
+from ..progress import sha256_file, versions
+from .spool import Job, now_iso
+
+SCHEMA_VERSION = 1
+PARTS = ("content", "style", "tv")
+
+
+def build(job: Job, plan, result, kept: Path | None) -> dict:
+    """The record of one job, from the engine's (or a Ray actor's) result log; ``output`` is completed by
+    outputs.write (name, sha256, bytes)."""
+    run = result.log()
+    settings = {**run["settings"], "style_weight": run["style_weight"]}
+    weights = dict(zip(PARTS, (settings["content_weight"], settings["style_weight"], settings["tv_weight"])))
+    raw = run["losses"]
+    return {
+        "schema_version": SCHEMA_VERSION, "job_id": job.id, "recipe": plan.recipe.name, "source": job.source,
+        "input": {"name": job.name, "bytes": job.input.stat().st_size, "sha256": sha256_file(job.input),
+                  "size": list(plan.content.size), "kept_as": str(kept) if kept else None},
+        "styles": [{"name": r.path.name, "path": str(r.path), "weight": r.weight, "sha256": sha256_file(r.path)}
+                   for r in plan.recipe.styles],
+        "settings": settings, "weights": run["weights"], "versions": versions(), "device": run["device"],
+        "host": socket.gethostname(), "attempts": job.attempts, "crashes": job.crashes, "queued_at": job.queued_at,
+        "claimed_at": job.claimed_at, "started_at": job.started_at, "finished_at": now_iso(),
+        "optimizing_seconds": run["timings"]["total"],
+        "timings": {k: v for k, v in run["timings"].items() if k != "load_weights"},  # once, at start: not per job
+        "losses": {"total": raw["total"], **{k: raw[k] * weights[k] for k in PARTS}},
+        "losses_unweighted": {k: raw[k] for k in PARTS},
+        "curve": [_weighted(point, weights) for point in run["curve"]],
+        "steps": run["steps"], "stop_reason": run["stop_reason"],
+        "scales": [[w, h] for h, w in run["scales"]],  # the engine's levels are (height, width)
+        "retries": run["retries"], "resumed_from_step": run["resumed_from_step"],
+        "output": {"size": list(result.image.size)}, "contact_sheet": None,
+    }
+
+
+def _weighted(point: dict, weights: dict[str, float]) -> dict:
+    """A curve point with its parts weighted, as in ``losses``."""
+    return {**point, **{k: point[k] * weights[k] for k in PARTS if isinstance(point.get(k), (int, float))}}
+
+
+def amend_kept(log_path: Path, kept: Path) -> None:
+    """The input's name in done/ changed between planning and moving (another daemon took it): fix the log."""
+    record = json.loads(log_path.read_text(encoding="utf-8"))
+    record["input"]["kept_as"] = str(kept)
+    images.write_atomic(json.dumps(record, indent=2, ensure_ascii=False).encode(), log_path)

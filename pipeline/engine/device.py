@@ -1,0 +1,58 @@
+"""Which device a run uses, checked before any work starts.
+
+A wrong name (``banana``) is refused without importing torch; a device that does not exist here (``cuda`` on a
+CPU-only box) is one line that says what was asked, what exists, and what to do, instead of torch's traceback.
+"""
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from ..errors import DeviceError
+
+if TYPE_CHECKING:
+    import torch
+
+NAMES = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+CHOICES = "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps"
+
+
+def check_name(name: str) -> None:
+    """The spelling only (no torch): the CLI and `validate` call this before anything slow."""
+    if not isinstance(name, str) or not NAMES.fullmatch(name):
+        raise DeviceError(f"unknown device {name!r}", fix=f"Use {CHOICES}")
+
+
+def available() -> list[str]:
+    """The devices torch can use on this machine, e.g. ['cpu', 'cuda:0']."""
+    import torch
+
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        found.append("mps")
+    return found
+
+
+def pick_device(name: str = "auto") -> "torch.device":
+    import torch
+
+    check_name(name)
+    found = available()
+    if name == "auto":
+        return torch.device(next((d for d in ("cuda:0", "mps") if d in found), "cpu").split(":")[0])
+    if (f"{name}:0" if name == "cuda" else name) not in found:
+        raise DeviceError(f"device {name!r} was asked for, but {_why(name, torch)}; devices here: {', '.join(found)}",
+                          fix="Use one of those, or auto")
+    return torch.device(name)
+
+
+def _why(name: str, torch) -> str:
+    if name.startswith("cuda") and torch.version.cuda is None:
+        return f"this torch ({torch.__version__}) was built without CUDA"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        return "torch sees no CUDA GPU (check `nvidia-smi` and the driver)"
+    if name.startswith("cuda"):
+        return f"torch sees {torch.cuda.device_count()} CUDA GPU(s)"
+    return "this torch has no MPS (Apple GPU) support here"

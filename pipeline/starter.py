@@ -1,0 +1,44 @@
+"""`style-pipeline init DIR`: a new install that needs nothing from the source tree.
+
+It writes the starter config (the shipped config.yaml, with styles_dir pointing at DIR/styles), copies the shipped
+styles there, validates the result and makes the folders, so `run` and `install-service` work on it at once.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from .errors import PipelineError
+
+PACKAGE = Path(__file__).resolve().parent
+STARTER = PACKAGE / "templates" / "config.yaml"
+SHIPPED_STYLES = PACKAGE / "assets" / "styles"
+
+
+def init_dir(target: Path) -> Path:
+    """Set up target and return its config path; never overwrites a config or a style that is already there."""
+    from .daemon.config import ConfigError, load
+    from .daemon.config_build import check_folders
+
+    target = target.resolve()
+    config_path = target / "config.yaml"
+    if config_path.exists():
+        raise PipelineError("a config is already there", path=config_path,
+                            fix="Keep it (check it with `style-pipeline validate`), or init another folder")
+    try:
+        (target / "styles").mkdir(parents=True, exist_ok=True)
+        for style in sorted(SHIPPED_STYLES.iterdir()):
+            if not (target / "styles" / style.name).exists():
+                shutil.copy2(style, target / "styles" / style.name)
+        config_path.write_text(STARTER.read_text(encoding="utf-8"), encoding="utf-8")
+    except OSError as exc:
+        raise PipelineError(f"cannot write there ({exc.strerror})", path=exc.filename or target,
+                            fix="Pick a folder you can write to") from exc
+    try:
+        config = load(config_path)
+    except ConfigError as exc:  # the shipped starter itself is broken: a bug, but say it plainly
+        raise PipelineError(f"the starter config does not validate: {exc}", path=config_path) from exc
+    problems = check_folders(config)
+    if problems:
+        raise PipelineError("cannot make the folders: " + "; ".join(problems), path=target)
+    return config_path

@@ -1,0 +1,59 @@
+"""Issue 11 item 12: `style-pipeline init DIR` makes an install that needs nothing from the source tree."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from daemon_helpers import ROOT, STYLES
+from pipeline import cli
+from pipeline.daemon.config import load
+
+
+def test_init_makes_a_valid_install_with_its_own_styles(tmp_path, capsys):
+    site = tmp_path / "new" / "site"
+    assert cli.main(["init", str(site)]) == 0
+    config = load(site / "config.yaml")
+    assert config.styles_dir == site / "styles"
+    assert sorted(p.name for p in (site / "styles").iterdir()) == sorted(p.name for p in STYLES.iterdir())
+    for recipe in config.recipes.values():
+        assert all(style.path.parent == site / "styles" for style in recipe.styles)
+    for folder in (site / "inbox", site / "outbox", site / "spool" / "work", site / "spool" / "done",
+                   site / "spool" / "failed", *(site / "inbox" / name for name in config.recipes)):
+        assert folder.is_dir(), folder
+    out = capsys.readouterr().out
+    assert f"style-pipeline validate --config {site / 'config.yaml'}" in out
+
+
+def test_init_never_overwrites_a_config(tmp_path, capsys):
+    (tmp_path / "config.yaml").write_text("# mine\n")
+    assert cli.main(["init", str(tmp_path)]) == 2
+    assert (tmp_path / "config.yaml").read_text() == "# mine\n"
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "already there" in err and str(tmp_path / "config.yaml") in err
+
+
+def test_init_then_once_runs_without_the_source_tree(tmp_path):
+    """From a folder outside the checkout, with the shipped recipes shrunk to test size: a real pass."""
+    site = tmp_path / "site"
+    assert cli.main(["init", str(site)]) == 0
+    text = (site / "config.yaml").read_text()
+    text = text.replace("  size: 384", "  size: 32").replace("  steps: 100", "  steps: 2").replace(
+        "settle_seconds: 2 ", "settle_seconds: 0 ").replace("contact_sheet: true", "contact_sheet: false")
+    (site / "config.yaml").write_text(text)
+    (site / "inbox" / "rocket.jpg").write_bytes((ROOT / "pipeline" / "assets" / "samples" / "rocket.jpg").read_bytes())
+    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "once", "--config", str(site / "config.yaml")],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert [p.name for p in (site / "outbox" / "starry").glob("rocket.*")] != []
+    assert (site / "spool" / "done" / "rocket.jpg").is_file()
+
+
+def test_the_starter_config_is_the_shipped_one_with_its_own_styles_dir():
+    """One config to keep up to date: the starter differs from the repository's only where it must."""
+    shipped = (ROOT / "config.yaml").read_text().splitlines()
+    starter = (ROOT / "pipeline" / "templates" / "config.yaml").read_text().splitlines()
+    body = [line for line in starter if not line.startswith(("#", "styles_dir:"))]
+    assert body == [line for line in shipped if not line.startswith(("#", "styles_dir:"))]
+    assert any(line.startswith("styles_dir: styles ") for line in starter)

@@ -1,0 +1,69 @@
+"""Issue 11, item 4: a real job's JSON log against the README's table, key by key."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+from daemon_helpers import ROOT, SAMPLES, make_config
+from pipeline.daemon.daemon import Daemon
+from pipeline.engine.settings import field_names
+
+RAY_ONLY = {"executor", "worker", "lost_attempts"}
+
+
+def readme_table() -> dict[str, list[str]]:
+    """{key: [fields]} from the README's "The JSON log" table; "every engine setting" -> ["*"]."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## The JSON log", 1)[1].split("\n## ", 1)[0]
+    table: dict[str, list[str]] = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 3 or not cells[0].startswith("`"):
+            continue
+        fields = ["*"] if "every engine setting" in cells[1] else re.findall(r"`([^`]+)`", cells[1])
+        for key in re.findall(r"`([^`]+)`", cells[0]):
+            table[key] = fields
+    return table
+
+
+def test_the_log_matches_the_readme_table(tmp_path, engine, torch_threads):
+    config = make_config(tmp_path, defaults={"size": 72, "steps": 4, "scales": 2, "coarse_steps": 2, "log_every": 1,
+                                             "tv_weight": 0.5, "early_stop_tol": 0})
+    shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / "rocket.jpg")
+    (tmp_path / "spool" / "done").mkdir(parents=True)
+    (tmp_path / "spool" / "done" / "rocket.jpg").write_bytes(b"an earlier rocket")
+    assert Daemon(config, once=True, engine=engine).run() == 0
+    log = json.loads((tmp_path / "outbox" / "starry" / "rocket.json").read_text())
+    table = readme_table()
+
+    assert set(log) == set(table) - RAY_ONLY, "every key documented, every documented key present"
+    for key, fields in table.items():
+        if key in RAY_ONLY or not fields:
+            continue
+        value = log[key][0] if isinstance(log[key], list) else log[key]
+        expected = set(field_names()) if fields == ["*"] else set(fields)
+        assert set(value) == expected, key
+
+    assert log["schema_version"] == 1
+    assert log["settings"]["style_weight"] == 1e-5  # resolved for the caffe weights, not null
+    with Image_open(tmp_path / "outbox" / "starry" / "rocket.png") as out:
+        assert log["output"]["size"] == list(out.size)
+    width, height = log["input"]["size"]
+    assert width > height  # rocket.jpg is landscape: [w, h]
+    assert log["scales"][-1] == log["output"]["size"] and log["scales"][-1][0] > log["scales"][-1][1]
+    assert "load_weights" not in log["timings"]
+    weighted = log["losses"]
+    assert abs(weighted["content"] + weighted["style"] + weighted["tv"] - weighted["total"]) <= 1e-3 * weighted["total"]
+    assert weighted["style"] == log["losses_unweighted"]["style"] * 1e-5
+    for point in log["curve"]:
+        assert abs(point["content"] + point["style"] + point["tv"] - point["loss"]) <= 1e-3 * point["loss"]
+    kept = Path(log["input"]["kept_as"])
+    assert kept == tmp_path / "spool" / "done" / "rocket-1.jpg"
+    assert kept.read_bytes() == (SAMPLES / "rocket.jpg").read_bytes()
+
+
+def Image_open(path):
+    from PIL import Image
+    return Image.open(path)

@@ -1,0 +1,84 @@
+"""Issue 11 item 11: `validate` binds max_size to recipes, refuses max_attempts 0, sorts by line, names the file."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from daemon_helpers import ROOT, STYLES
+from pipeline.daemon.config import load
+from test_daemon_parts import problems_of
+
+
+def test_max_size_binds_defaults_and_recipes_not_only_sidecars(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(f"""styles_dir: {STYLES}
+max_size: 2048
+defaults:
+  size: 64000
+recipes:
+  big:
+    styles: [starry_night.jpg]
+    size: 3000
+  inherits:
+    styles: [the_scream.jpg]
+""")
+    found = problems_of(path)
+    assert found == ["config.yaml:4: defaults.size: 64000 is over max_size 2048; lower it or raise max_size",
+                     "config.yaml:8: recipes.big.size: 3000 is over max_size 2048; lower it or raise max_size"]
+
+
+def test_a_recipe_within_max_size_passes(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(f"styles_dir: {STYLES}\nmax_size: 512\ndefaults: {{size: 512}}\n"
+                    "recipes:\n  a: {styles: [starry_night.jpg], size: 256}\n")
+    assert load(path).recipes["a"].settings.size == 256
+
+
+@pytest.mark.parametrize("line, message", [
+    ("max_attempts: 0", "max_attempts: must be >= 1 (got 0)"),
+    ("max_size: 8", "max_size: must be >= 16 (got 8)"),
+    ("device: banana", "device: unknown device 'banana'"),
+    ("device: cuda:x", "device: unknown device 'cuda:x'"),
+])
+def test_values_that_would_fail_every_photo_are_refused(tmp_path, line, message):
+    path = tmp_path / "config.yaml"
+    path.write_text(f"styles_dir: {STYLES}\n{line}\nrecipes:\n  a: {{styles: [starry_night.jpg]}}\n")
+    assert any(p.startswith(f"config.yaml:2: {message}") for p in problems_of(path)), problems_of(path)
+
+
+def test_problems_come_in_file_order(tmp_path):
+    """Unknown keys were listed first, then styles_dir, then the rest in check order."""
+    path = tmp_path / "config.yaml"
+    path.write_text(f"""recipes:
+  a: {{styles: [nope.jpg]}}
+styles_dir: {STYLES}
+max_attempts: 0
+defaults: {{size: big}}
+settle_secnds: 2
+""")
+    lines = [int(p.split(":")[1]) for p in problems_of(path)]
+    assert lines == sorted(lines) and len(lines) == 4, problems_of(path)
+
+
+def _validate(config: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", "validate", "--config", str(config)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+
+
+def test_footer_names_the_real_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("recipes: {}\n")
+    result = _validate(path)
+    assert result.returncode == 2
+    assert "FILE" not in result.stderr
+    assert result.stderr.rstrip().endswith(f"style-pipeline validate --config {path}")
+
+
+def test_a_missing_config_says_how_to_make_one(tmp_path):
+    result = _validate(tmp_path / "nowhere" / "config.yaml")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "No such file" in result.stderr and "FILE" not in result.stderr
+    assert f"style-pipeline init {tmp_path / 'nowhere'}" in result.stderr
