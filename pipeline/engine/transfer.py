@@ -247,16 +247,16 @@ class _Run:
         return shapes.pad(images.resize_tensor(picture, hw), shapes.canvas(hw))
 
     def _initial(self, hw: tuple[int, int], device: torch.device) -> torch.Tensor:
-        content = self._picture(self.content, hw, device)
+        content = self._working(self.content, hw, device)
         if self.settings.init == "noise":
             g = torch.Generator().manual_seed(self.settings.seed)
             return (torch.rand(content.shape, generator=g) * 255.0).to(device)
         if self.settings.init == "style":
-            return self._picture(self.styles[0], hw, device)
+            return self._working(self.styles[0], hw, device)
         return content
 
     @staticmethod
-    def _picture(img: Image.Image, hw: tuple[int, int], device: torch.device) -> torch.Tensor:
+    def _working(img: Image.Image, hw: tuple[int, int], device: torch.device) -> torch.Tensor:
         """A picture resized once from its original to hw, on the (padded) canvas the network sees."""
         return shapes.pad(images.to_tensor(images.resize_once(img, hw), device), shapes.canvas(hw))
 
@@ -269,7 +269,7 @@ class _Run:
             raise ValueError(f"style_blend has {len(blend)} weights for {len(parts)} styles")
         targets = parts[0] if len(parts) == 1 else StyleTargets.blend(parts, blend)
         self.timings["style_targets"] += time.perf_counter() - started
-        content = self._picture(self.content, hw, engine.device)
+        content = self._working(self.content, hw, engine.device)
         with torch.no_grad():
             content_target = engine.vgg(engine._layout(content), (CONTENT_LAYER,))[CONTENT_LAYER].float()
         total = TotalLoss(engine.vgg, ContentLoss(content_target), StyleLoss(targets, s.layer_weights),
@@ -310,7 +310,7 @@ class _Run:
 
     def _picture(self, pixels: torch.Tensor) -> Image.Image:
         """The picture these pixels would give if the run ended now (for intermediate saves)."""
-        image = images.to_image(pixels)
+        image = images.to_image(shapes.crop(pixels, self.levels[self.level_index]))  # a thin picture's canvas off
         return images.recombine_colour(image, self.original_content) if self.settings.preserve_color else image
 
     # --- checkpoints ----------------------------------------------------------------------
@@ -354,9 +354,7 @@ class _Run:
         if last != self.monitor.step_count:  # an early stop ends between logged points: close the curve
             self.monitor.curve.append({"step": self.monitor.step_count, "scale": len(self.levels), **losses,
                                        "loss": losses["total"], "elapsed": round(self.monitor.elapsed, 3)})
-        image = images.to_image(shapes.crop(pixels, self.levels[-1]))
-        if self.settings.preserve_color:
-            image = images.recombine_colour(image, self.original_content)
+        image = self._picture(pixels)
         elapsed = self.monitor.elapsed
         canvas = tuple(pixels.shape[-2:]) if tuple(pixels.shape[-2:]) != self.levels[-1] else None
         timings = {**self.timings, "total": round(elapsed, 3),
