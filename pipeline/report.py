@@ -11,6 +11,7 @@ import base64
 import io
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone

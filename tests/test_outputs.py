@@ -103,3 +103,28 @@ def test_the_daemon_never_claims_what_the_pipeline_wrote(tmp_path, engine, torch
     assert (inbox / "report.html").is_file() and (inbox / "outbox" / "starry" / "old.jpg").is_file()
     assert not list((inbox / "spool" / "failed").iterdir())
     assert [p.name for p in (inbox / "outbox" / "starry").iterdir() if p.suffix == ".png"] == ["rocket.png"]
+
+
+def test_an_outbox_or_spool_holding_the_inbox_is_refused(tmp_path):
+    import pytest
+
+    from pipeline.daemon.config import ConfigError
+
+    for key, value in (("outbox", "inbox"), ("spool", ".")):
+        with pytest.raises(ConfigError, match=f"folders.{key}: .* is the inbox or holds it"):
+            load(make_config(tmp_path / key, folders={key: value}))
+
+
+def test_the_own_file_check_never_opens_a_fifo_or_follows_a_link(tmp_path):
+    from pipeline.daemon.watcher import OWN_MARK, wanted
+
+    os.mkfifo(tmp_path / "report.html")  # open() of a FIFO blocks until a writer comes
+    mine = tmp_path / "elsewhere.html"
+    mine.write_bytes(b"<!-- " + OWN_MARK + b" -->")
+    os.symlink(mine, tmp_path / "link.html")
+    found: list[bool] = []
+    checker = threading.Thread(target=lambda: found.extend(
+        wanted(tmp_path / name, tmp_path) for name in ("report.html", "link.html", "elsewhere.html")), daemon=True)
+    checker.start()
+    checker.join(5)
+    assert found == [True, True, False], "FIFOs and links go to the worker (not_a_regular_file), unread"

@@ -157,7 +157,12 @@ def _folders(data: Any, base: Path, problems: _Problems) -> dict[str, Path] | No
         return None
     problems.unknown(("folders",), data, FOLDER_KEYS)
     defaults = {"inbox": "inbox", "outbox": "outbox", "spool": "spool"}
-    return {key: (base / str(data.get(key, default))).resolve() for key, default in defaults.items()}
+    folders = {key: (base / str(data.get(key, default))).resolve() for key, default in defaults.items()}
+    for key in ("outbox", "spool"):  # the daemon never scans its own folders: one holding the inbox would hide it
+        if _inside(folders["inbox"], folders[key]):
+            problems.add(("folders", key), f"{folders[key]} is the inbox or holds it; the daemon never scans its "
+                         "own folders, so no photo would be taken. Give it a folder of its own")
+    return folders
 
 
 def _recipes(data: Any, styles_dir: Path, defaults: Settings, problems: _Problems) -> dict[str, Recipe]:

@@ -39,6 +39,7 @@ class Reason(enum.StrEnum):
     EMPTY = "empty_file"
     BAD_IMAGE = "bad_image"
     TOO_LARGE = "too_large"
+    TOO_THIN = "too_thin"
     BAD_SIDECAR = "bad_sidecar"
     UNKNOWN_RECIPE = "unknown_recipe"
     ENGINE = "engine_failed"

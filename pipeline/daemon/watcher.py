@@ -187,15 +187,21 @@ def wanted(path: Path, inbox: Path, exclude: tuple[Path, ...] = ()) -> bool:
 def written_by_us(path: Path) -> bool:
     """A report or metrics file the pipeline wrote (its head carries OWN_MARK): never claimed as a photo.
 
-    Only text suffixes are read, and only their first 1 KB, so a scan of a full inbox stays cheap.
+    Only regular files with text suffixes are read, and only their first 1 KB, so a scan of a full inbox stays
+    cheap; a FIFO or a link is never opened (a FIFO would block the reader until someone writes to it).
     """
     if not path.name.lower().endswith(OWN_SUFFIXES):
         return False
     try:
-        with open(path, "rb") as handle:
-            return OWN_MARK in handle.read(1024)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return False
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode) and OWN_MARK in os.read(fd, 1024)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def scan(inbox: Path, exclude: tuple[Path, ...] = ()):

@@ -19,7 +19,7 @@ from typing import Callable
 import structlog
 
 from ..engine import Settings, StyleTransfer, images
-from ..errors import Cancelled, EngineError, ImageError
+from ..errors import Cancelled, EngineError, ImageError, TooThin
 from ..fsio import service_user
 from ..report import contact_sheet
 from . import joblog, outputs
@@ -162,6 +162,8 @@ class Worker(FailurePaths, threading.Thread):
             self._fail(job, failure.reason, failure.message, failure.fix)
         except EngineError as exc:
             self._fail(job, Reason.ENGINE, exc.problem, exc.fix)
+        except TooThin as exc:  # permanent: no retry makes a picture wider
+            self._fail(job, Reason.TOO_THIN, exc.problem, exc.fix)
         except Cancelled as exc:
             self._not_its_fault(job)  # a shutdown or a closing window is not the input's fault
             if self.stop.is_set():

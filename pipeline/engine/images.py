@@ -91,6 +91,13 @@ def fit(img: Image.Image, size: int) -> Image.Image:
     return img if new == img.size else img.resize(new, Image.Resampling.LANCZOS)
 
 
+def resize_once(img: Image.Image, hw: tuple[int, int]) -> Image.Image:
+    """Straight from the original to (height, width) with LANCZOS, in one step: every working copy of a
+    picture (each pyramid level, each style, each blend part) is made this way, never from a resized copy."""
+    img = img.convert("RGB")
+    return img if img.size == (hw[1], hw[0]) else img.resize((hw[1], hw[0]), Image.Resampling.LANCZOS)
+
+
 def to_tensor(img: Image.Image, device: torch.device | str = "cpu") -> torch.Tensor:
     """(1, 3, H, W) float32 RGB in 0-255 pixel units."""
     import numpy as np
