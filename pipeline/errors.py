@@ -26,6 +26,12 @@ class ImageError(PipelineError):
     code = "bad_image"
 
 
+class TooThin(ImageError):
+    """A picture too thin for the network even when padded: permanent, since a retry cannot help (issue 9)."""
+
+    code = "too_thin"
+
+
 class WeightsError(PipelineError):
     """The VGG weights are missing or unreadable."""
 

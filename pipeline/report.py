@@ -13,7 +13,6 @@ import json
 import math
 import os
 import re
-import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -232,6 +231,8 @@ def steps_text(log: dict, steps: int | None) -> str:
     if isinstance(settings.get("steps"), int):
         planned = settings["steps"] + (levels - 1) * int(_number(settings.get("coarse_steps"), 0))
     reason = str(log.get("stop_reason") or "")
+    if planned is not None and steps >= planned and reason == "early_stop":
+        reason = "steps"  # the stop test fired on the last planned step: nothing was cut short
     words = STOP_WORDS.get(reason, reason)
     count = f"{steps} of {planned}" if planned is not None and planned != steps else str(steps)
     return f"{count} ({words})" if words else count
@@ -311,23 +312,13 @@ def contact_sheet(content: Image.Image, style: Image.Image, result: Image.Image,
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    """Temp file in the target's folder (same filesystem), fsync, then os.replace.
+    """The project's one atomic writer (pipeline/fsio.py): pid + random temp name, fsync, os.replace.
 
-    os.open with mode 0o666 rather than mkstemp: mkstemp makes the file 0600, while this way the
-    process umask (UMask=0027 under systemd) decides who may read the page, as for any other file.
+    Its mode 0o666 (not mkstemp's 0600) lets the process umask (UMask=0027 under systemd) decide who
+    may read the page, as for any other file.
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    from .fsio import write_atomic
+    write_atomic(data, path)
 
 
 def _environment():

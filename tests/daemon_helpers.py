@@ -42,11 +42,12 @@ def make_config(folder: Path, **overrides) -> Path:
     return path
 
 
-def start(config: Path, *args: str, log: Path | None = None) -> subprocess.Popen:
+def start(config: Path, *args: str, log: Path | None = None, prefix: tuple[str, ...] = ()) -> subprocess.Popen:
+    """A daemon in a subprocess; ``prefix`` wraps the command (e.g. setpriv to drop root's file powers)."""
     log = log or config.parent / f"daemon-{time.monotonic_ns()}.log"
     handle = open(log, "wb")
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "--config", str(config), *args],
+    proc = subprocess.Popen([*prefix, sys.executable, "-m", "pipeline.cli", "run", "--config", str(config), *args],
                             stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
     proc.log_path = log  # type: ignore[attr-defined]
     return proc
@@ -99,3 +100,22 @@ def log_events(proc: subprocess.Popen) -> list[dict]:
         except ValueError:
             pass
     return events
+
+
+def status_json(root: Path) -> dict:
+    try:
+        return json.loads((root / "spool" / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def fill_disk(filler: Path) -> int:
+    """Write ``filler`` until the filesystem is full (ENOSPC); its size in bytes."""
+    with open(filler, "wb") as handle:
+        try:
+            while True:
+                handle.write(b"\0" * (1 << 20))
+                handle.flush()
+        except OSError:
+            pass
+    return filler.stat().st_size

@@ -66,7 +66,7 @@ def test_run_window_holds_jobs_outside_and_pauses_a_running_job(tmp_path, engine
         thread.join(60)
 
 
-def test_disk_full_is_transient_retried_and_never_loses_the_input(tmp_path, engine, monkeypatch):
+def test_disk_full_once_pauses_then_resumes_without_charging_an_attempt(tmp_path, engine, monkeypatch):
     config = make_config(tmp_path, max_attempts=3, retry_backoff_seconds=0.1)
     real_write = outputs_module.write
     calls = []
@@ -83,20 +83,20 @@ def test_disk_full_is_transient_retried_and_never_loses_the_input(tmp_path, engi
     assert daemon.run() == 0
     assert [p.name for p in outputs(tmp_path)] == ["rocket.png"]
     log = json.loads((tmp_path / "outbox" / "starry" / "rocket.json").read_text())
-    assert log["attempts"] == 2 and len(calls) == 2
+    assert log["attempts"] == 1 and len(calls) == 2, "a full disk is the machine's fault, not the photo's"
 
 
 def test_persistent_transient_failure_ends_in_failed_with_the_input_kept(tmp_path, engine, monkeypatch):
     config = make_config(tmp_path, max_attempts=2, retry_backoff_seconds=0.05)
 
-    def always_full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
+    def always_failing(*args, **kwargs):
+        raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(outputs_module, "write", always_full)
+    monkeypatch.setattr(outputs_module, "write", always_failing)
     shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / "rocket.jpg")
     assert Daemon(config, once=True, engine=engine).run() == 0
     failure = errors(tmp_path)["rocket.jpg"]
-    assert failure["code"] == "too_many_attempts" and "No space left" in failure["message"]
+    assert failure["code"] == "too_many_attempts" and "Input/output error" in failure["message"]
     assert (tmp_path / "spool" / "failed" / "rocket.jpg").read_bytes() == (SAMPLES / "rocket.jpg").read_bytes()
 
 

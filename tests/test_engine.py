@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -152,7 +153,9 @@ def test_resume_from_checkpoint(engine, content, style, tmp_path, optimizer):
     assert resumed.resumed_from_step == 10
     assert resumed.steps == 20  # the remaining 10 steps, not 20 more
     assert resumed.curve[-1]["step"] == 20
-    assert resumed.losses["total"] == pytest.approx(full.losses["total"], rel=0.01)
+    # L-BFGS's history is not in the checkpoint: it rebuilds its curvature estimate and lands near, not on, the
+    # uninterrupted run (1.25% apart at 48 px since issue 10's sharper style targets).
+    assert resumed.losses["total"] == pytest.approx(full.losses["total"], rel=0.02)
     if optimizer == "adam":  # the optimiser state is in the checkpoint: the run continues exactly
         assert resumed.image.tobytes() == full.image.tobytes()
 
@@ -325,3 +328,66 @@ def test_torchvision_state_dict(tmp_path):
     assert len(features) == 30
     assert torch.equal(features[28].weight, state["features.28.weight"])
     assert Settings().resolved_style_weight(info.kind) == 1e6
+
+
+# --- thin pictures (issue 9): padded for the network and cropped back, or refused at once --------
+
+def _strip(content: Image.Image, aspect: float, portrait: bool = False) -> Image.Image:
+    """A real photo cut to aspect:1 (or 1:aspect)."""
+    w = content.size[0]
+    h = max(1, round(w / aspect))
+    strip = content.crop((0, (content.size[1] - h) // 2, w, (content.size[1] - h) // 2 + h))
+    return strip.transpose(Image.Transpose.ROTATE_90) if portrait else strip
+
+
+@pytest.mark.parametrize("aspect, portrait", [(2.0, False), (2.5, True), (3.2, False), (5.0, False), (8.0, True)])
+def test_thin_photos_at_32_px_stylize_at_their_own_shape(engine, content, style, aspect, portrait):
+    picture = _strip(content, aspect, portrait)
+    result = engine.stylize(picture, [style], Settings(size=32, steps=2))
+    assert result.image.size == images.fit(picture, 32).size  # cropped back out of the padded canvas
+    assert min(result.canvas or result.scales[-1]) >= 16 and math.isfinite(result.losses["total"])
+    if min(result.image.size) < 16:
+        assert result.log()["canvas"] == list(result.canvas)
+
+
+def test_panorama_at_the_default_size_is_padded(engine, style):
+    panorama = Image.fromarray(np.random.default_rng(0).integers(0, 255, (100, 3000, 3), dtype=np.uint8))
+    result = engine.stylize(panorama, [style], Settings(size=384, steps=2))
+    assert result.image.size == (384, 13) and result.canvas == (16, 384)
+
+
+def test_too_thin_fails_at_once_with_the_limit_in_words(engine, style):
+    from pipeline.errors import ImageError, TooThin
+
+    panorama = Image.new("RGB", (3000, 100), (90, 120, 150))
+    started = time.perf_counter()
+    with pytest.raises(TooThin) as caught:
+        engine.stylize(panorama, [style], Settings(size=32, steps=2))
+    assert time.perf_counter() - started < 2.0  # before any VGG work
+    assert isinstance(caught.value, ImageError) and caught.value.code == "too_thin"
+    assert "at least 4 px" in caught.value.problem and "size of at least 120 px" in caught.value.fix
+
+
+# --- out of memory is per job (issue 9) ------------------------------------------------------------
+
+def test_out_of_memory_falls_back_for_that_job_only(engine, content, style, monkeypatch):
+    """An injected OutOfMemoryError, device-agnostic: 'cpu:0' stands in for the fallback device."""
+    seen: list[str] = []
+
+    def fault(device: torch.device) -> None:
+        seen.append(str(device))
+        if len(seen) <= 2:
+            raise torch.OutOfMemoryError("out of memory (injected)")
+
+    monkeypatch.setattr(engine, "fault_hook", fault)
+    monkeypatch.setattr(engine, "fallback_device", torch.device("cpu", 0))
+    first = engine.stylize(content, [style], Settings(size=300, steps=1))
+    assert seen == ["cpu", "cpu", "cpu:0"]  # 300 px, then 225 px on the same device, then the fallback
+    assert first.device == "cpu:0" and first.image.size == (225, 225)
+    assert first.log()["retries"] == [
+        "out of memory at 300 px on cpu; retried at 225 px",
+        "out of memory on cpu; this job retried on cpu:0 (the next job starts on cpu again)"]
+    assert engine.device == torch.device("cpu")
+    second = engine.stylize(content, [style], Settings(size=32, steps=1))
+    assert seen[-1] == "cpu" and second.device == "cpu" and second.retries == []
+    assert next(engine.vgg.parameters()).device == torch.device("cpu")

@@ -187,3 +187,20 @@ def test_failed_save_leaves_nothing(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
     assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")),
                           np.asarray(picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT)))
+
+
+def test_a_too_thin_picture_fails_once_as_too_thin_in_the_daemon(tmp_path, engine):
+    """Issue 9: it used to be retried 3 times as a machine fault and end as too_many_attempts."""
+    from daemon_helpers import errors, make_config
+    from pipeline.daemon.daemon import Daemon
+
+    config = make_config(tmp_path, max_attempts=3)
+    Image.new("RGB", (3000, 100), (90, 120, 150)).save(tmp_path / "inbox" / "panorama.png")
+    Image.open(SAMPLES / "coffee.jpg").crop((0, 0, 512, 200)).save(tmp_path / "inbox" / "wide.png")  # 2.6:1
+    assert Daemon(config, once=True, engine=engine).run() == 0
+    failed = errors(tmp_path)
+    assert list(failed) == ["panorama.png"], failed
+    record = failed["panorama.png"]
+    assert record["code"] == "too_thin" and record["attempts"] == 1
+    assert "4 px" in record["message"] and "120 px" in record["fix"]
+    assert [p.name for p in (tmp_path / "outbox").rglob("wide*.png")], "the 2.6:1 photo is stylized at 32 px"

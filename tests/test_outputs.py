@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import threading
 
-from daemon_helpers import SAMPLES, errors, make_config, outputs, wait_for
+from daemon_helpers import ROOT, SAMPLES, errors, make_config, outputs, wait_for
 from pipeline.daemon import status as status_module
 from pipeline.daemon.config import load
 from pipeline.daemon.daemon import Daemon
@@ -44,6 +45,15 @@ def test_done_counts_photos_only_and_pairs_keep_one_name(tmp_path, engine, torch
     assert json.loads((failed / "bad-1.txt.error.json").read_text())["sidecar"] == "bad-1.yaml"
     data = status_module.read(load(config))
     assert (data["done"], data["failed"], data["queue"]) == (3, 1, 0)  # photos, not sidecars
+    assert set(data) == readme_status_fields(), "status --json: one name per fact, each documented"
+    assert data["recent_failures"][-1]["code"] == "bad_image" and data["state"] == "not running"
+
+
+def readme_status_fields() -> set[str]:
+    """The field names in the README's `status --json` table."""
+    section = (ROOT / "README.md").read_text().split("## Watching it run", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1] for line in section.splitlines() if line.strip().startswith("| `")]
+    return {name for row in rows for name in re.findall(r"`([^`]+)`", row)}
 
 
 def test_photos_at_any_depth_keep_their_path_and_are_counted(tmp_path, engine, torch_threads):
@@ -93,3 +103,28 @@ def test_the_daemon_never_claims_what_the_pipeline_wrote(tmp_path, engine, torch
     assert (inbox / "report.html").is_file() and (inbox / "outbox" / "starry" / "old.jpg").is_file()
     assert not list((inbox / "spool" / "failed").iterdir())
     assert [p.name for p in (inbox / "outbox" / "starry").iterdir() if p.suffix == ".png"] == ["rocket.png"]
+
+
+def test_an_outbox_or_spool_holding_the_inbox_is_refused(tmp_path):
+    import pytest
+
+    from pipeline.daemon.config import ConfigError
+
+    for key, value in (("outbox", "inbox"), ("spool", ".")):
+        with pytest.raises(ConfigError, match=f"folders.{key}: .* is the inbox or holds it"):
+            load(make_config(tmp_path / key, folders={key: value}))
+
+
+def test_the_own_file_check_never_opens_a_fifo_or_follows_a_link(tmp_path):
+    from pipeline.daemon.watcher import OWN_MARK, wanted
+
+    os.mkfifo(tmp_path / "report.html")  # open() of a FIFO blocks until a writer comes
+    mine = tmp_path / "elsewhere.html"
+    mine.write_bytes(b"<!-- " + OWN_MARK + b" -->")
+    os.symlink(mine, tmp_path / "link.html")
+    found: list[bool] = []
+    checker = threading.Thread(target=lambda: found.extend(
+        wanted(tmp_path / name, tmp_path) for name in ("report.html", "link.html", "elsewhere.html")), daemon=True)
+    checker.start()
+    checker.join(5)
+    assert found == [True, True, False], "FIFOs and links go to the worker (not_a_regular_file), unread"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pipeline.report import build_report, contact_sheet, curve_points, parse_since, write_report
+from pipeline.report import build_report, contact_sheet, curve_points, parse_since, steps_text, write_report
 
 SAMPLES = Path(__file__).resolve().parents[1] / "pipeline" / "assets" / "samples"
 STYLES = Path(__file__).resolve().parents[1] / "pipeline" / "assets" / "styles"
@@ -210,6 +210,9 @@ def test_report_figures_say_what_they_mean(tmp_path):
     steps = page.all_text("steps").split(" | ")
     assert "25 (all planned steps run)" in steps and "18 of 25 (stopped early: the loss stopped improving)" in steps
     assert not any("(steps)" in s for s in steps)
+    assert steps_text({"stop_reason": "early_stop", "settings": {"steps": 30}}, 30) == "30 (all planned steps run)"
+    assert steps_text({"stop_reason": "converged", "settings": {"steps": 30, "coarse_steps": 100}, "scales": [[8, 8], [16, 16]]}, 40) \
+        == "40 of 130 (converged: no step could lower the loss)"
     for cls, text in (("x-first", "0"), ("x-last", "18"), ("x-title", "step"), ("y-top", "1e+03"),
                       ("y-bottom", "10"), ("y-title", "loss (log scale)")):
         assert page.all_text(cls).split(" | ")[0] == text, cls

@@ -25,7 +25,7 @@ RECIPE_KEYS = ENGINE_KEYS | {"styles", "description"}
 TOP_KEYS = {"folders", "watch", "settle_seconds", "rescan_seconds", "poll_seconds", "after_success", "max_attempts",
             "retry_backoff_seconds", "device", "weights", "styles_dir", "cache_styles", "max_size", "defaults",
             "default_recipe", "recipes", "schedule", "contact_sheet", "log_format", "log_level", "progress_seconds",
-            "stall_seconds",
+            "stall_seconds", "max_crashes",
             "executor", "ray",  # issue 6: where jobs run (local thread or Ray actors)
             "save_every", "metrics_file", "metrics_seconds", "notify"}  # issue 11: 14, 15, 16
 FOLDER_KEYS = {"inbox", "outbox", "spool"}
@@ -91,6 +91,7 @@ class Config:
     poll_seconds: float = 2.0
     after_success: str = "move"
     max_attempts: int = 3
+    max_crashes: int = 3  # the daemon died this many times in a row inside one job: failed/ as crashed_daemon
     retry_backoff_seconds: float = 30.0
     device: str = "auto"
     weights: Path | None = None
@@ -125,6 +126,55 @@ class Config:
         settings = recipe.settings.replace(device=self.device, **overrides)
         settings.validate()
         return settings
+
+
+# --- reading YAML with limits ----------------------------------------------------------------
+
+CONFIG_MAX_BYTES = 1 << 20
+SIDECAR_MAX_BYTES = 64 << 10
+MAX_YAML_NODES = 20_000  # nodes after expanding aliases: a real config has a few hundred
+
+
+def read_yaml(path: Path, max_bytes: int) -> tuple[yaml.Node | None, Any]:
+    """(node, data) from a YAML file, refusing at once what would take the machine's memory.
+
+    A 312-byte file of nested aliases ("billion laughs") expands to millions of nodes when walked;
+    here the composed graph is measured with each shared node counted every time it is reached, but
+    each node visited once per parent (memoized), so the check itself is linear in the file.
+    Raises ConfigError; OSError and UnicodeDecodeError pass through for the caller to name.
+    """
+    with open(path, "rb") as handle:
+        raw = handle.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise ConfigError([f"{path.name}: over {max_bytes // 1024} KB; a YAML file here is a few KB"], path)
+    loader = yaml.SafeLoader(raw.decode("utf-8"))
+    try:
+        node = loader.get_single_node()
+        if node is not None and _expanded_size(node, {}) > MAX_YAML_NODES:
+            raise ConfigError([f"{path.name}: expands to over {MAX_YAML_NODES:,} values through aliases (&, *); "
+                               "write the values out"], path)
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path.name}:{mark.line + 1}" if mark else path.name
+        raise ConfigError([f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})"], path) from exc
+    finally:
+        loader.dispose()
+    return node, data
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    if id(node) in memo:
+        return memo[id(node)]
+    memo[id(node)] = MAX_YAML_NODES + 1  # a node reached again while being measured: a cycle, refused
+    if isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(item, memo) for item in node.value)
+    else:
+        size = 1
+    memo[id(node)] = min(size, MAX_YAML_NODES + 1)
+    return memo[id(node)]
 
 
 # --- locating keys in the YAML source ------------------------------------------------------
@@ -220,8 +270,8 @@ def engine_settings(data: dict, path: tuple, problems: _Problems, base: Settings
 def _read_mapping(path: str | Path) -> tuple[Path, dict]:
     source = Path(path).resolve()
     try:
-        data = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
+        data = read_yaml(source, CONFIG_MAX_BYTES)[1] or {}
+    except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"cannot read the config ({exc})"], source) from exc
     return source, data if isinstance(data, dict) else {}
 
@@ -244,16 +294,12 @@ def load(path: str | Path) -> Config:
 
     source = Path(path).resolve()
     try:
-        text = source.read_text(encoding="utf-8")
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node, data = read_yaml(source, CONFIG_MAX_BYTES)
     except OSError as exc:
         fix = missing_config_fix(source) if isinstance(exc, FileNotFoundError) else None
         raise ConfigError([f"cannot read the file ({exc.strerror})"], source, fix) from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source.name}:{mark.line + 1}" if mark else source.name
-        raise ConfigError([f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})"], source) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{source.name}: not UTF-8 text ({exc.reason})"], source) from exc
     if not isinstance(data, dict):
         raise ConfigError([f"{source.name}:1: the file must be a mapping of settings"], source)
     problems = _Problems(source, _lines(node) if node else {})

@@ -5,16 +5,16 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from ..engine import images
 from ..engine.settings import Settings
 from ..errors import DeviceError, ImageError
 from .config import (ENGINE_KEYS, FOLDER_KEYS, RAY_KEYS, RECIPE_KEYS, SIDECAR_KEYS, TOP_KEYS, Config, ConfigError,
-                     RayOptions, Recipe, StyleRef, _check_type, _lines, _Problems, engine_settings)
+                     SIDECAR_MAX_BYTES, RayOptions, Recipe, StyleRef, _check_type, _lines, _Problems, engine_settings,
+                     read_yaml)
 
 TOP_TYPES: dict[str, Any] = {"watch": str, "settle_seconds": float, "rescan_seconds": float, "poll_seconds": float,
-                             "after_success": str, "max_attempts": int, "retry_backoff_seconds": float,
+                             "after_success": str, "max_attempts": int, "max_crashes": int, "retry_backoff_seconds": float,
                              "device": str, "cache_styles": int, "max_size": int, "default_recipe": str,
                              "contact_sheet": bool, "log_format": str, "log_level": str,
                              "progress_seconds": float, "stall_seconds": float, "executor": str,
@@ -157,7 +157,12 @@ def _folders(data: Any, base: Path, problems: _Problems) -> dict[str, Path] | No
         return None
     problems.unknown(("folders",), data, FOLDER_KEYS)
     defaults = {"inbox": "inbox", "outbox": "outbox", "spool": "spool"}
-    return {key: (base / str(data.get(key, default))).resolve() for key, default in defaults.items()}
+    folders = {key: (base / str(data.get(key, default))).resolve() for key, default in defaults.items()}
+    for key in ("outbox", "spool"):  # the daemon never scans its own folders: one holding the inbox would hide it
+        if _inside(folders["inbox"], folders[key]):
+            problems.add(("folders", key), f"{folders[key]} is the inbox or holds it; the daemon never scans its "
+                         "own folders, so no photo would be taken. Give it a folder of its own")
+    return folders
 
 
 def _recipes(data: Any, styles_dir: Path, defaults: Settings, problems: _Problems) -> dict[str, Recipe]:
@@ -244,12 +249,11 @@ SIDECAR_FIX = "Fix the sidecar's lines above and drop the photo with it again"
 
 def load_sidecar(path: Path, config: Config) -> tuple[str | None, dict[str, Any]]:
     """A photo's own YAML: pick a recipe and override whitelisted settings; validated like the config."""
-    text = path.read_text(encoding="utf-8")
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"{path.name}: not valid YAML ({getattr(exc, 'problem', exc)})"], path, SIDECAR_FIX) from exc
+        node, data = read_yaml(path, SIDECAR_MAX_BYTES)
+    except ConfigError as exc:
+        raise ConfigError(exc.problems, path, SIDECAR_FIX) from exc
+    data = {} if data is None else data
     problems = _Problems(path, _lines(node) if node else {})
     if not isinstance(data, dict):
         raise ConfigError([f"{path.name}:1: a sidecar is a mapping, e.g. `recipe: starry`"], path, SIDECAR_FIX)

@@ -17,18 +17,21 @@ import structlog
 from ..alerts import Alerts
 from ..engine import StyleTransfer, images
 from ..errors import ImageError, PipelineError
+from ..fsio import is_disk_full
 from ..notify import Heartbeat, Notifier, watchdog_interval
 from . import config as config_module
 from . import status as status_module
 from .config import Config, ConfigError
 from .config_build import check_folders
+from .diskguard import DiskGuard
 from .metrics import Metrics
 from .spool import Spool, now_iso
-from .watcher import Tracker, Watcher, own_folders, sidecar_for
+from .watcher import Tracker, Watcher, own_folders, sidecar_for, skipped_folders
 from .worker import Worker
 
 log = structlog.get_logger("style-pipeline")
 TICK = 0.2
+MAX_WORKER_RESTARTS = 5  # after this many deaths the watchdog pings stop: systemd restarts the whole service
 
 
 class StartupError(Exception):
@@ -57,6 +60,10 @@ class Daemon:
         self.heartbeat = Heartbeat(self.notifier, self.config.stall_seconds, watchdog_interval())
         self.metrics, self.alerts = Metrics(), Alerts()  # issue 11: the textfile and `notify:`
         self.state = "starting"
+        self.worker_restarts = 0
+        self.disk = DiskGuard(lambda: (self.config.work, self.config.outbox, self.config.failed))
+        self.skipped: dict[str, str] = {}  # inbox folders passed over, with why (shown by status)
+        self.last_status_error = 0.0
 
     # --- start-up -------------------------------------------------------------------------------
     def _load_config(self) -> Config:
@@ -108,24 +115,36 @@ class Daemon:
         self.start()
         try:
             while not self.stop.is_set():
-                self._maybe_reload()
-                self._check_observer()
-                if time.monotonic() - self.last_rescan >= self.config.rescan_seconds:
-                    self._rescan()
-                if self._window_open():
-                    self.worker.pause.clear()
-                    if self.worker.has_room():
-                        self._dispatch()
-                else:
-                    self.worker.pause.set()  # the running job checkpoints and waits for the next window
-                self._report()
-                if self.once and self._drained():
-                    break
+                try:
+                    if self._pass():
+                        break
+                except Exception:  # nothing outside a job may stop the daemon: log it and go on
+                    log.exception("error in the main loop; going on")
+                    time.sleep(TICK)
                 self.worker.finished.wait(TICK)  # wakes at once when a job ends
                 self.worker.finished.clear()
         finally:
             self._shutdown()
         return 0
+
+    def _pass(self) -> bool:
+        """One pass of the loop; True when `once` has nothing left to do."""
+        self._maybe_reload()
+        self._check_observer()
+        self._check_worker()
+        if time.monotonic() - self.last_rescan >= self.config.rescan_seconds:
+            self._rescan()
+        if self._window_open():
+            self.worker.pause.clear()
+            if self.worker.disk_full:
+                self.disk.pause(Path(self.worker.disk_full))
+                self.worker.disk_full = None
+            if self.worker.has_room() and not self.disk.paused():
+                self._dispatch()
+        else:
+            self.worker.pause.set()  # the running job checkpoints and waits for the next window
+        self._report()
+        return self.once and self._drained()
 
     def _dispatch(self) -> None:
         """Give the worker its next job: due retries and recovered jobs first, then the oldest ready file."""
@@ -138,7 +157,11 @@ class Daemon:
             return
         for path in self.tracker.ready():
             if self._complete(path):
-                job = self.spool.claim(path, self._queued_at(path), sidecar_for(path))
+                try:
+                    job = self.spool.claim(path, self._queued_at(path), sidecar_for(path))
+                except OSError as exc:
+                    self._claim_failed(path, exc)
+                    return
                 self.tracker.forget(path)
                 self.first_failure.pop(path, None)
                 if job is not None:
@@ -162,20 +185,34 @@ class Daemon:
         if not os.path.isfile(path) or os.path.islink(path):
             return True  # links, FIFOs and devices fail in the worker with their own reason, unread
         try:
+            with open(path, "rb"):
+                pass
             images.load(path, self.config.recipes[self.config.default_recipe].settings.max_pixels)
             return True
         except ImageError:
             return self._stale(path, st)
         except PermissionError:
-            return False
+            return True  # unreadable: claimed after the quiet time, to fail with the permissions fix
 
     def _stale(self, path: Path, st: os.stat_result) -> bool:
+        """A file that does not decode is checked again once after a longer wait: a writer that pauses
+        between chunks is not claimed mid-write (issue 9). Only if it is unchanged and still broken then
+        is it claimed, to fail with its reason."""
         key = (st.st_size, st.st_mtime_ns)
         first = self.first_failure.setdefault(path, (key, time.monotonic()))
         if first[0] != key:
             self.first_failure[path] = (key, time.monotonic())
             return False
-        return time.monotonic() - first[1] >= max(3 * self.config.settle_seconds, 1.0)
+        return time.monotonic() - first[1] >= max(10 * self.config.settle_seconds, 3.0)
+
+    def _claim_failed(self, path: Path, exc: OSError) -> None:
+        """The file stays in the inbox: a full disk pauses claiming; anything else is logged and retried
+        at the next rescan."""
+        if is_disk_full(exc):
+            self.disk.pause(self.config.work)
+        else:
+            log.error("cannot claim; the file stays in the inbox", file=str(path), error=str(exc))
+        self.tracker.forget(path)
 
     def _queued_at(self, path: Path) -> str:
         """When the file was first seen, as wall-clock time."""
@@ -193,6 +230,35 @@ class Daemon:
         return window is None or window.is_open(status_module.local_now())
 
     # --- health, reload, status -------------------------------------------------------------------
+    def _check_worker(self) -> None:
+        """The supervisor: a dead worker thread is replaced, its job taken back (as a crash, not an attempt)."""
+        if self.worker.is_alive() or self.stop.is_set():
+            return
+        old, job = self.worker, self.worker.current
+        new = old.respawn()
+        if new is None:
+            return  # not restartable here: status says so and the watchdog pings stop
+        self.worker_restarts += 1
+        log.error("the worker thread died; starting a new one", restarts=self.worker_restarts,
+                  file=job.source if job else None)
+        self.worker = new
+        if job is not None:
+            job.running, job.crashes, job.attempts = False, job.crashes + 1, max(0, job.attempts - 1)
+            self.worker.retry.append(job)
+        self.worker.start()
+
+    def health(self) -> str:
+        """What `status` says: "running" only while a worker is alive and idle or making progress."""
+        if self.disk.state:
+            return f"paused: disk full ({self.disk.state['free_mb']} MB free in {self.disk.state['folder']})"
+        if self.worker is not None and not self.worker.is_alive() and self.state == "running":
+            return "worker dead; restarting it"
+        if self.worker_restarts > MAX_WORKER_RESTARTS:
+            return f"worker died {self.worker_restarts} times; watchdog pings stopped"
+        if self.worker is not None and self.worker.busy.is_set() and not self.heartbeat.healthy(time.monotonic()):
+            return f"stuck: no progress for over {self.config.stall_seconds:.0f} s; watchdog pings stopped"
+        return self.state
+
     def _check_observer(self) -> None:
         if self.watcher and not self.watcher.alive():
             log.error("the observer thread died; restarting it and rescanning")
@@ -201,6 +267,10 @@ class Daemon:
 
     def _rescan(self) -> None:
         self.last_rescan = time.monotonic()
+        skipped = skipped_folders(self.config.inbox, own_folders(self.config))
+        for rel in skipped.keys() - self.skipped.keys():
+            log.warning("skipped a folder in the inbox", folder=rel, why=skipped[rel])
+        self.skipped = skipped
         if self.watcher:
             self.watcher.rescan()
         else:
@@ -213,8 +283,8 @@ class Daemon:
             mtime = self.config_path.stat().st_mtime_ns
         except OSError:
             mtime = self.config_mtime
-        if not (self.reload_requested or mtime != self.config_mtime) or not self.worker.idle():
-            return
+        if not (self.reload_requested or mtime != self.config_mtime):
+            return  # no wait for an idle worker: the next job reads the new config when it starts
         self.reload_requested, self.config_mtime = False, mtime
         self.notifier.reloading()
         try:
@@ -236,10 +306,19 @@ class Daemon:
             return
         self.last_status = now
         snapshot = status_module.snapshot(self)
-        status_module.write(self.config.spool, snapshot)
+        self._write_status(snapshot)
         self.notifier.status(status_module.one_line(snapshot))
         self._outputs_tick(snapshot)
         self._heartbeat()
+
+    def _write_status(self, snapshot: dict) -> None:
+        """No status write may kill the daemon (a full disk, a neighbour's rename): logged once a minute."""
+        try:
+            status_module.write(self.config.spool, snapshot)
+        except OSError as exc:
+            if time.monotonic() - self.last_status_error > 60:
+                self.last_status_error = time.monotonic()
+                log.warning("status.json not written", error=str(exc))
 
     def _on_job_event(self, kind: str, data: dict) -> None:
         """A job ended (on the worker's thread): count it, and send a notice if it failed."""
@@ -259,7 +338,10 @@ class Daemon:
             self.alerts.tick(self.config.notify, self._drained())
 
     def _heartbeat(self) -> None:
-        """WATCHDOG=1 only while the worker makes progress (or is idle): a stuck step stops the pings."""
+        """WATCHDOG=1 only while the worker makes progress (or is idle): a stuck step stops the pings,
+        and so does a worker that keeps dying (systemd then restarts the service)."""
+        if not self.worker.is_alive() or self.worker_restarts > MAX_WORKER_RESTARTS:
+            return
         marker = self.worker.marker if self.worker.busy.is_set() else None
         self.heartbeat.tick(marker)
 
@@ -296,7 +378,8 @@ class Daemon:
                 self.spool.release(job)
         self.state = "stopped"
         snapshot = status_module.snapshot(self)
-        status_module.write(self.config.spool, snapshot)
+        self._write_status(snapshot)
         self._outputs_tick(snapshot, force=True)
         self.alerts.flush()
         log.info("stopped", **self.spool.counts())
+

@@ -34,12 +34,13 @@ def build(job: Job, plan, result, kept: Path | None) -> dict:
         "styles": [{"name": r.path.name, "path": str(r.path), "weight": r.weight, "sha256": sha256_file(r.path)}
                    for r in plan.recipe.styles],
         "settings": settings, "weights": run["weights"], "versions": versions(), "device": run["device"],
-        "host": socket.gethostname(), "attempts": job.attempts, "queued_at": job.queued_at,
+        "host": socket.gethostname(), "attempts": job.attempts, "crashes": job.crashes, "queued_at": job.queued_at,
         "claimed_at": job.claimed_at, "started_at": job.started_at, "finished_at": now_iso(),
         "optimizing_seconds": run["timings"]["total"],
         "timings": {k: v for k, v in run["timings"].items() if k != "load_weights"},  # once, at start: not per job
         "losses": {"total": raw["total"], **{k: raw[k] * weights[k] for k in PARTS}},
-        "losses_unweighted": {k: raw[k] for k in PARTS},
+        "losses_unweighted": {k: raw[k] for k in PARTS}, "judge": run.get("judge"),
+        "canvas": run["canvas"][::-1] if run.get("canvas") else None,  # a thin picture's padded [w, h]
         "curve": [_weighted(point, weights) for point in run["curve"]],
         "steps": run["steps"], "stop_reason": run["stop_reason"],
         "scales": [[w, h] for h, w in run["scales"]],  # the engine's levels are (height, width)

@@ -32,6 +32,24 @@ def _priority_prefix(_logger, method: str, line: str) -> str:
     return f"<{PRIORITY.get(method, 6)}>{line}"
 
 
+class SafePrintLogger(structlog.PrintLogger):
+    """A log line that cannot be written (full disk under a redirected stderr, a closed pipe) is dropped:
+    no write of logs may kill the daemon (issue 9)."""
+
+    def msg(self, message: str) -> None:
+        try:
+            super().msg(message)
+        except (OSError, ValueError):
+            pass
+
+    log = debug = info = warn = warning = err = error = critical = exception = fatal = failure = msg
+
+
+class SafePrintLoggerFactory(structlog.PrintLoggerFactory):
+    def __call__(self, *args) -> SafePrintLogger:
+        return SafePrintLogger(self._file)
+
+
 def configure(fmt: str = "auto", level: str = "info") -> None:
     journal = stderr_is_journal()
     console = sys.stderr.isatty() and not journal if fmt == "auto" else fmt == "console"
@@ -46,7 +64,7 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
             *([_priority_prefix] if journal else []),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=SafePrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=False,
     )
 

@@ -19,9 +19,12 @@ def image_name(stem: str, fmt: str) -> str:
     return f"{stem}.{EXTENSIONS[fmt]}"
 
 
+STEM_RESERVE = len(".sheet.png")  # the longest name made from a stem: a stem this much under NAME_MAX fits all
+
+
 def choose_stem(folder: Path, stem: str, fmt: str) -> str:
-    """The first stem whose image and log names are both free."""
-    for candidate in unique_names(folder, stem):
+    """The first stem whose image and log names are both free; a long one shortened (never ENAMETOOLONG)."""
+    for candidate in unique_names(folder, stem, reserve=STEM_RESERVE):
         if not (folder / image_name(candidate.name, fmt)).exists() and not (folder / f"{candidate.name}.json").exists():
             return candidate.name
     raise AssertionError("unreachable")

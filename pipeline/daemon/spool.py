@@ -22,10 +22,14 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..fsio import fit_name, write_json
+
 RECORD = "job.json"
 LOCK = ".lock"
 CHECKPOINT = "checkpoint.pt"
-INCOMPLETE_GRACE = 60.0  # a job folder without its input, older than this, is a claim that lost its race
+INCOMPLETE_GRACE = 5.0  # a lock-free job folder without its input, older than this, is a dead or lost claim
+ERROR_SUFFIX = ".error.json"
+PAIR_RESERVE = len(".yaml")  # a sidecar beside its photo takes the photo's stem plus this
 
 
 class Reason(enum.StrEnum):
@@ -35,10 +39,13 @@ class Reason(enum.StrEnum):
     EMPTY = "empty_file"
     BAD_IMAGE = "bad_image"
     TOO_LARGE = "too_large"
+    TOO_THIN = "too_thin"
     BAD_SIDECAR = "bad_sidecar"
     UNKNOWN_RECIPE = "unknown_recipe"
     ENGINE = "engine_failed"
     GAVE_UP = "too_many_attempts"
+    NO_PERMISSION = "permission_denied"
+    CRASHED = "crashed_daemon"
 
 
 def now_iso() -> str:
@@ -65,6 +72,8 @@ class Job:
     output_stem: str | None = None
     last_error: str | None = None
     owner: str = ""
+    crashes: int = 0  # the daemon died while running this job, in a row: not the photo's fault (attempts)
+    running: bool = False  # set while a try runs; found set at recovery, it means the daemon crashed in it
     kept_as: str | None = None  # the name planned in done/ (the JSON log records it before the move)
 
     @property
@@ -97,15 +106,18 @@ class Spool:
         job_id = new_job_id()
         folder = self.work / job_id
         folder.mkdir()
-        self._lock(folder)
         job = Job(job_id, path.name, str(path.relative_to(self.inbox)), str(folder), queued_at,
                   claimed_at=now_iso(), owner=self.owner)
-        self.save(job)
         try:
+            self._lock(folder)
+            self.save(job)
             os.rename(path, job.input)
         except FileNotFoundError:
             self._discard(folder)
             return None
+        except BaseException:  # a full disk, a lost lock race: the file stays in the inbox, no empty folder
+            self._discard(folder)
+            raise
         if sidecar is not None:
             try:
                 os.rename(sidecar, folder / sidecar.name)
@@ -116,12 +128,7 @@ class Spool:
         return job
 
     def save(self, job: Job) -> None:
-        tmp = job.dir / (RECORD + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(dataclasses.asdict(job), handle, indent=1)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, job.dir / RECORD)
+        write_json(job.dir / RECORD, dataclasses.asdict(job), indent=1)
 
     # --- endings --------------------------------------------------------------------------
     def complete(self, job: Job, keep_input: bool = True) -> Path | None:
@@ -143,20 +150,35 @@ class Spool:
 
     def plan_done(self, job: Job) -> Path:
         """The name the input will have in done/ (the first free pair name), recorded in the job."""
-        kept = next(c for c in unique_names(self.done, job.name) if _pair_free(c))
+        reserve = PAIR_RESERVE if job.sidecar else 0
+        kept = next(c for c in unique_names(self.done, job.name, reserve) if _pair_free(c))
         job.kept_as = kept.name
         return kept
 
-    def fail(self, job: Job, reason: Reason, message: str, fix: str) -> Path:
+    def fail(self, job: Job, reason: Reason, message: str, fix: str, kept_name: str | None = None) -> Path:
         """The input and its sidecar to failed/ under one name, with <name>.error.json saying what was wrong
-        and what to do."""
+        and what to do.
+
+        The error record is written before the input leaves work/: if that write fails (a full disk), the
+        job is still whole in work/ and the caller decides what next. ``kept_name`` is the fallback name.
+        """
         sidecar = job.dir / job.sidecar if job.sidecar and (job.dir / job.sidecar).exists() else None
-        kept, kept_sidecar = self._move_pair(job.input, sidecar, self.failed, job.name)
+        kept, kept_sidecar = self._link_pair(job.input, sidecar, self.failed, kept_name or job.name,
+                                             reserve=len(ERROR_SUFFIX))
         error = {"file": job.name, "source": job.source, "kept_as": kept.name, "code": str(reason),
                  "message": message, "fix": fix, "failed_at": now_iso(), "attempts": job.attempts,
-                 "job_id": job.id, "queued_at": job.queued_at,
+                 "crashes": job.crashes, "job_id": job.id, "queued_at": job.queued_at,
                  "sidecar": kept_sidecar.name if kept_sidecar else None}
-        write_json_atomic(self.failed / f"{kept.name}.error.json", error)
+        try:
+            write_json(self.failed / f"{kept.name}{ERROR_SUFFIX}", error)
+        except BaseException:
+            for link in (kept, kept_sidecar):
+                if link is not None:
+                    link.unlink(missing_ok=True)
+            raise
+        for original in (job.input, sidecar):
+            if original is not None:
+                os.unlink(original)
         self._discard(job.dir)
         return kept
 
@@ -169,18 +191,25 @@ class Spool:
         """Jobs left in work/ by a dead daemon (their lock is free), oldest first; stale claims removed."""
         jobs = []
         for folder in sorted(p for p in self.work.iterdir() if p.is_dir()):
-            if folder.name in self._locks or not self._try_lock(folder):
+            if folder.name in self._locks:
+                continue
+            changed = _last_change(folder)  # before locking: making .lock touches the folder
+            if not self._try_lock(folder):
                 continue
             job = self._read(folder)
             if job is None or not os.path.lexists(job.input):
-                age = time.time() - folder.stat().st_mtime
-                if age > INCOMPLETE_GRACE:
+                if time.time() - changed > INCOMPLETE_GRACE:
                     self._discard(folder)
                 else:
                     self._unlock(folder)
                 continue
             job.folder, job.owner = str(folder), self.owner
-            self.save(job)
+            if job.running:  # the daemon died inside this try: a crash, not an attempt charged to the photo
+                job.running, job.crashes, job.attempts = False, job.crashes + 1, max(0, job.attempts - 1)
+            try:
+                self.save(job)
+            except OSError:
+                pass  # a full disk at start: the job in memory is the truth until the next save
             jobs.append(job)
         return jobs
 
@@ -202,8 +231,18 @@ class Spool:
     def _move_pair(self, src: Path, sidecar: Path | None, folder: Path, name: str) -> tuple[Path, Path | None]:
         """Link the photo (and its sidecar, renamed to match) to the first free name, then unlink the
         originals: nothing is overwritten, and a pair is never split across two names."""
+        kept, side = self._link_pair(src, sidecar, folder, name)
+        if side is not None:
+            os.unlink(sidecar)
+        os.unlink(src)
+        return kept, side
+
+    def _link_pair(self, src: Path, sidecar: Path | None, folder: Path, name: str,
+                   reserve: int = 0) -> tuple[Path, Path | None]:
+        """The first free name for the photo (and its sidecar beside it), as new links; originals kept.
+        Every name fits the filesystem: a long one is shortened (unique_names)."""
         suffix = sidecar.suffix if sidecar is not None else None
-        for candidate in unique_names(folder, name):
+        for candidate in unique_names(folder, name, max(reserve, PAIR_RESERVE if suffix else 0)):
             if sidecar is None and not _pair_free(candidate, include_photo=False):
                 continue  # a lone photo must not look like the partner of an older sidecar
             try:
@@ -217,8 +256,6 @@ class Spool:
                 except FileExistsError:
                     os.unlink(candidate)
                     continue
-                os.unlink(sidecar)
-            os.unlink(src)
             return candidate, side
         raise AssertionError("unreachable")
 
@@ -246,14 +283,44 @@ class Spool:
         self._unlock(folder)
 
 
-def unique_names(folder: Path, name: str):
-    """name, then stem-1.ext, stem-2.ext, ...: a taken name is never reused."""
-    stem, dot, ext = name.rpartition(".") if "." in name.lstrip(".") else (name, "", "")
-    yield folder / name
-    n = 1
+def unique_names(folder: Path, name: str, reserve: int = 0):
+    """name, then stem-1.ext, stem-2.ext, ...: a taken name is never reused.
+
+    Every name fits the filesystem with ``reserve`` bytes to spare (for ``.error.json``, ``.sheet.png``):
+    a long one is shortened deterministically, keeping its extension and a hash (fsio.fit_name).
+    """
+    n = 0
     while True:
-        yield folder / f"{stem}-{n}{dot}{ext}"
+        suffix = f"-{n}" if n else ""
+        short = fit_name(name, reserve + len(suffix))
+        stem, dot, ext = short.rpartition(".") if "." in short.lstrip(".") else (short, "", "")
+        if len(ext.encode("utf-8", "surrogateescape")) > 16:
+            stem, dot, ext = short, "", ""
+        yield folder / f"{stem}{suffix}{dot}{ext}"
         n += 1
+
+
+def _last_change(folder: Path) -> float:
+    try:
+        return max(p.stat().st_mtime for p in (folder, folder / RECORD) if p.exists())
+    except (OSError, ValueError):
+        return time.time()
+
+
+def count_in_work(work: Path) -> int:
+    """Job folders that hold a job's input: an empty folder left by a crash is not work (issue 9)."""
+    try:
+        folders = [p for p in work.iterdir() if p.is_dir()]
+    except OSError:
+        return 0
+    count = 0
+    for folder in folders:
+        try:
+            name = json.loads((folder / RECORD).read_text(encoding="utf-8"))["name"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        count += os.path.lexists(folder / name)
+    return count
 
 
 SIDECARS = (".yaml", ".yml")
@@ -279,13 +346,5 @@ def folder_counts(done: Path, failed: Path, work: Path) -> dict[str, int]:
             return 0
     return {"done": count(done, lambda p: is_photo_entry(p.name)),
             "failed": count(failed, lambda p: p.name.endswith(".error.json") and not p.name.startswith(".")),
-            "in_work": count(work, Path.is_dir)}
+            "in_work": count_in_work(work)}
 
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, ensure_ascii=False)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)

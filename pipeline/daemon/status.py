@@ -11,7 +11,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from .spool import folder_counts, now_iso, write_json_atomic
+from ..fsio import is_disk_full, write_json
+from .spool import folder_counts, now_iso
 from .watcher import own_folders, scan
 
 STATUS_FILE = "status.json"
@@ -35,9 +36,14 @@ def snapshot(daemon) -> dict:
     worker = daemon.worker
     win = window(daemon.config)
     now = local_now()
+    health = daemon.health() if hasattr(daemon, "health") else daemon.state
     return {
         "pid": os.getpid(), "started_at": daemon.started_at, "updated_at": now_iso(),
-        "state": daemon.state if (win is None or win.is_open(now)) else "outside the run window",
+        "state": health if (win is None or win.is_open(now) or health != daemon.state) else "outside the run window",
+        "healthy": health == daemon.state,  # a worker alive and idle or making progress, claiming not paused
+        "worker": {"alive": worker.is_alive(), "restarts": getattr(daemon, "worker_restarts", 0),
+                   "held": [j.source for j in getattr(worker, "held", [])]} if worker else None,
+        "skipped": [{"folder": k, "why": v} for k, v in sorted(getattr(daemon, "skipped", {}).items())],
         "observer": {"kind": daemon.watcher.observer_class.__name__, "why": daemon.watcher.reason,
                      "alive": daemon.watcher.alive()} if daemon.watcher else None,
         "queue": len(daemon.tracker), "current": worker.progress if worker else None,
@@ -57,7 +63,22 @@ def one_line(s: dict) -> str:
 
 
 def write(spool: Path, data: dict) -> None:
-    write_json_atomic(spool / STATUS_FILE, data)
+    """Through the one atomic writer: a temp name unique per process, so two daemons never collide.
+
+    On a full disk a new file cannot be made, so the old one is overwritten in place (its blocks are
+    already ours): "paused: disk full" must reach `status` exactly when the disk is full.
+    """
+    path = spool / STATUS_FILE
+    try:
+        write_json(path, data, fsync=False)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        text = json.dumps(data, indent=2, ensure_ascii=False).encode("utf-8")
+        with open(path, "r+b") as handle:  # FileNotFoundError if there is none: the caller logs it
+            old = handle.seek(0, os.SEEK_END)
+            handle.seek(0)
+            handle.write(text + b" " * max(0, old - len(text)))  # trailing blanks are valid JSON
 
 
 def read(config) -> dict:
@@ -109,6 +130,8 @@ def _pid_alive(pid: int) -> bool:
 def render(data: dict) -> str:
     running = data["state"] != "not running"
     lines = [f"daemon: {data['state']}" + (f" (pid {data['pid']})" if running else "")]
+    for skipped in data.get("skipped") or []:
+        lines.append(f"skipped folder: inbox/{skipped['folder']}: {skipped['why']}")
     if data.get("observer"):
         lines.append(f"watching with {data['observer']['kind']}: {data['observer']['why']}")
     current = data.get("current")

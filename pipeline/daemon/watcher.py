@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from watchdog.observers.polling import PollingObserver
 
 IGNORED_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", ".download", ".swp", "~")
 SIDECAR_SUFFIXES = (".yaml", ".yml")
+PICTURE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".heic")
 OWN_MARK = b"generator: style-pipeline"  # in the head of every text file the pipeline writes (report, metrics)
 OWN_SUFFIXES = (".html", ".htm", ".prom", ".json", ".txt")
 NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "afs")
@@ -172,28 +174,36 @@ def wanted(path: Path, inbox: Path, exclude: tuple[Path, ...] = ()) -> bool:
         return False
     if not rel.parts or any(ignored(p) for p in rel.parts) or is_sidecar(path.name):
         return False
+    if any(picture_named(p) for p in rel.parts[:-1]):
+        return False  # inside a folder named like a picture: skipped, with a warning (skipped_folders)
     return not any(path == e or e in path.parents for e in exclude) and not written_by_us(path)
 
 
 def written_by_us(path: Path) -> bool:
     """A report or metrics file the pipeline wrote (its head carries OWN_MARK): never claimed as a photo.
 
-    Only text suffixes are read, and only their first 1 KB, so a scan of a full inbox stays cheap.
+    Only regular files with text suffixes are read, and only their first 1 KB, so a scan of a full inbox stays
+    cheap; a FIFO or a link is never opened (a FIFO would block the reader until someone writes to it).
     """
     if not path.name.lower().endswith(OWN_SUFFIXES):
         return False
     try:
-        with open(path, "rb") as handle:
-            return OWN_MARK in handle.read(1024)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return False
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode) and OWN_MARK in os.read(fd, 1024)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def scan(inbox: Path, exclude: tuple[Path, ...] = ()):
     """Every candidate file in the inbox, at any depth; links to folders are not followed."""
     for top, dirs, files in os.walk(inbox):
         here = Path(top)
-        dirs[:] = sorted(d for d in dirs if not ignored(d) and (here / d) not in exclude)
+        dirs[:] = sorted(d for d in dirs if not ignored(d) and not picture_named(d) and (here / d) not in exclude)
         for name in sorted(files):
             if wanted(here / name, inbox, exclude):
                 yield here / name
@@ -204,6 +214,30 @@ def scan(inbox: Path, exclude: tuple[Path, ...] = ()):
                 dirs.remove(name)
                 if wanted(here / name, inbox, exclude):
                     yield here / name
+
+
+def picture_named(folder_name: str) -> bool:
+    return folder_name.lower().endswith(PICTURE_SUFFIXES)
+
+
+def skipped_folders(inbox: Path, exclude: tuple[Path, ...] = ()) -> dict[str, str]:
+    """Folders the scan passes over that a person may have meant as input, each with why (issue 9).
+
+    A folder named like a picture (``x.jpg/``) and a hidden folder (``.photos/``) would otherwise sit
+    in the inbox for ever, unseen by `status`.
+    """
+    found: dict[str, str] = {}
+    for top, dirs, _ in os.walk(inbox):
+        here = Path(top)
+        for name in list(dirs):
+            rel = (here / name).relative_to(inbox).as_posix()
+            if name.startswith("."):
+                found[rel] = "a hidden folder: nothing in it is processed; move its pictures into the inbox"
+            elif picture_named(name):
+                found[rel] = "a folder named like a picture, not a picture: move the picture itself into the inbox"
+            if rel in found or (here / name) in exclude or (here / name).is_symlink():
+                dirs.remove(name)
+    return found
 
 
 class Watcher:

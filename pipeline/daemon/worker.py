@@ -6,9 +6,9 @@ Permanent failures go to failed/ at once; transient ones are retried with backof
 from __future__ import annotations
 
 import difflib
-import errno
 import os
 import queue
+import sys
 import stat
 import threading
 import time
@@ -19,11 +19,13 @@ from typing import Callable
 import structlog
 
 from ..engine import Settings, StyleTransfer, images
-from ..errors import Cancelled, EngineError, ImageError
+from ..errors import Cancelled, EngineError, ImageError, TooThin
+from ..fsio import service_user
 from ..report import contact_sheet
 from . import joblog, outputs
 from .config import Config, ConfigError, Recipe
 from .config_build import load_sidecar
+from .failures import FailurePaths
 from .spool import Job, Reason, Spool, now_iso
 
 log = structlog.get_logger("style-pipeline.worker")
@@ -45,7 +47,7 @@ class Plan:
     styles: list[images.Image.Image]
 
 
-class Worker(threading.Thread):
+class Worker(FailurePaths, threading.Thread):
     def __init__(self, engine: StyleTransfer, spool: Spool, get_config: Callable[[], Config],
                  stop: threading.Event) -> None:
         super().__init__(name="worker", daemon=True)
@@ -59,8 +61,21 @@ class Worker(threading.Thread):
         self.marker = 0  # bumped on every step: the main loop's watchdog reads it
         self.busy_seconds = 0.0
         self.last_errors: list[dict] = []
+        self.current: Job | None = None  # the job in hand: the supervisor takes it back if this thread dies
+        self.disk_full: str | None = None  # a folder that was full: set here, cleared by the main loop
+        self.held: list[Job] = []  # jobs that could not even be moved to failed/: left in work/, not retried
         self.on_event: Callable[[str, dict], None] | None = None  # the daemon's metrics and notices
         self._styles: dict[tuple, images.Image.Image] = {}
+
+    def respawn(self) -> "Worker | None":
+        """A fresh thread with this one's queue, retries and errors: the supervisor's restart (local only)."""
+        if type(self) is not Worker:
+            return None
+        new = Worker(self.engine, self.spool, self.get_config, self.stop)
+        new.jobs, new.retry, new.last_errors, new.held = self.jobs, self.retry, self.last_errors, self.held
+        new.on_event = self.on_event
+        new.busy_seconds, new.marker = self.busy_seconds, self.marker + 1
+        return new
 
     def submit(self, job: Job) -> None:
         self.busy.set()
@@ -92,14 +107,19 @@ class Worker(threading.Thread):
         return 0 if self.idle() else 1
 
     def run(self) -> None:
+        """Take jobs until told to stop. Nothing outside a job may end the loop: it is logged and goes on."""
         while True:
             job = self.jobs.get()
             if job is None:
                 return
             started = time.monotonic()
+            self.current = job
             try:
                 self.process(job)
-            finally:
+            except Exception:
+                log.exception("error in the worker loop outside any job; going on")
+            finally:  # a BaseException ending the thread leaves .current set: the supervisor takes it back
+                self.current = job if sys.exc_info()[0] is not None else None
                 self.busy_seconds += time.monotonic() - started
                 self.progress = None
                 if self.jobs.empty():
@@ -108,11 +128,26 @@ class Worker(threading.Thread):
 
     # --- one job ----------------------------------------------------------------------------
     def process(self, job: Job) -> None:
+        """One try of one job; every exception, the failure path's own included, ends in a recorded outcome."""
         structlog.contextvars.bind_contextvars(job_id=job.id, file=job.source)
         try:
+            self._try(job)
+        except Exception as exc:  # the failure path itself failed (ENAMETOOLONG, EACCES on failed/, a bug)
+            log.exception("the failure path failed; keeping the file under its job id")
+            self._last_resort(job, exc)
+        finally:
+            structlog.contextvars.clear_contextvars()
+
+    def _try(self, job: Job) -> None:
+        try:
             config = self.get_config()
+            if job.crashes >= config.max_crashes:
+                raise JobFailure(Reason.CRASHED, f"the daemon stopped {job.crashes} times in a row while styling "
+                                 "this file", f"If {job.name} is what crashes it, do not drop it again; else check "
+                                 "the machine (journalctl for OOM kills, power) and drop it again")
             job.attempts += 1
             job.started_at = now_iso()
+            job.running = True
             self.spool.save(job)
             if not self._already_written(job, config):
                 plan = self.prepare(job, config)
@@ -127,22 +162,22 @@ class Worker(threading.Thread):
             self._fail(job, failure.reason, failure.message, failure.fix)
         except EngineError as exc:
             self._fail(job, Reason.ENGINE, exc.problem, exc.fix)
+        except TooThin as exc:  # permanent: no retry makes a picture wider
+            self._fail(job, Reason.TOO_THIN, exc.problem, exc.fix)
         except Cancelled as exc:
-            job.attempts -= 1  # a shutdown or a closing window is not the input's fault
-            self.spool.save(job)
+            self._not_its_fault(job)  # a shutdown or a closing window is not the input's fault
             if self.stop.is_set():
                 self.spool.release(job)
                 log.info("job checkpointed for the next start", step=exc.step)
             else:
                 self.retry.append(job)
                 log.info("run window closed: job checkpointed, resumes when it opens", step=exc.step)
-        except Exception as exc:  # transient or unknown: retried, bounded by max_attempts
-            self._transient(job, exc)
-        finally:
-            structlog.contextvars.clear_contextvars()
+        except Exception as exc:  # a filesystem class, else transient or unknown: retried up to max_attempts
+            self._os_error(job, exc)
 
     def prepare(self, job: Job, config: Config) -> Plan:
         pre_check_regular_file(job)
+        pre_check_readable(job)
         recipe_name, overrides = pre_check_sidecar(job, config)
         recipe = pre_check_recipe(job, config, recipe_name)
         settings = pre_check_settings(job, config, recipe, overrides)
@@ -257,33 +292,6 @@ class Worker(threading.Thread):
             joblog.amend_kept(config.outbox / f"{job.output_stem}.json", kept)
         return kept
 
-    # --- failures ---------------------------------------------------------------------------
-    def _fail(self, job: Job, reason: Reason, message: str, fix: str) -> None:
-        kept = self.spool.fail(job, reason, message, fix)
-        self._remember(job, reason, message)
-        log.warning("job failed", reason=str(reason), message=message, fix=fix, kept_as=str(kept))
-        self._event("failed", file=job.source, reason=str(reason), message=message, fix=fix)
-
-    def _transient(self, job: Job, exc: Exception) -> None:
-        config = self.get_config()
-        message = f"{exc.__class__.__name__}: {exc}"[:500]
-        job.last_error = message
-        if job.attempts >= config.max_attempts:
-            self._fail(job, Reason.GAVE_UP, f"failed {job.attempts} times; last error: {message}",
-                       "Check the log for this job_id; if the machine was at fault (disk, memory), drop the file again")
-            return
-        delay = config.retry_backoff_seconds * 2 ** (job.attempts - 1)
-        job.not_before = time.time() + delay
-        self.spool.save(job)
-        self.retry.append(job)
-        self._remember(job, "transient", message)
-        log.warning("transient failure, will retry", error=message, retry_in=delay, attempt=job.attempts,
-                    disk_full=isinstance(exc, OSError) and exc.errno == errno.ENOSPC)
-
-    def _remember(self, job: Job, reason: str, message: str) -> None:
-        self.last_errors = (self.last_errors + [{"file": job.source, "reason": str(reason), "message": message,
-                                                 "at": now_iso()}])[-5:]
-
 
 # --- the pre-checks, in order ------------------------------------------------------------------
 
@@ -297,6 +305,16 @@ def pre_check_regular_file(job: Job) -> None:
         raise JobFailure(Reason.NOT_REGULAR, "is not a regular file", "Drop a picture file")
     if st.st_size == 0:
         raise JobFailure(Reason.EMPTY, "is empty (0 bytes)", "The copy did not finish; drop the file again")
+
+
+def pre_check_readable(job: Job) -> None:
+    """An unreadable photo is a permissions problem, not a broken picture: the fix is chmod, not a new copy."""
+    try:
+        open(job.input, "rb").close()
+    except PermissionError as exc:
+        raise JobFailure(Reason.NO_PERMISSION, f"the service user {service_user()} cannot read it ({exc.strerror})",
+                         f"Make {job.source} readable (chmod a+r, or chown to the service user) and drop it "
+                         "again") from exc
 
 
 def pre_check_sidecar(job: Job, config: Config) -> tuple[str | None, dict]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import os
-import secrets
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -92,6 +91,13 @@ def fit(img: Image.Image, size: int) -> Image.Image:
     return img if new == img.size else img.resize(new, Image.Resampling.LANCZOS)
 
 
+def resize_once(img: Image.Image, hw: tuple[int, int]) -> Image.Image:
+    """Straight from the original to (height, width) with LANCZOS, in one step: every working copy of a
+    picture (each pyramid level, each style, each blend part) is made this way, never from a resized copy."""
+    img = img.convert("RGB")
+    return img if img.size == (hw[1], hw[0]) else img.resize((hw[1], hw[0]), Image.Resampling.LANCZOS)
+
+
 def to_tensor(img: Image.Image, device: torch.device | str = "cpu") -> torch.Tensor:
     """(1, 3, H, W) float32 RGB in 0-255 pixel units."""
     import numpy as np
@@ -130,22 +136,8 @@ def encode(img: Image.Image, fmt: str = "png", quality: int = 92, alpha: Image.I
 
 def write_atomic(data: bytes, path: str | Path, replace: bool = True) -> Path:
     """Temp file in the same folder, fsync, then rename (or, with replace=False, link: never overwrites)."""
-    path = Path(path)
-    # Not mkstemp: its 0600 mode would stick to the output; 0666 here is narrowed by the umask like any file.
-    tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if replace:
-            os.replace(tmp, path)
-        else:
-            os.link(tmp, path)  # FileExistsError when the name is taken
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    from ..fsio import write_atomic as _write_atomic  # the one atomic writer: pid + random temp names
+    return _write_atomic(data, path, replace=replace)
 
 
 def save(img: Image.Image, path: str | Path, fmt: str | None = None, quality: int = 92,

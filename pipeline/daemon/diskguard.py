@@ -1,0 +1,60 @@
+"""A full disk pauses claiming, and claiming resumes by itself when space returns (issue 9).
+
+ENOSPC and EDQUOT are the machine's fault, never the photo's: the job that hit one waits in work/
+(no attempt charged), no new file is claimed, and every few seconds the folders we write are
+checked: free space over a floor AND a small probe write that succeeds (free blocks alone miss quotas).
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+import structlog
+
+from ..fsio import free_bytes, write_atomic
+
+log = structlog.get_logger("style-pipeline")
+CHECK_SECONDS = 2.0
+RESUME_FREE_BYTES = 2 << 20  # a 384 px output and its log are a few hundred KB
+
+
+class DiskGuard:
+    def __init__(self, folders: Callable[[], Iterable[Path]], clock: Callable[[], float] = time.monotonic) -> None:
+        self.folders, self.clock = folders, clock
+        self.state: dict | None = None  # {"folder", "free_mb"} while paused
+        self.checked = 0.0
+
+    def pause(self, folder: Path) -> None:
+        free = free_bytes(folder) >> 20
+        if self.state is None:
+            log.error("disk full: claiming paused until space returns", folder=str(folder), free_mb=free)
+        self.state = {"folder": str(folder), "free_mb": free}
+        self.checked = self.clock()
+
+    def paused(self) -> bool:
+        """True while claiming waits for space; looks again every CHECK_SECONDS and resumes by itself."""
+        if self.state is None:
+            return False
+        if self.clock() - self.checked < CHECK_SECONDS:
+            return True
+        self.checked = self.clock()
+        short = [f for f in self.folders() if free_bytes(f) < RESUME_FREE_BYTES or not probe(f)]
+        if short:
+            self.state = {"folder": str(short[0]), "free_mb": free_bytes(short[0]) >> 20}
+            return True
+        log.info("disk space is back; claiming resumes", waited_in=self.state["folder"])
+        self.state = None
+        return False
+
+
+def probe(folder: Path) -> bool:
+    """Can a small file be written here now?"""
+    path = folder / f".space-probe-{os.getpid()}"
+    try:
+        write_atomic(b"\0" * 65536, path, fsync=False)
+        path.unlink()
+        return True
+    except OSError:
+        return False

@@ -1,0 +1,94 @@
+"""How a try ends when it does not succeed: each error has a class, and the failure path cannot fail silently.
+
+A mixin of :class:`~.worker.Worker` (and so of the Ray worker): the photo's faults are charged as attempts,
+the machine's (a full disk, a shutdown, a crash) are not; permissions fail at once with their fix; and when
+even moving the file to failed/ fails, the file is kept under its job id or held in work/, never dropped.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import structlog
+
+from ..fsio import is_disk_full, is_no_permission, service_user
+from .spool import Job, Reason, now_iso
+
+log = structlog.get_logger("style-pipeline.worker")
+
+
+class FailurePaths:
+    """Needs the worker's spool, retry list, get_config, last_errors, disk_full, held and _event."""
+
+    def _os_error(self, job: Job, exc: Exception) -> None:
+        """Each filesystem error has a class: full disk pauses, permissions fail with their fix, others retry."""
+        if is_disk_full(exc):
+            job.not_before = time.time() + 1.0
+            self.retry.append(job)
+            where = getattr(exc, "filename", None)
+            self.disk_full = os.path.dirname(where) if where else str(self.spool.work)
+            self._not_its_fault(job)
+            log.warning("disk full: job kept in work/, claiming paused until space returns", error=str(exc))
+        elif is_no_permission(exc):
+            where = getattr(exc, "filename", None) or job.name
+            self._fail(job, Reason.NO_PERMISSION, f"permission denied: {where} ({exc})",
+                       f"Let the service user {service_user()} read the photo and write the outbox and spool "
+                       f"(chmod/chown {where}), then drop the file again")
+        else:
+            self._transient(job, exc)
+
+    def _not_its_fault(self, job: Job) -> None:
+        """The try ended for a reason outside the photo: it is not charged as an attempt."""
+        job.attempts, job.running, job.crashes = max(0, job.attempts - 1), False, 0
+        try:
+            self.spool.save(job)
+        except OSError as exc:  # the job in memory is the truth until the disk has room again
+            log.warning("job record not saved", error=str(exc))
+
+    def _fail(self, job: Job, reason: Reason, message: str, fix: str) -> None:
+        try:
+            kept = self.spool.fail(job, reason, message, fix)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            self._os_error(job, exc)  # the record could not be written: the job waits in work/ for space
+            return
+        self._remember(job, reason, message)
+        log.warning("job failed", reason=str(reason), message=message, fix=fix, kept_as=str(kept))
+        self._event("failed", file=job.source, reason=str(reason), message=message, fix=fix)
+
+    def _last_resort(self, job: Job, exc: Exception) -> None:
+        """failed/ under the job id (a name that always fits); if even that fails, hold the job in work/."""
+        message = f"internal error: {exc.__class__.__name__}: {exc}"[:500]
+        try:
+            kept = self.spool.fail(job, Reason.GAVE_UP, message, "Report this with the log lines of this job_id; "
+                                   "then drop the file again", kept_name=f"{job.id}{Path(job.name).suffix[:16]}")
+            log.error("job failed", reason=str(Reason.GAVE_UP), message=message, kept_as=str(kept))
+            self._event("failed", file=job.source, reason=str(Reason.GAVE_UP), message=message, fix="")
+        except Exception as again:
+            if is_disk_full(again):
+                return self._os_error(job, again)
+            log.exception("cannot move the file to failed/; it stays in work/ until the next start")
+            self.held.append(job)
+            self.spool.release(job)
+        self._remember(job, Reason.GAVE_UP, message)
+
+    def _transient(self, job: Job, exc: Exception) -> None:
+        config = self.get_config()
+        message = f"{exc.__class__.__name__}: {exc}"[:500]
+        job.last_error = message
+        if job.attempts >= config.max_attempts:
+            self._fail(job, Reason.GAVE_UP, f"failed {job.attempts} times; last error: {message}",
+                       "Check the log for this job_id; if the machine was at fault (disk, memory), drop the file again")
+            return
+        delay = config.retry_backoff_seconds * 2 ** (job.attempts - 1)
+        job.not_before, job.running, job.crashes = time.time() + delay, False, 0
+        self.spool.save(job)
+        self.retry.append(job)
+        self._remember(job, "transient", message)
+        log.warning("transient failure, will retry", error=message, retry_in=delay, attempt=job.attempts)
+
+    def _remember(self, job: Job, reason: str, message: str) -> None:
+        self.last_errors = (self.last_errors + [{"file": job.source, "reason": str(reason), "message": message,
+                                                 "at": now_iso()}])[-5:]

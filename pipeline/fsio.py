@@ -1,0 +1,107 @@
+"""One atomic-write helper for every writer, names that always fit, and the filesystem-error classes.
+
+Why one helper: a fixed temp name (``.status.json.tmp``) shared by two daemons on one inbox let one
+daemon rename the other's temp file away and die (issue 9). Every temp name here carries the pid and
+random bits, and is short (a hash of the target name), so a 250-byte target never gives a temp name
+over the filesystem's limit.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import secrets
+from pathlib import Path
+
+NAME_MAX = 255  # bytes, ext4/xfs/btrfs/tmpfs; os.pathconf is asked where it answers
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+NO_PERMISSION = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def temp_name(path: Path) -> Path:
+    """``.<hash of the name>.<pid>.<random>.tmp`` beside ``path``: unique per process and write, and short."""
+    digest = hashlib.sha1(path.name.encode("utf-8", "surrogateescape")).hexdigest()[:10]
+    return path.parent / f".{digest}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+
+
+def write_atomic(data: bytes, path: str | Path, replace: bool = True, fsync: bool = True) -> Path:
+    """Temp file in the same folder, fsync, then rename (or, with replace=False, link: never overwrites).
+
+    Not mkstemp: its 0600 mode would stick to the output; 0666 here is narrowed by the umask like any file.
+    """
+    path = Path(path)
+    tmp = temp_name(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            if fsync:
+                os.fsync(handle.fileno())
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # FileExistsError when the name is taken
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_json(path: str | Path, data, indent: int = 2, replace: bool = True, fsync: bool = True) -> Path:
+    return write_atomic(json.dumps(data, indent=indent, ensure_ascii=False).encode("utf-8"), path,
+                        replace=replace, fsync=fsync)
+
+
+def name_max(folder: Path) -> int:
+    try:
+        return min(os.pathconf(folder, "PC_NAME_MAX"), NAME_MAX)
+    except (OSError, ValueError):
+        return NAME_MAX
+
+
+def fit_name(name: str, reserve: int = 0, limit: int = NAME_MAX) -> str:
+    """``name`` itself when it fits in ``limit - reserve`` bytes; else a deterministic short form.
+
+    The short form keeps the start of the stem (cut on a character boundary), then ``~`` and 8 hex
+    digits of the full name's sha1, then the extension: the same long name always gives the same short
+    one, and two long names that share a start still differ.
+    """
+    room = limit - reserve
+    if len(name.encode("utf-8", "surrogateescape")) <= room:
+        return name
+    stem, dot, ext = name.rpartition(".") if "." in name.lstrip(".") else (name, "", "")
+    if len(ext.encode("utf-8", "surrogateescape")) > 16:
+        stem, dot, ext = name, "", ""
+    tail = f"~{hashlib.sha1(name.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}{dot}{ext}"
+    budget = room - len(tail.encode("utf-8", "surrogateescape"))
+    cut = stem.encode("utf-8", "surrogateescape")[:max(budget, 1)]
+    return cut.decode("utf-8", "ignore") + tail
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC/EDQUOT, also when a library re-raised it as another type (torch.save gives RuntimeError)."""
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+        return True
+    return any(text in str(exc) for text in ("No space left on device", "Disk quota exceeded"))
+
+
+def is_no_permission(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in NO_PERMISSION
+
+
+def free_bytes(folder: Path) -> int:
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return 0
+    return st.f_bavail * st.f_frsize
+
+
+def service_user() -> str:
+    """Who the daemon runs as, for a permissions fix a person can act on."""
+    try:
+        import pwd
+        return f"{pwd.getpwuid(os.geteuid()).pw_name} (uid {os.geteuid()})"
+    except (KeyError, ImportError):
+        return f"uid {os.geteuid()}"
