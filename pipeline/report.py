@@ -19,6 +19,8 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
+from .fsio import write_atomic
+
 THUMB_PX = 160  # content and style: small beside the result
 RESULT_PX = 512  # the result is the largest picture on a card
 MIN_RATE_IMAGES = 5  # fewer than this and images per hour says more about one photo than about the night
@@ -293,32 +295,8 @@ def write_report(out_path: Path, outbox: Path, failed: Path, since: timedelta | 
                  now: datetime | None = None, done: Path | None = None) -> Path:
     """build_report, written atomically so a browser or a mail job never reads half a page."""
     html = build_report(outbox, failed, since, now, done, link_from=Path(out_path).resolve().parent)
-    _atomic_write(out_path, html.encode())
+    write_atomic(html.encode(), out_path)
     return out_path
-
-
-def contact_sheet(content: Image.Image, style: Image.Image, result: Image.Image, out_path: Path) -> Path:
-    """content | style | result side by side on white, as PNG; pass the images at the size wanted."""
-    parts = [im.convert("RGB") for im in (content, style, result)]
-    sheet = Image.new("RGB", (sum(p.width for p in parts), max(p.height for p in parts)), "white")
-    x = 0
-    for part in parts:
-        sheet.paste(part, (x, 0))
-        x += part.width
-    buf = io.BytesIO()
-    sheet.save(buf, "PNG")
-    _atomic_write(out_path, buf.getvalue())
-    return out_path
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """The project's one atomic writer (pipeline/fsio.py): pid + random temp name, fsync, os.replace.
-
-    Its mode 0o666 (not mkstemp's 0600) lets the process umask (UMask=0027 under systemd) decide who
-    may read the page, as for any other file.
-    """
-    from .fsio import write_atomic
-    write_atomic(data, path)
 
 
 def _environment():

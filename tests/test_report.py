@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pipeline.report import build_report, contact_sheet, curve_points, parse_since, steps_text, write_report
+from pipeline.daemon.outputs import contact_sheet
+from pipeline.report import build_report, curve_points, parse_since, steps_text, write_report
 
 SAMPLES = Path(__file__).resolve().parents[1] / "pipeline" / "assets" / "samples"
 STYLES = Path(__file__).resolve().parents[1] / "pipeline" / "assets" / "styles"

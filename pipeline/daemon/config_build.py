@@ -9,9 +9,9 @@ from typing import Any
 from ..engine import images
 from ..engine.settings import Settings
 from ..errors import DeviceError, ImageError
-from .config import (ENGINE_KEYS, FOLDER_KEYS, RAY_KEYS, RECIPE_KEYS, SIDECAR_KEYS, TOP_KEYS, Config, ConfigError,
-                     SIDECAR_MAX_BYTES, RayOptions, Recipe, StyleRef, _check_type, _lines, _Problems, engine_settings,
-                     read_yaml)
+from .config_schema import (ENGINE_KEYS, FOLDER_KEYS, RAY_KEYS, RECIPE_KEYS, SIDECAR_KEYS, TOP_KEYS, Config,
+                            ConfigError, RayOptions, Recipe, StyleRef)
+from .yaml_read import SIDECAR_MAX_BYTES, Problems, check_type, engine_settings, key_lines, read_yaml
 
 TOP_TYPES: dict[str, Any] = {"watch": str, "settle_seconds": float, "rescan_seconds": float, "poll_seconds": float,
                              "after_success": str, "max_attempts": int, "max_crashes": int, "retry_backoff_seconds": float,
@@ -35,7 +35,7 @@ def _inside(child: Path, parent: Path) -> bool:
         return False
 
 
-def build(source: Path, data: dict, problems: _Problems) -> Config | None:
+def build(source: Path, data: dict, problems: Problems) -> Config | None:
     problems.unknown((), data, TOP_KEYS)
     base = source.parent
     scalars = _scalars(data, problems)
@@ -71,7 +71,7 @@ def build(source: Path, data: dict, problems: _Problems) -> Config | None:
                   ray=ray, metrics_file=metrics_file, **folders, **scalars)
 
 
-def _notify(target: str | None, problems: _Problems) -> None:
+def _notify(target: str | None, problems: Problems) -> None:
     """Issue 11: a command line, an http(s) URL, or another scheme that apprise (if installed) knows."""
     if not target:
         return
@@ -92,7 +92,7 @@ def _device_problem(name: str) -> str | None:
 
 
 def _sizes_within(max_size: int, defaults: Settings, given: dict, recipes: dict[str, Recipe], data: dict,
-                  problems: _Problems) -> None:
+                  problems: Problems) -> None:
     """max_size binds the config too, not only sidecars: a recipe cannot ask for what a photo may not."""
     if "size" in given and defaults.size > max_size:
         problems.add(("defaults", "size"), f"{defaults.size} is over max_size {max_size}; lower it or raise max_size")
@@ -103,7 +103,7 @@ def _sizes_within(max_size: int, defaults: Settings, given: dict, recipes: dict[
                          f"{recipe.settings.size} is over max_size {max_size}; lower it or raise max_size")
 
 
-def _ray(data: Any, problems: _Problems) -> RayOptions:
+def _ray(data: Any, problems: Problems) -> RayOptions:
     """Issue 6: the `ray:` mapping (read whatever the executor; reaching the cluster is `validate`'s job)."""
     if data is None:
         return RayOptions()
@@ -132,12 +132,12 @@ def _ray(data: Any, problems: _Problems) -> RayOptions:
     return RayOptions(**values)
 
 
-def _scalars(data: dict, problems: _Problems) -> dict[str, Any]:
+def _scalars(data: dict, problems: Problems) -> dict[str, Any]:
     values = {}
     for key, hint in TOP_TYPES.items():
         if key not in data:
             continue
-        message = _check_type(data[key], hint)
+        message = check_type(data[key], hint)
         if not message and key in CHOICES and data[key] not in CHOICES[key]:
             message = f"must be one of {', '.join(CHOICES[key])} (got {data[key]!r})"
         if not message and hint in (int, float) and data[key] < MINIMUM.get(key, 0):
@@ -151,7 +151,7 @@ def _scalars(data: dict, problems: _Problems) -> dict[str, Any]:
     return values
 
 
-def _folders(data: Any, base: Path, problems: _Problems) -> dict[str, Path] | None:
+def _folders(data: Any, base: Path, problems: Problems) -> dict[str, Path] | None:
     if not isinstance(data, dict):
         problems.add(("folders",), "must be a mapping with inbox, outbox and spool")
         return None
@@ -165,7 +165,7 @@ def _folders(data: Any, base: Path, problems: _Problems) -> dict[str, Path] | No
     return folders
 
 
-def _recipes(data: Any, styles_dir: Path, defaults: Settings, problems: _Problems) -> dict[str, Recipe]:
+def _recipes(data: Any, styles_dir: Path, defaults: Settings, problems: Problems) -> dict[str, Recipe]:
     if not isinstance(data, dict) or not data:
         problems.add(("recipes",), "needs at least one recipe, e.g. `starry: {styles: [starry_night.jpg]}`")
         return {}
@@ -186,7 +186,7 @@ def _recipes(data: Any, styles_dir: Path, defaults: Settings, problems: _Problem
     return recipes
 
 
-def _styles(data: Any, path: tuple, styles_dir: Path, problems: _Problems) -> list[StyleRef]:
+def _styles(data: Any, path: tuple, styles_dir: Path, problems: Problems) -> list[StyleRef]:
     if isinstance(data, str):
         data = [data]
     if not isinstance(data, list) or not data:
@@ -212,7 +212,7 @@ def _styles(data: Any, path: tuple, styles_dir: Path, problems: _Problems) -> li
     return refs
 
 
-def _schedule(data: Any, problems: _Problems) -> None:
+def _schedule(data: Any, problems: Problems) -> None:
     from ..schedule import Window
 
     try:
@@ -254,7 +254,7 @@ def load_sidecar(path: Path, config: Config) -> tuple[str | None, dict[str, Any]
     except ConfigError as exc:
         raise ConfigError(exc.problems, path, SIDECAR_FIX) from exc
     data = {} if data is None else data
-    problems = _Problems(path, _lines(node) if node else {})
+    problems = Problems(path, key_lines(node) if node else {})
     if not isinstance(data, dict):
         raise ConfigError([f"{path.name}:1: a sidecar is a mapping, e.g. `recipe: starry`"], path, SIDECAR_FIX)
     problems.unknown((), data, SIDECAR_KEYS)

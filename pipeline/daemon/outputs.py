@@ -6,10 +6,12 @@ it (the image's presence says the job is done) instead of writing a second copy.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from pathlib import Path
 
 from ..engine import images
+from ..fsio import write_atomic
 from .spool import unique_names
 
 EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
@@ -47,3 +49,19 @@ def write(folder: Path, stem: str, fmt: str, data: bytes, record: dict) -> tuple
         log_path.unlink(missing_ok=True)
         raise
     return image_path, log_path
+
+
+def contact_sheet(content: "Image.Image", style: "Image.Image", result: "Image.Image", out_path: Path) -> Path:
+    """content | style | result side by side on white, as PNG; pass the images at the size wanted."""
+    from PIL import Image
+
+    parts = [im.convert("RGB") for im in (content, style, result)]
+    sheet = Image.new("RGB", (sum(p.width for p in parts), max(p.height for p in parts)), "white")
+    x = 0
+    for part in parts:
+        sheet.paste(part, (x, 0))
+        x += part.width
+    buf = io.BytesIO()
+    sheet.save(buf, "PNG")
+    write_atomic(buf.getvalue(), out_path)
+    return out_path

@@ -21,7 +21,6 @@ import structlog
 from ..engine import Settings, StyleTransfer, images
 from ..errors import Cancelled, EngineError, ImageError, TooThin
 from ..fsio import service_user
-from ..report import contact_sheet
 from . import joblog, outputs
 from .config import Config, ConfigError, Recipe
 from .config_build import load_sidecar
@@ -263,7 +262,7 @@ class Worker(FailurePaths, threading.Thread):
                 continue
         if sheet is not None:  # a convenience: a failure here must not fail the job
             try:
-                contact_sheet(plan.content, plan.styles[0], result.image, sheet)
+                outputs.contact_sheet(plan.content, plan.styles[0], result.image, sheet)
             except OSError as exc:
                 log.warning("contact sheet not written", error=str(exc))
         log.info("output written", output=str(image_path), loss=result.losses["total"], steps=result.steps,

@@ -1,0 +1,123 @@
+"""The manifest's schema: the Config dataclass and its parts, the keys each mapping allows, ConfigError.
+
+Kept apart from the reading (yaml_read.py) and the building (config_build.py) so that each of them imports this
+downward and none imports the other back: config.py -> config_build.py -> yaml_read.py -> config_schema.py.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..engine.settings import Settings
+from ..errors import PipelineError
+# Per-photo overrides a sidecar may set: what changes the look, not what loads the machine.
+SIDECAR_KEYS = frozenset({"recipe", "size", "steps", "style_strength", "content_weight", "style_weight", "tv_weight",
+                          "preserve_color", "seed", "init", "style_scale", "format", "quality"})
+ENGINE_KEYS = frozenset(f.name for f in dataclasses.fields(Settings)) - {"device"}
+RECIPE_KEYS = ENGINE_KEYS | {"styles", "description"}
+TOP_KEYS = {"folders", "watch", "settle_seconds", "rescan_seconds", "poll_seconds", "after_success", "max_attempts",
+            "retry_backoff_seconds", "device", "weights", "styles_dir", "cache_styles", "max_size", "defaults",
+            "default_recipe", "recipes", "schedule", "contact_sheet", "log_format", "log_level", "progress_seconds",
+            "stall_seconds", "max_crashes",
+            "executor", "ray",  # issue 6: where jobs run (local thread or Ray actors)
+            "save_every", "metrics_file", "metrics_seconds", "notify"}  # issue 11: 14, 15, 16
+FOLDER_KEYS = {"inbox", "outbox", "spool"}
+
+
+class ConfigError(PipelineError):
+    code = "bad_config"
+
+    def __init__(self, problems: list[str], path: str | Path, fix: str | None = None) -> None:
+        self.problems = problems
+        fix = fix or f"Fix the lines above, then check again: style-pipeline validate --config {path}"
+        super().__init__("\n  ".join(["invalid configuration:", *problems]) + "\n" + fix, path=path)
+        self.fix = fix
+
+
+def missing_config_fix(path: Path) -> str:
+    """What to do when there is no config at all: a new user's first error, so it names the command that helps."""
+    return (f"Write a starter config with `style-pipeline init {path.parent}`, or point --config at yours "
+            f"(the default is config.yaml in the current folder)")
+
+
+@dataclass(frozen=True)
+class StyleRef:
+    path: Path
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    styles: tuple[StyleRef, ...]
+    settings: Settings
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Issue 6, ``executor: ray``: where the cluster is and how many actors to run (None = worked out)."""
+
+    address: str | None = None  # None: start a local Ray instance; "auto"; "ray://head:10001"; "host:6379"
+    num_workers: int | None = None  # None: one per GPU (num_gpus_per_worker), else one per num_cpus_per_worker
+    num_gpus_per_worker: float | None = None  # None: 1 where the cluster has GPUs, else 0
+    num_cpus_per_worker: float = 1.0
+    max_inflight: int | None = None  # None: num_workers; the rest wait unclaimed in the inbox
+
+
+RAY_KEYS = frozenset(f.name for f in dataclasses.fields(RayOptions))
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    inbox: Path
+    outbox: Path
+    spool: Path
+    recipes: dict[str, Recipe]
+    default_recipe: str
+    styles_dir: Path
+    defaults: dict[str, Any] = field(default_factory=dict)
+    watch: str = "auto"
+    settle_seconds: float = 2.0
+    rescan_seconds: float = 60.0
+    poll_seconds: float = 2.0
+    after_success: str = "move"
+    max_attempts: int = 3
+    max_crashes: int = 3  # the daemon died this many times in a row inside one job: failed/ as crashed_daemon
+    retry_backoff_seconds: float = 30.0
+    device: str = "auto"
+    weights: Path | None = None
+    cache_styles: int = 32
+    max_size: int = 4096
+    schedule: dict | None = None
+    contact_sheet: bool = True
+    log_format: str = "auto"
+    log_level: str = "info"
+    progress_seconds: float = 5.0
+    stall_seconds: float = 600.0
+    executor: str = "local"  # issue 6: "local" (the in-process Worker) or "ray"
+    ray: RayOptions = field(default_factory=RayOptions)
+    save_every: int = 0  # write the current picture every N steps into the job's folder; 0 = off
+    metrics_file: Path | None = None  # the Prometheus textfile; None = off (build() defaults it under the spool)
+    metrics_seconds: float = 5.0
+    notify: str | None = None  # a command or URL told when the queue empties after work and on each failure
+
+    @property
+    def work(self) -> Path:
+        return self.spool / "work"
+
+    @property
+    def done(self) -> Path:
+        return self.spool / "done"
+
+    @property
+    def failed(self) -> Path:
+        return self.spool / "failed"
+
+    def recipe_settings(self, recipe: Recipe, overrides: dict[str, Any]) -> Settings:
+        settings = recipe.settings.replace(device=self.device, **overrides)
+        settings.validate()
+        return settings

@@ -1,0 +1,154 @@
+"""Reading YAML with limits, locating each key's line, and collecting problems (every one at once).
+
+Only ``yaml.safe_load``-level constructs are accepted. Every error says ``file:line: key: what is wrong``,
+with a "did you mean" for a misspelt key, so a person can fix it without reading the code.
+"""
+from __future__ import annotations
+
+import difflib
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..engine.settings import Settings
+from .config_schema import ENGINE_KEYS, ConfigError
+
+# --- reading YAML with limits ----------------------------------------------------------------
+
+CONFIG_MAX_BYTES = 1 << 20
+SIDECAR_MAX_BYTES = 64 << 10
+MAX_YAML_NODES = 20_000  # nodes after expanding aliases: a real config has a few hundred
+
+
+def read_yaml(path: Path, max_bytes: int) -> tuple[yaml.Node | None, Any]:
+    """(node, data) from a YAML file, refusing at once what would take the machine's memory.
+
+    A 312-byte file of nested aliases ("billion laughs") expands to millions of nodes when walked;
+    here the composed graph is measured with each shared node counted every time it is reached, but
+    each node visited once per parent (memoized), so the check itself is linear in the file.
+    Raises ConfigError; OSError and UnicodeDecodeError pass through for the caller to name.
+    """
+    with open(path, "rb") as handle:
+        raw = handle.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise ConfigError([f"{path.name}: over {max_bytes // 1024} KB; a YAML file here is a few KB"], path)
+    loader = yaml.SafeLoader(raw.decode("utf-8"))
+    try:
+        node = loader.get_single_node()
+        if node is not None and _expanded_size(node, {}) > MAX_YAML_NODES:
+            raise ConfigError([f"{path.name}: expands to over {MAX_YAML_NODES:,} values through aliases (&, *); "
+                               "write the values out"], path)
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path.name}:{mark.line + 1}" if mark else path.name
+        raise ConfigError([f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})"], path) from exc
+    finally:
+        loader.dispose()
+    return node, data
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    if id(node) in memo:
+        return memo[id(node)]
+    memo[id(node)] = MAX_YAML_NODES + 1  # a node reached again while being measured: a cycle, refused
+    if isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(item, memo) for item in node.value)
+    else:
+        size = 1
+    memo[id(node)] = min(size, MAX_YAML_NODES + 1)
+    return memo[id(node)]
+
+
+# --- locating keys in the YAML source ------------------------------------------------------
+
+def key_lines(node: yaml.Node, prefix: tuple = ()) -> dict[tuple, int]:
+    """Map each key path ("recipes", "starry", "size") to its 1-based line in the file."""
+    found: dict[tuple, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            path = prefix + (key.value,)
+            found[path] = key.start_mark.line + 1
+            found.update(key_lines(value, path))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            found[prefix + (index,)] = item.start_mark.line + 1
+            found.update(key_lines(item, prefix + (index,)))
+    return found
+
+
+class Problems:
+    """Collects every error at once: one run of `validate` should show them all."""
+
+    def __init__(self, source: Path, lines: dict[tuple, int]) -> None:
+        self.source, self.lines, self.found = source, lines, []
+
+    @property
+    def items(self) -> list[str]:
+        """In file order, as a person reads the file (stable for problems on one line)."""
+        return [text for _, text in sorted(self.found, key=lambda item: item[0])]
+
+    def add(self, path: tuple, message: str) -> None:
+        probe = path
+        while probe and probe not in self.lines:
+            probe = probe[:-1]
+        line = self.lines.get(probe, 1)
+        dotted = ".".join(map(str, path)) or "(top)"
+        self.found.append((line, f"{self.source.name}:{line}: {dotted}: {message}"))
+
+    def unknown(self, path: tuple, data: dict, allowed: set | frozenset) -> None:
+        for key in data:
+            if key not in allowed:
+                guess = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+                hint = f"; did you mean {guess[0]!r}?" if guess else f"; allowed: {', '.join(sorted(allowed))}"
+                self.add(path + (key,), f"unknown key{hint}")
+
+
+def check_type(value: Any, hint: Any) -> str | None:
+    """A message when ``value`` does not fit the dataclass annotation ``hint``."""
+    origin = typing.get_origin(hint)
+    if origin is typing.Literal:
+        choices = typing.get_args(hint)
+        return None if value in choices else f"must be one of {', '.join(map(str, choices))} (got {value!r})"
+    if origin is tuple:
+        ok = isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        return None if ok else f"must be a list of numbers (got {value!r})"
+    if hint is bool:
+        return None if isinstance(value, bool) else f"must be true or false (got {value!r})"
+    if hint is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else f"must be a whole number (got {value!r})"
+    if hint in (float, float | None):
+        if value is None and hint is not float:
+            return None
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return None if ok else f"must be a number (got {value!r})"
+    if hint is str:
+        return None if isinstance(value, str) else f"must be text (got {value!r})"
+    return None
+
+
+SETTING_HINTS = typing.get_type_hints(Settings)
+
+
+def engine_settings(data: dict, path: tuple, problems: Problems, base: Settings) -> Settings:
+    """Typed, range-checked Settings from a YAML mapping; problems are collected, not raised."""
+    values = {}
+    for key, value in data.items():
+        if key not in ENGINE_KEYS:
+            continue
+        message = check_type(value, SETTING_HINTS[key])
+        if message:
+            problems.add(path + (key,), message)
+        else:
+            values[key] = tuple(value) if isinstance(value, list) else value
+    try:
+        settings = base.replace(**values)
+        settings.validate()
+        return settings
+    except ValueError as exc:
+        problems.add(path + (str(exc).split()[0],), str(exc))
+        return base

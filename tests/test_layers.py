@@ -1,0 +1,115 @@
+"""The layering holds: every module imports only downward, and no import runs in a circle.
+
+engine <- jobs <- executors <- daemon <- cli, over a base (errors, fsio) that everything may use. The engine knows
+nothing of folders (no daemon module, no watchdog); the daemon layer knows nothing of tensors (no torch, numpy, PIL).
+Imports inside functions count as much as those at the top: a lazy import is still a dependency. A new module has to
+be given its layer here, which is the point: placing it is a decision, written down (docs/architecture.md).
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent / "pipeline"
+
+BASE, ENGINE, JOBS, EXECUTORS, DAEMON, CLI = range(6)
+NAMES = ["base", "engine", "jobs", "executors", "daemon", "cli"]
+LAYER = {
+    "pipeline": BASE, "pipeline.errors": BASE, "pipeline.fsio": BASE,
+    "pipeline.engine": ENGINE,  # and every module under it
+    "pipeline.progress": JOBS, "pipeline.schedule": JOBS, "pipeline.notify": JOBS, "pipeline.alerts": JOBS,
+    "pipeline.daemon": JOBS,
+    **{f"pipeline.daemon.{name}": JOBS for name in (
+        "config", "config_build", "config_schema", "yaml_read", "spool", "outputs", "joblog", "failures", "metrics",
+        "settle", "diskguard", "watcher", "log", "jobs")},
+    **{f"pipeline.daemon.{name}": EXECUTORS for name in ("worker", "executor", "local_executor", "ray_executor",
+                                                         "ray_actor")},
+    "pipeline.daemon.daemon": DAEMON, "pipeline.daemon.status": DAEMON, "pipeline.daemon.state": DAEMON,
+    "pipeline.cli": CLI, "pipeline.commands": CLI, "pipeline.starter": CLI, "pipeline.service": CLI,
+    "pipeline.report": CLI,
+}
+# Third-party packages a layer must not touch, and why.
+FORBIDDEN = {ENGINE: {"watchdog", "yaml", "structlog"},  # the engine knows nothing of folders or the daemon's log
+             DAEMON: {"torch", "numpy", "torchvision", "PIL", "scipy"}}  # the daemon knows nothing of tensors
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def layer_of(module: str) -> int:
+    probe = module
+    while probe not in LAYER:
+        assert "." in probe, f"{module}: no layer given; add it to LAYER in tests/test_layers.py"
+        if probe.startswith("pipeline.engine."):
+            return ENGINE
+        probe = probe.rsplit(".", 1)[0]
+        assert probe != "pipeline.daemon", f"{module}: no layer given; add it to LAYER in tests/test_layers.py"
+    return LAYER[probe]
+
+
+def imports(package: str, source: str, modules: set[str]) -> set[str]:
+    """Every module a file in ``package`` names in an import (ours resolved, third-party kept as top names)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names if f"{base}.{alias.name}" in modules)
+    return {m if m.split(".")[0] == "pipeline" else m.split(".")[0] for m in found}
+
+
+def graph() -> dict[str, set[str]]:
+    paths = {module_name(p): p for p in ROOT.rglob("*.py")}
+    return {name: imports(name if path.name == "__init__.py" else name.rsplit(".", 1)[0], path.read_text(), set(paths))
+            for name, path in paths.items()}
+
+
+def test_every_import_runs_downward():
+    wrong = []
+    for module, targets in graph().items():
+        mine = layer_of(module)
+        for target in targets:
+            if target.startswith("pipeline"):
+                if layer_of(target) > mine:
+                    wrong.append(f"{module} ({NAMES[mine]}) imports {target} ({NAMES[layer_of(target)]})")
+            elif target in FORBIDDEN.get(mine, ()):
+                wrong.append(f"{module} ({NAMES[mine]}) imports {target}")
+    assert not wrong, "imports that run upward or across a line:\n" + "\n".join(sorted(wrong))
+
+
+def test_no_import_cycle():
+    edges = {m: {t for t in ts if t.startswith("pipeline") and t != m and not m.startswith(t + ".")}
+             for m, ts in graph().items()}
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    stack: list[str] = []
+
+    def visit(module: str) -> list[str] | None:
+        state[module] = 1
+        stack.append(module)
+        for target in sorted(edges.get(module, ())):
+            if state.get(target) == 1:
+                return stack[stack.index(target):] + [target]
+            if target not in state and (cycle := visit(target)):
+                return cycle
+        stack.pop()
+        state[module] = 2
+        return None
+
+    for module in sorted(edges):
+        if module not in state and (cycle := visit(module)):
+            raise AssertionError("import cycle: " + " -> ".join(cycle))
+
+
+def test_the_walker_sees_an_upward_import_and_a_lazy_one():
+    """The checks above can fail: relative imports resolve, and one inside a function counts."""
+    source = "import torch\ndef f():\n    from ..daemon.daemon import Daemon\n    from . import images\n"
+    found = imports("pipeline.engine", source, {"pipeline.engine.images"})
+    assert found == {"torch", "pipeline.daemon.daemon", "pipeline.engine", "pipeline.engine.images"}
+    assert layer_of("pipeline.daemon.daemon") > layer_of("pipeline.engine.transfer")
