@@ -31,7 +31,8 @@ def cases(tmp: Path, config: Path) -> dict[str, list[str]]:
         "stylize nope.jpg (no such file)": ["stylize", "nope.jpg", str(STYLE), "-o", out],
         "stylize --size 0": ["stylize", str(CONTENT), str(STYLE), "-o", out, "--size", "0"],
         "stylize -o /missing/dir/x.png": ["stylize", str(CONTENT), str(STYLE), "-o", "/missing/dir/x.png"],
-        "stylize -o x.gif": ["stylize", str(CONTENT), str(STYLE), "-o", str(tmp / "x.gif"), "--steps", "0"],
+        "stylize -o x.gif": ["stylize", str(CONTENT), str(STYLE), "-o", str(tmp / "x.gif"), "--size", "32",
+                             "--steps", "1"],
         "stylize --device banana": ["stylize", str(CONTENT), str(STYLE), "-o", out, "--device", "banana"],
         "status": ["status", "--config", str(config)],
         "validate": ["validate", "--config", str(config)],
@@ -75,7 +76,8 @@ def main() -> None:
     print(header)
     for name in cases(Path("/"), config):
         this = statistics.median(times[(name, "this")])
-        row = f"{name:34} {this:7.2f} {str(facts[(name, 'this')].get('torch')):>6} {facts[(name, 'this')].get('rc')!s:>3}"
+        fact = facts[(name, "this")]
+        row = f"{name:34} {this:7.2f} {str(fact.get('torch')):>6} {fact.get('rc')!s:>3}"
         if args.against:
             other = statistics.median(times[(name, "against")])
             row += f" {other:8.2f} {str(facts[(name, 'against')].get('torch')):>6} {other / this:5.1f}x"

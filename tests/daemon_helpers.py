@@ -64,10 +64,15 @@ def wait_for(predicate, timeout: float, proc: subprocess.Popen | None = None, st
         if value:
             return value
         if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"daemon exited with {proc.returncode}:\n{Path(proc.log_path).read_text()[-3000:]}")
+            raise AssertionError(f"daemon exited with {proc.returncode}:\n{_tail(proc)}")
         time.sleep(step)
-    log = Path(proc.log_path).read_text()[-3000:] if proc is not None else ""
-    raise AssertionError(f"timed out after {timeout} s\n{log}")
+    raise AssertionError(f"timed out after {timeout} s\n{_tail(proc) if proc is not None else ''}")
+
+
+def _tail(proc: subprocess.Popen) -> str:
+    """The end of the daemon's log; nothing when it logs to a device (/dev/full reads as endless zeros)."""
+    path = Path(proc.log_path)
+    return path.read_text(errors="replace")[-3000:] if path.is_file() else ""
 
 
 def stop(proc: subprocess.Popen, timeout: float = 60) -> int:

@@ -42,7 +42,7 @@ def test_odd_inputs_never_stop_the_worker_and_each_fails_with_its_own_class(tmp_
     config = make_config(tmp_path, settle_seconds=0.3)
     proc = start(config, prefix=NO_ROOT_POWERS)
     inbox = tmp_path / "inbox"
-    long_ascii, long_cjk, long_bad = "a" * 250 + ".jpg", "写真" * 41 + ".jpg", "b" * 250 + ".png"
+    long_ascii, long_cjk, long_bad = "a" * 251 + ".jpg", "写真" * 41 + ".jpg", "b" * 250 + ".png"
     try:
         wait_ready(proc)
         slow = threading.Thread(target=_slow_write, args=(SAMPLES / "astronaut.jpg", inbox / "slow.jpg", 1.6))
@@ -203,5 +203,17 @@ def test_a_full_disk_pauses_claiming_says_so_and_resumes_by_itself(tmp_path, sma
         assert any(e.get("event") == "disk space is back; claiming resumes" for e in log_events(proc))
         assert (small_tmpfs / "spool" / "done" / "coffee.jpg").exists() and errors(small_tmpfs) == {}
         wait_for(lambda: status_json(small_tmpfs).get("state") == "running", 10, proc)
+    finally:
+        assert stop(proc) == 0
+
+
+def test_a_log_that_cannot_be_written_never_stops_the_daemon(tmp_path):
+    """stderr on a full disk (here /dev/full: every write is ENOSPC): the daemon works on, silently."""
+    config = make_config(tmp_path)
+    proc = start(config, log=Path("/dev/full"))
+    try:
+        shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / "rocket.jpg")
+        wait_for(lambda: outputs(tmp_path), 120, proc)
+        assert proc.poll() is None and status_json(tmp_path).get("state") == "running"
     finally:
         assert stop(proc) == 0

@@ -15,8 +15,8 @@ from pathlib import Path
 import structlog
 
 from ..alerts import Alerts
-from ..engine import StyleTransfer, images
-from ..errors import ImageError, PipelineError
+from ..engine import StyleTransfer
+from ..errors import PipelineError
 from ..fsio import is_disk_full
 from ..notify import Heartbeat, Notifier, watchdog_interval
 from . import config as config_module
@@ -25,6 +25,7 @@ from .config import Config, ConfigError
 from .config_build import check_folders
 from .diskguard import DiskGuard
 from .metrics import Metrics
+from .settle import DecodeCheck
 from .spool import Spool, now_iso
 from .watcher import Tracker, Watcher, own_folders, sidecar_for, skipped_folders
 from .worker import Worker
@@ -51,7 +52,7 @@ class Daemon:
         self.tracker = Tracker(self.config.settle_seconds)
         self.watcher: Watcher | None = None
         self.worker: Worker | None = None
-        self.first_failure: dict[Path, tuple] = {}
+        self.decode = DecodeCheck()
         self.started_at = now_iso()
         self.last_rescan = 0.0
         self.last_status = 0.0
@@ -156,54 +157,35 @@ class Daemon:
             self.worker.submit(job)
             return
         for path in self.tracker.ready():
-            if self._complete(path):
-                try:
-                    job = self.spool.claim(path, self._queued_at(path), sidecar_for(path))
-                except OSError as exc:
-                    self._claim_failed(path, exc)
+            try:
+                if self._claim(path):
                     return
+            except Exception:  # one odd file must not block the ones behind it
+                log.exception("cannot claim this file; it is looked at again at the next rescan", file=str(path))
                 self.tracker.forget(path)
-                self.first_failure.pop(path, None)
-                if job is not None:
-                    structlog.contextvars.bind_contextvars(job_id=job.id)
-                    log.info("claimed", file=job.source, sidecar=job.sidecar)
-                    structlog.contextvars.clear_contextvars()
-                    self.worker.submit(job)
-                    return
 
-    def _complete(self, path: Path) -> bool:
-        """Claim only a whole file: it decodes fully, or it stayed broken and unchanged for a grace period.
-
-        A broken file that keeps failing is claimed anyway so the worker can move it to failed/ with
-        its reason; a file that is locked or still busy just waits.
-        """
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            self.tracker.forget(path)
+    def _claim(self, path: Path) -> bool:
+        """True when the file is claimed and handed to the worker, or claiming must wait (full disk)."""
+        max_pixels = self.config.recipes[self.config.default_recipe].settings.max_pixels
+        verdict = self.decode.ready(path, max_pixels, self.config.settle_seconds)
+        if not verdict:
+            if verdict is None:
+                self.tracker.forget(path)
             return False
-        if not os.path.isfile(path) or os.path.islink(path):
-            return True  # links, FIFOs and devices fail in the worker with their own reason, unread
         try:
-            with open(path, "rb"):
-                pass
-            images.load(path, self.config.recipes[self.config.default_recipe].settings.max_pixels)
+            job = self.spool.claim(path, self._queued_at(path), sidecar_for(path))
+        except OSError as exc:
+            self._claim_failed(path, exc)
             return True
-        except ImageError:
-            return self._stale(path, st)
-        except PermissionError:
-            return True  # unreadable: claimed after the quiet time, to fail with the permissions fix
-
-    def _stale(self, path: Path, st: os.stat_result) -> bool:
-        """A file that does not decode is checked again once after a longer wait: a writer that pauses
-        between chunks is not claimed mid-write (issue 9). Only if it is unchanged and still broken then
-        is it claimed, to fail with its reason."""
-        key = (st.st_size, st.st_mtime_ns)
-        first = self.first_failure.setdefault(path, (key, time.monotonic()))
-        if first[0] != key:
-            self.first_failure[path] = (key, time.monotonic())
+        self.tracker.forget(path)
+        self.decode.forget(path)
+        if job is None:
             return False
-        return time.monotonic() - first[1] >= max(10 * self.config.settle_seconds, 3.0)
+        structlog.contextvars.bind_contextvars(job_id=job.id)
+        log.info("claimed", file=job.source, sidecar=job.sidecar)
+        structlog.contextvars.clear_contextvars()
+        self.worker.submit(job)
+        return True
 
     def _claim_failed(self, path: Path, exc: OSError) -> None:
         """The file stays in the inbox: a full disk pauses claiming; anything else is logged and retried

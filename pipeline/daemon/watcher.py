@@ -34,10 +34,15 @@ def is_sidecar(name: str) -> bool:
 
 
 def sidecar_for(photo: Path) -> Path | None:
+    """The photo's regular-file sidecar, if any. lstat, not is_file(): a 255-byte photo name gives a
+    sidecar name over the limit, and is_file() raises ENAMETOOLONG instead of saying no."""
     for suffix in SIDECAR_SUFFIXES:
         candidate = photo.with_suffix(suffix)
-        if candidate.is_file() and not candidate.is_symlink():
-            return candidate
+        try:
+            if stat.S_ISREG(os.lstat(candidate).st_mode):
+                return candidate
+        except (OSError, ValueError):
+            continue
     return None
 
 
