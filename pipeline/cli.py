@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import typing
@@ -15,6 +14,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import PipelineError
+from .fsio import write_json
 
 BOOL_TRUE = {"1", "true", "yes", "on"}
 BOOL_FALSE = {"0", "false", "no", "off"}
@@ -119,7 +119,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     images.save(result.image, out, settings.format, settings.quality, alpha=result.alpha)
     record = run_record(result, content=Path(args.content), styles=[Path(p) for p in args.styles], output=out)
     log_path = out.with_suffix(".json")
-    log_path.write_text(json.dumps(record, indent=2))
+    write_json(log_path, record)
     print(f"wrote {out} and {log_path}: {result.steps} steps in {result.timings['total']:.1f} s, "
           f"loss {result.losses['total']:.4g} ({result.stop_reason})")
     return 0

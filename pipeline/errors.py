@@ -1,21 +1,44 @@
-"""The project's exceptions: one base, a few subclasses with structured fields.
+"""The project's one error vocabulary: the Reason codes, one base exception, a few subclasses.
 
-Every error that reaches a person says which file is at fault and what to do about it.
+Every error that reaches a person says which file (or setting) is at fault and what to do about it. A problem is
+classified where it is known: the code that finds a picture too large raises an ImageError carrying
+Reason.TOO_LARGE, so no caller decides by reading the message.
 """
 from __future__ import annotations
 
+import enum
 from pathlib import Path
+
+
+class Reason(enum.StrEnum):
+    """Stable codes for failed/'s .error.json, so scripts can sort failures without parsing sentences."""
+
+    NOT_REGULAR = "not_a_regular_file"
+    EMPTY = "empty_file"
+    BAD_IMAGE = "bad_image"
+    TOO_LARGE = "too_large"
+    TOO_THIN = "too_thin"
+    BAD_SIDECAR = "bad_sidecar"
+    UNKNOWN_RECIPE = "unknown_recipe"
+    ENGINE = "engine_failed"
+    GAVE_UP = "too_many_attempts"
+    NO_PERMISSION = "permission_denied"
+    CRASHED = "crashed_daemon"
 
 
 class PipelineError(Exception):
     """Base for every error this project raises on purpose."""
 
     code = "error"
+    reason: Reason | None = None  # set on the errors that fail one input for good; None: not the input's fault
 
-    def __init__(self, message: str, *, path: str | Path | None = None, fix: str = "") -> None:
+    def __init__(self, message: str, *, path: str | Path | None = None, fix: str = "",
+                 reason: Reason | None = None) -> None:
         self.path = str(path) if path is not None else None
         self.fix = fix
         self.problem = message
+        if reason is not None:
+            self.reason = reason
         text = f"{path}: {message}" if path is not None else message
         super().__init__(f"{text}. {fix}" if fix else text)
 
@@ -24,12 +47,14 @@ class ImageError(PipelineError):
     """An input image that can never be processed as it is (permanent)."""
 
     code = "bad_image"
+    reason = Reason.BAD_IMAGE  # or TOO_LARGE, given where the size is checked
 
 
 class TooThin(ImageError):
     """A picture too thin for the network even when padded: permanent, since a retry cannot help (issue 9)."""
 
     code = "too_thin"
+    reason = Reason.TOO_THIN
 
 
 class WeightsError(PipelineError):
@@ -48,6 +73,29 @@ class EngineError(PipelineError):
     """The optimisation failed (NaN, blank result) even after its retry."""
 
     code = "engine"
+    reason = Reason.ENGINE
+
+
+class JobFailure(PipelineError):
+    """A permanent problem with one input found by a pre-check: it goes to failed/ with this reason and fix."""
+
+    code = "job_failed"
+
+    def __init__(self, reason: Reason, message: str, fix: str) -> None:
+        super().__init__(message, fix=fix, reason=reason)
+
+
+class SettingsError(PipelineError, ValueError):
+    """A Settings value out of range: names the field, so a config, sidecar or flag can point at its line.
+
+    A ValueError too, for callers that check values generally.
+    """
+
+    code = "bad_setting"
+
+    def __init__(self, field: str, message: str, fix: str = "") -> None:
+        self.field = field
+        super().__init__(message, fix=fix or f"Change {field} in the config, the sidecar or the command line")
 
 
 class Cancelled(Exception):

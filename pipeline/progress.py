@@ -80,13 +80,23 @@ def versions() -> dict[str, str]:
             "python": platform.python_version()}
 
 
+def file_facts(path: Path) -> dict:
+    """A file as a record names it: the CLI's and the daemon's run records both describe inputs this way."""
+    return {"name": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def provenance() -> dict:
+    """What made an output besides its inputs: the software and the machine. One place for both records."""
+    return {"versions": versions(), "host": socket.gethostname()}
+
+
 def run_record(result, *, content: Path, styles: list[Path], output: Path) -> dict:
-    """Everything needed to know how an output was made, and to make it again."""
+    """Everything needed to know how an output was made, and to make it again (the CLI's; the daemon's
+    joblog.build adds the job's fields to the same parts)."""
     return {
-        "input": {"name": content.name, "bytes": content.stat().st_size, "sha256": sha256_file(content)},
+        "input": file_facts(content),
         "styles": [{"name": p.name, "sha256": sha256_file(p)} for p in styles],
-        "output": {"name": output.name, "sha256": sha256_file(output), "size": list(result.image.size)},
-        "versions": versions(),
-        "host": socket.gethostname(),
+        "output": {**file_facts(output), "size": list(result.image.size)},
+        **provenance(),
         **result.log(),
     }

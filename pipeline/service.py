@@ -14,6 +14,8 @@ import re
 import shlex
 from pathlib import Path, PurePosixPath
 
+from .fsio import write_atomic
+
 TEMPLATES = Path(__file__).resolve().parent / "templates" / "systemd"
 UNITS = ("style-pipeline.service", "style-pipeline-report.service", "style-pipeline-report.timer")
 HOME_ROOTS = (PurePosixPath("/home"), PurePosixPath("/root"), PurePosixPath("/run/user"))
@@ -146,5 +148,4 @@ def _render(template: Path, dest: Path, values: dict[str, object]) -> Path:
     left = _PLACEHOLDER.findall(text)
     if left:
         raise ValueError(f"{template.name}: no value for {sorted(set(left))}")
-    dest.write_text(text)
-    return dest
+    return write_atomic(text.encode(), dest)

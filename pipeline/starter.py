@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 from .errors import PipelineError
+from .fsio import write_atomic
 
 PACKAGE = Path(__file__).resolve().parent
 STARTER = PACKAGE / "templates" / "config.yaml"
@@ -30,7 +31,7 @@ def init_dir(target: Path) -> Path:
         for style in sorted(SHIPPED_STYLES.iterdir()):
             if not (target / "styles" / style.name).exists():
                 shutil.copy2(style, target / "styles" / style.name)
-        config_path.write_text(STARTER.read_text(encoding="utf-8"), encoding="utf-8")
+        write_atomic(STARTER.read_bytes(), config_path, replace=False)  # never over one made meanwhile
     except OSError as exc:
         raise PipelineError(f"cannot write there ({exc.strerror})", path=exc.filename or target,
                             fix="Pick a folder you can write to") from exc

@@ -9,11 +9,10 @@ add up to ``total``), the raw parts are in ``losses_unweighted``; ``settings`` h
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
-from ..engine import images
-from ..progress import sha256_file, versions
+from ..fsio import write_json
+from ..progress import file_facts, provenance, sha256_file
 from .spool import Job, now_iso
 
 SCHEMA_VERSION = 1
@@ -29,12 +28,12 @@ def build(job: Job, plan, result, kept: Path | None) -> dict:
     raw = run["losses"]
     return {
         "schema_version": SCHEMA_VERSION, "job_id": job.id, "recipe": plan.recipe.name, "source": job.source,
-        "input": {"name": job.name, "bytes": job.input.stat().st_size, "sha256": sha256_file(job.input),
-                  "size": list(plan.content.size), "kept_as": str(kept) if kept else None},
+        "input": {**file_facts(job.input), "name": job.name, "size": list(plan.content.size),
+                  "kept_as": str(kept) if kept else None},
         "styles": [{"name": r.path.name, "path": str(r.path), "weight": r.weight, "sha256": sha256_file(r.path)}
                    for r in plan.recipe.styles],
-        "settings": settings, "weights": run["weights"], "versions": versions(), "device": run["device"],
-        "host": socket.gethostname(), "attempts": job.attempts, "crashes": job.crashes, "queued_at": job.queued_at,
+        "settings": settings, "weights": run["weights"], **provenance(), "device": run["device"],
+        "attempts": job.attempts, "crashes": job.crashes, "queued_at": job.queued_at,
         "claimed_at": job.claimed_at, "started_at": job.started_at, "finished_at": now_iso(),
         "optimizing_seconds": run["timings"]["total"],
         "timings": {k: v for k, v in run["timings"].items() if k != "load_weights"},  # once, at start: not per job
@@ -58,4 +57,4 @@ def amend_kept(log_path: Path, kept: Path) -> None:
     """The input's name in done/ changed between planning and moving (another daemon took it): fix the log."""
     record = json.loads(log_path.read_text(encoding="utf-8"))
     record["input"]["kept_as"] = str(kept)
-    images.write_atomic(json.dumps(record, indent=2, ensure_ascii=False).encode(), log_path)
+    write_json(log_path, record)

@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..engine import images
+from ..fsio import write_atomic
 from .spool import Reason
 
 PREFIX = "style_pipeline"
@@ -75,5 +75,5 @@ class Metrics:
             return False
         self.written_at = now
         path.parent.mkdir(parents=True, exist_ok=True)
-        images.write_atomic(self.render(**state).encode(), path)
+        write_atomic(self.render(**state).encode(), path)
         return True

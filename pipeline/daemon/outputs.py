@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 from pathlib import Path
 
-from ..engine import images
-from ..fsio import write_atomic
+from ..fsio import write_atomic, write_json
 from .spool import unique_names
 
 EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
@@ -42,9 +40,9 @@ def write(folder: Path, stem: str, fmt: str, data: bytes, record: dict) -> tuple
     log_path = folder / f"{stem}.json"
     record = {**record, "output": {**record.get("output", {}), "name": image_path.name,
                                    "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}}
-    images.write_atomic(json.dumps(record, indent=2, ensure_ascii=False).encode(), log_path, replace=False)
+    write_json(log_path, record, replace=False)
     try:
-        images.write_atomic(data, image_path, replace=False)
+        write_atomic(data, image_path, replace=False)
     except FileExistsError:
         log_path.unlink(missing_ok=True)
         raise

@@ -126,9 +126,9 @@ class StyleActor:
                 data = images.encode(result.image, settings.format, settings.quality, alpha=result.alpha)
             except Cancelled as exc:
                 return {"status": "cancelled", "step": exc.step, "worker": self.identity}
-            except (EngineError, ImageError) as exc:
-                return {"status": "engine_error" if isinstance(exc, EngineError) else "image_error",
-                        "problem": exc.problem, "fix": exc.fix, "worker": self.identity}
+            except (EngineError, ImageError) as exc:  # the reason travels as its code (a str)
+                return {"status": "failed", "reason": str(exc.reason), "problem": exc.problem, "fix": exc.fix,
+                        "worker": self.identity}
             finally:
                 self._progress = None
                 self._cancel.discard(job_id)
@@ -452,7 +452,7 @@ class RayWorker(Worker):
             log.info("job started", recipe=plan.recipe.name, size=plan.settings.size, steps=plan.settings.steps,
                      attempt=job.attempts, worker=slot.label, node=slot.node)
         except JobFailure as failure:
-            self._fail(job, failure.reason, failure.message, failure.fix)
+            self._fail(job, failure.reason, failure.problem, failure.fix)
         except Exception as exc:
             self._transient(job, exc)
         finally:
@@ -502,10 +502,8 @@ class RayWorker(Worker):
                          node=slot.node, seconds=reply["seconds"])
             elif status == "cancelled":
                 self._cancelled(job, reply.get("step", 0))
-            elif status == "engine_error":
-                self._fail(job, Reason.ENGINE, reply["problem"], reply["fix"])
             else:
-                self._fail(job, Reason.BAD_IMAGE, reply["problem"], reply["fix"])
+                self._fail(job, Reason(reply["reason"]), reply["problem"], reply["fix"])
         except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
                 ray.exceptions.ObjectLostError, ray.exceptions.OwnerDiedError,
                 ray.exceptions.LocalRayletDiedError) as exc:

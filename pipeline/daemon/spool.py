@@ -10,7 +10,6 @@ Durability rules (see ../shared/notes/hot-folder.md):
 from __future__ import annotations
 
 import dataclasses
-import enum
 import fcntl
 import json
 import os
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..errors import Reason  # noqa: F401  (handed on: the spool records it)
 from ..fsio import fit_name, write_json
 
 RECORD = "job.json"
@@ -30,22 +30,6 @@ CHECKPOINT = "checkpoint.pt"
 INCOMPLETE_GRACE = 5.0  # a lock-free job folder without its input, older than this, is a dead or lost claim
 ERROR_SUFFIX = ".error.json"
 PAIR_RESERVE = len(".yaml")  # a sidecar beside its photo takes the photo's stem plus this
-
-
-class Reason(enum.StrEnum):
-    """Stable codes for failed/'s .error.json, so scripts can sort failures without parsing sentences."""
-
-    NOT_REGULAR = "not_a_regular_file"
-    EMPTY = "empty_file"
-    BAD_IMAGE = "bad_image"
-    TOO_LARGE = "too_large"
-    TOO_THIN = "too_thin"
-    BAD_SIDECAR = "bad_sidecar"
-    UNKNOWN_RECIPE = "unknown_recipe"
-    ENGINE = "engine_failed"
-    GAVE_UP = "too_many_attempts"
-    NO_PERMISSION = "permission_denied"
-    CRASHED = "crashed_daemon"
 
 
 def now_iso() -> str:

@@ -19,8 +19,8 @@ from typing import Callable
 import structlog
 
 from ..engine import Settings, StyleTransfer, images
-from ..errors import Cancelled, EngineError, ImageError, TooThin
-from ..fsio import service_user
+from ..errors import Cancelled, ImageError, JobFailure, PipelineError, SettingsError
+from ..fsio import service_user, write_atomic
 from . import joblog, outputs
 from .config import Config, ConfigError, Recipe
 from .config_build import load_sidecar
@@ -28,14 +28,6 @@ from .failures import FailurePaths
 from .spool import Job, Reason, Spool, now_iso
 
 log = structlog.get_logger("style-pipeline.worker")
-
-
-class JobFailure(Exception):
-    """A permanent problem with one input: it goes to failed/ with this reason and fix."""
-
-    def __init__(self, reason: Reason, message: str, fix: str) -> None:
-        super().__init__(message)
-        self.reason, self.message, self.fix = reason, message, fix
 
 
 @dataclass
@@ -157,12 +149,11 @@ class Worker(FailurePaths, threading.Thread):
                 self.finish(job, config, plan, result)
             kept = self.complete_job(job, config)
             log.info("job done", kept_input=str(kept) if kept else None)
-        except JobFailure as failure:
-            self._fail(job, failure.reason, failure.message, failure.fix)
-        except EngineError as exc:
-            self._fail(job, Reason.ENGINE, exc.problem, exc.fix)
-        except TooThin as exc:  # permanent: no retry makes a picture wider
-            self._fail(job, Reason.TOO_THIN, exc.problem, exc.fix)
+        except PipelineError as exc:  # with a reason: permanent (no retry makes a picture wider); else retried
+            if exc.reason is None:
+                self._os_error(job, exc)
+            else:
+                self._fail(job, exc.reason, exc.problem, exc.fix)
         except Cancelled as exc:
             self._not_its_fault(job)  # a shutdown or a closing window is not the input's fault
             if self.stop.is_set():
@@ -217,7 +208,7 @@ class Worker(FailurePaths, threading.Thread):
         fmt = plan.settings.format
         path = job.dir / outputs.image_name(f"step-{info.step:05d}", fmt)
         try:
-            images.write_atomic(images.encode(info.picture(), fmt, plan.settings.quality), path)
+            write_atomic(images.encode(info.picture(), fmt, plan.settings.quality), path)
         except OSError as exc:
             log.warning("intermediate picture not written", error=str(exc))
             return None
@@ -357,14 +348,14 @@ def output_folder(job: Job, config: Config, recipe: str) -> Path:
 def pre_check_settings(job: Job, config: Config, recipe: Recipe, overrides: dict) -> Settings:
     try:
         return config.recipe_settings(recipe, overrides)
-    except ValueError as exc:
-        raise JobFailure(Reason.BAD_SIDECAR, f"the settings are invalid: {exc}", "Fix the sidecar") from exc
+    except SettingsError as exc:
+        raise JobFailure(Reason.BAD_SIDECAR, f"the settings are invalid: {exc.problem}",
+                         f"Fix {exc.field} in the sidecar") from exc
 
 
 def pre_check_image(job: Job, settings: Settings) -> images.Image.Image:
     try:
         return images.load(job.input, settings.max_pixels)
     except ImageError as exc:
-        too_large = "pixels" in exc.problem or "bomb" in exc.problem
-        raise JobFailure(Reason.TOO_LARGE if too_large else Reason.BAD_IMAGE, exc.problem, exc.fix) from exc
+        raise JobFailure(exc.reason, exc.problem, exc.fix) from exc
 

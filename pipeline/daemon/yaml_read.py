@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from ..engine.settings import Settings
+from ..errors import SettingsError
 from .config_schema import ENGINE_KEYS, ConfigError
 
 # --- reading YAML with limits ----------------------------------------------------------------
@@ -149,6 +150,6 @@ def engine_settings(data: dict, path: tuple, problems: Problems, base: Settings)
         settings = base.replace(**values)
         settings.validate()
         return settings
-    except ValueError as exc:
-        problems.add(path + (str(exc).split()[0],), str(exc))
+    except SettingsError as exc:
+        problems.add(path + (exc.field,), exc.problem)
         return base

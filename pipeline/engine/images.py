@@ -5,14 +5,14 @@ Every decode problem becomes an :class:`ImageError` that names the file and what
 from __future__ import annotations
 
 import io
-import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import ImageError
+from ..errors import ImageError, Reason
+from ..fsio import write_atomic  # the one atomic writer: pid + random temp names
 
 if TYPE_CHECKING:  # torch and numpy load where arrays are made: `validate` and `status` decode styles without them
     import torch
@@ -37,7 +37,7 @@ def load(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
         raise
     except Image.DecompressionBombError as exc:
         raise ImageError(f"refused as a decompression bomb ({exc})", path=path,
-                         fix=f"Send an image of at most {max_pixels:,} pixels") from exc
+                         fix=f"Send an image of at most {max_pixels:,} pixels", reason=Reason.TOO_LARGE) from exc
     except UnidentifiedImageError as exc:
         raise ImageError("not an image Pillow can read", path=path,
                          fix="Send a PNG, JPEG, WebP, TIFF or BMP file") from exc
@@ -50,7 +50,7 @@ def _check_pixels(img: Image.Image, path: Path, max_pixels: int) -> None:
     width, height = img.size
     if width * height > max_pixels:
         raise ImageError(f"{width}x{height} = {width * height:,} pixels is over the limit of {max_pixels:,}",
-                         path=path, fix="Downscale the image or raise max_pixels")
+                         path=path, fix="Downscale the image or raise max_pixels", reason=Reason.TOO_LARGE)
 
 
 def to_8bit(img: Image.Image) -> Image.Image:
@@ -132,12 +132,6 @@ def encode(img: Image.Image, fmt: str = "png", quality: int = 92, alpha: Image.I
     buffer = io.BytesIO()
     img.save(buffer, FORMATS[fmt], **options)
     return buffer.getvalue()
-
-
-def write_atomic(data: bytes, path: str | Path, replace: bool = True) -> Path:
-    """Temp file in the same folder, fsync, then rename (or, with replace=False, link: never overwrites)."""
-    from ..fsio import write_atomic as _write_atomic  # the one atomic writer: pid + random temp names
-    return _write_atomic(data, path, replace=replace)
 
 
 def save(img: Image.Image, path: str | Path, fmt: str | None = None, quality: int = 92,

@@ -9,6 +9,8 @@ import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
+from ..errors import SettingsError
+
 STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
 CONTENT_LAYER = "conv4_2"
 
@@ -90,34 +92,39 @@ class Settings:
         return self.style_strength * STYLE_WEIGHT_AT_STRENGTH_1[weights_kind]
 
     def validate(self) -> None:
-        """Raise ValueError naming the setting and what to fix."""
+        """Raise SettingsError naming the setting and what to fix."""
         checks = [
-            (self.size >= 16, "size must be at least 16 px"),
-            (self.steps >= 0, "steps must be >= 0"),
-            (self.optimizer in ("lbfgs", "lbfgsb", "adam"), "optimizer must be lbfgs, lbfgsb or adam"),
-            (self.init in ("content", "noise", "style"), "init must be content, noise or style"),
-            (self.lr >= 0, "lr must be >= 0"),
-            (self.style_strength >= 0, "style_strength must be >= 0"),
-            (self.style_weight is None or self.style_weight >= 0, "style_weight must be >= 0"),
-            (self.content_weight >= 0 and self.tv_weight >= 0, "content_weight and tv_weight must be >= 0"),
-            (len(self.layer_weights) == len(STYLE_LAYERS), f"layer_weights needs {len(STYLE_LAYERS)} values"),
-            (all(w >= 0 for w in self.layer_weights), "layer_weights must be >= 0"),
-            (0.05 <= self.style_scale <= 8, "style_scale must be within 0.05..8"),
-            (all(w >= 0 for w in self.style_blend), "style_blend weights must be >= 0"),
-            (not self.style_blend or sum(self.style_blend) > 0, "style_blend needs a weight above 0"),
-            (1 <= self.scales <= 6, "scales must be within 1..6"),
-            (self.coarse_steps >= 0, "coarse_steps must be >= 0"),
-            (self.early_stop_tol >= 0 and self.early_stop_window >= 1, "early_stop_tol >= 0, window >= 1"),
-            (self.lbfgs_history >= 1 and self.log_every >= 1, "lbfgs_history and log_every must be >= 1"),
-            (self.checkpoint_every >= 1, "checkpoint_every must be >= 1"),
-            (self.precision in ("auto", "fp32", "tf32", "bf16"), "precision must be auto, fp32, tf32 or bf16"),
-            (self.format in ("png", "jpeg", "webp"), "format must be png, jpeg or webp"),
-            (1 <= self.quality <= 100, "quality must be within 1..100"),
-            (self.max_pixels >= 256, "max_pixels must be >= 256"),
+            ("size", self.size >= 16, "size must be at least 16 px"),
+            ("steps", self.steps >= 0, "steps must be >= 0"),
+            ("optimizer", self.optimizer in ("lbfgs", "lbfgsb", "adam"), "optimizer must be lbfgs, lbfgsb or adam"),
+            ("init", self.init in ("content", "noise", "style"), "init must be content, noise or style"),
+            ("lr", self.lr >= 0, "lr must be >= 0"),
+            ("style_strength", self.style_strength >= 0, "style_strength must be >= 0"),
+            ("style_weight", self.style_weight is None or self.style_weight >= 0, "style_weight must be >= 0"),
+            ("content_weight", self.content_weight >= 0, "content_weight must be >= 0"),
+            ("tv_weight", self.tv_weight >= 0, "tv_weight must be >= 0"),
+            ("layer_weights", len(self.layer_weights) == len(STYLE_LAYERS),
+             f"layer_weights needs {len(STYLE_LAYERS)} values"),
+            ("layer_weights", all(w >= 0 for w in self.layer_weights), "layer_weights must be >= 0"),
+            ("style_scale", 0.05 <= self.style_scale <= 8, "style_scale must be within 0.05..8"),
+            ("style_blend", all(w >= 0 for w in self.style_blend), "style_blend weights must be >= 0"),
+            ("style_blend", not self.style_blend or sum(self.style_blend) > 0, "style_blend needs a weight above 0"),
+            ("scales", 1 <= self.scales <= 6, "scales must be within 1..6"),
+            ("coarse_steps", self.coarse_steps >= 0, "coarse_steps must be >= 0"),
+            ("early_stop_tol", self.early_stop_tol >= 0, "early_stop_tol must be >= 0"),
+            ("early_stop_window", self.early_stop_window >= 1, "early_stop_window must be >= 1"),
+            ("lbfgs_history", self.lbfgs_history >= 1, "lbfgs_history must be >= 1"),
+            ("log_every", self.log_every >= 1, "log_every must be >= 1"),
+            ("checkpoint_every", self.checkpoint_every >= 1, "checkpoint_every must be >= 1"),
+            ("precision", self.precision in ("auto", "fp32", "tf32", "bf16"),
+             "precision must be auto, fp32, tf32 or bf16"),
+            ("format", self.format in ("png", "jpeg", "webp"), "format must be png, jpeg or webp"),
+            ("quality", 1 <= self.quality <= 100, "quality must be within 1..100"),
+            ("max_pixels", self.max_pixels >= 256, "max_pixels must be >= 256"),
         ]
-        for ok, message in checks:
+        for name, ok, message in checks:
             if not ok:
-                raise ValueError(message)
+                raise SettingsError(name, message)
 
 
 def field_names() -> list[str]:

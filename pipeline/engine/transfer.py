@@ -5,8 +5,8 @@ Knows nothing of folders: pictures in, a :class:`Result` out.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
 import time
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from ..errors import Cancelled, EngineError
+from ..fsio import write_atomic
 from . import images, shapes
 from .device import pick_device
 from .losses import ContentLoss, StyleLoss, StyleTargets, TotalLoss, gram
@@ -321,12 +322,9 @@ class _Run:
                  "step": self.monitor.step_count, "pixels": pixels.detach().float().cpu().contiguous(),
                  "optimizer": opt_state, "curve": self.monitor.curve, "elapsed": self.monitor.elapsed,
                  "retries": self.retries}
-        tmp = self.checkpoint.with_name(self.checkpoint.name + ".tmp")
-        with open(tmp, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.checkpoint)
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        write_atomic(buffer.getvalue(), self.checkpoint)
 
     def _resume(self):
         if not (self.checkpoint and self.checkpoint.is_file()):
