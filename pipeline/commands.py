@@ -60,7 +60,7 @@ def cmd_validate(args) -> int:
           + ", ".join(f"{r.name} ({', '.join(s.path.name for s in r.styles)})" for r in config.recipes.values())
           + f"; default: {config.default_recipe}")
     if config.executor == "ray":
-        from .daemon.ray_executor import check_cluster
+        from .daemon.ray_cluster import check_cluster
         lines = check_cluster(config)
         print("\n".join(lines))
         return 2 if any(line.startswith("problem:") for line in lines) else 0

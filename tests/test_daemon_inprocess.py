@@ -11,7 +11,6 @@ from datetime import datetime
 
 from daemon_helpers import SAMPLES, errors, make_config, outputs, wait_for
 from pipeline.daemon import outputs as outputs_module
-from pipeline.daemon import status as status_module
 from pipeline.daemon.daemon import Daemon
 
 
@@ -36,12 +35,11 @@ def run_in_thread(daemon: Daemon) -> threading.Thread:
     return thread
 
 
-def test_run_window_holds_jobs_outside_and_pauses_a_running_job(tmp_path, engine, monkeypatch):
+def test_run_window_holds_jobs_outside_and_pauses_a_running_job(tmp_path, engine):
     clock = Clock(datetime(2026, 11, 27, 12, 0))  # noon: outside 22:00-07:00
-    monkeypatch.setattr(status_module, "local_now", clock)
     config = make_config(tmp_path, schedule={"start": "22:00", "end": "07:00"},
                          defaults={"size": 40, "steps": 120, "checkpoint_every": 5, "early_stop_tol": 0})
-    daemon = Daemon(config, engine=engine)
+    daemon = Daemon(config, engine=engine, clock=clock)  # the run window's clock, passed in
     thread = run_in_thread(daemon)
     try:
         shutil.copy(SAMPLES / "coffee.jpg", tmp_path / "inbox" / "night.jpg")

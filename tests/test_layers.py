@@ -22,7 +22,7 @@ LAYER = {
     **{f"pipeline.daemon.{name}": JOBS for name in (
         "config", "config_build", "config_schema", "yaml_read", "spool", "outputs", "joblog", "failures", "metrics",
         "settle", "diskguard", "watcher", "log", "jobs")},
-    **{f"pipeline.daemon.{name}": EXECUTORS for name in ("worker", "executor", "local_executor", "ray_executor",
+    **{f"pipeline.daemon.{name}": EXECUTORS for name in ("worker", "executor", "ray_cluster", "ray_executor",
                                                          "ray_actor")},
     "pipeline.daemon.daemon": DAEMON, "pipeline.daemon.status": DAEMON, "pipeline.daemon.state": DAEMON,
     "pipeline.cli": CLI, "pipeline.commands": CLI, "pipeline.starter": CLI, "pipeline.service": CLI,

@@ -76,7 +76,7 @@ def test_the_local_executor_never_imports_ray(tmp_path):
 @needs_ray
 def test_validate_names_what_to_do_when_the_cluster_cannot_be_reached(tmp_path):
     from pipeline.daemon.config import load
-    from pipeline.daemon.ray_executor import check_cluster
+    from pipeline.daemon.ray_cluster import check_cluster
 
     started = time.monotonic()
     lines = check_cluster(load(make_config(tmp_path, executor="ray", ray={"address": "127.0.0.1:9"})))
@@ -204,17 +204,15 @@ def test_an_actor_lost_on_the_last_attempt_fails_the_job_with_its_reason(tmp_pat
 
 
 @needs_ray
-def test_run_window_closing_cancels_on_the_actor_and_the_job_runs_again(tmp_path, ray_down, monkeypatch):
+def test_run_window_closing_cancels_on_the_actor_and_the_job_runs_again(tmp_path, ray_down):
     from datetime import datetime
 
-    from pipeline.daemon import status as status_module
     from pipeline.daemon.daemon import Daemon
 
     now = [datetime(2026, 11, 27, 23, 0)]
-    monkeypatch.setattr(status_module, "local_now", lambda: now[0])
     config = make_config(tmp_path, executor="ray", ray=RAY, schedule={"start": "22:00", "end": "07:00"},
                          defaults={"size": 64, "steps": 100, "early_stop_tol": 0})
-    daemon = Daemon(config)
+    daemon = Daemon(config, clock=lambda: now[0])  # the run window's clock, passed in
     thread = run_in_thread(daemon)
     try:
         drop(tmp_path / "inbox", "night.jpg")

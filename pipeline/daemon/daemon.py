@@ -11,6 +11,7 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 import structlog
 
@@ -40,8 +41,10 @@ class StartupError(Exception):
 
 
 class Daemon:
-    def __init__(self, config_path: str | Path, once: bool = False, engine: StyleTransfer | None = None) -> None:
+    def __init__(self, config_path: str | Path, once: bool = False, engine: StyleTransfer | None = None,
+                 clock: Callable[[], datetime] = status_module.local_now) -> None:
         self.config_path = Path(config_path)
+        self.clock = clock  # local wall-clock time, for the run window: tests pass their own
         self.once = once
         self.stop = threading.Event()
         self.reload_requested = False
@@ -209,7 +212,7 @@ class Daemon:
 
     def _window_open(self) -> bool:
         window = status_module.window(self.config)
-        return window is None or window.is_open(status_module.local_now())
+        return window is None or window.is_open(self.clock())
 
     # --- health, reload, status -------------------------------------------------------------------
     def _check_worker(self) -> None:
@@ -240,6 +243,19 @@ class Daemon:
         if self.worker is not None and self.worker.busy.is_set() and not self.heartbeat.healthy(time.monotonic()):
             return f"stuck: no progress for over {self.config.stall_seconds:.0f} s; watchdog pings stopped"
         return self.state
+
+    def facts(self) -> status_module.DaemonState:
+        """The daemon's state now, for status.json: the daemon gathers it, status only renders it."""
+        worker, watcher = self.worker, self.watcher
+        return status_module.DaemonState(
+            started_at=self.started_at, phase=self.state, health=self.health(),
+            worker={"alive": worker.is_alive(), "restarts": self.worker_restarts,
+                    "held": [j.source for j in worker.held]} if worker else None,
+            skipped=dict(self.skipped),
+            observer={"kind": watcher.observer_class.__name__, "why": watcher.reason,
+                      "alive": watcher.alive()} if watcher else None,
+            queue=len(self.tracker), current=worker.progress if worker else None, counts=self.spool.counts(),
+            busy_seconds=worker.busy_seconds if worker else 0.0, schedule=self.config.schedule, now=self.clock())
 
     def _check_observer(self) -> None:
         if self.watcher and not self.watcher.alive():
@@ -287,7 +303,7 @@ class Daemon:
         if now - self.last_status < 1.0:
             return
         self.last_status = now
-        snapshot = status_module.snapshot(self)
+        snapshot = status_module.snapshot(self.facts())
         self._write_status(snapshot)
         self.notifier.status(status_module.one_line(snapshot))
         self._outputs_tick(snapshot)
@@ -359,7 +375,7 @@ class Daemon:
             for job in self.worker.retry:
                 self.spool.release(job)
         self.state = "stopped"
-        snapshot = status_module.snapshot(self)
+        snapshot = status_module.snapshot(self.facts())
         self._write_status(snapshot)
         self._outputs_tick(snapshot, force=True)
         self.alerts.flush()

@@ -1,7 +1,7 @@
 """``executor: ray`` (issue 6): jobs run on Ray actors; the daemon still owns the folders.
 
 The daemon watches, claims, runs the pre-checks, writes outputs and failures exactly as with the local
-:class:`~.worker.Worker`. Only the optimisation moves: the input file's bytes, the style files' bytes (put
+:class:`~.worker.Worker` (both hand the job's life to :class:`~.jobs.JobLife`). Only the optimisation moves: the input file's bytes, the style files' bytes (put
 in the object store once per style file) and the Settings go to an actor; the encoded image, ``result.log()``
 and the losses come back as bytes and plain data. Workers never see the shared folder.
 
@@ -19,14 +19,8 @@ Ray is an optional extra: this module is imported only when ``executor: ray``, a
 """
 from __future__ import annotations
 
-import contextlib
 import io
-import math
-import os
 import queue
-import signal
-import socket
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -35,245 +29,22 @@ from typing import Any, Callable
 
 import structlog
 
-from ..errors import Cancelled, EngineError, ImageError, PipelineError
 from ..progress import versions
-from .config import Config, RayOptions
+from .config import Config
+from .executor import Executor
+from .jobs import Plan
+from .ray_actor import CONTROL, StyleActor
+from .ray_cluster import INSTALL, RayUnavailable, connect, import_ray, plan_workers
 from .spool import Job, Reason, Spool, now_iso
-from .worker import JobFailure, Plan, Worker
 
 log = structlog.get_logger("style-pipeline.ray")
 
-INSTALL = "pip install 'style-pipeline[ray]'"
-CONTROL = "control"  # the actors' second concurrency group: progress/cancel/stats answer while a job runs
 PROGRESS_EVERY = 1.0
 STYLE_REFS_KEPT = 64
 
 
-class RayUnavailable(PipelineError):
-    """The cluster cannot be reached or cannot host one worker: the daemon cannot start."""
-
-    code = "ray_unavailable"
-
-
 class WorkerLost(Exception):
     """An actor (or its node) died while it held a job: the job is retried elsewhere."""
-
-
-def import_ray():
-    try:
-        import ray
-    except ImportError as exc:
-        raise RayUnavailable("executor: ray needs the ray package, which is not installed",
-                             fix=f"Install it with `{INSTALL}`, or set `executor: local`") from exc
-    return ray
-
-
-# --- the actor (runs on a worker node; never touches the shared folder) ------------------------
-
-class StyleActor:
-    """One engine per actor: VGG loaded once, its own style-target cache. Turned into an actor by ray.remote."""
-
-    def __init__(self, label: str, weights: str | None, device: str, cache_size: int, threads: int) -> None:
-        import torch
-
-        from ..engine import StyleTransfer
-
-        if threads:
-            torch.set_num_threads(threads)
-        self.label = label
-        self.engine = StyleTransfer(weights, device, cache_size=cache_size)
-        self._lock = threading.Lock()  # one job at a time, even if a caller queues two
-        self._progress: dict | None = None
-        self._cancel: set[str] = set()
-        self._styles: dict[str, Any] = {}
-        self.jobs = 0
-        self.styles_seen: set[str] = set()
-        import ray
-        context = ray.get_runtime_context()
-        self.identity = {"actor": label, "node_id": context.get_node_id(), "node_ip": ray.util.get_node_ip_address(),
-                         "host": socket.gethostname(), "pid": os.getpid()}
-
-    def hello(self) -> dict:
-        return {**self.identity, "device": str(self.engine.device), "load_seconds": round(self.engine.load_seconds, 2),
-                "versions": versions()}
-
-    def run(self, job_id: str, name: str, settings, content: bytes, *styles: bytes) -> dict:
-        """Decode, stylize, encode. Permanent problems come back as data; anything else raises (transient)."""
-        import hashlib
-
-        from ..engine import images
-
-        with self._lock:
-            started = time.monotonic()
-            self._progress = {"job_id": job_id, "step": 0, "total_steps": settings.steps, "scale": 1, "loss": 0.0,
-                              "eta": 0.0, "elapsed": 0.0}
-            try:
-                with tempfile.TemporaryDirectory(prefix="style-actor-") as tmp:
-                    path = Path(tmp) / ("input" + Path(name).suffix.lower())
-                    path.write_bytes(content)
-                    picture = images.load(path, settings.max_pixels)
-                    pictures = []
-                    for data in styles:
-                        key = hashlib.sha256(data).hexdigest()
-                        self.styles_seen.add(key)
-                        if key not in self._styles:
-                            style_path = Path(tmp) / f"style-{key[:12]}"
-                            style_path.write_bytes(data)
-                            self._styles[key] = images.load(style_path)
-                        pictures.append(self._styles[key])
-                result = self.engine.stylize(picture, pictures, settings, on_step=self._on_step(job_id),
-                                             should_stop=lambda: job_id in self._cancel)
-                data = images.encode(result.image, settings.format, settings.quality, alpha=result.alpha)
-            except Cancelled as exc:
-                return {"status": "cancelled", "step": exc.step, "worker": self.identity}
-            except (EngineError, ImageError) as exc:  # the reason travels as its code (a str)
-                return {"status": "failed", "reason": str(exc.reason), "problem": exc.problem, "fix": exc.fix,
-                        "worker": self.identity}
-            finally:
-                self._progress = None
-                self._cancel.discard(job_id)
-            self.jobs += 1
-            return {"status": "ok", "data": data, "log": result.log(), "losses": result.losses, "steps": result.steps,
-                    "stop_reason": result.stop_reason, "timings": result.timings, "worker": self.identity,
-                    "seconds": round(time.monotonic() - started, 3)}
-
-    def _on_step(self, job_id: str):
-        def on_step(info) -> None:
-            self._progress = {"job_id": job_id, "step": info.step, "total_steps": info.total_steps,
-                              "scale": info.scale, "loss": info.loss, "eta": info.eta or 0.0, "elapsed": info.elapsed}
-        return on_step
-
-    # the CONTROL group: answered from a second thread while run() holds the first
-    def progress(self) -> dict | None:
-        return self._progress
-
-    def cancel(self, job_id: str) -> None:
-        self._cancel.add(job_id)
-
-    def stats(self) -> dict:
-        return {"actor": self.label, "jobs": self.jobs, "cache_misses": self.engine.cache_misses,
-                "cache_hits": self.engine.cache_hits, "styles_seen": len(self.styles_seen), **self.identity}
-
-
-# --- sizing and reaching the cluster ------------------------------------------------------------
-
-def plan_workers(options: RayOptions, resources: dict) -> tuple[int, float, float]:
-    """(num_workers, gpus each, cpus each) for this cluster; ValueError says what to change."""
-    gpus, cpus = float(resources.get("GPU", 0)), float(resources.get("CPU", 0))
-    per_gpu = options.num_gpus_per_worker if options.num_gpus_per_worker is not None else (1.0 if gpus else 0.0)
-    per_cpu = options.num_cpus_per_worker
-    if per_gpu and per_gpu > gpus:
-        raise ValueError(f"each worker wants {per_gpu:g} GPU(s) but the cluster has {gpus:g}; "
-                         "set ray.num_gpus_per_worker: 0 to run on CPUs, or add GPU nodes")
-    if per_cpu > cpus:
-        raise ValueError(f"each worker wants {per_cpu:g} CPU(s) but the cluster has {cpus:g}; "
-                         "lower ray.num_cpus_per_worker")
-    fits = int(gpus // per_gpu) if per_gpu else int(cpus // per_cpu)
-    fits = min(fits, int(cpus // per_cpu)) if per_cpu else fits
-    workers = options.num_workers or max(fits, 1)
-    if workers > fits:
-        log.warning("more workers asked for than the cluster holds now; the rest start when nodes join",
-                    asked=workers, fit_now=fits)
-    return workers, per_gpu, per_cpu
-
-
-def _reachable(address: str, timeout: float = 3.0) -> str | None:
-    """A plain TCP connect to HOST:PORT (cheap; ray.init to a dead address can wait for a minute)."""
-    target = address.removeprefix("ray://")
-    host, _, port = target.rpartition(":")
-    if not host or not port.isdigit():
-        return None  # let ray.init judge the form
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
-        return None
-    except OSError as exc:
-        return f"cannot connect to {host}:{port} ({exc.strerror or exc})"
-
-
-def connect(ray, options: RayOptions) -> bool:
-    """ray.init for this config; True when this process started a local instance (and so shuts it down)."""
-    if ray.is_initialized():
-        return False
-    with _keep_signal_handlers():  # ray.init installs its own SIGTERM handler (exit 15): the daemon's must stay
-        return _init(ray, options)
-
-
-@contextlib.contextmanager
-def _keep_signal_handlers():
-    main = threading.current_thread() is threading.main_thread()
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)} if main else {}
-    try:
-        yield
-    finally:
-        for sig, handler in saved.items():
-            if handler is not None:
-                signal.signal(sig, handler)
-
-
-def _init(ray, options: RayOptions) -> bool:
-    quiet = {"log_to_driver": False, "include_dashboard": False, "namespace": "style-pipeline"}
-    if options.address is None:
-        cpus = (options.num_workers * options.num_cpus_per_worker) if options.num_workers else os.cpu_count() or 1
-        ray.init(num_cpus=max(1, math.ceil(cpus)), **quiet)
-        return True
-    address = options.address
-    if address.startswith("ray://"):
-        try:
-            import grpc  # noqa: F401  (Ray Client needs it)
-        except ImportError as exc:
-            raise RayUnavailable(f"ray.address {address} uses Ray Client, which needs grpcio",
-                                 fix="Install it with `pip install 'ray[client]'`, or use address: auto on "
-                                     "a machine that joined the cluster with `ray start`") from exc
-    if address != "auto":
-        problem = _reachable(address)
-        if problem:
-            raise RayUnavailable(f"ray.address {address}: {problem}", fix=_fix(address))
-    quiet.pop("include_dashboard")
-    try:
-        ray.init(address=address, **quiet)
-    except Exception as exc:  # ConnectionError, RuntimeError, ...: all mean "no cluster there"
-        raise RayUnavailable(f"cannot reach the Ray cluster at {address} ({exc.__class__.__name__}: "
-                             f"{str(exc).splitlines()[0] if str(exc) else ''})", fix=_fix(address)) from exc
-    return False
-
-
-def _fix(address: str) -> str:
-    if address == "auto":
-        return ("Start or join a cluster on this machine with `ray start --head` (or `ray start --address HEAD:6379`), "
-                "or set ray.address: null to start a local instance")
-    port = "10001 (Ray Client)" if address.startswith("ray://") else "6379 (GCS)"
-    return (f"Check the head node runs `ray start --head`, that port {port} is open from here, "
-            "or set ray.address: null to start a local instance")
-
-
-def check_cluster(config: Config) -> list[str]:
-    """For `validate` (only when executor: ray): can the cluster be reached and hold a worker? Lines to print;
-    a line starting with "problem:" means it cannot."""
-    options = config.ray
-    try:
-        ray = import_ray()
-    except RayUnavailable as exc:
-        return [f"problem: {exc}"]
-    if options.address is None:
-        workers = options.num_workers or "one per GPU (else per num_cpus_per_worker CPUs)"
-        return [f"ray: a local Ray instance is started with the daemon; workers: {workers}"]
-    started = time.monotonic()
-    try:
-        connect(ray, options)
-        resources = ray.cluster_resources()
-        nodes = [n for n in ray.nodes() if n.get("Alive")]
-        workers, gpus, cpus = plan_workers(options, resources)
-    except RayUnavailable as exc:
-        return [f"problem: {exc}"]
-    except ValueError as exc:
-        return [f"problem: ray: {exc}"]
-    finally:
-        if ray.is_initialized():
-            ray.shutdown()
-    return [f"ray: reached {options.address} in {time.monotonic() - started:.1f} s: {len(nodes)} node(s), "
-            f"{resources.get('CPU', 0):g} CPU(s), {resources.get('GPU', 0):g} GPU(s); {workers} worker(s) of "
-            f"{gpus:g} GPU / {cpus:g} CPU, max_inflight {options.max_inflight or workers}. Every node needs "
-            f"`{INSTALL}` at the daemon's version"]
 
 
 # --- the daemon side ------------------------------------------------------------------------------
@@ -312,7 +83,7 @@ class Flight:
 
 
 class RemoteResult:
-    """What Worker.record() reads from an engine Result, rebuilt from an actor's reply."""
+    """What JobLife.record() reads from an engine Result, rebuilt from an actor's reply."""
 
     def __init__(self, reply: dict) -> None:
         self.reply = reply
@@ -331,18 +102,15 @@ class RemoteResult:
 _NOTHING = object()
 
 
-class RayWorker(Worker):
-    """The Worker's interface for the main loop, with jobs running on Ray actors.
+class RayWorker(Executor):
+    """The executor interface for the main loop, with jobs running on Ray actors (the actor: ray_actor.py).
 
     ``idle()`` means "fewer than max_inflight jobs open", so the main loop keeps claiming until the
     actors are full; ``open_jobs`` is what ``once`` waits for.
     """
 
-    open_jobs: int = 0  # a plain counter here, shadowing the local Worker's property
-
     def __init__(self, spool: Spool, get_config: Callable[[], Config], stop: threading.Event) -> None:
-        super().__init__(None, spool, get_config, stop)  # no engine here: the actors hold them
-        self.name = "ray-worker"
+        super().__init__("ray-worker", spool, get_config, stop)  # no engine here: the actors hold them
         config = get_config()
         self.options = config.ray
         self.ray = import_ray()
@@ -357,7 +125,7 @@ class RayWorker(Worker):
         self.engine_args = (str(config.weights) if config.weights else None, config.device, config.cache_styles)
         self.flights: dict[Any, Flight] = {}
         self.history: dict[str, list[dict]] = {}  # job_id -> the attempts lost with their actor
-        self.open_jobs = 0
+        self.open_count = 0
         self._lock = threading.Lock()
         self._style_refs: dict[tuple, Any] = {}
         self._actor_class = self.ray.remote(concurrency_groups={CONTROL: 2})(StyleActor)
@@ -373,20 +141,21 @@ class RayWorker(Worker):
     # --- the main loop's interface ----------------------------------------------------------------
     def submit(self, job: Job) -> None:
         with self._lock:
-            self.open_jobs += 1
+            self.open_count += 1
             self.busy.set()
         self.jobs.put(job)
         if self.idle():
             self.finished.set()  # room for more: the main loop claims the next at once, not after a tick
 
+    @property
+    def open_jobs(self) -> int:
+        return self.open_count
+
     def idle(self) -> bool:
-        return self.open_jobs < self.max_inflight
+        return self.open_count < self.max_inflight
 
     def has_room(self) -> bool:
         return self.idle()
-
-    def unstarted(self) -> list[Job]:
-        return []  # jobs in flight are left in work/ by _leave_in_flight
 
     def actor_stats(self, timeout: float = 30) -> list[dict]:
         """Each live actor's counters (jobs, cache_misses, styles_seen...): for tests and `status`."""
@@ -426,21 +195,18 @@ class RayWorker(Worker):
         structlog.contextvars.bind_contextvars(job_id=job.id, file=job.source)
         sent = False
         try:
-            config = self.get_config()
-            job.attempts += 1
-            job.started_at = now_iso()
-            self.spool.save(job)
-            if self._already_written(job, config):
-                kept = self.complete_job(job, config)
+            config = self.life.begin(job, in_process=False)  # a daemon crash does not crash the actor's job
+            if self.life.already_written(job, config):
+                kept = self.life.complete(job, config)
                 log.info("job done", kept_input=str(kept) if kept else None)
                 return
-            plan = self.prepare(job, config)  # the same pre-checks, here, before anything is sent
+            plan = self.life.prepare(job, config)  # the same pre-checks, here, before anything is sent
             slot = self._pick(job)
             if slot.handle is None:  # every actor is being re-created: wait, without counting an attempt
                 job.attempts -= 1
                 job.not_before = time.time() + 5
                 self.spool.save(job)
-                self.retry.append(job)
+                self.life.retry.append(job)
                 log.warning("no worker to run the job yet; it waits", retry_in=5)
                 return
             styles = [self._style_ref(ref.path) for ref in plan.recipe.styles]
@@ -451,10 +217,8 @@ class RayWorker(Worker):
             self.marker += 1
             log.info("job started", recipe=plan.recipe.name, size=plan.settings.size, steps=plan.settings.steps,
                      attempt=job.attempts, worker=slot.label, node=slot.node)
-        except JobFailure as failure:
-            self._fail(job, failure.reason, failure.problem, failure.fix)
         except Exception as exc:
-            self._transient(job, exc)
+            self.life.conclude(job, exc)
         finally:
             if not sent:
                 self._closed()
@@ -497,19 +261,19 @@ class RayWorker(Worker):
             if status == "ok":
                 config = self.get_config()
                 self.finish_remote(job, config, flight.plan, reply)
-                kept = self.complete_job(job, config)
+                kept = self.life.complete(job, config)
                 log.info("job done", kept_input=str(kept) if kept else None, worker=reply["worker"]["actor"],
                          node=slot.node, seconds=reply["seconds"])
             elif status == "cancelled":
-                self._cancelled(job, reply.get("step", 0))
+                self.life.cancelled(job, reply.get("step", 0))
             else:
-                self._fail(job, Reason(reply["reason"]), reply["problem"], reply["fix"])
+                self.life._fail(job, Reason(reply["reason"]), reply["problem"], reply["fix"])
         except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
                 ray.exceptions.ObjectLostError, ray.exceptions.OwnerDiedError,
                 ray.exceptions.LocalRayletDiedError) as exc:
             self._lost(flight, exc)
         except Exception as exc:  # a task error in the actor, a full disk here: retried, bounded
-            self._transient(job, exc)
+            self.life.conclude(job, exc)
         finally:
             self._closed()
             self.marker += 1
@@ -518,25 +282,14 @@ class RayWorker(Worker):
         self._update_progress()
 
     def finish_remote(self, job: Job, config: Config, plan: Plan, reply: dict) -> None:
-        """Worker.finish with the actor's encoded bytes: the daemon alone picks the name and writes."""
+        """JobLife.finish with the actor's encoded bytes: the daemon alone picks the name and writes."""
         result = RemoteResult(reply)
-        record = self.record(job, plan, result)
+        record = self.life.record(job, plan, result)
         record["executor"] = "ray"
         record["worker"] = reply["worker"]
         record["lost_attempts"] = self.history.pop(job.id, [])
-        self.publish(job, config, plan, result, reply["data"], record, worker=reply["worker"]["actor"],
+        self.life.publish(job, config, plan, result, reply["data"], record, worker=reply["worker"]["actor"],
                      node=reply["worker"]["host"])
-
-    def _cancelled(self, job: Job, step: int) -> None:
-        """A closing run window (or a stop): not the input's fault; without a checkpoint it restarts later."""
-        job.attempts -= 1
-        self.spool.save(job)
-        if self.stop.is_set():
-            self.spool.release(job)
-            log.info("job left in work/ for the next start", step=step)
-        else:
-            self.retry.append(job)
-            log.info("run window closed: job cancelled on its worker, runs again when it opens", step=step)
 
     def _lost(self, flight: Flight, exc: Exception) -> None:
         job, slot = flight.job, flight.slot
@@ -547,13 +300,13 @@ class RayWorker(Worker):
                     error=exc.__class__.__name__, attempt=job.attempts, lost_attempts=self.history[job.id])
         if slot.generation == flight.generation:
             self._replace(slot, exc)
-        self._transient(job, WorkerLost(f"worker {entry['actor']} on {entry['node']} died mid-job "
+        self.life._transient(job, WorkerLost(f"worker {entry['actor']} on {entry['node']} died mid-job "
                                         f"({exc.__class__.__name__})"))
 
     def _closed(self) -> None:
         with self._lock:
-            self.open_jobs = max(0, self.open_jobs - 1)
-            if self.open_jobs == 0:
+            self.open_count = max(0, self.open_count - 1)
+            if self.open_count == 0:
                 self.busy.clear()
 
     # --- actors ---------------------------------------------------------------------------------------

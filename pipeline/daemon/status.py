@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -24,31 +25,44 @@ def local_now() -> datetime:
 
 
 def window(config):
-    """The run window, or None when the daemon is always on."""
+    """The run window of a config (or a DaemonState), or None when the daemon is always on."""
     if not config.schedule:
         return None
     from ..schedule import Window
     return Window.parse(config.schedule)
 
 
-def snapshot(daemon) -> dict:
+@dataclass(frozen=True)
+class DaemonState:
+    """The daemon's facts at one moment, gathered by the daemon itself (Daemon.facts): status renders them."""
+
+    started_at: str
+    phase: str  # starting, running, stopping, stopped
+    health: str  # the phase, or what is wrong (disk full, worker dead, stuck)
+    worker: dict | None  # alive, restarts, held
+    skipped: dict[str, str]
+    observer: dict | None
+    queue: int
+    current: dict | None
+    counts: dict[str, int]
+    busy_seconds: float
+    schedule: dict | None
+    now: datetime  # local wall-clock time, from the daemon's clock
+
+
+def snapshot(state: DaemonState) -> dict:
     """What the daemon writes to status.json: one name per fact (README, "Watching it run")."""
-    worker = daemon.worker
-    win = window(daemon.config)
-    now = local_now()
-    health = daemon.health() if hasattr(daemon, "health") else daemon.state
+    win = window(state)
+    now = state.now
+    health = state.health
     return {
-        "pid": os.getpid(), "started_at": daemon.started_at, "updated_at": now_iso(),
-        "state": health if (win is None or win.is_open(now) or health != daemon.state) else "outside the run window",
-        "healthy": health == daemon.state,  # a worker alive and idle or making progress, claiming not paused
-        "worker": {"alive": worker.is_alive(), "restarts": getattr(daemon, "worker_restarts", 0),
-                   "held": [j.source for j in getattr(worker, "held", [])]} if worker else None,
-        "skipped": [{"folder": k, "why": v} for k, v in sorted(getattr(daemon, "skipped", {}).items())],
-        "observer": {"kind": daemon.watcher.observer_class.__name__, "why": daemon.watcher.reason,
-                     "alive": daemon.watcher.alive()} if daemon.watcher else None,
-        "queue": len(daemon.tracker), "current": worker.progress if worker else None,
-        **daemon.spool.counts(),
-        "busy_seconds": round(worker.busy_seconds, 1) if worker else 0.0,
+        "pid": os.getpid(), "started_at": state.started_at, "updated_at": now_iso(),
+        "state": health if (win is None or win.is_open(now) or health != state.phase) else "outside the run window",
+        "healthy": health == state.phase,  # a worker alive and idle or making progress, claiming not paused
+        "worker": state.worker,
+        "skipped": [{"folder": k, "why": v} for k, v in sorted(state.skipped.items())],
+        "observer": state.observer, "queue": state.queue, "current": state.current, **state.counts,
+        "busy_seconds": round(state.busy_seconds, 1),
         "next_window": win.next_open(now).isoformat(timespec="minutes") if win and not win.is_open(now) else None,
     }
 

@@ -1,0 +1,249 @@
+"""A job's life, written once: begin, the pre-checks (named steps), the plan, the record, publishing, and the
+outcomes (done; failed with a reason; transient with a retry time; cancelled at a step).
+
+Every executor (the local thread, Ray actors, the pools to come) runs the optimisation its own way and hands the
+rest to a :class:`JobLife`: so a job is claimed, checked, named, written and failed the same way wherever it ran.
+Pre-checks are named steps (as paperless-ngx's consumer does), each with its own reason and fix. Permanent
+failures go to failed/ at once; transient ones are retried with backoff, then given up.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import structlog
+
+from ..engine import Settings, images
+from ..errors import Cancelled, ImageError, JobFailure, PipelineError, Reason, SettingsError
+from ..fsio import service_user
+from . import joblog, outputs
+from .config import Config, ConfigError, Recipe
+from .config_build import load_sidecar
+from .failures import FailurePaths
+from .spool import Job, Spool, now_iso
+
+log = structlog.get_logger("style-pipeline.worker")
+
+
+@dataclass
+class Plan:
+    """What a job will run: its recipe, resolved settings and decoded pictures (made by the pre-checks)."""
+
+    recipe: Recipe
+    settings: Settings
+    content: images.Image.Image
+    styles: list[images.Image.Image]
+
+
+class JobLife(FailurePaths):
+    """One daemon's jobs: the retry queue, the recent errors, the held jobs, and each step of a job's life.
+
+    ``on_event`` is the daemon's listener (metrics, notices); ``stop`` says whether a cancel is a shutdown.
+    """
+
+    def __init__(self, spool: Spool, get_config: Callable[[], Config], stop) -> None:
+        self.spool, self.get_config, self.stop = spool, get_config, stop
+        self.retry: list[Job] = []
+        self.last_errors: list[dict] = []
+        self.held: list[Job] = []  # jobs that could not even be moved to failed/: left in work/, not retried
+        self.disk_full: str | None = None  # a folder that was full: set here, cleared by the main loop
+        self.on_event: Callable[[str, dict], None] | None = None
+        self._styles: dict[tuple, images.Image.Image] = {}
+
+    def begin(self, job: Job, in_process: bool = True) -> Config:
+        """Count the try and save it; ``in_process``: a daemon crash now would be this job's crash."""
+        config = self.get_config()
+        if in_process and job.crashes >= config.max_crashes:
+            raise JobFailure(Reason.CRASHED, f"the daemon stopped {job.crashes} times in a row while styling "
+                             "this file", f"If {job.name} is what crashes it, do not drop it again; else check "
+                             "the machine (journalctl for OOM kills, power) and drop it again")
+        job.attempts += 1
+        job.started_at = now_iso()
+        job.running = in_process
+        self.spool.save(job)
+        return config
+
+    def conclude(self, job: Job, exc: Exception) -> None:
+        """The one exit for a try that raised: a reason fails it for good, a cancel waits, the rest is classified."""
+        if isinstance(exc, PipelineError) and exc.reason is not None:  # no retry makes a picture wider
+            self._fail(job, exc.reason, exc.problem, exc.fix)
+        elif isinstance(exc, Cancelled):
+            self.cancelled(job, exc.step)
+        else:  # a filesystem class, else transient or unknown: retried up to max_attempts
+            self._os_error(job, exc)
+
+    def cancelled(self, job: Job, step: int) -> None:
+        """A shutdown or a closing window is not the input's fault: the job waits in work/ or for the window."""
+        self._not_its_fault(job)
+        if self.stop.is_set():
+            self.spool.release(job)
+            log.info("job checkpointed for the next start", step=step)
+        else:
+            self.retry.append(job)
+            log.info("run window closed: job checkpointed, resumes when it opens", step=step)
+
+    def prepare(self, job: Job, config: Config) -> Plan:
+        pre_check_regular_file(job)
+        pre_check_readable(job)
+        recipe_name, overrides = pre_check_sidecar(job, config)
+        recipe = pre_check_recipe(job, config, recipe_name)
+        settings = pre_check_settings(job, config, recipe, overrides)
+        content = pre_check_image(job, settings)
+        return Plan(recipe, settings, content, [self.style(ref.path, settings) for ref in recipe.styles])
+
+    def style(self, path: Path, settings: Settings) -> images.Image.Image:
+        """Decoded style pictures are kept by (path, mtime): a night in one style decodes it once."""
+        key = (path, path.stat().st_mtime_ns)
+        if key not in self._styles:
+            self._styles[key] = images.load(path, settings.max_pixels)
+        return self._styles[key]
+
+    def already_written(self, job: Job, config: Config) -> bool:
+        """A restart after the output was written but before the input moved: finish, don't redo.
+
+        A log without its image is ours (the stem was recorded before writing): remove it and redo.
+        """
+        if not job.output_stem:
+            return False
+        recipe, _, stem = job.output_stem.rpartition("/")
+        folder = config.outbox / recipe
+        if any((folder / outputs.image_name(stem, fmt)).exists() for fmt in outputs.EXTENSIONS):
+            return True
+        (folder / f"{stem}.json").unlink(missing_ok=True)
+        job.output_stem = None
+        return False
+
+    def finish(self, job: Job, config: Config, plan: Plan, result) -> None:
+        data = images.encode(result.image, plan.settings.format, plan.settings.quality, alpha=result.alpha)
+        self.publish(job, config, plan, result, data, self.record(job, plan, result))
+
+    def publish(self, job: Job, config: Config, plan: Plan, result, data: bytes, record: dict, **log_extra) -> None:
+        """Name and write the output: the daemon alone does this, whichever executor ran the job."""
+        fmt = plan.settings.format
+        folder = output_folder(job, config, plan.recipe.name)
+        folder.mkdir(parents=True, exist_ok=True)
+        sheet = None
+        while True:  # another daemon may take the same free name between choosing and writing
+            stem = outputs.choose_stem(folder, Path(job.name).stem, fmt)
+            job.output_stem = f"{folder.relative_to(config.outbox).as_posix()}/{stem}"
+            self.spool.save(job)
+            if config.contact_sheet:
+                sheet = folder / f"{stem}.sheet.png"
+                record["contact_sheet"] = sheet.name
+            try:
+                image_path, _ = outputs.write(folder, stem, fmt, data, record)
+                break
+            except FileExistsError:
+                continue
+        if sheet is not None:  # a convenience: a failure here must not fail the job
+            try:
+                outputs.contact_sheet(plan.content, plan.styles[0], result.image, sheet)
+            except OSError as exc:
+                log.warning("contact sheet not written", error=str(exc))
+        log.info("output written", output=str(image_path), loss=result.losses["total"], steps=result.steps,
+                 seconds=result.timings["total"], stop_reason=result.stop_reason, **log_extra)
+        self._event("done", file=job.source, output=str(image_path), seconds=result.timings["total"],
+                    steps=result.steps)
+
+    def _event(self, kind: str, **data) -> None:
+        """Tell the daemon (metrics, notices); a listener's fault must not fail the job."""
+        if self.on_event is not None:
+            try:
+                self.on_event(kind, data)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("event listener failed", error=f"{exc.__class__.__name__}: {exc}")
+
+    def record(self, job: Job, plan: Plan, result) -> dict:
+        """The JSON log (pipeline/daemon/joblog.py); plans the input's name in done/ so the log can say it."""
+        keep = self.get_config().after_success == "move"
+        return joblog.build(job, plan, result, self.spool.plan_done(job) if keep else None)
+
+    def complete(self, job: Job, config: Config) -> Path | None:
+        """The input to done/ under the name the log recorded (fixed in the log if another daemon took it)."""
+        planned = job.kept_as
+        kept = self.spool.complete(job, keep_input=config.after_success == "move")
+        if kept and planned and kept.name != planned and job.output_stem:
+            joblog.amend_kept(config.outbox / f"{job.output_stem}.json", kept)
+        return kept
+
+
+# --- the pre-checks, in order ------------------------------------------------------------------
+
+def pre_check_regular_file(job: Job) -> None:
+    """Symlinks, FIFOs and devices are never opened: a link out of the inbox must not be read."""
+    st = os.lstat(job.input)
+    if stat.S_ISLNK(st.st_mode):
+        raise JobFailure(Reason.NOT_REGULAR, "is a symbolic link; links are never followed",
+                         "Copy the picture itself into the inbox")
+    if not stat.S_ISREG(st.st_mode):
+        raise JobFailure(Reason.NOT_REGULAR, "is not a regular file", "Drop a picture file")
+    if st.st_size == 0:
+        raise JobFailure(Reason.EMPTY, "is empty (0 bytes)", "The copy did not finish; drop the file again")
+
+
+def pre_check_readable(job: Job) -> None:
+    """An unreadable photo is a permissions problem, not a broken picture: the fix is chmod, not a new copy."""
+    try:
+        open(job.input, "rb").close()
+    except PermissionError as exc:
+        raise JobFailure(Reason.NO_PERMISSION, f"the service user {service_user()} cannot read it ({exc.strerror})",
+                         f"Make {job.source} readable (chmod a+r, or chown to the service user) and drop it "
+                         "again") from exc
+
+
+def pre_check_sidecar(job: Job, config: Config) -> tuple[str | None, dict]:
+    """A photo.yaml beside the photo may pick a recipe and override whitelisted settings."""
+    if not job.sidecar:
+        return None, {}
+    try:
+        return load_sidecar(job.dir / job.sidecar, config)
+    except ConfigError as exc:
+        raise JobFailure(Reason.BAD_SIDECAR, "; ".join(exc.problems),
+                         f"Fix {job.sidecar} and drop the photo and its sidecar again") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise JobFailure(Reason.BAD_SIDECAR, f"cannot read the sidecar {job.sidecar} ({exc})",
+                         "Save the sidecar as UTF-8 YAML") from exc
+
+
+def pre_check_recipe(job: Job, config: Config, from_sidecar: str | None) -> Recipe:
+    """Sidecar, then the first inbox folder when it names a recipe, then the default recipe.
+
+    Any other folder (an album copied in) takes the default recipe, except one a typo away from a recipe
+    name (``stary/``): styling a batch with the wrong recipe all night is worse than saying so at once.
+    """
+    folder = job.recipe_folder
+    if from_sidecar is None and folder and folder not in config.recipes:
+        guess = difflib.get_close_matches(folder, list(config.recipes), n=1, cutoff=0.85)
+        if guess:
+            raise JobFailure(Reason.UNKNOWN_RECIPE, f"no recipe named {folder!r} (from the folder inbox/{folder}/)",
+                             f"did you mean {guess[0]!r}? Rename the folder; recipes: {', '.join(config.recipes)}")
+    return config.recipes[from_sidecar or (folder if folder in config.recipes else config.default_recipe)]
+
+
+def output_folder(job: Job, config: Config, recipe: str) -> Path:
+    """outbox/<recipe>/ plus the folders the photo lay in below its recipe folder (inbox/starry/vacation/x.jpg
+    and inbox/vacation/x.jpg both give outbox/starry/vacation/)."""
+    parts = Path(job.source).parts[:-1]
+    if parts and parts[0] in config.recipes:
+        parts = parts[1:]
+    return config.outbox.joinpath(recipe, *parts)
+
+
+def pre_check_settings(job: Job, config: Config, recipe: Recipe, overrides: dict) -> Settings:
+    try:
+        return config.recipe_settings(recipe, overrides)
+    except SettingsError as exc:
+        raise JobFailure(Reason.BAD_SIDECAR, f"the settings are invalid: {exc.problem}",
+                         f"Fix {exc.field} in the sidecar") from exc
+
+
+def pre_check_image(job: Job, settings: Settings) -> images.Image.Image:
+    try:
+        return images.load(job.input, settings.max_pixels)
+    except ImageError as exc:
+        raise JobFailure(exc.reason, exc.problem, exc.fix) from exc
+
