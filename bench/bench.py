@@ -44,6 +44,7 @@ from pipeline.engine.losses import ContentLoss, StyleLoss, TotalLoss  # noqa: E4
 from pipeline.engine.settings import CONTENT_LAYER, STYLE_LAYERS  # noqa: E402
 
 from bench import judge as independent  # noqa: E402  (shares no code with the engine)
+from bench.daemon_run import claim_and_done_times, run_once  # noqa: E402
 
 BENCH = ROOT / "bench"
 ASSETS = ROOT / "pipeline" / "assets"
@@ -787,25 +788,12 @@ def section_daemon(engine, args, out: Path) -> dict:
     for i in range(drops):
         shutil.copy(samples[i % len(samples)], folder / "inbox" / f"drop{i:03d}.jpg")
     log = folder / "daemon.log"
-    started = time.monotonic()
-    with open(log, "wb") as handle:
-        proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "once", "--config", str(config)], cwd=ROOT,
-                              env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=handle, stderr=subprocess.STDOUT,
-                              timeout=3600)
-    total = time.monotonic() - started
-    events = []
-    for line in log.read_text(errors="replace").splitlines():
-        try:
-            events.append(json.loads(line))
-        except ValueError:
-            pass
-    stamp = lambda e: dt.datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")).timestamp()  # noqa: E731
-    claims = [stamp(e) for e in events if e.get("event") == "claimed"]
-    dones = [stamp(e) for e in events if e.get("event") == "job done"]
+    returncode, total = run_once(config, log, {**os.environ, "PYTHONUNBUFFERED": "1"}, 3600)
+    claims, dones = claim_and_done_times(log)
     records = [json.loads(p.read_text()) for p in (folder / "outbox").rglob("*.json")]
     busy_s = sum(r.get("optimizing_seconds", 0.0) for r in records)
-    if proc.returncode != 0 or not claims or not dones:
-        msg = f"daemon run failed (rc {proc.returncode}); see {log}"
+    if returncode != 0 or not claims or not dones:
+        msg = f"daemon run failed (rc {returncode}); see {log}"
         print("  " + msg)
         return {"skipped": msg}
     span = max(dones) - min(claims)

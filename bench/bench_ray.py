@@ -20,7 +20,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from bench.daemon_run import claim_and_done_times, run_once  # noqa: E402
 from daemon_helpers import SAMPLES, make_config  # noqa: E402
 
 RESULTS = ROOT / "bench" / "RAY_RESULTS.md"
@@ -66,23 +66,11 @@ def run_mode(name: str, drops: int, size: int, steps: int, work: Path) -> dict:
         shutil.copy(samples[i % len(samples)], sub / f"drop{i:03d}.jpg")
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1", "RAY_DISABLE_USAGE_STATS": "1"}
     log = folder / "daemon.log"
-    started = time.monotonic()
-    with open(log, "wb") as handle:
-        proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "once", "--config", str(config)], cwd=ROOT,
-                              env=env, stdout=handle, stderr=subprocess.STDOUT, timeout=1800, start_new_session=True)
-    total = time.monotonic() - started
-    events = []
-    for line in log.read_text(errors="replace").splitlines():
-        try:
-            events.append(json.loads(line))
-        except ValueError:
-            pass
-    stamp = lambda e: dt.datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")).timestamp()  # noqa: E731
-    claims = [stamp(e) for e in events if e.get("event") == "claimed"]
-    dones = [stamp(e) for e in events if e.get("event") == "job done"]
+    returncode, total = run_once(config, log, env, 1800, start_new_session=True)
+    claims, dones = claim_and_done_times(log)
     outs = list((folder / "outbox").rglob("*.png"))
     steady = (max(dones) - min(claims)) if claims and dones else float("nan")
-    return {"mode": name, "label": label, "rc": proc.returncode, "drops": drops, "outputs": len(outs),
+    return {"mode": name, "label": label, "rc": returncode, "drops": drops, "outputs": len(outs),
             "total_s": round(total, 1), "steady_s": round(steady, 1),
             "per_hour_total": round(drops / total * 3600), "per_hour_steady": round(len(dones) / steady * 3600)
             if steady == steady and steady > 0 else 0}

@@ -113,10 +113,8 @@ def test_projected_lbfgs_keeps_pixels_in_range_and_matches_lbfgsb(engine, conten
     ours = engine.stylize(content, [style], settings)
     reference = engine.stylize(content, [style], settings.replace(optimizer="lbfgsb"))
     assert ours.losses["total"] <= 1.05 * reference.losses["total"]
-    run = __import__("pipeline.engine.transfer", fromlist=["_Run"])._Run(engine, content, [style], settings,
-                                                                       None, None, None)
-    problem = run._loss(run.levels[-1])
-    start = images.to_tensor(content.resize(run.levels[-1][::-1]))
+    problem, hw = engine.build_loss(content, [style], settings)  # the public way in: no private names
+    start = images.to_tensor(content.resize(hw[::-1]))
     x = run_projected_lbfgs(problem, start, 10, Monitor(10, 1, 1, 0, 1), history=5, keep_in_range=True)
     assert float(x.min()) >= 0.0 and float(x.max()) <= 255.0 and bool((x == 255.0).any() or (x == 0.0).any())
 

@@ -5,6 +5,7 @@ engine's log and losses, or a permanent problem as data (its Reason code). Anyth
 """
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 import socket
@@ -102,3 +103,20 @@ class StyleActor:
     def stats(self) -> dict:
         return {"actor": self.label, "jobs": self.jobs, "cache_misses": self.engine.cache_misses,
                 "cache_hits": self.engine.cache_hits, "styles_seen": len(self.styles_seen), **self.identity}
+
+
+class RemoteResult:
+    """What JobLife.record() reads from an engine Result, rebuilt from an actor's reply."""
+
+    def __init__(self, reply: dict) -> None:
+        self.reply = reply
+        self.losses, self.steps, self.timings = reply["losses"], reply["steps"], reply["timings"]
+        self.stop_reason = reply["stop_reason"]
+
+    def log(self) -> dict:
+        return self.reply["log"]
+
+    @property
+    def image(self):
+        from PIL import Image
+        return Image.open(io.BytesIO(self.reply["data"]))

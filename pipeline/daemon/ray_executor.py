@@ -1,12 +1,7 @@
 """``executor: ray`` (issue 6): jobs run on Ray actors; the daemon still owns the folders.
 
-The daemon watches, claims, runs the pre-checks, writes outputs and failures exactly as with the local
-:class:`~.worker.Worker` (both hand the job's life to :class:`~.jobs.JobLife`). Only the optimisation moves: the input file's bytes, the style files' bytes (put
-in the object store once per style file) and the Settings go to an actor; the encoded image, ``result.log()``
-and the losses come back as bytes and plain data. Workers never see the shared folder.
-
-One actor per GPU (``num_gpus_per_worker``), or per ``num_cpus_per_worker`` CPUs where there is none. Each
-loads VGG once (:class:`pipeline.engine.StyleTransfer`) and keeps its own style-target cache.
+The job's life (pre-checks, naming, writing, failing) is :class:`~.jobs.JobLife`'s, as for the local executor;
+only the optimisation moves to an actor (ray_actor.py), one per GPU (or per ``num_cpus_per_worker`` CPUs).
 
 - Back-pressure: at most ``max_inflight`` jobs are claimed and sent; the rest stay unclaimed in the inbox,
   so a restart loses nothing.
@@ -19,7 +14,6 @@ Ray is an optional extra: this module is imported only when ``executor: ray``, a
 """
 from __future__ import annotations
 
-import io
 import queue
 import threading
 import time
@@ -33,7 +27,7 @@ from ..progress import versions
 from .config import Config
 from .executor import Executor
 from .jobs import Plan
-from .ray_actor import CONTROL, StyleActor
+from .ray_actor import CONTROL, RemoteResult, StyleActor
 from .ray_cluster import INSTALL, RayUnavailable, connect, import_ray, plan_workers
 from .spool import Job, Reason, Spool, now_iso
 
@@ -80,23 +74,6 @@ class Flight:
     generation: int
     started: float
     cancel_sent: bool = False
-
-
-class RemoteResult:
-    """What JobLife.record() reads from an engine Result, rebuilt from an actor's reply."""
-
-    def __init__(self, reply: dict) -> None:
-        self.reply = reply
-        self.losses, self.steps, self.timings = reply["losses"], reply["steps"], reply["timings"]
-        self.stop_reason = reply["stop_reason"]
-
-    def log(self) -> dict:
-        return self.reply["log"]
-
-    @property
-    def image(self):
-        from PIL import Image
-        return Image.open(io.BytesIO(self.reply["data"]))
 
 
 _NOTHING = object()

@@ -99,7 +99,7 @@ class StyleTransfer:
         self.cache_misses += 1
         pixels = images.to_tensor(self._style_pixels(style, hw), self.device)
         with torch.no_grad():
-            feats = self.vgg(self._layout(pixels), STYLE_LAYERS)
+            feats = self.vgg(self.layout(pixels), STYLE_LAYERS)
             targets = StyleTargets({k: gram(v) for k, v in feats.items()})
         self.cache[key] = targets
         while len(self.cache) > self.cache_size:
@@ -141,10 +141,12 @@ class StyleTransfer:
         finally:
             self._place(home)
 
-    def _layout(self, pixels: torch.Tensor) -> torch.Tensor:
+    def layout(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The memory layout the network runs fastest in on this device (channels-last on CUDA)."""
         return pixels.contiguous(memory_format=torch.channels_last) if self.device.type == "cuda" else pixels
 
-    def _autocast(self, precision: str) -> torch.dtype | None:
+    def autocast(self, precision: str) -> torch.dtype | None:
+        """The autocast dtype for ``precision`` here (None: full fp32), setting TF32 as asked."""
         if self.device.type != "cuda":
             return None
         torch.backends.cuda.matmul.allow_tf32 = precision in ("auto", "tf32")
@@ -170,6 +172,13 @@ class StyleTransfer:
                 return result
             except torch.OutOfMemoryError as exc:
                 device, settings = self._after_oom(exc, device, settings, retries)
+
+    def build_loss(self, content: Image.Image, styles: Sequence[Image.Image], settings: Settings = Settings()
+                   ) -> tuple[Problem, tuple[int, int]]:
+        """The objective stylize() would minimise at its final size, and that size (height, width): for tests and
+        benchmarks that drive an optimiser themselves, without reaching into a run."""
+        run = _Run(self, content, list(styles), settings, None, None, None)
+        return run.loss(run.levels[-1]), run.levels[-1]
 
     def _after_oom(self, exc: Exception, device: torch.device, settings: Settings, retries: list[str]):
         """The next try's (device, settings): 3/4 the size above 256 px, else the fallback device."""
@@ -261,7 +270,8 @@ class _Run:
         """A picture resized once from its original to hw, on the (padded) canvas the network sees."""
         return shapes.pad(images.to_tensor(images.resize_once(img, hw), device), shapes.canvas(hw))
 
-    def _loss(self, hw: tuple[int, int]) -> Problem:
+    def loss(self, hw: tuple[int, int]) -> Problem:
+        """The objective at one pyramid level: content and style targets made, weights from the settings."""
         engine, s = self.engine, self.settings
         started = time.perf_counter()
         parts = [engine.style_targets(style, shapes.canvas(hw), s) for style in self.styles]
@@ -272,14 +282,14 @@ class _Run:
         self.timings["style_targets"] += time.perf_counter() - started
         content = self._working(self.content, hw, engine.device)
         with torch.no_grad():
-            content_target = engine.vgg(engine._layout(content), (CONTENT_LAYER,))[CONTENT_LAYER].float()
+            content_target = engine.vgg(engine.layout(content), (CONTENT_LAYER,))[CONTENT_LAYER].float()
         total = TotalLoss(engine.vgg, ContentLoss(content_target), StyleLoss(targets, s.layer_weights),
                           s.content_weight, self.style_weight, s.tv_weight)
-        return Problem(total, engine._autocast(s.precision))
+        return Problem(total, engine.autocast(s.precision))
 
     def _optimise_level(self, hw, pixels: torch.Tensor, opt_state: dict | None) -> torch.Tensor:
         """Optimise one level; on NaN/inf or a blank result, retry once from the last good state, gentler."""
-        problem = self._loss(hw)
+        problem = self.loss(hw)
         steps = self.steps_per_level[self.level_index]
         good, good_steps = pixels.clone(), (self.monitor.step_count, self.monitor.level_step)
         for attempt in range(2):
@@ -301,7 +311,7 @@ class _Run:
 
     def _optimiser(self, problem, pixels, steps, opt_state, gentle: bool) -> torch.Tensor:
         s = self.settings
-        x = self.engine._layout(pixels)
+        x = self.engine.layout(pixels)
         if s.optimizer in ("lbfgs", "lbfgsb"):
             run = run_projected_lbfgs if s.optimizer == "lbfgs" else run_lbfgs
             return run(problem, x, steps, self.monitor, history=5 if gentle else s.lbfgs_history,
@@ -346,7 +356,7 @@ class _Run:
     def _result(self, pixels: torch.Tensor, resumed: int | None) -> Result:
         pixels = pixels.clamp(0, 255).round()  # what is saved is what is judged
         with torch.no_grad():
-            total, parts = self._loss(self.levels[-1]).loss(pixels)
+            total, parts = self.loss(self.levels[-1]).loss(pixels)
         losses = {"total": float(total), **{k: float(v) for k, v in zip(("content", "style", "tv"), parts)}}
         last = self.monitor.curve[-1]["step"] if self.monitor.curve else -1
         if last != self.monitor.step_count:  # an early stop ends between logged points: close the curve
