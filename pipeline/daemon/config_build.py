@@ -9,20 +9,11 @@ from typing import Any
 from ..engine import images
 from ..engine.settings import Settings
 from ..errors import DeviceError, ImageError
-from .config_schema import (ENGINE_KEYS, FOLDER_KEYS, RAY_KEYS, RECIPE_KEYS, SIDECAR_KEYS, TOP_KEYS, Config,
-                            ConfigError, RayOptions, Recipe, StyleRef)
+from .config_schema import (ENGINE_KEYS, FOLDER_KEYS, RAY_KEYS, RECIPE_KEYS, SIDECAR_KEYS, TOP_KEYS, TOP_TYPES,
+                            Config, ConfigError, RayOptions, Recipe, StyleRef)
 from .yaml_read import SIDECAR_MAX_BYTES, Problems, check_type, engine_settings, key_lines, read_yaml
 
-TOP_TYPES: dict[str, Any] = {"watch": str, "settle_seconds": float, "rescan_seconds": float, "poll_seconds": float,
-                             "after_success": str, "max_attempts": int, "max_crashes": int, "retry_backoff_seconds": float,
-                             "device": str, "cache_styles": int, "max_size": int, "default_recipe": str,
-                             "contact_sheet": bool, "log_format": str, "log_level": str,
-                             "progress_seconds": float, "stall_seconds": float, "executor": str,
-                             "save_every": int, "metrics_file": str, "metrics_seconds": float, "notify": str}
 METRICS_NAME = "style_pipeline.prom"  # node_exporter's textfile collector reads *.prom
-CHOICES = {"watch": ("auto", "native", "polling"), "after_success": ("move", "delete"),
-           "log_format": ("auto", "json", "console"), "log_level": ("debug", "info", "warning", "error"),
-           "executor": ("local", "ray")}
 # 0 attempts would fail every photo unread; a max_size under the engine's 16 px floor refuses every size.
 MINIMUM = {"max_attempts": 1, "max_size": 16}
 
@@ -138,8 +129,6 @@ def _scalars(data: dict, problems: Problems) -> dict[str, Any]:
         if key not in data:
             continue
         message = check_type(data[key], hint)
-        if not message and key in CHOICES and data[key] not in CHOICES[key]:
-            message = f"must be one of {', '.join(CHOICES[key])} (got {data[key]!r})"
         if not message and hint in (int, float) and data[key] < MINIMUM.get(key, 0):
             message = f"must be >= {MINIMUM.get(key, 0)} (got {data[key]!r})"
         if not message and key == "device":

@@ -8,7 +8,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+import types
+import typing
+from typing import Any, Literal
 
 from ..engine.settings import Settings
 from ..errors import PipelineError
@@ -17,12 +19,6 @@ SIDECAR_KEYS = frozenset({"recipe", "size", "steps", "style_strength", "content_
                           "preserve_color", "seed", "init", "style_scale", "format", "quality"})
 ENGINE_KEYS = frozenset(f.name for f in dataclasses.fields(Settings)) - {"device"}
 RECIPE_KEYS = ENGINE_KEYS | {"styles", "description"}
-TOP_KEYS = {"folders", "watch", "settle_seconds", "rescan_seconds", "poll_seconds", "after_success", "max_attempts",
-            "retry_backoff_seconds", "device", "weights", "styles_dir", "cache_styles", "max_size", "defaults",
-            "default_recipe", "recipes", "schedule", "contact_sheet", "log_format", "log_level", "progress_seconds",
-            "stall_seconds", "max_crashes",
-            "executor", "ray",  # issue 6: where jobs run (local thread or Ray actors)
-            "save_every", "metrics_file", "metrics_seconds", "notify"}  # issue 11: 14, 15, 16
 FOLDER_KEYS = {"inbox", "outbox", "spool"}
 
 
@@ -80,11 +76,11 @@ class Config:
     default_recipe: str
     styles_dir: Path
     defaults: dict[str, Any] = field(default_factory=dict)
-    watch: str = "auto"
+    watch: Literal["auto", "native", "polling"] = "auto"
     settle_seconds: float = 2.0
     rescan_seconds: float = 60.0
     poll_seconds: float = 2.0
-    after_success: str = "move"
+    after_success: Literal["move", "delete"] = "move"
     max_attempts: int = 3
     max_crashes: int = 3  # the daemon died this many times in a row inside one job: failed/ as crashed_daemon
     retry_backoff_seconds: float = 30.0
@@ -94,11 +90,11 @@ class Config:
     max_size: int = 4096
     schedule: dict | None = None
     contact_sheet: bool = True
-    log_format: str = "auto"
-    log_level: str = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
     progress_seconds: float = 5.0
     stall_seconds: float = 600.0
-    executor: str = "local"  # issue 6: "local" (the in-process Worker) or "ray"
+    executor: Literal["local", "ray"] = "local"  # issue 6: "local" (the in-process Worker) or "ray"
     ray: RayOptions = field(default_factory=RayOptions)
     save_every: int = 0  # write the current picture every N steps into the job's folder; 0 = off
     metrics_file: Path | None = None  # the Prometheus textfile; None = off (build() defaults it under the spool)
@@ -121,3 +117,21 @@ class Config:
         settings = recipe.settings.replace(device=self.device, **overrides)
         settings.validate()
         return settings
+
+
+# --- the schema, derived once from the Config fields above -------------------------------------------------
+
+FOLDERS_AND_PATH = {"path", "inbox", "outbox", "spool"}  # the config's own path, and the three under `folders:`
+STRUCTURED = {"recipes", "styles_dir", "defaults", "schedule", "weights", "ray"}  # each checked by its own step
+
+
+def _yaml_hint(hint: Any) -> Any:
+    """The type a YAML value must have for a field: ``X | None`` -> X, a Path is written as text."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+    return str if hint is Path else hint
+
+
+TOP_KEYS = {f.name for f in dataclasses.fields(Config)} - FOLDERS_AND_PATH | {"folders"}
+TOP_TYPES: dict[str, Any] = {name: _yaml_hint(hint) for name, hint in typing.get_type_hints(Config).items()
+                             if name not in FOLDERS_AND_PATH | STRUCTURED}
