@@ -153,10 +153,8 @@ class Daemon:
     def _dispatch(self) -> None:
         """Give the worker its next job: due retries and recovered jobs first, then the oldest ready file."""
         now = time.time()
-        due = [job for job in self.worker.retry if job.not_before <= now]
-        if due:
-            job = min(due, key=lambda j: j.not_before)
-            self.worker.retry.remove(job)
+        job = self.worker.life.take_due(now)
+        if job is not None:
             self.worker.submit(job)
             return
         for path in self.tracker.ready():
@@ -228,8 +226,7 @@ class Daemon:
                   file=job.source if job else None)
         self.worker = new
         if job is not None:
-            job.running, job.crashes, job.attempts = False, job.crashes + 1, max(0, job.attempts - 1)
-            self.worker.retry.append(job)
+            self.worker.life.crashed(job)
         self.worker.start()
 
     def health(self) -> str:
@@ -370,7 +367,7 @@ class Daemon:
         if self.worker:
             for job in self.worker.unstarted():
                 self.spool.release(job)  # claimed ahead, never begun: the next start takes it up
-            self.worker.jobs.put(None)
+            self.worker.close()
             self.worker.join(timeout=120)
             for job in self.worker.retry:
                 self.spool.release(job)

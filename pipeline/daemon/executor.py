@@ -41,6 +41,10 @@ class Executor(threading.Thread):
         """The main loop may claim and hand over another job now."""
         raise NotImplementedError
 
+    def close(self) -> None:
+        """No more jobs: the thread ends after the one in hand (a stop cancels that one)."""
+        self.jobs.put(None)
+
     def unstarted(self) -> list[Job]:
         """At shutdown: the jobs handed over but not yet begun, to be released to the inbox."""
         return []

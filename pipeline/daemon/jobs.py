@@ -54,6 +54,20 @@ class JobLife(FailurePaths):
         self.on_event: Callable[[str, dict], None] | None = None
         self._styles: dict[tuple, images.Image.Image] = {}
 
+    def take_due(self, now: float) -> Job | None:
+        """The retry whose time came first, taken off the queue; None while none is due."""
+        due = [job for job in self.retry if job.not_before <= now]
+        if not due:
+            return None
+        job = min(due, key=lambda j: j.not_before)
+        self.retry.remove(job)
+        return job
+
+    def crashed(self, job: Job) -> None:
+        """The thread running it died: a crash, not an attempt charged to the photo; it runs again."""
+        job.running, job.crashes, job.attempts = False, job.crashes + 1, max(0, job.attempts - 1)
+        self.retry.append(job)
+
     def begin(self, job: Job, in_process: bool = True) -> Config:
         """Count the try and save it; ``in_process``: a daemon crash now would be this job's crash."""
         config = self.get_config()
