@@ -33,11 +33,10 @@ import torch  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 from bench import judge as J  # noqa: E402
+from bench.fidelity_report import PAIRS  # noqa: E402
 from pipeline.engine import Settings, StyleTransfer, images, optimize  # noqa: E402
 
 OUT = ROOT / "bench" / "out" / "fidelity"
-PAIRS = {"coffee+scream": ("content/coffee.png", "style/the_scream.jpg"),      # landscape photo, portrait painting
-         "astronaut+starry": ("content/astronaut.png", "style/starry_night.jpg")}  # square photo, landscape painting
 
 
 class Before(StyleTransfer):

@@ -10,6 +10,10 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+# The measured pairs (paths under the shared images folder); fidelity.py runs them, this module draws them.
+PAIRS = {"coffee+scream": ("content/coffee.png", "style/the_scream.jpg"),      # landscape photo, portrait painting
+         "astronaut+starry": ("content/astronaut.png", "style/starry_night.jpg")}  # square photo, landscape painting
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "RESULTS.md"
 DOCS = ROOT / "docs" / "images"
@@ -67,8 +71,6 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
 
 def sheet(out: Path, run: dict, image_dir: Path | None = None) -> Path:
     """photo | painting | notebook | before | after, 200 px high, labelled; a small JPEG for the README."""
-    from bench.fidelity import PAIRS
-
     image_dir = image_dir or Path("/work/shared/images")
     pair, size = run["pair"], run["size"]
     tiles = [("photo", Image.open(image_dir / PAIRS[pair][0])), ("painting", Image.open(image_dir / PAIRS[pair][1]))]

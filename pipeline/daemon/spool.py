@@ -1,6 +1,6 @@
 """The spool: where a file lies is its state (inbox -> work -> done | failed). Only this module renames.
 
-Durability rules (see ../shared/notes/hot-folder.md):
+Durability rules (os.replace and link are atomic only within one filesystem, hence the spool beside the inbox):
 - A claim is one atomic rename into a fresh ``work/<job_id>/``; when two daemons race, the rename decides.
 - The job record (job.json) is written before the rename and replaced atomically after every change.
 - A job being processed holds an flock on its folder; a killed process drops it, so recovery can
