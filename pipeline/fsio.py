@@ -53,11 +53,12 @@ def write_json(path: str | Path, data, indent: int = 2, replace: bool = True, fs
                         replace=replace, fsync=fsync)
 
 
-def name_max(folder: Path) -> int:
-    try:
-        return min(os.pathconf(folder, "PC_NAME_MAX"), NAME_MAX)
-    except (OSError, ValueError):
-        return NAME_MAX
+def split_ext(name: str) -> tuple[str, str, str]:
+    """(stem, ".", ext) like rpartition; a leading dot or an "extension" over 16 bytes is part of the stem."""
+    stem, dot, ext = name.rpartition(".") if "." in name.lstrip(".") else (name, "", "")
+    if len(ext.encode("utf-8", "surrogateescape")) > 16:
+        return name, "", ""
+    return stem, dot, ext
 
 
 def fit_name(name: str, reserve: int = 0, limit: int = NAME_MAX) -> str:
@@ -70,9 +71,7 @@ def fit_name(name: str, reserve: int = 0, limit: int = NAME_MAX) -> str:
     room = limit - reserve
     if len(name.encode("utf-8", "surrogateescape")) <= room:
         return name
-    stem, dot, ext = name.rpartition(".") if "." in name.lstrip(".") else (name, "", "")
-    if len(ext.encode("utf-8", "surrogateescape")) > 16:
-        stem, dot, ext = name, "", ""
+    stem, dot, ext = split_ext(name)
     tail = f"~{hashlib.sha1(name.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}{dot}{ext}"
     budget = room - len(tail.encode("utf-8", "surrogateescape"))
     cut = stem.encode("utf-8", "surrogateescape")[:max(budget, 1)]

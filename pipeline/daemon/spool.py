@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import Reason  # noqa: F401  (handed on: the spool records it)
-from ..fsio import fit_name, write_json
+from ..fsio import fit_name, split_ext, write_json
 
 RECORD = "job.json"
 LOCK = ".lock"
@@ -277,9 +277,7 @@ def unique_names(folder: Path, name: str, reserve: int = 0):
     while True:
         suffix = f"-{n}" if n else ""
         short = fit_name(name, reserve + len(suffix))
-        stem, dot, ext = short.rpartition(".") if "." in short.lstrip(".") else (short, "", "")
-        if len(ext.encode("utf-8", "surrogateescape")) > 16:
-            stem, dot, ext = short, "", ""
+        stem, dot, ext = split_ext(short)
         yield folder / f"{stem}{suffix}{dot}{ext}"
         n += 1
 
