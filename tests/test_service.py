@@ -13,8 +13,25 @@ import pytest
 from pipeline.service import UNITS, install_commands, render_units
 
 ROOT = Path(__file__).resolve().parents[1]
-BUILD = ROOT / "build"
-BUILD.mkdir(exist_ok=True)
+
+
+def _scratch() -> Path:
+    """Fake installs must lie outside /tmp and /var/tmp (install-service refuses those: PrivateTmp would hide them) and
+    outside home (that changes ProtectHome=): the repository's ignored build/ folder, or, when the checkout itself
+    sits under /tmp (a fresh clone there), a folder under /opt or /srv where this user may write."""
+    for base in (ROOT / "build", Path("/opt/style-pipeline-tests"), Path("/srv/style-pipeline-tests")):
+        if str(base.resolve()).startswith(("/tmp/", "/var/tmp/")):
+            continue
+        try:
+            base.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        return base
+    pytest.skip("no writable folder outside /tmp and home for the service tests' fake installs",
+                allow_module_level=True)
+
+
+BUILD = _scratch()
 FOLDERS = [Path("/srv/style-pipeline/inbox"), Path("/srv/style-pipeline/outbox"), Path("/srv/style-pipeline/failed")]
 ANALYZE = shutil.which("systemd-analyze")
 needs_analyze = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze not installed (apt-get install systemd)")
