@@ -140,7 +140,7 @@ def test_security_exposure_at_most_1(tmp_path, venv_bin, unit, home):
     assert float(match[1]) <= 1.0, result.stdout
 
 
-def test_network_only_when_notify_is_set(tmp_path, venv_bin, capsys):
+def test_network_only_when_notify_is_set(tmp_path, venv_bin, capsys, monkeypatch):
     """Issue 11, item 16: PrivateNetwork=yes stays unless the config sets `notify:`."""
     import yaml
 
@@ -151,6 +151,7 @@ def test_network_only_when_notify_is_set(tmp_path, venv_bin, capsys):
     assert closed["RestrictAddressFamilies"] == ["AF_UNIX"]
     opened = {}
     site = Path(tempfile.mkdtemp(prefix="test-site-", dir=BUILD))  # not under /tmp: install-service refuses that
+    monkeypatch.setattr(sys, "executable", str(venv_bin / "python"))  # nor this venv, when the checkout is in /tmp
     for name, notify in (("quiet", None), ("told", "https://ntfy.sh/night")):
         config = site / name / "config.yaml"
         config.parent.mkdir()
