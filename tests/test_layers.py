@@ -21,9 +21,9 @@ LAYER = {
     "pipeline.daemon": JOBS,
     **{f"pipeline.daemon.{name}": JOBS for name in (
         "config", "config_build", "config_schema", "yaml_read", "spool", "outputs", "joblog", "failures", "metrics",
-        "settle", "diskguard", "watcher", "log", "jobs")},
+        "settle", "diskguard", "watcher", "log", "jobs", "config_pool", "sheets")},
     **{f"pipeline.daemon.{name}": EXECUTORS for name in ("worker", "executor", "ray_cluster", "ray_executor",
-                                                         "ray_actor")},
+                                                         "ray_actor", "pool", "batching")},
     "pipeline.daemon.daemon": DAEMON, "pipeline.daemon.status": DAEMON, "pipeline.daemon.state": DAEMON,
     "pipeline.cli": CLI, "pipeline.commands": CLI, "pipeline.starter": CLI, "pipeline.service": CLI,
     "pipeline.report": CLI,

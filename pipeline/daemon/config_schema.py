@@ -100,6 +100,8 @@ class Config:
     metrics_file: Path | None = None  # the Prometheus textfile; None = off (build() defaults it under the spool)
     metrics_seconds: float = 5.0
     notify: str | None = None  # a command or URL told when the queue empties after work and on each failure
+    devices: tuple[str, ...] | None = None  # issue 13: one executor slot per entry; None: one per visible GPU
+    batch: int | None = None  # issue 13: photos of one recipe and shape per network pass; None = auto (1 off CUDA)
 
     @property
     def work(self) -> Path:
@@ -122,7 +124,8 @@ class Config:
 # --- the schema, derived once from the Config fields above -------------------------------------------------
 
 FOLDERS_AND_PATH = {"path", "inbox", "outbox", "spool"}  # the config's own path, and the three under `folders:`
-STRUCTURED = {"recipes", "styles_dir", "defaults", "schedule", "weights", "ray"}  # each checked by its own step
+# each checked by its own step
+STRUCTURED = {"recipes", "styles_dir", "defaults", "schedule", "weights", "ray", "devices", "batch"}
 
 
 def _yaml_hint(hint: Any) -> Any:

@@ -34,7 +34,7 @@ from .spool import Spool, now_iso
 from .state import JobBook
 from .watcher import Tracker, Watcher, own_folders, sidecar_for, skipped_folders
 from .executor import Executor
-from .worker import Worker
+from .pool import local_executor
 
 log = structlog.get_logger("style-pipeline")
 TICK = 0.2
@@ -97,12 +97,10 @@ class Daemon:
         if config.executor == "ray":  # issue 6: jobs run on Ray actors (imported only here); the rest is unchanged
             from .ray_executor import RayExecutor
             self.executor = RayExecutor(self.spool, lambda: self.config, self.stop)
-        else:
-            if self.engine is None:
-                self.engine = StyleTransfer(config.weights, config.device, cache_size=config.cache_styles)
+        else:  # issue 13: one Worker, or a pool of a slot per device (pool.py)
+            self.executor, self.engine = local_executor(config, self.engine, self.spool, lambda: self.config, self.stop)
             log.info("engine ready", device=str(self.engine.device), weights=self.engine.weights.path,
                      kind=self.engine.weights.kind, seconds=round(self.engine.load_seconds, 2))
-            self.executor = Worker(self.engine, self.spool, lambda: self.config, self.stop)
         self.executor.start()
         recovered = self.spool.recover()
         for job in recovered:
@@ -380,6 +378,7 @@ class Daemon:
             self.book.take(self.executor.poll())
             for job in self.book.retry:
                 self.spool.release(job)
+            self.executor.life.sheets.close()  # the sheets still queued are written before the daemon exits
         self.state = "stopped"
         snapshot = status_module.snapshot(self.facts())
         self._write_status(snapshot)

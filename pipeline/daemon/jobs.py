@@ -28,6 +28,7 @@ from . import joblog, outputs
 from .config import Config, ConfigError, Recipe
 from .config_build import load_sidecar
 from .failures import FailurePaths
+from .sheets import SheetWriter
 from .spool import Job, Spool, now_iso
 
 log = structlog.get_logger("style-pipeline.worker")
@@ -97,6 +98,7 @@ class JobLife(FailurePaths):
         self.outcomes: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         self.lost_attempts: dict[str, list[dict]] = {}  # job id -> the tries lost with a remote worker
         self._styles: dict[tuple, images.Image.Image] = {}
+        self.sheets = SheetWriter()  # contact sheets off the worker's path; the daemon closes it at shutdown
 
     def _out(self, job: Job, kind: str, retry: bool = False, **details) -> None:
         self.outcomes.put(Outcome(job, kind, job.not_before if retry else None, **details))
@@ -234,11 +236,8 @@ class JobLife(FailurePaths):
                 break
             except FileExistsError:
                 continue
-        if sheet is not None:  # a convenience: a failure here must not fail the job
-            try:
-                outputs.contact_sheet(plan.content, plan.styles[0], result.image, sheet)
-            except OSError as exc:
-                log.warning("contact sheet not written", error=str(exc))
+        if sheet is not None:  # a convenience, written off this thread (sheets.py): it never fails nor delays the job
+            self.sheets.submit(plan.content, plan.styles[0], result.image, sheet)
         log.info("output written", output=str(image_path), loss=result.losses["total"], steps=result.steps,
                  seconds=result.timings["total"], stop_reason=result.stop_reason, **log_extra)
         self._out(job, "done", event={"file": job.source, "output": str(image_path),

@@ -70,9 +70,11 @@ class Worker(Executor):
 
     def _try(self, job: Job) -> None:
         opened = self.life.open(job)
-        if opened is None:
-            return
-        config, plan = opened
+        if opened is not None:
+            self._run(job, *opened)
+
+    def _run(self, job: Job, config: Config, plan: Plan) -> None:
+        """One opened job through the engine alone, with its checkpoint; its result landed or its fault concluded."""
         log.info("job started", recipe=plan.recipe.name, size=plan.settings.size, steps=plan.settings.steps,
                  attempt=job.attempts)
         try:

@@ -1,0 +1,190 @@
+"""Every local GPU (issue 13): one executor slot per device, each with its own engine and style cache, fed from
+one queue; and photos of one recipe and shape batched through the network from what is already queued.
+
+Why slots and not Ray on one machine: a slot is a Worker thread (worker.py) on its own device, so a job's life,
+checkpoints, cancels and crash recovery stay the local executor's. The slots share the pool's queue, pause flag,
+cancels and JobLife (one outcome stream, one contact-sheet writer); the pool adds up their progress. A slot
+that takes a job looks at what else is queued (batching.py) and runs the ones of the same recipe and shape with
+it, up to its batch size; it never waits for more, so a lone photo runs alone at once.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable
+
+import structlog
+
+from ..engine import StyleTransfer
+from ..engine.device import available
+from .batching import JobQueue, batch_key, plan_key
+from .config import Config
+from .executor import Executor, Progress
+from .jobs import JobLife, Plan, crashed, logging_for
+from .spool import Job, Spool
+from .worker import Worker
+
+log = structlog.get_logger("style-pipeline.worker")
+Opened = tuple[Job, Config, Plan]
+
+
+def slot_devices(config: Config) -> list[str]:
+    """``devices:`` as listed; else one slot per visible GPU where the device is auto or cuda; else `device`."""
+    if config.devices:
+        return list(config.devices)
+    gpus = [name for name in available() if name.startswith("cuda:")] if config.device in ("auto", "cuda") else []
+    return gpus if len(gpus) > 1 else [config.device]
+
+
+def batch_size(engine: StyleTransfer, config: Config, plan: Plan) -> int:
+    """``batch: N`` as configured; auto: what the free memory holds at this shape (1 off CUDA)."""
+    if config.batch is not None or engine.device.type != "cuda":
+        return config.batch or 1  # a CPU gains nothing from batching (engine/batch.py)
+    from ..engine.batch import batch_size_for
+
+    return batch_size_for(engine.device, plan.content.size[::-1])
+
+
+class Slot(Worker):
+    """A Worker on one device whose queue, pause, cancels and job life are its pool's; it may run a batch."""
+
+    def __init__(self, engine: StyleTransfer, pool: "Pool", index: int) -> None:
+        super().__init__(engine, pool.spool, pool.get_config, pool.stop, pool.life)
+        self.name, self.pool, self.index = f"worker-{index}", pool, index
+        self._jobs, self._paused, self._cancels = pool._jobs, pool._paused, pool._cancels
+        self.extra: list[Job] = []  # jobs taken into the batch beside the one in hand
+
+    def respawn(self) -> "Slot":
+        new = Slot(self.engine, self.pool, self.index)
+        new._busy_seconds, new._marker = self._busy_seconds, self._marker + 1
+        return new
+
+    def _closed(self) -> None:
+        self.pool._closed()
+
+    def _try(self, job: Job) -> None:
+        self.pool._ended.set()  # a job left the queue: the main loop may claim the next one now
+        structlog.contextvars.bind_contextvars(slot=self.index)
+        opened = self.life.open(job)
+        if opened is None:
+            return
+        batch, alone = self._gather((job, *opened))
+        if len(batch) > 1:
+            self._run_batch(batch)
+        else:
+            self._run(job, *opened)
+        for other in alone:
+            with structlog.contextvars.bound_contextvars(job_id=other[0].id, file=other[0].source):
+                self._run(*other)
+        for other in self.extra:
+            self._cancels.discard(other.id)
+            self._closed()
+        self.extra = []
+
+    def _gather(self, first: Opened) -> tuple[list[Opened], list[Opened]]:
+        """The batch: the first job and the queued ones of its recipe and shape, opened; and those that turned
+        out different once opened (they run alone after it)."""
+        job, config, plan = first
+        key = plan_key(job, plan)
+        size = batch_size(self.engine, config, plan) if key else 1
+        if size <= 1:
+            return [first], []
+        self.extra = self._jobs.take(lambda queued: batch_key(queued, config) == key, size - 1)
+        batch, alone = [first], []
+        for other in self.extra:
+            with structlog.contextvars.bound_contextvars(job_id=other.id, file=other.source, slot=self.index):
+                opened = self.life.open(other)
+            if opened is not None:
+                same = plan_key(other, opened[1]) == key and opened[1].settings == plan.settings
+                (batch if same else alone).append((other, *opened))
+        return batch, alone
+
+    def _run_batch(self, batch: list[Opened]) -> None:
+        """The photos through engine.stylize_batch together; each result landed, or each fault concluded, alone."""
+        jobs = [job for job, _, _ in batch]
+        plan = batch[0][2]
+        steps = [self._on_step(job, p) for job, _, p in batch]
+        for job, _, p in batch:
+            log.info("job started", job_id=job.id, file=job.source, recipe=p.recipe.name, size=p.settings.size,
+                     steps=p.settings.steps, attempt=job.attempts, batch=len(batch))
+
+        def on_step(index: int, info) -> None:
+            with structlog.contextvars.bound_contextvars(job_id=jobs[index].id, file=jobs[index].source):
+                steps[index](info)
+        try:
+            results = self.engine.stylize_batch([p.content for _, _, p in batch], plan.styles, plan.settings,
+                                                on_step=on_step,
+                                                should_stop=lambda: any(self._should_stop(job) for job in jobs))
+        except Exception as exc:
+            results = [exc] * len(batch)
+        for (job, config, p), result in zip(batch, results):
+            with structlog.contextvars.bound_contextvars(job_id=job.id, file=job.source):
+                if isinstance(result, Exception):
+                    self.life.conclude(job, result)
+                else:
+                    self.life.land(job, config, p, result, {"batch": len(batch)}, batch=len(batch))
+
+
+class Pool(Executor):
+    """The executor interface over slots: one queue in, one outcome stream out, their progress added up."""
+
+    def __init__(self, engines: list[StyleTransfer], spool: Spool, get_config: Callable[[], Config],
+                 stop: threading.Event, life: JobLife | None = None) -> None:
+        super().__init__("pool", spool, get_config, stop, life)
+        self._jobs = JobQueue()
+        self.slots = [Slot(engine, self, i) for i, engine in enumerate(engines)]
+
+    def has_room(self) -> bool:
+        """A job waits for each batch place a slot could fill (one off CUDA): claims overlap the running jobs."""
+        config = self.get_config()
+        ahead = config.batch or (16 if any(s.engine.device.type == "cuda" for s in self.slots) else 1)
+        return self._jobs.qsize() < ahead
+
+    def progress(self) -> Progress:
+        slots = [slot.progress() for slot in self.slots]
+        dead = [slot._job for slot in self.slots if not slot.is_alive() and slot.ident is not None]
+        current = next((p.current for p in slots if p.current), None)
+        return Progress(self._open > 0, self._open, sum(p.marker for p in slots), current,
+                        sum(p.busy_seconds for p in slots), dead[0] if dead else None)
+
+    def start(self) -> None:
+        for slot in self.slots:
+            if slot.ident is None:
+                slot.start()
+
+    def alive(self) -> bool:
+        return all(slot.is_alive() for slot in self.slots)
+
+    def respawn(self) -> "Pool":
+        """The first dead slot replaced (with its device and engine); the jobs of its batch are given back as
+        crashed, the one in hand by the daemon (progress().job)."""
+        index = next(i for i, slot in enumerate(self.slots) if not slot.is_alive())
+        dead = self.slots[index]
+        for job in dead.extra:
+            self.life.outcomes.put(crashed(job))
+        with self._lock:
+            self._open -= len(dead.extra) + (dead._job is not None)
+        self.slots[index] = dead.respawn()
+        return self
+
+    def close(self, timeout: float) -> list[Job]:
+        unstarted = [job for job in self._jobs.take(lambda job: True, self._jobs.qsize())]
+        for _ in self.slots:
+            self._jobs.put(None)
+        deadline = time.monotonic() + timeout
+        for slot in self.slots:
+            slot.join(max(0.0, deadline - time.monotonic()))
+        return unstarted
+
+
+def local_executor(config: Config, engine: StyleTransfer | None, spool: Spool, get_config: Callable[[], Config],
+                   stop: threading.Event) -> tuple[Executor, StyleTransfer]:
+    """The local executor and its first engine: the one Worker of old where one CPU slot runs one photo at a
+    time (the CPU path unchanged), else a Pool of a slot per device (``engine``, when given, is the first)."""
+    devices = slot_devices(config)
+    engine = engine or StyleTransfer(config.weights, devices[0], cache_size=config.cache_styles)
+    if len(devices) == 1 and (config.batch or 1) == 1 and engine.device.type != "cuda":
+        return Worker(engine, spool, get_config, stop), engine
+    engines = [engine] + [StyleTransfer(config.weights, name, cache_size=config.cache_styles) for name in devices[1:]]
+    log.info("executor slots", devices=[str(e.device) for e in engines], batch=config.batch or "auto")
+    return Pool(engines, spool, get_config, stop), engine

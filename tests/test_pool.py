@@ -1,0 +1,136 @@
+"""Issue 13, the daemon side: executor slots per device, batches filled from the queue, sheets off the worker."""
+from __future__ import annotations
+
+import collections
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from daemon_helpers import ROOT, SAMPLES, make_config, outputs
+from pipeline.daemon import config as config_module
+from pipeline.daemon.config_build import check_folders
+from pipeline.daemon.batching import JobQueue, batch_key, fitted
+from pipeline.daemon.outputs import SHEET_HEIGHT, contact_sheet
+from pipeline.daemon.sheets import SheetWriter
+from pipeline.daemon.spool import Spool
+
+
+def once(config: Path, timeout: float = 240) -> tuple[int, list[dict]]:
+    """`style-pipeline once` in a subprocess: its exit status and its JSON log's events."""
+    import json
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "once", "--config", str(config)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    events = []
+    for line in proc.stdout.splitlines() + proc.stderr.splitlines():
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            pass
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.returncode, events
+
+
+def test_two_slots_take_each_photo_exactly_once_and_sheets_stay_thumbnails(tmp_path):
+    config = make_config(tmp_path, devices=["cpu", "cpu"], contact_sheet=True)
+    photos = sorted(SAMPLES.glob("*.jpg"))
+    for i in range(6):
+        shutil.copy(photos[i % 3], tmp_path / "inbox" / f"p{i}.jpg")
+    Image.open(photos[0]).resize((1600, 1600)).save(tmp_path / "inbox" / "big.jpg")  # its full-size sheet: 4800x1600
+    _, events = once(config)
+    names = [f"p{i}.jpg" for i in range(6)] + ["big.jpg"]
+    done = collections.Counter(e["file"] for e in events if e.get("event") == "job done")
+    assert done == collections.Counter(names), "each photo done exactly once"
+    assert collections.Counter(e["file"] for e in events if e.get("event") == "claimed") == done
+    assert {e["slot"] for e in events if e.get("event") == "job started"} == {0, 1}, "both slots ran jobs"
+    assert len(outputs(tmp_path)) == 7 and sorted(p.name for p in (tmp_path / "spool" / "done").iterdir()) == sorted(names)
+    assert not list((tmp_path / "inbox").glob("*.jpg"))
+    sheets = sorted((tmp_path / "outbox").rglob("*.sheet.png"))
+    assert len(sheets) == 7, "every sheet written before the daemon exited"
+    for sheet in sheets:
+        with Image.open(sheet) as img:
+            assert img.height <= SHEET_HEIGHT and img.width <= 3 * 4 * SHEET_HEIGHT, (sheet.name, img.size)
+
+
+def test_a_contact_sheet_is_a_thumbnail_whatever_the_photo(tmp_path):
+    big = Image.new("RGB", (4000, 2600), "red")
+    panorama = Image.new("RGB", (9000, 500), "blue")
+    small = Image.new("RGB", (40, 30), "green")
+    with Image.open(contact_sheet(big, panorama, small, tmp_path / "a.png")) as sheet:
+        assert sheet.size == (round(4000 * 384 / 2600) + 4 * 384 + 40, 384)
+    assert (tmp_path / "a.png").stat().st_size < 200_000
+
+
+def test_the_sheet_writer_never_delays_the_caller_and_loses_nothing_at_close(tmp_path):
+    writer = SheetWriter()
+    big = Image.new("RGB", (3000, 2000), "red")
+    started = time.perf_counter()
+    for i in range(5):
+        writer.submit(big, big, big, tmp_path / f"s{i}.png")
+    handed_over = time.perf_counter() - started
+    writer.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"s{i}.png" for i in range(5)]
+    assert handed_over < 0.05, "submit only queues: the resize and the write are the writer thread's"
+    writer.submit(big, big, big, tmp_path / "late.png")  # after close: written at once, not dropped
+    assert (tmp_path / "late.png").is_file()
+
+
+def _queued(tmp_path, names: dict[str, str]):
+    """Claimed jobs from real files: {inbox path: sample}, and the config they were made under."""
+    config_path = make_config(tmp_path, defaults={"size": 64})
+    config = config_module.load(config_path)
+    check_folders(config)
+    spool = Spool(config.inbox, config.work, config.done, config.failed)
+    jobs = []
+    for rel, sample in names.items():
+        path = config.inbox / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(SAMPLES / sample, path)
+        jobs.append(spool.claim(path, "2026-01-01T00:00:00Z", None))
+    return config, jobs
+
+
+def test_a_batch_takes_the_queued_photos_of_its_recipe_and_shape_and_leaves_the_rest_in_order(tmp_path):
+    config, jobs = _queued(tmp_path, {"a.jpg": "coffee.jpg", "b.jpg": "astronaut.jpg", "c.jpg": "rocket.jpg",
+                                      "scream/d.jpg": "coffee.jpg", "e.jpg": "coffee.jpg", "f.jpg": "rocket.jpg"})
+    queue = JobQueue()
+    for job in jobs:
+        queue.put(job)
+    key = batch_key(jobs[0], config)
+    assert key == ("starry", (64, 43)) == ("starry", fitted((512, 341), 64))
+    assert batch_key(jobs[2], config) == key, "rocket (512x342) works at coffee's 64x43: one batch"
+    taken = queue.take(lambda job: batch_key(job, config) == key, 2)
+    assert [j.name for j in taken] == ["a.jpg", "c.jpg"]
+    assert [queue.get_nowait().name for _ in range(queue.qsize())] == ["b.jpg", "d.jpg", "e.jpg", "f.jpg"]
+    assert queue.take(lambda job: True, 5) == [], "an empty queue gives nothing at once: no wait to fill a batch"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("devices: [banana]", "devices.0: unknown device 'banana'"),
+    ("devices: [cpu, auto]", "devices.1: auto names no one device"),
+    ("devices: 2", "devices: must be auto, or a list of GPU numbers"),
+    ("devices: []", "devices: must be auto, or a list"),
+    ("batch: 0", "batch: must be auto or a whole number >= 1 (got 0)"),
+    ("batch: lots", "batch: must be auto or a whole number >= 1 (got 'lots')"),
+])
+def test_bad_devices_and_batch_are_refused_with_the_line_and_the_fix(tmp_path, text, message):
+    path = make_config(tmp_path)
+    path.write_text(path.read_text() + text + "\n")
+    with pytest.raises(config_module.ConfigError) as info:
+        config_module.load(path)
+    assert message in str(info.value), str(info.value)
+
+
+def test_devices_and_batch_read(tmp_path):
+    assert config_module.load(make_config(tmp_path, devices=[0, "cuda:1", "cpu"], batch=4)).devices == (
+        "cuda:0", "cuda:1", "cpu")
+    loaded = config_module.load(make_config(tmp_path, devices="auto", batch="auto"))
+    assert loaded.devices is None and loaded.batch is None
