@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import collections
+import json
 import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -24,8 +24,6 @@ from pipeline.daemon.spool import Spool
 
 def once(config: Path, timeout: float = 240) -> tuple[int, list[dict]]:
     """`style-pipeline once` in a subprocess: its exit status and its JSON log's events."""
-    import json
-
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "once", "--config", str(config)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
@@ -51,7 +49,8 @@ def test_two_slots_take_each_photo_exactly_once_and_sheets_stay_thumbnails(tmp_p
     assert done == collections.Counter(names), "each photo done exactly once"
     assert collections.Counter(e["file"] for e in events if e.get("event") == "claimed") == done
     assert {e["slot"] for e in events if e.get("event") == "job started"} == {0, 1}, "both slots ran jobs"
-    assert len(outputs(tmp_path)) == 7 and sorted(p.name for p in (tmp_path / "spool" / "done").iterdir()) == sorted(names)
+    assert len(outputs(tmp_path)) == 7
+    assert sorted(p.name for p in (tmp_path / "spool" / "done").iterdir()) == sorted(names)
     assert not list((tmp_path / "inbox").glob("*.jpg"))
     sheets = sorted((tmp_path / "outbox").rglob("*.sheet.png"))
     assert len(sheets) == 7, "every sheet written before the daemon exited"
@@ -134,3 +133,18 @@ def test_devices_and_batch_read(tmp_path):
         "cuda:0", "cuda:1", "cpu")
     loaded = config_module.load(make_config(tmp_path, devices="auto", batch="auto"))
     assert loaded.devices is None and loaded.batch is None
+
+
+def test_a_batch_is_filled_from_the_queue_and_an_odd_photo_runs_alone(tmp_path):
+    config = make_config(tmp_path, batch=3)
+    for i in range(4):  # coffee (512x341) and rocket (512x342) both work at 32x21: one recipe, one shape
+        shutil.copy(SAMPLES / ("coffee.jpg" if i % 2 else "rocket.jpg"), tmp_path / "inbox" / f"p{i}.jpg")
+    shutil.copy(SAMPLES / "astronaut.jpg", tmp_path / "inbox" / "square.jpg")  # 32x32: a shape of its own
+    _, events = once(config)
+    assert collections.Counter(e["file"] for e in events if e.get("event") == "job done") == collections.Counter(
+        [f"p{i}.jpg" for i in range(4)] + ["square.jpg"]), "each photo done exactly once"
+    records = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "outbox").rglob("*.json")}
+    sizes = collections.Counter(r.get("batch", 1) for r in records.values())
+    assert records["square"].get("batch", 1) == 1, "no batch of its shape: it ran alone, without waiting for one"
+    assert max(sizes) > 1, "photos queued behind a running one went through the network together"
+    assert all(count % size == 0 and size <= 3 for size, count in sizes.items()), sizes

@@ -1,0 +1,132 @@
+"""The daemon on a queued batch (issue 13): photos per hour, busy share, and the gap between one photo's last
+step and the next photo's first step, for the executor layouts side by side in one run.
+
+Each row is one `style-pipeline once` over the same backlog (bench/daemon_run.run_backlog), with
+`progress_seconds: 0` so that every step is a JSON log line with its slot:
+
+- photos/hour = photos done / (last "job done" - first "claimed") x 3600;
+- busy = sum of each output's optimizing_seconds / (that span x slots): the share of the slots' time in the engine;
+- gap = per slot, a photo's first step minus the last step of the photos before it (batch members, which
+  overlap, have none): everything between two photos on one device; and the same up to the photo's "job started",
+  which leaves out the engine's own set-up of the next photo (its targets): the daemon's part.
+
+    .venv/bin/python bench/pool.py                               # CPU: 24 photos at 64 px, 10 steps
+    .venv/bin/python bench/pool.py --gpu --sizes 512,1024 --steps 100   # on a GPU (make bench-gpu runs it)
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime as dt
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.daemon_run import run_backlog  # noqa: E402
+
+LAYOUTS = {  # name: config overrides
+    "1 slot": {},
+    "1 slot + sheets": {"contact_sheet": True},
+    "2 slots cpu+cpu": {"devices": ["cpu", "cpu"]},
+    "1 slot batch 4": {"batch": 4},
+}
+GPU_LAYOUTS = {"every GPU batch auto": {}, "every GPU batch 1": {"batch": 1}, "sheets on": {"contact_sheet": True}}
+
+
+def events(log: Path) -> list[dict]:
+    found = []
+    for line in log.read_text(errors="replace").splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and "timestamp" in event:
+            event["t"] = dt.datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
+            found.append(event)
+    return found
+
+
+def gaps(log_events: list[dict]) -> dict[str, list[float]]:
+    """Per slot, for each photo after the first: seconds from the last step of the photos before it to its first
+    step ("to step"), to its "job started" ("to start": the engine's wrap-up, encode, write, move, the next open
+    and decode), and from the previous photo's "job done" to its "job started" ("handover": the daemon alone)."""
+    at = collections.defaultdict(dict)
+    for e in log_events:
+        if e.get("event") in ("job started", "job done") and "job_id" in e:
+            at[e["event"]].setdefault(e["job_id"], e["t"])
+    spans: dict[tuple, list] = {}
+    for e in log_events:
+        if e.get("event") == "progress" and "job_id" in e:
+            spans.setdefault((e.get("slot", 0), e["job_id"]), [e["t"], e["t"], e["job_id"]])[1] = e["t"]
+    per_slot = collections.defaultdict(list)
+    for (slot, _), span in spans.items():
+        per_slot[slot].append(span)
+    found: dict[str, list[float]] = {"to step": [], "to start": [], "handover": []}
+    for runs in per_slot.values():
+        runs.sort()
+        for i in range(1, len(runs)):
+            first, _, job = runs[i]
+            before = max(r[1] for r in runs[:i])
+            previous = max(runs[:i], key=lambda r: r[1])[2]
+            if first <= before:
+                continue  # a batch member: it ran beside the photos before it
+            found["to step"].append(first - before)
+            if job in at["job started"]:
+                found["to start"].append(at["job started"][job] - before)
+                if previous in at["job done"]:
+                    found["handover"].append(at["job started"][job] - at["job done"][previous])
+    return found
+
+
+def row(name: str, overrides: dict, size: int, args, out: Path) -> list[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(args.threads)}
+    run = run_backlog(out / f"{name.replace(' ', '_')}_{size}", args.photos, size, args.steps, env, 3600,
+                      overrides={"progress_seconds": 0, **overrides})
+    if not run.ok:
+        return [name, f"{size}", f"failed (rc {run.returncode}; see {run.folder / 'daemon.log'})"] + [""] * 6
+    records = [json.loads(p.read_text()) for p in run.outputs("*.json")]
+    slots = len(overrides.get("devices", [])) or 1
+    busy = sum(r.get("optimizing_seconds", 0.0) for r in records) / (run.steady_s * slots)
+    found = gaps(events(run.folder / "daemon.log"))
+    ms = lambda found: f"{statistics.median(found) * 1000:.0f} / {max(found) * 1000:.0f}" if found else "-"  # noqa
+    batched = sum(1 for r in records if r.get("batch", 1) > 1)
+    return [name, f"{size}", f"{len(run.dones)}", f"{3600 * len(run.dones) / run.steady_s:.0f}", f"{busy:.1%}",
+            ms(found["to step"]), ms(found["to start"]), ms(found["handover"]), f"{batched}"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photos", type=int, default=24)
+    parser.add_argument("--sizes", type=lambda v: [int(x) for x in v.split(",")], default=None,
+                        help="default: 512,1024 where CUDA is, else 64")
+    parser.add_argument("--steps", type=int, default=None, help="default: 100 where CUDA is, else 10")
+    parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of the daemon")
+    parser.add_argument("--only", default=None, help="comma-separated layout names")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "pool")
+    args = parser.parse_args()
+    import torch
+
+    gpu = torch.cuda.is_available()
+    layouts = GPU_LAYOUTS if gpu else LAYOUTS
+    args.sizes, args.steps = args.sizes or ([512, 1024] if gpu else [64]), args.steps or (100 if gpu else 10)
+    if args.only:
+        layouts = {k: v for k, v in layouts.items() if k in args.only.split(",")}
+    where = torch.cuda.get_device_name(0) + f" x{torch.cuda.device_count()}" if gpu else "CPU"
+    print(f"# bench/pool.py on {where}: {args.photos} photos at {args.sizes} px, {args.steps} steps; "
+          f"{os.cpu_count()} cores, "
+          f"OMP_NUM_THREADS={args.threads}; load average {os.getloadavg()[0]:.1f}\n")
+    head = ["layout", "size", "photos", "photos/hour", "busy", "last step to next first step, ms median / max",
+            "last step to next job started, ms", "job done to next job started, ms", "photos run in a batch"]
+    print("| " + " | ".join(head) + " |\n|" + "---|" * len(head), flush=True)
+    for size in args.sizes:
+        for name, overrides in layouts.items():
+            print("| " + " | ".join(row(name, overrides, size, args, args.out)) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
