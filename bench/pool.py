@@ -5,7 +5,8 @@ Each row is one `style-pipeline once` over the same backlog (bench/daemon_run.ru
 `progress_seconds: 0` so that every step is a JSON log line with its slot:
 
 - photos/hour = photos done / (last "job done" - first "claimed") x 3600;
-- busy = sum of each output's optimizing_seconds / (that span x slots): the share of the slots' time in the engine;
+- busy = sum of each output's optimizing_seconds (over n for a photo of a batch of n, which share that time) /
+  (that span x slots): the share of the slots' time in the engine;
 - gap = per slot, a photo's first step minus the last step of the photos before it (batch members, which
   overlap, have none): everything between two photos on one device; and the same up to the photo's "job started",
   which leaves out the engine's own set-up of the next photo (its targets): the daemon's part.
@@ -91,7 +92,8 @@ def row(name: str, overrides: dict, size: int, args, out: Path) -> list[str]:
         return [name, f"{size}", f"failed (rc {run.returncode}; see {run.folder / 'daemon.log'})"] + [""] * 6
     records = [json.loads(p.read_text()) for p in run.outputs("*.json")]
     slots = len(overrides.get("devices", [])) or 1
-    busy = sum(r.get("optimizing_seconds", 0.0) for r in records) / (run.steady_s * slots)
+    # a batch's photos share its time (each record holds the whole batch's): each counts its 1/n of it
+    busy = sum(r.get("optimizing_seconds", 0.0) / r.get("batch", 1) for r in records) / (run.steady_s * slots)
     found = gaps(events(run.folder / "daemon.log"))
     ms = lambda found: f"{statistics.median(found) * 1000:.0f} / {max(found) * 1000:.0f}" if found else "-"  # noqa
     batched = sum(1 for r in records if r.get("batch", 1) > 1)
