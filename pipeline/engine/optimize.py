@@ -2,6 +2,9 @@
 
 Both see a :class:`Problem` (pixels -> loss, parts, gradient) and a :class:`Monitor` that owns
 progress, the loss curve, early stopping, cancelling and checkpoints, so neither loop knows about them.
+Measuring is public too: a listener (``StyleTransfer.stylize(..., listeners=[...])``) gets every step's
+:class:`StepInfo` with its pixels and the loss evaluations so far, off the run's clock, so benchmarks and
+tests watch a run without patching the loops.
 """
 from __future__ import annotations
 
@@ -44,18 +47,45 @@ class StepInfo:
     eta: float | None
     picture: Callable[[], object] | None = None
     """The current pixels as a PIL picture, made only when called (the daemon's save_every)."""
+    pixels: torch.Tensor | None = None
+    """The optimiser's own tensor (canvas shape, not clamped): copy it before keeping it."""
+    evaluations: int = 0
+    """Loss evaluations (forward + backward) so far in this run: L-BFGS's line search makes more than one a step."""
+    eval_seconds: float = 0.0
+    """Wall seconds spent in those evaluations; elapsed minus this is the optimiser's own work (and the monitor's).
+    On CUDA the host returns before the device is done, so there it is the host's share, not the kernels'."""
+
+
+Listener = Callable[[StepInfo], None]
+"""Gets each step the monitor sees. Listeners run off the clock: their time is not in ``elapsed``."""
 
 
 @dataclass
 class Problem:
     loss: TotalLoss
     autocast: torch.dtype | None = None
+    on_evaluation: Callable[[float], None] | None = None
+    """Told the seconds of each evaluation that computes a gradient, forward and backward together."""
 
     def __call__(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        started = time.perf_counter()
         if self.autocast is None:
-            return self.loss(pixels)
-        with torch.autocast(pixels.device.type, dtype=self.autocast):
-            return self.loss(pixels)
+            out = self.loss(pixels)
+        else:
+            with torch.autocast(pixels.device.type, dtype=self.autocast):
+                out = self.loss(pixels)
+        if self.on_evaluation and pixels.requires_grad:
+            self._time_backward(pixels, started)
+        return out
+
+    def _time_backward(self, pixels: torch.Tensor, started: float) -> None:
+        """The backward runs in the optimiser after this call returns; the pixels' gradient is the last thing it
+        computes, so a one-shot hook on it marks the end of the evaluation without touching the loops."""
+        def done(grad: torch.Tensor) -> None:
+            handle.remove()
+            self.on_evaluation(time.perf_counter() - started)
+
+        handle = pixels.register_hook(done)
 
 
 @dataclass
@@ -83,10 +113,21 @@ class Monitor:
     elapsed_before: float = 0.0
     cancelled: bool = False
     render: Callable[[torch.Tensor], object] | None = None  # pixels -> picture, for StepInfo.picture
+    listeners: list[Listener] = field(default_factory=list)
+    evaluations: int = 0
+    eval_seconds: float = 0.0
 
     @property
     def elapsed(self) -> float:
         return self.elapsed_before + time.perf_counter() - self.started
+
+    def add_listener(self, listener: Listener) -> None:
+        self.listeners.append(listener)
+
+    def evaluated(self, seconds: float) -> None:
+        """Problem.on_evaluation: count one loss evaluation and its time."""
+        self.evaluations += 1
+        self.eval_seconds += seconds
 
     def begin_level(self, scale: int, size: tuple[int, int], done: int = 0) -> None:
         self.scale, self.size, self.level_step = scale, size, done
@@ -101,12 +142,14 @@ class Monitor:
         rate = elapsed / max(self.step_count, 1)
         info = StepInfo(self.step_count, self.total_steps, self.scale, self.n_scales, self.size, loss,
                         *parts, elapsed, rate * (self.total_steps - self.step_count),
-                        (lambda: self.render(pixels)) if self.render else None)
+                        (lambda: self.render(pixels)) if self.render else None, pixels, self.evaluations,
+                        self.eval_seconds)
         if self.step_count % self.log_every == 0 or self.step_count == self.total_steps:
             self.curve.append({"step": self.step_count, "scale": self.scale, "loss": loss,
                                **dict(zip(PART_NAMES, parts)), "elapsed": round(elapsed, 3)})
         if self.on_step:
             self.on_step(info)
+        self._tell_listeners(info)
         if self.save and self.step_count - self.saved_at >= self.checkpoint_every:
             self.saved_at = self.step_count  # Adam reports every log_every steps: count, don't take a modulo
             self.save(pixels, state())
@@ -118,6 +161,13 @@ class Monitor:
         if self._converged():
             self.stop_reason = "early_stop"
             raise _Stop
+
+    def _tell_listeners(self, info: StepInfo) -> None:
+        """Off the clock: a listener copying frames or judging them must not slow the run it measures."""
+        started = time.perf_counter()
+        for listener in self.listeners:
+            listener(info)
+        self.started += time.perf_counter() - started
 
     def _converged(self) -> bool:
         """Relative improvement over the last ``window`` steps below ``tol``."""

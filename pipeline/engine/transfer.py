@@ -23,7 +23,7 @@ from . import images, shapes
 from .device import pick_device
 from .losses import ContentLoss, StyleLoss, StyleTargets, TotalLoss, gram
 from .lbfgs import run_projected_lbfgs
-from .optimize import Monitor, NonFinite, Problem, StepInfo, is_blank, run_adam, run_lbfgs
+from .optimize import Listener, Monitor, NonFinite, Problem, StepInfo, is_blank, run_adam, run_lbfgs
 from .settings import CONTENT_LAYER, STYLE_LAYERS, Settings
 from .shapes import MIN_SIDE, pyramid  # noqa: F401  (re-exported: callers import them from here)
 from .vgg import VGGFeatures, WeightsInfo, load_features
@@ -156,9 +156,10 @@ class StyleTransfer:
     # --- the run ----------------------------------------------------------------------------
     def stylize(self, content: Image.Image, styles: Sequence[Image.Image], settings: Settings = Settings(), *,
                 on_step: Callable[[StepInfo], None] | None = None, should_stop: Callable[[], bool] | None = None,
-                checkpoint: str | Path | None = None) -> Result:
+                checkpoint: str | Path | None = None, listeners: Sequence[Listener] = ()) -> Result:
         """Run the whole optimisation; on out-of-memory, retry smaller, then on the fallback device (this job
-        only: the next job starts on the engine's own device again)."""
+        only: the next job starts on the engine's own device again). ``listeners`` get every step's StepInfo with
+        its pixels and evaluation counts, off the clock (benchmarks and tests: see optimize.Listener)."""
         settings.validate()
         if not styles:
             raise ValueError("at least one style image is needed")
@@ -167,7 +168,9 @@ class StyleTransfer:
         while True:
             try:
                 with self._running_on(device):
-                    result = _Run(self, content, list(styles), settings, on_step, should_stop, checkpoint).run()
+                    run = _Run(self, content, list(styles), settings, on_step, should_stop, checkpoint)
+                    run.monitor.listeners.extend(listeners)
+                    result = run.run()
                 result.retries = retries + result.retries
                 return result
             except torch.OutOfMemoryError as exc:
@@ -290,6 +293,7 @@ class _Run:
     def _optimise_level(self, hw, pixels: torch.Tensor, opt_state: dict | None) -> torch.Tensor:
         """Optimise one level; on NaN/inf or a blank result, retry once from the last good state, gentler."""
         problem = self.loss(hw)
+        problem.on_evaluation = self.monitor.evaluated
         steps = self.steps_per_level[self.level_index]
         good, good_steps = pixels.clone(), (self.monitor.step_count, self.monitor.level_step)
         for attempt in range(2):
