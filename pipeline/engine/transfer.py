@@ -22,8 +22,8 @@ from ..fsio import write_atomic
 from . import images, shapes
 from .device import pick_device
 from .losses import ContentLoss, StyleLoss, StyleTargets, TotalLoss, gram
-from .optimize import (Listener, Monitor, NonFinite, Problem, StepInfo, is_blank, run_adam, run_lbfgs,
-                       run_projected_lbfgs)
+from .lbfgs import run_projected_lbfgs
+from .optimize import Listener, Monitor, NonFinite, Problem, StepInfo, is_blank, run_adam, run_lbfgs
 from .settings import CONTENT_LAYER, STYLE_LAYERS, Settings
 from .shapes import MIN_SIDE, pyramid  # noqa: F401  (re-exported: callers import them from here)
 from .vgg import VGGFeatures, WeightsInfo, load_features
@@ -316,10 +316,12 @@ class _Run:
     def _optimiser(self, problem, pixels, steps, opt_state, gentle: bool) -> torch.Tensor:
         s = self.settings
         x = self.engine.layout(pixels)
-        if s.optimizer in ("lbfgs", "lbfgsb"):
-            run = run_projected_lbfgs if s.optimizer == "lbfgs" else run_lbfgs
-            return run(problem, x, steps, self.monitor, history=5 if gentle else s.lbfgs_history,
-                       keep_in_range=s.keep_in_range)
+        history = 5 if gentle else s.lbfgs_history
+        if s.optimizer == "lbfgs":  # its history is in the checkpoint: a resumed run continues exactly
+            return run_projected_lbfgs(problem, x, steps, self.monitor, history=history,
+                                       keep_in_range=s.keep_in_range, state=opt_state)
+        if s.optimizer == "lbfgsb":
+            return run_lbfgs(problem, x, steps, self.monitor, history=history, keep_in_range=s.keep_in_range)
         lr = (s.lr or ADAM_DEFAULT_LR) * (0.5 if gentle else 1.0)
         return run_adam(problem, x, steps, self.monitor, lr=lr, keep_in_range=s.keep_in_range, state=opt_state)
 
