@@ -44,6 +44,8 @@ class StepInfo:
     eta: float | None
     picture: Callable[[], object] | None = None
     """The current pixels as a PIL picture, made only when called (the daemon's save_every)."""
+    tiles: int = 1
+    """How many tiles each loss evaluation at this level is cut into (issue 14: 1 = untiled)."""
 
 
 @dataclass
