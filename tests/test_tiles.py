@@ -99,6 +99,9 @@ def test_budget_picks_untiled_when_it_fits_and_tiles_when_not():
     cut = plan((4096, 4096), 20 << 30, **kw)
     assert cut is not None and 1 < cut.count <= 16 and cut.core % 16 == 0
     assert plan((4096, 4096), 12 << 30, **kw).core < cut.core  # a smaller budget, smaller tiles
+    assert cut.history is None  # 20 pairs of 4096 px fit beside the tiles
+    huge = plan((8192, 8192), 20 << 30, **kw)  # one L-BFGS pair is 1.6 GB here: 20 of them cannot fit 20 GiB
+    assert huge.history == 3 and huge.to_dict()["history"] == 3 and TilePlan.from_dict(huge.to_dict()) == huge
 
 
 def test_a_forced_tiny_budget_tiles_and_still_finishes(engine, thin, style):

@@ -23,6 +23,7 @@ CONTENT_TARGET_BYTES = 4 * 512 // 64  # conv4_2: 512 channels at 1/8 x 1/8
 CPU_SHARE = 0.5  # of the memory available when the run starts: the box has other work (a daemon, a desktop)
 GPU_SHARE = 0.9  # of the free device memory: the allocator's fragmentation needs some room
 MIN_CORE = 2 * ALIGN
+MIN_HISTORY = 3
 
 def available_bytes(device: torch.device) -> int:
     """What this run may use when max_memory is not set: a share of free GPU memory, or of available RAM."""
@@ -61,8 +62,19 @@ def plan(hw: tuple[int, int], budget_bytes: int, *, halo: int, optimizer: str, h
     per_pixel = BYTES_PER_PIXEL["bf16" if precision == "bf16" else "fp32"]
     if hw[0] * hw[1] * per_pixel <= left:
         return None
+    kept = history_within(hw[0] * hw[1], budget_bytes // 2, optimizer, history)
+    left = budget_bytes - state_bytes(hw[0] * hw[1], optimizer, kept)
+    capped = kept if kept < history and optimizer != "adam" else None
     for core in range(ALIGN * math.ceil(max(hw) / ALIGN) - ALIGN, MIN_CORE - 1, -ALIGN):
         side = core + 2 * halo  # a middle tile's; thin pictures' tiles are cut by their short side
         if min(side, hw[0]) * min(side, hw[1]) * per_pixel <= left:
-            return TilePlan((hw[0], hw[1]), core, halo)
-    return TilePlan((hw[0], hw[1]), MIN_CORE, halo)
+            return TilePlan((hw[0], hw[1]), core, halo, capped)
+    return TilePlan((hw[0], hw[1]), MIN_CORE, halo, capped)
+
+
+def history_within(pixels: int, room: int, optimizer: str, history: int) -> int:
+    """The L-BFGS memory whose whole-picture pairs fit in ``room`` (at least MIN_HISTORY): at 8192 px one pair
+    is 1.6 GB, so 20 pairs (32 GB) cannot fit a 20 GiB budget however small the tiles."""
+    while history > MIN_HISTORY and state_bytes(pixels, optimizer, history) > room:
+        history -= 1
+    return history

@@ -87,6 +87,8 @@ class TilePlan:
     hw: tuple[int, int]
     core: int
     halo: int
+    history: int | None = None
+    """The L-BFGS history the budget leaves room for, where it is less than asked (None: as asked)."""
 
     def tiles(self) -> list[Tile]:
         rows, cols = self._spans(self.hw[0]), self._spans(self.hw[1])
@@ -106,11 +108,13 @@ class TilePlan:
         return len(self.tiles())
 
     def to_dict(self) -> dict:
-        return {"hw": list(self.hw), "core": self.core, "halo": self.halo, "tiles": self.count}
+        found = {"hw": list(self.hw), "core": self.core, "halo": self.halo, "tiles": self.count}
+        return found if self.history is None else {**found, "history": self.history}
 
     @staticmethod
     def from_dict(data: dict) -> "TilePlan":
-        return TilePlan((int(data["hw"][0]), int(data["hw"][1])), int(data["core"]), int(data["halo"]))
+        return TilePlan((int(data["hw"][0]), int(data["hw"][1])), int(data["core"]), int(data["halo"]),
+                        data.get("history"))
 
 
 LAYER_STRIDE = {"conv1_1": 1, "conv2_1": 2, "conv3_1": 4, "conv4_1": 8, "conv4_2": 8, "conv5_1": 16}

@@ -333,7 +333,8 @@ class _Run:
         x = self.engine.layout(pixels)
         if s.optimizer in ("lbfgs", "lbfgsb"):
             run = run_projected_lbfgs if s.optimizer == "lbfgs" else run_lbfgs
-            return run(problem, x, steps, self.monitor, history=5 if gentle else s.lbfgs_history,
+            cap = getattr(self.tiles.get(self.level_index), "history", None) or s.lbfgs_history  # a print's budget
+            return run(problem, x, steps, self.monitor, history=min(5 if gentle else s.lbfgs_history, cap),
                        keep_in_range=s.keep_in_range)
         lr = (s.lr or ADAM_DEFAULT_LR) * (0.5 if gentle else 1.0)
         return run_adam(problem, x, steps, self.monitor, lr=lr, keep_in_range=s.keep_in_range, state=opt_state)
