@@ -180,7 +180,7 @@ class TiledLoss(nn.Module):
         style = self._style(grams)
         content = content_sum / self.content_target.numel()
         cw, sw, tw = self.weights
-        tv = self.tv(pixels.float())
+        tv = self.tv(pixels.float()).sum()  # (b,) per image; one picture here
         value = cw * content + sw * style
         if pixels.requires_grad and torch.is_grad_enabled():
             value = _Precomputed.apply(pixels, value.detach(), self._gradient(pixels.detach(), grams))

@@ -4,7 +4,6 @@ Knows nothing of folders: pictures in, a :class:`Result` out.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import json
@@ -24,8 +23,8 @@ from . import images, shapes
 from .device import pick_device
 from .levels import levels as plan_levels, style_grams, tile_plan, tiled_problem
 from .losses import ContentLoss, StyleLoss, StyleTargets, TotalLoss, gram
-from .optimize import (Monitor, NonFinite, Problem, StepInfo, is_blank, run_adam, run_lbfgs,
-                       run_projected_lbfgs)
+from .lbfgs import run_projected_lbfgs
+from .optimize import Listener, Monitor, NonFinite, Problem, StepInfo, is_blank, run_adam, run_lbfgs
 from .settings import CONTENT_LAYER, STYLE_LAYERS, Settings
 from .tiles import TilePlan
 from .shapes import MIN_SIDE, pyramid  # noqa: F401  (re-exported: callers import them from here)
@@ -162,9 +161,10 @@ class StyleTransfer:
     # --- the run ----------------------------------------------------------------------------
     def stylize(self, content: Image.Image, styles: Sequence[Image.Image], settings: Settings = Settings(), *,
                 on_step: Callable[[StepInfo], None] | None = None, should_stop: Callable[[], bool] | None = None,
-                checkpoint: str | Path | None = None) -> Result:
+                checkpoint: str | Path | None = None, listeners: Sequence[Listener] = ()) -> Result:
         """Run the whole optimisation; on out-of-memory, retry smaller, then on the fallback device (this job
-        only: the next job starts on the engine's own device again)."""
+        only: the next job starts on the engine's own device again). ``listeners`` get every step's StepInfo with
+        its pixels and evaluation counts, off the clock (benchmarks and tests: see optimize.Listener)."""
         settings.validate()
         if not styles:
             raise ValueError("at least one style image is needed")
@@ -173,7 +173,9 @@ class StyleTransfer:
         while True:
             try:
                 with self._running_on(device):
-                    result = _Run(self, content, list(styles), settings, on_step, should_stop, checkpoint).run()
+                    run = _Run(self, content, list(styles), settings, on_step, should_stop, checkpoint)
+                    run.monitor.listeners.extend(listeners)
+                    result = run.run()
                 result.retries = retries + result.retries
                 return result
             except torch.OutOfMemoryError as exc:
@@ -222,20 +224,12 @@ class _Run:
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.fingerprint = self._fingerprint()
         self.monitor = Monitor(sum(self.steps_per_level), len(self.levels), settings.log_every,
-                               settings.early_stop_tol, settings.early_stop_window,
-                               self._with_tiles(on_step) if on_step else None, should_stop,
+                               settings.early_stop_tol, settings.early_stop_window, on_step, should_stop,
                                self._save if self.checkpoint else None, settings.checkpoint_every)
         self.monitor.render = self._picture
         self.level_index = 0
         self.retries: list[str] = []
         self.timings: dict[str, float] = {"style_targets": 0.0}
-
-    def _with_tiles(self, on_step):
-        """Listeners see the level's tile count too (progress: "tiles 9")."""
-        def told(info: StepInfo) -> None:
-            plan = self.tiles.get(self.level_index)
-            on_step(dataclasses.replace(info, tiles=plan.count if plan else 1))
-        return told
 
     def _fingerprint(self) -> str:
         parts = [digest(self.content), *map(digest, self.styles), json.dumps(self.settings.to_dict(), sort_keys=True),
@@ -298,6 +292,7 @@ class _Run:
         index = self.levels.index(hw)
         if index not in self.tiles and (plan := tile_plan(engine, hw, s)) is not None:
             self.tiles[index] = plan
+        self.monitor.tiles = self.tiles[index].count if index in self.tiles else 1
         if index in self.tiles:
             return tiled_problem(engine, content, targets, s, self.style_weight, self.tiles[index])
         with torch.no_grad():
@@ -309,6 +304,7 @@ class _Run:
     def _optimise_level(self, hw, pixels: torch.Tensor, opt_state: dict | None) -> torch.Tensor:
         """Optimise one level; on NaN/inf or a blank result, retry once from the last good state, gentler."""
         problem = self.loss(hw)
+        problem.on_evaluation = self.monitor.evaluated
         steps = self.steps_per_level[self.level_index]
         good, good_steps = pixels.clone(), (self.monitor.step_count, self.monitor.level_step)
         for attempt in range(2):
@@ -331,11 +327,13 @@ class _Run:
     def _optimiser(self, problem, pixels, steps, opt_state, gentle: bool) -> torch.Tensor:
         s = self.settings
         x = self.engine.layout(pixels)
-        if s.optimizer in ("lbfgs", "lbfgsb"):
-            run = run_projected_lbfgs if s.optimizer == "lbfgs" else run_lbfgs
-            cap = getattr(self.tiles.get(self.level_index), "history", None) or s.lbfgs_history  # a print's budget
-            return run(problem, x, steps, self.monitor, history=min(5 if gentle else s.lbfgs_history, cap),
-                       keep_in_range=s.keep_in_range)
+        cap = getattr(self.tiles.get(self.level_index), "history", None) or s.lbfgs_history  # a print's budget
+        history = min(5 if gentle else s.lbfgs_history, cap)
+        if s.optimizer == "lbfgs":  # its history is in the checkpoint: a resumed run continues exactly
+            return run_projected_lbfgs(problem, x, steps, self.monitor, history=history,
+                                       keep_in_range=s.keep_in_range, state=opt_state)
+        if s.optimizer == "lbfgsb":
+            return run_lbfgs(problem, x, steps, self.monitor, history=history, keep_in_range=s.keep_in_range)
         lr = (s.lr or ADAM_DEFAULT_LR) * (0.5 if gentle else 1.0)
         return run_adam(problem, x, steps, self.monitor, lr=lr, keep_in_range=s.keep_in_range, state=opt_state)
 
