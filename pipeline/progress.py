@@ -69,7 +69,8 @@ class ProgressBar:
 
 
 def _describe(info) -> str:
-    return f"scale {info.scale}/{info.n_scales} {info.size[1]}x{info.size[0]} loss {info.loss:.4g}"
+    tiles = f" in {info.tiles} tiles" if getattr(info, "tiles", 1) > 1 else ""
+    return f"scale {info.scale}/{info.n_scales} {info.size[1]}x{info.size[0]}{tiles} loss {info.loss:.4g}"
 
 
 def versions() -> dict[str, str]:

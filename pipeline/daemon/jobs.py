@@ -132,7 +132,8 @@ class JobLife(FailurePaths):
         return False
 
     def finish(self, job: Job, config: Config, plan: Plan, result) -> None:
-        data = images.encode(result.image, plan.settings.format, plan.settings.quality, alpha=result.alpha)
+        data = images.encode(result.image, plan.settings.format, plan.settings.quality, alpha=result.alpha,
+                             dpi=plan.settings.print_dpi)
         self.publish(job, config, plan, result, data, self.record(job, plan, result))
 
     def publish(self, job: Job, config: Config, plan: Plan, result, data: bytes, record: dict, **log_extra) -> None:

@@ -73,7 +73,8 @@ class StyleActor:
                         pictures.append(self._styles[key])
                 result = self.engine.stylize(picture, pictures, settings, on_step=self._on_step(job_id),
                                              should_stop=lambda: job_id in self._cancel)
-                data = images.encode(result.image, settings.format, settings.quality, alpha=result.alpha)
+                data = images.encode(result.image, settings.format, settings.quality, alpha=result.alpha,
+                                     dpi=settings.print_dpi)
             except Cancelled as exc:
                 return {"status": "cancelled", "step": exc.step, "worker": self.identity}
             except (EngineError, ImageError) as exc:  # the reason travels as its code (a str)

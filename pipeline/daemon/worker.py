@@ -124,7 +124,8 @@ class Worker(Executor):
             if config.save_every and info.picture and info.step - saved[0] >= config.save_every:
                 saved[:] = [info.step, self._save_picture(job, plan, info) or saved[1]]
             self.progress = {"job_id": job.id, "file": job.source, "recipe": plan.recipe.name, "step": info.step,
-                             "total_steps": info.total_steps, "scale": info.scale, "loss": info.loss,
+                             "total_steps": info.total_steps, "scale": info.scale, "n_scales": info.n_scales,
+                             "tiles": info.tiles, "loss": info.loss,
                              "eta_seconds": round(info.eta or 0.0, 1), "elapsed": round(info.elapsed, 1),
                              "latest_picture": saved[1]}
             if time.monotonic() - last_log[0] >= config.progress_seconds:

@@ -54,6 +54,8 @@ class StepInfo:
     eval_seconds: float = 0.0
     """Wall seconds spent in those evaluations; elapsed minus this is the optimiser's own work (and the monitor's).
     On CUDA the host returns before the device is done, so there it is the host's share, not the kernels'."""
+    tiles: int = 1
+    """How many tiles each loss evaluation at this level is cut into (issue 14: 1 = untiled)."""
 
 
 Listener = Callable[[StepInfo], None]
@@ -116,6 +118,7 @@ class Monitor:
     listeners: list[Listener] = field(default_factory=list)
     evaluations: int = 0
     eval_seconds: float = 0.0
+    tiles: int = 1  # the level's tile count (issue 14), told to listeners
 
     @property
     def elapsed(self) -> float:
@@ -143,7 +146,7 @@ class Monitor:
         info = StepInfo(self.step_count, self.total_steps, self.scale, self.n_scales, self.size, loss,
                         *parts, elapsed, rate * (self.total_steps - self.step_count),
                         (lambda: self.render(pixels)) if self.render else None, pixels, self.evaluations,
-                        self.eval_seconds)
+                        self.eval_seconds, self.tiles)
         if self.step_count % self.log_every == 0 or self.step_count == self.total_steps:
             self.curve.append({"step": self.step_count, "scale": self.scale, "loss": loss,
                                **dict(zip(PART_NAMES, parts)), "elapsed": round(elapsed, 3)})
