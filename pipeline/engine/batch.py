@@ -102,6 +102,9 @@ class _Batch:
 
     def _level(self, hw, pixels: list[torch.Tensor], steps: int) -> list[torch.Tensor]:
         problems = [run.loss(hw) for run in self.runs]
+        if not all(type(p.loss) is TotalLoss for p in problems):  # a tiled print's level: each runs alone
+            self.failed.update(range(len(self.runs)))
+            return pixels
         history, keep = self.settings.lbfgs_history, self.settings.keep_in_range
         opts = [ProjectedLBFGS(self.engine.layout(p), history, keep) for p in pixels]
         active = [i for i in range(len(opts)) if i not in self.failed] if steps > 0 else []
