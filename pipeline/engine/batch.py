@@ -108,13 +108,13 @@ class _Batch:
         history, keep = self.settings.lbfgs_history, self.settings.keep_in_range
         opts = [ProjectedLBFGS(self.engine.layout(p), history, keep) for p in pixels]
         active = [i for i in range(len(opts)) if i not in self.failed] if steps > 0 else []
-        joint = _Joint(problems)
+        joint = JointLoss(problems)
         if active:
-            totals, grads, _ = _evaluate(joint(active), [opts[i].x for i in active], opts[0].shape)
+            totals, grads, _ = evaluate_batch(joint(active), [opts[i].x for i in active], opts[0].shape)
             for k, i in enumerate(active):
                 opts[i].f, opts[i].g = totals[k], grads[k]
         while active:
-            totals, grads, parts = _evaluate(joint(active), [opts[i].propose() for i in active], opts[0].shape)
+            totals, grads, parts = evaluate_batch(joint(active), [opts[i].propose() for i in active], opts[0].shape)
             packs = torch.stack([opts[i].pack(totals[k], grads[k], parts[k]) for k, i in enumerate(active)])
             values = packs.tolist()  # the batch's one host read
             active = [i for k, i in enumerate(active) if self._consume(i, opts[i], values[k], steps)]
@@ -147,7 +147,7 @@ class _Batch:
         return monitor.level_step < steps
 
 
-class _Joint:
+class JointLoss:
     """One loss over the active photos: their content targets stacked, the shared style targets and weights;
     remade only when a photo leaves the batch."""
 
@@ -163,7 +163,7 @@ class _Joint:
         return self.problem
 
 
-def _evaluate(problem: Problem, flats: list[torch.Tensor], shape: torch.Size):
+def evaluate_batch(problem: Problem, flats: list[torch.Tensor], shape: torch.Size):
     """Each photo's loss (b,), flat gradient (b, n) and parts (b, 3), from one forward and backward."""
     started = time.perf_counter()
     x = torch.stack(flats).view(len(flats), *shape[1:]).requires_grad_()
