@@ -90,7 +90,8 @@ class Bench:
         reads = counting_reads()
         monitor = Monitor(steps, 1, 1, 0, 1, on_step=lambda info: marks.append(time.perf_counter()))
         with reads:
-            run(self.problem, self.engine.layout(self.start), steps, monitor, history=self.settings.lbfgs_history, keep_in_range=True)
+            run(self.problem, self.engine.layout(self.start), steps, monitor, history=self.settings.lbfgs_history,
+                keep_in_range=True)
         gaps = [b - a for a, b in zip(marks, marks[1:])]
         full = gaps[self.settings.lbfgs_history:] or gaps
         return statistics.median(full), reads.count / max(len(marks), 1)
