@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 CONFIG ?= config.yaml
 
-.PHONY: setup setup-ray run once test bench bench-quick bench-ray demo clean
+.PHONY: setup setup-ray run once test bench bench-quick bench-ray bench-print bench-gpu demo clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,18 @@ bench: setup
 
 bench-quick: setup
 	$(PY) bench/bench.py --quick
+
+# issue 13: a step's cost next to the bare and the loss pass, on whatever device is here (ARGS="--sizes 64" to smoke);
+# then the daemon on a queued batch of 24 photos per executor layout (bench/pool.py: 512 and 1024 px on CUDA).
+bench-gpu: setup
+	$(PY) bench/gpu.py $(ARGS)
+	$(PY) bench/pool.py
+
+# issue 14: large prints. On a GPU: 2048/4096/8192 px under an emulated 24 GB card; DEVICE=cpu SIZES=2048 on a CPU.
+DEVICE ?= cuda
+SIZES  ?= 2048 4096 8192
+bench-print: setup
+	$(PY) -m bench.print --device $(DEVICE) --sizes $(SIZES) --single
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -18,7 +18,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -29,8 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from bench.daemon_run import claim_and_done_times, run_once  # noqa: E402
-from daemon_helpers import SAMPLES, make_config  # noqa: E402
+from bench.common import machine  # noqa: E402
+from bench.daemon_run import run_backlog  # noqa: E402
+from daemon_helpers import SAMPLES  # noqa: E402
 
 RESULTS = ROOT / "bench" / "RAY_RESULTS.md"
 RAW = ROOT / "bench" / "out" / "ray.json"
@@ -55,24 +55,14 @@ NIGHT = 500
 
 def run_mode(name: str, drops: int, size: int, steps: int, work: Path) -> dict:
     overrides, threads, label = MODES[name]
-    folder = work / name
-    shutil.rmtree(folder, ignore_errors=True)
-    config = make_config(folder, settle_seconds=0.1, rescan_seconds=1, log_format="json",
-                         defaults={"size": size, "steps": steps, "format": "png", "early_stop_tol": 0}, **overrides)
-    samples = sorted(SAMPLES.glob("*.jpg"))
-    for i in range(drops):  # two recipes, three pictures: style caches hit as they would in a night
-        sub = folder / "inbox" / ("scream" if i % 4 == 3 else "")
-        sub.mkdir(exist_ok=True)
-        shutil.copy(samples[i % len(samples)], sub / f"drop{i:03d}.jpg")
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1", "RAY_DISABLE_USAGE_STATS": "1"}
-    log = folder / "daemon.log"
-    returncode, total = run_once(config, log, env, 1800, start_new_session=True)
-    claims, dones = claim_and_done_times(log)
-    outs = list((folder / "outbox").rglob("*.png"))
-    steady = (max(dones) - min(claims)) if claims and dones else float("nan")
-    return {"mode": name, "label": label, "rc": returncode, "drops": drops, "outputs": len(outs),
-            "total_s": round(total, 1), "steady_s": round(steady, 1),
-            "per_hour_total": round(drops / total * 3600), "per_hour_steady": round(len(dones) / steady * 3600)
+    # two recipes, three pictures: style caches hit as they would in a night
+    run = run_backlog(work / name, drops, size, steps, env, 1800, second_recipe_every=4, overrides=overrides,
+                      start_new_session=True)
+    steady = run.steady_s
+    return {"mode": name, "label": label, "rc": run.returncode, "drops": drops, "outputs": len(run.outputs("*.png")),
+            "total_s": round(run.total_s, 1), "steady_s": round(steady, 1),
+            "per_hour_total": round(drops / run.total_s * 3600), "per_hour_steady": round(len(run.dones) / steady * 3600)
             if steady == steady and steady > 0 else 0}
 
 
@@ -183,95 +173,103 @@ def vgg_flops(hw=(768, 1024)) -> float:
 
 # --- report -----------------------------------------------------------------------------------------------
 
-def machine() -> str:
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), shared with other jobs "
-            f"(load average {load:.1f} at the start), no GPU; Python {platform.python_version()}")
+def throughput_lines(rows: list[dict], args) -> list[str]:
+    lines = [f"## This machine: {args.drops} drops at {args.size} px, {args.steps} L-BFGS steps, `once` mode", "",
+             f"Each mode ran {rows[0]['runs']} times, interleaved; the row is the median run (the slower one "
+             "of two), the range is images/hour steady over all its runs.", "",
+             "| mode | outputs | total s (start-up incl.) | images/hour total | steady s | images/hour steady | range |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['label']} | {r['outputs']}/{r['drops']} | {r['total_s']} | {r['per_hour_total']} | "
+              f"{r['steady_s']} | {r['per_hour_steady']} | {r['range']} |" for r in rows]
+    return lines + ["", "Start-up is the local engine's VGG load (~2 s), or Ray's start (~4 s) plus each actor's own "
+                    "VGG load. On two cores shared with other jobs two actors cannot double a one-actor run, and "
+                    "torch's two threads in one process compete the same way; the point here is that the Ray path "
+                    "costs little over the local one per image and splits work across actors, not a speed-up on "
+                    "this box.", ""]
+
+
+COST_ROWS = (("decode_x2", "decode the input twice (settle check + pre-check)"),
+             ("sha256", "sha256 of the input (the JSON log)"),
+             ("put_get_input", "input bytes into the object store (local put+get)"),
+             ("put_get_result", "result bytes out of the object store (local put+get)"),
+             ("write_png_and_log", "write image + log atomically (fsync)"),
+             ("move_to_done", "move the input to done/"))
+
+
+def cost_lines(costs: dict) -> list[str]:
+    moved_mb = costs["input_mb"] + costs["result_mb"]
+    return [f"The daemon stays the one writer. Its share of each job, measured here at 1024 px (a 12 MP "
+            f"{costs['input_mb']} MB JPEG in, a {costs['result_mb']} MB 1024x768 PNG out), medians:", "",
+            "| step (daemon side) | seconds |", "|---|---|",
+            *(f"| {label} | {costs[key]} |" for key, label in COST_ROWS),
+            f"| **total per job** | **{costs['total']}** |", "",
+            f"So one daemon tops out near **{3600 / costs['total']:.0f} jobs/hour** ({costs['total']:.2f} s "
+            "of daemon time per 12 MP photo) however many GPUs it feeds; the decodes dominate. Across the "
+            "network the object store adds the transfer of each input and result: "
+            f"{moved_mb:.1f} MB per job is ~{moved_mb * 8 / 10e3 * 1e3:.0f} ms at 10 Gb/s and ~0.1 s at 1 Gb/s, "
+            "overlapped with other jobs' compute when max_inflight exceeds num_workers.", ""]
+
+
+def gpu_lines(host_step: float | None, flops: float) -> list[str]:
+    measured = (f": measured here at **{host_step:.2f} s per step** on one core of this loaded box (2.36 M pixels, "
+                "history 50; an idle modern server core is perhaps 2-3x faster)") if host_step is not None else ""
+    return [f"Per GPU: one L-BFGS step at 1024x768 is a VGG19 forward + backward to conv5_1 "
+            f"({flops / 1e9:.0f} GFLOP forward, ~{3 * flops / 1e12:.2f} TFLOP with the backward) plus scipy's "
+            f"L-BFGS-B update, which runs on the host CPU{measured}. That host part does not shrink with a faster "
+            "GPU, and at 1024 px it is larger than the GPU's share, so it sets the pace per actor: give each GPU "
+            "actor its own fast core (num_cpus_per_worker), and the engine would gain most from an on-GPU optimizer "
+            "(Adam, or L-BFGS in torch) there.", "",
+            f"## A night of {NIGHT} photos at 1024 px ({STEPS_1024} steps, single scale)", "",
+            "Estimates, not measurements (no GPU is lent here). Assumptions: effective TF32 throughput of "
+            + ", ".join(f"{name} {rate / 1e12:.0f} TFLOPS" for name, rate in GPUS.items())
+            + f" on VGG19's convolutions; {EVALS_PER_STEP} loss evaluations per step; one actor per GPU, one GPU "
+            "per node; 12 MP phone photos as costed above for the daemon; network and disk not limiting. "
+            "\"with host step\" adds the L-BFGS-B update as measured above to every step; \"GPU only\" is the "
+            "same run with that update made free (an on-GPU optimizer), the ceiling for the hardware.", ""]
+
+
+def night_lines(per_photo: dict, gpu_only: dict, floor: float) -> list[str]:
+    names = [n for n in GPUS if not n.startswith("A100")]
+
+    def hours(per: float, n: int) -> str:
+        seconds = NIGHT * max(per / n, floor)
+        return f"{seconds / 3600:.2f} h" + (" (daemon-bound)" if floor >= per / n else "")
+    lines = ["| GPUs | " + " | ".join(f"{n}, with host step | {n}, GPU only" for n in names) + " |",
+             "|---|" + "---|" * (2 * len(names))]
+    lines += [f"| {n} | " + " | ".join(f"{hours(per_photo[m], n)} | {hours(gpu_only[m], n)}" for m in names) + " |"
+              for n in (1, 2, 4, 8, 16, 32, 64)]
+    return lines + ["", "Seconds per photo per GPU: " + "; ".join(
+        f"{name}: ~{per_photo[name]:.0f} s with the host step, ~{gpu_only[name]:.1f} s GPU only" for name in GPUS)
+        + ".", ""]
+
+
+def growth_lines(per_photo: dict, gpu_only: dict, floor: float) -> list[str]:
+    bound = (f"(~{3600 / floor:.0f} photos/hour here, i.e. from ~{gpu_only['H100-class'] / floor:.0f} H100-class "
+             f"GPUs without the host step, from ~{per_photo['H100-class'] / floor:.0f} with it) " if floor else "")
+    return ["How it grows: throughput is ~linear in GPU nodes while N x (daemon seconds per job) stays below one "
+            "photo's time on one actor, because each actor keeps its weights and style targets and the daemon "
+            f"only decodes, sends and writes. It flattens at the daemon's single-writer rate {bound}"
+            "and, on a slow network, at input+result bytes per job over the link. Past that: pre-size inputs "
+            "(the decodes dominate the daemon's share), drop the second decode (trust the settle check), or run "
+            "one daemon per inbox sub-folder against the same cluster. Raising max_inflight above num_workers "
+            "(2x measured best here) keeps the next job queued on each actor, hiding the per-job transfer and "
+            "write; above that it only moves photos from the inbox into work/ earlier, and a dying actor takes "
+            "its queued jobs' attempts with it.", ""]
 
 
 def write_report(rows: list[dict], costs: dict | None, host_step: float | None, flops: float, args,
                  where: str | None = None) -> str:
     lines = ["# executor: ray — throughput and scaling (issue 6)", "",
-             f"Measured {dt.date.today().isoformat()} on {where or machine()} with `python bench/bench_ray.py`.", ""]
-    if rows:
-        lines += [f"## This machine: {args.drops} drops at {args.size} px, {args.steps} L-BFGS steps, `once` mode", "",
-                  f"Each mode ran {rows[0]['runs']} times, interleaved; the row is the median run (the slower one "
-                  "of two), the range is images/hour steady over all its runs.",
-                  "",
-                  "| mode | outputs | total s (start-up incl.) | images/hour total | steady s | images/hour steady | range |",
-                  "|---|---|---|---|---|---|---|"]
-        for r in rows:
-            lines.append(f"| {r['label']} | {r['outputs']}/{r['drops']} | {r['total_s']} | {r['per_hour_total']} | "
-                         f"{r['steady_s']} | {r['per_hour_steady']} | {r['range']} |")
-        lines += ["", "Start-up is the local engine's VGG load (~2 s), or Ray's start (~4 s) plus each actor's own "
-                  "VGG load. On two cores shared with other jobs two actors cannot double a one-actor run, and "
-                  "torch's two threads in one process compete the same way; the point here is that the Ray path "
-                  "costs little over the local one per image and splits work across actors, not a speed-up on "
-                  "this box.", ""]
-    lines += ["## What bounds a GPU cluster", ""]
-    if costs:
-        lines += [f"The daemon stays the one writer. Its share of each job, measured here at 1024 px (a 12 MP "
-                  f"{costs['input_mb']} MB JPEG in, a {costs['result_mb']} MB 1024x768 PNG out), medians:", "",
-                  "| step (daemon side) | seconds |", "|---|---|"]
-        for key, label in (("decode_x2", "decode the input twice (settle check + pre-check)"),
-                           ("sha256", "sha256 of the input (the JSON log)"),
-                           ("put_get_input", "input bytes into the object store (local put+get)"),
-                           ("put_get_result", "result bytes out of the object store (local put+get)"),
-                           ("write_png_and_log", "write image + log atomically (fsync)"),
-                           ("move_to_done", "move the input to done/")):
-            lines.append(f"| {label} | {costs[key]} |")
-        lines += [f"| **total per job** | **{costs['total']}** |", "",
-                  f"So one daemon tops out near **{3600 / costs['total']:.0f} jobs/hour** ({costs['total']:.2f} s "
-                  "of daemon time per 12 MP photo) however many GPUs it feeds; the decodes dominate. Across the "
-                  "network the object store adds the transfer of each input and result: "
-                  f"{costs['input_mb'] + costs['result_mb']:.1f} MB per job is ~{(costs['input_mb'] + costs['result_mb']) * 8 / 10e3 * 1e3:.0f} ms "
-                  "at 10 Gb/s and ~0.1 s at 1 Gb/s, overlapped with other jobs' compute when max_inflight exceeds "
-                  "num_workers.", ""]
+             f"Measured {dt.date.today().isoformat()} on {where or machine(with_load=True)} with "
+             "`python bench/bench_ray.py`.", ""]
+    lines += throughput_lines(rows, args) if rows else []
+    lines += ["## What bounds a GPU cluster", ""] + (cost_lines(costs) if costs else [])
+    lines += gpu_lines(host_step, flops)
     gpu_eval = {name: 3 * flops / rate for name, rate in GPUS.items()}
-    host = host_step or 0.0
-    lines += [f"Per GPU: one L-BFGS step at 1024x768 is a VGG19 forward + backward to conv5_1 "
-              f"({flops / 1e9:.0f} GFLOP forward, ~{3 * flops / 1e12:.2f} TFLOP with the backward) plus scipy's "
-              "L-BFGS-B update, which runs on the host CPU"
-              + (f": measured here at **{host:.2f} s per step** on one core of this loaded box (2.36 M pixels, "
-                 "history 50; an idle modern server core is perhaps 2-3x faster)" if host_step is not None else "")
-              + ". That host part does not shrink with a faster GPU, and at 1024 px it is larger than the GPU's "
-              "share, so it sets the pace per actor: give each GPU actor its own fast core (num_cpus_per_worker), "
-              "and the engine would gain most from an on-GPU optimizer (Adam, or L-BFGS in torch) there.", "",
-              f"## A night of {NIGHT} photos at 1024 px ({STEPS_1024} steps, single scale)", "",
-              "Estimates, not measurements (no GPU is lent here). Assumptions: effective TF32 throughput of "
-              + ", ".join(f"{name} {rate / 1e12:.0f} TFLOPS" for name, rate in GPUS.items())
-              + f" on VGG19's convolutions; {EVALS_PER_STEP} loss evaluations per step; one actor per GPU, one GPU "
-              "per node; 12 MP phone photos as costed above for the daemon; network and disk not limiting. "
-              "\"with host step\" adds the L-BFGS-B update as measured above to every step; \"GPU only\" is the "
-              "same run with that update made free (an on-GPU optimizer), the ceiling for the hardware.", ""]
-    per_photo = {name: STEPS_1024 * (EVALS_PER_STEP * e + host) for name, e in gpu_eval.items()}
+    per_photo = {name: STEPS_1024 * (EVALS_PER_STEP * e + (host_step or 0.0)) for name, e in gpu_eval.items()}
     gpu_only = {name: STEPS_1024 * EVALS_PER_STEP * e for name, e in gpu_eval.items()}
     floor = costs["total"] if costs else 0.0
-    names = [n for n in GPUS if not n.startswith("A100")]
-    lines += ["| GPUs | " + " | ".join(f"{n}, with host step | {n}, GPU only" for n in names) + " |",
-              "|---|" + "---|" * (2 * len(names))]
-
-    def hours(per: float, n: int) -> str:
-        seconds = NIGHT * max(per / n, floor)
-        return f"{seconds / 3600:.2f} h" + (" (daemon-bound)" if floor >= per / n else "")
-    for n in (1, 2, 4, 8, 16, 32, 64):
-        lines.append(f"| {n} | " + " | ".join(f"{hours(per_photo[m], n)} | {hours(gpu_only[m], n)}" for m in names)
-                     + " |")
-    lines += ["", "Seconds per photo per GPU: " + "; ".join(
-        f"{name}: ~{per_photo[name]:.0f} s with the host step, ~{gpu_only[name]:.1f} s GPU only" for name in GPUS)
-        + ".", "",
-              "How it grows: throughput is ~linear in GPU nodes while N x (daemon seconds per job) stays below one "
-              "photo's time on one actor, because each actor keeps its weights and style targets and the daemon "
-              "only decodes, sends and writes. It flattens at the daemon's single-writer rate "
-              + (f"(~{3600 / floor:.0f} photos/hour here, i.e. from ~{gpu_only['H100-class'] / floor:.0f} H100-class "
-                 f"GPUs without the host step, from ~{per_photo['H100-class'] / floor:.0f} with it) "
-                 if floor else "")
-              + "and, on a slow network, at input+result bytes per job over the link. Past that: pre-size inputs "
-              "(the decodes dominate the daemon's share), drop the second decode (trust the settle check), or run "
-              "one daemon per inbox sub-folder against the same cluster. Raising max_inflight above num_workers "
-              "(2x measured best here) keeps the next job queued on each actor, hiding the per-job transfer and "
-              "write; above that it only moves photos from the inbox into work/ earlier, and a dying actor takes "
-              "its queued jobs' attempts with it.", ""]
+    lines += night_lines(per_photo, gpu_only, floor) + growth_lines(per_photo, gpu_only, floor)
     RESULTS.write_text("\n".join(lines))
     return "\n".join(lines)
 
@@ -293,7 +291,7 @@ def main() -> int:
         print(write_report(raw["rows"], raw["costs"], raw["host_step"], vgg_flops(), args, raw["machine"]))
         return 0
     rows = []
-    raw_machine = machine()
+    raw_machine = machine(with_load=True)
     with tempfile.TemporaryDirectory(prefix="bench-ray-") as tmp:
         work = Path(tmp)
         if not args.no_throughput:

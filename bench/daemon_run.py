@@ -1,15 +1,62 @@
-"""Shared by the throughput benchmarks (bench.py's daemon run, bench_ray.py): run `style-pipeline once` on a
-config with a JSON log, and read back when each job was claimed and done. One parser, so the two tables agree."""
+"""Shared by the throughput benchmarks (bench.py's daemon section, bench_ray.py): a backlog of drops, one
+`style-pipeline once` run over it with a JSON log, and when each job was claimed and done. One parser and one
+set-up, so the two tables agree."""
 from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "pipeline" / "assets" / "samples"
+
+
+@dataclass
+class Backlog:
+    """One `once` run over a backlog: its exit status, wall seconds (start-up included) and the log's events."""
+
+    folder: Path
+    returncode: int
+    total_s: float
+    claims: list[float]
+    dones: list[float]
+
+    @property
+    def steady_s(self) -> float:
+        """First claim to last job done: the run without its start-up (NaN when the log has neither)."""
+        return (max(self.dones) - min(self.claims)) if self.claims and self.dones else float("nan")
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and bool(self.claims) and bool(self.dones)
+
+    def outputs(self, pattern: str) -> list[Path]:
+        return list((self.folder / "outbox").rglob(pattern))
+
+
+def run_backlog(folder: Path, drops: int, size: int, steps: int, env: dict, timeout: float, *,
+                second_recipe_every: int = 0, overrides: dict | None = None, **popen) -> Backlog:
+    """``drops`` sample photos (every n-th into the "scream" recipe folder if asked), then one `once` run."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from daemon_helpers import make_config
+
+    shutil.rmtree(folder, ignore_errors=True)
+    config = make_config(folder, **{"settle_seconds": 0.1, "rescan_seconds": 1, "log_format": "json",
+                                    "contact_sheet": False, **(overrides or {}),  # overrides may turn sheets on
+                                    "defaults": {"size": size, "steps": steps, "format": "png", "early_stop_tol": 0}})
+    samples = sorted(SAMPLES.glob("*.jpg"))
+    for i in range(drops):
+        sub = folder / "inbox" / ("scream" if second_recipe_every and i % second_recipe_every == 3 else "")
+        sub.mkdir(exist_ok=True)
+        shutil.copy(samples[i % len(samples)], sub / f"drop{i:03d}.jpg")
+    log = folder / "daemon.log"
+    returncode, total = run_once(config, log, env, timeout, **popen)
+    return Backlog(folder, returncode, total, *claim_and_done_times(log))
 
 
 def run_once(config: Path, log: Path, env: dict, timeout: float, **popen) -> tuple[int, float]:

@@ -23,7 +23,6 @@ import os
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +33,7 @@ from PIL import Image, ImageDraw  # noqa: E402
 
 from bench import judge as J  # noqa: E402
 from bench.fidelity_report import PAIRS  # noqa: E402
-from pipeline.engine import Settings, StyleTransfer, images, optimize  # noqa: E402
+from pipeline.engine import Settings, StyleTransfer, images  # noqa: E402
 
 OUT = ROOT / "bench" / "out" / "fidelity"
 
@@ -47,35 +46,20 @@ class Before(StyleTransfer):
         return images.fit(style.convert("RGB"), max(hw)).resize(hw[::-1])
 
 
-_frames: list | None = None
-_step = optimize.Monitor.step
-
-
-def _record(self, pixels, loss, parts, state):
-    """Copy each step's 8-bit pixels out of the engine's loop; the copy's time is taken off the run's clock."""
-    if _frames is not None:
-        t0 = time.perf_counter()
-        _frames.append((self.step_count, self.elapsed, pixels.detach().clamp(0, 255).round().to(torch.uint8).clone()))
-        self.started += time.perf_counter() - t0
-    return _step(self, pixels, loss, parts, state)
-
-
-optimize.Monitor.step = _record
-
-
 def p10(xs: list[float]) -> float:
     xs = sorted(xs)
     return xs[max(0, int(len(xs) * 0.1) - 1)] if xs else float("nan")
 
 
 def run_engine(engine: StyleTransfer, judge: J.Judge, content, painting, size: int, target: float) -> dict:
-    global _frames
-    _frames = []
+    frames = []
+
+    def record(info) -> None:
+        """Each step's 8-bit pixels; a listener runs off the run's clock, so the copy costs the run nothing."""
+        frames.append((info.step, info.elapsed, info.pixels.detach().clamp(0, 255).round().to(torch.uint8).clone()))
+
     load0 = os.getloadavg()[0]
-    try:
-        result = engine.stylize(content, [painting], Settings(size=size))
-    finally:
-        frames, _frames = _frames, None
+    result = engine.stylize(content, [painting], Settings(size=size), listeners=[record])
     points = [{"step": s, "t": round(t, 4), **judge.score(px)} for s, t, px in frames]
     steps = [b["t"] - a["t"] for a, b in zip(points, points[1:])]
     reach = next((p for p in points if p["loss"] <= target), None)

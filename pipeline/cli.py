@@ -27,6 +27,14 @@ def _bool(value: str) -> bool:
     return value.lower() in BOOL_TRUE
 
 
+def _number_or_word(value: str):
+    """`--scales 2` or `--scales auto`, `--max-memory 8GiB`: a number where it reads as one; Settings checks."""
+    try:
+        return int(value)
+    except ValueError:
+        return value
+
+
 def _settings_arguments(parser: argparse.ArgumentParser) -> None:
     from .engine.settings import Settings, field_docs
 
@@ -44,7 +52,7 @@ def _settings_arguments(parser: argparse.ArgumentParser) -> None:
         elif typing.get_origin(kind) is typing.Literal:
             group.add_argument(flag, choices=typing.get_args(kind), help=help_text)
         else:
-            base = float if kind in (float, float | None) else int if kind is int else str
+            base = float if kind in (float, float | None) else int if kind is int else _number_or_word
             group.add_argument(flag, type=base, help=help_text)
 
 
@@ -117,7 +125,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     with ProgressBar(disable=args.quiet, every_seconds=args.progress_seconds) as bar:
         result = engine.stylize(content, styles, settings, on_step=bar.update,
                                 checkpoint=args.checkpoint)
-    images.save(result.image, out, settings.format, settings.quality, alpha=result.alpha)
+    images.save(result.image, out, settings.format, settings.quality, alpha=result.alpha, dpi=settings.print_dpi)
     blend = settings.style_blend or (1.0,) * len(args.styles)
     record = joblog.build(result, Path(args.content), content.size, list(zip(map(Path, args.styles), blend)))
     record["output"].update(file_facts(out))

@@ -1,6 +1,7 @@
 """Shared fixtures for the engine tests: the real VGG19 (loaded once) and the repository's pictures."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,19 @@ from PIL import Image
 ASSETS = Path(__file__).resolve().parents[1] / "pipeline" / "assets"
 SAMPLES = ASSETS / "samples"
 STYLES = ASSETS / "styles"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def weights_cache_folder(tmp_path_factory):
+    """The expanded-weights cache (engine/weights_cache.py) in the session's temp folder, not the home folder;
+    the daemons the tests start inherit it."""
+    before = os.environ.get("STYLE_PIPELINE_CACHE")
+    os.environ["STYLE_PIPELINE_CACHE"] = str(tmp_path_factory.mktemp("weights-cache"))
+    yield
+    if before is None:
+        os.environ.pop("STYLE_PIPELINE_CACHE", None)
+    else:
+        os.environ["STYLE_PIPELINE_CACHE"] = before
 
 
 @pytest.fixture(scope="session")
@@ -59,3 +73,21 @@ def style(style_path) -> Image.Image:
 @pytest.fixture(scope="session")
 def style2() -> Image.Image:
     return _load(STYLES / "the_scream.jpg")
+
+
+HOST_READS = ("item", "tolist", "__float__", "__int__", "__bool__", "__index__", "numpy", "cpu")
+
+
+@pytest.fixture
+def host_reads(monkeypatch):
+    """Counts every call that brings a tensor's value to the host (on CUDA each is a device sync)."""
+    counted: list[str] = []
+    for name in HOST_READS:
+        original = getattr(torch.Tensor, name)
+
+        def wrapper(self, *args, _original=original, _name=name, **kwargs):
+            counted.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, wrapper)
+    return counted

@@ -16,7 +16,7 @@ from ..engine.settings import Settings
 from ..errors import PipelineError
 # Per-photo overrides a sidecar may set: what changes the look, not what loads the machine.
 SIDECAR_KEYS = frozenset({"recipe", "size", "steps", "style_strength", "content_weight", "style_weight", "tv_weight",
-                          "preserve_color", "seed", "init", "style_scale", "format", "quality"})
+                          "preserve_color", "seed", "init", "style_scale", "format", "quality", "print_dpi"})
 ENGINE_KEYS = frozenset(f.name for f in dataclasses.fields(Settings)) - {"device"}
 RECIPE_KEYS = ENGINE_KEYS | {"styles", "description"}
 FOLDER_KEYS = {"inbox", "outbox", "spool"}

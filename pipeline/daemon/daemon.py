@@ -27,13 +27,13 @@ from . import status as status_module
 from .config import Config, ConfigError
 from .config_build import check_folders
 from .diskguard import DiskGuard
+from .executor import Executor
 from .jobs import crashed
 from .metrics import Metrics
 from .settle import DecodeCheck
 from .spool import Spool, now_iso
 from .state import JobBook
 from .watcher import Tracker, Watcher, own_folders, sidecar_for, skipped_folders
-from .executor import Executor
 from .pool import local_executor
 
 log = structlog.get_logger("style-pipeline")
@@ -125,10 +125,10 @@ class Daemon:
                 try:
                     if self._pass():
                         break
+                    self.book.take(self.executor.poll(TICK))  # wakes at once when a job ends
                 except Exception:  # nothing outside a job may stop the daemon: log it and go on
                     log.exception("error in the main loop; going on")
                     time.sleep(TICK)
-                self.book.take(self.executor.poll(TICK))  # wakes at once when a job ends
         finally:
             self._shutdown()
         return 0

@@ -82,7 +82,7 @@ def current(job: Job, plan: Plan, info, **more) -> dict:
     get = info.get if isinstance(info, dict) else lambda key, default=None: getattr(info, key, default)
     return {"job_id": job.id, "file": job.source, "recipe": plan.recipe.name, "step": get("step", 0),
             "total_steps": get("total_steps", plan.settings.steps), "scale": get("scale", 1),
-            "loss": get("loss", 0.0), "eta_seconds": round(get("eta") or 0.0, 1),
+            "n_scales": get("n_scales", 1), "tiles": get("tiles", 1), "loss": get("loss", 0.0), "eta_seconds": round(get("eta") or 0.0, 1),
             "elapsed": round(get("elapsed", 0.0), 1), **more}
 
 
@@ -214,7 +214,8 @@ class JobLife(FailurePaths):
                **log_fields) -> None:
         """Encode and publish an engine Result (made here or on another machine); ``record``: keys the
         executor adds to the JSON log (Ray: which worker ran it)."""
-        data = images.encode(result.image, plan.settings.format, plan.settings.quality, alpha=result.alpha)
+        data = images.encode(result.image, plan.settings.format, plan.settings.quality, alpha=result.alpha,
+                             dpi=plan.settings.print_dpi)
         self.publish(job, config, plan, result, data, {**self.record(job, plan, result), **(record or {})},
                      **log_fields)
 

@@ -60,8 +60,8 @@ class StyleActor:
 
     def _on_step(self, job_id: str):
         def on_step(info) -> None:
-            self._progress = {"job_id": job_id, "step": info.step, "total_steps": info.total_steps,
-                              "scale": info.scale, "loss": info.loss, "eta": info.eta or 0.0}
+            self._progress = {"job_id": job_id, "step": info.step, "total_steps": info.total_steps, "scale": info.scale,
+                              "n_scales": info.n_scales, "tiles": info.tiles, "loss": info.loss, "eta": info.eta}
         return on_step
 
     # the CONTROL group: answered from a second thread while run() holds the first

@@ -226,7 +226,7 @@ class RayExecutor(Executor):
             answer = self.ray.get(slot.asked)
         except self.ray.exceptions.RayError as exc:
             answer = None
-            if slot.info is None:  # died while starting; one lost mid-job is seen when its job lands
+            if slot.info is None or not slot.jobs:  # died starting, or idle; one lost mid-job is seen when it lands
                 return self._replace(slot, exc)
         slot.asked = None
         if answer:

@@ -67,10 +67,17 @@ def snapshot(state: DaemonState) -> dict:
     }
 
 
+def level_and_tiles(current: dict) -> str:
+    """A large print's level and tiles (issue 14), where it has more than one: " (level 2/4, 9 tiles)"."""
+    parts = [f"level {current['scale']}/{current['n_scales']}"] if current.get("n_scales", 1) > 1 else []
+    parts += [f"{current['tiles']} tiles"] if current.get("tiles", 1) > 1 else []
+    return f" ({', '.join(parts)})" if parts else ""
+
+
 def one_line(s: dict) -> str:
     """For systemd's STATUS=: what `systemctl status` shows."""
     current = s.get("current")
-    job = (f"styling {current['file']} step {current['step']}/{current['total_steps']} "
+    job = (f"styling {current['file']} step {current['step']}/{current['total_steps']}{level_and_tiles(current)} "
            f"ETA {current['eta_seconds']:.0f}s; " if current else "idle; ")
     wait = f"; next window {s['next_window']}" if s.get("next_window") else ""
     return f"{job}{s['queue']} queued, {s['done']} done, {s['failed']} failed{wait}"
@@ -152,7 +159,8 @@ def render(data: dict) -> str:
     if current:
         where = f" on {current['worker']} ({current['node']})" if current.get("worker") else ""
         lines.append(f"now: {current['file']} [{current['recipe']}]{where} step {current['step']}/"
-                     f"{current['total_steps']}, loss {current['loss']:.4g}, ETA {current['eta_seconds']:.0f} s")
+                     f"{current['total_steps']}{level_and_tiles(current)}, loss {current['loss']:.4g}, "
+                     f"ETA {current['eta_seconds']:.0f} s")
     if current and current.get("latest_picture"):
         lines.append(f"latest picture: {current['latest_picture']}")
     lines.append(f"queue: {data.get('queue', 0)} waiting in the inbox, {data.get('in_work', 0)} in work/")

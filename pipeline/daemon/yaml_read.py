@@ -6,6 +6,7 @@ with a "did you mean" for a misspelt key, so a person can fix it without reading
 from __future__ import annotations
 
 import difflib
+import types
 import typing
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,13 @@ def check_type(value: Any, hint: Any) -> str | None:
         return None if ok else f"must be a number (got {value!r})"
     if hint is str:
         return None if isinstance(value, str) else f"must be text (got {value!r})"
+    if origin in (typing.Union, types.UnionType):  # `int | Literal["auto"]`, `str | None`: any one of them
+        options = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        if value is None and len(options) < len(typing.get_args(hint)):
+            return None
+        found = [check_type(value, arg) for arg in options]
+        said = [m.split(" (got")[0].removeprefix("must be ") for m in found if m]
+        return None if None in found else f"must be {' or '.join(said)} (got {value!r})"
     return None
 
 

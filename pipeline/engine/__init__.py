@@ -15,8 +15,9 @@ from typing import Callable, Sequence
 from .settings import PRESETS, Settings, preset
 
 _LAZY = {"StyleTransfer": ".transfer", "Result": ".transfer", "pick_device": ".transfer", "StepInfo": ".optimize",
-         "images": None}
-__all__ = ["PRESETS", "Result", "Settings", "StepInfo", "StyleTransfer", "images", "pick_device", "preset", "stylize"]
+         "Listener": ".optimize", "images": None}
+__all__ = ["Listener", "PRESETS", "Result", "Settings", "StepInfo", "StyleTransfer", "images", "pick_device", "preset",
+           "stylize"]
 
 
 def __getattr__(name: str):

@@ -120,8 +120,10 @@ def resize_tensor(pixels: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     return torch.nn.functional.interpolate(pixels, size=hw, mode="bicubic", align_corners=False).clamp(0, 255)
 
 
-def encode(img: Image.Image, fmt: str = "png", quality: int = 92, alpha: Image.Image | None = None) -> bytes:
-    """The file's bytes, in memory: callers hash them before they touch the disk."""
+def encode(img: Image.Image, fmt: str = "png", quality: int = 92, alpha: Image.Image | None = None,
+           dpi: float | None = None) -> bytes:
+    """The file's bytes, in memory: callers hash them before they touch the disk. ``dpi`` (a print's
+    print_dpi) goes into the file's header: PNG pHYs, JPEG JFIF density, WebP has none."""
     fmt = fmt.lower()
     if fmt not in FORMATS:
         raise ValueError(f"unknown output format {fmt!r}; use png, jpeg or webp")
@@ -129,17 +131,19 @@ def encode(img: Image.Image, fmt: str = "png", quality: int = 92, alpha: Image.I
         img = img.convert("RGBA")
         img.putalpha(alpha.resize(img.size, Image.Resampling.LANCZOS))
     options = {"quality": quality} if fmt in ("jpeg", "jpg", "webp") else {}
+    if dpi and fmt != "webp":
+        options["dpi"] = (dpi, dpi)
     buffer = io.BytesIO()
     img.save(buffer, FORMATS[fmt], **options)
     return buffer.getvalue()
 
 
 def save(img: Image.Image, path: str | Path, fmt: str | None = None, quality: int = 92,
-         alpha: Image.Image | None = None) -> Path:
+         alpha: Image.Image | None = None, dpi: float | None = None) -> Path:
     """Write atomically in PNG, JPEG or WebP (format from ``fmt`` or the file's suffix)."""
     path = Path(path)
     fmt = (fmt or path.suffix.lstrip(".") or "png").lower()
-    return write_atomic(encode(img, fmt, quality, alpha), path)
+    return write_atomic(encode(img, fmt, quality, alpha, dpi), path)
 
 
 # --- colour: luminance-only transfer (Gatys, Bethge, Hertzmann & Shechtman 2016) -------------

@@ -2,6 +2,9 @@
 
 Both see a :class:`Problem` (pixels -> loss, parts, gradient) and a :class:`Monitor` that owns
 progress, the loss curve, early stopping, cancelling and checkpoints, so neither loop knows about them.
+Measuring is public too: a listener (``StyleTransfer.stylize(..., listeners=[...])``) gets every step's
+:class:`StepInfo` with its pixels and the loss evaluations so far, off the run's clock, so benchmarks and
+tests watch a run without patching the loops.
 """
 from __future__ import annotations
 
@@ -44,18 +47,47 @@ class StepInfo:
     eta: float | None
     picture: Callable[[], object] | None = None
     """The current pixels as a PIL picture, made only when called (the daemon's save_every)."""
+    pixels: torch.Tensor | None = None
+    """The optimiser's own tensor (canvas shape, not clamped): copy it before keeping it."""
+    evaluations: int = 0
+    """Loss evaluations (forward + backward) so far in this run: L-BFGS's line search makes more than one a step."""
+    eval_seconds: float = 0.0
+    """Wall seconds spent in those evaluations; elapsed minus this is the optimiser's own work (and the monitor's).
+    On CUDA the host returns before the device is done, so there it is the host's share, not the kernels'."""
+    tiles: int = 1
+    """How many tiles each loss evaluation at this level is cut into (issue 14: 1 = untiled)."""
+
+
+Listener = Callable[[StepInfo], None]
+"""Gets each step the monitor sees. Listeners run off the clock: their time is not in ``elapsed``."""
 
 
 @dataclass
 class Problem:
     loss: TotalLoss
     autocast: torch.dtype | None = None
+    on_evaluation: Callable[[float], None] | None = None
+    """Told the seconds of each evaluation that computes a gradient, forward and backward together."""
 
     def __call__(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        started = time.perf_counter()
         if self.autocast is None:
-            return self.loss(pixels)
-        with torch.autocast(pixels.device.type, dtype=self.autocast):
-            return self.loss(pixels)
+            out = self.loss(pixels)
+        else:
+            with torch.autocast(pixels.device.type, dtype=self.autocast):
+                out = self.loss(pixels)
+        if self.on_evaluation and pixels.requires_grad:
+            self._time_backward(pixels, started)
+        return out
+
+    def _time_backward(self, pixels: torch.Tensor, started: float) -> None:
+        """The backward runs in the optimiser after this call returns; the pixels' gradient is the last thing it
+        computes, so a one-shot hook on it marks the end of the evaluation without touching the loops."""
+        def done(grad: torch.Tensor) -> None:
+            handle.remove()
+            self.on_evaluation(time.perf_counter() - started)
+
+        handle = pixels.register_hook(done)
 
 
 @dataclass
@@ -83,10 +115,22 @@ class Monitor:
     elapsed_before: float = 0.0
     cancelled: bool = False
     render: Callable[[torch.Tensor], object] | None = None  # pixels -> picture, for StepInfo.picture
+    listeners: list[Listener] = field(default_factory=list)
+    evaluations: int = 0
+    eval_seconds: float = 0.0
+    tiles: int = 1  # the level's tile count (issue 14), told to listeners
 
     @property
     def elapsed(self) -> float:
         return self.elapsed_before + time.perf_counter() - self.started
+
+    def add_listener(self, listener: Listener) -> None:
+        self.listeners.append(listener)
+
+    def evaluated(self, seconds: float) -> None:
+        """Problem.on_evaluation: count one loss evaluation and its time."""
+        self.evaluations += 1
+        self.eval_seconds += seconds
 
     def begin_level(self, scale: int, size: tuple[int, int], done: int = 0) -> None:
         self.scale, self.size, self.level_step = scale, size, done
@@ -101,12 +145,14 @@ class Monitor:
         rate = elapsed / max(self.step_count, 1)
         info = StepInfo(self.step_count, self.total_steps, self.scale, self.n_scales, self.size, loss,
                         *parts, elapsed, rate * (self.total_steps - self.step_count),
-                        (lambda: self.render(pixels)) if self.render else None)
+                        (lambda: self.render(pixels)) if self.render else None, pixels, self.evaluations,
+                        self.eval_seconds, self.tiles)
         if self.step_count % self.log_every == 0 or self.step_count == self.total_steps:
             self.curve.append({"step": self.step_count, "scale": self.scale, "loss": loss,
                                **dict(zip(PART_NAMES, parts)), "elapsed": round(elapsed, 3)})
         if self.on_step:
             self.on_step(info)
+        self._tell_listeners(info)
         if self.save and self.step_count - self.saved_at >= self.checkpoint_every:
             self.saved_at = self.step_count  # Adam reports every log_every steps: count, don't take a modulo
             self.save(pixels, state())
@@ -118,6 +164,13 @@ class Monitor:
         if self._converged():
             self.stop_reason = "early_stop"
             raise _Stop
+
+    def _tell_listeners(self, info: StepInfo) -> None:
+        """Off the clock: a listener copying frames or judging them must not slow the run it measures."""
+        started = time.perf_counter()
+        for listener in self.listeners:
+            listener(info)
+        self.started += time.perf_counter() - started
 
     def _converged(self) -> bool:
         """Relative improvement over the last ``window`` steps below ``tol``."""
@@ -175,87 +228,6 @@ def run_lbfgs(problem: Problem, x0: torch.Tensor, steps: int, monitor: Monitor, 
     final = torch.from_numpy(result.x).view(shape).to(device=device, dtype=torch.float32)
     # L-BFGS-B returns its last iterate; keep the best one seen in case the last step went up.
     return final if float(result.fun) <= best["loss"] else best["x"]
-
-
-def run_projected_lbfgs(problem: Problem, x0: torch.Tensor, steps: int, monitor: Monitor, *,
-                        history: int, keep_in_range: bool) -> torch.Tensor:
-    """L-BFGS on the device, projected onto the 0-255 box, with a backtracking (Armijo) line search.
-
-    The two-loop recursion runs in torch where the pixels live: no float64 copies to the host and no
-    O(m^2 n) compact-matrix work as in L-BFGS-B, which cost more than the network itself here. Bounds
-    are kept by projecting each trial point (Bertsekas' projected quasi-Newton): directions that push a
-    pixel already at a bound further out are dropped, and the line search walks the projected path.
-    """
-    lo, hi = (0.0, 255.0) if keep_in_range else (-math.inf, math.inf)
-    x = x0.detach().clamp(lo, hi)
-
-    def evaluate(point: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor]:
-        var = point.detach().requires_grad_()
-        loss, parts = problem(var)
-        loss.backward()
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise NonFinite(f"loss is {value} at step {monitor.step_count}")
-        return value, var.grad.detach(), parts
-
-    f, g, parts = evaluate(x)
-    pairs: list[tuple[torch.Tensor, torch.Tensor, float]] = []
-    for _ in range(steps - monitor.level_step):
-        d = _direction(g, pairs)
-        blocked = ((x <= lo) & (d < 0)) | ((x >= hi) & (d > 0))
-        d = d.masked_fill(blocked, 0.0)
-        slope = float((g * d).sum())
-        if not slope < 0:  # not a descent direction: forget the curvature and go down the gradient
-            pairs.clear()
-            d = _direction(g, pairs).masked_fill(blocked, 0.0)
-            slope = float((g * d).sum())
-            if not slope < 0:
-                monitor.stop_reason = "converged"
-                break
-        t, accepted = 1.0, False
-        for _ in range(12):
-            trial = (x + t * d).clamp(lo, hi)
-            f_new, g_new, parts_new = evaluate(trial)
-            if f_new <= f + 1e-4 * float((g * (trial - x)).sum()):
-                accepted = True
-                break
-            t *= 0.5
-        if not accepted:
-            monitor.stop_reason = "converged"  # no decrease along the projected path: a stationary point
-            break
-        s_vec, y_vec = trial - x, g_new - g
-        sy = float((s_vec * y_vec).sum())
-        if sy > 1e-10 * float((y_vec * y_vec).sum()):
-            pairs.append((s_vec, y_vec, 1.0 / sy))
-            if len(pairs) > history:
-                pairs.pop(0)
-        x, f, g, parts = trial, f_new, g_new, parts_new
-        monitor.step_count += 1
-        monitor.level_step += 1
-        try:
-            monitor.step(x, f, parts.tolist(), dict)
-        except _Stop:
-            break
-    return x
-
-
-def _direction(g: torch.Tensor, pairs: list) -> torch.Tensor:
-    """The L-BFGS two-loop recursion: -H g, with H scaled by the newest pair's s.y / y.y."""
-    if not pairs:
-        return -g * (8.0 / max(float(g.abs().max()), 1e-12))  # first step: at most 8 grey levels per pixel
-    # Scalars stay 0-d tensors on the device: on CUDA a float() per pair would be 2m host syncs a step.
-    q = g.clone()
-    alphas = []
-    for s_vec, y_vec, rho in reversed(pairs):
-        a = rho * (s_vec * q).sum()
-        alphas.append(a)
-        q.sub_(y_vec * a)
-    s_last, y_last, _ = pairs[-1]
-    q.mul_((s_last * y_last).sum() / (y_last * y_last).sum())
-    for (s_vec, y_vec, rho), a in zip(pairs, reversed(alphas)):
-        b = rho * (y_vec * q).sum()
-        q.add_(s_vec * (a - b))
-    return -q
 
 
 def run_adam(problem: Problem, x0: torch.Tensor, steps: int, monitor: Monitor, *, lr: float,

@@ -6,6 +6,7 @@ so a default is never written twice.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
@@ -53,8 +54,9 @@ class Settings:
     """Blend weights for several styles; empty means equal."""
     preserve_color: bool = False
     """Transfer luminance only and keep the content's colours (Gatys et al. 2016, luminance-only)."""
-    scales: int = 1
-    """Pyramid levels, coarse to fine, each twice the previous size; 1 = single scale."""
+    scales: int | Literal["auto"] = "auto"
+    """Pyramid levels, coarse to fine, each twice the previous size; 1 = single scale; auto = one level up to
+    1024 px, above that levels from a coarse one of 385-768 px (see engine/levels.py)."""
     coarse_steps: int = 100
     """Iterations at each coarser pyramid level."""
     keep_in_range: bool = True
@@ -73,6 +75,11 @@ class Settings:
     """auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps; a missing device is an error, not a fallback."""
     precision: Literal["auto", "fp32", "tf32", "bf16"] = "auto"
     """CUDA only: auto and tf32 allow TF32 matmuls, bf16 runs the network under bfloat16 autocast; CPU is fp32."""
+    max_memory: str | None = None
+    """Memory the run may plan for, e.g. 20GiB; unset = 90% of free GPU memory, or half the available RAM.
+    A loss pass over a bigger picture is evaluated in tiles, with the same result."""
+    print_dpi: float | None = None
+    """Written into the output file's dpi (a print's size on paper); unset = none written."""
     max_pixels: int = 50_000_000
     """Refuse inputs with more pixels than this (decompression-bomb guard)."""
     format: Literal["png", "jpeg", "webp"] = "png"
@@ -109,7 +116,11 @@ class Settings:
             ("style_scale", 0.05 <= self.style_scale <= 8, "style_scale must be within 0.05..8"),
             ("style_blend", all(w >= 0 for w in self.style_blend), "style_blend weights must be >= 0"),
             ("style_blend", not self.style_blend or sum(self.style_blend) > 0, "style_blend needs a weight above 0"),
-            ("scales", 1 <= self.scales <= 6, "scales must be within 1..6"),
+            ("scales", self.scales == "auto" or (isinstance(self.scales, int) and 1 <= self.scales <= 6),
+             "scales must be auto or within 1..6"),
+            ("max_memory", self.max_memory is None or _bytes_or_none(self.max_memory) is not None,
+             f"cannot read {self.max_memory!r} as a size; write e.g. 20GiB, 512MiB or 8GB"),
+            ("print_dpi", self.print_dpi is None or 1 <= self.print_dpi <= 10_000, "print_dpi must be within 1..10000"),
             ("coarse_steps", self.coarse_steps >= 0, "coarse_steps must be >= 0"),
             ("early_stop_tol", self.early_stop_tol >= 0, "early_stop_tol must be >= 0"),
             ("early_stop_window", self.early_stop_window >= 1, "early_stop_window must be >= 1"),
@@ -125,6 +136,25 @@ class Settings:
         for name, ok, message in checks:
             if not ok:
                 raise SettingsError(name, message)
+
+
+_UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
+          "kib": 2 ** 10, "mib": 2 ** 20, "gib": 2 ** 30, "tib": 2 ** 40}
+
+
+def _bytes_or_none(text: Any) -> int | None:
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
+    if not match or match.group(2).lower() not in _UNITS:
+        return None
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def parse_bytes(text: Any) -> int:
+    """'20GiB', '512 MiB', '8GB', '1.5g' or a number of bytes -> bytes (max_memory's spelling)."""
+    found = _bytes_or_none(text)
+    if found is None:
+        raise SettingsError("max_memory", f"cannot read {text!r} as a size; write e.g. 20GiB, 512MiB or 8GB")
+    return found
 
 
 def field_names() -> list[str]:

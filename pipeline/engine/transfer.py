@@ -11,6 +11,7 @@ import time
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -20,11 +21,14 @@ from PIL import Image
 from ..errors import Cancelled, EngineError
 from ..fsio import write_atomic
 from . import images, shapes
+from .batch import stylize_batch
 from .device import pick_device
+from .levels import levels as plan_levels, style_grams, tile_plan, tiled_problem
 from .losses import ContentLoss, StyleLoss, StyleTargets, TotalLoss, gram
-from .optimize import (Monitor, NonFinite, Problem, StepInfo, is_blank, run_adam, run_lbfgs,
-                       run_projected_lbfgs)
+from .lbfgs import run_projected_lbfgs
+from .optimize import Listener, Monitor, NonFinite, Problem, StepInfo, is_blank, run_adam, run_lbfgs
 from .settings import CONTENT_LAYER, STYLE_LAYERS, Settings
+from .tiles import TilePlan
 from .shapes import MIN_SIDE, pyramid  # noqa: F401  (re-exported: callers import them from here)
 from .vgg import VGGFeatures, WeightsInfo, load_features
 
@@ -51,6 +55,7 @@ class Result:
     retries: list[str] = field(default_factory=list)
     resumed_from_step: int | None = None
     canvas: tuple[int, int] | None = None  # a thin picture's padded shape (issue 9); None when not padded
+    tiles: dict[int, dict] = field(default_factory=dict)  # level index -> its tile plan, where tiled (issue 14)
 
     def log(self) -> dict:
         """The JSON-ready record of the run (everything but the pixels)."""
@@ -59,7 +64,7 @@ class Result:
             "scales": [list(s) for s in self.scales], "timings": self.timings, "device": self.device,
             "style_weight": self.style_weight, "settings": self.settings.to_dict(), "retries": self.retries,
             "resumed_from_step": self.resumed_from_step, "curve": self.curve,
-            "canvas": list(self.canvas) if self.canvas else None,
+            "canvas": list(self.canvas) if self.canvas else None, "tiles": self.tiles,
             "weights": {"path": self.weights.path, "kind": self.weights.kind, "sha256": self.weights.sha256},
         }
 
@@ -99,8 +104,10 @@ class StyleTransfer:
         self.cache_misses += 1
         pixels = images.to_tensor(self._style_pixels(style, hw), self.device)
         with torch.no_grad():
-            feats = self.vgg(self.layout(pixels), STYLE_LAYERS)
-            targets = StyleTargets({k: gram(v) for k, v in feats.items()})
+            grams = style_grams(self, pixels, settings)  # tiled where a large print's painting would not fit
+            if grams is None:
+                grams = {k: gram(v) for k, v in self.vgg(self.layout(pixels), STYLE_LAYERS).items()}
+            targets = StyleTargets(grams)
         self.cache[key] = targets
         while len(self.cache) > self.cache_size:
             self.cache.popitem(last=False)
@@ -156,9 +163,10 @@ class StyleTransfer:
     # --- the run ----------------------------------------------------------------------------
     def stylize(self, content: Image.Image, styles: Sequence[Image.Image], settings: Settings = Settings(), *,
                 on_step: Callable[[StepInfo], None] | None = None, should_stop: Callable[[], bool] | None = None,
-                checkpoint: str | Path | None = None) -> Result:
+                checkpoint: str | Path | None = None, listeners: Sequence[Listener] = ()) -> Result:
         """Run the whole optimisation; on out-of-memory, retry smaller, then on the fallback device (this job
-        only: the next job starts on the engine's own device again)."""
+        only: the next job starts on the engine's own device again). ``listeners`` get every step's StepInfo with
+        its pixels and evaluation counts, off the clock (benchmarks and tests: see optimize.Listener)."""
         settings.validate()
         if not styles:
             raise ValueError("at least one style image is needed")
@@ -167,11 +175,18 @@ class StyleTransfer:
         while True:
             try:
                 with self._running_on(device):
-                    result = _Run(self, content, list(styles), settings, on_step, should_stop, checkpoint).run()
+                    run = _Run(self, content, list(styles), settings, on_step, should_stop, checkpoint)
+                    run.monitor.listeners.extend(listeners)
+                    result = run.run()
                 result.retries = retries + result.retries
                 return result
             except torch.OutOfMemoryError as exc:
                 device, settings = self._after_oom(exc, device, settings, retries)
+
+    def stylize_batch(self, contents: Sequence[Image.Image], styles: Sequence[Image.Image],
+                      settings: Settings = Settings(), **kwargs) -> list[Result]:
+        """Photos of one recipe through the network together, each with its own L-BFGS (see batch.py)."""
+        return stylize_batch(self, partial(_Run, self), contents, styles, settings, **kwargs)
 
     def build_loss(self, content: Image.Image, styles: Sequence[Image.Image], settings: Settings = Settings()
                    ) -> tuple[Problem, tuple[int, int]]:
@@ -210,8 +225,8 @@ class _Run:
             self.content = content_y
         final_hw = images.fit(self.content, settings.size).size[::-1]
         shapes.check_thin(final_hw, self.content.size, settings.size)  # before any work: fail fast
-        self.levels = pyramid(final_hw, settings.scales)
-        self.steps_per_level = [settings.coarse_steps] * (len(self.levels) - 1) + [settings.steps]
+        self.levels, self.steps_per_level = plan_levels(final_hw, settings)
+        self.tiles: dict[int, TilePlan] = {}  # level index -> plan, made as each level starts or from a checkpoint
         self.style_weight = settings.resolved_style_weight(engine.weights.kind)
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.fingerprint = self._fingerprint()
@@ -281,6 +296,12 @@ class _Run:
         targets = parts[0] if len(parts) == 1 else StyleTargets.blend(parts, blend)
         self.timings["style_targets"] += time.perf_counter() - started
         content = self._working(self.content, hw, engine.device)
+        index = self.levels.index(hw)
+        if index not in self.tiles and (plan := tile_plan(engine, hw, s)) is not None:
+            self.tiles[index] = plan
+        self.monitor.tiles = self.tiles[index].count if index in self.tiles else 1
+        if index in self.tiles:
+            return tiled_problem(engine, content, targets, s, self.style_weight, self.tiles[index])
         with torch.no_grad():
             content_target = engine.vgg(engine.layout(content), (CONTENT_LAYER,))[CONTENT_LAYER].float()
         total = TotalLoss(engine.vgg, ContentLoss(content_target), StyleLoss(targets, s.layer_weights),
@@ -290,6 +311,7 @@ class _Run:
     def _optimise_level(self, hw, pixels: torch.Tensor, opt_state: dict | None) -> torch.Tensor:
         """Optimise one level; on NaN/inf or a blank result, retry once from the last good state, gentler."""
         problem = self.loss(hw)
+        problem.on_evaluation = self.monitor.evaluated
         steps = self.steps_per_level[self.level_index]
         good, good_steps = pixels.clone(), (self.monitor.step_count, self.monitor.level_step)
         for attempt in range(2):
@@ -312,10 +334,13 @@ class _Run:
     def _optimiser(self, problem, pixels, steps, opt_state, gentle: bool) -> torch.Tensor:
         s = self.settings
         x = self.engine.layout(pixels)
-        if s.optimizer in ("lbfgs", "lbfgsb"):
-            run = run_projected_lbfgs if s.optimizer == "lbfgs" else run_lbfgs
-            return run(problem, x, steps, self.monitor, history=5 if gentle else s.lbfgs_history,
-                       keep_in_range=s.keep_in_range)
+        cap = getattr(self.tiles.get(self.level_index), "history", None) or s.lbfgs_history  # a print's budget
+        history = min(5 if gentle else s.lbfgs_history, cap)
+        if s.optimizer == "lbfgs":  # its history is in the checkpoint: a resumed run continues exactly
+            return run_projected_lbfgs(problem, x, steps, self.monitor, history=history,
+                                       keep_in_range=s.keep_in_range, state=opt_state)
+        if s.optimizer == "lbfgsb":
+            return run_lbfgs(problem, x, steps, self.monitor, history=history, keep_in_range=s.keep_in_range)
         lr = (s.lr or ADAM_DEFAULT_LR) * (0.5 if gentle else 1.0)
         return run_adam(problem, x, steps, self.monitor, lr=lr, keep_in_range=s.keep_in_range, state=opt_state)
 
@@ -331,7 +356,7 @@ class _Run:
         state = {"fingerprint": self.fingerprint, "level": self.level_index, "level_step": self.monitor.level_step,
                  "step": self.monitor.step_count, "pixels": pixels.detach().float().cpu().contiguous(),
                  "optimizer": opt_state, "curve": self.monitor.curve, "elapsed": self.monitor.elapsed,
-                 "retries": self.retries}
+                 "retries": self.retries, "tiles": {k: p.to_dict() for k, p in self.tiles.items()}}
         buffer = io.BytesIO()
         torch.save(state, buffer)
         write_atomic(buffer.getvalue(), self.checkpoint)
@@ -350,6 +375,7 @@ class _Run:
         m.saved_at = state["step"]
         m.elapsed_before = state["elapsed"]
         self.retries = list(state.get("retries", []))
+        self.tiles = {int(k): TilePlan.from_dict(p) for k, p in state.get("tiles", {}).items()}  # the same cut
         pixels = state["pixels"].to(self.engine.device)
         return pixels, state["level"], state["optimizer"], state["step"]
 
@@ -370,4 +396,4 @@ class _Run:
                    "load_weights": round(self.engine.load_seconds, 3)}
         return Result(image, self.alpha, losses, self.monitor.curve, self.monitor.step_count, self.levels, timings,
                       str(self.engine.device), self.monitor.stop_reason, self.style_weight, self.engine.weights,
-                      self.settings, self.retries, resumed, canvas)
+                      self.settings, self.retries, resumed, canvas, {k: p.to_dict() for k, p in self.tiles.items()})

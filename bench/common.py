@@ -1,0 +1,125 @@
+"""What the benchmarks here share: paths and pairs, the machine's name, medians, JSON files, markdown tables, and
+child processes that answer with one tagged JSON line. Nothing here imports torch: bench_ray.py uses it too."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+ASSETS = ROOT / "pipeline" / "assets"
+PAIRS = [
+    (ASSETS / "samples" / "coffee.jpg", ASSETS / "styles" / "starry_night.jpg"),
+    (ASSETS / "samples" / "astronaut.jpg", ASSETS / "styles" / "the_scream.jpg"),
+]
+
+
+def load_pair(index: int = 0):
+    """(photo, painting) of PAIRS[index], decoded as the engine decodes them."""
+    from pipeline.engine import images
+
+    c, s = PAIRS[index]
+    return images.load(c), images.load(s)
+
+
+def pair_name(index: int) -> str:
+    return f"{PAIRS[index][0].stem}+{PAIRS[index][1].stem}"
+
+
+def pick(args, full, quick, smoke):
+    """The setting for this run's tier: full, --quick (minutes), or --smoke (seconds: checks the script runs)."""
+    return smoke if getattr(args, "smoke", False) else quick if args.quick else full
+
+
+def median(xs):
+    return statistics.median(xs) if xs else None
+
+
+def p10(xs) -> float | None:
+    """10th percentile (numpy's linear rule): a run's speed when the shared CPU was quiet."""
+    import numpy as np
+
+    return float(np.percentile(xs, 10)) if len(xs) else None
+
+
+def loadavg() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def save_json(out: Path, name: str, data) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(data, indent=1))
+
+
+def read_json(out: Path, name: str):
+    path = out / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def fmt(v) -> str:
+    """A table cell: three significant figures, one decimal from 10 up, a dash for nothing."""
+    if isinstance(v, float):
+        if v == 0:
+            return "0"
+        if abs(v) >= 1000 or abs(v) < 0.01 or abs(v) < 10:
+            return f"{v:.3g}"
+        return f"{v:.1f}"
+    return "—" if v is None else str(v)
+
+
+def table(headers: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def verdict(ok: bool | None) -> str:
+    return "not measured" if ok is None else ("**met**" if ok else "**missed**")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def memory() -> str:
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        return f", {kb / 2 ** 20:.0f} GiB RAM"
+    except (OSError, ValueError, IndexError):
+        return ""
+
+
+def machine(with_load: bool = False) -> str:
+    """The machine in words, for every table's heading: cores, CPU, memory, torch's threads if it is loaded."""
+    load = f" (load average {loadavg()[0]:.1f} at the start)" if with_load and loadavg() else ""
+    torch = sys.modules.get("torch")
+    threads = f"torch {torch.__version__} with {torch.get_num_threads()} threads, " if torch else ""
+    return (f"{os.cpu_count()} CPU cores ({cpu_model()}){memory()}, shared with other jobs{load}, no GPU; "
+            f"{threads}Python {platform.python_version()}")
+
+
+def child_json(args: list[str], tag: str, env: dict | None = None) -> tuple[dict | None, subprocess.CompletedProcess]:
+    """Run ``python bench/bench.py ARGS`` in a fresh process; its answer is the stdout line ``TAG {json}``."""
+    proc = subprocess.run([sys.executable, str(BENCH / "bench.py"), *args], capture_output=True, text=True, cwd=ROOT,
+                          env=env)
+    lines = [x for x in proc.stdout.splitlines() if x.startswith(tag + " ")]
+    return (json.loads(lines[0][len(tag) + 1:]) if lines else None), proc
+
+
+def answer_json(tag: str, data: dict) -> None:
+    """A child's answer to child_json."""
+    print(f"{tag} {json.dumps(data)}", flush=True)

@@ -1,0 +1,142 @@
+"""Large prints (issue 14): peak memory, wall time, the look at print scale and seams, as one table.
+
+    python -m bench.print                      # the GPU set (2048, 4096, 8192 under a 24 GB emulated card)
+    python -m bench.print --device cpu --sizes 2048 --steps 3 --max-memory 2GiB
+
+Each case runs in its own process, so its peak memory is its own: ru_maxrss on the CPU, and on CUDA
+max_memory_allocated under torch.cuda.set_per_process_memory_fraction (a 24 GB card emulated on a bigger one).
+The look: the result downscaled to 1024 px, scored by the engine's own Gram loss against the photo and painting
+at 1024 px; the ratio is its style term over the 1024 px single-scale result's (target <= 1.3). Seams: the mean
+pixel-gradient magnitude on the tiles' core borders over the whole picture's (target <= 1.1).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONTENT = ROOT / "pipeline/assets/samples/astronaut.jpg"
+STYLE = ROOT / "pipeline/assets/styles/starry_night.jpg"
+OUT = ROOT / "bench/out/print"
+CARD = 24e9  # the emulated card
+
+
+def one(size: int, scales: str, steps: int, device: str, max_memory: str | None) -> dict:
+    """One run, in this process: the numbers of one table row, and the result saved for the look."""
+    import torch
+
+    from pipeline.engine import Settings, StyleTransfer, images
+
+    if device == "cuda":
+        torch.cuda.set_per_process_memory_fraction(min(1.0, CARD / torch.cuda.get_device_properties(0).total_memory))
+        torch.cuda.reset_peak_memory_stats()
+    engine = StyleTransfer(device=device)
+    content, style = images.load(CONTENT), images.load(STYLE)
+    content = content.resize((size, size), images.Image.Resampling.BICUBIC)  # the photo upscaled to print size
+    settings = Settings(size=size, steps=steps, scales="auto" if scales == "auto" else int(scales),
+                        max_memory=max_memory, early_stop_tol=0)
+    started = time.perf_counter()
+    result = engine.stylize(content, [style], settings)
+    wall = time.perf_counter() - started
+    if device == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 2 ** 30
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / f"{device}-{size}-{scales}.png"
+    result.image.save(path)
+    return {"size": size, "scales": scales, "levels": [max(s) for s in result.scales], "steps": result.steps,
+            "device": device, "wall_s": round(wall, 1), "peak_gib": round(peak, 2), "tiles": result.tiles,
+            "path": str(path)}
+
+
+def look(path: str, reference: str | None) -> dict:
+    """The style term of a result downscaled to 1024 px, and the seams ratio along its tile borders."""
+    import torch
+
+    from pipeline.engine import Settings, StyleTransfer, images
+
+    engine = StyleTransfer(device="cpu")
+    content, style = images.load(CONTENT), images.load(STYLE)
+    problem, hw = engine.build_loss(content, [style], Settings(size=1024, scales=1))
+    scores = {}
+    for name, p in (("result", path), ("reference", reference)):
+        if p:
+            small = images.resize_once(images.load(p), hw)
+            with torch.no_grad():
+                _, parts = problem.loss(images.to_tensor(small))
+            scores[name] = float(parts[1])
+    return scores
+
+
+def seams(path: str, tiles: dict) -> float | None:
+    """Mean |pixel gradient| on the core borders of the finest tiled level, over the picture's mean."""
+    if not tiles:
+        return None
+    import numpy as np
+    from PIL import Image
+
+    plan = tiles[max(tiles, key=int)]
+    px = np.asarray(Image.open(path).convert("RGB").resize(plan["hw"][::-1]), dtype=np.float64)
+    gx = np.abs(np.diff(px, axis=1)).sum(-1)  # between column j and j+1
+    gy = np.abs(np.diff(px, axis=0)).sum(-1)
+    cols = [c - 1 for c in range(plan["core"], plan["hw"][1], plan["core"])]
+    rows = [r - 1 for r in range(plan["core"], plan["hw"][0], plan["core"])]
+    border = np.concatenate([gx[:, cols].ravel(), gy[rows, :].ravel()])
+    return float(border.mean() / ((gx.mean() + gy.mean()) / 2))
+
+
+def table(rows: list[dict], machine: str) -> str:
+    head = ("| size | scales (levels) | steps | device | wall | peak | tiles (finest) | look: style / 1024 px's "
+            "| seams |\n|---|---|---|---|---|---|---|---|---|")
+    lines = [f"Machine: {machine}", "", head]
+    for r in rows:
+        tiles = r["tiles"][max(r["tiles"], key=int)]["tiles"] if r["tiles"] else 1
+        ratio = f"{r['look']:.2f}x" if r.get("look") is not None else "-"
+        seam = f"{r['seams']:.2f}" if r.get("seams") is not None else "-"
+        lines.append(f"| {r['size']} | {r['scales']} ({'-'.join(map(str, r['levels']))}) | {r['steps']} | "
+                     f"{r['device']} | {r['wall_s']} s | {r['peak_gib']} GiB | {tiles} | {ratio} | {seam} |")
+    return "\n".join(lines)
+
+
+def child(*args: str) -> dict:
+    out = subprocess.run([sys.executable, "-m", "bench.print", "--one", *args], cwd=ROOT, capture_output=True,
+                         text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096, 8192])
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--max-memory", default=None)
+    parser.add_argument("--single", action="store_true", help="also run single scale at each size")
+    parser.add_argument("--machine", default="")
+    parser.add_argument("--one", nargs=5, metavar=("SIZE", "SCALES", "STEPS", "DEVICE", "MAXMEM"))
+    args = parser.parse_args()
+    if args.one:
+        size, scales, steps, device, mem = args.one
+        print(json.dumps(one(int(size), scales, int(steps), device, None if mem == "-" else mem)))
+        return
+    mem = args.max_memory or "-"
+    ref = child("1024", "1", str(args.steps), args.device, "-")
+    rows = [ref]
+    for size in args.sizes:
+        for scales in ("auto", "1") if args.single else ("auto",):
+            rows.append(child(str(size), scales, str(args.steps), args.device, mem))
+    for r in rows:
+        scores = look(r["path"], ref["path"])
+        r["look"] = scores["result"] / scores["reference"]
+        r["seams"] = seams(r["path"], r["tiles"])
+        print(json.dumps(r), file=sys.stderr)
+    print(table(rows, args.machine or args.device))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""Large prints (issue 14): which pyramid levels a run takes, how many steps each, and whether it is tiled.
+
+``scales: auto`` (the default) keeps one level up to SINGLE_MAX px, today's behaviour. Above it, the run starts
+at a coarse level of COARSE_MAX px or less, where VGG19's receptive field (156 px at conv5_1) sees the composition
+rather than a patch of it, and doubles up to the requested size, each level starting from the previous one's
+result upsampled. The painting is resized with each level (style_scale relative to the level, as at the coarse
+one), so its strokes keep their size relative to the picture: at a single 4096 px level they shrink to a speckle.
+The coarse level forms the strokes and gets the full ``steps``; each finer level refines and gets half the one
+before (never under FINE_MIN_STEPS).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from . import memory, shapes
+from .losses import StyleTargets
+from .optimize import Problem
+from .settings import CONTENT_LAYER, Settings
+from .tiles import TiledLoss, TilePlan, halo_for, tiled_content, tiled_grams
+from .vgg import LAST_INDEX
+
+SINGLE_MAX = 1024  # up to this, auto is one level: the size the README's pictures and the look's judge use
+COARSE_MAX = 768  # auto's coarsest level is at most this long side (and more than half of it)
+FINE_MIN_STEPS = 20
+
+
+def auto_count(hw: tuple[int, int]) -> int:
+    """How many levels ``scales: auto`` takes for a result of ``hw``: 1 up to SINGLE_MAX, else enough halvings
+    to bring the long side to COARSE_MAX or under (2048 px: 3 levels, 512-1024-2048; 4096 px: 4; 8192 px: 5)."""
+    long_side = max(hw)
+    if long_side <= SINGLE_MAX:
+        return 1
+    return 1 + math.ceil(math.log2(long_side / COARSE_MAX))
+
+
+def levels(final_hw: tuple[int, int], settings: Settings) -> tuple[list[tuple[int, int]], list[int]]:
+    """The levels (coarse to fine) and the steps of each. A number keeps today's rule: coarse_steps at every
+    coarser level, steps at the last."""
+    if settings.scales != "auto":
+        found = shapes.pyramid(final_hw, int(settings.scales))
+        return found, [settings.coarse_steps] * (len(found) - 1) + [settings.steps]
+    found = shapes.pyramid(final_hw, auto_count(final_hw))
+    floor = min(settings.steps, FINE_MIN_STEPS)
+    return found, [max(settings.steps >> k, floor) for k in range(len(found))]
+
+
+def tile_plan(engine, hw: tuple[int, int], settings: Settings) -> TilePlan | None:
+    """None when this level's loss pass fits the memory budget whole (the usual case); else its tiles."""
+    budget = memory.budget(settings.max_memory, engine.device)
+    precision = "bf16" if engine.device.type == "cuda" and settings.precision == "bf16" else "fp32"
+    return memory.plan(shapes.canvas(hw), budget, halo=halo_for(engine.vgg.features, LAST_INDEX),
+                       optimizer=settings.optimizer, history=settings.lbfgs_history, precision=precision)
+
+
+def style_grams(engine, pixels: torch.Tensor, settings: Settings) -> dict[str, torch.Tensor] | None:
+    """A painting's Grams summed over tiles when its pass would not fit the budget; None: the usual whole pass."""
+    plan = tile_plan(engine, tuple(pixels.shape[-2:]), settings)
+    return None if plan is None else tiled_grams(engine.vgg, engine.layout(pixels), plan)
+
+
+def tiled_problem(engine, content: torch.Tensor, targets: StyleTargets, settings: Settings, style_weight: float,
+                  plan: TilePlan) -> Problem:
+    """The level's objective evaluated tile by tile: the same value and gradient as the untiled TotalLoss."""
+    content_target = tiled_content(engine.vgg, engine.layout(content), plan)
+    assert content_target.shape[1] == 512, CONTENT_LAYER
+    loss = TiledLoss(engine.vgg, content_target, targets.grams, settings.layer_weights,
+                     (settings.content_weight, style_weight, settings.tv_weight), plan)
+    return Problem(loss, engine.autocast(settings.precision))  # type: ignore[arg-type]

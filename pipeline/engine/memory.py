@@ -1,0 +1,80 @@
+"""The memory budget of a run and the tile plan it allows (issue 14): untiled whenever it fits.
+
+The loss pass (VGG19 to conv5_1, forward and backward) holds about BYTES_PER_PIXEL for each pixel it sees; the
+optimiser keeps a few whole-picture vectors besides. Both are known before the run, so the plan is made up
+front: the largest tile whose pass fits what is left of the budget after the whole-picture state.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .settings import parse_bytes
+from .tiles import ALIGN, TilePlan
+
+# Measured on the CPU (bench/print.py `calibrate`, 2-core box): the RSS high-water mark of one loss pass with
+# its backward grows by 2.56 KB per pixel between 384 and 512 px (fp32). The issue's H200 figures (8.7 GiB at
+# 2048 px, L-BFGS state included) give ~2.2 KB/px on CUDA, so one figure serves both; bf16 autocast stores
+# half-size activations.
+BYTES_PER_PIXEL = {"fp32": 2600, "bf16": 1500}
+WHOLE_PICTURE_BYTES = 4 * 3  # one fp32 RGB vector per pixel
+CONTENT_TARGET_BYTES = 4 * 512 // 64  # conv4_2: 512 channels at 1/8 x 1/8
+CPU_SHARE = 0.5  # of the memory available when the run starts: the box has other work (a daemon, a desktop)
+GPU_SHARE = 0.9  # of the free device memory: the allocator's fragmentation needs some room
+MIN_CORE = 2 * ALIGN
+MIN_HISTORY = 3
+
+def available_bytes(device: torch.device) -> int:
+    """What this run may use when max_memory is not set: a share of free GPU memory, or of available RAM."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * GPU_SHARE)
+    try:
+        with open("/proc/meminfo") as handle:
+            info = dict(line.split(":", 1) for line in handle)
+        return int(int(info["MemAvailable"].split()[0]) * 1024 * CPU_SHARE)
+    except (OSError, KeyError, ValueError):
+        return 8 << 30  # no /proc (macOS): a laptop-sized guess
+
+
+def budget(max_memory: str | None, device: torch.device) -> int:
+    """The bytes a run plans for: max_memory when set (never more than a GPU has free), else the default share."""
+    if max_memory is None:
+        return available_bytes(device)
+    asked = parse_bytes(max_memory)
+    if device.type == "cuda":
+        return min(asked, torch.cuda.mem_get_info(device)[0])
+    return asked
+
+
+def state_bytes(pixels: int, optimizer: str, history: int) -> int:
+    """The whole-picture vectors a run keeps: pixels, gradient, the optimiser's state, the content target."""
+    vectors = {"lbfgs": 2 * history + 6, "lbfgsb": 4 * history + 12, "adam": 6}.get(optimizer, 2 * history + 6)
+    return pixels * (vectors * WHOLE_PICTURE_BYTES + CONTENT_TARGET_BYTES)
+
+
+def plan(hw: tuple[int, int], budget_bytes: int, *, halo: int, optimizer: str, history: int,
+         precision: str) -> TilePlan | None:
+    """None when the whole picture's loss pass fits; else the largest core (a multiple of 16) whose tiles'
+    pass does. A budget too small even for the smallest tile still gets it: the run is slow, but it ends."""
+    left = budget_bytes - state_bytes(hw[0] * hw[1], optimizer, history)
+    per_pixel = BYTES_PER_PIXEL["bf16" if precision == "bf16" else "fp32"]
+    if hw[0] * hw[1] * per_pixel <= left:
+        return None
+    kept = history_within(hw[0] * hw[1], budget_bytes // 2, optimizer, history)
+    left = budget_bytes - state_bytes(hw[0] * hw[1], optimizer, kept)
+    capped = kept if kept < history and optimizer != "adam" else None
+    for core in range(ALIGN * math.ceil(max(hw) / ALIGN) - ALIGN, MIN_CORE - 1, -ALIGN):
+        side = core + 2 * halo  # a middle tile's; thin pictures' tiles are cut by their short side
+        if min(side, hw[0]) * min(side, hw[1]) * per_pixel <= left:
+            return TilePlan((hw[0], hw[1]), core, halo, capped)
+    return TilePlan((hw[0], hw[1]), MIN_CORE, halo, capped)
+
+
+def history_within(pixels: int, room: int, optimizer: str, history: int) -> int:
+    """The L-BFGS memory whose whole-picture pairs fit in ``room`` (at least MIN_HISTORY): at 8192 px one pair
+    is 1.6 GB, so 20 pairs (32 GB) cannot fit a 20 GiB budget however small the tiles."""
+    while history > MIN_HISTORY and state_bytes(pixels, optimizer, history) > room:
+        history -= 1
+    return history
