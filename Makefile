@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 CONFIG ?= config.yaml
 
-.PHONY: setup setup-ray run once test bench bench-quick bench-ray bench-print demo clean
+.PHONY: setup setup-ray run once test bench bench-quick bench-ray bench-print bench-gpu demo clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,10 @@ bench: setup
 
 bench-quick: setup
 	$(PY) bench/bench.py --quick
+
+# issue 13: a step's cost next to the bare and the loss pass, on whatever device is here (ARGS="--sizes 64" to smoke).
+bench-gpu: setup
+	$(PY) bench/gpu.py $(ARGS)
 
 # issue 14: large prints. On a GPU: 2048/4096/8192 px in 20 GiB of an emulated 24 GB card; on a CPU e.g.
 # `make bench-print DEVICE=cpu SIZES=2048 MAXMEM=4GiB STEPS=10`.

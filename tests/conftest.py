@@ -73,3 +73,21 @@ def style(style_path) -> Image.Image:
 @pytest.fixture(scope="session")
 def style2() -> Image.Image:
     return _load(STYLES / "the_scream.jpg")
+
+
+HOST_READS = ("item", "tolist", "__float__", "__int__", "__bool__", "__index__", "numpy", "cpu")
+
+
+@pytest.fixture
+def host_reads(monkeypatch):
+    """Counts every call that brings a tensor's value to the host (on CUDA each is a device sync)."""
+    counted: list[str] = []
+    for name in HOST_READS:
+        original = getattr(torch.Tensor, name)
+
+        def wrapper(self, *args, _original=original, _name=name, **kwargs):
+            counted.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, wrapper)
+    return counted

@@ -12,24 +12,6 @@ from pipeline.engine.optimize import Monitor
 
 pytestmark = pytest.mark.usefixtures("torch_threads")
 
-HOST_READS = ("item", "tolist", "__float__", "__int__", "__bool__", "__index__", "numpy", "cpu")
-
-
-@pytest.fixture
-def host_reads(monkeypatch):
-    """Counts every call that brings a tensor's value to the host (on CUDA each is a device sync)."""
-    counted: list[str] = []
-    for name in HOST_READS:
-        original = getattr(torch.Tensor, name)
-
-        def wrapper(self, *args, _original=original, _name=name, **kwargs):
-            counted.append(_name)
-            return _original(self, *args, **kwargs)
-
-        monkeypatch.setattr(torch.Tensor, name, wrapper)
-    return counted
-
-
 def two_loop(g: torch.Tensor, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
     """The textbook recursion (Nocedal and Wright, algorithm 7.4), the reference for the compact form."""
     q, alphas = g.clone(), []

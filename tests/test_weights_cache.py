@@ -67,6 +67,7 @@ def test_the_network_is_torchvisions_layout_without_importing_torchvision():
     from pipeline.engine.vgg import LAST_INDEX, vgg19_features
 
     assert repr(vgg19_features()) == repr(make_layers(cfgs["E"])[: LAST_INDEX + 1])
-    code = "import sys; from pipeline.engine.vgg import load_features; load_features(); print('torchvision' in sys.modules)"
+    code = ("import sys; from pipeline.engine.vgg import load_features; load_features(); "
+            "print('torchvision' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

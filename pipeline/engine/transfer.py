@@ -11,6 +11,7 @@ import time
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -20,6 +21,7 @@ from PIL import Image
 from ..errors import Cancelled, EngineError
 from ..fsio import write_atomic
 from . import images, shapes
+from .batch import stylize_batch
 from .device import pick_device
 from .levels import levels as plan_levels, style_grams, tile_plan, tiled_problem
 from .losses import ContentLoss, StyleLoss, StyleTargets, TotalLoss, gram
@@ -180,6 +182,11 @@ class StyleTransfer:
                 return result
             except torch.OutOfMemoryError as exc:
                 device, settings = self._after_oom(exc, device, settings, retries)
+
+    def stylize_batch(self, contents: Sequence[Image.Image], styles: Sequence[Image.Image],
+                      settings: Settings = Settings(), **kwargs) -> list[Result]:
+        """Photos of one recipe through the network together, each with its own L-BFGS (see batch.py)."""
+        return stylize_batch(self, partial(_Run, self), contents, styles, settings, **kwargs)
 
     def build_loss(self, content: Image.Image, styles: Sequence[Image.Image], settings: Settings = Settings()
                    ) -> tuple[Problem, tuple[int, int]]:

@@ -1,0 +1,209 @@
+"""`make bench-gpu`: what a step costs next to the network, on whatever device is here (issue 13).
+
+One table, per precision (tf32 and bf16 on CUDA, fp32 elsewhere) and size:
+- the bare pass: VGG19 forward + backward to conv5_1, per image, at batch 1 and batch N;
+- the loss pass: the same with the six loss layers used (content + style + tv), at batch 1 and batch N;
+- the default step (compact L-BFGS, pipeline/engine/lbfgs.py) and the old one (two-loop, bench/lbfgs_old.py) in
+  the same run, as milliseconds and as ratios to the bare and the loss pass, with their host reads per step;
+- the batched step per image (StyleTransfer.stylize_batch's loop);
+then the weights load (cache warm and off) and the time from a process's start to its first step.
+
+    .venv/bin/python bench/gpu.py                      # CUDA: 512 and 1024 px; CPU: 128 and 256 px
+    .venv/bin/python bench/gpu.py --sizes 64 --steps 4 --repeats 2   # a smoke run
+
+Medians over --repeats; the old and the new step alternate, so a contended machine slows both alike.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from bench.lbfgs_old import run_projected_lbfgs as old_lbfgs  # noqa: E402
+from pipeline.engine import Settings, StyleTransfer, images  # noqa: E402
+from pipeline.engine.batch import JointLoss, evaluate_batch  # noqa: E402
+from pipeline.engine.lbfgs import ProjectedLBFGS, run_projected_lbfgs  # noqa: E402
+from pipeline.engine.optimize import Monitor  # noqa: E402
+
+CONTENT = ROOT / "pipeline" / "assets" / "samples" / "astronaut.jpg"
+STYLE = ROOT / "pipeline" / "assets" / "styles" / "starry_night.jpg"
+READS = ("item", "tolist", "__float__", "__int__", "__bool__", "numpy", "cpu")
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device: torch.device, repeats: int) -> float:
+    """Median wall seconds of fn() over repeats, after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        started = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+class Bench:
+    def __init__(self, engine: StyleTransfer, precision: str, size: int, repeats: int) -> None:
+        self.engine, self.device, self.repeats = engine, engine.device, repeats
+        self.settings = Settings(size=size, precision=precision, early_stop_tol=0)
+        content, style = images.load(CONTENT), images.load(STYLE)
+        self.style = style
+        self.problem, self.hw = engine.build_loss(content, [style], self.settings)
+        self.start = images.to_tensor(content.resize(self.hw[::-1]), self.device)
+        self.content = content.resize(self.hw[::-1])
+
+    def bare(self, n: int) -> float:
+        """VGG19 forward + backward to conv5_1, per image."""
+        x = self.engine.layout(self.start.repeat(n, 1, 1, 1)).requires_grad_()
+
+        def once():
+            with torch.autocast(self.device.type, dtype=self.problem.autocast, enabled=bool(self.problem.autocast)):
+                out = self.engine.vgg(x, ("conv5_1",))["conv5_1"]
+            out.float().sum().backward()
+        return timed(once, self.device, self.repeats) / n
+
+    def loss(self, n: int) -> float:
+        """The loss pass (all six loss layers), per image."""
+        joint = JointLoss([self.problem] * n)(list(range(n)))
+        flats = [self.start.reshape(-1)] * n
+        return timed(lambda: evaluate_batch(joint, flats, self.start.shape), self.device, self.repeats) / n
+
+    def step(self, run, steps: int) -> tuple[float, float]:
+        """Median seconds a step once the history is full (when the run is that long), and host reads a step."""
+        marks: list[float] = []
+        reads = counting_reads()
+        monitor = Monitor(steps, 1, 1, 0, 1, on_step=lambda info: marks.append(time.perf_counter()))
+        with reads:
+            run(self.problem, self.engine.layout(self.start), steps, monitor, history=self.settings.lbfgs_history,
+                keep_in_range=True)
+        gaps = [b - a for a, b in zip(marks, marks[1:])]
+        full = gaps[self.settings.lbfgs_history:] or gaps
+        return statistics.median(full), reads.count / max(len(marks), 1)
+
+    def batched_step(self, n: int, steps: int) -> float:
+        """Seconds a step per image in stylize_batch's loop (n photos, each its own L-BFGS)."""
+        marks: list[float] = []
+        settings = self.settings.replace(steps=steps, log_every=1)
+        self.engine.stylize_batch([self.content] * n, [self.style], settings,
+                                  on_step=lambda i, info: marks.append(time.perf_counter()) if i == 0 else None)
+        return statistics.median(b - a for a, b in zip(marks, marks[1:])) / n
+
+
+class counting_reads:
+    """Counts tensor reads to the host while active (each is a device sync on CUDA)."""
+
+    def __enter__(self):
+        self.count, self.saved = 0, {n: getattr(torch.Tensor, n) for n in READS}
+        for name, original in self.saved.items():
+            setattr(torch.Tensor, name, self._wrap(original))
+        return self
+
+    def _wrap(self, original):
+        def wrapper(tensor, *args, **kwargs):
+            self.count += 1
+            return original(tensor, *args, **kwargs)
+        return wrapper
+
+    def __exit__(self, *exc):
+        for name, original in self.saved.items():
+            setattr(torch.Tensor, name, original)
+
+
+def start_to_first_step(device: str, cache: str | None) -> dict:
+    """A fresh process: imports, device, weights, targets, up to its first step (and the weights load alone)."""
+    code = ("import json,sys,time; from pipeline.engine import StyleTransfer, Settings, images; "
+            f"e=StyleTransfer(device={device!r}); c=images.load({str(CONTENT)!r}); s=images.load({str(STYLE)!r})\n"
+            "class Done(Exception): pass\n"
+            "def first(info): raise Done\n"
+            "try: e.stylize(c,[s],Settings(size=128,steps=5),on_step=first)\n"
+            "except Done: print(json.dumps({'first_step': time.time(), 'load': e.load_seconds}))")
+    env = {**os.environ, **({"STYLE_PIPELINE_CACHE": cache} if cache else {})}
+    started = time.time()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return {"first_step_s": result["first_step"] - started, "load_s": result["load"]}
+
+
+def daemon_rows(args) -> list[list[str]]:
+    """Hook for the daemon's photos/hour and busy share on a queued batch (issue 13's pool side adds it here,
+    e.g. with bench.daemon_run.run_backlog); no rows until then."""
+    return []
+
+
+def table(rows: list[list[str]], head: list[str]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def measure(engine: StyleTransfer, args) -> list[list[str]]:
+    precisions = ("tf32", "bf16") if engine.device.type == "cuda" else ("fp32",)
+    rows = []
+    for precision in precisions:
+        for size in args.sizes:
+            b = Bench(engine, precision, size, args.repeats)
+            bare1, bareN, loss1, lossN = b.bare(1), b.bare(args.batch), b.loss(1), b.loss(args.batch)
+            new, old, new_reads, old_reads = [], [], 0.0, 0.0
+            for _ in range(args.repeats):  # alternate: contention slows both alike
+                t, new_reads = b.step(run_projected_lbfgs, args.steps)
+                new.append(t)
+                t, old_reads = b.step(old_lbfgs, args.steps)
+                old.append(t)
+            new_s, old_s = statistics.median(new), statistics.median(old)
+            batched = b.batched_step(args.batch, max(args.steps // 4, 3)) if args.batch > 1 else float("nan")
+            hw = f"{b.hw[1]}x{b.hw[0]}"
+            ms = lambda s: f"{1000 * s:.1f}"  # noqa: E731
+            rows.append([precision, hw, ms(bare1), ms(bareN), ms(loss1), ms(lossN), ms(new_s), ms(old_s),
+                         f"{new_s / bare1:.2f}x / {new_s / loss1:.2f}x", f"{old_s / bare1:.2f}x / {old_s / loss1:.2f}x",
+                         f"{new_reads:.1f} / {old_reads:.1f}", ms(batched)])
+            print(table(rows[-1:], HEAD), flush=True)
+    return rows
+
+
+HEAD = ["precision", "size", "bare b1 ms", "bare bN ms/img", "loss b1 ms", "loss bN ms/img", "step new ms",
+        "step old ms", "new / bare, / loss", "old / bare, / loss", "host reads/step new / old", "batched step ms/img"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--sizes", type=lambda s: [int(v) for v in s.split(",")], default=None)
+    parser.add_argument("--batch", type=int, default=None, help="N for the batch rows (CUDA 16, CPU 4)")
+    parser.add_argument("--steps", type=int, default=40, help="per run; steps after the 20th are the ones timed")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    engine = StyleTransfer(device=args.device)
+    cuda = engine.device.type == "cuda"
+    args.sizes = args.sizes or ([512, 1024] if cuda else [128, 256])
+    args.batch = args.batch or (16 if cuda else 4)
+    threads = f"CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+    name = torch.cuda.get_device_name(engine.device) if cuda else threads
+    print(f"# bench/gpu.py on {name}; torch {torch.__version__}; batch N = {args.batch}; {args.steps} steps, "
+          f"median of {args.repeats}; load average {os.getloadavg()[0]:.1f}\n")
+    print(table(measure(engine, args) + daemon_rows(args), HEAD))
+    starts = {label: start_to_first_step(str(engine.device), cache) for label, cache in
+              (("cache warm", None), ("cache off", "off"))}
+    print("\n" + table([[label, f"{d['load_s']:.2f}", f"{d['first_step_s']:.1f}"] for label, d in starts.items()],
+                       ["weights", "weights load s", "process start to first step s"]))
+
+
+if __name__ == "__main__":
+    main()
