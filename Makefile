@@ -45,11 +45,14 @@ bench-quick: setup
 bench-gpu: setup
 	$(PY) bench/gpu.py $(ARGS)
 
-# issue 14: large prints. On a GPU: 2048/4096/8192 px under an emulated 24 GB card; DEVICE=cpu SIZES=2048 on a CPU.
+# issue 14: large prints. On a GPU: 2048/4096/8192 px in 20 GiB of an emulated 24 GB card; on a CPU e.g.
+# `make bench-print DEVICE=cpu SIZES=2048 MAXMEM=4GiB STEPS=10`.
 DEVICE ?= cuda
 SIZES  ?= 2048 4096 8192
+MAXMEM ?= 20GiB
+STEPS  ?= 150
 bench-print: setup
-	$(PY) -m bench.print --device $(DEVICE) --sizes $(SIZES) --single
+	$(PY) -m bench.print --device $(DEVICE) --sizes $(SIZES) --max-memory $(MAXMEM) --steps $(STEPS) --single
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -158,6 +158,7 @@ def measure(engine: StyleTransfer, args) -> list[list[str]]:
         for size in args.sizes:
             b = Bench(engine, precision, size, args.repeats)
             bare1, bareN, loss1, lossN = b.bare(1), b.bare(args.batch), b.loss(1), b.loss(args.batch)
+            print(f"  {size} px: passes measured", file=sys.stderr, flush=True)
             new, old, new_reads, old_reads = [], [], 0.0, 0.0
             for _ in range(args.repeats):  # alternate: contention slows both alike
                 t, new_reads = b.step(run_projected_lbfgs, args.steps)
@@ -187,6 +188,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40, help="per run; steps after the 20th are the ones timed")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--no-start", action="store_true", help="skip the fresh-process start-up rows")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -199,6 +201,8 @@ def main() -> None:
     print(f"# bench/gpu.py on {name}; torch {torch.__version__}; batch N = {args.batch}; {args.steps} steps, "
           f"median of {args.repeats}; load average {os.getloadavg()[0]:.1f}\n")
     print(table(measure(engine, args) + daemon_rows(args), HEAD))
+    if args.no_start:
+        return
     starts = {label: start_to_first_step(str(engine.device), cache) for label, cache in
               (("cache warm", None), ("cache off", "off"))}
     print("\n" + table([[label, f"{d['load_s']:.2f}", f"{d['first_step_s']:.1f}"] for label, d in starts.items()],

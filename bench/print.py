@@ -2,6 +2,8 @@
 
     python -m bench.print                      # the GPU set (2048, 4096, 8192 under a 24 GB emulated card)
     python -m bench.print --device cpu --sizes 2048 --steps 3 --max-memory 2GiB
+    python -m bench.print --seams 40           # tiled (one loss) against hand-cut tiles styled one by one
+    python -m bench.print --evaluate 1024 2048 --max-memory 4GiB   # one loss evaluation each (a slow CPU)
 
 Each case runs in its own process, so its peak memory is its own: ru_maxrss on the CPU, and on CUDA
 max_memory_allocated under torch.cuda.set_per_process_memory_fraction (a 24 GB card emulated on a bigger one).
@@ -55,6 +57,30 @@ def one(size: int, scales: str, steps: int, device: str, max_memory: str | None)
             "path": str(path)}
 
 
+def evaluate(size: int, max_memory: str | None) -> dict:
+    """One loss evaluation with its gradient at print size, as a run's level does it (tiled where the budget
+    says): for a CPU too slow for whole runs at these sizes. Targets (painting, photo) are made first."""
+    import torch
+
+    from pipeline.engine import Settings, StyleTransfer, images
+
+    engine = StyleTransfer(device="cpu")
+    content = images.load(CONTENT).resize((size, size), images.Image.Resampling.BICUBIC)
+    started = time.perf_counter()
+    problem, hw = engine.build_loss(content, [images.load(STYLE)], Settings(size=size, scales=1,
+                                                                             max_memory=max_memory))
+    built = time.perf_counter() - started
+    x = images.to_tensor(content).requires_grad_()
+    started = time.perf_counter()
+    loss, _ = problem(x)
+    loss.backward()
+    tiles = getattr(problem.loss, "plan", None)
+    return {"size": size, "max_memory": max_memory, "targets_s": round(built, 1),
+            "evaluation_s": round(time.perf_counter() - started, 1),
+            "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 2),
+            "tiles": tiles.to_dict() if tiles else None, "threads": torch.get_num_threads()}
+
+
 def look(path: str, reference: str | None) -> dict:
     """The style term of a result downscaled to 1024 px, and the seams ratio along its tile borders."""
     import torch
@@ -83,12 +109,54 @@ def seams(path: str, tiles: dict) -> float | None:
 
     plan = tiles[max(tiles, key=int)]
     px = np.asarray(Image.open(path).convert("RGB").resize(plan["hw"][::-1]), dtype=np.float64)
-    gx = np.abs(np.diff(px, axis=1)).sum(-1)  # between column j and j+1
+    return seams_at(px, list(range(plan["core"], plan["hw"][1], plan["core"])),
+                    list(range(plan["core"], plan["hw"][0], plan["core"])))
+
+
+def seams_at(px, cols: list[int], rows: list[int]) -> float:
+    """Mean |pixel step| across the given column and row borders over the picture's mean |pixel step|."""
+    import numpy as np
+
+    gx = np.abs(np.diff(px, axis=1)).sum(-1)
     gy = np.abs(np.diff(px, axis=0)).sum(-1)
-    cols = [c - 1 for c in range(plan["core"], plan["hw"][1], plan["core"])]
-    rows = [r - 1 for r in range(plan["core"], plan["hw"][0], plan["core"])]
-    border = np.concatenate([gx[:, cols].ravel(), gy[rows, :].ravel()])
+    border = np.concatenate([gx[:, [c - 1 for c in cols]].ravel(), gy[[r - 1 for r in rows], :].ravel()])
     return float(border.mean() / ((gx.mean() + gy.mean()) / 2))
+
+
+def seams_demo(steps: int, hw: tuple[int, int] = (96, 288), pieces: int = 3, budget: str = "82MB") -> dict:
+    """A strip styled as one tiled loss, and as hand-cut tiles styled one by one and pasted (neural-style's
+    scripts, without their blending): the seams ratio of each, and the picture for the README."""
+    import numpy as np
+    from PIL import Image
+
+    from pipeline.engine import Settings, StyleTransfer, images
+
+    engine = StyleTransfer(device="cpu")
+    photo, style = images.load(CONTENT), images.load(STYLE)
+    strip = photo.crop((0, photo.height // 3, photo.width, photo.height // 3 + photo.width * hw[0] // hw[1]))
+    strip = strip.resize(hw[::-1], Image.Resampling.LANCZOS)
+    base = Settings(size=max(hw), steps=steps, scales=1, early_stop_tol=0)
+    ours = engine.stylize(strip, [style], base.replace(max_memory=budget))  # 3 tiles, 96 px cores: the hand cut's
+    width = hw[1] // pieces
+    hand = Image.new("RGB", hw[::-1])
+    for i in range(pieces):
+        piece = strip.crop((i * width, 0, (i + 1) * width, hw[0]))
+        hand.paste(engine.stylize(piece, [style], base.replace(size=max(width, hw[0]))).image, (i * width, 0))
+    plan = ours.tiles[0]
+    ours_cols = list(range(plan["core"], hw[1], plan["core"]))
+    ours_rows = list(range(plan["core"], hw[0], plan["core"]))
+    hand_cols = [i * width for i in range(1, pieces)]
+    picture = Image.new("RGB", (hw[1], 2 * hw[0] + 8), "white")
+    picture.paste(ours.image, (0, 0))
+    picture.paste(hand, (0, hw[0] + 8))
+    OUT.mkdir(parents=True, exist_ok=True)
+    picture.save(OUT / "seams.jpg", quality=85)
+    as_array = lambda im: np.asarray(im, dtype=np.float64)  # noqa: E731
+    return {"steps": steps, "size": list(hw), "tiles": plan, "hand_cut_pieces": pieces,
+            "seams_tiled": round(seams_at(as_array(ours.image), ours_cols, ours_rows), 3),
+            "seams_tiled_at_hand_cut_borders": round(seams_at(as_array(ours.image), hand_cols, []), 3),
+            "seams_hand_cut": round(seams_at(as_array(hand), hand_cols, []), 3),
+            "style_tiled": ours.losses["style"]}
 
 
 def table(rows: list[dict], machine: str) -> str:
@@ -118,11 +186,26 @@ def main() -> None:
     parser.add_argument("--max-memory", default=None)
     parser.add_argument("--single", action="store_true", help="also run single scale at each size")
     parser.add_argument("--machine", default="")
+    parser.add_argument("--evaluate", type=int, nargs="+", metavar="SIZE", help="one evaluation at each size")
+    parser.add_argument("--seams", type=int, metavar="STEPS", help="only the seams demo, with this many steps")
     parser.add_argument("--one", nargs=5, metavar=("SIZE", "SCALES", "STEPS", "DEVICE", "MAXMEM"))
     args = parser.parse_args()
     if args.one:
         size, scales, steps, device, mem = args.one
         print(json.dumps(one(int(size), scales, int(steps), device, None if mem == "-" else mem)))
+        return
+    if args.evaluate and len(args.evaluate) == 1:  # the child: one size, one process
+        print(json.dumps(evaluate(args.evaluate[0], args.max_memory)))
+        return
+    if args.evaluate:
+        for size in args.evaluate:
+            extra = ["--max-memory", args.max_memory] if args.max_memory else []
+            out = subprocess.run([sys.executable, "-m", "bench.print", "--evaluate", str(size), *extra], cwd=ROOT,
+                                 capture_output=True, text=True, check=True)
+            print(out.stdout.strip().splitlines()[-1], flush=True)
+        return
+    if args.seams:
+        print(json.dumps(seams_demo(args.seams)))
         return
     mem = args.max_memory or "-"
     ref = child("1024", "1", str(args.steps), args.device, "-")

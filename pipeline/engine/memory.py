@@ -28,8 +28,7 @@ MIN_HISTORY = 3
 def available_bytes(device: torch.device) -> int:
     """What this run may use when max_memory is not set: a share of free GPU memory, or of available RAM."""
     if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free * GPU_SHARE)
+        return int(_cuda_free(device) * GPU_SHARE)
     try:
         with open("/proc/meminfo") as handle:
             info = dict(line.split(":", 1) for line in handle)
@@ -44,8 +43,16 @@ def budget(max_memory: str | None, device: torch.device) -> int:
         return available_bytes(device)
     asked = parse_bytes(max_memory)
     if device.type == "cuda":
-        return min(asked, torch.cuda.mem_get_info(device)[0])
+        return min(asked, _cuda_free(device))
     return asked
+
+
+def _cuda_free(device: torch.device) -> int:
+    """Free device memory, within the process's cap where one is set (set_per_process_memory_fraction: how a
+    24 GB card is emulated on a bigger one, or a GPU shared by two daemons): mem_get_info alone ignores the cap."""
+    free, total = torch.cuda.mem_get_info(device)
+    fraction = getattr(torch.cuda, "get_per_process_memory_fraction", lambda _device: 1.0)(device)
+    return max(0, min(free, int(total * fraction) - torch.cuda.memory_reserved(device)))
 
 
 def state_bytes(pixels: int, optimizer: str, history: int) -> int:
