@@ -117,7 +117,8 @@ def check_stylize(args: argparse.Namespace):
 def cmd_stylize(args: argparse.Namespace) -> int:
     settings, content, styles = check_stylize(args)
     from .engine import StyleTransfer, images  # torch loads here, after every check passed
-    from .progress import ProgressBar, run_record
+    from .daemon import joblog
+    from .progress import ProgressBar, file_facts
 
     out = Path(args.output)
     engine = StyleTransfer(args.weights, settings.device)
@@ -125,7 +126,9 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         result = engine.stylize(content, styles, settings, on_step=bar.update,
                                 checkpoint=args.checkpoint)
     images.save(result.image, out, settings.format, settings.quality, alpha=result.alpha, dpi=settings.print_dpi)
-    record = run_record(result, content=Path(args.content), styles=[Path(p) for p in args.styles], output=out)
+    blend = settings.style_blend or (1.0,) * len(args.styles)
+    record = joblog.build(result, Path(args.content), content.size, list(zip(map(Path, args.styles), blend)))
+    record["output"].update(file_facts(out))
     log_path = out.with_suffix(".json")
     write_json(log_path, record)
     print(f"wrote {out} and {log_path}: {result.steps} steps in {result.timings['total']:.1f} s, "

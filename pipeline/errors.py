@@ -85,6 +85,11 @@ class JobFailure(PipelineError):
         super().__init__(message, fix=fix, reason=reason)
 
 
+class WorkerLost(Exception):
+    """A remote worker (a Ray actor, or its node) died while it held a job: not the job's fault, so not a
+    PipelineError with a reason; the try is retried elsewhere, up to max_attempts."""
+
+
 class SettingsError(PipelineError, ValueError):
     """A Settings value out of range: names the field, so a config, sidecar or flag can point at its line.
 

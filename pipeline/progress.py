@@ -1,4 +1,5 @@
-"""Listeners for the engine's on_step, and the JSON record of a run: shared by the CLI and the daemon."""
+"""Listeners for the engine's on_step, and the facts every run record names (files, software, machine): shared by
+the CLI and the daemon, whose one record builder is pipeline/daemon/joblog.py."""
 from __future__ import annotations
 
 import platform
@@ -91,15 +92,3 @@ def file_facts(path: Path) -> dict:
 def provenance() -> dict:
     """What made an output besides its inputs: the software and the machine. One place for both records."""
     return {"versions": versions(), "host": socket.gethostname()}
-
-
-def run_record(result, *, content: Path, styles: list[Path], output: Path) -> dict:
-    """Everything needed to know how an output was made, and to make it again (the CLI's; the daemon's
-    joblog.build adds the job's fields to the same parts)."""
-    return {
-        "input": file_facts(content),
-        "styles": [{"name": p.name, "sha256": sha256_file(p)} for p in styles],
-        "output": {**file_facts(output), "size": list(result.image.size)},
-        **provenance(),
-        **result.log(),
-    }

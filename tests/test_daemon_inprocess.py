@@ -49,10 +49,10 @@ def test_run_window_holds_jobs_outside_and_pauses_a_running_job(tmp_path, engine
         assert snap["state"] == "outside the run window" and snap["next_window"] == "2026-11-27T22:00"
 
         clock.now = datetime(2026, 11, 27, 23, 0)  # the window opens
-        wait_for(lambda: daemon.worker.progress and daemon.worker.progress["step"] >= 10, 60)
+        wait_for(lambda: (daemon.executor.progress().current or {}).get("step", 0) >= 10, 60)
         clock.now = datetime(2026, 11, 28, 7, 0)  # ... and closes mid-job
-        wait_for(lambda: daemon.worker.idle() and daemon.worker.retry, 30)
-        job = daemon.worker.retry[0]
+        wait_for(lambda: not daemon.executor.progress().busy and daemon.book.retry, 30)
+        job = daemon.book.retry[0]
         assert job.checkpoint.exists() and outputs(tmp_path) == []
 
         clock.now = datetime(2026, 11, 28, 22, 30)  # the next night

@@ -1,12 +1,18 @@
-"""A job's life (pipeline/daemon/jobs.py) in the paths no other test walks: a try that ends between writing the
-output and moving the input, and ``after_success: delete``."""
+"""A job's life (pipeline/daemon/jobs.py) in the paths no other test walks: a try that ends (or a daemon killed)
+between writing the output and moving the input, ``after_success: delete``, and running out of memory."""
 from __future__ import annotations
 
 import errno
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 
-from daemon_helpers import SAMPLES, make_config, outputs
+import torch
+
+from daemon_helpers import ROOT, SAMPLES, make_config, outputs
 from pipeline.daemon.daemon import Daemon
 from pipeline.daemon.spool import Spool
 
@@ -40,3 +46,61 @@ def test_after_success_delete_removes_the_input_and_the_log_says_so(tmp_path, en
     assert record["input"]["kept_as"] is None and record["input"]["name"] == "rocket.jpg"
     assert not list((tmp_path / "spool" / "done").rglob("rocket*")), "deleted, not kept"
     assert not list((tmp_path / "inbox").rglob("rocket*")) and not list((tmp_path / "spool" / "work").iterdir())
+
+
+KILL_WHEN_MOVING_THE_INPUT = """import os, signal, sys
+from pipeline.cli import main
+from pipeline.daemon.spool import Spool
+Spool.complete = lambda self, job, **kw: os.kill(os.getpid(), signal.SIGKILL)  # kill -9, output already written
+sys.exit(main(["once", "--config", sys.argv[1]]))
+"""
+
+
+def run_once(config, *argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *argv, str(config)], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=180)
+
+
+def test_kill_9_after_the_output_is_written_and_before_the_input_moves_leaves_one_copy(tmp_path):
+    """The same promise with a real kill -9 of a daemon process, at the moment it would move the input; the next
+    start resumes the job from work/, finds the image under the recorded stem and only moves the input."""
+    config = make_config(tmp_path)
+    shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / "rocket.jpg")
+    killed = run_once(config, "-c", KILL_WHEN_MOVING_THE_INPUT)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert [p.name for p in outputs(tmp_path)] == ["rocket.png"]
+    assert list((tmp_path / "spool" / "work").rglob("rocket.jpg")), "the input is still in work/"
+    again = run_once(config, "-m", "pipeline.cli", "once", "--config")
+    assert again.returncode == 0, again.stderr[-2000:]
+    events = [json.loads(line) for line in (again.stdout + again.stderr).splitlines() if line.startswith("{")]
+    assert any(e["event"] == "resuming a job left in work/" for e in events)
+    assert not any(e["event"] == "job started" for e in events), "the photo is not styled a second time"
+    assert [p.name for p in outputs(tmp_path)] == ["rocket.png"], "no rocket-1.png"
+    assert [p.name for p in (tmp_path / "spool" / "done").rglob("*.jpg")] == ["rocket.jpg"]
+    assert not list((tmp_path / "spool" / "work").iterdir())
+
+
+def test_out_of_memory_falls_back_for_the_job_and_fails_it_only_when_even_the_fallback_runs_out(
+        tmp_path, engine, monkeypatch):
+    """The daemon's side of the engine's out-of-memory path: an OOM on the device retries this job on the
+    fallback device (the log records it); an OOM there too is transient, retried up to max_attempts, then failed."""
+    monkeypatch.setattr(engine, "fallback_device", torch.device("cpu", 0))  # stands in for the fallback device
+    monkeypatch.setattr(engine, "fault_hook", lambda device: oom() if str(device) == "cpu" else None)
+    config = make_config(tmp_path, max_attempts=2, retry_backoff_seconds=0.1)
+    shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / "rocket.jpg")
+    assert Daemon(config, once=True, engine=engine).run() == 0
+    record = json.loads((tmp_path / "outbox" / "starry" / "rocket.json").read_text())
+    assert record["device"] == "cpu:0" and record["attempts"] == 1
+    assert record["retries"] == ["out of memory on cpu; this job retried on cpu:0 (the next job starts on cpu again)"]
+
+    monkeypatch.setattr(engine, "fault_hook", lambda device: oom())  # not even the fallback has room
+    shutil.copy(SAMPLES / "coffee.jpg", tmp_path / "inbox" / "coffee.jpg")
+    assert Daemon(config, once=True, engine=engine).run() == 0
+    [error] = [json.loads(p.read_text()) for p in (tmp_path / "spool" / "failed").glob("*.error.json")]
+    assert error["file"] == "coffee.jpg" and error["code"] == "too_many_attempts" and error["attempts"] == 2
+    assert "OutOfMemoryError" in error["message"] and (tmp_path / "spool" / "failed" / "coffee.jpg").exists()
+    assert engine.device == torch.device("cpu"), "the engine itself stays on its device"
+
+
+def oom() -> None:
+    raise torch.OutOfMemoryError("out of memory (injected)")

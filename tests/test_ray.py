@@ -102,7 +102,7 @@ def test_twelve_jobs_over_two_actors_each_style_computed_once_per_actor(tmp_path
         for i in range(12):
             drop(inbox, f"p{i:02d}.jpg", recipe="scream" if i % 3 == 0 else None)
         wait_for(lambda: len(list((tmp_path / "spool" / "done").iterdir())) == 12, 150, step=0.3)
-        stats = daemon.worker.actor_stats()
+        stats = actor_stats(daemon)
     finally:
         daemon.stop.set()
         thread.join(60)
@@ -145,7 +145,7 @@ def test_an_actor_killed_mid_job_its_job_finishes_once_on_another(tmp_path, ray_
 
         victim = kill_when_running(daemon, "long.jpg")
         wait_for(lambda: len(list((tmp_path / "spool" / "done").iterdir())) == 5, 150, step=0.3)  # 4 + the sidecar
-        wait_for(lambda: daemon.worker.open_jobs == 0, 10)
+        wait_for(lambda: daemon.executor.progress().open_jobs == 0, 10)
     finally:
         daemon.stop.set()
         thread.join(60)
@@ -158,6 +158,16 @@ def test_an_actor_killed_mid_job_its_job_finishes_once_on_another(tmp_path, ray_
     assert [e["actor"] for e in record["lost_attempts"]] == [victim]
     assert record["lost_attempts"][0]["error"] in ("ActorDiedError", "RayActorError")
     assert sum(1 for p in (tmp_path / "spool" / "done").iterdir() if p.name == "long.jpg") == 1
+
+
+def actor_stats(daemon) -> list[dict]:
+    """Each live actor's counters (jobs, cache_misses, styles_seen), asked in its control group."""
+    import ray
+
+    from pipeline.daemon.ray_actor import CONTROL
+
+    slots = daemon.executor.slots
+    return ray.get([s.handle.stats.options(concurrency_group=CONTROL).remote() for s in slots if s.handle], timeout=30)
 
 
 def status_current(root: Path) -> dict:
@@ -173,12 +183,12 @@ def kill_when_running(daemon, name: str, step: int = 3) -> str:
     import ray
 
     def running():
-        current = daemon.worker.progress if daemon.worker else None
+        current = daemon.executor.progress().current if daemon.executor else None
         for job in (current or {}).get("running", []):
             if job["file"] == name and job["step"] >= step:
                 return job["worker"]
     victim = wait_for(running, 120, step=0.2)
-    ray.kill(next(s for s in daemon.worker.slots if s.label == victim).handle, no_restart=True)
+    ray.kill(next(s for s in daemon.executor.slots if s.label == victim).handle, no_restart=True)
     return victim
 
 
@@ -221,8 +231,8 @@ def test_run_window_closing_cancels_on_the_actor_and_the_job_runs_again(tmp_path
         assert current["file"] == "night.jpg" and current["worker"].startswith("worker-")
         assert current["node"].startswith(os.uname().nodename) and len(current["running"]) == 1
         now[0] = datetime(2026, 11, 28, 7, 0)  # the window closes mid-job
-        wait_for(lambda: daemon.worker.retry and daemon.worker.open_jobs == 0, 60, step=0.2)
-        assert daemon.worker.retry[0].attempts == 0 and outputs(tmp_path) == []
+        wait_for(lambda: daemon.book.retry and daemon.executor.progress().open_jobs == 0, 60, step=0.2)
+        assert daemon.book.retry[0].attempts == 0 and outputs(tmp_path) == []
         now[0] = datetime(2026, 11, 28, 22, 30)
         wait_for(lambda: outputs(tmp_path), 120, step=0.3)
     finally:

@@ -1,7 +1,9 @@
 """The main loop: the one place that owns the daemon's state.
 
 Each pass reads top to bottom, as rq's and huey's loops do: stop flag, config reload, observer
-health, rescan, hand the next file to the worker, status and heartbeat. Signal handlers only set flags.
+health, rescan, hand the next file to the executor, status and heartbeat. Signal handlers only set flags.
+It talks to the executor only through its interface (executor.py): submit, has_room, poll for outcomes,
+progress, pause/resume; the retry queue, the disk pause and the held jobs are the daemon's (state.py).
 """
 from __future__ import annotations
 
@@ -25,9 +27,12 @@ from . import status as status_module
 from .config import Config, ConfigError
 from .config_build import check_folders
 from .diskguard import DiskGuard
+from .executor import Executor
+from .jobs import crashed
 from .metrics import Metrics
 from .settle import DecodeCheck
 from .spool import Spool, now_iso
+from .state import JobBook
 from .watcher import Tracker, Watcher, own_folders, sidecar_for, skipped_folders
 from .worker import Worker
 
@@ -54,7 +59,7 @@ class Daemon:
         self.spool = Spool(self.config.inbox, self.config.work, self.config.done, self.config.failed)
         self.tracker = Tracker(self.config.settle_seconds)
         self.watcher: Watcher | None = None
-        self.worker: Worker | None = None
+        self.executor: Executor | None = None
         self.decode = DecodeCheck()
         self.started_at = now_iso()
         self.last_rescan = 0.0
@@ -66,6 +71,7 @@ class Daemon:
         self.state = "starting"
         self.worker_restarts = 0
         self.disk = DiskGuard(lambda: (self.config.work, self.config.outbox, self.config.failed))
+        self.book = JobBook(self.disk, self._on_job_event)  # the retry queue and the held jobs
         self.skipped: dict[str, str] = {}  # inbox folders passed over, with why (shown by status)
         self.last_status_error = 0.0
 
@@ -89,21 +95,20 @@ class Daemon:
     def _start(self) -> None:
         config = self.config
         if config.executor == "ray":  # issue 6: jobs run on Ray actors (imported only here); the rest is unchanged
-            from .ray_executor import RayWorker
-            self.worker = RayWorker(self.spool, lambda: self.config, self.stop)
+            from .ray_executor import RayExecutor
+            self.executor = RayExecutor(self.spool, lambda: self.config, self.stop)
         else:
             if self.engine is None:
                 self.engine = StyleTransfer(config.weights, config.device, cache_size=config.cache_styles)
             log.info("engine ready", device=str(self.engine.device), weights=self.engine.weights.path,
                      kind=self.engine.weights.kind, seconds=round(self.engine.load_seconds, 2))
-            self.worker = Worker(self.engine, self.spool, lambda: self.config, self.stop)
-        self.worker.on_event = self._on_job_event
-        self.worker.start()
+            self.executor = Worker(self.engine, self.spool, lambda: self.config, self.stop)
+        self.executor.start()
         recovered = self.spool.recover()
         for job in recovered:
             log.info("resuming a job left in work/", job_id=job.id, file=job.source,
                      checkpoint=job.checkpoint.exists())
-        self.worker.retry.extend(recovered)
+        self.book.retry.extend(recovered)
         if not self.once:
             self.watcher = Watcher(config.inbox, self.tracker, config.watch, config.poll_seconds, own_folders(config))
             self.watcher.start()
@@ -122,40 +127,36 @@ class Daemon:
                 try:
                     if self._pass():
                         break
+                    self.book.take(self.executor.poll(TICK))  # wakes at once when a job ends
                 except Exception:  # nothing outside a job may stop the daemon: log it and go on
                     log.exception("error in the main loop; going on")
                     time.sleep(TICK)
-                self.worker.finished.wait(TICK)  # wakes at once when a job ends
-                self.worker.finished.clear()
         finally:
             self._shutdown()
         return 0
 
     def _pass(self) -> bool:
         """One pass of the loop; True when `once` has nothing left to do."""
+        self.book.take(self.executor.poll())  # before dispatching: a full disk found by the last job pauses it
         self._maybe_reload()
         self._check_observer()
         self._check_worker()
         if time.monotonic() - self.last_rescan >= self.config.rescan_seconds:
             self._rescan()
         if self._window_open():
-            self.worker.pause.clear()
-            if self.worker.disk_full:
-                self.disk.pause(Path(self.worker.disk_full))
-                self.worker.disk_full = None
-            if self.worker.has_room() and not self.disk.paused():
+            self.executor.resume()
+            if self.executor.has_room() and not self.disk.paused():
                 self._dispatch()
         else:
-            self.worker.pause.set()  # the running job checkpoints and waits for the next window
+            self.executor.pause()  # the running job checkpoints and waits for the next window
         self._report()
         return self.once and self._drained()
 
     def _dispatch(self) -> None:
-        """Give the worker its next job: due retries and recovered jobs first, then the oldest ready file."""
-        now = time.time()
-        job = self.worker.life.take_due(now)
+        """Give the executor its next job: due retries and recovered jobs first, then the oldest ready file."""
+        job = self.book.take_due(time.time())
         if job is not None:
-            self.worker.submit(job)
+            self.executor.submit(job)
             return
         for path in self.tracker.ready():
             try:
@@ -166,7 +167,7 @@ class Daemon:
                 self.tracker.forget(path)
 
     def _claim(self, path: Path) -> bool:
-        """True when the file is claimed and handed to the worker, or claiming must wait (full disk)."""
+        """True when the file is claimed and handed to the executor, or claiming must wait (full disk)."""
         max_pixels = self.config.recipes[self.config.default_recipe].settings.max_pixels
         verdict = self.decode.ready(path, max_pixels, self.config.settle_seconds)
         if not verdict:
@@ -185,7 +186,7 @@ class Daemon:
         structlog.contextvars.bind_contextvars(job_id=job.id)
         log.info("claimed", file=job.source, sidecar=job.sidecar)
         structlog.contextvars.clear_contextvars()
-        self.worker.submit(job)
+        self.executor.submit(job)
         return True
 
     def _claim_failed(self, path: Path, exc: OSError) -> None:
@@ -206,7 +207,11 @@ class Daemon:
         return datetime.fromtimestamp(seen, timezone.utc).isoformat(timespec="milliseconds")
 
     def _drained(self) -> bool:
-        return len(self.tracker) == 0 and self.worker.open_jobs == 0 and not self.worker.retry
+        """Nothing queued, open or due again. Open jobs are read before the outcomes, so a job ending between
+        the two reads is still seen (its outcome is out before it stops counting as open)."""
+        open_jobs = self.executor.progress().open_jobs
+        self.book.take(self.executor.poll())
+        return len(self.tracker) == 0 and open_jobs == 0 and not self.book.retry
 
     def _window_open(self) -> bool:
         window = status_module.window(self.config)
@@ -214,45 +219,47 @@ class Daemon:
 
     # --- health, reload, status -------------------------------------------------------------------
     def _check_worker(self) -> None:
-        """The supervisor: a dead worker thread is replaced, its job taken back (as a crash, not an attempt)."""
-        if self.worker.is_alive() or self.stop.is_set():
+        """The supervisor: a dead executor is replaced, its job taken back (as a crash, not an attempt)."""
+        if self.executor.alive() or self.stop.is_set():
             return
-        old, job = self.worker, self.worker.current
+        old, job = self.executor, self.executor.progress().job
         new = old.respawn()
         if new is None:
             return  # not restartable here: status says so and the watchdog pings stop
         self.worker_restarts += 1
         log.error("the worker thread died; starting a new one", restarts=self.worker_restarts,
                   file=job.source if job else None)
-        self.worker = new
+        self.book.take(old.poll())
+        self.executor = new
         if job is not None:
-            self.worker.life.crashed(job)
-        self.worker.start()
+            self.book.take([crashed(job)])
+        self.executor.start()
 
     def health(self) -> str:
         """What `status` says: "running" only while a worker is alive and idle or making progress."""
         if self.disk.state:
             return f"paused: disk full ({self.disk.state['free_mb']} MB free in {self.disk.state['folder']})"
-        if self.worker is not None and not self.worker.is_alive() and self.state == "running":
+        if self.executor is not None and not self.executor.alive() and self.state == "running":
             return "worker dead; restarting it"
         if self.worker_restarts > MAX_WORKER_RESTARTS:
             return f"worker died {self.worker_restarts} times; watchdog pings stopped"
-        if self.worker is not None and self.worker.busy.is_set() and not self.heartbeat.healthy(time.monotonic()):
+        if self._busy() and not self.heartbeat.healthy(time.monotonic()):
             return f"stuck: no progress for over {self.config.stall_seconds:.0f} s; watchdog pings stopped"
         return self.state
 
     def facts(self) -> status_module.DaemonState:
         """The daemon's state now, for status.json: the daemon gathers it, status only renders it."""
-        worker, watcher = self.worker, self.watcher
+        executor, watcher = self.executor, self.watcher
+        progress = executor.progress() if executor else None
         return status_module.DaemonState(
             started_at=self.started_at, phase=self.state, health=self.health(),
-            worker={"alive": worker.is_alive(), "restarts": self.worker_restarts,
-                    "held": [j.source for j in worker.held]} if worker else None,
+            worker={"alive": executor.alive(), "restarts": self.worker_restarts,
+                    "held": [j.source for j in self.book.held]} if executor else None,
             skipped=dict(self.skipped),
             observer={"kind": watcher.observer_class.__name__, "why": watcher.reason,
                       "alive": watcher.alive()} if watcher else None,
-            queue=len(self.tracker), current=worker.progress if worker else None, counts=self.spool.counts(),
-            busy_seconds=worker.busy_seconds if worker else 0.0, schedule=self.config.schedule, now=self.clock())
+            queue=len(self.tracker), current=progress and progress.current, counts=self.spool.counts(),
+            busy_seconds=progress.busy_seconds if progress else 0.0, schedule=self.config.schedule, now=self.clock())
 
     def _check_observer(self) -> None:
         if self.watcher and not self.watcher.alive():
@@ -316,29 +323,32 @@ class Daemon:
                 log.warning("status.json not written", error=str(exc))
 
     def _on_job_event(self, kind: str, data: dict) -> None:
-        """A job ended (on the worker's thread): count it, and send a notice if it failed."""
+        """A job ended (an outcome with an event): count it, and send a notice if it failed."""
         self.metrics.on_event(kind, data)
         self.alerts.on_event(self.config.notify, kind, data)
 
     def _outputs_tick(self, snapshot: dict, force: bool = False) -> None:
         """The metrics textfile every metrics_seconds, and the notice when the queue empties after work."""
         gpu = self.engine is not None and self.engine.device.type != "cpu"
-        busy = bool(self.worker and self.worker.busy.is_set())
+        busy = self._busy()
         try:
             self.metrics.maybe_write(self.config.metrics_file, 0.0 if force else self.config.metrics_seconds,
                                      queue=snapshot["queue"], in_work=snapshot["in_work"], busy=busy, gpu=gpu)
         except OSError as exc:
             log.warning("metrics file not written", path=str(self.config.metrics_file), error=str(exc))
-        if self.worker:
+        if self.executor:
             self.alerts.tick(self.config.notify, self._drained())
 
     def _heartbeat(self) -> None:
         """WATCHDOG=1 only while the worker makes progress (or is idle): a stuck step stops the pings,
         and so does a worker that keeps dying (systemd then restarts the service)."""
-        if not self.worker.is_alive() or self.worker_restarts > MAX_WORKER_RESTARTS:
+        if not self.executor.alive() or self.worker_restarts > MAX_WORKER_RESTARTS:
             return
-        marker = self.worker.marker if self.worker.busy.is_set() else None
-        self.heartbeat.tick(marker)
+        progress = self.executor.progress()
+        self.heartbeat.tick(progress.marker if progress.busy else None)
+
+    def _busy(self) -> bool:
+        return bool(self.executor and self.executor.progress().busy)
 
     # --- signals and shutdown ---------------------------------------------------------------------
     def _install_signals(self) -> None:
@@ -364,12 +374,11 @@ class Daemon:
         self.stop.set()
         if self.watcher:
             self.watcher.stop()
-        if self.worker:
-            for job in self.worker.unstarted():
+        if self.executor:
+            for job in self.executor.close(timeout=120):
                 self.spool.release(job)  # claimed ahead, never begun: the next start takes it up
-            self.worker.close()
-            self.worker.join(timeout=120)
-            for job in self.worker.retry:
+            self.book.take(self.executor.poll())
+            for job in self.book.retry:
                 self.spool.release(job)
         self.state = "stopped"
         snapshot = status_module.snapshot(self.facts())

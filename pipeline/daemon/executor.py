@@ -1,88 +1,118 @@
-"""What the main loop asks of an executor, whoever runs the optimisation (one local engine, Ray actors...).
+"""The executor interface: all the main loop knows of whoever runs the optimisation (one local engine, Ray actors).
 
-An executor takes claimed jobs (``submit``), says whether it has room for another (``has_room``), and reports
-what runs (``progress``). The job's life around the optimisation is not its business: each executor hands that
-to the shared :class:`~.jobs.JobLife` (pre-checks, plan, record, publish, outcomes), so a new executor writes
-only how to run a plan. The daemon reads the events below, never an executor's own fields.
+    submit(job)        a claimed job, to run when it can
+    has_room()         may the main loop claim and hand over another job now?
+    poll(timeout)      the outcomes of the tries that ended (jobs.Outcome), waiting up to timeout for one
+    progress()         what runs now (Progress): the watchdog's marker, status's "current", the job in hand
+    cancel(job)        stop that job at its next step; it checkpoints and waits in the retry queue
+    pause() / resume() the run window closed / opened: running jobs stop and wait, none starts meanwhile
+    alive(), respawn() the supervisor's view: a dead executor is replaced by a fresh one (None: cannot be)
+    start(), close()   begin; stop taking jobs, giving back those never begun
+
+The daemon acts on the outcomes (retry queue, disk pause, held jobs, metrics); an executor keeps none of that.
+A job's life around the optimisation is not an executor's business either: each hands it to the shared
+:class:`~.jobs.JobLife` (pre-checks, plan, record, publish, outcomes), so a new executor writes only how to run
+a plan. This base class holds the little plumbing both executors share: a thread, a queue in, outcomes out.
 """
 from __future__ import annotations
 
 import queue
 import threading
+from dataclasses import dataclass
 from typing import Callable
 
 from .config import Config
-from .jobs import JobLife
+from .jobs import JobLife, Outcome
 from .spool import Job, Spool
 
 
+@dataclass(frozen=True)
+class Progress:
+    """What an executor is doing at one moment."""
+
+    busy: bool  # a job is open
+    open_jobs: int  # handed over and not yet ended: `once` waits for zero
+    marker: int  # bumped on every sign of progress: the watchdog pings while it moves
+    current: dict | None  # status.json's "current": file, recipe, step, loss, ETA (and Ray's worker, node)
+    busy_seconds: float
+    job: Job | None = None  # the job in the executor's own thread: taken back as a crash if that thread dies
+
+
 class Executor(threading.Thread):
-    """The interface and the state every executor shares with the main loop."""
+    """The interface above, and the plumbing: ``_jobs`` in, ``life.outcomes`` out, ``_ended`` wakes poll()."""
 
     def __init__(self, name: str, spool: Spool, get_config: Callable[[], Config], stop: threading.Event,
                  life: JobLife | None = None) -> None:
         super().__init__(name=name, daemon=True)
         self.spool, self.get_config, self.stop = spool, get_config, stop
         self.life = life or JobLife(spool, get_config, stop)
-        self.jobs: queue.Queue[Job | None] = queue.Queue()
-        self.busy = threading.Event()  # a job is open
-        self.pause = threading.Event()  # set by the main loop when the run window closes: running jobs stop
-        self.finished = threading.Event()  # a job ended: the main loop wakes at once
-        self.progress: dict | None = None  # what runs now, for status.json's "current"
-        self.marker = 0  # bumped on every sign of progress: the main loop's watchdog reads it
-        self.busy_seconds = 0.0
-        self.current: Job | None = None  # the job in hand: the supervisor takes it back if this thread dies
+        self._jobs: queue.Queue[Job | None] = queue.Queue()
+        self._paused = threading.Event()  # the run window is closed: running jobs stop, none starts
+        self._ended = threading.Event()  # a job ended, or room opened: the main loop wakes at once
+        self._cancels: set[str] = set()  # ids of the jobs told to stop
+        self._open, self._lock = 0, threading.Lock()
+        self._marker = 0
+        self._busy_seconds = 0.0
+        self._current: dict | None = None
+        self._job: Job | None = None  # the job in this thread's hands, where the thread runs it itself
 
-    # --- the interface: what the main loop calls --------------------------------------------------
+    # --- the interface -----------------------------------------------------------------------------
     def submit(self, job: Job) -> None:
-        raise NotImplementedError
+        with self._lock:
+            self._open += 1
+        self._jobs.put(job)
+        if self.has_room():
+            self._ended.set()  # room for more: the main loop claims the next at once, not after a tick
 
     def has_room(self) -> bool:
-        """The main loop may claim and hand over another job now."""
         raise NotImplementedError
 
-    def close(self) -> None:
-        """No more jobs: the thread ends after the one in hand (a stop cancels that one)."""
-        self.jobs.put(None)
+    def progress(self) -> Progress:
+        return Progress(self._open > 0, self._open, self._marker, self._current, self._busy_seconds, self._job)
 
-    def unstarted(self) -> list[Job]:
-        """At shutdown: the jobs handed over but not yet begun, to be released to the inbox."""
-        return []
+    def cancel(self, job: Job) -> None:
+        self._cancels.add(job.id)
 
-    @property
-    def open_jobs(self) -> int:
-        """Jobs handed over and not yet ended: `once` waits for zero."""
-        raise NotImplementedError
+    def poll(self, timeout: float = 0.0) -> list[Outcome]:
+        if timeout:
+            self._ended.wait(timeout)
+        self._ended.clear()
+        return self.life.drain()
+
+    def pause(self) -> None:
+        self._paused.set()
+
+    def resume(self) -> None:
+        self._paused.clear()
+
+    def alive(self) -> bool:
+        return self.is_alive()
 
     def respawn(self) -> "Executor | None":
-        """A fresh thread after this one died, or None where that cannot be done here."""
         return None
 
-    # --- the shared job state, held by the job life ----------------------------------------------
-    @property
-    def retry(self) -> list[Job]:
-        return self.life.retry
+    def close(self, timeout: float) -> list[Job]:
+        """No more jobs: those handed over but never begun come back (for the inbox); the one in hand ends
+        (a stop cancels it) within ``timeout``."""
+        unstarted = []
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                unstarted.append(job)
+        self._jobs.put(None)
+        self.join(timeout=timeout)
+        return unstarted
 
-    @property
-    def last_errors(self) -> list[dict]:
-        return self.life.last_errors
+    # --- for the executors -------------------------------------------------------------------------
+    def _closed(self) -> None:
+        """A job handed over has ended (its outcome is out already): one fewer open."""
+        with self._lock:
+            self._open = max(0, self._open - 1)
+        self._ended.set()
 
-    @property
-    def held(self) -> list[Job]:
-        return self.life.held
-
-    @property
-    def disk_full(self) -> str | None:
-        return self.life.disk_full
-
-    @disk_full.setter
-    def disk_full(self, value: str | None) -> None:
-        self.life.disk_full = value
-
-    @property
-    def on_event(self):
-        return self.life.on_event
-
-    @on_event.setter
-    def on_event(self, listener) -> None:
-        self.life.on_event = listener
+    def _should_stop(self, job: Job) -> bool:
+        """The daemon stops, the run window closed, or this job was cancelled."""
+        return self.stop.is_set() or self._paused.is_set() or job.id in self._cancels

@@ -1,6 +1,6 @@
 """How a try ends when it does not succeed: each error has a class, and the failure path cannot fail silently.
 
-A mixin of :class:`~.worker.Worker` (and so of the Ray worker): the photo's faults are charged as attempts,
+A mixin of :class:`~.jobs.JobLife`: the photo's faults are charged as attempts,
 the machine's (a full disk, a shutdown, a crash) are not; permissions fail at once with their fix; and when
 even moving the file to failed/ fails, the file is kept under its job id or held in work/, never dropped.
 """
@@ -13,23 +13,23 @@ from pathlib import Path
 import structlog
 
 from ..fsio import is_disk_full, is_no_permission, service_user
-from .spool import Job, Reason, now_iso
+from .spool import Job, Reason
 
 log = structlog.get_logger("style-pipeline.worker")
 
 
 class FailurePaths:
-    """Needs the worker's spool, retry list, get_config, last_errors, disk_full, held and _event."""
+    """Needs the job life's spool, get_config and _out (each ending becomes an Outcome for the daemon)."""
 
     def _os_error(self, job: Job, exc: Exception) -> None:
         """Each filesystem error has a class: full disk pauses, permissions fail with their fix, others retry."""
         if is_disk_full(exc):
             job.not_before = time.time() + 1.0
-            self.retry.append(job)
             where = getattr(exc, "filename", None)
-            self.disk_full = os.path.dirname(where) if where else str(self.spool.work)
             self._not_its_fault(job)
             log.warning("disk full: job kept in work/, claiming paused until space returns", error=str(exc))
+            self._out(job, "disk_full", retry=True,
+                      disk_full=os.path.dirname(where) if where else str(self.spool.work))
         elif is_no_permission(exc):
             where = getattr(exc, "filename", None) or job.name
             self._fail(job, Reason.NO_PERMISSION, f"permission denied: {where} ({exc})",
@@ -54,9 +54,8 @@ class FailurePaths:
                 raise
             self._os_error(job, exc)  # the record could not be written: the job waits in work/ for space
             return
-        self._remember(job, reason, message)
         log.warning("job failed", reason=str(reason), message=message, fix=fix, kept_as=str(kept))
-        self._event("failed", file=job.source, reason=str(reason), message=message, fix=fix)
+        self._out(job, "failed", event={"file": job.source, "reason": str(reason), "message": message, "fix": fix})
 
     def _last_resort(self, job: Job, exc: Exception) -> None:
         """failed/ under the job id (a name that always fits); if even that fails, hold the job in work/."""
@@ -65,14 +64,14 @@ class FailurePaths:
             kept = self.spool.fail(job, Reason.GAVE_UP, message, "Report this with the log lines of this job_id; "
                                    "then drop the file again", kept_name=f"{job.id}{Path(job.name).suffix[:16]}")
             log.error("job failed", reason=str(Reason.GAVE_UP), message=message, kept_as=str(kept))
-            self._event("failed", file=job.source, reason=str(Reason.GAVE_UP), message=message, fix="")
+            self._out(job, "failed", event={"file": job.source, "reason": str(Reason.GAVE_UP), "message": message,
+                                            "fix": ""})
         except Exception as again:
             if is_disk_full(again):
                 return self._os_error(job, again)
             log.exception("cannot move the file to failed/; it stays in work/ until the next start")
-            self.held.append(job)
             self.spool.release(job)
-        self._remember(job, Reason.GAVE_UP, message)
+            self._out(job, "held")
 
     def _transient(self, job: Job, exc: Exception) -> None:
         config = self.get_config()
@@ -85,10 +84,5 @@ class FailurePaths:
         delay = config.retry_backoff_seconds * 2 ** (job.attempts - 1)
         job.not_before, job.running, job.crashes = time.time() + delay, False, 0
         self.spool.save(job)
-        self.retry.append(job)
-        self._remember(job, "transient", message)
         log.warning("transient failure, will retry", error=message, retry_in=delay, attempt=job.attempts)
-
-    def _remember(self, job: Job, reason: str, message: str) -> None:
-        self.last_errors = (self.last_errors + [{"file": job.source, "reason": str(reason), "message": message,
-                                                 "at": now_iso()}])[-5:]
+        self._out(job, "transient", retry=True)

@@ -19,23 +19,24 @@ SCHEMA_VERSION = 1
 PARTS = ("content", "style", "tv")
 
 
-def build(job: Job, plan, result, kept: Path | None) -> dict:
-    """The record of one job, from the engine's (or a Ray actor's) result log; ``output`` is completed by
-    outputs.write (name, sha256, bytes)."""
+def build(result, content: Path, size: tuple[int, int], styles: list[tuple[Path, float]], *, job: Job | None = None,
+          recipe: str | None = None, kept: Path | None = None) -> dict:
+    """The record of one run, from the engine's (or a Ray actor's) Result: the daemon's job log and the CLI's
+    out.json alike (the CLI's has no job: its job fields are null). ``content``: the input file as read, ``size``
+    its decoded [w, h], ``styles``: (path, weight) pairs; ``output`` is completed by whoever writes the image."""
     run = result.log()
     settings = {**run["settings"], "style_weight": run["style_weight"]}
     weights = dict(zip(PARTS, (settings["content_weight"], settings["style_weight"], settings["tv_weight"])))
     raw = run["losses"]
     return {
-        "schema_version": SCHEMA_VERSION, "job_id": job.id, "recipe": plan.recipe.name, "source": job.source,
-        "input": {**file_facts(job.input), "name": job.name, "size": list(plan.content.size),
+        "schema_version": SCHEMA_VERSION, **_job_fields(job, recipe, "job_id", "recipe", "source"),
+        "input": {**file_facts(content), "name": job.name if job else content.name, "size": list(size),
                   "kept_as": str(kept) if kept else None},
-        "styles": [{"name": r.path.name, "path": str(r.path), "weight": r.weight, "sha256": sha256_file(r.path)}
-                   for r in plan.recipe.styles],
+        "styles": [{"name": path.name, "path": str(path), "weight": weight, "sha256": sha256_file(path)}
+                   for path, weight in styles],
         "settings": settings, "weights": run["weights"], **provenance(), "device": run["device"],
-        "attempts": job.attempts, "crashes": job.crashes, "queued_at": job.queued_at,
-        "claimed_at": job.claimed_at, "started_at": job.started_at, "finished_at": now_iso(),
-        "optimizing_seconds": run["timings"]["total"],
+        **_job_fields(job, recipe, "attempts", "crashes", "queued_at", "claimed_at", "started_at"),
+        "finished_at": now_iso(), "optimizing_seconds": run["timings"]["total"],
         "timings": {k: v for k, v in run["timings"].items() if k != "load_weights"},  # once, at start: not per job
         "losses": {"total": raw["total"], **{k: raw[k] * weights[k] for k in PARTS}},
         "losses_unweighted": {k: raw[k] for k in PARTS}, "judge": run.get("judge"),
@@ -46,6 +47,14 @@ def build(job: Job, plan, result, kept: Path | None) -> dict:
         "retries": run["retries"], "resumed_from_step": run["resumed_from_step"],
         "output": {"size": list(result.image.size)}, "contact_sheet": None,
     }
+
+
+def _job_fields(job: Job | None, recipe: str | None, *names: str) -> dict:
+    """The job's own fields (``job_id`` is its ``id``), all null for a run outside the daemon."""
+    if job is None:
+        return dict.fromkeys(names)
+    known = {"job_id": job.id, "recipe": recipe}
+    return {name: known[name] if name in known else getattr(job, name) for name in names}
 
 
 def _weighted(point: dict, weights: dict[str, float]) -> dict:

@@ -1,5 +1,6 @@
 """A job's life, written once: begin, the pre-checks (named steps), the plan, the record, publishing, and the
-outcomes (done; failed with a reason; transient with a retry time; cancelled at a step).
+outcomes (done; failed with a reason; transient with a retry time; cancelled at a step), which the executor's
+poll() hands to the daemon.
 
 Every executor (the local thread, Ray actors, the pools to come) runs the optimisation its own way and hands the
 rest to a :class:`JobLife`: so a job is claimed, checked, named, written and failed the same way wherever it ran.
@@ -8,9 +9,12 @@ failures go to failed/ at once; transient ones are retried with backoff, then gi
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
+import queue
 import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -18,7 +22,7 @@ from typing import Callable
 import structlog
 
 from ..engine import Settings, images
-from ..errors import Cancelled, ImageError, JobFailure, PipelineError, Reason, SettingsError
+from ..errors import Cancelled, ImageError, JobFailure, PipelineError, Reason, SettingsError, WorkerLost
 from ..fsio import service_user
 from . import joblog, outputs
 from .config import Config, ConfigError, Recipe
@@ -39,34 +43,107 @@ class Plan:
     styles: list[images.Image.Image]
 
 
-class JobLife(FailurePaths):
-    """One daemon's jobs: the retry queue, the recent errors, the held jobs, and each step of a job's life.
+@dataclass(frozen=True)
+class Outcome:
+    """How one try of a job ended, as the executor's poll() hands it to the daemon, which acts on it.
 
-    ``on_event`` is the daemon's listener (metrics, notices); ``stop`` says whether a cancel is a shutdown.
+    kind: done, failed, transient, cancelled, crashed, waiting (no room to run it yet), disk_full, held (not
+    even failed/ could take it: it stays in work/). ``retry_at``: the daemon queues the job again from then
+    (time.time()); ``disk_full``: a folder found full, where claiming pauses; ``event``: what metrics and notices
+    hear (done and failed jobs).
+    """
+
+    job: Job
+    kind: str
+    retry_at: float | None = None
+    disk_full: str | None = None
+    event: dict | None = None
+
+
+def crashed(job: Job) -> Outcome:
+    """The executor running it died: a crash, not an attempt charged to the photo; it runs again at once."""
+    job.running, job.crashes, job.attempts = False, job.crashes + 1, max(0, job.attempts - 1)
+    return Outcome(job, "crashed", retry_at=job.not_before)
+
+
+@contextlib.contextmanager
+def logging_for(job: Job):
+    """Every log line inside names the job (its id and file), whichever thread writes it."""
+    structlog.contextvars.bind_contextvars(job_id=job.id, file=job.source)
+    try:
+        yield
+    finally:
+        structlog.contextvars.clear_contextvars()
+
+
+def current(job: Job, plan: Plan, info, **more) -> dict:
+    """status.json's "current" for one running job, from the engine's StepInfo (or a Ray actor's copy of it)."""
+    get = info.get if isinstance(info, dict) else lambda key, default=None: getattr(info, key, default)
+    return {"job_id": job.id, "file": job.source, "recipe": plan.recipe.name, "step": get("step", 0),
+            "total_steps": get("total_steps", plan.settings.steps), "scale": get("scale", 1),
+            "n_scales": get("n_scales", 1), "tiles": get("tiles", 1), "loss": get("loss", 0.0), "eta_seconds": round(get("eta") or 0.0, 1),
+            "elapsed": round(get("elapsed", 0.0), 1), **more}
+
+
+class JobLife(FailurePaths):
+    """Each step of a job's life, for whichever executor runs it; how each try ended goes to ``outcomes``
+    (drained by the executor's poll()), so the daemon alone keeps the retry queue and pauses on a full disk.
+
+    ``stop`` says whether a cancel is a shutdown (the job is released) or a closing window (it waits).
     """
 
     def __init__(self, spool: Spool, get_config: Callable[[], Config], stop) -> None:
         self.spool, self.get_config, self.stop = spool, get_config, stop
-        self.retry: list[Job] = []
-        self.last_errors: list[dict] = []
-        self.held: list[Job] = []  # jobs that could not even be moved to failed/: left in work/, not retried
-        self.disk_full: str | None = None  # a folder that was full: set here, cleared by the main loop
-        self.on_event: Callable[[str, dict], None] | None = None
+        self.outcomes: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+        self.lost_attempts: dict[str, list[dict]] = {}  # job id -> the tries lost with a remote worker
         self._styles: dict[tuple, images.Image.Image] = {}
 
-    def take_due(self, now: float) -> Job | None:
-        """The retry whose time came first, taken off the queue; None while none is due."""
-        due = [job for job in self.retry if job.not_before <= now]
-        if not due:
-            return None
-        job = min(due, key=lambda j: j.not_before)
-        self.retry.remove(job)
-        return job
+    def _out(self, job: Job, kind: str, retry: bool = False, **details) -> None:
+        self.outcomes.put(Outcome(job, kind, job.not_before if retry else None, **details))
 
-    def crashed(self, job: Job) -> None:
-        """The thread running it died: a crash, not an attempt charged to the photo; it runs again."""
-        job.running, job.crashes, job.attempts = False, job.crashes + 1, max(0, job.attempts - 1)
-        self.retry.append(job)
+    def drain(self) -> list[Outcome]:
+        """The outcomes since the last call, oldest first."""
+        found = []
+        while not self.outcomes.empty():
+            found.append(self.outcomes.get_nowait())
+        return found
+
+    def open(self, job: Job, in_process: bool = True) -> tuple[Config, Plan] | None:
+        """begin, then the pre-checks: what to run; None when the try already ended here (its output was
+        written before a restart: now completed; a pre-check failed: concluded)."""
+        try:
+            config = self.begin(job, in_process)
+            if not self.already_written(job, config):
+                return config, self.prepare(job, config)
+            self.complete(job, config)
+            self._out(job, "done")
+        except Exception as exc:
+            self.conclude(job, exc)
+        return None
+
+    def land(self, job: Job, config: Config, plan: Plan, result, record: dict | None = None, **log_fields) -> None:
+        """The executor's result written and its input moved (see finish); any fault is concluded here."""
+        try:
+            self.finish(job, config, plan, result, record, **log_fields)
+            kept = self.complete(job, config)
+            log.info("job done", kept_input=str(kept) if kept else None, **log_fields)
+        except Exception as exc:
+            self.conclude(job, exc)
+
+    def lost(self, job: Job, worker: str, node: str, exc: Exception) -> None:
+        """The remote worker running it died mid-job: noted for its record, then retried (elsewhere), bounded."""
+        entry = {"attempt": job.attempts, "actor": worker, "node": node, "error": exc.__class__.__name__,
+                 "at": now_iso()}
+        self.lost_attempts.setdefault(job.id, []).append(entry)
+        log.warning("worker lost mid-job; the job goes to another worker", **entry)
+        self.conclude(job, WorkerLost(f"worker {worker} on {node} died mid-job ({entry['error']})"))
+
+    def defer(self, job: Job, seconds: float, why: str) -> None:
+        """Nothing can run it yet (no executor slot ready): it waits, not charged as an attempt."""
+        job.not_before = time.time() + seconds
+        self._not_its_fault(job)
+        self._out(job, "waiting", retry=True)
+        log.warning(why, retry_in=seconds)
 
     def begin(self, job: Job, in_process: bool = True) -> Config:
         """Count the try and save it; ``in_process``: a daemon crash now would be this job's crash."""
@@ -97,8 +174,8 @@ class JobLife(FailurePaths):
             self.spool.release(job)
             log.info("job checkpointed for the next start", step=step)
         else:
-            self.retry.append(job)
-            log.info("run window closed: job checkpointed, resumes when it opens", step=step)
+            log.info("job checkpointed; it runs again when the run window opens", step=step)
+        self._out(job, "cancelled", retry=not self.stop.is_set())
 
     def prepare(self, job: Job, config: Config) -> Plan:
         pre_check_regular_file(job)
@@ -131,10 +208,14 @@ class JobLife(FailurePaths):
         job.output_stem = None
         return False
 
-    def finish(self, job: Job, config: Config, plan: Plan, result) -> None:
+    def finish(self, job: Job, config: Config, plan: Plan, result, record: dict | None = None,
+               **log_fields) -> None:
+        """Encode and publish an engine Result (made here or on another machine); ``record``: keys the
+        executor adds to the JSON log (Ray: which worker ran it)."""
         data = images.encode(result.image, plan.settings.format, plan.settings.quality, alpha=result.alpha,
                              dpi=plan.settings.print_dpi)
-        self.publish(job, config, plan, result, data, self.record(job, plan, result))
+        self.publish(job, config, plan, result, data, {**self.record(job, plan, result), **(record or {})},
+                     **log_fields)
 
     def publish(self, job: Job, config: Config, plan: Plan, result, data: bytes, record: dict, **log_extra) -> None:
         """Name and write the output: the daemon alone does this, whichever executor ran the job."""
@@ -161,21 +242,14 @@ class JobLife(FailurePaths):
                 log.warning("contact sheet not written", error=str(exc))
         log.info("output written", output=str(image_path), loss=result.losses["total"], steps=result.steps,
                  seconds=result.timings["total"], stop_reason=result.stop_reason, **log_extra)
-        self._event("done", file=job.source, output=str(image_path), seconds=result.timings["total"],
-                    steps=result.steps)
-
-    def _event(self, kind: str, **data) -> None:
-        """Tell the daemon (metrics, notices); a listener's fault must not fail the job."""
-        if self.on_event is not None:
-            try:
-                self.on_event(kind, data)
-            except Exception as exc:  # noqa: BLE001
-                log.warning("event listener failed", error=f"{exc.__class__.__name__}: {exc}")
+        self._out(job, "done", event={"file": job.source, "output": str(image_path),
+                                      "seconds": result.timings["total"], "steps": result.steps})
 
     def record(self, job: Job, plan: Plan, result) -> dict:
         """The JSON log (pipeline/daemon/joblog.py); plans the input's name in done/ so the log can say it."""
         keep = self.get_config().after_success == "move"
-        return joblog.build(job, plan, result, self.spool.plan_done(job) if keep else None)
+        return joblog.build(result, job.input, plan.content.size, [(r.path, r.weight) for r in plan.recipe.styles],
+                            job=job, recipe=plan.recipe.name, kept=self.spool.plan_done(job) if keep else None)
 
     def complete(self, job: Job, config: Config) -> Path | None:
         """The input to done/ under the name the log recorded (fixed in the log if another daemon took it)."""

@@ -60,6 +60,29 @@ def plan_workers(options: RayOptions, resources: dict) -> tuple[int, float, floa
     return workers, per_gpu, per_cpu
 
 
+def start(options: RayOptions):
+    """Connect (or start a local instance) and size the workers: (ray, owns_it, workers, gpus, cpus each)."""
+    ray = import_ray()
+    owns = connect(ray, options)
+    resources = ray.cluster_resources()
+    try:
+        workers, gpus, cpus = plan_workers(options, resources)
+    except ValueError as exc:
+        if owns:
+            ray.shutdown()
+        raise RayUnavailable(str(exc), fix="Change the ray: section of the config") from exc
+    log.info("ray ready", address=options.address or "local instance", cpus=resources.get("CPU", 0),
+             gpus=resources.get("GPU", 0), workers=workers, gpus_per_worker=gpus, cpus_per_worker=cpus)
+    return ray, owns, workers, gpus, cpus
+
+
+def stop(ray) -> bool:
+    """Shut down the local instance this process started; False: nothing left to shut down."""
+    if ray.is_initialized():
+        ray.shutdown()
+    return False
+
+
 def _reachable(address: str, timeout: float = 3.0) -> str | None:
     """A plain TCP connect to HOST:PORT (cheap; ray.init to a dead address can wait for a minute)."""
     target = address.removeprefix("ray://")

@@ -5,7 +5,6 @@ It runs a plan's optimisation and leaves the rest of the job's life (pre-checks,
 """
 from __future__ import annotations
 
-import queue
 import sys
 import threading
 import time
@@ -18,7 +17,7 @@ from ..fsio import write_atomic
 from . import outputs
 from .config import Config
 from .executor import Executor
-from .jobs import JobLife, Plan
+from .jobs import JobLife, Plan, current, logging_for
 from .spool import Job, Spool
 
 log = structlog.get_logger("style-pipeline.worker")
@@ -30,89 +29,59 @@ class Worker(Executor):
         super().__init__("worker", spool, get_config, stop, life)
         self.engine = engine
 
-    def respawn(self) -> "Worker":
-        """A fresh thread with this one's queue and job state: the supervisor's restart."""
-        new = Worker(self.engine, self.spool, self.get_config, self.stop, self.life)
-        new.jobs, new.busy_seconds, new.marker = self.jobs, self.busy_seconds, self.marker + 1
-        return new
-
-    def submit(self, job: Job) -> None:
-        self.busy.set()
-        self.jobs.put(job)
-
-    def idle(self) -> bool:
-        return not self.busy.is_set() and self.jobs.empty()
-
     def has_room(self) -> bool:
         """Nothing waiting: the main loop may claim the next file now, so that its decode and claim overlap
         the running job and the worker never waits for them."""
-        return self.jobs.empty()
+        return self._jobs.empty()
 
-    def unstarted(self) -> list[Job]:
-        jobs = []
-        while True:
-            try:
-                job = self.jobs.get_nowait()
-            except queue.Empty:
-                return jobs
-            if job is not None:
-                jobs.append(job)
+    def respawn(self) -> "Worker":
+        """A fresh thread with this one's queue, open jobs (less the one that died with it) and job life."""
+        new = Worker(self.engine, self.spool, self.get_config, self.stop, self.life)
+        new._jobs, new._busy_seconds, new._marker = self._jobs, self._busy_seconds, self._marker + 1
+        new._open = self._open - (self._job is not None)
+        return new
 
-    @property
-    def open_jobs(self) -> int:
-        return 0 if self.idle() else 1
-
+    # --- the thread -------------------------------------------------------------------------------
     def run(self) -> None:
         """Take jobs until told to stop. Nothing outside a job may end the loop: it is logged and goes on."""
-        while True:
-            job = self.jobs.get()
-            if job is None:
-                return
+        while (job := self._jobs.get()) is not None:
             started = time.monotonic()
-            self.current = job
+            self._job = job
             try:
                 self.process(job)
             except Exception:
                 log.exception("error in the worker loop outside any job; going on")
-            finally:  # a BaseException ending the thread leaves .current set: the supervisor takes it back
-                self.current = job if sys.exc_info()[0] is not None else None
-                self.busy_seconds += time.monotonic() - started
-                self.progress = None
-                if self.jobs.empty():
-                    self.busy.clear()
-                self.finished.set()
+            finally:  # a BaseException ending the thread leaves the job in hand: the supervisor takes it back
+                self._job = job if sys.exc_info()[0] is not None else None
+                self._busy_seconds += time.monotonic() - started
+                self._current = None
+                self._cancels.discard(job.id)
+                if self._job is None:
+                    self._closed()
 
-    # --- one job ----------------------------------------------------------------------------
-    # --- one job ----------------------------------------------------------------------------
     def process(self, job: Job) -> None:
         """One try of one job; every exception, the failure path's own included, ends in a recorded outcome."""
-        structlog.contextvars.bind_contextvars(job_id=job.id, file=job.source)
-        try:
-            self._try(job)
-        except Exception as exc:  # the failure path itself failed (ENAMETOOLONG, EACCES on failed/, a bug)
-            log.exception("the failure path failed; keeping the file under its job id")
-            self.life._last_resort(job, exc)
-        finally:
-            structlog.contextvars.clear_contextvars()
+        with logging_for(job):
+            try:
+                self._try(job)
+            except Exception as exc:  # the failure path itself failed (ENAMETOOLONG, EACCES on failed/, a bug)
+                log.exception("the failure path failed; keeping the file under its job id")
+                self.life._last_resort(job, exc)
 
     def _try(self, job: Job) -> None:
-        life = self.life
+        opened = self.life.open(job)
+        if opened is None:
+            return
+        config, plan = opened
+        log.info("job started", recipe=plan.recipe.name, size=plan.settings.size, steps=plan.settings.steps,
+                 attempt=job.attempts)
         try:
-            config = life.begin(job)
-            if not life.already_written(job, config):
-                plan = life.prepare(job, config)
-                log.info("job started", recipe=plan.recipe.name, size=plan.settings.size, steps=plan.settings.steps,
-                         attempt=job.attempts)
-                result = self.engine.stylize(plan.content, plan.styles, plan.settings, on_step=self._on_step(job, plan),
-                                             should_stop=self._should_stop, checkpoint=job.checkpoint)
-                life.finish(job, config, plan, result)
-            kept = life.complete(job, config)
-            log.info("job done", kept_input=str(kept) if kept else None)
+            result = self.engine.stylize(plan.content, plan.styles, plan.settings, on_step=self._on_step(job, plan),
+                                         should_stop=lambda: self._should_stop(job), checkpoint=job.checkpoint)
         except Exception as exc:
-            life.conclude(job, exc)
-
-    def _should_stop(self) -> bool:
-        return self.stop.is_set() or self.pause.is_set()
+            self.life.conclude(job, exc)
+            return
+        self.life.land(job, config, plan, result)
 
     def _on_step(self, job: Job, plan: Plan):
         config = self.get_config()
@@ -120,17 +89,13 @@ class Worker(Executor):
         saved: list = [0, None]  # the step and path of the last intermediate picture
 
         def on_step(info) -> None:
-            self.marker += 1
+            self._marker += 1
             if config.save_every and info.picture and info.step - saved[0] >= config.save_every:
                 saved[:] = [info.step, self._save_picture(job, plan, info) or saved[1]]
-            self.progress = {"job_id": job.id, "file": job.source, "recipe": plan.recipe.name, "step": info.step,
-                             "total_steps": info.total_steps, "scale": info.scale, "n_scales": info.n_scales,
-                             "tiles": info.tiles, "loss": info.loss,
-                             "eta_seconds": round(info.eta or 0.0, 1), "elapsed": round(info.elapsed, 1),
-                             "latest_picture": saved[1]}
+            self._current = current(job, plan, info, latest_picture=saved[1])
             if time.monotonic() - last_log[0] >= config.progress_seconds:
                 last_log[0] = time.monotonic()
-                log.info("progress", **{k: v for k, v in self.progress.items() if k not in ("job_id", "file")})
+                log.info("progress", **{k: v for k, v in self._current.items() if k not in ("job_id", "file")})
         return on_step
 
     def _save_picture(self, job: Job, plan: Plan, info) -> str | None:

@@ -1,0 +1,54 @@
+"""The daemon's own job state, changed only by the outcomes an executor's poll() hands over.
+
+The retry queue (transient failures, cancelled and crashed tries, jobs recovered from work/) and the jobs held
+in work/ live here, not in an executor: so a pool of executors shares one queue, and `status` reads one place.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterable
+
+import structlog
+
+from .diskguard import DiskGuard
+from .jobs import Outcome
+from .spool import Job
+
+log = structlog.get_logger("style-pipeline")
+
+
+class JobBook:
+    """The retry queue and the held jobs; ``listener`` hears done and failed jobs (metrics, notices)."""
+
+    def __init__(self, disk: DiskGuard, listener: Callable[[str, dict], None]) -> None:
+        self.disk, self.listener = disk, listener
+        self.retry: list[Job] = []
+        self.held: list[Job] = []  # jobs that could not even be moved to failed/: left in work/, not retried
+
+    def take(self, outcomes: Iterable[Outcome]) -> None:
+        """Act on how each try ended: queue it again, hold it, pause claiming on a full disk, tell the listener."""
+        for outcome in outcomes:
+            if outcome.retry_at is not None:
+                self.retry.append(outcome.job)
+            if outcome.kind == "held":
+                self.held.append(outcome.job)
+            if outcome.disk_full:
+                self.disk.pause(Path(outcome.disk_full))
+            if outcome.event is not None:
+                self._tell(outcome.kind, outcome.event)
+
+    def _tell(self, kind: str, data: dict) -> None:
+        """A listener's fault must not lose the outcomes after it."""
+        try:
+            self.listener(kind, data)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("event listener failed", error=f"{exc.__class__.__name__}: {exc}")
+
+    def take_due(self, now: float) -> Job | None:
+        """The retry whose time came first, taken off the queue; None while none is due."""
+        due = [job for job in self.retry if job.not_before <= now]
+        if not due:
+            return None
+        job = min(due, key=lambda j: j.not_before)
+        self.retry.remove(job)
+        return job
