@@ -123,7 +123,7 @@ def seams_at(px, cols: list[int], rows: list[int]) -> float:
     return float(border.mean() / ((gx.mean() + gy.mean()) / 2))
 
 
-def seams_demo(steps: int, hw: tuple[int, int] = (96, 288), pieces: int = 3, budget: str = "82MB") -> dict:
+def seams_demo(steps: int, hw: tuple[int, int] = (96, 288), pieces: int = 3, budget: str = "94MB") -> dict:
     """A strip styled as one tiled loss, and as hand-cut tiles styled one by one and pasted (neural-style's
     scripts, without their blending): the seams ratio of each, and the picture for the README."""
     import numpy as np

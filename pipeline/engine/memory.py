@@ -13,11 +13,11 @@ import torch
 from .settings import parse_bytes
 from .tiles import ALIGN, TilePlan
 
-# Measured on the CPU (bench/print.py `calibrate`, 2-core box): the RSS high-water mark of one loss pass with
-# its backward grows by 2.56 KB per pixel between 384 and 512 px (fp32). The H200 figures (8.7 GiB at
-# 2048 px, L-BFGS state included) give ~2.2 KB/px on CUDA, so one figure serves both; bf16 autocast stores
-# half-size activations.
-BYTES_PER_PIXEL = {"fp32": 2600, "bf16": 1500}
+# Measured on the CPU (`python -m bench.print --evaluate 384 512`, 2-core box): the RSS high-water mark of one
+# loss evaluation with its backward grows by 3.09 KB per pixel between 384 and 512 px (fp32, 2 threads; 2.56 KB
+# with 1 thread). The H200 figures (8.7 GiB at 2048 px, L-BFGS state included) give ~2.2 KB/px on CUDA, so
+# the larger figure is safe for both; bf16 autocast stores half-size activations.
+BYTES_PER_PIXEL = {"fp32": 3100, "bf16": 1800}
 WHOLE_PICTURE_BYTES = 4 * 3  # one fp32 RGB vector per pixel
 CONTENT_TARGET_BYTES = 4 * 512 // 64  # conv4_2: 512 channels at 1/8 x 1/8
 CPU_SHARE = 0.5  # of the memory available when the run starts: the box has other work (a daemon, a desktop)
