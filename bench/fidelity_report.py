@@ -100,7 +100,8 @@ def section(out: Path) -> str:
                    "before #10: final loss (steps)", "before: reached at step", "before: s", "×", "× (quiet)"]
     ratio_headers = ["pair, size", "at step", "style ratio before #10", "style ratio now", "notebook's (2800)",
                      "judged loss before", "judged loss now", "engine's own loss vs judge, before", "now"]
-    when = min(r["started"] for r in runs).replace("T", " ")
+    sizes = sorted({r["size"] for r in runs})
+    when = ", ".join(f"{z} px {min(r['started'] for r in runs if r['size'] == z).replace('T', ' ')}" for z in sizes)
     machine = metas[0]["machine"] if metas else "?"
     threads = metas[0].get("threads", "?") if metas else "?"
     loads = [x for r in runs for k in ("notebook", "after", "before") for x in r[k]["load"]]
@@ -116,7 +117,7 @@ def section(out: Path) -> str:
     parts = [
         "## Time to quality, independent judge (issue 10)",
         "",
-        f"`python bench/fidelity.py` (started {when} UTC); machine: {machine}, torch {threads} thread per process, "
+        f"`python bench/fidelity.py` (started {when} UTC, one run per size); machine: {machine}, torch {threads} thread per process, "
         f"one process per pair, both pairs at once, shared with other jobs (1-min load {min(loads):.1f}-"
         f"{max(loads):.1f} on 2 cores at the runs' starts and ends).",
         "",
