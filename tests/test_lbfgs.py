@@ -101,3 +101,14 @@ def test_gram_from_the_nhwc_view_equals_the_nchw_one(dtype):
         assert gram(layout).dtype == torch.float32
         assert torch.allclose(gram(layout).double(), reference, rtol=1e-5, atol=1e-4)
     assert torch.allclose(gram(f), gram(nhwc), rtol=1e-5, atol=1e-5)
+
+
+def test_the_total_stays_fp32_under_bf16_autocast(engine, content, style):
+    """The weighted total is what the line search compares: bf16 would keep 3 of its digits (a matmul autocasts)."""
+    problem, hw = engine.build_loss(content, [style], Settings(size=48, precision="bf16"))
+    pixels = images.to_tensor(content.resize(hw[::-1]))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        total, parts = problem.loss.per_image(pixels)
+    assert total.dtype == torch.float32
+    weights = torch.tensor(problem.loss.weights, dtype=torch.float64)
+    assert total.double().item() == pytest.approx((parts.double()[0] * weights).sum().item(), rel=1e-6)

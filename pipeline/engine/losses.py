@@ -102,7 +102,7 @@ class TotalLoss(nn.Module):
         parts = torch.stack([self.content(feats), self.style(feats), self.tv(pixels.float())], dim=1)
         if self._weights is None or self._weights.device != parts.device:
             self._weights = parts.new_tensor(self.weights)
-        return parts @ self._weights, parts
+        return (parts * self._weights).sum(dim=1), parts  # not a matmul: autocast would take the total to bf16
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The sum of the images' totals (so each image's gradient is its own) and the parts, (3,) for one image."""
