@@ -16,7 +16,8 @@ from PIL import Image
 from daemon_helpers import ROOT, SAMPLES, make_config, outputs
 from pipeline.daemon import config as config_module
 from pipeline.daemon.config_build import check_folders
-from pipeline.daemon.batching import JobQueue, batch_key, fitted
+from pipeline.daemon.batching import JobQueue, batch_key
+from pipeline.engine.images import fit_size
 from pipeline.daemon.outputs import SHEET_HEIGHT, contact_sheet
 from pipeline.daemon.sheets import SheetWriter
 from pipeline.daemon.spool import Spool
@@ -104,7 +105,7 @@ def test_a_batch_takes_the_queued_photos_of_its_recipe_and_shape_and_leaves_the_
     for job in jobs:
         queue.put(job)
     key = batch_key(jobs[0], config)
-    assert key == ("starry", (64, 43)) == ("starry", fitted((512, 341), 64))
+    assert key == ("starry", (64, 43)) == ("starry", fit_size((512, 341), 64))
     assert batch_key(jobs[2], config) == key, "rocket (512x342) works at coffee's 64x43: one batch"
     taken = queue.take(lambda job: batch_key(job, config) == key, 2)
     assert [j.name for j in taken] == ["a.jpg", "c.jpg"]

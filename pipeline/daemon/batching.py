@@ -13,6 +13,7 @@ from typing import Callable
 
 from PIL import Image
 
+from ..engine.images import fit_size
 from .config import Config
 from .spool import Job
 
@@ -36,13 +37,6 @@ class JobQueue(queue.Queue):
         return taken
 
 
-def fitted(size: tuple[int, int], long_side: int) -> tuple[int, int]:
-    """(width, height) with the long side scaled to ``long_side``: the engine's working shape (images.fit)."""
-    w, h = size
-    scale = long_side / max(w, h)
-    return max(1, round(w * scale)), max(1, round(h * scale))
-
-
 def header_size(job: Job) -> tuple[int, int] | None:
     """The picture's upright size from its header alone (no decode); None when the header cannot be read."""
     try:
@@ -54,18 +48,23 @@ def header_size(job: Job) -> tuple[int, int] | None:
     return (h, w) if turned else (w, h)
 
 
+def runs_alone(job: Job) -> bool:
+    """A sidecar makes the job's own settings; a checkpoint resumes it alone."""
+    return bool(job.sidecar) or job.checkpoint.exists()
+
+
 def batch_key(job: Job, config: Config) -> tuple | None:
     """(recipe, working shape) of a queued job, or None for one that must run alone."""
-    if job.sidecar or job.checkpoint.exists():
+    if runs_alone(job):
         return None
     folder = job.recipe_folder
     recipe = config.recipes[folder if folder in config.recipes else config.default_recipe]
     size = header_size(job)
-    return None if size is None else (recipe.name, fitted(size, recipe.settings.size))
+    return None if size is None else (recipe.name, fit_size(size, recipe.settings.size))
 
 
 def plan_key(job: Job, plan) -> tuple | None:
     """The same key for an opened job, from its plan; None when it must run alone."""
-    if job.sidecar or job.checkpoint.exists():
+    if runs_alone(job):
         return None
-    return plan.recipe.name, fitted(plan.content.size, plan.settings.size)
+    return plan.recipe.name, fit_size(plan.content.size, plan.settings.size)

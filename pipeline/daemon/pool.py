@@ -168,7 +168,7 @@ class Pool(Executor):
         return self
 
     def close(self, timeout: float) -> list[Job]:
-        unstarted = [job for job in self._jobs.take(lambda job: True, self._jobs.qsize())]
+        unstarted = self._jobs.take(lambda job: True, self._jobs.qsize())
         for _ in self.slots:
             self._jobs.put(None)
         deadline = time.monotonic() + timeout

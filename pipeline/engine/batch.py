@@ -20,6 +20,7 @@ from PIL import Image
 from ..errors import Cancelled
 from .lbfgs import ProjectedLBFGS
 from .losses import ContentLoss, TotalLoss
+from .memory import cuda_free
 from .optimize import NonFinite, Problem, StepInfo, _Stop, is_blank
 from .settings import Settings
 
@@ -29,11 +30,10 @@ STEP_ON = Callable[[int, StepInfo], None]
 
 def batch_size_for(device: torch.device, hw: tuple[int, int], limit: int = 16) -> int:
     """How many photos of this working shape fit at once: 1 off CUDA (a CPU gains nothing from batching),
-    else what 80% of the free memory holds."""
+    else what 80% of the free memory holds (within the process's cap, as the tile planner reads it)."""
     if device.type != "cuda":
         return 1
-    free, _ = torch.cuda.mem_get_info(device)
-    return max(1, min(limit, int(0.8 * free) // (BYTES_PER_PIXEL * hw[0] * hw[1])))
+    return max(1, min(limit, int(0.8 * cuda_free(device)) // (BYTES_PER_PIXEL * hw[0] * hw[1])))
 
 
 def stylize_batch(engine, make_run: Callable, contents: Sequence[Image.Image], styles: Sequence[Image.Image],

@@ -83,11 +83,18 @@ def _cmyk_to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def fit_size(size: tuple[int, int], long_side: int) -> tuple[int, int]:
+    """(width, height) with the long side scaled to ``long_side``, keeping the aspect ratio: what ``fit`` makes.
+
+    Kept apart so that the daemon can predict a picture's working shape from its header alone (batching)."""
+    w, h = size
+    scale = long_side / max(w, h)
+    return max(1, round(w * scale)), max(1, round(h * scale))
+
+
 def fit(img: Image.Image, size: int) -> Image.Image:
     """Scale so that the longest side is ``size`` (up or down), keeping the aspect ratio."""
-    w, h = img.size
-    scale = size / max(w, h)
-    new = (max(1, round(w * scale)), max(1, round(h * scale)))
+    new = fit_size(img.size, size)
     return img if new == img.size else img.resize(new, Image.Resampling.LANCZOS)
 
 

@@ -26,7 +26,6 @@ from .optimize import Monitor, NonFinite, Problem, _Stop
 ARMIJO = 1e-4
 MAX_BACKTRACKS = 12
 FIRST_STEP = 8.0  # the first step moves each pixel at most this many grey levels
-N_READ = 10  # values in one packed read: f_new, 3 parts, Armijo bound, slope, gradient slope, s.y, y.y, f
 
 
 @dataclass
@@ -107,7 +106,7 @@ class ProjectedLBFGS:
 
     def pack(self, f_new: torch.Tensor, g_new: torch.Tensor, parts: torch.Tensor) -> torch.Tensor:
         """Everything the host decides on, as one small device tensor (read with the others at once)."""
-        self.f_new, self.g_new, self.parts = f_new, g_new, parts
+        self.f_new, self.g_new = f_new, g_new
         s = self.trial - self.x
         y = g_new - self.g
         self.s, self.y = s, y

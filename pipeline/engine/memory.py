@@ -28,7 +28,7 @@ MIN_HISTORY = 3
 def available_bytes(device: torch.device) -> int:
     """What this run may use when max_memory is not set: a share of free GPU memory, or of available RAM."""
     if device.type == "cuda":
-        return int(_cuda_free(device) * GPU_SHARE)
+        return int(cuda_free(device) * GPU_SHARE)
     try:
         with open("/proc/meminfo") as handle:
             info = dict(line.split(":", 1) for line in handle)
@@ -43,11 +43,11 @@ def budget(max_memory: str | None, device: torch.device) -> int:
         return available_bytes(device)
     asked = parse_bytes(max_memory)
     if device.type == "cuda":
-        return min(asked, _cuda_free(device))
+        return min(asked, cuda_free(device))
     return asked
 
 
-def _cuda_free(device: torch.device) -> int:
+def cuda_free(device: torch.device) -> int:
     """Free device memory, within the process's cap where one is set (set_per_process_memory_fraction: how a
     24 GB card is emulated on a bigger one, or a GPU shared by two daemons): mem_get_info alone ignores the cap."""
     free, total = torch.cuda.mem_get_info(device)
