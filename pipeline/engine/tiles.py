@@ -134,14 +134,14 @@ def tiled_grams(vgg: nn.Module, pixels: torch.Tensor, plan: TilePlan) -> dict[st
 
 def tiled_content(vgg: nn.Module, pixels: torch.Tensor, plan: TilePlan) -> torch.Tensor:
     """conv4_2 of the whole picture, assembled from the tiles' cores (no grad): the content target."""
-    out = None
+    out, stride = None, LAYER_STRIDE[CONTENT_LAYER]
     with torch.no_grad():
         for tile in plan.tiles():
             feats = vgg(tile.outer(pixels), (CONTENT_LAYER,))[CONTENT_LAYER].float()
-            core = tile.core_of(feats, 8, plan.hw)
+            core = tile.core_of(feats, stride, plan.hw)
             if out is None:
-                out = feats.new_zeros(*feats.shape[:2], plan.hw[0] // 8, plan.hw[1] // 8)
-            out[(..., *tile.global_span(8, plan.hw))] = core
+                out = feats.new_zeros(*feats.shape[:2], plan.hw[0] // stride, plan.hw[1] // stride)
+            out[(..., *tile.global_span(stride, plan.hw))] = core
     assert out is not None
     return out
 
@@ -163,7 +163,7 @@ class _Precomputed(torch.autograd.Function):
 
 class TiledLoss(nn.Module):
     """The same objective as :class:`~.losses.TotalLoss` (content + style + tv, returning the parts), evaluated
-    tile by tile. ``on_tile(i, n)`` is told as each tile of the gradient pass starts (progress)."""
+    tile by tile."""
 
     def __init__(self, vgg: nn.Module, content_target: torch.Tensor, style_grams: dict[str, torch.Tensor],
                  layer_weights: tuple[float, ...], weights: tuple[float, float, float], plan: TilePlan) -> None:
@@ -173,7 +173,6 @@ class TiledLoss(nn.Module):
         self.targets = {k: v.detach() for k, v in style_grams.items()}
         self.layer_weights = {k: w for k, w in zip(STYLE_LAYERS, layer_weights) if w != 0}
         self.tv = TVLoss()
-        self.on_tile = None
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         grams, content_sum = self._first_pass(pixels.detach())
@@ -200,8 +199,8 @@ class TiledLoss(nn.Module):
         return grams, content
 
     def _content_sum(self, feats: dict[str, torch.Tensor], tile: Tile) -> torch.Tensor:
-        core = tile.core_of(feats[CONTENT_LAYER], 8, self.plan.hw).float()
-        target = self.content_target[(..., *tile.global_span(8, self.plan.hw))]
+        core = tile.core_of(feats[CONTENT_LAYER], LAYER_STRIDE[CONTENT_LAYER], self.plan.hw).float()
+        target = self.content_target[(..., *tile.global_span(LAYER_STRIDE[CONTENT_LAYER], self.plan.hw))]
         return ((core - target) ** 2).sum()
 
     def _style(self, grams: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -218,10 +217,7 @@ class TiledLoss(nn.Module):
         """Pass 2: each tile's core positions back-propagate the loss at the global Grams."""
         grad = torch.zeros_like(pixels, dtype=torch.float32)
         cw, sw, _ = self.weights
-        tiles = self.plan.tiles()
-        for index, tile in enumerate(tiles):
-            if self.on_tile:
-                self.on_tile(index, len(tiles))
+        for tile in self.plan.tiles():
             part = tile.outer(pixels).detach().requires_grad_()
             feats = self.vgg(part)
             local = {}
