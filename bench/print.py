@@ -40,8 +40,9 @@ def one(size: int, scales: str, steps: int, device: str, max_memory: str | None)
     engine = StyleTransfer(device=device)
     content, style = images.load(CONTENT), images.load(STYLE)
     content = content.resize((size, size), images.Image.Resampling.BICUBIC)  # the photo upscaled to print size
-    settings = Settings(size=size, steps=steps, scales="auto" if scales == "auto" else int(scales),
-                        max_memory=max_memory, early_stop_tol=0)
+    levels, _, coarse = scales.partition("/")  # "auto", "1", or "3/20": 3 levels, 20 steps at each coarser one
+    settings = Settings(size=size, steps=steps, scales="auto" if levels == "auto" else int(levels),
+                        max_memory=max_memory, early_stop_tol=0, coarse_steps=int(coarse or 100))
     started = time.perf_counter()
     result = engine.stylize(content, [style], settings)
     wall = time.perf_counter() - started
@@ -50,7 +51,7 @@ def one(size: int, scales: str, steps: int, device: str, max_memory: str | None)
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
     OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / f"{device}-{size}-{scales}.png"
+    path = OUT / f"{device}-{size}-{scales.replace('/', 'c')}.png"
     result.image.save(path)
     return {"size": size, "scales": scales, "levels": [max(s) for s in result.scales], "steps": result.steps,
             "device": device, "wall_s": round(wall, 1), "peak_gib": round(peak, 2), "tiles": result.tiles,
@@ -185,6 +186,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--max-memory", default=None)
     parser.add_argument("--single", action="store_true", help="also run single scale at each size")
+    parser.add_argument("--scales", nargs="+", default=["auto"],
+                        help="the runs at each size: auto, a number of levels, or N/C (N levels, C steps at each "
+                             "coarser one and --steps at the last: a slow CPU's short schedule)")
+    parser.add_argument("--single-steps", type=int, help="single scale's steps (default --steps): equal wall time")
+    parser.add_argument("--reference-steps", type=int, help="the 1024 px reference's steps (default --steps)")
     parser.add_argument("--machine", default="")
     parser.add_argument("--evaluate", type=int, nargs="+", metavar="SIZE", help="one evaluation at each size")
     parser.add_argument("--seams", type=int, metavar="STEPS", help="only the seams demo, with this many steps")
@@ -208,11 +214,13 @@ def main() -> None:
         print(json.dumps(seams_demo(args.seams)))
         return
     mem = args.max_memory or "-"
-    ref = child("1024", "1", str(args.steps), args.device, "-")
+    ref = child("1024", "1", str(args.reference_steps or args.steps), args.device, "-")
     rows = [ref]
     for size in args.sizes:
-        for scales in ("auto", "1") if args.single else ("auto",):
+        for scales in args.scales:
             rows.append(child(str(size), scales, str(args.steps), args.device, mem))
+        if args.single:
+            rows.append(child(str(size), "1", str(args.single_steps or args.steps), args.device, mem))
     for r in rows:
         scores = look(r["path"], ref["path"])
         r["look"] = scores["result"] / scores["reference"]
