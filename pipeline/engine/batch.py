@@ -20,11 +20,10 @@ from PIL import Image
 from ..errors import Cancelled
 from .lbfgs import ProjectedLBFGS
 from .losses import ContentLoss, TotalLoss
-from .memory import cuda_free
+from .memory import cuda_free, photo_bytes
 from .optimize import NonFinite, Problem, StepInfo, _Stop, is_blank
 from .settings import Settings
 
-BYTES_PER_PIXEL = 4096  # peak GPU memory of one photo per working pixel: 3.2-3.8 KB measured (gpu.md), with margin
 STEP_ON = Callable[[int, StepInfo], None]
 
 
@@ -33,7 +32,7 @@ def batch_size_for(device: torch.device, hw: tuple[int, int], limit: int = 16) -
     else what 80% of the free memory holds (within the process's cap, as the tile planner reads it)."""
     if device.type != "cuda":
         return 1
-    return max(1, min(limit, int(0.8 * cuda_free(device)) // (BYTES_PER_PIXEL * hw[0] * hw[1])))
+    return max(1, min(limit, int(0.8 * cuda_free(device)) // photo_bytes(hw)))
 
 
 def stylize_batch(engine, make_run: Callable, contents: Sequence[Image.Image], styles: Sequence[Image.Image],
