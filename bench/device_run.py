@@ -60,21 +60,24 @@ def stages(dry: bool, work: Path, machine: str) -> list[Stage]:
     py = sys.executable
     env_probe = Stage("env", 60 if dry else 30, [py, __file__, "--env"], "the machine line of each section")
     if dry:
-        gpu = ["--device", "cpu", "--sizes", "64", "--batch", "2", "--steps", "4", "--repeats", "1", "--threads", "1"]
+        gpu = ["--device", "cpu", "--sizes", "64", "--batch", "2", "--steps", "4", "--repeats", "1", "--threads", "1",
+               "--precision-sizes", "32", "--precision-steps", "3"]
         pool = ["--sizes", "32", "--steps", "3", "--photos", "3", "--threads", "1"]
         prints = ["--device", "cpu", "--sizes", "64", "--scales", "2/2", "--single", "--steps", "3",
                   "--single-sizes", "64", "--single-steps", "3", "--max-memory", "12MB",  # 12MB: 4 tiles at 64 px
                   "--look-size", "48"]
         shares = (240, 180, 300)  # generous: the shared 2-core box is often 4x contended
     else:
-        gpu = ["--repeats", "2"]  # 512 and 1024 px, batch 16, tf32 and bf16, 40 steps; start to first step
+        # 512 and 1024 px, batch 16, tf32 and bf16, 40 steps; precision rows (30 steps; the choice is recorded in
+        # this run's weights cache, so the later stages' `precision: auto` uses it); start to first step
+        gpu = ["--repeats", "2", "--precision-sizes", "512,1024"]
         pool = ["--sizes", "1024,512", "--steps", "100", "--photos", "24", "--threads", "16"]
         prints = ["--device", "cuda", "--sizes", "2048", "4096", "8192", "--max-memory", "20GiB", "--steps", "150",
                   "--single", "--single-sizes", "2048", "4096", "--single-steps", "100"]
-        shares = (100, 200, 220)
+        shares = (110, 200, 210)
     return [
         env_probe,
-        Stage("gpu", shares[0], [py, "bench/gpu.py", *gpu], "bench/RESULTS.md: The step next to the network"),
+        Stage("gpu", shares[0], [py, "bench/gpu.py", *gpu], "bench/RESULTS.md: The step next to the network; its Precision"),
         Stage("pool", shares[1], [py, "bench/pool.py", "--gpu", "--only", POOL_LAYOUTS, "--out", str(work / "pool"),
                                   *pool], "bench/RESULTS.md: The daemon on a queued batch"),
         Stage("print", shares[2], [py, "-m", "bench.print", *prints, "--machine", machine],
@@ -133,11 +136,14 @@ def tables(stage: Stage) -> str:
         return table(stage.rows, f"{stage.name} cut short: the rows it finished")
     if stage.name == "env":
         return "\n".join(f"- {k}: {v}" for r in stage.rows for k, v in r.items())
-    keep, seen = [], set()
-    for line in stage.stdout.splitlines():  # gpu.py prints each row as it goes, then the whole table
-        if line.startswith(("|", "# ", "Machine:")) and line not in seen or not line:
-            keep.append(line)
-            seen.add(line)
+    keep, seen, lines = [], set(), stage.stdout.splitlines()
+    for line, after in zip(lines, lines[1:] + [""]):  # gpu.py prints each row as it goes, then the whole table
+        if not line.startswith(("|", "# ", "Machine:")) or line in seen:
+            continue
+        if after.startswith("|---") and keep:
+            keep.append("")  # a new table's header: markdown needs the blank line
+        keep.append(line)
+        seen.add(line)
     return "\n".join(keep).strip()
 
 

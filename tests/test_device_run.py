@@ -67,7 +67,8 @@ def test_a_stage_past_its_time_is_stopped_with_its_children_and_the_rest_still_r
     monkeypatch.setattr(device_run, "KILL_AFTER_S", 1)
     work, out, pidfile = tmp_path / "work", tmp_path / "out", tmp_path / "grandchild.pid"
     work.mkdir()
-    table = [sys.executable, "-c", "print('# t\\n| a | b |\\n|---|---|\\n| 1 | 2 |')"]
+    once = "| a | b |\\n|---|---|\\n| 1 | 2 |"  # printed as it goes, then whole (as bench/gpu.py does)
+    table = [sys.executable, "-c", f"print('# t\\n{once}\\n{once}\\nprose')"]
     plan = [Stage("hang", 6, child_that_hangs(pidfile), "-"),
             Stage("print", 6, print_cut_short(tmp_path / "cpu-64-auto.png"), "Large prints"),
             Stage("table", 20, table, "somewhere")]
@@ -76,7 +77,7 @@ def test_a_stage_past_its_time_is_stopped_with_its_children_and_the_rest_still_r
     assert [s.status for s in plan] == ["timed out", "timed out", "ok"]
     assert plan[0].wall_s < 10 and not alive(int(pidfile.read_text()))
     summary = (out / "summary.md").read_text()
-    assert "## table: ok" in summary and "| 1 | 2 |" in summary
+    assert "## table: ok\n\n# t\n\n| a | b |\n|---|---|\n| 1 | 2 |\n" in summary and summary.count("| 1 | 2 |") == 1
     assert "cut short" in summary and "| 64 | auto (32-64) | 3 | cpu | 1.0 s | 0.1 GiB | 1 | 1.20x | - |" in summary
     assert set(os.listdir(out)) <= set(device_run.FILES) and {"summary.md", "results.json", "log.txt"} <= set(
         os.listdir(out))
