@@ -22,12 +22,11 @@ from . import images
 from .lbfgs import ProjectedLBFGS, advance
 from .levels import levels as plan_levels
 from .losses import ContentLoss, TotalLoss
-from .memory import cuda_free
+from .memory import cuda_free, photo_bytes
 from .optimize import NonFinite, Problem, StepInfo, is_blank
 from .settings import Settings
 from .walk import walk
 
-BYTES_PER_PIXEL = 4096  # peak GPU memory of one photo per working pixel: 3.2-3.8 KB measured (gpu.md), with margin
 STEP_ON = Callable[[int, StepInfo], None]
 
 
@@ -36,7 +35,7 @@ def batch_size_for(device: torch.device, hw: tuple[int, int], limit: int = 16) -
     else what 80% of the free memory holds (within the process's cap, as the tile planner reads it)."""
     if device.type != "cuda":
         return 1
-    return max(1, min(limit, int(0.8 * cuda_free(device)) // (BYTES_PER_PIXEL * hw[0] * hw[1])))
+    return max(1, min(limit, int(0.8 * cuda_free(device)) // photo_bytes(hw)))
 
 
 def stylize_batch(engine, make_run: Callable, contents: Sequence[Image.Image], styles: Sequence[Image.Image],

@@ -20,7 +20,7 @@ from PIL import Image
 
 from ..errors import EngineError
 from ..fsio import write_atomic
-from . import images, shapes
+from . import images, precision as precisions, shapes
 from .batch import stylize_batch
 from .device import pick_device
 from .levels import levels as plan_levels, style_grams, tile_plan, tiled_problem
@@ -57,12 +57,14 @@ class Result:
     resumed_from_step: int | None = None
     canvas: tuple[int, int] | None = None  # a thin picture's padded shape (issue 9); None when not padded
     tiles: dict[int, dict] = field(default_factory=dict)  # level index -> its tile plan, where tiled (issue 14)
+    precision: str = "fp32"  # what the network ran in: fp32, tf32 or bf16 (``auto`` resolved, issue 13)
 
     def log(self) -> dict:
         """The JSON-ready record of the run (everything but the pixels)."""
         return {
             "losses": self.losses, "judge": JUDGE, "steps": self.steps, "stop_reason": self.stop_reason,
             "scales": [list(s) for s in self.scales], "timings": self.timings, "device": self.device,
+            "precision": self.precision,
             "style_weight": self.style_weight, "settings": self.settings.to_dict(), "retries": self.retries,
             "resumed_from_step": self.resumed_from_step, "curve": self.curve,
             "canvas": list(self.canvas) if self.canvas else None, "tiles": self.tiles,
@@ -154,12 +156,8 @@ class StyleTransfer:
         return pixels.contiguous(memory_format=torch.channels_last) if self.device.type == "cuda" else pixels
 
     def autocast(self, precision: str) -> torch.dtype | None:
-        """The autocast dtype for ``precision`` here (None: full fp32), setting TF32 as asked."""
-        if self.device.type != "cuda":
-            return None
-        torch.backends.cuda.matmul.allow_tf32 = precision in ("auto", "tf32")
-        torch.backends.cudnn.allow_tf32 = precision in ("auto", "tf32")
-        return torch.bfloat16 if precision == "bf16" else None
+        """The autocast dtype for ``precision`` here (None: full fp32), setting TF32 to match (engine/precision.py)."""
+        return precisions.autocast(self.device, precision)
 
     # --- the run ----------------------------------------------------------------------------
     def stylize(self, content: Image.Image, styles: Sequence[Image.Image], settings: Settings = Settings(), *,
@@ -238,6 +236,7 @@ class _Run:
         self.level_index = 0
         self.retries: list[str] = []
         self.timings: dict[str, float] = {"style_targets": 0.0}
+        self.precision = precisions.resolve(engine.device, settings.precision)  # once: the whole run in one
 
     def _fingerprint(self) -> str:
         parts = [digest(self.content), *map(digest, self.styles), json.dumps(self.settings.to_dict(), sort_keys=True),
@@ -299,7 +298,7 @@ class _Run:
             content_target = engine.vgg(engine.layout(content), (CONTENT_LAYER,))[CONTENT_LAYER].float()
         total = TotalLoss(engine.vgg, ContentLoss(content_target), StyleLoss(targets, s.layer_weights),
                           s.content_weight, self.style_weight, s.tv_weight)
-        return Problem(total, engine.autocast(s.precision))
+        return Problem(total, engine.autocast(self.precision))
 
     def _optimise_level(self, hw, pixels: torch.Tensor, opt_state: dict | None) -> torch.Tensor:
         """Optimise one level; on NaN/inf or a blank result, retry once from the last good state, gentler."""
@@ -389,4 +388,5 @@ class _Run:
                    "load_weights": round(self.engine.load_seconds, 3)}
         return Result(image, self.alpha, losses, self.monitor.curve, self.monitor.step_count, self.levels, timings,
                       str(self.engine.device), self.monitor.stop_reason, self.style_weight, self.engine.weights,
-                      self.settings, self.retries, resumed, canvas, {k: p.to_dict() for k, p in self.tiles.items()})
+                      self.settings, self.retries, resumed, canvas, {k: p.to_dict() for k, p in self.tiles.items()},
+                      self.precision)
