@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 import torch
 from PIL import Image
 
-from ..errors import Cancelled, EngineError
+from ..errors import EngineError
 from ..fsio import write_atomic
 from . import images, precision as precisions, shapes
 from .batch import stylize_batch
@@ -31,6 +31,7 @@ from .settings import CONTENT_LAYER, STYLE_LAYERS, Settings
 from .tiles import TilePlan
 from .shapes import MIN_SIDE, pyramid  # noqa: F401  (re-exported: callers import them from here)
 from .vgg import VGGFeatures, WeightsInfo, load_features
+from .walk import walk
 
 ADAM_DEFAULT_LR = 2.0
 # Which judge the reported losses come from (issue 10): the engine scores its own saved 8-bit output, with the
@@ -243,23 +244,15 @@ class _Run:
         return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
     def run(self) -> Result:
-        device = self.engine.device
         if self.engine.fault_hook:
-            self.engine.fault_hook(device)
+            self.engine.fault_hook(self.engine.device)
         torch.manual_seed(self.settings.seed)
-        pixels, start_level, opt_state, resumed = self._resume()
-        for index in range(start_level, len(self.levels)):
-            hw = self.levels[index]
-            self.level_index = index
-            self.monitor.begin_level(index + 1, hw, self.monitor.level_step if index == start_level else 0)
-            pixels = self._initial(hw, device) if pixels is None else self._next_level(pixels, index)
-            pixels = self._optimise_level(hw, pixels, opt_state if index == start_level else None)
-            opt_state = None
-            if self.monitor.cancelled:
-                raise Cancelled(self.monitor.step_count, str(self.checkpoint) if self.checkpoint else None)
-            if self.monitor.stop_reason != "steps" and index < len(self.levels) - 1:
-                self.monitor.stop_reason = "steps"  # early stop at a coarse level just moves on
-            self.monitor.level_step = 0
+        pixels, start, opt_state, resumed = self._resume()
+
+        def optimise(index: int, runs: list, starts: list[torch.Tensor]) -> list[torch.Tensor]:
+            return [self._optimise_level(self.levels[index], starts[0], opt_state if index == start else None)]
+
+        [pixels] = walk([self], optimise, pixels, start)
         return self._result(pixels, resumed)
 
     def _next_level(self, pixels: torch.Tensor, index: int) -> torch.Tensor:
