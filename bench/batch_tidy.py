@@ -13,10 +13,8 @@
 """
 from __future__ import annotations
 
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,20 +23,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import torch  # noqa: E402
 
+from bench.bench_outputs import median_time as timed  # noqa: E402
 from bench.common import ASSETS, machine, table  # noqa: E402
 
 PHOTO = (2400, 1655)
 QUEUED = 16
-
-
-def timed(fn, repeats: int) -> float:
-    """The median wall seconds of ``repeats`` calls."""
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def preparation_rows(repeats: int = 5) -> list[list]:
