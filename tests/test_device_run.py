@@ -95,3 +95,22 @@ def test_a_stage_with_too_little_time_left_is_skipped_not_started(tmp_path, monk
             Stage("after", 30, [sys.executable, "-c", "pass"], "-")]
     device_run.execute(plan, 40, dict(os.environ), tmp_path / "work", tmp_path / "out", dry=True)
     assert plan[0].status.startswith("skipped") and not never.exists() and plan[1].status == "ok"
+
+
+def test_a_budget_under_the_shares_shrinks_every_stage_alike_instead_of_skipping_the_first(tmp_path, monkeypatch):
+    monkeypatch.setattr(device_run, "RESERVE_S", 0)
+    quick = [sys.executable, "-c", "pass"]
+    plan = [Stage("first", 100, quick, "-"), Stage("second", 100, quick, "-")]
+    device_run.execute(plan, 100, dict(os.environ), tmp_path / "work", tmp_path / "out", dry=True)
+    assert [s.status for s in plan] == ["ok", "ok"]
+    assert 40 <= plan[0].timeout_s <= 50 - device_run.KILL_AFTER_S  # half the budget: its half of the shares
+
+
+def test_without_a_cuda_gpu_the_gpu_run_stops_after_env_instead_of_running_gpu_sizes_on_the_cpu(tmp_path):
+    never = tmp_path / "started"
+    plan = [Stage("env", 10, [sys.executable, "-c", "print('{\"cpus\": 2, \"torch\": \"2.11\"}')"], "-"),
+            Stage("gpu", 10, [sys.executable, "-c", f"open({str(never)!r}, 'w')"], "-")]
+    device_run.execute(plan, 60, dict(os.environ), tmp_path / "work", tmp_path / "out", dry=False)
+    assert plan[0].status == "ok" and plan[1].status.startswith("skipped (torch sees no CUDA GPU")
+    assert not never.exists()
+    assert "skipped (torch sees no CUDA GPU" in (tmp_path / "out" / "summary.md").read_text()
