@@ -59,6 +59,7 @@ def test_the_probe_records_what_it_measured_and_the_rule_decides_on_real_figures
 def test_auto_on_a_cpu_is_fp32_without_a_record_and_the_log_says_so(engine, content, style, cache, monkeypatch,
                                                                     torch_threads):
     assert precision.resolve(CPU, "auto") == "fp32" and engine.autocast("auto") is None
+    assert engine.precision() == "fp32"  # what the daemon's "engine ready" line says
     assert precision.resolve(CPU, "tf32") == "fp32"  # TF32 is a CUDA mode
     assert precision.resolve(torch.device("cuda"), "fp32") == "fp32"
     result = engine.stylize(content, [style], Settings(size=32, steps=1))
@@ -72,6 +73,7 @@ def test_a_recorded_bf16_is_read_back_and_a_cpu_run_goes_through_in_bf16(engine,
     """The record is what auto uses; bf16 autocast on the CPU runs a job end to end, judged in fp32."""
     precision.write_record(CPU, {"choice": "bf16", "why": "written by the test"})
     assert precision.resolve(CPU, "auto") == "bf16" and engine.autocast("auto") is torch.bfloat16
+    assert (engine.precision(), engine.precision("fp32")) == ("bf16", "fp32")
     problem, hw = engine.build_loss(content, [style], Settings(size=32))
     assert problem.autocast is torch.bfloat16
     settings = Settings(size=32, steps=1, early_stop_tol=0)

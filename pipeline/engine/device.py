@@ -5,6 +5,7 @@ CPU-only box) is one line that says what was asked, what exists, and what to do,
 """
 from __future__ import annotations
 
+import functools
 import platform
 import re
 from pathlib import Path
@@ -37,8 +38,10 @@ def available() -> list[str]:
     return found
 
 
+@functools.cache
 def cpu_model() -> str:
-    """The CPU's model name (no torch): what a CPU measurement was made on (benchmarks, the precision record)."""
+    """The CPU's model name (no torch): what a CPU measurement was made on (benchmarks, the precision record).
+    Read once: every run asks (precision auto's key), and /proc/cpuinfo is long on a many-core server."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

@@ -155,6 +155,10 @@ class StyleTransfer:
         """The memory layout the network runs fastest in on this device (channels-last on CUDA)."""
         return pixels.contiguous(memory_format=torch.channels_last) if self.device.type == "cuda" else pixels
 
+    def precision(self, asked: str = "auto") -> str:
+        """What a run asking for ``asked`` runs in here: fp32, tf32 or bf16 (auto: as recorded for this device)."""
+        return precisions.resolve(self.device, asked)
+
     def autocast(self, precision: str) -> torch.dtype | None:
         """The autocast dtype for ``precision`` here (None: full fp32), setting TF32 to match (engine/precision.py)."""
         return precisions.autocast(self.device, precision)
