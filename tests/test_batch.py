@@ -9,7 +9,7 @@ import torch
 from pipeline.engine import Settings, images
 from pipeline.engine.batch import batch_size_for, stylize_batch
 from pipeline.engine.transfer import _Run
-from pipeline.errors import Cancelled
+from pipeline.errors import Cancelled, TooThin
 
 SAMPLES = Path(__file__).resolve().parents[1] / "pipeline" / "assets" / "samples"
 
@@ -88,6 +88,15 @@ def test_a_cancelled_batch_ends_with_cancelled(engine, style, photos):
         engine.stylize_batch(square[:2], [style], Settings(size=32, steps=6, early_stop_tol=0),
                              on_step=lambda i, info: seen.append((i, info.step)), should_stop=lambda: len(seen) >= 2)
     assert seen == [(0, 1), (1, 1)], "the batch stopped at the step the cancel came"
+
+
+def test_a_photo_that_fails_alone_leaves_the_others_their_results(engine, style, photos):
+    """A photo's own error (here too thin to stylize) is its result; it used to end the call, losing the others'."""
+    square, _ = photos
+    thin = square[0].resize((400, 4))
+    results = engine.stylize_batch([square[0], thin, square[1]], [style], Settings(size=32, steps=2))
+    assert isinstance(results[1], TooThin) and "too thin" in str(results[1])
+    assert [r.image.size for r in (results[0], results[2])] == [(32, 32), (32, 32)]
 
 
 class Alone(Exception):

@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 import torch
 from PIL import Image
 
+from ..errors import PipelineError
 from . import images
 from .lbfgs import ProjectedLBFGS, advance
 from .levels import levels as plan_levels
@@ -41,7 +42,8 @@ def batch_size_for(device: torch.device, hw: tuple[int, int], limit: int = 16) -
 def stylize_batch(engine, make_run: Callable, contents: Sequence[Image.Image], styles: Sequence[Image.Image],
                   settings: Settings = Settings(), *, on_step: STEP_ON | None = None,
                   should_stop: Callable[[], bool] | None = None) -> list:
-    """One Result per photo, in order; photos of the same working shape share each network pass.
+    """One Result per photo, in order, or the photo's own error (see _alone); photos of the same working shape
+    share each network pass.
 
     ``make_run(content, styles, settings, on_step, should_stop, checkpoint)`` is the engine's one-photo run
     (its preprocessing, pyramid, targets and Result), passed in so that this module does not import transfer.
@@ -59,9 +61,21 @@ def stylize_batch(engine, make_run: Callable, contents: Sequence[Image.Image], s
                 results[i] = result
         for i in members:
             if results[i] is None:  # alone: a lone photo, another optimiser, a failure or an out-of-memory
-                results[i] = engine.stylize(contents[i], styles, settings, on_step=_tagged(on_step, i),
-                                            should_stop=should_stop)
+                results[i] = _alone(lambda: engine.stylize(contents[i], styles, settings, on_step=_tagged(on_step, i),
+                                                           should_stop=should_stop))
     return results
+
+
+def _alone(stylize: Callable):
+    """A photo's one-photo run; an error that is the photo's own (it has a Reason: too thin, failed twice) is
+    its result, so that the batch's other photos keep theirs (the daemon fails that job alone). Anything else
+    (a cancel, a device or weights error) is the whole batch's and goes up."""
+    try:
+        return stylize()
+    except PipelineError as exc:
+        if exc.reason is None:
+            raise
+        return exc
 
 
 def working_levels(content: Image.Image, settings: Settings) -> tuple:
