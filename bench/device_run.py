@@ -149,6 +149,19 @@ def tables(stage: Stage) -> str:
     return "\n".join(keep).strip()
 
 
+TARGETS = """## The targets these tables are read against
+
+- issue 13 (H100/H200, tf32 unless bf16 is chosen): a step <= 1.2x the loss pass at 1024 px and <= 1.5x at 512 px
+  (gpu); >= 3000 photos/hour at 1024 px and 100 steps (950 before), >= 3x the old figure at 512 px, the worker
+  >= 95% busy, last step to next first step < 50 ms on a queued batch (pool); the daemon ready in < 5 s warm (gpu's
+  start rows); precision auto: bf16 only where faster and its judged loss within 1% of fp32's (gpu's precision rows).
+- issue 14: 4096 px under the 20 GiB cap in < 3 minutes; 8192 px possible under it; the look (style term at 1024 px
+  over the 1024 px result's) within 1.3x, single scale far off; seams <= 1.1 (print).
+- Then: each table into its bench/RESULTS.md section with the card's name; the headline figures into
+  ../shared/notes/gpu.md; look.jpg's strips for the README's large-print picture.
+"""
+
+
 def summary(plan: list[Stage], dry: bool, budget: float, spent: float) -> str:
     head = "| stage | status | wall s | timeout s | share s | figures go to |\n|---|---|---|---|---|---|"
     lines = [f"# bench/device_run.py{' (DRY RUN, CPU, tiny sizes)' if dry else ''}",
@@ -159,7 +172,7 @@ def summary(plan: list[Stage], dry: bool, budget: float, spent: float) -> str:
         lines += ["", f"## {s.name}: {s.status}", "", tables(s) or "(no table)"]
         if s.status != "ok" and s.status != "not run":
             lines += ["", "Last lines of stderr:", "```", *s.stderr.strip().splitlines()[-8:], "```"]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n\n" + TARGETS
 
 
 def write(out: Path, plan: list[Stage], dry: bool, budget: float, spent: float) -> None:
