@@ -216,8 +216,9 @@ def extras(work: Path, out: Path, files: list[Path]) -> None:
 
 
 def env_probe() -> None:
-    """The env stage: the machine, torch, and the payload's packages (one JSON line)."""
-    import importlib.metadata as metadata
+    """The env stage: the machine and torch (one JSON line, printed first), then the payload's packages and
+    nvidia-smi's view (a second line; a package missing is said there, and stops nothing)."""
+    import importlib
 
     import torch
 
@@ -227,18 +228,19 @@ def env_probe() -> None:
         props = torch.cuda.get_device_properties(0)
         facts |= {"gpu": props.name, "gpus": torch.cuda.device_count(), "gpu_gib": round(props.total_memory / 2**30, 1),
                   "capability": f"{props.major}.{props.minor}"}
-    facts |= {name: metadata.version(name) for name in ("watchdog", "structlog", "pillow", "numpy")}
-    import pastiche  # the payload's, by PYTHONPATH (imported_from says so)
-    import structlog
-    import watchdog
-
-    facts["weights"] = os.environ.get("STYLE_PIPELINE_WEIGHTS", "")
-    facts["imported_from"] = {m.__name__: os.path.dirname(m.__file__) for m in (watchdog, structlog, pastiche)}
+    print(json.dumps(facts), flush=True)
+    more = {"weights": os.environ.get("STYLE_PIPELINE_WEIGHTS", "")}
+    for name in ("watchdog", "structlog", "pastiche", "yaml", "PIL", "numpy", "scipy"):
+        try:
+            module = importlib.import_module(name)
+            more[name] = f"{getattr(module, '__version__', '')} {os.path.dirname(module.__file__)}".strip()
+        except Exception as exc:  # noqa: BLE001  a report, not a check
+            more[name] = f"MISSING: {exc}"
     query = ["nvidia-smi", "--query-gpu=name,memory.total,driver_version,power.limit,clocks.max.sm",
              "--format=csv,noheader"]
     smi = subprocess.run(query, capture_output=True, text=True) if torch.cuda.is_available() else None
-    facts["nvidia_smi"] = (smi.stdout.strip() or smi.stderr.strip()) if smi else "-"
-    print(json.dumps(facts))
+    more["nvidia_smi"] = (smi.stdout.strip() or smi.stderr.strip()) if smi else "-"
+    print(json.dumps(more))
 
 
 def machine_of(stage: Stage) -> str:
@@ -260,7 +262,7 @@ def execute(plan: list[Stage], budget: float, env: dict, work: Path, out: Path, 
         left = budget - (time.monotonic() - started) - RESERVE_S - later
         if left < MIN_STAGE_S:
             stage.status = f"skipped ({left:.0f} s left)"
-        elif not dry and i and plan[0].name == "env" and not any("gpu" in r for r in plan[0].rows):
+        elif not dry and i and plan[0].name == "env" and plan[0].rows and not any("gpu" in r for r in plan[0].rows):
             stage.status = "skipped (torch sees no CUDA GPU: see env; the GPU sizes would take hours on a CPU)"
         else:
             run(stage, left, env, work)

@@ -114,3 +114,11 @@ def test_without_a_cuda_gpu_the_gpu_run_stops_after_env_instead_of_running_gpu_s
     assert plan[0].status == "ok" and plan[1].status.startswith("skipped (torch sees no CUDA GPU")
     assert not never.exists()
     assert "skipped (torch sees no CUDA GPU" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_an_env_stage_that_breaks_says_nothing_of_the_gpu_and_stops_nothing(tmp_path):
+    ran = tmp_path / "started"
+    plan = [Stage("env", 10, [sys.executable, "-c", "import sys; sys.exit('no torch here')"], "-"),
+            Stage("gpu", 10, [sys.executable, "-c", f"open({str(ran)!r}, 'w')"], "-")]
+    device_run.execute(plan, 60, dict(os.environ), tmp_path / "work", tmp_path / "out", dry=False)
+    assert plan[0].status == "failed (exit 1)" and plan[1].status == "ok" and ran.exists()
