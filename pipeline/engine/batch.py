@@ -56,8 +56,10 @@ def stylize_batch(engine, make_run: Callable, contents: Sequence[Image.Image], s
         return make_run(contents[i], list(styles), settings, _tagged(on_step, i), should_stop, None)
 
     for members in _groups(contents, settings):
-        if len(members) > 1 and settings.optimizer == "lbfgs":
-            for i, result in _batched(engine, [prepare(i) for i in members], members, settings).items():
+        batched = len(members) > 1 and settings.optimizer == "lbfgs"
+        runs = _alone(lambda: [prepare(i) for i in members]) if batched else None
+        if isinstance(runs, list):  # not when preparing failed (too thin): each then runs alone, for its error
+            for i, result in _batched(engine, runs, members, settings).items():
                 results[i] = result
         for i in members:
             if results[i] is None:  # alone: a lone photo, another optimiser, a failure or an out-of-memory
