@@ -58,3 +58,15 @@ bench-print: setup
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# issues 13 and 14 on a lent GPU (README, "When a GPU is lent"). Once, in the checkout the `run` tool sends:
+# what the GPU machine lacks, into .device/ (ignored by git; carry [".device"]).
+.PHONY: device-payload device-dry
+device-payload:
+	bash bench/device_payload.sh
+
+# The same one script, every stage at tiny sizes on this CPU (7-8 minutes on the shared 2-core box): $(DRY_OUT)
+# then holds what $OUT will bring back from the GPU.
+DRY_OUT ?= /tmp/device-dry
+device-dry: device-payload
+	rm -rf $(DRY_OUT) && OUT=$(DRY_OUT) DEVICE_DRY=1 $(PY) bench/device_run.py

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pipeline.engine.device import cpu_model  # no torch; the precision record names a CPU the same way
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 ASSETS = ROOT / "pipeline" / "assets"
@@ -83,16 +85,6 @@ def table(headers: list[str], rows: list[list]) -> str:
 
 def verdict(ok: bool | None) -> str:
     return "not measured" if ok is None else ("**met**" if ok else "**missed**")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def memory() -> str:

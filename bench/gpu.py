@@ -6,10 +6,14 @@ One table, per precision (tf32 and bf16 on CUDA, fp32 elsewhere) and size:
 - the default step (compact L-BFGS, pipeline/engine/lbfgs.py) and the old one (two-loop, bench/lbfgs_old.py) in
   the same run, as milliseconds and as ratios to the bare and the loss pass, with their host reads per step;
 - the batched step per image (StyleTransfer.stylize_batch's loop);
-then the weights load (cache warm and off) and the time from a process's start to its first step.
+then the weights load (cache warm and off) and the time from a process's start to its first step;
+then the precision rows: the loss pass in the default precision (tf32 on CUDA, fp32 elsewhere) against bf16, the
+judged (fp32) loss after the same steps in each, and the choice `precision: auto` makes from them
+(engine/precision.py), which is recorded for this device unless --no-record.
 
     .venv/bin/python bench/gpu.py                      # CUDA: 512 and 1024 px; CPU: 128 and 256 px
     .venv/bin/python bench/gpu.py --sizes 64 --steps 4 --repeats 2   # a smoke run
+    .venv/bin/python bench/gpu.py --precision-only --precision-sizes 32,64 --precision-steps 5
 
 Medians over --repeats; the old and the new step alternate, so a contended machine slows both alike.
 """
@@ -30,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from bench.lbfgs_old import run_projected_lbfgs as old_lbfgs  # noqa: E402
-from pipeline.engine import Settings, StyleTransfer, images  # noqa: E402
+from pipeline.engine import Settings, StyleTransfer, images, precision  # noqa: E402
 from pipeline.engine.batch import JointLoss, evaluate_batch  # noqa: E402
 from pipeline.engine.lbfgs import ProjectedLBFGS, run_projected_lbfgs  # noqa: E402
 from pipeline.engine.optimize import Monitor  # noqa: E402
@@ -146,6 +150,30 @@ def daemon_rows(args) -> list[list[str]]:
     return []
 
 
+def precision_rows(engine: StyleTransfer, args) -> list[list[str]]:
+    """The default precision against bf16 per size, each judged after the same steps; the first size's result is
+    what gets recorded for `precision: auto` (as `style-pipeline precision --probe` would)."""
+    content, style = images.load(CONTENT), images.load(STYLE)
+    rows, first = [], None
+    for size in args.precision_sizes or [None]:
+        m = precision.probe(engine, content, style, size, args.precision_steps, args.repeats, judge=True)
+        first = first or m
+        base, ms, judged = m["default"], m["loss_pass_ms"], m["judged_loss"]
+        losses = " / ".join(f"{judged[p]:.5g}" for p in dict.fromkeys(("fp32", base, "bf16")))
+        rows.append([f"{m['size']} px, {m['steps']} steps", base, f"{ms[base]:.1f}", f"{ms['bf16']:.1f}",
+                     f"{ms['bf16'] / ms[base]:.2f}x", losses, f"{100 * (judged['bf16'] / judged['fp32'] - 1):+.2f}%",
+                     m["choice"]])
+        print(table(rows[-1:], PRECISION_HEAD), flush=True)
+    path = None if args.no_record else precision.write_record(engine.device, first)
+    print(f"precision auto = {first['choice']} on {precision.key(engine.device)}; "
+          + (f"recorded in {path}" if path else "not recorded"), file=sys.stderr)
+    return rows
+
+
+PRECISION_HEAD = ["probe", "default", "default loss pass ms", "bf16 loss pass ms", "bf16 / default time",
+                  "judged loss fp32 / (tf32 /) bf16", "bf16 vs fp32", "auto picks"]
+
+
 def table(rows: list[list[str]], head: list[str]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
@@ -189,6 +217,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-start", action="store_true", help="skip the fresh-process start-up rows")
+    parser.add_argument("--precision-only", action="store_true", help="only the precision rows")
+    parser.add_argument("--precision-sizes", type=lambda s: [int(v) for v in s.split(",")], default=None,
+                        help="sizes of the precision rows (default: the probe's, 512 px on CUDA, 64 px on a CPU)")
+    parser.add_argument("--precision-steps", type=int, default=None, help="same-steps runs (default 30 CUDA, 10 CPU)")
+    parser.add_argument("--no-record", action="store_true", help="do not record the precision choice")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -200,8 +233,10 @@ def main() -> None:
     name = torch.cuda.get_device_name(engine.device) if cuda else threads
     print(f"# bench/gpu.py on {name}; torch {torch.__version__}; batch N = {args.batch}; {args.steps} steps, "
           f"median of {args.repeats}; load average {os.getloadavg()[0]:.1f}\n")
-    print(table(measure(engine, args) + daemon_rows(args), HEAD))
-    if args.no_start:
+    if not args.precision_only:
+        print(table(measure(engine, args) + daemon_rows(args), HEAD))
+    print("\n" + table(precision_rows(engine, args), PRECISION_HEAD))
+    if args.no_start or args.precision_only:
         return
     starts = {label: start_to_first_step(str(engine.device), cache) for label, cache in
               (("cache warm", None), ("cache off", "off"))}

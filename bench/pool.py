@@ -109,12 +109,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="default: 100 where CUDA is, else 10")
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of the daemon")
     parser.add_argument("--only", default=None, help="comma-separated layout names")
+    parser.add_argument("--gpu", action="store_true", help="the GPU layouts even without CUDA (a dry run's check)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "pool")
     args = parser.parse_args()
     import torch
 
     gpu = torch.cuda.is_available()
-    layouts = GPU_LAYOUTS if gpu else LAYOUTS
+    layouts = GPU_LAYOUTS if gpu or args.gpu else LAYOUTS
     args.sizes, args.steps = args.sizes or ([512, 1024] if gpu else [64]), args.steps or (100 if gpu else 10)
     if args.only:
         layouts = {k: v for k, v in layouts.items() if k in args.only.split(",")}

@@ -14,7 +14,9 @@ pixel-gradient magnitude on the tiles' core borders over the whole picture's (ta
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -24,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CONTENT = ROOT / "pipeline/assets/samples/astronaut.jpg"
 STYLE = ROOT / "pipeline/assets/styles/starry_night.jpg"
-OUT = ROOT / "bench/out/print"
+OUT = Path(os.environ.get("BENCH_PRINT_OUT") or ROOT / "bench/out/print")  # the results (children inherit it)
 CARD = 24e9  # the emulated card
 
 
@@ -82,23 +84,31 @@ def evaluate(size: int, max_memory: str | None) -> dict:
             "tiles": tiles.to_dict() if tiles else None, "threads": torch.get_num_threads()}
 
 
-def look(path: str, reference: str | None) -> dict:
-    """The style term of a result downscaled to 1024 px, and the seams ratio along its tile borders."""
-    import torch
-
+@functools.lru_cache(maxsize=2)
+def judge(size: int):
+    """The judge's loss at ``size`` px (photo and painting), built once per run."""
     from pipeline.engine import Settings, StyleTransfer, images
 
     engine = StyleTransfer(device="cpu")
-    content, style = images.load(CONTENT), images.load(STYLE)
-    problem, hw = engine.build_loss(content, [style], Settings(size=1024, scales=1))
-    scores = {}
-    for name, p in (("result", path), ("reference", reference)):
-        if p:
-            small = images.resize_once(images.load(p), hw)
-            with torch.no_grad():
-                _, parts = problem.loss(images.to_tensor(small))
-            scores[name] = float(parts[1])
-    return scores
+    return engine.build_loss(images.load(CONTENT), [images.load(STYLE)], Settings(size=size, scales=1))
+
+
+@functools.lru_cache(maxsize=None)
+def style_term(path: str, size: int) -> float:
+    """The style term of a result downscaled to ``size`` px (1024: the look at print scale)."""
+    import torch
+
+    from pipeline.engine import images
+
+    problem, hw = judge(size)
+    with torch.no_grad():
+        _, parts = problem.loss(images.to_tensor(images.resize_once(images.load(path), hw)))
+    return float(parts[1])
+
+
+def look(path: str, reference: str | None, size: int = 1024) -> dict:
+    """The style terms of a result and of the reference, each downscaled to ``size`` px."""
+    return {name: style_term(p, size) for name, p in (("result", path), ("reference", reference)) if p}
 
 
 def seams(path: str, tiles: dict) -> float | None:
@@ -108,20 +118,25 @@ def seams(path: str, tiles: dict) -> float | None:
     import numpy as np
     from PIL import Image
 
-    plan = tiles[max(tiles, key=int)]
-    px = np.asarray(Image.open(path).convert("RGB").resize(plan["hw"][::-1]), dtype=np.float64)
-    return seams_at(px, list(range(plan["core"], plan["hw"][1], plan["core"])),
-                    list(range(plan["core"], plan["hw"][0], plan["core"])))
+    from pipeline.engine.tiles import TilePlan
+
+    plan = TilePlan.from_dict(tiles[max(tiles, key=int)])  # the plan's own borders: a merged last sliver has none
+    px = np.asarray(Image.open(path).convert("RGB").resize(plan.hw[::-1]), dtype=np.float64)
+    rows, cols = plan.borders()
+    return seams_at(px, cols, rows)
 
 
 def seams_at(px, cols: list[int], rows: list[int]) -> float:
-    """Mean |pixel step| across the given column and row borders over the picture's mean |pixel step|."""
+    """Mean |pixel step| across the given column and row borders, each over the picture's mean step in its own
+    direction (a column border against horizontal steps, a row border against vertical ones): a picture with
+    stronger vertical than horizontal detail then reads 1.0 at borders that are no seams, in either axis."""
     import numpy as np
 
     gx = np.abs(np.diff(px, axis=1)).sum(-1)
     gy = np.abs(np.diff(px, axis=0)).sum(-1)
-    border = np.concatenate([gx[:, [c - 1 for c in cols]].ravel(), gy[[r - 1 for r in rows], :].ravel()])
-    return float(border.mean() / ((gx.mean() + gy.mean()) / 2))
+    border = np.concatenate([gx[:, [c - 1 for c in cols]].ravel() / gx.mean(),
+                             gy[[r - 1 for r in rows], :].ravel() / gy.mean()])
+    return float(border.mean())
 
 
 def seams_demo(steps: int, hw: tuple[int, int] = (96, 288), pieces: int = 3, budget: str = "94MB") -> dict:
@@ -131,6 +146,7 @@ def seams_demo(steps: int, hw: tuple[int, int] = (96, 288), pieces: int = 3, bud
     from PIL import Image
 
     from pipeline.engine import Settings, StyleTransfer, images
+    from pipeline.engine.tiles import TilePlan
 
     engine = StyleTransfer(device="cpu")
     photo, style = images.load(CONTENT), images.load(STYLE)
@@ -144,8 +160,7 @@ def seams_demo(steps: int, hw: tuple[int, int] = (96, 288), pieces: int = 3, bud
         piece = strip.crop((i * width, 0, (i + 1) * width, hw[0]))
         hand.paste(engine.stylize(piece, [style], base.replace(size=max(width, hw[0]))).image, (i * width, 0))
     plan = ours.tiles[0]
-    ours_cols = list(range(plan["core"], hw[1], plan["core"]))
-    ours_rows = list(range(plan["core"], hw[0], plan["core"]))
+    ours_rows, ours_cols = TilePlan.from_dict(plan).borders()
     hand_cols = [i * width for i in range(1, pieces)]
     picture = Image.new("RGB", (hw[1], 2 * hw[0] + 8), "white")
     picture.paste(ours.image, (0, 0))
@@ -165,6 +180,9 @@ def table(rows: list[dict], machine: str) -> str:
             "| seams |\n|---|---|---|---|---|---|---|---|---|")
     lines = [f"Machine: {machine}", "", head]
     for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['size']} | {r['scales']} | | {r['device']} | failed: {r['error']} | | | | |")
+            continue
         tiles = r["tiles"][max(r["tiles"], key=int)]["tiles"] if r["tiles"] else 1
         ratio = f"{r['look']:.2f}x" if r.get("look") is not None else "-"
         seam = f"{r['seams']:.2f}" if r.get("seams") is not None else "-"
@@ -174,9 +192,23 @@ def table(rows: list[dict], machine: str) -> str:
 
 
 def child(*args: str) -> dict:
+    """One case in its own process; a failed one (out of memory, say) is a row that says so, not the end."""
     out = subprocess.run([sys.executable, "-m", "bench.print", "--one", *args], cwd=ROOT, capture_output=True,
-                         text=True, check=True)
+                         text=True)
+    if out.returncode != 0:
+        last = (out.stderr.strip().splitlines() or [f"exit {out.returncode}"])[-1]
+        return {"size": int(args[0]), "scales": args[1], "device": args[3], "error": last[-200:]}
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def scored(r: dict, ref: dict, size: int) -> dict:
+    """The row with its look and seams, printed at once (stderr, one JSON line) so a run cut short keeps it."""
+    if "error" not in r and "error" not in ref:
+        scores = look(r["path"], ref["path"], size)
+        r["look"] = scores["result"] / scores["reference"]
+        r["seams"] = seams(r["path"], r["tiles"])
+    print(json.dumps(r), file=sys.stderr, flush=True)
+    return r
 
 
 def main() -> None:
@@ -191,6 +223,8 @@ def main() -> None:
                              "coarser one and --steps at the last: a slow CPU's short schedule)")
     parser.add_argument("--single-steps", type=int, help="single scale's steps (default --steps): equal wall time")
     parser.add_argument("--reference-steps", type=int, help="the 1024 px reference's steps (default --steps)")
+    parser.add_argument("--look-size", type=int, default=1024, help="the reference's and the judge's size")
+    parser.add_argument("--single-sizes", type=int, nargs="+", help="where --single runs (default: every size)")
     parser.add_argument("--machine", default="")
     parser.add_argument("--evaluate", type=int, nargs="+", metavar="SIZE", help="one evaluation at each size")
     parser.add_argument("--seams", type=int, metavar="STEPS", help="only the seams demo, with this many steps")
@@ -214,18 +248,14 @@ def main() -> None:
         print(json.dumps(seams_demo(args.seams)))
         return
     mem = args.max_memory or "-"
-    ref = child("1024", "1", str(args.reference_steps or args.steps), args.device, "-")
-    rows = [ref]
-    for size in args.sizes:
-        for scales in args.scales:
-            rows.append(child(str(size), scales, str(args.steps), args.device, mem))
-        if args.single:
-            rows.append(child(str(size), "1", str(args.single_steps or args.steps), args.device, mem))
-    for r in rows:
-        scores = look(r["path"], ref["path"])
-        r["look"] = scores["result"] / scores["reference"]
-        r["seams"] = seams(r["path"], r["tiles"])
-        print(json.dumps(r), file=sys.stderr)
+    ref = child(str(args.look_size), "1", str(args.reference_steps or args.steps), args.device, "-")
+    rows = [scored(ref, ref, args.look_size)]
+    # the runs under test at every size first, then today's single scale beside them: a run cut short keeps those
+    cases = [(size, scales, args.steps) for size in args.sizes for scales in args.scales]
+    if args.single:
+        cases += [(size, "1", args.single_steps or args.steps) for size in args.single_sizes or args.sizes]
+    for size, scales, steps in cases:
+        rows.append(scored(child(str(size), scales, str(steps), args.device, mem), ref, args.look_size))
     print(table(rows, args.machine or args.device))
 
 

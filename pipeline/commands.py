@@ -96,6 +96,8 @@ def register_ops(sub: argparse._SubParsersAction) -> None:
                                    "into DIR/styles/, so the daemon and its service need nothing from the source tree.")
     p.add_argument("dir", help="the folder to set up (created if missing)")
     p.set_defaults(func=cmd_init)
+    from .precision_command import register as register_precision  # issue 13: measure what precision auto means
+    register_precision(sub)
 
 
 def cmd_report(args) -> int:

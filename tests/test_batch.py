@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from pipeline.engine import Settings, images
-from pipeline.engine.batch import batch_size_for
+from pipeline.engine.batch import batch_size_for, stylize_batch
+from pipeline.engine.transfer import _Run
+from pipeline.errors import Cancelled, TooThin
 
 SAMPLES = Path(__file__).resolve().parents[1] / "pipeline" / "assets" / "samples"
 
@@ -60,3 +62,71 @@ def test_a_lone_photo_runs_the_one_photo_path(engine, style, photos):
 
 def test_batch_size_is_one_off_cuda():
     assert batch_size_for(torch.device("cpu"), (512, 512)) == 1
+
+
+def test_each_photo_of_a_batch_counts_its_own_evaluations_through_the_levels(engine, style, photos):
+    """A batched photo reports its loss evaluations and its share of their time (StepInfo), as alone, over a
+    two-level pyramid walked the same way for a batch and a lone run (walk.py)."""
+    square, _ = photos
+    settings = Settings(size=64, scales=2, steps=3, coarse_steps=3, early_stop_tol=0, log_every=1)
+    seen: dict[int, list] = {}
+    batch = engine.stylize_batch(square[:2], [style], settings,
+                                 on_step=lambda i, info: seen.setdefault(i, []).append(info))
+    for i, result in enumerate(batch):
+        alone: list = []
+        solo = engine.stylize(square[i], [style], settings, listeners=[alone.append])
+        assert result.scales == solo.scales and len(solo.scales) == 2 and result.steps == solo.steps == 6
+        assert [s.scale for s in seen[i]] == [s.scale for s in alone] == [1, 1, 1, 2, 2, 2]
+        assert [s.evaluations for s in seen[i]] == [s.evaluations for s in alone], i  # batched: all 0 before
+        assert 0 < seen[i][-1].eval_seconds < seen[i][-1].elapsed
+
+
+def test_a_cancelled_batch_ends_with_cancelled(engine, style, photos):
+    square, _ = photos
+    seen: list[tuple[int, int]] = []
+    with pytest.raises(Cancelled):
+        engine.stylize_batch(square[:2], [style], Settings(size=32, steps=6, early_stop_tol=0),
+                             on_step=lambda i, info: seen.append((i, info.step)), should_stop=lambda: len(seen) >= 2)
+    assert seen == [(0, 1), (1, 1)], "the batch stopped at the step the cancel came"
+
+
+def test_a_photo_that_fails_alone_leaves_the_others_their_results(engine, style, photos):
+    """A photo's own error (here too thin to stylize) is its result; it used to end the call, losing the others'."""
+    square, _ = photos
+    thin = [square[0].resize((400, 4)), square[1].resize((400, 4))]  # one shape: a batch of their own, at first
+    results = engine.stylize_batch([square[0], thin[0], square[1], thin[1]], [style], Settings(size=32, steps=2))
+    assert all(isinstance(results[i], TooThin) and "too thin" in str(results[i]) for i in (1, 3))
+    assert [r.image.size for r in (results[0], results[2])] == [(32, 32), (32, 32)]
+
+
+class Alone(Exception):
+    """The batch gave a photo back to the one-photo path."""
+
+
+def test_a_batch_whose_photos_all_failed_walks_no_further_level(engine, style, photos, monkeypatch):
+    square, _ = photos
+    settings = Settings(size=64, scales=2, steps=3, coarse_steps=3, style_weight=float("inf"))
+    made: list[tuple[int, int]] = []
+    targets = engine.style_targets
+    monkeypatch.setattr(engine, "style_targets", lambda *args: made.append(args[1]) or targets(*args))
+    monkeypatch.setattr(engine, "stylize", lambda *args, **kwargs: (_ for _ in ()).throw(Alone()))
+    with pytest.raises(Alone):
+        engine.stylize_batch(square[:2], [style], settings)
+    assert len(made) == 2 and len(set(made)) == 1, made  # the coarse level's targets only, one per photo
+
+
+def test_a_photo_that_runs_alone_is_prepared_once(engine, style, photos):
+    """Grouping comes from the sizes: only the batched photos get a run prepared beside stylize's own."""
+    square, tall = photos
+    made: list[tuple[int, int]] = []
+
+    def make_run(content, *args):
+        made.append(content.size)
+        return _Run(engine, content, *args)
+
+    results = stylize_batch(engine, make_run, [square[0], tall, square[1]], [style], Settings(size=32, steps=2))
+    assert [r.image.size for r in results] == [(32, 32), (16, 32), (32, 32)]
+    assert made == [square[0].size, square[1].size], "the tall photo (a shape of its own) was prepared by stylize only"
+    made.clear()
+    stylize_batch(engine, make_run, square[:2], [style], Settings(size=32, steps=2, optimizer="adam"))
+    assert made == [], "another optimiser runs each photo alone"

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -16,7 +17,9 @@ from PIL import Image
 from daemon_helpers import ROOT, SAMPLES, make_config, outputs
 from pipeline.daemon import config as config_module
 from pipeline.daemon.config_build import check_folders
-from pipeline.daemon.batching import JobQueue, batch_key
+from pipeline.daemon import batching
+from pipeline.daemon.batching import ANY, JobQueue, batch_key
+from pipeline.daemon.pool import Pool
 from pipeline.engine.images import fit_size
 from pipeline.daemon.outputs import SHEET_HEIGHT, contact_sheet
 from pipeline.daemon.sheets import SheetWriter
@@ -83,9 +86,9 @@ def test_the_sheet_writer_never_delays_the_caller_and_loses_nothing_at_close(tmp
     assert (tmp_path / "late.png").is_file()
 
 
-def _queued(tmp_path, names: dict[str, str]):
+def _queued(tmp_path, names: dict[str, str], **overrides):
     """Claimed jobs from real files: {inbox path: sample}, and the config they were made under."""
-    config_path = make_config(tmp_path, defaults={"size": 64})
+    config_path = make_config(tmp_path, defaults={"size": 64}, **overrides)
     config = config_module.load(config_path)
     check_folders(config)
     spool = Spool(config.inbox, config.work, config.done, config.failed)
@@ -101,16 +104,37 @@ def _queued(tmp_path, names: dict[str, str]):
 def test_a_batch_takes_the_queued_photos_of_its_recipe_and_shape_and_leaves_the_rest_in_order(tmp_path):
     config, jobs = _queued(tmp_path, {"a.jpg": "coffee.jpg", "b.jpg": "astronaut.jpg", "c.jpg": "rocket.jpg",
                                       "scream/d.jpg": "coffee.jpg", "e.jpg": "coffee.jpg", "f.jpg": "rocket.jpg"})
-    queue = JobQueue()
+    queue = JobQueue(lambda job: batch_key(job, config))
     for job in jobs:
         queue.put(job)
     key = batch_key(jobs[0], config)
     assert key == ("starry", (64, 43)) == ("starry", fit_size((512, 341), 64))
     assert batch_key(jobs[2], config) == key, "rocket (512x342) works at coffee's 64x43: one batch"
-    taken = queue.take(lambda job: batch_key(job, config) == key, 2)
+    taken = queue.take(key, 2)
     assert [j.name for j in taken] == ["a.jpg", "c.jpg"]
     assert [queue.get_nowait().name for _ in range(queue.qsize())] == ["b.jpg", "d.jpg", "e.jpg", "f.jpg"]
-    assert queue.take(lambda job: True, 5) == [], "an empty queue gives nothing at once: no wait to fill a batch"
+    assert queue.take(ANY, 5) == [], "an empty queue gives nothing at once: no wait to fill a batch"
+    assert queue.keys == {}, "a job's key leaves with it"
+
+
+def test_a_pool_reads_each_queued_picture_once_and_takes_a_batch_by_its_stored_key(tmp_path, monkeypatch, engine):
+    """Taking a batch used to reopen every queued picture's header, under the queue's lock, on every take."""
+    config, jobs = _queued(tmp_path, {"a.jpg": "coffee.jpg", "b.jpg": "astronaut.jpg", "c.jpg": "rocket.jpg",
+                                      "e.jpg": "coffee.jpg"}, batch=3)
+    opened: list[str] = []
+    header_size = batching.header_size
+    monkeypatch.setattr(batching, "header_size", lambda job: opened.append(job.name) or header_size(job))
+    pool = Pool([engine], Spool(config.inbox, config.work, config.done, config.failed), lambda: config,
+                threading.Event())
+    for job in jobs:
+        pool.submit(job)
+    assert sorted(opened) == ["a.jpg", "b.jpg", "c.jpg", "e.jpg"], "each picture's header read once, as queued"
+    key = ("starry", (64, 43))
+    assert [j.name for j in pool._jobs.take(key, 1)] == ["a.jpg"]
+    assert [j.name for j in pool._jobs.take(key, 5)] == ["c.jpg", "e.jpg"]
+    assert pool._jobs.take(key, 5) == []
+    assert [j.name for j in pool._jobs.take(ANY, 5)] == ["b.jpg"]
+    assert len(opened) == 4, "taking reopened no picture"
 
 
 @pytest.mark.parametrize("text, message", [

@@ -11,6 +11,8 @@ from pipeline.engine import Settings, images
 from pipeline.engine.levels import auto_count, levels
 from pipeline.engine.memory import plan
 from pipeline.engine.settings import parse_bytes
+from pipeline.engine import tiles
+from pipeline.engine.losses import StyleLoss, StyleTargets
 from pipeline.engine.tiles import TiledLoss, TilePlan, halo_for, reach, tiled_content, tiled_grams
 from pipeline.engine.vgg import LAST_INDEX
 from pipeline.errors import Cancelled, SettingsError
@@ -51,6 +53,35 @@ def test_plan_covers_every_pixel_once_with_aligned_tiles():
         cover[tile.core_rows[0]:tile.core_rows[1], tile.core_cols[0]:tile.core_cols[1]] += 1
         assert tile.rows[0] <= max(0, tile.core_rows[0] - 80) and tile.cols[1] >= min(250, tile.core_cols[1] + 80)
     assert bool((cover == 1).all())
+
+
+def test_a_plan_cuts_its_tiles_once_and_the_halo_is_walked_once_per_network(engine, monkeypatch):
+    cut = TilePlan((100, 250), 48, 80)
+    assert cut.tiles() is cut.tiles() and cut.count == 10  # not re-cut on each of a level's evaluations
+    assert TilePlan.from_dict(cut.to_dict()) == cut  # the cache is no field: plans still compare by their cut
+    walks = []
+    monkeypatch.setattr(tiles, "reach", lambda f, last: walks.append(last) or (70, 70))
+    network = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 3, padding=1))
+    assert halo_for(network, 0) == halo_for(network, 0) == 80 and walks == [0]
+    held = len(tiles._HALOS)
+    del network
+    assert len(tiles._HALOS) == held - 1  # held weakly: a dropped engine's network is not kept by the cache
+
+
+def test_the_tiled_style_term_is_the_untiled_one_per_layer_with_any_weights(engine, wide, style):
+    problem, _ = engine.build_loss(wide, [style], Settings(size=max(WIDE)))
+    x = images.to_tensor(wide).flip(-1)  # not the content: every term is non-zero
+    cut, targets = TilePlan(WIDE, 96, 80), problem.loss.style.targets
+    content = tiled_content(engine.vgg, images.to_tensor(wide), cut)
+    mixed = (0.2, 0.5, 1.5, 0.7, 3.0)  # not the default weights
+    with torch.no_grad():
+        feats = engine.vgg(x)
+        summed = TiledLoss(engine.vgg, content, targets, mixed, (1.0, 1.0, 0.0), cut)._first_pass(x)[0]
+        onehots = [tuple(w if k == i else 0.0 for k, w in enumerate(mixed)) for i in range(len(mixed))]
+        for weights in [mixed, *onehots]:
+            whole = float(StyleLoss(StyleTargets(targets), weights)(feats)[0])
+            tiled = float(TiledLoss(engine.vgg, content, targets, weights, (1.0, 1.0, 0.0), cut)._style(summed))
+            assert tiled == pytest.approx(whole, rel=1e-5) and whole > 0, weights
 
 
 def _loss_and_grad(problem, x):

@@ -4,7 +4,8 @@ batch stays where it was in the queue, for any slot.
 
 A queued job is judged before it is opened, from what is cheap: no sidecar (overrides make its own settings), no
 checkpoint (a resumed job runs alone, with its checkpoint), its recipe from its inbox folder, and the shape its
-picture header gives at the recipe's size. The engine groups by shape again, so a wrong guess costs only speed.
+picture header gives at the recipe's size; once, as it is queued. The engine groups by shape again, so a wrong
+guess (a config reloaded since) costs only speed.
 """
 from __future__ import annotations
 
@@ -20,17 +21,43 @@ from .spool import Job
 ORIENTATION = 0x0112  # EXIF: values 5-8 turn the picture a quarter, so width and height swap
 
 
-class JobQueue(queue.Queue):
-    """queue.Queue, plus taking the first few queued jobs that pass a test, in arrival order."""
+ANY = object()  # take(): every queued job, whatever its key
 
-    def take(self, wanted: Callable[[Job], bool], limit: int) -> list[Job]:
+
+class JobQueue(queue.Queue):
+    """queue.Queue whose jobs carry their batch key, worked out once as each is queued (``keyer``, outside the
+    lock: it reads the picture's header), so that taking a batch compares stored keys under the lock instead of
+    reopening every queued picture on every take."""
+
+    def __init__(self, keyer: Callable[[Job], tuple | None] = lambda job: None) -> None:
+        super().__init__()
+        self.keyer, self.keys = keyer, {}
+
+    def put(self, item: Job | None, block: bool = True, timeout: float | None = None) -> None:
+        if item is not None:
+            try:
+                self.keys[item.id] = self.keyer(item)
+            except Exception:  # noqa: BLE001 - a key is only a speed-up: a job that has none runs alone
+                self.keys[item.id] = None
+        super().put(item, block, timeout)
+
+    def _get(self) -> Job | None:
+        job = super()._get()
+        if job is not None:
+            self.keys.pop(job.id, None)
+        return job
+
+    def take(self, key, limit: int) -> list[Job]:
+        """The first ``limit`` queued jobs whose key is ``key`` (ANY: any job), in arrival order; a job keyed
+        None (it runs alone) is never taken for a batch."""
         taken: list[Job] = []
         with self.mutex:
             for job in list(self.queue):
                 if len(taken) >= limit:
                     break
-                if job is not None and wanted(job):
+                if job is not None and (key is ANY or (key is not None and self.keys.get(job.id) == key)):
                     self.queue.remove(job)
+                    self.keys.pop(job.id, None)
                     taken.append(job)
             if taken:
                 self.not_full.notify()

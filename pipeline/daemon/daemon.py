@@ -100,7 +100,8 @@ class Daemon:
         else:  # issue 13: one Worker, or a pool of a slot per device (pool.py)
             self.executor, self.engine = local_executor(config, self.engine, self.spool, lambda: self.config, self.stop)
             log.info("engine ready", device=str(self.engine.device), weights=self.engine.weights.path,
-                     kind=self.engine.weights.kind, seconds=round(self.engine.load_seconds, 2))
+                     kind=self.engine.weights.kind, seconds=round(self.engine.load_seconds, 2),
+                     precision_auto=self.engine.precision("auto"))  # issue 13: as `precision --probe` recorded
         self.executor.start()
         recovered = self.spool.recover()
         for job in recovered:

@@ -35,6 +35,7 @@ def build(result, content: Path, size: tuple[int, int], styles: list[tuple[Path,
         "styles": [{"name": path.name, "path": str(path), "weight": weight, "sha256": sha256_file(path)}
                    for path, weight in styles],
         "settings": settings, "weights": run["weights"], **provenance(), "device": run["device"],
+        "precision": run.get("precision"),  # what the network ran in: `precision: auto` resolved (issue 13)
         **_job_fields(job, recipe, "attempts", "crashes", "queued_at", "claimed_at", "started_at"),
         "finished_at": now_iso(), "optimizing_seconds": run["timings"]["total"],
         "timings": {k: v for k, v in run["timings"].items() if k != "load_weights"},  # once, at start: not per job

@@ -17,7 +17,7 @@ import structlog
 
 from ..engine import StyleTransfer
 from ..engine.device import available
-from .batching import JobQueue, batch_key, plan_key
+from .batching import ANY, JobQueue, batch_key, plan_key
 from .config import Config
 from .executor import Executor, Progress
 from .jobs import JobLife, Plan, crashed, logging_for
@@ -90,7 +90,7 @@ class Slot(Worker):
         size = batch_size(self.engine, config, plan) if key else 1
         if size <= 1:
             return [first], []
-        self.extra = self._jobs.take(lambda queued: batch_key(queued, config) == key, size - 1)
+        self.extra = self._jobs.take(key, size - 1)
         batch, alone = [first], []
         for other in self.extra:
             with structlog.contextvars.bound_contextvars(job_id=other.id, file=other.source, slot=self.index):
@@ -132,7 +132,7 @@ class Pool(Executor):
     def __init__(self, engines: list[StyleTransfer], spool: Spool, get_config: Callable[[], Config],
                  stop: threading.Event, life: JobLife | None = None) -> None:
         super().__init__("pool", spool, get_config, stop, life)
-        self._jobs = JobQueue()
+        self._jobs = JobQueue(self._batch_key)
         self.slots = [Slot(engine, self, i) for i, engine in enumerate(engines)]
 
     def has_room(self) -> bool:
@@ -140,6 +140,14 @@ class Pool(Executor):
         config = self.get_config()
         ahead = config.batch or (16 if any(s.engine.device.type == "cuda" for s in self.slots) else 1)
         return self._jobs.qsize() < ahead
+
+    def _batch_key(self, job: Job) -> tuple | None:
+        """A queued job's batch key (its picture's header read once, as it is queued); None where no slot
+        batches (off CUDA with batch unset, or batch: 1)."""
+        config = self.get_config()
+        batches = (config.batch or 1) > 1 or (config.batch is None and any(
+            slot.engine.device.type == "cuda" for slot in self.slots))
+        return batch_key(job, config) if batches else None
 
     def progress(self) -> Progress:
         slots = [slot.progress() for slot in self.slots]
@@ -169,7 +177,7 @@ class Pool(Executor):
         return self
 
     def close(self, timeout: float) -> list[Job]:
-        unstarted = self._jobs.take(lambda job: True, self._jobs.qsize())
+        unstarted = self._jobs.take(ANY, self._jobs.qsize())
         for _ in self.slots:
             self._jobs.put(None)
         deadline = time.monotonic() + timeout

@@ -12,19 +12,22 @@ are batched by shape. No checkpoints here: a photo that must survive a kill runs
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Callable, Sequence
 
 import torch
 from PIL import Image
 
-from ..errors import Cancelled
-from .lbfgs import ProjectedLBFGS
+from ..errors import PipelineError
+from . import images
+from .lbfgs import ProjectedLBFGS, advance
+from .levels import levels as plan_levels
 from .losses import ContentLoss, TotalLoss
-from .memory import cuda_free
-from .optimize import NonFinite, Problem, StepInfo, _Stop, is_blank
+from .memory import cuda_free, photo_bytes
+from .optimize import NonFinite, Problem, StepInfo, is_blank
 from .settings import Settings
+from .walk import walk
 
-BYTES_PER_PIXEL = 4096  # peak GPU memory of one photo per working pixel: 3.2-3.8 KB measured (gpu.md), with margin
 STEP_ON = Callable[[int, StepInfo], None]
 
 
@@ -33,40 +36,73 @@ def batch_size_for(device: torch.device, hw: tuple[int, int], limit: int = 16) -
     else what 80% of the free memory holds (within the process's cap, as the tile planner reads it)."""
     if device.type != "cuda":
         return 1
-    return max(1, min(limit, int(0.8 * cuda_free(device)) // (BYTES_PER_PIXEL * hw[0] * hw[1])))
+    return max(1, min(limit, int(0.8 * cuda_free(device)) // photo_bytes(hw)))
 
 
 def stylize_batch(engine, make_run: Callable, contents: Sequence[Image.Image], styles: Sequence[Image.Image],
                   settings: Settings = Settings(), *, on_step: STEP_ON | None = None,
                   should_stop: Callable[[], bool] | None = None) -> list:
-    """One Result per photo, in order; photos of the same working shape share each network pass.
+    """One Result per photo, in order, or the photo's own error (see _alone); photos of the same working shape
+    share each network pass.
 
     ``make_run(content, styles, settings, on_step, should_stop, checkpoint)`` is the engine's one-photo run
     (its preprocessing, pyramid, targets and Result), passed in so that this module does not import transfer.
+    The photos are grouped from their sizes first, so a photo that runs alone is prepared once, by stylize.
     """
     settings.validate()
     results: list = [None] * len(contents)
-    runs = [make_run(c, list(styles), settings, _tagged(on_step, i), should_stop, None)
-            for i, c in enumerate(contents)]
-    groups: dict[tuple, list[int]] = {}
-    for i, run in enumerate(runs):
-        groups.setdefault(tuple(run.levels), []).append(i)
-    for members in groups.values():
-        if len(members) > 1 and settings.optimizer == "lbfgs":
-            try:
-                done = _Batch(engine, [runs[i] for i in members], settings).run()
-                results_of = dict(zip(members, done))
-            except torch.OutOfMemoryError:
-                if engine.device.type == "cuda":
-                    torch.cuda.empty_cache()
-                results_of = {}
-            for i, result in results_of.items():
+
+    def prepare(i: int):
+        return make_run(contents[i], list(styles), settings, _tagged(on_step, i), should_stop, None)
+
+    for members in _groups(contents, settings):
+        batched = len(members) > 1 and settings.optimizer == "lbfgs"
+        runs = _alone(lambda: [prepare(i) for i in members]) if batched else None
+        if isinstance(runs, list):  # not when preparing failed (too thin): each then runs alone, for its error
+            for i, result in _batched(engine, runs, members, settings).items():
                 results[i] = result
         for i in members:
             if results[i] is None:  # alone: a lone photo, another optimiser, a failure or an out-of-memory
-                results[i] = engine.stylize(contents[i], styles, settings, on_step=_tagged(on_step, i),
-                                            should_stop=should_stop)
+                results[i] = _alone(lambda: engine.stylize(contents[i], styles, settings, on_step=_tagged(on_step, i),
+                                                           should_stop=should_stop))
     return results
+
+
+def _alone(stylize: Callable):
+    """A photo's one-photo run; an error that is the photo's own (it has a Reason: too thin, failed twice) is
+    its result, so that the batch's other photos keep theirs (the daemon fails that job alone). Anything else
+    (a cancel, a device or weights error) is the whole batch's and goes up."""
+    try:
+        return stylize()
+    except PipelineError as exc:
+        if exc.reason is None:
+            raise
+        return exc
+
+
+def working_levels(content: Image.Image, settings: Settings) -> tuple:
+    """The pyramid a photo will take, from its size alone: what the run plans, before anything is prepared."""
+    w, h = images.fit_size(content.size, settings.size)
+    return tuple(plan_levels((h, w), settings)[0])
+
+
+def _groups(contents: Sequence[Image.Image], settings: Settings) -> list[list[int]]:
+    """The photos' indices by working pyramid, in order of first appearance."""
+    groups: dict[tuple, list[int]] = {}
+    for i, content in enumerate(contents):
+        groups.setdefault(working_levels(content, settings), []).append(i)
+    return list(groups.values())
+
+
+def _batched(engine, runs: list, members: list[int], settings: Settings) -> dict[int, object]:
+    """The Results of the photos that came through the batch; the others (failed, out of memory) run alone."""
+    try:
+        done = _Batch(engine, runs, settings).run()
+    except torch.OutOfMemoryError:
+        if engine.device.type == "cuda":
+            torch.cuda.empty_cache()
+        return {}
+    return {i: result for i, result in zip(members, done) if result is not None}
 
 
 def _tagged(on_step: STEP_ON | None, index: int):
@@ -74,82 +110,61 @@ def _tagged(on_step: STEP_ON | None, index: int):
 
 
 class _Batch:
-    """The runs of one working shape, level by level, through one batched loss."""
+    """The runs of one working shape walked level by level (walk.py), each level through one batched loss."""
 
     def __init__(self, engine, runs: list, settings: Settings) -> None:
         self.engine, self.runs, self.settings = engine, runs, settings
-        self.failed: set[int] = set()
 
     def run(self) -> list:
         """Each run's Result, or None for a photo that must run alone."""
-        device, levels = self.engine.device, self.runs[0].levels
         if self.engine.fault_hook:
-            self.engine.fault_hook(device)
+            self.engine.fault_hook(self.engine.device)
         torch.manual_seed(self.settings.seed)
-        pixels: list[torch.Tensor] = []
-        for index, hw in enumerate(levels):
-            for run in self.runs:
-                run.level_index = index
-                run.monitor.begin_level(index + 1, hw)
-            pixels = [run._initial(hw, device) if index == 0 else run._next_level(pixels[i], index)
-                      for i, run in enumerate(self.runs)]
-            pixels = self._level(hw, pixels, self.runs[0].steps_per_level[index])
-            for run in self.runs:
-                if run.monitor.stop_reason != "steps" and index < len(levels) - 1:
-                    run.monitor.stop_reason = "steps"  # an early stop at a coarse level just moves on
-                run.monitor.level_step = 0
-        return [None if i in self.failed else run._result(pixels[i], None) for i, run in enumerate(self.runs)]
+        ends = walk(self.runs, self._level)
+        return [None if pixels is None else run._result(pixels, None) for run, pixels in zip(self.runs, ends)]
 
-    def _level(self, hw, pixels: list[torch.Tensor], steps: int) -> list[torch.Tensor]:
-        problems = [run.loss(hw) for run in self.runs]
+    def _level(self, index: int, runs: list, pixels: list[torch.Tensor]) -> list[torch.Tensor | None]:
+        """One level of the live runs: each photo's pixels after it, None for one that failed."""
+        hw, steps = runs[0].levels[index], runs[0].steps_per_level[index]
+        problems = [run.loss(hw) for run in runs]
         if not all(type(p.loss) is TotalLoss for p in problems):  # a tiled print's level: each runs alone
-            self.failed.update(range(len(self.runs)))
-            return pixels
+            return [None] * len(runs)
+        for run, problem in zip(runs, problems):
+            problem.on_evaluation = run.monitor.evaluated  # each photo counts its evaluations, as alone
         history, keep = self.settings.lbfgs_history, self.settings.keep_in_range
         opts = [ProjectedLBFGS(self.engine.layout(p), history, keep) for p in pixels]
-        active = [i for i in range(len(opts)) if i not in self.failed] if steps > 0 else []
-        joint = JointLoss(problems)
-        if active:
-            totals, grads, _ = evaluate_batch(joint(active), [opts[i].x for i in active], opts[0].shape)
-            for k, i in enumerate(active):
-                opts[i].f, opts[i].g = totals[k], grads[k]
-        while active:
-            totals, grads, parts = evaluate_batch(joint(active), [opts[i].propose() for i in active], opts[0].shape)
-            packs = torch.stack([opts[i].pack(totals[k], grads[k], parts[k]) for k, i in enumerate(active)])
-            values = packs.tolist()  # the batch's one host read
-            active = [i for k, i in enumerate(active) if self._consume(i, opts[i], values[k], steps)]
-        for i, opt in enumerate(opts):
-            if i not in self.failed and is_blank(opt.pixels()):
-                self.failed.add(i)  # the one-photo path retries it, gentler
-        return [opt.pixels() for opt in opts]
+        failed = _steps(opts, [run.monitor for run in runs], JointLoss(problems), steps)
+        # a blank result is a failure too: the one-photo path retries it, gentler
+        return [None if k in failed or is_blank(opt.pixels()) else opt.pixels() for k, opt in enumerate(opts)]
 
-    def _consume(self, i: int, opt: ProjectedLBFGS, values: list[float], steps: int) -> bool:
-        """One photo's half of the step; False when it is done with this level."""
-        monitor = self.runs[i].monitor
-        try:
-            outcome = opt.consume(values)
-        except NonFinite:
-            self.failed.add(i)
-            return False
-        if outcome.kind == "converged":
-            monitor.stop_reason = "converged"
-            return False
-        if outcome.kind == "retry":
-            return True
-        monitor.step_count += 1
-        monitor.level_step += 1
-        try:
-            monitor.step(opt.pixels(), outcome.loss, list(outcome.parts), dict)
-        except _Stop:
-            if monitor.cancelled:
-                raise Cancelled(monitor.step_count, None) from None
-            return False
-        return monitor.level_step < steps
+
+def _steps(opts: list[ProjectedLBFGS], monitors: list, joint: "JointLoss", steps: int) -> set[int]:
+    """The level's steps of every photo, one batched evaluation and one host read at a time; the failed ones."""
+    failed: set[int] = set()
+    active = list(range(len(opts))) if steps > 0 else []
+    if active:
+        totals, grads, _ = evaluate_batch(joint(active), [opt.x for opt in opts], opts[0].shape)
+        for k, opt in enumerate(opts):
+            opt.f, opt.g = totals[k], grads[k]
+    while active:
+        totals, grads, parts = evaluate_batch(joint(active), [opts[i].propose() for i in active], opts[0].shape)
+        packs = torch.stack([opts[i].pack(totals[k], grads[k], parts[k]) for k, i in enumerate(active)])
+        going = []
+        for i, values in zip(active, packs.tolist()):  # the batch's one host read
+            try:
+                if advance(opts[i], values, monitors[i], steps):
+                    going.append(i)
+            except NonFinite:
+                failed.add(i)
+            if monitors[i].cancelled:
+                return failed  # one should_stop serves the batch: the walk ends it with Cancelled, at once
+        active = going
+    return failed
 
 
 class JointLoss:
     """One loss over the active photos: their content targets stacked, the shared style targets and weights;
-    remade only when a photo leaves the batch."""
+    remade only when a photo leaves the batch. Each evaluation's time is shared among the photos in it."""
 
     def __init__(self, problems: list[Problem]) -> None:
         self.problems, self.active, self.problem = problems, None, None
@@ -159,8 +174,16 @@ class JointLoss:
             first = self.problems[0].loss
             target = torch.cat([self.problems[i].loss.content.target for i in active])
             total = TotalLoss(first.vgg, ContentLoss(target), first.style, *first.weights)
-            self.active, self.problem = list(active), Problem(total, self.problems[0].autocast)
+            tells = [self.problems[i].on_evaluation for i in active]
+            self.active = list(active)
+            self.problem = Problem(total, self.problems[0].autocast, partial(_share, [t for t in tells if t]))
         return self.problem
+
+
+def _share(tells: list[Callable[[float], None]], seconds: float) -> None:
+    """One batched evaluation is one evaluation for each photo in it, and an equal share of its time."""
+    for tell in tells:
+        tell(seconds / len(tells))
 
 
 def evaluate_batch(problem: Problem, flats: list[torch.Tensor], shape: torch.Size):

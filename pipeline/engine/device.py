@@ -5,7 +5,10 @@ CPU-only box) is one line that says what was asked, what exists, and what to do,
 """
 from __future__ import annotations
 
+import functools
+import platform
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import DeviceError
@@ -33,6 +36,19 @@ def available() -> list[str]:
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         found.append("mps")
     return found
+
+
+@functools.cache
+def cpu_model() -> str:
+    """The CPU's model name (no torch): what a CPU measurement was made on (benchmarks, the precision record).
+    Read once: every run asks (precision auto's key), and /proc/cpuinfo is long on a many-core server."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def pick_device(name: str = "auto") -> "torch.device":

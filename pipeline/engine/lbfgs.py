@@ -202,21 +202,30 @@ def run_projected_lbfgs(problem: Problem, x0: torch.Tensor, steps: int, monitor:
         return opt.pixels()
     if not opt.load_state_dict(state):
         opt.f, opt.g, _ = evaluate(problem, opt.x, opt.shape)
-    while monitor.level_step < steps:
+    going = True
+    while going:
         f_new, g_new, parts = evaluate(problem, opt.propose(), opt.shape)
         try:
-            outcome = opt.consume(opt.pack(f_new, g_new, parts).tolist())  # the step's one host read
+            going = advance(opt, opt.pack(f_new, g_new, parts).tolist(), monitor, steps)  # the step's one read
         except NonFinite as exc:
             raise NonFinite(f"{exc} at step {monitor.step_count}") from None
-        if outcome.kind == "converged":
-            monitor.stop_reason = "converged"
-            break
-        if outcome.kind == "retry":
-            continue
-        monitor.step_count += 1
-        monitor.level_step += 1
-        try:
-            monitor.step(opt.pixels(), outcome.loss, list(outcome.parts), opt.state_dict)
-        except _Stop:
-            break
     return opt.pixels()
+
+
+def advance(opt: ProjectedLBFGS, values: list[float], monitor: Monitor, steps: int) -> bool:
+    """The host's half of one evaluation, for a lone run and each photo of a batch (batch.py) alike: the step
+    counted and shown to the monitor when taken; False when this level is done (its steps, a stop, the end of
+    the line search). NonFinite goes to the caller: a lone run retries gentler, a batch sends the photo alone."""
+    outcome = opt.consume(values)
+    if outcome.kind == "converged":
+        monitor.stop_reason = "converged"
+        return False
+    if outcome.kind == "retry":
+        return True
+    monitor.step_count += 1
+    monitor.level_step += 1
+    try:
+        monitor.step(opt.pixels(), outcome.loss, list(outcome.parts), opt.state_dict)
+    except _Stop:
+        return False
+    return monitor.level_step < steps

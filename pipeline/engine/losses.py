@@ -66,15 +66,23 @@ class StyleLoss(nn.Module):
 
     def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         """Per image, (b,); the targets (1, c, c) are shared by the batch."""
-        b = feats[STYLE_LAYERS[0]].shape[0]
-        total = feats[STYLE_LAYERS[0]].new_zeros((b,), dtype=torch.float32)
-        for layer, weight in self.layer_weights.items():
-            if weight == 0:
-                continue
-            _, c, h, w = feats[layer].shape
-            g = gram(feats[layer])
-            total = total + weight * torch.mean((g - self.targets[layer]) ** 2, dim=(1, 2)) / (c * h * w)
-        return total
+        used = {layer: w for layer, w in self.layer_weights.items() if w != 0}
+        zero = feats[STYLE_LAYERS[0]].new_zeros((feats[STYLE_LAYERS[0]].shape[0],), dtype=torch.float32)
+        return zero + style_term({k: gram(feats[k]) for k in used}, self.targets, used,
+                                 {k: feats[k].shape[-2] * feats[k].shape[-1] for k in used})
+
+
+def style_term(grams: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], layer_weights: dict[str, float],
+               positions: dict[str, int]) -> torch.Tensor | float:
+    """sum_l w_l mean((G_l - T_l)^2) / (C_l * positions_l), per image: the one style formula, shared by the whole
+    picture's pass (StyleLoss) and the tiled one (TiledLoss, whose Grams are summed over tiles and whose positions
+    are the whole picture's), so the two cannot drift apart. 0.0 when no layer has weight."""
+    total: torch.Tensor | float = 0.0
+    for layer, weight in layer_weights.items():
+        g = grams[layer]
+        error = torch.mean((g - targets[layer]) ** 2, dim=(-2, -1))
+        total = total + weight * error / (g.shape[-1] * positions[layer])
+    return total
 
 
 class TVLoss(nn.Module):

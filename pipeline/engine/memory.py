@@ -1,8 +1,22 @@
-"""The memory budget of a run and the tile plan it allows (issue 14): untiled whenever it fits.
+"""The one memory model of a run, its calibration, and the tile plan it allows (issue 14): untiled whenever it fits.
 
-The loss pass (VGG19 to conv5_1, forward and backward) holds about BYTES_PER_PIXEL for each pixel it sees; the
-optimiser keeps a few whole-picture vectors besides. Both are known before the run, so the plan is made up
-front: the largest tile whose pass fits what is left of the budget after the whole-picture state.
+A run's peak is its loss pass (VGG19 to conv5_1, forward and backward), about BYTES_PER_PIXEL for each pixel the
+network sees, plus the whole-picture vectors the optimiser keeps (state_bytes). Both are known before the run, so
+the plan is made up front: the largest tile whose pass fits what is left of the budget after the whole-picture
+state. The GPU batch size (engine/batch.py, issue 13) divides free memory by the same model (photo_bytes), so the
+planner and the batcher cannot disagree about what one photo costs.
+
+Calibration (the figures behind the constants):
+- CPU (bench/RESULTS.md, PRINT; ``python -m bench.print --evaluate 384 512``, 2-core box): the RSS high-water
+  mark of one loss evaluation with its backward, 1.03 GiB at 384 px and 1.36 GiB at 512 px, grows by 3.09 KB per
+  pixel (fp32, 2 threads; 2.56 KB with 1 thread). 1024 px untiled: 3.29 GiB.
+- GPU (shared/notes/gpu.md, H200, tf32, the default recipe: L-BFGS with 20 pairs, a 960x662 photo upscaled):
+  peak 0.65 / 2.25 / 8.68 GiB at 512x353 / 1024x706 / 2048x1412 px, 3.86 / 3.34 / 3.22 KB per pixel in all and
+  3.17-3.18 KB per extra pixel; less the L-BFGS state (0.62 KB/px here), the pass holds about 2.6 KB/px.
+- So the CPU's 3.1 KB/px, the larger, plans both: photo_bytes predicts 0.63 / 2.50 / 10.0 GiB for those GPU runs
+  (0.96 / 1.11 / 1.15x the measured peaks; at 512 px the network's weights, ~50 MB and fixed, are the rest). The
+  batcher used 4.1 KB/px and the planner 3.1 KB/px plus the state before they shared this model.
+- bf16 autocast stores half-size activations: 1.8 KB/px, an estimate (not measured on its own).
 """
 from __future__ import annotations
 
@@ -10,14 +24,10 @@ import math
 
 import torch
 
-from .settings import parse_bytes
+from .settings import Settings, parse_bytes
 from .tiles import ALIGN, TilePlan
 
-# Measured on the CPU (`python -m bench.print --evaluate 384 512`, 2-core box): the RSS high-water mark of one
-# loss evaluation with its backward grows by 3.09 KB per pixel between 384 and 512 px (fp32, 2 threads; 2.56 KB
-# with 1 thread). The issue's H200 figures (8.7 GiB at 2048 px, L-BFGS state included) give ~2.2 KB/px on CUDA, so
-# the larger figure is safe for both; bf16 autocast stores half-size activations.
-BYTES_PER_PIXEL = {"fp32": 3100, "bf16": 1800}
+BYTES_PER_PIXEL = {"fp32": 3100, "bf16": 1800}  # the loss pass, per pixel the network sees (calibration above)
 WHOLE_PICTURE_BYTES = 4 * 3  # one fp32 RGB vector per pixel
 CONTENT_TARGET_BYTES = 4 * 512 // 64  # conv4_2: 512 channels at 1/8 x 1/8
 CPU_SHARE = 0.5  # of the memory available when the run starts: the box has other work (a daemon, a desktop)
@@ -61,14 +71,25 @@ def state_bytes(pixels: int, optimizer: str, history: int) -> int:
     return pixels * (vectors * WHOLE_PICTURE_BYTES + CONTENT_TARGET_BYTES)
 
 
+def photo_bytes(hw: tuple[int, int], optimizer: str = "lbfgs", history: int = Settings.lbfgs_history,
+                precision: str = "fp32") -> int:
+    """One photo's peak, untiled: its loss pass and its whole-picture state. The GPU batch size is the free
+    memory over it; the planner tiles a picture when it exceeds the budget."""
+    pixels = hw[0] * hw[1]
+    return pixels * _pass_bytes(precision) + state_bytes(pixels, optimizer, history)
+
+
+def _pass_bytes(precision: str) -> int:
+    return BYTES_PER_PIXEL["bf16" if precision == "bf16" else "fp32"]
+
+
 def plan(hw: tuple[int, int], budget_bytes: int, *, halo: int, optimizer: str, history: int,
          precision: str) -> TilePlan | None:
     """None when the whole picture's loss pass fits; else the largest core (a multiple of 16) whose tiles'
     pass does. A budget too small even for the smallest tile still gets it: the run is slow, but it ends."""
-    left = budget_bytes - state_bytes(hw[0] * hw[1], optimizer, history)
-    per_pixel = BYTES_PER_PIXEL["bf16" if precision == "bf16" else "fp32"]
-    if hw[0] * hw[1] * per_pixel <= left:
+    if photo_bytes(hw, optimizer, history, precision) <= budget_bytes:
         return None
+    per_pixel = _pass_bytes(precision)
     kept = history_within(hw[0] * hw[1], budget_bytes // 2, optimizer, history)
     left = budget_bytes - state_bytes(hw[0] * hw[1], optimizer, kept)
     capped = kept if kept < history and optimizer != "adam" else None

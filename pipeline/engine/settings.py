@@ -74,7 +74,8 @@ class Settings:
     device: str = "auto"
     """auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps; a missing device is an error, not a fallback."""
     precision: Literal["auto", "fp32", "tf32", "bf16"] = "auto"
-    """CUDA only: auto and tf32 allow TF32 matmuls, bf16 runs the network under bfloat16 autocast; CPU is fp32."""
+    """auto: what `style-pipeline precision --probe` measured and recorded for this device, else tf32 on CUDA and
+    fp32 elsewhere (engine/precision.py); tf32: TF32 matmuls (CUDA; fp32 elsewhere); bf16: bfloat16 autocast."""
     max_memory: str | None = None
     """Memory the run may plan for, e.g. 20GiB; unset = 90% of free GPU memory, or half the available RAM.
     A loss pass over a bigger picture is evaluated in tiles, with the same result."""

@@ -17,12 +17,15 @@ no style drift from tile to tile, no seam to blend.
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
+from functools import cached_property
+from typing import Callable, Iterable
 
 import torch
 from torch import nn
 
-from .losses import TVLoss, gram
+from .losses import TVLoss, gram, style_term
 from .settings import CONTENT_LAYER, STYLE_LAYERS
 
 ALIGN = 16  # conv5_1 sits after four 2x2 poolings: tiles start on this grid so each pooling sees the same pairs
@@ -44,9 +47,18 @@ def reach(features: nn.Sequential, last: int) -> tuple[int, int]:
     return -lo, hi - (stride - 1)
 
 
+_HALOS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # network -> {last layer: halo}
+
+
 def halo_for(features: nn.Sequential, last: int) -> int:
-    """The halo each tile needs: the larger reach, rounded up to the stride grid (70 px -> 80 px for VGG19)."""
-    return ALIGN * math.ceil(max(reach(features, last)) / ALIGN)
+    """The halo each tile needs: the larger reach, rounded up to the stride grid (70 px -> 80 px for VGG19).
+
+    Walked once per network (and per last layer): a level's plan and each tiled painting's Grams ask again. Held
+    weakly, so a dropped engine's network is not kept alive by the cache."""
+    known = _HALOS.setdefault(features, {})
+    if last not in known:
+        known[last] = ALIGN * math.ceil(max(reach(features, last)) / ALIGN)
+    return known[last]
 
 
 @dataclass(frozen=True)
@@ -90,9 +102,20 @@ class TilePlan:
     history: int | None = None
     """The L-BFGS history the budget leaves room for, where it is less than asked (None: as asked)."""
 
-    def tiles(self) -> list[Tile]:
+    def tiles(self) -> tuple[Tile, ...]:
+        """The tiles, row by row; cut once per plan (a plan is frozen) rather than on each of a level's
+        evaluations, which walk them twice."""
+        return self._tiles
+
+    @cached_property
+    def _tiles(self) -> tuple[Tile, ...]:
         rows, cols = self._spans(self.hw[0]), self._spans(self.hw[1])
-        return [Tile(self._outer(r, self.hw[0]), self._outer(c, self.hw[1]), r, c) for r in rows for c in cols]
+        return tuple(Tile(self._outer(r, self.hw[0]), self._outer(c, self.hw[1]), r, c) for r in rows for c in cols)
+
+    def borders(self) -> tuple[list[int], list[int]]:
+        """The inner core borders (rows, cols): the first row/column of each core but the first (where a seam would
+        show; bench/print.py's seams measure reads them here, so a merged last sliver is not counted)."""
+        return ([a for a, _ in self._spans(self.hw[0])[1:]], [a for a, _ in self._spans(self.hw[1])[1:]])
 
     def _spans(self, n: int) -> list[tuple[int, int]]:
         starts = list(range(0, n, self.core))
@@ -120,16 +143,31 @@ class TilePlan:
 LAYER_STRIDE = {"conv1_1": 1, "conv2_1": 2, "conv3_1": 4, "conv4_1": 8, "conv4_2": 8, "conv5_1": 16}
 
 
-def tiled_grams(vgg: nn.Module, pixels: torch.Tensor, plan: TilePlan) -> dict[str, torch.Tensor]:
-    """Each style layer's Gram of the whole picture, summed over the tiles' cores (no grad)."""
+def core_grams(feats: dict[str, torch.Tensor], tile: Tile, layers: Iterable[str],
+               hw: tuple[int, int]) -> dict[str, torch.Tensor]:
+    """Each layer's Gram over one tile's core positions: the part of the whole picture's Gram this tile holds."""
+    return {layer: gram(tile.core_of(feats[layer], LAYER_STRIDE[layer], hw)) for layer in layers}
+
+
+def summed_grams(vgg: nn.Module, pixels: torch.Tensor, plan: TilePlan, layers: Iterable[str],
+                 on_tile: Callable[[Tile, dict], None] | None = None,
+                 wanted: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
+    """``layers``' Grams of the whole picture, summed over the tiles' cores (no grad): the one accumulation loop.
+    ``on_tile(tile, feats)`` sees each tile's features (``wanted`` layers; None: all) as they pass."""
     grams: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         for tile in plan.tiles():
-            feats = vgg(tile.outer(pixels), STYLE_LAYERS)
-            for layer in STYLE_LAYERS:
-                g = gram(tile.core_of(feats[layer], LAYER_STRIDE[layer], plan.hw))
+            feats = vgg(tile.outer(pixels), wanted)
+            for layer, g in core_grams(feats, tile, layers, plan.hw).items():
                 grams[layer] = g if layer not in grams else grams[layer] + g
+            if on_tile is not None:
+                on_tile(tile, feats)
     return grams
+
+
+def tiled_grams(vgg: nn.Module, pixels: torch.Tensor, plan: TilePlan) -> dict[str, torch.Tensor]:
+    """Each style layer's Gram of the whole picture (a painting too large for one pass), summed over the tiles."""
+    return summed_grams(vgg, pixels, plan, STYLE_LAYERS, wanted=STYLE_LAYERS)
 
 
 def tiled_content(vgg: nn.Module, pixels: torch.Tensor, plan: TilePlan) -> torch.Tensor:
@@ -172,6 +210,7 @@ class TiledLoss(nn.Module):
         self.content_target = content_target.detach()
         self.targets = {k: v.detach() for k, v in style_grams.items()}
         self.layer_weights = {k: w for k, w in zip(STYLE_LAYERS, layer_weights) if w != 0}
+        self.positions = {k: (plan.hw[0] // LAYER_STRIDE[k]) * (plan.hw[1] // LAYER_STRIDE[k]) for k in STYLE_LAYERS}
         self.tv = TVLoss()
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -187,16 +226,11 @@ class TiledLoss(nn.Module):
         return value + tw * tv, parts
 
     def _first_pass(self, pixels: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        grams: dict[str, torch.Tensor] = {}
-        content = pixels.new_zeros((), dtype=torch.float32)
-        with torch.no_grad():
-            for tile in self.plan.tiles():
-                feats = self.vgg(tile.outer(pixels))
-                for layer in self.layer_weights:
-                    g = gram(tile.core_of(feats[layer], LAYER_STRIDE[layer], self.plan.hw))
-                    grams[layer] = g if layer not in grams else grams[layer] + g
-                content = content + self._content_sum(feats, tile)
-        return grams, content
+        """Pass 1 (no grad): the whole picture's Grams and the content term's sum, from the same tile passes."""
+        content: list[torch.Tensor] = []
+        grams = summed_grams(self.vgg, pixels, self.plan, self.layer_weights,
+                             on_tile=lambda tile, feats: content.append(self._content_sum(feats, tile)))
+        return grams, sum(content, pixels.new_zeros((), dtype=torch.float32))
 
     def _content_sum(self, feats: dict[str, torch.Tensor], tile: Tile) -> torch.Tensor:
         core = tile.core_of(feats[CONTENT_LAYER], LAYER_STRIDE[CONTENT_LAYER], self.plan.hw).float()
@@ -204,14 +238,9 @@ class TiledLoss(nn.Module):
         return ((core - target) ** 2).sum()
 
     def _style(self, grams: dict[str, torch.Tensor]) -> torch.Tensor:
-        """sum_l w_l mean((G_l - T_l)^2) / (C H W), H W the whole picture's layer shape, as StyleLoss has it."""
-        total = torch.zeros((), dtype=torch.float32, device=self.content_target.device)
-        for layer, weight in self.layer_weights.items():
-            c = grams[layer].shape[-1]
-            s = LAYER_STRIDE[layer]
-            positions = (self.plan.hw[0] // s) * (self.plan.hw[1] // s)
-            total = total + weight * torch.mean((grams[layer] - self.targets[layer]) ** 2) / (c * positions)
-        return total
+        """StyleLoss's formula (losses.style_term) at the whole picture's Grams and positions, for one picture."""
+        zero = torch.zeros((), dtype=torch.float32, device=self.content_target.device)
+        return (zero + style_term(grams, self.targets, self.layer_weights, self.positions)).sum()  # (1,) -> ()
 
     def _gradient(self, pixels: torch.Tensor, grams: dict[str, torch.Tensor]) -> torch.Tensor:
         """Pass 2: each tile's core positions back-propagate the loss at the global Grams."""
@@ -220,10 +249,8 @@ class TiledLoss(nn.Module):
         for tile in self.plan.tiles():
             part = tile.outer(pixels).detach().requires_grad_()
             feats = self.vgg(part)
-            local = {}
-            for layer in self.layer_weights:
-                g = gram(tile.core_of(feats[layer], LAYER_STRIDE[layer], self.plan.hw))
-                local[layer] = grams[layer] - g.detach() + g  # the global value, this tile's derivative
+            local = {layer: grams[layer] - g.detach() + g  # the global value, this tile's derivative
+                     for layer, g in core_grams(feats, tile, self.layer_weights, self.plan.hw).items()}
             loss = sw * self._style(local) + cw * self._content_sum(feats, tile) / self.content_target.numel()
             loss.backward()
             tile.outer(grad).add_(part.grad)

@@ -17,9 +17,9 @@ from typing import Callable, Sequence
 import torch
 from PIL import Image
 
-from ..errors import Cancelled, EngineError
+from ..errors import EngineError
 from ..fsio import write_atomic
-from . import images, shapes
+from . import images, precision as precisions, shapes
 from .batch import stylize_batch
 from .device import pick_device
 from .levels import levels as plan_levels, style_grams, tile_plan, tiled_problem
@@ -31,6 +31,7 @@ from .settings import CONTENT_LAYER, STYLE_LAYERS, Settings
 from .tiles import TilePlan
 from .shapes import MIN_SIDE, pyramid  # noqa: F401  (re-exported: callers import them from here)
 from .vgg import VGGFeatures, load_features
+from .walk import walk
 
 ADAM_DEFAULT_LR = 2.0
 def digest(img: Image.Image) -> str:
@@ -116,13 +117,13 @@ class StyleTransfer:
         """The memory layout the network runs fastest in on this device (channels-last on CUDA)."""
         return pixels.contiguous(memory_format=torch.channels_last) if self.device.type == "cuda" else pixels
 
+    def precision(self, asked: str = "auto") -> str:
+        """What a run asking for ``asked`` runs in here: fp32, tf32 or bf16 (auto: as recorded for this device)."""
+        return precisions.resolve(self.device, asked)
+
     def autocast(self, precision: str) -> torch.dtype | None:
-        """The autocast dtype for ``precision`` here (None: full fp32), setting TF32 as asked."""
-        if self.device.type != "cuda":
-            return None
-        torch.backends.cuda.matmul.allow_tf32 = precision in ("auto", "tf32")
-        torch.backends.cudnn.allow_tf32 = precision in ("auto", "tf32")
-        return torch.bfloat16 if precision == "bf16" else None
+        """The autocast dtype for ``precision`` here (None: full fp32), setting TF32 to match (engine/precision.py)."""
+        return precisions.autocast(self.device, precision)
 
     # --- the run ----------------------------------------------------------------------------
     def stylize(self, content: Image.Image, styles: Sequence[Image.Image], settings: Settings = Settings(), *,
@@ -201,6 +202,7 @@ class _Run:
         self.level_index = 0
         self.retries: list[str] = []
         self.timings: dict[str, float] = {"style_targets": 0.0}
+        self.precision = precisions.resolve(engine.device, settings.precision)  # once: the whole run in one
         # Made once per level and shared (issue 13): the content's working copy (the start pixels and the content
         # target) and the level's objective (its optimiser and the closing judged pass).
         self._content_copy: tuple = (None, None)
@@ -215,23 +217,15 @@ class _Run:
         return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
     def run(self) -> Result:
-        device = self.engine.device
         if self.engine.fault_hook:
-            self.engine.fault_hook(device)
+            self.engine.fault_hook(self.engine.device)
         torch.manual_seed(self.settings.seed)
-        pixels, start_level, opt_state, resumed = self._resume()
-        for index in range(start_level, len(self.levels)):
-            hw = self.levels[index]
-            self.level_index = index
-            self.monitor.begin_level(index + 1, hw, self.monitor.level_step if index == start_level else 0)
-            pixels = self._initial(hw, device) if pixels is None else self._next_level(pixels, index)
-            pixels = self._optimise_level(hw, pixels, opt_state if index == start_level else None)
-            opt_state = None
-            if self.monitor.cancelled:
-                raise Cancelled(self.monitor.step_count, str(self.checkpoint) if self.checkpoint else None)
-            if self.monitor.stop_reason != "steps" and index < len(self.levels) - 1:
-                self.monitor.stop_reason = "steps"  # early stop at a coarse level just moves on
-            self.monitor.level_step = 0
+        pixels, start, opt_state, resumed = self._resume()
+
+        def optimise(index: int, runs: list, starts: list[torch.Tensor]) -> list[torch.Tensor]:
+            return [self._optimise_level(self.levels[index], starts[0], opt_state if index == start else None)]
+
+        [pixels] = walk([self], optimise, pixels, start)
         return self._result(pixels, resumed)
 
     def _next_level(self, pixels: torch.Tensor, index: int) -> torch.Tensor:
@@ -290,7 +284,7 @@ class _Run:
             content_target = engine.vgg(engine.layout(content), (CONTENT_LAYER,))[CONTENT_LAYER].float()
         total = TotalLoss(engine.vgg, ContentLoss(content_target), StyleLoss(targets, s.layer_weights),
                           s.content_weight, self.style_weight, s.tv_weight)
-        return Problem(total, engine.autocast(s.precision))
+        return Problem(total, engine.autocast(self.precision))
 
     def _optimise_level(self, hw, pixels: torch.Tensor, opt_state: dict | None) -> torch.Tensor:
         """Optimise one level; on NaN/inf or a blank result, retry once from the last good state, gentler."""

@@ -1,0 +1,56 @@
+"""The pyramid walk, coarse to fine: one copy for a lone run (transfer._Run) and for a batch (batch._Batch).
+
+Why one copy: the two loops had drifted apart once already (which level_step a level starts from, when a coarse
+level's early stop is forgotten, where a cancel is raised). Here each level is entered, optimised and left the
+same way for one photo or many; only the optimising differs, passed in. A photo the optimiser gives up on (a
+batch's NaN or blank result: it runs alone after) leaves the walk, and the walk stops when none is left.
+
+A run here is anything with ``levels``, ``level_index``, ``monitor``, ``checkpoint``, ``engine`` and the two
+ways to make a level's start (``_initial``, ``_next_level``): transfer._Run.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+from ..errors import Cancelled
+
+# (level index, the live runs, their pixels at the level's start) -> each one's pixels after it, None: failed
+Optimise = Callable[[int, list, list[torch.Tensor]], list[torch.Tensor | None]]
+
+
+def walk(runs: Sequence, optimise: Optimise, pixels: torch.Tensor | None = None, start: int = 0
+         ) -> list[torch.Tensor | None]:
+    """Each run's pixels at the last level, or None for one that failed on the way. ``pixels`` and ``start``:
+    where a resumed run (one run) picks up, its checkpoint's pixels at its level."""
+    now: list[torch.Tensor | None] = [pixels] * len(runs)
+    live = list(range(len(runs)))
+    for index in range(start, len(runs[0].levels)):
+        if not live:
+            break  # every photo failed: the levels above would be work for nothing
+        starts = [_enter(runs[k], index, now[k]) for k in live]
+        for k, out in zip(live, optimise(index, [runs[k] for k in live], starts)):
+            now[k] = out
+        live = [k for k in live if now[k] is not None]
+        for k in live:
+            _leave(runs[k], index)
+    return [now[k] if k in live else None for k in range(len(runs))]
+
+
+def _enter(run, index: int, pixels: torch.Tensor | None) -> torch.Tensor:
+    """The level's starting pixels; the monitor told (a resumed level keeps the steps it had done)."""
+    hw = run.levels[index]
+    run.level_index = index
+    run.monitor.begin_level(index + 1, hw, run.monitor.level_step)
+    return run._initial(hw, run.engine.device) if pixels is None else run._next_level(pixels, index)
+
+
+def _leave(run, index: int) -> None:
+    """A cancel ends the run here (with its checkpoint); an early stop at a coarse level just moves on."""
+    monitor = run.monitor
+    if monitor.cancelled:
+        raise Cancelled(monitor.step_count, str(run.checkpoint) if run.checkpoint else None)
+    if monitor.stop_reason != "steps" and index < len(run.levels) - 1:
+        monitor.stop_reason = "steps"
+    monitor.level_step = 0

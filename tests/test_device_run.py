@@ -1,0 +1,124 @@
+"""bench/device_run.py, the one command for a lent GPU: its dry run on the CPU must exercise what the GPU run
+will pass, the GPU run must fit the tool's 10-minute command, and a stage that overruns must be stopped with its
+children while the later stages still run and $OUT keeps what was done (the GPU time is lent once)."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tarfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench import device_run  # noqa: E402
+from bench.device_run import Stage  # noqa: E402
+
+RUN_TIMEOUT_S = 600  # the run tool's most for one command (README, "When a GPU is lent")
+
+
+def flags(argv: list[str]) -> set[str]:
+    return {a for a in argv if a.startswith("--")}
+
+
+def program(argv: list[str]) -> list[str]:
+    return argv[:next(i for i, a in enumerate(argv + ["--"]) if a.startswith("--"))]
+
+
+def test_the_dry_run_takes_the_gpu_runs_stages_with_every_flag_and_the_gpu_run_fits_one_command():
+    real, dry = device_run.stages(False, Path("/w"), "m"), device_run.stages(True, Path("/w"), "m")
+    assert [s.name for s in real] == [s.name for s in dry] == ["env", "gpu", "pool", "print"]
+    for r, d in zip(real, dry):
+        assert program(r.argv) == program(d.argv) and flags(r.argv) <= flags(d.argv), r.name
+    budget = sum(s.share_s for s in real) + device_run.RESERVE_S
+    assert budget + device_run.KILL_AFTER_S + 20 <= RUN_TIMEOUT_S  # 20 s: the payload's install before the clock
+
+
+def child_that_hangs(pidfile: Path) -> list[str]:
+    """A stage that starts a grandchild (as bench.print and bench.pool do) and never ends."""
+    code = ("import subprocess, sys, time\n"
+            "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+            f"open({str(pidfile)!r}, 'w').write(str(p.pid))\n"
+            "time.sleep(120)\n")
+    return [sys.executable, "-c", code]
+
+
+def print_cut_short(picture: Path) -> list[str]:
+    """A print stage that finished one row (its picture written, its JSON line on stderr), then hangs."""
+    row = {"size": 64, "scales": "auto", "levels": [32, 64], "steps": 3, "device": "cpu", "wall_s": 1.0,
+           "peak_gib": 0.1, "tiles": {}, "path": str(picture), "look": 1.2, "seams": None}
+    code = ("import json, sys, time\nfrom PIL import Image\n"
+            f"Image.new('RGB', (64, 64), 'red').save({str(picture)!r})\n"
+            f"print(json.dumps({row!r}), file=sys.stderr, flush=True)\ntime.sleep(120)\n")
+    return [sys.executable, "-c", code]
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "State:\tZ" not in state
+
+
+def test_a_stage_past_its_time_is_stopped_with_its_children_and_the_rest_still_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(device_run, "MIN_STAGE_S", 1)
+    monkeypatch.setattr(device_run, "RESERVE_S", 0)
+    monkeypatch.setattr(device_run, "KILL_AFTER_S", 1)
+    work, out, pidfile = tmp_path / "work", tmp_path / "out", tmp_path / "grandchild.pid"
+    work.mkdir()
+    once = "| a | b |\\n|---|---|\\n| 1 | 2 |"  # printed as it goes, then whole (as bench/gpu.py does)
+    table = [sys.executable, "-c", f"print('# t\\n{once}\\n{once}\\nprose')"]
+    plan = [Stage("hang", 6, child_that_hangs(pidfile), "-"),
+            Stage("print", 6, print_cut_short(tmp_path / "cpu-64-auto.png"), "Large prints"),
+            Stage("table", 20, table, "somewhere")]
+    device_run.execute(plan, 32, dict(os.environ), work, out, dry=True)
+
+    assert [s.status for s in plan] == ["timed out", "timed out", "ok"]
+    assert plan[0].wall_s < 10 and not alive(int(pidfile.read_text()))
+    summary = (out / "summary.md").read_text()
+    assert "## table: ok\n\n# t\n\n| a | b |\n|---|---|\n| 1 | 2 |\n" in summary and summary.count("| 1 | 2 |") == 1
+    assert "cut short" in summary and "| 64 | auto (32-64) | 3 | cpu | 1.0 s | 0.1 GiB | 1 | 1.20x | - |" in summary
+    assert set(os.listdir(out)) <= set(device_run.FILES) and {"summary.md", "results.json", "log.txt"} <= set(
+        os.listdir(out))
+    assert (out / "look.jpg").stat().st_size > 0
+    with tarfile.open(out / "extras.tar.gz") as tar:
+        assert "pictures/cpu-64-auto.jpg" in tar.getnames() and "print.err" in tar.getnames()
+    stages = json.loads((out / "results.json").read_text())["stages"]
+    assert [s["name"] for s in stages] == ["hang", "print", "table"] and stages[1]["rows"][0]["look"] == 1.2
+
+
+def test_a_stage_with_too_little_time_left_is_skipped_not_started(tmp_path, monkeypatch):
+    monkeypatch.setattr(device_run, "RESERVE_S", 0)
+    never = tmp_path / "started"
+    plan = [Stage("late", 5, [sys.executable, "-c", f"open({str(never)!r}, 'w')"], "-"),
+            Stage("after", 30, [sys.executable, "-c", "pass"], "-")]
+    device_run.execute(plan, 40, dict(os.environ), tmp_path / "work", tmp_path / "out", dry=True)
+    assert plan[0].status.startswith("skipped") and not never.exists() and plan[1].status == "ok"
+
+
+def test_a_budget_under_the_shares_shrinks_every_stage_alike_instead_of_skipping_the_first(tmp_path, monkeypatch):
+    monkeypatch.setattr(device_run, "RESERVE_S", 0)
+    quick = [sys.executable, "-c", "pass"]
+    plan = [Stage("first", 100, quick, "-"), Stage("second", 100, quick, "-")]
+    device_run.execute(plan, 100, dict(os.environ), tmp_path / "work", tmp_path / "out", dry=True)
+    assert [s.status for s in plan] == ["ok", "ok"]
+    assert 40 <= plan[0].timeout_s <= 50 - device_run.KILL_AFTER_S  # half the budget: its half of the shares
+
+
+def test_without_a_cuda_gpu_the_gpu_run_stops_after_env_instead_of_running_gpu_sizes_on_the_cpu(tmp_path):
+    never = tmp_path / "started"
+    plan = [Stage("env", 10, [sys.executable, "-c", "print('{\"cpus\": 2, \"torch\": \"2.11\"}')"], "-"),
+            Stage("gpu", 10, [sys.executable, "-c", f"open({str(never)!r}, 'w')"], "-")]
+    device_run.execute(plan, 60, dict(os.environ), tmp_path / "work", tmp_path / "out", dry=False)
+    assert plan[0].status == "ok" and plan[1].status.startswith("skipped (torch sees no CUDA GPU")
+    assert not never.exists()
+    assert "skipped (torch sees no CUDA GPU" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_an_env_stage_that_breaks_says_nothing_of_the_gpu_and_stops_nothing(tmp_path):
+    ran = tmp_path / "started"
+    plan = [Stage("env", 10, [sys.executable, "-c", "import sys; sys.exit('no torch here')"], "-"),
+            Stage("gpu", 10, [sys.executable, "-c", f"open({str(ran)!r}, 'w')"], "-")]
+    device_run.execute(plan, 60, dict(os.environ), tmp_path / "work", tmp_path / "out", dry=False)
+    assert plan[0].status == "failed (exit 1)" and plan[1].status == "ok" and ran.exists()

@@ -1,0 +1,68 @@
+"""One memory model (engine/memory.py) for the tile planner and the GPU batch size, and the seams measure of
+bench/print.py read at the plan's own tile borders, in both axes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from bench.print import seams, seams_at
+from pipeline.engine import batch
+from pipeline.engine.memory import photo_bytes, plan
+from pipeline.engine.tiles import TilePlan
+
+GIB = 2 ** 30
+PLAN = dict(halo=80, optimizer="lbfgs", history=20, precision="fp32")
+
+
+def test_the_model_is_calibrated_on_the_gpus_measured_peaks():
+    # shared/notes/gpu.md: H200, tf32, the default recipe (20 L-BFGS pairs), a 960x662 photo at 512/1024/2048 px
+    for hw, measured in (((353, 512), 0.65), ((706, 1024), 2.25), ((1412, 2048), 8.68)):
+        assert 0.95 <= photo_bytes(hw) / (measured * GIB) <= 1.2, hw
+
+
+def test_the_batch_size_and_the_tile_plan_read_one_model(monkeypatch):
+    hw = (706, 1024)
+    one = photo_bytes(hw)
+    assert plan(hw, one, **PLAN) is None and plan(hw, one - 1, **PLAN) is not None  # one photo: the threshold
+    monkeypatch.setattr(batch, "cuda_free", lambda device: int(5 * one / 0.8) + 8)  # 80% of it holds 5 photos
+    assert batch.batch_size_for(torch.device("cuda"), hw) == 5
+    assert batch.batch_size_for(torch.device("cuda"), (1412, 2048)) == 1
+
+
+def test_plan_borders_are_where_cores_start_and_a_merged_sliver_has_none():
+    assert TilePlan((100, 250), 48, 80).borders() == ([48], [48, 96, 144, 192])  # 250 - 240 < 16: no core at 240
+    rows, cols = TilePlan((100, 250), 48, 80).borders()
+    cut = TilePlan((100, 250), 48, 80).tiles()
+    assert sorted({t.core_rows[0] for t in cut} - {0}) == rows and sorted({t.core_cols[0] for t in cut} - {0}) == cols
+
+
+@pytest.fixture(scope="module")
+def photo(content) -> np.ndarray:
+    """The astronaut squeezed to 250x100: its horizontal steps are half its vertical ones (0.55x)."""
+    return np.asarray(content.resize((250, 100)), dtype=np.float64)
+
+
+def test_borders_that_are_no_seams_read_one_in_either_axis(photo):
+    # every column (or row) border of the photo itself: each compared with the steps in its own direction
+    assert seams_at(photo, list(range(1, 250)), []) == pytest.approx(1.0)
+    assert seams_at(photo, [], list(range(1, 100))) == pytest.approx(1.0)
+    assert seams_at(photo, list(range(1, 250)), list(range(1, 100))) == pytest.approx(1.0, abs=0.01)
+
+
+def test_a_seam_in_either_axis_reads_above_the_target(photo):
+    row_seam, col_seam = photo.copy(), photo.copy()
+    row_seam[48:, :] = np.clip(row_seam[48:, :] + 40, 0, 255)
+    col_seam[:, 96:] = np.clip(col_seam[:, 96:] + 40, 0, 255)
+    assert seams_at(row_seam, [], [48]) > 1.1 and seams_at(col_seam, [96], []) > 1.1
+
+
+def test_seams_of_a_result_read_the_plans_borders(photo, tmp_path):
+    path = tmp_path / "result.png"
+    Image.fromarray(photo.astype(np.uint8)).save(path)
+    cut = TilePlan((100, 250), 48, 80)
+    rows, cols = cut.borders()
+    saved = np.asarray(Image.open(path), dtype=np.float64)
+    assert seams(str(path), {"0": cut.to_dict()}) == pytest.approx(seams_at(saved, cols, rows))
+    assert seams(str(path), {}) is None
