@@ -40,8 +40,9 @@ class Backlog:
 
 
 def run_backlog(folder: Path, drops: int, size: int, steps: int, env: dict, timeout: float, *,
-                second_recipe_every: int = 0, overrides: dict | None = None, **popen) -> Backlog:
-    """``drops`` sample photos (every n-th into the "scream" recipe folder if asked), then one `once` run."""
+                second_recipe_every: int = 0, overrides: dict | None = None, root: Path = ROOT, **popen) -> Backlog:
+    """``drops`` sample photos (every n-th into the "scream" recipe folder if asked), then one `once` run of the
+    checkout at ``root`` (bench/gap.py compares two)."""
     sys.path.insert(0, str(ROOT / "tests"))
     from daemon_helpers import make_config
 
@@ -55,15 +56,15 @@ def run_backlog(folder: Path, drops: int, size: int, steps: int, env: dict, time
         sub.mkdir(exist_ok=True)
         shutil.copy(samples[i % len(samples)], sub / f"drop{i:03d}.jpg")
     log = folder / "daemon.log"
-    returncode, total = run_once(config, log, env, timeout, **popen)
+    returncode, total = run_once(config, log, env, timeout, root=root, **popen)
     return Backlog(folder, returncode, total, *claim_and_done_times(log))
 
 
-def run_once(config: Path, log: Path, env: dict, timeout: float, **popen) -> tuple[int, float]:
+def run_once(config: Path, log: Path, env: dict, timeout: float, root: Path = ROOT, **popen) -> tuple[int, float]:
     """(exit status, wall seconds) of one `once` run, its output into ``log``."""
     started = time.monotonic()
     with open(log, "wb") as handle:
-        proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "once", "--config", str(config)], cwd=ROOT,
+        proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "once", "--config", str(config)], cwd=root,
                               env=env, stdout=handle, stderr=subprocess.STDOUT, timeout=timeout, **popen)
     return proc.returncode, time.monotonic() - started
 

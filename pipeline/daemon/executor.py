@@ -61,6 +61,7 @@ class Executor(threading.Thread):
         with self._lock:
             self._open += 1
         self._jobs.put(job)
+        self._prefetch_queued()
         if self.has_room():
             self._ended.set()  # room for more: the main loop claims the next at once, not after a tick
 
@@ -104,9 +105,22 @@ class Executor(threading.Thread):
                 unstarted.append(job)
         self._jobs.put(None)
         self.join(timeout=timeout)
+        self._handed_over(timeout)
         return unstarted
 
     # --- for the executors -------------------------------------------------------------------------
+    def _prefetch_queued(self) -> None:
+        """The jobs next in the queue start their pre-checks and decode now (handover.py), beside the running job."""
+        with self._jobs.mutex:
+            queued = [job for job in list(self._jobs.queue)[:self.life.prefetch.limit] if job is not None]
+        for job in queued:
+            self.life.prefetch.offer(job, self.get_config())
+
+    def _handed_over(self, timeout: float) -> None:
+        """At close: every finished result handed to the landing thread is written (its outcome out) first."""
+        self.life.landing.flush(timeout)
+        self.life.prefetch.close()
+
     def _closed(self) -> None:
         """A job handed over has ended (its outcome is out already): one fewer open."""
         with self._lock:

@@ -28,6 +28,7 @@ from . import joblog, outputs
 from .config import Config, ConfigError, Recipe
 from .config_build import load_sidecar
 from .failures import FailurePaths
+from .handover import Lander, Prefetcher
 from .sheets import SheetWriter
 from .spool import Job, Spool, now_iso
 
@@ -99,6 +100,8 @@ class JobLife(FailurePaths):
         self.lost_attempts: dict[str, list[dict]] = {}  # job id -> the tries lost with a remote worker
         self._styles: dict[tuple, images.Image.Image] = {}
         self.sheets = SheetWriter()  # contact sheets off the worker's path; the daemon closes it at shutdown
+        self.prefetch = Prefetcher(self.prepare)  # the next photos' pre-checks and decode, ahead (handover.py)
+        self.landing = Lander()  # finished photos written behind the worker; executors flush it as they close
 
     def _out(self, job: Job, kind: str, retry: bool = False, **details) -> None:
         self.outcomes.put(Outcome(job, kind, job.not_before if retry else None, **details))
@@ -116,7 +119,7 @@ class JobLife(FailurePaths):
         try:
             config = self.begin(job, in_process)
             if not self.already_written(job, config):
-                return config, self.prepare(job, config)
+                return config, self.prefetch.take(job, config)
             self.complete(job, config)
             self._out(job, "done")
         except Exception as exc:

@@ -66,13 +66,14 @@ class Slot(Worker):
         self.pool._ended.set()  # a job left the queue: the main loop may claim the next one now
         structlog.contextvars.bind_contextvars(slot=self.index)
         opened = self.life.open(job)
+        self._prefetch_queued()
         if opened is None:
             return
         batch, alone = self._gather((job, *opened))
         if len(batch) > 1:
             self._run_batch(batch)
         else:
-            self._run(job, *opened)
+            self._run(job, *opened, behind=True)
         for other in alone:
             with structlog.contextvars.bound_contextvars(job_id=other[0].id, file=other[0].source):
                 self._run(*other)
@@ -182,6 +183,7 @@ class Pool(Executor):
         deadline = time.monotonic() + timeout
         for slot in self.slots:
             slot.join(max(0.0, deadline - time.monotonic()))
+        self._handed_over(max(1.0, deadline - time.monotonic()))
         return unstarted
 
 

@@ -28,6 +28,7 @@ class Worker(Executor):
                  stop: threading.Event, life: JobLife | None = None) -> None:
         super().__init__("worker", spool, get_config, stop, life)
         self.engine = engine
+        self._handed = False  # the job in hand went to the landing thread, which closes it once landed
 
     def has_room(self) -> bool:
         """Nothing waiting: the main loop may claim the next file now, so that its decode and claim overlap
@@ -36,6 +37,7 @@ class Worker(Executor):
 
     def respawn(self) -> "Worker":
         """A fresh thread with this one's queue, open jobs (less the one that died with it) and job life."""
+        self.life.landing.flush()  # the results it handed over close against this worker's count first
         new = Worker(self.engine, self.spool, self.get_config, self.stop, self.life)
         new._jobs, new._busy_seconds, new._marker = self._jobs, self._busy_seconds, self._marker + 1
         new._open = self._open - (self._job is not None)
@@ -46,7 +48,7 @@ class Worker(Executor):
         """Take jobs until told to stop. Nothing outside a job may end the loop: it is logged and goes on."""
         while (job := self._jobs.get()) is not None:
             started = time.monotonic()
-            self._job = job
+            self._job, self._handed = job, False
             try:
                 self.process(job)
             except Exception:
@@ -56,7 +58,7 @@ class Worker(Executor):
                 self._busy_seconds += time.monotonic() - started
                 self._current = None
                 self._cancels.discard(job.id)
-                if self._job is None:
+                if self._job is None and not self._handed:
                     self._closed()
 
     def process(self, job: Job) -> None:
@@ -70,11 +72,13 @@ class Worker(Executor):
 
     def _try(self, job: Job) -> None:
         opened = self.life.open(job)
+        self._prefetch_queued()
         if opened is not None:
-            self._run(job, *opened)
+            self._run(job, *opened, behind=True)
 
-    def _run(self, job: Job, config: Config, plan: Plan) -> None:
-        """One opened job through the engine alone, with its checkpoint; its result landed or its fault concluded."""
+    def _run(self, job: Job, config: Config, plan: Plan, behind: bool = False) -> None:
+        """One opened job through the engine alone, with its checkpoint; its result landed (``behind``: by the
+        landing thread, while this one goes on to the next photo) or its fault concluded."""
         log.info("job started", recipe=plan.recipe.name, size=plan.settings.size, steps=plan.settings.steps,
                  attempt=job.attempts)
         try:
@@ -83,7 +87,27 @@ class Worker(Executor):
         except Exception as exc:
             self.life.conclude(job, exc)
             return
-        self.life.land(job, config, plan, result)
+        if behind:
+            self._land_behind(job, config, plan, result)
+        else:
+            self.life.land(job, config, plan, result)
+
+    def _land_behind(self, job: Job, config: Config, plan: Plan, result) -> None:
+        """life.land in the landing thread (handover.py), under this job's log context; it closes the job."""
+        context = structlog.contextvars.get_contextvars()
+
+        def land() -> None:
+            structlog.contextvars.bind_contextvars(**context)
+            try:
+                self.life.land(job, config, plan, result)
+            except Exception as exc:  # the failure path itself failed, as in process()
+                log.exception("the failure path failed; keeping the file under its job id")
+                self.life._last_resort(job, exc)
+            finally:
+                structlog.contextvars.clear_contextvars()
+                self._closed()
+        self._handed = True
+        self.life.landing.submit(land)
 
     def _on_step(self, job: Job, plan: Plan):
         config = self.get_config()

@@ -10,8 +10,7 @@ import json
 import time
 from collections import OrderedDict
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -27,51 +26,14 @@ from .levels import levels as plan_levels, style_grams, tile_plan, tiled_problem
 from .losses import ContentLoss, StyleLoss, StyleTargets, TotalLoss, gram
 from .lbfgs import run_projected_lbfgs
 from .optimize import Listener, Monitor, NonFinite, Problem, StepInfo, is_blank, run_adam, run_lbfgs
+from .result import JUDGE, Result, close  # noqa: F401  (JUDGE, Result: re-exported)
 from .settings import CONTENT_LAYER, STYLE_LAYERS, Settings
 from .tiles import TilePlan
 from .shapes import MIN_SIDE, pyramid  # noqa: F401  (re-exported: callers import them from here)
-from .vgg import VGGFeatures, WeightsInfo, load_features
+from .vgg import VGGFeatures, load_features
 from .walk import walk
 
 ADAM_DEFAULT_LR = 2.0
-# Which judge the reported losses come from (issue 10): the engine scores its own saved 8-bit output, with the
-# painting resized once (LANCZOS) to the working shape, as bench/judge.py independently does; they agree to <0.5%.
-JUDGE = "engine (notebook losses on the saved 8-bit output; painting resized once, LANCZOS, to the working shape)"
-
-
-@dataclass
-class Result:
-    image: Image.Image
-    alpha: Image.Image | None
-    losses: dict[str, float]
-    curve: list[dict]
-    steps: int
-    scales: list[tuple[int, int]]
-    timings: dict[str, float]
-    device: str
-    stop_reason: str
-    style_weight: float
-    weights: WeightsInfo
-    settings: Settings
-    retries: list[str] = field(default_factory=list)
-    resumed_from_step: int | None = None
-    canvas: tuple[int, int] | None = None  # a thin picture's padded shape (issue 9); None when not padded
-    tiles: dict[int, dict] = field(default_factory=dict)  # level index -> its tile plan, where tiled (issue 14)
-    precision: str = "fp32"  # what the network ran in: fp32, tf32 or bf16 (``auto`` resolved, issue 13)
-
-    def log(self) -> dict:
-        """The JSON-ready record of the run (everything but the pixels)."""
-        return {
-            "losses": self.losses, "judge": JUDGE, "steps": self.steps, "stop_reason": self.stop_reason,
-            "scales": [list(s) for s in self.scales], "timings": self.timings, "device": self.device,
-            "precision": self.precision,
-            "style_weight": self.style_weight, "settings": self.settings.to_dict(), "retries": self.retries,
-            "resumed_from_step": self.resumed_from_step, "curve": self.curve,
-            "canvas": list(self.canvas) if self.canvas else None, "tiles": self.tiles,
-            "weights": {"path": self.weights.path, "kind": self.weights.kind, "sha256": self.weights.sha256},
-        }
-
-
 def digest(img: Image.Image) -> str:
     return hashlib.sha1(img.tobytes() + repr((img.mode, img.size)).encode()).hexdigest()
 
@@ -218,6 +180,7 @@ class _Run:
 
     def __init__(self, engine: StyleTransfer, content: Image.Image, styles: list[Image.Image], settings: Settings,
                  on_step, should_stop, checkpoint) -> None:
+        self.created = time.perf_counter()
         self.engine, self.settings = engine, settings
         self.alpha = content.getchannel("A") if content.mode == "RGBA" else None
         self.content = self.original_content = content.convert("RGB")
@@ -226,13 +189,12 @@ class _Run:
             content_y = images.luminance(self.content)
             self.styles = [images.match_luminance(images.luminance(s), content_y) for s in self.styles]
             self.content = content_y
-        final_hw = images.fit(self.content, settings.size).size[::-1]
+        final_hw = images.fit_size(self.content.size, settings.size)[::-1]  # the shape only: no resize
         shapes.check_thin(final_hw, self.content.size, settings.size)  # before any work: fail fast
         self.levels, self.steps_per_level = plan_levels(final_hw, settings)
         self.tiles: dict[int, TilePlan] = {}  # level index -> plan, made as each level starts or from a checkpoint
         self.style_weight = settings.resolved_style_weight(engine.weights.kind)
         self.checkpoint = Path(checkpoint) if checkpoint else None
-        self.fingerprint = self._fingerprint()
         self.monitor = Monitor(sum(self.steps_per_level), len(self.levels), settings.log_every,
                                settings.early_stop_tol, settings.early_stop_window, on_step, should_stop,
                                self._save if self.checkpoint else None, settings.checkpoint_every)
@@ -241,8 +203,15 @@ class _Run:
         self.retries: list[str] = []
         self.timings: dict[str, float] = {"style_targets": 0.0}
         self.precision = precisions.resolve(engine.device, settings.precision)  # once: the whole run in one
+        # Made once per level and shared (issue 13): the content's working copy (the start pixels and the content
+        # target) and the level's objective (its optimiser and the closing judged pass).
+        self._content_copy: tuple = (None, None)
+        self._problem: tuple = (None, None)
 
-    def _fingerprint(self) -> str:
+    @cached_property
+    def fingerprint(self) -> str:
+        """What a checkpoint must match to be resumed; made only when one is saved or found (issue 13: hashing
+        the photo and the paintings sat before every first step)."""
         parts = [digest(self.content), *map(digest, self.styles), json.dumps(self.settings.to_dict(), sort_keys=True),
                  self.engine.weights.sha256]
         return hashlib.sha256("|".join(parts).encode()).hexdigest()
@@ -268,7 +237,7 @@ class _Run:
         return shapes.pad(images.resize_tensor(picture, hw), shapes.canvas(hw))
 
     def _initial(self, hw: tuple[int, int], device: torch.device) -> torch.Tensor:
-        content = self._working(self.content, hw, device)
+        content = self._content(hw, device).clone()
         if self.settings.init == "noise":
             g = torch.Generator().manual_seed(self.settings.seed)
             return (torch.rand(content.shape, generator=g) * 255.0).to(device)
@@ -276,13 +245,26 @@ class _Run:
             return self._working(self.styles[0], hw, device)
         return content
 
+    def _content(self, hw: tuple[int, int], device: torch.device) -> torch.Tensor:
+        """The content at hw on its canvas, resized once per level (never to be changed in place)."""
+        if self._content_copy[0] != (hw, device):
+            self._content_copy = ((hw, device), self._working(self.content, hw, device))
+        return self._content_copy[1]
+
     @staticmethod
     def _working(img: Image.Image, hw: tuple[int, int], device: torch.device) -> torch.Tensor:
         """A picture resized once from its original to hw, on the (padded) canvas the network sees."""
         return shapes.pad(images.to_tensor(images.resize_once(img, hw), device), shapes.canvas(hw))
 
     def loss(self, hw: tuple[int, int]) -> Problem:
-        """The objective at one pyramid level: content and style targets made, weights from the settings."""
+        """The objective at one pyramid level: content and style targets made, weights from the settings; the
+        latest level's is kept, so the closing judged pass does not make its targets again."""
+        if self._problem[0] == hw:
+            return self._problem[1]
+        self._problem = (hw, self._build_loss(hw))
+        return self._problem[1]
+
+    def _build_loss(self, hw: tuple[int, int]) -> Problem:
         engine, s = self.engine, self.settings
         started = time.perf_counter()
         parts = [engine.style_targets(style, shapes.canvas(hw), s) for style in self.styles]
@@ -291,7 +273,7 @@ class _Run:
             raise ValueError(f"style_blend has {len(blend)} weights for {len(parts)} styles")
         targets = parts[0] if len(parts) == 1 else StyleTargets.blend(parts, blend)
         self.timings["style_targets"] += time.perf_counter() - started
-        content = self._working(self.content, hw, engine.device)
+        content = self._content(hw, engine.device)
         index = self.levels.index(hw)
         if index not in self.tiles and (plan := tile_plan(engine, hw, s, self.precision)) is not None:
             self.tiles[index] = plan
@@ -329,6 +311,7 @@ class _Run:
 
     def _optimiser(self, problem, pixels, steps, opt_state, gentle: bool) -> torch.Tensor:
         s = self.settings
+        self.timings.setdefault("setup", round(time.perf_counter() - self.created, 4))  # to the first step's start
         x = self.engine.layout(pixels)
         cap = getattr(self.tiles.get(self.level_index), "history", None) or s.lbfgs_history  # a print's budget
         history = min(5 if gentle else s.lbfgs_history, cap)
@@ -376,21 +359,4 @@ class _Run:
         return pixels, state["level"], state["optimizer"], state["step"]
 
     def _result(self, pixels: torch.Tensor, resumed: int | None) -> Result:
-        pixels = pixels.clamp(0, 255).round()  # what is saved is what is judged
-        with torch.no_grad():
-            total, parts = self.loss(self.levels[-1]).loss(pixels)
-        losses = {"total": float(total), **{k: float(v) for k, v in zip(("content", "style", "tv"), parts)}}
-        last = self.monitor.curve[-1]["step"] if self.monitor.curve else -1
-        if last != self.monitor.step_count:  # an early stop ends between logged points: close the curve
-            self.monitor.curve.append({"step": self.monitor.step_count, "scale": len(self.levels), **losses,
-                                       "loss": losses["total"], "elapsed": round(self.monitor.elapsed, 3)})
-        image = self._picture(pixels)
-        elapsed = self.monitor.elapsed
-        canvas = tuple(pixels.shape[-2:]) if tuple(pixels.shape[-2:]) != self.levels[-1] else None
-        timings = {**self.timings, "total": round(elapsed, 3),
-                   "per_step": round(elapsed / max(self.monitor.step_count, 1), 4),
-                   "load_weights": round(self.engine.load_seconds, 3)}
-        return Result(image, self.alpha, losses, self.monitor.curve, self.monitor.step_count, self.levels, timings,
-                      str(self.engine.device), self.monitor.stop_reason, self.style_weight, self.engine.weights,
-                      self.settings, self.retries, resumed, canvas, {k: p.to_dict() for k, p in self.tiles.items()},
-                      self.precision)
+        return close(self, pixels, resumed)

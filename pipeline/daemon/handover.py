@@ -1,0 +1,103 @@
+"""Between two photos on one worker (issue 13): the next photo's pre-checks and decode run ahead, while the one
+before it still runs; the finished photo's encode and writes run behind, while the next one already runs. The
+worker's own path from one photo's last step to the next one's first is then the engine's alone.
+
+Neither changes what a job does, only on which thread and when:
+
+- :class:`Prefetcher`: a queued job's pre-checks (JobLife.prepare: file kind, sidecar, recipe, settings, decode)
+  run in one background thread as soon as it is handed to the executor. The try itself still begins when the
+  worker takes the job (the attempt is counted then, so a crash of the photo before it is not charged to it), and
+  a pre-check's failure is raised there, concluded as before. A config reloaded in between is prepared afresh.
+- :class:`Lander`: a finished result is written and its input moved (JobLife.land) by one background thread, in
+  order. The guarantees are the same: the input moves only after the output is durably written, in that thread
+  as before; a kill before the write leaves the job in work/, run again at the next start (nothing was written);
+  a kill between the two is the already-written case. At most ``depth`` results wait, so the worker never runs
+  far ahead of the disk, and flush() writes them all before shutdown's last poll.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable
+
+import structlog
+
+from .config import Config
+from .spool import Job
+
+log = structlog.get_logger("style-pipeline.worker")
+
+
+class Prefetcher:
+    """At most ``limit`` jobs prepared ahead (a decoded photo each), in arrival order, in one thread."""
+
+    def __init__(self, prepare: Callable, limit: int = 2) -> None:
+        self.prepare, self.limit = prepare, limit
+        self._ahead: dict[str, tuple[Config, Future]] = {}
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+
+    def offer(self, job: Job, config: Config) -> None:
+        """Start preparing ``job`` now, unless ``limit`` jobs are prepared or being prepared already."""
+        with self._lock:
+            if job.id in self._ahead or len(self._ahead) >= self.limit:
+                return
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="prefetch")
+            self._ahead[job.id] = (config, self._pool.submit(self._prepare, job, config))
+
+    def take(self, job: Job, config: Config):
+        """The job's plan: prepared ahead under this same config, else now; a pre-check's failure is raised."""
+        with self._lock:
+            ahead = self._ahead.pop(job.id, None)
+        if ahead is not None and ahead[0] is config:
+            return ahead[1].result()
+        return self.prepare(job, config)
+
+    def _prepare(self, job: Job, config: Config):
+        plan = self.prepare(job, config)
+        log.info("pre-checks passed", job_id=job.id, file=job.source, ahead=True)
+        return plan
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+            self._ahead.clear()
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+class Lander:
+    """One thread landing results in order; the worker hands one over and goes on to the next photo."""
+
+    def __init__(self, depth: int = 2) -> None:
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)  # put() waits while ``depth`` results wait
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, land: Callable[[], None]) -> None:
+        """``land`` (which never raises: it concludes its own faults) runs in the landing thread, after those
+        handed over before it."""
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="lander", daemon=True)
+                self._thread.start()
+        self._queue.put(land)
+
+    def flush(self, timeout: float = 120.0) -> None:
+        """Return once every result handed over so far is landed (or ``timeout`` passed)."""
+        done = threading.Event()
+        with self._lock:
+            running = self._thread is not None and self._thread.is_alive()
+        if running:
+            self._queue.put(done.set)
+            done.wait(timeout)
+
+    def _run(self) -> None:
+        while True:
+            land = self._queue.get()
+            try:
+                land()
+            except Exception:  # noqa: BLE001 - land() concludes its own faults; this thread must outlive a bug
+                log.exception("error landing a result; going on")

@@ -1,0 +1,76 @@
+"""A run's Result, and how a run closes: the judged loss of what is saved, the curve closed, the picture.
+
+The closing sits between one photo's last step and the next photo's first (issue 13), so it does only what the
+Result needs: one forward pass of the final level's objective, reused from the run (the same content and style
+targets, so the same value as building it again), on the clamped, rounded pixels that are saved.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from PIL import Image
+
+from .settings import Settings
+from .vgg import WeightsInfo
+
+# Which judge the reported losses come from (issue 10): the engine scores its own saved 8-bit output, with the
+# painting resized once (LANCZOS) to the working shape, as bench/judge.py independently does; they agree to <0.5%.
+JUDGE = "engine (notebook losses on the saved 8-bit output; painting resized once, LANCZOS, to the working shape)"
+
+@dataclass
+class Result:
+    image: Image.Image
+    alpha: Image.Image | None
+    losses: dict[str, float]
+    curve: list[dict]
+    steps: int
+    scales: list[tuple[int, int]]
+    timings: dict[str, float]
+    device: str
+    stop_reason: str
+    style_weight: float
+    weights: WeightsInfo
+    settings: Settings
+    retries: list[str] = field(default_factory=list)
+    resumed_from_step: int | None = None
+    canvas: tuple[int, int] | None = None  # a thin picture's padded shape (issue 9); None when not padded
+    tiles: dict[int, dict] = field(default_factory=dict)  # level index -> its tile plan, where tiled (issue 14)
+    precision: str = "fp32"  # what the network ran in: fp32, tf32 or bf16 (``auto`` resolved, issue 13)
+
+    def log(self) -> dict:
+        """The JSON-ready record of the run (everything but the pixels)."""
+        return {
+            "losses": self.losses, "judge": JUDGE, "steps": self.steps, "stop_reason": self.stop_reason,
+            "scales": [list(s) for s in self.scales], "timings": self.timings, "device": self.device,
+            "precision": self.precision,
+            "style_weight": self.style_weight, "settings": self.settings.to_dict(), "retries": self.retries,
+            "resumed_from_step": self.resumed_from_step, "curve": self.curve,
+            "canvas": list(self.canvas) if self.canvas else None, "tiles": self.tiles,
+            "weights": {"path": self.weights.path, "kind": self.weights.kind, "sha256": self.weights.sha256},
+        }
+
+
+
+def close(run, pixels: torch.Tensor, resumed: int | None) -> Result:
+    """``run``'s Result from its final pixels (transfer._Run; batch.py closes each of its runs the same way)."""
+    started = time.perf_counter()
+    pixels = pixels.clamp(0, 255).round()  # what is saved is what is judged
+    with torch.no_grad():
+        total, parts = run.loss(run.levels[-1]).loss(pixels)
+    losses = {"total": float(total), **{k: float(v) for k, v in zip(("content", "style", "tv"), parts)}}
+    monitor = run.monitor
+    last = monitor.curve[-1]["step"] if monitor.curve else -1
+    if last != monitor.step_count:  # an early stop ends between logged points: close the curve
+        monitor.curve.append({"step": monitor.step_count, "scale": len(run.levels), **losses,
+                              "loss": losses["total"], "elapsed": round(monitor.elapsed, 3)})
+    image = run._picture(pixels)
+    elapsed = monitor.elapsed
+    canvas = tuple(pixels.shape[-2:]) if tuple(pixels.shape[-2:]) != run.levels[-1] else None
+    timings = {**run.timings, "closing": round(time.perf_counter() - started, 4), "total": round(elapsed, 3),
+               "per_step": round(elapsed / max(monitor.step_count, 1), 4),
+               "load_weights": round(run.engine.load_seconds, 3)}
+    return Result(image, run.alpha, losses, monitor.curve, monitor.step_count, run.levels, timings,
+                  str(run.engine.device), monitor.stop_reason, run.style_weight, run.engine.weights, run.settings,
+                  run.retries, resumed, canvas, {k: p.to_dict() for k, p in run.tiles.items()}, run.precision)

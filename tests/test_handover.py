@@ -1,0 +1,65 @@
+"""Issue 13, between two photos on the worker (pipeline/daemon/handover.py): the next photo's pre-checks and
+decode run while the photo before it still runs, and the finished photo is written behind the worker, which goes
+on to the next photo at once. In-process daemon, real engine, tiny photos; the write of the first photo is held
+back until the second one has begun, which only a worker that does not wait for the write gets past."""
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+
+from daemon_helpers import SAMPLES, make_config, outputs
+from pipeline.daemon.daemon import Daemon
+from pipeline.daemon.jobs import JobLife
+
+
+def test_the_next_photo_is_prepared_ahead_and_the_last_one_written_behind(tmp_path, engine, monkeypatch):
+    prepared, begun, landed = [], [], []
+    real_prepare, real_begin, real_finish = JobLife.prepare, JobLife.begin, JobLife.finish
+
+    def prepare(self, job, config):
+        prepared.append((job.name, threading.current_thread().name, list(landed)))
+        return real_prepare(self, job, config)
+
+    def begin(self, job, in_process=True):
+        begun.append(job.name)
+        return real_begin(self, job, in_process)
+
+    def finish(self, job, *args, **kwargs):
+        if job.name == "a.jpg":  # held until b.jpg has begun (10 s at most: then the test fails, it does not hang)
+            deadline = time.monotonic() + 10
+            while "b.jpg" not in begun and time.monotonic() < deadline:
+                time.sleep(0.01)
+        landed.append((job.name, "b.jpg" in begun))
+        return real_finish(self, job, *args, **kwargs)
+
+    monkeypatch.setattr(JobLife, "prepare", prepare)
+    monkeypatch.setattr(JobLife, "begin", begin)
+    monkeypatch.setattr(JobLife, "finish", finish)
+    config = make_config(tmp_path, defaults={"size": 32, "steps": 6, "format": "png", "early_stop_tol": 0})
+    shutil.copy(SAMPLES / "coffee.jpg", tmp_path / "inbox" / "a.jpg")
+    shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / "b.jpg")
+    assert Daemon(config, once=True, engine=engine).run() == 0
+    b_prepared = [entry for entry in prepared if entry[0] == "b.jpg"]
+    assert b_prepared == [("b.jpg", "prefetch_0", [])], "b.jpg's pre-checks ran ahead, before a.jpg was written"
+    assert landed == [("a.jpg", True), ("b.jpg", True)], "b.jpg began while a.jpg's write was still to come"
+    assert sorted(p.name for p in outputs(tmp_path)) == ["a.png", "b.png"]
+    assert sorted(p.name for p in (tmp_path / "spool" / "done").rglob("*.jpg")) == ["a.jpg", "b.jpg"]
+    assert not list((tmp_path / "spool" / "work").iterdir())
+    record = json.loads((tmp_path / "outbox" / "starry" / "a.json").read_text())
+    assert record["attempts"] == 1 and record["crashes"] == 0
+
+
+def test_a_photo_that_fails_its_pre_checks_ahead_fails_with_its_reason(tmp_path, engine):
+    """A pre-check's failure found ahead is concluded when the worker takes the job, as before: the photo goes to
+    failed/ with its reason, the others are styled."""
+    config = make_config(tmp_path)
+    shutil.copy(SAMPLES / "coffee.jpg", tmp_path / "inbox" / "a.jpg")
+    (tmp_path / "inbox" / "b.jpg").write_bytes(b"not a picture at all" * 10)
+    shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / "c.jpg")
+    assert Daemon(config, once=True, engine=engine).run() == 0
+    assert sorted(p.name for p in outputs(tmp_path)) == ["a.png", "c.png"]
+    [error] = [json.loads(p.read_text()) for p in (tmp_path / "spool" / "failed").glob("*.error.json")]
+    assert error["file"] == "b.jpg" and error["attempts"] == 1
+    assert (tmp_path / "spool" / "failed" / "b.jpg").exists()
