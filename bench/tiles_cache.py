@@ -44,8 +44,8 @@ def pieces(engine, hw: tuple[int, int]) -> list[list]:
                  per_call(lambda: tiles.halo_for(features, LAST_INDEX), 2000), "1 per level and tiled painting"])
     s = Settings(max_memory="27MB")
     rows.append(["levels.tile_plan (budget, halo, plan)",
-                 per_call(lambda: (tiles._HALOS.clear(), levels.tile_plan(engine, hw, s)), 300),
-                 per_call(lambda: levels.tile_plan(engine, hw, s), 300), "1 per level and tiled painting"])
+                 per_call(lambda: (tiles._HALOS.clear(), levels.tile_plan(engine, hw, s, "fp32")), 300),
+                 per_call(lambda: levels.tile_plan(engine, hw, s, "fp32"), 300), "1 per level and tiled painting"])
     return rows
 
 

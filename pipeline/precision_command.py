@@ -33,7 +33,7 @@ def cmd_precision(args) -> int:
     device = pick_device(args.device)
     if not args.probe:
         recorded = precision.recorded(device)
-        print(f"{precision.key(device)}: precision auto = {recorded or precision.default(device)} "
+        print(f"{precision.key(device)}: precision auto = {precision.resolve(device, 'auto')} "
               f"({'recorded in ' + str(precision.record_path()) if recorded else 'the default: nothing recorded'})")
         return 0
     from .engine import StyleTransfer

@@ -46,25 +46,27 @@ def levels(final_hw: tuple[int, int], settings: Settings) -> tuple[list[tuple[in
     return found, [max(settings.steps >> k, floor) for k in range(len(found))]
 
 
-def tile_plan(engine, hw: tuple[int, int], settings: Settings) -> TilePlan | None:
-    """None when this level's loss pass fits the memory budget whole (the usual case); else its tiles."""
+def tile_plan(engine, hw: tuple[int, int], settings: Settings, precision: str) -> TilePlan | None:
+    """None when this level's loss pass fits the memory budget whole (the usual case); else its tiles.
+    ``precision`` is the run's resolved one (fp32, tf32, bf16), not the setting: ``auto`` is read once per run."""
     budget = memory.budget(settings.max_memory, engine.device)
-    precision = "bf16" if engine.device.type == "cuda" and settings.precision == "bf16" else "fp32"
+    precision = "bf16" if engine.device.type == "cuda" and precision == "bf16" else "fp32"
     return memory.plan(shapes.canvas(hw), budget, halo=halo_for(engine.vgg.features, LAST_INDEX),
                        optimizer=settings.optimizer, history=settings.lbfgs_history, precision=precision)
 
 
 def style_grams(engine, pixels: torch.Tensor, settings: Settings) -> dict[str, torch.Tensor] | None:
     """A painting's Grams summed over tiles when its pass would not fit the budget; None: the usual whole pass."""
-    plan = tile_plan(engine, tuple(pixels.shape[-2:]), settings)
+    plan = tile_plan(engine, tuple(pixels.shape[-2:]), settings, engine.precision(settings.precision))
     return None if plan is None else tiled_grams(engine.vgg, engine.layout(pixels), plan)
 
 
 def tiled_problem(engine, content: torch.Tensor, targets: StyleTargets, settings: Settings, style_weight: float,
-                  plan: TilePlan) -> Problem:
-    """The level's objective evaluated tile by tile: the same value and gradient as the untiled TotalLoss."""
+                  plan: TilePlan, precision: str) -> Problem:
+    """The level's objective evaluated tile by tile: the same value and gradient as the untiled TotalLoss, in the
+    run's resolved ``precision`` (as its untiled levels)."""
     content_target = tiled_content(engine.vgg, engine.layout(content), plan)
     assert content_target.shape[1] == 512, CONTENT_LAYER
     loss = TiledLoss(engine.vgg, content_target, targets.grams, settings.layer_weights,
                      (settings.content_weight, style_weight, settings.tv_weight), plan)
-    return Problem(loss, engine.autocast(settings.precision))  # type: ignore[arg-type]
+    return Problem(loss, engine.autocast(precision))  # type: ignore[arg-type]

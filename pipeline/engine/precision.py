@@ -51,8 +51,8 @@ def default(device: torch.device) -> str:
 
 def resolve(device: torch.device, precision: str) -> str:
     """The precision a run on ``device`` actually uses: fp32, tf32 or bf16 (what the job log records)."""
-    if precision == "auto":
-        return recorded(device) or default(device)
+    if precision == "auto":  # a record passes the guards below too: a tf32 record read off CUDA is fp32
+        return resolve(device, recorded(device) or default(device))
     if precision == "tf32" and device.type != "cuda":
         return "fp32"  # TF32 is a CUDA matmul mode; elsewhere it is plain fp32
     if precision == "bf16" and device.type not in ("cuda", "cpu"):
@@ -89,7 +89,8 @@ def explain(device: torch.device, pass_ms: dict[str, float], judged: dict[str, f
     base = default(device)
     speed = f"bf16's loss pass takes {pass_ms['bf16'] / pass_ms[base]:.2f}x the time of {base}'s"
     if judged is None:
-        return speed + " (not faster: the runs were not judged)"
+        why = "not judged, so not chosen" if faster(device, pass_ms) else f"not judged: not {FASTER_BY:.0%} faster"
+        return speed + f" (its runs were {why})"
     return speed + f"; its judged loss is {100 * (judged['bf16'] / judged['fp32'] - 1):+.2f}% against fp32's"
 
 
@@ -111,7 +112,9 @@ def record_path() -> Path | None:
     return None if folder is None else folder / FILE
 
 
-_seen: dict[tuple, str | None] = {}  # (path, mtime, size, key) -> choice: read (and warned about) once per version
+# (path, inode, mtime, size, key) -> choice: read (and warned about) once per version. The inode because
+# write_json renames a new file into place: two writes within the clock's tick, same size, differ only in it.
+_seen: dict[tuple, str | None] = {}
 
 
 def recorded(device: torch.device) -> str | None:
@@ -123,7 +126,7 @@ def recorded(device: torch.device) -> str | None:
         return None
     if stat is None:
         return None
-    memo = (str(path), stat.st_mtime_ns, stat.st_size, key(device))
+    memo = (str(path), stat.st_ino, stat.st_mtime_ns, stat.st_size, key(device))
     if memo not in _seen:
         _seen[memo] = _read_choice(path, device)
     return _seen[memo]
@@ -184,11 +187,14 @@ def probe(engine, content: Image.Image, style: Image.Image, size: int | None = N
     device = engine.device
     size, steps = size or PROBE.get(device.type, PROBE["cpu"])[0], steps or PROBE.get(device.type, PROBE["cpu"])[1]
     base = default(device)
-    pass_ms = loss_pass_ms(engine, content, style, size, (base, "bf16"), repeats)
+    usable = resolve(device, "bf16") == "bf16"  # MPS: no bf16 autocast to measure; the default is recorded
+    pass_ms = loss_pass_ms(engine, content, style, size, (base, "bf16"), repeats) if usable else {}
     judged = None
-    if judge or (judge is None and faster(device, pass_ms)):
+    if usable and (judge or (judge is None and faster(device, pass_ms))):
         judged = {p: judged_loss(engine, content, style, size, steps, p) for p in dict.fromkeys(("fp32", base, "bf16"))}
-    return {"choice": decide(device, pass_ms, judged), "why": explain(device, pass_ms, judged), "default": base,
+    choice, why = ((decide(device, pass_ms, judged), explain(device, pass_ms, judged)) if usable
+                   else (base, f"bf16 autocast is not available on {device.type}"))
+    return {"choice": choice, "why": why, "default": base,
             "size": size, "steps": steps, "repeats": repeats, "threads": torch.get_num_threads(),
             "loss_pass_ms": pass_ms, "judged_loss": judged,
             "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}

@@ -275,11 +275,11 @@ class _Run:
         self.timings["style_targets"] += time.perf_counter() - started
         content = self._content(hw, engine.device)
         index = self.levels.index(hw)
-        if index not in self.tiles and (plan := tile_plan(engine, hw, s)) is not None:
+        if index not in self.tiles and (plan := tile_plan(engine, hw, s, self.precision)) is not None:
             self.tiles[index] = plan
         self.monitor.tiles = self.tiles[index].count if index in self.tiles else 1
         if index in self.tiles:
-            return tiled_problem(engine, content, targets, s, self.style_weight, self.tiles[index])
+            return tiled_problem(engine, content, targets, s, self.style_weight, self.tiles[index], self.precision)
         with torch.no_grad():
             content_target = engine.vgg(engine.layout(content), (CONTENT_LAYER,))[CONTENT_LAYER].float()
         total = TotalLoss(engine.vgg, ContentLoss(content_target), StyleLoss(targets, s.layer_weights),
