@@ -78,3 +78,18 @@ def test_a_run_without_a_checkpoint_to_resume_hashes_no_photo(engine, content, s
         engine.stylize(content, [style], stopped, checkpoint=checkpoint, should_stop=lambda: True)
     resumed = engine.stylize(content, [style], stopped, checkpoint=checkpoint)
     assert resumed.resumed_from_step == 1 and content.size in hashed
+
+
+def test_a_photo_prepared_ahead_runs_without_a_resize_and_gives_the_same_result(engine, content, style, monkeypatch):
+    """engine.prepared.prepare makes the first working copy before the run (the daemon's prefetch thread calls it):
+    the run then resizes the photo not at all, and its result is the same, bit for bit."""
+    from pipeline.engine.prepared import prepare
+
+    plain = engine.stylize(content, [style], SETTINGS)
+    ahead = prepare(content, SETTINGS)
+    resizes, real = [], Image.Image.resize
+    monkeypatch.setattr(Image.Image, "resize", lambda self, size, *a, **k: resizes.append(self.size) or
+                        real(self, size, *a, **k))
+    result = engine.stylize(ahead, [style], SETTINGS)
+    assert content.size not in resizes
+    assert result.losses == plain.losses and result.image.tobytes() == plain.image.tobytes()

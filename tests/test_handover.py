@@ -9,6 +9,8 @@ import shutil
 import threading
 import time
 
+from PIL import Image
+
 from daemon_helpers import SAMPLES, make_config, outputs
 from pipeline.daemon.daemon import Daemon
 from pipeline.daemon.jobs import JobLife
@@ -34,6 +36,10 @@ def test_the_next_photo_is_prepared_ahead_and_the_last_one_written_behind(tmp_pa
         landed.append((job.name, "b.jpg" in begun))
         return real_finish(self, job, *args, **kwargs)
 
+    resized, real_resize = [], Image.Image.resize  # who makes b.jpg's working copy (rocket.jpg is 512x342)
+    monkeypatch.setattr(Image.Image, "resize", lambda self, size, *a, **k: (
+        resized.append(threading.current_thread().name) if self.size == (512, 342) else None) or
+        real_resize(self, size, *a, **k))
     monkeypatch.setattr(JobLife, "prepare", prepare)
     monkeypatch.setattr(JobLife, "begin", begin)
     monkeypatch.setattr(JobLife, "finish", finish)
@@ -44,6 +50,7 @@ def test_the_next_photo_is_prepared_ahead_and_the_last_one_written_behind(tmp_pa
     b_prepared = [entry for entry in prepared if entry[0] == "b.jpg"]
     assert b_prepared == [("b.jpg", "prefetch_0", [])], "b.jpg's pre-checks ran ahead, before a.jpg was written"
     assert landed == [("a.jpg", True), ("b.jpg", True)], "b.jpg began while a.jpg's write was still to come"
+    assert resized == ["prefetch_0"], "b.jpg's working copy was made ahead, once, not by the worker"
     assert sorted(p.name for p in outputs(tmp_path)) == ["a.png", "b.png"]
     assert sorted(p.name for p in (tmp_path / "spool" / "done").rglob("*.jpg")) == ["a.jpg", "b.jpg"]
     assert not list((tmp_path / "spool" / "work").iterdir())

@@ -22,6 +22,7 @@ from typing import Callable
 import structlog
 
 from ..engine import Settings, images
+from ..engine.prepared import prepare as prepare_working
 from ..errors import Cancelled, ImageError, JobFailure, PipelineError, Reason, SettingsError, WorkerLost
 from ..fsio import service_user
 from . import joblog, outputs
@@ -43,6 +44,7 @@ class Plan:
     settings: Settings
     content: images.Image.Image
     styles: list[images.Image.Image]
+    working: object = None  # engine.prepared.Prepared: the photo's first working copy, made by whoever prepared it
 
 
 @dataclass(frozen=True)
@@ -189,7 +191,8 @@ class JobLife(FailurePaths):
         recipe = pre_check_recipe(job, config, recipe_name)
         settings = pre_check_settings(job, config, recipe, overrides)
         content = pre_check_image(job, settings)
-        return Plan(recipe, settings, content, [self.style(ref.path, settings) for ref in recipe.styles])
+        return Plan(recipe, settings, content, [self.style(ref.path, settings) for ref in recipe.styles],
+                    prepare_working(content, settings))
 
     def style(self, path: Path, settings: Settings) -> images.Image.Image:
         """Decoded style pictures are kept by (path, mtime): a night in one style decodes it once."""

@@ -82,7 +82,8 @@ class Worker(Executor):
         log.info("job started", recipe=plan.recipe.name, size=plan.settings.size, steps=plan.settings.steps,
                  attempt=job.attempts)
         try:
-            result = self.engine.stylize(plan.content, plan.styles, plan.settings, on_step=self._on_step(job, plan),
+            result = self.engine.stylize(plan.working or plan.content, plan.styles, plan.settings,
+                                         on_step=self._on_step(job, plan),
                                          should_stop=lambda: self._should_stop(job), checkpoint=job.checkpoint)
         except Exception as exc:
             self.life.conclude(job, exc)

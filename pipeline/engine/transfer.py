@@ -26,6 +26,7 @@ from .levels import levels as plan_levels, style_grams, tile_plan, tiled_problem
 from .losses import ContentLoss, StyleLoss, StyleTargets, TotalLoss, gram
 from .lbfgs import run_projected_lbfgs
 from .optimize import Listener, Monitor, NonFinite, Problem, StepInfo, is_blank, run_adam, run_lbfgs
+from .prepared import Prepared
 from .result import JUDGE, Result, close  # noqa: F401  (JUDGE, Result: re-exported)
 from .settings import CONTENT_LAYER, STYLE_LAYERS, Settings
 from .tiles import TilePlan
@@ -126,7 +127,8 @@ class StyleTransfer:
         return precisions.autocast(self.device, precision)
 
     # --- the run ----------------------------------------------------------------------------
-    def stylize(self, content: Image.Image, styles: Sequence[Image.Image], settings: Settings = Settings(), *,
+    def stylize(self, content: Image.Image | Prepared, styles: Sequence[Image.Image],
+                settings: Settings = Settings(), *,
                 on_step: Callable[[StepInfo], None] | None = None, should_stop: Callable[[], bool] | None = None,
                 checkpoint: str | Path | None = None, listeners: Sequence[Listener] = ()) -> Result:
         """Run the whole optimisation; on out-of-memory, retry smaller, then on the fallback device (this job
@@ -181,6 +183,7 @@ class _Run:
     def __init__(self, engine: StyleTransfer, content: Image.Image, styles: list[Image.Image], settings: Settings,
                  on_step, should_stop, checkpoint) -> None:
         self.created = time.perf_counter()
+        self.ahead, content = (content, content.image) if isinstance(content, Prepared) else (None, content)
         self.engine, self.settings = engine, settings
         self.alpha = content.getchannel("A") if content.mode == "RGBA" else None
         self.content = self.original_content = content.convert("RGB")
@@ -248,7 +251,9 @@ class _Run:
     def _content(self, hw: tuple[int, int], device: torch.device) -> torch.Tensor:
         """The content at hw on its canvas, resized once per level (never to be changed in place)."""
         if self._content_copy[0] != (hw, device):
-            self._content_copy = ((hw, device), self._working(self.content, hw, device))
+            ready = self.ahead.working if self.ahead and self.ahead.hw == hw else None  # made ahead (prepared.py)
+            picture = ready if ready is not None else images.resize_once(self.content, hw)
+            self._content_copy = ((hw, device), shapes.pad(images.to_tensor(picture, device), shapes.canvas(hw)))
         return self._content_copy[1]
 
     @staticmethod
