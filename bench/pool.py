@@ -111,6 +111,8 @@ def main() -> None:
     parser.add_argument("--only", default=None, help="comma-separated layout names")
     parser.add_argument("--gpu", action="store_true", help="the GPU layouts even without CUDA (a dry run's check)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "pool")
+    parser.add_argument("--last", default=None, metavar="LAYOUT@SIZE",
+                        help="run this row last: the one a run cut short (a lent GPU's budget) can best lose")
     args = parser.parse_args()
     import torch
 
@@ -126,9 +128,10 @@ def main() -> None:
     head = ["layout", "size", "photos", "photos/hour", "busy", "last step to next first step, ms median / max",
             "last step to next job started, ms", "job done to next job started, ms", "photos run in a batch"]
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head), flush=True)
-    for size in args.sizes:
-        for name, overrides in layouts.items():
-            print("| " + " | ".join(row(name, overrides, size, args, args.out)) + " |", flush=True)
+    rows = [(name, size) for size in args.sizes for name in layouts]
+    rows.sort(key=lambda r: f"{r[0]}@{r[1]}" == args.last)  # stable: the others keep their order
+    for name, size in rows:
+        print("| " + " | ".join(row(name, layouts[name], size, args, args.out)) + " |", flush=True)
 
 
 if __name__ == "__main__":

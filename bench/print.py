@@ -211,7 +211,17 @@ def scored(r: dict, ref: dict, size: int) -> dict:
     return r
 
 
-def main() -> None:
+def cases(args) -> list[tuple[int, str, int]]:
+    """(size, scales, steps) in the order they run: smallest size first, at each the runs under test before
+    today's single scale beside them. A run cut short (a lent GPU's budget) then loses the largest size (8192 px,
+    the longest by far), not the single-scale rows the look is compared against."""
+    found = [(size, scales, args.steps) for size in args.sizes for scales in args.scales]
+    if args.single:
+        found += [(size, "1", args.single_steps or args.steps) for size in args.single_sizes or args.sizes]
+    return sorted(found, key=lambda case: case[0])  # stable: at each size, the order above
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096, 8192])
@@ -229,7 +239,11 @@ def main() -> None:
     parser.add_argument("--evaluate", type=int, nargs="+", metavar="SIZE", help="one evaluation at each size")
     parser.add_argument("--seams", type=int, metavar="STEPS", help="only the seams demo, with this many steps")
     parser.add_argument("--one", nargs=5, metavar=("SIZE", "SCALES", "STEPS", "DEVICE", "MAXMEM"))
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = parse()
     if args.one:
         size, scales, steps, device, mem = args.one
         print(json.dumps(one(int(size), scales, int(steps), device, None if mem == "-" else mem)))
@@ -250,11 +264,7 @@ def main() -> None:
     mem = args.max_memory or "-"
     ref = child(str(args.look_size), "1", str(args.reference_steps or args.steps), args.device, "-")
     rows = [scored(ref, ref, args.look_size)]
-    # the runs under test at every size first, then today's single scale beside them: a run cut short keeps those
-    cases = [(size, scales, args.steps) for size in args.sizes for scales in args.scales]
-    if args.single:
-        cases += [(size, "1", args.single_steps or args.steps) for size in args.single_sizes or args.sizes]
-    for size, scales, steps in cases:
+    for size, scales, steps in cases(args):
         rows.append(scored(child(str(size), scales, str(steps), args.device, mem), ref, args.look_size))
     print(table(rows, args.machine or args.device))
 

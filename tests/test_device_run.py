@@ -27,11 +27,25 @@ def program(argv: list[str]) -> list[str]:
 
 def test_the_dry_run_takes_the_gpu_runs_stages_with_every_flag_and_the_gpu_run_fits_one_command():
     real, dry = device_run.stages(False, Path("/w"), "m"), device_run.stages(True, Path("/w"), "m")
-    assert [s.name for s in real] == [s.name for s in dry] == ["env", "gpu", "pool", "print"]
+    assert [s.name for s in real] == [s.name for s in dry] == ["install", "env", "gpu", "pool", "print"]
     for r, d in zip(real, dry):
         assert program(r.argv) == program(d.argv) and flags(r.argv) <= flags(d.argv), r.name
-    budget = sum(s.share_s for s in real) + device_run.RESERVE_S
-    assert budget + device_run.KILL_AFTER_S + 20 <= RUN_TIMEOUT_S  # 20 s: the payload's install before the clock
+    budget = sum(s.share_s for s in real) + device_run.RESERVE_S  # the install is a stage: inside the budget
+    assert budget + device_run.KILL_AFTER_S + 5 <= RUN_TIMEOUT_S  # 5 s: python's start and the last print
+
+
+def test_a_print_or_pool_stage_cut_short_loses_its_least_needed_row_not_issue_14s_comparison():
+    """8192 px (minutes on an H200) runs last, after single scale at 2048 and 4096 px; batch 1 at 1024 px
+    (already measured) is the pool's last row."""
+    from bench.print import cases, parse
+
+    plan = {s.name: s for s in device_run.stages(False, Path("/w"), "m")}
+    argv = plan["print"].argv
+    order = [(size, scales) for size, scales, _ in cases(parse(argv[argv.index("bench.print") + 1:]))]
+    assert order == [(2048, "auto"), (2048, "1"), (4096, "auto"), (4096, "1"), (8192, "auto")]
+    pool = plan["pool"].argv
+    last = pool[pool.index("--last") + 1]
+    assert last == "every GPU batch 1@1024" and last.split("@")[0] in device_run.POOL_LAYOUTS.split(",")
 
 
 def child_that_hangs(pidfile: Path) -> list[str]:
@@ -122,3 +136,46 @@ def test_an_env_stage_that_breaks_says_nothing_of_the_gpu_and_stops_nothing(tmp_
             Stage("gpu", 10, [sys.executable, "-c", f"open({str(ran)!r}, 'w')"], "-")]
     device_run.execute(plan, 60, dict(os.environ), tmp_path / "work", tmp_path / "out", dry=False)
     assert plan[0].status == "failed (exit 1)" and plan[1].status == "ok" and ran.exists()
+
+
+def test_an_install_that_fails_still_brings_back_a_summary_saying_so(tmp_path, monkeypatch):
+    """The payload's install is the first stage, in the budget: pip failing on a broken wheel is a failed stage
+    with its stderr in summary.md, not an exception before $OUT holds anything."""
+    payload, out = tmp_path / "payload", tmp_path / "out"
+    (payload / "whl").mkdir(parents=True)
+    (payload / "whl" / "watchdog-6.0.0-py3-none-any.whl").write_bytes(b"not a zip")
+    (payload / device_run.WEIGHTS).parent.mkdir(parents=True)
+    (payload / device_run.WEIGHTS).write_bytes(b"w")
+    monkeypatch.setattr(device_run, "PAYLOAD", payload)
+    monkeypatch.setattr(sys, "argv", ["device_run.py"])
+    for name, value in {"OUT": str(out), "DEVICE_STAGES": "gpu", "DEVICE_BUDGET_S": "300"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("DEVICE_DRY", raising=False)
+    device_run.main()
+    summary = (out / "summary.md").read_text()
+    assert "| install | failed (exit" in summary and "**The payload's install failed**" in summary
+    assert "watchdog-6.0.0-py3-none-any.whl" in summary.split("## install: failed")[1]  # pip's own last lines
+    assert "- torch: " in summary.split("## env: ")[1]  # the stages after it still ran
+
+
+def test_log_txt_keeps_the_last_of_each_stream_so_a_chatty_stage_cannot_push_it_past_the_16_mib(tmp_path,
+                                                                                                  monkeypatch):
+    streams = 2 * len(device_run.stages(False, Path("/w"), "m"))
+    assert streams * device_run.LOG_TAIL + (1 << 20) < 16 << 20  # 1 MiB for the headers and the cut notes
+    assert device_run.EXTRAS_MAX <= 12 << 20  # the tarball's size is estimated as it is packed: a margin
+    monkeypatch.setattr(device_run, "LOG_TAIL", 1000)
+    chatty = [sys.executable, "-c", "print('FIR' + 'ST' + 'x' * 5000 + 'LA' + 'ST')"]
+    plan = [Stage("chatty", 20, chatty, "-")]
+    device_run.execute(plan, 40, dict(os.environ), tmp_path / "work", tmp_path / "out", dry=True)
+    log = (tmp_path / "out" / "log.txt").read_text()
+    assert plan[0].status == "ok" and "LAST" in log and "FIRST" not in log and len(log) < 1500
+    assert "characters cut" in log
+
+
+def test_a_print_run_after_an_env_that_failed_is_labelled_machine_unknown_not_cpu(tmp_path):
+    says = [sys.executable, "-c", "import sys; print(sys.argv[-1])", "--machine", ""]
+    plan = [Stage("env", 10, [sys.executable, "-c", "import sys; sys.exit('no torch here')"], "-"),
+            Stage("print", 10, says, "-")]
+    device_run.execute(plan, 60, dict(os.environ), tmp_path / "work", tmp_path / "out", dry=False)
+    assert plan[1].status == "ok" and plan[1].stdout.startswith("machine unknown (env failed)")
+    assert "CPU" not in plan[1].stdout
