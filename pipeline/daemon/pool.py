@@ -36,6 +36,13 @@ def slot_devices(config: Config) -> list[str]:
     return gpus if len(gpus) > 1 else [config.device]
 
 
+def batch_places(config: Config, cuda: bool) -> int:
+    """How many photos a slot may run at once: ``batch: N``, else (auto) up to 16 with a CUDA slot and 1 without
+    (a CPU gains nothing from batching). The one rule for how far claims run ahead of the slots, whether queued
+    jobs get a batch key, and whether the CPU path keeps its single Worker."""
+    return config.batch or (16 if cuda else 1)
+
+
 def batch_size(engine: StyleTransfer, config: Config, plan: Plan) -> int:
     """``batch: N`` as configured; auto: what the free memory holds at this shape (1 off CUDA)."""
     if config.batch is not None or engine.device.type != "cuda":
@@ -137,17 +144,16 @@ class Pool(Executor):
 
     def has_room(self) -> bool:
         """A job waits for each batch place a slot could fill (one off CUDA): claims overlap the running jobs."""
-        config = self.get_config()
-        ahead = config.batch or (16 if any(s.engine.device.type == "cuda" for s in self.slots) else 1)
-        return self._jobs.qsize() < ahead
+        return self._jobs.qsize() < self._places(self.get_config())
+
+    def _places(self, config: Config) -> int:
+        return batch_places(config, any(slot.engine.device.type == "cuda" for slot in self.slots))
 
     def _batch_key(self, job: Job) -> tuple | None:
         """A queued job's batch key (its picture's header read once, as it is queued); None where no slot
         batches (off CUDA with batch unset, or batch: 1)."""
         config = self.get_config()
-        batches = (config.batch or 1) > 1 or (config.batch is None and any(
-            slot.engine.device.type == "cuda" for slot in self.slots))
-        return batch_key(job, config) if batches else None
+        return batch_key(job, config) if self._places(config) > 1 else None
 
     def progress(self) -> Progress:
         slots = [slot.progress() for slot in self.slots]
@@ -193,7 +199,7 @@ def local_executor(config: Config, engine: StyleTransfer | None, spool: Spool, g
     time (the CPU path unchanged), else a Pool of a slot per device (``engine``, when given, is the first)."""
     devices = slot_devices(config)
     engine = engine or StyleTransfer(config.weights, devices[0], cache_size=config.cache_styles)
-    if len(devices) == 1 and (config.batch or 1) == 1 and engine.device.type != "cuda":
+    if len(devices) == 1 and engine.device.type != "cuda" and batch_places(config, cuda=False) == 1:
         return Worker(engine, spool, get_config, stop), engine
     engines = [engine] + [StyleTransfer(config.weights, name, cache_size=config.cache_styles) for name in devices[1:]]
     log.info("executor slots", devices=[str(e.device) for e in engines], batch=config.batch or "auto")
