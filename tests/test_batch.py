@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.engine import Settings, images
+from pipeline.engine import Settings, batch, images
 from pipeline.engine.batch import batch_size_for, stylize_batch
 from pipeline.engine.transfer import _Run
 from pipeline.errors import Cancelled, TooThin
@@ -88,6 +88,29 @@ def test_a_cancelled_batch_ends_with_cancelled(engine, style, photos):
         engine.stylize_batch(square[:2], [style], Settings(size=32, steps=6, early_stop_tol=0),
                              on_step=lambda i, info: seen.append((i, info.step)), should_stop=lambda: len(seen) >= 2)
     assert seen == [(0, 1), (1, 1)], "the batch stopped at the step the cancel came"
+
+
+def test_a_cancel_that_comes_with_a_blank_result_ends_the_batch_at_once(engine, style, photos, monkeypatch):
+    """The cancelling photo's blank result (a failure: it would run alone) used to drop it before the cancel was
+    seen, so every photo ran again alone before the cancel ended the call."""
+    square, _ = photos
+    monkeypatch.setattr(batch, "is_blank", lambda pixels: True)
+    monkeypatch.setattr(engine, "stylize", lambda *args, **kwargs: (_ for _ in ()).throw(Alone()))
+    seen: list[tuple[int, int]] = []
+    with pytest.raises(Cancelled):
+        engine.stylize_batch(square[:2], [style], Settings(size=32, steps=6, early_stop_tol=0),
+                             on_step=lambda i, info: seen.append((i, info.step)), should_stop=lambda: len(seen) >= 2)
+    assert seen == [(0, 1), (1, 1)]
+
+
+def test_the_batchers_groups_are_the_levels_each_run_takes(engine, style, photos):
+    """One rule (levels.for_size) for the group key and the run: photos grouped together walk the same levels."""
+    square, tall = photos
+    for photo in (square[0], tall, square[1].resize((1300, 700)), square[2].resize((90, 900))):
+        for settings in (Settings(size=48), Settings(size=2100), Settings(size=1500, scales=3),
+                         Settings(size=64, preserve_color=True)):
+            run = _Run(engine, photo, [style], settings, None, None, None)
+            assert batch.working_levels(photo, settings) == tuple(run.levels), (photo.size, settings.size)
 
 
 def test_a_photo_that_fails_alone_leaves_the_others_their_results(engine, style, photos):

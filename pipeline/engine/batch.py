@@ -19,9 +19,8 @@ import torch
 from PIL import Image
 
 from ..errors import PipelineError
-from . import images
 from .lbfgs import ProjectedLBFGS, advance
-from .levels import levels as plan_levels
+from .levels import for_size
 from .losses import ContentLoss, TotalLoss
 from .memory import cuda_free, photo_bytes
 from .optimize import NonFinite, Problem, StepInfo, is_blank
@@ -81,9 +80,9 @@ def _alone(stylize: Callable):
 
 
 def working_levels(content: Image.Image, settings: Settings) -> tuple:
-    """The pyramid a photo will take, from its size alone: what the run plans, before anything is prepared."""
-    w, h = images.fit_size(content.size, settings.size)
-    return tuple(plan_levels((h, w), settings)[0])
+    """The pyramid a photo will take, from its size alone: what its run plans (the same rule), before anything
+    is prepared."""
+    return tuple(for_size(content.size, settings)[1])
 
 
 def _groups(contents: Sequence[Image.Image], settings: Settings) -> list[list[int]]:

@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from . import memory, shapes
+from . import images, memory, shapes
 from .losses import StyleTargets
 from .optimize import Problem
 from .settings import CONTENT_LAYER, Settings
@@ -44,6 +44,13 @@ def levels(final_hw: tuple[int, int], settings: Settings) -> tuple[list[tuple[in
     found = shapes.pyramid(final_hw, auto_count(final_hw))
     floor = min(settings.steps, FINE_MIN_STEPS)
     return found, [max(settings.steps >> k, floor) for k in range(len(found))]
+
+
+def for_size(size: tuple[int, int], settings: Settings) -> tuple[tuple[int, int], list[tuple[int, int]], list[int]]:
+    """A photo of ``size`` (width, height): its final (height, width), its levels and their steps. The one rule for
+    its run (transfer._Run) and for the batcher, which groups photos by their levels from their sizes alone."""
+    final_hw = images.fit_size(size, settings.size)[::-1]
+    return (final_hw, *levels(final_hw, settings))
 
 
 def tile_plan(engine, hw: tuple[int, int], settings: Settings, precision: str) -> TilePlan | None:

@@ -22,7 +22,7 @@ from ..fsio import write_atomic
 from . import images, precision as precisions, shapes
 from .batch import stylize_batch
 from .device import pick_device
-from .levels import levels as plan_levels, style_grams, tile_plan, tiled_problem
+from .levels import for_size, style_grams, tile_plan, tiled_problem
 from .losses import ContentLoss, StyleLoss, StyleTargets, TotalLoss, gram
 from .lbfgs import run_projected_lbfgs
 from .optimize import Listener, Monitor, NonFinite, Problem, StepInfo, is_blank, run_adam, run_lbfgs
@@ -192,9 +192,8 @@ class _Run:
             content_y = images.luminance(self.content)
             self.styles = [images.match_luminance(images.luminance(s), content_y) for s in self.styles]
             self.content = content_y
-        final_hw = images.fit_size(self.content.size, settings.size)[::-1]  # the shape only: no resize
+        final_hw, self.levels, self.steps_per_level = for_size(self.content.size, settings)  # no resize: shapes
         shapes.check_thin(final_hw, self.content.size, settings.size)  # before any work: fail fast
-        self.levels, self.steps_per_level = plan_levels(final_hw, settings)
         self.tiles: dict[int, TilePlan] = {}  # level index -> plan, made as each level starts or from a checkpoint
         self.style_weight = settings.resolved_style_weight(engine.weights.kind)
         self.checkpoint = Path(checkpoint) if checkpoint else None

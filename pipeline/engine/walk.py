@@ -32,6 +32,8 @@ def walk(runs: Sequence, optimise: Optimise, pixels: torch.Tensor | None = None,
         starts = [_enter(runs[k], index, now[k]) for k in live]
         for k, out in zip(live, optimise(index, [runs[k] for k in live], starts)):
             now[k] = out
+        for k in live:  # before the failed are dropped: the photo whose blank result came with the cancel too
+            _cancel_if_asked(runs[k])
         live = [k for k in live if now[k] is not None]
         for k in live:
             _leave(runs[k], index)
@@ -46,11 +48,15 @@ def _enter(run, index: int, pixels: torch.Tensor | None) -> torch.Tensor:
     return run._initial(hw, run.engine.device) if pixels is None else run._next_level(pixels, index)
 
 
+def _cancel_if_asked(run) -> None:
+    """A cancel ends the run (with its checkpoint) as its level ends, whether or not the level gave pixels."""
+    if run.monitor.cancelled:
+        raise Cancelled(run.monitor.step_count, str(run.checkpoint) if run.checkpoint else None)
+
+
 def _leave(run, index: int) -> None:
-    """A cancel ends the run here (with its checkpoint); an early stop at a coarse level just moves on."""
+    """An early stop at a coarse level just moves on (a cancel was raised before, by _cancel_if_asked)."""
     monitor = run.monitor
-    if monitor.cancelled:
-        raise Cancelled(monitor.step_count, str(run.checkpoint) if run.checkpoint else None)
     if monitor.stop_reason != "steps" and index < len(run.levels) - 1:
         monitor.stop_reason = "steps"
     monitor.level_step = 0
