@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from . import images
-from .levels import levels as plan_levels
+from .levels import for_size
 from .settings import Settings
 
 
@@ -30,7 +30,7 @@ def prepare(photo: Image.Image, settings: Settings) -> Prepared:
         return Prepared(photo)
     try:
         rgb = photo.convert("RGB")
-        hw = plan_levels(images.fit_size(rgb.size, settings.size)[::-1], settings)[0][0]
+        hw = for_size(rgb.size, settings)[1][0]  # the run's own rule for its levels
         return Prepared(photo, hw, images.resize_once(rgb, hw))
     except Exception:  # noqa: BLE001 - a refused shape is the run's to report, with its reason
         return Prepared(photo)
