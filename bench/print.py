@@ -139,6 +139,26 @@ def seams_at(px, cols: list[int], rows: list[int]) -> float:
     return float(border.mean())
 
 
+def demo_strip(hw: tuple[int, int]):
+    """The seams demo's picture: a band across the astronaut photo, at ``hw``."""
+    from PIL import Image
+
+    from pipeline.engine import images
+
+    photo = images.load(CONTENT)
+    strip = photo.crop((0, photo.height // 3, photo.width, photo.height // 3 + photo.width * hw[0] // hw[1]))
+    return strip.resize(hw[::-1], Image.Resampling.LANCZOS)
+
+
+def photo_seams(hw: tuple[int, int] = (96, 288), pieces: int = 3) -> dict:
+    """The demo's strip unstyled, at the hand cut's columns: what the picture's own content reads there."""
+    import numpy as np
+
+    columns = [i * hw[1] // pieces for i in range(1, pieces)]
+    return {"size": list(hw), "columns": columns,
+            "seams_photo": round(seams_at(np.asarray(demo_strip(hw), dtype=np.float64), columns, []), 3)}
+
+
 def seams_demo(steps: int, hw: tuple[int, int] = (96, 288), pieces: int = 3, budget: str = "94MB") -> dict:
     """A strip styled as one tiled loss, and as hand-cut tiles styled one by one and pasted (neural-style's
     scripts, without their blending): the seams ratio of each, and the picture for the README."""
@@ -149,9 +169,7 @@ def seams_demo(steps: int, hw: tuple[int, int] = (96, 288), pieces: int = 3, bud
     from pipeline.engine.tiles import TilePlan
 
     engine = StyleTransfer(device="cpu")
-    photo, style = images.load(CONTENT), images.load(STYLE)
-    strip = photo.crop((0, photo.height // 3, photo.width, photo.height // 3 + photo.width * hw[0] // hw[1]))
-    strip = strip.resize(hw[::-1], Image.Resampling.LANCZOS)
+    strip, style = demo_strip(hw), images.load(STYLE)
     base = Settings(size=max(hw), steps=steps, scales=1, early_stop_tol=0)
     ours = engine.stylize(strip, [style], base.replace(max_memory=budget))  # 3 tiles, 96 px cores: the hand cut's
     width = hw[1] // pieces
@@ -238,6 +256,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--machine", default="")
     parser.add_argument("--evaluate", type=int, nargs="+", metavar="SIZE", help="one evaluation at each size")
     parser.add_argument("--seams", type=int, metavar="STEPS", help="only the seams demo, with this many steps")
+    parser.add_argument("--photo-seams", action="store_true", help="only the demo's strip unstyled (seconds)")
     parser.add_argument("--one", nargs=5, metavar=("SIZE", "SCALES", "STEPS", "DEVICE", "MAXMEM"))
     return parser.parse_args(argv)
 
@@ -257,6 +276,9 @@ def main() -> None:
             out = subprocess.run([sys.executable, "-m", "bench.print", "--evaluate", str(size), *extra], cwd=ROOT,
                                  capture_output=True, text=True, check=True)
             print(out.stdout.strip().splitlines()[-1], flush=True)
+        return
+    if args.photo_seams:
+        print(json.dumps(photo_seams()))
         return
     if args.seams:
         print(json.dumps(seams_demo(args.seams)))
