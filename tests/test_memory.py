@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from bench.print import seams, seams_at
-from pipeline.engine import batch
+from pipeline.engine import Settings, batch
 from pipeline.engine.memory import photo_bytes, plan
 from pipeline.engine.tiles import TilePlan
 
@@ -19,7 +19,9 @@ PLAN = dict(halo=80, optimizer="lbfgs", history=20, precision="fp32")
 def test_the_model_is_calibrated_on_the_gpus_measured_peaks():
     # shared/notes/gpu.md: H200, tf32, the default recipe (20 L-BFGS pairs), a 960x662 photo at 512/1024/2048 px
     for hw, measured in (((353, 512), 0.65), ((706, 1024), 2.25), ((1412, 2048), 8.68)):
-        assert 0.95 <= photo_bytes(hw) / (measured * GIB) <= 1.2, hw
+        # 0.954 / 1.10 / 1.14x today; 0.9 below: at 512 px the fixed ~50 MB of weights is outside the per-pixel
+        # model, so the smallest size sits just under 1 and a 0.95 floor would fail on a constant's rounding
+        assert 0.9 <= photo_bytes(hw) / (measured * GIB) <= 1.2, hw
 
 
 def test_the_batch_size_and_the_tile_plan_read_one_model(monkeypatch):
@@ -29,6 +31,18 @@ def test_the_batch_size_and_the_tile_plan_read_one_model(monkeypatch):
     monkeypatch.setattr(batch, "cuda_free", lambda device: int(5 * one / 0.8) + 8)  # 80% of it holds 5 photos
     assert batch.batch_size_for(torch.device("cuda"), hw) == 5
     assert batch.batch_size_for(torch.device("cuda"), (1412, 2048)) == 1
+
+
+def test_the_batch_size_reads_the_batchs_own_settings(monkeypatch):
+    """A shorter L-BFGS memory, Adam or bf16 costs less per photo: more of them fit (the defaults were assumed)."""
+    monkeypatch.setenv("STYLE_PIPELINE_CACHE", "off")  # auto: CUDA's default (tf32), whatever is recorded here
+    hw, gpu = (706, 1024), torch.device("cuda")
+    monkeypatch.setattr(batch, "cuda_free", lambda device: int(10 * photo_bytes(hw) / 0.8) + 8)
+    assert batch.batch_size_for(gpu, hw, Settings()) == 10
+    for cheaper in (Settings(lbfgs_history=5), Settings(optimizer="adam"), Settings(precision="bf16")):
+        fits = int(10 * photo_bytes(hw) / (photo_bytes(hw, cheaper.optimizer, cheaper.lbfgs_history,
+                                                       cheaper.precision)))
+        assert batch.batch_size_for(gpu, hw, cheaper) == fits > 10, cheaper
 
 
 def test_plan_borders_are_where_cores_start_and_a_merged_sliver_has_none():
@@ -66,3 +80,16 @@ def test_seams_of_a_result_read_the_plans_borders(photo, tmp_path):
     saved = np.asarray(Image.open(path), dtype=np.float64)
     assert seams(str(path), {"0": cut.to_dict()}) == pytest.approx(seams_at(saved, cols, rows))
     assert seams(str(path), {}) is None
+
+
+def test_the_pool_sizes_a_batch_by_the_working_shape_not_the_decoded_photo(monkeypatch):
+    """The daemon's plan holds the photo as decoded (2000x1500 here); it runs at 512x384 (size 512)."""
+    from types import SimpleNamespace
+
+    from pipeline.daemon import pool
+    from pipeline.daemon.jobs import Plan
+
+    monkeypatch.setenv("STYLE_PIPELINE_CACHE", "off")
+    monkeypatch.setattr(batch, "cuda_free", lambda device: int(4 * photo_bytes((384, 512)) / 0.8) + 8)
+    plan = Plan(None, Settings(size=512), Image.new("RGB", (2000, 1500)), [])
+    assert pool.batch_size(SimpleNamespace(device=torch.device("cuda")), SimpleNamespace(batch=None), plan) == 4

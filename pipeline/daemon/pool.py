@@ -48,8 +48,10 @@ def batch_size(engine: StyleTransfer, config: Config, plan: Plan) -> int:
     if config.batch is not None or engine.device.type != "cuda":
         return config.batch or 1  # a CPU gains nothing from batching (engine/batch.py)
     from ..engine.batch import batch_size_for
+    from ..engine.levels import for_size
 
-    return batch_size_for(engine.device, plan.content.size[::-1])
+    # the working shape and the recipe's own settings: the decoded photo is at its original size
+    return batch_size_for(engine.device, for_size(plan.content.size, plan.settings)[0], plan.settings)
 
 
 class Slot(Worker):

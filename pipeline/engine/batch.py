@@ -24,18 +24,21 @@ from .levels import for_size
 from .losses import ContentLoss, TotalLoss
 from .memory import cuda_free, photo_bytes
 from .optimize import NonFinite, Problem, StepInfo, is_blank
+from .precision import resolve
 from .settings import Settings
 from .walk import walk
 
 STEP_ON = Callable[[int, StepInfo], None]
 
 
-def batch_size_for(device: torch.device, hw: tuple[int, int], limit: int = 16) -> int:
-    """How many photos of this working shape fit at once: 1 off CUDA (a CPU gains nothing from batching),
-    else what 80% of the free memory holds (within the process's cap, as the tile planner reads it)."""
+def batch_size_for(device: torch.device, hw: tuple[int, int], settings: Settings = Settings(), limit: int = 16) -> int:
+    """How many photos of this working shape (height, width) fit at once in ``settings`` (its optimiser, history
+    and precision change a photo's cost): 1 off CUDA (a CPU gains nothing from batching), else what 80% of the
+    free memory holds (within the process's cap, as the tile planner reads it)."""
     if device.type != "cuda":
         return 1
-    return max(1, min(limit, int(0.8 * cuda_free(device)) // photo_bytes(hw)))
+    cost = photo_bytes(hw, settings.optimizer, settings.lbfgs_history, resolve(device, settings.precision))
+    return max(1, min(limit, int(0.8 * cuda_free(device)) // cost))
 
 
 def stylize_batch(engine, make_run: Callable, contents: Sequence[Image.Image], styles: Sequence[Image.Image],

@@ -67,17 +67,16 @@ class StyleLoss(nn.Module):
     def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         """Per image, (b,); the targets (1, c, c) are shared by the batch."""
         used = {layer: w for layer, w in self.layer_weights.items() if w != 0}
-        zero = feats[STYLE_LAYERS[0]].new_zeros((feats[STYLE_LAYERS[0]].shape[0],), dtype=torch.float32)
-        return zero + style_term({k: gram(feats[k]) for k in used}, self.targets, used,
-                                 {k: feats[k].shape[-2] * feats[k].shape[-1] for k in used})
+        return style_term({k: gram(feats[k]) for k in used}, self.targets, used,
+                          {k: feats[k].shape[-2] * feats[k].shape[-1] for k in used}, feats[STYLE_LAYERS[0]].shape[0])
 
 
 def style_term(grams: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], layer_weights: dict[str, float],
-               positions: dict[str, int]) -> torch.Tensor | float:
-    """sum_l w_l mean((G_l - T_l)^2) / (C_l * positions_l), per image: the one style formula, shared by the whole
-    picture's pass (StyleLoss) and the tiled one (TiledLoss, whose Grams are summed over tiles and whose positions
-    are the whole picture's), so the two cannot drift apart. 0.0 when no layer has weight."""
-    total: torch.Tensor | float = 0.0
+               positions: dict[str, int], batch: int = 1) -> torch.Tensor:
+    """sum_l w_l mean((G_l - T_l)^2) / (C_l * positions_l), per image (batch,), fp32: the one style formula, shared
+    by the whole picture's pass (StyleLoss) and the tiled one (TiledLoss, whose Grams are summed over tiles and
+    whose positions are the whole picture's), so the two cannot drift apart. Zeros when no layer has weight."""
+    total = next(iter(targets.values())).new_zeros((batch,), dtype=torch.float32)
     for layer, weight in layer_weights.items():
         g = grams[layer]
         error = torch.mean((g - targets[layer]) ** 2, dim=(-2, -1))

@@ -13,9 +13,10 @@ Calibration (the figures behind the constants):
 - GPU (shared/notes/gpu.md, H200, tf32, the default recipe: L-BFGS with 20 pairs, a 960x662 photo upscaled):
   peak 0.65 / 2.25 / 8.68 GiB at 512x353 / 1024x706 / 2048x1412 px, 3.86 / 3.34 / 3.22 KB per pixel in all and
   3.17-3.18 KB per extra pixel; less the L-BFGS state (0.62 KB/px here), the pass holds about 2.6 KB/px.
-- So the CPU's 3.1 KB/px, the larger, plans both: photo_bytes predicts 0.63 / 2.50 / 10.0 GiB for those GPU runs
-  (0.96 / 1.11 / 1.15x the measured peaks; at 512 px the network's weights, ~50 MB and fixed, are the rest). The
-  batcher used 4.1 KB/px and the planner 3.1 KB/px plus the state before they shared this model.
+- So the CPU's 3.1 KB/px, the larger, plans both: photo_bytes (3,684 B/px with the state) predicts 0.62 / 2.48 /
+  9.92 GiB for those GPU runs (0.954 / 1.10 / 1.14x the measured peaks; at 512 px the network's weights, ~50 MB
+  and fixed, are the rest). The batcher used 4.1 KB/px and the planner 3.1 KB/px plus the state before they
+  shared this model.
 - bf16 autocast stores half-size activations: 1.8 KB/px, an estimate (not measured on its own).
 """
 from __future__ import annotations

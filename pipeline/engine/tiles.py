@@ -239,8 +239,7 @@ class TiledLoss(nn.Module):
 
     def _style(self, grams: dict[str, torch.Tensor]) -> torch.Tensor:
         """StyleLoss's formula (losses.style_term) at the whole picture's Grams and positions, for one picture."""
-        zero = torch.zeros((), dtype=torch.float32, device=self.content_target.device)
-        return (zero + style_term(grams, self.targets, self.layer_weights, self.positions)).sum()  # (1,) -> ()
+        return style_term(grams, self.targets, self.layer_weights, self.positions).sum()  # (1,) -> ()
 
     def _gradient(self, pixels: torch.Tensor, grams: dict[str, torch.Tensor]) -> torch.Tensor:
         """Pass 2: each tile's core positions back-propagate the loss at the global Grams."""
