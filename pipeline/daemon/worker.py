@@ -107,8 +107,18 @@ class Worker(Executor):
             finally:
                 structlog.contextvars.clear_contextvars()
                 self._closed()
-        self._handed = True
+        self._not_running(job)
         self.life.landing.submit(land)
+        self._handed = True  # only once it is queued: a submit that raised leaves the job to process()
+
+    def _not_running(self, job: Job) -> None:
+        """The result is computed: a daemon crash from now on (while it waits for its write, or the next photo
+        runs) is not this photo's, so its record stops saying running before the worker goes on."""
+        job.running = False
+        try:
+            self.spool.save(job)
+        except OSError as exc:  # a full disk: the job in memory is the truth; a crash now may charge it once
+            log.warning("job record not saved before its write", error=str(exc))
 
     def _on_step(self, job: Job, plan: Plan):
         config = self.get_config()
