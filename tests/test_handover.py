@@ -118,3 +118,54 @@ def test_a_photo_waiting_for_its_write_is_not_charged_for_a_crash(tmp_path):
     assert sorted(p.name for p in outputs(tmp_path)) == ["a.png", "b.png"], "each written once"
     record = json.loads((tmp_path / "outbox" / "starry" / "a.json").read_text())
     assert record["crashes"] == 0
+
+
+def test_tries_that_end_before_taking_their_prepared_photo_free_its_place(tmp_path, engine):
+    """A try that ends in open() without take() (begin refuses it: too many crashes) frees its place ahead, so
+    the photos after two such tries are still prepared ahead."""
+    from pipeline.daemon.config import load
+    from pipeline.daemon.spool import Spool, now_iso
+
+    config = load(make_config(tmp_path))
+    spool = Spool(config.inbox, config.work, config.done, config.failed)
+    for folder in (config.work, config.done, config.failed):
+        folder.mkdir(parents=True, exist_ok=True)
+    life = JobLife(spool, lambda: config, threading.Event())
+    jobs = []
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        shutil.copy(SAMPLES / "coffee.jpg", config.inbox / name)
+        jobs.append(spool.claim(config.inbox / name, now_iso(), None))
+    try:
+        for job in jobs[:2]:
+            life.prefetch.offer(job, config)
+            job.crashes = config.max_crashes  # begin refuses it: failed/ as crashed_daemon, no take()
+            assert life.open(job) is None
+        life.prefetch.offer(jobs[2], config)
+        assert jobs[2].id in life.prefetch._ahead, "c.jpg is prepared ahead after two tries ended without take()"
+    finally:
+        life.prefetch.close()
+    assert sorted(errors(tmp_path)) == ["a.jpg", "b.jpg"]
+
+
+def test_a_stuck_write_at_close_ends_the_wait_and_says_how_many_results_are_unwritten():
+    """flush() behind a write that never ends (and a full queue behind it) returns after its timeout, not
+    never, and logs an error naming how many results are left unwritten."""
+    from structlog.testing import capture_logs
+
+    from pipeline.daemon.handover import Lander
+
+    stuck, landed = threading.Event(), []
+    lander = Lander(depth=2)
+    lander.submit(stuck.wait)
+    for n in range(2):  # the queue behind the stuck write fills up
+        lander.submit(lambda n=n: landed.append(n))
+    result = []
+    with capture_logs() as logs:  # in a thread: without the put's timeout it would hang the test
+        waiter = threading.Thread(target=lambda: result.append(lander.flush(timeout=0.5)), daemon=True)
+        waiter.start()
+        waiter.join(3)
+    assert result == [False], "flush returned within 3 s, saying not all were landed"
+    assert [(e["event"], e["unwritten"]) for e in logs if e["log_level"] == "error"] == [
+        ("results still unwritten after the wait; a stop now leaves their photos in work/ for the next start", 3)]
+    stuck.set()
+    assert lander.flush(timeout=5) is True and landed == [0, 1]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable
 
@@ -27,6 +28,7 @@ from .config import Config
 from .spool import Job
 
 log = structlog.get_logger("style-pipeline.worker")
+WRITE_GRACE = 30.0  # seconds the writer has at close of its own, whatever the slots' join left: an fsync is slow
 
 
 class Prefetcher:
@@ -55,6 +57,11 @@ class Prefetcher:
             return ahead[1].result()
         return self.prepare(job, config)
 
+    def discard(self, job_id: str) -> None:
+        """The job's try ended without take() (already written, begin refused it): its place is free again."""
+        with self._lock:
+            self._ahead.pop(job_id, None)
+
     def _prepare(self, job: Job, config: Config):
         plan = self.prepare(job, config)
         log.info("pre-checks passed", job_id=job.id, file=job.source, ahead=True)
@@ -75,6 +82,7 @@ class Lander:
         self._queue: queue.Queue = queue.Queue(maxsize=depth)  # put() waits while ``depth`` results wait
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._waiting = 0  # results handed over and not yet landed
 
     def submit(self, land: Callable[[], None]) -> None:
         """``land`` (which never raises: it concludes its own faults) runs in the landing thread, after those
@@ -83,21 +91,39 @@ class Lander:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="lander", daemon=True)
                 self._thread.start()
-        self._queue.put(land)
+            self._waiting += 1
+        self._queue.put((land, True))
 
-    def flush(self, timeout: float = 120.0) -> None:
-        """Return once every result handed over so far is landed (or ``timeout`` passed)."""
+    def flush(self, timeout: float = 120.0) -> bool:
+        """Return once every result handed over so far is landed, or after ``timeout`` (a stuck write): then an
+        error names how many results are left unwritten (their jobs stay in work/ and run again at the next
+        start). True when all are landed."""
         done = threading.Event()
+        deadline = time.monotonic() + timeout
         with self._lock:
             running = self._thread is not None and self._thread.is_alive()
-        if running:
-            self._queue.put(done.set)
-            done.wait(timeout)
+        try:
+            if running:
+                self._queue.put((done.set, False), timeout=timeout)
+                done.wait(max(0.0, deadline - time.monotonic()))
+        except queue.Full:
+            pass
+        with self._lock:
+            left = self._waiting
+        if left:
+            log.error("results still unwritten after the wait; a stop now leaves their photos in work/ for the next "
+                      "start",
+                      unwritten=left, waited_s=round(timeout, 1))
+        return not left
 
     def _run(self) -> None:
         while True:
-            land = self._queue.get()
+            land, counted = self._queue.get()
             try:
                 land()
             except Exception:  # noqa: BLE001 - land() concludes its own faults; this thread must outlive a bug
                 log.exception("error landing a result; going on")
+            finally:
+                if counted:
+                    with self._lock:
+                        self._waiting -= 1

@@ -126,6 +126,8 @@ class JobLife(FailurePaths):
             self._out(job, "done")
         except Exception as exc:
             self.conclude(job, exc)
+        finally:  # a try that ended without take() frees its prepared-ahead place (handover.py)
+            self.prefetch.discard(job.id)
         return None
 
     def land(self, job: Job, config: Config, plan: Plan, result, record: dict | None = None, **log_fields) -> None:

@@ -20,6 +20,7 @@ from ..engine.device import available
 from .batching import ANY, JobQueue, batch_key, plan_key
 from .config import Config
 from .executor import Executor, Progress
+from .handover import WRITE_GRACE
 from .jobs import JobLife, Plan, crashed, logging_for
 from .spool import Job, Spool
 from .worker import Worker
@@ -191,7 +192,7 @@ class Pool(Executor):
         deadline = time.monotonic() + timeout
         for slot in self.slots:
             slot.join(max(0.0, deadline - time.monotonic()))
-        self._handed_over(max(1.0, deadline - time.monotonic()))
+        self._handed_over(max(WRITE_GRACE, deadline - time.monotonic()))
         return unstarted
 
 
