@@ -61,19 +61,36 @@ def test_the_next_photo_is_prepared_ahead_and_the_last_one_written_behind(tmp_pa
     assert record["attempts"] == 1 and record["crashes"] == 0
 
 
-def test_a_photo_that_fails_its_pre_checks_ahead_fails_with_its_reason(tmp_path, engine):
-    """A pre-check's failure found ahead is concluded when the worker takes the job, as before: the photo goes to
-    failed/ with its reason, the others are styled."""
+def test_a_photo_that_fails_its_pre_checks_ahead_fails_with_its_reason(tmp_path, engine, monkeypatch):
+    """A pre-check's failure found ahead is concluded when the worker takes the job, as before: b.jpg (a photo
+    that decodes, with a sidecar asking for an invalid setting) is prepared on the prefetch thread while a.jpg's
+    write is held back, goes to failed/ with its reason, one attempt and no crash; a and c are styled."""
+    prepared, real_prepare, real_finish = [], JobLife.prepare, JobLife.finish
+
+    def prepare(self, job, config):
+        prepared.append((job.name, threading.current_thread().name))
+        return real_prepare(self, job, config)
+
+    def finish(self, job, *args, **kwargs):
+        deadline = time.monotonic() + 10  # a.jpg waits until b.jpg was prepared (then the test fails, not hangs)
+        while job.name == "a.jpg" and not any(n == "b.jpg" for n, _ in prepared) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return real_finish(self, job, *args, **kwargs)
+
+    monkeypatch.setattr(JobLife, "prepare", prepare)
+    monkeypatch.setattr(JobLife, "finish", finish)
     config = make_config(tmp_path)
     shutil.copy(SAMPLES / "coffee.jpg", tmp_path / "inbox" / "a.jpg")
-    (tmp_path / "inbox" / "b.jpg").write_bytes(b"not a picture at all" * 10)
+    shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / "b.jpg")
+    (tmp_path / "inbox" / "b.yaml").write_text("steps: -3\n")
     shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / "c.jpg")
     assert Daemon(config, once=True, engine=engine).run() == 0
+    assert [entry for entry in prepared if entry[0] == "b.jpg"] == [("b.jpg", "prefetch_0")]
     assert sorted(p.name for p in outputs(tmp_path)) == ["a.png", "c.png"]
-    [error] = [json.loads(p.read_text()) for p in (tmp_path / "spool" / "failed").glob("*.error.json")]
-    assert error["file"] == "b.jpg" and error["attempts"] == 1
+    error = errors(tmp_path)["b.jpg"]
+    assert (error["attempts"], error["crashes"], error["code"]) == (1, 0, "bad_sidecar"), error
+    assert "steps" in error["message"], error
     assert (tmp_path / "spool" / "failed" / "b.jpg").exists()
-
 
 HELD_WRITE = """
 import sys, time
@@ -169,3 +186,60 @@ def test_a_stuck_write_at_close_ends_the_wait_and_says_how_many_results_are_unwr
         ("results still unwritten after the wait; a stop now leaves their photos in work/ for the next start", 3)]
     stuck.set()
     assert lander.flush(timeout=5) is True and landed == [0, 1]
+
+
+class _ThreadDeath(BaseException):
+    """What ends a worker thread outside any job's handling (as a KeyboardInterrupt in it would)."""
+
+
+def test_a_worker_dying_after_handing_its_photo_over_leaves_it_to_the_writer(tmp_path, engine, monkeypatch):
+    """The worker thread dies right after handing a.jpg's result to the writer: the supervisor is not given
+    a.jpg back (progress().job is None), so it is not run again; the writer lands it, once."""
+    from pipeline.daemon.worker import Worker
+
+    real = Worker._land_behind
+
+    def dies_after(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        raise _ThreadDeath()
+
+    monkeypatch.setattr(Worker, "_land_behind", dies_after)
+    monkeypatch.setattr(threading, "excepthook", lambda args: None)  # the thread's death is the point
+    worker = _worker_on_a(tmp_path, engine)
+    wait_for(lambda: not worker.is_alive(), 60)
+    worker.life.landing.flush(10)
+    assert worker.progress().job is None, "a job the writer holds is not the dead thread's to give back"
+    assert [o.kind for o in worker.poll()] == ["done"]
+    assert [p.name for p in outputs(tmp_path)] == ["a.png"]
+
+
+def test_a_hand_over_that_fails_to_start_the_writer_still_closes_the_job(tmp_path, engine, monkeypatch):
+    """The writer thread cannot start (RuntimeError: can't start new thread): the job is not left open for
+    ever as handed over; its try ends through the failure path and the worker is idle again."""
+    from pipeline.daemon.handover import Lander
+
+    def cannot_start(self, land):
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(Lander, "submit", cannot_start)
+    worker = _worker_on_a(tmp_path, engine)
+    wait_for(lambda: worker.poll(), 60)
+    wait_for(lambda: worker.progress().open_jobs == 0, 5)
+    worker.close(5)
+
+
+def _worker_on_a(tmp_path, engine):
+    """A started local worker given a.jpg, on a fresh spool."""
+    from pipeline.daemon.config import load
+    from pipeline.daemon.spool import Spool, now_iso
+    from pipeline.daemon.worker import Worker
+
+    config = load(make_config(tmp_path))
+    spool = Spool(config.inbox, config.work, config.done, config.failed)
+    for folder in (config.work, config.done, config.failed):
+        folder.mkdir(parents=True, exist_ok=True)
+    worker = Worker(engine, spool, lambda: config, threading.Event())
+    worker.start()
+    shutil.copy(SAMPLES / "coffee.jpg", config.inbox / "a.jpg")
+    worker.submit(spool.claim(config.inbox / "a.jpg", now_iso(), None))
+    return worker

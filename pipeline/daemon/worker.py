@@ -53,8 +53,9 @@ class Worker(Executor):
                 self.process(job)
             except Exception:
                 log.exception("error in the worker loop outside any job; going on")
-            finally:  # a BaseException ending the thread leaves the job in hand: the supervisor takes it back
-                self._job = job if sys.exc_info()[0] is not None else None
+            finally:  # a BaseException ending the thread leaves the job in hand: the supervisor takes it back,
+                # unless it was handed to the writer already (which lands and closes it; taken back, it would run twice)
+                self._job = job if sys.exc_info()[0] is not None and not self._handed else None
                 self._busy_seconds += time.monotonic() - started
                 self._current = None
                 self._cancels.discard(job.id)
