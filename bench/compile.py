@@ -21,7 +21,8 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from bench.gpu import CONTENT, STYLE, sync, table, timed  # noqa: E402
+from bench.common import table  # noqa: E402
+from bench.gpu import CONTENT, STYLE, sync, timed  # noqa: E402
 from pipeline.engine import Settings, StyleTransfer, images, precision  # noqa: E402
 
 
@@ -74,8 +75,8 @@ def main() -> None:
     rows = []
     for size in args.sizes:
         rows.append(row(engine, size, args.repeats))
-        print(table(rows[-1:], HEAD), flush=True)
-    print("\n" + table(rows, HEAD))
+        print(table(HEAD, rows[-1:]), flush=True)
+    print("\n" + table(HEAD, rows))
 
 
 if __name__ == "__main__":

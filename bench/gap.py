@@ -70,7 +70,6 @@ def host_work(repeats: int = 5) -> list[tuple[str, float, float]]:
     the working copy (a LANCZOS resize) made four times a photo, the hash once, the decode and the encode on the
     worker's path; after: the working copy once, no hash, decode ahead and encode behind."""
     import hashlib
-    import statistics as st
 
     from PIL import Image
 
@@ -97,7 +96,7 @@ def host_work(repeats: int = 5) -> list[tuple[str, float, float]]:
             work()
             wall.append(time.perf_counter() - started)
             cpu.append(time.thread_time() - used)
-        found.append((name, st.median(wall), st.median(cpu)))
+        found.append((name, statistics.median(wall), statistics.median(cpu)))
     return found
 
 

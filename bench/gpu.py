@@ -33,14 +33,15 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from bench.common import ASSETS, table  # noqa: E402
 from bench.lbfgs_old import run_projected_lbfgs as old_lbfgs  # noqa: E402
 from pipeline.engine import Settings, StyleTransfer, images, precision  # noqa: E402
 from pipeline.engine.batch import JointLoss, evaluate_batch  # noqa: E402
 from pipeline.engine.lbfgs import ProjectedLBFGS, run_projected_lbfgs  # noqa: E402
 from pipeline.engine.optimize import Monitor  # noqa: E402
 
-CONTENT = ROOT / "pipeline" / "assets" / "samples" / "astronaut.jpg"
-STYLE = ROOT / "pipeline" / "assets" / "styles" / "starry_night.jpg"
+CONTENT = ASSETS / "samples" / "astronaut.jpg"
+STYLE = ASSETS / "styles" / "starry_night.jpg"
 READS = ("item", "tolist", "__float__", "__int__", "__bool__", "numpy", "cpu")
 
 
@@ -163,7 +164,7 @@ def precision_rows(engine: StyleTransfer, args) -> list[list[str]]:
         rows.append([f"{m['size']} px, {m['steps']} steps", base, f"{ms[base]:.1f}", f"{ms['bf16']:.1f}",
                      f"{ms['bf16'] / ms[base]:.2f}x", losses, f"{100 * (judged['bf16'] / judged['fp32'] - 1):+.2f}%",
                      m["choice"]])
-        print(table(rows[-1:], PRECISION_HEAD), flush=True)
+        print(table(PRECISION_HEAD, rows[-1:]), flush=True)
     path = None if args.no_record else precision.write_record(engine.device, first)
     print(f"precision auto = {first['choice']} on {precision.key(engine.device)}; "
           + (f"recorded in {path}" if path else "not recorded"), file=sys.stderr)
@@ -172,11 +173,6 @@ def precision_rows(engine: StyleTransfer, args) -> list[list[str]]:
 
 PRECISION_HEAD = ["probe", "default", "default loss pass ms", "bf16 loss pass ms", "bf16 / default time",
                   "judged loss fp32 / (tf32 /) bf16", "bf16 vs fp32", "auto picks"]
-
-
-def table(rows: list[list[str]], head: list[str]) -> str:
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
 def measure(engine: StyleTransfer, args) -> list[list[str]]:
@@ -200,7 +196,7 @@ def measure(engine: StyleTransfer, args) -> list[list[str]]:
             rows.append([precision, hw, ms(bare1), ms(bareN), ms(loss1), ms(lossN), ms(new_s), ms(old_s),
                          f"{new_s / bare1:.2f}x / {new_s / loss1:.2f}x", f"{old_s / bare1:.2f}x / {old_s / loss1:.2f}x",
                          f"{new_reads:.1f} / {old_reads:.1f}", ms(batched)])
-            print(table(rows[-1:], HEAD), flush=True)
+            print(table(HEAD, rows[-1:]), flush=True)
     return rows
 
 
@@ -234,14 +230,14 @@ def main() -> None:
     print(f"# bench/gpu.py on {name}; torch {torch.__version__}; batch N = {args.batch}; {args.steps} steps, "
           f"median of {args.repeats}; load average {os.getloadavg()[0]:.1f}\n")
     if not args.precision_only:
-        print(table(measure(engine, args) + daemon_rows(args), HEAD))
-    print("\n" + table(precision_rows(engine, args), PRECISION_HEAD))
+        print(table(HEAD, measure(engine, args) + daemon_rows(args)))
+    print("\n" + table(PRECISION_HEAD, precision_rows(engine, args)))
     if args.no_start or args.precision_only:
         return
     starts = {label: start_to_first_step(str(engine.device), cache) for label, cache in
               (("cache warm", None), ("cache off", "off"))}
-    print("\n" + table([[label, f"{d['load_s']:.2f}", f"{d['first_step_s']:.1f}"] for label, d in starts.items()],
-                       ["weights", "weights load s", "process start to first step s"]))
+    print("\n" + table(["weights", "weights load s", "process start to first step s"],
+                       [[label, f"{d['load_s']:.2f}", f"{d['first_step_s']:.1f}"] for label, d in starts.items()]))
 
 
 if __name__ == "__main__":

@@ -23,9 +23,11 @@ import sys
 import time
 from pathlib import Path
 
+from bench.common import ASSETS
+
 ROOT = Path(__file__).resolve().parents[1]
-CONTENT = ROOT / "pipeline/assets/samples/astronaut.jpg"
-STYLE = ROOT / "pipeline/assets/styles/starry_night.jpg"
+CONTENT = ASSETS / "samples" / "astronaut.jpg"
+STYLE = ASSETS / "styles" / "starry_night.jpg"
 OUT = Path(os.environ.get("BENCH_PRINT_OUT") or ROOT / "bench/out/print")  # the results (children inherit it)
 CARD = 24e9  # the emulated card
 
