@@ -70,7 +70,7 @@ class ProgressBar:
 
 
 def _describe(info) -> str:
-    tiles = f" in {info.tiles} tiles" if getattr(info, "tiles", 1) > 1 else ""
+    tiles = f" in {info.tiles} tiles" if info.tiles > 1 else ""
     return f"scale {info.scale}/{info.n_scales} {info.size[1]}x{info.size[0]}{tiles} loss {info.loss:.4g}"
 
 

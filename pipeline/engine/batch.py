@@ -131,8 +131,6 @@ class _Batch:
         problems = [run.loss(hw) for run in runs]
         if not all(type(p.loss) is TotalLoss for p in problems):  # a tiled print's level: each runs alone
             return [None] * len(runs)
-        for run, problem in zip(runs, problems):
-            problem.on_evaluation = run.monitor.evaluated  # each photo counts its evaluations, as alone
         history, keep = self.settings.lbfgs_history, self.settings.keep_in_range
         opts = [ProjectedLBFGS(self.engine.layout(p), history, keep) for p in pixels]
         failed = _steps(opts, [run.monitor for run in runs], JointLoss(problems), steps)

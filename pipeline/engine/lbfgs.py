@@ -82,22 +82,23 @@ class ProjectedLBFGS:
         coef = torch.cat([top[back, 0], -gamma * p[back, 0]]).float()
         return -torch.addmv(self.g * gamma.float(), self.pairs.T, coef)
 
-    def _project(self, d: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _project(d: torch.Tensor, at_lo: torch.Tensor, at_hi: torch.Tensor) -> torch.Tensor:
         """Drop the components that push a pixel already at a bound further out."""
-        return d.masked_fill(((self.x <= self.lo) & (d < 0)) | ((self.x >= self.hi) & (d > 0)), 0.0)
+        return d.masked_fill((at_lo & (d < 0)) | (at_hi & (d > 0)), 0.0)
 
     # --- one evaluation: propose a trial, pack what the host needs, consume the read ---------------------
     def propose(self) -> torch.Tensor:
         """The next trial point (flat); a new step's direction is made on the first try."""
         if self.tries == 0:
             self.t = 1.0
-            grad_dir = self._gradient_direction()
-            grad_dir = self._project(grad_dir)
+            bounds = (self.x <= self.lo, self.x >= self.hi)  # the pixels at a bound: once a step, for both directions
+            grad_dir = self._project(self._gradient_direction(), *bounds)
             self.slope_g = torch.dot(self.g, grad_dir)
             if self.count == 0:
                 self.d, self.slope = grad_dir, self.slope_g
             else:
-                d = self._project(self._compact_direction())
+                d = self._project(self._compact_direction(), *bounds)
                 slope = torch.dot(self.g, d)
                 self.slope = slope
                 self.d = torch.where(slope < 0, d, grad_dir)  # not a descent direction: down the gradient

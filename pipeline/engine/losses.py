@@ -62,13 +62,14 @@ class StyleLoss(nn.Module):
     def __init__(self, targets: StyleTargets, layer_weights: tuple[float, ...]) -> None:
         super().__init__()
         self.layer_weights = dict(zip(STYLE_LAYERS, layer_weights))
+        self.used = {layer: w for layer, w in self.layer_weights.items() if w != 0}  # fixed: not per evaluation
         self.targets = {k: v.detach() for k, v in targets.grams.items()}
 
     def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         """Per image, (b,); the targets (1, c, c) are shared by the batch."""
-        used = {layer: w for layer, w in self.layer_weights.items() if w != 0}
-        return style_term({k: gram(feats[k]) for k in used}, self.targets, used,
-                          {k: feats[k].shape[-2] * feats[k].shape[-1] for k in used}, feats[STYLE_LAYERS[0]].shape[0])
+        return style_term({k: gram(feats[k]) for k in self.used}, self.targets, self.used,
+                          {k: feats[k].shape[-2] * feats[k].shape[-1] for k in self.used},
+                          feats[STYLE_LAYERS[0]].shape[0])
 
 
 def style_term(grams: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], layer_weights: dict[str, float],

@@ -137,9 +137,10 @@ def _read_choice(path: Path, device: torch.device) -> str | None:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         return _distrust(path, f"it cannot be read as JSON ({exc})")
-    if not isinstance(data, dict) or data.get("schema") != SCHEMA or not isinstance(data.get("devices"), dict):
+    devices = _devices(data)
+    if devices is None:
         return _distrust(path, f"it is not a {SCHEMA!r} file")
-    entry = data["devices"].get(key(device))
+    entry = devices.get(key(device))
     if entry is None:
         return None  # measured elsewhere only: this device keeps its default, quietly
     if not isinstance(entry, dict) or entry.get("choice") not in CHOICES:
@@ -148,6 +149,13 @@ def _read_choice(path: Path, device: torch.device) -> str | None:
         return _distrust(path, f"its entry for {key(device)!r} was measured on {entry.get('device')!r} with torch "
                                f"{entry.get('torch')!r}")
     return entry["choice"]
+
+
+def _devices(data) -> dict | None:
+    """The record's per-device entries, or None when it is not a record of ours (read and write use one rule)."""
+    if isinstance(data, dict) and data.get("schema") == SCHEMA and isinstance(data.get("devices"), dict):
+        return data["devices"]
+    return None
 
 
 def _distrust(path: Path, why: str) -> None:
@@ -164,9 +172,8 @@ def write_record(device: torch.device, measured: dict) -> Path | None:
     if path is None:
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        devices = data["devices"] if data.get("schema") == SCHEMA and isinstance(data["devices"], dict) else {}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        devices = _devices(json.loads(path.read_text(encoding="utf-8"))) or {}
+    except (OSError, ValueError):
         devices = {}  # none yet, or one we would not trust: start a fresh file
     devices[key(device)] = {"device": device_name(device), "torch": torch.__version__, **measured}
     try:

@@ -120,7 +120,7 @@ class Settings:
             ("scales", self.scales == "auto" or (isinstance(self.scales, int) and 1 <= self.scales <= 6),
              "scales must be auto or within 1..6"),
             ("max_memory", self.max_memory is None or _bytes_or_none(self.max_memory) is not None,
-             f"cannot read {self.max_memory!r} as a size; write e.g. 20GiB, 512MiB or 8GB"),
+             _size_hint(self.max_memory)),
             ("print_dpi", self.print_dpi is None or 1 <= self.print_dpi <= 10_000, "print_dpi must be within 1..10000"),
             ("coarse_steps", self.coarse_steps >= 0, "coarse_steps must be >= 0"),
             ("early_stop_tol", self.early_stop_tol >= 0, "early_stop_tol must be >= 0"),
@@ -150,11 +150,16 @@ def _bytes_or_none(text: Any) -> int | None:
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
 
 
+def _size_hint(text: Any) -> str:
+    """The one wording of an unreadable max_memory (the check in validate and parse_bytes's error)."""
+    return f"cannot read {text!r} as a size; write e.g. 20GiB, 512MiB or 8GB"
+
+
 def parse_bytes(text: Any) -> int:
     """'20GiB', '512 MiB', '8GB', '1.5g' or a number of bytes -> bytes (max_memory's spelling)."""
     found = _bytes_or_none(text)
     if found is None:
-        raise SettingsError("max_memory", f"cannot read {text!r} as a size; write e.g. 20GiB, 512MiB or 8GB")
+        raise SettingsError("max_memory", _size_hint(text))
     return found
 
 

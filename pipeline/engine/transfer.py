@@ -143,7 +143,8 @@ class StyleTransfer:
             try:
                 with self._running_on(device):
                     run = _Run(self, content, list(styles), settings, on_step, should_stop, checkpoint)
-                    run.monitor.listeners.extend(listeners)
+                    for listener in listeners:
+                        run.monitor.add_listener(listener)
                     result = run.run()
                 result.retries = retries + result.retries
                 return result
@@ -251,22 +252,26 @@ class _Run:
         """The content at hw on its canvas, resized once per level (never to be changed in place)."""
         if self._content_copy[0] != (hw, device):
             ready = self.ahead.working if self.ahead and self.ahead.hw == hw else None  # made ahead (prepared.py)
-            picture = ready if ready is not None else images.resize_once(self.content, hw)
-            self._content_copy = ((hw, device), shapes.pad(images.to_tensor(picture, device), shapes.canvas(hw)))
+            self._content_copy = ((hw, device), self._working(self.content, hw, device, resized=ready))
         return self._content_copy[1]
 
     @staticmethod
-    def _working(img: Image.Image, hw: tuple[int, int], device: torch.device) -> torch.Tensor:
-        """A picture resized once from its original to hw, on the (padded) canvas the network sees."""
-        return shapes.pad(images.to_tensor(images.resize_once(img, hw), device), shapes.canvas(hw))
+    def _working(img: Image.Image, hw: tuple[int, int], device: torch.device,
+                 resized: Image.Image | None = None) -> torch.Tensor:
+        """A picture resized once from its original to hw (or already resized), on the padded canvas the network
+        sees."""
+        picture = resized if resized is not None else images.resize_once(img, hw)
+        return shapes.pad(images.to_tensor(picture, device), shapes.canvas(hw))
 
     def loss(self, hw: tuple[int, int]) -> Problem:
         """The objective at one pyramid level: content and style targets made, weights from the settings; the
         latest level's is kept, so the closing judged pass does not make its targets again."""
         if self._problem[0] == hw:
             return self._problem[1]
-        self._problem = (hw, self._build_loss(hw))
-        return self._problem[1]
+        problem = self._build_loss(hw)
+        problem.on_evaluation = self.monitor.evaluated  # each run counts its evaluations, alone or in a batch
+        self._problem = (hw, problem)
+        return problem
 
     def _build_loss(self, hw: tuple[int, int]) -> Problem:
         engine, s = self.engine, self.settings
@@ -293,7 +298,6 @@ class _Run:
     def _optimise_level(self, hw, pixels: torch.Tensor, opt_state: dict | None) -> torch.Tensor:
         """Optimise one level; on NaN/inf or a blank result, retry once from the last good state, gentler."""
         problem = self.loss(hw)
-        problem.on_evaluation = self.monitor.evaluated
         steps = self.steps_per_level[self.level_index]
         good, good_steps = pixels.clone(), (self.monitor.step_count, self.monitor.level_step)
         for attempt in range(2):
