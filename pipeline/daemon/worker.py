@@ -65,11 +65,16 @@ class Worker(Executor):
     def process(self, job: Job) -> None:
         """One try of one job; every exception, the failure path's own included, ends in a recorded outcome."""
         with logging_for(job):
-            try:
-                self._try(job)
-            except Exception as exc:  # the failure path itself failed (ENAMETOOLONG, EACCES on failed/, a bug)
-                log.exception("the failure path failed; keeping the file under its job id")
-                self.life._last_resort(job, exc)
+            self._guarded(job, lambda: self._try(job))
+
+    def _guarded(self, job: Job, step: Callable[[], None]) -> None:
+        """``step`` with the last resort behind it: the failure path itself failed (ENAMETOOLONG, EACCES on
+        failed/, a bug), so the file is kept under its job id. Trying a job and landing its result share it."""
+        try:
+            step()
+        except Exception as exc:
+            log.exception("the failure path failed; keeping the file under its job id")
+            self.life._last_resort(job, exc)
 
     def _try(self, job: Job) -> None:
         opened = self.life.open(job)
@@ -101,10 +106,7 @@ class Worker(Executor):
         def land() -> None:
             structlog.contextvars.bind_contextvars(**context)
             try:
-                self.life.land(job, config, plan, result)
-            except Exception as exc:  # the failure path itself failed, as in process()
-                log.exception("the failure path failed; keeping the file under its job id")
-                self.life._last_resort(job, exc)
+                self._guarded(job, lambda: self.life.land(job, config, plan, result))
             finally:
                 structlog.contextvars.clear_contextvars()
                 self._closed()
