@@ -93,3 +93,24 @@ def test_the_pool_sizes_a_batch_by_the_working_shape_not_the_decoded_photo(monke
     monkeypatch.setattr(batch, "cuda_free", lambda device: int(4 * photo_bytes((384, 512)) / 0.8) + 8)
     plan = Plan(None, Settings(size=512), Image.new("RGB", (2000, 1500)), [])
     assert pool.batch_size(SimpleNamespace(device=torch.device("cuda")), SimpleNamespace(batch=None), plan) == 4
+
+
+def test_cuda_free_asks_torch_with_an_index_for_a_plain_cuda_device(monkeypatch):
+    """On the H200 (2026-11-28) every GPU run failed at its first style target: torch's
+    get_per_process_memory_fraction (and memory_reserved) reject torch.device("cuda") without an index with
+    "Expected a torch.device with a specified index or an integer". These stand-ins refuse it the same way."""
+    from pipeline.engine import memory
+
+    def strict(answer):
+        def query(device):
+            if not isinstance(device, int):
+                raise ValueError(f"Expected a torch.device with a specified index or an integer, but got:{device}")
+            return answer
+        return query
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", strict((30 << 30, 40 << 30)))
+    monkeypatch.setattr(torch.cuda, "get_per_process_memory_fraction", strict(0.5), raising=False)
+    monkeypatch.setattr(torch.cuda, "memory_reserved", strict(2 << 30))
+    assert memory.cuda_free(torch.device("cuda")) == (20 << 30) - (2 << 30)  # the cap, less what torch holds
+    assert memory.cuda_free(torch.device("cuda", 0)) == (20 << 30) - (2 << 30)

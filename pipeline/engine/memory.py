@@ -61,9 +61,10 @@ def budget(max_memory: str | None, device: torch.device) -> int:
 def cuda_free(device: torch.device) -> int:
     """Free device memory, within the process's cap where one is set (set_per_process_memory_fraction: how a
     24 GB card is emulated on a bigger one, or a GPU shared by two daemons): mem_get_info alone ignores the cap."""
-    free, total = torch.cuda.mem_get_info(device)
-    fraction = getattr(torch.cuda, "get_per_process_memory_fraction", lambda _device: 1.0)(device)
-    return max(0, min(free, int(total * fraction) - torch.cuda.memory_reserved(device)))
+    index = torch.cuda.current_device() if device.index is None else device.index  # the cap's query wants an index
+    free, total = torch.cuda.mem_get_info(index)
+    fraction = getattr(torch.cuda, "get_per_process_memory_fraction", lambda _index: 1.0)(index)
+    return max(0, min(free, int(total * fraction) - torch.cuda.memory_reserved(index)))
 
 
 def state_bytes(pixels: int, optimizer: str, history: int) -> int:
