@@ -200,7 +200,8 @@ class _Run:
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.monitor = Monitor(sum(self.steps_per_level), len(self.levels), settings.log_every,
                                settings.early_stop_tol, settings.early_stop_window, on_step, should_stop,
-                               self._save if self.checkpoint else None, settings.checkpoint_every)
+                               self._save if self.checkpoint else None, settings.checkpoint_every,
+                               settings.checkpoint_seconds)
         self.monitor.render = self._picture
         self.level_index = 0
         self.retries: list[str] = []
