@@ -5,7 +5,7 @@ Why from the log: a GPU is lent for minutes, and its daemon logs are what comes 
 often a photo came out, how long its steps took, the stalls inside a job (a step gap over 5x the log's median step:
 on the H200 these were the checkpoints) and the time between one job's last step and the next job's start.
 
-    python -m bench.daemon_log spool/daemon.log [more.log ...] [--together]
+    .venv/bin/python bench/daemon_log.py daemon.log [more.log ...] [--together]
 
 --together: one table, a row per log, instead of a table per log.
 """
@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from bench.common import median, table
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import median, table  # noqa: E402
 
 STALL = 5.0  # a step gap (per step) over this many times the log's median step is a stall
 
