@@ -11,6 +11,7 @@ import torch
 from daemon_helpers import make_config
 from pipeline.daemon import config as config_module
 from pipeline.engine import Settings
+from pipeline.errors import Cancelled
 from pipeline.engine.optimize import Monitor, _Stop
 
 PIXELS = torch.zeros(1, 3, 4, 4)
@@ -92,3 +93,17 @@ def test_the_config_takes_checkpoint_seconds_like_checkpoint_every(tmp_path):
     for bad, message in ((-1, "checkpoint_seconds must be >= 0"), ("soon", "checkpoint_seconds")):
         with pytest.raises(config_module.ConfigError, match=message):
             config_module.load(make_config(tmp_path / str(bad), defaults={"checkpoint_seconds": bad}))
+
+
+def test_a_checkpoint_resumes_under_another_cadence(engine, content, style, tmp_path):
+    """How often checkpoints are written shapes no pixel: a print in flight resumes after the cadence changed
+    (an upgrade that added checkpoint_seconds would otherwise have restarted every one)."""
+    checkpoint = tmp_path / "run.ckpt"
+    settings = Settings(size=40, steps=8, optimizer="adam", log_every=1, checkpoint_every=2, checkpoint_seconds=0,
+                        early_stop_tol=0)
+    seen: list[int] = []
+    with pytest.raises(Cancelled):
+        engine.stylize(content, [style], settings, checkpoint=checkpoint, on_step=lambda info: seen.append(info.step),
+                       should_stop=lambda: seen[-1] >= 4)
+    later = settings.replace(checkpoint_every=25, checkpoint_seconds=30.0)
+    assert engine.stylize(content, [style], later, checkpoint=checkpoint).resumed_from_step == 4

@@ -22,6 +22,8 @@ CONTENT_LAYER = "conv4_2"
 STYLE_WEIGHT_AT_STRENGTH_1 = {"caffe": 1e-5, "torchvision": 1e6}
 
 
+CHECKPOINT_CADENCE = ("checkpoint_every", "checkpoint_seconds")  # not part of Settings.identity()
+
 @dataclass(frozen=True)
 class Settings:
     """Everything that decides the pixels of one run (plus output encoding)."""
@@ -99,6 +101,12 @@ class Settings:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def identity(self) -> dict[str, Any]:
+        """The settings a checkpoint must match to be resumed: all but how often checkpoints are written, which
+        shapes no pixel. With the cadence in it, a checkpoint_seconds added by an upgrade (or a changed
+        checkpoint_every) made every print in flight start over."""
+        return {k: v for k, v in self.to_dict().items() if k not in CHECKPOINT_CADENCE}
 
     def resolved_style_weight(self, weights_kind: str) -> float:
         if self.style_weight is not None:

@@ -216,7 +216,7 @@ class _Run:
     def fingerprint(self) -> str:
         """What a checkpoint must match to be resumed; made only when one is saved or found (issue 13: hashing
         the photo and the paintings sat before every first step)."""
-        parts = [digest(self.content), *map(digest, self.styles), json.dumps(self.settings.to_dict(), sort_keys=True),
+        parts = [digest(self.content), *map(digest, self.styles), json.dumps(self.settings.identity(), sort_keys=True),
                  self.engine.weights.sha256]
         return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
