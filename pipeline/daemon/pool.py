@@ -97,7 +97,7 @@ class Slot(Worker):
         out different once opened (they run alone after it)."""
         job, config, plan = first
         key = plan_key(job, plan)
-        size = batch_size(self.engine, config, plan) if key else 1
+        size = self._batch_size(config, plan) if key else 1
         if size <= 1:
             return [first], []
         self.extra = self._jobs.take(key, size - 1)
@@ -109,6 +109,15 @@ class Slot(Worker):
                 same = plan_key(other, opened[1]) == key and opened[1].settings == plan.settings
                 (batch if same else alone).append((other, *opened))
         return batch, alone
+
+    def _batch_size(self, config: Config, plan: Plan) -> int:
+        """The batch's size, or 1 when it cannot be worked out: a photo must never fail because its batch could
+        not be sized (on the H200 a sizing bug failed every photo of a night, before the engine saw one)."""
+        try:
+            return batch_size(self.engine, config, plan)
+        except Exception as exc:  # noqa: BLE001 - batching is only a speed-up: the photo runs alone
+            log.warning("batch not sized; the photo runs alone", error=f"{type(exc).__name__}: {exc}")
+            return 1
 
     def _run_batch(self, batch: list[Opened]) -> None:
         """The photos through engine.stylize_batch together; each fault concluded alone, here; the results
