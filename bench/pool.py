@@ -9,10 +9,13 @@ Each row is one `style-pipeline once` over the same backlog (bench/daemon_run.ru
   (that span x slots): the share of the slots' time in the engine;
 - gap = per slot, a photo's first step minus the last step of the photos before it (batch members, which
   overlap, have none): everything between two photos on one device; and the same up to the photo's "job started",
-  which leaves out the engine's own set-up of the next photo (its targets): the daemon's part.
+  which leaves out the engine's own set-up of the next photo (its targets): the daemon's part; and from the first
+  "output written" of the photo (or batch) before it to its "job started": how long landing holds the slot (the
+  rest of a batch's writes, the next open), near zero or below once the writes run behind it.
 
     .venv/bin/python bench/pool.py                               # CPU: 24 photos at 64 px, 10 steps
     .venv/bin/python bench/pool.py --gpu --sizes 512,1024 --steps 100   # on a GPU (make bench-gpu runs it)
+    .venv/bin/python bench/pool.py --only "1 slot batch 4" --before REF --rounds 2   # a commit beside this tree
 """
 from __future__ import annotations
 
@@ -55,10 +58,12 @@ def events(log: Path) -> list[dict]:
 def gaps(log_events: list[dict]) -> dict[str, list[float]]:
     """Per slot, for each photo after the first: seconds from the last step of the photos before it to its first
     step ("to step"), to its "job started" ("to start": the engine's wrap-up, encode, write, move, the next open
-    and decode), and from the previous photo's "job done" to its "job started" ("handover": the daemon alone)."""
+    and decode), from the previous photo's "job done" to its "job started" ("handover": the daemon alone), and
+    from the first "output written" of the previous photo's batch (the photos that overlapped it) to its "job
+    started" ("written to start")."""
     at = collections.defaultdict(dict)
     for e in log_events:
-        if e.get("event") in ("job started", "job done") and "job_id" in e:
+        if e.get("event") in ("job started", "job done", "output written") and "job_id" in e:
             at[e["event"]].setdefault(e["job_id"], e["t"])
     spans: dict[tuple, list] = {}
     for e in log_events:
@@ -67,7 +72,7 @@ def gaps(log_events: list[dict]) -> dict[str, list[float]]:
     per_slot = collections.defaultdict(list)
     for (slot, _), span in spans.items():
         per_slot[slot].append(span)
-    found: dict[str, list[float]] = {"to step": [], "to start": [], "handover": []}
+    found: dict[str, list[float]] = {"to step": [], "to start": [], "handover": [], "written to start": []}
     for runs in per_slot.values():
         runs.sort()
         for i in range(1, len(runs)):
@@ -81,15 +86,20 @@ def gaps(log_events: list[dict]) -> dict[str, list[float]]:
                 found["to start"].append(at["job started"][job] - before)
                 if previous in at["job done"]:
                     found["handover"].append(at["job started"][job] - at["job done"][previous])
+                start, end = next(r[:2] for r in runs[:i] if r[2] == previous)
+                written = [at["output written"][r[2]] for r in runs[:i]
+                           if r[0] <= end and r[1] >= start and r[2] in at["output written"]]
+                if written:
+                    found["written to start"].append(at["job started"][job] - min(written))
     return found
 
 
-def row(name: str, overrides: dict, size: int, args, out: Path) -> list[str]:
+def row(name: str, overrides: dict, size: int, args, out: Path, root: Path = ROOT) -> list[str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(args.threads)}
-    run = run_backlog(out / f"{name.replace(' ', '_')}_{size}", args.photos, size, args.steps, env, 3600,
-                      overrides={"progress_seconds": 0, **overrides})
+    run = run_backlog(out / f"{name.replace(' ', '_').replace(',', '')}_{size}", args.photos, size, args.steps, env,
+                      3600, overrides={"progress_seconds": 0, **overrides}, root=root)
     if not run.ok:
-        return [name, f"{size}", f"failed (rc {run.returncode}; see {run.folder / 'daemon.log'})"] + [""] * 6
+        return [name, f"{size}", f"failed (rc {run.returncode}; see {run.folder / 'daemon.log'})"] + [""] * 7
     records = [json.loads(p.read_text()) for p in run.outputs("*.json")]
     slots = len(overrides.get("devices", [])) or 1
     # a batch's photos share its time (each record holds the whole batch's): each counts its 1/n of it
@@ -98,7 +108,8 @@ def row(name: str, overrides: dict, size: int, args, out: Path) -> list[str]:
     ms = lambda found: f"{statistics.median(found) * 1000:.0f} / {max(found) * 1000:.0f}" if found else "-"  # noqa
     batched = sum(1 for r in records if r.get("batch", 1) > 1)
     return [name, f"{size}", f"{len(run.dones)}", f"{3600 * len(run.dones) / run.steady_s:.0f}", f"{busy:.1%}",
-            ms(found["to step"]), ms(found["to start"]), ms(found["handover"]), f"{batched}"]
+            ms(found["to step"]), ms(found["to start"]), ms(found["handover"]), ms(found["written to start"]),
+            f"{batched}"]
 
 
 def main() -> None:
@@ -110,7 +121,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of the daemon")
     parser.add_argument("--only", default=None, help="comma-separated layout names")
     parser.add_argument("--gpu", action="store_true", help="the GPU layouts even without CUDA (a dry run's check)")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "pool")
+    parser.add_argument("--out", type=lambda v: Path(v).resolve(), default=ROOT / "bench" / "out" / "pool")
+    parser.add_argument("--before", default=None, metavar="REF",
+                        help="also run the commit REF (git archive, as bench/gap.py), each row beside this tree's")
+    parser.add_argument("--rounds", type=int, default=1, help="with --before: rounds alternating the two")
     parser.add_argument("--last", default=None, metavar="LAYOUT@SIZE",
                         help="run this row last: the one a run cut short (a lent GPU's budget) can best lose")
     args = parser.parse_args()
@@ -126,12 +140,21 @@ def main() -> None:
           f"{os.cpu_count()} cores, "
           f"OMP_NUM_THREADS={args.threads}; load average {os.getloadavg()[0]:.1f}\n")
     head = ["layout", "size", "photos", "photos/hour", "busy", "last step to next first step, ms median / max",
-            "last step to next job started, ms", "job done to next job started, ms", "photos run in a batch"]
+            "last step to next job started, ms", "job done to next job started, ms",
+            "first output written to next job started, ms", "photos run in a batch"]
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head), flush=True)
     rows = [(name, size) for size in args.sizes for name in layouts]
     rows.sort(key=lambda r: f"{r[0]}@{r[1]}" == args.last)  # stable: the others keep their order
-    for name, size in rows:
-        print("| " + " | ".join(row(name, layouts[name], size, args, args.out)) + " |", flush=True)
+    trees = {"": ROOT}
+    if args.before:
+        from bench.gap import extract
+
+        trees = {f", before ({args.before})": extract(args.before, args.out), ", after (this tree)": ROOT}
+    for round_ in range(args.rounds if args.before else 1):
+        for name, size in rows:
+            for tag, root in trees.items():
+                label = name + tag + (f", round {round_ + 1}" if args.before else "")
+                print("| " + " | ".join(row(label, layouts[name], size, args, args.out, root)) + " |", flush=True)
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ class Soak:
                   "settle_seconds": 0.5, "rescan_seconds": 5, "retry_backoff_seconds": 0.5, "contact_sheet": False,
                   "log_format": "json", "default_recipe": "starry", "stall_seconds": 120,
                   "defaults": {"size": self.args.size, "steps": self.args.steps, "format": "png",
-                               "early_stop_tol": 0, "checkpoint_every": 2},
+                               "early_stop_tol": 0, "checkpoint_every": 2, "checkpoint_seconds": 0},
                   "recipes": {"starry": {"styles": ["starry_night.jpg"]}, "scream": {"styles": ["the_scream.jpg"]}}}
         (self.fs / "inbox" / "scream").mkdir(parents=True)
         self.config = self.fs / "config.yaml"

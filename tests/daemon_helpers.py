@@ -42,12 +42,18 @@ def make_config(folder: Path, **overrides) -> Path:
     return path
 
 
-def start(config: Path, *args: str, log: Path | None = None, prefix: tuple[str, ...] = ()) -> subprocess.Popen:
-    """A daemon in a subprocess; ``prefix`` wraps the command (e.g. setpriv to drop root's file powers)."""
+RUN_CLI = "\nimport sys\nfrom pipeline.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+
+
+def start(config: Path, *args: str, log: Path | None = None, prefix: tuple[str, ...] = (),
+          patches: str = "") -> subprocess.Popen:
+    """A daemon in a subprocess; ``prefix`` wraps the command (e.g. setpriv to drop root's file powers);
+    ``patches``: Python run in it first (a write held back until the kill)."""
     log = log or config.parent / f"daemon-{time.monotonic_ns()}.log"
     handle = open(log, "wb")
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([*prefix, sys.executable, "-m", "pipeline.cli", "run", "--config", str(config), *args],
+    command = ["-c", patches + RUN_CLI] if patches else ["-m", "pipeline.cli"]
+    proc = subprocess.Popen([*prefix, sys.executable, *command, "run", "--config", str(config), *args],
                             stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
     proc.log_path = log  # type: ignore[attr-defined]
     return proc
@@ -85,6 +91,15 @@ def stop(proc: subprocess.Popen, timeout: float = 60) -> int:
             proc.wait()
             raise AssertionError("daemon did not stop within the timeout after SIGTERM")
     return proc.returncode
+
+
+def restart_until_landed(config: Path, count: int) -> None:
+    """A plain daemon on ``config`` until ``count`` photos are written or failed (after a kill), then stopped."""
+    daemon = start(config)
+    try:
+        wait_for(lambda: len(outputs(config.parent)) + len(errors(config.parent)) == count, 120, daemon)
+    finally:
+        stop(daemon)
 
 
 def outputs(root: Path) -> list[Path]:

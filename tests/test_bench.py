@@ -36,3 +36,15 @@ def test_the_replayed_early_stop_stops_where_the_engine_stopped(engine, content,
                                                          early_stop_tol=tol, early_stop_window=window), rec)
     assert result.stop_reason == "early_stop"
     assert simulate_early_stop([(f.step, f.raw) for f in rec.frames], tol, window) == result.steps
+
+
+def test_gpu_bench_times_fp32_beside_a_tf32_default(engine, content, style):
+    """bench/gpu.py's fp32 column (the H200 left open whether fp32 should be CUDA's default): on a CPU tf32 resolves
+    to fp32, so the two passes are the same pass and their ratio is near 1; the judged losses come from the probe."""
+    from bench.gpu import fp32_against
+
+    probe = {"default": "tf32", "size": 32, "judged_loss": {"fp32": 100.0, "tf32": 111.6, "bf16": 103.8}}
+    cell = fp32_against(engine, content, style, probe, repeats=1)
+    ratio = float(cell.split("x")[0])
+    assert 0.2 < ratio < 5 and cell.endswith("tf32 judged +11.60% vs fp32")
+    assert fp32_against(engine, content, style, {**probe, "default": "fp32"}, repeats=1) == "-"

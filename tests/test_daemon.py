@@ -115,7 +115,7 @@ def test_two_hundred_drops_nothing_lost_nothing_twice(tmp_path):
 
 
 def test_kill_9_mid_job_then_restart_resumes_from_checkpoint(tmp_path):
-    config = make_config(tmp_path, defaults={"size": 64, "steps": 400, "checkpoint_every": 5})
+    config = make_config(tmp_path, defaults={"size": 64, "steps": 400, "checkpoint_every": 5, "checkpoint_seconds": 0})
     proc = start(config)
     try:
         wait_ready(proc)
@@ -141,7 +141,7 @@ def test_kill_9_mid_job_then_restart_resumes_from_checkpoint(tmp_path):
 
 
 def test_sigterm_checkpoints_and_leaves_the_job_for_the_next_start(tmp_path):
-    config = make_config(tmp_path, defaults={"size": 64, "steps": 400, "checkpoint_every": 50})
+    config = make_config(tmp_path, defaults={"size": 64, "steps": 400, "checkpoint_every": 50, "checkpoint_seconds": 0})
     proc = start(config)
     wait_ready(proc)
     shutil.copy(SAMPLES / "coffee.jpg", tmp_path / "inbox" / "coffee.jpg")

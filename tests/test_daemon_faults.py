@@ -106,7 +106,8 @@ def test_two_processes_writing_status_never_collide(tmp_path):
 def test_crashes_are_counted_apart_from_attempts_and_a_poison_pill_fails(tmp_path):
     """kill -9 mid-job: the restart adds a crash, not an attempt; N crashes in a row fail it as crashed_daemon."""
     config = make_config(tmp_path, max_crashes=2, defaults={"size": 32, "steps": 40, "format": "png",
-                                                           "early_stop_tol": 0, "checkpoint_every": 5})
+                                                           "early_stop_tol": 0, "checkpoint_every": 5,
+                                                           "checkpoint_seconds": 0})
     inbox = tmp_path / "inbox"
     shutil.copy(SAMPLES / "coffee.jpg", inbox / "good.jpg")
     proc = start(config)

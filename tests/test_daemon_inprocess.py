@@ -38,7 +38,8 @@ def run_in_thread(daemon: Daemon) -> threading.Thread:
 def test_run_window_holds_jobs_outside_and_pauses_a_running_job(tmp_path, engine):
     clock = Clock(datetime(2026, 11, 27, 12, 0))  # noon: outside 22:00-07:00
     config = make_config(tmp_path, schedule={"start": "22:00", "end": "07:00"},
-                         defaults={"size": 40, "steps": 120, "checkpoint_every": 5, "early_stop_tol": 0})
+                         defaults={"size": 40, "steps": 120, "checkpoint_every": 5, "checkpoint_seconds": 0,
+                                   "early_stop_tol": 0})
     daemon = Daemon(config, engine=engine, clock=clock)  # the run window's clock, passed in
     thread = run_in_thread(daemon)
     try:

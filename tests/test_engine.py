@@ -134,7 +134,8 @@ def test_same_seed_gives_identical_pixels(engine, content, style, optimizer, ini
 
 @pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
 def test_resume_from_checkpoint(engine, content, style, tmp_path, optimizer):
-    settings = Settings(size=48, steps=20, optimizer=optimizer, log_every=1, checkpoint_every=5, early_stop_tol=0)
+    settings = Settings(size=48, steps=20, optimizer=optimizer, log_every=1, checkpoint_every=5, checkpoint_seconds=0,
+                        early_stop_tol=0)
     full = engine.stylize(content, [style], settings)
     assert full.steps == 20 and full.resumed_from_step is None
 
@@ -160,7 +161,7 @@ def test_resume_from_checkpoint(engine, content, style, tmp_path, optimizer):
 
 def test_checkpoint_of_other_settings_is_ignored(engine, content, style, tmp_path):
     checkpoint = tmp_path / "run.ckpt"
-    settings = Settings(size=48, steps=6, optimizer="adam", log_every=1, checkpoint_every=2)
+    settings = Settings(size=48, steps=6, optimizer="adam", log_every=1, checkpoint_every=2, checkpoint_seconds=0)
     with pytest.raises(Cancelled):
         engine.stylize(content, [style], settings, checkpoint=checkpoint, should_stop=lambda: True)
     other = engine.stylize(content, [style], settings.replace(seed=1), checkpoint=checkpoint)

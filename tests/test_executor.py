@@ -15,7 +15,7 @@ from pipeline.daemon.worker import LocalExecutor
 
 def test_cancel_stops_one_job_at_its_next_step_and_poll_hands_back_each_outcome(tmp_path, engine, torch_threads):
     config = load(make_config(tmp_path, defaults={"size": 40, "steps": 80, "checkpoint_every": 5,
-                                                  "early_stop_tol": 0}))
+                                                  "checkpoint_seconds": 0, "early_stop_tol": 0}))
     assert check_folders(config) == []
     spool = Spool(config.inbox, config.work, config.done, config.failed)
     executor = LocalExecutor(engine, spool, lambda: config, threading.Event())

@@ -74,7 +74,7 @@ def test_a_run_without_a_checkpoint_to_resume_hashes_no_photo(engine, content, s
     engine.stylize(content, [style], SETTINGS, checkpoint=checkpoint)
     photo = content.tobytes()  # the photo's own pixels: a painting of the same size is not it
     assert not any(img.tobytes() == photo for img in hashed) and not checkpoint.exists()
-    stopped = SETTINGS.replace(checkpoint_every=1)
+    stopped = SETTINGS.replace(checkpoint_every=1, checkpoint_seconds=0)
     with pytest.raises(Cancelled):
         engine.stylize(content, [style], stopped, checkpoint=checkpoint, should_stop=lambda: True)
     resumed = engine.stylize(content, [style], stopped, checkpoint=checkpoint)

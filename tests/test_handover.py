@@ -5,16 +5,13 @@ back until the second one has begun, which only a worker that does not wait for 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import threading
 import time
 
 from PIL import Image
 
-from daemon_helpers import ROOT, SAMPLES, errors, log_events, make_config, outputs, start, stop, wait_for
+from daemon_helpers import SAMPLES, errors, log_events, make_config, outputs, restart_until_landed, start, wait_for
 from pipeline.daemon.daemon import Daemon
 from pipeline.daemon.jobs import JobLife
 
@@ -93,7 +90,7 @@ def test_a_photo_that_fails_its_pre_checks_ahead_fails_with_its_reason(tmp_path,
     assert (tmp_path / "spool" / "failed" / "b.jpg").exists()
 
 HELD_WRITE = """
-import sys, time
+import time
 from pipeline.daemon.jobs import JobLife
 real_finish = JobLife.finish
 def finish(self, job, *args, **kwargs):
@@ -101,9 +98,6 @@ def finish(self, job, *args, **kwargs):
         time.sleep(600)
     return real_finish(self, job, *args, **kwargs)
 JobLife.finish = finish
-from pipeline.cli import main
-sys.argv = ["style-pipeline", "run", "--config", sys.argv[1]]
-sys.exit(main())
 """
 
 
@@ -113,12 +107,7 @@ def test_a_photo_waiting_for_its_write_is_not_charged_for_a_crash(tmp_path):
     config = make_config(tmp_path)
     shutil.copy(SAMPLES / "coffee.jpg", tmp_path / "inbox" / "a.jpg")
     shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / "b.jpg")
-    log = tmp_path / "held.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    with open(log, "wb") as handle:
-        proc = subprocess.Popen([sys.executable, "-c", HELD_WRITE, str(config)], stdout=handle,
-                                stderr=subprocess.STDOUT, cwd=ROOT, env=env)
-    proc.log_path = log
+    proc = start(config, patches=HELD_WRITE)
     try:
         wait_for(lambda: any(e.get("event") == "job started" and "b.jpg" in str(e.get("file"))
                              for e in log_events(proc)), 120, proc)
@@ -126,11 +115,7 @@ def test_a_photo_waiting_for_its_write_is_not_charged_for_a_crash(tmp_path):
         proc.kill()
         proc.wait()
     assert outputs(tmp_path) == [], "a.jpg's write was held back"
-    daemon = start(config)
-    try:
-        wait_for(lambda: len(outputs(tmp_path)) + len(errors(tmp_path)) == 2, 120, daemon)
-    finally:
-        stop(daemon)
+    restart_until_landed(config, 2)
     assert errors(tmp_path) == {}, "nothing failed"
     assert sorted(p.name for p in outputs(tmp_path)) == ["a.png", "b.png"], "each written once"
     record = json.loads((tmp_path / "outbox" / "starry" / "a.json").read_text())

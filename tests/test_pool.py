@@ -173,3 +173,28 @@ def test_a_batch_is_filled_from_the_queue_and_an_odd_photo_runs_alone(tmp_path):
     assert records["square"].get("batch", 1) == 1, "no batch of its shape: it ran alone, without waiting for one"
     assert max(sizes) > 1, "photos queued behind a running one went through the network together"
     assert all(count % size == 0 and size <= 3 for size, count in sizes.items()), sizes
+
+
+def test_a_photo_whose_batch_cannot_be_sized_runs_alone_with_a_warning(tmp_path, engine, monkeypatch, capsys,
+                                                                       torch_threads):
+    """On the H200 a sizing bug (memory.cuda_free) raised in _gather, before the engine: every photo of the run
+    went to failed/ as too_many_attempts. Batching is only a speed-up, so a photo never fails for it."""
+    from pipeline.daemon import pool as pool_module
+    from pipeline.daemon.daemon import Daemon
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("free memory unreadable")
+
+    monkeypatch.setattr(pool_module, "batch_size", broken)
+    config = make_config(tmp_path, batch=2)
+    for name in ("a.jpg", "b.jpg"):
+        shutil.copy(SAMPLES / "coffee.jpg", tmp_path / "inbox" / name)
+    daemon = Daemon(config, once=True, engine=engine)
+    assert daemon.run() == 0
+    assert isinstance(daemon.executor, Pool), "batch: 2 on the CPU runs through the pool's slots"
+    assert sorted(p.name for p in (tmp_path / "spool" / "done").iterdir()) == ["a.jpg", "b.jpg"]
+    assert not (tmp_path / "spool" / "failed").exists() or not list((tmp_path / "spool" / "failed").iterdir())
+    assert len(outputs(tmp_path)) == 2
+    captured = capsys.readouterr()
+    warnings = [line for line in (captured.out + captured.err).splitlines() if "batch not sized" in line]
+    assert warnings and "RuntimeError: free memory unreadable" in warnings[0], captured.err[-2000:]

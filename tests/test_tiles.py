@@ -152,7 +152,7 @@ def test_a_forced_tiny_budget_tiles_and_still_finishes(engine, thin, style):
 
 def test_a_resumed_tiled_run_ends_within_1_percent(engine, thin, style, tmp_path):
     settings = Settings(size=max(THIN), steps=3, scales=1, max_memory="27MB", optimizer="adam", log_every=1,
-                        checkpoint_every=1, early_stop_tol=0)
+                        checkpoint_every=1, checkpoint_seconds=0, early_stop_tol=0)
     full = engine.stylize(thin, [style], settings)
     assert full.tiles[0]["tiles"] == 3  # Adam keeps less state than L-BFGS: a smaller budget to tile
     checkpoint = tmp_path / "print.ckpt"

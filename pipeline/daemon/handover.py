@@ -11,8 +11,9 @@ Neither changes what a job does, only on which thread and when:
 - :class:`Lander`: a finished result is written and its input moved (JobLife.land) by one background thread, in
   order. The guarantees are the same: the input moves only after the output is durably written, in that thread
   as before; a kill before the write leaves the job in work/, run again at the next start (nothing was written);
-  a kill between the two is the already-written case. At most ``depth`` results wait, so the worker never runs
-  far ahead of the disk, and flush() writes them all before shutdown's last poll.
+  a kill between the two is the already-written case. At most ``depth`` hand-overs wait, so the worker never runs
+  far ahead of the disk, and flush() writes them all before shutdown's last poll. A batch's results are one
+  hand-over (landed in order, each closed alone): see Lander.submit.
 """
 from __future__ import annotations
 
@@ -84,15 +85,22 @@ class Lander:
         self._lock = threading.Lock()
         self._waiting = 0  # results handed over and not yet landed
 
-    def submit(self, land: Callable[[], None]) -> None:
-        """``land`` (which never raises: it concludes its own faults) runs in the landing thread, after those
-        handed over before it."""
+    def submit(self, *lands: Callable[[], None]) -> None:
+        """Each of ``lands`` (which never raise: they conclude their own faults) runs in the landing thread, in
+        order, after those handed over before them.
+
+        Several at once (a batch's photos) are one hand-over: one of the ``depth`` places. Were each photo its
+        own, a slot handing over a batch of 7 would wait at the third for the writes of the first, and its next
+        batch would start only once 5 photos were written: the gap this thread exists to remove. The bound stays
+        what it is for: at most ``depth`` hand-overs (a batch's results each) wait while one lands, so the memory
+        held is a few batches' pictures and a slot is never more than that ahead of the disk; ``unwritten``
+        still counts photos."""
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="lander", daemon=True)
                 self._thread.start()
-            self._waiting += 1
-        self._queue.put((land, True))
+            self._waiting += len(lands)
+        self._queue.put((lands, True))
 
     def flush(self, timeout: float = 120.0) -> bool:
         """Return once every result handed over so far is landed, or after ``timeout`` (a stuck write): then an
@@ -104,7 +112,7 @@ class Lander:
             running = self._thread is not None and self._thread.is_alive()
         try:
             if running:
-                self._queue.put((done.set, False), timeout=timeout)
+                self._queue.put(((done.set,), False), timeout=timeout)
                 done.wait(max(0.0, deadline - time.monotonic()))
         except queue.Full:
             pass
@@ -118,12 +126,13 @@ class Lander:
 
     def _run(self) -> None:
         while True:
-            land, counted = self._queue.get()
-            try:
-                land()
-            except Exception:  # noqa: BLE001 - land() concludes its own faults; this thread must outlive a bug
-                log.exception("error landing a result; going on")
-            finally:
-                if counted:
-                    with self._lock:
-                        self._waiting -= 1
+            lands, counted = self._queue.get()
+            for land in lands:
+                try:
+                    land()
+                except Exception:  # noqa: BLE001 - land() concludes its own faults; this thread must outlive a bug
+                    log.exception("error landing a result; going on")
+                finally:
+                    if counted:
+                        with self._lock:
+                            self._waiting -= 1

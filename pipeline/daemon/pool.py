@@ -97,7 +97,7 @@ class Slot(Worker):
         out different once opened (they run alone after it)."""
         job, config, plan = first
         key = plan_key(job, plan)
-        size = batch_size(self.engine, config, plan) if key else 1
+        size = self._batch_size(config, plan) if key else 1
         if size <= 1:
             return [first], []
         self.extra = self._jobs.take(key, size - 1)
@@ -110,8 +110,18 @@ class Slot(Worker):
                 (batch if same else alone).append((other, *opened))
         return batch, alone
 
+    def _batch_size(self, config: Config, plan: Plan) -> int:
+        """The batch's size, or 1 when it cannot be worked out: a photo must never fail because its batch could
+        not be sized (on the H200 a sizing bug failed every photo of a night, before the engine saw one)."""
+        try:
+            return batch_size(self.engine, config, plan)
+        except Exception as exc:  # noqa: BLE001 - batching is only a speed-up: the photo runs alone
+            log.warning("batch not sized; the photo runs alone", error=f"{type(exc).__name__}: {exc}")
+            return 1
+
     def _run_batch(self, batch: list[Opened]) -> None:
-        """The photos through engine.stylize_batch together; each result landed, or each fault concluded, alone."""
+        """The photos through engine.stylize_batch together; each fault concluded alone, here; the results
+        handed to the landing thread as one hand-over, so the slot goes on to its next batch at once."""
         jobs = [job for job, _, _ in batch]
         plan = batch[0][2]
         steps = [self._on_step(job, p) for job, _, p in batch]
@@ -128,12 +138,30 @@ class Slot(Worker):
                                                 should_stop=lambda: any(self._should_stop(job) for job in jobs))
         except Exception as exc:
             results = [exc] * len(batch)
+        landed = []
         for (job, config, p), result in zip(batch, results):
             with structlog.contextvars.bound_contextvars(job_id=job.id, file=job.source):
                 if isinstance(result, Exception):
                     self.life.conclude(job, result)
                 else:
-                    self.life.land(job, config, p, result, {"batch": len(batch)}, batch=len(batch))
+                    landed.append((job, self._landing(job, config, p, result, len(batch))))
+        if landed:
+            self._land_batch_behind(landed)
+
+    def _land_batch_behind(self, landed: list[tuple[Job, Callable[[], None]]]) -> None:
+        """The batch's results to the landing thread, in order, as one hand-over (handover.Lander.submit); each
+        is closed there once landed, so neither the loop (the job in hand) nor _try (self.extra) closes it, nor
+        does a respawn give it back as crashed. Without a landing thread the slot lands them itself."""
+        try:
+            self.life.landing.submit(*(land for _, land in landed))
+        except Exception:  # noqa: BLE001 - e.g. "can't start new thread": landed here, as before, closed all the same
+            log.exception("the landing thread did not take the batch; landing it in the slot")
+            for _, land in landed:
+                land()
+        ids = {job.id for job, _ in landed}
+        self._handed = self._job is not None and self._job.id in ids
+        self.extra = [job for job in self.extra if job.id not in ids]
+        self._cancels.difference_update(ids)
 
 
 class Pool(Executor):

@@ -100,19 +100,26 @@ class Worker(Executor):
             self.life.land(job, config, plan, result)
 
     def _land_behind(self, job: Job, config: Config, plan: Plan, result) -> None:
-        """life.land in the landing thread (handover.py), under this job's log context; it closes the job."""
-        context = structlog.contextvars.get_contextvars()
+        """life.land in the landing thread (handover.py); it closes the job."""
+        self.life.landing.submit(self._landing(job, config, plan, result))
+        self._handed = True  # only once it is queued: a submit that raised leaves the job to process()
+
+    def _landing(self, job: Job, config: Config, plan: Plan, result, batch: int = 1) -> Callable[[], None]:
+        """The job's life.land for the landing thread, under its log context, closing the job once landed (and
+        only there: whoever hands it over closes it no more). Its record says not running from now on. A photo of
+        a batch of ``batch`` says so in its log and record, as the slot's own landing did."""
+        context = {**structlog.contextvars.get_contextvars(), "job_id": job.id, "file": job.source}
+        record, fields = ({"batch": batch}, {"batch": batch}) if batch > 1 else (None, {})
 
         def land() -> None:
             structlog.contextvars.bind_contextvars(**context)
             try:
-                self._guarded(job, lambda: self.life.land(job, config, plan, result))
+                self._guarded(job, lambda: self.life.land(job, config, plan, result, record, **fields))
             finally:
                 structlog.contextvars.clear_contextvars()
                 self._closed()
         self._not_running(job)
-        self.life.landing.submit(land)
-        self._handed = True  # only once it is queued: a submit that raised leaves the job to process()
+        return land
 
     def _not_running(self, job: Job) -> None:
         """The result is computed: a daemon crash from now on (while it waits for its write, or the next photo

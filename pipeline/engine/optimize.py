@@ -103,7 +103,11 @@ class Monitor:
     should_stop: Callable[[], bool] | None = None
     save: Callable[[torch.Tensor, dict], None] | None = None
     checkpoint_every: int = 25
+    checkpoint_seconds: float = 0.0  # Settings.checkpoint_seconds (0: by steps alone)
+    clock: Callable[[], float] = time.monotonic
+    """Read only for the checkpoints' seconds; a test passes its own instead of patching time."""
     saved_at: int = 0
+    saved_clock: float = 0.0  # the clock at the last checkpoint, or at the run's start (__post_init__)
     step_count: int = 0
     level_step: int = 0
     scale: int = 1
@@ -119,6 +123,9 @@ class Monitor:
     evaluations: int = 0
     eval_seconds: float = 0.0
     tiles: int = 1  # the level's tile count (issue 14), told to listeners
+
+    def __post_init__(self) -> None:
+        self.saved_clock = self.clock()
 
     @property
     def elapsed(self) -> float:
@@ -153,9 +160,6 @@ class Monitor:
         if self.on_step:
             self.on_step(info)
         self._tell_listeners(info)
-        if self.save and self.step_count - self.saved_at >= self.checkpoint_every:
-            self.saved_at = self.step_count  # Adam reports every log_every steps: count, don't take a modulo
-            self.save(pixels, state())
         if self.should_stop and self.should_stop():
             self.cancelled, self.stop_reason = True, "cancelled"
             if self.save:
@@ -164,6 +168,17 @@ class Monitor:
         if self._converged():
             self.stop_reason = "early_stop"
             raise _Stop
+        if self._checkpoint_due():
+            self.save(pixels, state())
+            self.saved_at, self.saved_clock = self.step_count, self.clock()
+
+    def _checkpoint_due(self) -> bool:
+        """Enough steps (counted: Adam reports every log_every steps) and enough seconds since the last checkpoint,
+        and not the run's last step, whose result is written next. Why both: on a GPU a checkpoint costs more than
+        25 steps (Settings.checkpoint_seconds); on a slow CPU 30 s may be one step."""
+        return (self.save is not None and self.step_count < self.total_steps
+                and self.step_count - self.saved_at >= self.checkpoint_every
+                and self.clock() - self.saved_clock >= self.checkpoint_seconds)
 
     def _tell_listeners(self, info: StepInfo) -> None:
         """Off the clock: a listener copying frames or judging them must not slow the run it measures."""

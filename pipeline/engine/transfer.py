@@ -201,7 +201,8 @@ class _Run:
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.monitor = Monitor(sum(self.steps_per_level), len(self.levels), settings.log_every,
                                settings.early_stop_tol, settings.early_stop_window, on_step, should_stop,
-                               self._save if self.checkpoint else None, settings.checkpoint_every)
+                               self._save if self.checkpoint else None, settings.checkpoint_every,
+                               settings.checkpoint_seconds)
         self.monitor.render = self._picture
         self.level_index = 0
         self.retries: list[str] = []
@@ -216,7 +217,7 @@ class _Run:
     def fingerprint(self) -> str:
         """What a checkpoint must match to be resumed; made only when one is saved or found (issue 13: hashing
         the photo and the paintings sat before every first step)."""
-        parts = [digest(self.content), *map(digest, self.styles), json.dumps(self.settings.to_dict(), sort_keys=True),
+        parts = [digest(self.content), *map(digest, self.styles), json.dumps(self.settings.identity(), sort_keys=True),
                  self.engine.weights.sha256]
         return hashlib.sha256("|".join(parts).encode()).hexdigest()
 

@@ -1,0 +1,136 @@
+"""Where a daemon's time went, read from its JSON log alone: one markdown table per daemon.log.
+
+Why from the log: a GPU is lent for minutes, and its daemon logs are what comes back. The log has each job's
+"job started", a "progress" line per step (step number, ISO timestamp) and "job done"; from those this prints how
+often a photo came out, how long its steps took, the stalls inside a job (a step gap over 5x the log's median step:
+on the H200 these were the checkpoints) and the time between one job's last step and the next job's start.
+
+    .venv/bin/python bench/daemon_log.py daemon.log [more.log ...] [--together]
+
+--together: one table, a row per log, instead of a table per log.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import median, table  # noqa: E402
+
+STALL = 5.0  # a step gap (per step) over this many times the log's median step is a stall
+
+HEADERS = ["photos", "a photo every, s (median)", "photos/hour (span)", "job started -> first step, ms",
+           "first -> last step, s (median)", "median step, ms", "stalls per photo", "stall s per photo",
+           "last step -> next job started, s", "span in steps (stalls out)"]
+
+
+@dataclass
+class Job:
+    started: float | None = None
+    done: float | None = None
+    steps: list[tuple[int, float]] = field(default_factory=list)  # (step number, time)
+
+
+def seconds(stamp: str) -> float:
+    """An ISO timestamp (structlog's, with Z) as seconds since the epoch."""
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def read(path: Path) -> dict[str, Job]:
+    """The log's jobs by id, in the order they first appear; lines that are not JSON are skipped."""
+    jobs: dict[str, Job] = {}
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and event.get("job_id") and event.get("timestamp"):
+            _note(jobs.setdefault(event["job_id"], Job()), event)
+    return jobs
+
+
+def _note(job: Job, event: dict) -> None:
+    at = seconds(event["timestamp"])
+    if event.get("event") == "job started" and job.started is None:
+        job.started = at
+    elif event.get("event") == "job done":
+        job.done = at
+    elif event.get("event") == "progress" and isinstance(event.get("step"), int):
+        job.steps.append((event["step"], at))
+
+
+def step_gaps(job: Job) -> list[tuple[float, float, float]]:
+    """(seconds per step, start, end) of each gap between the job's consecutive progress lines."""
+    pairs = zip(job.steps, job.steps[1:])
+    return [((t1 - t0) / (s1 - s0), t0, t1) for (s0, t0), (s1, t1) in pairs if s1 > s0]
+
+
+def union(intervals: list[tuple[float, float]]) -> float:
+    """Seconds covered by the intervals (a batch's jobs step at the same time: counted once)."""
+    total, end = 0.0, float("-inf")
+    for a, b in sorted(intervals):
+        total += max(0.0, b - max(a, end))
+        end = max(end, b)
+    return total
+
+
+def photo_every(starts: list[float], together: float = 0.05) -> float | None:
+    """Median seconds a photo between starts; photos started together (a batch) share the gap to the next."""
+    launches: list[list[float]] = []
+    for at in sorted(starts):
+        if launches and at - launches[-1][-1] <= together:
+            launches[-1].append(at)
+        else:
+            launches.append([at])
+    return median([(b[0] - a[0]) / len(a) for a, b in zip(launches, launches[1:])])
+
+
+def next_start_gaps(jobs: list[Job]) -> list[float]:
+    """For each job with steps, the seconds from its last step to the first job started after it."""
+    starts = sorted(j.started for j in jobs if j.started is not None)
+    gaps = []
+    for job in jobs:
+        later = [s for s in starts if job.steps and s > job.steps[-1][1]]
+        if later:
+            gaps.append(later[0] - job.steps[-1][1])
+    return gaps
+
+
+def summary(jobs: dict[str, Job]) -> list:
+    """The row of HEADERS for one log (its finished jobs)."""
+    done = [j for j in jobs.values() if j.done is not None and j.started is not None]
+    stepped = [j for j in done if j.steps]
+    if not stepped:
+        return [len(done)] + [None] * (len(HEADERS) - 1)
+    n, span = len(done), max(j.done for j in done) - min(j.started for j in done)
+    gaps = [g for j in stepped for g in step_gaps(j)]
+    per_step = median([p for p, _, _ in gaps]) or 0.0
+    stalls = [b - a for p, a, b in gaps if p > STALL * per_step]
+    stepping = union([(a, b) for p, a, b in gaps if p <= STALL * per_step])
+    return [n, photo_every([j.started for j in done]), round(n * 3600 / span) if span else None,
+            median([j.steps[0][1] - j.started for j in stepped]) * 1000,
+            median([j.steps[-1][1] - j.steps[0][1] for j in stepped]), per_step * 1000, len(stalls) / n,
+            sum(stalls) / n, median(next_start_gaps(stepped)), f"{stepping / span:.1%}" if span else None]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("logs", nargs="+", type=Path)
+    parser.add_argument("--together", action="store_true", help="one table, a row per log")
+    args = parser.parse_args(argv)
+    rows = [summary(read(path)) for path in args.logs]
+    if args.together:
+        print(table(["log", *HEADERS], [[str(p), *row] for p, row in zip(args.logs, rows)]))
+        return
+    for path, row in zip(args.logs, rows):
+        print(f"\n{path}\n")
+        print(table(["measure", "value"], [[h, v] for h, v in zip(HEADERS, row)]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""Issue 13, between two batches on a slot: a batch's results are written by the landing thread (handover.py), in
+order, while the slot already runs its next batch, with the guarantees a lone photo's hand-over has. A pool on the
+CPU with ``batch: 2`` (the CPU batches when told to), the real engine, tiny photos; the writes are held back until
+the next batch has begun, which only a slot that does not wait for them gets past."""
+from __future__ import annotations
+
+import collections
+import json
+import shutil
+import threading
+import time
+
+import pytest
+from structlog.testing import capture_logs
+
+from daemon_helpers import (SAMPLES, errors, log_events, make_config, outputs, restart_until_landed, start,
+                            wait_for)
+
+from pipeline.daemon.handover import Lander
+from pipeline.daemon.jobs import JobLife
+from pipeline.daemon.pool import Pool, Slot
+from pipeline.daemon.spool import Spool
+from test_pool import _queued
+
+pytestmark = pytest.mark.usefixtures("torch_threads")
+
+
+def _pool(tmp_path, engine, monkeypatch, names: dict[str, str]):
+    """A started pool of one CPU slot, ``batch: 2``, with ``names`` queued before it starts (so its batches are
+    known: the first job and the next of its shape), and a count of the jobs it closed."""
+    config, jobs = _queued(tmp_path, names, batch=2)
+    closed = []
+    real_closed = Pool._closed
+    monkeypatch.setattr(Pool, "_closed", lambda self: closed.append(1) or real_closed(self))
+    pool = Pool([engine], Spool(config.inbox, config.work, config.done, config.failed), lambda: config,
+                threading.Event())
+    for job in jobs:
+        pool.submit(job)
+    pool.start()
+    return pool, closed
+
+
+def test_a_batch_lands_behind_its_slot_which_starts_the_next_batch_at_once(tmp_path, engine, monkeypatch):
+    """a+b, then c+d. a's and b's writes wait until the second batch has begun; c fails in the engine (too thin).
+    Each job is closed once, each has one outcome; the records say not running before the writes."""
+    batches, second = [], threading.Event()
+    real_batch = engine.stylize_batch
+
+    def stylize_batch(contents, *args, **kwargs):
+        batches.append(len(contents))
+        if len(batches) == 2:
+            second.set()
+            contents = [contents[0].resize((400, 4)), *contents[1:]]  # c: too thin, the engine's own failure
+        return real_batch(contents, *args, **kwargs)
+
+    landed, real_finish = [], JobLife.finish
+
+    def finish(self, job, *args, **kwargs):
+        if job.name in ("a.jpg", "b.jpg"):  # held until the next batch runs (10 s at most: then the test fails)
+            second.wait(10)
+        record = json.loads((job.dir / "job.json").read_text())
+        landed.append((job.name, threading.current_thread().name, second.is_set(), record["running"]))
+        return real_finish(self, job, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "stylize_batch", stylize_batch)
+    monkeypatch.setattr(JobLife, "finish", finish)
+    pool, closed = _pool(tmp_path, engine, monkeypatch, {"a.jpg": "coffee.jpg", "b.jpg": "rocket.jpg",
+                                                         "c.jpg": "coffee.jpg", "d.jpg": "rocket.jpg"})
+    wait_for(lambda: len(closed) >= 4, 60)
+    assert pool.close(10) == []
+    assert landed == [("a.jpg", "lander", True, False), ("b.jpg", "lander", True, False),
+                      ("d.jpg", "lander", True, False)], "written in order, behind the slot, once not running"
+    assert batches == [2, 2]
+    assert len(closed) == 4 and pool.progress().open_jobs == 0, "each job closed exactly once"
+    outcomes = pool.poll()
+    assert collections.Counter((o.job.name, o.kind) for o in outcomes) == collections.Counter(
+        {("a.jpg", "done"): 1, ("b.jpg", "done"): 1, ("c.jpg", "failed"): 1, ("d.jpg", "done"): 1})
+    assert sorted(p.name for p in outputs(tmp_path)) == ["a.png", "b.png", "d.png"]
+    error = errors(tmp_path)["c.jpg"]
+    assert (error["code"], error["attempts"], error["crashes"]) == ("too_thin", 1, 0), error
+    assert json.loads((tmp_path / "outbox" / "starry" / "b.json").read_text())["batch"] == 2
+
+
+class _ThreadDeath(BaseException):
+    """What ends a slot's thread outside any job's handling (as a KeyboardInterrupt in it would)."""
+
+
+def test_a_slot_dying_after_handing_its_batch_over_leaves_it_to_the_writer(tmp_path, engine, monkeypatch):
+    """The slot's thread dies right after handing a+b over: the respawn gives neither back as crashed (each would
+    run twice); the writer lands both (the pool's close waits for it), and each is closed once."""
+    real = Slot._land_batch_behind
+    gate = threading.Event()
+
+    def dies_after(self, landed):
+        real(self, landed)
+        raise _ThreadDeath()
+
+    def finish(self, job, *args, **kwargs):
+        gate.wait(10)  # the writes wait until the respawn: the writer still holds both when the slot is replaced
+        return real_finish(self, job, *args, **kwargs)
+
+    real_finish = JobLife.finish
+    monkeypatch.setattr(Slot, "_land_batch_behind", dies_after)
+    monkeypatch.setattr(JobLife, "finish", finish)
+    monkeypatch.setattr(threading, "excepthook", lambda args: None)  # the thread's death is the point
+    pool, closed = _pool(tmp_path, engine, monkeypatch, {"a.jpg": "coffee.jpg", "b.jpg": "rocket.jpg"})
+    wait_for(lambda: not pool.alive(), 60)
+    assert pool.progress().job is None, "a job the writer holds is not the dead slot's to give back"
+    pool.respawn().start()
+    gate.set()
+    pool.close(10)  # shutdown lands what waits before it returns
+    assert sorted((o.job.name, o.kind) for o in pool.poll()) == [("a.jpg", "done"), ("b.jpg", "done")]
+    assert len(closed) == 2 and pool.progress().open_jobs == 0
+    assert sorted(p.name for p in outputs(tmp_path)) == ["a.png", "b.png"]
+
+
+def test_a_batch_is_one_hand_over_landed_in_order_and_its_photos_count_as_unwritten():
+    """Two batches of 7 behind a stuck write take the writer's 2 places without a wait (one place each: the slot
+    is not held while its photos wait for room); flush's error counts photos; then all land, in order."""
+    stuck, landed = threading.Event(), []
+    lander = Lander(depth=2)
+    lander.submit(stuck.wait)
+    started = time.monotonic()
+    for batch in range(2):
+        lander.submit(*(lambda b=batch, n=n: landed.append((b, n)) for n in range(7)))
+    assert time.monotonic() - started < 1, "the two batches were queued at once"
+    with capture_logs() as logs:
+        assert lander.flush(timeout=0.3) is False
+    assert [e["unwritten"] for e in logs if e["log_level"] == "error"] == [15]
+    stuck.set()
+    assert lander.flush(timeout=5) is True
+    assert landed == [(b, n) for b in range(2) for n in range(7)]
+
+
+HELD_BATCH = """
+import time
+from pipeline.daemon.jobs import JobLife
+from pipeline.daemon.pool import Slot
+real_gather = Slot._gather
+def gather(self, first):  # the batch waits (10 s at most) for the second photo to be queued: a batch of 2
+    deadline = time.monotonic() + 10
+    while self._jobs.qsize() < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return real_gather(self, first)
+def finish(self, job, *args, **kwargs):
+    time.sleep(600)  # the batch's writes never come: the daemon is killed while they wait
+Slot._gather, JobLife.finish = gather, finish
+"""
+
+
+def _records(tmp_path) -> list[dict]:
+    found = []
+    for path in (tmp_path / "spool" / "work").glob("*/job.json"):
+        try:
+            found.append(json.loads(path.read_text()))
+        except (OSError, ValueError):  # replaced as it was read: read again at the next look
+            return []
+    return found
+
+
+def test_a_batch_waiting_for_its_writes_is_not_charged_for_a_crash(tmp_path):
+    """A kill -9 while a batch's results wait for their writes is not their crash: their tries had ended. After
+    the restart each is written once, with no crash on its record."""
+    config = make_config(tmp_path, batch=2)
+    shutil.copy(SAMPLES / "coffee.jpg", tmp_path / "inbox" / "a.jpg")
+    shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / "b.jpg")
+    proc = start(config, patches=HELD_BATCH)
+    try:
+        wait_for(lambda: any(e.get("event") == "job started" and e.get("batch") == 2 for e in log_events(proc)),
+                 120, proc)
+        wait_for(lambda: [(r["attempts"], r["running"]) for r in _records(tmp_path)] == [(1, False)] * 2, 60, proc)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert outputs(tmp_path) == [], "the batch's writes were held back"
+    restart_until_landed(config, 2)
+    assert errors(tmp_path) == {}, "nothing failed"
+    assert sorted(p.name for p in outputs(tmp_path)) == ["a.png", "b.png"], "each written once"
+    for name in ("a", "b"):
+        assert json.loads((tmp_path / "outbox" / "starry" / f"{name}.json").read_text())["crashes"] == 0, name
