@@ -25,10 +25,10 @@ from test_pool import _queued
 pytestmark = pytest.mark.usefixtures("torch_threads")
 
 
-def _pool(tmp_path, engine, monkeypatch, names: dict[str, str]):
+def _pool(tmp_path, engine, monkeypatch, names: dict[str, str], batch: int = 2):
     """A started pool of one CPU slot, ``batch: 2``, with ``names`` queued before it starts (so its batches are
     known: the first job and the next of its shape), and a count of the jobs it closed."""
-    config, jobs = _queued(tmp_path, names, batch=2)
+    config, jobs = _queued(tmp_path, names, batch=batch)
     closed = []
     real_closed = Pool._closed
     monkeypatch.setattr(Pool, "_closed", lambda self: closed.append(1) or real_closed(self))

@@ -111,10 +111,15 @@ class Executor(threading.Thread):
     # --- for the executors -------------------------------------------------------------------------
     def _prefetch_queued(self) -> None:
         """The jobs next in the queue start their pre-checks and decode now (handover.py), beside the running job."""
+        depth = self._prefetch_depth()
         with self._jobs.mutex:
-            queued = [job for job in list(self._jobs.queue)[:self.life.prefetch.limit] if job is not None]
+            queued = [job for job in list(self._jobs.queue)[:depth] if job is not None]
         for job in queued:
-            self.life.prefetch.offer(job, self.get_config())
+            self.life.prefetch.offer(job, self.get_config(), depth)
+
+    def _prefetch_depth(self) -> int:
+        """How many queued photos are prepared ahead: the prefetcher's own limit, for one photo at a time."""
+        return self.life.prefetch.limit
 
     def _handed_over(self, timeout: float) -> None:
         """At close: every finished result handed to the landing thread is written (its outcome out) first."""

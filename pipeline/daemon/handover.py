@@ -32,19 +32,24 @@ log = structlog.get_logger("style-pipeline.worker")
 WRITE_GRACE = 30.0  # seconds the writer has at close of its own, whatever the slots' join left: an fsync is slow
 
 
-class Prefetcher:
-    """At most ``limit`` jobs prepared ahead (a decoded photo each), in arrival order, in one thread."""
+AHEAD = 2  # photos prepared ahead of a worker that runs one at a time: the next one, and one spare
 
-    def __init__(self, prepare: Callable, limit: int = 2) -> None:
+
+class Prefetcher:
+    """At most ``limit`` jobs prepared ahead (a decoded photo each), in arrival order, in one thread; an
+    executor that takes several at once (a batching slot) asks for more at each offer."""
+
+    def __init__(self, prepare: Callable, limit: int = AHEAD) -> None:
         self.prepare, self.limit = prepare, limit
         self._ahead: dict[str, tuple[Config, Future]] = {}
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
 
-    def offer(self, job: Job, config: Config) -> None:
-        """Start preparing ``job`` now, unless ``limit`` jobs are prepared or being prepared already."""
+    def offer(self, job: Job, config: Config, limit: int | None = None) -> None:
+        """Start preparing ``job`` now, unless ``limit`` (default: this one's) jobs are prepared or being
+        prepared already."""
         with self._lock:
-            if job.id in self._ahead or len(self._ahead) >= self.limit:
+            if job.id in self._ahead or len(self._ahead) >= (limit or self.limit):
                 return
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(1, thread_name_prefix="prefetch")

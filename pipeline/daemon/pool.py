@@ -72,6 +72,9 @@ class Slot(Worker):
     def _closed(self) -> None:
         self.pool._closed()
 
+    def _prefetch_depth(self) -> int:
+        return self.pool._prefetch_depth()
+
     def _try(self, job: Job) -> None:
         self.pool._ended.set()  # a job left the queue: the main loop may claim the next one now
         structlog.contextvars.bind_contextvars(slot=self.index)
@@ -85,12 +88,27 @@ class Slot(Worker):
         else:
             self._run(job, *opened, behind=True)
         for other in alone:
-            with structlog.contextvars.bound_contextvars(job_id=other[0].id, file=other[0].source):
-                self._run(*other)
-        for other in self.extra:
-            self._cancels.discard(other.id)
+            self._run_alone(other)
+        for other in list(self.extra):  # none by now: each was handed over or released as its try ended
+            self._release(other)
+
+    def _release(self, job: Job) -> None:
+        """An extra whose try ended in this slot (its outcome is out: failed, cancelled, already written) is no
+        longer the slot's: closed once, now, and out of ``extra``, so that a slot dying later (a
+        KeyboardInterrupt in an alone run) does not have it given back as crashed, a second outcome. The job in
+        hand is the loop's to close, not this."""
+        if any(other.id == job.id for other in self.extra):
+            self.extra = [other for other in self.extra if other.id != job.id]
+            self._cancels.discard(job.id)
             self._closed()
-        self.extra = []
+
+    def _run_alone(self, opened: Opened) -> None:
+        """An extra that turned out different once opened, run alone after the batch like a lone photo: its
+        result lands behind (the landing thread closes it), its fault is concluded here (released here)."""
+        job = opened[0]
+        with structlog.contextvars.bound_contextvars(job_id=job.id, file=job.source):
+            self._guarded(job, lambda: self._run(*opened, behind=True))
+        self._release(job)
 
     def _gather(self, first: Opened) -> tuple[list[Opened], list[Opened]]:
         """The batch: the first job and the queued ones of its recipe and shape, opened; and those that turned
@@ -102,10 +120,12 @@ class Slot(Worker):
             return [first], []
         self.extra = self._jobs.take(key, size - 1)
         batch, alone = [first], []
-        for other in self.extra:
+        for other in list(self.extra):
             with structlog.contextvars.bound_contextvars(job_id=other.id, file=other.source, slot=self.index):
                 opened = self.life.open(other)
-            if opened is not None:
+            if opened is None:  # its try ended there (a pre-check failed, already written)
+                self._release(other)
+            else:
                 same = plan_key(other, opened[1]) == key and opened[1].settings == plan.settings
                 (batch if same else alone).append((other, *opened))
         return batch, alone
@@ -141,12 +161,17 @@ class Slot(Worker):
         landed = []
         for (job, config, p), result in zip(batch, results):
             with structlog.contextvars.bound_contextvars(job_id=job.id, file=job.source):
-                if isinstance(result, Exception):
-                    self.life.conclude(job, result)
+                if isinstance(result, Exception):  # guarded: a failure path's fault is this photo's alone
+                    self._guarded(job, lambda job=job, result=result: self.life.conclude(job, result))
+                    self._release(job)
                 else:
                     landed.append((job, self._landing(job, config, p, result, len(batch))))
         if landed:
             self._land_batch_behind(landed)
+
+    def _land_behind(self, job: Job, config: Config, plan: Plan, result) -> None:
+        """A photo run alone (the job in hand or an extra run alone) lands as a batch of one: the same hand-over."""
+        self._land_batch_behind([(job, self._landing(job, config, plan, result))])
 
     def _land_batch_behind(self, landed: list[tuple[Job, Callable[[], None]]]) -> None:
         """The batch's results to the landing thread, in order, as one hand-over (handover.Lander.submit); each
@@ -159,7 +184,7 @@ class Slot(Worker):
             for _, land in landed:
                 land()
         ids = {job.id for job, _ in landed}
-        self._handed = self._job is not None and self._job.id in ids
+        self._handed = self._handed or (self._job is not None and self._job.id in ids)
         self.extra = [job for job in self.extra if job.id not in ids]
         self._cancels.difference_update(ids)
 
@@ -179,6 +204,14 @@ class Pool(Executor):
 
     def _places(self, config: Config) -> int:
         return batch_places(config, any(slot.engine.device.type == "cuda" for slot in self.slots))
+
+    def _prefetch_depth(self) -> int:
+        """A batching slot takes up to ``batch_places`` photos at once, so as many are prepared ahead (never
+        fewer than a lone worker's): the next batch opens without a decode in the slot (43-132 ms a batch at
+        1024 px on the H200, read from its log). The queue holds no more than that (has_room), so the bound is
+        one batch of decoded photos and their first working copies beside the running batch: 16 x ~12 MB for
+        2400x1655 photos at the GPU's auto 16, at most 16 x 150 MB at the 50 MP max_pixels; ``batch: N`` lowers it."""
+        return max(self.life.prefetch.limit, self._places(self.get_config()))
 
     def _batch_key(self, job: Job) -> tuple | None:
         """A queued job's batch key (its picture's header read once, as it is queued); None where no slot
