@@ -2,6 +2,8 @@
 
     python -m bench.look_levels --judge 256 --assets small     # the GPU's 2048 px case, scaled by 1/4
     python -m bench.look_levels --judge 256 --assets native
+    python -m bench.look_levels --judge 256 --assets small --pyramid off   # before the fix (engine/pyramid.py)
+    python -m bench.look_levels --judge 256 --assets small --cost          # one finest-level evaluation, each way
 
 The GPU's `bench.print` judges a 2048 px print downscaled to 1024 px against a 1024 px single-scale result (150
 steps), and auto walks 512-1024-2048 with 150/75/37 steps. Here everything is divided by 1024/J: the judge and the
@@ -85,6 +87,27 @@ def auto_like(judge: int):
     levels.SINGLE_MAX, levels.COARSE_MAX = judge // 2, judge * 3 // 4
 
 
+def cost(engine, photo, painting, judge: int, repeats: int = 3) -> dict:
+    """One evaluation (forward and backward) of the finest level's loss with the coarser sizes' terms and without
+    (its own loss alone), alternated in one process: medians in seconds."""
+    import statistics
+
+    from pipeline.engine import Settings, images
+
+    auto_like(judge)
+    problem, hw = engine.build_loss(photo, [painting], Settings(size=2 * judge))
+    x = images.to_tensor(images.resize_once(photo, hw))
+    times: dict[str, list[float]] = {"with": [], "without": []}
+    for _ in range(repeats):
+        for name, loss in (("with", problem.loss), ("without", problem.loss.level)):
+            pixels = x.clone().requires_grad_()
+            started = time.perf_counter()
+            loss(pixels)[0].backward()
+            times[name].append(time.perf_counter() - started)
+    found = {k: round(statistics.median(v), 3) for k, v in times.items()}
+    return {"evaluation_s": found, "ratio": round(found["with"] / found["without"], 3), "size": 2 * judge}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--judge", type=int, default=256)
@@ -92,12 +115,25 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--pyramid", choices=["on", "off"], default="on",
                         help="off: the finer levels without the coarser sizes' style terms (before the fix)")
+    parser.add_argument("--cost", action="store_true", help="only the finest level's evaluation, with and without")
+    parser.add_argument("--own", action="store_true",
+                        help="only the saved prints (--pyramid on and off) judged at their own size, 2J px")
     args = parser.parse_args()
     torch.set_num_threads(1)
     from pipeline.engine import StyleTransfer, images
 
     engine = StyleTransfer(device="cpu")
     photo, painting = pictures(args.assets, args.judge)
+    if args.cost:
+        print(json.dumps(cost(engine, photo, painting, args.judge)))
+        return
+    if args.own:
+        fine = Judge(engine, photo, painting, 2 * args.judge)
+        scores = {p: fine(images.load(OUT / f"print-{args.assets}-{args.judge}-{args.steps}-{p}.png"))["style"]
+                  for p in ("on", "off")}
+        print(json.dumps({"what": f"the print's own style term at {2 * args.judge} px, with over without",
+                          "ratio": round(scores["on"] / scores["off"], 3)}))
+        return
     judge = Judge(engine, photo, painting, args.judge)
     OUT.mkdir(parents=True, exist_ok=True)
     ref_path = OUT / f"ref-{args.assets}-{args.judge}-{args.steps}.png"

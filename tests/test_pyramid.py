@@ -24,6 +24,17 @@ def _coarse_style(engine, style, picture: torch.Tensor, hw=(32, 32)) -> torch.Te
     return StyleLoss(targets, Settings().layer_weights)(engine.vgg(shrink(picture, hw))).sum()
 
 
+@pytest.mark.parametrize("src, dst", [((96, 96), (48, 48)), ((100, 90), (37, 50)), ((160, 100), (40, 25))])
+def test_shrink_is_pillows_lanczos(content, src, dst):
+    """The term looks at the print as the coarser level's painting was made (images.resize_once, LANCZOS), within
+    Pillow's own rounding to 8 bits. torch's antialiased bilinear is up to 50 levels off (2-6 on average), and a
+    print held to the painting through it read 0.53x through it but 4.65x through LANCZOS (bench/look_levels.py)."""
+    picture = content.resize(src[::-1])
+    ours = shrink(images.to_tensor(picture), dst)
+    pillow = images.to_tensor(picture.resize(dst[::-1], images.Image.Resampling.LANCZOS))
+    assert ours.shape == pillow.shape and float((ours - pillow).abs().max()) <= 1.2
+
+
 def test_the_fine_level_of_an_auto_print_adds_the_coarse_sizes_style_term(engine, content, style, two_levels):
     settings = Settings(size=64, steps=2)
     problem, hw = engine.build_loss(content, [style], settings)
@@ -34,7 +45,7 @@ def test_the_fine_level_of_an_auto_print_adds_the_coarse_sizes_style_term(engine
     coarse = _coarse_style(engine, style, x)
     weight = settings.resolved_style_weight(engine.weights.kind)
     assert float(total.detach()) == pytest.approx(float((own + weight * coarse).detach()), rel=1e-5)
-    assert float(parts[1]) == pytest.approx(float(own_parts[1] + coarse), rel=1e-5)
+    assert float(parts[1]) == pytest.approx(float(own_parts[1] + coarse.detach()), rel=1e-5)
     total.backward()
     with_pyramid = x.grad.clone()
     x.grad = None
@@ -48,12 +59,12 @@ def test_a_number_of_scales_keeps_todays_levels_without_the_pyramid(engine, cont
 
 
 def test_a_tiled_coarse_term_equals_the_whole_one(engine, content, style, monkeypatch):
-    """At a budget that tiles both levels (64-128 px), the coarse term is summed over tiles: the same value and
+    """At a budget that tiles both levels (48-96 px), the coarse term is summed over tiles: the same value and
     gradient as the whole picture's."""
-    monkeypatch.setattr(levels, "SINGLE_MAX", 64)
-    monkeypatch.setattr(levels, "COARSE_MAX", 96)
-    whole, hw = engine.build_loss(content, [style], Settings(size=128, steps=2))
-    tiled, _ = engine.build_loss(content, [style], Settings(size=128, steps=2, max_memory="1MB"))
+    monkeypatch.setattr(levels, "SINGLE_MAX", 48)
+    monkeypatch.setattr(levels, "COARSE_MAX", 72)
+    whole, hw = engine.build_loss(content, [style], Settings(size=96, steps=2))
+    tiled, _ = engine.build_loss(content, [style], Settings(size=96, steps=2, max_memory="1MB"))
     assert type(tiled.loss.coarser[0]).__name__ == "Shrunk" and tiled.loss.coarser[0].loss.plan.count == 4
     x = images.to_tensor(images.resize_once(content, hw))
     grads = []
@@ -61,7 +72,7 @@ def test_a_tiled_coarse_term_equals_the_whole_one(engine, content, style, monkey
         pixels = x.clone().requires_grad_()
         total, _ = problem(pixels)
         total.backward()
-        grads.append((float(total), pixels.grad))
+        grads.append((float(total.detach()), pixels.grad))
     assert grads[1][0] == pytest.approx(grads[0][0], rel=1e-4)
     assert float((grads[1][1] - grads[0][1]).abs().max()) <= 1e-3 * float(grads[0][1].abs().max())
 

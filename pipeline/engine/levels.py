@@ -6,7 +6,8 @@ rather than a patch of it, and doubles up to the requested size, each level star
 result upsampled. The painting is resized with each level (style_scale relative to the level, as at the coarse
 one), so its strokes keep their size relative to the picture: at a single 4096 px level they shrink to a speckle.
 The coarse level forms the strokes and gets the full ``steps``; each finer level refines and gets half the one
-before (never under FINE_MIN_STEPS).
+before (never under FINE_MIN_STEPS), and keeps the coarser levels' style terms in its loss (pyramid.py): without
+them it drifted off the look the coarse levels had formed.
 """
 from __future__ import annotations
 
