@@ -124,17 +124,23 @@ def main() -> None:
 
     engine = StyleTransfer(device="cpu")
     photo, painting = pictures(args.assets, args.judge)
+    judge = Judge(engine, photo, painting, args.judge)
     if args.cost:
         print(json.dumps(cost(engine, photo, painting, args.judge)))
         return
     if args.own:
+        saved = {p: images.load(OUT / f"print-{args.assets}-{args.judge}-{args.steps}-{p}.png") for p in ("on", "off")}
         fine = Judge(engine, photo, painting, 2 * args.judge)
-        scores = {p: fine(images.load(OUT / f"print-{args.assets}-{args.judge}-{args.steps}-{p}.png"))["style"]
-                  for p in ("on", "off")}
         print(json.dumps({"what": f"the print's own style term at {2 * args.judge} px, with over without",
-                          "ratio": round(scores["on"] / scores["off"], 3)}))
+                          "ratio": round(fine(saved["on"])["style"] / fine(saved["off"])["style"], 3)}))
+        base = judge(images.load(OUT / f"ref-{args.assets}-{args.judge}-{args.steps}.png"))["style"]
+        for p, picture in saved.items():  # the look through other filters than the term's own (LANCZOS)
+            x = images.to_tensor(picture)
+            for mode in ("bicubic", "bilinear"):
+                small = torch.nn.functional.interpolate(x, size=judge.hw, mode=mode, antialias=True)
+                print(json.dumps({"what": f"pyramid {p}: the look through torch's antialiased {mode}",
+                                  "look": round(judge(images.to_image(small))["style"] / base, 3)}))
         return
-    judge = Judge(engine, photo, painting, args.judge)
     OUT.mkdir(parents=True, exist_ok=True)
     ref_path = OUT / f"ref-{args.assets}-{args.judge}-{args.steps}.png"
     if not ref_path.exists():
