@@ -27,6 +27,7 @@ from .losses import ContentLoss, StyleLoss, StyleTargets, TotalLoss, gram
 from .lbfgs import run_projected_lbfgs
 from .optimize import Listener, Monitor, NonFinite, Problem, StepInfo, is_blank, run_adam, run_lbfgs
 from .prepared import Prepared
+from .pyramid import PyramidLoss, coarser_terms
 from .result import JUDGE, Result, close  # noqa: F401  (JUDGE, Result: re-exported)
 from .settings import CONTENT_LAYER, STYLE_LAYERS, Settings
 from .tiles import TilePlan
@@ -275,6 +276,15 @@ class _Run:
         return problem
 
     def _build_loss(self, hw: tuple[int, int]) -> Problem:
+        problem = self._level_loss(hw)
+        index = self.levels.index(hw)
+        if self.settings.scales == "auto" and index > 0:  # issue 14: keep the coarser levels' look (pyramid.py)
+            problem.loss = PyramidLoss(problem.loss, coarser_terms(
+                self.engine, self.levels[:index], self._targets, self.settings, self.style_weight, self.precision))
+        return problem
+
+    def _targets(self, hw: tuple[int, int]) -> StyleTargets:
+        """The paintings' Grams (blended) for a level of ``hw``, from the engine's cache where it has them."""
         engine, s = self.engine, self.settings
         started = time.perf_counter()
         parts = [engine.style_targets(style, shapes.canvas(hw), s) for style in self.styles]
@@ -283,6 +293,11 @@ class _Run:
             raise ValueError(f"style_blend has {len(blend)} weights for {len(parts)} styles")
         targets = parts[0] if len(parts) == 1 else StyleTargets.blend(parts, blend)
         self.timings["style_targets"] += time.perf_counter() - started
+        return targets
+
+    def _level_loss(self, hw: tuple[int, int]) -> Problem:
+        engine, s = self.engine, self.settings
+        targets = self._targets(hw)
         content = self._content(hw, engine.device)
         index = self.levels.index(hw)
         if index not in self.tiles and (plan := tile_plan(engine, hw, s, self.precision)) is not None:

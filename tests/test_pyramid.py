@@ -1,0 +1,83 @@
+"""Large prints (issue 14): an auto print's finer levels keep the coarser sizes' style term (engine/pyramid.py)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipeline.engine import Settings, images, levels, transfer
+from pipeline.engine.losses import StyleLoss
+from pipeline.engine.pyramid import PyramidLoss, shrink
+
+pytestmark = pytest.mark.usefixtures("torch_threads")
+
+
+@pytest.fixture
+def two_levels(monkeypatch):
+    """auto's thresholds scaled down so that a 64 px print walks 32-64, as a 2048 px one walks 512-1024-2048."""
+    monkeypatch.setattr(levels, "SINGLE_MAX", 32)
+    monkeypatch.setattr(levels, "COARSE_MAX", 48)
+
+
+def _coarse_style(engine, style, picture: torch.Tensor, hw=(32, 32)) -> torch.Tensor:
+    """The style term of ``picture`` shrunk to the coarse level, against the painting's Grams at that level."""
+    targets = engine.style_targets(style, hw, Settings())
+    return StyleLoss(targets, Settings().layer_weights)(engine.vgg(shrink(picture, hw))).sum()
+
+
+def test_the_fine_level_of_an_auto_print_adds_the_coarse_sizes_style_term(engine, content, style, two_levels):
+    settings = Settings(size=64, steps=2)
+    problem, hw = engine.build_loss(content, [style], settings)
+    assert hw == (64, 64) and isinstance(problem.loss, PyramidLoss)
+    x = images.to_tensor(images.resize_once(content, hw)).requires_grad_()
+    total, parts = problem(x)
+    own, own_parts = problem.loss.level(x)
+    coarse = _coarse_style(engine, style, x)
+    weight = settings.resolved_style_weight(engine.weights.kind)
+    assert float(total.detach()) == pytest.approx(float((own + weight * coarse).detach()), rel=1e-5)
+    assert float(parts[1]) == pytest.approx(float(own_parts[1] + coarse), rel=1e-5)
+    total.backward()
+    with_pyramid = x.grad.clone()
+    x.grad = None
+    problem.loss.level(x)[0].backward()
+    assert not torch.allclose(with_pyramid, x.grad)  # the coarse term steers the pixels too
+
+
+def test_a_number_of_scales_keeps_todays_levels_without_the_pyramid(engine, content, style, two_levels):
+    problem, _ = engine.build_loss(content, [style], Settings(size=64, steps=2, scales=2))
+    assert not isinstance(problem.loss, PyramidLoss)
+
+
+def test_a_tiled_coarse_term_equals_the_whole_one(engine, content, style, monkeypatch):
+    """At a budget that tiles both levels (64-128 px), the coarse term is summed over tiles: the same value and
+    gradient as the whole picture's."""
+    monkeypatch.setattr(levels, "SINGLE_MAX", 64)
+    monkeypatch.setattr(levels, "COARSE_MAX", 96)
+    whole, hw = engine.build_loss(content, [style], Settings(size=128, steps=2))
+    tiled, _ = engine.build_loss(content, [style], Settings(size=128, steps=2, max_memory="1MB"))
+    assert type(tiled.loss.coarser[0]).__name__ == "Shrunk" and tiled.loss.coarser[0].loss.plan.count == 4
+    x = images.to_tensor(images.resize_once(content, hw))
+    grads = []
+    for problem in (whole, tiled):
+        pixels = x.clone().requires_grad_()
+        total, _ = problem(pixels)
+        total.backward()
+        grads.append((float(total), pixels.grad))
+    assert grads[1][0] == pytest.approx(grads[0][0], rel=1e-4)
+    assert float((grads[1][1] - grads[0][1]).abs().max()) <= 1e-3 * float(grads[0][1].abs().max())
+
+
+def test_an_auto_print_keeps_the_coarse_look_that_the_fine_level_lost_without_it(engine, content, style, two_levels,
+                                                                                monkeypatch):
+    """The defect: each finer level drifted off the coarser sizes' statistics (the H200's 2048 px print read 6.7x
+    the 1024 px result's style term at 1024 px). With the pyramid term the print, shrunk to the coarse size, is
+    closer to the painting there than the same run without it."""
+    settings = Settings(size=64, steps=6, early_stop_tol=0)
+    looks = {}
+    for name in ("pyramid", "without"):
+        if name == "without":
+            monkeypatch.setattr(transfer, "coarser_terms", lambda *a, **k: [])
+        result = engine.stylize(content, [style], settings)
+        assert [max(hw) for hw in result.scales] == [32, 64]
+        with torch.no_grad():
+            looks[name] = float(_coarse_style(engine, style, images.to_tensor(result.image)))
+    assert looks["pyramid"] < 0.9 * looks["without"], looks
