@@ -65,16 +65,8 @@ def gaps(log_events: list[dict]) -> dict[str, list[float]]:
     for e in log_events:
         if e.get("event") in ("job started", "job done", "output written") and "job_id" in e:
             at[e["event"]].setdefault(e["job_id"], e["t"])
-    spans: dict[tuple, list] = {}
-    for e in log_events:
-        if e.get("event") == "progress" and "job_id" in e:
-            spans.setdefault((e.get("slot", 0), e["job_id"]), [e["t"], e["t"], e["job_id"]])[1] = e["t"]
-    per_slot = collections.defaultdict(list)
-    for (slot, _), span in spans.items():
-        per_slot[slot].append(span)
     found: dict[str, list[float]] = {"to step": [], "to start": [], "handover": [], "written to start": []}
-    for runs in per_slot.values():
-        runs.sort()
+    for runs in steps_per_slot(log_events).values():
         for i in range(1, len(runs)):
             first, _, job = runs[i]
             before = max(r[1] for r in runs[:i])
@@ -94,12 +86,42 @@ def gaps(log_events: list[dict]) -> dict[str, list[float]]:
     return found
 
 
+def steps_per_slot(log_events: list[dict]) -> dict[int, list[list]]:
+    """Per slot, each photo's [first step, last step, job id], by first step."""
+    spans: dict[tuple, list] = {}
+    for e in log_events:
+        if e.get("event") == "progress" and "job_id" in e:
+            spans.setdefault((e.get("slot", 0), e["job_id"]), [e["t"], e["t"], e["job_id"]])[1] = e["t"]
+    per_slot = collections.defaultdict(list)
+    for (slot, _), span in spans.items():
+        per_slot[slot].append(span)
+    return {slot: sorted(runs) for slot, runs in per_slot.items()}
+
+
+def opened_late(log_events: list[dict]) -> tuple[int, int]:
+    """(late, counted): of the photos after a slot's first photo or batch, those whose pre-checks and decode were
+    not done ahead ("pre-checks passed", "ahead": true) by the last step of the slot's photo or batch before
+    theirs: the slot then opened them itself, or waited for the prefetch."""
+    ahead = {e["job_id"]: e["t"] for e in log_events if e.get("event") == "pre-checks passed" and e.get("ahead")}
+    late = counted = 0
+    for runs in steps_per_slot(log_events).values():
+        previous_end, end = None, None
+        for first, last, job in runs:
+            if end is not None and first > end:  # a new photo or batch: the ones before it have ended
+                previous_end = end
+            end = last if end is None else max(end, last)
+            if previous_end is not None:
+                counted += 1
+                late += ahead.get(job, float("inf")) > previous_end
+    return late, counted
+
+
 def row(name: str, overrides: dict, size: int, args, out: Path, root: Path = ROOT) -> list[str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(args.threads)}
     run = run_backlog(out / f"{name.replace(' ', '_').replace(',', '')}_{size}", args.photos, size, args.steps, env,
                       3600, overrides={"progress_seconds": 0, **overrides}, root=root)
     if not run.ok:
-        return [name, f"{size}", f"failed (rc {run.returncode}; see {run.folder / 'daemon.log'})"] + [""] * 7
+        return [name, f"{size}", f"failed (rc {run.returncode}; see {run.folder / 'daemon.log'})"] + [""] * 8
     records = [json.loads(p.read_text()) for p in run.outputs("*.json")]
     slots = len(overrides.get("devices", [])) or 1
     # a batch's photos share its time (each record holds the whole batch's): each counts its 1/n of it
@@ -107,9 +129,10 @@ def row(name: str, overrides: dict, size: int, args, out: Path, root: Path = ROO
     found = gaps(events(run.folder / "daemon.log"))
     ms = lambda found: f"{statistics.median(found) * 1000:.0f} / {max(found) * 1000:.0f}" if found else "-"  # noqa
     batched = sum(1 for r in records if r.get("batch", 1) > 1)
+    late, counted = opened_late(events(run.folder / "daemon.log"))
     return [name, f"{size}", f"{len(run.dones)}", f"{3600 * len(run.dones) / run.steady_s:.0f}", f"{busy:.1%}",
             ms(found["to step"]), ms(found["to start"]), ms(found["handover"]), ms(found["written to start"]),
-            f"{batched}"]
+            f"{batched}", f"{late} of {counted}"]
 
 
 def main() -> None:
@@ -141,7 +164,8 @@ def main() -> None:
           f"OMP_NUM_THREADS={args.threads}; load average {os.getloadavg()[0]:.1f}\n")
     head = ["layout", "size", "photos", "photos/hour", "busy", "last step to next first step, ms median / max",
             "last step to next job started, ms", "job done to next job started, ms",
-            "first output written to next job started, ms", "photos run in a batch"]
+            "first output written to next job started, ms", "photos run in a batch",
+            "photos not prepared ahead by the slot's previous last step"]
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head), flush=True)
     rows = [(name, size) for size in args.sizes for name in layouts]
     rows.sort(key=lambda r: f"{r[0]}@{r[1]}" == args.last)  # stable: the others keep their order

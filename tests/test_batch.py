@@ -153,3 +153,31 @@ def test_a_photo_that_runs_alone_is_prepared_once(engine, style, photos):
     made.clear()
     stylize_batch(engine, make_run, square[:2], [style], Settings(size=32, steps=2, optimizer="adam"))
     assert made == [], "another optimiser runs each photo alone"
+
+
+def test_one_photos_own_stop_drops_it_alone_and_the_others_go_on(engine, style, photos):
+    """should_stop_one(i) stops photo i only: its result is Cancelled at its step, the two others (one in the
+    batch, one of a shape of its own, run alone) reach their results, the batched one as it would alone. It used
+    to be one should_stop for the batch: a cancel of one photo stopped them all."""
+    square, tall = photos
+    settings = Settings(size=40, steps=6, early_stop_tol=0, log_every=1)
+    seen: dict[int, list[int]] = {}
+    results = engine.stylize_batch([square[0], square[1], square[2], tall], [style], settings,
+                                   on_step=lambda i, info: seen.setdefault(i, []).append(info.step),
+                                   should_stop=lambda: False,
+                                   should_stop_one=lambda i: i in (1, 3) and len(seen.get(i, [])) >= 2)
+    assert [type(r).__name__ for r in results] == ["Result", "Cancelled", "Result", "Cancelled"]
+    assert (results[1].step, results[3].step) == (2, 2) and seen[1] == seen[3] == [1, 2]
+    assert seen[0] == seen[2] == list(range(1, 7)) and results[0].steps == results[2].steps == 6
+    alone = engine.stylize(square[2], [style], settings)
+    assert results[2].losses["total"] == pytest.approx(alone.losses["total"], rel=0.01)
+
+
+def test_the_batchs_own_stop_still_ends_every_photo(engine, style, photos):
+    square, _ = photos
+    seen: list[int] = []
+    with pytest.raises(Cancelled):
+        engine.stylize_batch(square[:2], [style], Settings(size=32, steps=6, early_stop_tol=0),
+                             on_step=lambda i, info: seen.append(i), should_stop=lambda: len(seen) >= 2,
+                             should_stop_one=lambda i: False)
+    assert seen == [0, 1]

@@ -134,4 +134,8 @@ class Executor(threading.Thread):
 
     def _should_stop(self, job: Job) -> bool:
         """The daemon stops, the run window closed, or this job was cancelled."""
-        return self.stop.is_set() or self._paused.is_set() or job.id in self._cancels
+        return self._stopping() or job.id in self._cancels
+
+    def _stopping(self) -> bool:
+        """The daemon stops or the run window closed: every running job stops (a batch as one)."""
+        return self.stop.is_set() or self._paused.is_set()

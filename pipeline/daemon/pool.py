@@ -152,10 +152,10 @@ class Slot(Worker):
         def on_step(index: int, info) -> None:
             with structlog.contextvars.bound_contextvars(job_id=jobs[index].id, file=jobs[index].source):
                 steps[index](info)
-        try:
+        try:  # a stop or a closing window stops the batch; one photo's cancel drops that photo alone
             results = self.engine.stylize_batch([p.content for _, _, p in batch], plan.styles, plan.settings,
-                                                on_step=on_step,
-                                                should_stop=lambda: any(self._should_stop(job) for job in jobs))
+                                                on_step=on_step, should_stop=self._stopping,
+                                                should_stop_one=lambda i: jobs[i].id in self._cancels)
         except Exception as exc:
             results = [exc] * len(batch)
         landed = []

@@ -7,7 +7,10 @@ batch's loss is the sum of the photos' losses, so each photo's gradient is exact
 
 Anything unusual sends a photo back to the one-photo path (``StyleTransfer.stylize``), which has the retries:
 a lone photo, another optimiser, a NaN or a blank result, an out-of-memory. Photos of different working shapes
-are batched by shape. No checkpoints here: a photo that must survive a kill runs alone.
+are batched by shape. No checkpoints here: a photo that must survive a kill runs alone. Two kinds of stop: the
+batch's (``should_stop``: the daemon stops, the run window closes) ends the call with Cancelled, as a lone run's
+does; one photo's (``should_stop_one(i)``: that photo was cancelled) drops that photo alone, whose result is then
+Cancelled at its step, and the others go on to theirs.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from typing import Callable, Sequence
 import torch
 from PIL import Image
 
-from ..errors import PipelineError
+from ..errors import Cancelled, PipelineError
 from .lbfgs import ProjectedLBFGS, advance
 from .levels import for_size
 from .losses import ContentLoss, TotalLoss
@@ -29,6 +32,7 @@ from .settings import Settings
 from .walk import walk
 
 STEP_ON = Callable[[int, StepInfo], None]
+STOP_ONE = Callable[[int], bool]  # photo index -> this photo alone is to stop
 
 
 def batch_size_for(device: torch.device, hw: tuple[int, int], settings: Settings = Settings(), limit: int = 16) -> int:
@@ -43,9 +47,9 @@ def batch_size_for(device: torch.device, hw: tuple[int, int], settings: Settings
 
 def stylize_batch(engine, make_run: Callable, contents: Sequence[Image.Image], styles: Sequence[Image.Image],
                   settings: Settings = Settings(), *, on_step: STEP_ON | None = None,
-                  should_stop: Callable[[], bool] | None = None) -> list:
-    """One Result per photo, in order, or the photo's own error (see _alone); photos of the same working shape
-    share each network pass.
+                  should_stop: Callable[[], bool] | None = None, should_stop_one: STOP_ONE | None = None) -> list:
+    """One Result per photo, in order, or the photo's own error (see _alone), Cancelled for a photo that
+    ``should_stop_one`` stopped; photos of the same working shape share each network pass.
 
     ``make_run(content, styles, settings, on_step, should_stop, checkpoint)`` is the engine's one-photo run
     (its preprocessing, pyramid, targets and Result), passed in so that this module does not import transfer.
@@ -53,6 +57,7 @@ def stylize_batch(engine, make_run: Callable, contents: Sequence[Image.Image], s
     """
     settings.validate()
     results: list = [None] * len(contents)
+    stop_one = should_stop_one or _never
 
     def prepare(i: int):
         return make_run(contents[i], list(styles), settings, _tagged(on_step, i), should_stop, None)
@@ -61,23 +66,40 @@ def stylize_batch(engine, make_run: Callable, contents: Sequence[Image.Image], s
         batched = len(members) > 1 and settings.optimizer == "lbfgs"
         runs = _alone(lambda: [prepare(i) for i in members]) if batched else None
         if isinstance(runs, list):  # not when preparing failed (too thin): each then runs alone, for its error
-            for i, result in _batched(engine, runs, members, settings).items():
+            for i, result in _batched(engine, runs, members, settings, lambda k: stop_one(members[k])).items():
                 results[i] = result
         for i in members:
             if results[i] is None:  # alone: a lone photo, another optimiser, a failure or an out-of-memory
+                own = _own(should_stop, stop_one, i)
                 results[i] = _alone(lambda: engine.stylize(contents[i], styles, settings, on_step=_tagged(on_step, i),
-                                                           should_stop=should_stop))
+                                                           should_stop=lambda: bool(should_stop and should_stop())
+                                                           or stop_one(i)), own)
     return results
 
 
-def _alone(stylize: Callable):
-    """A photo's one-photo run; an error that is the photo's own (it has a Reason: too thin, failed twice) is
-    its result, so that the batch's other photos keep theirs (the daemon fails that job alone). Anything else
-    (a cancel, a device or weights error) is the whole batch's and goes up."""
+def _own(should_stop: Callable[[], bool] | None, stop_one: STOP_ONE, i: int) -> Callable[[], bool]:
+    """Is photo i stopped on its own (not with the batch)?"""
+    return lambda: stop_one(i) and not (should_stop and should_stop())
+
+
+def _never(*_) -> bool:
+    """No photo stops on its own: the one default of should_stop_one, and of a stop the caller did not give."""
+    return False
+
+
+def _alone(stylize: Callable, own_stop: Callable[[], bool] = _never):
+    """A photo's one-photo run; an error that is the photo's own (it has a Reason: too thin, failed twice; or
+    ``own_stop`` says its cancel was its own) is its result, so that the batch's other photos keep theirs (the
+    daemon concludes that job alone). Anything else (the batch's cancel, a device or weights error) is the whole
+    batch's and goes up."""
     try:
         return stylize()
     except PipelineError as exc:
         if exc.reason is None:
+            raise
+        return exc
+    except Cancelled as exc:
+        if not own_stop():
             raise
         return exc
 
@@ -96,10 +118,11 @@ def _groups(contents: Sequence[Image.Image], settings: Settings) -> list[list[in
     return list(groups.values())
 
 
-def _batched(engine, runs: list, members: list[int], settings: Settings) -> dict[int, object]:
-    """The Results of the photos that came through the batch; the others (failed, out of memory) run alone."""
+def _batched(engine, runs: list, members: list[int], settings: Settings, stop_one: STOP_ONE) -> dict[int, object]:
+    """The Results of the photos that came through the batch (Cancelled: one ``stop_one`` stopped, by its index in
+    ``runs``); the others (failed, out of memory) run alone."""
     try:
-        done = _Batch(engine, runs, settings).run()
+        done = _Batch(engine, runs, settings, stop_one).run()
     except torch.OutOfMemoryError:
         if engine.device.type == "cuda":
             torch.cuda.empty_cache()
@@ -114,16 +137,25 @@ def _tagged(on_step: STEP_ON | None, index: int):
 class _Batch:
     """The runs of one working shape walked level by level (walk.py), each level through one batched loss."""
 
-    def __init__(self, engine, runs: list, settings: Settings) -> None:
-        self.engine, self.runs, self.settings = engine, runs, settings
+    def __init__(self, engine, runs: list, settings: Settings, stop_one: STOP_ONE) -> None:
+        self.engine, self.runs, self.settings, self.stop_one = engine, runs, settings, stop_one
+        self.dropped: dict[int, Cancelled] = {}  # id(run) -> its own cancel, for a photo stopped on its own
 
     def run(self) -> list:
-        """Each run's Result, or None for a photo that must run alone."""
+        """Each run's Result, Cancelled for a photo stopped on its own, or None for a photo that must run alone."""
         if self.engine.fault_hook:
             self.engine.fault_hook(self.engine.device)
         torch.manual_seed(self.settings.seed)
         ends = walk(self.runs, self._level)
-        return [None if pixels is None else run._result(pixels, None) for run, pixels in zip(self.runs, ends)]
+        return [self.dropped.get(id(run)) if pixels is None else run._result(pixels, None)
+                for run, pixels in zip(self.runs, ends)]
+
+    def _stopped(self, run) -> bool:
+        """This photo's own stop: it leaves the batch (the walk drops it), its result Cancelled at its step."""
+        if not self.stop_one(next(k for k, other in enumerate(self.runs) if other is run)):
+            return False
+        self.dropped[id(run)] = Cancelled(run.monitor.step_count, None)
+        return True
 
     def _level(self, index: int, runs: list, pixels: list[torch.Tensor]) -> list[torch.Tensor | None]:
         """One level of the live runs: each photo's pixels after it, None for one that failed."""
@@ -133,13 +165,16 @@ class _Batch:
             return [None] * len(runs)
         history, keep = self.settings.lbfgs_history, self.settings.keep_in_range
         opts = [ProjectedLBFGS(self.engine.layout(p), history, keep) for p in pixels]
-        failed = _steps(opts, [run.monitor for run in runs], JointLoss(problems), steps)
+        failed = _steps(opts, [run.monitor for run in runs], JointLoss(problems), steps,
+                        lambda k: self._stopped(runs[k]))
         # a blank result is a failure too: the one-photo path retries it, gentler
         return [None if k in failed or is_blank(opt.pixels()) else opt.pixels() for k, opt in enumerate(opts)]
 
 
-def _steps(opts: list[ProjectedLBFGS], monitors: list, joint: "JointLoss", steps: int) -> set[int]:
-    """The level's steps of every photo, one batched evaluation and one host read at a time; the failed ones."""
+def _steps(opts: list[ProjectedLBFGS], monitors: list, joint: "JointLoss", steps: int,
+           stopped: Callable[[int], bool]) -> set[int]:
+    """The level's steps of every photo, one batched evaluation and one host read at a time; the ones that left
+    (failed, or ``stopped`` on their own: the others go on without them)."""
     failed: set[int] = set()
     active = list(range(len(opts))) if steps > 0 else []
     if active:
@@ -157,8 +192,9 @@ def _steps(opts: list[ProjectedLBFGS], monitors: list, joint: "JointLoss", steps
             except NonFinite:
                 failed.add(i)
             if monitors[i].cancelled:
-                return failed  # one should_stop serves the batch: the walk ends it with Cancelled, at once
-        active = going
+                return failed  # the batch's should_stop: the walk ends the whole batch with Cancelled, at once
+        active = [i for i in going if not stopped(i)]
+        failed.update(i for i in going if i not in active)
     return failed
 
 
