@@ -181,3 +181,23 @@ def test_the_batchs_own_stop_still_ends_every_photo(engine, style, photos):
                              on_step=lambda i, info: seen.append(i), should_stop=lambda: len(seen) >= 2,
                              should_stop_one=lambda i: False)
     assert seen == [0, 1]
+
+
+def test_a_multi_level_auto_print_is_not_batched(engine, style, photos, monkeypatch):
+    """Under scales: auto a print's finer levels carry the coarser sizes' style terms (pyramid.py), which the joint
+    loss does not join: such photos used to walk their coarse levels in the batch, then run again, whole, alone."""
+    from pipeline.engine import levels
+
+    monkeypatch.setattr(levels, "SINGLE_MAX", 32)
+    monkeypatch.setattr(levels, "COARSE_MAX", 48)
+    square, _ = photos
+    made: list = []
+
+    def make_run(content, *args):
+        made.append(content.size)
+        return _Run(engine, content, *args)
+
+    results = stylize_batch(engine, make_run, square[:2], [style], Settings(size=64, steps=2))
+    assert [len(r.scales) for r in results] == [2, 2] and made == [], "prepared by stylize alone, once"
+    stylize_batch(engine, make_run, square[:2], [style], Settings(size=64, scales=2, steps=2, coarse_steps=2))
+    assert made == [square[0].size, square[1].size], "a fixed number of scales still shares the passes"

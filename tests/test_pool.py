@@ -198,3 +198,15 @@ def test_a_photo_whose_batch_cannot_be_sized_runs_alone_with_a_warning(tmp_path,
     captured = capsys.readouterr()
     warnings = [line for line in (captured.out + captured.err).splitlines() if "batch not sized" in line]
     assert warnings and "RuntimeError: free memory unreadable" in warnings[0], captured.err[-2000:]
+
+
+def test_a_multi_level_auto_print_gets_no_batch_key(tmp_path, monkeypatch):
+    """Such a photo runs the lone path (with its checkpoint) instead of a batch that would run it alone anyway."""
+    from pipeline.engine import levels, shapes
+
+    config, jobs = _queued(tmp_path, {"a.jpg": "coffee.jpg", "b.jpg": "rocket.jpg"})
+    assert batch_key(jobs[0], config) == batch_key(jobs[1], config) is not None
+    monkeypatch.setattr(levels, "SINGLE_MAX", 32)  # the 64 px working size is now a two-level auto print
+    monkeypatch.setattr(levels, "COARSE_MAX", 48)
+    monkeypatch.setattr(shapes, "MIN_SIDE", 16)  # keep its 32x21 coarse level
+    assert batch_key(jobs[0], config) is None and batch_key(jobs[1], config) is None

@@ -14,7 +14,9 @@ from typing import Callable
 
 from PIL import Image
 
+from ..engine.batch import batchable
 from ..engine.images import fit_size
+from ..engine.levels import for_size
 from .config import Config
 from .spool import Job
 
@@ -87,11 +89,17 @@ def batch_key(job: Job, config: Config) -> tuple | None:
     folder = job.recipe_folder
     recipe = config.recipes[folder if folder in config.recipes else config.default_recipe]
     size = header_size(job)
-    return None if size is None else (recipe.name, fit_size(size, recipe.settings.size))
+    return None if size is None else _key(recipe.name, size, recipe.settings)
 
 
 def plan_key(job: Job, plan) -> tuple | None:
     """The same key for an opened job, from its plan; None when it must run alone."""
     if runs_alone(job):
         return None
-    return plan.recipe.name, fit_size(plan.content.size, plan.settings.size)
+    return _key(plan.recipe.name, plan.content.size, plan.settings)
+
+
+def _key(recipe: str, size: tuple[int, int], settings) -> tuple | None:
+    """(recipe, working shape), or None for a photo the engine would not batch (a multi-level auto print: it
+    then runs the lone path, with its checkpoint, instead of waiting in a batch it cannot join)."""
+    return (recipe, fit_size(size, settings.size)) if batchable(tuple(for_size(size, settings)[1]), settings) else None

@@ -63,7 +63,7 @@ def stylize_batch(engine, make_run: Callable, contents: Sequence[Image.Image], s
         return make_run(contents[i], list(styles), settings, _tagged(on_step, i), should_stop, None)
 
     for members in _groups(contents, settings):
-        batched = len(members) > 1 and settings.optimizer == "lbfgs"
+        batched = len(members) > 1 and batchable(working_levels(contents[members[0]], settings), settings)
         runs = _alone(lambda: [prepare(i) for i in members]) if batched else None
         if isinstance(runs, list):  # not when preparing failed (too thin): each then runs alone, for its error
             for i, result in _batched(engine, runs, members, settings, lambda k: stop_one(members[k])).items():
@@ -102,6 +102,13 @@ def _alone(stylize: Callable, own_stop: Callable[[], bool] = _never):
         if not own_stop():
             raise
         return exc
+
+
+def batchable(levels: tuple, settings: Settings) -> bool:
+    """Can photos of this pyramid share network passes? L-BFGS only, and not a multi-level ``scales: auto``
+    print: its finer levels add the coarser sizes' style terms (pyramid.py), which JointLoss does not join, so
+    such photos walked their coarse levels in the batch and then ran again, whole, alone."""
+    return settings.optimizer == "lbfgs" and (settings.scales != "auto" or len(levels) == 1)
 
 
 def working_levels(content: Image.Image, settings: Settings) -> tuple:
