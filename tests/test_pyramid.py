@@ -75,6 +75,9 @@ def test_a_tiled_coarse_term_equals_the_whole_one(engine, content, style, monkey
         grads.append((float(total.detach()), pixels.grad))
     assert grads[1][0] == pytest.approx(grads[0][0], rel=1e-4)
     assert float((grads[1][1] - grads[0][1]).abs().max()) <= 1e-3 * float(grads[0][1].abs().max())
+    with torch.no_grad():  # and it reports what the whole term reports: its style part, no content or TV
+        parts = [[float(v) for v in problem.loss.coarser[0](x)[1]] for problem in (whole, tiled)]
+    assert parts[0][0] == parts[0][2] == 0 and parts[1] == pytest.approx(parts[0], rel=1e-4, abs=1e-6)
 
 
 def test_an_auto_print_keeps_the_coarse_look_that_the_fine_level_lost_without_it(engine, content, style, two_levels,

@@ -75,7 +75,8 @@ class Settings:
     """Write the checkpoint (when one is given) at most every k steps (and see checkpoint_seconds)."""
     checkpoint_seconds: float = 30.0
     """...and only once this many seconds have passed since the last one (or the run's start); never at the run's
-    last step; a cancel always writes one. A crash loses at most about this much work. Why: on an H200 a checkpoint
+    last step; a cancel always writes one. A crash loses at most about this much work, or checkpoint_every steps
+    where those take longer (a slow CPU: 25 steps as before). Why: on an H200 a checkpoint
     at 1024 px (pixels and the L-BFGS history, 0.5 GB, to the CPU, serialised, fsynced) stalled the worker 1.0-1.4 s,
     four times in a photo whose 100 steps cost 1.3 s; at 30 s even a 1 s checkpoint costs at most 3% of a run, and
     a photo of under 30 s writes none. 0 = by steps alone."""
