@@ -95,3 +95,20 @@ def test_an_auto_print_keeps_the_coarse_look_that_the_fine_level_lost_without_it
         with torch.no_grad():
             looks[name] = float(_coarse_style(engine, style, images.to_tensor(result.image)))
     assert looks["pyramid"] < 0.9 * looks["without"], looks
+
+
+def test_the_fine_level_is_planned_with_the_coarser_passes_beside_it(engine, content, style, monkeypatch):
+    """A budget the fine level's pass and state fit alone, but not with the coarser term's pass alive beside it
+    until the one backward, tiles the fine level (before, it ran whole and could run out of memory)."""
+    from pipeline.engine import memory, shapes
+
+    monkeypatch.setattr(levels, "SINGLE_MAX", 48)
+    monkeypatch.setattr(levels, "COARSE_MAX", 72)
+    whole, hw = engine.build_loss(content, [style], Settings(size=96, steps=2))
+    coarse = tuple(-(-side // 2) for side in hw)  # at least what the coarse level holds
+    alone = memory.photo_bytes(shapes.canvas(hw), "lbfgs", Settings().lbfgs_history, "fp32")
+    budget = alone + memory.pass_bytes(coarse, "fp32") // 8
+    assert memory.pass_bytes(coarse, "fp32") // 8 > 0
+    planned, _ = engine.build_loss(content, [style], Settings(size=96, steps=2, max_memory=str(budget)))
+    assert type(whole.loss.level).__name__ == "TotalLoss"
+    assert type(planned.loss.level).__name__ == "TiledLoss", "the fine level alone fits this budget, not beside"

@@ -81,6 +81,11 @@ def photo_bytes(hw: tuple[int, int], optimizer: str = "lbfgs", history: int = Se
     return pixels * _pass_bytes(precision) + state_bytes(pixels, optimizer, history)
 
 
+def pass_bytes(hw: tuple[int, int], precision: str) -> int:
+    """One loss pass's activations at ``hw``, without any state: what a pyramid term holds (pyramid.py)."""
+    return hw[0] * hw[1] * _pass_bytes(precision)
+
+
 def _pass_bytes(precision: str) -> int:
     return BYTES_PER_PIXEL["bf16" if precision == "bf16" else "fp32"]
 

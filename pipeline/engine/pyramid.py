@@ -104,18 +104,28 @@ class PyramidLoss(nn.Module):
         return total, parts
 
 
+def coarser_passes(coarser: list[tuple[int, int]], precision: str) -> int:
+    """The bytes the coarser terms' passes hold beside the finer level's own (their activations live until the
+    one backward): the finer level is planned with them reserved, or a print that fitted alone would not."""
+    from .memory import pass_bytes
+
+    return sum(pass_bytes(hw, precision) for hw in coarser)
+
+
 def coarser_terms(engine, coarser: list[tuple[int, int]], targets_at, settings, style_weight: float,
-                  precision: str) -> list[nn.Module]:
+                  precision: str, level_hw: tuple[int, int]) -> list[nn.Module]:
     """One style term per coarser level (its size, its painting Grams from ``targets_at(hw)``: the engine's cache),
-    tiled where that size's pass would not fit the budget whole."""
+    tiled where that size's pass would not fit the budget beside the finer level's whole-picture state."""
     from .levels import tile_plan
+    from .memory import state_bytes
     from .tiles import TiledLoss
 
     weight = PYRAMID_WEIGHT * style_weight
+    kept = state_bytes(level_hw[0] * level_hw[1], settings.optimizer, settings.lbfgs_history)
     terms: list[nn.Module] = []
     for hw in coarser:
         targets = targets_at(hw)
-        plan = tile_plan(engine, hw, settings, precision)
+        plan = tile_plan(engine, hw, settings, precision, reserve=kept)
         if plan is None:
             terms.append(StyleAt(engine.vgg, StyleLoss(targets, settings.layer_weights), weight, hw))
             continue
