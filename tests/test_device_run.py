@@ -83,10 +83,10 @@ def test_a_stage_past_its_time_is_stopped_with_its_children_and_the_rest_still_r
     work.mkdir()
     once = "| a | b |\\n|---|---|\\n| 1 | 2 |"  # printed as it goes, then whole (as bench/gpu.py does)
     table = [sys.executable, "-c", f"print('# t\\n{once}\\n{once}\\nprose')"]
-    plan = [Stage("hang", 6, child_that_hangs(pidfile), "-"),
-            Stage("print", 6, print_cut_short(tmp_path / "cpu-64-auto.png"), "Large prints"),
+    plan = [Stage("hang", 3, child_that_hangs(pidfile), "-"),
+            Stage("print", 3, print_cut_short(tmp_path / "cpu-64-auto.png"), "Large prints"),
             Stage("table", 20, table, "somewhere")]
-    device_run.execute(plan, 32, dict(os.environ), work, out, dry=True)
+    device_run.execute(plan, 26, dict(os.environ), work, out, dry=True)
 
     assert [s.status for s in plan] == ["timed out", "timed out", "ok"]
     assert plan[0].wall_s < 10 and not alive(int(pidfile.read_text()))
