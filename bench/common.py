@@ -6,8 +6,11 @@ import json
 import os
 import platform
 import statistics
+import io
 import subprocess
 import sys
+import tarfile
+from datetime import datetime
 from pathlib import Path
 
 from pipeline.engine.device import cpu_model  # no torch; the precision record names a CPU the same way
@@ -115,3 +118,31 @@ def child_json(args: list[str], tag: str, env: dict | None = None) -> tuple[dict
 def answer_json(tag: str, data: dict) -> None:
     """A child's answer to child_json."""
     print(f"{tag} {json.dumps(data)}", flush=True)
+
+
+def extract(ref: str, out: Path) -> Path:
+    """The commit's tree (git archive), once per commit: the code before, run beside this tree's
+    (bench/gap.py and bench/pool.py --before)."""
+    commit = subprocess.run(["git", "rev-parse", ref], cwd=ROOT, capture_output=True, text=True,
+                            check=True).stdout.strip()
+    tree = out / f"tree-{commit[:10]}"
+    if not (tree / "pipeline").is_dir():
+        data = subprocess.run(["git", "archive", commit, "pipeline"], cwd=ROOT, capture_output=True, check=True).stdout
+        tree.mkdir(parents=True, exist_ok=True)
+        tarfile.open(fileobj=io.BytesIO(data)).extractall(tree)
+    return tree
+
+
+def events(log: Path) -> list[dict]:
+    """A daemon log's JSON events, each with ``t``, its ISO timestamp (structlog's, with Z) as epoch seconds;
+    lines that are not JSON events are skipped (bench/pool.py, gap.py and daemon_log.py read logs through it)."""
+    found = []
+    for line in log.read_text(errors="replace").splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and "timestamp" in event:
+            event["t"] = datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
+            found.append(event)
+    return found

@@ -12,15 +12,13 @@ on the H200 these were the checkpoints) and the time between one job's last step
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import median, table  # noqa: E402
+from bench.common import events, median, table  # noqa: E402
 
 STALL = 5.0  # a step gap (per step) over this many times the log's median step is a stall
 
@@ -36,26 +34,17 @@ class Job:
     steps: list[tuple[int, float]] = field(default_factory=list)  # (step number, time)
 
 
-def seconds(stamp: str) -> float:
-    """An ISO timestamp (structlog's, with Z) as seconds since the epoch."""
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-
-
 def read(path: Path) -> dict[str, Job]:
-    """The log's jobs by id, in the order they first appear; lines that are not JSON are skipped."""
+    """The log's jobs by id, in the order they first appear (common.events: lines that are not JSON skipped)."""
     jobs: dict[str, Job] = {}
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(event, dict) and event.get("job_id") and event.get("timestamp"):
+    for event in events(path):
+        if event.get("job_id"):
             _note(jobs.setdefault(event["job_id"], Job()), event)
     return jobs
 
 
 def _note(job: Job, event: dict) -> None:
-    at = seconds(event["timestamp"])
+    at = event["t"]
     if event.get("event") == "job started" and job.started is None:
         job.started = at
     elif event.get("event") == "job done":

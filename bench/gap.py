@@ -24,7 +24,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tarfile
 import time
 from pathlib import Path
 
@@ -102,7 +101,7 @@ def host_work(repeats: int = 5) -> list[tuple[str, float, float]]:
 
 def daemon_phases(log: Path) -> dict[str, list[float]]:
     """Per consecutive pair on the one slot: seconds from A's last step to each later mark."""
-    from bench.pool import events
+    from bench.common import events
 
     runs: dict[str, dict] = {}
     order: list[str] = []
@@ -128,18 +127,6 @@ def daemon_phases(log: Path) -> dict[str, list[float]]:
             if value is not None:
                 found[name].append(value - end)
     return found
-
-
-def extract(ref: str, out: Path) -> Path:
-    """The commit's tree (git archive), once per commit."""
-    commit = subprocess.run(["git", "rev-parse", ref], cwd=ROOT, capture_output=True, text=True,
-                            check=True).stdout.strip()
-    tree = out / f"tree-{commit[:10]}"
-    if not (tree / "pipeline").is_dir():
-        data = subprocess.run(["git", "archive", commit, "pipeline"], cwd=ROOT, capture_output=True, check=True).stdout
-        tree.mkdir(parents=True, exist_ok=True)
-        tarfile.open(fileobj=io.BytesIO(data)).extractall(tree)
-    return tree
 
 
 def measure(tree: Path, name: str, args, env: dict, out: Path) -> tuple[dict, dict]:
@@ -177,6 +164,8 @@ def main() -> None:
         sys.path.insert(0, str(args.engine_in))
         print(json.dumps(engine_phases(args.photos, args.size, args.steps)))
         return
+    from bench.common import extract  # not at the top: the --engine-in child imports another tree's pipeline
+
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     trees = {f"before ({args.before})": extract(args.before, args.out),
              f"after ({args.after or 'this tree'})": extract(args.after, args.out) if args.after else ROOT}

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import datetime as dt
 import json
 import os
 import statistics
@@ -31,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import events  # noqa: E402
 from bench.daemon_run import run_backlog  # noqa: E402
 
 LAYOUTS = {  # name: config overrides
@@ -40,19 +40,6 @@ LAYOUTS = {  # name: config overrides
     "1 slot batch 4": {"batch": 4},
 }
 GPU_LAYOUTS = {"every GPU batch auto": {}, "every GPU batch 1": {"batch": 1}, "sheets on": {"contact_sheet": True}}
-
-
-def events(log: Path) -> list[dict]:
-    found = []
-    for line in log.read_text(errors="replace").splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(event, dict) and "timestamp" in event:
-            event["t"] = dt.datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
-            found.append(event)
-    return found
 
 
 def gaps(log_events: list[dict]) -> dict[str, list[float]]:
@@ -171,7 +158,7 @@ def main() -> None:
     rows.sort(key=lambda r: f"{r[0]}@{r[1]}" == args.last)  # stable: the others keep their order
     trees = {"": ROOT}
     if args.before:
-        from bench.gap import extract
+        from bench.common import extract
 
         trees = {f", before ({args.before})": extract(args.before, args.out), ", after (this tree)": ROOT}
     for round_ in range(args.rounds if args.before else 1):
