@@ -102,6 +102,18 @@ def restart_until_landed(config: Path, count: int) -> None:
         stop(daemon)
 
 
+def assert_landed_once_after_restart(config: Path, names: tuple[str, ...], uncharged: tuple[str, ...]) -> None:
+    """After a kill -9 while results waited for their writes: nothing was written; a plain restart writes each
+    photo once and fails none, and the photos in ``uncharged`` were not charged a crash."""
+    root = config.parent
+    assert outputs(root) == [], "the writes were held back"
+    restart_until_landed(config, len(names))
+    assert errors(root) == {}, "nothing failed"
+    assert sorted(p.name for p in outputs(root)) == [f"{name}.png" for name in names], "each written once"
+    for name in uncharged:
+        assert json.loads((root / "outbox" / "starry" / f"{name}.json").read_text())["crashes"] == 0, name
+
+
 def outputs(root: Path) -> list[Path]:
     return sorted(p for p in (root / "outbox").rglob("*") if p.suffix in (".png", ".jpg", ".webp")
                   and not p.name.startswith(".") and not p.name.endswith(".sheet.png"))

@@ -13,8 +13,8 @@ import time
 import pytest
 from structlog.testing import capture_logs
 
-from daemon_helpers import (SAMPLES, errors, log_events, make_config, outputs, restart_until_landed, start,
-                            wait_for)
+from daemon_helpers import (SAMPLES, assert_landed_once_after_restart, errors, log_events, make_config, outputs,
+                            start, wait_for)
 
 from pipeline.daemon.handover import Lander
 from pipeline.daemon.jobs import JobLife
@@ -172,9 +172,4 @@ def test_a_batch_waiting_for_its_writes_is_not_charged_for_a_crash(tmp_path):
     finally:
         proc.kill()
         proc.wait()
-    assert outputs(tmp_path) == [], "the batch's writes were held back"
-    restart_until_landed(config, 2)
-    assert errors(tmp_path) == {}, "nothing failed"
-    assert sorted(p.name for p in outputs(tmp_path)) == ["a.png", "b.png"], "each written once"
-    for name in ("a", "b"):
-        assert json.loads((tmp_path / "outbox" / "starry" / f"{name}.json").read_text())["crashes"] == 0, name
+    assert_landed_once_after_restart(config, ("a", "b"), uncharged=("a", "b"))
