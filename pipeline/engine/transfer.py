@@ -19,7 +19,7 @@ from PIL import Image
 
 from ..errors import EngineError
 from ..fsio import write_atomic
-from . import images, precision as precisions, shapes
+from . import images, precision as precisions, shapes, speed
 from .batch import stylize_batch
 from .device import pick_device
 from .levels import for_size, style_grams, tile_plan, tiled_problem
@@ -57,6 +57,7 @@ class StyleTransfer:
         self.cache: OrderedDict[tuple, StyleTargets] = OrderedDict()
         self.cache_size = cache_size
         self.cache_hits = self.cache_misses = 0
+        self.compiled: torch.nn.Module | None = None  # the compiled VGG, made at the first run asking (speed.py)
         self.load_seconds = time.perf_counter() - started
 
     # --- style targets --------------------------------------------------------------------
@@ -208,6 +209,7 @@ class _Run:
         self.retries: list[str] = []
         self.timings: dict[str, float] = {"style_targets": 0.0}
         self.precision = precisions.resolve(engine.device, settings.precision)  # once: the whole run in one
+        self.speed = speed.prepare(engine.device, settings.cudnn_benchmark, settings.compile)  # before any conv
         # Made once per level and shared (issue 13): the content's working copy (the start pixels and the content
         # target) and the level's objective (its optimiser and the closing judged pass).
         self._content_copy: tuple = (None, None)
@@ -313,8 +315,8 @@ class _Run:
             return tiled_problem(engine, content, targets, s, self.style_weight, self.tiles[index], self.precision)
         with torch.no_grad():
             content_target = engine.vgg(engine.layout(content), (CONTENT_LAYER,))[CONTENT_LAYER].float()
-        total = TotalLoss(engine.vgg, ContentLoss(content_target), StyleLoss(targets, s.layer_weights),
-                          s.content_weight, self.style_weight, s.tv_weight)
+        total = TotalLoss(speed.network(engine, s.compile), ContentLoss(content_target),
+                          StyleLoss(targets, s.layer_weights), s.content_weight, self.style_weight, s.tv_weight)
         return Problem(total, engine.autocast(self.precision))
 
     def _optimise_level(self, hw, pixels: torch.Tensor, opt_state: dict | None) -> torch.Tensor:
