@@ -19,11 +19,13 @@ crop) and extras.tar.gz (the pictures and the daemon logs, capped at EXTRAS_MAX 
     OUT=/tmp/dev DEVICE_DRY=1 .venv/bin/python bench/device_run.py    # the same stages, tiny, on this CPU
     python3 bench/device_run.py                                        # on the lent GPU, as README's run call
     DEVICE_STAGES=print DEVICE_BUDGET_S=200 python3 bench/device_run.py   # one stage again, in what is left
+    DEVICE_STAGES=print DEVICE_ARGS_PRINT="--device cuda --sizes 4096" DEVICE_SHARE_PRINT=120 python3 ...  # its args
 """
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -54,6 +56,7 @@ class Stage:
     share_s: int
     argv: list[str]
     results: str  # where its figures go
+    fixed: int = 2  # the leading arguments an override keeps (the program, and the pool's --gpu and --out)
     status: str = "not run"
     wall_s: float = 0.0
     timeout_s: float = 0.0
@@ -86,16 +89,31 @@ def stages(dry: bool, work: Path, machine: str) -> list[Stage]:
                   "--single", "--single-sizes", "2048", "--single-steps", "100"]
         # single scale at 4096 px (54 s, look 117x) was measured on the H200 on 2026-11-28: its time goes to 8192
         shares = (70, 200, 240)
-    return [
+    plan = [
         install(work, 60 if dry else 20),
         env_probe,
         Stage("gpu", shares[0], [py, "bench/gpu.py", *gpu],
               "bench/RESULTS.md: The step next to the network; its Precision"),
-        Stage("pool", shares[1], [py, "bench/pool.py", "--gpu", "--only", POOL_LAYOUTS, "--out", str(work / "pool"),
-                                  *pool], "bench/RESULTS.md: The daemon on a queued batch"),
+        Stage("pool", shares[1], [py, "bench/pool.py", "--gpu", "--out", str(work / "pool"), "--only", POOL_LAYOUTS,
+                                  *pool], "bench/RESULTS.md: The daemon on a queued batch", fixed=5),
         Stage("print", shares[2], [py, "-m", "bench.print", *prints, "--machine", machine],
-              "bench/RESULTS.md: Large prints (issue 14)"),
+              "bench/RESULTS.md: Large prints (issue 14)", fixed=3),
     ]
+    return [overridden(stage, os.environ) for stage in plan]
+
+
+def overridden(stage: Stage, env) -> Stage:
+    """A stage as the call asks: DEVICE_ARGS_<NAME> replaces its arguments after the program (a later, shorter
+    call measures only what changed, without editing this file on the way to the GPU), DEVICE_SHARE_<NAME> its
+    share. The print stage keeps its trailing --machine (filled in from env's probe), the pool its --gpu and --out
+    (the daemons' logs go into extras.tar.gz from there)."""
+    name = stage.name.upper()
+    if env.get(f"DEVICE_SHARE_{name}"):
+        stage.share_s = int(env[f"DEVICE_SHARE_{name}"])
+    if env.get(f"DEVICE_ARGS_{name}") is not None and stage.name not in ("install", "env"):
+        tail = stage.argv[-2:] if stage.name == "print" else []
+        stage.argv = [*stage.argv[:stage.fixed], *shlex.split(env[f"DEVICE_ARGS_{name}"]), *tail]
+    return stage
 
 
 def install(work: Path, share_s: int) -> Stage:

@@ -95,9 +95,12 @@ def test_the_config_takes_checkpoint_seconds_like_checkpoint_every(tmp_path):
             config_module.load(make_config(tmp_path / str(bad), defaults={"checkpoint_seconds": bad}))
 
 
-def test_a_checkpoint_resumes_under_another_cadence(engine, content, style, tmp_path):
+@pytest.mark.parametrize("changed", [dict(checkpoint_every=25, checkpoint_seconds=30.0),
+                                     dict(compile=True, cudnn_benchmark=False)], ids=["cadence", "speed settings"])
+def test_a_checkpoint_resumes_under_another_cadence(engine, content, style, tmp_path, changed):
     """How often checkpoints are written shapes no pixel: a print in flight resumes after the cadence changed
-    (an upgrade that added checkpoint_seconds would otherwise have restarted every one)."""
+    (an upgrade that added checkpoint_seconds would otherwise have restarted every one); nor do the speed-only
+    compile and cudnn_benchmark (engine/speed.py)."""
     checkpoint = tmp_path / "run.ckpt"
     settings = Settings(size=40, steps=8, optimizer="adam", log_every=1, checkpoint_every=2, checkpoint_seconds=0,
                         early_stop_tol=0)
@@ -105,5 +108,6 @@ def test_a_checkpoint_resumes_under_another_cadence(engine, content, style, tmp_
     with pytest.raises(Cancelled):
         engine.stylize(content, [style], settings, checkpoint=checkpoint, on_step=lambda info: seen.append(info.step),
                        should_stop=lambda: seen[-1] >= 4)
-    later = settings.replace(checkpoint_every=25, checkpoint_seconds=30.0)
+    later = settings.replace(**changed)
+    assert later.identity() == settings.identity()
     assert engine.stylize(content, [style], later, checkpoint=checkpoint).resumed_from_step == 4

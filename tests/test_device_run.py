@@ -35,14 +35,14 @@ def test_the_dry_run_takes_the_gpu_runs_stages_with_every_flag_and_the_gpu_run_f
 
 
 def test_a_print_or_pool_stage_cut_short_loses_its_least_needed_row_not_issue_14s_comparison():
-    """8192 px (minutes on an H200) runs last, after single scale at 2048 and 4096 px; batch 1 at 1024 px
-    (already measured) is the pool's last row."""
+    """8192 px (minutes on an H200) runs last, after single scale at 2048 px (4096 px single scale was measured on
+    the H200: its time goes to 8192 px); batch 1 at 1024 px (already measured) is the pool's last row."""
     from bench.print import cases, parse
 
     plan = {s.name: s for s in device_run.stages(False, Path("/w"), "m")}
     argv = plan["print"].argv
     order = [(size, scales) for size, scales, _ in cases(parse(argv[argv.index("bench.print") + 1:]))]
-    assert order == [(2048, "auto"), (2048, "1"), (4096, "auto"), (4096, "1"), (8192, "auto")]
+    assert order == [(2048, "auto"), (2048, "1"), (4096, "auto"), (8192, "auto")]
     pool = plan["pool"].argv
     last = pool[pool.index("--last") + 1]
     assert last == "every GPU batch 1@1024" and last.split("@")[0] in device_run.POOL_LAYOUTS.split(",")
@@ -179,3 +179,20 @@ def test_a_print_run_after_an_env_that_failed_is_labelled_machine_unknown_not_cp
     device_run.execute(plan, 60, dict(os.environ), tmp_path / "work", tmp_path / "out", dry=False)
     assert plan[1].status == "ok" and plan[1].stdout.startswith("machine unknown (env failed)")
     assert "CPU" not in plan[1].stdout
+
+
+def test_a_later_call_replaces_a_stages_arguments_and_share_from_its_environment_keeping_what_the_run_needs(
+        monkeypatch):
+    """The second, shorter call of a session measures only what changed: DEVICE_ARGS_<NAME> and
+    DEVICE_SHARE_<NAME> reshape a stage on the command line; the pool keeps --gpu and its --out (the daemons' logs
+    come back from there), the print its --machine (filled in from env's probe)."""
+    monkeypatch.setenv("DEVICE_ARGS_POOL", "--sizes 1024 --only 'every GPU batch auto'")
+    monkeypatch.setenv("DEVICE_SHARE_POOL", "60")
+    monkeypatch.setenv("DEVICE_ARGS_PRINT", "--device cuda --sizes 4096 8192")
+    plan = {s.name: s for s in device_run.stages(False, Path("/w"), "m")}
+    pool, prints = plan["pool"], plan["print"]
+    assert pool.share_s == 60 and plan["print"].share_s == 240
+    assert pool.argv[1:] == ["bench/pool.py", "--gpu", "--out", "/w/pool", "--sizes", "1024", "--only",
+                             "every GPU batch auto"]
+    assert prints.argv[1:] == ["-m", "bench.print", "--device", "cuda", "--sizes", "4096", "8192", "--machine", "m"]
+    assert plan["gpu"].argv[2:4] == ["--repeats", "2"] and plan["gpu"].share_s == 70  # the others as they were

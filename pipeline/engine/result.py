@@ -38,13 +38,14 @@ class Result:
     canvas: tuple[int, int] | None = None  # a thin picture's padded shape (issue 9); None when not padded
     tiles: dict[int, dict] = field(default_factory=dict)  # level index -> its tile plan, where tiled (issue 14)
     precision: str = "fp32"  # what the network ran in: fp32, tf32 or bf16 (``auto`` resolved, issue 13)
+    speed: dict[str, str] = field(default_factory=dict)  # what cudnn_benchmark and compile did here (speed.py)
 
     def log(self) -> dict:
         """The JSON-ready record of the run (everything but the pixels)."""
         return {
             "losses": self.losses, "judge": JUDGE, "steps": self.steps, "stop_reason": self.stop_reason,
             "scales": [list(s) for s in self.scales], "timings": self.timings, "device": self.device,
-            "precision": self.precision,
+            "precision": self.precision, "speed": self.speed,
             "style_weight": self.style_weight, "settings": self.settings.to_dict(), "retries": self.retries,
             "resumed_from_step": self.resumed_from_step, "curve": self.curve,
             "canvas": list(self.canvas) if self.canvas else None, "tiles": self.tiles,
@@ -73,4 +74,5 @@ def close(run, pixels: torch.Tensor, resumed: int | None) -> Result:
                "load_weights": round(run.engine.load_seconds, 3)}
     return Result(image, run.alpha, losses, monitor.curve, monitor.step_count, run.levels, timings,
                   str(run.engine.device), monitor.stop_reason, run.style_weight, run.engine.weights, run.settings,
-                  run.retries, resumed, canvas, {k: p.to_dict() for k, p in run.tiles.items()}, run.precision)
+                  run.retries, resumed, canvas, {k: p.to_dict() for k, p in run.tiles.items()}, run.precision,
+                  run.speed)

@@ -23,6 +23,7 @@ STYLE_WEIGHT_AT_STRENGTH_1 = {"caffe": 1e-5, "torchvision": 1e6}
 
 
 CHECKPOINT_CADENCE = ("checkpoint_every", "checkpoint_seconds")  # not part of Settings.identity()
+SPEED_ONLY = ("cudnn_benchmark", "compile")  # nor these: how fast a GPU computes, not what (engine/speed.py)
 
 @dataclass(frozen=True)
 class Settings:
@@ -85,6 +86,14 @@ class Settings:
     precision: Literal["auto", "fp32", "tf32", "bf16"] = "auto"
     """auto: what `style-pipeline precision --probe` measured and recorded for this device, else tf32 on CUDA and
     fp32 elsewhere (engine/precision.py); tf32: TF32 matmuls (CUDA; fp32 elsewhere); bf16: bfloat16 autocast."""
+    cudnn_benchmark: bool = True
+    """CUDA: cuDNN times its convolution algorithms once per new shape and batch and keeps the fastest
+    (torch.backends.cudnn.benchmark, process-wide, set as each run starts: engine/speed.py); false = its heuristics'
+    pick. No effect elsewhere. Speed only: a checkpoint resumes whatever it is."""
+    compile: bool = False
+    """CUDA: torch.compile the VGG network for the optimiser's passes (dynamic=False: each shape and batch compiles
+    once, at its first pass, and is reused by the engine's later runs); a no-op elsewhere, which the job log
+    records. Off until measured on a GPU (bench/conv_speed.py). Speed only: a checkpoint resumes whatever it is."""
     max_memory: str | None = None
     """Memory the run may plan for, e.g. 20GiB; unset = 90% of free GPU memory, or half the available RAM.
     A loss pass over a bigger picture is evaluated in tiles, with the same result."""
@@ -104,10 +113,10 @@ class Settings:
         return dataclasses.asdict(self)
 
     def identity(self) -> dict[str, Any]:
-        """The settings a checkpoint must match to be resumed: all but how often checkpoints are written, which
-        shapes no pixel. With the cadence in it, a checkpoint_seconds added by an upgrade (or a changed
-        checkpoint_every) made every print in flight start over."""
-        return {k: v for k, v in self.to_dict().items() if k not in CHECKPOINT_CADENCE}
+        """The settings a checkpoint must match to be resumed: all but how often checkpoints are written and the
+        speed-only cudnn_benchmark and compile, which shape no pixel. With the cadence in it, a checkpoint_seconds
+        added by an upgrade (or a changed checkpoint_every) made every print in flight start over."""
+        return {k: v for k, v in self.to_dict().items() if k not in CHECKPOINT_CADENCE + SPEED_ONLY}
 
     def resolved_style_weight(self, weights_kind: str) -> float:
         if self.style_weight is not None:
@@ -144,6 +153,8 @@ class Settings:
             ("log_every", self.log_every >= 1, "log_every must be >= 1"),
             ("checkpoint_every", self.checkpoint_every >= 1, "checkpoint_every must be >= 1"),
             ("checkpoint_seconds", self.checkpoint_seconds >= 0, "checkpoint_seconds must be >= 0"),
+            ("cudnn_benchmark", isinstance(self.cudnn_benchmark, bool), "cudnn_benchmark must be true or false"),
+            ("compile", isinstance(self.compile, bool), "compile must be true or false"),
             ("precision", self.precision in ("auto", "fp32", "tf32", "bf16"),
              "precision must be auto, fp32, tf32 or bf16"),
             ("format", self.format in ("png", "jpeg", "webp"), "format must be png, jpeg or webp"),
