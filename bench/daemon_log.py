@@ -24,7 +24,8 @@ STALL = 5.0  # a step gap (per step) over this many times the log's median step 
 
 HEADERS = ["photos", "a photo every, s (median)", "photos/hour (span)", "job started -> first step, ms",
            "first -> last step, s (median)", "median step, ms", "stalls per photo", "stall s per photo",
-           "last step -> next job started, s", "span in steps (stalls out)"]
+           "last step -> next job started, s", "span in steps (stalls out)",
+           "taken -> job started in the slot, ms (median)", "job started -> first step by part, ms (median)"]
 
 
 @dataclass
@@ -32,6 +33,8 @@ class Job:
     started: float | None = None
     done: float | None = None
     steps: list[tuple[int, float]] = field(default_factory=list)  # (step number, time)
+    opened_ms: float | None = None  # "job started"'s opened_ms: the slot's open and gather (logs from issue 13 on)
+    setup_ms: dict | None = None  # the first "progress"'s setup_ms: the engine's set-up by part
 
 
 def read(path: Path) -> dict[str, Job]:
@@ -46,11 +49,12 @@ def read(path: Path) -> dict[str, Job]:
 def _note(job: Job, event: dict) -> None:
     at = event["t"]
     if event.get("event") == "job started" and job.started is None:
-        job.started = at
+        job.started, job.opened_ms = at, event.get("opened_ms")
     elif event.get("event") == "job done":
         job.done = at
     elif event.get("event") == "progress" and isinstance(event.get("step"), int):
         job.steps.append((event["step"], at))
+        job.setup_ms = job.setup_ms or event.get("setup_ms")
 
 
 def step_gaps(job: Job) -> list[tuple[float, float, float]]:
@@ -104,7 +108,17 @@ def summary(jobs: dict[str, Job]) -> list:
     return [n, photo_every([j.started for j in done]), round(n * 3600 / span) if span else None,
             median([j.steps[0][1] - j.started for j in stepped]) * 1000,
             median([j.steps[-1][1] - j.steps[0][1] for j in stepped]), per_step * 1000, len(stalls) / n,
-            sum(stalls) / n, median(next_start_gaps(stepped)), f"{stepping / span:.1%}" if span else None]
+            sum(stalls) / n, median(next_start_gaps(stepped)), f"{stepping / span:.1%}" if span else None,
+            median([j.opened_ms for j in done if j.opened_ms is not None]), setup_parts(stepped)]
+
+
+def setup_parts(jobs: list[Job]) -> str | None:
+    """Each set-up part's median over the jobs that logged one (a batch's photos log the batch's), "name ms"."""
+    found: dict[str, list[float]] = {}
+    for job in jobs:
+        for name, ms in (job.setup_ms or {}).items():
+            found.setdefault(name, []).append(ms)
+    return ", ".join(f"{name} {median(v):.1f}" for name, v in found.items()) or None
 
 
 def main(argv: list[str] | None = None) -> None:

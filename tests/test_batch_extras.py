@@ -72,7 +72,8 @@ def test_a_slot_dying_in_an_alone_run_gives_back_only_the_photos_still_its_own(t
     real_run = Slot._run
 
     def stylize_batch(contents, *args, **kwargs):
-        contents = [contents[0], contents[1].resize((400, 4)), *contents[2:]]  # b: too thin
+        thin = getattr(contents[1], "image", contents[1]).resize((400, 4))  # b: too thin (a Prepared's photo)
+        contents = [contents[0], thin, *contents[2:]]
         return real_stylize_batch(contents, *args, **kwargs)
 
     def run(self, job, *args, **kwargs):

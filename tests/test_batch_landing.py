@@ -50,7 +50,8 @@ def test_a_batch_lands_behind_its_slot_which_starts_the_next_batch_at_once(tmp_p
         batches.append(len(contents))
         if len(batches) == 2:
             second.set()
-            contents = [contents[0].resize((400, 4)), *contents[1:]]  # c: too thin, the engine's own failure
+            thin = getattr(contents[0], "image", contents[0]).resize((400, 4))  # a Prepared's photo
+            contents = [thin, *contents[1:]]  # c: too thin, the engine's own failure
         return real_batch(contents, *args, **kwargs)
 
     landed, real_finish = [], JobLife.finish

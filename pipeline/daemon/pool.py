@@ -145,15 +145,17 @@ class Slot(Worker):
         jobs = [job for job, _, _ in batch]
         plan = batch[0][2]
         steps = [self._on_step(job, p) for job, _, p in batch]
+        opened = self._opened()
         for job, _, p in batch:
             log.info("job started", job_id=job.id, file=job.source, recipe=p.recipe.name, size=p.settings.size,
-                     steps=p.settings.steps, attempt=job.attempts, batch=len(batch))
+                     steps=p.settings.steps, attempt=job.attempts, batch=len(batch), **opened)
 
         def on_step(index: int, info) -> None:
             with structlog.contextvars.bound_contextvars(job_id=jobs[index].id, file=jobs[index].source):
                 steps[index](info)
         try:  # a stop or a closing window stops the batch; one photo's cancel drops that photo alone
-            results = self.engine.stylize_batch([p.content for _, _, p in batch], plan.styles, plan.settings,
+            photos = [p.working or p.content for _, _, p in batch]  # the copies made ahead, as a lone photo's
+            results = self.engine.stylize_batch(photos, plan.styles, plan.settings,
                                                 on_step=on_step, should_stop=self._stopping,
                                                 should_stop_one=lambda i: jobs[i].id in self._cancels)
         except Exception as exc:

@@ -29,6 +29,7 @@ class Worker(Executor):
         super().__init__("worker", spool, get_config, stop, life)
         self.engine = engine
         self._handed = False  # the job in hand went to the landing thread, which closes it once landed
+        self._taken: float | None = None  # when the job in hand was taken: "job started" says how long opening took
 
     def has_room(self) -> bool:
         """Nothing waiting: the main loop may claim the next file now, so that its decode and claim overlap
@@ -64,6 +65,7 @@ class Worker(Executor):
 
     def process(self, job: Job) -> None:
         """One try of one job; every exception, the failure path's own included, ends in a recorded outcome."""
+        self._taken = time.perf_counter()
         with logging_for(job):
             self._guarded(job, lambda: self._try(job))
 
@@ -86,7 +88,7 @@ class Worker(Executor):
         """One opened job through the engine alone, with its checkpoint; its result landed (``behind``: by the
         landing thread, while this one goes on to the next photo) or its fault concluded."""
         log.info("job started", recipe=plan.recipe.name, size=plan.settings.size, steps=plan.settings.steps,
-                 attempt=job.attempts)
+                 attempt=job.attempts, **self._opened())
         try:
             result = self.engine.stylize(plan.working or plan.content, plan.styles, plan.settings,
                                          on_step=self._on_step(job, plan),
@@ -98,6 +100,12 @@ class Worker(Executor):
             self._land_behind(job, config, plan, result)
         else:
             self.life.land(job, config, plan, result)
+
+    def _opened(self) -> dict:
+        """{"opened_ms": the slot's time from taking the job in hand to its "job started"} (its open, pre-checks
+        made ahead or not, a batch's gathering and sizing: issue 13's gap, the daemon's part), once a try."""
+        taken, self._taken = self._taken, None
+        return {} if taken is None else {"opened_ms": round(1000 * (time.perf_counter() - taken), 1)}
 
     def _land_behind(self, job: Job, config: Config, plan: Plan, result) -> None:
         """life.land in the landing thread (handover.py); it closes the job."""
@@ -140,9 +148,11 @@ class Worker(Executor):
             if config.save_every and info.picture and info.step - saved[0] >= config.save_every:
                 saved[:] = [info.step, self._save_picture(job, plan, info) or saved[1]]
             self._current = current(job, plan, info, latest_picture=saved[1])
-            if time.monotonic() - last_log[0] >= config.progress_seconds:
+            setup = getattr(info, "setup", None)  # the first step's: the set-up's parts, ms (engine Monitor.mark)
+            if time.monotonic() - last_log[0] >= config.progress_seconds or setup:
                 last_log[0] = time.monotonic()
-                log.info("progress", **{k: v for k, v in self._current.items() if k not in ("job_id", "file")})
+                log.info("progress", **{k: v for k, v in self._current.items() if k not in ("job_id", "file")},
+                         **({"setup_ms": setup} if setup else {}))
         return on_step
 
     def _save_picture(self, job: Job, plan: Plan, info) -> str | None:

@@ -64,8 +64,10 @@ def stylize_batch(engine, make_run: Callable, contents: Sequence[Image.Image], s
 
     for members in _groups(contents, settings):
         batched = len(members) > 1 and batchable(working_levels(contents[members[0]], settings), settings)
+        started = time.perf_counter()
         runs = _alone(lambda: [prepare(i) for i in members]) if batched else None
         if isinstance(runs, list):  # not when preparing failed (too thin): each then runs alone, for its error
+            _share_marks(runs, started)
             for i, result in _batched(engine, runs, members, settings, lambda k: stop_one(members[k])).items():
                 results[i] = result
         for i in members:
@@ -75,6 +77,15 @@ def stylize_batch(engine, make_run: Callable, contents: Sequence[Image.Image], s
                                                            should_stop=lambda: bool(should_stop and should_stop())
                                                            or stop_one(i)), own)
     return results
+
+
+def _share_marks(runs: list, started: float) -> None:
+    """The batch's set-up is one: its photos' monitors mark its parts in one list (optimize.Monitor.mark), from
+    the first run's making, so each photo's first step tells the batch's parts (runs, copy, style, content, state)."""
+    marks = [("start", started)]
+    for run in runs:
+        run.monitor.marks = marks
+        run.monitor.mark("runs")
 
 
 def _own(should_stop: Callable[[], bool] | None, stop_one: STOP_ONE, i: int) -> Callable[[], bool]:
@@ -172,6 +183,8 @@ class _Batch:
             return [None] * len(runs)
         history, keep = self.settings.lbfgs_history, self.settings.keep_in_range
         opts = [ProjectedLBFGS(self.engine.layout(p), history, keep) for p in pixels]
+        for run in runs:
+            run.monitor.mark("state")
         failed = _steps(opts, [run.monitor for run in runs], JointLoss(problems), steps,
                         lambda k: self._stopped(runs[k]))
         # a blank result is a failure too: the one-photo path retries it, gentler

@@ -107,11 +107,22 @@ def resize_once(img: Image.Image, hw: tuple[int, int]) -> Image.Image:
 
 def to_tensor(img: Image.Image, device: torch.device | str = "cpu") -> torch.Tensor:
     """(1, 3, H, W) float32 RGB in 0-255 pixel units."""
+    return from_bytes(to_bytes(img), device)
+
+
+def to_bytes(img: Image.Image) -> torch.Tensor:
+    """The picture's 8-bit RGB values, (H, W, 3) uint8 on the CPU: to_tensor's host half, which a prefetch thread
+    can make ahead (prepared.py)."""
     import numpy as np
     import torch
 
-    array = np.asarray(img.convert("RGB"), dtype=np.float32)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).unsqueeze(0).to(device)
+    return torch.from_numpy(np.array(img.convert("RGB"), dtype=np.uint8))
+
+
+def from_bytes(values: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+    """to_tensor's device half: the 8-bit values cross to the device (a quarter of float32's bytes) and become
+    float there; the same values and strides as converting on the host first."""
+    return values.to(device).permute(2, 0, 1).unsqueeze(0).float()
 
 
 def to_image(pixels: torch.Tensor) -> Image.Image:

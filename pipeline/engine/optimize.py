@@ -56,6 +56,9 @@ class StepInfo:
     On CUDA the host returns before the device is done, so there it is the host's share, not the kernels'."""
     tiles: int = 1
     """How many tiles each loss evaluation at this level is cut into (issue 14: 1 = untiled)."""
+    setup: dict[str, float] | None = None
+    """With a run's first step only: its set-up's parts in ms, host clock (Monitor.mark), "first_step" the rest:
+    on CUDA that one also waits for the queued network work (the content targets, the first evaluations)."""
 
 
 Listener = Callable[[StepInfo], None]
@@ -123,9 +126,30 @@ class Monitor:
     evaluations: int = 0
     eval_seconds: float = 0.0
     tiles: int = 1  # the level's tile count (issue 14), told to listeners
+    marks: list[tuple[str, float]] = field(default_factory=lambda: [("start", time.perf_counter())])
+    setup: dict[str, float] | None = None  # the set-up's parts, once the first step has told them
 
     def __post_init__(self) -> None:
         self.saved_clock = self.clock()
+
+    def mark(self, part: str) -> None:
+        """The set-up has ended ``part`` (issue 13: what lies between "job started" and the first step, told in ms
+        with it). A part marked more than once adds up: a batch's photos share one list of marks (batch.py), each
+        photo's copy and targets made one after another."""
+        if self.setup is None:
+            self.marks.append((part, time.perf_counter()))
+
+    def _setup_parts(self) -> dict[str, float] | None:
+        """The set-up's parts in ms, once: with the run's first step (a resumed run's too), never again."""
+        if self.setup is not None:
+            return None
+        times = [at for _, at in self.marks] + [time.perf_counter()]
+        names = [name for name, _ in self.marks[1:]] + ["first_step"]
+        parts: dict[str, float] = {}
+        for name, a, b in zip(names, times, times[1:]):
+            parts[name] = parts.get(name, 0.0) + 1000 * (b - a)
+        self.setup = {name: round(ms, 1) for name, ms in parts.items()}
+        return self.setup
 
     @property
     def elapsed(self) -> float:
@@ -153,7 +177,7 @@ class Monitor:
         info = StepInfo(self.step_count, self.total_steps, self.scale, self.n_scales, self.size, loss,
                         *parts, elapsed, rate * (self.total_steps - self.step_count),
                         (lambda: self.render(pixels)) if self.render else None, pixels, self.evaluations,
-                        self.eval_seconds, self.tiles)
+                        self.eval_seconds, self.tiles, self._setup_parts())
         if self.step_count % self.log_every == 0 or self.step_count == self.total_steps:
             self.curve.append({"step": self.step_count, "scale": self.scale, "loss": loss,
                                **dict(zip(PART_NAMES, parts)), "elapsed": round(elapsed, 3)})

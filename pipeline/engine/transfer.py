@@ -214,6 +214,8 @@ class _Run:
         # target) and the level's objective (its optimiser and the closing judged pass).
         self._content_copy: tuple = (None, None)
         self._problem: tuple = (None, None)
+        self.monitor.marks[:] = [("start", self.created)]
+        self.monitor.mark("run")  # the set-up's parts, told with the first step: run, copy, style, content (issue 13)
 
     @cached_property
     def fingerprint(self) -> str:
@@ -255,17 +257,17 @@ class _Run:
     def _content(self, hw: tuple[int, int], device: torch.device) -> torch.Tensor:
         """The content at hw on its canvas, resized once per level (never to be changed in place)."""
         if self._content_copy[0] != (hw, device):
-            ready = self.ahead.working if self.ahead and self.ahead.hw == hw else None  # made ahead (prepared.py)
-            self._content_copy = ((hw, device), self._working(self.content, hw, device, resized=ready))
+            ready = self.ahead.values if self.ahead and self.ahead.hw == hw else None  # made ahead (prepared.py)
+            self._content_copy = ((hw, device), self._working(self.content, hw, device, values=ready))
         return self._content_copy[1]
 
     @staticmethod
     def _working(img: Image.Image, hw: tuple[int, int], device: torch.device,
-                 resized: Image.Image | None = None) -> torch.Tensor:
-        """A picture resized once from its original to hw (or already resized), on the padded canvas the network
-        sees."""
-        picture = resized if resized is not None else images.resize_once(img, hw)
-        return shapes.pad(images.to_tensor(picture, device), shapes.canvas(hw))
+                 values: torch.Tensor | None = None) -> torch.Tensor:
+        """A picture resized once from its original to hw (or its 8-bit values at hw, made ahead), on the padded
+        canvas the network sees."""
+        values = images.to_bytes(images.resize_once(img, hw)) if values is None else values
+        return shapes.pad(images.from_bytes(values, device), shapes.canvas(hw))
 
     def loss(self, hw: tuple[int, int]) -> Problem:
         """The objective at one pyramid level: content and style targets made, weights from the settings; the
@@ -275,6 +277,7 @@ class _Run:
         problem = self._build_loss(hw)
         problem.on_evaluation = self.monitor.evaluated  # each run counts its evaluations, alone or in a batch
         self._problem = (hw, problem)
+        self.monitor.mark("content")
         return problem
 
     def _build_loss(self, hw: tuple[int, int]) -> Problem:
@@ -301,6 +304,7 @@ class _Run:
     def _level_loss(self, hw: tuple[int, int]) -> Problem:
         engine, s = self.engine, self.settings
         targets = self._targets(hw)
+        self.monitor.mark("style")  # the paintings' Grams (cached: a dict look-up) and, next, the content target
         content = self._content(hw, engine.device)
         index = self.levels.index(hw)
         beside = coarser_passes(self.levels[:index], self.precision) if s.scales == "auto" else 0

@@ -45,7 +45,9 @@ def _enter(run, index: int, pixels: torch.Tensor | None) -> torch.Tensor:
     hw = run.levels[index]
     run.level_index = index
     run.monitor.begin_level(index + 1, hw, run.monitor.level_step)
-    return run._initial(hw, run.engine.device) if pixels is None else run._next_level(pixels, index)
+    start = run._initial(hw, run.engine.device) if pixels is None else run._next_level(pixels, index)
+    run.monitor.mark("copy")  # the working copy on the device: a set-up part (issue 13)
+    return start
 
 
 def _cancel_if_asked(run) -> None:
