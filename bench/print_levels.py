@@ -1,14 +1,15 @@
 """Large prints (issue 14): where a print's time goes, level by level, and one evaluation taken apart.
 
     python -m bench.print_levels                              # the CPU analog, three plans side by side
-    python -m bench.print_levels --max-memory 700MB --steps 4      # a budget the old reserve tiled 4x finer
+    python -m bench.print_levels --plans 4096                 # the planner's arithmetic at the GPU's sizes
 
 Why: on the H200 (2026-11-28) the 4096 px auto print, 21.8 s before the pyramid Gram loss (pyramid.py), did not
 finish in 300 s with it. bench/print.py gave one wall time per print; :class:`Levels` (a listener it now passes)
 splits it per level: wall, steps, loss evaluations, tiles, L-BFGS history, and on CUDA the level's peak.
 
-The analog here: auto's thresholds scaled down 8x (SINGLE_MAX 128, COARSE_MAX 96) so that 512 px walks
-64-128-256-512 as 4096 px walks 512-1024-2048-4096, under a budget that tiles the top level. The halo (80 px) does not
+The analog here: auto's thresholds scaled down 16x (SINGLE_MAX 64, COARSE_MAX 48) so that 256 px walks
+32-64-128-256 as 4096 px walks 512-1024-2048-4096, under a budget (250 MB) the top level fits whole beside the terms'
+gradient but not beside their passes (as the H200's 2048 px auto print was tiled). The halo (80 px) does not
 scale, so tiles cost relatively more here than on the GPU. Three runs, one process, side by side:
 - ``reserve: terms' passes``: the planner as before this fix (the coarser terms' passes reserved beside the level,
   each term planned with the level's state and its own, floor a quarter of the budget);
@@ -175,8 +176,8 @@ NAMES = {"old": "reserve: terms' passes (before)", "new": "reserve: their gradie
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--max-memory", default="400MB")
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--max-memory", default="250MB")
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--variants", nargs="+", default=["old", "new", "off"], choices=sorted(NAMES))
@@ -191,7 +192,7 @@ def main() -> None:
     from pipeline.engine import Settings, StyleTransfer, images, levels
 
     torch.set_num_threads(args.threads)
-    levels.SINGLE_MAX, levels.COARSE_MAX = 128, 96  # the analog: 4 levels at 512 px, as 4096 px walks
+    levels.SINGLE_MAX, levels.COARSE_MAX = 64, 48  # the analog: 4 levels at 256 px, as 4096 px walks
     engine = StyleTransfer(device="cpu")
     content = images.load(CONTENT).resize((args.size, args.size), images.Image.Resampling.BICUBIC)
     settings = Settings(size=args.size, steps=args.steps, max_memory=args.max_memory, early_stop_tol=0)

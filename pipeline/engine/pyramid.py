@@ -5,8 +5,8 @@ started from the coarser result and then, free of the coarser scales, drifted of
 downscaled to 1024 px read 6.7x the 1024 px result's style term on the H200 (bench/look_levels.py splits it level
 by level). Snelgrove's pyramid Gram loss (2017) is the remedy: the finer level's loss also holds the picture shrunk
 to each coarser level's size against that level's painting Grams (the same cached targets), so the look at the
-coarse scales is kept while the fine level adds its detail. Each term's pass is a quarter of the one above it, and
-tiled like any level's where its budget says so.
+coarse scales is kept while the fine level adds its detail. Each term's pass is a quarter of the one above it, run
+with its backward before the level's (PyramidLoss), and tiled like any level's where its budget says so.
 """
 from __future__ import annotations
 
@@ -95,10 +95,10 @@ class PyramidLoss(nn.Module):
 
     The coarser terms are evaluated first, each with its backward at once (their gradient kept as one
     whole-picture vector, entered as tiles._Precomputed enters a tiled level's): their activations are gone
-    before the level's own pass begins, so a print's peak is the larger pass, not the sum. Held to the one
-    backward (as before, measured on the H200), the terms' passes (a third of the level's) had to be reserved
-    beside it: 4096 px auto planned its level at a quarter of the budget, tiled it into 32 px cores with 80 px
-    halos, and did not finish in 300 s (21.8 s before the pyramid)."""
+    before the level's own pass begins, so a print's peak is the larger pass, not the sum. Before, their graphs
+    lived until the one backward and their passes (a third of the level's) were reserved beside it: on the H200
+    the 4096 px auto print did not finish in 300 s (21.8 s before the pyramid); the planner's arithmetic puts its
+    top level at a quarter of the budget, in 32 px cores with 80 px halos (bench/print_levels.py --plans)."""
 
     def __init__(self, level: nn.Module, coarser: list[nn.Module]) -> None:
         super().__init__()
