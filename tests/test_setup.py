@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import torch
 from structlog.testing import capture_logs
 
 from daemon_helpers import make_config, outputs, wait_for
@@ -93,3 +94,22 @@ def test_a_pool_batch_runs_the_copies_made_ahead_and_its_log_splits_the_set_up(t
     firsts = [e for e in logs if e["event"] == "progress" and e["step"] == 1]
     assert len(firsts) == 3 and all(list(e["setup_ms"]) == BATCH_PARTS for e in firsts), firsts
     assert not any("setup_ms" in e for e in logs if e["event"] == "progress" and e["step"] > 1)
+
+
+def test_a_batch_is_judged_in_one_pass_with_the_losses_each_photo_gets_alone(engine, style, photos):
+    """The closing judged each photo of a batch with a pass and four host reads of its own, one after another;
+    now one batched pass. Each photo's judged loss is still its own saved picture's under its own objective."""
+    engine.stylize_batch(photos, [style], SETTINGS)  # the style's targets cached
+    passes, last_step = [0], []
+    handle = engine.vgg.register_forward_hook(lambda *_: passes.__setitem__(0, passes[0] + 1))
+    try:
+        results = engine.stylize_batch(photos, [style], SETTINGS, on_step=lambda i, info: last_step.append(passes[0]))
+    finally:
+        handle.remove()
+    assert passes[0] - last_step[-1] == 1, "one judged pass for the three photos"
+    for photo, result in zip(photos, results):
+        problem, _ = engine.build_loss(photo, [style], SETTINGS)
+        with torch.no_grad():
+            total, parts = problem.loss(images.to_tensor(result.image))
+        assert result.losses["total"] == pytest.approx(float(total), rel=1e-5)
+        assert [result.losses[k] for k in ("content", "style", "tv")] == pytest.approx(parts.tolist(), rel=1e-5)
