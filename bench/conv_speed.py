@@ -17,9 +17,11 @@ flag, so whichever value is in force at a shape's first convolution decides that
     .venv/bin/python bench/conv_speed.py --device cpu --sizes 32 --compile all --compile-backend aot_eager \\
         --compile-anywhere                                         # the compiled path, traced on a CPU
 
-compile (--compile daemon, the default on CUDA) compiles the daemon's shape only (both batches): each new shape and
-batch compiles again (the issue measured 13 s at 1024 px). On a CPU the engine's compile is a no-op, so none by
-default there.
+What compiles: --compile batch (the default on CUDA) the daemon's shape at the daemon's batch only, where its photos
+run; daemon: at batch 1 too; all: every row; none. Each new shape and batch compiles again (the issue measured 13 s
+at 1024 px), so a row costs that much more. On a CPU the engine's compile is a no-op: none by default there.
+--budget (seconds, default 200) bounds the two children together: a child past it is stopped and its rows so far
+are kept (the compiled rows come last in the on child, so a slow compile loses only them).
 """
 from __future__ import annotations
 
@@ -159,7 +161,8 @@ def child(args) -> None:
         hw = _hw(content, size)
         batches = plan.get(label) or [1, args.batch or batch_size_for(engine.device, hw, Settings(size=size))]
         for n in dict.fromkeys(batches):
-            compile = args.compile == "all" or (args.compile == "daemon" and label == "daemon")
+            compile = args.compile == "all" or label == "daemon" and (args.compile == "daemon" or
+                                                                      args.compile == "batch" and n == batches[-1])
             row = Case(engine, content, style, size, n, args).measure(compile and args.child == "on")
             print(f"{TAG} " + json.dumps({"label": label, "hw": list(hw), "batch": n, **row}), flush=True)
 
@@ -172,16 +175,25 @@ def _hw(content, size: int) -> tuple[int, int]:
     return tuple(for_size(content.size, Settings(size=size, scales=1))[1][-1])
 
 
-def run_child(mode: str, argv: list[str]) -> list[dict]:
+def run_child(mode: str, argv: list[str], seconds: float) -> list[dict]:
+    """The child's rows; one stopped after ``seconds`` gives the rows it had printed."""
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, __file__, *argv, "--child", mode], capture_output=True, text=True,
-                          cwd=ROOT)
-    rows = [json.loads(x[len(TAG) + 1:]) for x in proc.stdout.splitlines() if x.startswith(TAG + " ")]
-    print(f"  child cudnn_benchmark {mode}: {len(rows)} rows, {time.perf_counter() - started:.1f} s, rc {proc.returncode}",
+    try:
+        proc = subprocess.run([sys.executable, __file__, *argv, "--child", mode], capture_output=True, text=True,
+                              cwd=ROOT, timeout=max(seconds, 1))
+        out, err, rc = proc.stdout, proc.stderr, proc.returncode
+    except subprocess.TimeoutExpired as exc:  # its output comes back as bytes whatever text= says
+        out, err, rc = (_text(exc.stdout), _text(exc.stderr), f"stopped after {seconds:.0f} s (--budget)")
+    rows = [json.loads(x[len(TAG) + 1:]) for x in out.splitlines() if x.startswith(TAG + " ")]
+    print(f"  child cudnn_benchmark {mode}: {len(rows)} rows, {time.perf_counter() - started:.1f} s, rc {rc}",
           file=sys.stderr, flush=True)
-    if proc.returncode:
-        print(proc.stderr[-3000:], file=sys.stderr)
+    if rc:
+        print(err[-3000:], file=sys.stderr)
     return rows
+
+
+def _text(data) -> str:
+    return data.decode(errors="replace") if isinstance(data, bytes) else (data or "")
 
 
 HEAD = ["shape", "batch", "loss ms/img off", "loss on", "loss compiled", "step ms/img off", "step on",
@@ -217,8 +229,9 @@ def main() -> None:
     parser.add_argument("--skip", type=int, default=None, help="steps not timed at each run's start (4 CUDA, 1)")
     parser.add_argument("--repeats", type=int, default=None, help="timed loss passes (5 CUDA, 3 elsewhere)")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--compile", choices=("none", "daemon", "all"), default=None,
-                        help="which shapes compile (default: daemon on CUDA, none elsewhere)")
+    parser.add_argument("--compile", choices=("none", "batch", "daemon", "all"), default=None,
+                        help="which rows compile (default: batch on CUDA, none elsewhere; see above)")
+    parser.add_argument("--budget", type=float, default=200, help="seconds for both children together")
     parser.add_argument("--compile-backend", default="inductor")
     parser.add_argument("--compile-anywhere", action="store_true", help="let the engine compile off CUDA too")
     parser.add_argument("--child", choices=("off", "on"), default=None, help=argparse.SUPPRESS)
@@ -231,7 +244,7 @@ def main() -> None:
     cuda = pick_device(args.device).type == "cuda"
     args.sizes = args.sizes or ([512, 1024] if cuda else [64])
     args.daemon_size = args.daemon_size or (1024 if cuda else max(args.sizes))
-    args.compile = args.compile or ("daemon" if cuda else "none")
+    args.compile = args.compile or ("batch" if cuda else "none")
     args.batch = args.batch or (None if cuda else 2)
     args.steps, args.skip, args.repeats = (args.steps or (20 if cuda else 6), (4 if cuda else 1) if args.skip is None
                                            else args.skip, args.repeats or (5 if cuda else 3))
@@ -240,11 +253,11 @@ def main() -> None:
                            "--repeats", str(args.repeats)]
     argv += ["--batch", str(args.batch)] if args.batch else []
     started = time.perf_counter()
-    off = run_child("off", argv)
+    off = run_child("off", argv, args.budget)
     plan: dict[str, list[int]] = {}
     for row in off:  # the on child runs the very batches the off child picked (free memory may differ a little)
         plan.setdefault(row["label"], []).append(row["batch"])
-    on = run_child("on", argv + ["--plan", json.dumps(plan)])
+    on = run_child("on", argv + ["--plan", json.dumps(plan)], args.budget - (time.perf_counter() - started))
     print(f"# bench/conv_speed.py on {_machine(cuda)}; {args.steps} steps (the first {args.skip} not timed), loss "
           f"pass median of {args.repeats}; compile: {args.compile} ({args.compile_backend}); load average "
           f"{os.getloadavg()[0]:.1f}; {time.perf_counter() - started:.0f} s in all\n")

@@ -9,7 +9,9 @@ Each case runs in its own process, so its peak memory is its own: ru_maxrss on t
 max_memory_allocated under torch.cuda.set_per_process_memory_fraction (a 24 GB card emulated on a bigger one).
 The look: the result downscaled to 1024 px, scored by the engine's own Gram loss against the photo and painting
 at 1024 px; the ratio is its style term over the 1024 px single-scale result's (target <= 1.3). Seams: the mean
-pixel-gradient magnitude on the tiles' core borders over the whole picture's (target <= 1.1).
+pixel-gradient magnitude on the tiles' core borders over the whole picture's (target <= 1.1). Each row's JSON also
+says where its time went, level by level (``per_level``: wall, steps, loss evaluations, tiles; on CUDA the level's
+peak), and the table's last column sums it up.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import time
 from pathlib import Path
 
 from bench.common import ASSETS
+from bench.print_levels import Levels
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTENT = ASSETS / "samples" / "astronaut.jpg"
@@ -47,11 +50,12 @@ def one(size: int, scales: str, steps: int, device: str, max_memory: str | None)
     levels, _, coarse = scales.partition("/")  # "auto", "1", or "3/20": 3 levels, 20 steps at each coarser one
     settings = Settings(size=size, steps=steps, scales="auto" if levels == "auto" else int(levels),
                         max_memory=max_memory, early_stop_tol=0, coarse_steps=int(coarse or 100))
+    clock = Levels()  # where the time went, level by level (bench/print_levels.py)
     started = time.perf_counter()
-    result = engine.stylize(content, [style], settings)
+    result = engine.stylize(content, [style], settings, listeners=[clock])
     wall = time.perf_counter() - started
     if device == "cuda":
-        peak = torch.cuda.max_memory_allocated() / 2 ** 30
+        peak = max([torch.cuda.max_memory_allocated() / 2 ** 30] + [r.get("peak_gib", 0) for r in clock.report()])
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
     OUT.mkdir(parents=True, exist_ok=True)
@@ -59,7 +63,7 @@ def one(size: int, scales: str, steps: int, device: str, max_memory: str | None)
     result.image.save(path)
     return {"size": size, "scales": scales, "levels": [max(s) for s in result.scales], "steps": result.steps,
             "device": device, "wall_s": round(wall, 1), "peak_gib": round(peak, 2), "tiles": result.tiles,
-            "path": str(path)}
+            "path": str(path), "per_level": clock.report(), "precision": result.precision}
 
 
 def evaluate(size: int, max_memory: str | None) -> dict:
@@ -197,18 +201,24 @@ def seams_demo(steps: int, hw: tuple[int, int] = (96, 288), pieces: int = 3, bud
 
 def table(rows: list[dict], machine: str) -> str:
     head = ("| size | scales (levels) | steps | device | wall | peak | tiles (finest) | look: style / 1024 px's "
-            "| seams |\n|---|---|---|---|---|---|---|---|---|")
+            "| seams | per level: px wall s (evaluations, tiles) |\n|---|---|---|---|---|---|---|---|---|---|")
     lines = [f"Machine: {machine}", "", head]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['size']} | {r['scales']} | | {r['device']} | failed: {r['error']} | | | | |")
+            lines.append(f"| {r['size']} | {r['scales']} | | {r['device']} | failed: {r['error']} | | | | | |")
             continue
         tiles = r["tiles"][max(r["tiles"], key=int)]["tiles"] if r["tiles"] else 1
         ratio = f"{r['look']:.2f}x" if r.get("look") is not None else "-"
         seam = f"{r['seams']:.2f}" if r.get("seams") is not None else "-"
         lines.append(f"| {r['size']} | {r['scales']} ({'-'.join(map(str, r['levels']))}) | {r['steps']} | "
-                     f"{r['device']} | {r['wall_s']} s | {r['peak_gib']} GiB | {tiles} | {ratio} | {seam} |")
+                     f"{r['device']} | {r['wall_s']} s | {r['peak_gib']} GiB | {tiles} | {ratio} | {seam} | "
+                     f"{per_level(r.get('per_level'))} |")
     return "\n".join(lines)
+
+
+def per_level(rows: list[dict] | None) -> str:
+    """Where a print's time went: each level's px, wall, evaluations and tiles (bench/print_levels.Levels)."""
+    return "; ".join(f"{r['level']}: {r['wall_s']} ({r['evaluations']}, {r['tiles']})" for r in rows or []) or "-"
 
 
 def child(*args: str) -> dict:

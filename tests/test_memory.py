@@ -112,5 +112,22 @@ def test_cuda_free_asks_torch_with_an_index_for_a_plain_cuda_device(monkeypatch)
     monkeypatch.setattr(torch.cuda, "mem_get_info", strict((30 << 30, 40 << 30)))
     monkeypatch.setattr(torch.cuda, "get_per_process_memory_fraction", strict(0.5), raising=False)
     monkeypatch.setattr(torch.cuda, "memory_reserved", strict(2 << 30))
+    monkeypatch.setattr(torch.cuda, "memory_allocated", strict(2 << 30))
     assert memory.cuda_free(torch.device("cuda")) == (20 << 30) - (2 << 30)  # the cap, less what torch holds
     assert memory.cuda_free(torch.device("cuda", 0)) == (20 << 30) - (2 << 30)
+
+
+def test_cuda_free_counts_the_allocators_unused_cache_as_free(monkeypatch):
+    """On the H200 (2026-11-28) an auto print's 2048 px level tiled at 9.9 GiB under a 20 GiB cap where a single
+    2048 px run fitted whole at 12.6 GiB: the coarser levels' freed blocks, cached by torch's allocator (which
+    reuses them, and gives them back at the cap), were counted as taken. What is allocated is taken."""
+    from pipeline.engine import memory
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_per_process_memory_fraction", lambda index: 0.5, raising=False)
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda index: 9 * GIB)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda index: 1 * GIB)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda index: (60 * GIB, 80 * GIB))
+    assert memory.cuda_free(torch.device("cuda")) == 39 * GIB  # the 40 GiB cap less the 1 GiB allocated
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda index: (4 * GIB, 80 * GIB))  # others hold the rest
+    assert memory.cuda_free(torch.device("cuda")) == 12 * GIB  # the device's free and this process's cache

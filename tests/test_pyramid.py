@@ -97,18 +97,61 @@ def test_an_auto_print_keeps_the_coarse_look_that_the_fine_level_lost_without_it
     assert looks["pyramid"] < 0.9 * looks["without"], looks
 
 
-def test_the_fine_level_is_planned_with_the_coarser_passes_beside_it(engine, content, style, monkeypatch):
-    """A budget the fine level's pass and state fit alone, but not with the coarser term's pass alive beside it
-    until the one backward, tiles the fine level (before, it ran whole and could run out of memory)."""
+def test_the_fine_level_is_planned_beside_the_terms_gradient_not_their_passes(engine, content, style, monkeypatch):
+    """The coarser terms run (forward and backward) before the fine level's pass, so only their summed gradient
+    (one picture vector) sits beside it: a budget the fine level fits with that vector keeps it whole; one byte
+    less tiles it. Before, their passes (a third of the level's) were reserved: the same budget tiled it."""
     from pipeline.engine import memory, shapes
+    from pipeline.engine.pyramid import coarser_reserve
 
     monkeypatch.setattr(levels, "SINGLE_MAX", 48)
     monkeypatch.setattr(levels, "COARSE_MAX", 72)
-    whole, hw = engine.build_loss(content, [style], Settings(size=96, steps=2))
-    coarse = tuple(-(-side // 2) for side in hw)  # at least what the coarse level holds
-    alone = memory.photo_bytes(shapes.canvas(hw), "lbfgs", Settings().lbfgs_history, "fp32")
-    budget = alone + memory.pass_bytes(coarse, "fp32") // 8
-    assert memory.pass_bytes(coarse, "fp32") // 8 > 0
-    planned, _ = engine.build_loss(content, [style], Settings(size=96, steps=2, max_memory=str(budget)))
-    assert type(whole.loss.level).__name__ == "TotalLoss"
-    assert type(planned.loss.level).__name__ == "TiledLoss", "the fine level alone fits this budget, not beside"
+    canvas = shapes.canvas(engine.build_loss(content, [style], Settings(size=96, steps=2))[1])
+    alone = memory.photo_bytes(canvas, "lbfgs", Settings().lbfgs_history, "fp32")
+    assert coarser_reserve(canvas) == canvas[0] * canvas[1] * 12  # an RGB fp32 vector
+    kinds = []
+    for budget in (alone + coarser_reserve(canvas), alone + coarser_reserve(canvas) - 1):
+        planned, _ = engine.build_loss(content, [style], Settings(size=96, steps=2, max_memory=str(budget)))
+        kinds.append(type(planned.loss.level).__name__)
+    assert kinds == ["TotalLoss", "TiledLoss"]
+
+
+def _graph_convolutions(tensor: torch.Tensor) -> int:
+    """How many convolutions the autograd graph behind ``tensor`` holds (each with its saved activations)."""
+    seen, todo, count = set(), [tensor.grad_fn], 0
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        count += "Convolution" in type(node).__name__
+        todo.extend(next_fn for next_fn, _ in node.next_functions)
+    return count
+
+
+def test_the_coarser_terms_hold_no_activations_until_the_one_backward(engine, content, style, two_levels):
+    """The defect behind the 4096 px print's 14x: the coarse terms' graphs lived until the optimiser's backward,
+    beside the fine level's, so the planner had to reserve their passes. Now the graph the optimiser gets holds
+    the fine level's convolutions alone, and the gradient is the same (value and gradient: the test above)."""
+    problem, hw = engine.build_loss(content, [style], Settings(size=64, steps=2))
+    x = images.to_tensor(images.resize_once(content, hw)).requires_grad_()
+    total, _ = problem(x)
+    own, _ = problem.loss.level(x)
+    assert _graph_convolutions(own) > 0
+    assert _graph_convolutions(total) == _graph_convolutions(own)
+
+
+def test_a_4096_px_auto_print_under_20_gib_is_cut_as_before_the_pyramid(engine):
+    """The H200's 4096 px auto print under a 20 GiB cap (planning arithmetic only, at the GPU's sizes): with the
+    terms' passes reserved its finest level was planned at a quarter of the budget, 36 tiles of 720 px and 3 L-BFGS
+    pairs (and into 32 px cores, 16384 tiles, where the cap had less free); now 9 tiles and the full history, as
+    without the pyramid, and the 2048 px term, which keeps no optimiser state, in 4 tiles."""
+    from pipeline.engine.pyramid import coarser_reserve, term_plan
+
+    settings = Settings(size=4096, max_memory="20GiB")
+    found, _ = levels.levels((4096, 4096), settings)
+    plan = levels.tile_plan(engine, found[-1], settings, "fp32", coarser_reserve(found[-1]))
+    assert (plan.count, plan.history) == (9, None)
+    assert plan.count == levels.tile_plan(engine, found[-1], settings, "fp32").count  # as with no terms
+    terms = [term_plan(engine, hw, settings, "fp32", found[-1], plan) for hw in found[:-1]]
+    assert terms[:2] == [None, None] and terms[2].count == 4

@@ -87,3 +87,23 @@ def test_the_compiled_network_gives_the_eager_result_and_reuses_its_graph(engine
     assert graphs >= 1, "the run went through dynamo"
     for run in (first, again):
         assert run.losses["total"] == pytest.approx(eager.losses["total"], rel=1e-4)
+
+
+def test_the_bench_table_keeps_a_failed_compile_and_a_child_cut_short():
+    """bench/conv_speed.py runs on a GPU once a session: a compile that failed says why in its cells, and a row the
+    on child never reached (stopped at --budget) is kept with its off figures and "-" for the rest."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench.conv_speed import HEAD, rows_of
+
+    off = [{"label": "daemon", "hw": [706, 1024], "batch": b, "first_s": 0.5, "loss_s": 0.0132, "step_s": 0.0143}
+           for b in (1, 6)]
+    on = [{**off[0], "first_s": 0.9, "loss_s": 0.0110, "step_s": 0.0121,
+           "compile_error": "BackendCompilerFailed: no C compiler"}]
+    first, cut = (dict(zip(HEAD, row)) for row in rows_of(off, on))
+    assert first["shape"] == "1024x706 (daemon)" and first["loss on"] == "11.0 (0.83x)"
+    assert first["loss compiled"] == first["step compiled"] == "BackendCompilerFailed: no C compiler"
+    assert first["new shape's first call s off / on"] == "0.50 / 0.90"
+    assert (cut["batch"], cut["loss ms/img off"], cut["loss on"], cut["step on"]) == ("6", "13.2", "-", "-")

@@ -54,16 +54,19 @@ def for_size(size: tuple[int, int], settings: Settings) -> tuple[tuple[int, int]
     return (final_hw, *levels(final_hw, settings))
 
 
-def tile_plan(engine, hw: tuple[int, int], settings: Settings, precision: str, reserve: int = 0) -> TilePlan | None:
+def tile_plan(engine, hw: tuple[int, int], settings: Settings, precision: str, reserve: int = 0,
+              stateless: bool = False) -> TilePlan | None:
     """None when this level's loss pass fits the memory budget whole (the usual case); else its tiles.
     ``precision`` is the run's resolved one (fp32, tf32, bf16), not the setting: ``auto`` is read once per run.
-    ``reserve``: bytes held beside this pass (pyramid.py: the coarser terms' passes beside a finer level, that
-    level's state beside the coarser terms), taken off the budget, never below a quarter of it."""
+    ``reserve``: bytes held beside this pass (pyramid.py: the coarser terms' gradient beside a finer level, that
+    level's state beside the coarser terms), taken off the budget, never below a quarter of it. ``stateless``: a
+    pass with no optimiser of its own (memory.plan)."""
     budget = memory.budget(settings.max_memory, engine.device)
     budget = max(budget - reserve, budget // 4)
     precision = "bf16" if engine.device.type == "cuda" and precision == "bf16" else "fp32"
     return memory.plan(shapes.canvas(hw), budget, halo=halo_for(engine.vgg.features, LAST_INDEX),
-                       optimizer=settings.optimizer, history=settings.lbfgs_history, precision=precision)
+                       optimizer=settings.optimizer, history=settings.lbfgs_history, precision=precision,
+                       stateless=stateless)
 
 
 def style_grams(engine, pixels: torch.Tensor, settings: Settings) -> dict[str, torch.Tensor] | None:

@@ -60,11 +60,16 @@ def budget(max_memory: str | None, device: torch.device) -> int:
 
 def cuda_free(device: torch.device) -> int:
     """Free device memory, within the process's cap where one is set (set_per_process_memory_fraction: how a
-    24 GB card is emulated on a bigger one, or a GPU shared by two daemons): mem_get_info alone ignores the cap."""
+    24 GB card is emulated on a bigger one, or a GPU shared by two daemons): mem_get_info alone ignores the cap.
+    What this process's allocator holds cached but unused counts as free: it is reused (and, at the cap, given
+    back and retried). Counted as taken, a print's previous level's cache shrank the next level's budget (H200:
+    the 2048 px level of an auto print tiled at 9.9 GiB under a 20 GiB cap; a single 2048 px run fits whole)."""
     index = torch.cuda.current_device() if device.index is None else device.index  # the cap's query wants an index
     free, total = torch.cuda.mem_get_info(index)
     fraction = getattr(torch.cuda, "get_per_process_memory_fraction", lambda _index: 1.0)(index)
-    return max(0, min(free, int(total * fraction) - torch.cuda.memory_reserved(index)))
+    held = torch.cuda.memory_allocated(index)
+    cached = torch.cuda.memory_reserved(index) - held  # this process's own freed blocks: its allocator reuses them
+    return max(0, min(free + cached, int(total * fraction) - held))
 
 
 def state_bytes(pixels: int, optimizer: str, history: int) -> int:
@@ -91,15 +96,22 @@ def _pass_bytes(precision: str) -> int:
 
 
 def plan(hw: tuple[int, int], budget_bytes: int, *, halo: int, optimizer: str, history: int,
-         precision: str) -> TilePlan | None:
+         precision: str, stateless: bool = False) -> TilePlan | None:
     """None when the whole picture's loss pass fits; else the largest core (a multiple of 16) whose tiles'
-    pass does. A budget too small even for the smallest tile still gets it: the run is slow, but it ends."""
+    pass does. A budget too small even for the smallest tile still gets it: the run is slow, but it ends.
+    ``stateless``: a pass with no optimiser of its own (a pyramid term: pyramid.py), its pass alone."""
+    if stateless:
+        return None if pass_bytes(hw, precision) <= budget_bytes else _cut(hw, budget_bytes, halo, precision, None)
     if photo_bytes(hw, optimizer, history, precision) <= budget_bytes:
         return None
-    per_pixel = _pass_bytes(precision)
     kept = history_within(hw[0] * hw[1], budget_bytes // 2, optimizer, history)
     left = budget_bytes - state_bytes(hw[0] * hw[1], optimizer, kept)
-    capped = kept if kept < history and optimizer != "adam" else None
+    return _cut(hw, left, halo, precision, kept if kept < history and optimizer != "adam" else None)
+
+
+def _cut(hw: tuple[int, int], left: int, halo: int, precision: str, capped: int | None) -> TilePlan:
+    """The largest core whose tile's pass fits in ``left`` bytes."""
+    per_pixel = _pass_bytes(precision)
     for core in range(ALIGN * math.ceil(max(hw) / ALIGN) - ALIGN, MIN_CORE - 1, -ALIGN):
         side = core + 2 * halo  # a middle tile's; thin pictures' tiles are cut by their short side
         if min(side, hw[0]) * min(side, hw[1]) * per_pixel <= left:

@@ -27,7 +27,7 @@ from .losses import ContentLoss, StyleLoss, StyleTargets, TotalLoss, gram
 from .lbfgs import run_projected_lbfgs
 from .optimize import Listener, Monitor, NonFinite, Problem, StepInfo, is_blank, run_adam, run_lbfgs
 from .prepared import Prepared
-from .pyramid import PyramidLoss, coarser_passes, coarser_terms
+from .pyramid import PyramidLoss, coarser_reserve, coarser_terms
 from .result import JUDGE, Result, close  # noqa: F401  (JUDGE, Result: re-exported)
 from .settings import CONTENT_LAYER, STYLE_LAYERS, Settings
 from .tiles import TilePlan
@@ -286,7 +286,7 @@ class _Run:
         if self.settings.scales == "auto" and index > 0:  # issue 14: keep the coarser levels' look (pyramid.py)
             problem.loss = PyramidLoss(problem.loss, coarser_terms(self.engine, self.levels[:index], self._targets,
                                                                    self.settings, self.style_weight, self.precision,
-                                                                   shapes.canvas(hw)))
+                                                                   shapes.canvas(hw), self.tiles.get(index)))
         return problem
 
     def _targets(self, hw: tuple[int, int]) -> StyleTargets:
@@ -307,7 +307,7 @@ class _Run:
         self.monitor.mark("style")  # the paintings' Grams (cached: a dict look-up) and, next, the content target
         content = self._content(hw, engine.device)
         index = self.levels.index(hw)
-        beside = coarser_passes(self.levels[:index], self.precision) if s.scales == "auto" else 0
+        beside = coarser_reserve(shapes.canvas(hw)) if s.scales == "auto" and index > 0 else 0
         if index not in self.tiles and (plan := tile_plan(engine, hw, s, self.precision, beside)) is not None:
             self.tiles[index] = plan
         self.monitor.tiles = self.tiles[index].count if index in self.tiles else 1
