@@ -108,7 +108,7 @@ def row(name: str, overrides: dict, size: int, args, out: Path, root: Path = ROO
     run = run_backlog(out / f"{name.replace(' ', '_').replace(',', '')}_{size}", args.photos, size, args.steps, env,
                       3600, overrides={"progress_seconds": 0, **overrides}, root=root)
     if not run.ok:
-        return [name, f"{size}", f"failed (rc {run.returncode}; see {run.folder / 'daemon.log'})"] + [""] * 8
+        return [name, f"{size}", f"failed (rc {run.returncode}; see {run.folder / 'daemon.log'})"] + [""] * 10
     records = [json.loads(p.read_text()) for p in run.outputs("*.json")]
     slots = len(overrides.get("devices", [])) or 1
     # a batch's photos share its time (each record holds the whole batch's): each counts its 1/n of it
@@ -119,7 +119,17 @@ def row(name: str, overrides: dict, size: int, args, out: Path, root: Path = ROO
     late, counted = opened_late(events(run.folder / "daemon.log"))
     return [name, f"{size}", f"{len(run.dones)}", f"{3600 * len(run.dones) / run.steady_s:.0f}", f"{busy:.1%}",
             ms(found["to step"]), ms(found["to start"]), ms(found["handover"]), ms(found["written to start"]),
-            f"{batched}", f"{late} of {counted}"]
+            f"{batched}", f"{late} of {counted}", *set_up(run.folder / "daemon.log")]
+
+
+def set_up(log: Path) -> list[str]:
+    """The slot's opening ("job started"'s opened_ms) and the engine's set-up by part (the first progress line's
+    setup_ms), medians in ms (bench/daemon_log.py reads them): what the gap between batches is made of."""
+    from bench.daemon_log import read, setup_parts
+
+    jobs = [job for job in read(log).values() if job.started is not None]
+    opened = [job.opened_ms for job in jobs if job.opened_ms is not None]
+    return [f"{statistics.median(opened):.1f}" if opened else "-", setup_parts([j for j in jobs if j.steps]) or "-"]
 
 
 def main() -> None:
@@ -152,7 +162,8 @@ def main() -> None:
     head = ["layout", "size", "photos", "photos/hour", "busy", "last step to next first step, ms median / max",
             "last step to next job started, ms", "job done to next job started, ms",
             "first output written to next job started, ms", "photos run in a batch",
-            "photos not prepared ahead by the slot's previous last step"]
+            "photos not prepared ahead by the slot's previous last step", "slot's opening, ms (median)",
+            "job started to first step by part, ms (medians)"]
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head), flush=True)
     rows = [(name, size) for size in args.sizes for name in layouts]
     rows.sort(key=lambda r: f"{r[0]}@{r[1]}" == args.last)  # stable: the others keep their order
