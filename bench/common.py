@@ -24,6 +24,20 @@ PAIRS = [
 ]
 
 
+ISSUE_PHOTO = (2400, 1655)  # issue 13's GPU run: 12 photos of this size at 1024 px
+
+
+def issue_photo():
+    """A sample photo upscaled to issue 13's 2400x1655, with 5% sensor-like noise (pure upscaling compresses too
+    well): the photo the issue measured the daemon with (1024x706 at 1024 px), for bench/gap.py and bench/pool.py."""
+    from PIL import Image
+
+    from pipeline.engine import images
+
+    photo = images.load(ASSETS / "samples" / "rocket.jpg").resize(ISSUE_PHOTO, Image.LANCZOS)
+    return Image.blend(photo, Image.effect_noise(photo.size, 64).convert("RGB"), 0.05)
+
+
 def load_pair(index: int = 0):
     """(photo, painting) of PAIRS[index], decoded as the engine decodes them."""
     from pipeline.engine import images

@@ -3,7 +3,9 @@
 Why from the log: a GPU is lent for minutes, and its daemon logs are what comes back. The log has each job's
 "job started", a "progress" line per step (step number, ISO timestamp) and "job done"; from those this prints how
 often a photo came out, how long its steps took, the stalls inside a job (a step gap over 5x the log's median step:
-on the H200 these were the checkpoints) and the time between one job's last step and the next job's start.
+on the H200 these were the checkpoints) and the time between one job's last step and the next job's start; and, in
+logs from the gap work on (issue 13), the slot's opening of a job or batch ("job started"'s opened_ms) and the
+engine's set-up by part (the first "progress" line's setup_ms).
 
     .venv/bin/python bench/daemon_log.py daemon.log [more.log ...] [--together]
 

@@ -40,9 +40,10 @@ class Backlog:
 
 
 def run_backlog(folder: Path, drops: int, size: int, steps: int, env: dict, timeout: float, *,
-                second_recipe_every: int = 0, overrides: dict | None = None, root: Path = ROOT, **popen) -> Backlog:
-    """``drops`` sample photos (every n-th into the "scream" recipe folder if asked), then one `once` run of the
-    checkout at ``root`` (bench/gap.py compares two)."""
+                second_recipe_every: int = 0, overrides: dict | None = None, root: Path = ROOT,
+                photos: list[Path] | None = None, **popen) -> Backlog:
+    """``drops`` photos in turn from ``photos`` (the sample photos by default; every n-th into the "scream" recipe
+    folder if asked), then one `once` run of the checkout at ``root`` (bench/gap.py compares two)."""
     sys.path.insert(0, str(ROOT / "tests"))
     from daemon_helpers import make_config
 
@@ -50,7 +51,7 @@ def run_backlog(folder: Path, drops: int, size: int, steps: int, env: dict, time
     config = make_config(folder, **{"settle_seconds": 0.1, "rescan_seconds": 1, "log_format": "json",
                                     "contact_sheet": False, **(overrides or {}),  # overrides may turn sheets on
                                     "defaults": {"size": size, "steps": steps, "format": "png", "early_stop_tol": 0}})
-    samples = sorted(SAMPLES.glob("*.jpg"))
+    samples = photos or sorted(SAMPLES.glob("*.jpg"))
     for i in range(drops):
         sub = folder / "inbox" / ("scream" if second_recipe_every and i % second_recipe_every == 3 else "")
         sub.mkdir(exist_ok=True)

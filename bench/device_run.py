@@ -76,7 +76,8 @@ def stages(dry: bool, work: Path, machine: str) -> list[Stage]:
         prints = ["--device", "cpu", "--sizes", "64", "--scales", "2/2", "--single", "--steps", "3",
                   "--single-sizes", "64", "--single-steps", "3", "--max-memory", "12MB",  # 12MB: 4 tiles at 64 px
                   "--look-size", "48"]
-        shares = (240, 180, 300)  # generous: the shared 2-core box is often 4x contended
+        speed = ["--device", "cpu", "--sizes", "64", "--threads", "1", "--budget", "150"]
+        shares = (240, 180, 180, 300)  # generous: the shared 2-core box is often 4x contended
     else:
         # 512 and 1024 px, batch 16, tf32 and bf16, 40 steps; precision rows (100 steps, the daemon's: at 30 the H200
         # read tf32 11.6% above fp32, maybe a short run's noise; the choice is recorded in
@@ -88,15 +89,19 @@ def stages(dry: bool, work: Path, machine: str) -> list[Stage]:
         prints = ["--device", "cuda", "--sizes", "2048", "4096", "8192", "--max-memory", "20GiB", "--steps", "150",
                   "--single", "--single-sizes", "2048", "--single-steps", "100"]
         # single scale at 4096 px (54 s, look 117x) was measured on the H200 on 2026-11-28: its time goes to 8192
-        shares = (70, 200, 240)
+        # cuDNN's autotuner off / on and torch.compile at the daemon's shape and batch, 1024 px (512 px is met)
+        speed = ["--sizes", "1024", "--budget", "55"]
+        shares = (60, 60, 180, 200)
     plan = [
         install(work, 60 if dry else 20),
         env_probe,
         Stage("gpu", shares[0], [py, "bench/gpu.py", *gpu],
               "bench/RESULTS.md: The step next to the network; its Precision"),
-        Stage("pool", shares[1], [py, "bench/pool.py", "--gpu", "--out", str(work / "pool"), "--only", POOL_LAYOUTS,
+        Stage("speed", shares[1], [py, "bench/conv_speed.py", *speed],
+              "bench/RESULTS.md: cuDNN's autotuner and torch.compile (issue 13)"),
+        Stage("pool", shares[2], [py, "bench/pool.py", "--gpu", "--out", str(work / "pool"), "--only", POOL_LAYOUTS,
                                   *pool], "bench/RESULTS.md: The daemon on a queued batch", fixed=5),
-        Stage("print", shares[2], [py, "-m", "bench.print", *prints, "--machine", machine],
+        Stage("print", shares[3], [py, "-m", "bench.print", *prints, "--machine", machine],
               "bench/RESULTS.md: Large prints (issue 14)", fixed=3),
     ]
     return [overridden(stage, os.environ) for stage in plan]

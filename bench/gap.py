@@ -72,11 +72,10 @@ def host_work(repeats: int = 5) -> list[tuple[str, float, float]]:
 
     from PIL import Image
 
+    from bench.common import issue_photo
     from pipeline.engine import images
 
-    # a sample photo upscaled to the issue's 2400x1655, with 5% sensor-like noise (pure upscaling compresses too well)
-    photo = images.load(ROOT / "pipeline" / "assets" / "samples" / "rocket.jpg").resize((2400, 1655), Image.LANCZOS)
-    photo = Image.blend(photo, Image.effect_noise(photo.size, 64).convert("RGB"), 0.05)
+    photo = issue_photo()
     hw = images.fit_size(photo.size, 1024)[::-1]
     data = images.encode(photo, "jpeg", 92)
     small = images.resize_once(photo, hw)

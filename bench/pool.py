@@ -106,9 +106,9 @@ def opened_late(log_events: list[dict]) -> tuple[int, int]:
 def row(name: str, overrides: dict, size: int, args, out: Path, root: Path = ROOT) -> list[str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(args.threads)}
     run = run_backlog(out / f"{name.replace(' ', '_').replace(',', '')}_{size}", args.photos, size, args.steps, env,
-                      3600, overrides={"progress_seconds": 0, **overrides}, root=root)
+                      3600, overrides={"progress_seconds": 0, **overrides}, root=root, photos=args.photo_files)
     if not run.ok:
-        return [name, f"{size}", f"failed (rc {run.returncode}; see {run.folder / 'daemon.log'})"] + [""] * 8
+        return [name, f"{size}", f"failed (rc {run.returncode}; see {run.folder / 'daemon.log'})"] + [""] * 10
     records = [json.loads(p.read_text()) for p in run.outputs("*.json")]
     slots = len(overrides.get("devices", [])) or 1
     # a batch's photos share its time (each record holds the whole batch's): each counts its 1/n of it
@@ -119,7 +119,28 @@ def row(name: str, overrides: dict, size: int, args, out: Path, root: Path = ROO
     late, counted = opened_late(events(run.folder / "daemon.log"))
     return [name, f"{size}", f"{len(run.dones)}", f"{3600 * len(run.dones) / run.steady_s:.0f}", f"{busy:.1%}",
             ms(found["to step"]), ms(found["to start"]), ms(found["handover"]), ms(found["written to start"]),
-            f"{batched}", f"{late} of {counted}"]
+            f"{batched}", f"{late} of {counted}", *set_up(run.folder / "daemon.log")]
+
+
+def set_up(log: Path) -> list[str]:
+    """The slot's opening ("job started"'s opened_ms) and the engine's set-up by part (the first progress line's
+    setup_ms), medians in ms (bench/daemon_log.py reads them): what the gap between batches is made of."""
+    from bench.daemon_log import read, setup_parts
+
+    jobs = [job for job in read(log).values() if job.started is not None]
+    opened = [job.opened_ms for job in jobs if job.opened_ms is not None]
+    return [f"{statistics.median(opened):.1f}" if opened else "-", setup_parts([j for j in jobs if j.steps]) or "-"]
+
+
+def issue_photo_file(out: Path) -> list[Path]:
+    """Issue 13's photo as a JPEG (quality 92) under ``out``, made once a run: what the pool drops in turn."""
+    from bench.common import issue_photo
+    from pipeline.engine import images
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "issue-2400x1655.jpg"
+    path.write_bytes(images.encode(issue_photo(), "jpeg", 92))
+    return [path]
 
 
 def main() -> None:
@@ -135,9 +156,13 @@ def main() -> None:
     parser.add_argument("--before", default=None, metavar="REF",
                         help="also run the commit REF (git archive, as bench/gap.py), each row beside this tree's")
     parser.add_argument("--rounds", type=int, default=1, help="with --before: rounds alternating the two")
+    parser.add_argument("--photo", choices=("samples", "issue"), default="samples",
+                        help="samples: the three 512 px samples in turn (1024x1024 and 1024x683 at 1024 px); issue: "
+                             "issue 13's 2400x1655 photo (1024x706 at 1024 px: one shape, as the issue measured)")
     parser.add_argument("--last", default=None, metavar="LAYOUT@SIZE",
                         help="run this row last: the one a run cut short (a lent GPU's budget) can best lose")
     args = parser.parse_args()
+    args.photo_files = issue_photo_file(args.out) if args.photo == "issue" else None
     import torch
 
     gpu = torch.cuda.is_available()
@@ -146,13 +171,15 @@ def main() -> None:
     if args.only:
         layouts = {k: v for k, v in layouts.items() if k in args.only.split(",")}
     where = torch.cuda.get_device_name(0) + f" x{torch.cuda.device_count()}" if gpu else "CPU"
-    print(f"# bench/pool.py on {where}: {args.photos} photos at {args.sizes} px, {args.steps} steps; "
+    photos = "of 2400x1655 (issue 13's)" if args.photo == "issue" else "(the three 512 px samples in turn)"
+    print(f"# bench/pool.py on {where}: {args.photos} photos {photos} at {args.sizes} px, {args.steps} steps; "
           f"{os.cpu_count()} cores, "
           f"OMP_NUM_THREADS={args.threads}; load average {os.getloadavg()[0]:.1f}\n")
     head = ["layout", "size", "photos", "photos/hour", "busy", "last step to next first step, ms median / max",
             "last step to next job started, ms", "job done to next job started, ms",
             "first output written to next job started, ms", "photos run in a batch",
-            "photos not prepared ahead by the slot's previous last step"]
+            "photos not prepared ahead by the slot's previous last step", "slot's opening, ms (median)",
+            "job started to first step by part, ms (medians)"]
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head), flush=True)
     rows = [(name, size) for size in args.sizes for name in layouts]
     rows.sort(key=lambda r: f"{r[0]}@{r[1]}" == args.last)  # stable: the others keep their order

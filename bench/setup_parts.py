@@ -57,6 +57,31 @@ def main() -> None:
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for row in rows:
         print("| " + " | ".join(row) + " |")
+    records()
+
+
+def records(batch: int = 7) -> None:
+    """A batch's job records (each write fsynced, as Spool.save): the batch's tries begun (pool.Slot._open_together)
+    and its results' "not running" (Slot._not_running_together), one after another as before, side by side now."""
+    import tempfile
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipeline.fsio import write_json
+
+    folder = Path(tempfile.mkdtemp(prefix="setup-parts-"))
+    paths = [folder / f"job{i}" / "job.json" for i in range(batch)]
+    for path in paths:
+        path.parent.mkdir()
+
+    def save(path: Path) -> None:
+        write_json(path, {"id": path.parent.name, "running": True, "note": "x" * 800}, indent=1)
+
+    def together() -> None:
+        with ThreadPoolExecutor(batch) as pool:
+            list(pool.map(save, paths))
+    before, after = ms(lambda: [save(path) for path in paths]), ms(together)
+    print(f"\n| {batch} job records, fsynced | one after another, ms | side by side, ms | ratio |\n|---|---|---|---|")
+    print(f"| {folder.parent} | {before:.1f} | {after:.1f} | {before / after:.1f}x |")
 
 
 if __name__ == "__main__":

@@ -48,3 +48,17 @@ def test_gpu_bench_times_fp32_beside_a_tf32_default(engine, content, style):
     ratio = float(cell.split("x")[0])
     assert 0.2 < ratio < 5 and cell.endswith("tf32 judged +11.60% vs fp32")
     assert fp32_against(engine, content, style, {**probe, "default": "fp32"}, repeats=1) == "-"
+
+
+def test_the_pool_bench_can_drop_issue_13s_photo_so_its_figures_compare_with_the_issues(tmp_path):
+    """bench/pool.py --photo issue: issue 13 measured the daemon with 2400x1655 photos (1024x706 at 1024 px); the
+    default samples run as 1024x1024 and 1024x683, 13% more pixels a photo on average than the issue's."""
+    from PIL import Image
+
+    from bench.daemon_run import SAMPLES
+    from bench.pool import issue_photo_file
+
+    files = issue_photo_file(tmp_path)
+    with Image.open(files[0]) as photo:
+        assert photo.size == (2400, 1655) and photo.format == "JPEG"
+    assert {Image.open(p).size for p in SAMPLES.glob("*.jpg")} == {(512, 512), (512, 341), (512, 342)}

@@ -46,3 +46,17 @@ def test_the_table_reads_the_stall_the_gaps_and_the_rates(tmp_path, capsys):
 
 def test_photos_started_together_share_the_gap_to_the_next_start():
     assert daemon_log.photo_every([0.0, 0.001, 0.002, 3.0, 3.001, 6.0]) == pytest.approx(1.25)  # 3/3 and 3/2
+
+
+def test_the_slots_opening_and_the_set_up_by_part_are_read_from_their_fields(tmp_path):
+    """"job started"'s opened_ms and the first progress line's setup_ms (issue 13): their medians, by part."""
+    lines = [_line("job started", 0.0, "a", opened_ms=10.0), _line("job started", 1.0, "b", opened_ms=30.0)]
+    lines += [_line("progress", 0.2, "a", step=1, setup_ms={"copy": 1.0, "content": 4.0, "first_step": 20.0}),
+              _line("progress", 0.3, "a", step=2), _line("job done", 0.5, "a"),
+              _line("progress", 1.2, "b", step=1, setup_ms={"copy": 3.0, "content": 6.0, "first_step": 40.0}),
+              _line("progress", 1.3, "b", step=2), _line("job done", 1.5, "b")]
+    path = tmp_path / "daemon.log"
+    path.write_text("\n".join(lines) + "\n")
+    row = dict(zip(daemon_log.HEADERS, daemon_log.summary(daemon_log.read(path))))
+    assert row["taken -> job started in the slot, ms (median)"] == pytest.approx(20.0)
+    assert row["job started -> first step by part, ms (median)"] == "copy 2.0, content 5.0, first_step 30.0"

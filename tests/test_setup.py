@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import torch
 from structlog.testing import capture_logs
 
 from daemon_helpers import make_config, outputs, wait_for
@@ -68,9 +69,16 @@ def test_the_first_step_tells_the_set_up_by_part_and_no_later_step_does(engine, 
     assert list(alone[0]) == LONE_PARTS and all(v >= 0 for v in alone[0].values()) and alone[1:] == [None, None]
 
 
-def test_a_pool_batch_runs_the_copies_made_ahead_and_its_log_splits_the_set_up(tmp_path, engine, resizes):
-    """batch: 3 in the pool: no photo is resized in the slot (all in the prefetch thread); "job started" says how
-    long the slot took to open the batch, and each photo's first progress line has the set-up's parts."""
+def test_a_pool_batch_runs_the_copies_made_ahead_and_its_log_splits_the_set_up(tmp_path, engine, resizes,
+                                                                              monkeypatch):
+    """batch: 3 in the pool: no photo is resized in the slot (all in the prefetch thread); the three records that
+    say "not running" once the batch is done are written side by side, not one fsync after another in the slot, and
+    so are the extras' tries begun (their records saying running);
+    "job started" says how long the slot took to open the batch, each photo's first progress line has the set-up's
+    parts."""
+    saves, real_save = [], Spool.save
+    monkeypatch.setattr(Spool, "save", lambda self, job: saves.append((threading.current_thread().name,
+                                                                       job.running)) or real_save(self, job))
     config = config_module.load(make_config(tmp_path, batch=3, defaults={"size": 40, "steps": 2, "format": "png",
                                                                          "early_stop_tol": 0}))
     check_folders(config)
@@ -90,6 +98,29 @@ def test_a_pool_batch_runs_the_copies_made_ahead_and_its_log_splits_the_set_up(t
     started = [e for e in logs if e["event"] == "job started"]
     assert [e.get("batch") for e in started] == [3, 3, 3] and all(e["opened_ms"] >= 0 for e in started)
     assert resizes and "worker-0" not in resizes, resizes
+    done_saves = [thread.rsplit("_", 1)[0] for thread, running in saves if not running]
+    assert done_saves.count("records") == 3 and "worker-0" not in done_saves, saves
+    begun = [thread.rsplit("_", 1)[0] for thread, running in saves if running]
+    assert begun == ["worker-0", "open", "open"], "a's try begun in hand, its two extras' side by side"
     firsts = [e for e in logs if e["event"] == "progress" and e["step"] == 1]
     assert len(firsts) == 3 and all(list(e["setup_ms"]) == BATCH_PARTS for e in firsts), firsts
     assert not any("setup_ms" in e for e in logs if e["event"] == "progress" and e["step"] > 1)
+
+
+def test_a_batch_is_judged_in_one_pass_with_the_losses_each_photo_gets_alone(engine, style, photos):
+    """The closing judged each photo of a batch with a pass and four host reads of its own, one after another;
+    now one batched pass. Each photo's judged loss is still its own saved picture's under its own objective."""
+    engine.stylize_batch(photos, [style], SETTINGS)  # the style's targets cached
+    passes, last_step = [0], []
+    handle = engine.vgg.register_forward_hook(lambda *_: passes.__setitem__(0, passes[0] + 1))
+    try:
+        results = engine.stylize_batch(photos, [style], SETTINGS, on_step=lambda i, info: last_step.append(passes[0]))
+    finally:
+        handle.remove()
+    assert passes[0] - last_step[-1] == 1, "one judged pass for the three photos"
+    for photo, result in zip(photos, results):
+        problem, _ = engine.build_loss(photo, [style], SETTINGS)
+        with torch.no_grad():
+            total, parts = problem.loss(images.to_tensor(result.image))
+        assert result.losses["total"] == pytest.approx(float(total), rel=1e-5)
+        assert [result.losses[k] for k in ("content", "style", "tv")] == pytest.approx(parts.tolist(), rel=1e-5)

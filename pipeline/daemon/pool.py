@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import structlog
@@ -120,15 +121,25 @@ class Slot(Worker):
             return [first], []
         self.extra = self._jobs.take(key, size - 1)
         batch, alone = [first], []
-        for other in list(self.extra):
-            with structlog.contextvars.bound_contextvars(job_id=other.id, file=other.source, slot=self.index):
-                opened = self.life.open(other)
+        for other, opened in zip(list(self.extra), self._open_together(list(self.extra))):
             if opened is None:  # its try ended there (a pre-check failed, already written)
                 self._release(other)
             else:
                 same = plan_key(other, opened[1]) == key and opened[1].settings == plan.settings
                 (batch if same else alone).append((other, *opened))
         return batch, alone
+
+    def _open_together(self, jobs: list[Job]) -> list:
+        """Each job's life.open (its try begun: an fsync'd record each; its plan, prepared ahead), side by side:
+        one after another they sat between a batch's last step and the next batch's start. JobLife serves
+        several slots at once already, one job each; here each thread has one job too."""
+        def open_one(job: Job):
+            with structlog.contextvars.bound_contextvars(job_id=job.id, file=job.source, slot=self.index):
+                return self.life.open(job)
+        if len(jobs) < 2:
+            return [open_one(job) for job in jobs]
+        with ThreadPoolExecutor(min(len(jobs), 8), thread_name_prefix="open") as opening:
+            return list(opening.map(open_one, jobs))
 
     def _batch_size(self, config: Config, plan: Plan) -> int:
         """The batch's size, or 1 when it cannot be worked out: a photo must never fail because its batch could
@@ -160,6 +171,7 @@ class Slot(Worker):
                                                 should_stop_one=lambda i: jobs[i].id in self._cancels)
         except Exception as exc:
             results = [exc] * len(batch)
+        self._not_running_together([job for job, result in zip(jobs, results) if not isinstance(result, Exception)])
         landed = []
         for (job, config, p), result in zip(batch, results):
             with structlog.contextvars.bound_contextvars(job_id=job.id, file=job.source):
@@ -170,6 +182,14 @@ class Slot(Worker):
                     landed.append((job, self._landing(job, config, p, result, len(batch))))
         if landed:
             self._land_batch_behind(landed)
+
+    def _not_running_together(self, jobs: list[Job]) -> None:
+        """The batch's records say not running, written side by side (each photo's _landing then finds its own
+        saved): one fsync'd record a photo, one after another, sat between a batch's last step and the next batch
+        (7 records: 47 ms in a row, 12 ms side by side on the 2-core box)."""
+        if len(jobs) > 1:
+            with ThreadPoolExecutor(min(len(jobs), 8), thread_name_prefix="records") as records:
+                list(records.map(self._not_running, jobs))
 
     def _land_behind(self, job: Job, config: Config, plan: Plan, result) -> None:
         """A photo run alone (the job in hand or an extra run alone) lands as a batch of one: the same hand-over."""

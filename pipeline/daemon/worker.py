@@ -131,12 +131,15 @@ class Worker(Executor):
 
     def _not_running(self, job: Job) -> None:
         """The result is computed: a daemon crash from now on (while it waits for its write, or the next photo
-        runs) is not this photo's, so its record stops saying running before the worker goes on."""
+        runs) is not this photo's, so its record stops saying running before the worker goes on. Once: a batch's
+        records are saved together first (pool.Slot._not_running_together)."""
+        if not job.running:
+            return
         job.running = False
         try:
             self.spool.save(job)
         except OSError as exc:  # a full disk: the job in memory is the truth; a crash now may charge it once
-            log.warning("job record not saved before its write", error=str(exc))
+            log.warning("job record not saved before its write", error=str(exc), job_id=job.id, file=job.source)
 
     def _on_step(self, job: Job, plan: Plan):
         config = self.get_config()

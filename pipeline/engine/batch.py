@@ -28,6 +28,7 @@ from .losses import ContentLoss, TotalLoss
 from .memory import cuda_free, photo_bytes
 from .optimize import NonFinite, Problem, StepInfo, is_blank
 from .precision import resolve
+from .result import close
 from .settings import Settings
 from .walk import walk
 
@@ -165,8 +166,27 @@ class _Batch:
             self.engine.fault_hook(self.engine.device)
         torch.manual_seed(self.settings.seed)
         ends = walk(self.runs, self._level)
-        return [self.dropped.get(id(run)) if pixels is None else run._result(pixels, None)
-                for run, pixels in zip(self.runs, ends)]
+        judged = self._judged(ends)
+        return [self.dropped.get(id(run)) if pixels is None else close(run, pixels, None, judged.get(k))
+                for k, (run, pixels) in enumerate(zip(self.runs, ends))]
+
+    def _judged(self, ends: list[torch.Tensor | None]) -> dict[int, dict[str, float]]:
+        """The photos' judged losses (result.close's: the saved, clamped and rounded pictures), from ONE batched
+        pass and one host read: closing each photo alone was a pass and four host reads a photo, one after
+        another, between the batch's last step and the next batch (issue 13). {} where a photo is not plainly
+        batched (a lone survivor, a tiled level): close() then judges each photo itself."""
+        live = [k for k, pixels in enumerate(ends) if pixels is not None]
+        problems = [self.runs[k].loss(self.runs[k].levels[-1]) for k in live]
+        if len(live) < 2 or not all(type(p.loss) is TotalLoss for p in problems):
+            return {}
+        try:
+            saved = torch.cat([ends[k].clamp(0, 255).round() for k in live])
+            with torch.no_grad():
+                totals, parts = JointLoss(problems)(list(range(len(live)))).loss.per_image(saved)
+            values = torch.cat([totals[:, None], parts], dim=1).tolist()
+        except torch.OutOfMemoryError:  # the batch's results are made: never lose them to their judging
+            return {}
+        return {k: dict(zip(("total", "content", "style", "tv"), v)) for k, v in zip(live, values)}
 
     def _stopped(self, run) -> bool:
         """This photo's own stop: it leaves the batch (the walk drops it), its result Cancelled at its step."""

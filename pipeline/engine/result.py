@@ -54,13 +54,12 @@ class Result:
 
 
 
-def close(run, pixels: torch.Tensor, resumed: int | None) -> Result:
-    """``run``'s Result from its final pixels (transfer._Run; batch.py closes each of its runs the same way)."""
+def close(run, pixels: torch.Tensor, resumed: int | None, judged: dict[str, float] | None = None) -> Result:
+    """``run``'s Result from its final pixels (transfer._Run; batch.py closes each of its runs the same way, with
+    ``judged``: the losses of these pixels, saved, judged for the whole batch in one pass)."""
     started = time.perf_counter()
     pixels = pixels.clamp(0, 255).round()  # what is saved is what is judged
-    with torch.no_grad():
-        total, parts = run.loss(run.levels[-1]).loss(pixels)
-    losses = {"total": float(total), **{k: float(v) for k, v in zip(("content", "style", "tv"), parts)}}
+    losses = judged or _judge(run, pixels)
     monitor = run.monitor
     last = monitor.curve[-1]["step"] if monitor.curve else -1
     if last != monitor.step_count:  # an early stop ends between logged points: close the curve
@@ -72,7 +71,14 @@ def close(run, pixels: torch.Tensor, resumed: int | None) -> Result:
     timings = {**run.timings, "closing": round(time.perf_counter() - started, 4), "total": round(elapsed, 3),
                "per_step": round(elapsed / max(monitor.step_count, 1), 4),
                "load_weights": round(run.engine.load_seconds, 3)}
-    return Result(image, run.alpha, losses, monitor.curve, monitor.step_count, run.levels, timings,
+    return Result(image, run.alpha, dict(losses), monitor.curve, monitor.step_count, run.levels, timings,
                   str(run.engine.device), monitor.stop_reason, run.style_weight, run.engine.weights, run.settings,
                   run.retries, resumed, canvas, {k: p.to_dict() for k, p in run.tiles.items()}, run.precision,
                   run.speed)
+
+
+def _judge(run, saved: torch.Tensor) -> dict[str, float]:
+    """The final level's objective on the saved pixels: total, content, style, tv."""
+    with torch.no_grad():
+        total, parts = run.loss(run.levels[-1]).loss(saved)
+    return {"total": float(total), **{k: float(v) for k, v in zip(("content", "style", "tv"), parts)}}
