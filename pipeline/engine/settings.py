@@ -86,7 +86,7 @@ class Settings:
     precision: Literal["auto", "fp32", "tf32", "bf16"] = "auto"
     """auto: what `style-pipeline precision --probe` measured and recorded for this device, else tf32 on CUDA and
     fp32 elsewhere (engine/precision.py); tf32: TF32 matmuls (CUDA; fp32 elsewhere); bf16: bfloat16 autocast."""
-    cudnn_benchmark: bool = True
+    cudnn_benchmark: bool = False  # on an H200 its search cost 3.5-4.9 s per new shape and batch (engine/speed.py)
     """CUDA: cuDNN times its convolution algorithms once per new shape and batch and keeps the fastest
     (torch.backends.cudnn.benchmark, process-wide, set as each run starts: engine/speed.py); false = its heuristics'
     pick. No effect elsewhere. Speed only: a checkpoint resumes whatever it is."""

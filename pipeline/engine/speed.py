@@ -3,10 +3,13 @@
 Neither changes what a run computes, only how fast a GPU computes it, so neither is part of Settings.identity():
 a checkpoint resumes whatever they are. Each run records what they did (``Result.speed``, the job log's ``speed``).
 
-``cudnn_benchmark`` (on by default): with ``torch.backends.cudnn.benchmark`` cuDNN times its convolution algorithms
-at each new input shape and keeps the fastest, instead of taking its heuristics' pick. A night's photos share a
-few working shapes (the daemon batches by shape), so the search, a first-call cost per shape and batch
-(bench/conv_speed.py measures it), is paid a few times a night. The flag is process-wide, and torch's algorithm
+``cudnn_benchmark`` (off by default, measured): with ``torch.backends.cudnn.benchmark`` cuDNN times its convolution
+algorithms at each new input shape and keeps the fastest, instead of taking its heuristics' pick. Why it is off: on
+an H200 (bench/RESULTS.md, "On an NVIDIA H200 again") the search cost 3.5-4.9 s at each new shape and batch against
+0.3-0.5 s without it, for a step 0-10% cheaper, and a daemon meets new ones all night: every batch size a batch
+shrinks to as its photos stop early, every closing judged pass, every tile shape of a print. With it on, the pool's
+first step took 2.6 s (median) and its batches stalled mid-run; the 1024 px print reference peaked at 16.9 GiB
+against 3.3 (the search's scratch memory). Worth turning on only for a long run of one shape (a single print). The flag is process-wide, and torch's algorithm
 cache is keyed without it: whichever value is in force at a shape's first convolution decides that shape for the
 rest of the process. So it is set as each run is built (:func:`prepare`, from transfer._Run), before the run's first
 convolution; an engine's runs all ask the same unless a recipe says otherwise. A CPU run leaves the flag alone (only
