@@ -19,6 +19,7 @@ import pytest
 
 from daemon_helpers import ROOT, SAMPLES, STYLES, errors, log_events, make_config, outputs, stop, wait_for
 
+pytestmark = pytest.mark.xdist_group("ray")  # one worker runs them all: never two local Ray instances at once
 HAVE_RAY = importlib.util.find_spec("ray") is not None
 needs_ray = pytest.mark.skipif(not HAVE_RAY, reason="ray is not installed: pip install -e '.[ray]' (CI installs it)")
 RAY = {"num_workers": 2, "num_cpus_per_worker": 1}
