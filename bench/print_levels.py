@@ -188,17 +188,18 @@ def main() -> None:
         return
     import torch
 
-    from bench.print import CONTENT, STYLE
+    from bench.common import ASSETS  # not bench.print's names: print.py imports Levels from here
     from pipeline.engine import Settings, StyleTransfer, images, levels
 
     torch.set_num_threads(args.threads)
     levels.SINGLE_MAX, levels.COARSE_MAX = 64, 48  # the analog: 4 levels at 256 px, as 4096 px walks
     engine = StyleTransfer(device="cpu")
-    content = images.load(CONTENT).resize((args.size, args.size), images.Image.Resampling.BICUBIC)
+    photo, painting = ASSETS / "samples" / "astronaut.jpg", ASSETS / "styles" / "starry_night.jpg"  # as bench.print
+    content = images.load(photo).resize((args.size, args.size), images.Image.Resampling.BICUBIC)
     settings = Settings(size=args.size, steps=args.steps, max_memory=args.max_memory, early_stop_tol=0)
     rows = []
     for variant in args.variants:
-        rows.append(run(engine, content, images.load(STYLE), settings, variant))
+        rows.append(run(engine, content, images.load(painting), settings, variant))
         print(json.dumps(rows[-1]), flush=True)
     print(f"\nMachine: CPU, {torch.get_num_threads()} threads; {args.size} px auto (levels "
           f"{'-'.join(str(r['level']) for r in rows[0]['levels'])}), {args.steps} steps, max_memory "
