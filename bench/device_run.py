@@ -72,37 +72,41 @@ def stages(dry: bool, work: Path, machine: str) -> list[Stage]:
     if dry:
         gpu = ["--device", "cpu", "--sizes", "64", "--batch", "2", "--steps", "4", "--repeats", "1", "--threads", "1",
                "--precision-sizes", "32", "--precision-steps", "3"]
-        pool = ["--sizes", "32", "--steps", "3", "--photos", "3", "--threads", "1", "--last", "every GPU batch 1@32"]
+        pool = ["--photo", "issue", "--sizes", "32", "--steps", "3", "--photos", "3", "--threads", "1", "--last",
+                "every GPU batch 1@32"]
         prints = ["--device", "cpu", "--sizes", "64", "--scales", "2/2", "--single", "--steps", "3",
                   "--single-sizes", "64", "--single-steps", "3", "--max-memory", "12MB",  # 12MB: 4 tiles at 64 px
                   "--look-size", "48"]
-        speed = ["--device", "cpu", "--sizes", "64", "--threads", "1", "--budget", "150"]
-        shares = (240, 180, 180, 300)  # generous: the shared 2-core box is often 4x contended
+        speed = ["--device", "cpu", "--sizes", "64", "--threads", "1", "--compile", "none", "--budget", "150"]
+        shares = (180, 300, 180, 240)  # pool, print, speed, gpu: generous, the 2-core box is often 4x contended
     else:
         # 512 and 1024 px, batch 16, tf32 and bf16, 40 steps; precision rows (100 steps, the daemon's: at 30 the H200
         # read tf32 11.6% above fp32, maybe a short run's noise; the choice is recorded in
         # this run's weights cache, so the later stages' `precision: auto` uses it); start to first step
         gpu = ["--repeats", "2", "--precision-sizes", "512,1024", "--precision-steps", "100"]
-        # batch 1 at 1024 px last: ../shared/notes/gpu.md has it (1,473/hour), the others are new
-        pool = ["--sizes", "1024,512", "--steps", "100", "--photos", "24", "--threads", "16",
+        # issue 13's own photo (1024x706) at 1024 px, where 3,000/hour is still open; batch 1 last (2,221/hour on
+        # the samples); 512 px (6,461/hour batched) is met
+        pool = ["--photo", "issue", "--sizes", "1024", "--steps", "100", "--photos", "24", "--threads", "16",
                 "--last", "every GPU batch 1@1024"]
         prints = ["--device", "cuda", "--sizes", "2048", "4096", "8192", "--max-memory", "20GiB", "--steps", "150",
                   "--single", "--single-sizes", "2048", "--single-steps", "100"]
         # single scale at 4096 px (54 s, look 117x) was measured on the H200 on 2026-11-28: its time goes to 8192
-        # cuDNN's autotuner off / on and torch.compile at the daemon's shape and batch, 1024 px (512 px is met)
-        speed = ["--sizes", "1024", "--budget", "55"]
-        shares = (60, 60, 180, 200)
+        # torch.compile at the daemon's shape and batch, and at batch 1 (cuDNN's autotuner was measured: off)
+        speed = ["--sizes", "1024", "--compile", "daemon", "--budget", "70"]
+        # priority (the fifth session's two calls): the pool on issue 13's photo, then prints with the planner's fix
+        # (4096 and 8192 px never measured with it), then compile, then the step and precision tables (met twice)
+        shares = (120, 280, 75, 40)
     plan = [
         install(work, 60 if dry else 20),
         env_probe,
-        Stage("gpu", shares[0], [py, "bench/gpu.py", *gpu],
-              "bench/RESULTS.md: The step next to the network; its Precision"),
-        Stage("speed", shares[1], [py, "bench/conv_speed.py", *speed],
-              "bench/RESULTS.md: cuDNN's autotuner and torch.compile (issue 13)"),
-        Stage("pool", shares[2], [py, "bench/pool.py", "--gpu", "--out", str(work / "pool"), "--only", POOL_LAYOUTS,
+        Stage("pool", shares[0], [py, "bench/pool.py", "--gpu", "--out", str(work / "pool"), "--only", POOL_LAYOUTS,
                                   *pool], "bench/RESULTS.md: The daemon on a queued batch", fixed=5),
-        Stage("print", shares[3], [py, "-m", "bench.print", *prints, "--machine", machine],
+        Stage("print", shares[1], [py, "-m", "bench.print", *prints, "--machine", machine],
               "bench/RESULTS.md: Large prints (issue 14)", fixed=3),
+        Stage("speed", shares[2], [py, "bench/conv_speed.py", *speed],
+              "bench/RESULTS.md: cuDNN's autotuner and torch.compile (issue 13)"),
+        Stage("gpu", shares[3], [py, "bench/gpu.py", *gpu],
+              "bench/RESULTS.md: The step next to the network; its Precision"),
     ]
     return [overridden(stage, os.environ) for stage in plan]
 
