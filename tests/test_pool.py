@@ -210,3 +210,48 @@ def test_a_multi_level_auto_print_gets_no_batch_key(tmp_path, monkeypatch):
     monkeypatch.setattr(levels, "COARSE_MAX", 48)
     monkeypatch.setattr(shapes, "MIN_SIDE", 16)  # keep its 32x21 coarse level
     assert batch_key(jobs[0], config) is None and batch_key(jobs[1], config) is None
+
+
+def test_records_written_side_by_side_run_each_job_once_here_when_no_thread_can_be_started(monkeypatch):
+    """Review finding: the side-by-side record writes used a thread pool, whose submit queues an item before it
+    starts the thread; "can't start new thread" then escaped with the batch's made results in hand (or could run
+    an item twice). Each item now runs exactly once, here where its thread cannot start, and a work's error is
+    raised again in the caller as a loop would."""
+    from pipeline.daemon.pool import side_by_side
+
+    real_start, starts = threading.Thread.start, [0]
+
+    def every_second_start_fails(self):
+        starts[0] += 1
+        if starts[0] % 2 == 0:
+            raise RuntimeError("can't start new thread")
+        return real_start(self)
+    monkeypatch.setattr(threading.Thread, "start", every_second_start_fails)
+    ran, lock = [], threading.Lock()
+
+    def work(item):
+        with lock:
+            ran.append(item)
+        if item == "bad":
+            raise ValueError(item)
+        return item.upper()
+    assert side_by_side(work, ["a", "b", "c", "d", "e"], "records") == ["A", "B", "C", "D", "E"]
+    assert sorted(ran) == ["a", "b", "c", "d", "e"]
+    ran.clear()
+    with pytest.raises(ValueError, match="bad"):
+        side_by_side(work, ["a", "bad", "c"], "records")
+    assert sorted(ran) == ["a", "bad", "c"], "the others still ran, once each"
+
+
+def test_a_record_that_cannot_be_saved_for_any_reason_does_not_lose_the_result_in_hand():
+    """Review finding: _not_running caught OSError only; any other error saving the record escaped the slot after
+    the batch's results were made, and lost them."""
+    from types import SimpleNamespace
+
+    from pipeline.daemon.worker import Worker
+
+    def save(job):
+        raise ValueError("the record's JSON could not be made (a stand-in)")
+    job = SimpleNamespace(running=True, id="20261128T000000-abcdef", source="a.jpg")
+    Worker._not_running(SimpleNamespace(spool=SimpleNamespace(save=save)), job)
+    assert job.running is False

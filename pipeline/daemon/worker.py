@@ -138,8 +138,10 @@ class Worker(Executor):
         job.running = False
         try:
             self.spool.save(job)
-        except OSError as exc:  # a full disk: the job in memory is the truth; a crash now may charge it once
-            log.warning("job record not saved before its write", error=str(exc), job_id=job.id, file=job.source)
+        except Exception as exc:  # noqa: BLE001 - a full disk or worse: the job in memory is the truth, and the
+            # result is made (a batch's too): never lost to this record; a crash now may charge the job once
+            log.warning("job record not saved before its write", error=f"{type(exc).__name__}: {exc}", job_id=job.id,
+                        file=job.source)
 
     def _on_step(self, job: Job, plan: Plan):
         config = self.get_config()

@@ -184,7 +184,10 @@ class _Batch:
             with torch.no_grad():
                 totals, parts = JointLoss(problems)(list(range(len(live)))).loss.per_image(saved)
             values = torch.cat([totals[:, None], parts], dim=1).tolist()
-        except torch.OutOfMemoryError:  # the batch's results are made: never lose them to their judging
+        except Exception:  # noqa: BLE001 - the batch's results are made: never lose them to their judging (out of
+            # memory, or a kernel error at a batch size the steps never used): close() judges each photo alone
+            if ends[live[0]].device.type == "cuda":
+                torch.cuda.empty_cache()  # what the failed pass held, back before each photo's own judging
             return {}
         return {k: dict(zip(("total", "content", "style", "tv"), v)) for k, v in zip(live, values)}
 
