@@ -210,3 +210,11 @@ def test_a_multi_level_auto_print_gets_no_batch_key(tmp_path, monkeypatch):
     monkeypatch.setattr(levels, "COARSE_MAX", 48)
     monkeypatch.setattr(shapes, "MIN_SIDE", 16)  # keep its 32x21 coarse level
     assert batch_key(jobs[0], config) is None and batch_key(jobs[1], config) is None
+
+
+def test_a_preserve_color_recipe_gets_no_batch_key(tmp_path):
+    """Each such photo has its own style targets (matched to its luminance), which a batch does not keep apart."""
+    config, jobs = _queued(tmp_path, {"a.jpg": "coffee.jpg", "scream/b.jpg": "coffee.jpg"},
+                           recipes={"scream": {"styles": ["the_scream.jpg"], "preserve_color": True}})
+    assert config.recipes["scream"].settings.preserve_color
+    assert batch_key(jobs[0], config) is not None and batch_key(jobs[1], config) is None
