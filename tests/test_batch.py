@@ -40,6 +40,20 @@ def test_each_photo_of_a_batch_gets_what_it_gets_alone(engine, style, photos):
     assert batch[0].losses["total"] != pytest.approx(batch[1].losses["total"], rel=0.05)  # not one photo's copy
 
 
+def test_preserve_color_photos_each_get_what_they_get_alone(engine, style, photos):
+    """Under preserve_color each photo's style pictures are matched to its own luminance: its own style targets.
+    The joint loss and the closing judgement took the first photo's for all, so the second photo was optimised
+    and judged against the first one's targets. Such photos now run alone (batch.batchable)."""
+    square, _ = photos
+    settings = Settings(size=48, steps=10, early_stop_tol=0, log_every=1, preserve_color=True)
+    batch = engine.stylize_batch(square[:2], [style], settings)
+    for i, result in enumerate(batch):
+        alone = engine.stylize(square[i], [style], settings)
+        assert result.steps == alone.steps == 10
+        assert result.losses["total"] == pytest.approx(alone.losses["total"], rel=0.01), i
+        assert [p["loss"] for p in result.curve] == pytest.approx([p["loss"] for p in alone.curve], rel=0.01), i
+
+
 def test_one_packed_host_read_serves_the_whole_batch(engine, style, photos, host_reads):
     square, _ = photos
     settings = Settings(size=40, steps=6, early_stop_tol=0, log_every=1)

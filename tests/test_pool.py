@@ -255,3 +255,11 @@ def test_a_record_that_cannot_be_saved_for_any_reason_does_not_lose_the_result_i
     job = SimpleNamespace(running=True, id="20261128T000000-abcdef", source="a.jpg")
     Worker._not_running(SimpleNamespace(spool=SimpleNamespace(save=save)), job)
     assert job.running is False
+
+
+def test_a_preserve_color_recipe_gets_no_batch_key(tmp_path):
+    """Each such photo has its own style targets (matched to its luminance), which a batch does not keep apart."""
+    config, jobs = _queued(tmp_path, {"a.jpg": "coffee.jpg", "scream/b.jpg": "coffee.jpg"},
+                           recipes={"scream": {"styles": ["the_scream.jpg"], "preserve_color": True}})
+    assert config.recipes["scream"].settings.preserve_color
+    assert batch_key(jobs[0], config) is not None and batch_key(jobs[1], config) is None

@@ -155,3 +155,22 @@ def test_a_4096_px_auto_print_under_20_gib_is_cut_as_before_the_pyramid(engine):
     assert plan.count == levels.tile_plan(engine, found[-1], settings, "fp32").count  # as with no terms
     terms = [term_plan(engine, hw, settings, "fp32", found[-1], plan) for hw in found[:-1]]
     assert terms[:2] == [None, None] and terms[2].count == 4
+
+
+def test_the_coarser_terms_gradient_under_bf16_is_the_fp32_backward_of_their_graph(engine, content, style,
+                                                                                  two_levels):
+    """The terms' backward ran inside the autocast that Problem opens: under bf16 the fp32 Gram's backward
+    (losses.gram) ran its matmul in bf16, ~1e-3 off the gradient that the same graph gives outside autocast,
+    which is where the level's own backward (the optimiser's) runs."""
+    problem, hw = engine.build_loss(content, [style], Settings(size=64, steps=2, precision="bf16"))
+    assert problem.autocast is torch.bfloat16 and isinstance(problem.loss, PyramidLoss)
+    x = images.to_tensor(images.resize_once(content, hw)).requires_grad_()
+    total, _ = problem(x)
+    total.backward()
+    pixels = x.detach().requires_grad_()
+    with torch.autocast(x.device.type, dtype=torch.bfloat16):
+        values = [problem.loss.level(pixels)[0]] + [term(pixels)[0] for term in problem.loss.coarser]
+    for value in values:
+        value.backward()
+    error = float((x.grad - pixels.grad).abs().max()) / float(pixels.grad.abs().max())
+    assert error <= 1e-5, error

@@ -119,8 +119,11 @@ def _alone(stylize: Callable, own_stop: Callable[[], bool] = _never):
 def batchable(levels: tuple, settings: Settings) -> bool:
     """Can photos of this pyramid share network passes? L-BFGS only, and not a multi-level ``scales: auto``
     print: its finer levels add the coarser sizes' style terms (pyramid.py), which JointLoss does not join, so
-    such photos walked their coarse levels in the batch and then ran again, whole, alone."""
-    return settings.optimizer == "lbfgs" and (settings.scales != "auto" or len(levels) == 1)
+    such photos walked their coarse levels in the batch and then ran again, whole, alone. Nor ``preserve_color``:
+    each photo's style pictures are matched to its own luminance, so each has its own style targets, and JointLoss
+    and the closing judgement use the first photo's for all (photos 2..N were optimised against photo 1's)."""
+    return (settings.optimizer == "lbfgs" and not settings.preserve_color
+            and (settings.scales != "auto" or len(levels) == 1))
 
 
 def working_levels(content: Image.Image, settings: Settings) -> tuple:

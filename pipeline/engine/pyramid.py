@@ -119,8 +119,9 @@ class PyramidLoss(nn.Module):
         more, its = pixels.new_zeros((), dtype=torch.float32), pixels.new_zeros(3, dtype=torch.float32)
         for term in self.coarser:
             value, parts = term(loose)
-            if wants:
-                value.backward()
+            if wants:  # outside the caller's autocast: its backward would run the fp32 Gram's matmul in bf16
+                with torch.autocast(pixels.device.type, enabled=False):
+                    value.backward()
             more, its = more + value.detach().float(), its + parts.detach().float()
         return more, its, loose.grad if wants else None
 
