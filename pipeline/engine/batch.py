@@ -179,8 +179,10 @@ class _Batch:
         another, between the batch's last step and the next batch (issue 13). {} where a photo is not plainly
         batched (a lone survivor, a tiled level): close() then judges each photo itself."""
         live = [k for k, pixels in enumerate(ends) if pixels is not None]
+        if len(live) < 2:  # a lone survivor: close() judges it, as a lone run's
+            return {}
         problems = [self.runs[k].loss(self.runs[k].levels[-1]) for k in live]
-        if len(live) < 2 or not all(type(p.loss) is TotalLoss for p in problems):
+        if not all(type(p.loss) is TotalLoss for p in problems):
             return {}
         try:
             saved = torch.cat([ends[k].clamp(0, 255).round() for k in live])

@@ -82,8 +82,7 @@ def photo_bytes(hw: tuple[int, int], optimizer: str = "lbfgs", history: int = Se
                 precision: str = "fp32") -> int:
     """One photo's peak, untiled: its loss pass and its whole-picture state. The GPU batch size is the free
     memory over it; the planner tiles a picture when it exceeds the budget."""
-    pixels = hw[0] * hw[1]
-    return pixels * _pass_bytes(precision) + state_bytes(pixels, optimizer, history)
+    return pass_bytes(hw, precision) + state_bytes(hw[0] * hw[1], optimizer, history)
 
 
 def pass_bytes(hw: tuple[int, int], precision: str) -> int:
