@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from ..errors import Cancelled, PipelineError
+from . import content_target
 from .lbfgs import ProjectedLBFGS, advance
 from .levels import for_size
 from .losses import ContentLoss, TotalLoss
@@ -206,6 +207,7 @@ class _Batch:
     def _level(self, index: int, runs: list, pixels: list[torch.Tensor]) -> list[torch.Tensor | None]:
         """One level of the live runs: each photo's pixels after it, None for one that failed."""
         hw, steps = runs[0].levels[index], runs[0].steps_per_level[index]
+        content_target.share(self.engine, runs, hw)  # the photos' content targets: one forward, not one a photo
         problems = [run.loss(hw) for run in runs]
         if not all(type(p.loss) is TotalLoss for p in problems):  # a tiled print's level: each runs alone
             return [None] * len(runs)

@@ -21,6 +21,7 @@ from ..errors import EngineError
 from ..fsio import write_atomic
 from . import images, precision as precisions, shapes, speed
 from .batch import stylize_batch
+from .content_target import content_targets
 from .device import pick_device
 from .levels import for_size, style_grams, tile_plan, tiled_problem
 from .losses import ContentLoss, StyleLoss, StyleTargets, TotalLoss, gram
@@ -29,7 +30,7 @@ from .optimize import Listener, Monitor, NonFinite, Problem, StepInfo, is_blank,
 from .prepared import Prepared
 from .pyramid import PyramidLoss, coarser_reserve, coarser_terms
 from .result import JUDGE, Result, close  # noqa: F401  (JUDGE, Result: re-exported)
-from .settings import CONTENT_LAYER, STYLE_LAYERS, Settings
+from .settings import STYLE_LAYERS, Settings
 from .tiles import TilePlan
 from .shapes import MIN_SIDE, pyramid  # noqa: F401  (re-exported: callers import them from here)
 from .vgg import VGGFeatures, load_features
@@ -214,6 +215,7 @@ class _Run:
         # target) and the level's objective (its optimiser and the closing judged pass).
         self._content_copy: tuple = (None, None)
         self._problem: tuple = (None, None)
+        self.content_targets: dict[tuple[int, int], Callable[[], torch.Tensor]] = {}  # hw -> a batch's share
         self.monitor.marks[:] = [("start", self.created)]
         self.monitor.mark("run")  # the set-up's parts, told with the first step: run, copy, style, content (issue 13)
 
@@ -313,8 +315,8 @@ class _Run:
         self.monitor.tiles = self.tiles[index].count if index in self.tiles else 1
         if index in self.tiles:
             return tiled_problem(engine, content, targets, s, self.style_weight, self.tiles[index], self.precision)
-        with torch.no_grad():
-            content_target = engine.vgg(engine.layout(content), (CONTENT_LAYER,))[CONTENT_LAYER].float()
+        made = self.content_targets.pop(hw, None)  # a batch's: its photos' targets in one pass (content_target.py)
+        content_target = made() if made else content_targets(engine, [content])[0]
         total = TotalLoss(speed.network(engine, s.compile), ContentLoss(content_target),
                           StyleLoss(targets, s.layer_weights), s.content_weight, self.style_weight, s.tv_weight)
         return Problem(total, engine.autocast(self.precision))
