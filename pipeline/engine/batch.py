@@ -217,8 +217,11 @@ class _Batch:
             run.monitor.mark("state")
         failed = _steps(opts, [run.monitor for run in runs], JointLoss(problems), steps,
                         lambda k: self._stopped(runs[k]))
-        # a blank result is a failure too: the one-photo path retries it, gentler
-        return [None if k in failed or is_blank(opt.pixels()) else opt.pixels() for k, opt in enumerate(opts)]
+        # a blank result is a failure too (the one-photo path retries it, gentler), unless its start was blank too
+        # (a document, a high-key shot): as _Run._optimise_level judges it, else such a photo ran twice
+        ends = [opt.pixels() for opt in opts]
+        return [None if k in failed or (is_blank(end) and not is_blank(start)) else end
+                for k, (end, start) in enumerate(zip(ends, pixels))]
 
 
 def _steps(opts: list[ProjectedLBFGS], monitors: list, joint: "JointLoss", steps: int,
