@@ -3,7 +3,8 @@
 Why from the log: a GPU is lent for minutes, and its daemon logs are what comes back. The log has each job's
 "job started", a "progress" line per step (step number, ISO timestamp) and "job done"; from those this prints how
 often a photo came out, how long its steps took, the stalls inside a job (a step gap over 5x the log's median step:
-on the H200 these were the checkpoints) and the time between one job's last step and the next job's start; and, in
+on the H200 these were the checkpoints), the time between one job's last step and the next job's start, and the
+same to the next first step and to that step's start (its own evaluations out: issue 13's gap); and, in
 logs from the gap work on (issue 13), the slot's opening of a job or batch ("job started"'s opened_ms) and the
 engine's set-up by part (the first "progress" line's setup_ms).
 
@@ -26,7 +27,8 @@ STALL = 5.0  # a step gap (per step) over this many times the log's median step 
 
 HEADERS = ["photos", "a photo every, s (median)", "photos/hour (span)", "job started -> first step, ms",
            "first -> last step, s (median)", "median step, ms", "stalls per photo", "stall s per photo",
-           "last step -> next job started, s", "span in steps (stalls out)",
+           "last step -> next job started, s", "last step -> next first step, ms (median)",
+           "last step -> next first step's start (its evaluations out), ms (median)", "span in steps (stalls out)",
            "taken -> job started in the slot, ms (median)", "job started -> first step by part, ms (median)"]
 
 
@@ -37,6 +39,7 @@ class Job:
     steps: list[tuple[int, float]] = field(default_factory=list)  # (step number, time)
     opened_ms: float | None = None  # "job started"'s opened_ms: the slot's open and gather (logs from issue 13 on)
     setup_ms: dict | None = None  # the first "progress"'s setup_ms: the engine's set-up by part
+    slot: int = 0  # the executor slot its progress lines name (bench/pool.py's layouts: one per device)
 
 
 def read(path: Path) -> dict[str, Job]:
@@ -56,6 +59,7 @@ def _note(job: Job, event: dict) -> None:
         job.done = at
     elif event.get("event") == "progress" and isinstance(event.get("step"), int):
         job.steps.append((event["step"], at))
+        job.slot = event.get("slot", job.slot)
         job.setup_ms = job.setup_ms or event.get("setup_ms")
 
 
@@ -96,6 +100,38 @@ def next_start_gaps(jobs: list[Job]) -> list[float]:
     return gaps
 
 
+def first_step_gaps(jobs: list[Job]) -> tuple[list[float], list[float]]:
+    """Per slot, for each photo or batch after the slot's first: the seconds from the last step of the photos
+    before it to its first step, and to the START of that first step (its first progress line less setup_ms's
+    ``first_step``: the step's own evaluations, the start pixels' and the first trial point's, left out; logs from
+    issue 13's set-up split on, else no second figure). A batch's photos overlap: its earliest first step counts,
+    as bench/pool.py's gaps. On CUDA the start is the host's clock: network work of the set-up still queued then
+    (the content targets) is waited for inside ``first_step``, so the second figure is the gap less the device's
+    share of the first step; the first figure is the gap a photo sees."""
+    by_slot: dict[int, list[Job]] = {}
+    for job in jobs:
+        if job.steps:
+            by_slot.setdefault(job.slot, []).append(job)
+    to_step: list[float] = []
+    to_start: list[float] = []
+    for runs in by_slot.values():
+        before = None
+        for job in sorted(runs, key=lambda j: j.steps[0][1]):
+            first = job.steps[0][1]
+            if before is not None and first > before:
+                to_step.append(first - before)
+                if "first_step" in (job.setup_ms or {}):
+                    to_start.append(first - job.setup_ms["first_step"] / 1000 - before)
+            before = job.steps[-1][1] if before is None else max(before, job.steps[-1][1])
+    return to_step, to_start
+
+
+def ms(seconds: list[float]) -> float | None:
+    """The median in ms, None for no values."""
+    found = median(seconds)
+    return None if found is None else found * 1000
+
+
 def summary(jobs: dict[str, Job]) -> list:
     """The row of HEADERS for one log (its finished jobs)."""
     done = [j for j in jobs.values() if j.done is not None and j.started is not None]
@@ -110,7 +146,8 @@ def summary(jobs: dict[str, Job]) -> list:
     return [n, photo_every([j.started for j in done]), round(n * 3600 / span) if span else None,
             median([j.steps[0][1] - j.started for j in stepped]) * 1000,
             median([j.steps[-1][1] - j.steps[0][1] for j in stepped]), per_step * 1000, len(stalls) / n,
-            sum(stalls) / n, median(next_start_gaps(stepped)), f"{stepping / span:.1%}" if span else None,
+            sum(stalls) / n, median(next_start_gaps(stepped)), *map(ms, first_step_gaps(stepped)),
+            f"{stepping / span:.1%}" if span else None,
             median([j.opened_ms for j in done if j.opened_ms is not None]), setup_parts(stepped)]
 
 

@@ -8,7 +8,9 @@ Each row is one `style-pipeline once` over the same backlog (bench/daemon_run.ru
 - busy = sum of each output's optimizing_seconds (over n for a photo of a batch of n, which share that time) /
   (that span x slots): the share of the slots' time in the engine;
 - gap = per slot, a photo's first step minus the last step of the photos before it (batch members, which
-  overlap, have none): everything between two photos on one device; and the same up to the photo's "job started",
+  overlap, have none): everything between two photos on one device; the same up to the START of that first step
+  (its first progress line's setup_ms less its "first_step": the step's own two evaluations out, issue 13's
+  under-50-ms gap; on CUDA the host's clock, see bench/daemon_log.first_step_gaps); the same up to its "job started",
   which leaves out the engine's own set-up of the next photo (its targets): the daemon's part; and from the first
   "output written" of the photo (or batch) before it to its "job started": how long landing holds the slot (the
   rest of a batch's writes, the next open), near zero or below once the writes run behind it.
@@ -108,7 +110,7 @@ def row(name: str, overrides: dict, size: int, args, out: Path, root: Path = ROO
     run = run_backlog(out / f"{name.replace(' ', '_').replace(',', '')}_{size}", args.photos, size, args.steps, env,
                       3600, overrides={"progress_seconds": 0, **overrides}, root=root, photos=args.photo_files)
     if not run.ok:
-        return [name, f"{size}", f"failed (rc {run.returncode}; see {run.folder / 'daemon.log'})"] + [""] * 10
+        return [name, f"{size}", f"failed (rc {run.returncode}; see {run.folder / 'daemon.log'})"] + [""] * 11
     records = [json.loads(p.read_text()) for p in run.outputs("*.json")]
     slots = len(overrides.get("devices", [])) or 1
     # a batch's photos share its time (each record holds the whole batch's): each counts its 1/n of it
@@ -118,8 +120,16 @@ def row(name: str, overrides: dict, size: int, args, out: Path, root: Path = ROO
     batched = sum(1 for r in records if r.get("batch", 1) > 1)
     late, counted = opened_late(events(run.folder / "daemon.log"))
     return [name, f"{size}", f"{len(run.dones)}", f"{3600 * len(run.dones) / run.steady_s:.0f}", f"{busy:.1%}",
-            ms(found["to step"]), ms(found["to start"]), ms(found["handover"]), ms(found["written to start"]),
+            ms(found["to step"]), ms(step_starts(run.folder / "daemon.log")), ms(found["to start"]), ms(found["handover"]), ms(found["written to start"]),
             f"{batched}", f"{late} of {counted}", *set_up(run.folder / "daemon.log")]
+
+
+def step_starts(log: Path) -> list[float]:
+    """Per slot, seconds from the last step of the photos before each photo (or batch) to the START of its first
+    step: the gap less the first step's own evaluations (setup_ms's first_step; bench/daemon_log.py reads it)."""
+    from bench.daemon_log import first_step_gaps, read
+
+    return first_step_gaps([job for job in read(log).values() if job.steps])[1]
 
 
 def set_up(log: Path) -> list[str]:
@@ -176,6 +186,7 @@ def main() -> None:
           f"{os.cpu_count()} cores, "
           f"OMP_NUM_THREADS={args.threads}; load average {os.getloadavg()[0]:.1f}\n")
     head = ["layout", "size", "photos", "photos/hour", "busy", "last step to next first step, ms median / max",
+            "last step to next first step's start (its evaluations out), ms median / max",
             "last step to next job started, ms", "job done to next job started, ms",
             "first output written to next job started, ms", "photos run in a batch",
             "photos not prepared ahead by the slot's previous last step", "slot's opening, ms (median)",
