@@ -268,3 +268,12 @@ def test_a_run_that_would_write_over_an_input_is_refused_before_anything_is_writ
     assert err.count("\n") == 1 and "Traceback" not in err
     assert clash[0] in err and clash[1] in err and "differently" in err
     assert {p.name: _sha256(p) for p in tmp_path.iterdir() if p.is_file()} == before  # nothing written or changed
+
+
+def test_a_max_memory_without_a_unit_is_refused_before_torch(tmp_path):
+    """`--max-memory 20` meant 20 GiB and ran with 20 bytes: many tiles, another result (rev6b finding 3)."""
+    outcome, err = _probe("stylize", str(CONTENT), str(STYLE), "-o", str(tmp_path / "x.png"), "--max-memory", "20",
+                          "--size", "32", "--steps", "1", "--device", "cpu", "-q")
+    assert outcome == {"rc": 2, "torch": False}, err
+    assert err.count("\n") == 1 and "max_memory" in err and "'20' has no unit" in err and "20GiB" in err
+    assert list(tmp_path.iterdir()) == []
