@@ -1,0 +1,165 @@
+"""Faults around a batch (rev6a's review of the daemon): each photo gets one outcome, its own; a good photo is never
+failed, stranded or charged for another's fault, and the main loop never waits on a photo. Pools on the CPU with
+``batch: N`` (the CPU batches when told to) and real daemons in subprocesses; the real engine, tiny photos."""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import threading
+import time
+
+import pytest
+import structlog
+import structlog.testing
+
+from daemon_helpers import SAMPLES, errors, log_events, make_config, outputs, start, stop, wait_for, wait_ready
+from pipeline.daemon.batching import batch_key, header_size
+from pipeline.daemon.config import load as load_config
+from pipeline.daemon.config_build import check_folders
+from pipeline.daemon.spool import Spool
+
+pytestmark = pytest.mark.usefixtures("torch_threads")
+
+
+@contextlib.contextmanager
+def logs_with_context():
+    """The log entries made meanwhile, with their bound context (job_id, file), which capture_logs leaves out."""
+    before, capture = structlog.get_config(), structlog.testing.LogCapture()
+    structlog.configure(processors=[structlog.contextvars.merge_contextvars, capture])
+    try:
+        yield capture.entries
+    finally:
+        structlog.configure(**before)
+
+
+# --- 1: a FIFO while batching ---------------------------------------------------------------------------------
+def _keyed_in_time(job, config) -> list:
+    """batch_key(job) in a thread: [the key] once it returns, [] while it still waits after 5 s."""
+    found: list = []
+    thread = threading.Thread(target=lambda: found.append(batch_key(job, config)), daemon=True)
+    thread.start()
+    thread.join(5)
+    return found
+
+
+def test_a_fifo_or_a_link_to_one_gets_no_batch_key_and_is_never_opened(tmp_path):
+    """Queueing a job works out its batch key on the main loop's thread; a FIFO's header read waited for a writer
+    forever. A FIFO, a link to one and a link to a photo: no key (each runs alone, to fail unread); a photo: its key."""
+    config = load_config(make_config(tmp_path, batch=2))
+    check_folders(config)
+    spool = Spool(config.inbox, config.work, config.done, config.failed)
+    os.mkfifo(tmp_path / "pipe")
+    for name, make in (("x.jpg", lambda p: os.mkfifo(p)), ("l.jpg", lambda p: os.symlink(tmp_path / "pipe", p)),
+                       ("s.jpg", lambda p: os.symlink(SAMPLES / "coffee.jpg", p)),
+                       ("a.jpg", lambda p: shutil.copy(SAMPLES / "coffee.jpg", p))):
+        make(config.inbox / name)
+        job = spool.claim(config.inbox / name, "2026-11-28T00:00:00Z", None)
+        found = _keyed_in_time(job, config)
+        assert found, f"{name}: the batch key is still waiting on the file after 5 s"
+        assert (found[0] is None) == (name != "a.jpg"), (name, found)
+    assert header_size(job) is not None
+
+
+def test_a_fifo_dropped_while_batching_fails_alone_and_never_blocks_the_daemon(tmp_path):
+    """A FIFO named like a photo (settle and the scan let it through, to fail in the worker unread), then a photo,
+    with ``batch: 2``: the photo is written, the FIFO goes to failed/ as not_a_regular_file with a log line naming
+    it, and SIGTERM stops the daemon cleanly (the main loop hung in open() before: nothing claimed or written)."""
+    config = make_config(tmp_path, batch=2)
+    inbox = tmp_path / "inbox"
+    proc = start(config)
+    try:
+        wait_ready(proc)
+        os.mkfifo(inbox / "x.jpg")
+        time.sleep(1.0)
+        shutil.copy(SAMPLES / "coffee.jpg", inbox / "a.jpg")
+        wait_for(lambda: "a.png" in {p.name for p in outputs(tmp_path)} and "x.jpg" in errors(tmp_path), 40, proc)
+    finally:
+        assert stop(proc) == 0
+    assert errors(tmp_path)["x.jpg"]["code"] == "not_a_regular_file"
+    assert [e for e in log_events(proc) if e.get("event") == "job failed" and e.get("file") == "x.jpg"
+            and e.get("reason") == "not_a_regular_file"], "one log line names the FIFO and why"
+    assert not list((tmp_path / "spool" / "work").iterdir()), "nothing left behind"
+
+
+# --- 2: a batch extra whose failure path fails ----------------------------------------------------------------
+def test_an_extra_whose_failure_path_fails_is_held_alone_and_its_batchmates_land(tmp_path, engine, monkeypatch):
+    """a, b, c of one shape in one batch; b is truncated after its claim (its header reads, its decode fails: a
+    pre-check failure) and its failure path fails (failed/ refuses b: EACCES, as for a service user). b is held
+    (its own last resort, a log line naming it); a and c are written; every job closed once. Before, b's open
+    raised out of the batch: a, the good photo in hand, got the last resort and c was stranded, never closed."""
+    from test_batch_landing import _pool
+
+    real_fail = Spool.fail
+
+    def fail(self, job, *args, **kwargs):
+        if job.name == "b.jpg":
+            raise PermissionError(13, "Permission denied", str(self.failed / job.name))
+        return real_fail(self, job, *args, **kwargs)
+
+    def truncate_b(jobs):
+        b = next(job for job in jobs if job.name == "b.jpg")
+        b.input.write_bytes(b.input.read_bytes()[: b.input.stat().st_size // 3])
+
+    monkeypatch.setattr(Spool, "fail", fail)
+    with logs_with_context() as logs:
+        pool, closed = _pool(tmp_path, engine, monkeypatch, dict.fromkeys(("a.jpg", "b.jpg", "c.jpg"), "coffee.jpg"),
+                             batch=3, edit=truncate_b)
+        try:
+            wait_for(lambda: len(closed) >= 3, 30)
+        finally:
+            pool.close(10)
+    outcomes = sorted((o.job.name, o.kind) for o in pool.poll())
+    assert outcomes == [("a.jpg", "done"), ("b.jpg", "held"), ("c.jpg", "done")]
+    assert sorted(p.name for p in outputs(tmp_path)) == ["a.png", "c.png"] and errors(tmp_path) == {}
+    assert len(closed) == 3 and pool.progress().open_jobs == 0 and pool.slots[0].extra == []
+    assert [e for e in logs if e["event"].startswith("cannot move the file to failed/") and e.get("file") == "b.jpg"]
+    assert (tmp_path / "spool" / "work").glob("*/b.jpg"), "b kept in work/ for the next start"
+
+
+@pytest.mark.skipif(not (os.geteuid() == 0 and shutil.which("setpriv")), reason="needs root and setpriv")
+def test_a_typod_folder_in_a_batch_with_failed_unwritable_strands_nothing(tmp_path):
+    """A real daemon, ``batch: 3``, failed/ not writable by it (root without its file powers): inbox/stary/b.jpg
+    (a typo'd recipe folder gets the default recipe's batch key) joins a's batch, fails unknown_recipe, and cannot
+    be moved to failed/: it is held in work/, with a log line naming it; a and c are written once. A restart with
+    failed/ writable again fails b there, once, and writes nothing twice."""
+    from test_daemon_faults import NO_ROOT_POWERS
+
+    config = make_config(tmp_path, batch=3)
+    proc = start(config, prefix=NO_ROOT_POWERS)
+    inbox, failed = tmp_path / "inbox", tmp_path / "spool" / "failed"
+    try:
+        wait_ready(proc)
+        os.chmod(failed, 0o555)
+        (inbox / "scream" / "w.yaml").write_text("steps: 60\n")  # w keeps the slot busy while a, c, b queue
+        shutil.copy(SAMPLES / "rocket.jpg", inbox / "scream" / "w.jpg")
+        wait_for(lambda: any(e.get("event") == "job started" for e in log_events(proc)), 60, proc)
+        (inbox / "stary").mkdir()
+        for names in (("a.jpg", "c.jpg"), ("stary/b.jpg",)):  # claimed in this order: a in hand, c and b its extras
+            for name in names:
+                shutil.copy(SAMPLES / "coffee.jpg", inbox / name)
+            wait_for(lambda: set(names) <= {e.get("file") for e in log_events(proc) if e.get("event") == "claimed"},
+                     10, proc)
+        wait_for(lambda: {"a.png", "c.png"} <= {p.name for p in outputs(tmp_path)}, 60, proc)
+        wait_for(lambda: [e for e in log_events(proc) if e.get("file") == "stary/b.jpg"
+                          and e.get("event", "").startswith("cannot move the file to failed/")], 10, proc)
+    finally:
+        os.chmod(failed, 0o755)
+        assert stop(proc) == 0
+    events = [(e.get("event"), e.get("file"), e.get("batch")) for e in log_events(proc)]
+    held = events.index(("cannot move the file to failed/; it stays in work/ until the next start", "stary/b.jpg",
+                         None))
+    claimed = [e["file"] for e in log_events(proc) if e.get("event") == "claimed"]
+    assert claimed == ["scream/w.jpg", "a.jpg", "c.jpg", "stary/b.jpg"], claimed
+    assert events.index(("claimed", "stary/b.jpg", None)) < events.index(("job done", "scream/w.jpg", None)), \
+        "b was queued before the slot took a: taken into a's batch"
+    assert held < events.index(("job started", "a.jpg", 2)), "b held while its batch was gathered"
+    assert ("job started", "c.jpg", 2) in events
+    proc = start(config)
+    try:
+        wait_for(lambda: "b.jpg" in errors(tmp_path), 60, proc)
+    finally:
+        assert stop(proc) == 0
+    assert errors(tmp_path)["b.jpg"]["code"] == "unknown_recipe"
+    assert sorted(p.name for p in outputs(tmp_path)) == ["a.png", "c.png", "w.png"], "each written once"
+    assert not list((tmp_path / "spool" / "work").iterdir())
