@@ -25,10 +25,12 @@ from test_pool import _queued
 pytestmark = pytest.mark.usefixtures("torch_threads")
 
 
-def _pool(tmp_path, engine, monkeypatch, names: dict[str, str], batch: int = 2):
+def _pool(tmp_path, engine, monkeypatch, names: dict[str, str], batch: int = 2, edit=lambda jobs: None):
     """A started pool of one CPU slot, ``batch: 2``, with ``names`` queued before it starts (so its batches are
-    known: the first job and the next of its shape), and a count of the jobs it closed."""
+    known: the first job and the next of its shape), and a count of the jobs it closed. ``edit``: called with the
+    claimed jobs before they are queued (a file spoiled after its claim)."""
     config, jobs = _queued(tmp_path, names, batch=batch)
+    edit(jobs)
     closed = []
     real_closed = Pool._closed
     monkeypatch.setattr(Pool, "_closed", lambda self: closed.append(1) or real_closed(self))

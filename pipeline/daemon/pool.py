@@ -131,10 +131,12 @@ class Slot(Worker):
     def _open_together(self, jobs: list[Job]) -> list:
         """Each job's life.open (its try begun: an fsync'd record each; its plan, prepared ahead), side by side:
         one after another they sat between a batch's last step and the next batch's start. JobLife serves
-        several slots at once already, one job each; here each thread has one job too."""
+        several slots at once already, one job each; here each thread has one job too. Each guarded: an extra
+        whose failure path fails gets its own last resort (its open raised out of the batch before, and the job
+        in hand got it while the other extras were stranded, never closed)."""
         def open_one(job: Job):
             with structlog.contextvars.bound_contextvars(job_id=job.id, file=job.source, slot=self.index):
-                return self.life.open(job)
+                return self._guarded(job, lambda: self.life.open(job))
         return side_by_side(open_one, jobs, "open")
 
     def _batch_size(self, config: Config, plan: Plan) -> int:
