@@ -191,7 +191,7 @@ class _Run:
         self.engine, self.settings = engine, settings
         self.alpha = content.getchannel("A") if content.mode == "RGBA" else None
         self.content = self.original_content = content.convert("RGB")
-        self.styles = [s.convert("RGB") for s in styles]
+        self.styles = [images.flatten(s) for s in styles]  # a transparent painting: on white, as it is seen
         if settings.preserve_color:
             content_y = images.luminance(self.content)
             self.styles = [images.match_luminance(images.luminance(s), content_y) for s in self.styles]
