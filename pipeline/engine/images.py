@@ -118,6 +118,13 @@ def flatten(img: Image.Image, background: tuple[int, int, int] = (255, 255, 255)
     return flat.convert("RGB")
 
 
+def digest(img: Image.Image) -> str:
+    """A picture's identity by its pixels, mode and size (the style cache's key, a checkpoint's fingerprint)."""
+    import hashlib
+
+    return hashlib.sha1(img.tobytes() + repr((img.mode, img.size)).encode()).hexdigest()
+
+
 def fit_size(size: tuple[int, int], long_side: int) -> tuple[int, int]:
     """(width, height) with the long side scaled to ``long_side``, keeping the aspect ratio: what ``fit`` makes.
 
