@@ -151,7 +151,7 @@ def plans(size: int, budgets_gib: list[float]) -> str:
              "| budget | plan | top level: tiles, core, history | coarser terms' tiles (px: tiles) |", "|---|---|---|---|"]
     with mock.patch.object(levels, "halo_for", lambda features, last: 80):
         for gib in budgets_gib:
-            settings = Settings(size=size, max_memory=f"{int(gib * 2 ** 30)}")
+            settings = Settings(size=size, max_memory=f"{int(gib * 2 ** 30)}B")
             found = levels.levels((size, size), settings)[0]
             for variant in ("old", "new"):
                 with ExitStack() as stack:

@@ -6,6 +6,7 @@ end in a one-line error, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import sys
@@ -13,7 +14,7 @@ import typing
 from pathlib import Path
 
 from . import __version__
-from .errors import PipelineError
+from .errors import ImageError, PipelineError
 from .fsio import write_json
 
 BOOL_TRUE = {"1", "true", "yes", "on"}
@@ -94,6 +95,28 @@ def check_writable_folder(path: Path, what: str) -> None:
                             fix="Pick a folder you can write to")
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """One file under two names: the same resolved path (symlinks, ../), or one inode (hard links)."""
+    if a.resolve() == b.resolve():
+        return True
+    return a.exists() and b.exists() and os.path.samefile(a, b)
+
+
+def check_no_clash(args: argparse.Namespace) -> None:
+    """Nothing the run writes may land on what it reads, nor on another of its writes: `-o photo.png` replaced
+    the photo, and `--checkpoint style.png` turned a painting into a torch file, without a word (rev6b)."""
+    out = Path(args.output)
+    reads = [("the photo", args.content), *(("the style", s) for s in args.styles), ("the weights", args.weights)]
+    writes = [("the output", out), ("the output's record", out.with_suffix(".json")), ("the checkpoint", args.checkpoint)]
+    writes = [(role, Path(p)) for role, p in writes if p]
+    for k, (role, path) in enumerate(writes):
+        for other, there in [*((r, Path(p)) for r, p in reads if p), *writes[:k]]:
+            if _same_file(path, there):
+                name = "checkpoint" if role == "the checkpoint" else "output"  # the record is named after it
+                raise PipelineError(f"{role} would replace {other} {there}", path=path,
+                                    fix=f"Name the {name} differently (nothing was written)")
+
+
 def check_stylize(args: argparse.Namespace):
     """Settings, device name, inputs (decoded with Pillow only), weights and output folder; returns
     (settings, content, styles)."""
@@ -103,6 +126,7 @@ def check_stylize(args: argparse.Namespace):
     settings = settings_from_args(args)
     check_name(settings.device)
     settings = settings.replace(format=output_format(Path(args.output), args.format))
+    check_no_clash(args)
     check_writable_folder(Path(args.output), "output")
     if args.checkpoint:
         check_writable_folder(Path(args.checkpoint), "checkpoint")
@@ -114,6 +138,17 @@ def check_stylize(args: argparse.Namespace):
     return settings, content, styles
 
 
+@contextlib.contextmanager
+def _naming(photo: str):
+    """The engine's verdict on the photo itself (too thin) knows no file: name it, as every refusal does (rev6b)."""
+    try:
+        yield
+    except ImageError as exc:
+        if exc.path is not None:
+            raise
+        raise type(exc)(exc.problem, path=photo, fix=exc.fix, reason=exc.reason) from exc
+
+
 def cmd_stylize(args: argparse.Namespace) -> int:
     settings, content, styles = check_stylize(args)
     from .engine import StyleTransfer, images  # torch loads here, after every check passed
@@ -122,7 +157,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
 
     out = Path(args.output)
     engine = StyleTransfer(args.weights, settings.device)
-    with ProgressBar(disable=args.quiet, every_seconds=args.progress_seconds) as bar:
+    with ProgressBar(disable=args.quiet, every_seconds=args.progress_seconds) as bar, _naming(args.content):
         result = engine.stylize(content, styles, settings, on_step=bar.update,
                                 checkpoint=args.checkpoint)
     images.save(result.image, out, settings.format, settings.quality, alpha=result.alpha, dpi=settings.print_dpi)

@@ -238,3 +238,56 @@ def test_the_terminal_bar_does_not_claim_a_rate_from_its_first_frame():
         bar.update(StepInfo(10, 50, 1, 1, (24, 32), 1e5, 1.0, 1.0, 0.0, 1.0, 4.0))
     first = next(frame for frame in stream.getvalue().split("\r") if "10/50" in frame)
     assert "?step/s" in first or "step/s" not in first, first
+
+
+# --- rev6b finding 1: nothing the run writes may land on what it reads ------------------------------------------
+
+@pytest.mark.parametrize("case", ["output-is-photo", "output-is-style", "record-is-style", "checkpoint-is-photo",
+                                  "checkpoint-is-output", "output-is-photo-by-symlink"])
+def test_a_run_that_would_write_over_an_input_is_refused_before_anything_is_written(tmp_path, case):
+    photo, style = tmp_path / "photo.png", tmp_path / "style.png"
+    Image.open(CONTENT).convert("RGB").resize((40, 32)).save(photo)
+    Image.open(STYLE).convert("RGB").resize((40, 32)).save(style)
+    (tmp_path / "link").mkdir()
+    (tmp_path / "link" / "same.png").symlink_to(photo)
+    out, checkpoint, clash = {
+        "output-is-photo": ("photo.png", None, ("the output would replace the photo", "photo.png")),
+        "output-is-style": ("style.png", None, ("the output would replace the style", "style.png")),
+        "record-is-style": ("style.webp", None, ("the output's record would replace the style", "style.json")),
+        "checkpoint-is-photo": ("out.png", "photo.png", ("the checkpoint would replace the photo", "photo.png")),
+        "checkpoint-is-output": ("out.png", "out.png", ("the checkpoint would replace the output", "out.png")),
+        "output-is-photo-by-symlink": ("link/same.png", None, ("the output would replace the photo", "photo.png")),
+    }[case]
+    if case == "record-is-style":  # a painting whose name ends .json: `-o style.webp` writes style.json
+        style = style.rename(tmp_path / "style.json")
+    before = {p.name: _sha256(p) for p in tmp_path.iterdir() if p.is_file()}
+    argv = ["stylize", str(photo), str(style), "-o", str(tmp_path / out), "--size", "32", "--steps", "2",
+            "--device", "cpu", "-q"] + (["--checkpoint", str(tmp_path / checkpoint)] if checkpoint else [])
+    outcome, err = _probe(*argv)
+    assert outcome == {"rc": 2, "torch": False}, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert clash[0] in err and clash[1] in err and "differently" in err
+    assert {p.name: _sha256(p) for p in tmp_path.iterdir() if p.is_file()} == before  # nothing written or changed
+
+
+def test_a_max_memory_without_a_unit_is_refused_before_torch(tmp_path):
+    """`--max-memory 20` meant 20 GiB and ran with 20 bytes: many tiles, another result (rev6b finding 3)."""
+    outcome, err = _probe("stylize", str(CONTENT), str(STYLE), "-o", str(tmp_path / "x.png"), "--max-memory", "20",
+                          "--size", "32", "--steps", "1", "--device", "cpu", "-q")
+    assert outcome == {"rc": 2, "torch": False}, err
+    assert err.count("\n") == 1 and "max_memory" in err and "'20' has no unit" in err and "20GiB" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_too_thin_photo_is_refused_naming_the_file(tmp_path):
+    """The engine finds a photo too thin to stylize; its refusal named no file (rev6b finding 7)."""
+    thin = tmp_path / "strip.png"
+    Image.open(CONTENT).convert("RGB").resize((2, 64)).save(thin)
+    out = tmp_path / "out" / "x.png"
+    out.parent.mkdir()
+    outcome, err = _probe("stylize", str(thin), str(STYLE), "-o", str(out), "--size", "64", "--steps", "1",
+                          "--device", "cpu", "-q")
+    assert outcome["rc"] == 2, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"error: {thin}: the picture (2x64 px" in err and "too thin" in err and "Crop it" in err
+    assert list(out.parent.iterdir()) == []

@@ -136,6 +136,49 @@ def test_16_bit_grey(tmp_path):
     assert np.asarray(images.load(tmp_path / "dark16.png")).max() <= 1
 
 
+@pytest.mark.parametrize("top", [1.0, 255.0, 65535.0])
+def test_float_tiff_keeps_its_tones(tmp_path, top):
+    """A 32-bit float TIFF (mode F): Pillow's own conversion clips 0.8 to 0, so a 0-1 picture loaded all black
+    and was stylized without a word (rev6b finding 2). Its range is read from its peak: 0-1, 0-255 or 0-65535."""
+    ramp = np.linspace(0.0, 1.0, 48 * 64, dtype=np.float32).reshape(48, 64)
+    Image.fromarray(ramp * np.float32(top), "F").save(tmp_path / "f32.tif")
+    assert Image.open(tmp_path / "f32.tif").mode == "F"
+    loaded = images.load(tmp_path / "f32.tif")
+    assert loaded.mode == "RGB"
+    assert np.abs(np.asarray(loaded, dtype=np.float64)[..., 1] - ramp * 255).max() <= 0.51
+
+
+def test_float_tiff_with_nan_is_refused_naming_the_file(tmp_path):
+    values = np.full((32, 40), 0.5, np.float32)
+    values[3, 4] = np.nan
+    Image.fromarray(values, "F").save(tmp_path / "nan.tif")
+    err = _refused(tmp_path / "nan.tif", "nan or infinite", "8- or 16-bit")
+    assert err.reason == "bad_image"
+
+
+def test_a_transparent_style_is_laid_on_white(engine, style, content, tmp_path):
+    """A painting cut out on a transparent ground: the colours under its invisible pixels (black in one file,
+    white in another; both look the same) decided the style, since styles were taken with .convert("RGB")
+    (rev6b finding 4). Now a transparent style is laid on white, as a viewer shows it on a page."""
+    paint = np.asarray(style.convert("RGB").resize((48, 48)))
+    alpha = np.zeros((48, 48), np.uint8)
+    alpha[12:36, 12:36] = 255
+    seen = {}
+    for under in (0, 255):
+        rgb = np.full((48, 48, 3), under, np.uint8)
+        rgb[12:36, 12:36] = paint[12:36, 12:36]
+        Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(tmp_path / f"on{under}.png")
+        seen[under] = Image.fromarray(rgb)  # the same picture without its transparency
+    cut_black, cut_white = (images.load(tmp_path / f"on{u}.png") for u in (0, 255))
+    assert cut_black.mode == "RGBA" and np.array_equal(np.asarray(images.flatten(cut_black)), np.asarray(seen[255]))
+    photo = content.convert("RGB").resize((48, 48))
+    settings = Settings(size=48, steps=2, early_stop_tol=0)
+    results = [np.asarray(engine.stylize(photo, [s], settings).image) for s in (cut_black, cut_white, seen[255])]
+    assert np.array_equal(results[0], results[1]) and np.array_equal(results[0], results[2])
+    on_black = np.asarray(engine.stylize(photo, [seen[0]], settings).image)  # the ground does change a style
+    assert not np.array_equal(results[0], on_black)
+
+
 def test_rgba_alpha_survives_stylize_and_save(engine, tmp_path):
     photo = images.load(SAMPLES / "coffee.jpg").resize((48, 32))
     alpha = Image.fromarray(np.tile(np.linspace(0, 255, 48).astype(np.uint8), (32, 1)), "L")

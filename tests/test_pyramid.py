@@ -111,7 +111,7 @@ def test_the_fine_level_is_planned_beside_the_terms_gradient_not_their_passes(en
     assert coarser_reserve(canvas) == canvas[0] * canvas[1] * 12  # an RGB fp32 vector
     kinds = []
     for budget in (alone + coarser_reserve(canvas), alone + coarser_reserve(canvas) - 1):
-        planned, _ = engine.build_loss(content, [style], Settings(size=96, steps=2, max_memory=str(budget)))
+        planned, _ = engine.build_loss(content, [style], Settings(size=96, steps=2, max_memory=f"{budget}B"))
         kinds.append(type(planned.loss.level).__name__)
     assert kinds == ["TotalLoss", "TiledLoss"]
 

@@ -182,10 +182,33 @@ def test_scales_number_keeps_todays_levels():
 
 
 def test_settings_read_sizes_and_refuse_nonsense():
-    assert parse_bytes("20GiB") == 20 << 30 and parse_bytes("512 MB") == 512_000_000 and parse_bytes(1000) == 1000
+    assert parse_bytes("20GiB") == 20 << 30 and parse_bytes("512 MB") == 512_000_000 and parse_bytes("1000B") == 1000
     for bad in (dict(max_memory="lots"), dict(scales="many"), dict(scales=0), dict(print_dpi=0)):
         with pytest.raises(SettingsError):
             Settings(**bad).validate()
+
+
+@pytest.mark.parametrize("given, words", [("20", ["'20' has no unit", "20GiB", "20B if bytes"]),
+                                          (20, ["'20' has no unit", "20GiB"]), ("0GiB", ["no memory at all"]),
+                                          ("0.0MB", ["no memory at all"])])
+def test_a_max_memory_without_a_unit_or_of_nothing_is_refused(given, words):
+    """`max_memory: 20` (meant 20 GiB) was read as 20 bytes: the run was cut into tiles, its L-BFGS history cut
+    to 3, many times slower and with another result, without a word (rev6b finding 3)."""
+    with pytest.raises(SettingsError) as err:
+        Settings(max_memory=given).validate()
+    assert err.value.field == "max_memory" and all(w in str(err.value) for w in words), str(err.value)
+    with pytest.raises(SettingsError):
+        parse_bytes(given)
+
+
+def test_a_unitless_max_memory_is_refused_in_the_config_at_its_line(tmp_path):
+    from daemon_helpers import STYLES
+    from test_daemon_parts import problems_of
+
+    path = tmp_path / "config.yaml"
+    path.write_text(f"styles_dir: {STYLES}\nrecipes:\n  a:\n    styles: [starry_night.jpg]\n    max_memory: '20'\n")
+    assert problems_of(path) == ["config.yaml:5: recipes.a.max_memory: '20' has no unit (20 bytes?); write e.g. "
+                                 "20GiB or 20MiB (20B if bytes)"]
 
 
 @pytest.mark.parametrize("fmt", ["png", "jpeg"])

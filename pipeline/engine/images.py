@@ -33,7 +33,9 @@ def load(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
             _check_pixels(img, path, max_pixels)
             img.load()  # decode everything now: truncation shows up here, not later
             return to_8bit(ImageOps.exif_transpose(img))
-    except ImageError:
+    except ImageError as exc:
+        if exc.path is None:  # found in to_8bit, which does not know the file
+            raise ImageError(exc.problem, path=path, fix=exc.fix, reason=exc.reason) from exc
         raise
     except Image.DecompressionBombError as exc:
         raise ImageError(f"refused as a decompression bomb ({exc})", path=path,
@@ -54,13 +56,15 @@ def _check_pixels(img: Image.Image, path: Path, max_pixels: int) -> None:
 
 
 def to_8bit(img: Image.Image) -> Image.Image:
-    """RGB, or RGBA where the picture has transparency; CMYK, palette, grey and 16-bit handled."""
+    """RGB, or RGBA where the picture has transparency; CMYK, palette, grey, 16-bit and float handled."""
+    if img.mode == "F":
+        img = _float_to_8bit(img)
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         import numpy as np
 
         array = np.asarray(img, dtype=np.float64)
         peak = 65535.0 if img.mode.startswith("I;16") or array.max() > 255 else 255.0  # a dark 16-bit stays dark
-        img = Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+        img = _grey(array, peak)
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA"):
@@ -68,6 +72,26 @@ def to_8bit(img: Image.Image) -> Image.Image:
     if img.mode == "CMYK":
         return _cmyk_to_rgb(img)
     return img.convert("RGB")
+
+
+def _float_to_8bit(img: Image.Image) -> Image.Image:
+    """A float (mode F) picture, e.g. a 32-bit TIFF: Pillow's own conversion clips 0.8 to 0, so a 0-1 picture came
+    out black and was stylized without a word (rev6b). Its range is read from its peak: 0-1, 0-255, 0-65535."""
+    import numpy as np
+
+    array = np.asarray(img, dtype=np.float64)
+    if not np.isfinite(array).all():
+        raise ImageError("the float image holds NaN or infinite values", fix="Export it as an 8- or 16-bit picture")
+    top = array.max(initial=0.0)
+    peak = next((p for p in (1.0, 255.0, 65535.0) if top <= p), top)
+    return _grey(array, peak)
+
+
+def _grey(array, peak: float) -> Image.Image:
+    """8-bit grey from values in 0..peak (a numpy array), rounded."""
+    import numpy as np
+
+    return Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
 
 
 def _cmyk_to_rgb(img: Image.Image) -> Image.Image:
@@ -81,6 +105,24 @@ def _cmyk_to_rgb(img: Image.Image) -> Image.Image:
         except Exception:  # a broken profile: the plain conversion is still a usable picture
             pass
     return img.convert("RGB")
+
+
+def flatten(img: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """RGB, a transparent picture laid on ``background`` (white, as a viewer shows it on a page). For styles:
+    .convert("RGB") kept the colours under transparent pixels, which nobody sees, and they decided the style (a
+    painting cut out on black or on white gave Grams 58-160% apart; rev6b)."""
+    if img.mode not in ("RGBA", "LA", "PA"):
+        return img.convert("RGB")
+    flat = Image.new("RGBA", img.size, (*background, 255))
+    flat.alpha_composite(img.convert("RGBA"))
+    return flat.convert("RGB")
+
+
+def digest(img: Image.Image) -> str:
+    """A picture's identity by its pixels, mode and size (the style cache's key, a checkpoint's fingerprint)."""
+    import hashlib
+
+    return hashlib.sha1(img.tobytes() + repr((img.mode, img.size)).encode()).hexdigest()
 
 
 def fit_size(size: tuple[int, int], long_side: int) -> tuple[int, int]:

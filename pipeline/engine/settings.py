@@ -171,19 +171,26 @@ _UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb
 
 
 def _bytes_or_none(text: Any) -> int | None:
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
+    """Bytes, or None: a unit is required and the size must be above 0. `max_memory: 20` (meant 20 GiB) was read
+    as 20 bytes: the run was cut into tiny tiles, its L-BFGS history cut to 3, and its result changed (rev6b)."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]+)\s*", str(text))
     if not match or match.group(2).lower() not in _UNITS:
         return None
-    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()]) or None
 
 
 def _size_hint(text: Any) -> str:
     """The one wording of an unreadable max_memory (the check in validate and parse_bytes's error)."""
+    if re.fullmatch(r"\s*[0-9]*\.?[0-9]+\s*", str(text)):
+        number = str(text).strip()
+        return f"{number!r} has no unit ({number} bytes?); write e.g. {number}GiB or {number}MiB ({number}B if bytes)"
+    if re.fullmatch(r"\s*[0.]+\s*[a-zA-Z]+\s*", str(text)):
+        return f"{text!r} is no memory at all; write e.g. 20GiB, or leave max_memory unset for the default share"
     return f"cannot read {text!r} as a size; write e.g. 20GiB, 512MiB or 8GB"
 
 
 def parse_bytes(text: Any) -> int:
-    """'20GiB', '512 MiB', '8GB', '1.5g' or a number of bytes -> bytes (max_memory's spelling)."""
+    """'20GiB', '512 MiB', '8GB', '1.5g' or '4096B' -> bytes (max_memory's spelling; a bare number is refused)."""
     found = _bytes_or_none(text)
     if found is None:
         raise SettingsError("max_memory", _size_hint(text))
