@@ -3,7 +3,12 @@ batches: what the slot thread did for each photo between "job started" and the f
 photos (the 512 px samples, which bench/pool.py drops) and sizes. The network's parts (content target, the two
 first evaluations) are the device's and are left out: a daemon log's setup_ms shows them (bench/daemon_log.py).
 
+A third table (``targets``): the batch's content targets (conv4_2 features of each photo's working copy), before
+= one forward a photo, one after another, as a batch made them until issue 13's set-up work; after = one forward
+of the stacked batch (engine/content_target.py), the two alternated in each round, on whatever device is here.
+
     .venv/bin/python bench/setup_parts.py            # 1 torch thread, median of 15
+    .venv/bin/python bench/setup_parts.py --only targets --batch 7 --sizes 256,512 --rounds 5
 """
 from __future__ import annotations
 
@@ -35,12 +40,29 @@ def ms(work, repeats: int = 15) -> float:
 
 
 def main() -> None:
+    import argparse
+
     import torch
 
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=("host", "records", "targets"), default=None, help="one table alone")
+    parser.add_argument("--batch", type=int, default=7, help="targets: photos in the batch (the H200's were 4-7)")
+    parser.add_argument("--sizes", type=lambda v: [int(x) for x in v.split(",")], default=[256, 512])
+    parser.add_argument("--rounds", type=int, default=5, help="targets: rounds, before and after alternated")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    if args.only in (None, "host"):
+        host()
+    if args.only in (None, "records"):
+        records()
+    if args.only in (None, "targets"):
+        targets(args.batch, args.sizes, args.rounds)
+
+
+def host() -> None:
     from pipeline.engine import Settings, images
     from pipeline.engine.prepared import prepare
 
-    torch.set_num_threads(1)
     rows = []
     for name in ("rocket", "astronaut"):
         photo = images.load(ROOT / "pipeline" / "assets" / "samples" / f"{name}.jpg")
@@ -57,7 +79,6 @@ def main() -> None:
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for row in rows:
         print("| " + " | ".join(row) + " |")
-    records()
 
 
 def records(batch: int = 7) -> None:
@@ -82,6 +103,60 @@ def records(batch: int = 7) -> None:
     before, after = ms(lambda: [save(path) for path in paths]), ms(together)
     print(f"\n| {batch} job records, fsynced | one after another, ms | side by side, ms | ratio |\n|---|---|---|---|")
     print(f"| {folder.parent} | {before:.1f} | {after:.1f} | {before / after:.1f}x |")
+
+
+def targets(batch: int, sizes: list[int], rounds: int) -> None:
+    """The batch's content targets made one forward a photo (before) and in one batched forward (after), each
+    round both, alternated; the working copies are the engine's own (a _Run's, as a batch's level makes them), the
+    samples in turn at one working shape (rocket and coffee: 512x342 and 512x341 give one canvas at these sizes)."""
+    import os
+
+    import torch
+
+    from pipeline.engine import Settings, images
+    from pipeline.engine.content_target import content_targets
+    from pipeline.engine.transfer import StyleTransfer, _Run
+
+    engine = StyleTransfer()
+    samples = [images.load(ROOT / "pipeline" / "assets" / "samples" / f"{n}.jpg") for n in ("rocket", "coffee")]
+    where = torch.cuda.get_device_name(0) if engine.device.type == "cuda" else \
+        f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} torch thread(s), load average {os.getloadavg()[0]:.1f})"
+    print(f"\n# content targets of a batch of {batch} on {where}, median of {rounds} rounds, before and after "
+          f"alternated\n")
+    head = ["size", "working shape", "before: one forward a photo, ms", "after: one batched forward, ms", "ratio",
+            "after, ms a photo", "largest difference / largest value"]
+    print("| " + " | ".join(head) + " |\n|" + "---|" * len(head), flush=True)
+    for size in sizes:
+        settings = Settings(size=size)
+        runs = [_Run(engine, samples[i % len(samples)], [samples[0]], settings, None, None, None)
+                for i in range(batch)]
+        hw = runs[0].levels[-1]
+        contents = [run._content(hw, engine.device) for run in runs]
+        one_by_one = lambda: [content_targets(engine, [c])[0] for c in contents]  # noqa: E731
+        together = lambda: content_targets(engine, contents)  # noqa: E731
+        before, after = [], []
+        one_by_one(), together()  # each shape's first pass (its kernels chosen) off the clock
+        for _ in range(rounds):
+            before.append(_timed(one_by_one, engine.device))
+            after.append(_timed(together, engine.device))
+        alone, batched = torch.cat(one_by_one()), torch.cat(together())
+        error = float((alone - batched).abs().max() / alone.abs().max())
+        b, a = 1000 * statistics.median(before), 1000 * statistics.median(after)
+        print(f"| {size} | {hw[1]}x{hw[0]} | {b:.1f} | {a:.1f} | {b / a:.2f}x | {a / batch:.1f} | {error:.1e} |",
+              flush=True)
+
+
+def _timed(work, device) -> float:
+    """Seconds of ``work``, the device's queue drained before and after (on CUDA the forwards are queued)."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    started = time.perf_counter()
+    work()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - started
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ end in a one-line error, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import sys
@@ -13,7 +14,7 @@ import typing
 from pathlib import Path
 
 from . import __version__
-from .errors import PipelineError
+from .errors import ImageError, PipelineError
 from .fsio import write_json
 
 BOOL_TRUE = {"1", "true", "yes", "on"}
@@ -137,6 +138,17 @@ def check_stylize(args: argparse.Namespace):
     return settings, content, styles
 
 
+@contextlib.contextmanager
+def _naming(photo: str):
+    """The engine's verdict on the photo itself (too thin) knows no file: name it, as every refusal does (rev6b)."""
+    try:
+        yield
+    except ImageError as exc:
+        if exc.path is not None:
+            raise
+        raise type(exc)(exc.problem, path=photo, fix=exc.fix, reason=exc.reason) from exc
+
+
 def cmd_stylize(args: argparse.Namespace) -> int:
     settings, content, styles = check_stylize(args)
     from .engine import StyleTransfer, images  # torch loads here, after every check passed
@@ -145,7 +157,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
 
     out = Path(args.output)
     engine = StyleTransfer(args.weights, settings.device)
-    with ProgressBar(disable=args.quiet, every_seconds=args.progress_seconds) as bar:
+    with ProgressBar(disable=args.quiet, every_seconds=args.progress_seconds) as bar, _naming(args.content):
         result = engine.stylize(content, styles, settings, on_step=bar.update,
                                 checkpoint=args.checkpoint)
     images.save(result.image, out, settings.format, settings.quality, alpha=result.alpha, dpi=settings.print_dpi)

@@ -1,6 +1,7 @@
 """The batched engine (issue 13): photos of one recipe share each network pass, each with its own L-BFGS."""
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -108,7 +109,8 @@ def test_a_cancel_that_comes_with_a_blank_result_ends_the_batch_at_once(engine, 
     """The cancelling photo's blank result (a failure: it would run alone) used to drop it before the cancel was
     seen, so every photo ran again alone before the cancel ended the call."""
     square, _ = photos
-    monkeypatch.setattr(batch, "is_blank", lambda pixels: True)
+    answers = itertools.cycle([True, False])  # each photo's result blank, its start not (batch._Batch._level asks
+    monkeypatch.setattr(batch, "is_blank", lambda pixels: next(answers))  # in that order): a failure
     monkeypatch.setattr(engine, "stylize", lambda *args, **kwargs: (_ for _ in ()).throw(Alone()))
     seen: list[tuple[int, int]] = []
     with pytest.raises(Cancelled):

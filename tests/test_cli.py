@@ -277,3 +277,17 @@ def test_a_max_memory_without_a_unit_is_refused_before_torch(tmp_path):
     assert outcome == {"rc": 2, "torch": False}, err
     assert err.count("\n") == 1 and "max_memory" in err and "'20' has no unit" in err and "20GiB" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_too_thin_photo_is_refused_naming_the_file(tmp_path):
+    """The engine finds a photo too thin to stylize; its refusal named no file (rev6b finding 7)."""
+    thin = tmp_path / "strip.png"
+    Image.open(CONTENT).convert("RGB").resize((2, 64)).save(thin)
+    out = tmp_path / "out" / "x.png"
+    out.parent.mkdir()
+    outcome, err = _probe("stylize", str(thin), str(STYLE), "-o", str(out), "--size", "64", "--steps", "1",
+                          "--device", "cpu", "-q")
+    assert outcome["rc"] == 2, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"error: {thin}: the picture (2x64 px" in err and "too thin" in err and "Crop it" in err
+    assert list(out.parent.iterdir()) == []

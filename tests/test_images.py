@@ -156,6 +156,29 @@ def test_float_tiff_with_nan_is_refused_naming_the_file(tmp_path):
     assert err.reason == "bad_image"
 
 
+def test_a_transparent_style_is_laid_on_white(engine, style, content, tmp_path):
+    """A painting cut out on a transparent ground: the colours under its invisible pixels (black in one file,
+    white in another; both look the same) decided the style, since styles were taken with .convert("RGB")
+    (rev6b finding 4). Now a transparent style is laid on white, as a viewer shows it on a page."""
+    paint = np.asarray(style.convert("RGB").resize((48, 48)))
+    alpha = np.zeros((48, 48), np.uint8)
+    alpha[12:36, 12:36] = 255
+    seen = {}
+    for under in (0, 255):
+        rgb = np.full((48, 48, 3), under, np.uint8)
+        rgb[12:36, 12:36] = paint[12:36, 12:36]
+        Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(tmp_path / f"on{under}.png")
+        seen[under] = Image.fromarray(rgb)  # the same picture without its transparency
+    cut_black, cut_white = (images.load(tmp_path / f"on{u}.png") for u in (0, 255))
+    assert cut_black.mode == "RGBA" and np.array_equal(np.asarray(images.flatten(cut_black)), np.asarray(seen[255]))
+    photo = content.convert("RGB").resize((48, 48))
+    settings = Settings(size=48, steps=2, early_stop_tol=0)
+    results = [np.asarray(engine.stylize(photo, [s], settings).image) for s in (cut_black, cut_white, seen[255])]
+    assert np.array_equal(results[0], results[1]) and np.array_equal(results[0], results[2])
+    on_black = np.asarray(engine.stylize(photo, [seen[0]], settings).image)  # the ground does change a style
+    assert not np.array_equal(results[0], on_black)
+
+
 def test_rgba_alpha_survives_stylize_and_save(engine, tmp_path):
     photo = images.load(SAMPLES / "coffee.jpg").resize((48, 32))
     alpha = Image.fromarray(np.tile(np.linspace(0, 255, 48).astype(np.uint8), (32, 1)), "L")

@@ -9,7 +9,7 @@ Anything unusual sends a photo back to the one-photo path (``StyleTransfer.styli
 a lone photo, another optimiser, a NaN or a blank result, an out-of-memory. Photos of different working shapes
 are batched by shape. No checkpoints here: a photo that must survive a kill runs alone. Two kinds of stop: the
 batch's (``should_stop``: the daemon stops, the run window closes) ends the call with Cancelled, as a lone run's
-does; one photo's (``should_stop_one(i)``: that photo was cancelled) drops that photo alone, whose result is then
+does, or, where some photos had finished, with their Results and Cancelled in the other slots; one photo's (``should_stop_one(i)``: that photo was cancelled) drops that photo alone, whose result is then
 Cancelled at its step, and the others go on to theirs.
 """
 from __future__ import annotations
@@ -64,21 +64,34 @@ def stylize_batch(engine, make_run: Callable, contents: Sequence[Image.Image], s
     def prepare(i: int):
         return make_run(contents[i], list(styles), settings, _tagged(on_step, i), should_stop, None)
 
-    for members in _groups(contents, settings):
-        batched = len(members) > 1 and batchable(working_levels(contents[members[0]], settings), settings)
-        started = time.perf_counter()
-        runs = _alone(lambda: [prepare(i) for i in members]) if batched else None
-        if isinstance(runs, list):  # not when preparing failed (too thin): each then runs alone, for its error
-            _share_marks(runs, started)
-            for i, result in _batched(engine, runs, members, settings, lambda k: stop_one(members[k])).items():
-                results[i] = result
-        for i in members:
-            if results[i] is None:  # alone: a lone photo, another optimiser, a failure or an out-of-memory
-                own = _own(should_stop, stop_one, i)
-                results[i] = _alone(lambda: engine.stylize(contents[i], styles, settings, on_step=_tagged(on_step, i),
-                                                           should_stop=lambda: bool(should_stop and should_stop())
-                                                           or stop_one(i)), own)
+    try:
+        for members in _groups(contents, settings):
+            batched = len(members) > 1 and batchable(working_levels(contents[members[0]], settings), settings)
+            started = time.perf_counter()
+            runs = _alone(lambda: [prepare(i) for i in members]) if batched else None
+            if isinstance(runs, list):  # not when preparing failed (too thin): each then runs alone, for its error
+                _share_marks(runs, started)
+                for i, result in _batched(engine, runs, members, settings, lambda k: stop_one(members[k])).items():
+                    results[i] = result
+            for i in members:
+                if results[i] is None:  # alone: a lone photo, another optimiser, a failure or an out-of-memory
+                    own = _own(should_stop, stop_one, i)
+                    results[i] = _alone(lambda: engine.stylize(contents[i], styles, settings,
+                                                               on_step=_tagged(on_step, i),
+                                                               should_stop=lambda: bool(should_stop and should_stop())
+                                                               or stop_one(i)), own)
+    except Cancelled as exc:
+        return _finished_or_raise(results, exc)
     return results
+
+
+def _finished_or_raise(results: list, stop: Cancelled) -> list:
+    """The batch's stop: photos already finished (an earlier shape group's, or a photo run alone before the stop)
+    keep their Results, the others get the Cancelled; their Results were lost with the call's Cancelled (rev6b).
+    None finished: the call ends with Cancelled, as a lone run's."""
+    if all(result is None for result in results):
+        raise stop
+    return [stop if result is None else result for result in results]
 
 
 def _share_marks(runs: list, started: float) -> None:

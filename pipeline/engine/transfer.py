@@ -20,6 +20,7 @@ from PIL import Image
 from ..errors import EngineError
 from ..fsio import write_atomic
 from . import images, precision as precisions, shapes, speed
+from .images import digest
 from .batch import stylize_batch
 from .content_target import content_targets
 from .device import pick_device
@@ -37,8 +38,6 @@ from .vgg import VGGFeatures, load_features
 from .walk import walk
 
 ADAM_DEFAULT_LR = 2.0
-def digest(img: Image.Image) -> str:
-    return hashlib.sha1(img.tobytes() + repr((img.mode, img.size)).encode()).hexdigest()
 
 
 class StyleTransfer:
@@ -63,14 +62,15 @@ class StyleTransfer:
 
     # --- style targets --------------------------------------------------------------------
     def style_targets(self, style: Image.Image, content_hw: tuple[int, int], settings: Settings) -> StyleTargets:
-        """Gram targets of one style for a content of this shape; cached by (pixels, shape, scale)."""
+        """Gram targets of one style for a content of this shape; cached by (pixels, shape, device, precision)."""
         hw = self._style_hw(style, content_hw, settings.style_scale)
-        key = (digest(style), hw, str(self.device))
+        key = (digest(style), hw, str(self.device), self.precision(settings.precision))
         if key in self.cache:
             self.cache_hits += 1
             self.cache.move_to_end(key)
             return self.cache[key]
         self.cache_misses += 1
+        self.autocast(key[3])  # CUDA's TF32 flags as keyed: a TF32 run's Grams must not serve an fp32 run (rev6b)
         pixels = images.to_tensor(self._style_pixels(style, hw), self.device)
         with torch.no_grad():
             grams = style_grams(self, pixels, settings)  # tiled where a large print's painting would not fit
@@ -191,7 +191,7 @@ class _Run:
         self.engine, self.settings = engine, settings
         self.alpha = content.getchannel("A") if content.mode == "RGBA" else None
         self.content = self.original_content = content.convert("RGB")
-        self.styles = [s.convert("RGB") for s in styles]
+        self.styles = [images.flatten(s) for s in styles]  # a transparent painting: on white, as it is seen
         if settings.preserve_color:
             content_y = images.luminance(self.content)
             self.styles = [images.match_luminance(images.luminance(s), content_y) for s in self.styles]
@@ -305,6 +305,7 @@ class _Run:
 
     def _level_loss(self, hw: tuple[int, int]) -> Problem:
         engine, s = self.engine, self.settings
+        autocast = engine.autocast(self.precision)  # CUDA's TF32 flags before the targets are made, not after (rev6b)
         targets = self._targets(hw)
         self.monitor.mark("style")  # the paintings' Grams (cached: a dict look-up) and, next, the content target
         content = self._content(hw, engine.device)
@@ -319,7 +320,7 @@ class _Run:
         content_target = made() if made else content_targets(engine, [content])[0]
         total = TotalLoss(speed.network(engine, s.compile), ContentLoss(content_target),
                           StyleLoss(targets, s.layer_weights), s.content_weight, self.style_weight, s.tv_weight)
-        return Problem(total, engine.autocast(self.precision))
+        return Problem(total, autocast)
 
     def _optimise_level(self, hw, pixels: torch.Tensor, opt_state: dict | None) -> torch.Tensor:
         """Optimise one level; on NaN/inf or a blank result, retry once from the last good state, gentler."""
