@@ -163,3 +163,39 @@ def test_a_typod_folder_in_a_batch_with_failed_unwritable_strands_nothing(tmp_pa
     assert errors(tmp_path)["b.jpg"]["code"] == "unknown_recipe"
     assert sorted(p.name for p in outputs(tmp_path)) == ["a.png", "c.png", "w.png"], "each written once"
     assert not list((tmp_path / "spool" / "work").iterdir())
+
+
+# --- 4: a prefetch thread that cannot start -------------------------------------------------------------------
+@pytest.mark.parametrize("batch", [None, 2])
+def test_a_prefetch_thread_that_cannot_start_fails_no_photo(tmp_path, engine, monkeypatch, batch):
+    """"can't start new thread" as the prefetcher starts its thread (the box out of threads), for the lone worker
+    and a batching pool: submit, the main loop's call, returns (it raised, and the main loop logged a claimed photo
+    as 'cannot claim this file'); the photo in hand is written, not sent to failed/ by the slot's last resort
+    (prefetching is only a speed-up); a warning says the photos are not prepared ahead."""
+    from pipeline.daemon.pool import Pool
+    from pipeline.daemon.worker import Worker
+    from test_pool import _queued
+
+    real_start = threading.Thread.start
+
+    def start_thread(self):
+        if self.name.startswith("prefetch"):
+            raise RuntimeError("can't start new thread")
+        return real_start(self)
+
+    config, jobs = _queued(tmp_path, {"a.jpg": "coffee.jpg", "b.jpg": "rocket.jpg"}, batch=batch)
+    spool = Spool(config.inbox, config.work, config.done, config.failed)
+    executor = (Pool([engine], spool, lambda: config, threading.Event()) if batch
+                else Worker(engine, spool, lambda: config, threading.Event()))
+    monkeypatch.setattr(threading.Thread, "start", start_thread)
+    with logs_with_context() as logs:
+        for job in jobs:
+            executor.submit(job)
+        executor.start()
+        found = []
+        wait_for(lambda: found.extend(executor.poll()) or len(found) >= 2, 60)
+        executor.close(10)
+    assert errors(tmp_path) == {}, "a good photo failed because a prefetch thread could not start"
+    assert sorted((o.job.name, o.kind) for o in found) == [("a.jpg", "done"), ("b.jpg", "done")]
+    assert sorted(p.name for p in outputs(tmp_path)) == ["a.png", "b.png"]
+    assert [e for e in logs if e["event"].startswith("photos not prepared ahead")]

@@ -21,9 +21,13 @@ import threading
 from dataclasses import dataclass
 from typing import Callable
 
+import structlog
+
 from .config import Config
 from .jobs import JobLife, Outcome
 from .spool import Job, Spool
+
+log = structlog.get_logger("style-pipeline.worker")
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,7 @@ class Executor(threading.Thread):
 
     # --- the interface -----------------------------------------------------------------------------
     def submit(self, job: Job) -> None:
+        """Queue a claimed job. Nothing after the put raises: the main loop would log it as not claimed."""
         with self._lock:
             self._open += 1
         self._jobs.put(job)
@@ -110,12 +115,19 @@ class Executor(threading.Thread):
 
     # --- for the executors -------------------------------------------------------------------------
     def _prefetch_queued(self) -> None:
-        """The jobs next in the queue start their pre-checks and decode now (handover.py), beside the running job."""
-        depth = self._prefetch_depth()
-        with self._jobs.mutex:
-            queued = [job for job in list(self._jobs.queue)[:depth] if job is not None]
-        for job in queued:
-            self.life.prefetch.offer(job, self.get_config(), depth)
+        """The jobs next in the queue start their pre-checks and decode now (handover.py), beside the running job.
+        Only a speed-up, so it never raises: called after a job was opened (the slot's _guarded then gave that good
+        photo its last resort) and from submit (the main loop then logged a claimed job as not claimed) when the
+        prefetch thread could not start ("can't start new thread"). A job not prepared ahead is prepared in turn."""
+        try:
+            depth = self._prefetch_depth()
+            with self._jobs.mutex:
+                queued = [job for job in list(self._jobs.queue)[:depth] if job is not None]
+            for job in queued:
+                self.life.prefetch.offer(job, self.get_config(), depth)
+        except Exception as exc:  # noqa: BLE001 - see above
+            log.warning("photos not prepared ahead; each is prepared when its turn comes",
+                        error=f"{type(exc).__name__}: {exc}")
 
     def _prefetch_depth(self) -> int:
         """How many queued photos are prepared ahead: the prefetcher's own limit, for one photo at a time."""
