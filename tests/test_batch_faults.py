@@ -13,7 +13,7 @@ import pytest
 import structlog
 import structlog.testing
 
-from daemon_helpers import SAMPLES, errors, log_events, make_config, outputs, start, stop, wait_for, wait_ready
+from daemon_helpers import SAMPLES, STYLES, errors, log_events, make_config, outputs, start, stop, wait_for, wait_ready
 from pipeline.daemon.batching import batch_key, header_size
 from pipeline.daemon.config import load as load_config
 from pipeline.daemon.config_build import check_folders
@@ -199,3 +199,70 @@ def test_a_prefetch_thread_that_cannot_start_fails_no_photo(tmp_path, engine, mo
     assert sorted((o.job.name, o.kind) for o in found) == [("a.jpg", "done"), ("b.jpg", "done")]
     assert sorted(p.name for p in outputs(tmp_path)) == ["a.png", "b.png"]
     assert [e for e in logs if e["event"].startswith("photos not prepared ahead")]
+
+
+# --- 5: out of host memory ------------------------------------------------------------------------------------
+HOST_OOM = ("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried to "
+            "allocate 10000000000000 bytes. Error code 12")  # torch's words (the real one: the test below)
+
+
+def _raise_host_oom_from(module: str, times: int = 10**9):
+    """An engine fault_hook raising the CPU allocator's error where a run starts, when called from ``module``."""
+    import sys
+
+    raised = []
+
+    def hook(device):
+        if sys._getframe(1).f_code.co_filename.endswith(module) and len(raised) < times:
+            raised.append(device)
+            raise RuntimeError(HOST_OOM)
+    return hook
+
+
+def test_out_of_memory_knows_the_gpus_and_the_hosts():
+    """torch's CPU allocator raises a plain RuntimeError (a 4 PiB tensor: past any address space, overcommit or
+    not); the GPU's is torch.OutOfMemoryError; any other error is no out of memory."""
+    import torch
+
+    from pipeline.engine.device import out_of_memory
+
+    with pytest.raises(RuntimeError) as caught:
+        torch.empty(2**50)
+    assert out_of_memory(caught.value), str(caught.value)
+    assert out_of_memory(torch.OutOfMemoryError("CUDA out of memory")) and out_of_memory(RuntimeError(HOST_OOM))
+    assert not out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+
+
+def test_a_batch_out_of_host_memory_runs_each_photo_alone(engine, monkeypatch):
+    """The batch runs out of host memory (``batch: N`` on a CPU box; host RAM on a GPU box): each photo then runs
+    alone, as after a CUDA out of memory; before, the error left stylize_batch and the slot failed every photo."""
+    from PIL import Image
+
+    from pipeline.engine import Settings
+    from pipeline.engine.result import Result
+
+    monkeypatch.setattr(engine, "fault_hook", _raise_host_oom_from("batch.py"))
+    photos = [Image.open(SAMPLES / name).convert("RGB") for name in ("coffee.jpg", "coffee.jpg")]
+    style = Image.open(STYLES / "starry_night.jpg").convert("RGB")
+    results = engine.stylize_batch(photos, [style], Settings(size=32, steps=2, early_stop_tol=0))
+    assert len(results) == 2 and all(isinstance(r, Result) and r.steps == 2 for r in results), results
+
+
+def test_a_lone_run_out_of_host_memory_retries_smaller(engine, monkeypatch):
+    """The lone path treats the host's out of memory as the GPU's: retried at 3/4 the size above 256 px (on a GPU
+    engine, whose fallback is another device; 'cpu:0' stands in for it, as in test_engine). Before, the
+    RuntimeError failed the photo at once. Any other error is still raised as it was."""
+    import torch
+    from PIL import Image
+
+    from pipeline.engine import Settings
+
+    monkeypatch.setattr(engine, "fallback_device", torch.device("cpu", 0))
+    monkeypatch.setattr(engine, "fault_hook", _raise_host_oom_from("transfer.py", times=1))
+    photo = Image.open(SAMPLES / "coffee.jpg").convert("RGB")
+    style = Image.open(STYLES / "starry_night.jpg").convert("RGB")
+    result = engine.stylize(photo, [style], Settings(size=260, steps=1, early_stop_tol=0))
+    assert result.retries == ["out of memory at 260 px on cpu; retried at 195 px"], result.retries
+    monkeypatch.setattr(engine, "fault_hook", lambda device: (_ for _ in ()).throw(RuntimeError("a bug")))
+    with pytest.raises(RuntimeError, match="a bug"):
+        engine.stylize(photo, [style], Settings(size=260, steps=1, early_stop_tol=0))

@@ -23,6 +23,7 @@ from PIL import Image
 
 from ..errors import Cancelled, PipelineError
 from . import content_target
+from .device import out_of_memory
 from .lbfgs import ProjectedLBFGS, advance
 from .levels import for_size
 from .losses import ContentLoss, TotalLoss
@@ -159,7 +160,9 @@ def _batched(engine, runs: list, members: list[int], settings: Settings, stop_on
     ``runs``); the others (failed, out of memory) run alone."""
     try:
         done = _Batch(engine, runs, settings, stop_one).run()
-    except torch.OutOfMemoryError:
+    except Exception as exc:
+        if not out_of_memory(exc):  # the GPU's or the host's
+            raise
         if engine.device.type == "cuda":
             torch.cuda.empty_cache()
         return {}

@@ -72,3 +72,14 @@ def _why(name: str, torch) -> str:
     if name.startswith("cuda"):
         return f"torch sees {torch.cuda.device_count()} CUDA GPU(s)"
     return "this torch has no MPS (Apple GPU) support here"
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Out of memory on the GPU (torch.OutOfMemoryError) or of host memory, where torch's CPU allocator raises a
+    plain RuntimeError ("DefaultCPUAllocator: can't allocate memory", checked with torch.empty(10**13)). The batch
+    and the lone path ask this one question: caught as OutOfMemoryError alone, a batch out of host memory failed
+    every photo in it (each fits alone) instead of running each alone."""
+    import torch
+
+    return isinstance(exc, torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))

@@ -23,7 +23,7 @@ from . import images, precision as precisions, shapes, speed
 from .images import digest
 from .batch import stylize_batch
 from .content_target import content_targets
-from .device import pick_device
+from .device import out_of_memory, pick_device
 from .levels import for_size, style_grams, tile_plan, tiled_problem
 from .losses import ContentLoss, StyleLoss, StyleTargets, TotalLoss, gram
 from .lbfgs import run_projected_lbfgs
@@ -151,7 +151,7 @@ class StyleTransfer:
                     result = run.run()
                 result.retries = retries + result.retries
                 return result
-            except torch.OutOfMemoryError as exc:
+            except Exception as exc:  # out of memory (the GPU's or the host's) retries; anything else raised again
                 device, settings = self._after_oom(exc, device, settings, retries)
 
     def stylize_batch(self, contents: Sequence[Image.Image], styles: Sequence[Image.Image],
@@ -168,7 +168,7 @@ class StyleTransfer:
 
     def _after_oom(self, exc: Exception, device: torch.device, settings: Settings, retries: list[str]):
         """The next try's (device, settings): 3/4 the size above 256 px, else the fallback device."""
-        if device == self.fallback_device:
+        if device == self.fallback_device or not out_of_memory(exc):
             raise exc
         if device.type == "cuda":
             self.cache.clear()  # the cached Grams hold device memory too
