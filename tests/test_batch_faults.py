@@ -4,6 +4,7 @@ failed, stranded or charged for another's fault, and the main loop never waits o
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import threading
@@ -266,3 +267,55 @@ def test_a_lone_run_out_of_host_memory_retries_smaller(engine, monkeypatch):
     monkeypatch.setattr(engine, "fault_hook", lambda device: (_ for _ in ()).throw(RuntimeError("a bug")))
     with pytest.raises(RuntimeError, match="a bug"):
         engine.stylize(photo, [style], Settings(size=260, steps=1, early_stop_tol=0))
+
+
+# --- 3: a kill during a batch ---------------------------------------------------------------------------------
+POISON = """
+import os, signal
+from pipeline.daemon import worker as _worker
+
+_on_step = _worker.Worker._on_step
+
+
+def _dies_at_b(self, job, plan):  # b.jpg kills the daemon at its first step (the OOM killer), batched or alone
+    return (lambda info: os.kill(os.getpid(), signal.SIGKILL)) if job.name == "b.jpg" else _on_step(self, job, plan)
+
+
+_worker.Worker._on_step = _dies_at_b
+"""
+
+
+def test_a_poison_photo_in_a_batch_fails_alone_and_its_batchmates_are_written(tmp_path):
+    """a, b, c in one batch (``batch: 3``, ``max_crashes: 2``); b kills the daemon whenever it runs. The first kill
+    charges the batch's three photos a crash each; after it each runs alone (a crash makes a job run alone), so the
+    second kill is b's alone: b fails as crashed_daemon naming itself, a and c are written once. Before, the three
+    were batched again, each charged twice, and all three sent to failed/ as crashed_daemon."""
+    config = make_config(tmp_path, batch=3, max_crashes=2)
+    inbox = tmp_path / "inbox"
+    runs = [start(config, patches=POISON)]
+    wait_ready(runs[0])
+    (inbox / "w.yaml").write_text("steps: 30\n")  # w keeps the slot busy while a, b, c queue: one batch of three
+    shutil.copy(SAMPLES / "rocket.jpg", inbox / "w.jpg")
+    wait_for(lambda: any(e.get("event") == "job started" for e in log_events(runs[0])), 60, runs[0])
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        shutil.copy(SAMPLES / "coffee.jpg", inbox / name)
+    assert runs[0].wait(120) == -9, "b killed the daemon in its batch"
+    runs.append(start(config, patches=POISON))
+    assert runs[1].wait(120) == -9, "b killed the daemon when its turn came, alone"
+    proc = start(config, patches=POISON)
+    try:
+        wait_for(lambda: len(outputs(tmp_path)) + len(errors(tmp_path)) == 4, 60, proc)
+    finally:
+        assert stop(proc) == 0
+    started = [[(e["file"], e.get("batch")) for e in log_events(p) if e.get("event") == "job started"]
+               for p in (*runs, proc)]
+    assert started[0] == [("w.jpg", None), ("a.jpg", 3), ("b.jpg", 3), ("c.jpg", 3)], started
+    assert ("b.jpg", None) in started[1] and all(batch is None for run in started[1:] for _, batch in run), started
+    assert ("b.jpg", None) not in started[2], "b, at max_crashes, failed before it ran"
+    assert {name: e["code"] for name, e in errors(tmp_path).items()} == {"b.jpg": "crashed_daemon"}
+    assert "b.jpg" in errors(tmp_path)["b.jpg"]["fix"]
+    assert [e for e in log_events(proc) if e.get("event") == "job failed" and e.get("file") == "b.jpg"]
+    assert sorted(p.name for p in outputs(tmp_path)) == ["a.png", "c.png", "w.png"], "each written once"
+    for name in "ac":  # charged the batch's kill alone
+        assert json.loads((tmp_path / "outbox" / "starry" / f"{name}.json").read_text())["crashes"] == 1
+    assert not list((tmp_path / "spool" / "work").iterdir())

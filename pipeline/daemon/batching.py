@@ -3,9 +3,9 @@ already handed to the executor. Nothing here waits: a lone photo runs alone, and
 batch stays where it was in the queue, for any slot.
 
 A queued job is judged before it is opened, from what is cheap: no sidecar (overrides make its own settings), no
-checkpoint (a resumed job runs alone, with its checkpoint), its recipe from its inbox folder, and the shape its
-picture header gives at the recipe's size; once, as it is queued. The engine groups by shape again, so a wrong
-guess (a config reloaded since) costs only speed.
+checkpoint (a resumed job runs alone, with its checkpoint), no crash (runs_alone), its recipe from its inbox
+folder, and the shape its picture header gives at the recipe's size; once, as it is queued. The engine groups by
+shape again, so a wrong guess (a config reloaded since) costs only speed.
 """
 from __future__ import annotations
 
@@ -86,8 +86,10 @@ def header_size(job: Job) -> tuple[int, int] | None:
 
 
 def runs_alone(job: Job) -> bool:
-    """A sidecar makes the job's own settings; a checkpoint resumes it alone."""
-    return bool(job.sidecar) or job.checkpoint.exists()
+    """A sidecar makes the job's own settings; a checkpoint resumes it alone; a job the daemon died in (crashes)
+    runs alone, so that the next crash is charged to the photo that causes it alone: a kill during a batch charges
+    every photo in it, and batched again, a poison photo took its whole batch to failed/ as crashed_daemon."""
+    return bool(job.sidecar) or job.crashes > 0 or job.checkpoint.exists()
 
 
 def batch_key(job: Job, config: Config) -> tuple | None:
