@@ -1,4 +1,5 @@
-"""One atomic-write helper for every writer, names that always fit, and the filesystem-error classes.
+"""One atomic-write helper for every writer, one safe open for every reader of a dropped file, names that always
+fit, and the filesystem-error classes.
 
 Why one helper: a fixed temp name (``.status.json.tmp``) shared by two daemons on one inbox let one
 daemon rename the other's temp file away and die (issue 9). Every temp name here carries the pid and
@@ -12,11 +13,48 @@ import hashlib
 import json
 import os
 import secrets
+import stat
 from pathlib import Path
+from typing import BinaryIO
 
 NAME_MAX = 255  # bytes, ext4/xfs/btrfs/tmpfs; os.pathconf is asked where it answers
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 NO_PERMISSION = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+class NotRegularFile(OSError):
+    """A link, FIFO, device, socket or folder where a file to read was expected: refused, never read."""
+
+
+KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
+         (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def open_regular(path: str | Path) -> BinaryIO:
+    """The regular file at ``path``, open for reading (blocking, as files are); NotRegularFile for anything else.
+
+    Why: a check by name (lstat, is_file) and then open() leaves a gap in which a FIFO can be swapped in, and a
+    plain open() of a FIFO waits for a writer forever: on the main loop the daemon hung, on a worker the stall
+    watchdog killed the service. Here the open itself cannot block or follow a link (O_NONBLOCK, O_NOFOLLOW), and
+    the kind is checked on the open file (fstat), so what is read is what was checked.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # O_NOFOLLOW's answer for a link
+            raise NotRegularFile(errno.ELOOP, "is a symbolic link, not a regular file", str(path)) from exc
+        raise
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((name for test, name in KINDS if test(mode)), "a special file")
+            raise NotRegularFile(errno.EISDIR if stat.S_ISDIR(mode) else errno.EINVAL,
+                                 f"is {kind}, not a regular file", str(path))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def temp_name(path: Path) -> Path:

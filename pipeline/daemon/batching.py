@@ -9,9 +9,7 @@ shape again, so a wrong guess (a config reloaded since) costs only speed.
 """
 from __future__ import annotations
 
-import os
 import queue
-import stat
 from typing import Callable
 
 from PIL import Image
@@ -19,6 +17,7 @@ from PIL import Image
 from ..engine.batch import batchable
 from ..engine.images import fit_size
 from ..engine.levels import for_size
+from ..fsio import open_regular
 from .config import Config
 from .spool import Job
 
@@ -71,15 +70,12 @@ class JobQueue(queue.Queue):
 def header_size(job: Job) -> tuple[int, int] | None:
     """The picture's upright size from its header alone (no decode); None when the header cannot be read, or
     the input is no regular file: this runs on the main loop's thread as the job is queued, and a plain open() of
-    a FIFO waits for a writer forever (the daemon hung). Opened without blocking or following a link, then
-    checked on the open file itself, so nothing can be swapped in between (such inputs fail in the worker)."""
+    a FIFO waits for a writer forever (the daemon hung); fsio.open_regular never waits (such inputs fail in the
+    worker)."""
     try:
-        with os.fdopen(os.open(job.input, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW), "rb") as file:
-            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
-                return None
-            with Image.open(file) as img:
-                w, h = img.size
-                turned = img.getexif().get(ORIENTATION) in (5, 6, 7, 8)
+        with open_regular(job.input) as file, Image.open(file) as img:
+            w, h = img.size
+            turned = img.getexif().get(ORIENTATION) in (5, 6, 7, 8)
     except Exception:  # noqa: BLE001 - unreadable here is the pre-checks' business: it simply runs alone
         return None
     return (h, w) if turned else (w, h)

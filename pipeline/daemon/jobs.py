@@ -24,7 +24,7 @@ import structlog
 from ..engine import Settings, images
 from ..engine.prepared import prepare as prepare_working
 from ..errors import Cancelled, ImageError, JobFailure, PipelineError, Reason, SettingsError, WorkerLost
-from ..fsio import service_user
+from ..fsio import NotRegularFile, open_regular, service_user
 from . import joblog, outputs
 from .config import Config, ConfigError, Recipe
 from .config_build import load_sidecar
@@ -284,7 +284,7 @@ def pre_check_regular_file(job: Job) -> None:
 def pre_check_readable(job: Job) -> None:
     """An unreadable photo is a permissions problem, not a broken picture: the fix is chmod, not a new copy."""
     try:
-        open(job.input, "rb").close()
+        open_regular(job.input).close()  # never waits, whatever is there by now
     except PermissionError as exc:
         raise JobFailure(Reason.NO_PERMISSION, f"the service user {service_user()} cannot read it ({exc.strerror})",
                          f"Make {job.source} readable (chmod a+r, or chown to the service user) and drop it "
@@ -300,6 +300,10 @@ def pre_check_sidecar(job: Job, config: Config) -> tuple[str | None, dict]:
     except ConfigError as exc:
         raise JobFailure(Reason.BAD_SIDECAR, "; ".join(exc.problems),
                          f"Fix {job.sidecar} and drop the photo and its sidecar again") from exc
+    except NotRegularFile as exc:  # swapped in after the watcher paired it; never waited on (fsio.open_regular)
+        raise JobFailure(Reason.BAD_SIDECAR, f"the sidecar {job.sidecar} {exc.strerror}; it was not read",
+                         f"Save {job.sidecar} as a plain YAML file (not a link, FIFO or folder) and drop the photo "
+                         "and its sidecar again") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise JobFailure(Reason.BAD_SIDECAR, f"cannot read the sidecar {job.sidecar} ({exc})",
                          "Save the sidecar as UTF-8 YAML") from exc

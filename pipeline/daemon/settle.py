@@ -4,17 +4,36 @@ Quiet time alone (watcher.Tracker) claimed a file whose writer paused longer tha
 between chunks, and failed it as truncated while the rest was still coming. Here a file that does not
 decode is looked at again once after a longer wait; only if it is unchanged and still broken then is it
 claimed, so the worker can move it to failed/ with its reason.
+
+This runs on the main loop: the file is opened once (fsio.open_regular: it never waits on a FIFO swapped in
+after a check by name) and decoded from that open file, never reopened by name.
 """
 from __future__ import annotations
 
 import os
 import time
 from pathlib import Path
+from typing import BinaryIO
 
-from ..engine import images
-from ..errors import ImageError
+from PIL import Image
+
+from ..fsio import open_regular
 
 RECHECK_FACTOR, RECHECK_MIN = 10, 3.0  # the longer wait: 10 x settle_seconds, at least 3 s
+
+
+def decodes(file: BinaryIO, max_pixels: int) -> bool:
+    """Whether the picture decodes to its end (a truncated one does not: its writer may be at it still), within
+    ``max_pixels`` as the worker decodes it (one over the limit waits the longer wait too, as a broken one, so that
+    it lands in failed/ whole)."""
+    try:
+        with Image.open(file) as img:
+            if img.width * img.height > max_pixels:
+                return False
+            img.load()
+        return True
+    except Exception:  # noqa: BLE001 - Pillow's plugins raise many types for a broken file: all mean "not yet"
+        return False
 
 
 class DecodeCheck:
@@ -24,21 +43,17 @@ class DecodeCheck:
     def ready(self, path: Path, max_pixels: int, settle_seconds: float) -> bool | None:
         """True: claim it. False: wait. None: it is gone."""
         try:
-            st = os.lstat(path)
+            file = open_regular(path)
         except FileNotFoundError:
             self.forget(path)
             return None
-        if not os.path.isfile(path) or os.path.islink(path):
-            return True  # links, FIFOs and devices fail in the worker with their own reason, unread
-        try:
-            with open(path, "rb"):
-                pass
-            images.load(path, max_pixels)
-            return True
-        except ImageError:
-            return self._stale(path, st, max(RECHECK_FACTOR * settle_seconds, RECHECK_MIN))
-        except PermissionError:
-            return True  # unreadable: claimed after the quiet time, to fail with the permissions fix
+        except OSError:  # a link, FIFO, device or unreadable file: claimed unread, to fail in the worker
+            return True  # with its own reason (not_a_regular_file, or the permissions fix)
+        with file:
+            if decodes(file, max_pixels):
+                return True
+            st = os.fstat(file.fileno())
+        return self._stale(path, st, max(RECHECK_FACTOR * settle_seconds, RECHECK_MIN))
 
     def _stale(self, path: Path, st: os.stat_result, wait: float) -> bool:
         key = (st.st_size, st.st_mtime_ns)

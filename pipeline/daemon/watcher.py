@@ -16,6 +16,8 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
+from ..fsio import open_regular
+
 IGNORED_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", ".download", ".swp", "~")
 SIDECAR_SUFFIXES = (".yaml", ".yml")
 PICTURE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".heic")
@@ -188,20 +190,15 @@ def written_by_us(path: Path) -> bool:
     """A report or metrics file the pipeline wrote (its head carries OWN_MARK): never claimed as a photo.
 
     Only regular files with text suffixes are read, and only their first 1 KB, so a scan of a full inbox stays
-    cheap; a FIFO or a link is never opened (a FIFO would block the reader until someone writes to it).
+    cheap; a FIFO or a link is never read (fsio.open_regular: a FIFO would block its reader until written to).
     """
     if not path.name.lower().endswith(OWN_SUFFIXES):
         return False
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with open_regular(path) as file:
+            return OWN_MARK in file.read(1024)
     except OSError:
         return False
-    try:
-        return stat.S_ISREG(os.fstat(fd).st_mode) and OWN_MARK in os.read(fd, 1024)
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
 
 
 def scan(inbox: Path, exclude: tuple[Path, ...] = ()):

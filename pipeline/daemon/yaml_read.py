@@ -15,6 +15,7 @@ import yaml
 
 from ..engine.settings import Settings
 from ..errors import SettingsError
+from ..fsio import open_regular
 from .config_schema import ENGINE_KEYS, ConfigError
 
 # --- reading YAML with limits ----------------------------------------------------------------
@@ -30,9 +31,10 @@ def read_yaml(path: Path, max_bytes: int) -> tuple[yaml.Node | None, Any]:
     A 312-byte file of nested aliases ("billion laughs") expands to millions of nodes when walked;
     here the composed graph is measured with each shared node counted every time it is reached, but
     each node visited once per parent (memoized), so the check itself is linear in the file.
-    Raises ConfigError; OSError and UnicodeDecodeError pass through for the caller to name.
+    Raises ConfigError; OSError (NotRegularFile: a FIFO, link or folder, never waited on) and UnicodeDecodeError
+    pass through for the caller to name.
     """
-    with open(path, "rb") as handle:
+    with open_regular(path) as handle:
         raw = handle.read(max_bytes + 1)
     if len(raw) > max_bytes:
         raise ConfigError([f"{path.name}: over {max_bytes // 1024} KB; a YAML file here is a few KB"], path)
