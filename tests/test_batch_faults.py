@@ -222,7 +222,10 @@ def _raise_host_oom_from(module: str, times: int = 10**9):
 
 def test_out_of_memory_knows_the_gpus_and_the_hosts():
     """torch's CPU allocator raises a plain RuntimeError (a 4 PiB tensor: past any address space, overcommit or
-    not); the GPU's is torch.OutOfMemoryError; any other error is no out of memory."""
+    not); numpy's (and Pillow's) a MemoryError (rev6c finding 2: a batch's working copies failed every photo);
+    the GPU's is torch.OutOfMemoryError, or a CUDA call's error (torch.AcceleratorError, a RuntimeError) in
+    torch's words. Any other error is no out of memory."""
+    import numpy as np
     import torch
 
     from pipeline.engine.device import out_of_memory
@@ -230,8 +233,15 @@ def test_out_of_memory_knows_the_gpus_and_the_hosts():
     with pytest.raises(RuntimeError) as caught:
         torch.empty(2**50)
     assert out_of_memory(caught.value), str(caught.value)
+    with pytest.raises(MemoryError) as caught:
+        np.ones(2**60, dtype=np.uint8)
+    assert out_of_memory(caught.value), f"{type(caught.value).__name__}: {caught.value}"
     assert out_of_memory(torch.OutOfMemoryError("CUDA out of memory")) and out_of_memory(RuntimeError(HOST_OOM))
+    for words in ("CUDA error: out of memory\nCUDA kernel errors might be asynchronously reported at some other "
+                  "API call", "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"):
+        assert out_of_memory(torch.AcceleratorError(words)) and out_of_memory(RuntimeError(words)), words
     assert not out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    assert not out_of_memory(torch.AcceleratorError("CUDA error: an illegal memory access was encountered"))
 
 
 def test_a_batch_out_of_host_memory_runs_each_photo_alone(engine, monkeypatch):
@@ -249,21 +259,53 @@ def test_a_batch_out_of_host_memory_runs_each_photo_alone(engine, monkeypatch):
     assert len(results) == 2 and all(isinstance(r, Result) and r.steps == 2 for r in results), results
 
 
-def test_a_lone_run_out_of_host_memory_retries_smaller(engine, monkeypatch):
-    """The lone path treats the host's out of memory as the GPU's: retried at 3/4 the size above 256 px (on a GPU
-    engine, whose fallback is another device; 'cpu:0' stands in for it, as in test_engine). Before, the
-    RuntimeError failed the photo at once. Any other error is still raised as it was."""
+def test_a_batch_out_of_host_memory_in_numpy_runs_each_photo_alone(engine, monkeypatch):
+    """numpy's out of host memory (a MemoryError, as images.to_bytes or a Pillow resize in a batch raise it):
+    each photo then runs alone; before, it left stylize_batch and the slot failed every photo (rev6c finding 2)."""
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    from pipeline.engine import Settings
+    from pipeline.engine.result import Result
+
+    with pytest.raises(MemoryError) as caught:
+        np.ones(2**60, dtype=np.uint8)
+    raised = []
+
+    def hook(device):
+        if sys._getframe(1).f_code.co_filename.endswith("batch.py") and not raised:
+            raised.append(device)
+            raise caught.value
+
+    monkeypatch.setattr(engine, "fault_hook", hook)
+    photos = [Image.open(SAMPLES / "coffee.jpg").convert("RGB")] * 2
+    style = Image.open(STYLES / "starry_night.jpg").convert("RGB")
+    results = engine.stylize_batch(photos, [style], Settings(size=32, steps=2, early_stop_tol=0))
+    assert raised and all(isinstance(r, Result) and r.steps == 2 for r in results), results
+
+
+def test_a_cpu_engines_lone_run_out_of_host_memory_retries_smaller(engine, monkeypatch):
+    """A real ``device: cpu`` engine (fallback cpu, the engine's own device) treats the host's out of memory as
+    a GPU engine its own: retried at 3/4 the size above 256 px. Before (rev6c finding 1), the fallback being the
+    device itself raised it at once, and the daemon retried the same size until too_many_attempts. At 256 px or
+    under there is nowhere left to go (the fallback is itself): the error is raised. Any other error as before."""
     import torch
     from PIL import Image
 
     from pipeline.engine import Settings
 
-    monkeypatch.setattr(engine, "fallback_device", torch.device("cpu", 0))
+    assert engine.device == engine.fallback_device == torch.device("cpu")
     monkeypatch.setattr(engine, "fault_hook", _raise_host_oom_from("transfer.py", times=1))
     photo = Image.open(SAMPLES / "coffee.jpg").convert("RGB")
     style = Image.open(STYLES / "starry_night.jpg").convert("RGB")
     result = engine.stylize(photo, [style], Settings(size=260, steps=1, early_stop_tol=0))
     assert result.retries == ["out of memory at 260 px on cpu; retried at 195 px"], result.retries
+    assert result.device == "cpu" and max(result.image.size) == 195
+    monkeypatch.setattr(engine, "fault_hook", _raise_host_oom_from("transfer.py"))
+    with pytest.raises(RuntimeError, match="can't allocate memory"):
+        engine.stylize(photo, [style], Settings(size=260, steps=1, early_stop_tol=0))  # 260, 195, then raised
     monkeypatch.setattr(engine, "fault_hook", lambda device: (_ for _ in ()).throw(RuntimeError("a bug")))
     with pytest.raises(RuntimeError, match="a bug"):
         engine.stylize(photo, [style], Settings(size=260, steps=1, early_stop_tol=0))

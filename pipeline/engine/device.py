@@ -74,12 +74,40 @@ def _why(name: str, torch) -> str:
     return "this torch has no MPS (Apple GPU) support here"
 
 
+# The device's out of memory raised as a plain RuntimeError (torch.AcceleratorError, a RuntimeError, from 2.8):
+# torch's CPU allocator ("can't allocate memory", checked with torch.empty(2**50)); a CUDA call that fails to
+# allocate ("CUDA error: out of memory", e.g. at a context's or a kernel's launch) and cuBLAS's workspace
+# ("CUBLAS_STATUS_ALLOC_FAILED"): torch's messages, classified by their words (no GPU here to make them).
+OUT_OF_MEMORY = re.compile(r"can't allocate memory|CUDA error: out of memory|CUBLAS_STATUS_ALLOC_FAILED")
+
+
 def out_of_memory(exc: BaseException) -> bool:
-    """Out of memory on the GPU (torch.OutOfMemoryError) or of host memory, where torch's CPU allocator raises a
-    plain RuntimeError ("DefaultCPUAllocator: can't allocate memory", checked with torch.empty(10**13)). The batch
-    and the lone path ask this one question: caught as OutOfMemoryError alone, a batch out of host memory failed
-    every photo in it (each fits alone) instead of running each alone."""
+    """Out of memory on the GPU (torch.OutOfMemoryError, or a RuntimeError in OUT_OF_MEMORY's words) or of host
+    memory: torch's allocator's RuntimeError, or a MemoryError from numpy or Pillow (the working copies made in a
+    batch). The batch and the lone path ask this one question: caught as OutOfMemoryError alone, a batch out of
+    host memory failed every photo in it (each fits alone) instead of running each alone."""
     import torch
 
-    return isinstance(exc, torch.OutOfMemoryError) or (
-        isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
+    return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or (
+        isinstance(exc, RuntimeError) and OUT_OF_MEMORY.search(str(exc)) is not None)
+
+
+def after_oom(engine, exc: Exception, device: "torch.device", settings, retries: list[str]):
+    """The next try's (device, settings) after ``exc`` on ``device``, or ``exc`` raised again: out of memory is
+    retried at 3/4 the size above 256 px on any device (a CPU engine's host runs out too: its fallback is
+    itself, and it was raised at once), then on the engine's fallback device where that is another one."""
+    import torch
+
+    if not out_of_memory(exc):
+        raise exc
+    if device.type == "cuda":
+        engine.cache.clear()  # the cached Grams hold device memory too
+        torch.cuda.empty_cache()
+    if settings.size > 256:
+        retries.append(f"out of memory at {settings.size} px on {device}; retried at {int(settings.size * 0.75)} px")
+        return device, settings.replace(size=int(settings.size * 0.75))
+    if device == engine.fallback_device:
+        raise exc
+    retries.append(f"out of memory on {device}; this job retried on {engine.fallback_device} "
+                   f"(the next job starts on {engine.device} again)")
+    return engine.fallback_device, settings

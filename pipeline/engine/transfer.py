@@ -23,7 +23,7 @@ from . import images, precision as precisions, shapes, speed
 from .images import digest
 from .batch import stylize_batch
 from .content_target import content_targets
-from .device import out_of_memory, pick_device
+from .device import after_oom, pick_device
 from .levels import for_size, style_grams, tile_plan, tiled_problem
 from .losses import ContentLoss, StyleLoss, StyleTargets, TotalLoss, gram
 from .lbfgs import run_projected_lbfgs
@@ -152,7 +152,7 @@ class StyleTransfer:
                 result.retries = retries + result.retries
                 return result
             except Exception as exc:  # out of memory (the GPU's or the host's) retries; anything else raised again
-                device, settings = self._after_oom(exc, device, settings, retries)
+                device, settings = after_oom(self, exc, device, settings, retries)
 
     def stylize_batch(self, contents: Sequence[Image.Image], styles: Sequence[Image.Image],
                       settings: Settings = Settings(), **kwargs) -> list[Result]:
@@ -165,20 +165,6 @@ class StyleTransfer:
         benchmarks that drive an optimiser themselves, without reaching into a run."""
         run = _Run(self, content, list(styles), settings, None, None, None)
         return run.loss(run.levels[-1]), run.levels[-1]
-
-    def _after_oom(self, exc: Exception, device: torch.device, settings: Settings, retries: list[str]):
-        """The next try's (device, settings): 3/4 the size above 256 px, else the fallback device."""
-        if device == self.fallback_device or not out_of_memory(exc):
-            raise exc
-        if device.type == "cuda":
-            self.cache.clear()  # the cached Grams hold device memory too
-            torch.cuda.empty_cache()
-        if settings.size > 256:
-            retries.append(f"out of memory at {settings.size} px on {device}; retried at {int(settings.size * 0.75)} px")
-            return device, settings.replace(size=int(settings.size * 0.75))
-        retries.append(f"out of memory on {device}; this job retried on {self.fallback_device} "
-                       f"(the next job starts on {self.device} again)")
-        return self.fallback_device, settings
 
 
 class _Run:
