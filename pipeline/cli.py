@@ -107,7 +107,8 @@ def check_no_clash(args: argparse.Namespace) -> None:
     the photo, and `--checkpoint style.png` turned a painting into a torch file, without a word (rev6b)."""
     out = Path(args.output)
     reads = [("the photo", args.content), *(("the style", s) for s in args.styles), ("the weights", args.weights)]
-    writes = [("the output", out), ("the output's record", out.with_suffix(".json")), ("the checkpoint", args.checkpoint)]
+    writes = [("the output", out), ("the output's record", out.with_suffix(".json")),
+              ("the checkpoint", args.checkpoint)]
     writes = [(role, Path(p)) for role, p in writes if p]
     for k, (role, path) in enumerate(writes):
         for other, there in [*((r, Path(p)) for r, p in reads if p), *writes[:k]]:

@@ -197,6 +197,73 @@ def test_rgba_alpha_survives_stylize_and_save(engine, tmp_path):
     assert np.array_equal(np.asarray(reloaded.convert("RGB")), np.asarray(result.image))
 
 
+@pytest.mark.parametrize("low, high", [(0.0, 1.5), (-1.0, 1.0), (0.0, 300.0)])
+def test_a_float_tiff_outside_the_three_ranges_is_refused_naming_the_file(tmp_path, low, high):
+    """A linear/HDR float picture peaking at 1.5 was read as 0-255 (black), a -1..1 one lost its lower half, one
+    peaking at 300 was read as 0-65535 (black): each stylized without a word (rev6c finding 4). How it was meant
+    to look cannot be told from its values, so it is refused, saying what to export instead. A hair outside a
+    range (rounding, out-of-gamut colours) is clipped as before."""
+    ramp = np.tile(np.linspace(low, high, 64, dtype=np.float32), (16, 1))
+    Image.fromarray(ramp, "F").save(tmp_path / "ramp.tif")
+    err = _refused(tmp_path / "ramp.tif", f"from {low:g} to {high:g}", "not a 0-1, 0-255 or 0-65535", "8- or 16-bit")
+    assert err.reason == "bad_image"
+    Image.fromarray(np.clip(ramp, 0, None) / np.float32(high) * np.float32(1.01) - np.float32(0.005), "F").save(
+        tmp_path / "hair.tif")
+    hair = np.asarray(images.load(tmp_path / "hair.tif"), dtype=np.float64)[..., 0]
+    assert hair[:, 0].max() == 0 and hair[:, -1].min() == 255 and np.all(np.diff(hair[0]) >= 0)
+
+
+def _keyed(ground: int, mode: str = "RGB") -> Image.Image:
+    """A 48 px cut-out: a painted square on a ``ground`` that the file's colour key (tRNS) makes transparent."""
+    paint = np.asarray(Image.open(SAMPLES.parent / "styles" / "starry_night.jpg").convert("RGB").resize((48, 48)))
+    rgb = np.full((48, 48, 3), ground, np.uint8)
+    rgb[12:36, 12:36] = np.clip(paint[12:36, 12:36], 1, 254)  # never the key's own colour
+    return Image.fromarray(rgb).convert(mode)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_a_colour_keyed_png_loads_with_its_transparency(tmp_path, mode):
+    """A PNG whose transparency is a colour key (an RGB or grey picture with a tRNS chunk: info["transparency"],
+    what many editors write for a cut-out) loaded opaque: only a palette's key became alpha (rev6c finding 3).
+    Now any key does, so a cut-out on a hidden black or white ground is the same picture once laid on white."""
+    flat = []
+    for ground in (0, 255):
+        key = (ground,) * 3 if mode == "RGB" else ground
+        _keyed(ground, mode).save(tmp_path / f"on{ground}.png", transparency=key)
+        assert Image.open(tmp_path / f"on{ground}.png").mode == mode
+        loaded = images.load(tmp_path / f"on{ground}.png")
+        assert loaded.mode == "RGBA"
+        alpha = np.asarray(loaded.getchannel("A"))
+        assert alpha[12:36, 12:36].min() == 255 and alpha.sum() == 24 * 24 * 255
+        flat.append(np.asarray(images.flatten(loaded)))
+    assert np.array_equal(flat[0], flat[1])
+    ramp = (np.arange(48 * 64, dtype=np.uint16).reshape(48, 64) * 20)
+    Image.fromarray(ramp).save(tmp_path / "key16.png", transparency=int(ramp[5, 7]))  # 16-bit grey: a 16-bit key
+    assert Image.open(tmp_path / "key16.png").mode == "I;16"
+    alpha16 = np.asarray(images.load(tmp_path / "key16.png").getchannel("A"))
+    assert np.array_equal(alpha16, np.where(ramp == ramp[5, 7], 0, 255))
+
+
+def test_a_colour_keyed_style_is_laid_on_white_and_a_keyed_photo_keeps_its_transparency(engine, content, tmp_path):
+    """The engine's side of rev6c finding 3: a keyed painting on a hidden black or white ground styles a photo
+    the same way; a keyed photo's output carries its transparency (it came out opaque)."""
+    photo = content.convert("RGB").resize((48, 48))
+    settings = Settings(size=48, steps=2, early_stop_tol=0)
+    for ground in (0, 255):
+        _keyed(ground).save(tmp_path / f"on{ground}.png", transparency=(ground,) * 3)
+    styles = [images.load(tmp_path / f"on{ground}.png") for ground in (0, 255)]
+    results = [np.asarray(engine.stylize(photo, [s], settings).image) for s in styles]
+    assert np.array_equal(results[0], results[1])
+    keyed_photo = np.asarray(photo).copy()
+    keyed_photo[:8] = (0, 0, 0)  # a black band the key hides
+    keyed_photo[8:] = np.clip(keyed_photo[8:], 1, 255)
+    Image.fromarray(keyed_photo).save(tmp_path / "photo.png", transparency=(0, 0, 0))
+    result = engine.stylize(images.load(tmp_path / "photo.png"), [styles[1]], settings)
+    out = Image.open(images.save(result.image, tmp_path / "out.png", alpha=result.alpha))
+    assert out.mode == "RGBA"
+    assert np.array_equal(np.asarray(out.getchannel("A")), np.where(np.arange(48) < 8, 0, 255)[:, None].repeat(48, 1))
+
+
 # --- saving --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("fmt, pil_format", [("png", "PNG"), ("jpeg", "JPEG"), ("webp", "WEBP")])

@@ -9,8 +9,9 @@ Anything unusual sends a photo back to the one-photo path (``StyleTransfer.styli
 a lone photo, another optimiser, a NaN or a blank result, an out-of-memory. Photos of different working shapes
 are batched by shape. No checkpoints here: a photo that must survive a kill runs alone. Two kinds of stop: the
 batch's (``should_stop``: the daemon stops, the run window closes) ends the call with Cancelled, as a lone run's
-does, or, where some photos had finished, with their Results and Cancelled in the other slots; one photo's (``should_stop_one(i)``: that photo was cancelled) drops that photo alone, whose result is then
-Cancelled at its step, and the others go on to theirs.
+does, or, where some photos had finished, with their Results and Cancelled in the other slots; one photo's
+(``should_stop_one(i)``: that photo was cancelled) drops that photo alone, whose result is then Cancelled at its
+step, and the others go on to theirs.
 """
 from __future__ import annotations
 

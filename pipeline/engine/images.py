@@ -56,7 +56,10 @@ def _check_pixels(img: Image.Image, path: Path, max_pixels: int) -> None:
 
 
 def to_8bit(img: Image.Image) -> Image.Image:
-    """RGB, or RGBA where the picture has transparency; CMYK, palette, grey, 16-bit and float handled."""
+    """RGB, or RGBA where the picture has transparency; CMYK, palette, grey, 16-bit and float handled. A colour
+    key (PNG tRNS: info["transparency"] on a palette, grey, RGB or 16-bit picture) is transparency too: only a
+    palette's was, so a keyed cut-out painting was styled with its hidden ground and a keyed photo lost its
+    transparency (rev6c)."""
     if img.mode == "F":
         img = _float_to_8bit(img)
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -64,9 +67,10 @@ def to_8bit(img: Image.Image) -> Image.Image:
 
         array = np.asarray(img, dtype=np.float64)
         peak = 65535.0 if img.mode.startswith("I;16") or array.max() > 255 else 255.0  # a dark 16-bit stays dark
-        img = _grey(array, peak)
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
+        key = img.info.get("transparency")
+        img = _grey(array, peak, None if key is None else array != key)  # the key is a 16-bit value: before 8 bits
+    if "transparency" in img.info and img.mode in ("1", "L", "RGB", "P"):
+        img = img.convert("RGBA")  # Pillow's own: the keyed colour (or palette entries) becomes alpha
     if img.mode in ("RGBA", "LA", "PA"):
         return img.convert("RGBA")
     if img.mode == "CMYK":
@@ -76,22 +80,35 @@ def to_8bit(img: Image.Image) -> Image.Image:
 
 def _float_to_8bit(img: Image.Image) -> Image.Image:
     """A float (mode F) picture, e.g. a 32-bit TIFF: Pillow's own conversion clips 0.8 to 0, so a 0-1 picture came
-    out black and was stylized without a word (rev6b). Its range is read from its peak: 0-1, 0-255, 0-65535."""
+    out black and was stylized without a word (rev6b). Read as 0-1, 0-255 or 0-65535: the first range that holds
+    it, to 1% of the range (clipped: rounding, a raw developer's out-of-gamut hair); above 0-1 it must reach 4% of
+    the range. Any other is refused: a linear/HDR picture peaking at 1.5 read as 0-255 came out black, a -1..1
+    one lost its lower half, each without a word (rev6c); how it was meant to look cannot be told from it."""
     import numpy as np
 
     array = np.asarray(img, dtype=np.float64)
     if not np.isfinite(array).all():
         raise ImageError("the float image holds NaN or infinite values", fix="Export it as an 8- or 16-bit picture")
-    top = array.max(initial=0.0)
-    peak = next((p for p in (1.0, 255.0, 65535.0) if top <= p), top)
-    return _grey(array, peak)
+    low, top = array.min(initial=0.0), array.max(initial=0.0)
+    for peak in (1.0, 255.0, 65535.0):
+        if low >= -0.01 * peak and top <= 1.01 * peak:
+            if peak == 1.0 or top >= 0.04 * peak:
+                return _grey(array, peak)
+            break
+    raise ImageError(f"the float image's values run from {low:g} to {top:g}, which is not a 0-1, 0-255 or 0-65535 "
+                     "picture (read as one it would come out black or clipped)",
+                     fix="Export it as an 8- or 16-bit picture, or as a float one scaled 0-1")
 
 
-def _grey(array, peak: float) -> Image.Image:
-    """8-bit grey from values in 0..peak (a numpy array), rounded."""
+def _grey(array, peak: float, shown=None) -> Image.Image:
+    """8-bit grey from values in 0..peak (a numpy array), rounded; with ``shown`` (a mask), grey and alpha."""
     import numpy as np
 
-    return Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    grey = Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if shown is None:
+        return grey
+    grey.putalpha(Image.fromarray(np.where(shown, 255, 0).astype(np.uint8), "L"))
+    return grey
 
 
 def _cmyk_to_rgb(img: Image.Image) -> Image.Image:
