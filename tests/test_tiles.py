@@ -190,7 +190,9 @@ def test_settings_read_sizes_and_refuse_nonsense():
 
 @pytest.mark.parametrize("given, words", [("20", ["'20' has no unit", "20GiB", "20B if bytes"]),
                                           (20, ["'20' has no unit", "20GiB"]), ("0GiB", ["no memory at all"]),
-                                          ("0.0MB", ["no memory at all"])])
+                                          ("0.0MB", ["no memory at all"]),
+                                          (21474836480, ["has no unit", "write 20GiB", "21474836480B"]),
+                                          ("3221225472", ["write 3GiB"])])
 def test_a_max_memory_without_a_unit_or_of_nothing_is_refused(given, words):
     """`max_memory: 20` (meant 20 GiB) was read as 20 bytes: the run was cut into tiles, its L-BFGS history cut
     to 3, many times slower and with another result, without a word (rev6b finding 3)."""
@@ -209,6 +211,20 @@ def test_a_unitless_max_memory_is_refused_in_the_config_at_its_line(tmp_path):
     path.write_text(f"styles_dir: {STYLES}\nrecipes:\n  a:\n    styles: [starry_night.jpg]\n    max_memory: '20'\n")
     assert problems_of(path) == ["config.yaml:5: recipes.a.max_memory: '20' has no unit (20 bytes?); write e.g. "
                                  "20GiB or 20MiB (20B if bytes)"]
+
+
+@pytest.mark.parametrize("written, said", [("20", "'20' has no unit (20 bytes?); write e.g. 20GiB"),
+                                           ("21474836480", "'21474836480' has no unit; if bytes, write 20GiB")])
+def test_an_unquoted_number_for_max_memory_is_told_its_unit_not_only_must_be_text(tmp_path, written, said):
+    """Unquoted, YAML hands a number over: the type check alone said "must be text (got 21474836480)", which
+    names no fix (mend6d's check). The engine's own message now answers it, with the unit to write."""
+    from daemon_helpers import STYLES
+    from test_daemon_parts import problems_of
+
+    path = tmp_path / "config.yaml"
+    path.write_text(f"styles_dir: {STYLES}\nrecipes:\n  a:\n    styles: [starry_night.jpg]\n    max_memory: {written}\n")
+    problems = problems_of(path)
+    assert len(problems) == 1 and problems[0].startswith(f"config.yaml:5: recipes.a.max_memory: {said}"), problems
 
 
 @pytest.mark.parametrize("fmt", ["png", "jpeg"])

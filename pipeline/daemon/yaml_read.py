@@ -143,6 +143,9 @@ def check_type(value: Any, hint: Any) -> str | None:
 
 
 SETTING_HINTS = typing.get_type_hints(Settings)
+# Sizes written as a bare number (`max_memory: 21474836480`, `max_memory: 20`) go on to the engine's own check as
+# text, whose message says which unit to write; the type check alone said only "must be text".
+NUMBER_AS_TEXT = frozenset({"max_memory"})
 
 
 def engine_settings(data: dict, path: tuple, problems: Problems, base: Settings) -> Settings:
@@ -151,6 +154,8 @@ def engine_settings(data: dict, path: tuple, problems: Problems, base: Settings)
     for key, value in data.items():
         if key not in ENGINE_KEYS:
             continue
+        if key in NUMBER_AS_TEXT and isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)
         message = check_type(value, SETTING_HINTS[key])
         if message:
             problems.add(path + (key,), message)

@@ -183,10 +183,20 @@ def _size_hint(text: Any) -> str:
     """The one wording of an unreadable max_memory (the check in validate and parse_bytes's error)."""
     if re.fullmatch(r"\s*[0-9]*\.?[0-9]+\s*", str(text)):
         number = str(text).strip()
+        if float(number) >= 2 ** 20:  # a count of bytes, surely: say it in the unit a person would write
+            return f"{number!r} has no unit; if bytes, write {_in_units(float(number))} (or {int(float(number))}B)"
         return f"{number!r} has no unit ({number} bytes?); write e.g. {number}GiB or {number}MiB ({number}B if bytes)"
     if re.fullmatch(r"\s*[0.]+\s*[a-zA-Z]+\s*", str(text)):
         return f"{text!r} is no memory at all; write e.g. 20GiB, or leave max_memory unset for the default share"
     return f"cannot read {text!r} as a size; write e.g. 20GiB, 512MiB or 8GB"
+
+
+def _in_units(count: float) -> str:
+    """21474836480 -> '20GiB': the largest binary unit that leaves a number of at least 1."""
+    for unit in ("TiB", "GiB", "MiB", "KiB"):
+        if count >= _UNITS[unit.lower()]:
+            return f"{count / _UNITS[unit.lower()]:.2f}".rstrip("0").rstrip(".") + unit
+    return f"{int(count)}B"
 
 
 def parse_bytes(text: Any) -> int:
