@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 import stat
+import time
 from pathlib import Path
 from typing import BinaryIO
 
@@ -30,7 +31,17 @@ KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISDIR, "a folder"), (st
          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 
-def open_regular(path: str | Path) -> BinaryIO:
+class FileBusy(OSError):
+    """Another program holds a kernel lease on the file (Samba's kernel oplocks, an NFS server's delegation) and
+    has not let go within the wait: "not yet", never a fault of the file; the reader looks again later."""
+
+
+BUSY_WAIT = 3.0  # seconds a reader waits out a lease break before FileBusy; the holder lets go in ms on a LAN
+BUSY_WAIT_SHORT = 0.2  # for the main loop's readers, which must not stall: they look again on a later pass
+BUSY = (errno.EAGAIN, errno.EWOULDBLOCK)
+
+
+def open_regular(path: str | Path, busy_wait: float | None = None) -> BinaryIO:
     """The regular file at ``path``, open for reading (blocking, as files are); NotRegularFile for anything else.
 
     Why: a check by name (lstat, is_file) and then open() leaves a gap in which a FIFO can be swapped in, and a
@@ -38,12 +49,7 @@ def open_regular(path: str | Path) -> BinaryIO:
     watchdog killed the service. Here the open itself cannot block or follow a link (O_NONBLOCK, O_NOFOLLOW), and
     the kind is checked on the open file (fstat), so what is read is what was checked.
     """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:  # O_NOFOLLOW's answer for a link
-            raise NotRegularFile(errno.ELOOP, "is a symbolic link, not a regular file", str(path)) from exc
-        raise
+    fd = _open_nonblocking(path, BUSY_WAIT if busy_wait is None else busy_wait)
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
@@ -55,6 +61,30 @@ def open_regular(path: str | Path) -> BinaryIO:
     except BaseException:
         os.close(fd)
         raise
+
+
+def _open_nonblocking(path: str | Path, busy_wait: float) -> int:
+    """The descriptor, retried on EAGAIN for up to ``busy_wait`` seconds, then FileBusy.
+
+    Why: on a file under a kernel write lease a non-blocking open starts the lease break and answers EAGAIN at
+    once, where a plain open() waited for the holder to let go (fcntl(2), "Leases"); the retries wait as it did,
+    bounded. A FIFO never answers a read-only non-blocking open with EAGAIN, so it still cannot hold a reader.
+    """
+    deadline, pause = time.monotonic() + busy_wait, 0.01
+    while True:
+        try:
+            return os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # O_NOFOLLOW's answer for a link
+                raise NotRegularFile(errno.ELOOP, "is a symbolic link, not a regular file", str(path)) from exc
+            if exc.errno not in BUSY:
+                raise
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise FileBusy(errno.EAGAIN, f"is held open by another program (a lease: Samba, NFS) after "
+                                             f"{busy_wait:g} s", str(path)) from exc
+        time.sleep(min(pause, left))
+        pause = min(pause * 2, 0.1)
 
 
 def temp_name(path: Path) -> Path:

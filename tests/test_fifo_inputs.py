@@ -20,13 +20,15 @@ from pathlib import Path
 import pytest
 
 from daemon_helpers import SAMPLES, make_config
-from pipeline.daemon import settle
+from pipeline.daemon import jobs, settle
 from pipeline.daemon.config import ConfigError
 from pipeline.daemon.config import load as load_config
 from pipeline.daemon.config_build import check_folders
 from pipeline.daemon.jobs import JobLife
+from pipeline.daemon.jobs import pre_check_regular_file as real_pre_check_regular_file
 from pipeline.daemon.spool import Spool
 from pipeline.daemon.watcher import written_by_us
+from pipeline.errors import JobFailure
 from pipeline.fsio import NotRegularFile, open_regular
 
 DEADLINE = 5.0
@@ -153,3 +155,29 @@ def test_a_config_that_is_a_fifo_is_refused_at_start_not_waited_on(tmp_path):
     found = answer_in_time(lambda: load_config(path), path)
     assert found and isinstance(found[0], ConfigError), found
     assert "is a FIFO" in found[0].problems[0], found[0].problems
+
+
+def test_a_fifo_or_link_swapped_in_before_the_readable_check_fails_as_not_a_regular_file(tmp_path, monkeypatch):
+    """rev6d nit: a FIFO or link put in place between pre_check_regular_file (lstat) and pre_check_readable (the
+    open) raised NotRegularFile out of the pre-checks, retried as a transient error; it fails at once now, with the
+    reason and fix pre_check_regular_file gives the same file."""
+    config = load_config(make_config(tmp_path))
+    check_folders(config)
+    spool = Spool(config.inbox, config.work, config.done, config.failed)
+    os.mkfifo(config.inbox / "a.jpg")
+    os.symlink(SAMPLES / "coffee.jpg", config.inbox / "b.jpg")
+    monkeypatch.setattr(jobs, "pre_check_regular_file", lambda job: None)  # it looked before the swap
+    life = JobLife(spool, lambda: config, threading.Event())
+    try:
+        for name in ("a.jpg", "b.jpg"):
+            job = spool.claim(config.inbox / name, "2026-11-28T00:00:00Z")
+            with pytest.raises(JobFailure) as said:
+                real_pre_check_regular_file(job)
+            assert answer_in_time(lambda job=job: life.open(job), job.input) == [None]
+            assert [o.kind for o in life.drain()] == ["failed"], name
+            error = json.loads((config.failed / f"{name}.error.json").read_text())
+            assert (error["code"], error["message"], error["fix"]) == (
+                "not_a_regular_file", said.value.problem, said.value.fix), error
+    finally:
+        life.prefetch.close()
+    assert "symbolic link" in error["message"] and os.path.islink(config.failed / "b.jpg")

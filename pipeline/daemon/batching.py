@@ -17,7 +17,7 @@ from PIL import Image
 from ..engine.batch import batchable
 from ..engine.images import fit_size
 from ..engine.levels import for_size
-from ..fsio import open_regular
+from ..fsio import BUSY_WAIT_SHORT, open_regular
 from .config import Config
 from .spool import Job
 
@@ -73,7 +73,7 @@ def header_size(job: Job) -> tuple[int, int] | None:
     a FIFO waits for a writer forever (the daemon hung); fsio.open_regular never waits (such inputs fail in the
     worker)."""
     try:
-        with open_regular(job.input) as file, Image.open(file) as img:
+        with open_regular(job.input, BUSY_WAIT_SHORT) as file, Image.open(file) as img:
             w, h = img.size
             turned = img.getexif().get(ORIENTATION) in (5, 6, 7, 8)
     except Exception:  # noqa: BLE001 - unreadable here is the pre-checks' business: it simply runs alone

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import errno
 import os
 import queue
 import stat
@@ -24,7 +25,7 @@ import structlog
 from ..engine import Settings, images
 from ..engine.prepared import prepare as prepare_working
 from ..errors import Cancelled, ImageError, JobFailure, PipelineError, Reason, SettingsError, WorkerLost
-from ..fsio import NotRegularFile, open_regular, service_user
+from ..fsio import FileBusy, NotRegularFile, open_regular, service_user
 from . import joblog, outputs
 from .config import Config, ConfigError, Recipe
 from .config_build import load_sidecar
@@ -269,22 +270,30 @@ class JobLife(FailurePaths):
 
 # --- the pre-checks, in order ------------------------------------------------------------------
 
+def not_regular(link: bool) -> JobFailure:
+    """One reason and fix for a link or special file, whether lstat saw it or the open did (swapped in between)."""
+    if link:
+        return JobFailure(Reason.NOT_REGULAR, "is a symbolic link; links are never followed",
+                          "Copy the picture itself into the inbox")
+    return JobFailure(Reason.NOT_REGULAR, "is not a regular file", "Drop a picture file")
+
+
 def pre_check_regular_file(job: Job) -> None:
     """Symlinks, FIFOs and devices are never opened: a link out of the inbox must not be read."""
     st = os.lstat(job.input)
-    if stat.S_ISLNK(st.st_mode):
-        raise JobFailure(Reason.NOT_REGULAR, "is a symbolic link; links are never followed",
-                         "Copy the picture itself into the inbox")
     if not stat.S_ISREG(st.st_mode):
-        raise JobFailure(Reason.NOT_REGULAR, "is not a regular file", "Drop a picture file")
+        raise not_regular(stat.S_ISLNK(st.st_mode))
     if st.st_size == 0:
         raise JobFailure(Reason.EMPTY, "is empty (0 bytes)", "The copy did not finish; drop the file again")
 
 
 def pre_check_readable(job: Job) -> None:
-    """An unreadable photo is a permissions problem, not a broken picture: the fix is chmod, not a new copy."""
+    """An unreadable photo is a permissions problem, not a broken picture: the fix is chmod, not a new copy.
+    FileBusy (a lease not let go in fsio.BUSY_WAIT) passes up: a transient error, retried."""
     try:
-        open_regular(job.input).close()  # never waits, whatever is there by now
+        open_regular(job.input).close()  # never waits on a FIFO, whatever is there by now
+    except NotRegularFile as exc:  # swapped in since pre_check_regular_file looked
+        raise not_regular(exc.errno == errno.ELOOP) from exc
     except PermissionError as exc:
         raise JobFailure(Reason.NO_PERMISSION, f"the service user {service_user()} cannot read it ({exc.strerror})",
                          f"Make {job.source} readable (chmod a+r, or chown to the service user) and drop it "
@@ -304,6 +313,8 @@ def pre_check_sidecar(job: Job, config: Config) -> tuple[str | None, dict]:
         raise JobFailure(Reason.BAD_SIDECAR, f"the sidecar {job.sidecar} {exc.strerror}; it was not read",
                          f"Save {job.sidecar} as a plain YAML file (not a link, FIFO or folder) and drop the photo "
                          "and its sidecar again") from exc
+    except FileBusy:  # its writer (Samba, NFS) still holds it: retried, as any transient error
+        raise
     except (OSError, UnicodeDecodeError) as exc:
         raise JobFailure(Reason.BAD_SIDECAR, f"cannot read the sidecar {job.sidecar} ({exc})",
                          "Save the sidecar as UTF-8 YAML") from exc

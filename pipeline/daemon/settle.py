@@ -6,7 +6,9 @@ decode is looked at again once after a longer wait; only if it is unchanged and 
 claimed, so the worker can move it to failed/ with its reason.
 
 This runs on the main loop: the file is opened once (fsio.open_regular: it never waits on a FIFO swapped in
-after a check by name) and decoded from that open file, never reopened by name.
+after a check by name) and decoded from that open file, never reopened by name. A file whose lease is being
+broken (Samba, NFS: its writer still holds it) is waited on briefly only (fsio.BUSY_WAIT_SHORT), then looked at
+again on a later pass: the loop never stalls on it.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from typing import BinaryIO
 
 from PIL import Image
 
-from ..fsio import open_regular
+from ..fsio import BUSY_WAIT_SHORT, FileBusy, NotRegularFile, open_regular
 
 RECHECK_FACTOR, RECHECK_MIN = 10, 3.0  # the longer wait: 10 x settle_seconds, at least 3 s
 
@@ -41,14 +43,20 @@ class DecodeCheck:
         self.first_failure: dict[Path, tuple] = {}  # path -> ((size, mtime), when it first failed to decode)
 
     def ready(self, path: Path, max_pixels: int, settle_seconds: float) -> bool | None:
-        """True: claim it. False: wait. None: it is gone."""
+        """True: claim it. False: wait. None: it is gone.
+
+        Only what the worker fails with its own reason (not_a_regular_file, the permissions fix) is claimed unread;
+        any other open error (EMFILE, EIO, ESTALE) raises, and the loop leaves the file for the next rescan.
+        """
         try:
-            file = open_regular(path)
+            file = open_regular(path, busy_wait=BUSY_WAIT_SHORT)
         except FileNotFoundError:
             self.forget(path)
             return None
-        except OSError:  # a link, FIFO, device or unreadable file: claimed unread, to fail in the worker
-            return True  # with its own reason (not_a_regular_file, or the permissions fix)
+        except FileBusy:  # its writer (a Samba or NFS client) still holds it: not written yet, as far as we know
+            return False
+        except (NotRegularFile, PermissionError):
+            return True
         with file:
             if decodes(file, max_pixels):
                 return True

@@ -16,7 +16,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
-from ..fsio import open_regular
+from ..fsio import BUSY_WAIT_SHORT, open_regular
 
 IGNORED_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", ".download", ".swp", "~")
 SIDECAR_SUFFIXES = (".yaml", ".yml")
@@ -195,7 +195,7 @@ def written_by_us(path: Path) -> bool:
     if not path.name.lower().endswith(OWN_SUFFIXES):
         return False
     try:
-        with open_regular(path) as file:
+        with open_regular(path, BUSY_WAIT_SHORT) as file:
             return OWN_MARK in file.read(1024)
     except OSError:
         return False

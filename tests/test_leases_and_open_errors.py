@@ -1,0 +1,169 @@
+"""A dropped file under a kernel lease is waited for, bounded; an open error that may pass leaves it in the inbox.
+
+rev6d: fsio.open_regular opens with O_NONBLOCK (a FIFO never holds a reader), and on a file under a kernel write
+lease (Samba's kernel oplocks, an NFS server's delegation) such an open answers EAGAIN at once where a plain open()
+waited for the holder to let go: settle claimed a half-written photo, and a leased sidecar failed its photo as
+bad_sidecar for good. A real process holds the lease here (fcntl F_SETLEASE) and lets go after the break signal,
+as a client acknowledges an oplock break; or never lets go within the test.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from daemon_helpers import ROOT, SAMPLES, make_config
+from pipeline import fsio
+from pipeline.daemon import settle
+from pipeline.daemon.config import load as load_config
+from pipeline.daemon.config_build import check_folders
+from pipeline.daemon.jobs import JobLife, pre_check_readable, pre_check_sidecar
+from pipeline.daemon.spool import Spool
+from pipeline.fsio import FileBusy, NotRegularFile, open_regular
+
+HOLDER = """
+import fcntl, os, signal, sys, time
+path, let_go_after = sys.argv[1], float(sys.argv[2])  # seconds after the break signal; < 0: never
+fd = os.open(path, os.O_RDWR)
+def on_break(*_):
+    if let_go_after >= 0:
+        time.sleep(let_go_after)
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+signal.signal(signal.SIGIO, on_break)
+try:
+    fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
+except OSError as exc:
+    print("refused", exc, flush=True)
+    sys.exit(3)
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+@contextlib.contextmanager
+def leased(path: Path, let_go_after: float):
+    """``path`` under a write lease held by another process for the block; skipped where leases are refused."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(path), str(let_go_after)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        said = holder.stdout.readline().strip()
+        if said != "held":
+            pytest.skip(f"this machine refuses a file lease (fcntl F_SETLEASE: {said or 'no answer'}; "
+                        "fs.leases-enable=0, or a filesystem without leases)")
+        yield
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+
+
+def half_png(path: Path) -> bytes:
+    buf = io.BytesIO()
+    Image.merge("RGB", [Image.effect_noise((48, 40), 60)] * 3).save(buf, "PNG")
+    path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    return buf.getvalue()
+
+
+def test_a_lease_let_go_after_its_break_is_waited_for_as_a_plain_open_did(tmp_path):
+    photo = tmp_path / "a.jpg"
+    shutil.copy(SAMPLES / "coffee.jpg", photo)
+    with leased(photo, 0.5):
+        started = time.monotonic()
+        with open_regular(photo) as file:
+            assert file.read() == photo.read_bytes()
+        assert time.monotonic() - started >= 0.3  # it waited for the holder, not around it
+    with leased(photo, 0.5):
+        pre_check_readable(type("J", (), {"input": photo, "source": "a.jpg"})())  # the worker's check: no raise
+    fifo = tmp_path / "pipe.jpg"
+    subprocess.run(["mkfifo", str(fifo)], check=True)
+    started = time.monotonic()
+    with pytest.raises(NotRegularFile):  # the FIFO protection stays: answered at once, not retried
+        open_regular(fifo)
+    assert time.monotonic() - started < 0.1
+
+
+def test_a_lease_not_let_go_is_file_busy_and_settle_waits_for_the_photo(tmp_path):
+    """On the main loop: a half-written photo whose writer holds its lease is "not yet" (False), answered within
+    the short wait; it was claimed at once (True). Let go, the decode check goes on as ever."""
+    photo = tmp_path / "a.png"
+    whole = half_png(photo)
+    check = settle.DecodeCheck()
+    with leased(photo, -1):
+        started = time.monotonic()
+        assert check.ready(photo, 10**8, 0.5) is False
+        assert time.monotonic() - started < 1.0  # the loop is not stalled
+        with pytest.raises(FileBusy) as busy:
+            open_regular(photo, busy_wait=0.3)
+        assert busy.value.errno == errno.EAGAIN and busy.value.filename == str(photo)
+        assert "held open by another program" in busy.value.strerror
+    assert check.ready(photo, 10**8, 0.5) is False  # let go, still half: the decode wait, as before
+    photo.write_bytes(whole)
+    assert check.ready(photo, 10**8, 0.5) is True
+
+
+def claimed_with_sidecar(tmp_path: Path):
+    config = load_config(make_config(tmp_path))
+    check_folders(config)
+    spool = Spool(config.inbox, config.work, config.done, config.failed)
+    shutil.copy(SAMPLES / "coffee.jpg", config.inbox / "a.jpg")
+    (config.inbox / "a.yaml").write_text("recipe: scream\n")
+    return config, spool, spool.claim(config.inbox / "a.jpg", "2026-11-28T00:00:00Z", config.inbox / "a.yaml")
+
+
+def test_a_leased_sidecar_is_read_once_let_go_and_retried_never_failed_while_held(tmp_path, monkeypatch):
+    config, spool, job = claimed_with_sidecar(tmp_path)
+    with leased(job.dir / "a.yaml", 0.5):
+        assert pre_check_sidecar(job, config) == ("scream", {})
+    monkeypatch.setattr(fsio, "BUSY_WAIT", 0.3)
+    life = JobLife(spool, lambda: config, threading.Event())
+    try:
+        with leased(job.dir / "a.yaml", -1):
+            assert life.open(job) is None
+    finally:
+        life.prefetch.close()
+    assert [o.kind for o in life.drain()] == ["transient"], "a held sidecar is 'not yet', not bad_sidecar"
+    assert "held open by another program" in job.last_error and "a.yaml" in job.last_error
+    assert not any(config.failed.iterdir()) and (job.dir / "a.jpg").exists() and (job.dir / "a.yaml").exists()
+
+
+EMFILE_PROBE = """
+import os, resource, sys
+from pathlib import Path
+from pipeline.daemon.settle import DecodeCheck
+check, half = DecodeCheck(), Path(sys.argv[1])
+print(check.ready(half, 10**8, 0.5))
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+held = []
+try:
+    while True:
+        held.append(os.open(os.devnull, os.O_RDONLY))
+except OSError:
+    pass
+try:
+    verdict = check.ready(half, 10**8, 0.5)
+except OSError as exc:
+    verdict = f"raised {exc.errno}"
+for fd in held:
+    os.close(fd)
+print(verdict)
+"""
+
+
+def test_settle_raises_an_open_error_that_may_pass_instead_of_claiming_the_photo(tmp_path):
+    """Out of file descriptors (EMFILE, real, in a child with a low limit): the half-written photo is not claimed
+    (it was: True); the error goes up to the loop, which leaves the file for the next rescan."""
+    half_png(tmp_path / "half.png")
+    out = subprocess.run([sys.executable, "-c", EMFILE_PROBE, str(tmp_path / "half.png")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "raised", str(errno.EMFILE)], out.stdout
