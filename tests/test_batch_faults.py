@@ -300,8 +300,10 @@ def test_a_cpu_engines_lone_run_out_of_host_memory_retries_smaller(engine, monke
     monkeypatch.setattr(engine, "fault_hook", _raise_host_oom_from("transfer.py", times=1))
     photo = Image.open(SAMPLES / "coffee.jpg").convert("RGB")
     style = Image.open(STYLES / "starry_night.jpg").convert("RGB")
+    engine.cache[("held", "by", "an earlier run")] = None  # cached style targets: host memory on a CPU engine
     result = engine.stylize(photo, [style], Settings(size=260, steps=1, early_stop_tol=0))
     assert result.retries == ["out of memory at 260 px on cpu; retried at 195 px"], result.retries
+    assert ("held", "by", "an earlier run") not in engine.cache  # let go before the retry (rev6d: CUDA's only)
     assert result.device == "cpu" and max(result.image.size) == 195
     monkeypatch.setattr(engine, "fault_hook", _raise_host_oom_from("transfer.py"))
     with pytest.raises(RuntimeError, match="can't allocate memory"):

@@ -213,6 +213,16 @@ def test_a_float_tiff_outside_the_three_ranges_is_refused_naming_the_file(tmp_pa
     assert hair[:, 0].max() == 0 and hair[:, -1].min() == 255 and np.all(np.diff(hair[0]) >= 0)
 
 
+@pytest.mark.parametrize("peak, top", [(255.0, 8.0), (65535.0, 2000.0)])
+def test_a_dark_whole_numbered_float_picture_is_read_in_its_range(tmp_path, peak, top):
+    """An 8- or 16-bit picture saved as floats keeps whole values: a dark one (peak 8 of 255, 2000 of 65535) was
+    refused by the rule that a float picture above 0-1 must reach 4% of its range (rev6d); it loads dark."""
+    ramp = np.tile(np.round(np.linspace(0.0, top, 64)).astype(np.float32), (16, 1))
+    Image.fromarray(ramp, "F").save(tmp_path / "dark.tif")
+    loaded = np.asarray(images.load(tmp_path / "dark.tif"), dtype=np.float64)[..., 0]
+    assert np.abs(loaded - np.clip(ramp / peak * 255.0, 0, 255)).max() <= 0.51
+
+
 def _keyed(ground: int, mode: str = "RGB") -> Image.Image:
     """A 48 px cut-out: a painted square on a ``ground`` that the file's colour key (tRNS) makes transparent."""
     paint = np.asarray(Image.open(SAMPLES.parent / "styles" / "starry_night.jpg").convert("RGB").resize((48, 48)))

@@ -192,13 +192,14 @@ def test_settings_read_sizes_and_refuse_nonsense():
                                           (20, ["'20' has no unit", "20GiB"]), ("0GiB", ["no memory at all"]),
                                           ("0.0MB", ["no memory at all"]),
                                           (21474836480, ["has no unit", "write 20GiB", "21474836480B"]),
-                                          ("3221225472", ["write 3GiB"])])
+                                          ("3221225472", ["write 3GiB"]), ("1.5", ["1.5GiB"])])
 def test_a_max_memory_without_a_unit_or_of_nothing_is_refused(given, words):
     """`max_memory: 20` (meant 20 GiB) was read as 20 bytes: the run was cut into tiles, its L-BFGS history cut
     to 3, many times slower and with another result, without a word (rev6b finding 3)."""
     with pytest.raises(SettingsError) as err:
         Settings(max_memory=given).validate()
     assert err.value.field == "max_memory" and all(w in str(err.value) for w in words), str(err.value)
+    assert "1.5B" not in str(err.value)  # no fractional bytes offered (rev6d)
     with pytest.raises(SettingsError):
         parse_bytes(given)
 

@@ -100,8 +100,8 @@ def after_oom(engine, exc: Exception, device: "torch.device", settings, retries:
 
     if not out_of_memory(exc):
         raise exc
+    engine.cache.clear()  # the cached Grams hold the device's memory (the host's, on a CPU engine) too
     if device.type == "cuda":
-        engine.cache.clear()  # the cached Grams hold device memory too
         torch.cuda.empty_cache()
     if settings.size > 256:
         retries.append(f"out of memory at {settings.size} px on {device}; retried at {int(settings.size * 0.75)} px")

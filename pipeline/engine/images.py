@@ -82,7 +82,8 @@ def _float_to_8bit(img: Image.Image) -> Image.Image:
     """A float (mode F) picture, e.g. a 32-bit TIFF: Pillow's own conversion clips 0.8 to 0, so a 0-1 picture came
     out black and was stylized without a word (rev6b). Read as 0-1, 0-255 or 0-65535: the first range that holds
     it, to 1% of the range (clipped: rounding, a raw developer's out-of-gamut hair); above 0-1 it must reach 4% of
-    the range. Any other is refused: a linear/HDR picture peaking at 1.5 read as 0-255 came out black, a -1..1
+    the range, unless its values are whole numbers (a dark 8- or 16-bit picture saved as floats, rev6d). Any other
+    is refused: a linear/HDR picture peaking at 1.5 read as 0-255 came out black, a -1..1
     one lost its lower half, each without a word (rev6c); how it was meant to look cannot be told from it."""
     import numpy as np
 
@@ -90,9 +91,10 @@ def _float_to_8bit(img: Image.Image) -> Image.Image:
     if not np.isfinite(array).all():
         raise ImageError("the float image holds NaN or infinite values", fix="Export it as an 8- or 16-bit picture")
     low, top = array.min(initial=0.0), array.max(initial=0.0)
+    whole = bool(np.all(array == np.round(array)))  # an 8- or 16-bit picture saved as floats: dark is just dark
     for peak in (1.0, 255.0, 65535.0):
         if low >= -0.01 * peak and top <= 1.01 * peak:
-            if peak == 1.0 or top >= 0.04 * peak:
+            if peak == 1.0 or top >= 0.04 * peak or whole:
                 return _grey(array, peak)
             break
     raise ImageError(f"the float image's values run from {low:g} to {top:g}, which is not a 0-1, 0-255 or 0-65535 "

@@ -185,7 +185,8 @@ def _size_hint(text: Any) -> str:
         number = str(text).strip()
         if float(number) >= 2 ** 20:  # a count of bytes, surely: say it in the unit a person would write
             return f"{number!r} has no unit; if bytes, write {_in_units(float(number))} (or {int(float(number))}B)"
-        return f"{number!r} has no unit ({number} bytes?); write e.g. {number}GiB or {number}MiB ({number}B if bytes)"
+        in_bytes = f" ({number}B if bytes)" if float(number).is_integer() else ""  # no 1.5B
+        return f"{number!r} has no unit ({number} bytes?); write e.g. {number}GiB or {number}MiB{in_bytes}"
     if re.fullmatch(r"\s*[0.]+\s*[a-zA-Z]+\s*", str(text)):
         return f"{text!r} is no memory at all; write e.g. 20GiB, or leave max_memory unset for the default share"
     return f"cannot read {text!r} as a size; write e.g. 20GiB, 512MiB or 8GB"
