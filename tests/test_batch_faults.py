@@ -330,11 +330,11 @@ _worker.Worker._on_step = _dies_at_b
 
 
 def test_a_poison_photo_in_a_batch_fails_alone_and_its_batchmates_are_written(tmp_path):
-    """a, b, c in one batch (``batch: 3``, ``max_crashes: 2``); b kills the daemon whenever it runs. The first kill
-    charges the batch's three photos a crash each; after it each runs alone (a crash makes a job run alone), so the
-    second kill is b's alone: b fails as crashed_daemon naming itself, a and c are written once. Before, the three
-    were batched again, each charged twice, and all three sent to failed/ as crashed_daemon."""
-    config = make_config(tmp_path, batch=3, max_crashes=2)
+    """a, b, c in one batch (``batch: 3``, ``max_crashes: 1``); b kills the daemon whenever it runs. The kill during
+    the batch is no photo's own crash (each record says it ran in a batch: batch_crashes), it only sends each to run
+    alone; the second kill is b's alone: b fails as crashed_daemon naming itself, a and c are written once. Before,
+    the batch's kill charged each a crash: at max_crashes: 1 all three went to failed/ as crashed_daemon."""
+    config = make_config(tmp_path, batch=3, max_crashes=1)
     inbox = tmp_path / "inbox"
     runs = [start(config, patches=POISON)]
     wait_ready(runs[0])
@@ -345,7 +345,12 @@ def test_a_poison_photo_in_a_batch_fails_alone_and_its_batchmates_are_written(tm
         shutil.copy(SAMPLES / "coffee.jpg", inbox / name)
     assert runs[0].wait(120) == -9, "b killed the daemon in its batch"
     runs.append(start(config, patches=POISON))
-    assert runs[1].wait(120) == -9, "b killed the daemon when its turn came, alone"
+    try:
+        wait_for(lambda: runs[1].poll() is not None or len(errors(tmp_path)) >= 3, 120)
+    finally:
+        if runs[1].poll() is None:
+            stop(runs[1])
+    assert runs[1].returncode == -9, f"b killed the daemon when its turn came, alone; failed: {errors(tmp_path)}"
     proc = start(config, patches=POISON)
     try:
         wait_for(lambda: len(outputs(tmp_path)) + len(errors(tmp_path)) == 4, 60, proc)
@@ -360,6 +365,8 @@ def test_a_poison_photo_in_a_batch_fails_alone_and_its_batchmates_are_written(tm
     assert "b.jpg" in errors(tmp_path)["b.jpg"]["fix"]
     assert [e for e in log_events(proc) if e.get("event") == "job failed" and e.get("file") == "b.jpg"]
     assert sorted(p.name for p in outputs(tmp_path)) == ["a.png", "c.png", "w.png"], "each written once"
-    for name in "ac":  # charged the batch's kill alone
-        assert json.loads((tmp_path / "outbox" / "starry" / f"{name}.json").read_text())["crashes"] == 1
+    for name in "ac":  # the batch's kill noted apart, never counted toward max_crashes
+        record = json.loads((tmp_path / "outbox" / "starry" / f"{name}.json").read_text())
+        assert (record["crashes"], record["batch_crashes"]) == (0, 1), record
+    assert (errors(tmp_path)["b.jpg"]["crashes"], errors(tmp_path)["b.jpg"]["batch_crashes"]) == (1, 1)
     assert not list((tmp_path / "spool" / "work").iterdir())

@@ -40,6 +40,7 @@ def test_a_recipe_within_max_size_passes(tmp_path):
 @pytest.mark.parametrize("line, message", [
     ("max_attempts: 0", "max_attempts: must be >= 1 (got 0)"),
     ("max_size: 8", "max_size: must be >= 16 (got 8)"),
+    ("max_crashes: 0", "max_crashes: must be >= 1 (got 0); 0 would fail every photo as crashed_daemon"),
     ("device: banana", "device: unknown device 'banana'"),
     ("device: cuda:x", "device: unknown device 'cuda:x'"),
 ])

@@ -83,9 +83,9 @@ def header_size(job: Job) -> tuple[int, int] | None:
 
 def runs_alone(job: Job) -> bool:
     """A sidecar makes the job's own settings; a checkpoint resumes it alone; a job the daemon died in (crashes)
-    runs alone, so that the next crash is charged to the photo that causes it alone: a kill during a batch charges
-    every photo in it, and batched again, a poison photo took its whole batch to failed/ as crashed_daemon."""
-    return bool(job.sidecar) or job.crashes > 0 or job.checkpoint.exists()
+    runs alone, so that the next crash is charged to the photo that causes it alone: a kill during a batch is noted
+    on every photo in it (batch_crashes), and batched again, a poison photo took its whole batch to failed/."""
+    return bool(job.sidecar) or job.crashes > 0 or job.batch_crashes > 0 or job.checkpoint.exists()
 
 
 def batch_key(job: Job, config: Config) -> tuple | None:

@@ -15,8 +15,10 @@ from .config_schema import (ENGINE_KEYS, FOLDER_KEYS, RAY_KEYS, RECIPE_KEYS, SID
 from .yaml_read import SIDECAR_MAX_BYTES, Problems, check_type, engine_settings, key_lines, read_yaml
 
 METRICS_NAME = "style_pipeline.prom"  # node_exporter's textfile collector reads *.prom
-# 0 attempts would fail every photo unread; a max_size under the engine's 16 px floor refuses every size.
-MINIMUM = {"max_attempts": 1, "max_size": 16}
+# 0 attempts or crashes would fail every photo unread; a max_size under the engine's 16 px floor refuses every size.
+MINIMUM = {"max_attempts": 1, "max_crashes": 1, "max_size": 16}
+WHY_MINIMUM = {"max_attempts": ["0 would fail every photo before it runs"],
+               "max_crashes": ["0 would fail every photo as crashed_daemon before it runs"]}
 
 
 def _inside(child: Path, parent: Path) -> bool:
@@ -132,7 +134,7 @@ def _scalars(data: dict, problems: Problems) -> dict[str, Any]:
             continue
         message = check_type(data[key], hint)
         if not message and hint in (int, float) and data[key] < MINIMUM.get(key, 0):
-            message = f"must be >= {MINIMUM.get(key, 0)} (got {data[key]!r})"
+            message = "; ".join([f"must be >= {MINIMUM.get(key, 0)} (got {data[key]!r})", *WHY_MINIMUM.get(key, ())])
         if not message and key == "device":
             message = _device_problem(data[key])
         if message:

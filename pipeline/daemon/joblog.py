@@ -37,7 +37,7 @@ def build(result, content: Path, size: tuple[int, int], styles: list[tuple[Path,
         "settings": settings, "weights": run["weights"], **provenance(), "device": run["device"],
         "precision": run.get("precision"),  # what the network ran in: `precision: auto` resolved (issue 13)
         "speed": run.get("speed"),  # what cudnn_benchmark and compile did in this run (engine/speed.py)
-        **_job_fields(job, recipe, "attempts", "crashes", "queued_at", "claimed_at", "started_at"),
+        **_job_fields(job, recipe, "attempts", "crashes", "batch_crashes", "queued_at", "claimed_at", "started_at"),
         "finished_at": now_iso(), "optimizing_seconds": run["timings"]["total"],
         "timings": {k: v for k, v in run["timings"].items() if k != "load_weights"},  # once, at start: not per job
         "losses": {"total": raw["total"], **{k: raw[k] * weights[k] for k in PARTS}},

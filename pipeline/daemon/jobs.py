@@ -67,7 +67,7 @@ class Outcome:
 
 def crashed(job: Job) -> Outcome:
     """The executor running it died: a crash, not an attempt charged to the photo; it runs again at once."""
-    job.running, job.crashes, job.attempts = False, job.crashes + 1, max(0, job.attempts - 1)
+    job.charge_crash()
     return Outcome(job, "crashed", retry_at=job.not_before)
 
 
@@ -116,10 +116,11 @@ class JobLife(FailurePaths):
             found.append(self.outcomes.get_nowait())
         return found
 
-    def open(self, job: Job, in_process: bool = True) -> tuple[Config, Plan] | None:
+    def open(self, job: Job, in_process: bool = True, batched: bool = False) -> tuple[Config, Plan] | None:
         """begin, then the pre-checks: what to run; None when the try already ended here (its output was
         written before a restart: now completed; a pre-check failed: concluded)."""
         try:
+            job.batched = batched
             config = self.begin(job, in_process)
             if not self.already_written(job, config):
                 return config, self.prefetch.take(job, config)
@@ -156,7 +157,8 @@ class JobLife(FailurePaths):
         log.warning(why, retry_in=seconds)
 
     def begin(self, job: Job, in_process: bool = True) -> Config:
-        """Count the try and save it; ``in_process``: a daemon crash now would be this job's crash."""
+        """Count the try and save it; ``in_process``: a daemon crash now would be this job's crash (one in its
+        batch, where ``open`` set job.batched, sends it to run alone; spool.Job.charge_crash)."""
         config = self.get_config()
         if in_process and job.crashes >= config.max_crashes:
             raise JobFailure(Reason.CRASHED, f"the daemon stopped {job.crashes} times in a row while styling "
@@ -164,7 +166,7 @@ class JobLife(FailurePaths):
                              "the machine (journalctl for OOM kills, power) and drop it again")
         job.attempts += 1
         job.started_at = now_iso()
-        job.running = in_process
+        job.running, job.batched = in_process, in_process and job.batched
         self.spool.save(job)
         return config
 

@@ -120,7 +120,7 @@ class Slot(Worker):
             return [first], []
         self.extra = self._jobs.take(key, size - 1)
         batch, alone = [first], []
-        for other, opened in zip(list(self.extra), self._open_together(list(self.extra))):
+        for other, opened in zip(list(self.extra), self._open_together(list(self.extra), job)):
             if opened is None:  # its try ended there (a pre-check failed, already written)
                 self._release(other)
             else:
@@ -128,16 +128,27 @@ class Slot(Worker):
                 (batch if same else alone).append((other, *opened))
         return batch, alone
 
-    def _open_together(self, jobs: list[Job]) -> list:
+    def _open_together(self, jobs: list[Job], first: Job) -> list:
         """Each job's life.open (its try begun: an fsync'd record each; its plan, prepared ahead), side by side:
         one after another they sat between a batch's last step and the next batch's start. JobLife serves
         several slots at once already, one job each; here each thread has one job too. Each guarded: an extra
         whose failure path fails gets its own last resort (its open raised out of the batch before, and the job
-        in hand got it while the other extras were stranded, never closed)."""
+        in hand got it while the other extras were stranded, never closed). Each record says it runs in a batch
+        (the job in hand's saved beside them), so a kill during it is no photo's own crash (Job.charge_crash)."""
         def open_one(job: Job):
             with structlog.contextvars.bound_contextvars(job_id=job.id, file=job.source, slot=self.index):
-                return self._guarded(job, lambda: self.life.open(job))
-        return side_by_side(open_one, jobs, "open")
+                if job is first:
+                    return self._mark_batched(job)
+                return self._guarded(job, lambda: self.life.open(job, batched=True))
+        return side_by_side(open_one, [*jobs, first], "open")[:-1] if jobs else []
+
+    def _mark_batched(self, job: Job) -> None:
+        """The job in hand's record says it runs in a batch; unsaved (a full disk), a kill counts as its own."""
+        job.batched = job.running
+        try:
+            self.spool.save(job)
+        except OSError as exc:
+            log.warning("job record not saved", error=f"{type(exc).__name__}: {exc}")
 
     def _batch_size(self, config: Config, plan: Plan) -> int:
         """The batch's size, or 1 when it cannot be worked out: a photo must never fail because its batch could

@@ -56,9 +56,21 @@ class Job:
     output_stem: str | None = None
     last_error: str | None = None
     owner: str = ""
-    crashes: int = 0  # the daemon died while running this job, in a row: not the photo's fault (attempts)
+    crashes: int = 0  # the daemon died while running this job alone, in a row: not the photo's fault (attempts)
     running: bool = False  # set while a try runs; found set at recovery, it means the daemon crashed in it
+    batched: bool = False  # the running try runs in a batch: a crash then is not known to be this photo's
+    batch_crashes: int = 0  # the daemon died while this job ran in a batch: it runs alone since, never failed for it
     kept_as: str | None = None  # the name planned in done/ (the JSON log records it before the move)
+
+    def charge_crash(self) -> None:
+        """The daemon (or its slot) died inside this try: a crash, not an attempt. A crash in a batch may be any
+        batchmate's: it only sends the photo to run alone (batching.runs_alone); only crashes while it ran alone
+        count toward max_crashes, so one kill in a batch no longer fails every batchmate at max_crashes: 1."""
+        if self.batched:
+            self.batch_crashes += 1
+        else:
+            self.crashes += 1
+        self.running, self.batched, self.attempts = False, False, max(0, self.attempts - 1)
 
     @property
     def dir(self) -> Path:
@@ -151,7 +163,7 @@ class Spool:
                                              reserve=len(ERROR_SUFFIX))
         error = {"file": job.name, "source": job.source, "kept_as": kept.name, "code": str(reason),
                  "message": message, "fix": fix, "failed_at": now_iso(), "attempts": job.attempts,
-                 "crashes": job.crashes, "job_id": job.id, "queued_at": job.queued_at,
+                 "crashes": job.crashes, "batch_crashes": job.batch_crashes, "job_id": job.id, "queued_at": job.queued_at,
                  "sidecar": kept_sidecar.name if kept_sidecar else None}
         try:
             write_json(self.failed / f"{kept.name}{ERROR_SUFFIX}", error)
@@ -189,7 +201,7 @@ class Spool:
                 continue
             job.folder, job.owner = str(folder), self.owner
             if job.running:  # the daemon died inside this try: a crash, not an attempt charged to the photo
-                job.running, job.crashes, job.attempts = False, job.crashes + 1, max(0, job.attempts - 1)
+                job.charge_crash()
             try:
                 self.save(job)
             except OSError:
