@@ -30,6 +30,7 @@ from .diskguard import DiskGuard
 from .executor import Executor
 from .jobs import crashed
 from .metrics import Metrics
+from .reload import reload_config
 from .settle import DecodeCheck
 from .spool import Spool, now_iso
 from .state import JobBook
@@ -289,17 +290,12 @@ class Daemon:
         self.reload_requested, self.config_mtime = False, mtime
         self.notifier.reloading()
         try:
-            new = config_module.load(self.config_path)
-        except ConfigError as exc:
-            log.error("the new config is invalid; keeping the old one", problems=exc.problems)
-        else:
-            if (new.inbox, new.outbox, new.spool) != (self.config.inbox, self.config.outbox, self.config.spool):
-                log.warning("folder changes take effect at the next start; other changes apply now")
-            check_folders(new)
-            self.config = new
-            self.tracker.settle = new.settle_seconds
-            log.info("config reloaded", recipes=list(new.recipes))
-        self.notifier.ready()
+            new = reload_config(self.config, self.config_path)  # the running folders kept (reload.py)
+            if new is not None:
+                self.config = new
+                self.tracker.settle, self.heartbeat.stall_seconds = new.settle_seconds, new.stall_seconds
+        finally:  # systemd waits for READY=1 after RELOADING=1, whatever the reload did
+            self.notifier.ready()
 
     def _report(self) -> None:
         now = time.monotonic()

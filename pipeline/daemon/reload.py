@@ -1,0 +1,56 @@
+"""A config reload (a changed config.yaml or SIGHUP): other settings apply at once, folders at the next start.
+
+The Spool and the watcher hold the folders they were started with, so a reload that swapped new folders into
+the config half-applied them: outputs went to the new outbox while claims came from the old inbox, and an
+outbox that could not be made failed every photo after it (rev6e finding 4). So the running folders are kept,
+each change is named in a warning, and the new folders' problems are told now, not at the next start.
+A reload never raises: whatever goes wrong keeps the old config (the caller then sends READY=1).
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import structlog
+
+from . import config as config_module
+from .config import Config, ConfigError
+from .config_build import check_folders
+
+log = structlog.get_logger("style-pipeline")
+FOLDERS = ("inbox", "outbox", "spool")  # work/, done/ and failed/ live in the spool
+
+
+def reload_config(old: Config, path: Path) -> Config | None:
+    """The new config with the running folders kept, or None to keep the old one (the reason is logged)."""
+    try:
+        new = keep_folders(old, config_module.load(path))
+        problems = check_folders(new)  # the running folders, and those of recipes this reload adds
+    except ConfigError as exc:
+        log.error("the new config is invalid; keeping the old one", problems=exc.problems)
+        return None
+    except Exception as exc:  # e.g. inbox/<new recipe> is a regular file: mkdir raises
+        log.error("the new config cannot be used; keeping the old one", error=f"{type(exc).__name__}: {exc}")
+        return None
+    if problems:
+        log.warning("the running folders have problems; the daemon goes on with them", problems=problems)
+    log.info("config reloaded", recipes=list(new.recipes))
+    return new
+
+
+def keep_folders(old: Config, new: Config) -> Config:
+    """``new`` with ``old``'s inbox, outbox and spool; each change is warned about with the new folders' problems."""
+    changes = [f"{key}: {getattr(old, key)} -> {getattr(new, key)}" for key in FOLDERS
+               if getattr(old, key) != getattr(new, key)]
+    if not changes:
+        return new
+    try:
+        problems = check_folders(new)
+    except OSError as exc:
+        problems = [f"{type(exc).__name__}: {exc}"]
+    log.warning("folder changes take effect at the next start; other changes apply now", changes=changes,
+                **({"next_start_problems": problems} if problems else {}))
+    metrics = new.metrics_file
+    if metrics is not None and metrics.is_relative_to(new.spool):  # the default lives in the spool: keep it there
+        metrics = old.spool / metrics.relative_to(new.spool)
+    return dataclasses.replace(new, inbox=old.inbox, outbox=old.outbox, spool=old.spool, metrics_file=metrics)

@@ -1,0 +1,67 @@
+"""rev6e findings 3, 4, 8, 9: the service keeps going after a person's hand in its folders and config."""
+from __future__ import annotations
+
+import shutil
+import socket
+
+from daemon_helpers import SAMPLES, log_events, make_config, start, stop, wait_for, wait_ready
+from pipeline.daemon import diskguard
+from pipeline.daemon.daemon import Daemon
+from pipeline.daemon.diskguard import DiskGuard
+
+
+def test_guard_resumes_after_the_outbox_is_removed_to_free_space(tmp_path):
+    """rev6e 3: rm -rf outbox while paused left claiming paused for good (a missing folder measured 0 bytes)."""
+    folders = [tmp_path / n for n in ("work", "outbox", "failed")]
+    for f in folders:
+        f.mkdir()
+    now = [0.0]
+    guard = DiskGuard(lambda: folders, clock=lambda: now[0])
+    guard.pause(folders[0])  # ENOSPC seen
+    shutil.rmtree(folders[1])  # the person deletes last night's outbox to make room
+    now[0] += diskguard.CHECK_SECONDS + 1
+    assert not guard.paused() and guard.state is None
+    assert folders[1].is_dir()  # made again, so the next output has somewhere to go
+
+
+def _reload(config, proc, old: str, new: str, count: int) -> None:
+    config.write_text(config.read_text().replace(f"outbox: {old}", f"outbox: {new}"))
+    wait_for(lambda: sum(e.get("event") == "config reloaded" for e in log_events(proc)) == count, 20, proc)
+
+
+def test_a_reloaded_outbox_takes_effect_at_the_next_start_and_its_problems_are_told(tmp_path):
+    """rev6e 4: the new outbox was used at once (the log said "at the next start"), and one that could not be
+    made (/proc/...) was accepted silently, failing every later photo as too_many_attempts."""
+    config = make_config(tmp_path)
+    proc = start(config)
+    try:
+        wait_ready(proc)
+        for n, (old, new) in enumerate((("outbox", "outbox2"), ("outbox2", "/proc/no_outbox_here")), 1):
+            _reload(config, proc, old, new, n)
+            shutil.copy(SAMPLES / "coffee.jpg", tmp_path / "inbox" / f"p{n}.jpg")
+            wait_for(lambda: (tmp_path / "outbox" / "starry" / f"p{n}.png").exists(), 60, proc)
+        events = log_events(proc)
+    finally:
+        assert stop(proc) == 0
+    warned = [e for e in events if "next start" in e.get("event", "")]
+    assert [w["changes"] for w in warned] == [[f"outbox: {tmp_path / 'outbox'} -> {tmp_path / 'outbox2'}"],
+                                              [f"outbox: {tmp_path / 'outbox'} -> /proc/no_outbox_here"]]
+    assert "next_start_problems" not in warned[0] and "cannot create" in warned[1]["next_start_problems"][0]
+    assert not list((tmp_path / "outbox2").rglob("*.png")) and not list((tmp_path / "spool" / "failed").glob("*"))
+
+
+def test_a_reload_that_raises_keeps_the_old_config_and_still_says_ready(tmp_path, monkeypatch):
+    """rev6e suspected: inbox/<new recipe> a regular file made check_folders raise out of the reload, after
+    RELOADING=1 and before READY=1 (systemd would wait for the reload to end)."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(tmp_path / "notify.sock"))
+    listener.settimeout(2)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))
+    config = make_config(tmp_path)
+    daemon = Daemon(config)
+    (tmp_path / "inbox" / "fresh").write_text("a file where the new recipe's folder goes")
+    config.write_text(config.read_text().replace("recipes:", "recipes:\n  fresh:\n    styles: [the_scream.jpg]"))
+    daemon.reload_requested = True
+    daemon._maybe_reload()
+    assert listener.recv(4096).startswith(b"RELOADING=1") and listener.recv(4096) == b"READY=1"
+    assert "fresh" not in daemon.config.recipes
