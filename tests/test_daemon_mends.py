@@ -1,10 +1,14 @@
 """rev6e findings 3, 4, 8, 9: the service keeps going after a person's hand in its folders and config."""
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import socket
 
+import pytest
 from daemon_helpers import SAMPLES, log_events, make_config, start, stop, wait_for, wait_ready
+from pipeline.cli import main
 from pipeline.daemon import diskguard
 from pipeline.daemon.daemon import Daemon
 from pipeline.daemon.diskguard import DiskGuard
@@ -65,3 +69,18 @@ def test_a_reload_that_raises_keeps_the_old_config_and_still_says_ready(tmp_path
     daemon._maybe_reload()
     assert listener.recv(4096).startswith(b"RELOADING=1") and listener.recv(4096) == b"READY=1"
     assert "fresh" not in daemon.config.recipes
+
+
+@pytest.mark.parametrize("text", ["null", "[1, 2]", '{"pid": 1, "started_at": "2026',
+                                  json.dumps({"pid": str(os.getpid()), "state": "running", "updated_at": "x"}),
+                                  json.dumps({"pid": 0, "state": "running", "updated_at": "2999-01-01T00:00:00"})])
+def test_status_reads_a_status_file_that_is_not_the_daemons_as_not_running(tmp_path, capsys, text):
+    """rev6e 8: valid JSON but not an object (null -> TypeError, a list -> AttributeError), a pid as text
+    (TypeError in os.kill) or 0 (our own process group) crashed or fooled `style-pipeline status`."""
+    config = make_config(tmp_path)
+    (tmp_path / "spool" / "failed").mkdir(parents=True)
+    (tmp_path / "spool" / "status.json").write_text(text)
+    (tmp_path / "spool" / "failed" / "x.jpg.error.json").write_text("[1]")
+    assert main(["status", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "daemon: not running" in out and "failed: x.jpg.error.json: unreadable" in out, out

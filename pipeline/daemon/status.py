@@ -109,6 +109,8 @@ def read(config) -> dict:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         data = {}
+    if not isinstance(data, dict):  # valid JSON but not ours (a null, a list: a hand edit): unreadable (rev6e)
+        data = {}
     if not _alive(data):
         data["current"] = None
         data["state"] = "not running"
@@ -133,12 +135,17 @@ def _alive(data: dict) -> bool:
 def _error_line(path: Path) -> dict:
     try:
         e = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(e, dict):
+            raise ValueError("not a JSON object")
         return {"file": e.get("file"), "code": e.get("code"), "message": e.get("message"), "fix": e.get("fix")}
     except (OSError, ValueError):
         return {"file": path.name, "code": "unreadable"}
 
 
-def _pid_alive(pid: int) -> bool:
+def _pid_alive(pid: object) -> bool:
+    """Only a positive whole number is a pid: os.kill(0, 0) would ask about our own group, a text one raises."""
+    if type(pid) is not int or pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
         return True
@@ -146,6 +153,8 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
+    except OverflowError:
+        return False
 
 
 def render(data: dict) -> str:
