@@ -5,6 +5,7 @@ schema lives in config_schema.py, the YAML reading in yaml_read.py, the checks i
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -53,3 +54,10 @@ def load(path: str | Path) -> Config:
         raise ConfigError(problems.items, source)
     assert config is not None
     return config
+
+
+def remember_removed_recipes(old: Config, new: Config) -> Config:
+    """``new`` knowing the recipes reloads took away (less any put back): a photo still waiting in such a recipe's
+    inbox folder was meant for it, so it fails as unknown_recipe instead of quietly taking the default recipe."""
+    removed = (old.removed_recipes | set(old.recipes)) - set(new.recipes)
+    return dataclasses.replace(new, removed_recipes=frozenset(removed))

@@ -24,7 +24,7 @@ FOLDERS = ("inbox", "outbox", "spool")  # work/, done/ and failed/ live in the s
 def reload_config(old: Config, path: Path) -> Config | None:
     """The new config with the running folders kept, or None to keep the old one (the reason is logged)."""
     try:
-        new = keep_folders(old, config_module.load(path))
+        new = keep_folders(old, config_module.remember_removed_recipes(old, config_module.load(path)))
         problems = check_folders(new)  # the running folders, and those of recipes this reload adds
     except ConfigError as exc:
         log.error("the new config is invalid; keeping the old one", problems=exc.problems)
