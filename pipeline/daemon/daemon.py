@@ -302,17 +302,17 @@ class Daemon:
         if now - self.last_status < 1.0:
             return
         self.last_status = now
+        self._heartbeat()  # first: no failure below may stop the watchdog's pings while the loop runs (rev6e)
         snapshot = status_module.snapshot(self.facts())
         self._write_status(snapshot)
         self.notifier.status(status_module.one_line(snapshot))
         self._outputs_tick(snapshot)
-        self._heartbeat()
 
     def _write_status(self, snapshot: dict) -> None:
         """No status write may kill the daemon (a full disk, a neighbour's rename): logged once a minute."""
         try:
             status_module.write(self.config.spool, snapshot)
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - not only OSError: a name that UTF-8 refused killed the pings
             if time.monotonic() - self.last_status_error > 60:
                 self.last_status_error = time.monotonic()
                 log.warning("status.json not written", error=str(exc))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from ..fsio import is_disk_full, write_json
+from ..fsio import is_disk_full, json_bytes, write_json
 from .spool import folder_counts, now_iso
 from .watcher import own_folders, scan
 
@@ -95,7 +95,7 @@ def write(spool: Path, data: dict) -> None:
     except OSError as exc:
         if not is_disk_full(exc):
             raise
-        text = json.dumps(data, indent=2, ensure_ascii=False).encode("utf-8")
+        text = json_bytes(data)
         with open(path, "r+b") as handle:  # FileNotFoundError if there is none: the caller logs it
             old = handle.seek(0, os.SEEK_END)
             handle.seek(0)
