@@ -6,9 +6,9 @@ the daemon already writes, and tolerates missing keys: a log from an older versi
 by a crash, should cost one blank field, not the whole report; a log no version wrote (a hand edit, a foreign
 tool) costs its own card, named in the page's problems, and nothing else.
 
-A busy night is tens of thousands of outputs, and a card with pictures is ~75 kB of HTML and ~65 ms to
-make at 1024 px (rev6e): full cards go to every failure and to the newest SHOWN_OUTPUTS outputs; the rest are counted per recipe
-and listed by name (up to LISTED_OUTPUTS), so the page stays a few MB and a few seconds at any night's size.
+A busy night is tens of thousands of outputs, and a card with pictures is ~74 kB of HTML and ~67 ms to make at
+1024 px: full cards go to every failure and to the newest SHOWN_OUTPUTS outputs; the rest are counted per recipe and
+listed by name (up to LISTED_OUTPUTS), so a page stops growing at ~15 MB (bench/bench_report_size.py).
 """
 from __future__ import annotations
 
