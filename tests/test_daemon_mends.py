@@ -10,7 +10,7 @@ import pytest
 from daemon_helpers import SAMPLES, log_events, make_config, start, stop, wait_for, wait_ready
 from pipeline.cli import main
 from pipeline.daemon import diskguard
-from pipeline.daemon.daemon import Daemon
+from pipeline.daemon.daemon import Daemon, StartupError
 from pipeline.daemon.diskguard import DiskGuard
 from pipeline.daemon.watcher import Tracker, Watcher
 
@@ -121,3 +121,22 @@ def test_the_watcher_sees_an_inbox_swapped_without_a_deletion_event(tmp_path):
         assert not watcher.replaced()
     finally:
         watcher.stop()
+
+
+def test_a_recipe_folder_that_is_a_file_stops_the_start_with_a_clear_message(tmp_path):
+    """rev6e suspected: inbox/<recipe> a regular file made check_folders raise FileExistsError at start-up,
+    a bare traceback instead of a StartupError naming the path."""
+    config = make_config(tmp_path)
+    (tmp_path / "inbox" / "scream").write_text("not a folder")
+    with pytest.raises(StartupError, match=r"inbox/scream: cannot make this folder \(File exists\)"):
+        Daemon(config)
+
+
+def test_a_reloaded_stall_seconds_reaches_the_heartbeat(tmp_path):
+    """rev6e suspected: the heartbeat was built once, so a reloaded stall_seconds never applied."""
+    config = make_config(tmp_path)
+    daemon = Daemon(config)
+    config.write_text(config.read_text() + "stall_seconds: 7\n")
+    daemon.reload_requested = True
+    daemon._maybe_reload()
+    assert daemon.config.stall_seconds == 7 and daemon.heartbeat.stall_seconds == 7

@@ -82,7 +82,10 @@ class Daemon:
             config = config_module.load(self.config_path)
         except ConfigError as exc:
             raise StartupError(str(exc)) from exc
-        problems = check_folders(config)
+        try:
+            problems = check_folders(config)
+        except OSError as exc:  # inbox/<recipe> a regular file: mkdir raises (rev6e: a bare traceback)
+            problems = [f"{exc.filename}: cannot make this folder ({exc.strerror}); move away what is there"]
         if problems:
             raise StartupError("cannot use the folders:\n  " + "\n  ".join(problems))
         return config
