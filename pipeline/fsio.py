@@ -129,6 +129,12 @@ def json_bytes(data, indent: int = 2) -> bytes:
         return json.dumps(data, indent=indent, ensure_ascii=True).encode("ascii")
 
 
+def shown(text: str) -> str:
+    """``text`` for a person (a page, a notice, systemd's STATUS=): a name's bytes that are not UTF-8 as \\xe9
+    escapes, the file's name byte for byte, never a lone surrogate that a UTF-8 writer refuses (rev6e)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def write_json(path: str | Path, data, indent: int = 2, replace: bool = True, fsync: bool = True) -> Path:
     return write_atomic(json_bytes(data, indent), path, replace=replace, fsync=fsync)
 

@@ -6,9 +6,9 @@ the daemon already writes, and tolerates missing keys: a log from an older versi
 by a crash, should cost one blank field, not the whole report; a log no version wrote (a hand edit, a foreign
 tool) costs its own card, named in the page's problems, and nothing else.
 
-A busy night is tens of thousands of outputs, and a card with pictures is ~75 kB of HTML and ~65 ms to
-make at 1024 px (rev6e): full cards go to every failure and to the newest SHOWN_OUTPUTS outputs; the rest are counted per recipe
-and listed by name (up to LISTED_OUTPUTS), so the page stays a few MB and a few seconds at any night's size.
+A busy night is tens of thousands of outputs, and a card with pictures is ~74 kB of HTML and ~67 ms to make at
+1024 px: full cards go to every failure and to the newest SHOWN_OUTPUTS outputs; the rest are counted per recipe and
+listed by name (up to LISTED_OUTPUTS), so a page stops growing at ~15 MB (bench/bench_report_size.py).
 """
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from urllib.parse import quote
 
-from .fsio import write_atomic
+from .fsio import shown, write_atomic
 from .report_pictures import PLOT_H, PLOT_W, RESULT_PX, Plot, curve_plot, curve_points, thumbnail_uri  # noqa: F401
 from .report_pictures import finite_number as _number
 
@@ -293,7 +294,9 @@ def collect(outbox: Path, failed: Path, since: timedelta | None = None, now: dat
 def render(night: Night, link_from: Path | None = None) -> str:
     """The HTML page; links to the full-size outputs are relative to `link_from` (the page's folder), else file: URLs."""
     def href(image: Path) -> str:
-        return Path(os.path.relpath(image, link_from)).as_posix() if link_from else image.resolve().as_uri()
+        # quoted from the bytes: a name with '#', '?' or bytes that are not UTF-8 still links to its file
+        return quote(os.fsencode(Path(os.path.relpath(image, link_from)).as_posix())) if link_from \
+            else image.resolve().as_uri()
 
     return _environment().get_template("report.html.j2").render(
         summary=night.summary, outputs=night.outputs, failures=night.failures, min_rate=MIN_RATE_IMAGES,
@@ -325,7 +328,8 @@ def _environment():
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                             finalize=lambda v: shown(v) if type(v) is str else v)  # names not UTF-8: \xe9
     env.filters["duration"] = _duration
     env.filters["when"] = lambda d: f"{d:%Y-%m-%d %H:%M} UTC" if d else "?"
     return env

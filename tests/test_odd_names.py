@@ -4,11 +4,15 @@ import json
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
+from urllib.parse import unquote_to_bytes
 
-from daemon_helpers import SAMPLES, log_events, make_config, start, status_json, stop, wait_for, wait_ready
-from pipeline import fsio
+from daemon_helpers import ROOT, SAMPLES, errors, log_events, make_config, start, status_json, stop, wait_for, wait_ready
+from pipeline import alerts, fsio, report
+from pipeline.notify import Notifier
 
 
 def test_records_round_trip_a_non_utf8_name_and_stay_readable_utf8_otherwise(tmp_path):
@@ -85,18 +89,43 @@ def test_watchdog_and_status_go_on_after_a_non_utf8_folder_appears(tmp_path, mon
 
 
 def test_a_photo_with_a_non_utf8_name_is_styled_under_the_same_bytes(tmp_path):
-    """Before: the claim's record could not be written; "cannot claim this file" every rescan, all night."""
+    """Before: the claim's record could not be written; "cannot claim this file" every rescan, all night. Then the
+    page, `status` under a strict UTF-8 locale (en_US.UTF-8) and a notice name such a file as its bytes (\\xe9)."""
     proc = start(make_config(tmp_path))
+    inbox, starry = os.fsencode(tmp_path / "inbox"), os.fsencode(tmp_path / "outbox" / "starry")
     try:
         wait_ready(proc)
-        shutil.copy(SAMPLES / "coffee.jpg", os.path.join(os.fsencode(tmp_path / "inbox"), b"caf\xe9.jpg"))
-        starry = os.fsencode(tmp_path / "outbox" / "starry")
-        wait_for(lambda: os.path.isfile(os.path.join(starry, b"caf\xe9.json")), 30, proc)
-        events = log_events(proc)
+        shutil.copy(SAMPLES / "coffee.jpg", os.path.join(inbox, b"caf\xe9.jpg"))
+        (tmp_path / os.fsdecode(b"inbox/bad\xe9.jpg")).write_bytes(b"not a picture" * 20)
+        wait_for(lambda: os.path.isfile(os.path.join(starry, b"caf\xe9.json")) and errors(tmp_path), 30, proc)
     finally:
         stop(proc)
+    events = log_events(proc)
     assert os.path.isfile(os.path.join(starry, b"caf\xe9.png"))
     record = json.loads(Path(os.fsdecode(os.path.join(starry, b"caf\xe9.json"))).read_text(encoding="utf-8"))
     assert os.fsencode(record["input"]["name"]) == b"caf\xe9.jpg"
-    assert sorted(os.listdir(os.fsencode(tmp_path / "inbox"))) == [b"scream", b"starry"], "claimed, not left"
-    assert not [e for e in events if e.get("level") in ("error", "warning")]
+    assert [os.fsencode(name) for name in errors(tmp_path)] == [b"bad\xe9.jpg"], "failed as a bad image, named"
+    assert sorted(os.listdir(inbox)) == [b"scream", b"starry"], "claimed, not left in the inbox"
+    assert [e["event"] for e in events if e.get("level") in ("error", "warning")] == ["job failed"]
+
+    page = report.write_report(tmp_path / "report.html", tmp_path / "outbox", tmp_path / "spool" / "failed",
+                               done=tmp_path / "spool" / "done").read_text(encoding="utf-8")
+    assert "starry / caf\\xe9.png" in page and "bad\\xe9.jpg" in page
+    link = page.split('class="full-size" href="')[1].split('"')[0]
+    assert link == "outbox/starry/caf%E9.png" and os.path.isfile(os.fsencode(tmp_path) + b"/" + unquote_to_bytes(link))
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}
+    shown = subprocess.run([sys.executable, "-m", "pipeline.cli", "status", "--config", str(tmp_path / "config.yaml")],
+                           capture_output=True, env=env, cwd=ROOT, timeout=60)
+    assert shown.returncode == 0 and b"bad\xe9.jpg" in shown.stdout, shown.stderr[-300:]
+
+
+def test_a_notice_and_systemd_status_name_a_non_utf8_file_instead_of_being_lost(tmp_path, monkeypatch):
+    sock = _notify_socket(tmp_path, monkeypatch)
+    try:
+        assert Notifier().status("styling " + os.fsdecode(b"caf\xe9.jpg"))
+        assert sock.recv(4096) == b"STATUS=styling caf\\xe9.jpg"
+    finally:
+        sock.close()
+    out = tmp_path / "notice.txt"
+    assert alerts.send(f"sh -c 'cat > {out}'", "failed", "t", os.fsdecode(b"bad\xe9.jpg") + ": bad_image")
+    assert out.read_text() == "bad\\xe9.jpg: bad_image"
