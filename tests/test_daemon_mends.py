@@ -12,6 +12,7 @@ from pipeline.cli import main
 from pipeline.daemon import diskguard
 from pipeline.daemon.daemon import Daemon
 from pipeline.daemon.diskguard import DiskGuard
+from pipeline.daemon.watcher import Tracker, Watcher
 
 
 def test_guard_resumes_after_the_outbox_is_removed_to_free_space(tmp_path):
@@ -84,3 +85,39 @@ def test_status_reads_a_status_file_that_is_not_the_daemons_as_not_running(tmp_p
     assert main(["status", "--config", str(config)]) == 0
     out = capsys.readouterr().out
     assert "daemon: not running" in out and "failed: x.jpg.error.json: unreadable" in out, out
+
+
+def test_a_photo_in_an_inbox_removed_and_made_again_is_seen_before_the_rescan(tmp_path):
+    """rev6e 9: the inotify watch stayed on the removed folder and its thread alive: new photos waited for the
+    rescan (here 120 s) and the recipe folders were not made again."""
+    config = make_config(tmp_path, rescan_seconds=120, watch="native")
+    proc = start(config)
+    try:
+        wait_ready(proc)
+        shutil.rmtree(tmp_path / "inbox")
+        (tmp_path / "inbox").mkdir()
+        wait_for(lambda: (tmp_path / "inbox" / "starry").is_dir(), 10, proc)
+        shutil.copy(SAMPLES / "coffee.jpg", tmp_path / "inbox" / "a.jpg")
+        wait_for(lambda: (tmp_path / "outbox" / "starry" / "a.png").exists(), 20, proc)
+        assert any(e.get("event", "").startswith("the inbox was made again") for e in log_events(proc))
+    finally:
+        assert stop(proc) == 0
+
+
+def test_the_watcher_sees_an_inbox_swapped_without_a_deletion_event(tmp_path):
+    """rev6e 9, the other road: the inbox moved aside (or a share remounted) gives no delete event for it; its
+    (st_dev, st_ino) changes. A folder merely missing is not a swap: nothing to watch until it is made again."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    watcher = Watcher(inbox, Tracker(0.1), "native", 1.0)
+    watcher.start()
+    try:
+        assert not watcher.replaced()
+        inbox.rename(tmp_path / "old_inbox")
+        assert not watcher.replaced()
+        inbox.mkdir()
+        assert watcher.replaced()
+        watcher.restart()
+        assert not watcher.replaced()
+    finally:
+        watcher.stop()

@@ -30,7 +30,7 @@ from .diskguard import DiskGuard
 from .executor import Executor
 from .jobs import crashed
 from .metrics import Metrics
-from .reload import AGAIN, reload_config
+from .reload import AGAIN, reload_config, remake_folders
 from .settle import DecodeCheck
 from .spool import Spool, now_iso
 from .state import JobBook
@@ -265,6 +265,11 @@ class Daemon:
         if self.watcher and not self.watcher.alive():
             log.error("the observer thread died; restarting it and rescanning")
             self.watcher.restart()
+            self._rescan()
+        elif self.watcher and self.watcher.replaced():  # rm -rf inbox; mkdir inbox (rev6e finding 9)
+            log.warning("the inbox was made again; watching the new one and rescanning", inbox=str(self.config.inbox))
+            self.watcher.restart()
+            remake_folders(self.config)  # the recipe folders
             self._rescan()
 
     def _rescan(self) -> None:

@@ -70,3 +70,14 @@ def keep_folders(old: Config, new: Config) -> Config:
     if metrics is not None and metrics.is_relative_to(new.spool):  # the default lives in the spool: keep it there
         metrics = old.spool / metrics.relative_to(new.spool)
     return dataclasses.replace(new, inbox=old.inbox, outbox=old.outbox, spool=old.spool, metrics_file=metrics)
+
+
+def remake_folders(config: Config) -> None:
+    """The running folders and the recipe folders made again (an inbox removed and made again has none);
+    what cannot be made is logged, and the daemon goes on."""
+    try:
+        problems = check_folders(config)
+    except OSError as exc:
+        problems = [f"{type(exc).__name__}: {exc}"]
+    if problems:
+        log.warning("cannot make the folders again", problems=problems)
