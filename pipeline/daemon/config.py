@@ -36,11 +36,12 @@ def read_setting(path: str | Path, key: str) -> Any:
     return _read_mapping(path)[1].get(key)
 
 
-def load(path: str | Path) -> Config:
-    """Read and validate config.yaml; raise ConfigError listing every problem with its line."""
+def load(path: str | Path, busy_wait: float | None = None) -> Config:
+    """Read and validate config.yaml; raise ConfigError listing every problem with its line (one that could not
+    be read at all has the OSError as its __cause__). ``busy_wait``: see fsio.open_regular."""
     source = Path(path).resolve()
     try:
-        node, data = read_yaml(source, CONFIG_MAX_BYTES)
+        node, data = read_yaml(source, CONFIG_MAX_BYTES, busy_wait)
     except OSError as exc:
         fix = missing_config_fix(source) if isinstance(exc, FileNotFoundError) else None
         raise ConfigError([f"cannot read the file ({exc.strerror})"], source, fix) from exc

@@ -30,7 +30,7 @@ from .diskguard import DiskGuard
 from .executor import Executor
 from .jobs import crashed
 from .metrics import Metrics
-from .reload import reload_config, remake_folders
+from .reload import AGAIN, reload_config, remake_folders
 from .settle import DecodeCheck
 from .spool import Spool, now_iso
 from .state import JobBook
@@ -299,7 +299,9 @@ class Daemon:
         self.notifier.reloading()
         try:
             new = reload_config(self.config, self.config_path)  # the running folders kept (reload.py)
-            if new is not None:
+            if new is AGAIN:  # held by another program: the same edit is read at the next pass
+                self.reload_requested = True
+            elif new is not None:
                 self.config = new
                 self.tracker.settle, self.heartbeat.stall_seconds = new.settle_seconds, new.stall_seconds
         finally:  # systemd waits for READY=1 after RELOADING=1, whatever the reload did

@@ -9,24 +9,40 @@ A reload never raises: whatever goes wrong keeps the old config (the caller then
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import structlog
 
 from . import config as config_module
 from .config import Config, ConfigError
+from ..fsio import BUSY_WAIT_SHORT, FileBusy
 from .config_build import check_folders
 
 log = structlog.get_logger("style-pipeline")
 FOLDERS = ("inbox", "outbox", "spool")  # work/, done/ and failed/ live in the spool
+AGAIN = "read again at the next pass"  # reload_config's answer when the file could not be read yet
+BUSY_LOG_EVERY = 10.0  # seconds between the warnings of a config held busy (the loop asks ~3 times a second)
+_busy_logged = [0.0]  # when a busy config was last warned about (monotonic)
 
 
-def reload_config(old: Config, path: Path) -> Config | None:
-    """The new config with the running folders kept, or None to keep the old one (the reason is logged)."""
+def reload_config(old: Config, path: Path) -> Config | str | None:
+    """The new config with the running folders kept; None to keep the old one (the reason is logged); AGAIN when
+    the file is held by another program (a lease: an editor's save over Samba or NFS). The caller then keeps the
+    old config and reads the same edit again at its next pass: taken as invalid, the edit was dropped for good,
+    its mtime used up, until another save (rev6f). Read without waiting out the lease: the main loop must not
+    stall, and the next pass comes in 0.2 s."""
     try:
-        new = keep_folders(old, config_module.remember_removed_recipes(old, config_module.load(path)))
+        loaded = config_module.load(path, busy_wait=BUSY_WAIT_SHORT)
+        new = keep_folders(old, config_module.remember_removed_recipes(old, loaded))
         problems = check_folders(new)  # the running folders, and those of recipes this reload adds
     except ConfigError as exc:
+        if isinstance(exc.__cause__, FileBusy):
+            if time.monotonic() - _busy_logged[0] >= BUSY_LOG_EVERY:
+                _busy_logged[0] = time.monotonic()
+                log.warning("the new config is held by another program; it is read again until it can be",
+                            file=str(path))
+            return AGAIN
         log.error("the new config is invalid; keeping the old one", problems=exc.problems)
         return None
     except Exception as exc:  # e.g. inbox/<new recipe> is a regular file: mkdir raises
