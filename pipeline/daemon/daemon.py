@@ -39,6 +39,7 @@ from .pool import local_executor
 
 log = structlog.get_logger("style-pipeline")
 TICK = 0.2
+STOP_WAIT = 120  # seconds a stop waits for the slots (a step, a checkpoint, results landing): see the unit
 MAX_WORKER_RESTARTS = 5  # after this many deaths the watchdog pings stop: systemd restarts the whole service
 
 
@@ -380,7 +381,7 @@ class Daemon:
         if self.watcher:
             self.watcher.stop()
         if self.executor:
-            for job in self.executor.close(timeout=120):
+            for job in self.executor.close(timeout=STOP_WAIT):
                 self.spool.release(job)  # claimed ahead, never begun: the next start takes it up
             self.book.take(self.executor.poll())
             for job in self.book.retry:
