@@ -25,6 +25,8 @@ from urllib.parse import urlsplit
 
 import structlog
 
+from .fsio import shown
+
 log = structlog.get_logger("style-pipeline.alerts")
 TIMEOUT = 20.0
 
@@ -47,6 +49,7 @@ def check_target(target: str) -> str | None:
 
 def send(target: str, event: str, title: str, message: str) -> bool:
     """Deliver one notice now; True when it went out. Logs and swallows every failure."""
+    title, message = shown(title), shown(message)  # a name not UTF-8 as \xe9: before, the notice was lost
     try:
         if urlsplit(target).scheme in ("http", "https"):
             request = urllib.request.Request(target, data=message.encode(), method="POST",

@@ -211,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if hasattr(sys.stdout, "reconfigure"):  # a file name that is not UTF-8 prints as its bytes, as ls does, where
+        sys.stdout.reconfigure(errors="surrogateescape")  # a strict UTF-8 locale (en_US.UTF-8) raised (rev6e)
     try:
         return args.func(args)
     except (PipelineError, ValueError, FileNotFoundError) as exc:

@@ -105,15 +105,16 @@ def cmd_report(args) -> int:
     from datetime import datetime
 
     from .daemon.config import read_folders
-    from .report import parse_since, write_report
+    from .report import parse_since, write_reports
 
     folders = read_folders(args.config)
     since = parse_since(args.since) if args.since else None
     dated = folders["outbox"] / "reports" / f"{datetime.now().astimezone():%Y-%m-%d}.html"
     paths = [Path(args.output)] if args.output else [dated, folders["outbox"] / "report.html"]
-    for path in paths:  # each its own page: links to the outputs are relative to where the page lies
+    for path in paths:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_report(path, folders["outbox"], folders["spool"] / "failed", since=since, done=folders["spool"] / "done")
+    # The night read once, each page its own links (relative to where it lies).
+    write_reports(paths, folders["outbox"], folders["spool"] / "failed", since=since, done=folders["spool"] / "done")
     print("wrote " + " and ".join(map(str, paths)))
     return 0
 

@@ -116,9 +116,27 @@ def write_atomic(data: bytes, path: str | Path, replace: bool = True, fsync: boo
     return path
 
 
+def json_bytes(data, indent: int = 2) -> bytes:
+    """UTF-8 JSON, readable for ordinary non-ASCII names; ASCII escapes when a str holds surrogates.
+
+    Why: os.listdir gives a name that is not UTF-8 (a Latin-1 camera card, a Samba share) as lone surrogates
+    (b"caf\\xe9" -> "caf\\udce9"), which UTF-8 refuses: the claim's record and status.json could not be written
+    (rev6e). Escaped as \\udce9, json.loads gives the same str back and os functions map it to the same bytes.
+    """
+    try:
+        return json.dumps(data, indent=indent, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(data, indent=indent, ensure_ascii=True).encode("ascii")
+
+
+def shown(text: str) -> str:
+    """``text`` for a person (a page, a notice, systemd's STATUS=): a name's bytes that are not UTF-8 as \\xe9
+    escapes, the file's name byte for byte, never a lone surrogate that a UTF-8 writer refuses (rev6e)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def write_json(path: str | Path, data, indent: int = 2, replace: bool = True, fsync: bool = True) -> Path:
-    return write_atomic(json.dumps(data, indent=indent, ensure_ascii=False).encode("utf-8"), path,
-                        replace=replace, fsync=fsync)
+    return write_atomic(json_bytes(data, indent), path, replace=replace, fsync=fsync)
 
 
 def split_ext(name: str) -> tuple[str, str, str]:

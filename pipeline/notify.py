@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Hashable
 
+from .fsio import shown
+
 
 class Notifier:
     """Sends state changes to systemd; a no-op (every call returns False) when $NOTIFY_SOCKET is unset."""
@@ -33,7 +35,7 @@ class Notifier:
             return False
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-                sock.sendto("\n".join(lines).encode(), self.address)
+                sock.sendto(shown("\n".join(lines)).encode(), self.address)  # a name not UTF-8: \xe9
             return True
         except (OSError, ValueError):
             return False

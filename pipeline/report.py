@@ -3,28 +3,31 @@
 Self-contained (thumbnails as data: URIs, the loss curve as inline SVG) so the page can be mailed,
 copied off the box or opened from a phone without the spool being reachable. It reads only the JSON
 the daemon already writes, and tolerates missing keys: a log from an older version, or one cut short
-by a crash, should cost one blank field, not the whole report.
+by a crash, should cost one blank field, not the whole report; a log no version wrote (a hand edit, a foreign
+tool) costs its own card, named in the page's problems, and nothing else.
+
+A busy night is tens of thousands of outputs, and a card with pictures is ~74 kB of HTML and ~67 ms to make at
+1024 px: full cards go to every failure and to the newest SHOWN_OUTPUTS outputs; the rest are counted per recipe and
+listed by name (up to LISTED_OUTPUTS), so a page stops growing at ~15 MB (bench/bench_report_size.py).
 """
 from __future__ import annotations
 
-import base64
-import io
 import json
-import math
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from urllib.parse import quote
 
-from PIL import Image, ImageOps
+from .fsio import shown, write_atomic
+from .report_pictures import PLOT_H, PLOT_W, RESULT_PX, Plot, curve_plot, curve_points, thumbnail_uri  # noqa: F401
+from .report_pictures import finite_number as _number
 
-from .fsio import write_atomic
-
-THUMB_PX = 160  # content and style: small beside the result
-RESULT_PX = 512  # the result is the largest picture on a card
 MIN_RATE_IMAGES = 5  # fewer than this and images per hour says more about one photo than about the night
-PLOT_W, PLOT_H = 260, 90  # the loss curve's plot area, in px, inside its axes
+SHOWN_OUTPUTS = 200  # full cards (with pictures) for the newest this many outputs; the rest by name only
+LISTED_OUTPUTS = 2000  # older outputs listed by name up to this many; beyond, one line says how many more
 STOP_WORDS = {"steps": "all planned steps run", "early_stop": "stopped early: the loss stopped improving",
               "converged": "converged: no step could lower the loss", "cancelled": "cancelled"}
 TEMPLATES = Path(__file__).parent / "templates"
@@ -50,19 +53,22 @@ class OutputCard:
     curve: "Plot | None"
     job_id: str = ""
     steps_text: str = "?"
-    href: str = ""  # the full-size output, relative to the report's folder
+    image: Path | None = None  # the full-size output; each page links to it from where the page lies
 
 
 @dataclass
-class Plot:
-    """The loss curve with what its axes need: the polyline and the first/last step and loss."""
+class Entry:
+    """One output log, read light: what the counts, the rate and the list of older outputs need (no pictures)."""
 
-    points: str
-    first_step: int
-    last_step: int
-    top: str
-    bottom: str
-    log: bool
+    path: Path
+    log: dict
+    recipe: str
+    image: Path
+    name: str  # the output, relative to its recipe's folder
+    finished_at: datetime | None
+    seconds: float | None
+    device: str
+    started: datetime | None
 
 
 @dataclass
@@ -88,6 +94,8 @@ class Summary:
     window: str
     generated_at: datetime
     problems: list[str] = field(default_factory=list)  # logs that could not be read
+    older: list[Entry] = field(default_factory=list)  # outputs past SHOWN_OUTPUTS: listed, no card
+    older_by_recipe: dict[str, int] = field(default_factory=dict)
 
 
 def parse_since(text: str) -> timedelta:
@@ -111,50 +119,6 @@ def as_utc(when: datetime) -> datetime:
     return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
 
 
-def thumbnail_uri(path: Path | None, px: int = THUMB_PX) -> str | None:
-    """A data: URI of the image shrunk to ``px``, or None when it is missing or will not decode."""
-    if path is None or not path.is_file():
-        return None
-    try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            img.thumbnail((px, px))
-            alpha = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
-            img = img.convert("RGBA" if alpha else "RGB")
-            buf = io.BytesIO()
-            img.save(buf, "PNG" if alpha else "JPEG", quality=85)
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return None
-    mime = "image/png" if alpha else "image/jpeg"
-    return f"data:{mime};base64,{base64.b64encode(buf.getvalue()).decode()}"
-
-
-def curve_points(curve: list[dict], width: int = 240, height: int = 60) -> str:
-    """SVG polyline points for the loss curve, log-scaled: the loss falls by orders of magnitude."""
-    pts = [(_number(p.get("step"), i), float(p["loss"])) for i, p in enumerate(curve or [])
-           if isinstance(p, dict) and isinstance(p.get("loss"), (int, float)) and math.isfinite(p["loss"])]
-    if len(pts) < 2:
-        return ""
-    positive = all(y > 0 for _, y in pts)
-    ys = [math.log10(y) if positive else y for _, y in pts]
-    x0, x1, y0, y1 = pts[0][0], pts[-1][0], min(ys), max(ys)
-    sx = (width - 4) / ((x1 - x0) or 1)
-    sy = (height - 4) / ((y1 - y0) or 1)
-    return " ".join(f"{2 + (x - x0) * sx:.1f},{height - 2 - (y - y0) * sy:.1f}" for (x, _), y in zip(pts, ys))
-
-
-def curve_plot(curve: list[dict]) -> Plot | None:
-    """The curve in the card's plot area, and its axis labels; None with fewer than two points."""
-    points = curve_points(curve, PLOT_W, PLOT_H)
-    if not points:
-        return None
-    pts = [p for p in curve if isinstance(p, dict) and _number(p.get("loss")) is not None
-           and math.isfinite(p["loss"])]
-    losses = [float(p["loss"]) for p in pts]
-    steps = [int(_number(p.get("step"), i)) for i, p in enumerate(pts)]
-    return Plot(points, steps[0], steps[-1], f"{max(losses):.3g}", f"{min(losses):.3g}", min(losses) > 0)
-
-
 def _read_json(path: Path, problems: list[str]) -> dict | None:
     try:
         data = json.loads(path.read_text())
@@ -176,10 +140,12 @@ def _logs(paths, time_key: str, cutoff: datetime | None, problems: list[str]):
 
 def _since_ok(when: datetime | None, path: Path, cutoff: datetime | None) -> bool:
     """Inside the window; a log with no usable timestamp is judged by its file's mtime."""
-    if cutoff is None:
-        return True
-    when = when or datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
-    return when >= cutoff
+    if cutoff is None or when is not None:
+        return cutoff is None or when >= cutoff
+    try:
+        return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc) >= cutoff
+    except OSError:  # gone since the glob (moved, cleaned up): nothing to show
+        return False
 
 
 def _content_path(done: Path, recipe: str, name: str, kept: str = "") -> Path | None:
@@ -190,8 +156,23 @@ def _content_path(done: Path, recipe: str, name: str, kept: str = "") -> Path | 
     return None
 
 
-def _number(value: object, default: float | None = None) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else default
+def _guarded(make, path: Path, root: Path, problems: list[str]):
+    """make(), or None with "<file>: unreadable (...)" in `problems`: one log no version of the daemon wrote
+    (a hand edit, a foreign tool) costs its own card, never the page."""
+    try:
+        return make()
+    except Exception as exc:  # noqa: BLE001 - whatever the log holds, the rest of the report is still due
+        name = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
+        problems.append(f"{name}: unreadable ({type(exc).__name__}: {exc})")
+        return None
+
+
+def _inside(folder: Path, name: str) -> Path:
+    """folder/name, refused when the name would lead out of it: the report shows only the outbox's own files."""
+    rel = Path(name)
+    if rel.is_absolute() or ".." in rel.parts:
+        raise ValueError(f"output name {name!r} lies outside the outbox")
+    return folder / rel
 
 
 def _dict(value: object) -> dict:
@@ -202,26 +183,34 @@ def _list(value: object) -> list:
     return value if isinstance(value, list) else []
 
 
-def output_card(log_path: Path, log: dict, done: Path, outbox: Path, link_from: Path | None) -> OutputCard:
-    inp, out = _dict(log.get("input")), _dict(log.get("output"))
+def entry(log_path: Path, log: dict, outbox: Path) -> Entry:
+    """The light read of one output log; raises on a log that cannot be shown (see _guarded)."""
+    out, recipe_dir = _dict(log.get("output")), log_path.parent.relative_to(outbox).parts[0]
+    image = _inside(log_path.parent, str(out.get("name") or log_path.with_suffix(".png").name))
+    finished, seconds = parse_time(log.get("finished_at")), _number(_dict(log.get("timings")).get("total"))
+    return Entry(log_path, log, str(log.get("recipe") or recipe_dir), image,
+                 image.relative_to(outbox / recipe_dir).as_posix(), finished, seconds,
+                 str(log.get("device") or "?"), finished - timedelta(seconds=seconds or 0.0) if finished else None)
+
+
+def output_card(item: Entry, done: Path) -> OutputCard:
+    log = item.log
+    inp = _dict(log.get("input"))
     styles = [s for s in _list(log.get("styles")) if isinstance(s, dict)]
-    rel = log_path.parent.relative_to(outbox)
-    recipe = str(log.get("recipe") or rel.parts[0])
-    image = log_path.parent / str(out.get("name") or log_path.with_suffix(".png").name)
-    style_path = Path(styles[0]["path"]) if styles and styles[0].get("path") else None
-    thumbs = {"content": thumbnail_uri(_content_path(done, recipe, str(inp.get("name") or ""),
+    style = styles[0].get("path") if styles else None
+    thumbs = {"content": thumbnail_uri(_content_path(done, item.recipe, str(inp.get("name") or ""),
                                                      str(inp.get("kept_as") or ""))),
-              "style": thumbnail_uri(style_path), "result": thumbnail_uri(image, RESULT_PX)}
-    losses = {str(k): v for k, v in _dict(log.get("losses")).items() if _number(v) is not None}
+              "style": thumbnail_uri(Path(style) if isinstance(style, str) and style else None),
+              "result": thumbnail_uri(item.image, RESULT_PX)}
+    losses = {str(k): _number(v) for k, v in _dict(log.get("losses")).items() if _number(v) is not None}
     steps = log.get("steps") if isinstance(log.get("steps"), int) else None
     return OutputCard(
-        name=image.relative_to(outbox / rel.parts[0]).as_posix(), recipe=recipe,
-        input_name=str(inp.get("name") or "?"), styles=[str(s.get("name") or "?") for s in styles], losses=losses,
-        steps=steps, stop_reason=str(log.get("stop_reason") or ""), device=str(log.get("device") or "?"),
-        seconds=_number(_dict(log.get("timings")).get("total")), finished_at=parse_time(log.get("finished_at")),
-        thumbs={k: v for k, v in thumbs.items() if v}, curve=curve_plot(_list(log.get("curve"))),
-        job_id=str(log.get("job_id") or ""), steps_text=steps_text(log, steps),
-        href=Path(os.path.relpath(image, link_from)).as_posix() if link_from else image.resolve().as_uri())
+        name=item.name, recipe=item.recipe, input_name=str(inp.get("name") or "?"),
+        styles=[str(s.get("name") or "?") for s in styles], losses=losses, steps=steps,
+        stop_reason=str(log.get("stop_reason") or ""), device=item.device, seconds=item.seconds,
+        finished_at=item.finished_at, thumbs={k: v for k, v in thumbs.items() if v},
+        curve=curve_plot(_list(log.get("curve"))), job_id=str(log.get("job_id") or ""),
+        steps_text=steps_text(log, steps), image=item.image)
 
 
 def steps_text(log: dict, steps: int | None) -> str:
@@ -249,22 +238,25 @@ def failure_card(path: Path, log: dict) -> FailureCard:
                        thumb=thumbnail_uri(path.parent / file))
 
 
-def summarize(outputs: list[OutputCard], failures: list[FailureCard], since: timedelta | None,
+def summarize(outputs: list[Entry], failures: list[FailureCard], since: timedelta | None,
               now: datetime, problems: list[str]) -> Summary:
+    """The figures over every output in the window, carded or not."""
     def busy(gpu: bool) -> float:
         return sum(c.seconds or 0.0 for c in outputs if is_gpu(c.device) == gpu)
 
     finished = [c.finished_at for c in outputs if c.finished_at]
     # The rate over the night's actual work (first start to last finish), not over the report's window,
     # which would count the idle day as well.
-    starts = [c.finished_at - timedelta(seconds=c.seconds or 0.0) for c in outputs if c.finished_at]
+    starts = [c.started for c in outputs if c.started]
     hours = (max(finished) - min(starts)).total_seconds() / 3600 if finished else 0
     window = f"last {_duration(since.total_seconds())}" if since else (f"since {min(finished):%Y-%m-%d %H:%M} UTC" if finished else "all")
     enough = len(outputs) >= MIN_RATE_IMAGES and hours > 0
+    older = outputs[SHOWN_OUTPUTS:]
     return Summary(processed=len(outputs), failed=len(failures), gpu_seconds=busy(True), cpu_seconds=busy(False),
                    per_hour=len(outputs) / hours if enough else None, window=window, generated_at=now,
                    problems=problems, gpu_used=any(is_gpu(c.device) for c in outputs),
-                   cpu_used=any(not is_gpu(c.device) for c in outputs))
+                   cpu_used=any(not is_gpu(c.device) for c in outputs), older=older,
+                   older_by_recipe=dict(sorted(Counter(c.recipe for c in older).items())))
 
 
 def is_gpu(device: str) -> bool:
@@ -272,38 +264,72 @@ def is_gpu(device: str) -> bool:
     return device.split(":")[0] not in ("cpu", "?", "")
 
 
-def build_report(outbox: Path, failed: Path, since: timedelta | None = None, now: datetime | None = None,
-                 done: Path | None = None, link_from: Path | None = None) -> str:
-    """The HTML page. `done` (where consumed inputs lie) defaults to the spool's done/ beside failed/;
-    links to the full-size outputs are relative to `link_from` (the report's folder), else file: URLs."""
+@dataclass
+class Night:
+    """What a page shows, made once (the pictures are the cost) and rendered once per page written."""
+
+    summary: Summary
+    outputs: list[OutputCard]
+    failures: list[FailureCard]
+
+
+def collect(outbox: Path, failed: Path, since: timedelta | None = None, now: datetime | None = None,
+            done: Path | None = None) -> Night:
+    """Every log in the window read light; full cards for the failures and the newest SHOWN_OUTPUTS outputs.
+    `done` (where consumed inputs lie) defaults to the spool's done/ beside failed/."""
     now = as_utc(now or datetime.now(timezone.utc))
     cutoff = now - since if since else None
     done = done if done is not None else failed.parent / "done"
     problems: list[str] = []
     logs = (p for p in outbox.glob("*/**/*.json") if not any(part.startswith(".") for part in p.relative_to(outbox).parts))
-    outputs = [output_card(path, log, done, outbox, link_from)
-               for path, log in _logs(logs, "finished_at", cutoff, problems)]
-    failures = [failure_card(path, log) for path, log in _logs(failed.glob("*.error.json"), "failed_at",
-                                                               cutoff, problems)]
-    outputs.sort(key=lambda c: c.finished_at or now, reverse=True)
-    summary = summarize(outputs, failures, since, now, problems)
+    entries = [e for path, log in _logs(logs, "finished_at", cutoff, problems)
+               if (e := _guarded(lambda: entry(path, log, outbox), path, outbox, problems))]
+    entries.sort(key=lambda e: e.finished_at or now, reverse=True)
+    outputs = [c for e in entries[:SHOWN_OUTPUTS] if (c := _guarded(lambda: output_card(e, done), e.path, outbox, problems))]
+    failures = [c for path, log in _logs(failed.glob("*.error.json"), "failed_at", cutoff, problems)
+                if (c := _guarded(lambda: failure_card(path, log), path, failed, problems))]
+    return Night(summarize(entries, failures, since, now, problems), outputs, failures)
+
+
+def render(night: Night, link_from: Path | None = None) -> str:
+    """The HTML page; links to the full-size outputs are relative to `link_from` (the page's folder), else file: URLs."""
+    def href(image: Path) -> str:
+        # quoted from the bytes: a name with '#', '?' or bytes that are not UTF-8 still links to its file
+        return quote(os.fsencode(Path(os.path.relpath(image, link_from)).as_posix())) if link_from \
+            else image.resolve().as_uri()
+
     return _environment().get_template("report.html.j2").render(
-        summary=summary, outputs=outputs, failures=failures, min_rate=MIN_RATE_IMAGES, plot_w=PLOT_W, plot_h=PLOT_H)
+        summary=night.summary, outputs=night.outputs, failures=night.failures, min_rate=MIN_RATE_IMAGES,
+        plot_w=PLOT_W, plot_h=PLOT_H, href=href, listed=LISTED_OUTPUTS)
+
+
+def build_report(outbox: Path, failed: Path, since: timedelta | None = None, now: datetime | None = None,
+                 done: Path | None = None, link_from: Path | None = None) -> str:
+    """collect and render: the page as one string."""
+    return render(collect(outbox, failed, since, now, done), link_from)
+
+
+def write_reports(paths: list[Path], outbox: Path, failed: Path, since: timedelta | None = None,
+                  now: datetime | None = None, done: Path | None = None) -> list[Path]:
+    """The night collected once, each page written atomically (a browser or a mail job never reads half a page),
+    its links relative to where it lies."""
+    night = collect(outbox, failed, since, now, done)
+    for path in paths:
+        write_atomic(render(night, Path(path).resolve().parent).encode(), path)
+    return list(paths)
 
 
 def write_report(out_path: Path, outbox: Path, failed: Path, since: timedelta | None = None,
                  now: datetime | None = None, done: Path | None = None) -> Path:
-    """build_report, written atomically so a browser or a mail job never reads half a page."""
-    html = build_report(outbox, failed, since, now, done, link_from=Path(out_path).resolve().parent)
-    write_atomic(html.encode(), out_path)
-    return out_path
+    return write_reports([out_path], outbox, failed, since, now, done)[0]
 
 
 def _environment():
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                             finalize=lambda v: shown(v) if type(v) is str else v)  # names not UTF-8: \xe9
     env.filters["duration"] = _duration
     env.filters["when"] = lambda d: f"{d:%Y-%m-%d %H:%M} UTC" if d else "?"
     return env

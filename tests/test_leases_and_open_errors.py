@@ -167,3 +167,44 @@ def test_settle_raises_an_open_error_that_may_pass_instead_of_claiming_the_photo
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "raised", str(errno.EMFILE)], out.stdout
+
+
+EDITOR = """
+import fcntl, os, signal, sys, time
+path, text = sys.argv[1], sys.argv[2]
+fd = os.open(path, os.O_RDWR); signal.signal(signal.SIGIO, lambda *_: None)
+fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
+os.ftruncate(fd, 0); os.pwrite(fd, text.encode(), 0)  # the client's save, through its own handle
+print("held", flush=True)
+time.sleep(float(sys.argv[3]))  # the client answers the break late; then it lets go (exits)
+"""
+
+
+def test_a_config_edit_saved_under_a_lease_is_applied_once_let_go(tmp_path):
+    """A config.yaml saved over Samba or NFS can be held by the client's lease for a while. The reload read it as
+    invalid ("keeping the old one") and had used up its mtime, so the edit was never applied until another save
+    (rev6f A3). Now the same edit is read again at each pass until the holder lets go, and the loop never waits
+    out the lease (a short busy wait a read)."""
+    import yaml
+
+    from daemon_helpers import log_events, start, stop, wait_for, wait_ready
+
+    config = make_config(tmp_path)
+    proc = start(config)
+    try:
+        wait_ready(proc)
+        data = yaml.safe_load(config.read_text())
+        data["recipes"]["added"] = {"styles": ["the_scream.jpg"]}
+        editor = subprocess.Popen([sys.executable, "-c", EDITOR, str(config), yaml.safe_dump(data), "2"],
+                                  stdout=subprocess.PIPE, text=True)
+        if editor.stdout.readline().strip() != "held":
+            pytest.skip("this kernel refuses file leases (fs.leases-enable=0)")
+        wait_for(lambda: any("held by another program" in e.get("event", "") for e in log_events(proc)), 30, proc)
+        editor.wait(30)  # let go: the file now reads fine
+        wait_for(lambda: any(e.get("event") == "config reloaded" for e in log_events(proc)), 20, proc)
+        events = log_events(proc)
+    finally:
+        stop(proc)
+    reloaded = [e for e in events if e.get("event") == "config reloaded"]
+    assert "added" in reloaded[-1]["recipes"]
+    assert not any(e.get("event") == "the new config is invalid; keeping the old one" for e in events)

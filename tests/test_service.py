@@ -236,3 +236,15 @@ def test_unit_templates_ship_inside_the_package():
     for name in UNITS:
         relative = (TEMPLATES / name).relative_to(package).as_posix()  # raises when outside the package
         assert any(fnmatch.fnmatchcase(relative, g) for g in globs), f"{relative} is not in package-data"
+
+
+def test_systemd_waits_out_the_daemons_whole_stop(tmp_path, venv_bin):
+    """A stop waits for the slots (daemon.STOP_WAIT) and then flushes the notices (alerts.flush, twice the
+    webhook's timeout). The unit gave it 90 s against 160 s of waits, so a slow stop was ended with SIGKILL,
+    which charged the running photo a crash at the next start (rev6e)."""
+    from pipeline import alerts
+    from pipeline.daemon import daemon
+
+    unit = _render(tmp_path, venv_bin)["style-pipeline.service"]
+    stop_sec = int(_settings(unit)["TimeoutStopSec"][0])
+    assert stop_sec > daemon.STOP_WAIT + 2 * alerts.TIMEOUT + 10, stop_sec  # + the sheets and the last writes

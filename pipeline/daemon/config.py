@@ -5,6 +5,7 @@ schema lives in config_schema.py, the YAML reading in yaml_read.py, the checks i
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +36,12 @@ def read_setting(path: str | Path, key: str) -> Any:
     return _read_mapping(path)[1].get(key)
 
 
-def load(path: str | Path) -> Config:
-    """Read and validate config.yaml; raise ConfigError listing every problem with its line."""
+def load(path: str | Path, busy_wait: float | None = None) -> Config:
+    """Read and validate config.yaml; raise ConfigError listing every problem with its line (one that could not
+    be read at all has the OSError as its __cause__). ``busy_wait``: see fsio.open_regular."""
     source = Path(path).resolve()
     try:
-        node, data = read_yaml(source, CONFIG_MAX_BYTES)
+        node, data = read_yaml(source, CONFIG_MAX_BYTES, busy_wait)
     except OSError as exc:
         fix = missing_config_fix(source) if isinstance(exc, FileNotFoundError) else None
         raise ConfigError([f"cannot read the file ({exc.strerror})"], source, fix) from exc
@@ -53,3 +55,10 @@ def load(path: str | Path) -> Config:
         raise ConfigError(problems.items, source)
     assert config is not None
     return config
+
+
+def remember_removed_recipes(old: Config, new: Config) -> Config:
+    """``new`` knowing the recipes reloads took away (less any put back): a photo still waiting in such a recipe's
+    inbox folder was meant for it, so it fails as unknown_recipe instead of quietly taking the default recipe."""
+    removed = (old.removed_recipes | set(old.recipes)) - set(new.recipes)
+    return dataclasses.replace(new, removed_recipes=frozenset(removed))

@@ -102,6 +102,8 @@ class Config:
     notify: str | None = None  # a command or URL told when the queue empties after work and on each failure
     devices: tuple[str, ...] | None = None  # issue 13: one executor slot per entry; None: one per visible GPU
     batch: int | None = None  # issue 13: photos of one recipe and shape per network pass; None = auto (1 off CUDA)
+    # Not a config key: recipes a reload took away while the daemon runs; their photos fail, not take the default.
+    removed_recipes: frozenset[str] = frozenset()
 
     @property
     def work(self) -> Path:
@@ -126,6 +128,7 @@ class Config:
 FOLDERS_AND_PATH = {"path", "inbox", "outbox", "spool"}  # the config's own path, and the three under `folders:`
 # each checked by its own step
 STRUCTURED = {"recipes", "styles_dir", "defaults", "schedule", "weights", "ray", "devices", "batch"}
+RUNTIME = {"removed_recipes"}  # kept by the running daemon, never read from config.yaml
 
 
 def _yaml_hint(hint: Any) -> Any:
@@ -135,6 +138,6 @@ def _yaml_hint(hint: Any) -> Any:
     return str if hint is Path else hint
 
 
-TOP_KEYS = {f.name for f in dataclasses.fields(Config)} - FOLDERS_AND_PATH | {"folders"}
+TOP_KEYS = {f.name for f in dataclasses.fields(Config)} - FOLDERS_AND_PATH - RUNTIME | {"folders"}
 TOP_TYPES: dict[str, Any] = {name: _yaml_hint(hint) for name, hint in typing.get_type_hints(Config).items()
-                             if name not in FOLDERS_AND_PATH | STRUCTURED}
+                             if name not in FOLDERS_AND_PATH | STRUCTURED | RUNTIME}

@@ -30,6 +30,7 @@ from .diskguard import DiskGuard
 from .executor import Executor
 from .jobs import crashed
 from .metrics import Metrics
+from .reload import AGAIN, reload_config, remake_folders
 from .settle import DecodeCheck
 from .spool import Spool, now_iso
 from .state import JobBook
@@ -38,6 +39,7 @@ from .pool import local_executor
 
 log = structlog.get_logger("style-pipeline")
 TICK = 0.2
+STOP_WAIT = 120  # seconds a stop waits for the slots (a step, a checkpoint, results landing): see the unit
 MAX_WORKER_RESTARTS = 5  # after this many deaths the watchdog pings stop: systemd restarts the whole service
 
 
@@ -81,7 +83,10 @@ class Daemon:
             config = config_module.load(self.config_path)
         except ConfigError as exc:
             raise StartupError(str(exc)) from exc
-        problems = check_folders(config)
+        try:
+            problems = check_folders(config)
+        except OSError as exc:  # inbox/<recipe> a regular file: mkdir raises (rev6e: a bare traceback)
+            problems = [f"{exc.filename}: cannot make this folder ({exc.strerror}); move away what is there"]
         if problems:
             raise StartupError("cannot use the folders:\n  " + "\n  ".join(problems))
         return config
@@ -265,6 +270,11 @@ class Daemon:
             log.error("the observer thread died; restarting it and rescanning")
             self.watcher.restart()
             self._rescan()
+        elif self.watcher and self.watcher.replaced():  # rm -rf inbox; mkdir inbox (rev6e finding 9)
+            log.warning("the inbox was made again; watching the new one and rescanning", inbox=str(self.config.inbox))
+            self.watcher.restart()
+            remake_folders(self.config)  # the recipe folders
+            self._rescan()
 
     def _rescan(self) -> None:
         self.last_rescan = time.monotonic()
@@ -289,34 +299,31 @@ class Daemon:
         self.reload_requested, self.config_mtime = False, mtime
         self.notifier.reloading()
         try:
-            new = config_module.load(self.config_path)
-        except ConfigError as exc:
-            log.error("the new config is invalid; keeping the old one", problems=exc.problems)
-        else:
-            if (new.inbox, new.outbox, new.spool) != (self.config.inbox, self.config.outbox, self.config.spool):
-                log.warning("folder changes take effect at the next start; other changes apply now")
-            check_folders(new)
-            self.config = new
-            self.tracker.settle = new.settle_seconds
-            log.info("config reloaded", recipes=list(new.recipes))
-        self.notifier.ready()
+            new = reload_config(self.config, self.config_path)  # the running folders kept (reload.py)
+            if new is AGAIN:  # held by another program: the same edit is read at the next pass
+                self.reload_requested = True
+            elif new is not None:
+                self.config = new
+                self.tracker.settle, self.heartbeat.stall_seconds = new.settle_seconds, new.stall_seconds
+        finally:  # systemd waits for READY=1 after RELOADING=1, whatever the reload did
+            self.notifier.ready()
 
     def _report(self) -> None:
         now = time.monotonic()
         if now - self.last_status < 1.0:
             return
         self.last_status = now
+        self._heartbeat()  # first: no failure below may stop the watchdog's pings while the loop runs (rev6e)
         snapshot = status_module.snapshot(self.facts())
         self._write_status(snapshot)
         self.notifier.status(status_module.one_line(snapshot))
         self._outputs_tick(snapshot)
-        self._heartbeat()
 
     def _write_status(self, snapshot: dict) -> None:
         """No status write may kill the daemon (a full disk, a neighbour's rename): logged once a minute."""
         try:
             status_module.write(self.config.spool, snapshot)
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - not only OSError: a name that UTF-8 refused killed the pings
             if time.monotonic() - self.last_status_error > 60:
                 self.last_status_error = time.monotonic()
                 log.warning("status.json not written", error=str(exc))
@@ -374,7 +381,7 @@ class Daemon:
         if self.watcher:
             self.watcher.stop()
         if self.executor:
-            for job in self.executor.close(timeout=120):
+            for job in self.executor.close(timeout=STOP_WAIT):
                 self.spool.release(job)  # claimed ahead, never begun: the next start takes it up
             self.book.take(self.executor.poll())
             for job in self.book.retry:

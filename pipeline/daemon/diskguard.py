@@ -40,13 +40,23 @@ class DiskGuard:
         if self.clock() - self.checked < CHECK_SECONDS:
             return True
         self.checked = self.clock()
-        short = [f for f in self.folders() if free_bytes(f) < RESUME_FREE_BYTES or not probe(f)]
+        short = [f for f in self.folders() if measure(f) < RESUME_FREE_BYTES or not probe(f)]
         if short:
-            self.state = {"folder": str(short[0]), "free_mb": free_bytes(short[0]) >> 20}
+            self.state = {"folder": str(short[0]), "free_mb": measure(short[0]) >> 20}
             return True
         log.info("disk space is back; claiming resumes", waited_in=self.state["folder"])
         self.state = None
         return False
+
+
+def measure(folder: Path) -> int:
+    """Free bytes, making the folder first: a person who frees space by removing the outbox (rm -rf) must not
+    leave claiming paused for good (a missing folder measures 0 and nothing else remakes it while paused)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        pass  # still full, or not ours to make: measured as it is, and looked at again in CHECK_SECONDS
+    return free_bytes(folder)
 
 
 def probe(folder: Path) -> bool:

@@ -326,9 +326,14 @@ def pre_check_recipe(job: Job, config: Config, from_sidecar: str | None) -> Reci
     """Sidecar, then the first inbox folder when it names a recipe, then the default recipe.
 
     Any other folder (an album copied in) takes the default recipe, except one a typo away from a recipe
-    name (``stary/``): styling a batch with the wrong recipe all night is worse than saying so at once.
+    name (``stary/``) or one a reload removed (its photos were meant for that recipe): styling a batch with the
+    wrong recipe all night is worse than saying so at once.
     """
     folder = job.recipe_folder
+    if from_sidecar is None and folder in config.removed_recipes:
+        raise JobFailure(Reason.UNKNOWN_RECIPE, f"{job.source}: the recipe {folder!r} (from the folder inbox/{folder}/) "
+                         "was removed from the config by a reload", "restore the recipe in config.yaml or move the "
+                         "photo to another recipe's folder")
     if from_sidecar is None and folder and folder not in config.recipes:
         guess = difflib.get_close_matches(folder, list(config.recipes), n=1, cutoff=0.85)
         if guess:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from ..fsio import is_disk_full, write_json
+from ..fsio import is_disk_full, json_bytes, write_json
 from .spool import folder_counts, now_iso
 from .watcher import own_folders, scan
 
@@ -95,7 +95,7 @@ def write(spool: Path, data: dict) -> None:
     except OSError as exc:
         if not is_disk_full(exc):
             raise
-        text = json.dumps(data, indent=2, ensure_ascii=False).encode("utf-8")
+        text = json_bytes(data)
         with open(path, "r+b") as handle:  # FileNotFoundError if there is none: the caller logs it
             old = handle.seek(0, os.SEEK_END)
             handle.seek(0)
@@ -108,6 +108,8 @@ def read(config) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
+        data = {}
+    if not isinstance(data, dict):  # valid JSON but not ours (a null, a list: a hand edit): unreadable (rev6e)
         data = {}
     if not _alive(data):
         data["current"] = None
@@ -133,12 +135,17 @@ def _alive(data: dict) -> bool:
 def _error_line(path: Path) -> dict:
     try:
         e = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(e, dict):
+            raise ValueError("not a JSON object")
         return {"file": e.get("file"), "code": e.get("code"), "message": e.get("message"), "fix": e.get("fix")}
     except (OSError, ValueError):
         return {"file": path.name, "code": "unreadable"}
 
 
-def _pid_alive(pid: int) -> bool:
+def _pid_alive(pid: object) -> bool:
+    """Only a positive whole number is a pid: os.kill(0, 0) would ask about our own group, a text one raises."""
+    if type(pid) is not int or pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
         return True
@@ -146,6 +153,8 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
+    except OverflowError:
+        return False
 
 
 def render(data: dict) -> str:

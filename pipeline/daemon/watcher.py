@@ -144,8 +144,11 @@ class Handler(FileSystemEventHandler):
 
     def __init__(self, inbox: Path, tracker: Tracker, exclude: tuple[Path, ...] = ()) -> None:
         self.inbox, self.tracker, self.exclude = inbox, tracker, exclude
+        self.inbox_gone = False  # the inbox itself was deleted: its watch (and the emitter) ended
 
     def dispatch(self, event: FileSystemEvent) -> None:
+        if event.event_type == "deleted" and Path(os.fsdecode(event.src_path)) == self.inbox:
+            self.inbox_gone = True
         if event.event_type not in ("created", "modified", "moved", "closed"):
             return
         raw = event.dest_path if event.event_type == "moved" else event.src_path
@@ -242,6 +245,15 @@ def skipped_folders(inbox: Path, exclude: tuple[Path, ...] = ()) -> dict[str, st
     return found
 
 
+def identity(folder: Path) -> tuple[int, int] | None:
+    """(st_dev, st_ino): the same path may name another folder after rm -rf and mkdir; None while it is missing."""
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 class Watcher:
     """The observer, restartable by the main loop, plus the rescan."""
 
@@ -250,14 +262,17 @@ class Watcher:
         self.inbox, self.tracker, self.mode, self.poll = inbox, tracker, mode, poll_seconds
         self.exclude = exclude
         self.observer_class, self.reason = choose_observer(inbox, mode)
-        self.observer = None
+        self.observer = self.handler = None
+        self.identity: tuple[int, int] | None = None
 
     def start(self) -> None:
+        self.identity = identity(self.inbox)  # before the watch: a swap in between is seen at the next check
         if self.observer_class is PollingObserver:
             self.observer = PollingObserver(timeout=self.poll)
         else:
             self.observer = Observer()
-        self.observer.schedule(Handler(self.inbox, self.tracker, self.exclude), str(self.inbox), recursive=True)
+        self.handler = Handler(self.inbox, self.tracker, self.exclude)
+        self.observer.schedule(self.handler, str(self.inbox), recursive=True)
         try:
             self.observer.start()
         except OSError as exc:
@@ -268,6 +283,15 @@ class Watcher:
 
     def alive(self) -> bool:
         return self.observer is not None and self.observer.is_alive()
+
+    def replaced(self) -> bool:
+        """The inbox was removed and made again (or a share remounted): the watch is on the old folder, its
+        observer thread stays alive and sees nothing of the new one (rev6e finding 9). The deletion event
+        counts as much as a new (st_dev, st_ino): ext4 often gives the new folder the old one's inode."""
+        now = identity(self.inbox)
+        if now is None or self.identity is None:
+            return False  # gone and not made again yet: nothing to watch
+        return now != self.identity or bool(self.handler and self.handler.inbox_gone)
 
     def restart(self) -> None:
         self.stop()

@@ -25,16 +25,16 @@ SIDECAR_MAX_BYTES = 64 << 10
 MAX_YAML_NODES = 20_000  # nodes after expanding aliases: a real config has a few hundred
 
 
-def read_yaml(path: Path, max_bytes: int) -> tuple[yaml.Node | None, Any]:
+def read_yaml(path: Path, max_bytes: int, busy_wait: float | None = None) -> tuple[yaml.Node | None, Any]:
     """(node, data) from a YAML file, refusing at once what would take the machine's memory.
 
     A 312-byte file of nested aliases ("billion laughs") expands to millions of nodes when walked;
     here the composed graph is measured with each shared node counted every time it is reached, but
     each node visited once per parent (memoized), so the check itself is linear in the file.
     Raises ConfigError; OSError (NotRegularFile: a FIFO, link or folder, never waited on) and UnicodeDecodeError
-    pass through for the caller to name.
+    pass through for the caller to name. ``busy_wait``: how long a lease break is waited out (fsio.open_regular).
     """
-    with open_regular(path) as handle:
+    with open_regular(path, busy_wait) as handle:
         raw = handle.read(max_bytes + 1)
     if len(raw) > max_bytes:
         raise ConfigError([f"{path.name}: over {max_bytes // 1024} KB; a YAML file here is a few KB"], path)

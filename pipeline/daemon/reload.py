@@ -1,0 +1,83 @@
+"""A config reload (a changed config.yaml or SIGHUP): other settings apply at once, folders at the next start.
+
+The Spool and the watcher hold the folders they were started with, so a reload that swapped new folders into
+the config half-applied them: outputs went to the new outbox while claims came from the old inbox, and an
+outbox that could not be made failed every photo after it (rev6e finding 4). So the running folders are kept,
+each change is named in a warning, and the new folders' problems are told now, not at the next start.
+A reload never raises: whatever goes wrong keeps the old config (the caller then sends READY=1).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import structlog
+
+from . import config as config_module
+from .config import Config, ConfigError
+from ..fsio import BUSY_WAIT_SHORT, FileBusy
+from .config_build import check_folders
+
+log = structlog.get_logger("style-pipeline")
+FOLDERS = ("inbox", "outbox", "spool")  # work/, done/ and failed/ live in the spool
+AGAIN = "read again at the next pass"  # reload_config's answer when the file could not be read yet
+BUSY_LOG_EVERY = 10.0  # seconds between the warnings of a config held busy (the loop asks ~3 times a second)
+_busy_logged = [0.0]  # when a busy config was last warned about (monotonic)
+
+
+def reload_config(old: Config, path: Path) -> Config | str | None:
+    """The new config with the running folders kept; None to keep the old one (the reason is logged); AGAIN when
+    the file is held by another program (a lease: an editor's save over Samba or NFS). The caller then keeps the
+    old config and reads the same edit again at its next pass: taken as invalid, the edit was dropped for good,
+    its mtime used up, until another save (rev6f). Read without waiting out the lease: the main loop must not
+    stall, and the next pass comes in 0.2 s."""
+    try:
+        loaded = config_module.load(path, busy_wait=BUSY_WAIT_SHORT)
+        new = keep_folders(old, config_module.remember_removed_recipes(old, loaded))
+        problems = check_folders(new)  # the running folders, and those of recipes this reload adds
+    except ConfigError as exc:
+        if isinstance(exc.__cause__, FileBusy):
+            if time.monotonic() - _busy_logged[0] >= BUSY_LOG_EVERY:
+                _busy_logged[0] = time.monotonic()
+                log.warning("the new config is held by another program; it is read again until it can be",
+                            file=str(path))
+            return AGAIN
+        log.error("the new config is invalid; keeping the old one", problems=exc.problems)
+        return None
+    except Exception as exc:  # e.g. inbox/<new recipe> is a regular file: mkdir raises
+        log.error("the new config cannot be used; keeping the old one", error=f"{type(exc).__name__}: {exc}")
+        return None
+    if problems:
+        log.warning("the running folders have problems; the daemon goes on with them", problems=problems)
+    log.info("config reloaded", recipes=list(new.recipes))
+    return new
+
+
+def keep_folders(old: Config, new: Config) -> Config:
+    """``new`` with ``old``'s inbox, outbox and spool; each change is warned about with the new folders' problems."""
+    changes = [f"{key}: {getattr(old, key)} -> {getattr(new, key)}" for key in FOLDERS
+               if getattr(old, key) != getattr(new, key)]
+    if not changes:
+        return new
+    try:
+        problems = check_folders(new)
+    except OSError as exc:
+        problems = [f"{type(exc).__name__}: {exc}"]
+    log.warning("folder changes take effect at the next start; other changes apply now", changes=changes,
+                **({"next_start_problems": problems} if problems else {}))
+    metrics = new.metrics_file
+    if metrics is not None and metrics.is_relative_to(new.spool):  # the default lives in the spool: keep it there
+        metrics = old.spool / metrics.relative_to(new.spool)
+    return dataclasses.replace(new, inbox=old.inbox, outbox=old.outbox, spool=old.spool, metrics_file=metrics)
+
+
+def remake_folders(config: Config) -> None:
+    """The running folders and the recipe folders made again (an inbox removed and made again has none);
+    what cannot be made is logged, and the daemon goes on."""
+    try:
+        problems = check_folders(config)
+    except OSError as exc:
+        problems = [f"{type(exc).__name__}: {exc}"]
+    if problems:
+        log.warning("cannot make the folders again", problems=problems)

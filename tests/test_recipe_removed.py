@@ -1,0 +1,54 @@
+"""rev6e finding 5: a photo waiting in the inbox folder of a recipe that a reload removed fails as unknown_recipe,
+naming the file, the recipe and the fix; it is never styled with the default recipe without a word."""
+import json
+import shutil
+import time
+
+import yaml
+from daemon_helpers import SAMPLES, log_events, make_config, start, stop, wait_for, wait_ready
+
+from pipeline.daemon import config as config_module
+
+
+def test_removed_recipes_are_remembered_until_restored(tmp_path):
+    old = config_module.load(make_config(tmp_path))
+    only_starry = config_module.dataclasses.replace(old, recipes={"starry": old.recipes["starry"]})
+    removed = config_module.remember_removed_recipes(old, only_starry)
+    assert removed.removed_recipes == {"scream"}
+    assert config_module.remember_removed_recipes(removed, only_starry).removed_recipes == {"scream"}  # next reload
+    assert config_module.remember_removed_recipes(removed, old).removed_recipes == frozenset()  # put back
+
+
+def test_photo_for_a_removed_recipe_fails_as_unknown_recipe(tmp_path):
+    config = make_config(tmp_path)
+    proc = start(config)
+    try:
+        wait_ready(proc)
+        data = yaml.safe_load(config.read_text())
+        del data["recipes"]["scream"]
+        time.sleep(1.1)  # a new mtime, whatever the file system's resolution
+        config.write_text(yaml.safe_dump(data))
+        wait_for(lambda: any(e.get("event") == "config reloaded" for e in log_events(proc)), 20, proc)
+        shutil.copy(SAMPLES / "coffee.jpg", tmp_path / "inbox" / "scream" / "a.jpg")
+        failed = tmp_path / "spool" / "failed"
+        wait_for(lambda: list(failed.rglob("*.error.json")) or list((tmp_path / "outbox").rglob("a.png")), 40, proc)
+    finally:
+        stop(proc)
+    assert not list((tmp_path / "outbox").rglob("a.png")), "styled with another recipe"
+    [error] = [json.loads(p.read_text()) for p in failed.rglob("*.error.json")]
+    assert error["code"] == "unknown_recipe"
+    assert "a.jpg" in error["message"] and "'scream'" in error["message"] and "removed" in error["message"]
+    assert error["fix"] == "restore the recipe in config.yaml or move the photo to another recipe's folder"
+    assert [p.name for p in failed.rglob("a.jpg")], "the photo is kept in failed/"
+
+
+def test_removed_recipes_is_no_config_key(tmp_path):
+    """The daemon keeps it; config.yaml cannot set it (the schema is derived from the Config fields)."""
+    config = make_config(tmp_path)
+    config.write_text(config.read_text() + "removed_recipes: [starry]\n")
+    try:
+        config_module.load(config)
+    except config_module.ConfigError as exc:
+        assert any("removed_recipes: unknown key" in p for p in exc.problems), exc.problems
+    else:
+        raise AssertionError("removed_recipes was accepted as a config key")

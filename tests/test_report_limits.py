@@ -1,0 +1,101 @@
+"""The morning report's limits (rev6e findings 6 and 7): a damaged log costs its own card, named in the page's
+problems, never the page; a busy night gets full cards only for the failures and the newest SHOWN_OUTPUTS outputs,
+and the night is read once however many pages are written."""
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from pipeline import report
+from pipeline.report import build_report
+
+NOW = datetime(2026, 11, 29, 7, 0, tzinfo=timezone.utc)
+
+
+def _log(folder: Path, name: str, extra: str = "", minutes: int = 60) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    when = (NOW - timedelta(minutes=minutes)).isoformat()
+    path = folder / f"{name}.json"
+    path.write_text('{"finished_at": "%s", "input": {"name": "%s.jpg"}%s}' % (when, name, ", " + extra if extra else ""))
+    return path
+
+
+@pytest.mark.parametrize("extra", [
+    '"styles": [{"name": "s.jpg", "path": 5}]',
+    '"curve": [{"step": Infinity, "loss": 1.0}, {"step": 2, "loss": 0.5}]',
+    '"output": {"name": "/tmp/elsewhere.png"}',
+    '"output": {"name": "../../../etc/passwd"}',
+    '"settings": {"steps": 10, "coarse_steps": Infinity}, "scales": [1, 2], "steps": 5',
+    '"timings": {"total": 1e300}',
+    '"losses": {"style": 1%s}' % ("0" * 400),
+], ids=["style_path_number", "curve_step_inf", "output_name_absolute", "output_name_dotdot", "coarse_steps_inf",
+        "seconds_overflow", "loss_400_digits"])
+def test_one_damaged_log_does_not_sink_the_report(tmp_path, extra):
+    out = tmp_path / "outbox" / "starry"
+    _log(out, "a")
+    _log(out, "b", extra)
+    (tmp_path / "failed").mkdir()
+    html = build_report(tmp_path / "outbox", tmp_path / "failed", since=timedelta(hours=12), now=NOW)
+    assert "a.jpg" in html and "</html>" in html
+    shown = "b.jpg" in html
+    named = "starry/b.json: unreadable (" in html
+    assert shown != named, "b.json is either shown or named as unreadable, never both, never neither"
+    if "output" in extra or "1e300" in extra:  # what cannot be shown honestly is named, not guessed at
+        assert named and "/etc/passwd" not in html.split("unreadable (")[0]
+
+
+def test_a_failure_log_that_cannot_be_shown_is_named(tmp_path, monkeypatch):
+    """The failure cards are under the same guard: whatever breaks one costs that card only."""
+    _log(tmp_path / "outbox" / "starry", "a")
+    failed = tmp_path / "failed"
+    failed.mkdir()
+    for name in ("x", "y"):
+        (failed / f"{name}.jpg.error.json").write_text(json.dumps({"file": f"{name}.jpg", "code": "unreadable_image",
+                                                                   "failed_at": NOW.isoformat()}))
+    real = report.failure_card
+    monkeypatch.setattr(report, "failure_card",
+                        lambda path, log: (_ for _ in ()).throw(RuntimeError("boom")) if log["file"] == "y.jpg"
+                        else real(path, log))
+    html = build_report(tmp_path / "outbox", failed, now=NOW)
+    assert "x.jpg" in html and "y.jpg.error.json: unreadable (RuntimeError: boom)" in html and "a.jpg" in html
+
+
+def test_a_busy_night_has_cards_for_the_newest_and_names_the_rest(tmp_path, monkeypatch):
+    """N + k outputs: N full cards (the newest), the k others counted per recipe and listed by name; every
+    figure (processed, rate) still counts all N + k; failures all get cards."""
+    n, k = report.SHOWN_OUTPUTS, 7
+    for i in range(n + k):  # p0 is the newest; the k oldest are p200..p206: scream the even, starry the odd
+        _log(tmp_path / "outbox" / ("starry" if i % 2 else "scream"), f"p{i}", '"timings": {"total": 10}', minutes=i)
+    (tmp_path / "failed").mkdir()
+    html = build_report(tmp_path / "outbox", tmp_path / "failed", now=NOW, link_from=tmp_path / "outbox")
+    assert len(re.findall(r'<article class="card output"', html)) == n
+    assert f'<b class="processed">{n + k}</b>' in html
+    older = html.split('id="older"')[1]
+    assert all(f"p{i}.png" in older for i in range(n, n + k)) and "p0.png" not in older
+    assert f"{k} more outputs in the outbox" in older and "scream 4, starry 3" in older
+    monkeypatch.setattr(report, "LISTED_OUTPUTS", 5)
+    html = build_report(tmp_path / "outbox", tmp_path / "failed", now=NOW)
+    assert "and 2 more in the outbox, not listed" in html
+
+
+def test_two_pages_one_reading_each_its_own_links(tmp_path, monkeypatch):
+    """cmd_report's two pages (dated and latest) come from one reading of the night: each output's card is made
+    once, and each page links to the outputs from where it lies."""
+    outbox = tmp_path / "outbox"
+    for i in range(3):
+        _log(outbox / "starry", f"p{i}", '"output": {"name": "p%d.png"}' % i, minutes=i)
+        (outbox / "starry" / f"p{i}.png").write_bytes(b"not really a png")
+    (tmp_path / "failed").mkdir()
+    made = []
+    real = report.output_card
+    monkeypatch.setattr(report, "output_card", lambda item, done: made.append(item.name) or real(item, done))
+    (outbox / "reports").mkdir()
+    dated, latest = report.write_reports([outbox / "reports" / "d.html", outbox / "report.html"], outbox, tmp_path / "failed",
+                                  now=NOW)
+    assert sorted(made) == ["p0.png", "p1.png", "p2.png"]
+    for page, href in ((dated, "../starry/p0.png"), (latest, "starry/p0.png")):
+        assert f'href="{href}"' in page.read_text() and (page.parent / href).is_file()
