@@ -17,8 +17,9 @@ from PIL import Image
 from ..engine.batch import batchable
 from ..engine.images import fit_size
 from ..engine.levels import for_size
-from ..fsio import BUSY_WAIT_SHORT, open_regular
+from ..fsio import open_regular
 from .config import Config
+from .settle import MAIN_LOOP_BUSY_WAIT
 from .spool import Job
 
 ORIENTATION = 0x0112  # EXIF: values 5-8 turn the picture a quarter, so width and height swap
@@ -71,9 +72,9 @@ def header_size(job: Job) -> tuple[int, int] | None:
     """The picture's upright size from its header alone (no decode); None when the header cannot be read, or
     the input is no regular file: this runs on the main loop's thread as the job is queued, and a plain open() of
     a FIFO waits for a writer forever (the daemon hung); fsio.open_regular never waits (such inputs fail in the
-    worker)."""
+    worker). A leased picture is not waited for (it runs alone, as one whose header cannot be read)."""
     try:
-        with open_regular(job.input, BUSY_WAIT_SHORT) as file, Image.open(file) as img:
+        with open_regular(job.input, MAIN_LOOP_BUSY_WAIT) as file, Image.open(file) as img:
             w, h = img.size
             turned = img.getexif().get(ORIENTATION) in (5, 6, 7, 8)
     except Exception:  # noqa: BLE001 - unreadable here is the pre-checks' business: it simply runs alone
