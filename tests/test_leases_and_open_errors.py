@@ -167,9 +167,34 @@ def test_a_leased_sidecar_is_read_once_let_go_and_retried_never_failed_while_hel
             assert life.open(job) is None
     finally:
         life.prefetch.close()
-    assert [o.kind for o in life.drain()] == ["transient"], "a held sidecar is 'not yet', not bad_sidecar"
+    assert [o.kind for o in life.drain()] == ["waiting"], "a held sidecar is 'not yet', not bad_sidecar"
     assert "held open by another program" in job.last_error and "a.yaml" in job.last_error
+    assert job.attempts == 0, "a lease is not the photo's fault: no attempt charged"
     assert not any(config.failed.iterdir()) and (job.dir / "a.jpg").exists() and (job.dir / "a.yaml").exists()
+
+
+def test_a_photo_leased_in_the_worker_waits_uncharged_and_runs_once_let_go(tmp_path, monkeypatch):
+    """rev6f A2: a kernel lease survives the claim's rename into work/; pre_check_readable's FileBusy was a
+    transient error charged an attempt, and at max_attempts: 1 the photo went to failed/ as too_many_attempts.
+    Now it waits (like defer), uncharged, however often; once let go it opens and runs."""
+    config = load_config(make_config(tmp_path, max_attempts=1))
+    check_folders(config)
+    spool = Spool(config.inbox, config.work, config.done, config.failed)
+    shutil.copy(SAMPLES / "coffee.jpg", config.inbox / "a.jpg")
+    job = spool.claim(config.inbox / "a.jpg", "2026-11-28T00:00:00Z", None)
+    monkeypatch.setattr(fsio, "BUSY_WAIT", 0.2)
+    life = JobLife(spool, lambda: config, threading.Event())
+    try:
+        with leased(job.input, -1):
+            assert life.open(job) is None and life.open(job) is None
+            kinds = [(o.kind, o.retry_at is not None) for o in life.drain()]
+        assert kinds == [("waiting", True)] * 2 and job.attempts == 0, kinds
+        assert not any(config.failed.iterdir()), "never failed while held"
+        opened = life.open(job)
+    finally:
+        life.prefetch.close()
+    assert opened is not None and opened[1].content.size == Image.open(SAMPLES / "coffee.jpg").size
+    assert job.attempts == 1 and not any(config.failed.iterdir())
 
 
 EMFILE_PROBE = """

@@ -35,6 +35,7 @@ from .sheets import SheetWriter
 from .spool import Job, Spool, now_iso
 
 log = structlog.get_logger("style-pipeline.worker")
+BUSY_RETRY = 5.0  # seconds a job whose photo or sidecar is still leased waits (the kernel ends a lease within 45 s)
 
 
 @dataclass
@@ -176,6 +177,9 @@ class JobLife(FailurePaths):
             self._fail(job, exc.reason, exc.problem, exc.fix)
         elif isinstance(exc, Cancelled):
             self.cancelled(job, exc.step)
+        elif isinstance(exc, FileBusy):  # its writer (Samba, NFS) still holds it: never the photo's fault (rev6f A2)
+            job.last_error = f"{exc.filename} {exc.strerror}"[:500]
+            self.defer(job, BUSY_RETRY, "the photo or its sidecar is held by another program; the job waits")
         else:  # a filesystem class, else transient or unknown: retried up to max_attempts
             self._os_error(job, exc)
 
@@ -291,7 +295,7 @@ def pre_check_regular_file(job: Job) -> None:
 
 def pre_check_readable(job: Job) -> None:
     """An unreadable photo is a permissions problem, not a broken picture: the fix is chmod, not a new copy.
-    FileBusy (a lease not let go in fsio.BUSY_WAIT) passes up: a transient error, retried."""
+    FileBusy (a lease not let go in fsio.BUSY_WAIT) passes up: the job waits, no attempt charged (conclude)."""
     try:
         open_regular(job.input).close()  # never waits on a FIFO, whatever is there by now
     except NotRegularFile as exc:  # swapped in since pre_check_regular_file looked
@@ -315,7 +319,7 @@ def pre_check_sidecar(job: Job, config: Config) -> tuple[str | None, dict]:
         raise JobFailure(Reason.BAD_SIDECAR, f"the sidecar {job.sidecar} {exc.strerror}; it was not read",
                          f"Save {job.sidecar} as a plain YAML file (not a link, FIFO or folder) and drop the photo "
                          "and its sidecar again") from exc
-    except FileBusy:  # its writer (Samba, NFS) still holds it: retried, as any transient error
+    except FileBusy:  # its writer (Samba, NFS) still holds it: the job waits, uncharged (conclude)
         raise
     except (OSError, UnicodeDecodeError) as exc:
         raise JobFailure(Reason.BAD_SIDECAR, f"cannot read the sidecar {job.sidecar} ({exc})",
