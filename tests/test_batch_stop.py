@@ -27,3 +27,28 @@ def test_a_stop_in_a_later_shape_group_keeps_the_earlier_groups_results(engine, 
     assert results[0].steps == results[1].steps == 4 and results[2].step == 1
     alone = engine.stylize(square[1], [style], settings)
     assert results[1].losses["total"] == pytest.approx(alone.losses["total"], rel=0.01)
+
+
+def test_an_unreasoned_error_in_a_lone_rerun_keeps_the_batchmates_result(engine, style, monkeypatch):
+    """rev6f B1 variant: photo 0's batch result is judged failed (as a blank one is) and it reruns alone after the
+    batch; that rerun raises an error without a Reason (a device fault). It left stylize_batch, and the daemon gave
+    every photo that error: photo 1's finished Result was dropped and it was charged an attempt. Now photo 1 keeps
+    its Result and photo 0 gets the error in its own slot."""
+    from pipeline.engine import batch as batch_mod
+    photo = images.load(SAMPLES / "coffee.jpg")
+    photo = photo.crop((0, 0, min(photo.size), min(photo.size)))
+    real, calls = batch_mod.close, []
+
+    def close(run, pixels, *args):
+        calls.append(run)
+        return None if len(calls) == 1 else real(run, pixels, *args)
+
+    def fault(*_, **__):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+    monkeypatch.setattr(batch_mod, "close", close)
+    monkeypatch.setattr(engine, "stylize", fault)
+    results = engine.stylize_batch([photo, photo.transpose(0)], [style], Settings(size=32, steps=3, early_stop_tol=0))
+    assert isinstance(results[0], RuntimeError) and "illegal memory access" in str(results[0])
+    assert isinstance(results[1], Result) and results[1].steps == 3
+    with pytest.raises(RuntimeError):  # nothing finished: the call ends with the error, as a lone run's
+        engine.stylize_batch([photo], [style], Settings(size=32, steps=3, early_stop_tol=0))

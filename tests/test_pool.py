@@ -243,6 +243,19 @@ def test_records_written_side_by_side_run_each_job_once_here_when_no_thread_can_
     assert sorted(ran) == ["a", "bad", "c"], "the others still ran, once each"
 
 
+def test_a_base_exception_in_a_side_by_side_thread_is_raised_again_in_the_caller():
+    """rev6f B2: `one` caught Exception only: a SystemExit in a thread left its slot None with no error, which
+    _gather reads as "its try ended": the job was released with no outcome. Now the caller raises it again."""
+    from pipeline.daemon.pool import side_by_side
+
+    def work(item):
+        if item == 1:
+            raise SystemExit("not an Exception")
+        return item * 10
+    with pytest.raises(SystemExit, match="not an Exception"):
+        side_by_side(work, [0, 1, 2], "probe")
+
+
 def test_a_record_that_cannot_be_saved_for_any_reason_does_not_lose_the_result_in_hand():
     """Review finding: _not_running caught OSError only; any other error saving the record escaped the slot after
     the batch's results were made, and lost them."""

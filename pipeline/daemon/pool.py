@@ -311,8 +311,8 @@ def side_by_side(work: Callable, items: Sequence, name: str) -> list:
     def one(k: int) -> None:
         try:
             results[k] = work(items[k])
-        except Exception as exc:  # noqa: BLE001 - raised again below, in the caller's thread
-            errors[k] = exc
+        except BaseException as exc:  # noqa: BLE001 - raised again below, in the caller's thread: a SystemExit
+            errors[k] = exc  # left None with no error, read as "its try ended" (_gather), the job had no outcome
     for k in range(len(items)):
         thread = threading.Thread(target=one, args=(k,), name=f"{name}_{k}", daemon=True)
         try:

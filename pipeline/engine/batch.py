@@ -53,7 +53,7 @@ def stylize_batch(engine, make_run: Callable, contents: Sequence[Image.Image], s
                   settings: Settings = Settings(), *, on_step: STEP_ON | None = None,
                   should_stop: Callable[[], bool] | None = None, should_stop_one: STOP_ONE | None = None) -> list:
     """One Result per photo, in order, or the photo's own error (see _alone), Cancelled for a photo that
-    ``should_stop_one`` stopped; photos of the same working shape share each network pass.
+    ``should_stop_one`` stopped (the batch's stop or error, for the photos not finished: _finished_or_raise); photos of the same working shape share each network pass.
 
     ``make_run(content, styles, settings, on_step, should_stop, checkpoint)`` is the engine's one-photo run
     (its preprocessing, pyramid, targets and Result), passed in so that this module does not import transfer.
@@ -82,15 +82,16 @@ def stylize_batch(engine, make_run: Callable, contents: Sequence[Image.Image], s
                                                                on_step=_tagged(on_step, i),
                                                                should_stop=lambda: bool(should_stop and should_stop())
                                                                or stop_one(i)), own)
-    except Cancelled as exc:
+    except Exception as exc:  # the batch's stop, or an error without a Reason (a device fault) in a lone rerun
         return _finished_or_raise(results, exc)
     return results
 
 
-def _finished_or_raise(results: list, stop: Cancelled) -> list:
-    """The batch's stop: photos already finished (an earlier shape group's, or a photo run alone before the stop)
-    keep their Results, the others get the Cancelled; their Results were lost with the call's Cancelled (rev6b).
-    None finished: the call ends with Cancelled, as a lone run's."""
+def _finished_or_raise(results: list, stop: Exception) -> list:
+    """The batch's stop or its unreasoned error: photos already finished (an earlier shape group's, or a photo run
+    alone before it) keep their Results, the others get the error; their Results were lost with the call's
+    Cancelled (rev6b), and with a lone rerun's device fault the daemon gave every photo that error (rev6f B1).
+    None finished: the call ends with the error, as a lone run's."""
     if all(result is None for result in results):
         raise stop
     return [stop if result is None else result for result in results]
