@@ -270,3 +270,29 @@ def test_a_config_edit_saved_under_a_lease_is_applied_once_let_go(tmp_path):
     reloaded = [e for e in events if e.get("event") == "config reloaded"]
     assert "added" in reloaded[-1]["recipes"]
     assert not any(e.get("event") == "the new config is invalid; keeping the old one" for e in events)
+
+
+def test_a_permanently_unreadable_inbox_file_is_claimed_after_a_few_passes(tmp_path, monkeypatch):
+    """rev6f A4: an inbox file whose open fails for good (EIO, ESTALE) raised on every pass: a traceback each
+    rescan, forever, and no failed/ record. After settle.UNREADABLE_PASSES it is claimed, so the worker fails it
+    with that error; the daemon's own shortage (EMFILE) is never counted against a file."""
+    photo, other = tmp_path / "a.jpg", tmp_path / "b.jpg"
+    for path in (photo, other):
+        shutil.copy(SAMPLES / "coffee.jpg", path)
+    real = settle.open_regular
+
+    def failing(path, busy_wait=None):
+        if Path(path) == photo:
+            raise OSError(errno.EIO, "Input/output error", str(path))
+        if Path(path) == other:
+            raise OSError(errno.EMFILE, "Too many open files", str(path))
+        return real(path, busy_wait)
+    monkeypatch.setattr(settle, "open_regular", failing)
+    check = settle.DecodeCheck()
+    for _ in range(settle.UNREADABLE_PASSES - 1):
+        with pytest.raises(OSError):
+            check.ready(photo, 10**8, 0.3)
+    assert check.ready(photo, 10**8, 0.3) is True, "claimed: the worker fails it with its reason"
+    for _ in range(settle.UNREADABLE_PASSES + 2):
+        with pytest.raises(OSError):
+            check.ready(other, 10**8, 0.3)

@@ -12,6 +12,7 @@ already starts the break, and a later pass looks again. 0.2 s each cost 5 s a pa
 """
 from __future__ import annotations
 
+import errno
 import os
 import time
 from pathlib import Path
@@ -22,6 +23,8 @@ from PIL import Image
 from ..fsio import FileBusy, NotRegularFile, open_regular
 
 RECHECK_FACTOR, RECHECK_MIN = 10, 3.0  # the longer wait: 10 x settle_seconds, at least 3 s
+UNREADABLE_PASSES = 3  # a file whose open fails this many passes (EIO, ESTALE) is claimed: the worker fails it
+NOT_THE_FILES = (errno.EMFILE, errno.ENFILE, errno.ENOMEM)  # the daemon's shortage, never the file's: not counted
 MAIN_LOOP_BUSY_WAIT = 0.0  # the main loop's reads never wait out a lease: N leased files cost N waits each pass
 
 
@@ -42,12 +45,15 @@ def decodes(file: BinaryIO, max_pixels: int) -> bool:
 class DecodeCheck:
     def __init__(self) -> None:
         self.first_failure: dict[Path, tuple] = {}  # path -> ((size, mtime), when it first failed to decode)
+        self.open_errors: dict[Path, int] = {}  # path -> passes its open raised (not EMFILE and the like)
 
     def ready(self, path: Path, max_pixels: int, settle_seconds: float) -> bool | None:
         """True: claim it. False: wait. None: it is gone.
 
         Only what the worker fails with its own reason (not_a_regular_file, the permissions fix) is claimed unread;
-        any other open error (EMFILE, EIO, ESTALE) raises, and the loop leaves the file for the next rescan.
+        any other open error (EMFILE, EIO, ESTALE) raises, and the loop leaves the file for the next rescan; one
+        that fails the open UNREADABLE_PASSES times (EIO, ESTALE: not the daemon's EMFILE) is claimed, so the
+        worker fails it with that error: it stayed in the inbox with a traceback every rescan (rev6f A4).
         """
         try:
             file = open_regular(path, busy_wait=MAIN_LOOP_BUSY_WAIT)
@@ -58,6 +64,13 @@ class DecodeCheck:
             return False
         except (NotRegularFile, PermissionError):
             return True
+        except OSError as exc:
+            if exc.errno in NOT_THE_FILES:
+                raise
+            self.open_errors[path] = self.open_errors.get(path, 0) + 1
+            if self.open_errors[path] >= UNREADABLE_PASSES:
+                return True
+            raise
         with file:
             if decodes(file, max_pixels):
                 return True
@@ -74,3 +87,4 @@ class DecodeCheck:
 
     def forget(self, path: Path) -> None:
         self.first_failure.pop(path, None)
+        self.open_errors.pop(path, None)
