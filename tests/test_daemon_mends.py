@@ -74,7 +74,9 @@ def test_a_reload_that_raises_keeps_the_old_config_and_still_says_ready(tmp_path
 
 @pytest.mark.parametrize("text", ["null", "[1, 2]", '{"pid": 1, "started_at": "2026',
                                   json.dumps({"pid": str(os.getpid()), "state": "running", "updated_at": "x"}),
-                                  json.dumps({"pid": 0, "state": "running", "updated_at": "2999-01-01T00:00:00"})])
+                                  json.dumps({"pid": 0, "state": "running", "updated_at": "2999-01-01T00:00:00"})],
+                         ids=["null", "a list", "cut short", "pid as text", "pid 0"])  # fixed ids: the pid differs
+                         # from one xdist worker to the next, and workers must collect the same names
 def test_status_reads_a_status_file_that_is_not_the_daemons_as_not_running(tmp_path, capsys, text):
     """rev6e 8: valid JSON but not an object (null -> TypeError, a list -> AttributeError), a pid as text
     (TypeError in os.kill) or 0 (our own process group) crashed or fooled `style-pipeline status`."""
