@@ -101,7 +101,8 @@ def test_a_pool_batch_runs_the_copies_made_ahead_and_its_log_splits_the_set_up(t
     done_saves = [thread.rsplit("_", 1)[0] for thread, running in saves if not running]
     assert done_saves.count("records") == 3 and "worker-0" not in done_saves, saves
     begun = [thread.rsplit("_", 1)[0] for thread, running in saves if running]
-    assert begun == ["worker-0", "open", "open"], "a's try begun in hand, its two extras' side by side"
+    # a's try begun in hand; its two extras' side by side, with a's record marked batched beside them (rev6f B4)
+    assert begun == ["worker-0", "open", "open", "open"], begun
     firsts = [e for e in logs if e["event"] == "progress" and e["step"] == 1]
     assert len(firsts) == 3 and all(list(e["setup_ms"]) == BATCH_PARTS for e in firsts), firsts
     assert not any("setup_ms" in e for e in logs if e["event"] == "progress" and e["step"] > 1)
