@@ -21,7 +21,7 @@ from .batching import ANY, JobQueue, batch_key, plan_key
 from .config import Config
 from .executor import Executor, Progress
 from .handover import WRITE_GRACE
-from .jobs import JobLife, Plan, crashed, logging_for
+from .jobs import JobLife, Plan, crashed
 from .spool import Job, Spool
 from .worker import Worker
 
