@@ -9,7 +9,9 @@ leaves its slack to the next), and one with under MIN_STAGE_S left is skipped, n
 shares' sum shrinks them all alike. Where torch sees no CUDA GPU the GPU run stops after env. Within a stage
 the least needed rows come last: the print stage runs by size with 8192 px (100-300 s on an H200, estimated)
 last, so a print cut short keeps 2048 and 4096 px with single scale beside them (issue 14's comparison); the
-pool stage runs `batch: 1` at 1024 px (already in ../shared/notes/gpu.md) last. After every stage
+pool stage runs `batch: 1` at 1024 px (already in ../shared/notes/gpu.md) last, after `compile: true` (the lever
+left for 3,000 photos/hour). The graph stage (bench/cuda_graph.py) times a CUDA graph of the evaluation against
+eager, the issue's other way to fewer launches. After every stage
 the outputs in $OUT are rewritten, so a call cut short still brings back what was done. $OUT holds at most
 these files (the tool brings back 8): summary.md (the tables, for bench/RESULTS.md), results.json (each stage's
 status and raw output lines), log.txt (every stage's stdout and stderr), look.jpg (each print beside its 100%
@@ -45,7 +47,7 @@ KILL_AFTER_S = 5
 RESERVE_S = 20  # the pictures, the tarball and the last write after the stages
 EXTRAS_MAX = 12 << 20  # its size is estimated as it is packed: a margin under the tool's 16 MiB a file
 LOG_TAIL = 1 << 20  # characters of each stream in log.txt: 5 stages x 2 streams stay under the 16 MiB
-POOL_LAYOUTS = "every GPU batch auto,every GPU batch 1"
+POOL_LAYOUTS = "every GPU batch auto,every GPU compile,every GPU batch 1"
 
 
 @dataclass
@@ -78,7 +80,8 @@ def stages(dry: bool, work: Path, machine: str) -> list[Stage]:
                   "--single-sizes", "64", "--single-steps", "3", "--max-memory", "12MB",  # 12MB: 4 tiles at 64 px
                   "--look-size", "48"]
         speed = ["--device", "cpu", "--sizes", "64", "--threads", "1", "--compile", "none", "--budget", "150"]
-        shares = (180, 300, 180, 240)  # pool, print, speed, gpu: generous, the 2-core box is often 4x contended
+        graph = ["--device", "cpu", "--sizes", "48", "--steps", "4", "--threads", "1", "--rounds", "1"]
+        shares = (180, 300, 180, 60, 240)  # pool, print, speed, graph, gpu: generous, the 2-core box is often busy
     else:
         # 512 and 1024 px, batch 16, tf32 and bf16, 40 steps; precision rows (100 steps, the daemon's: at 30 the H200
         # read tf32 11.6% above fp32, maybe a short run's noise; the choice is recorded in
@@ -92,10 +95,13 @@ def stages(dry: bool, work: Path, machine: str) -> list[Stage]:
                   "--single", "--single-sizes", "2048", "--single-steps", "100"]
         # single scale at 4096 px (54 s, look 117x) was measured on the H200 on 2026-11-28: its time goes to 8192
         # torch.compile at the daemon's shape and batch, and at batch 1 (cuDNN's autotuner was measured: off)
-        speed = ["--sizes", "1024", "--compile", "daemon", "--budget", "70"]
+        speed = ["--sizes", "1024", "--compile", "daemon", "--budget", "55"]
+        # a CUDA graph of the loss evaluation against eager (issue 13's other way; never measured), batch 1
+        graph = ["--rounds", "2"]
         # priority (the fifth session's two calls): the pool on issue 13's photo, then prints with the planner's fix
         # (4096 and 8192 px never measured with it), then compile, then the step and precision tables (met twice)
-        shares = (120, 280, 75, 40)
+        # The pool runs `compile: true` between batch auto and batch 1 (the seventh session: the lever left for 3,000/h)
+        shares = (120, 270, 60, 30, 30)
     plan = [
         install(work, 60 if dry else 20),
         env_probe,
@@ -105,7 +111,9 @@ def stages(dry: bool, work: Path, machine: str) -> list[Stage]:
               "bench/RESULTS.md: Large prints (issue 14)", fixed=3),
         Stage("speed", shares[2], [py, "bench/conv_speed.py", *speed],
               "bench/RESULTS.md: cuDNN's autotuner and torch.compile (issue 13)"),
-        Stage("gpu", shares[3], [py, "bench/gpu.py", *gpu],
+        Stage("graph", shares[3], [py, "bench/cuda_graph.py", *graph],
+              "bench/RESULTS.md: A CUDA graph of the evaluation (issue 13)"),
+        Stage("gpu", shares[4], [py, "bench/gpu.py", *gpu],
               "bench/RESULTS.md: The step next to the network; its Precision"),
     ]
     return [overridden(stage, os.environ) for stage in plan]
