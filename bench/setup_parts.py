@@ -45,7 +45,8 @@ def main() -> None:
     import torch
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=("host", "records", "targets"), default=None, help="one table alone")
+    parser.add_argument("--only", choices=("host", "records", "targets", "runs"), default=None,
+                        help="one table alone")
     parser.add_argument("--batch", type=int, default=7, help="targets: photos in the batch (the H200's were 4-7)")
     parser.add_argument("--sizes", type=lambda v: [int(x) for x in v.split(",")], default=[256, 512])
     parser.add_argument("--rounds", type=int, default=5, help="targets: rounds, before and after alternated")
@@ -57,6 +58,8 @@ def main() -> None:
         records()
     if args.only in (None, "targets"):
         targets(args.batch, args.sizes, args.rounds)
+    if args.only in (None, "runs"):
+        runs_made(args.batch, args.rounds)
 
 
 def host() -> None:
@@ -157,6 +160,40 @@ def _timed(work, device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter() - started
+
+
+def runs_made(batch: int, rounds: int) -> None:
+    """A batch's runs made (stylize_batch's ``runs`` part of setup_ms: 124 ms for a batch of 12 on the H200) from
+    issue 13's photo as the daemon hands it (made ahead at 1024 px, engine/prepared.py): before = each run copied
+    the RGB photo (PIL's convert to its own mode), kept while the run lived; after = the photo used as it is. The
+    two alternated in each round; every run of a round is kept until the round ends, as a batch keeps its runs."""
+    from bench.common import issue_photo
+    from pipeline.engine import Settings, images
+    from pipeline.engine.prepared import prepare
+    from pipeline.engine.transfer import StyleTransfer, _Run
+
+    engine, settings = StyleTransfer(device="cpu"), Settings(size=1024)
+    photo, style = issue_photo(), images.load(ROOT / "pipeline" / "assets" / "styles" / "starry_night.jpg")
+    ahead = prepare(photo, settings)
+
+    def make(copy: bool):
+        kept = [(photo.convert("RGB") if copy else None, _Run(engine, ahead, [style], settings, None, None, None))
+                for _ in range(batch)]
+        return kept
+
+    times: dict[bool, list[float]] = {True: [], False: []}
+    for _ in range(rounds):
+        for copy in (True, False):
+            started = time.perf_counter()
+            kept = make(copy)
+            times[copy].append(1000 * (time.perf_counter() - started))
+            del kept
+    before, after = statistics.median(times[True]), statistics.median(times[False])
+    print(f"\n# a batch of {batch} runs made from a {photo.size[0]}x{photo.size[1]} photo at 1024 px, host only, "
+          f"median of {rounds} rounds, alternated\n")
+    print("| photos | before: each run copies the photo, ms | after: used as it is, ms | ratio | saved a photo, ms |")
+    print("|---|---|---|---|---|")
+    print(f"| {batch} | {before:.1f} | {after:.1f} | {before / max(after, 1e-6):.0f}x | {(before - after) / batch:.1f} |")
 
 
 if __name__ == "__main__":

@@ -212,3 +212,19 @@ def test_a_batch_whose_level_is_tiled_never_makes_the_whole_content_targets(engi
     results = engine.stylize_batch(photos[:2], [style], settings)
     assert all(r.image is not None for r in results)
     assert 2 not in no_grad_passes["no grad"], no_grad_passes["no grad"]
+
+
+def test_a_run_uses_an_rgb_photo_as_it_is_and_converts_any_other(engine, style, photos):
+    """A batch's runs were 124 ms of a batch of 12 on the H200 (setup_ms "runs"): each run copied its RGB photo
+    (PIL's convert to its own mode), 2-13 ms a 2400x1655 photo (bench/setup_parts.py --only runs). Now an RGB
+    photo is used as it is, never changed; a photo in another mode is still converted, and the result is the same."""
+    from pipeline.engine.transfer import _Run
+
+    rgb = photos[0]
+    run = _Run(engine, prepare(rgb, SETTINGS), [style], SETTINGS, None, None, None)
+    assert run.content is rgb and run.original_content is rgb
+    grey = rgb.convert("L")
+    assert _Run(engine, grey, [style], SETTINGS, None, None, None).content.mode == "RGB"
+    before = rgb.tobytes()
+    engine.stylize(rgb, [style], SETTINGS)
+    assert rgb.tobytes() == before and rgb.mode == "RGB"
