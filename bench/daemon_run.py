@@ -44,13 +44,8 @@ def run_backlog(folder: Path, drops: int, size: int, steps: int, env: dict, time
                 photos: list[Path] | None = None, **popen) -> Backlog:
     """``drops`` photos in turn from ``photos`` (the sample photos by default; every n-th into the "scream" recipe
     folder if asked), then one `once` run of the checkout at ``root`` (bench/gap.py compares two)."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from daemon_helpers import make_config
-
     shutil.rmtree(folder, ignore_errors=True)
-    config = make_config(folder, **{"settle_seconds": 0.1, "rescan_seconds": 1, "log_format": "json",
-                                    "contact_sheet": False, **(overrides or {}),  # overrides may turn sheets on
-                                    "defaults": {"size": size, "steps": steps, "format": "png", "early_stop_tol": 0}})
+    config = backlog_config(folder, size, steps, overrides)
     samples = photos or sorted(SAMPLES.glob("*.jpg"))
     for i in range(drops):
         sub = folder / "inbox" / ("scream" if second_recipe_every and i % second_recipe_every == 3 else "")
@@ -59,6 +54,20 @@ def run_backlog(folder: Path, drops: int, size: int, steps: int, env: dict, time
     log = folder / "daemon.log"
     returncode, total = run_once(config, log, env, timeout, root=root, **popen)
     return Backlog(folder, returncode, total, *claim_and_done_times(log))
+
+
+def backlog_config(folder: Path, size: int, steps: int, overrides: dict | None = None) -> Path:
+    """The daemon's config for a backlog run: a bench layout's overrides at the top (they may turn sheets on), and
+    their "defaults" joined to the engine's (``compile: true`` is an engine key, refused at the top)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from daemon_helpers import make_config
+
+    top = dict(overrides or {})
+    engine = top.pop("defaults", {})
+    return make_config(folder, **{"settle_seconds": 0.1, "rescan_seconds": 1, "log_format": "json",
+                                  "contact_sheet": False, **top,
+                                  "defaults": {"size": size, "steps": steps, "format": "png", "early_stop_tol": 0,
+                                               **engine}})
 
 
 def run_once(config: Path, log: Path, env: dict, timeout: float, root: Path = ROOT, **popen) -> tuple[int, float]:

@@ -41,8 +41,8 @@ LAYOUTS = {  # name: config overrides
     "2 slots cpu+cpu": {"devices": ["cpu", "cpu"]},
     "1 slot batch 4": {"batch": 4},
 }
-GPU_LAYOUTS = {"every GPU batch auto": {}, "every GPU compile": {"compile": True}, "every GPU batch 1": {"batch": 1},
-               "sheets on": {"contact_sheet": True}}
+GPU_LAYOUTS = {"every GPU batch auto": {}, "every GPU compile": {"defaults": {"compile": True}},
+               "every GPU batch 1": {"batch": 1}, "sheets on": {"contact_sheet": True}}
 
 
 def gaps(log_events: list[dict]) -> dict[str, list[float]]:

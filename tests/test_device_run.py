@@ -11,7 +11,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench import device_run  # noqa: E402
+import pytest  # noqa: E402
+
+from bench import device_run, pool  # noqa: E402
 from bench.device_run import Stage  # noqa: E402
 
 RUN_TIMEOUT_S = 600  # the run tool's most for one command (README, "When a GPU is lent")
@@ -198,3 +200,16 @@ def test_a_later_call_replaces_a_stages_arguments_and_share_from_its_environment
                              "every GPU batch auto"]
     assert prints.argv[1:] == ["-m", "bench.print", "--device", "cuda", "--sizes", "4096", "8192", "--machine", "m"]
     assert plan["gpu"].argv[2:4] == ["--repeats", "2"] and plan["gpu"].share_s == default["gpu"]  # the others as they were
+
+
+@pytest.mark.parametrize("layout", sorted({**pool.LAYOUTS, **pool.GPU_LAYOUTS}))
+def test_every_pool_layout_makes_a_config_the_daemon_accepts(tmp_path, layout):
+    """A layout's key in the wrong place (``compile`` at the top, where the daemon refuses it) failed its whole
+    row on the GPU; the dry run found it. Each layout's config must load as the daemon loads it."""
+    from bench.daemon_run import backlog_config
+    from pipeline.daemon import config as config_module
+
+    layouts = {**pool.LAYOUTS, **pool.GPU_LAYOUTS}
+    loaded = config_module.load(backlog_config(tmp_path / "night", 32, 2, layouts[layout]))
+    engine_keys = layouts[layout].get("defaults", {})
+    assert all(loaded.defaults[key] == value for key, value in engine_keys.items())
