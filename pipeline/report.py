@@ -69,6 +69,7 @@ class Entry:
     seconds: float | None
     device: str
     started: datetime | None
+    batch: int = 1  # photos run together with it (the log's "batch"; absent: alone)
 
 
 @dataclass
@@ -190,7 +191,21 @@ def entry(log_path: Path, log: dict, outbox: Path) -> Entry:
     finished, seconds = parse_time(log.get("finished_at")), _number(_dict(log.get("timings")).get("total"))
     return Entry(log_path, log, str(log.get("recipe") or recipe_dir), image,
                  image.relative_to(outbox / recipe_dir).as_posix(), finished, seconds,
-                 str(log.get("device") or "?"), finished - timedelta(seconds=seconds or 0.0) if finished else None)
+                 str(log.get("device") or "?"), finished - timedelta(seconds=seconds or 0.0) if finished else None,
+                 batch_of(log))
+
+
+def batch_of(log: dict) -> int:
+    """How many photos ran together with this one (worker.py writes "batch" over 1); 1 for junk or none."""
+    batch = log.get("batch")
+    return batch if type(batch) is int and batch > 1 else 1
+
+
+def device_seconds(item: Entry) -> float:
+    """The output's share of its device's time. The N photos of a batch each ran for the batch's whole wall time
+    on one device at once, so each counts 1/N of it: summed over the night, the time the devices were optimizing,
+    never N times it (a batch of 7 once read as 7 nights' work in one)."""
+    return (item.seconds or 0.0) / item.batch
 
 
 def output_card(item: Entry, done: Path) -> OutputCard:
@@ -242,7 +257,7 @@ def summarize(outputs: list[Entry], failures: list[FailureCard], since: timedelt
               now: datetime, problems: list[str]) -> Summary:
     """The figures over every output in the window, carded or not."""
     def busy(gpu: bool) -> float:
-        return sum(c.seconds or 0.0 for c in outputs if is_gpu(c.device) == gpu)
+        return sum(device_seconds(c) for c in outputs if is_gpu(c.device) == gpu)
 
     finished = [c.finished_at for c in outputs if c.finished_at]
     # The rate over the night's actual work (first start to last finish), not over the report's window,

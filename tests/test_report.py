@@ -227,3 +227,36 @@ def test_report_figures_say_what_they_mean(tmp_path):
     for href in links:
         assert (out.parent / href).is_file(), href
     assert "vacation/p0.png" in page.all_text("name")
+
+
+def test_a_batched_night_counts_each_batch_once(tmp_path):
+    """rev7d finding 1: each photo of a batch ran for the batch's whole wall time, so the report's "time optimizing"
+    and the metrics' job_seconds_sum added a batch N times (17.9 s in a 10.7 s night on one CPU slot). One slot,
+    batch: 3, three photos (two share a shape and batch, one runs alone): neither may exceed the night's span."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from daemon_helpers import ROOT, make_config
+    from test_observe import parse_textfile
+
+    from pipeline.report import collect
+
+    config = make_config(tmp_path, batch=3, devices=["cpu"], metrics_seconds=0.5,
+                         defaults={"size": 48, "steps": 30, "format": "png", "early_stop_tol": 0})
+    for i, name in enumerate(("coffee.jpg", "rocket.jpg", "coffee.jpg")):
+        shutil.copy(SAMPLES / name, tmp_path / "inbox" / f"p{i}.jpg")
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "once", "--config", str(config)], cwd=ROOT,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    night = collect(tmp_path / "outbox", tmp_path / "spool" / "failed", since=timedelta(hours=1))
+    assert night.summary.processed == 3
+    batches = sorted(json.loads(p.read_text()).get("batch", 1) for p in (tmp_path / "outbox").glob("*/*.json"))
+    assert batches[-1] > 1, f"nothing ran in a batch: {batches}"
+    starts = [c.finished_at - timedelta(seconds=c.seconds) for c in night.outputs]
+    span = (max(c.finished_at for c in night.outputs) - min(starts)).total_seconds()
+    metrics = parse_textfile((tmp_path / "spool" / "metrics" / "style_pipeline.prom").read_text())
+    print("report", night.summary.cpu_seconds, "metrics", metrics["style_pipeline_job_seconds_sum"], "span", span)
+    for figure in (night.summary.cpu_seconds, metrics["style_pipeline_job_seconds_sum"]):
+        assert 0.5 * span < figure <= span * 1.1 + 0.5, f"{figure:.1f} s optimizing in a {span:.1f} s night"
