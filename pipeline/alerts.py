@@ -9,7 +9,9 @@ The target is one string in the config:
   ``{message}`` in its arguments are replaced, the message is also on its stdin, and the environment has
   STYLE_PIPELINE_EVENT, STYLE_PIPELINE_TITLE and STYLE_PIPELINE_MESSAGE.
 
-Sending runs on its own thread with a timeout and never raises: a dead webhook must not stop the night.
+Sending runs on its own thread and never raises: a dead webhook must not stop the night. Each notice has a
+whole-delivery deadline, not only urllib's per-read socket timeout: a server that drips a byte every few seconds
+would otherwise hold the one sender thread, and every later notice, for ever.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import subprocess
 import threading
 import time
 import urllib.request
+from email.header import Header
 from urllib.parse import urlsplit
 
 import structlog
@@ -48,12 +51,36 @@ def check_target(target: str) -> str | None:
 
 
 def send(target: str, event: str, title: str, message: str) -> bool:
-    """Deliver one notice now; True when it went out. Logs and swallows every failure."""
+    """Deliver one notice, giving up after TIMEOUT seconds in all; True when it went out. Logs and swallows
+    every failure. A delivery past its deadline is left to end on its own thread (a slow-drip server), so the
+    notices behind it still go out."""
     title, message = shown(title), shown(message)  # a name not UTF-8 as \xe9: before, the notice was lost
+    result: list[bool] = []
+    helper = threading.Thread(target=lambda: result.append(_deliver(target, event, title, message)),
+                              name="notify-send", daemon=True)
+    helper.start()
+    helper.join(TIMEOUT)
+    if helper.is_alive():
+        log.warning("notify failed", target=_safe(target), error=f"no answer within {TIMEOUT:.0f} s; given up")
+        return False
+    return bool(result and result[0])
+
+
+def header_text(text: str) -> str:
+    """A header value http.client can send: ASCII as it is, anything else as an RFC 2047 encoded-word, which
+    ntfy decodes. http.client encodes headers as Latin-1, so a CJK or Polish photo name raised and the failure
+    notice was lost (rev7d); a Latin-1 name went out as raw bytes that ntfy reads as UTF-8 and shows broken."""
+    if text.isascii() and text.isprintable():
+        return text
+    return Header(text, "utf-8").encode(linesep=" ")  # one line: several encoded-words, spaces between
+
+
+def _deliver(target: str, event: str, title: str, message: str) -> bool:
+    """The delivery itself, by the target's kind (see the module's docstring)."""
     try:
         if urlsplit(target).scheme in ("http", "https"):
             request = urllib.request.Request(target, data=message.encode(), method="POST",
-                                             headers={"Title": title, "Tags": event,
+                                             headers={"Title": header_text(title), "Tags": header_text(event),
                                                       "Content-Type": "text/plain; charset=utf-8"})
             with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
                 return 200 <= response.status < 300

@@ -16,7 +16,7 @@ import structlog
 
 from . import config as config_module
 from .config import Config, ConfigError
-from ..fsio import BUSY_WAIT_SHORT, FileBusy
+from ..fsio import NO_WAIT, FileBusy
 from .config_build import check_folders
 
 log = structlog.get_logger("style-pipeline")
@@ -30,10 +30,10 @@ def reload_config(old: Config, path: Path) -> Config | str | None:
     """The new config with the running folders kept; None to keep the old one (the reason is logged); AGAIN when
     the file is held by another program (a lease: an editor's save over Samba or NFS). The caller then keeps the
     old config and reads the same edit again at its next pass: taken as invalid, the edit was dropped for good,
-    its mtime used up, until another save (rev6f). Read without waiting out the lease: the main loop must not
-    stall, and the next pass comes in 0.2 s."""
+    its mtime used up, until another save (rev6f). Read without waiting out the lease (fsio.NO_WAIT): the main
+    loop must not stall, the first try starts the lease's break, and the next pass comes in 0.2 s."""
     try:
-        loaded = config_module.load(path, busy_wait=BUSY_WAIT_SHORT)
+        loaded = config_module.load(path, busy_wait=NO_WAIT)
         new = keep_folders(old, config_module.remember_removed_recipes(old, loaded))
         problems = check_folders(new)  # the running folders, and those of recipes this reload adds
     except ConfigError as exc:
