@@ -264,7 +264,7 @@ def summarize(outputs: list[Entry], failures: list[FailureCard], since: timedelt
     # which would count the idle day as well.
     starts = [c.started for c in outputs if c.started]
     hours = (max(finished) - min(starts)).total_seconds() / 3600 if finished else 0
-    window = f"last {_duration(since.total_seconds())}" if since else (f"since {min(finished):%Y-%m-%d %H:%M} UTC" if finished else "all")
+    window = f"last {_duration(since.total_seconds())}" if since else (f"since {shown_time(min(finished))}" if finished else "all")
     enough = len(outputs) >= MIN_RATE_IMAGES and hours > 0
     older = outputs[SHOWN_OUTPUTS:]
     return Summary(processed=len(outputs), failed=len(failures), gpu_seconds=busy(True), cpu_seconds=busy(False),
@@ -346,8 +346,15 @@ def _environment():
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                              finalize=lambda v: shown(v) if type(v) is str else v)  # names not UTF-8: \xe9
     env.filters["duration"] = _duration
-    env.filters["when"] = lambda d: f"{d:%Y-%m-%d %H:%M} UTC" if d else "?"
+    env.filters["when"] = shown_time
     return env
+
+
+def shown_time(when: datetime | None) -> str:
+    """Local time with its zone's name ('2026-11-28 16:52 PST'). The page is named by the local date and the timer
+    fires at a local hour, so its times are read against the clock on the wall: in UTC, a page read at 16:52 in
+    California said 'Generated 2026-11-29 00:53', another day than its name (rev7d)."""
+    return f"{when.astimezone():%Y-%m-%d %H:%M %Z}" if when else "?"
 
 
 def _duration(seconds: float | None) -> str:

@@ -260,3 +260,32 @@ def test_a_batched_night_counts_each_batch_once(tmp_path):
     print("report", night.summary.cpu_seconds, "metrics", metrics["style_pipeline_job_seconds_sum"], "span", span)
     for figure in (night.summary.cpu_seconds, metrics["style_pipeline_job_seconds_sum"]):
         assert 0.5 * span < figure <= span * 1.1 + 0.5, f"{figure:.1f} s optimizing in a {span:.1f} s night"
+
+
+def test_the_dated_page_shows_local_times_with_their_zone(tmp_path):
+    """rev7d finding 6: the page is named by the local date (and the timer fires at a local hour) but showed UTC, so
+    in California reports/2026-11-28.html said "Generated 2026-11-29 00:53 UTC" and each time was 8 h off the wall
+    clock. Now its times are local, with the zone's name."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from zoneinfo import ZoneInfo
+
+    from daemon_helpers import ROOT, make_config
+
+    config = make_config(tmp_path)
+    shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / "rocket.jpg")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TZ": "America/Los_Angeles"}
+    for command in (["once"], ["report", "--since", "1h"]):
+        done = subprocess.run([sys.executable, "-m", "pipeline.cli", *command, "--config", str(config)], cwd=ROOT,
+                              env=env, capture_output=True, timeout=300)
+        assert done.returncode == 0, done.stderr.decode()[-2000:]
+    page_path = next((tmp_path / "outbox" / "reports").glob("*.html"))
+    page = page_path.read_text()
+    generated = re.search(r"Generated (\S+) (\S+) (\w+),", page)
+    assert generated and generated.group(1) == page_path.stem and generated.group(3) in ("PST", "PDT"), \
+        f"{page_path.name}: {generated and generated.group(0)}"
+    log = json.loads(next((tmp_path / "outbox").glob("*/*.json")).read_text())
+    finished = datetime.fromisoformat(log["finished_at"]).astimezone(ZoneInfo("America/Los_Angeles"))
+    assert f"{finished:%Y-%m-%d %H:%M %Z}" in page, "the card's finished time is not the wall clock's"
