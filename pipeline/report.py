@@ -286,6 +286,7 @@ class Night:
     summary: Summary
     outputs: list[OutputCard]
     failures: list[FailureCard]
+    state: list[str] = field(default_factory=list)  # the service's state at report time (report_state.py)
 
 
 def collect(outbox: Path, failed: Path, since: timedelta | None = None, now: datetime | None = None,
@@ -295,7 +296,7 @@ def collect(outbox: Path, failed: Path, since: timedelta | None = None, now: dat
     now = as_utc(now or datetime.now(timezone.utc))
     cutoff = now - since if since else None
     done = done if done is not None else failed.parent / "done"
-    problems: list[str] = []
+    problems: list[str] = unclaimable_problems(failed.parent)
     logs = (p for p in outbox.glob("*/**/*.json") if not any(part.startswith(".") for part in p.relative_to(outbox).parts))
     entries = [e for path, log in _logs(logs, "finished_at", cutoff, problems)
                if (e := _guarded(lambda: entry(path, log, outbox), path, outbox, problems))]
@@ -306,6 +307,18 @@ def collect(outbox: Path, failed: Path, since: timedelta | None = None, now: dat
     return Night(summarize(entries, failures, since, now, problems), outputs, failures)
 
 
+def unclaimable_problems(spool: Path) -> list[str]:
+    """The photos the service could not take from the inbox (status.json's ``unclaimable``, still there): they are
+    neither an output nor a failure, so without this line the page said nothing of them (rev7d finding 3)."""
+    from .daemon.status import STATUS_FILE, still_waiting
+    try:
+        data = json.loads((spool / STATUS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    entries = still_waiting(data.get("unclaimable") if isinstance(data, dict) else None)
+    return [f"{e.get('file')}: cannot be taken from the inbox ({e.get('error')}); fix: {e.get('fix')}" for e in entries]
+
+
 def render(night: Night, link_from: Path | None = None) -> str:
     """The HTML page; links to the full-size outputs are relative to `link_from` (the page's folder), else file: URLs."""
     def href(image: Path) -> str:
@@ -314,7 +327,8 @@ def render(night: Night, link_from: Path | None = None) -> str:
             else image.resolve().as_uri()
 
     return _environment().get_template("report.html.j2").render(
-        summary=night.summary, outputs=night.outputs, failures=night.failures, min_rate=MIN_RATE_IMAGES,
+        summary=night.summary, outputs=night.outputs, failures=night.failures, state=night.state,
+        min_rate=MIN_RATE_IMAGES,
         plot_w=PLOT_W, plot_h=PLOT_H, href=href, listed=LISTED_OUTPUTS)
 
 
@@ -325,18 +339,19 @@ def build_report(outbox: Path, failed: Path, since: timedelta | None = None, now
 
 
 def write_reports(paths: list[Path], outbox: Path, failed: Path, since: timedelta | None = None,
-                  now: datetime | None = None, done: Path | None = None) -> list[Path]:
+                  now: datetime | None = None, done: Path | None = None, state: list[str] | None = None) -> list[Path]:
     """The night collected once, each page written atomically (a browser or a mail job never reads half a page),
-    its links relative to where it lies."""
+    its links relative to where it lies; ``state``: the service's state lines (report_state.service_state)."""
     night = collect(outbox, failed, since, now, done)
+    night.state = state or []
     for path in paths:
         write_atomic(render(night, Path(path).resolve().parent).encode(), path)
     return list(paths)
 
 
 def write_report(out_path: Path, outbox: Path, failed: Path, since: timedelta | None = None,
-                 now: datetime | None = None, done: Path | None = None) -> Path:
-    return write_reports([out_path], outbox, failed, since, now, done)[0]
+                 now: datetime | None = None, done: Path | None = None, state: list[str] | None = None) -> Path:
+    return write_reports([out_path], outbox, failed, since, now, done, state)[0]
 
 
 def _environment():
