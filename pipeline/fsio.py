@@ -37,7 +37,7 @@ class FileBusy(OSError):
 
 
 BUSY_WAIT = 3.0  # seconds a reader waits out a lease break before FileBusy; the holder lets go in ms on a LAN
-BUSY_WAIT_SHORT = 0.2  # for the main loop's readers, which must not stall: they look again on a later pass
+NO_WAIT = 0.0  # the main loop's readers never wait out a lease: the first EAGAIN starts its break, a later pass reads
 BUSY = (errno.EAGAIN, errno.EWOULDBLOCK)
 
 

@@ -69,6 +69,7 @@ class Entry:
     seconds: float | None
     device: str
     started: datetime | None
+    batch: int = 1  # photos run together with it (the log's "batch"; absent: alone)
 
 
 @dataclass
@@ -190,7 +191,21 @@ def entry(log_path: Path, log: dict, outbox: Path) -> Entry:
     finished, seconds = parse_time(log.get("finished_at")), _number(_dict(log.get("timings")).get("total"))
     return Entry(log_path, log, str(log.get("recipe") or recipe_dir), image,
                  image.relative_to(outbox / recipe_dir).as_posix(), finished, seconds,
-                 str(log.get("device") or "?"), finished - timedelta(seconds=seconds or 0.0) if finished else None)
+                 str(log.get("device") or "?"), finished - timedelta(seconds=seconds or 0.0) if finished else None,
+                 batch_of(log))
+
+
+def batch_of(log: dict) -> int:
+    """How many photos ran together with this one (worker.py writes "batch" over 1); 1 for junk or none."""
+    batch = log.get("batch")
+    return batch if type(batch) is int and batch > 1 else 1
+
+
+def device_seconds(item: Entry) -> float:
+    """The output's share of its device's time. The N photos of a batch each ran for the batch's whole wall time
+    on one device at once, so each counts 1/N of it: summed over the night, the time the devices were optimizing,
+    never N times it (a batch of 7 once read as 7 nights' work in one)."""
+    return (item.seconds or 0.0) / item.batch
 
 
 def output_card(item: Entry, done: Path) -> OutputCard:
@@ -242,14 +257,14 @@ def summarize(outputs: list[Entry], failures: list[FailureCard], since: timedelt
               now: datetime, problems: list[str]) -> Summary:
     """The figures over every output in the window, carded or not."""
     def busy(gpu: bool) -> float:
-        return sum(c.seconds or 0.0 for c in outputs if is_gpu(c.device) == gpu)
+        return sum(device_seconds(c) for c in outputs if is_gpu(c.device) == gpu)
 
     finished = [c.finished_at for c in outputs if c.finished_at]
     # The rate over the night's actual work (first start to last finish), not over the report's window,
     # which would count the idle day as well.
     starts = [c.started for c in outputs if c.started]
     hours = (max(finished) - min(starts)).total_seconds() / 3600 if finished else 0
-    window = f"last {_duration(since.total_seconds())}" if since else (f"since {min(finished):%Y-%m-%d %H:%M} UTC" if finished else "all")
+    window = f"last {_duration(since.total_seconds())}" if since else (f"since {shown_time(min(finished))}" if finished else "all")
     enough = len(outputs) >= MIN_RATE_IMAGES and hours > 0
     older = outputs[SHOWN_OUTPUTS:]
     return Summary(processed=len(outputs), failed=len(failures), gpu_seconds=busy(True), cpu_seconds=busy(False),
@@ -271,6 +286,7 @@ class Night:
     summary: Summary
     outputs: list[OutputCard]
     failures: list[FailureCard]
+    state: list[str] = field(default_factory=list)  # the service's state at report time (report_state.py)
 
 
 def collect(outbox: Path, failed: Path, since: timedelta | None = None, now: datetime | None = None,
@@ -280,7 +296,7 @@ def collect(outbox: Path, failed: Path, since: timedelta | None = None, now: dat
     now = as_utc(now or datetime.now(timezone.utc))
     cutoff = now - since if since else None
     done = done if done is not None else failed.parent / "done"
-    problems: list[str] = []
+    problems: list[str] = unclaimable_problems(failed.parent)
     logs = (p for p in outbox.glob("*/**/*.json") if not any(part.startswith(".") for part in p.relative_to(outbox).parts))
     entries = [e for path, log in _logs(logs, "finished_at", cutoff, problems)
                if (e := _guarded(lambda: entry(path, log, outbox), path, outbox, problems))]
@@ -291,6 +307,18 @@ def collect(outbox: Path, failed: Path, since: timedelta | None = None, now: dat
     return Night(summarize(entries, failures, since, now, problems), outputs, failures)
 
 
+def unclaimable_problems(spool: Path) -> list[str]:
+    """The photos the service could not take from the inbox (status.json's ``unclaimable``, still there): they are
+    neither an output nor a failure, so without this line the page said nothing of them (rev7d finding 3)."""
+    from .daemon.status import STATUS_FILE, still_waiting
+    try:
+        data = json.loads((spool / STATUS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    entries = still_waiting(data.get("unclaimable") if isinstance(data, dict) else None)
+    return [f"{e.get('file')}: cannot be taken from the inbox ({e.get('error')}); fix: {e.get('fix')}" for e in entries]
+
+
 def render(night: Night, link_from: Path | None = None) -> str:
     """The HTML page; links to the full-size outputs are relative to `link_from` (the page's folder), else file: URLs."""
     def href(image: Path) -> str:
@@ -299,7 +327,8 @@ def render(night: Night, link_from: Path | None = None) -> str:
             else image.resolve().as_uri()
 
     return _environment().get_template("report.html.j2").render(
-        summary=night.summary, outputs=night.outputs, failures=night.failures, min_rate=MIN_RATE_IMAGES,
+        summary=night.summary, outputs=night.outputs, failures=night.failures, state=night.state,
+        min_rate=MIN_RATE_IMAGES,
         plot_w=PLOT_W, plot_h=PLOT_H, href=href, listed=LISTED_OUTPUTS)
 
 
@@ -310,18 +339,19 @@ def build_report(outbox: Path, failed: Path, since: timedelta | None = None, now
 
 
 def write_reports(paths: list[Path], outbox: Path, failed: Path, since: timedelta | None = None,
-                  now: datetime | None = None, done: Path | None = None) -> list[Path]:
+                  now: datetime | None = None, done: Path | None = None, state: list[str] | None = None) -> list[Path]:
     """The night collected once, each page written atomically (a browser or a mail job never reads half a page),
-    its links relative to where it lies."""
+    its links relative to where it lies; ``state``: the service's state lines (report_state.service_state)."""
     night = collect(outbox, failed, since, now, done)
+    night.state = state or []
     for path in paths:
         write_atomic(render(night, Path(path).resolve().parent).encode(), path)
     return list(paths)
 
 
 def write_report(out_path: Path, outbox: Path, failed: Path, since: timedelta | None = None,
-                 now: datetime | None = None, done: Path | None = None) -> Path:
-    return write_reports([out_path], outbox, failed, since, now, done)[0]
+                 now: datetime | None = None, done: Path | None = None, state: list[str] | None = None) -> Path:
+    return write_reports([out_path], outbox, failed, since, now, done, state)[0]
 
 
 def _environment():
@@ -331,8 +361,15 @@ def _environment():
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                              finalize=lambda v: shown(v) if type(v) is str else v)  # names not UTF-8: \xe9
     env.filters["duration"] = _duration
-    env.filters["when"] = lambda d: f"{d:%Y-%m-%d %H:%M} UTC" if d else "?"
+    env.filters["when"] = shown_time
     return env
+
+
+def shown_time(when: datetime | None) -> str:
+    """Local time with its zone's name ('2026-11-28 16:52 PST'). The page is named by the local date and the timer
+    fires at a local hour, so its times are read against the clock on the wall: in UTC, a page read at 16:52 in
+    California said 'Generated 2026-11-29 00:53', another day than its name (rev7d)."""
+    return f"{when.astimezone():%Y-%m-%d %H:%M %Z}" if when else "?"
 
 
 def _duration(seconds: float | None) -> str:

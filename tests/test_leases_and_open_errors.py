@@ -26,7 +26,8 @@ from pipeline import fsio
 from pipeline.daemon import settle
 from pipeline.daemon.config import load as load_config
 from pipeline.daemon.config_build import check_folders
-from pipeline.daemon.jobs import JobLife, pre_check_readable, pre_check_sidecar
+from pipeline.daemon.jobs import JobLife
+from pipeline.daemon.prechecks import pre_check_readable, pre_check_sidecar
 from pipeline.daemon.spool import Spool
 from pipeline.fsio import FileBusy, NotRegularFile, open_regular
 
@@ -296,3 +297,57 @@ def test_a_permanently_unreadable_inbox_file_is_claimed_after_a_few_passes(tmp_p
     for _ in range(settle.UNREADABLE_PASSES + 2):
         with pytest.raises(OSError):
             check.ready(other, 10**8, 0.3)
+
+
+@contextlib.contextmanager
+def all_leased(paths: list[Path]):
+    """Every one of ``paths`` under a write lease whose holder never answers the break, for the block."""
+    holder = subprocess.Popen([sys.executable, "-c", MANY_HOLDER, *map(str, paths)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        if holder.stdout.readline().strip() != "held":
+            pytest.skip("this machine refuses a file lease")
+        yield
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+
+
+def test_a_scan_over_leased_text_files_never_stalls_and_claims_none_of_them_yet(tmp_path):
+    """rev7e finding 1: scan() reads the head of every .json/.txt/.html in the inbox (watcher.written_by_us), and it
+    waited out each lease for 0.2 s (fsio.BUSY_WAIT_SHORT) where settle and batching did not wait at all: 10 Takeout
+    .json files beside their photos cost the main loop's rescan, and `status`, 2.01 s. Now none waits (fsio.NO_WAIT);
+    a held text file is not a candidate until its writer lets go, so a held report of ours is never claimed."""
+    from pipeline.daemon.watcher import OWN_MARK, scan
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    held = []
+    for k in range(10):
+        Image.new("RGB", (32, 32), (k, 0, 0)).save(inbox / f"p{k}.png")
+        held.append(inbox / f"p{k}.png.json")
+        held[-1].write_text('{"title": "p%d.png"}\n' % k)  # Google Takeout's metadata beside each photo
+    held.append(inbox / "report.html")
+    held[-1].write_bytes(b"<!-- " + OWN_MARK + b" -->\n<html></html>\n")
+    with all_leased(held):
+        started = time.monotonic()
+        found = list(scan(inbox))
+        took = time.monotonic() - started
+    assert took < 1.0, f"scan() took {took:.2f} s over 11 leased text files (0.2 s each was 2.2 s)"
+    assert found == sorted(inbox / f"p{k}.png" for k in range(10)), "held text files are no candidates yet"
+    assert sorted(scan(inbox)) == sorted([*found, *held[:10]]), "let go: read, and our own report left alone"
+
+
+def test_a_config_reload_under_a_lease_answers_again_without_waiting(tmp_path):
+    """rev7e finding 1: reload_config's docstring said "read without waiting out the lease" and it waited 0.2 s
+    each pass (~3 a second) while an editor's save over Samba held the config."""
+    from pipeline.daemon.reload import AGAIN, reload_config
+    path = make_config(tmp_path)
+    old = load_config(path)
+    with all_leased([path]):
+        started = time.monotonic()
+        answers = [reload_config(old, path) for _ in range(5)]
+        took = time.monotonic() - started
+    assert answers == [AGAIN] * 5
+    assert took < 0.5, f"5 reloads of a held config took {took:.2f} s (0.2 s each was 1.0 s)"
+    assert reload_config(old, path).recipes.keys() == old.recipes.keys()  # let go: read

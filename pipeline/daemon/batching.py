@@ -17,9 +17,8 @@ from PIL import Image
 from ..engine.batch import batchable
 from ..engine.images import fit_size
 from ..engine.levels import for_size
-from ..fsio import open_regular
+from ..fsio import NO_WAIT, open_regular
 from .config import Config
-from .settle import MAIN_LOOP_BUSY_WAIT
 from .spool import Job
 
 ORIENTATION = 0x0112  # EXIF: values 5-8 turn the picture a quarter, so width and height swap
@@ -74,7 +73,7 @@ def header_size(job: Job) -> tuple[int, int] | None:
     a FIFO waits for a writer forever (the daemon hung); fsio.open_regular never waits (such inputs fail in the
     worker). A leased picture is not waited for (it runs alone, as one whose header cannot be read)."""
     try:
-        with open_regular(job.input, MAIN_LOOP_BUSY_WAIT) as file, Image.open(file) as img:
+        with open_regular(job.input, NO_WAIT) as file, Image.open(file) as img:
             w, h = img.size
             turned = img.getexif().get(ORIENTATION) in (5, 6, 7, 8)
     except Exception:  # noqa: BLE001 - unreadable here is the pre-checks' business: it simply runs alone

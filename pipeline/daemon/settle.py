@@ -7,7 +7,7 @@ claimed, so the worker can move it to failed/ with its reason.
 
 This runs on the main loop: the file is opened once (fsio.open_regular: it never waits on a FIFO swapped in
 after a check by name) and decoded from that open file, never reopened by name. A file whose lease is being
-broken (Samba, NFS: its writer still holds it) is not waited on at all (MAIN_LOOP_BUSY_WAIT): the first EAGAIN
+broken (Samba, NFS: its writer still holds it) is not waited on at all (fsio.NO_WAIT): the first EAGAIN
 already starts the break, and a later pass looks again. 0.2 s each cost 5 s a pass for 25 leased files (rev6f A1).
 """
 from __future__ import annotations
@@ -20,12 +20,11 @@ from typing import BinaryIO
 
 from PIL import Image
 
-from ..fsio import FileBusy, NotRegularFile, open_regular
+from ..fsio import NO_WAIT, FileBusy, NotRegularFile, open_regular
 
 RECHECK_FACTOR, RECHECK_MIN = 10, 3.0  # the longer wait: 10 x settle_seconds, at least 3 s
 UNREADABLE_PASSES = 3  # a file whose open fails this many passes (EIO, ESTALE) is claimed: the worker fails it
 NOT_THE_FILES = (errno.EMFILE, errno.ENFILE, errno.ENOMEM)  # the daemon's shortage, never the file's: not counted
-MAIN_LOOP_BUSY_WAIT = 0.0  # the main loop's reads never wait out a lease: N leased files cost N waits each pass
 
 
 def decodes(file: BinaryIO, max_pixels: int) -> bool:
@@ -56,7 +55,7 @@ class DecodeCheck:
         worker fails it with that error: it stayed in the inbox with a traceback every rescan (rev6f A4).
         """
         try:
-            file = open_regular(path, busy_wait=MAIN_LOOP_BUSY_WAIT)
+            file = open_regular(path, NO_WAIT)
         except FileNotFoundError:
             self.forget(path)
             return None
