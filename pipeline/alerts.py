@@ -32,6 +32,7 @@ from .fsio import shown
 
 log = structlog.get_logger("style-pipeline.alerts")
 TIMEOUT = 20.0
+FLUSH_WAIT = 2 * TIMEOUT  # seconds a stop keeps for the last notices (Alerts.flush)
 
 
 def check_target(target: str) -> str | None:
@@ -148,7 +149,7 @@ class Alerts:
             send(*self.outbox.get())
             self.outbox.task_done()
 
-    def flush(self, timeout: float = 2 * TIMEOUT) -> None:
+    def flush(self, timeout: float = FLUSH_WAIT) -> None:
         """At shutdown: let the notices in flight go out (bounded), so `once` delivers its summary."""
         deadline = time.monotonic() + timeout
         while self.outbox.unfinished_tasks and time.monotonic() < deadline:
