@@ -69,6 +69,7 @@ class Entry:
     seconds: float | None
     device: str
     started: datetime | None
+    batch: int = 1  # photos run together with it (the log's "batch"; absent: alone)
 
 
 @dataclass
@@ -190,7 +191,21 @@ def entry(log_path: Path, log: dict, outbox: Path) -> Entry:
     finished, seconds = parse_time(log.get("finished_at")), _number(_dict(log.get("timings")).get("total"))
     return Entry(log_path, log, str(log.get("recipe") or recipe_dir), image,
                  image.relative_to(outbox / recipe_dir).as_posix(), finished, seconds,
-                 str(log.get("device") or "?"), finished - timedelta(seconds=seconds or 0.0) if finished else None)
+                 str(log.get("device") or "?"), finished - timedelta(seconds=seconds or 0.0) if finished else None,
+                 batch_of(log))
+
+
+def batch_of(log: dict) -> int:
+    """How many photos ran together with this one (worker.py writes "batch" over 1); 1 for junk or none."""
+    batch = log.get("batch")
+    return batch if type(batch) is int and batch > 1 else 1
+
+
+def device_seconds(item: Entry) -> float:
+    """The output's share of its device's time. The N photos of a batch each ran for the batch's whole wall time
+    on one device at once, so each counts 1/N of it: summed over the night, the time the devices were optimizing,
+    never N times it (a batch of 7 once read as 7 nights' work in one)."""
+    return (item.seconds or 0.0) / item.batch
 
 
 def output_card(item: Entry, done: Path) -> OutputCard:
@@ -242,14 +257,14 @@ def summarize(outputs: list[Entry], failures: list[FailureCard], since: timedelt
               now: datetime, problems: list[str]) -> Summary:
     """The figures over every output in the window, carded or not."""
     def busy(gpu: bool) -> float:
-        return sum(c.seconds or 0.0 for c in outputs if is_gpu(c.device) == gpu)
+        return sum(device_seconds(c) for c in outputs if is_gpu(c.device) == gpu)
 
     finished = [c.finished_at for c in outputs if c.finished_at]
     # The rate over the night's actual work (first start to last finish), not over the report's window,
     # which would count the idle day as well.
     starts = [c.started for c in outputs if c.started]
     hours = (max(finished) - min(starts)).total_seconds() / 3600 if finished else 0
-    window = f"last {_duration(since.total_seconds())}" if since else (f"since {min(finished):%Y-%m-%d %H:%M} UTC" if finished else "all")
+    window = f"last {_duration(since.total_seconds())}" if since else (f"since {shown_time(min(finished))}" if finished else "all")
     enough = len(outputs) >= MIN_RATE_IMAGES and hours > 0
     older = outputs[SHOWN_OUTPUTS:]
     return Summary(processed=len(outputs), failed=len(failures), gpu_seconds=busy(True), cpu_seconds=busy(False),
@@ -331,8 +346,15 @@ def _environment():
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                              finalize=lambda v: shown(v) if type(v) is str else v)  # names not UTF-8: \xe9
     env.filters["duration"] = _duration
-    env.filters["when"] = lambda d: f"{d:%Y-%m-%d %H:%M} UTC" if d else "?"
+    env.filters["when"] = shown_time
     return env
+
+
+def shown_time(when: datetime | None) -> str:
+    """Local time with its zone's name ('2026-11-28 16:52 PST'). The page is named by the local date and the timer
+    fires at a local hour, so its times are read against the clock on the wall: in UTC, a page read at 16:52 in
+    California said 'Generated 2026-11-29 00:53', another day than its name (rev7d)."""
+    return f"{when.astimezone():%Y-%m-%d %H:%M %Z}" if when else "?"
 
 
 def _duration(seconds: float | None) -> str:

@@ -227,3 +227,65 @@ def test_report_figures_say_what_they_mean(tmp_path):
     for href in links:
         assert (out.parent / href).is_file(), href
     assert "vacation/p0.png" in page.all_text("name")
+
+
+def test_a_batched_night_counts_each_batch_once(tmp_path):
+    """rev7d finding 1: each photo of a batch ran for the batch's whole wall time, so the report's "time optimizing"
+    and the metrics' job_seconds_sum added a batch N times (17.9 s in a 10.7 s night on one CPU slot). One slot,
+    batch: 3, three photos (two share a shape and batch, one runs alone): neither may exceed the night's span."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from daemon_helpers import ROOT, make_config
+    from test_observe import parse_textfile
+
+    from pipeline.report import collect
+
+    config = make_config(tmp_path, batch=3, devices=["cpu"], metrics_seconds=0.5,
+                         defaults={"size": 48, "steps": 30, "format": "png", "early_stop_tol": 0})
+    for i, name in enumerate(("coffee.jpg", "rocket.jpg", "coffee.jpg")):
+        shutil.copy(SAMPLES / name, tmp_path / "inbox" / f"p{i}.jpg")
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "once", "--config", str(config)], cwd=ROOT,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    night = collect(tmp_path / "outbox", tmp_path / "spool" / "failed", since=timedelta(hours=1))
+    assert night.summary.processed == 3
+    batches = sorted(json.loads(p.read_text()).get("batch", 1) for p in (tmp_path / "outbox").glob("*/*.json"))
+    assert batches[-1] > 1, f"nothing ran in a batch: {batches}"
+    starts = [c.finished_at - timedelta(seconds=c.seconds) for c in night.outputs]
+    span = (max(c.finished_at for c in night.outputs) - min(starts)).total_seconds()
+    metrics = parse_textfile((tmp_path / "spool" / "metrics" / "style_pipeline.prom").read_text())
+    print("report", night.summary.cpu_seconds, "metrics", metrics["style_pipeline_job_seconds_sum"], "span", span)
+    for figure in (night.summary.cpu_seconds, metrics["style_pipeline_job_seconds_sum"]):
+        assert 0.5 * span < figure <= span * 1.1 + 0.5, f"{figure:.1f} s optimizing in a {span:.1f} s night"
+
+
+def test_the_dated_page_shows_local_times_with_their_zone(tmp_path):
+    """rev7d finding 6: the page is named by the local date (and the timer fires at a local hour) but showed UTC, so
+    in California reports/2026-11-28.html said "Generated 2026-11-29 00:53 UTC" and each time was 8 h off the wall
+    clock. Now its times are local, with the zone's name."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from zoneinfo import ZoneInfo
+
+    from daemon_helpers import ROOT, make_config
+
+    config = make_config(tmp_path)
+    shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / "rocket.jpg")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TZ": "America/Los_Angeles"}
+    for command in (["once"], ["report", "--since", "1h"]):
+        done = subprocess.run([sys.executable, "-m", "pipeline.cli", *command, "--config", str(config)], cwd=ROOT,
+                              env=env, capture_output=True, timeout=300)
+        assert done.returncode == 0, done.stderr.decode()[-2000:]
+    page_path = next((tmp_path / "outbox" / "reports").glob("*.html"))
+    page = page_path.read_text()
+    generated = re.search(r"Generated (\S+) (\S+) (\w+),", page)
+    assert generated and generated.group(1) == page_path.stem and generated.group(3) in ("PST", "PDT"), \
+        f"{page_path.name}: {generated and generated.group(0)}"
+    log = json.loads(next((tmp_path / "outbox").glob("*/*.json")).read_text())
+    finished = datetime.fromisoformat(log["finished_at"]).astimezone(ZoneInfo("America/Los_Angeles"))
+    assert f"{finished:%Y-%m-%d %H:%M %Z}" in page, "the card's finished time is not the wall clock's"

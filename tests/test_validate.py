@@ -83,3 +83,13 @@ def test_a_missing_config_says_how_to_make_one(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "No such file" in result.stderr and "FILE" not in result.stderr
     assert f"style-pipeline init {tmp_path / 'nowhere'}" in result.stderr
+
+
+def test_an_unknown_key_in_a_style_entry_gets_did_you_mean(tmp_path):
+    """rev7a finding 2: `{path: x.jpg, wieght: 0.3}` passed validate and the weight silently became 1."""
+    path = tmp_path / "config.yaml"
+    path.write_text(f"styles_dir: {STYLES}\nrecipes:\n  blend:\n    styles:\n"
+                    "      - {path: starry_night.jpg, weight: 0.7}\n      - {path: the_scream.jpg, wieght: 0.3}\n")
+    assert problems_of(path) == ["config.yaml:6: recipes.blend.styles.1.wieght: unknown key; did you mean 'weight'?"]
+    result = _validate(path)
+    assert result.returncode == 2 and "wieght: unknown key; did you mean 'weight'?" in result.stderr

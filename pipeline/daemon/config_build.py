@@ -10,8 +10,8 @@ from ..engine import images
 from ..engine.settings import Settings
 from ..errors import DeviceError, ImageError
 from .config_pool import pool_options
-from .config_schema import (ENGINE_KEYS, FOLDER_KEYS, RAY_KEYS, RECIPE_KEYS, SIDECAR_KEYS, TOP_KEYS, TOP_TYPES,
-                            Config, ConfigError, RayOptions, Recipe, StyleRef)
+from .config_schema import (ENGINE_KEYS, FOLDER_KEYS, RAY_KEYS, RECIPE_KEYS, SIDECAR_KEYS, STYLE_KEYS, TOP_KEYS,
+                            TOP_TYPES, Config, ConfigError, RayOptions, Recipe, StyleRef)
 from .yaml_read import SIDECAR_MAX_BYTES, Problems, check_type, engine_settings, key_lines, read_yaml
 
 METRICS_NAME = "style_pipeline.prom"  # node_exporter's textfile collector reads *.prom
@@ -173,10 +173,31 @@ def _recipes(data: Any, styles_dir: Path, defaults: Settings, problems: Problems
         problems.unknown(path, body, RECIPE_KEYS)
         styles = _styles(body.get("styles"), path + ("styles",), styles_dir, problems)
         settings = engine_settings(body, path, problems, defaults)
+        settings = _style_weights(body, styles, settings, path, problems)
         if styles and settings.style_blend and len(settings.style_blend) != len(styles):
             problems.add(path + ("style_blend",), f"has {len(settings.style_blend)} weights for {len(styles)} styles")
         recipes[str(name)] = Recipe(str(name), tuple(styles), settings, str(body.get("description", "")))
     return recipes
+
+
+def _style_weights(body: dict, styles: list[StyleRef], settings: Settings, path: tuple,
+                   problems: Problems) -> Settings:
+    """Per-style `weight`s become the engine's style_blend: the engine reads only Settings, so weights kept in the
+    StyleRefs alone made every blend 50/50 (rev7a). Both ways at once in one recipe is refused, not guessed; a
+    recipe's own weights win over a `style_blend` in `defaults`. A style without `weight` counts 1."""
+    entries = body.get("styles")
+    given = isinstance(entries, list) and any(isinstance(item, dict) and "weight" in item for item in entries)
+    if not given or not styles or len(styles) != len(entries):
+        return settings
+    if "style_blend" in body:
+        problems.add(path + ("style_blend",), "the styles have their own `weight`s; give the weights once: "
+                     "either `weight:` in each style or `style_blend:`, not both")
+        return settings
+    weights = tuple(ref.weight for ref in styles)
+    if sum(weights) <= 0:
+        problems.add(path + ("styles",), "every style has weight 0; give at least one a weight above 0")
+        return settings
+    return settings.replace(style_blend=weights)
 
 
 def _styles(data: Any, path: tuple, styles_dir: Path, problems: Problems) -> list[StyleRef]:
@@ -188,6 +209,8 @@ def _styles(data: Any, path: tuple, styles_dir: Path, problems: Problems) -> lis
     refs = []
     for index, item in enumerate(data):
         where = path + (index,)
+        if isinstance(item, dict):  # a misspelt `wieght` silently left the weight at 1 (rev7a)
+            problems.unknown(where, item, STYLE_KEYS)
         name, weight = (item.get("path"), item.get("weight", 1.0)) if isinstance(item, dict) else (item, 1.0)
         if not isinstance(name, str) or not isinstance(weight, (int, float)) or weight < 0:
             problems.add(where, "each style is a file name or {path: NAME, weight: NUMBER >= 0}")

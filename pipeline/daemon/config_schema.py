@@ -19,6 +19,7 @@ SIDECAR_KEYS = frozenset({"recipe", "size", "steps", "style_strength", "content_
                           "preserve_color", "seed", "init", "style_scale", "format", "quality", "print_dpi"})
 ENGINE_KEYS = frozenset(f.name for f in dataclasses.fields(Settings)) - {"device"}
 RECIPE_KEYS = ENGINE_KEYS | {"styles", "description"}
+STYLE_KEYS = frozenset({"path", "weight"})  # a style written as a mapping: {path: NAME, weight: NUMBER}
 FOLDER_KEYS = {"inbox", "outbox", "spool"}
 
 

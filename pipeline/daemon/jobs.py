@@ -257,7 +257,8 @@ class JobLife(FailurePaths):
         log.info("output written", output=str(image_path), loss=result.losses["total"], steps=result.steps,
                  seconds=result.timings["total"], stop_reason=result.stop_reason, **log_extra)
         self._out(job, "done", event={"file": job.source, "output": str(image_path),
-                                      "seconds": result.timings["total"], "steps": result.steps})
+                                      "seconds": result.timings["total"], "steps": result.steps,
+                                      "batch": log_extra.get("batch", 1)})
 
     def record(self, job: Job, plan: Plan, result) -> dict:
         """The JSON log (pipeline/daemon/joblog.py); plans the input's name in done/ so the log can say it."""

@@ -35,7 +35,7 @@ class Metrics:
             if kind == "done":
                 seconds, steps = float(data.get("seconds") or 0.0), int(data.get("steps") or 0)
                 self.done += 1
-                self.seconds_sum += seconds
+                self.seconds_sum += seconds / max(1, int(data.get("batch") or 1))  # its share: see render
                 self.steps_sum += steps
                 self.steps_per_second = steps / seconds if seconds > 0 else 0.0
                 self.last_success = time.time()
@@ -52,7 +52,10 @@ class Metrics:
                 ("jobs_done_total", "counter", "Jobs styled since the daemon started", [("", self.done)]),
                 ("jobs_failed_total", "counter", "Jobs moved to failed/ since the daemon started, by reason",
                  [(f'{{reason="{r}"}}', n) for r, n in sorted(self.failed.items())]),
-                ("job_seconds", "summary", "Seconds in the optimiser per styled job",
+                # A batch of N photos runs N at once for its wall time: each counts 1/N of it, so the sum is the
+                # devices' time optimising (rate() of it: how busy they were), never N times the night.
+                ("job_seconds", "summary", "Device seconds in the optimiser per styled job (a batch's wall time "
+                 "shared among its photos)",
                  [("_sum", round(self.seconds_sum, 3)), ("_count", self.done)]),
                 ("steps_per_second", "gauge", "Optimiser steps per second of the last styled job",
                  [("", round(self.steps_per_second, 4))]),
