@@ -18,7 +18,9 @@ from __future__ import annotations
 import importlib.util
 import os
 import queue
+import re
 import shlex
+import shutil
 import subprocess
 import threading
 import time
@@ -48,7 +50,29 @@ def check_target(target: str) -> str | None:
             return f"cannot split the command ({exc}); check its quotes"
         if not words:
             return "is empty; give a command or a URL"
+        return _command_problem(words[0])
     return None
+
+
+SERVICE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin"  # systemd's PATH for a service without one
+
+
+def _command_problem(command: str) -> str | None:
+    """A command no one can run loses every notice of the night to a log line (rev7a): README's ntfy topic without
+    its https://, or a misspelt `loger`. It is looked up as the daemon will run it, on the PATH of the process that
+    reads the config; `validate` run from a shell has the shell's PATH, wider than systemd's, hence the full path."""
+    if shutil.which(command):
+        return None
+    if os.path.isabs(command):
+        return f"command {command} does not exist or is not executable; check the path, or use an https:// URL"
+    if "/" in command and re.fullmatch(r"[\w-]+(\.[\w-]+)+", command.split("/")[0]):  # ntfy.sh/topic
+        return (f"{command!r} is neither a URL nor a command: a URL needs its scheme, e.g. https://{command}; "
+                "a command, its full path")
+    if "/" in command:
+        return f"command {command} is not found from {os.getcwd()}; give its full path, or use an https:// URL"
+    return (f"command {command!r} is not found on PATH ({os.environ.get('PATH', '')}); give its full path "
+            f"(the service looks commands up on systemd's PATH, {SERVICE_PATH}, not your shell's), "
+            "or an https:// URL (e.g. https://ntfy.sh/mytopic)")
 
 
 def send(target: str, event: str, title: str, message: str) -> bool:

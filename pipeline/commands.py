@@ -106,17 +106,39 @@ def cmd_report(args) -> int:
 
     from .daemon.config import read_folders
     from .report import parse_since, write_reports
+    from .report_state import service_state
 
     folders = read_folders(args.config)
     since = parse_since(args.since) if args.since else None
     dated = folders["outbox"] / "reports" / f"{datetime.now().astimezone():%Y-%m-%d}.html"
     paths = [Path(args.output)] if args.output else [dated, folders["outbox"] / "report.html"]
-    for path in paths:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    # The night read once, each page its own links (relative to where it lies).
-    write_reports(paths, folders["outbox"], folders["spool"] / "failed", since=since, done=folders["spool"] / "done")
+    try:
+        for path in paths:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        # The night read once, each page its own links (relative to where it lies).
+        write_reports(paths, folders["outbox"], folders["spool"] / "failed", since=since,
+                      done=folders["spool"] / "done", state=service_state(folders))
+    except OSError as exc:
+        raise page_not_written(exc, paths[0].parent) from exc
     print("wrote " + " and ".join(map(str, paths)))
     return 0
+
+
+def page_not_written(exc: OSError, folder: Path):
+    """One line for the report unit's journal instead of a traceback (rev7d: a full disk), naming the folder
+    and what to do; main() prints it and exits 2. The old page stays as it was (pages are written atomically)."""
+    from .errors import ReportNotWritten
+    from .fsio import free_bytes, is_disk_full, is_no_permission, service_user
+
+    folder = Path(exc.filename).parent if isinstance(exc.filename, str) else folder
+    if is_disk_full(exc):
+        fix = (f"{free_bytes(folder) // 2**20} MB free there: free some space (old outputs, spool/done/) "
+               f"and run the report again")
+    elif is_no_permission(exc):
+        fix = f"the report runs as {service_user()}, which needs write access to that folder"
+    else:
+        fix = "check that folder and run the report again"
+    return ReportNotWritten(f"the page could not be written ({exc.strerror or exc})", path=folder, fix=fix)
 
 
 def cmd_install_service(args) -> int:

@@ -286,6 +286,7 @@ class Night:
     summary: Summary
     outputs: list[OutputCard]
     failures: list[FailureCard]
+    state: list[str] = field(default_factory=list)  # the service's state at report time (report_state.py)
 
 
 def collect(outbox: Path, failed: Path, since: timedelta | None = None, now: datetime | None = None,
@@ -314,7 +315,8 @@ def render(night: Night, link_from: Path | None = None) -> str:
             else image.resolve().as_uri()
 
     return _environment().get_template("report.html.j2").render(
-        summary=night.summary, outputs=night.outputs, failures=night.failures, min_rate=MIN_RATE_IMAGES,
+        summary=night.summary, outputs=night.outputs, failures=night.failures, state=night.state,
+        min_rate=MIN_RATE_IMAGES,
         plot_w=PLOT_W, plot_h=PLOT_H, href=href, listed=LISTED_OUTPUTS)
 
 
@@ -325,18 +327,19 @@ def build_report(outbox: Path, failed: Path, since: timedelta | None = None, now
 
 
 def write_reports(paths: list[Path], outbox: Path, failed: Path, since: timedelta | None = None,
-                  now: datetime | None = None, done: Path | None = None) -> list[Path]:
+                  now: datetime | None = None, done: Path | None = None, state: list[str] | None = None) -> list[Path]:
     """The night collected once, each page written atomically (a browser or a mail job never reads half a page),
-    its links relative to where it lies."""
+    its links relative to where it lies; ``state``: the service's state lines (report_state.service_state)."""
     night = collect(outbox, failed, since, now, done)
+    night.state = state or []
     for path in paths:
         write_atomic(render(night, Path(path).resolve().parent).encode(), path)
     return list(paths)
 
 
 def write_report(out_path: Path, outbox: Path, failed: Path, since: timedelta | None = None,
-                 now: datetime | None = None, done: Path | None = None) -> Path:
-    return write_reports([out_path], outbox, failed, since, now, done)[0]
+                 now: datetime | None = None, done: Path | None = None, state: list[str] | None = None) -> Path:
+    return write_reports([out_path], outbox, failed, since, now, done, state)[0]
 
 
 def _environment():

@@ -25,7 +25,7 @@ from pipeline.daemon.config import ConfigError
 from pipeline.daemon.config import load as load_config
 from pipeline.daemon.config_build import check_folders
 from pipeline.daemon.jobs import JobLife
-from pipeline.daemon.jobs import pre_check_regular_file as real_pre_check_regular_file
+from pipeline.daemon.prechecks import pre_check_regular_file as real_pre_check_regular_file
 from pipeline.daemon.spool import Spool
 from pipeline.daemon.watcher import written_by_us
 from pipeline.errors import JobFailure

@@ -26,7 +26,8 @@ from pipeline import fsio
 from pipeline.daemon import settle
 from pipeline.daemon.config import load as load_config
 from pipeline.daemon.config_build import check_folders
-from pipeline.daemon.jobs import JobLife, pre_check_readable, pre_check_sidecar
+from pipeline.daemon.jobs import JobLife
+from pipeline.daemon.prechecks import pre_check_readable, pre_check_sidecar
 from pipeline.daemon.spool import Spool
 from pipeline.fsio import FileBusy, NotRegularFile, open_regular
 

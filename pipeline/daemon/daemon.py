@@ -1,7 +1,8 @@
 """The main loop: the one place that owns the daemon's state.
 
 Each pass reads top to bottom, as rq's and huey's loops do: stop flag, config reload, observer
-health, rescan, hand the next file to the executor, status and heartbeat. Signal handlers only set flags.
+health, rescan, hand the next file to the executor, status and heartbeat (reporting.py). Signal handlers only set
+flags.
 It talks to the executor only through its interface (executor.py): submit, has_room, poll for outcomes,
 progress, pause/resume; the retry queue, the disk pause and the held jobs are the daemon's (state.py).
 """
@@ -17,7 +18,7 @@ from typing import Callable
 
 import structlog
 
-from ..alerts import FLUSH_WAIT, Alerts
+from ..alerts import FLUSH_WAIT
 from ..engine import StyleTransfer
 from ..errors import PipelineError
 from ..fsio import is_disk_full
@@ -29,8 +30,8 @@ from .config_build import check_folders
 from .diskguard import DiskGuard
 from .executor import Executor, left
 from .jobs import crashed
-from .metrics import Metrics
 from .reload import AGAIN, reload_config, remake_folders
+from .reporting import Reporter
 from .settle import DecodeCheck
 from .spool import Spool, now_iso
 from .state import JobBook
@@ -40,7 +41,6 @@ from .pool import local_executor
 log = structlog.get_logger("style-pipeline")
 TICK = 0.2
 STOP_WAIT = 160  # seconds the whole stop may take, one deadline: under the unit's TimeoutStopSec (180), see there
-MAX_WORKER_RESTARTS = 5  # after this many deaths the watchdog pings stop: systemd restarts the whole service
 
 
 class StartupError(Exception):
@@ -65,17 +65,15 @@ class Daemon:
         self.decode = DecodeCheck()
         self.started_at = now_iso()
         self.last_rescan = 0.0
-        self.last_status = 0.0
         self.config_mtime = self.config_path.stat().st_mtime_ns
         self.notifier = Notifier()
         self.heartbeat = Heartbeat(self.notifier, self.config.stall_seconds, watchdog_interval())
-        self.metrics, self.alerts = Metrics(), Alerts()  # issue 11: the textfile and `notify:`
         self.state = "starting"
         self.worker_restarts = 0
         self.disk = DiskGuard(lambda: (self.config.work, self.config.outbox, self.config.failed))
-        self.book = JobBook(self.disk, self._on_job_event)  # the retry queue and the held jobs
+        self.reporter = Reporter(self)  # status.json, the watchdog, metrics and notices (reporting.py)
+        self.book = JobBook(self.disk, self.reporter.on_job_event)  # the retry queue and the held jobs
         self.skipped: dict[str, str] = {}  # inbox folders passed over, with why (shown by status)
-        self.last_status_error = 0.0
 
     # --- start-up -------------------------------------------------------------------------------
     def _load_config(self) -> Config:
@@ -153,8 +151,8 @@ class Daemon:
                 self._dispatch()
         else:
             self.executor.pause()  # the running job checkpoints and waits for the next window
-        self._report()
-        return self.once and self._drained()
+        self.reporter.status_tick()
+        return self.once and self.drained()
 
     def _dispatch(self) -> None:
         """Give the executor its next job: due retries and recovered jobs first, then the oldest ready file."""
@@ -210,7 +208,7 @@ class Daemon:
         seen = time.time() - (time.monotonic() - entry.first_seen)
         return datetime.fromtimestamp(seen, timezone.utc).isoformat(timespec="milliseconds")
 
-    def _drained(self) -> bool:
+    def drained(self) -> bool:
         """Nothing queued, open or due again. Open jobs are read before the outcomes, so a job ending between
         the two reads is still seen (its outcome is out before it stops counting as open)."""
         open_jobs = self.executor.progress().open_jobs
@@ -221,7 +219,7 @@ class Daemon:
         window = status_module.window(self.config)
         return window is None or window.is_open(self.clock())
 
-    # --- health, reload, status -------------------------------------------------------------------
+    # --- health, reload ---------------------------------------------------------------------------
     def _check_worker(self) -> None:
         """The supervisor: a dead executor is replaced, its job taken back (as a crash, not an attempt)."""
         if self.executor.alive() or self.stop.is_set():
@@ -238,32 +236,6 @@ class Daemon:
         if job is not None:
             self.book.take([crashed(job)])
         self.executor.start()
-
-    def health(self) -> str:
-        """What `status` says: "running" only while a worker is alive and idle or making progress."""
-        if self.disk.state:
-            return f"paused: disk full ({self.disk.state['free_mb']} MB free in {self.disk.state['folder']})"
-        if self.executor is not None and not self.executor.alive() and self.state == "running":
-            return "worker dead; restarting it"
-        if self.worker_restarts > MAX_WORKER_RESTARTS:
-            return f"worker died {self.worker_restarts} times; watchdog pings stopped"
-        if self._busy() and not self.heartbeat.healthy(time.monotonic()):
-            return f"stuck: no progress for over {self.config.stall_seconds:.0f} s; watchdog pings stopped"
-        return self.state
-
-    def facts(self) -> status_module.DaemonState:
-        """The daemon's state now, for status.json: the daemon gathers it, status only renders it."""
-        executor, watcher = self.executor, self.watcher
-        progress = executor.progress() if executor else None
-        return status_module.DaemonState(
-            started_at=self.started_at, phase=self.state, health=self.health(),
-            worker={"alive": executor.alive(), "restarts": self.worker_restarts,
-                    "held": [j.source for j in self.book.held]} if executor else None,
-            skipped=dict(self.skipped),
-            observer={"kind": watcher.observer_class.__name__, "why": watcher.reason,
-                      "alive": watcher.alive()} if watcher else None,
-            queue=len(self.tracker), current=progress and progress.current, counts=self.spool.counts(),
-            busy_seconds=progress.busy_seconds if progress else 0.0, schedule=self.config.schedule, now=self.clock())
 
     def _check_observer(self) -> None:
         if self.watcher and not self.watcher.alive():
@@ -308,54 +280,6 @@ class Daemon:
         finally:  # systemd waits for READY=1 after RELOADING=1, whatever the reload did
             self.notifier.ready()
 
-    def _report(self) -> None:
-        now = time.monotonic()
-        if now - self.last_status < 1.0:
-            return
-        self.last_status = now
-        self._heartbeat()  # first: no failure below may stop the watchdog's pings while the loop runs (rev6e)
-        snapshot = status_module.snapshot(self.facts())
-        self._write_status(snapshot)
-        self.notifier.status(status_module.one_line(snapshot))
-        self._outputs_tick(snapshot)
-
-    def _write_status(self, snapshot: dict) -> None:
-        """No status write may kill the daemon (a full disk, a neighbour's rename): logged once a minute."""
-        try:
-            status_module.write(self.config.spool, snapshot)
-        except Exception as exc:  # noqa: BLE001 - not only OSError: a name that UTF-8 refused killed the pings
-            if time.monotonic() - self.last_status_error > 60:
-                self.last_status_error = time.monotonic()
-                log.warning("status.json not written", error=str(exc))
-
-    def _on_job_event(self, kind: str, data: dict) -> None:
-        """A job ended (an outcome with an event): count it, and send a notice if it failed."""
-        self.metrics.on_event(kind, data)
-        self.alerts.on_event(self.config.notify, kind, data)
-
-    def _outputs_tick(self, snapshot: dict, force: bool = False) -> None:
-        """The metrics textfile every metrics_seconds, and the notice when the queue empties after work."""
-        gpu = self.engine is not None and self.engine.device.type != "cpu"
-        busy = self._busy()
-        try:
-            self.metrics.maybe_write(self.config.metrics_file, 0.0 if force else self.config.metrics_seconds,
-                                     queue=snapshot["queue"], in_work=snapshot["in_work"], busy=busy, gpu=gpu)
-        except OSError as exc:
-            log.warning("metrics file not written", path=str(self.config.metrics_file), error=str(exc))
-        if self.executor:
-            self.alerts.tick(self.config.notify, self._drained())
-
-    def _heartbeat(self) -> None:
-        """WATCHDOG=1 only while the worker makes progress (or is idle): a stuck step stops the pings,
-        and so does a worker that keeps dying (systemd then restarts the service)."""
-        if not self.executor.alive() or self.worker_restarts > MAX_WORKER_RESTARTS:
-            return
-        progress = self.executor.progress()
-        self.heartbeat.tick(progress.marker if progress.busy else None)
-
-    def _busy(self) -> bool:
-        return bool(self.executor and self.executor.progress().busy)
-
     # --- signals and shutdown ---------------------------------------------------------------------
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -388,9 +312,6 @@ class Daemon:
             for job in self.book.retry:
                 self.spool.release(job)
         self.state = "stopped"
-        snapshot = status_module.snapshot(self.facts())
-        self._write_status(snapshot)
-        self._outputs_tick(snapshot, force=True)
-        self.alerts.flush(left(deadline))  # the last notices: FLUSH_WAIT at least
+        self.reporter.final(left(deadline))  # the last notices: FLUSH_WAIT at least
         log.info("stopped", **self.spool.counts())
 

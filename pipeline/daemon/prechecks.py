@@ -1,0 +1,106 @@
+"""The pre-checks a job passes before anything runs, as named steps (as paperless-ngx's consumer does).
+
+Each step looks at one thing, in the order JobLife.prepare (jobs.py) calls them, and raises a JobFailure with its own
+reason and fix, so failed/'s .error.json says what is wrong with the file and what to do. FileBusy passes up
+untouched: a photo or sidecar still leased by its writer waits, it is not the file's fault (jobs.JobLife.conclude).
+Kept apart from the job's life so each can be read (and tested) alone (rev7e finding 7).
+"""
+from __future__ import annotations
+
+import difflib
+import errno
+import os
+import stat
+
+from ..engine import Settings, images
+from ..errors import ImageError, JobFailure, Reason, SettingsError
+from ..fsio import FileBusy, NotRegularFile, open_regular, service_user
+from .config import Config, ConfigError, Recipe
+from .config_build import load_sidecar
+from .spool import Job
+
+
+def not_regular(link: bool) -> JobFailure:
+    """One reason and fix for a link or special file, whether lstat saw it or the open did (swapped in between)."""
+    if link:
+        return JobFailure(Reason.NOT_REGULAR, "is a symbolic link; links are never followed",
+                          "Copy the picture itself into the inbox")
+    return JobFailure(Reason.NOT_REGULAR, "is not a regular file", "Drop a picture file")
+
+
+def pre_check_regular_file(job: Job) -> None:
+    """Symlinks, FIFOs and devices are never opened: a link out of the inbox must not be read."""
+    st = os.lstat(job.input)
+    if not stat.S_ISREG(st.st_mode):
+        raise not_regular(stat.S_ISLNK(st.st_mode))
+    if st.st_size == 0:
+        raise JobFailure(Reason.EMPTY, "is empty (0 bytes)", "The copy did not finish; drop the file again")
+
+
+def pre_check_readable(job: Job) -> None:
+    """An unreadable photo is a permissions problem, not a broken picture: the fix is chmod, not a new copy.
+    FileBusy (a lease not let go in fsio.BUSY_WAIT) passes up: the job waits, no attempt charged (conclude)."""
+    try:
+        open_regular(job.input).close()  # never waits on a FIFO, whatever is there by now
+    except NotRegularFile as exc:  # swapped in since pre_check_regular_file looked
+        raise not_regular(exc.errno == errno.ELOOP) from exc
+    except PermissionError as exc:
+        raise JobFailure(Reason.NO_PERMISSION, f"the service user {service_user()} cannot read it ({exc.strerror})",
+                         f"Make {job.source} readable (chmod a+r, or chown to the service user) and drop it "
+                         "again") from exc
+
+
+def pre_check_sidecar(job: Job, config: Config) -> tuple[str | None, dict]:
+    """A photo.yaml beside the photo may pick a recipe and override whitelisted settings."""
+    if not job.sidecar:
+        return None, {}
+    try:
+        return load_sidecar(job.dir / job.sidecar, config)
+    except ConfigError as exc:
+        raise JobFailure(Reason.BAD_SIDECAR, "; ".join(exc.problems),
+                         f"Fix {job.sidecar} and drop the photo and its sidecar again") from exc
+    except NotRegularFile as exc:  # swapped in after the watcher paired it; never waited on (fsio.open_regular)
+        raise JobFailure(Reason.BAD_SIDECAR, f"the sidecar {job.sidecar} {exc.strerror}; it was not read",
+                         f"Save {job.sidecar} as a plain YAML file (not a link, FIFO or folder) and drop the photo "
+                         "and its sidecar again") from exc
+    except FileBusy:  # its writer (Samba, NFS) still holds it: the job waits, uncharged (conclude)
+        raise
+    except (OSError, UnicodeDecodeError) as exc:
+        raise JobFailure(Reason.BAD_SIDECAR, f"cannot read the sidecar {job.sidecar} ({exc})",
+                         "Save the sidecar as UTF-8 YAML") from exc
+
+
+def pre_check_recipe(job: Job, config: Config, from_sidecar: str | None) -> Recipe:
+    """Sidecar, then the first inbox folder when it names a recipe, then the default recipe.
+
+    Any other folder (an album copied in) takes the default recipe, except one a typo away from a recipe
+    name (``stary/``) or one a reload removed (its photos were meant for that recipe): styling a batch with the
+    wrong recipe all night is worse than saying so at once.
+    """
+    folder = job.recipe_folder
+    if from_sidecar is None and folder in config.removed_recipes:
+        raise JobFailure(Reason.UNKNOWN_RECIPE, f"{job.source}: the recipe {folder!r} (from the folder inbox/{folder}/) "
+                         "was removed from the config by a reload", "restore the recipe in config.yaml or move the "
+                         "photo to another recipe's folder")
+    if from_sidecar is None and folder and folder not in config.recipes:
+        guess = difflib.get_close_matches(folder, list(config.recipes), n=1, cutoff=0.85)
+        if guess:
+            raise JobFailure(Reason.UNKNOWN_RECIPE, f"no recipe named {folder!r} (from the folder inbox/{folder}/)",
+                             f"did you mean {guess[0]!r}? Rename the folder; recipes: {', '.join(config.recipes)}")
+    return config.recipes[from_sidecar or (folder if folder in config.recipes else config.default_recipe)]
+
+
+def pre_check_settings(job: Job, config: Config, recipe: Recipe, overrides: dict) -> Settings:
+    try:
+        return config.recipe_settings(recipe, overrides)
+    except SettingsError as exc:
+        raise JobFailure(Reason.BAD_SIDECAR, f"the settings are invalid: {exc.problem}",
+                         f"Fix {exc.field} in the sidecar") from exc
+
+
+def pre_check_image(job: Job, settings: Settings) -> images.Image.Image:
+    try:
+        return images.load(job.input, settings.max_pixels)
+    except ImageError as exc:
+        raise JobFailure(exc.reason, exc.problem, exc.fix) from exc
+
