@@ -30,7 +30,7 @@ from .config_build import check_folders
 from .diskguard import DiskGuard
 from .executor import Executor, left
 from .jobs import crashed
-from .reload import AGAIN, reload_config, remake_folders
+from .reload import AGAIN, Refused, reload_config, remake_folders
 from .reporting import Reporter
 from .settle import DecodeCheck
 from .spool import Spool, now_iso
@@ -41,6 +41,7 @@ from .pool import local_executor
 log = structlog.get_logger("style-pipeline")
 TICK = 0.2
 STOP_WAIT = 160  # seconds the whole stop may take, one deadline: under the unit's TimeoutStopSec (180), see there
+REFUSED_RETRY_S = 2.0  # a refused config edit is read again this often while refused (a YAML parse and a few stats)
 
 
 class StartupError(Exception):
@@ -66,6 +67,7 @@ class Daemon:
         self.started_at = now_iso()
         self.last_rescan = 0.0
         self.config_mtime = self.config_path.stat().st_mtime_ns
+        self.refused = Refused(REFUSED_RETRY_S)  # an edit refused for a painting not there yet is read again
         self.notifier = Notifier()
         self.heartbeat = Heartbeat(self.notifier, self.config.stall_seconds, watchdog_interval())
         self.state = "starting"
@@ -266,19 +268,23 @@ class Daemon:
             mtime = self.config_path.stat().st_mtime_ns
         except OSError:
             mtime = self.config_mtime
-        if not (self.reload_requested or mtime != self.config_mtime):
+        asked = self.reload_requested or mtime != self.config_mtime
+        if not (asked or self.refused.due()):
             return  # no wait for an idle worker: the next job reads the new config when it starts
         self.reload_requested, self.config_mtime = False, mtime
-        self.notifier.reloading()
+        if asked:  # a quiet retry of a refused edit is no reload systemd was told of
+            self.notifier.reloading()
         try:
-            new = reload_config(self.config, self.config_path)  # the running folders kept (reload.py)
+            new = reload_config(self.config, self.config_path, quiet=not asked)  # the running folders kept
+            self.refused.tried(new is None)
             if new is AGAIN:  # held by another program: the same edit is read at the next pass
                 self.reload_requested = True
             elif new is not None:
                 self.config = new
                 self.tracker.settle, self.heartbeat.stall_seconds = new.settle_seconds, new.stall_seconds
         finally:  # systemd waits for READY=1 after RELOADING=1, whatever the reload did
-            self.notifier.ready()
+            if asked:
+                self.notifier.ready()
 
     # --- signals and shutdown ---------------------------------------------------------------------
     def _install_signals(self) -> None:
