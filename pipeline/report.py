@@ -296,7 +296,7 @@ def collect(outbox: Path, failed: Path, since: timedelta | None = None, now: dat
     now = as_utc(now or datetime.now(timezone.utc))
     cutoff = now - since if since else None
     done = done if done is not None else failed.parent / "done"
-    problems: list[str] = []
+    problems: list[str] = unclaimable_problems(failed.parent)
     logs = (p for p in outbox.glob("*/**/*.json") if not any(part.startswith(".") for part in p.relative_to(outbox).parts))
     entries = [e for path, log in _logs(logs, "finished_at", cutoff, problems)
                if (e := _guarded(lambda: entry(path, log, outbox), path, outbox, problems))]
@@ -305,6 +305,18 @@ def collect(outbox: Path, failed: Path, since: timedelta | None = None, now: dat
     failures = [c for path, log in _logs(failed.glob("*.error.json"), "failed_at", cutoff, problems)
                 if (c := _guarded(lambda: failure_card(path, log), path, failed, problems))]
     return Night(summarize(entries, failures, since, now, problems), outputs, failures)
+
+
+def unclaimable_problems(spool: Path) -> list[str]:
+    """The photos the service could not take from the inbox (status.json's ``unclaimable``, still there): they are
+    neither an output nor a failure, so without this line the page said nothing of them (rev7d finding 3)."""
+    from .daemon.status import STATUS_FILE, still_waiting
+    try:
+        data = json.loads((spool / STATUS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    entries = still_waiting(data.get("unclaimable") if isinstance(data, dict) else None)
+    return [f"{e.get('file')}: cannot be taken from the inbox ({e.get('error')}); fix: {e.get('fix')}" for e in entries]
 
 
 def render(night: Night, link_from: Path | None = None) -> str:

@@ -35,6 +35,7 @@ from .reporting import Reporter
 from .settle import DecodeCheck
 from .spool import Spool, now_iso
 from .state import JobBook
+from .unclaimable import Unclaimable
 from .watcher import Tracker, Watcher, own_folders, sidecar_for, skipped_folders
 from .pool import local_executor
 
@@ -76,6 +77,7 @@ class Daemon:
         self.reporter = Reporter(self)  # status.json, the watchdog, metrics and notices (reporting.py)
         self.book = JobBook(self.disk, self.reporter.on_job_event)  # the retry queue and the held jobs
         self.skipped: dict[str, str] = {}  # inbox folders passed over, with why (shown by status)
+        self.unclaimable = Unclaimable(lambda: self.config.inbox, self.reporter.on_job_event)  # listed by status
 
     # --- start-up -------------------------------------------------------------------------------
     def _load_config(self) -> Config:
@@ -194,12 +196,12 @@ class Daemon:
         return True
 
     def _claim_failed(self, path: Path, exc: OSError) -> None:
-        """The file stays in the inbox: a full disk pauses claiming; anything else is logged and retried
-        at the next rescan."""
+        """The file stays in the inbox: a full disk pauses claiming; anything else is told once (with its fix),
+        listed by status and retried at the next rescan."""
         if is_disk_full(exc):
             self.disk.pause(self.config.work)
         else:
-            log.error("cannot claim; the file stays in the inbox", file=str(path), error=str(exc))
+            self.unclaimable.add(path, exc)
         self.tracker.forget(path)
 
     def _queued_at(self, path: Path) -> str:

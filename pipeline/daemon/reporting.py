@@ -14,6 +14,7 @@ import structlog
 from ..alerts import Alerts
 from . import status as status_module
 from .metrics import Metrics
+from .tally import Tally
 
 log = structlog.get_logger("style-pipeline")
 MAX_WORKER_RESTARTS = 5  # after this many deaths the watchdog pings stop: systemd restarts the whole service
@@ -26,7 +27,8 @@ class Reporter:
 
     def __init__(self, daemon) -> None:
         self.daemon = daemon  # the Daemon (daemon.py), not imported here: that import would run in a circle
-        self.metrics, self.alerts = Metrics(), Alerts()  # issue 11: the textfile and `notify:`
+        config = daemon.config  # issue 11: the textfile and `notify:`, whose summary counts from disk (tally.py)
+        self.metrics, self.alerts = Metrics(), Alerts(Tally(config.spool, config.outbox, config.failed))
         self.last_status = 0.0
         self.last_status_error = 0.0
 
@@ -72,7 +74,7 @@ class Reporter:
             started_at=d.started_at, phase=d.state, health=self.health(),
             worker={"alive": executor.alive(), "restarts": d.worker_restarts,
                     "held": [j.source for j in d.book.held]} if executor else None,
-            skipped=dict(d.skipped),
+            skipped=dict(d.skipped), unclaimable=d.unclaimable.listing(),
             observer={"kind": watcher.observer_class.__name__, "why": watcher.reason,
                       "alive": watcher.alive()} if watcher else None,
             queue=len(d.tracker), current=progress and progress.current, counts=d.spool.counts(),
