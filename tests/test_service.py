@@ -82,7 +82,7 @@ def test_render_fills_everything(tmp_path, venv_bin):
     report = _settings(units["style-pipeline-report.service"])
     # No -o: the report goes to the config's outbox (outbox/reports/<date>.html), never into the inbox.
     assert report["ExecStart"] == [f"{venv_bin}/style-pipeline report --config /etc/style-pipeline/config.yaml "
-                                   "--since 24h"]
+                                   "--since 24h --since-last"]
     assert _settings(units["style-pipeline-report.timer"])["OnCalendar"] == ["*-*-* 07:15"]
 
 
