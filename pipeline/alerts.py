@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("style-pipeline.alerts")
 TIMEOUT = 20.0
+FLUSH_WAIT = 2 * TIMEOUT  # seconds a stop keeps for the last notices (Alerts.flush)
 TITLES = {"failed": "style-pipeline: {file} failed",  # a notice each, by the event's kind
           "unclaimable": "style-pipeline: {file} cannot be taken from the inbox"}
 
@@ -201,7 +202,7 @@ class Alerts:
                 log.warning("notify failed", target=_safe(target), error=f"{exc.__class__.__name__}: {exc}")
             self.outbox.task_done()
 
-    def flush(self, timeout: float = 2 * TIMEOUT) -> None:
+    def flush(self, timeout: float = FLUSH_WAIT) -> None:
         """At shutdown: let the notices in flight go out (bounded), so `once` delivers its summary."""
         deadline = time.monotonic() + timeout
         while self.outbox.unfinished_tasks and time.monotonic() < deadline:

@@ -18,6 +18,7 @@ from typing import Callable
 
 import structlog
 
+from ..alerts import FLUSH_WAIT
 from ..engine import StyleTransfer
 from ..errors import PipelineError
 from ..fsio import is_disk_full
@@ -27,7 +28,7 @@ from . import status as status_module
 from .config import Config, ConfigError
 from .config_build import check_folders
 from .diskguard import DiskGuard
-from .executor import Executor
+from .executor import Executor, left
 from .jobs import crashed
 from .reload import AGAIN, Refused, reload_config, remake_folders
 from .reporting import Reporter
@@ -40,7 +41,7 @@ from .pool import local_executor
 
 log = structlog.get_logger("style-pipeline")
 TICK = 0.2
-STOP_WAIT = 120  # seconds a stop waits for the slots (a step, a checkpoint, results landing): see the unit
+STOP_WAIT = 160  # seconds the whole stop may take, one deadline: under the unit's TimeoutStopSec (180), see there
 REFUSED_RETRY_S = 2.0  # a refused config edit is read again this often while refused (a YAML parse and a few stats)
 
 
@@ -309,16 +310,16 @@ class Daemon:
         self.state = "stopping"
         self.notifier.stopping()
         self.stop.set()
+        deadline = time.monotonic() + STOP_WAIT  # every wait below shares it: systemd counts the whole stop
         if self.watcher:
             self.watcher.stop()
         if self.executor:
-            for job in self.executor.close(timeout=STOP_WAIT):
+            for job in self.executor.close(timeout=left(deadline - FLUSH_WAIT)):  # slots, writes, sheets
                 self.spool.release(job)  # claimed ahead, never begun: the next start takes it up
             self.book.take(self.executor.poll())
             for job in self.book.retry:
                 self.spool.release(job)
-            self.executor.life.sheets.close()  # the sheets still queued are written before the daemon exits
         self.state = "stopped"
-        self.reporter.final()
+        self.reporter.final(left(deadline))  # the last notices: FLUSH_WAIT at least
         log.info("stopped", **self.spool.counts())
 

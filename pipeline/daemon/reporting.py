@@ -44,12 +44,13 @@ class Reporter:
         self.daemon.notifier.status(status_module.one_line(snapshot))
         self.outputs_tick(snapshot)
 
-    def final(self) -> None:
-        """The last status.json and metrics of a stopping daemon, and the notices still queued."""
+    def final(self, notice_wait: float) -> None:
+        """The last status.json and metrics of a stopping daemon, and the notices still queued, for up to
+        ``notice_wait`` seconds (what the stop's one deadline left: daemon.STOP_WAIT)."""
         snapshot = status_module.snapshot(self.facts())
         self.write_status(snapshot)
         self.outputs_tick(snapshot, force=True)
-        self.alerts.flush()
+        self.alerts.flush(notice_wait)
 
     def health(self) -> str:
         """What `status` says: "running" only while a worker is alive and idle or making progress."""
