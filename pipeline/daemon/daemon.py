@@ -32,6 +32,7 @@ from .jobs import crashed
 from .reload import AGAIN, Refused, reload_config, remake_folders
 from .reporting import Reporter
 from .settle import DecodeCheck
+from .sidecars import unpaired_sidecars
 from .spool import Spool, now_iso
 from .state import JobBook
 from .watcher import Tracker, Watcher, own_folders, sidecar_for, skipped_folders
@@ -75,6 +76,7 @@ class Daemon:
         self.reporter = Reporter(self)  # status.json, the watchdog, metrics and notices (reporting.py)
         self.book = JobBook(self.disk, self.reporter.on_job_event)  # the retry queue and the held jobs
         self.skipped: dict[str, str] = {}  # inbox folders passed over, with why (shown by status)
+        self.unpaired: dict[str, str] = {}  # sidecars no photo will read, with why (sidecars.py; shown by status)
 
     # --- start-up -------------------------------------------------------------------------------
     def _load_config(self) -> Config:
@@ -255,6 +257,10 @@ class Daemon:
         for rel in skipped.keys() - self.skipped.keys():
             log.warning("skipped a folder in the inbox", folder=rel, why=skipped[rel])
         self.skipped = skipped
+        unpaired = unpaired_sidecars(self.config.inbox, own_folders(self.config))
+        for rel in unpaired.keys() - self.unpaired.keys():
+            log.warning("a sidecar in the inbox is not used", sidecar=rel, why=unpaired[rel])
+        self.unpaired = unpaired
         if self.watcher:
             self.watcher.rescan()
         else:

@@ -71,7 +71,7 @@ class Reporter:
             started_at=d.started_at, phase=d.state, health=self.health(),
             worker={"alive": executor.alive(), "restarts": d.worker_restarts,
                     "held": [j.source for j in d.book.held]} if executor else None,
-            skipped=dict(d.skipped),
+            skipped=dict(d.skipped), unpaired=dict(d.unpaired),
             observer={"kind": watcher.observer_class.__name__, "why": watcher.reason,
                       "alive": watcher.alive()} if watcher else None,
             queue=len(d.tracker), current=progress and progress.current, counts=d.spool.counts(),

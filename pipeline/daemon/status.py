@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -48,6 +48,7 @@ class DaemonState:
     busy_seconds: float
     schedule: dict | None
     now: datetime  # local wall-clock time, from the daemon's clock
+    unpaired: dict[str, str] = field(default_factory=dict)  # sidecars no photo will read, with why (sidecars.py)
 
 
 def snapshot(state: DaemonState) -> dict:
@@ -61,6 +62,7 @@ def snapshot(state: DaemonState) -> dict:
         "healthy": health == state.phase,  # a worker alive and idle or making progress, claiming not paused
         "worker": state.worker,
         "skipped": [{"folder": k, "why": v} for k, v in sorted(state.skipped.items())],
+        "unpaired_sidecars": [{"sidecar": k, "why": v} for k, v in sorted(state.unpaired.items())],
         "observer": state.observer, "queue": state.queue, "current": state.current, **state.counts,
         "busy_seconds": round(state.busy_seconds, 1),
         "next_window": win.next_open(now).isoformat(timespec="minutes") if win and not win.is_open(now) else None,
@@ -162,6 +164,8 @@ def render(data: dict) -> str:
     lines = [f"daemon: {data['state']}" + (f" (pid {data['pid']})" if running else "")]
     for skipped in data.get("skipped") or []:
         lines.append(f"skipped folder: inbox/{skipped['folder']}: {skipped['why']}")
+    for sidecar in data.get("unpaired_sidecars") or []:
+        lines.append(f"sidecar not used: inbox/{sidecar['sidecar']}: {sidecar['why']}")
     if data.get("observer"):
         lines.append(f"watching with {data['observer']['kind']}: {data['observer']['why']}")
     current = data.get("current")

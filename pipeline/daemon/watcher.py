@@ -36,10 +36,12 @@ def is_sidecar(name: str) -> bool:
 
 
 def sidecar_for(photo: Path) -> Path | None:
-    """The photo's regular-file sidecar, if any. lstat, not is_file(): a 255-byte photo name gives a
-    sidecar name over the limit, and is_file() raises ENAMETOOLONG instead of saying no."""
-    for suffix in SIDECAR_SUFFIXES:
-        candidate = photo.with_suffix(suffix)
+    """The photo's regular-file sidecar, if any: ``photo.yaml`` beside ``photo.jpg``, else ``photo.jpg.yaml``
+    (the whole name, as darktable's and Lightroom's .xmp files are named: it was never read, rev7a finding 4).
+    lstat, not is_file(): a 255-byte photo name gives a sidecar name over the limit, and is_file() raises
+    ENAMETOOLONG instead of saying no."""
+    for candidate in [*(photo.with_suffix(s) for s in SIDECAR_SUFFIXES),
+                      *(photo.with_name(photo.name + s) for s in SIDECAR_SUFFIXES)]:
         try:
             if stat.S_ISREG(os.lstat(candidate).st_mode):
                 return candidate
