@@ -19,7 +19,7 @@ from typing import Callable
 import structlog
 
 from ..engine import StyleTransfer
-from ..errors import PipelineError
+from ..errors import PipelineError, StartupError
 from ..fsio import is_disk_full
 from ..notify import Heartbeat, Notifier, watchdog_interval
 from . import config as config_module
@@ -40,10 +40,6 @@ from .pool import local_executor
 log = structlog.get_logger("style-pipeline")
 TICK = 0.2
 STOP_WAIT = 120  # seconds a stop waits for the slots (a step, a checkpoint, results landing): see the unit
-
-
-class StartupError(Exception):
-    """The daemon itself cannot work (bad config, unwritable folder): exit non-zero."""
 
 
 class Daemon:
