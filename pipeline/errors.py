@@ -76,6 +76,12 @@ class EngineError(PipelineError):
     reason = Reason.ENGINE
 
 
+class ReportNotWritten(PipelineError):
+    """The morning page could not be written (a full disk, no permission): one line, never a traceback."""
+
+    code = "report_not_written"
+
+
 class JobFailure(PipelineError):
     """A permanent problem with one input found by a pre-check: it goes to failed/ with this reason and fix."""
 

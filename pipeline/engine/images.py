@@ -4,7 +4,9 @@ Every decode problem becomes an :class:`ImageError` that names the file and what
 """
 from __future__ import annotations
 
+import functools
 import io
+import struct
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -59,7 +61,8 @@ def to_8bit(img: Image.Image) -> Image.Image:
     """RGB, or RGBA where the picture has transparency; CMYK, palette, grey, 16-bit and float handled. A colour
     key (PNG tRNS: info["transparency"] on a palette, grey, RGB or 16-bit picture) is transparency too: only a
     palette's was, so a keyed cut-out painting was styled with its hidden ground and a keyed photo lost its
-    transparency (rev6c)."""
+    transparency (rev6c). A picture with an embedded ICC profile comes out in sRGB (_to_srgb)."""
+    icc = img.info.get("icc_profile")  # read first: the float and 16-bit paths below make new pictures without it
     if img.mode == "F":
         img = _float_to_8bit(img)
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -71,10 +74,12 @@ def to_8bit(img: Image.Image) -> Image.Image:
         img = _grey(array, peak, None if key is None else array != key)  # the key is a 16-bit value: before 8 bits
     if "transparency" in img.info and img.mode in ("1", "L", "RGB", "P"):
         img = img.convert("RGBA")  # Pillow's own: the keyed colour (or palette entries) becomes alpha
+    if icc:
+        srgb = _to_srgb(img, icc)
+        if srgb is not None:
+            return srgb
     if img.mode in ("RGBA", "LA", "PA"):
         return img.convert("RGBA")
-    if img.mode == "CMYK":
-        return _cmyk_to_rgb(img)
     return img.convert("RGB")
 
 
@@ -113,17 +118,27 @@ def _grey(array, peak: float, shown=None) -> Image.Image:
     return grey
 
 
-def _cmyk_to_rgb(img: Image.Image) -> Image.Image:
-    """Use the embedded ICC profile when there is one: Pillow's naive conversion shifts colours."""
-    icc = img.info.get("icc_profile")
-    if icc:
-        try:
-            from PIL import ImageCms
-            src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-            return ImageCms.profileToProfile(img, src, ImageCms.createProfile("sRGB"), outputMode="RGB")
-        except Exception:  # a broken profile: the plain conversion is still a usable picture
-            pass
-    return img.convert("RGB")
+_COLOUR_MODES = {"CMYK": "CMYK", "L": "L", "LA": "L", "1": "L"}  # the rest is RGB (RGBA, P, PA) for the profile
+
+
+def _to_srgb(img: Image.Image, icc: bytes) -> Image.Image | None:
+    """The picture's colours read through its embedded ICC profile into sRGB, alpha kept; None where the profile
+    is broken or does not fit the picture (a grey profile on an RGB one): the caller's plain conversion is still a
+    usable picture. The network, the contact sheet and every viewer take the values as sRGB: an Adobe RGB or
+    Display P3 photo (cameras, phones) read as its raw values was styled with shifted colours, an Adobe RGB green
+    (40, 180, 60) taken for sRGB's (0, 181, 42) (rev7a); only CMYK went through its profile."""
+    from PIL import ImageCms
+
+    alpha = img.getchannel("A") if img.mode in ("RGBA", "LA", "PA") else None
+    colour = img.convert(_COLOUR_MODES.get(img.mode, "RGB"))
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        srgb = ImageCms.profileToProfile(colour, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):  # a broken or misfit profile
+        return None
+    if alpha is not None:
+        srgb.putalpha(alpha)
+    return srgb
 
 
 def flatten(img: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
@@ -202,7 +217,10 @@ def resize_tensor(pixels: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
 def encode(img: Image.Image, fmt: str = "png", quality: int = 92, alpha: Image.Image | None = None,
            dpi: float | None = None) -> bytes:
     """The file's bytes, in memory: callers hash them before they touch the disk. ``dpi`` (a print's
-    print_dpi) goes into the file's header: PNG pHYs, JPEG JFIF density, WebP has none."""
+    print_dpi) goes into the file's header: PNG pHYs, JPEG JFIF density, WebP has none. The sRGB profile is
+    embedded, as a photo tool's export does: the values are sRGB (load converts through a photo's profile), and a
+    colour-managed viewer that takes an untagged file for the screen's own space (wide-gamut screens) shows them
+    right."""
     fmt = fmt.lower()
     if fmt not in FORMATS:
         raise ValueError(f"unknown output format {fmt!r}; use png, jpeg or webp")
@@ -210,11 +228,23 @@ def encode(img: Image.Image, fmt: str = "png", quality: int = 92, alpha: Image.I
         img = img.convert("RGBA")
         img.putalpha(alpha.resize(img.size, Image.Resampling.LANCZOS))
     options = {"quality": quality} if fmt in ("jpeg", "jpg", "webp") else {}
+    options["icc_profile"] = srgb_profile()
     if dpi and fmt != "webp":
         options["dpi"] = (dpi, dpi)
     buffer = io.BytesIO()
     img.save(buffer, FORMATS[fmt], **options)
     return buffer.getvalue()
+
+
+@functools.cache
+def srgb_profile() -> bytes:
+    """LittleCMS's sRGB profile (ICC v4, 588 bytes) with its creation date fixed: LittleCMS stamps the time it is
+    written, and an output's bytes must depend on its pixels alone (equal results, equal files)."""
+    from PIL import ImageCms
+
+    data = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    data[24:36] = struct.pack(">6H", 2026, 1, 1, 0, 0, 0)  # the header's dateTimeNumber; the profile ID is unset
+    return bytes(data)
 
 
 def save(img: Image.Image, path: str | Path, fmt: str | None = None, quality: int = 92,
