@@ -20,7 +20,7 @@ import structlog
 
 from ..alerts import FLUSH_WAIT
 from ..engine import StyleTransfer
-from ..errors import PipelineError
+from ..errors import PipelineError, StartupError
 from ..fsio import is_disk_full
 from ..notify import Heartbeat, Notifier, watchdog_interval
 from . import config as config_module
@@ -44,10 +44,6 @@ log = structlog.get_logger("style-pipeline")
 TICK = 0.2
 STOP_WAIT = 160  # seconds the whole stop may take, one deadline: under the unit's TimeoutStopSec (180), see there
 REFUSED_RETRY_S = 2.0  # a refused config edit is read again this often while refused (a YAML parse and a few stats)
-
-
-class StartupError(Exception):
-    """The daemon itself cannot work (bad config, unwritable folder): exit non-zero."""
 
 
 class Daemon:
