@@ -27,9 +27,15 @@ OBSERVER_JOIN = 5.0  # seconds a stop waits for the observer thread (one of the 
 NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "afs")
 
 
+IGNORED_NAMES = ("thumbs.db", "ehthumbs.db", "ehthumbs_vista.db", "desktop.ini", "icon\r")  # Windows', macOS's
+
+
 def ignored(name: str) -> bool:
-    """Temporary and hidden names (a browser's .crdownload, rsync's dotfile) are never jobs."""
-    return name.startswith(".") or name.lower().endswith(IGNORED_SUFFIXES)
+    """Temporary and hidden names (a browser's .crdownload, rsync's dotfile) are never jobs, nor the files an
+    operating system leaves in an album folder (Windows' Thumbs.db and desktop.ini, macOS's Icon\\r): each went
+    to failed/ as bad_image with a failure notice, for every album copied from Windows (rev7a)."""
+    lower = name.lower()
+    return name.startswith(".") or lower.endswith(IGNORED_SUFFIXES) or lower in IGNORED_NAMES
 
 
 def is_sidecar(name: str) -> bool:
