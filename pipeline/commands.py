@@ -22,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _daemon(args, once: bool) -> int:
     from .daemon import log
-    from .daemon.daemon import Daemon, StartupError
+    from .daemon.daemon import Daemon
+    from .errors import StartupError
 
     try:
         daemon = Daemon(args.config, once=once)

@@ -17,13 +17,10 @@ import numpy as np
 import torch
 from scipy.optimize import Bounds, minimize
 
+from ..errors import NonFinite
 from .losses import TotalLoss
 
 PART_NAMES = ("content", "style", "tv")
-
-
-class NonFinite(Exception):
-    """The loss or its gradient became NaN/inf."""
 
 
 class _Stop(Exception):
