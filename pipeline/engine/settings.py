@@ -24,6 +24,8 @@ STYLE_WEIGHT_AT_STRENGTH_1 = {"caffe": 1e-5, "torchvision": 1e6}
 
 CHECKPOINT_CADENCE = ("checkpoint_every", "checkpoint_seconds")  # not part of Settings.identity()
 SPEED_ONLY = ("cudnn_benchmark", "compile")  # nor these: how fast a GPU computes, not what (engine/speed.py)
+DEFAULT_MAX_PIXELS = 200_000_000  # Settings.max_pixels; images.load's default too
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -99,8 +101,9 @@ class Settings:
     A loss pass over a bigger picture is evaluated in tiles, with the same result."""
     print_dpi: float | None = None
     """Written into the output file's dpi (a print's size on paper); unset = none written."""
-    max_pixels: int = 50_000_000
-    """Refuse inputs with more pixels than this (decompression-bomb guard)."""
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    """Refuse inputs with more pixels than this (decompression-bomb guard; 200 MP takes a phone's 200 MP mode and
+    a 150 MP medium-format camera; a 151 MP photo peaks at 1.7-2.3 GB while loaded: bench/big_photo_memory.py)."""
     format: Literal["png", "jpeg", "webp"] = "png"
     """Output encoding; the CLI takes it from the output file's extension."""
     quality: int = 92
