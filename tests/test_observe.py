@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import re
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -12,7 +13,7 @@ import time
 import pytest
 from PIL import Image
 
-from daemon_helpers import SAMPLES, make_config, wait_for
+from daemon_helpers import ROOT, SAMPLES, make_config, wait_for
 from pipeline.daemon import status as status_module
 from pipeline.daemon.config import ConfigError, load
 from pipeline.daemon.daemon import Daemon
@@ -105,7 +106,8 @@ def test_notify_command_is_told_each_failure_and_when_the_queue_empties(tmp_path
     _drop(tmp_path, good=1, bad=1)
     assert Daemon(config, once=True, engine=engine).run() == 0
     lines = record.read_text().splitlines()
-    assert len(lines) == 2 and lines[-1] == "queue_empty | 1 styled, 1 failed; nothing left in the inbox"
+    assert len(lines) == 2 and re.fullmatch(r"queue_empty \| 1 styled, 1 failed since \d\d:\d\d \S+; nothing left in the inbox",
+                                            lines[-1]), lines
     assert lines[0].startswith("failed | bad0.jpg: bad_image: ") and "; fix: " in lines[0]
 
 
@@ -139,3 +141,24 @@ def test_notify_is_validated(tmp_path):
         load(make_config(tmp_path / "a", notify="mailto://me@example.org"))
     with pytest.raises(ConfigError, match="quotes"):
         load(make_config(tmp_path / "b", notify="notify-send 'unclosed"))
+
+
+@pytest.mark.parametrize("target, message", [
+    ("ntfy.sh/mytopic", "notify: 'ntfy.sh/mytopic' is neither a URL nor a command: a URL needs its scheme, "
+                        "e.g. https://ntfy.sh/mytopic; a command, its full path"),
+    ("loger -t style-pipeline {message}", "notify: command 'loger' is not found on PATH (/usr/bin:/bin); give its "
+                                          "full path (the service looks commands up on systemd's PATH, "),
+    ("/usr/bin/loger {message}", "notify: command /usr/bin/loger does not exist or is not executable"),
+])
+def test_validate_names_a_notify_command_that_is_not_there(tmp_path, target, message):
+    """rev7a finding 7: a command no one can run passed `validate`, and every notice of the night was lost to a log
+    line. Run as a user would, through `validate`, with a PATH of its own."""
+    config = make_config(tmp_path, notify=target)
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "validate", "--config", str(config)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60, env={"PATH": "/usr/bin:/bin"})
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+
+
+def test_a_notify_command_on_path_or_by_full_path_passes(tmp_path):
+    load(make_config(tmp_path / "a", notify="logger -t style-pipeline {message}"))
+    load(make_config(tmp_path / "b", notify=f"{sys.executable} -c pass"))

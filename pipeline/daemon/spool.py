@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..errors import Reason  # noqa: F401  (handed on: the spool records it)
+from ..errors import Reason, SpoolLocked  # noqa: F401  (Reason handed on: the spool records it)
 from ..fsio import fit_name, split_ext, write_json
+from .spool_count import RECORD, SIDECARS, count_in_work, folder_counts, is_photo_entry  # noqa: F401  (re-exported)
 
-RECORD = "job.json"
 LOCK = ".lock"
 CHECKPOINT = "checkpoint.pt"
 INCOMPLETE_GRACE = 5.0  # a lock-free job folder without its input, older than this, is a dead or lost claim
@@ -61,6 +61,7 @@ class Job:
     batched: bool = False  # the running try runs in a batch: a crash then is not known to be this photo's
     batch_crashes: int = 0  # the daemon died while this job ran in a batch: it runs alone since, never failed for it
     kept_as: str | None = None  # the name planned in done/ (the JSON log records it before the move)
+    failing_as: str | None = None  # the name planned in failed/, saved before linking (see failed_before)
 
     def charge_crash(self) -> None:
         """The daemon (or its slot) died inside this try: a crash, not an attempt. A crash in a batch may be any
@@ -136,7 +137,8 @@ class Spool:
         kept = None
         sidecar = job.dir / job.sidecar if job.sidecar else None
         if keep_input:
-            kept, _ = self._move_pair(job.input, sidecar, self.done, job.kept_as or job.name)
+            kept = self._moved_before(job, sidecar) or self._move_pair(job.input, sidecar, self.done,
+                                                                       job.kept_as or job.name)[0]
         else:
             job.input.unlink(missing_ok=True)
             if sidecar is not None:
@@ -159,13 +161,17 @@ class Spool:
         job is still whole in work/ and the caller decides what next. ``kept_name`` is the fallback name.
         """
         sidecar = job.dir / job.sidecar if job.sidecar and (job.dir / job.sidecar).exists() else None
-        kept, kept_sidecar = self._link_pair(job.input, sidecar, self.failed, kept_name or job.name,
+        self._plan_failed(job, kept_name or job.name)
+        kept, kept_sidecar = self._link_pair(job.input, sidecar, self.failed, job.failing_as,
                                              reserve=len(ERROR_SUFFIX))
         error = {"file": job.name, "source": job.source, "kept_as": kept.name, "code": str(reason),
                  "message": message, "fix": fix, "failed_at": now_iso(), "attempts": job.attempts,
                  "crashes": job.crashes, "batch_crashes": job.batch_crashes, "job_id": job.id, "queued_at": job.queued_at,
                  "sidecar": kept_sidecar.name if kept_sidecar else None}
         try:
+            if kept.name != job.failing_as:  # another daemon took the planned name in between
+                job.failing_as = kept.name
+                self.save(job)
             write_json(self.failed / f"{kept.name}{ERROR_SUFFIX}", error)
         except BaseException:
             for link in (kept, kept_sidecar):
@@ -176,6 +182,42 @@ class Spool:
             if original is not None:
                 os.unlink(original)
         self._discard(job.dir)
+        return kept
+
+    def _plan_failed(self, job: Job, name: str) -> None:
+        """The name in failed/ is saved in the job before anything is linked there: a kill -9 inside fail() is
+        then finished at recovery (failed_before), not failed a second time as name-1 with a second note."""
+        job.failing_as = next(c.name for c in unique_names(self.failed, name, len(ERROR_SUFFIX))
+                              if _pair_free(c) and not os.path.lexists(f"{c}{ERROR_SUFFIX}"))
+        self.save(job)
+
+    def failed_before(self, job: Job) -> bool:
+        """A kill -9 inside fail(): True when its note (naming this job's id) was written, so the failure is made
+        and only the work/ copy is left to go. Half-made links without a note are undone: the job runs again."""
+        if not job.failing_as:
+            return False
+        kept = self.failed / job.failing_as
+        if _note_job_id(self.failed / f"{job.failing_as}{ERROR_SUFFIX}") == job.id:
+            return True
+        for original in [job.input] + ([job.dir / job.sidecar] if job.sidecar else []):
+            link = kept if original == job.input else kept.with_name(kept.stem + original.suffix)
+            if _same_file(link, original):
+                link.unlink()
+        job.failing_as = None
+        return False
+
+    def _moved_before(self, job: Job, sidecar: Path | None) -> Path | None:
+        """A kill -9 inside the move to done/ left the photo both there (as kept_as) and in work/, one file: finish
+        that move (unlink the work/ names) rather than link it again as done/name-1, keeping one drop twice."""
+        kept = self.done / job.kept_as if job.kept_as else None
+        if kept is None or not _same_file(kept, job.input):
+            return None
+        if sidecar is not None and os.path.lexists(sidecar):
+            if not _same_file(kept.with_name(kept.stem + sidecar.suffix), sidecar):
+                kept.unlink()  # killed between the photo's link and the sidecar's: the pair moves again as one
+                return None
+            os.unlink(sidecar)
+        os.unlink(job.input)
         return kept
 
     def release(self, job: Job) -> None:
@@ -200,6 +242,9 @@ class Spool:
                     self._unlock(folder)
                 continue
             job.folder, job.owner = str(folder), self.owner
+            if self.failed_before(job):  # killed inside fail() after its note: the failure is made once
+                self._discard(folder)
+                continue
             if job.running:  # the daemon died inside this try: a crash, not an attempt charged to the photo
                 job.charge_crash()
             try:
@@ -257,7 +302,9 @@ class Spool:
 
     def _lock(self, folder: Path) -> None:
         if not self._try_lock(folder):
-            raise RuntimeError(f"{folder} is locked by another process")
+            raise SpoolLocked("locked by another process (another daemon on this spool is looking at it)",
+                              path=folder, fix="Nothing to do: the file stays in the inbox and is claimed again at "
+                              "the next rescan")
 
     def _try_lock(self, folder: Path) -> bool:
         fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
@@ -301,44 +348,23 @@ def _last_change(folder: Path) -> float:
         return time.time()
 
 
-def count_in_work(work: Path) -> int:
-    """Job folders that hold a job's input: an empty folder left by a crash is not work (issue 9)."""
+def _same_file(a: Path, b: Path) -> bool:
+    """Two names of one file (a half-made move); lstat, so a symbolic link is never followed."""
     try:
-        folders = [p for p in work.iterdir() if p.is_dir()]
+        return os.path.samestat(os.lstat(a), os.lstat(b))
     except OSError:
-        return 0
-    count = 0
-    for folder in folders:
-        try:
-            name = json.loads((folder / RECORD).read_text(encoding="utf-8"))["name"]
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        count += os.path.lexists(folder / name)
-    return count
+        return False
 
 
-SIDECARS = (".yaml", ".yml")
+def _note_job_id(note: Path) -> str | None:
+    """The job id an .error.json names, if it is there and readable."""
+    try:
+        return json.loads(note.read_text(encoding="utf-8")).get("job_id")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _pair_free(photo: Path, include_photo: bool = True) -> bool:
     """The photo's name and every sidecar name of its stem are free."""
     names = [photo.with_name(photo.stem + s) for s in SIDECARS]
     return not any(os.path.lexists(p) for p in ([photo] if include_photo else []) + names)
-
-
-def is_photo_entry(name: str) -> bool:
-    """done/ and failed/ hold photos, their sidecars and error notes: only the photos count."""
-    return not name.startswith(".") and not name.lower().endswith(SIDECARS + (".error.json",))
-
-
-def folder_counts(done: Path, failed: Path, work: Path) -> dict[str, int]:
-    """Photos in done/ and failed/ (not sidecars or notes), and jobs in work/: what `status` shows."""
-    def count(folder: Path, keep) -> int:
-        try:
-            return sum(1 for p in folder.iterdir() if keep(p))
-        except OSError:
-            return 0
-    return {"done": count(done, lambda p: is_photo_entry(p.name)),
-            "failed": count(failed, lambda p: p.name.endswith(".error.json") and not p.name.startswith(".")),
-            "in_work": count_in_work(work)}
-

@@ -1,0 +1,96 @@
+"""The morning page's "state of the service" block: what the daemon last said and what waits on disk, at report time.
+
+The rest of the page is the night's outputs and failures. A night the daemon spent paused (a full disk), stuck or
+stopped made neither, and the page read "No outputs. Nothing failed." as if the night had been empty (rev7d). These
+lines come from what is on disk, so they are right whether the daemon runs or not: status.json (its word when fresh,
+its last word when not), the photos waiting in the inbox, the jobs in spool/work/ and those held there. Nothing here
+may cost the page: a damaged status.json reads as "not running" (status.read), and any other failure is one line.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+from .daemon import status
+from .daemon.watcher import own_folders, scan
+from .report import parse_time, shown_time
+
+NAMED = 5  # waiting, held or skipped files named on the page; beyond, a count
+
+
+def service_state(folders: dict[str, Path]) -> list[str]:
+    """The block's lines for an install's folders (inbox, outbox, spool, as config.read_folders gives them)."""
+    try:
+        return _lines(_folders(folders))
+    except Exception as exc:  # noqa: BLE001 - whatever the disk holds, the night's page is still due
+        return [f"The state of the service could not be read ({type(exc).__name__}: {exc})."]
+
+
+def _folders(folders: dict[str, Path]) -> SimpleNamespace:
+    """What status.read and the inbox scan ask of a config, from the folders alone (no torch, no styles checked)."""
+    spool = folders["spool"]
+    return SimpleNamespace(inbox=folders["inbox"], outbox=folders["outbox"], spool=spool, work=spool / "work",
+                           done=spool / "done", failed=spool / "failed")
+
+
+def _lines(config: SimpleNamespace) -> list[str]:
+    data = status.read(config)
+    lines = [_state_line(data, _last_word(config.spool))]
+    waiting = [p.relative_to(config.inbox).as_posix() for p in scan(config.inbox, own_folders(config))] \
+        if config.inbox.is_dir() else []
+    lines.append(_files(len(waiting), "photo", "waiting in the inbox", waiting) if waiting
+                 else "Nothing is waiting in the inbox.")
+    if data.get("in_work"):
+        lines.append(f"{_count(data['in_work'], 'job')} in spool/work/ (running, waiting to retry, or left for "
+                     f"the next start).")
+    held = [str(h) for h in _list(_dict(data.get("worker")).get("held"))]
+    if held:
+        lines.append(_files(len(held), "job", "held in spool/work/: not even moving it to failed/ worked "
+                            "(the daemon's log says why)", held))
+    skipped = [f"{s.get('folder')} ({s.get('why')})" for s in _list(data.get("skipped")) if isinstance(s, dict)]
+    if skipped:
+        lines.append(_files(len(skipped), "inbox folder", "passed over", skipped))
+    unpaired = [str(s.get("sidecar")) for s in _list(data.get("unpaired_sidecars")) if isinstance(s, dict)]
+    if unpaired:
+        lines.append(_files(len(unpaired), "sidecar", "in the inbox with no photo to read it (its settings were not "
+                            "used; drop a sidecar before or with its photo)", unpaired))
+    return lines
+
+
+def _state_line(data: dict, last: tuple[str, str] | None) -> str:
+    """'Service: running', or what is wrong; a daemon that is gone, with its last word when that was not 'stopped'."""
+    state = str(data.get("state") or "not running")
+    if state == "outside the run window" and data.get("next_window"):
+        state += f"; the run window opens {data['next_window']}"
+    if state == "not running" and last and last[0] not in ("stopped", "stopping"):
+        state += f"; its last word, at {last[1]}: {last[0]}"
+    return f"Service: {state}."
+
+
+def _last_word(spool: Path) -> tuple[str, str] | None:
+    """status.json's state and time as written, fresh or not; None when there is none or it cannot be read."""
+    try:
+        data = json.loads((spool / status.STATUS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("state"), str) or not data["state"]:
+        return None
+    return data["state"], shown_time(parse_time(data.get("updated_at")))
+
+
+def _files(n: int, noun: str, what: str, names: list[str]) -> str:
+    shown = ", ".join(names[:NAMED]) + (f" and {n - NAMED} more" if n > NAMED else "")
+    return f"{_count(n, noun)} {what}: {shown}."
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _dict(value: object) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: object) -> list:
+    return value if isinstance(value, list) else []
