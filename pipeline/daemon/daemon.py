@@ -172,8 +172,7 @@ class Daemon:
 
     def _claim(self, path: Path) -> bool:
         """True when the file is claimed and handed to the executor, or claiming must wait (full disk)."""
-        max_pixels = self.config.recipes[self.config.default_recipe].settings.max_pixels
-        verdict = self.decode.ready(path, max_pixels, self.config.settle_seconds)
+        verdict = self.decode.ready(path, self._decode_limit(), self.config.settle_seconds)
         if not verdict:
             if verdict is None:
                 self.tracker.forget(path)
@@ -192,6 +191,11 @@ class Daemon:
         structlog.contextvars.clear_contextvars()
         self.executor.submit(job)
         return True
+
+    def _decode_limit(self) -> int:
+        """The largest recipe's max_pixels: with the default recipe's, a photo for a recipe allowing more was held
+        the broken file's longer wait before its claim (rev7a); the worker applies the photo's own recipe's."""
+        return max(recipe.settings.max_pixels for recipe in self.config.recipes.values())
 
     def _claim_failed(self, path: Path, exc: OSError) -> None:
         """The file stays in the inbox: a full disk pauses claiming; anything else is told once (with its fix),

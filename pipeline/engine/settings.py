@@ -27,6 +27,8 @@ SPEED_ONLY = ("cudnn_benchmark", "compile")  # nor these: how fast a GPU compute
 # Nor these: read only after the run (the file's encoding and dpi) or before it (the decode guard, which refuses a
 # photo rather than change it); the engine's run never reads them (rev7b).
 OUTPUT_ONLY = ("print_dpi", "format", "quality", "max_pixels")
+DEFAULT_MAX_PIXELS = 200_000_000  # Settings.max_pixels; images.load's default too
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -102,8 +104,9 @@ class Settings:
     A loss pass over a bigger picture is evaluated in tiles, with the same result."""
     print_dpi: float | None = None
     """Written into the output file's dpi (a print's size on paper); unset = none written."""
-    max_pixels: int = 50_000_000
-    """Refuse inputs with more pixels than this (decompression-bomb guard)."""
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    """Refuse inputs with more pixels than this (decompression-bomb guard; 200 MP takes a phone's 200 MP mode and
+    a 150 MP medium-format camera; a 151 MP photo peaks at 1.7-2.3 GB while loaded: bench/big_photo_memory.py)."""
     format: Literal["png", "jpeg", "webp"] = "png"
     """Output encoding; the CLI takes it from the output file's extension."""
     quality: int = 92
