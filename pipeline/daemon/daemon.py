@@ -21,7 +21,7 @@ import structlog
 from ..alerts import FLUSH_WAIT
 from ..engine import StyleTransfer
 from ..errors import PipelineError, StartupError
-from ..fsio import is_disk_full
+from ..fsio import is_disk_full, sweep_tree
 from ..notify import Heartbeat, Notifier, watchdog_interval
 from . import config as config_module
 from . import status as status_module
@@ -99,6 +99,9 @@ class Daemon:
 
     def _start(self) -> None:
         config = self.config
+        freed = sum(sweep_tree(folder) for folder in (config.outbox, config.spool))  # before any write of ours
+        if freed:  # a kill -9 inside write_atomic left its temp (an output, a record, status.json): rev7b
+            log.info("removed the temp files of writes killed mid-way", bytes=freed)
         if config.executor == "ray":  # issue 6: jobs run on Ray actors (imported only here); the rest is unchanged
             from .ray_executor import RayExecutor
             self.executor = RayExecutor(self.spool, lambda: self.config, self.stop)

@@ -12,7 +12,7 @@ import json
 
 import torch
 
-from ..fsio import write_atomic
+from ..fsio import sweep_temps, write_atomic
 from .images import digest
 from .settings import OUTPUT_ONLY
 from .tiles import TilePlan
@@ -50,6 +50,8 @@ def resume(run) -> tuple[torch.Tensor | None, int, dict | None, int | None]:
     """(pixels, level index, optimiser state, step) from the run's checkpoint, the monitor set to go on from it;
     (None, 0, None, None) where there is none to resume: missing, unreadable or another run's (start over rather
     than fail the job)."""
+    if run.checkpoint:  # before this run's first write: a temp a killed write left beside it (rev7b: gigabytes)
+        sweep_temps(run.checkpoint.parent, run.checkpoint.name)
     if not (run.checkpoint and run.checkpoint.is_file()):
         return None, 0, None, None
     try:
