@@ -20,6 +20,7 @@ from .images import digest
 from .batch import stylize_batch
 from .content_target import content_targets
 from .device import after_oom, pick_device
+from .eta import Work, level_costs, tiled
 from .levels import for_size, style_grams, tile_plan, tiled_problem
 from .losses import ContentLoss, StyleLoss, StyleTargets, TotalLoss, gram
 from .lbfgs import run_projected_lbfgs
@@ -190,6 +191,7 @@ class _Run:
                                partial(checkpoints.save, self) if self.checkpoint else None, settings.checkpoint_every,
                                settings.checkpoint_seconds)
         self.monitor.render = self.picture
+        self.monitor.work = Work(list(self.steps_per_level), level_costs(self.levels, settings.scales == "auto"))
         self.level_index = 0
         self.retries: list[str] = []
         self.timings: dict[str, float] = {"style_targets": 0.0}
@@ -296,6 +298,9 @@ class _Run:
         if index not in self.tiles and (plan := tile_plan(engine, hw, s, self.precision, beside)) is not None:
             self.tiles[index] = plan
         self.monitor.tiles = self.tiles[index].count if index in self.tiles else 1
+        if index in self.tiles:  # the level's step cost with its halos, for the ETA
+            whole = level_costs(self.levels, s.scales == "auto")[index]
+            self.monitor.work.costs[index] = tiled(whole, self.tiles[index])
         if index in self.tiles:
             return tiled_problem(engine, content, targets, s, self.style_weight, self.tiles[index], self.precision)
         made = self.content_targets.pop(hw, None)  # a batch's: its photos' targets in one pass (content_target.py)
