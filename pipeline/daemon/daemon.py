@@ -47,6 +47,10 @@ REFUSED_RETRY_S = 2.0  # a refused config edit is read again this often while re
 
 
 class Daemon:
+    """The one owner of the daemon's state (config, retry queue, held jobs, disk pause): the other threads
+    (executors, the watcher, the landing) hand it outcomes and events, and only the main loop acts on them, so
+    every decision (claim, retry, pause, reload) is taken in one place, in order."""
+
     def __init__(self, config_path: str | Path, once: bool = False, engine: StyleTransfer | None = None,
                  clock: Callable[[], datetime] = status_module.local_now) -> None:
         self.config_path = Path(config_path)

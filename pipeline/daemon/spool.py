@@ -43,6 +43,9 @@ def new_job_id() -> str:
 
 @dataclass
 class Job:
+    """One claimed photo, as job.json records it: saved after every change, so a restart knows its attempts,
+    crashes and planned names and never redoes a finished step (a second output, a second move)."""
+
     id: str
     name: str
     source: str  # path relative to the inbox, e.g. "starry/photo.jpg"
@@ -92,6 +95,9 @@ class Job:
 
 
 class Spool:
+    """The four folders and every move between them: the only code that renames, so the durability rules above
+    hold in one place (a photo is never lost between two states, nor in two at once)."""
+
     def __init__(self, inbox: Path, work: Path, done: Path, failed: Path) -> None:
         self.inbox, self.work, self.done, self.failed = inbox, work, done, failed
         self._locks: dict[str, int] = {}
