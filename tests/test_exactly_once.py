@@ -132,6 +132,66 @@ def test_a_kill_after_the_failure_note_fails_the_photo_once(tmp_path):
     assert invariants(tmp_path, ["a"]) == []
 
 
+HELD_OUTPUT = """
+import time
+from pipeline.daemon import outputs
+real_write = outputs.write
+def write(folder, stem, fmt, data, record):
+    if record.get("source", "").endswith("a.jpg"):  # a.jpg's stem is saved in its job.json; its write never comes
+        time.sleep(600)
+    return real_write(folder, stem, fmt, data, record)
+outputs.write = write
+from pipeline.daemon import spool
+real_claim = spool.Spool.claim
+def claim(self, path, *args, **kwargs):  # A takes a.jpg alone: a.png goes to the neighbour, whose landing is free
+    return real_claim(self, path, *args, **kwargs) if path.name == "a.jpg" else None
+spool.Spool.claim = claim
+"""
+
+
+def output_stem_saved(root: Path, name: str) -> bool:
+    for record in (root / "spool" / "work").glob("*/job.json"):
+        try:
+            data = json.loads(record.read_text())
+        except (OSError, ValueError):
+            continue
+        if data.get("name") == name and data.get("output_stem"):
+            return True
+    return False
+
+
+def test_a_neighbours_output_of_the_same_stem_is_never_taken_for_ours_after_a_crash(tmp_path):
+    """Daemon A saved a.jpg's output stem 'starry/a' (publish) and died before writing it; meanwhile daemon B styled
+    a.png (same stem) to outbox/starry/a.png. A's job is recovered: already_written took *an* a.png for its own and
+    completed a.jpg without an output, a failure or a word (rev7c finding 1). Only a log naming the job is its own:
+    a.jpg now runs again, to a-1.png, and B's a.png and its log are left as they were."""
+    from PIL import Image
+    config = config_two_slots(tmp_path)
+    shutil.copy(SAMPLES / "coffee.jpg", tmp_path / "inbox" / "a.jpg")
+    a = start(config, patches=HELD_OUTPUT)
+    b = None
+    try:
+        wait_for(lambda: output_stem_saved(tmp_path, "a.jpg"), 120, a)
+        b = start(config)  # A still holds its job's lock: B leaves it alone at its start
+        wait_for(lambda: b'"event": "watching"' in Path(b.log_path).read_bytes(), 60, b)
+        Image.open(SAMPLES / "rocket.jpg").save(tmp_path / "inbox" / "a.png")
+        wait_for(lambda: (tmp_path / "outbox" / "starry" / "a.png").exists(), 120, b)
+        a.kill()  # A's machine dies with a.jpg's write pending
+        a.wait()
+    finally:
+        if a.poll() is None:
+            a.kill()
+            a.wait()
+        if b is not None:
+            stop(b)
+    neighbours = {p.name: p.read_bytes() for p in (tmp_path / "outbox" / "starry").iterdir()}
+    restart_and_settle(config, 2)
+    assert invariants(tmp_path, ["a", "a"]) == []
+    outbox = tmp_path / "outbox" / "starry"
+    assert {name: (outbox / name).read_bytes() for name in neighbours} == neighbours  # B's output untouched
+    assert json.loads((outbox / "a-1.json").read_text())["input"]["name"] == "a.jpg"
+
+
 # --- the same half-made moves, in process: each branch of Spool._moved_before and Spool.failed_before ---------------
 
 def spool_with_pair(tmp_path: Path):

@@ -197,7 +197,7 @@ class Spool:
         if not job.failing_as:
             return False
         kept = self.failed / job.failing_as
-        if _note_job_id(self.failed / f"{job.failing_as}{ERROR_SUFFIX}") == job.id:
+        if job_id_in(self.failed / f"{job.failing_as}{ERROR_SUFFIX}") == job.id:
             return True
         for original in [job.input] + ([job.dir / job.sidecar] if job.sidecar else []):
             link = kept if original == job.input else kept.with_name(kept.stem + original.suffix)
@@ -354,10 +354,10 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _note_job_id(note: Path) -> str | None:
-    """The job id an .error.json names, if it is there and readable."""
+def job_id_in(record: Path) -> str | None:
+    """The job an .error.json or an output's JSON log was written for (its job_id), if there and readable."""
     try:
-        return json.loads(note.read_text(encoding="utf-8")).get("job_id")
+        return json.loads(record.read_text(encoding="utf-8")).get("job_id")
     except (OSError, ValueError, AttributeError):
         return None
 
