@@ -25,15 +25,24 @@ import subprocess
 import threading
 import time
 import urllib.request
+from datetime import datetime, timezone
 from email.header import Header
+from functools import partial
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import structlog
 
 from .fsio import shown
 
+if TYPE_CHECKING:
+    from .daemon.tally import Tally
+
 log = structlog.get_logger("style-pipeline.alerts")
 TIMEOUT = 20.0
+FLUSH_WAIT = 2 * TIMEOUT  # seconds a stop keeps for the last notices (Alerts.flush)
+TITLES = {"failed": "style-pipeline: {file} failed",  # a notice each, by the event's kind
+          "unclaimable": "style-pipeline: {file} cannot be taken from the inbox"}
 
 
 def check_target(target: str) -> str | None:
@@ -133,33 +142,50 @@ def _safe(target: str) -> str:
 
 
 class Alerts:
-    """Counts the current batch from the worker's events; sends a notice per failure and one when the
-    queue empties after work. Events arrive on the worker's thread, ticks on the main loop's; one sender
-    thread delivers the notices in order."""
+    """Sends a notice per failure and one when the queue empties after work. Events arrive on the worker's thread,
+    ticks on the main loop's; one sender thread delivers the notices in order. The summary's counts come from disk
+    (tally.py) when the daemon gives its folders, so a restart in the night does not lose the first part; without
+    them (tests, tools) it counts in memory and says from when."""
 
-    def __init__(self) -> None:
+    def __init__(self, tally: "Tally | None" = None) -> None:
         self.lock = threading.Lock()
         self.styled = self.failed = 0
         self.outbox: queue.Queue = queue.Queue()
         self.sender: threading.Thread | None = None
+        self.tally, self.primed = tally, False
+        self.counting_since = datetime.now(timezone.utc)  # this daemon's start, then the last summary
 
     def on_event(self, target: str | None, kind: str, data: dict) -> None:
         with self.lock:
             self.styled += kind == "done"
             self.failed += kind == "failed"
-        if kind == "failed" and target:
-            self._post(target, "failed", f"style-pipeline: {data.get('file')} failed",
+        if kind in TITLES and target:
+            self._post(target, kind, TITLES[kind].format(file=data.get("file")),
                        f"{data.get('file')}: {data.get('reason')}: {data.get('message')}; fix: {data.get('fix')}")
 
     def tick(self, target: str | None, drained: bool) -> None:
         """Called each pass: once the queue is empty after work, one summary notice."""
+        if target and self.tally and not self.primed:  # the night's start is on disk before a restart can lose it
+            self.primed = True
+            self.tally.since(self.counting_since)
         if not drained:
             return
         with self.lock:
             styled, failed, self.styled, self.failed = self.styled, self.failed, 0, 0
-        if target and (styled or failed):
-            self._post(target, "queue_empty", "style-pipeline: the queue is empty",
-                       f"{styled} styled, {failed} failed; nothing left in the inbox")
+        if not (styled or failed):
+            return
+        since, until = self.counting_since, datetime.now(timezone.utc)
+        self.counting_since = until
+        if target:
+            summary = partial(self._summary, since, until) if self.tally else _summary_text(styled, failed, since)
+            self._post(target, "queue_empty", "style-pipeline: the queue is empty", summary)
+
+    def _summary(self, started: datetime, until: datetime) -> str:
+        """The counts from disk since the last summary (on the sender thread: a busy outbox costs a stat per output)."""
+        since = self.tally.since(started)
+        styled, failed = self.tally.count(since, until)
+        self.tally.remember(until)
+        return _summary_text(styled, failed, since)
 
     def _post(self, *notice: str) -> None:
         self.outbox.put(notice)
@@ -169,11 +195,23 @@ class Alerts:
 
     def _send_all(self) -> None:
         while True:
-            send(*self.outbox.get())
+            target, event, title, message = self.outbox.get()
+            try:
+                send(target, event, title, message() if callable(message) else message)
+            except Exception as exc:  # noqa: BLE001 - the sender thread must outlive one bad summary
+                log.warning("notify failed", target=_safe(target), error=f"{exc.__class__.__name__}: {exc}")
             self.outbox.task_done()
 
-    def flush(self, timeout: float = 2 * TIMEOUT) -> None:
+    def flush(self, timeout: float = FLUSH_WAIT) -> None:
         """At shutdown: let the notices in flight go out (bounded), so `once` delivers its summary."""
         deadline = time.monotonic() + timeout
         while self.outbox.unfinished_tasks and time.monotonic() < deadline:
             time.sleep(0.05)
+
+
+def _summary_text(styled: int, failed: int, since: datetime) -> str:
+    """The summary says from when it counts, in local time (the time the reader's clock shows)."""
+    local = since.astimezone()
+    when = local.strftime("%H:%M %Z") if local.date() == datetime.now().astimezone().date() \
+        else local.strftime("%Y-%m-%d %H:%M %Z")
+    return f"{styled} styled, {failed} failed since {when}; nothing left in the inbox"

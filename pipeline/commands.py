@@ -82,6 +82,10 @@ def register_ops(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="write the morning report (one self-contained HTML page)")
     p.add_argument("--config", default="config.yaml")
     p.add_argument("--since", default="12h", help="only outputs and failures this recent, e.g. 12h, 90m (default 12h)")
+    p.add_argument("--since-last", action="store_true",
+                   help="the report timer's: start where the last --since-last report ended (OUTBOX/reports/"
+                        ".covered_until), so consecutive reports neither miss nor repeat an output; --since the first "
+                        "time")
     p.add_argument("-o", "--output", help="the HTML file (default: OUTBOX/reports/<date>.html, copied to "
                                           "OUTBOX/report.html as the latest)")
     p.set_defaults(func=cmd_report)
@@ -102,25 +106,41 @@ def register_ops(sub: argparse._SubParsersAction) -> None:
 
 def cmd_report(args) -> int:
     """Reads only the folders from the config: no torch import, so the hardened report unit stays light."""
-    from datetime import datetime
+    from datetime import datetime, timezone
 
     from .daemon.config import read_folders
     from .report import parse_since, write_reports
     from .report_state import service_state
+    from .report_window import scheduled_window
 
     folders = read_folders(args.config)
-    since = parse_since(args.since) if args.since else None
-    dated = folders["outbox"] / "reports" / f"{datetime.now().astimezone():%Y-%m-%d}.html"
+    since, now, reports = parse_since(args.since) if args.since else None, datetime.now(timezone.utc), \
+        folders["outbox"] / "reports"
+    since, until, covered = scheduled_window(reports, since, now) if args.since_last else (since, None, None)
+    dated = reports / f"{now.astimezone():%Y-%m-%d}.html"
     paths = [Path(args.output)] if args.output else [dated, folders["outbox"] / "report.html"]
     try:
-        for path in paths:
-            path.parent.mkdir(parents=True, exist_ok=True)
+        for path in {*(p.parent for p in paths), *([reports] if covered else [])}:
+            path.mkdir(parents=True, exist_ok=True)
         # The night read once, each page its own links (relative to where it lies).
-        write_reports(paths, folders["outbox"], folders["spool"] / "failed", since=since,
-                      done=folders["spool"] / "done", state=service_state(folders))
+        write_reports(paths, folders["outbox"], folders["spool"] / "failed", since=since, now=now,
+                      done=folders["spool"] / "done", state=service_state(folders), until=until)
     except OSError as exc:
         raise page_not_written(exc, paths[0].parent) from exc
     print("wrote " + " and ".join(map(str, paths)))
+    return _mark_covered(reports, covered) if covered else 0
+
+
+def _mark_covered(reports: Path, covered) -> int:
+    """The scheduled window's end, for the next --since-last run. Not moved (a full disk): the pages are written,
+    and the next run repeats this window rather than miss one, so a warning line and success."""
+    from .report_window import MARKER, mark_covered
+
+    try:
+        mark_covered(reports, covered)
+    except OSError as exc:
+        print(f"style-pipeline report: warning: {reports / MARKER} not updated ({exc.strerror or exc}); the next "
+              f"report repeats this one's window", file=sys.stderr)
     return 0
 
 

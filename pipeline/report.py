@@ -131,22 +131,22 @@ def _read_json(path: Path, problems: list[str]) -> dict | None:
     return None
 
 
-def _logs(paths, time_key: str, cutoff: datetime | None, problems: list[str]):
+def _logs(paths, time_key: str, cutoff: datetime | None, problems: list[str], until: datetime | None = None):
     """(path, log) for each readable log inside the window; the unreadable ones go to `problems`."""
     for path in sorted(paths):
         log = _read_json(path, problems)
-        if log is not None and _since_ok(parse_time(log.get(time_key)), path, cutoff):
+        if log is not None and _since_ok(parse_time(log.get(time_key)), path, cutoff, until):
             yield path, log
 
 
-def _since_ok(when: datetime | None, path: Path, cutoff: datetime | None) -> bool:
-    """Inside the window; a log with no usable timestamp is judged by its file's mtime."""
-    if cutoff is None or when is not None:
-        return cutoff is None or when >= cutoff
-    try:
-        return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc) >= cutoff
-    except OSError:  # gone since the glob (moved, cleaned up): nothing to show
-        return False
+def _since_ok(when: datetime | None, path: Path, cutoff: datetime | None, until: datetime | None = None) -> bool:
+    """Inside the window [cutoff, until); a log with no usable timestamp is judged by its file's mtime."""
+    if when is None and (cutoff is not None or until is not None):
+        try:
+            when = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
+        except OSError:  # gone since the glob (moved, cleaned up): nothing to show
+            return False
+    return (cutoff is None or when >= cutoff) and (until is None or when < until)
 
 
 def _content_path(done: Path, recipe: str, name: str, kept: str = "") -> Path | None:
@@ -254,7 +254,7 @@ def failure_card(path: Path, log: dict) -> FailureCard:
 
 
 def summarize(outputs: list[Entry], failures: list[FailureCard], since: timedelta | None,
-              now: datetime, problems: list[str]) -> Summary:
+              now: datetime, problems: list[str], until: datetime | None = None) -> Summary:
     """The figures over every output in the window, carded or not."""
     def busy(gpu: bool) -> float:
         return sum(device_seconds(c) for c in outputs if is_gpu(c.device) == gpu)
@@ -265,6 +265,8 @@ def summarize(outputs: list[Entry], failures: list[FailureCard], since: timedelt
     starts = [c.started for c in outputs if c.started]
     hours = (max(finished) - min(starts)).total_seconds() / 3600 if finished else 0
     window = f"last {_duration(since.total_seconds())}" if since else (f"since {shown_time(min(finished))}" if finished else "all")
+    if until is not None:  # the scheduled report's: from where the last one ended (report_window.py)
+        window = f"{shown_time(now - since) if since else 'the start'} to {shown_time(until)}"
     enough = len(outputs) >= MIN_RATE_IMAGES and hours > 0
     older = outputs[SHOWN_OUTPUTS:]
     return Summary(processed=len(outputs), failed=len(failures), gpu_seconds=busy(True), cpu_seconds=busy(False),
@@ -290,21 +292,34 @@ class Night:
 
 
 def collect(outbox: Path, failed: Path, since: timedelta | None = None, now: datetime | None = None,
-            done: Path | None = None) -> Night:
-    """Every log in the window read light; full cards for the failures and the newest SHOWN_OUTPUTS outputs.
-    `done` (where consumed inputs lie) defaults to the spool's done/ beside failed/."""
+            done: Path | None = None, until: datetime | None = None) -> Night:
+    """Every log in the window (since before `now`, up to `until` if given) read light; full cards for the failures
+    and the newest SHOWN_OUTPUTS outputs. `done` (where consumed inputs lie) defaults to the spool's done/ beside
+    failed/."""
     now = as_utc(now or datetime.now(timezone.utc))
     cutoff = now - since if since else None
     done = done if done is not None else failed.parent / "done"
-    problems: list[str] = []
+    problems: list[str] = unclaimable_problems(failed.parent)
     logs = (p for p in outbox.glob("*/**/*.json") if not any(part.startswith(".") for part in p.relative_to(outbox).parts))
-    entries = [e for path, log in _logs(logs, "finished_at", cutoff, problems)
+    entries = [e for path, log in _logs(logs, "finished_at", cutoff, problems, until)
                if (e := _guarded(lambda: entry(path, log, outbox), path, outbox, problems))]
     entries.sort(key=lambda e: e.finished_at or now, reverse=True)
     outputs = [c for e in entries[:SHOWN_OUTPUTS] if (c := _guarded(lambda: output_card(e, done), e.path, outbox, problems))]
-    failures = [c for path, log in _logs(failed.glob("*.error.json"), "failed_at", cutoff, problems)
+    failures = [c for path, log in _logs(failed.glob("*.error.json"), "failed_at", cutoff, problems, until)
                 if (c := _guarded(lambda: failure_card(path, log), path, failed, problems))]
-    return Night(summarize(entries, failures, since, now, problems), outputs, failures)
+    return Night(summarize(entries, failures, since, now, problems, until), outputs, failures)
+
+
+def unclaimable_problems(spool: Path) -> list[str]:
+    """The photos the service could not take from the inbox (status.json's ``unclaimable``, still there): they are
+    neither an output nor a failure, so without this line the page said nothing of them (rev7d finding 3)."""
+    from .daemon.status import STATUS_FILE, still_waiting
+    try:
+        data = json.loads((spool / STATUS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    entries = still_waiting(data.get("unclaimable") if isinstance(data, dict) else None)
+    return [f"{e.get('file')}: cannot be taken from the inbox ({e.get('error')}); fix: {e.get('fix')}" for e in entries]
 
 
 def render(night: Night, link_from: Path | None = None) -> str:
@@ -327,10 +342,11 @@ def build_report(outbox: Path, failed: Path, since: timedelta | None = None, now
 
 
 def write_reports(paths: list[Path], outbox: Path, failed: Path, since: timedelta | None = None,
-                  now: datetime | None = None, done: Path | None = None, state: list[str] | None = None) -> list[Path]:
+                  now: datetime | None = None, done: Path | None = None, state: list[str] | None = None,
+                  until: datetime | None = None) -> list[Path]:
     """The night collected once, each page written atomically (a browser or a mail job never reads half a page),
     its links relative to where it lies; ``state``: the service's state lines (report_state.service_state)."""
-    night = collect(outbox, failed, since, now, done)
+    night = collect(outbox, failed, since, now, done, until)
     night.state = state or []
     for path in paths:
         write_atomic(render(night, Path(path).resolve().parent).encode(), path)

@@ -37,7 +37,8 @@ def render_units(venv_bin: Path, config_path: Path, user: str, folders: list[Pat
     """Write the three units into out_dir and return their paths.
 
     folders: every folder the daemon writes (inbox, outbox, spool): the only writable paths it gets. The report
-    unit writes into the config's outbox (outbox/reports/<date>.html and outbox/report.html), never the inbox.
+    unit writes into the config's outbox (outbox/reports/<date>.html, outbox/report.html and the marker
+    outbox/reports/.covered_until that `--since-last` starts from), never the inbox.
     network: the config sets `notify:`, so PrivateNetwork is relaxed (NETWORK); otherwise the unit has none.
     """
     folders = [_checked(f, "folder") for f in folders]

@@ -2,14 +2,21 @@
 drips its answer, and the morning summary's counts."""
 from __future__ import annotations
 
+import json
+import re
+import shutil
 import socket
 import threading
 import time
 from email.header import decode_header, make_header
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
+from daemon_helpers import SAMPLES, make_config, outputs, wait_for
 from pipeline import alerts
 from pipeline.alerts import Alerts
+from pipeline.daemon.daemon import Daemon
+from pipeline.daemon.spool import now_iso
+from pipeline.daemon.tally import Tally
 
 
 def _server():
@@ -96,3 +103,80 @@ def test_a_server_that_drips_its_answer_does_not_hold_the_notices_behind_it(monk
         server.shutdown()
     assert [title for title, _ in got] == ["style-pipeline: b.jpg failed"], got
     assert took < 5, f"the notice behind the dripping server waited {took:.1f} s"
+
+
+def _output(outbox, name: str, finished_at: str | None = None) -> None:
+    """An output's log as the daemon writes it (only the field the count reads matters here)."""
+    (outbox / "default").mkdir(parents=True, exist_ok=True)
+    (outbox / "default" / f"{name}.json").write_text(json.dumps({"finished_at": finished_at or now_iso()}))
+
+
+def _summaries(record) -> list[str]:
+    return [line for line in record.read_text().splitlines() if line.startswith("queue_empty")] \
+        if record.exists() else []
+
+
+def test_the_summary_counts_the_night_from_disk_across_a_restart(tmp_path):
+    """Two daemons in one night (a restart after two photos): the morning's one summary counts all six, not the
+    second daemon's four; an output from before the night is not counted, and the next summary counts only what
+    came after this one."""
+    spool, outbox, record = tmp_path / "spool", tmp_path / "outbox", tmp_path / "n.txt"
+    failed = spool / "failed"
+    failed.mkdir(parents=True)
+    target = f"sh -c 'echo \"$STYLE_PIPELINE_EVENT $STYLE_PIPELINE_MESSAGE\" >> {record}'"
+    _output(outbox, "yesterday", "2020-01-01T00:00:00.000+00:00")
+    first = Alerts(Tally(spool, outbox, failed))
+    first.tick(target, drained=False)  # the daemon's first pass: the night's start goes to disk
+    for i in range(2):
+        _output(outbox, f"p{i}")
+        first.on_event(target, "done", {})
+    second = Alerts(Tally(spool, outbox, failed))  # restarted: nothing of the first one's memory survives
+    for i in range(2, 6):
+        _output(outbox, f"p{i}")
+        second.on_event(target, "done", {})
+    (failed / "bad.jpg.error.json").write_text(json.dumps({"failed_at": now_iso()}))
+    second.on_event(None, "failed", {})
+    second.tick(target, drained=True)
+    second.flush(10)
+    assert len(_summaries(record)) == 1 and "6 styled, 1 failed since " in _summaries(record)[0], record.read_text()
+    time.sleep(0.01)
+    _output(outbox, "p6")
+    second.on_event(target, "done", {})
+    second.tick(target, drained=True)
+    second.flush(10)
+    assert "1 styled, 0 failed since " in _summaries(record)[-1], record.read_text()
+
+
+def test_without_folders_the_summary_says_from_when_it_counts(tmp_path):
+    """Counting in memory (no folders given), the summary names its start rather than passing for the night's."""
+    record = tmp_path / "n.txt"
+    notices = Alerts()
+    notices.on_event(None, "done", {})
+    notices.tick(f"sh -c 'echo \"$STYLE_PIPELINE_EVENT $STYLE_PIPELINE_MESSAGE\" >> {record}'", drained=True)
+    notices.flush(10)
+    assert re.fullmatch(r"queue_empty 1 styled, 0 failed since \d\d:\d\d \S+; nothing left in the inbox",
+                        _summaries(record)[0]), _summaries(record)
+
+
+def test_the_morning_notice_counts_the_whole_night_across_a_service_restart(tmp_path, engine, torch_threads):
+    """Real daemons on the real engine: four photos, the service stopped (the path SIGTERM takes: `systemctl
+    restart`, a watchdog restart) after the first is written; a new daemon writes the rest and sends the one
+    summary, which counts all four (before, only the second daemon's share: rev7d finding 7)."""
+    notices = tmp_path / "notices.txt"
+    config = make_config(tmp_path, notify=f"tee -a {notices}",
+                         defaults={"size": 32, "steps": 8, "format": "png", "early_stop_tol": 0})
+    for i in range(4):
+        shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / f"p{i}.jpg")
+    first = Daemon(config, engine=engine)
+    running = threading.Thread(target=first.run)
+    running.start()
+    try:
+        wait_for(lambda: outputs(tmp_path), 60)
+    finally:
+        first.stop.set()
+        running.join(60)
+    before = len(outputs(tmp_path))
+    assert before < 4, "the restart came too late for this test"
+    assert Daemon(config, once=True, engine=engine).run() == 0
+    assert len(outputs(tmp_path)) == 4
+    assert "4 styled, 0 failed since " in notices.read_text(), (notices.read_text(), before)

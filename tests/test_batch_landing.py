@@ -176,3 +176,27 @@ def test_a_batch_waiting_for_its_writes_is_not_charged_for_a_crash(tmp_path):
         proc.kill()
         proc.wait()
     assert_landed_once_after_restart(config, ("a", "b"), uncharged=("a", "b"))
+
+
+def test_a_pool_close_behind_a_stuck_write_ends_within_its_timeout(tmp_path, engine, monkeypatch):
+    """rev7e finding 2: Pool.close gave the landing max(WRITE_GRACE, what the slots' join left), 30 s past its own
+    deadline (the daemon's stop then overran systemd's TimeoutStopSec). Now one deadline: close(3) is 3 s."""
+    hang, landing = threading.Event(), threading.Event()
+    real_finish = JobLife.finish
+
+    def finish(self, job, *args, **kwargs):
+        landing.set()
+        hang.wait(60)
+        return real_finish(self, job, *args, **kwargs)
+
+    monkeypatch.setattr(JobLife, "finish", finish)
+    pool, closed = _pool(tmp_path, engine, monkeypatch, {"a.jpg": "coffee.jpg"})
+    try:
+        assert landing.wait(60)
+        started = time.monotonic()
+        assert pool.close(3) == []
+        took = time.monotonic() - started
+    finally:
+        hang.set()
+    assert took < 3 + 1.5, f"close(3) took {took:.1f} s behind a stuck write"
+    assert closed == [] and outputs(tmp_path) == [], "not written: the job stays in work/ for the next start"

@@ -218,3 +218,44 @@ def test_a_log_that_cannot_be_written_never_stops_the_daemon(tmp_path):
         assert proc.poll() is None and status_json(tmp_path).get("state") == "running"
     finally:
         assert stop(proc) == 0
+
+
+@pytest.mark.skipif(not _can_drop_root_powers(), reason="needs root and setpriv to make a folder unwritable")
+def test_a_photo_that_cannot_be_claimed_is_told_once_and_listed_until_it_is_taken(tmp_path):
+    """A recipe folder made without write access for the service user: the claim's rename gets EACCES. Before
+    (rev7d finding 3) the daemon logged it at every rescan and forgot it; status, the report, failed/ and the
+    notices said nothing. Now: one log line and one notice with the fix, and `status` and the report name it
+    until the folder is fixed, when the photo is styled and the listing empties."""
+    notices = tmp_path / "notices.txt"
+    config = make_config(tmp_path,
+                         notify=f"sh -c 'echo \"$STYLE_PIPELINE_EVENT $STYLE_PIPELINE_MESSAGE\" >> {notices}'")
+    folder = tmp_path / "inbox" / "scream"
+    folder.mkdir()
+    shutil.copy(SAMPLES / "rocket.jpg", folder / "holiday.jpg")
+    folder.chmod(0o555)  # readable, not writable: the photo cannot be renamed out of it
+    proc = start(config, prefix=NO_ROOT_POWERS)
+    try:
+        wait_ready(proc)
+        listed = wait_for(lambda: status_json(tmp_path).get("unclaimable"), 30, proc)
+        assert [e["file"] for e in listed] == ["scream/holiday.jpg"] and "chmod g+w" in listed[0]["fix"]
+        assert str(folder) in listed[0]["fix"], listed[0]["fix"]
+        time.sleep(5)  # two more rescans (rescan_seconds: 2) find it again
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        shown = subprocess.run([sys.executable, "-m", "pipeline.cli", "status", "--config", str(config)], cwd=ROOT,
+                               env=env, capture_output=True, timeout=60).stdout.decode()
+        subprocess.run([sys.executable, "-m", "pipeline.cli", "report", "--config", str(config)], cwd=ROOT, env=env,
+                       capture_output=True, timeout=60)
+        page = (tmp_path / "outbox" / "report.html").read_text()
+        said = [e for e in log_events(proc) if e.get("event", "").startswith("cannot claim")]
+        assert len(said) == 1, f"logged {len(said)} times"
+        told = [line for line in notices.read_text().splitlines() if line.startswith("unclaimable")]
+        assert len(told) == 1 and "scream/holiday.jpg" in told[0] and "chmod g+w" in told[0], notices.read_text()
+        assert "scream/holiday.jpg" in shown and "chmod g+w" in shown, shown
+        assert "scream/holiday.jpg: cannot be taken from the inbox" in page and "chmod g+w" in page
+        folder.chmod(0o755)  # the fix: the next rescan takes the photo
+        wait_for(lambda: outputs(tmp_path), 60, proc)
+        wait_for(lambda: status_json(tmp_path).get("unclaimable") == [], 10, proc)
+    finally:
+        folder.chmod(0o755)
+        stop(proc)
+    assert not list((tmp_path / "spool" / "failed").glob("*.error.json"))

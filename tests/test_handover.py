@@ -224,3 +224,48 @@ def _worker_on_a(tmp_path, engine):
     shutil.copy(SAMPLES / "coffee.jpg", config.inbox / "a.jpg")
     worker.submit(spool.claim(config.inbox / "a.jpg", now_iso(), None))
     return worker
+
+
+def test_a_stop_with_a_stuck_landing_sheet_and_notice_ends_within_its_one_deadline(tmp_path, engine, monkeypatch):
+    """rev7e finding 2: each wait of a stop had a budget of its own: the worker's join and the landing flush
+    STOP_WAIT each, the contact sheets 120 s more, the notices 40 s; up to 400 s against systemd's
+    TimeoutStopSec=180, whose SIGKILL charges the running photo a crash. Here b.jpg's landing, a.jpg's contact
+    sheet and a notice all hang: the stop still ends within daemon.STOP_WAIT (6 s here), and b.jpg is kept in work/
+    for the next start."""
+    from pipeline import alerts
+    from pipeline.daemon import daemon as daemon_module
+    from pipeline.daemon import executor, outputs as outputs_module
+
+    hang, b_landing = threading.Event(), threading.Event()
+    real_finish = JobLife.finish
+
+    def finish(self, job, *args, **kwargs):
+        if job.name == "b.jpg":
+            b_landing.set()
+            hang.wait(60)
+        return real_finish(self, job, *args, **kwargs)
+
+    monkeypatch.setattr(daemon_module, "STOP_WAIT", 6.0)
+    monkeypatch.setattr(daemon_module, "FLUSH_WAIT", 2.0)
+    monkeypatch.setattr(executor, "WRITE_GRACE", 1.5)
+    monkeypatch.setattr(JobLife, "finish", finish)
+    monkeypatch.setattr(outputs_module, "contact_sheet", lambda *args: hang.wait(60))
+    monkeypatch.setattr(alerts, "send", lambda *args: hang.wait(60))
+    daemon = Daemon(make_config(tmp_path, contact_sheet=True, notify="http://127.0.0.1:9/hook"), engine=engine)
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    try:
+        shutil.copy(SAMPLES / "coffee.jpg", tmp_path / "inbox" / "a.jpg")
+        wait_for(lambda: outputs(tmp_path), 60)  # landed; its sheet hangs, and so does the summary notice
+        wait_for(lambda: daemon.reporter.alerts.outbox.unfinished_tasks, 10)
+        shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / "b.jpg")
+        assert b_landing.wait(60)
+        started = time.monotonic()
+        daemon.stop.set()
+        thread.join(30)
+        took = time.monotonic() - started
+    finally:
+        hang.set()
+    assert not thread.is_alive() and took < 6.0 + 2.0, f"the stop took {took:.1f} s against its 6 s deadline"
+    assert [p.name for p in outputs(tmp_path)] == ["a.png"]
+    assert [p.name for p in (tmp_path / "spool" / "work").glob("*/b.jpg")] == ["b.jpg"], "kept for the next start"

@@ -106,7 +106,8 @@ def test_notify_command_is_told_each_failure_and_when_the_queue_empties(tmp_path
     _drop(tmp_path, good=1, bad=1)
     assert Daemon(config, once=True, engine=engine).run() == 0
     lines = record.read_text().splitlines()
-    assert len(lines) == 2 and lines[-1] == "queue_empty | 1 styled, 1 failed; nothing left in the inbox"
+    assert len(lines) == 2 and re.fullmatch(r"queue_empty \| 1 styled, 1 failed since \d\d:\d\d \S+; nothing left in the inbox",
+                                            lines[-1]), lines
     assert lines[0].startswith("failed | bad0.jpg: bad_image: ") and "; fix: " in lines[0]
 
 

@@ -79,7 +79,7 @@ def test_the_sheet_writer_never_delays_the_caller_and_loses_nothing_at_close(tmp
     for i in range(5):
         writer.submit(big, big, big, tmp_path / f"s{i}.png")
     handed_over = time.perf_counter() - started
-    writer.close()
+    writer.close(60)
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"s{i}.png" for i in range(5)]
     assert handed_over < 0.05, "submit only queues: the resize and the write are the writer thread's"
     writer.submit(big, big, big, tmp_path / "late.png")  # after close: written at once, not dropped

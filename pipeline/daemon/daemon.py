@@ -18,6 +18,7 @@ from typing import Callable
 
 import structlog
 
+from ..alerts import FLUSH_WAIT
 from ..engine import StyleTransfer
 from ..errors import PipelineError
 from ..fsio import is_disk_full
@@ -27,19 +28,21 @@ from . import status as status_module
 from .config import Config, ConfigError
 from .config_build import check_folders
 from .diskguard import DiskGuard
-from .executor import Executor
+from .executor import Executor, left
 from .jobs import crashed
-from .reload import AGAIN, reload_config, remake_folders
+from .reload import AGAIN, Refused, reload_config, remake_folders
 from .reporting import Reporter
 from .settle import DecodeCheck
 from .spool import Spool, now_iso
 from .state import JobBook
+from .unclaimable import Unclaimable
 from .watcher import Tracker, Watcher, own_folders, sidecar_for, skipped_folders
 from .pool import local_executor
 
 log = structlog.get_logger("style-pipeline")
 TICK = 0.2
-STOP_WAIT = 120  # seconds a stop waits for the slots (a step, a checkpoint, results landing): see the unit
+STOP_WAIT = 160  # seconds the whole stop may take, one deadline: under the unit's TimeoutStopSec (180), see there
+REFUSED_RETRY_S = 2.0  # a refused config edit is read again this often while refused (a YAML parse and a few stats)
 
 
 class StartupError(Exception):
@@ -65,6 +68,7 @@ class Daemon:
         self.started_at = now_iso()
         self.last_rescan = 0.0
         self.config_mtime = self.config_path.stat().st_mtime_ns
+        self.refused = Refused(REFUSED_RETRY_S)  # an edit refused for a painting not there yet is read again
         self.notifier = Notifier()
         self.heartbeat = Heartbeat(self.notifier, self.config.stall_seconds, watchdog_interval())
         self.state = "starting"
@@ -73,6 +77,7 @@ class Daemon:
         self.reporter = Reporter(self)  # status.json, the watchdog, metrics and notices (reporting.py)
         self.book = JobBook(self.disk, self.reporter.on_job_event)  # the retry queue and the held jobs
         self.skipped: dict[str, str] = {}  # inbox folders passed over, with why (shown by status)
+        self.unclaimable = Unclaimable(lambda: self.config.inbox, self.reporter.on_job_event)  # listed by status
 
     # --- start-up -------------------------------------------------------------------------------
     def _load_config(self) -> Config:
@@ -191,12 +196,12 @@ class Daemon:
         return True
 
     def _claim_failed(self, path: Path, exc: OSError) -> None:
-        """The file stays in the inbox: a full disk pauses claiming; anything else is logged and retried
-        at the next rescan."""
+        """The file stays in the inbox: a full disk pauses claiming; anything else is told once (with its fix),
+        listed by status and retried at the next rescan."""
         if is_disk_full(exc):
             self.disk.pause(self.config.work)
         else:
-            log.error("cannot claim; the file stays in the inbox", file=str(path), error=str(exc))
+            self.unclaimable.add(path, exc)
         self.tracker.forget(path)
 
     def _queued_at(self, path: Path) -> str:
@@ -265,19 +270,23 @@ class Daemon:
             mtime = self.config_path.stat().st_mtime_ns
         except OSError:
             mtime = self.config_mtime
-        if not (self.reload_requested or mtime != self.config_mtime):
+        asked = self.reload_requested or mtime != self.config_mtime
+        if not (asked or self.refused.due()):
             return  # no wait for an idle worker: the next job reads the new config when it starts
         self.reload_requested, self.config_mtime = False, mtime
-        self.notifier.reloading()
+        if asked:  # a quiet retry of a refused edit is no reload systemd was told of
+            self.notifier.reloading()
         try:
-            new = reload_config(self.config, self.config_path)  # the running folders kept (reload.py)
+            new = reload_config(self.config, self.config_path, quiet=not asked)  # the running folders kept
+            self.refused.tried(new is None)
             if new is AGAIN:  # held by another program: the same edit is read at the next pass
                 self.reload_requested = True
             elif new is not None:
                 self.config = new
                 self.tracker.settle, self.heartbeat.stall_seconds = new.settle_seconds, new.stall_seconds
         finally:  # systemd waits for READY=1 after RELOADING=1, whatever the reload did
-            self.notifier.ready()
+            if asked:
+                self.notifier.ready()
 
     # --- signals and shutdown ---------------------------------------------------------------------
     def _install_signals(self) -> None:
@@ -301,16 +310,16 @@ class Daemon:
         self.state = "stopping"
         self.notifier.stopping()
         self.stop.set()
+        deadline = time.monotonic() + STOP_WAIT  # every wait below shares it: systemd counts the whole stop
         if self.watcher:
             self.watcher.stop()
         if self.executor:
-            for job in self.executor.close(timeout=STOP_WAIT):
+            for job in self.executor.close(timeout=left(deadline - FLUSH_WAIT)):  # slots, writes, sheets
                 self.spool.release(job)  # claimed ahead, never begun: the next start takes it up
             self.book.take(self.executor.poll())
             for job in self.book.retry:
                 self.spool.release(job)
-            self.executor.life.sheets.close()  # the sheets still queued are written before the daemon exits
         self.state = "stopped"
-        self.reporter.final()
+        self.reporter.final(left(deadline))  # the last notices: FLUSH_WAIT at least
         log.info("stopped", **self.spool.counts())
 

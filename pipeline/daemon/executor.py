@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable
 
 import structlog
 
 from .config import Config
+from .handover import WRITE_GRACE
 from .jobs import JobLife, Outcome
 from .spool import Job, Spool
 
@@ -98,19 +100,17 @@ class Executor(threading.Thread):
         return None
 
     def close(self, timeout: float) -> list[Job]:
-        """No more jobs: those handed over but never begun come back (for the inbox); the one in hand ends
-        (a stop cancels it) within ``timeout``."""
-        unstarted = []
-        while True:
-            try:
-                job = self._jobs.get_nowait()
-            except queue.Empty:
-                break
-            if job is not None:
-                unstarted.append(job)
-        self._jobs.put(None)
-        self.join(timeout=timeout)
-        self._handed_over(timeout)
+        """No more jobs: those handed over but never begun come back (for the inbox); the ones in hand end (a stop
+        cancels them), their results land and the contact sheets are written, all within ``timeout`` in all.
+
+        One deadline, because systemd's TimeoutStopSec counts the whole stop, and past it SIGKILL charges the
+        running photo a crash: the join and the writes each waited ``timeout`` in full, and the sheets 120 s more
+        (2 x 120 + 120 s against 180, rev7e). The writes keep a share of it (WRITE_GRACE, a quarter at most): a
+        result that misses it is written again at the next start, a finished photo's whole run."""
+        deadline = time.monotonic() + timeout
+        unstarted = self._stop_taking()
+        self._join_until(deadline - min(WRITE_GRACE, timeout / 4))
+        self._handed_over(deadline)
         return unstarted
 
     # --- for the executors -------------------------------------------------------------------------
@@ -133,10 +133,29 @@ class Executor(threading.Thread):
         """How many queued photos are prepared ahead: the prefetcher's own limit, for one photo at a time."""
         return self.life.prefetch.limit
 
-    def _handed_over(self, timeout: float) -> None:
-        """At close: every finished result handed to the landing thread is written (its outcome out) first."""
-        self.life.landing.flush(timeout)
+    def _stop_taking(self) -> list[Job]:
+        """At close: the jobs never begun, taken back, and the thread told to end after the one in hand."""
+        unstarted = []
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                unstarted.append(job)
+        self._jobs.put(None)
+        return unstarted
+
+    def _join_until(self, deadline: float) -> None:
+        """At close: the thread's end, waited for until ``deadline`` (time.monotonic)."""
+        self.join(left(deadline))
+
+    def _handed_over(self, deadline: float) -> None:
+        """At close: every finished result handed to the landing thread is written (its outcome out) first, then
+        the contact sheets still queued (they are queued as results land), all by ``deadline``."""
+        self.life.landing.flush(left(deadline))
         self.life.prefetch.close()
+        self.life.sheets.close(left(deadline))
 
     def _closed(self) -> None:
         """A job handed over has ended (its outcome is out already): one fewer open."""
@@ -151,3 +170,8 @@ class Executor(threading.Thread):
     def _stopping(self) -> bool:
         """The daemon stops or the run window closed: every running job stops (a batch as one)."""
         return self.stop.is_set() or self._paused.is_set()
+
+
+def left(deadline: float) -> float:
+    """Seconds until ``deadline`` (time.monotonic), never below 0: what a wait of the stop may still take."""
+    return max(0.0, deadline - time.monotonic())

@@ -29,7 +29,7 @@ from .config import Config
 from .spool import Job
 
 log = structlog.get_logger("style-pipeline.worker")
-WRITE_GRACE = 30.0  # seconds the writer has at close of its own, whatever the slots' join left: an fsync is slow
+WRITE_GRACE = 30.0  # seconds of a close's one deadline kept for the writes (Executor.close): an fsync is slow
 
 
 AHEAD = 2  # photos prepared ahead of a worker that runs one at a time: the next one, and one spare
@@ -107,7 +107,7 @@ class Lander:
             self._waiting += len(lands)
         self._queue.put((lands, True))
 
-    def flush(self, timeout: float = 120.0) -> bool:
+    def flush(self, timeout: float) -> bool:
         """Return once every result handed over so far is landed, or after ``timeout`` (a stuck write): then an
         error names how many results are left unwritten (their jobs stay in work/ and run again at the next
         start). True when all are landed."""

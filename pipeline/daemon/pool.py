@@ -10,7 +10,6 @@ it, up to its batch size; it never waits for more, so a lone photo runs alone at
 from __future__ import annotations
 
 import threading
-import time
 from typing import Callable, Sequence
 
 import structlog
@@ -19,8 +18,7 @@ from ..engine import StyleTransfer
 from ..engine.device import available
 from .batching import ANY, JobQueue, batch_key, plan_key
 from .config import Config
-from .executor import Executor, Progress
-from .handover import WRITE_GRACE
+from .executor import Executor, Progress, left
 from .jobs import JobLife, Plan, crashed
 from .spool import Job, Spool
 from .worker import Worker
@@ -275,15 +273,15 @@ class Pool(Executor):
         self.slots[index] = dead.respawn()
         return self
 
-    def close(self, timeout: float) -> list[Job]:
+    def _stop_taking(self) -> list[Job]:
         unstarted = self._jobs.take(ANY, self._jobs.qsize())
         for _ in self.slots:
             self._jobs.put(None)
-        deadline = time.monotonic() + timeout
-        for slot in self.slots:
-            slot.join(max(0.0, deadline - time.monotonic()))
-        self._handed_over(max(WRITE_GRACE, deadline - time.monotonic()))
         return unstarted
+
+    def _join_until(self, deadline: float) -> None:
+        for slot in self.slots:
+            slot.join(left(deadline))
 
 
 def local_executor(config: Config, engine: StyleTransfer | None, spool: Spool, get_config: Callable[[], Config],

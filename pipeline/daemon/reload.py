@@ -26,12 +26,32 @@ BUSY_LOG_EVERY = 10.0  # seconds between the warnings of a config held busy (the
 _busy_logged = [0.0]  # when a busy config was last warned about (monotonic)
 
 
-def reload_config(old: Config, path: Path) -> Config | str | None:
+class Refused:
+    """An edit refused for what is outside the file (a painting it names not copied yet, a folder not made yet)
+    is read again every ``every`` seconds while it stays refused: its mtime was used up by the refusal, so nothing
+    read it again until another save, and a photo dropped into the new recipe's folder went to the default recipe
+    as an album folder (rev7a finding 5). The retries are quiet (the refusal was logged once); one that works is
+    logged as any reload."""
+
+    def __init__(self, every: float) -> None:
+        self.every = every
+        self.refused_at: float | None = None  # monotonic, the last try that was refused; None: nothing refused
+
+    def due(self, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        return self.refused_at is not None and now - self.refused_at >= self.every
+
+    def tried(self, refused: bool, now: float | None = None) -> None:
+        self.refused_at = (time.monotonic() if now is None else now) if refused else None
+
+
+def reload_config(old: Config, path: Path, quiet: bool = False) -> Config | str | None:
     """The new config with the running folders kept; None to keep the old one (the reason is logged); AGAIN when
     the file is held by another program (a lease: an editor's save over Samba or NFS). The caller then keeps the
     old config and reads the same edit again at its next pass: taken as invalid, the edit was dropped for good,
     its mtime used up, until another save (rev6f). Read without waiting out the lease (fsio.NO_WAIT): the main
-    loop must not stall, the first try starts the lease's break, and the next pass comes in 0.2 s."""
+    loop must not stall, the first try starts the lease's break, and the next pass comes in 0.2 s. ``quiet``: a
+    retry of a refused edit (Refused), whose refusal was already logged."""
     try:
         loaded = config_module.load(path, busy_wait=NO_WAIT)
         new = keep_folders(old, config_module.remember_removed_recipes(old, loaded))
@@ -43,10 +63,11 @@ def reload_config(old: Config, path: Path) -> Config | str | None:
                 log.warning("the new config is held by another program; it is read again until it can be",
                             file=str(path))
             return AGAIN
-        log.error("the new config is invalid; keeping the old one", problems=exc.problems)
+        (log.debug if quiet else log.error)("the new config is invalid; keeping the old one", problems=exc.problems)
         return None
     except Exception as exc:  # e.g. inbox/<new recipe> is a regular file: mkdir raises
-        log.error("the new config cannot be used; keeping the old one", error=f"{type(exc).__name__}: {exc}")
+        (log.debug if quiet else log.error)("the new config cannot be used; keeping the old one",
+                                            error=f"{type(exc).__name__}: {exc}")
         return None
     if problems:
         log.warning("the running folders have problems; the daemon goes on with them", problems=problems)

@@ -14,6 +14,7 @@ import structlog
 from ..alerts import Alerts
 from . import status as status_module
 from .metrics import Metrics
+from .tally import Tally
 
 log = structlog.get_logger("style-pipeline")
 MAX_WORKER_RESTARTS = 5  # after this many deaths the watchdog pings stop: systemd restarts the whole service
@@ -26,7 +27,8 @@ class Reporter:
 
     def __init__(self, daemon) -> None:
         self.daemon = daemon  # the Daemon (daemon.py), not imported here: that import would run in a circle
-        self.metrics, self.alerts = Metrics(), Alerts()  # issue 11: the textfile and `notify:`
+        config = daemon.config  # issue 11: the textfile and `notify:`, whose summary counts from disk (tally.py)
+        self.metrics, self.alerts = Metrics(), Alerts(Tally(config.spool, config.outbox, config.failed))
         self.last_status = 0.0
         self.last_status_error = 0.0
 
@@ -42,12 +44,13 @@ class Reporter:
         self.daemon.notifier.status(status_module.one_line(snapshot))
         self.outputs_tick(snapshot)
 
-    def final(self) -> None:
-        """The last status.json and metrics of a stopping daemon, and the notices still queued."""
+    def final(self, notice_wait: float) -> None:
+        """The last status.json and metrics of a stopping daemon, and the notices still queued, for up to
+        ``notice_wait`` seconds (what the stop's one deadline left: daemon.STOP_WAIT)."""
         snapshot = status_module.snapshot(self.facts())
         self.write_status(snapshot)
         self.outputs_tick(snapshot, force=True)
-        self.alerts.flush()
+        self.alerts.flush(notice_wait)
 
     def health(self) -> str:
         """What `status` says: "running" only while a worker is alive and idle or making progress."""
@@ -71,7 +74,7 @@ class Reporter:
             started_at=d.started_at, phase=d.state, health=self.health(),
             worker={"alive": executor.alive(), "restarts": d.worker_restarts,
                     "held": [j.source for j in d.book.held]} if executor else None,
-            skipped=dict(d.skipped),
+            skipped=dict(d.skipped), unclaimable=d.unclaimable.listing(),
             observer={"kind": watcher.observer_class.__name__, "why": watcher.reason,
                       "alive": watcher.alive()} if watcher else None,
             queue=len(d.tracker), current=progress and progress.current, counts=d.spool.counts(),

@@ -3,7 +3,7 @@ PNG encode and fsync must not sit between one photo's last step and the next pho
 
 One background thread takes (pictures, path) and writes each sheet through outputs.contact_sheet (one atomic
 write, fsio.write_atomic). ``close()`` writes every sheet still queued before it returns, so a shutdown loses
-none; a sheet that cannot be written is logged and skipped, never failing its job.
+none unless the stop's wait runs out (then it says how many); a sheet that cannot be written is logged and skipped, never failing its job.
 """
 from __future__ import annotations
 
@@ -41,14 +41,18 @@ class SheetWriter:
     def pending(self) -> int:
         return self._queue.qsize()
 
-    def close(self, timeout: float = 120.0) -> None:
-        """Write every queued sheet, then stop the thread."""
+    def close(self, timeout: float) -> None:
+        """Write every queued sheet, then stop the thread; within ``timeout`` (what the stop's one deadline left,
+        Executor.close): a sheet still unwritten then is lost, and said so, a convenience not worth a SIGKILL."""
         with self._lock:
             self._closed = True
             thread = self._thread
         if thread is not None:
             self._queue.put(None)
             thread.join(timeout)
+            if thread.is_alive():
+                log.warning("contact sheets not written: the stop's wait ran out", unwritten=self._queue.qsize(),
+                            waited_s=round(timeout, 1))
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -48,6 +48,7 @@ class DaemonState:
     busy_seconds: float
     schedule: dict | None
     now: datetime  # local wall-clock time, from the daemon's clock
+    unclaimable: list[dict] = field(default_factory=list)  # file, path, error, fix (unclaimable.py)
 
 
 def snapshot(state: DaemonState) -> dict:
@@ -61,6 +62,7 @@ def snapshot(state: DaemonState) -> dict:
         "healthy": health == state.phase,  # a worker alive and idle or making progress, claiming not paused
         "worker": state.worker,
         "skipped": [{"folder": k, "why": v} for k, v in sorted(state.skipped.items())],
+        "unclaimable": state.unclaimable,
         "observer": state.observer, "queue": state.queue, "current": state.current, **state.counts,
         "busy_seconds": round(state.busy_seconds, 1),
         "next_window": win.next_open(now).isoformat(timespec="minutes") if win and not win.is_open(now) else None,
@@ -118,7 +120,16 @@ def read(config) -> dict:
     data.update(folder_counts(config.done, config.failed, config.work))
     data["queue"] = sum(1 for _ in scan(config.inbox, own_folders(config))) if config.inbox.is_dir() else 0
     data["recent_failures"] = [_error_line(p) for p in failed[-5:]]
+    data["unclaimable"] = still_waiting(data.get("unclaimable"))
     return data
+
+
+def still_waiting(entries: object) -> list[dict]:
+    """The unclaimable files of the daemon's last word that are still there: a stopped daemon's list is read by
+    `status` and the report, and a file taken away since must not be shown."""
+    if not isinstance(entries, list):
+        return []
+    return [e for e in entries if isinstance(e, dict) and os.path.lexists(str(e.get("path", "")))]
 
 
 def _alive(data: dict) -> bool:
@@ -162,6 +173,8 @@ def render(data: dict) -> str:
     lines = [f"daemon: {data['state']}" + (f" (pid {data['pid']})" if running else "")]
     for skipped in data.get("skipped") or []:
         lines.append(f"skipped folder: inbox/{skipped['folder']}: {skipped['why']}")
+    for stuck in data.get("unclaimable") or []:
+        lines.append(f"cannot take from the inbox: {stuck.get('file')}: {stuck.get('error')}; fix: {stuck.get('fix')}")
     if data.get("observer"):
         lines.append(f"watching with {data['observer']['kind']}: {data['observer']['why']}")
     current = data.get("current")

@@ -23,6 +23,7 @@ SIDECAR_SUFFIXES = (".yaml", ".yml")
 PICTURE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".heic")
 OWN_MARK = b"generator: style-pipeline"  # in the head of every text file the pipeline writes (report, metrics)
 OWN_SUFFIXES = (".html", ".htm", ".prom", ".json", ".txt")
+OBSERVER_JOIN = 5.0  # seconds a stop waits for the observer thread (one of the stop's waits: daemon.STOP_WAIT)
 NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "afs")
 
 
@@ -312,5 +313,5 @@ class Watcher:
     def stop(self) -> None:
         if self.observer is not None:
             self.observer.stop()
-            self.observer.join(timeout=5)
+            self.observer.join(timeout=OBSERVER_JOIN)
             self.observer = None

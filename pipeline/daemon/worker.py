@@ -21,6 +21,7 @@ from .jobs import JobLife, Plan, current, logging_for
 from .spool import Job, Spool
 
 log = structlog.get_logger("style-pipeline.worker")
+RESPAWN_FLUSH = 120.0  # seconds a respawn waits for the results the dead thread handed over (they close on its count)
 
 
 class Worker(Executor):
@@ -38,7 +39,7 @@ class Worker(Executor):
 
     def respawn(self) -> "Worker":
         """A fresh thread with this one's queue, open jobs (less the one that died with it) and job life."""
-        self.life.landing.flush()  # the results it handed over close against this worker's count first
+        self.life.landing.flush(RESPAWN_FLUSH)  # the results it handed over close against this worker's count first
         new = Worker(self.engine, self.spool, self.get_config, self.stop, self.life)
         new._jobs, new._busy_seconds, new._marker = self._jobs, self._busy_seconds, self._marker + 1
         new._open = self._open - (self._job is not None)

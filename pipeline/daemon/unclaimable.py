@@ -1,0 +1,69 @@
+"""Photos the service cannot move out of the inbox: remembered, told once, and listed until they go.
+
+The usual cause is a recipe folder a person made without write access for the service user (`mkdir inbox/scream`
+as themself, mode 755): the claim's rename gets EACCES, the photo stays where it is. Before (rev7d finding 3) the
+daemon logged one line a minute for it all night and forgot it, so `status`, the morning report, failed/ and the
+notices all said nothing. Now each such file is logged and notified once, with a fix that names the folder and
+the permission, and status.json lists it (``unclaimable``) until it is claimed or taken away.
+"""
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+from typing import Callable
+
+import structlog
+
+from ..errors import Reason
+from ..fsio import is_no_permission, service_user, shown
+
+log = structlog.get_logger("style-pipeline")
+
+
+def fix_for(path: Path, exc: OSError) -> str:
+    """What a person does so the service can take the photo: the folder and the permission, by the error."""
+    folder = Path(exc.filename).parent if exc.filename else path.parent
+    user = service_user()
+    name = user.split(" ")[0]
+    if exc.errno == errno.EACCES:
+        return (f"the service user {user} needs write access to {shown(str(folder))} to move the photo out: "
+                f"`chmod g+w {shown(str(folder))}` with {name} in the folder's group, or `chown {name} "
+                f"{shown(str(folder))}`; it is taken at the next rescan")
+    if exc.errno == errno.EPERM:
+        return (f"{shown(str(folder))} does not let {user} move {shown(path.name)} out (the sticky bit, or an "
+                f"immutable file): `chmod -t {shown(str(folder))}`, or `chown {name} {shown(str(path))}`")
+    if exc.errno == errno.EROFS:
+        return f"{shown(str(folder))} is on a read-only mount: mount it read-write, or copy the photo elsewhere"
+    return f"{exc.strerror or exc}: check the photo and {shown(str(folder))}; it is tried again at each rescan"
+
+
+class Unclaimable:
+    """The inbox's files whose claim failed (not for a full disk: that pauses claiming instead). `tell` gets one
+    event per new file (the notice); the list prunes itself when a file is claimed after all or taken away."""
+
+    def __init__(self, inbox: Callable[[], Path], tell: Callable[[str, dict], None]) -> None:
+        self.inbox, self.tell = inbox, tell
+        self.files: dict[str, dict] = {}  # path -> what status.json shows
+
+    def add(self, path: Path, exc: OSError) -> None:
+        """Remember a failed claim; log and tell only the first time for this file."""
+        if str(path) in self.files:
+            return
+        try:
+            shown_name = str(path.relative_to(self.inbox()))
+        except ValueError:
+            shown_name = path.name
+        entry = {"file": shown(shown_name), "path": str(path), "error": exc.strerror or str(exc),
+                 "fix": fix_for(path, exc)}
+        self.files[str(path)] = entry
+        log.error("cannot claim; the file stays in the inbox", file=str(path), error=str(exc), fix=entry["fix"])
+        code = str(Reason.NO_PERMISSION) if is_no_permission(exc) else errno.errorcode.get(exc.errno or 0, "OSError")
+        self.tell("unclaimable", {"file": entry["file"], "reason": code, "message": entry["error"],
+                                  "fix": entry["fix"]})
+
+    def listing(self) -> list[dict]:
+        """For status.json: the files still in the inbox (a stat each; there are few)."""
+        for key in [k for k in self.files if not os.path.lexists(k)]:
+            del self.files[key]
+        return list(self.files.values())

@@ -1,0 +1,52 @@
+"""rev7a finding 5: a config edit refused for what is outside the file (a painting it names, copied a moment
+after the save) is read again while it stays refused, quietly, until it can be used."""
+from __future__ import annotations
+
+import shutil
+import time
+
+import yaml
+
+from daemon_helpers import SAMPLES, STYLES, log_events, make_config, outputs, start, stop, wait_for, wait_ready
+
+
+def test_a_refused_edit_is_due_again_after_its_interval_and_not_once_it_works():
+    from pipeline.daemon.reload import Refused
+
+    refused = Refused(2.0)
+    assert not refused.due(now=100.0)  # nothing refused yet
+    refused.tried(True, now=100.0)
+    assert not refused.due(now=101.9) and refused.due(now=102.0)
+    refused.tried(False, now=102.0)
+    assert not refused.due(now=1000.0)
+
+
+def test_a_recipe_refused_for_its_painting_loads_once_the_painting_is_copied(tmp_path):
+    """The first-hour sequence: add `pastel: {styles: [late.jpg]}` and save while the daemon runs, then copy
+    late.jpg into styles/. The save's mtime was used up by the refusal, so the recipe never loaded and a photo in
+    inbox/pastel/ was styled with the default recipe as an album folder (outbox/starry/pastel/)."""
+    styles = tmp_path / "styles"
+    styles.mkdir()
+    for name in ("starry_night.jpg", "the_scream.jpg"):
+        shutil.copy(STYLES / name, styles / name)
+    config = make_config(tmp_path, styles_dir=str(styles))
+    daemon = start(config)
+    try:
+        wait_ready(daemon)
+        data = yaml.safe_load(config.read_text())
+        data["recipes"]["pastel"] = {"styles": ["late.jpg"]}
+        config.write_text(yaml.safe_dump(data))
+        wait_for(lambda: any("invalid" in str(e.get("event")) for e in log_events(daemon)), 30, daemon)
+        time.sleep(5)  # two retries or more, each refused again
+        shutil.copy(STYLES / "the_scream.jpg", styles / "late.jpg")
+        wait_for(lambda: any(e.get("event") == "config reloaded" for e in log_events(daemon)), 30, daemon)
+        (tmp_path / "inbox" / "pastel").mkdir(exist_ok=True)
+        shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / "pastel" / "rocket.jpg")
+        wait_for(lambda: outputs(tmp_path), 120, daemon)
+    finally:
+        stop(daemon)
+    written = [p.relative_to(tmp_path / "outbox").as_posix() for p in outputs(tmp_path)]
+    assert written == ["pastel/rocket.png"]
+    refusals = [e for e in log_events(daemon) if e.get("event") == "the new config is invalid; keeping the old one"
+                and e.get("level") == "error"]
+    assert len(refusals) == 1  # the retries are quiet: one error line for the one save
