@@ -225,13 +225,18 @@ class Spool:
         self._unlock(job.dir)
 
     # --- recovery -------------------------------------------------------------------------
-    def recover(self) -> list[Job]:
-        """Jobs left in work/ by a dead daemon (their lock is free), oldest first; stale claims removed."""
+    def recover(self, skip: set[str] | frozenset[str] = frozenset()) -> list[Job]:
+        """Jobs left in work/ by a dead daemon (their lock is free), oldest first; stale claims removed; ``skip``:
+        folders this daemon left unlocked on purpose (held). Safe beside a live neighbour, so it runs at each rescan:
+        the neighbour's jobs hold their lock, and a claim it is still making (mkdir, lock, then job.json) is never
+        locked here while young: taking that lock first would break its claim."""
         jobs = []
         for folder in sorted(p for p in self.work.iterdir() if p.is_dir()):
-            if folder.name in self._locks:
+            if folder.name in self._locks or folder.name in skip:
                 continue
             changed = _last_change(folder)  # before locking: making .lock touches the folder
+            if not (folder / RECORD).exists() and time.time() - changed <= INCOMPLETE_GRACE:
+                continue  # a claim being made, or one just given up: looked at again once it is old
             if not self._try_lock(folder):
                 continue
             job = self._read(folder)
