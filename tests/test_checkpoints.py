@@ -5,12 +5,16 @@ cost three times the photo's own 100 steps at 1024 px. The monitor's clock is pa
 """
 from __future__ import annotations
 
+import hashlib
+import json
+
 import pytest
 import torch
 
 from daemon_helpers import make_config
 from pipeline.daemon import config as config_module
-from pipeline.engine import Settings
+from pipeline.engine import Settings, images
+from pipeline.engine.images import digest
 from pipeline.errors import Cancelled
 from pipeline.engine.optimize import Monitor, _Stop
 
@@ -96,18 +100,79 @@ def test_the_config_takes_checkpoint_seconds_like_checkpoint_every(tmp_path):
 
 
 @pytest.mark.parametrize("changed", [dict(checkpoint_every=25, checkpoint_seconds=30.0),
-                                     dict(compile=True, cudnn_benchmark=True)], ids=["cadence", "speed settings"])
-def test_a_checkpoint_resumes_under_another_cadence(engine, content, style, tmp_path, changed):
+                                     dict(compile=True, cudnn_benchmark=True),
+                                     dict(print_dpi=300.0, format="jpeg", quality=80, max_pixels=10_000)],
+                         ids=["cadence", "speed settings", "output settings"])
+def test_a_checkpoint_resumes_under_another_cadence_or_output(engine, content, style, tmp_path, changed):
     """How often checkpoints are written shapes no pixel: a print in flight resumes after the cadence changed
     (an upgrade that added checkpoint_seconds would otherwise have restarted every one); nor do the speed-only
-    compile and cudnn_benchmark (engine/speed.py)."""
+    compile and cudnn_benchmark (engine/speed.py), nor the output-only print_dpi, format, quality and max_pixels
+    (rev7b: a recipe's print_dpi edited, or the CLI's -o print.png rerun as -o print.jpg, restarted a killed print
+    from step 0). Two levels: the checkpoint is the fine level's, as a print's would be."""
     checkpoint = tmp_path / "run.ckpt"
-    settings = Settings(size=40, steps=8, optimizer="adam", log_every=1, checkpoint_every=2, checkpoint_seconds=0,
-                        early_stop_tol=0)
+    settings = Settings(size=64, steps=3, scales=2, coarse_steps=2, optimizer="adam", log_every=1,
+                        checkpoint_every=1, checkpoint_seconds=0, early_stop_tol=0)
+    _cancel_at(engine, content, style, settings, checkpoint, 3)
+    assert torch.load(checkpoint, weights_only=False)["level"] == 1
+    later = settings.replace(**changed)
+    assert later.identity() == settings.identity()
+    assert engine.stylize(content, [style], later, checkpoint=checkpoint).resumed_from_step == 3
+
+
+@pytest.mark.parametrize("change", [dict(print_dpi=300.0), dict(format="webp"), dict(quality=80),
+                                    dict(max_pixels=10_000), dict(size=48), dict(seed=1)])
+def test_each_output_setting_alone_leaves_the_identity_and_a_pixel_setting_does_not(change):
+    """Each output-only setting alone keeps the fingerprint's settings; one that shapes pixels (size, seed) does
+    not, so the exclusion is no blanket."""
+    same = Settings().replace(**change).identity() == Settings().identity()
+    assert same == (next(iter(change)) in ("print_dpi", "format", "quality", "max_pixels"))
+
+
+def test_a_checkpoint_from_before_the_output_settings_left_its_fingerprint_resumes(engine, content, style,
+                                                                                     tmp_path):
+    """A print in flight when the daemon is upgraded: its checkpoint's fingerprint was made the old way (with
+    print_dpi, format, quality and max_pixels in it); it resumes, not start over. The old way is written out here."""
+    checkpoint = tmp_path / "run.ckpt"
+    settings = Settings(size=40, steps=4, optimizer="adam", log_every=1, checkpoint_every=1, checkpoint_seconds=0,
+                        early_stop_tol=0, print_dpi=300.0)
+    _cancel_at(engine, content, style, settings, checkpoint, 2)
+    old_identity = {k: v for k, v in settings.to_dict().items()
+                    if k not in ("checkpoint_every", "checkpoint_seconds", "cudnn_benchmark", "compile")}
+    parts = [digest(content.convert("RGB")), digest(style), json.dumps(old_identity, sort_keys=True),
+             engine.weights.sha256]
+    state = torch.load(checkpoint, weights_only=False)
+    state["fingerprint"] = hashlib.sha256("|".join(parts).encode()).hexdigest()
+    torch.save(state, checkpoint)
+    assert engine.stylize(content, [style], settings, checkpoint=checkpoint).resumed_from_step == 2
+    state["fingerprint"] = hashlib.sha256("|".join(parts[:-1] + ["other weights"]).encode()).hexdigest()
+    torch.save(state, checkpoint)
+    assert engine.stylize(content, [style], settings, checkpoint=checkpoint).resumed_from_step is None
+
+
+def _cancel_at(engine, content, style, settings: Settings, checkpoint, step: int) -> None:
     seen: list[int] = []
     with pytest.raises(Cancelled):
         engine.stylize(content, [style], settings, checkpoint=checkpoint, on_step=lambda info: seen.append(info.step),
-                       should_stop=lambda: seen[-1] >= 4)
-    later = settings.replace(**changed)
-    assert later.identity() == settings.identity()
-    assert engine.stylize(content, [style], later, checkpoint=checkpoint).resumed_from_step == 4
+                       should_stop=lambda: seen[-1] >= step)
+
+
+def test_a_resumed_run_early_stops_where_the_uninterrupted_one_did(engine, content, style, tmp_path):
+    """README: a resumed run 'ends on exactly the same pixels as the uninterrupted run'. With early stop on, the
+    early stop reads the loss of the last window of steps: the checkpoint holds it and the resumed level starts from
+    it (rev7b: it was cleared, and a run killed within a window of its stop ran on: 22 steps became 25). A checkpoint
+    without it (written before) still resumes, to the steps' end or its own early stop."""
+    settings = Settings(size=48, steps=60, scales=1, optimizer="adam", log_every=1, early_stop_tol=0.03,
+                        early_stop_window=4, checkpoint_every=1, checkpoint_seconds=0)
+    full = engine.stylize(content, [style], settings)
+    assert full.stop_reason == "early_stop" and full.steps < 60, (full.stop_reason, full.steps)
+    checkpoint = tmp_path / "run.ckpt"
+    _cancel_at(engine, content, style, settings, checkpoint, full.steps - 2)
+    state = torch.load(checkpoint, weights_only=False)
+    resumed = engine.stylize(content, [style], settings, checkpoint=checkpoint)
+    assert resumed.resumed_from_step == full.steps - 2
+    assert (resumed.steps, resumed.stop_reason) == (full.steps, "early_stop")
+    assert torch.equal(images.to_tensor(resumed.image, "cpu"), images.to_tensor(full.image, "cpu"))
+    del state["history"]
+    torch.save(state, checkpoint)
+    older = engine.stylize(content, [style], settings, checkpoint=checkpoint)
+    assert older.resumed_from_step == full.steps - 2 and older.steps > full.steps

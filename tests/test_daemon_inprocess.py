@@ -8,6 +8,7 @@ import threading
 import time
 from datetime import datetime
 
+import pytest
 
 from daemon_helpers import SAMPLES, errors, make_config, outputs, wait_for
 from pipeline.daemon import outputs as outputs_module
@@ -106,6 +107,19 @@ def test_unknown_recipe_folder_fails_with_a_suggestion(tmp_path, engine):
     assert Daemon(config, once=True, engine=engine).run() == 0
     failure = errors(tmp_path)["typo.jpg"]
     assert failure["code"] == "unknown_recipe" and "did you mean 'starry'" in failure["fix"]
+
+
+@pytest.mark.parametrize("folder, recipe", [("Scream", "scream"), ("STARY", "starry")])
+def test_a_recipe_folder_spelt_in_another_case_fails_with_the_real_name(tmp_path, engine, folder, recipe):
+    """rev7a finding 3: `inbox/Scream/` scored 0.83 against 'scream' (case-sensitive, under the 0.85 cutoff), was
+    taken for an album and styled with the default recipe into outbox/starry/Scream/, without a word."""
+    config = make_config(tmp_path)
+    (tmp_path / "inbox" / folder).mkdir(parents=True)
+    shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / folder / "rocket.jpg")
+    assert Daemon(config, once=True, engine=engine).run() == 0
+    failure = errors(tmp_path)["rocket.jpg"]
+    assert failure["code"] == "unknown_recipe" and f"did you mean {recipe!r}?" in failure["fix"], failure
+    assert f"inbox/{folder}/" in failure["message"] and not outputs(tmp_path)
 
 
 def test_once_exits_nonzero_only_when_the_daemon_cannot_work(tmp_path, capsys):

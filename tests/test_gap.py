@@ -66,10 +66,10 @@ def test_the_content_is_resized_once_per_run(engine, content, style, monkeypatch
 def test_a_run_without_a_checkpoint_to_resume_hashes_no_photo(engine, content, style, tmp_path, monkeypatch):
     """The checkpoint's fingerprint (a hash of the photo and the paintings) is made when a checkpoint is saved or
     found, not before every first step; a saved one still resumes (the fingerprint matches)."""
-    from pipeline.engine import transfer
+    from pipeline.engine import checkpoint as checkpoints
 
-    hashed, plain = [], transfer.digest
-    monkeypatch.setattr(transfer, "digest", lambda img: hashed.append(img) or plain(img))
+    hashed, plain = [], checkpoints.digest
+    monkeypatch.setattr(checkpoints, "digest", lambda img: hashed.append(img) or plain(img))
     checkpoint = tmp_path / "run.ckpt"
     engine.stylize(content, [style], SETTINGS, checkpoint=checkpoint)
     photo = content.tobytes()  # the photo's own pixels: a painting of the same size is not it

@@ -8,10 +8,10 @@ from typing import Any
 
 from ..engine import images
 from ..engine.settings import Settings
-from ..errors import DeviceError, ImageError
+from ..errors import ConfigError, DeviceError, ImageError
 from .config_pool import pool_options
 from .config_schema import (ENGINE_KEYS, FOLDER_KEYS, RAY_KEYS, RECIPE_KEYS, SIDECAR_KEYS, STYLE_KEYS, TOP_KEYS,
-                            TOP_TYPES, Config, ConfigError, RayOptions, Recipe, StyleRef)
+                            TOP_TYPES, Config, RayOptions, Recipe, StyleRef)
 from .yaml_read import SIDECAR_MAX_BYTES, Problems, check_type, engine_settings, key_lines, read_yaml
 
 METRICS_NAME = "style_pipeline.prom"  # node_exporter's textfile collector reads *.prom

@@ -20,7 +20,7 @@ import structlog
 
 from ..alerts import FLUSH_WAIT
 from ..engine import StyleTransfer
-from ..errors import PipelineError
+from ..errors import PipelineError, StartupError
 from ..fsio import is_disk_full
 from ..notify import Heartbeat, Notifier, watchdog_interval
 from . import config as config_module
@@ -33,6 +33,7 @@ from .jobs import crashed
 from .reload import AGAIN, Refused, reload_config, remake_folders
 from .reporting import Reporter
 from .settle import DecodeCheck
+from .sidecars import unpaired_sidecars
 from .spool import Spool, now_iso
 from .state import JobBook
 from .unclaimable import Unclaimable
@@ -43,10 +44,6 @@ log = structlog.get_logger("style-pipeline")
 TICK = 0.2
 STOP_WAIT = 160  # seconds the whole stop may take, one deadline: under the unit's TimeoutStopSec (180), see there
 REFUSED_RETRY_S = 2.0  # a refused config edit is read again this often while refused (a YAML parse and a few stats)
-
-
-class StartupError(Exception):
-    """The daemon itself cannot work (bad config, unwritable folder): exit non-zero."""
 
 
 class Daemon:
@@ -77,6 +74,7 @@ class Daemon:
         self.reporter = Reporter(self)  # status.json, the watchdog, metrics and notices (reporting.py)
         self.book = JobBook(self.disk, self.reporter.on_job_event)  # the retry queue and the held jobs
         self.skipped: dict[str, str] = {}  # inbox folders passed over, with why (shown by status)
+        self.unpaired: dict[str, str] = {}  # sidecars no photo will read, with why (sidecars.py; shown by status)
         self.unclaimable = Unclaimable(lambda: self.config.inbox, self.reporter.on_job_event)  # listed by status
 
     # --- start-up -------------------------------------------------------------------------------
@@ -169,8 +167,7 @@ class Daemon:
 
     def _claim(self, path: Path) -> bool:
         """True when the file is claimed and handed to the executor, or claiming must wait (full disk)."""
-        max_pixels = self.config.recipes[self.config.default_recipe].settings.max_pixels
-        verdict = self.decode.ready(path, max_pixels, self.config.settle_seconds)
+        verdict = self.decode.ready(path, self._decode_limit(), self.config.settle_seconds)
         if not verdict:
             if verdict is None:
                 self.tracker.forget(path)
@@ -189,6 +186,11 @@ class Daemon:
         structlog.contextvars.clear_contextvars()
         self.executor.submit(job)
         return True
+
+    def _decode_limit(self) -> int:
+        """The largest recipe's max_pixels: with the default recipe's, a photo for a recipe allowing more was held
+        the broken file's longer wait before its claim (rev7a); the worker applies the photo's own recipe's."""
+        return max(recipe.settings.max_pixels for recipe in self.config.recipes.values())
 
     def _claim_failed(self, path: Path, exc: OSError) -> None:
         """The file stays in the inbox: a full disk pauses claiming; anything else is told once (with its fix),
@@ -254,6 +256,10 @@ class Daemon:
         for rel in skipped.keys() - self.skipped.keys():
             log.warning("skipped a folder in the inbox", folder=rel, why=skipped[rel])
         self.skipped = skipped
+        unpaired = unpaired_sidecars(self.config.inbox, own_folders(self.config))
+        for rel in unpaired.keys() - self.unpaired.keys():
+            log.warning("a sidecar in the inbox is not used", sidecar=rel, why=unpaired[rel])
+        self.unpaired = unpaired
         if self.watcher:
             self.watcher.rescan()
         else:

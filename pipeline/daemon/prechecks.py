@@ -83,11 +83,20 @@ def pre_check_recipe(job: Job, config: Config, from_sidecar: str | None) -> Reci
                          "was removed from the config by a reload", "restore the recipe in config.yaml or move the "
                          "photo to another recipe's folder")
     if from_sidecar is None and folder and folder not in config.recipes:
-        guess = difflib.get_close_matches(folder, list(config.recipes), n=1, cutoff=0.85)
+        guess = recipe_guess(folder, config.recipes)
         if guess:
             raise JobFailure(Reason.UNKNOWN_RECIPE, f"no recipe named {folder!r} (from the folder inbox/{folder}/)",
-                             f"did you mean {guess[0]!r}? Rename the folder; recipes: {', '.join(config.recipes)}")
+                             f"did you mean {guess!r}? Rename the folder; recipes: {', '.join(config.recipes)}")
     return config.recipes[from_sidecar or (folder if folder in config.recipes else config.default_recipe)]
+
+
+def recipe_guess(folder: str, recipes: dict[str, Recipe]) -> str | None:
+    """The recipe a folder name is a typo of, matched regardless of case: case-sensitively 'Scream' scores 0.83
+    against 'scream', under the cutoff, and a folder named in title case (as Finder and Explorer suggest) was taken
+    for an album and styled with the default recipe, unsaid (rev7a). Names differ by case only on Linux."""
+    lowered = {name.casefold(): name for name in recipes}
+    guess = difflib.get_close_matches(folder.casefold(), list(lowered), n=1, cutoff=0.85)
+    return lowered[guess[0]] if guess else None
 
 
 def pre_check_settings(job: Job, config: Config, recipe: Recipe, overrides: dict) -> Settings:

@@ -18,8 +18,7 @@ import time
 from pathlib import Path
 from typing import BinaryIO
 
-from PIL import Image
-
+from ..engine import images
 from ..fsio import NO_WAIT, FileBusy, NotRegularFile, open_regular
 
 RECHECK_FACTOR, RECHECK_MIN = 10, 3.0  # the longer wait: 10 x settle_seconds, at least 3 s
@@ -32,9 +31,7 @@ def decodes(file: BinaryIO, max_pixels: int) -> bool:
     ``max_pixels`` as the worker decodes it (one over the limit waits the longer wait too, as a broken one, so that
     it lands in failed/ whole)."""
     try:
-        with Image.open(file) as img:
-            if img.width * img.height > max_pixels:
-                return False
+        with images.opened(file, max_pixels) as img:  # the worker's own limit: over it raises, so waits
             img.load()
         return True
     except Exception:  # noqa: BLE001 - Pillow's plugins raise many types for a broken file: all mean "not yet"

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..errors import Reason  # noqa: F401  (handed on: the spool records it)
+from ..errors import Reason, SpoolLocked  # noqa: F401  (Reason handed on: the spool records it)
 from ..fsio import fit_name, split_ext, write_json
 from .spool_count import RECORD, SIDECARS, count_in_work, folder_counts, is_photo_entry  # noqa: F401  (re-exported)
 
@@ -307,7 +307,9 @@ class Spool:
 
     def _lock(self, folder: Path) -> None:
         if not self._try_lock(folder):
-            raise RuntimeError(f"{folder} is locked by another process")
+            raise SpoolLocked("locked by another process (another daemon on this spool is looking at it)",
+                              path=folder, fix="Nothing to do: the file stays in the inbox and is claimed again at "
+                              "the next rescan")
 
     def _try_lock(self, folder: Path) -> bool:
         fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)

@@ -17,13 +17,10 @@ import numpy as np
 import torch
 from scipy.optimize import Bounds, minimize
 
+from ..errors import NonFinite
 from .losses import TotalLoss
 
 PART_NAMES = ("content", "style", "tv")
-
-
-class NonFinite(Exception):
-    """The loss or its gradient became NaN/inf."""
 
 
 class _Stop(Exception):
@@ -164,8 +161,12 @@ class Monitor:
         self.eval_seconds += seconds
 
     def begin_level(self, scale: int, size: tuple[int, int], done: int = 0) -> None:
+        """A new level starts its early stop's loss history afresh; a resumed one (``done`` steps in: only a
+        checkpoint's level starts past 0) keeps the history its checkpoint gave back, so that it stops on the step
+        the uninterrupted run stopped on (rev7b: cleared here, a run killed near its stop ran a window longer)."""
         self.scale, self.size, self.level_step = scale, size, done
-        self.history.clear()
+        if not done:
+            self.history.clear()
 
     def step(self, pixels: torch.Tensor, loss: float, parts: list[float], state: Callable[[], dict]) -> None:
         """Record one step (or several, for Adam's every-k reporting); raise _Stop to end the loop."""

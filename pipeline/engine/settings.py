@@ -24,6 +24,11 @@ STYLE_WEIGHT_AT_STRENGTH_1 = {"caffe": 1e-5, "torchvision": 1e6}
 
 CHECKPOINT_CADENCE = ("checkpoint_every", "checkpoint_seconds")  # not part of Settings.identity()
 SPEED_ONLY = ("cudnn_benchmark", "compile")  # nor these: how fast a GPU computes, not what (engine/speed.py)
+# Nor these: read only after the run (the file's encoding and dpi) or before it (the decode guard, which refuses a
+# photo rather than change it); the engine's run never reads them (rev7b).
+OUTPUT_ONLY = ("print_dpi", "format", "quality", "max_pixels")
+DEFAULT_MAX_PIXELS = 200_000_000  # Settings.max_pixels; images.load's default too
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -99,8 +104,9 @@ class Settings:
     A loss pass over a bigger picture is evaluated in tiles, with the same result."""
     print_dpi: float | None = None
     """Written into the output file's dpi (a print's size on paper); unset = none written."""
-    max_pixels: int = 50_000_000
-    """Refuse inputs with more pixels than this (decompression-bomb guard)."""
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    """Refuse inputs with more pixels than this (decompression-bomb guard; 200 MP takes a phone's 200 MP mode and
+    a 150 MP medium-format camera; a 151 MP photo peaks at 1.7-2.3 GB while loaded: bench/big_photo_memory.py)."""
     format: Literal["png", "jpeg", "webp"] = "png"
     """Output encoding; the CLI takes it from the output file's extension."""
     quality: int = 92
@@ -113,10 +119,12 @@ class Settings:
         return dataclasses.asdict(self)
 
     def identity(self) -> dict[str, Any]:
-        """The settings a checkpoint must match to be resumed: all but how often checkpoints are written and the
-        speed-only cudnn_benchmark and compile, which shape no pixel. With the cadence in it, a checkpoint_seconds
-        added by an upgrade (or a changed checkpoint_every) made every print in flight start over."""
-        return {k: v for k, v in self.to_dict().items() if k not in CHECKPOINT_CADENCE + SPEED_ONLY}
+        """The settings a checkpoint must match to be resumed: all but those that shape no pixel: how often
+        checkpoints are written, the speed-only cudnn_benchmark and compile, and the output-only print_dpi, format,
+        quality and max_pixels. With the cadence in it, a checkpoint_seconds added by an upgrade (or a changed
+        checkpoint_every) made every print in flight start over; with the output ones, a recipe's print_dpi
+        edited, or the CLI's `-o print.png` rerun as `-o print.jpg`, restarted a killed print from step 0."""
+        return {k: v for k, v in self.to_dict().items() if k not in CHECKPOINT_CADENCE + SPEED_ONLY + OUTPUT_ONLY}
 
     def resolved_style_weight(self, weights_kind: str) -> float:
         if self.style_weight is not None:

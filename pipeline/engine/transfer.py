@@ -4,9 +4,6 @@ Knows nothing of folders: pictures in, a :class:`Result` out.
 """
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import time
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -18,8 +15,7 @@ import torch
 from PIL import Image
 
 from ..errors import EngineError
-from ..fsio import write_atomic
-from . import images, precision as precisions, shapes, speed
+from . import checkpoint as checkpoints, images, precision as precisions, shapes, speed
 from .images import digest
 from .batch import stylize_batch
 from .content_target import content_targets
@@ -191,7 +187,7 @@ class _Run:
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.monitor = Monitor(sum(self.steps_per_level), len(self.levels), settings.log_every,
                                settings.early_stop_tol, settings.early_stop_window, on_step, should_stop,
-                               self._save if self.checkpoint else None, settings.checkpoint_every,
+                               partial(checkpoints.save, self) if self.checkpoint else None, settings.checkpoint_every,
                                settings.checkpoint_seconds)
         self.monitor.render = self._picture
         self.level_index = 0
@@ -208,18 +204,16 @@ class _Run:
         self.monitor.mark("run")  # the set-up's parts, told with the first step: run, copy, style, content (issue 13)
 
     @cached_property
-    def fingerprint(self) -> str:
-        """What a checkpoint must match to be resumed; made only when one is saved or found (issue 13: hashing
-        the photo and the paintings sat before every first step)."""
-        parts = [digest(self.content), *map(digest, self.styles), json.dumps(self.settings.identity(), sort_keys=True),
-                 self.engine.weights.sha256]
-        return hashlib.sha256("|".join(parts).encode()).hexdigest()
+    def fingerprints(self) -> tuple[str, str]:
+        """What a checkpoint must match to be resumed (checkpoint.py); made only when one is saved or found (issue
+        13: hashing the photo and the paintings sat before every first step)."""
+        return checkpoints.fingerprints(self)
 
     def run(self) -> Result:
         if self.engine.fault_hook:
             self.engine.fault_hook(self.engine.device)
         torch.manual_seed(self.settings.seed)
-        pixels, start, opt_state, resumed = self._resume()
+        pixels, start, opt_state, resumed = checkpoints.resume(self)
 
         def optimise(index: int, runs: list, starts: list[torch.Tensor]) -> list[torch.Tensor]:
             return [self._optimise_level(self.levels[index], starts[0], opt_state if index == start else None)]
@@ -350,36 +344,6 @@ class _Run:
         """The picture these pixels would give if the run ended now (for intermediate saves)."""
         image = images.to_image(shapes.crop(pixels, self.levels[self.level_index]))  # a thin picture's canvas off
         return images.recombine_colour(image, self.original_content) if self.settings.preserve_color else image
-
-    # --- checkpoints ----------------------------------------------------------------------
-    def _save(self, pixels: torch.Tensor, opt_state: dict) -> None:
-        """Atomically: a kill during the write leaves the previous checkpoint whole."""
-        assert self.checkpoint is not None
-        state = {"fingerprint": self.fingerprint, "level": self.level_index, "level_step": self.monitor.level_step,
-                 "step": self.monitor.step_count, "pixels": pixels.detach().float().cpu().contiguous(),
-                 "optimizer": opt_state, "curve": self.monitor.curve, "elapsed": self.monitor.elapsed,
-                 "retries": self.retries, "tiles": {k: p.to_dict() for k, p in self.tiles.items()}}
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        write_atomic(buffer.getvalue(), self.checkpoint)
-
-    def _resume(self):
-        if not (self.checkpoint and self.checkpoint.is_file()):
-            return None, 0, None, None
-        try:
-            state = torch.load(self.checkpoint, map_location="cpu", weights_only=False)
-        except Exception:
-            return None, 0, None, None  # unreadable: start over rather than fail the job
-        if state.get("fingerprint") != self.fingerprint:
-            return None, 0, None, None
-        m = self.monitor
-        m.step_count, m.level_step, m.curve = state["step"], state["level_step"], state["curve"]
-        m.saved_at = state["step"]
-        m.elapsed_before = state["elapsed"]
-        self.retries = list(state.get("retries", []))
-        self.tiles = {int(k): TilePlan.from_dict(p) for k, p in state.get("tiles", {}).items()}  # the same cut
-        pixels = state["pixels"].to(self.engine.device)
-        return pixels, state["level"], state["optimizer"], state["step"]
 
     def _result(self, pixels: torch.Tensor, resumed: int | None) -> Result:
         return close(self, pixels, resumed)

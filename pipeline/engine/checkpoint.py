@@ -1,0 +1,68 @@
+"""A run's checkpoint: what it must match to be resumed (its fingerprint), what it holds, its writing and reading.
+
+Out of transfer.py, which holds the run itself (and its 400-line bound): here is the one place that says what a
+checkpoint is. A run here is transfer._Run: ``content``, ``styles``, ``settings``, ``engine``, ``monitor``,
+``level_index``, ``retries``, ``tiles`` and ``checkpoint`` (the path).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+
+import torch
+
+from ..fsio import write_atomic
+from .images import digest
+from .settings import OUTPUT_ONLY
+from .tiles import TilePlan
+
+
+def fingerprints(run) -> tuple[str, str]:
+    """(the fingerprint a checkpoint is saved with, the one checkpoints before the output-only settings left
+    Settings.identity were saved with). Why both: a print in flight when the daemon was upgraded resumes rather
+    than start over (its checkpoint's fingerprint held print_dpi, format, quality and max_pixels)."""
+    images = [digest(run.content), *map(digest, run.styles)]
+    identity = run.settings.identity()
+    before = {**identity, **{k: getattr(run.settings, k) for k in OUTPUT_ONLY}}
+
+    def made(of: dict) -> str:
+        parts = [*images, json.dumps(of, sort_keys=True), run.engine.weights.sha256]
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+    return made(identity), made(before)
+
+
+def save(run, pixels: torch.Tensor, opt_state: dict) -> None:
+    """Atomically: a kill during the write leaves the previous checkpoint whole."""
+    m = run.monitor
+    state = {"fingerprint": run.fingerprints[0], "level": run.level_index, "level_step": m.level_step,
+             "step": m.step_count, "pixels": pixels.detach().float().cpu().contiguous(),
+             "optimizer": opt_state, "curve": m.curve, "elapsed": m.elapsed,
+             "retries": run.retries, "tiles": {k: p.to_dict() for k, p in run.tiles.items()},
+             "history": list(m.history)}  # the early stop's window: a resumed level stops where it would have
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_atomic(buffer.getvalue(), run.checkpoint)
+
+
+def resume(run) -> tuple[torch.Tensor | None, int, dict | None, int | None]:
+    """(pixels, level index, optimiser state, step) from the run's checkpoint, the monitor set to go on from it;
+    (None, 0, None, None) where there is none to resume: missing, unreadable or another run's (start over rather
+    than fail the job)."""
+    if not (run.checkpoint and run.checkpoint.is_file()):
+        return None, 0, None, None
+    try:
+        state = torch.load(run.checkpoint, map_location="cpu", weights_only=False)
+    except Exception:
+        return None, 0, None, None
+    if state.get("fingerprint") not in run.fingerprints:
+        return None, 0, None, None
+    m = run.monitor
+    m.step_count, m.level_step, m.curve = state["step"], state["level_step"], state["curve"]
+    m.saved_at = state["step"]
+    m.elapsed_before = state["elapsed"]
+    m.history[:] = [tuple(entry) for entry in state.get("history", [])]  # none in a checkpoint before rev7b
+    run.retries = list(state.get("retries", []))
+    run.tiles = {int(k): TilePlan.from_dict(p) for k, p in state.get("tiles", {}).items()}  # the same cut
+    return state["pixels"].to(run.engine.device), state["level"], state["optimizer"], state["step"]
