@@ -340,7 +340,5 @@ def test_two_live_daemons_looking_for_orphans_at_each_rescan_never_take_each_oth
     events = {proc.pid: log_events(proc) for proc in (a, b)}
     claims = {pid: sum(e.get("event") == "claimed" for e in found) for pid, found in events.items()}
     assert all(claims.values()), f"both daemons claimed photos: {claims}"
-    for found in events.values():
-        assert not [e for e in found if e.get("event") in ("resuming a job left in work/",
-                                                           "cannot claim this file; it is looked at again at the "
-                                                           "next rescan")], "a live neighbour's job was taken"
+    for found in events.values():  # a claim broken by the neighbour's recovery is an error line (SpoolLocked)
+        assert not [e for e in found if e.get("event") == "resuming a job left in work/" or e.get("level") == "error"]
