@@ -10,6 +10,15 @@ import enum
 from pathlib import Path
 
 
+MESSAGE_CAP = 500  # characters of an exception's text kept in a job's record and its .error.json
+
+
+def clipped(message: str) -> str:
+    """``message`` cut to MESSAGE_CAP characters: a library's error text can run to pages (a torch traceback, a
+    whole tensor printed), and it lands in job.json, failed/'s .error.json and the notices, once per try."""
+    return message[:MESSAGE_CAP]
+
+
 class Reason(enum.StrEnum):
     """Stable codes for failed/'s .error.json, so scripts can sort failures without parsing sentences."""
 

@@ -93,3 +93,34 @@ def test_every_exception_class_is_in_the_one_vocabulary():
     allowed = {"_Stop": "pipeline/engine/optimize.py", "NotRegularFile": "pipeline/fsio.py",
                "FileBusy": "pipeline/fsio.py"}
     assert {name: where.split(":")[0] for name, where in outside.items()} == allowed, outside
+
+
+def test_a_long_error_is_clipped_to_one_cap_in_the_record_and_in_failed(tmp_path):
+    """rev7e finding 9: the cap on an exception's text was the literal 500 in three places; now errors.MESSAGE_CAP.
+    A library error pages long (a tensor printed whole) is kept to the cap in job.json and failed/'s .error.json."""
+    import json
+    import threading
+
+    from daemon_helpers import make_config
+    from pipeline.daemon.config import load
+    from pipeline.daemon.config_build import check_folders
+    from pipeline.daemon.jobs import JobLife
+    from pipeline.daemon.spool import Spool
+    from pipeline.errors import MESSAGE_CAP
+
+    config = load(make_config(tmp_path, max_attempts=1))
+    check_folders(config)
+    spool = Spool(config.inbox, config.work, config.done, config.failed)
+    (config.inbox / "cup.jpg").write_bytes((SAMPLES / "coffee.jpg").read_bytes())
+    job = spool.claim(config.inbox / "cup.jpg", "2026-11-29T00:00:00Z")
+    life = JobLife(spool, lambda: config, threading.Event())
+    try:
+        job.attempts = 1
+        life.conclude(job, RuntimeError("tensor([" + "0.1234, " * 2000 + "])"))
+    finally:
+        life.prefetch.close()
+    assert [o.kind for o in life.drain()] == ["failed"]
+    assert len(job.last_error) == MESSAGE_CAP and job.last_error.startswith("RuntimeError: tensor([0.1234, ")
+    error = json.loads((config.failed / "cup.jpg.error.json").read_text())
+    assert error["code"] == "too_many_attempts" and error["message"].endswith(job.last_error)
+    assert len(error["message"]) < MESSAGE_CAP + 40  # "failed 1 times; last error: " and the clipped text

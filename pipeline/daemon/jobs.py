@@ -20,7 +20,7 @@ import structlog
 
 from ..engine import Settings, images
 from ..engine.prepared import prepare as prepare_working
-from ..errors import Cancelled, JobFailure, PipelineError, Reason, WorkerLost
+from ..errors import Cancelled, JobFailure, PipelineError, Reason, WorkerLost, clipped
 from ..fsio import FileBusy
 from . import joblog, outputs
 from .config import Config, Recipe
@@ -175,7 +175,7 @@ class JobLife(FailurePaths):
         elif isinstance(exc, Cancelled):
             self.cancelled(job, exc.step)
         elif isinstance(exc, FileBusy):  # its writer (Samba, NFS) still holds it: never the photo's fault (rev6f A2)
-            job.last_error = f"{exc.filename} {exc.strerror}"[:500]
+            job.last_error = clipped(f"{exc.filename} {exc.strerror}")
             self.defer(job, BUSY_RETRY, "the photo or its sidecar is held by another program; the job waits")
         else:  # a filesystem class, else transient or unknown: retried up to max_attempts
             self._os_error(job, exc)

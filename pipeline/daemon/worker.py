@@ -62,7 +62,7 @@ class Worker(Executor):
                 self._current = None
                 self._cancels.discard(job.id)
                 if self._job is None and not self._handed:
-                    self._closed()
+                    self.job_closed()
 
     def process(self, job: Job) -> None:
         """One try of one job; every exception, the failure path's own included, ends in a recorded outcome."""
@@ -78,7 +78,7 @@ class Worker(Executor):
             return step()
         except Exception as exc:
             log.exception("the failure path failed; keeping the file under its job id")
-            self.life._last_resort(job, exc)
+            self.life.last_resort(job, exc)
 
     def _try(self, job: Job) -> None:
         opened = self.life.open(job)
@@ -127,7 +127,7 @@ class Worker(Executor):
                 self._guarded(job, lambda: self.life.land(job, config, plan, result, record, **fields))
             finally:
                 structlog.contextvars.clear_contextvars()
-                self._closed()
+                self.job_closed()
         self._not_running(job)
         return land
 
@@ -174,5 +174,3 @@ class Worker(Executor):
             return None
         return str(path)
 
-
-LocalExecutor = Worker  # the name the executor interface uses (docs/architecture.md)

@@ -62,6 +62,8 @@ def resume(run) -> tuple[torch.Tensor | None, int, dict | None, int | None]:
     m.step_count, m.level_step, m.curve = state["step"], state["level_step"], state["curve"]
     m.saved_at = state["step"]
     m.elapsed_before = state["elapsed"]
+    if m.work:
+        m.work.resumed(state["level"], state["level_step"], state["step"])
     m.history[:] = [tuple(entry) for entry in state.get("history", [])]  # none in a checkpoint before rev7b
     run.retries = list(state.get("retries", []))
     run.tiles = {int(k): TilePlan.from_dict(p) for k, p in state.get("tiles", {}).items()}  # the same cut

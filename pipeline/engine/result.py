@@ -65,7 +65,7 @@ def close(run, pixels: torch.Tensor, resumed: int | None, judged: dict[str, floa
     if last != monitor.step_count:  # an early stop ends between logged points: close the curve
         monitor.curve.append({"step": monitor.step_count, "scale": len(run.levels), **losses,
                               "loss": losses["total"], "elapsed": round(monitor.elapsed, 3)})
-    image = run._picture(pixels)
+    image = run.picture(pixels)
     elapsed = monitor.elapsed
     canvas = tuple(pixels.shape[-2:]) if tuple(pixels.shape[-2:]) != run.levels[-1] else None
     timings = {**run.timings, "closing": round(time.perf_counter() - started, 4), "total": round(elapsed, 3),
