@@ -112,11 +112,6 @@ class Daemon:
                      kind=self.engine.weights.kind, seconds=round(self.engine.load_seconds, 2),
                      precision_auto=self.engine.precision("auto"))  # issue 13: as `precision --probe` recorded
         self.executor.start()
-        recovered = self.spool.recover()
-        for job in recovered:
-            log.info("resuming a job left in work/", job_id=job.id, file=job.source,
-                     checkpoint=job.checkpoint.exists())
-        self.book.retry.extend(recovered)
         if not self.once:
             self.watcher = Watcher(config.inbox, self.tracker, config.watch, config.poll_seconds, own_folders(config))
             self.watcher.start()
@@ -260,6 +255,7 @@ class Daemon:
 
     def _rescan(self) -> None:
         self.last_rescan = time.monotonic()
+        self.book.take_up(self.spool)  # jobs a dead daemon left in work/ (at start, or a killed neighbour's)
         skipped = skipped_folders(self.config.inbox, own_folders(self.config))
         for rel in skipped.keys() - self.skipped.keys():
             log.warning("skipped a folder in the inbox", folder=rel, why=skipped[rel])
