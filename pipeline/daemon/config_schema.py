@@ -58,6 +58,9 @@ RAY_KEYS = frozenset(f.name for f in dataclasses.fields(RayOptions))
 
 @dataclass(frozen=True)
 class Config:
+    """The validated config.yaml, frozen: a reload builds a new one and swaps it whole, so a running job never sees
+    half an edit (the next job reads the new one)."""
+
     path: Path
     inbox: Path
     outbox: Path

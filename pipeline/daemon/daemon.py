@@ -47,6 +47,10 @@ REFUSED_RETRY_S = 2.0  # a refused config edit is read again this often while re
 
 
 class Daemon:
+    """The one owner of the daemon's state (config, retry queue, held jobs, disk pause): the other threads
+    (executors, the watcher, the landing) hand it outcomes and events, and only the main loop acts on them, so
+    every decision (claim, retry, pause, reload) is taken in one place, in order."""
+
     def __init__(self, config_path: str | Path, once: bool = False, engine: StyleTransfer | None = None,
                  clock: Callable[[], datetime] = status_module.local_now) -> None:
         self.config_path = Path(config_path)
@@ -111,11 +115,6 @@ class Daemon:
                      kind=self.engine.weights.kind, seconds=round(self.engine.load_seconds, 2),
                      precision_auto=self.engine.precision("auto"))  # issue 13: as `precision --probe` recorded
         self.executor.start()
-        recovered = self.spool.recover()
-        for job in recovered:
-            log.info("resuming a job left in work/", job_id=job.id, file=job.source,
-                     checkpoint=job.checkpoint.exists())
-        self.book.retry.extend(recovered)
         if not self.once:
             self.watcher = Watcher(config.inbox, self.tracker, config.watch, config.poll_seconds, own_folders(config))
             self.watcher.start()
@@ -259,6 +258,7 @@ class Daemon:
 
     def _rescan(self) -> None:
         self.last_rescan = time.monotonic()
+        self.book.take_up(self.spool)  # jobs a dead daemon left in work/ (at start, or a killed neighbour's)
         skipped = skipped_folders(self.config.inbox, own_folders(self.config))
         for rel in skipped.keys() - self.skipped.keys():
             log.warning("skipped a folder in the inbox", folder=rel, why=skipped[rel])

@@ -39,6 +39,9 @@ def decodes(file: BinaryIO, max_pixels: int) -> bool:
 
 
 class DecodeCheck:
+    """The main loop's memory of files that did not decode yet (or could not be opened): a paused writer gets the
+    longer wait, and a broken file is claimed once it is unchanged, so it reaches failed/ with its reason."""
+
     def __init__(self) -> None:
         self.first_failure: dict[Path, tuple] = {}  # path -> ((size, mtime), when it first failed to decode)
         self.open_errors: dict[Path, int] = {}  # path -> passes its open raised (not EMFILE and the like)

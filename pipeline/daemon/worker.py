@@ -25,6 +25,9 @@ RESPAWN_FLUSH = 120.0  # seconds a respawn waits for the results the dead thread
 
 
 class Worker(Executor):
+    """The local executor: one thread runs one job at a time on its engine, so a job's steps, checkpoints and
+    cancels have one owner; the pool's slots are Workers too (pool.py)."""
+
     def __init__(self, engine: StyleTransfer, spool: Spool, get_config: Callable[[], Config],
                  stop: threading.Event, life: JobLife | None = None) -> None:
         super().__init__("worker", spool, get_config, stop, life)

@@ -16,12 +16,13 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ImageError, Reason
 from ..fsio import write_atomic  # the one atomic writer: pid + random temp names
-from .settings import DEFAULT_MAX_PIXELS
+from .settings import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, FORMAT_NAMES, OUTPUT_FORMATS
 
 if TYPE_CHECKING:  # torch and numpy load where arrays are made: `validate` and `status` decode styles without them
     import torch
 
-FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
+FORMATS = {**{name: pil for name, (pil, *_) in OUTPUT_FORMATS.items()},  # a format by name, or by suffix (save)
+           **{suffix[1:]: pil for pil, *suffixes in OUTPUT_FORMATS.values() for suffix in suffixes}}
 # max_pixels is the one limit (opened): Pillow's own (a warning over 89 MP, DecompressionBombError over 179 MP)
 # refused a 180 MP panorama under a raised max_pixels of 300 MP, with a fix that contradicted it (rev7a). Every
 # decode in the package opens through opened(), which checks the header's size before anything is decoded.
@@ -234,7 +235,7 @@ def resize_tensor(pixels: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     return torch.nn.functional.interpolate(pixels, size=hw, mode="bicubic", align_corners=False).clamp(0, 255)
 
 
-def encode(img: Image.Image, fmt: str = "png", quality: int = 92, alpha: Image.Image | None = None,
+def encode(img: Image.Image, fmt: str = "png", quality: int = DEFAULT_QUALITY, alpha: Image.Image | None = None,
            dpi: float | None = None) -> bytes:
     """The file's bytes, in memory: callers hash them before they touch the disk. ``dpi`` (a print's
     print_dpi) goes into the file's header: PNG pHYs, JPEG JFIF density, WebP has none. The sRGB profile is
@@ -243,7 +244,7 @@ def encode(img: Image.Image, fmt: str = "png", quality: int = 92, alpha: Image.I
     right."""
     fmt = fmt.lower()
     if fmt not in FORMATS:
-        raise ValueError(f"unknown output format {fmt!r}; use png, jpeg or webp")
+        raise ValueError(f"unknown output format {fmt!r}; use {FORMAT_NAMES}")
     if alpha is not None and fmt in ("png", "webp"):
         img = img.convert("RGBA")
         img.putalpha(alpha.resize(img.size, Image.Resampling.LANCZOS))
@@ -267,7 +268,7 @@ def srgb_profile() -> bytes:
     return bytes(data)
 
 
-def save(img: Image.Image, path: str | Path, fmt: str | None = None, quality: int = 92,
+def save(img: Image.Image, path: str | Path, fmt: str | None = None, quality: int = DEFAULT_QUALITY,
          alpha: Image.Image | None = None, dpi: float | None = None) -> Path:
     """Write atomically in PNG, JPEG or WebP (format from ``fmt`` or the file's suffix)."""
     path = Path(path)

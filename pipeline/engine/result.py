@@ -21,6 +21,9 @@ JUDGE = "engine (notebook losses on the saved 8-bit output; painting resized onc
 
 @dataclass
 class Result:
+    """What one run gives its caller: the picture and everything its JSON log records (losses, curve, timings,
+    weights, settings), so the daemon writes the log without reaching into the engine."""
+
     image: Image.Image
     alpha: Image.Image | None
     losses: dict[str, float]

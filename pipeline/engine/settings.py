@@ -28,6 +28,11 @@ SPEED_ONLY = ("cudnn_benchmark", "compile")  # nor these: how fast a GPU compute
 # photo rather than change it); the engine's run never reads them (rev7b).
 OUTPUT_ONLY = ("print_dpi", "format", "quality", "max_pixels")
 DEFAULT_MAX_PIXELS = 200_000_000  # Settings.max_pixels; images.load's default too
+DEFAULT_QUALITY = 92  # Settings.quality; images.encode's default too
+# The output formats, once (rev7e finding 4: four tables had to agree): name -> (PIL's format, the file suffixes, the
+# first being the one the daemon writes). images.encode, outputs.image_name, the CLI's -o and validate derive theirs.
+OUTPUT_FORMATS = {"png": ("PNG", ".png"), "jpeg": ("JPEG", ".jpg", ".jpeg"), "webp": ("WEBP", ".webp")}
+FORMAT_NAMES = ", ".join(list(OUTPUT_FORMATS)[:-1]) + f" or {list(OUTPUT_FORMATS)[-1]}"  # "png, jpeg or webp"
 
 
 @dataclass(frozen=True)
@@ -109,7 +114,7 @@ class Settings:
     a 150 MP medium-format camera; a 151 MP photo peaks at 1.7-2.3 GB while loaded: bench/big_photo_memory.py)."""
     format: Literal["png", "jpeg", "webp"] = "png"
     """Output encoding; the CLI takes it from the output file's extension."""
-    quality: int = 92
+    quality: int = DEFAULT_QUALITY
     """JPEG and WebP quality, 1-100."""
 
     def replace(self, **changes: Any) -> "Settings":
@@ -165,7 +170,7 @@ class Settings:
             ("compile", isinstance(self.compile, bool), "compile must be true or false"),
             ("precision", self.precision in ("auto", "fp32", "tf32", "bf16"),
              "precision must be auto, fp32, tf32 or bf16"),
-            ("format", self.format in ("png", "jpeg", "webp"), "format must be png, jpeg or webp"),
+            ("format", self.format in OUTPUT_FORMATS, f"format must be {FORMAT_NAMES}"),
             ("quality", 1 <= self.quality <= 100, "quality must be within 1..100"),
             ("max_pixels", self.max_pixels >= 256, "max_pixels must be >= 256"),
         ]
