@@ -88,14 +88,25 @@ def _device_problem(name: str) -> str | None:
 
 def _sizes_within(max_size: int, defaults: Settings, given: dict, recipes: dict[str, Recipe], data: dict,
                   problems: Problems) -> None:
-    """max_size binds the config too, not only sidecars: a recipe cannot ask for what a photo may not."""
+    """max_size binds the config too, not only sidecars: a recipe cannot ask for what a photo may not. The engine's
+    default size too, where no size is written (rev7b: max_size 128 and no size styled every photo at 256 px
+    without a word): refused like a written size, not held to max_size, so that one rule holds for every size the
+    config leads to and the fix is the user's to pick (write a size, or raise max_size)."""
     if "size" in given and defaults.size > max_size:
         problems.add(("defaults", "size"), f"{defaults.size} is over max_size {max_size}; lower it or raise max_size")
     bodies = data.get("recipes") if isinstance(data.get("recipes"), dict) else {}
+    unwritten = []
     for name, recipe in recipes.items():
-        if isinstance(bodies.get(name), dict) and "size" in bodies[name] and recipe.settings.size > max_size:
+        written = isinstance(bodies.get(name), dict) and "size" in bodies[name]
+        if written and recipe.settings.size > max_size:
             problems.add(("recipes", name, "size"),
                          f"{recipe.settings.size} is over max_size {max_size}; lower it or raise max_size")
+        elif not written and "size" not in given and recipe.settings.size > max_size:
+            unwritten.append(name)
+    if unwritten:
+        problems.add(("max_size",), f"{max_size} is under the engine's default size {defaults.size}, which recipe"
+                     f"{'s' if len(unwritten) > 1 else ''} {', '.join(unwritten)} use{'' if len(unwritten) > 1 else 's'}"
+                     f" (no size written); write `size: {max_size}` (or less) under defaults, or raise max_size")
 
 
 def _ray(data: Any, problems: Problems) -> RayOptions:
