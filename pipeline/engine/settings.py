@@ -69,7 +69,8 @@ class Settings:
     """Transfer luminance only and keep the content's colours (Gatys et al. 2016, luminance-only)."""
     scales: int | Literal["auto"] = "auto"
     """Pyramid levels, coarse to fine, each twice the previous size; 1 = single scale; auto = one level up to
-    1024 px, above that levels from a coarse one of 385-768 px (see engine/levels.py)."""
+    1024 px, above that levels from a coarse one of 385-768 px (a panorama: from the coarsest whose short side is
+    at least 32 px; see engine/levels.py)."""
     coarse_steps: int = 100
     """Iterations at each coarser pyramid level."""
     keep_in_range: bool = True
