@@ -50,7 +50,7 @@ def row(engine, size: int, folder: Path, evaluate_too: bool, repeats: int) -> li
     run = _Run(engine, photo, [style], Settings(size=size, scales=1, device="cpu"), None, None,
                folder / f"{size}.ckpt")
     hw = run.levels[-1]
-    x = run._initial(hw, engine.device)
+    x = run.initial(hw, engine.device)
     opt = full_optimiser(x)
     run.fingerprint  # made once a run, at its first checkpoint: not the save's own cost
     save = median_time(lambda: run._save(x, opt.state_dict()), repeats)

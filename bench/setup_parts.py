@@ -134,7 +134,7 @@ def targets(batch: int, sizes: list[int], rounds: int) -> None:
         runs = [_Run(engine, samples[i % len(samples)], [samples[0]], settings, None, None, None)
                 for i in range(batch)]
         hw = runs[0].levels[-1]
-        contents = [run._content(hw, engine.device) for run in runs]
+        contents = [run.content_at(hw, engine.device) for run in runs]
         one_by_one = lambda: [content_targets(engine, [c])[0] for c in contents]  # noqa: E731
         together = lambda: content_targets(engine, contents)  # noqa: E731
         before, after = [], []

@@ -14,6 +14,7 @@ import typing
 from pathlib import Path
 
 from . import __version__
+from .engine.settings import OUTPUT_FORMATS  # torch-free (engine/__init__ loads torch lazily)
 from .errors import ImageError, PipelineError
 from .fsio import write_json
 
@@ -69,7 +70,8 @@ def settings_from_args(args: argparse.Namespace):
 
 # --- pre-checks: everything a person can get wrong fails here, in well under a second, before torch loads ---
 
-SUFFIX_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
+SUFFIX_FORMATS = {suffix: name for name, (_, *suffixes) in OUTPUT_FORMATS.items() for suffix in suffixes}
+SUFFIX_NAMES = ", ".join(list(SUFFIX_FORMATS)[:-1]) + f" or {list(SUFFIX_FORMATS)[-1]}"  # ".png, .jpg, .jpeg or .webp"
 
 
 def output_format(out: Path, asked: str | None) -> str:
@@ -77,10 +79,10 @@ def output_format(out: Path, asked: str | None) -> str:
     fmt = SUFFIX_FORMATS.get(out.suffix.lower())
     if fmt is None:
         raise PipelineError(f"cannot write {out.suffix or 'a file without an extension'}", path=out,
-                            fix="Name the output .png, .jpg, .jpeg or .webp")
+                            fix=f"Name the output {SUFFIX_NAMES}")
     if asked and asked != fmt:
         raise PipelineError(f"--format {asked} does not match the name", path=out,
-                            fix=f"Name it .{'jpg' if asked == 'jpeg' else asked}, or drop --format")
+                            fix=f"Name it {OUTPUT_FORMATS[asked][1]}, or drop --format")
     return fmt
 
 

@@ -22,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _daemon(args, once: bool) -> int:
     from .daemon import log
-    from .daemon.daemon import Daemon, StartupError
+    from .daemon.daemon import Daemon
+    from .errors import StartupError
 
     try:
         daemon = Daemon(args.config, once=once)
@@ -70,12 +71,30 @@ def cmd_validate(args) -> int:
 def cmd_status(args) -> int:
     from .daemon import status
 
-    config = _load_config(args)
+    config = _load_config(args) or _folders_only(args.config)
     if config is None:
         return 2
     data = status.read(config)
     print(json.dumps(data, indent=2) if args.json else status.render(data))
     return 0
+
+
+def _folders_only(path: str):
+    """The config's folders alone, for `status` while config.yaml holds an edit the daemon refused: the daemon
+    goes on with its last good config, and its queue and current job were hidden until the file was fixed (rev7a).
+    The problems were printed first; None (exit 2) when even the folders cannot be read."""
+    from .daemon.config import read_folders
+    from .daemon.config_schema import Config
+    from .errors import ConfigError
+
+    try:
+        folders = read_folders(path)
+    except ConfigError:
+        return None
+    print("(status from the folders alone: fix the config above; a running daemon keeps its last good one)\n",
+          file=sys.stderr)
+    return Config(path=Path(path).resolve(), recipes={}, default_recipe="", styles_dir=Path(path).resolve().parent,
+                  **folders)
 
 
 def register_ops(sub: argparse._SubParsersAction) -> None:

@@ -10,6 +10,15 @@ import enum
 from pathlib import Path
 
 
+MESSAGE_CAP = 500  # characters of an exception's text kept in a job's record and its .error.json
+
+
+def clipped(message: str) -> str:
+    """``message`` cut to MESSAGE_CAP characters: a library's error text can run to pages (a torch traceback, a
+    whole tensor printed), and it lands in job.json, failed/'s .error.json and the notices, once per try."""
+    return message[:MESSAGE_CAP]
+
+
 class Reason(enum.StrEnum):
     """Stable codes for failed/'s .error.json, so scripts can sort failures without parsing sentences."""
 
@@ -107,6 +116,44 @@ class SettingsError(PipelineError, ValueError):
     def __init__(self, field: str, message: str, fix: str = "") -> None:
         self.field = field
         super().__init__(message, fix=fix or f"Change {field} in the config, the sidecar or the command line")
+
+
+class ConfigError(PipelineError):
+    """config.yaml (or a sidecar) is invalid: ``problems`` lists every one, each with its line, so one edit fixes
+    them all; the fix names the command that checks again."""
+
+    code = "bad_config"
+
+    def __init__(self, problems: list[str], path: str | Path, fix: str | None = None) -> None:
+        self.problems = problems
+        fix = fix or f"Fix the lines above, then check again: style-pipeline validate --config {path}"
+        super().__init__("\n  ".join(["invalid configuration:", *problems]) + "\n" + fix, path=path)
+        self.fix = fix
+
+
+class StartupError(PipelineError):
+    """The daemon itself cannot work (bad config, unwritable folder, no weights): `run` exits 2 with this message,
+    and systemd does not restart it in a loop (a retry cannot fix the config)."""
+
+    code = "startup"
+
+
+class RayUnavailable(PipelineError):
+    """The Ray cluster cannot be reached or cannot host one worker: the daemon cannot start (executor: ray)."""
+
+    code = "ray_unavailable"
+
+
+class SpoolLocked(PipelineError):
+    """Another process holds the lock of a job folder this daemon just made: another daemon on the same spool was
+    looking at it (its start-up recovery). Not the photo's fault: it stays in the inbox and is claimed again."""
+
+    code = "spool_locked"
+
+
+class NonFinite(Exception):
+    """The loss or its gradient became NaN/inf. Loop control inside the engine, like Cancelled: a lone run retries
+    gentler and a batch sends the photo alone; what reaches a person is the EngineError after that."""
 
 
 class Cancelled(Exception):

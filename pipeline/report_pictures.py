@@ -11,7 +11,10 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageOps
+from PIL import ImageOps
+
+from .engine import images
+from .errors import ImageError
 
 THUMB_PX = 160  # content and style: small beside the result
 RESULT_PX = 512  # the result is the largest picture on a card
@@ -46,14 +49,14 @@ def thumbnail_uri(path: Path | None, px: int = THUMB_PX) -> str | None:
     if path is None or not path.is_file():
         return None
     try:
-        with Image.open(path) as img:
+        with images.opened(path, images.DEFAULT_MAX_PIXELS) as img:  # a bomb in failed/ is not decoded
             img = ImageOps.exif_transpose(img)
             img.thumbnail((px, px))
-            alpha = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
-            img = img.convert("RGBA" if alpha else "RGB")
+            img = images.to_8bit(img)  # as the worker reads it: through its ICC profile, transparency kept
+            alpha = img.mode == "RGBA"
             buf = io.BytesIO()
             img.save(buf, "PNG" if alpha else "JPEG", quality=85)
-    except (OSError, ValueError, Image.DecompressionBombError):
+    except (OSError, ValueError, ImageError):
         return None
     mime = "image/png" if alpha else "image/jpeg"
     return f"data:{mime};base64,{base64.b64encode(buf.getvalue()).decode()}"

@@ -51,6 +51,10 @@ def _lines(config: SimpleNamespace) -> list[str]:
     skipped = [f"{s.get('folder')} ({s.get('why')})" for s in _list(data.get("skipped")) if isinstance(s, dict)]
     if skipped:
         lines.append(_files(len(skipped), "inbox folder", "passed over", skipped))
+    unpaired = [str(s.get("sidecar")) for s in _list(data.get("unpaired_sidecars")) if isinstance(s, dict)]
+    if unpaired:
+        lines.append(_files(len(unpaired), "sidecar", "in the inbox with no photo to read it (its settings were not "
+                            "used; drop a sidecar before or with its photo)", unpaired))
     return lines
 
 

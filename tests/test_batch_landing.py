@@ -32,8 +32,8 @@ def _pool(tmp_path, engine, monkeypatch, names: dict[str, str], batch: int = 2, 
     config, jobs = _queued(tmp_path, names, batch=batch)
     edit(jobs)
     closed = []
-    real_closed = Pool._closed
-    monkeypatch.setattr(Pool, "_closed", lambda self: closed.append(1) or real_closed(self))
+    real_closed = Pool.job_closed
+    monkeypatch.setattr(Pool, "job_closed", lambda self: closed.append(1) or real_closed(self))
     pool = Pool([engine], Spool(config.inbox, config.work, config.done, config.failed), lambda: config,
                 threading.Event())
     for job in jobs:

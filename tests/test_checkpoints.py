@@ -13,7 +13,7 @@ import torch
 
 from daemon_helpers import make_config
 from pipeline.daemon import config as config_module
-from pipeline.engine import Settings
+from pipeline.engine import Settings, images
 from pipeline.engine.images import digest
 from pipeline.errors import Cancelled
 from pipeline.engine.optimize import Monitor, _Stop
@@ -154,3 +154,25 @@ def _cancel_at(engine, content, style, settings: Settings, checkpoint, step: int
     with pytest.raises(Cancelled):
         engine.stylize(content, [style], settings, checkpoint=checkpoint, on_step=lambda info: seen.append(info.step),
                        should_stop=lambda: seen[-1] >= step)
+
+
+def test_a_resumed_run_early_stops_where_the_uninterrupted_one_did(engine, content, style, tmp_path):
+    """README: a resumed run 'ends on exactly the same pixels as the uninterrupted run'. With early stop on, the
+    early stop reads the loss of the last window of steps: the checkpoint holds it and the resumed level starts from
+    it (rev7b: it was cleared, and a run killed within a window of its stop ran on: 22 steps became 25). A checkpoint
+    without it (written before) still resumes, to the steps' end or its own early stop."""
+    settings = Settings(size=48, steps=60, scales=1, optimizer="adam", log_every=1, early_stop_tol=0.03,
+                        early_stop_window=4, checkpoint_every=1, checkpoint_seconds=0)
+    full = engine.stylize(content, [style], settings)
+    assert full.stop_reason == "early_stop" and full.steps < 60, (full.stop_reason, full.steps)
+    checkpoint = tmp_path / "run.ckpt"
+    _cancel_at(engine, content, style, settings, checkpoint, full.steps - 2)
+    state = torch.load(checkpoint, weights_only=False)
+    resumed = engine.stylize(content, [style], settings, checkpoint=checkpoint)
+    assert resumed.resumed_from_step == full.steps - 2
+    assert (resumed.steps, resumed.stop_reason) == (full.steps, "early_stop")
+    assert torch.equal(images.to_tensor(resumed.image, "cpu"), images.to_tensor(full.image, "cpu"))
+    del state["history"]
+    torch.save(state, checkpoint)
+    older = engine.stylize(content, [style], settings, checkpoint=checkpoint)
+    assert older.resumed_from_step == full.steps - 2 and older.steps > full.steps

@@ -128,3 +128,15 @@ def test_outputs_carry_the_same_srgb_profile_bytes(tmp_path):
     assert embedded is not None and "sRGB" in ImageCms.getProfileDescription(
         ImageCms.ImageCmsProfile(io.BytesIO(embedded)))
     assert embedded == images.srgb_profile(), "made in another process at another time: the same bytes"
+
+
+def test_the_reports_thumbnail_reads_the_profile_too(tmp_path):
+    """The report's thumbnail of the photo is the colours the worker read, not the raw values."""
+    import base64
+
+    from pipeline.report_pictures import thumbnail_uri
+
+    Image.new("RGB", (64, 64), (40, 180, 60)).save(tmp_path / "green.png", icc_profile=icc_profile())
+    uri = thumbnail_uri(tmp_path / "green.png", px=32)
+    shown = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("RGB").getpixel((16, 16))
+    assert max(abs(a - b) for a, b in zip(shown, (0, 181, 42))) <= 3, shown  # JPEG q85 of one flat colour

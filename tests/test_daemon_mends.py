@@ -142,3 +142,18 @@ def test_a_reloaded_stall_seconds_reaches_the_heartbeat(tmp_path):
     daemon.reload_requested = True
     daemon._maybe_reload()
     assert daemon.config.stall_seconds == 7 and daemon.heartbeat.stall_seconds == 7
+
+
+def test_status_under_a_refused_config_edit_still_shows_the_running_daemons_folders(tmp_path, capsys):
+    """rev7a: while config.yaml held an edit the daemon refused (it goes on with its last good config), `status`
+    printed only the config's error and exited 2, hiding the queue and the failures. Now the problems come first
+    and the status is read from the folders alone; a config whose folders cannot be read still exits 2."""
+    config = make_config(tmp_path, recipes={"starry": {"styles": ["no_such_painting.jpg"]}})
+    shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / "rocket.jpg")
+    (tmp_path / "spool" / "failed").mkdir(parents=True)
+    (tmp_path / "spool" / "failed" / "x.jpg.error.json").write_text("[1]")
+    assert main(["status", "--config", str(config)]) == 0
+    shown = capsys.readouterr()
+    assert "no_such_painting.jpg" in shown.err and "folders alone" in shown.err
+    assert "queue: 1 waiting in the inbox" in shown.out and "x.jpg.error.json" in shown.out, shown.out
+    assert main(["status", "--config", str(tmp_path / "missing.yaml")]) == 2

@@ -12,7 +12,7 @@ import shutil
 import time
 from pathlib import Path
 
-from daemon_helpers import SAMPLES, make_config, start, stop, wait_for
+from daemon_helpers import SAMPLES, log_events, make_config, start, stop, wait_for
 
 
 def config_two_slots(root: Path, **more) -> Path:
@@ -132,6 +132,116 @@ def test_a_kill_after_the_failure_note_fails_the_photo_once(tmp_path):
     assert invariants(tmp_path, ["a"]) == []
 
 
+HELD_OUTPUT = """
+import time
+from pipeline.daemon import outputs
+real_write = outputs.write
+def write(folder, stem, fmt, data, record):
+    if record.get("source", "").endswith("a.jpg"):  # a.jpg's stem is saved in its job.json; its write never comes
+        time.sleep(600)
+    return real_write(folder, stem, fmt, data, record)
+outputs.write = write
+from pipeline.daemon import spool
+real_claim = spool.Spool.claim
+def claim(self, path, *args, **kwargs):  # A takes a.jpg alone: a.png goes to the neighbour, whose landing is free
+    return real_claim(self, path, *args, **kwargs) if path.name == "a.jpg" else None
+spool.Spool.claim = claim
+"""
+
+
+def output_stem_saved(root: Path, name: str) -> bool:
+    for record in (root / "spool" / "work").glob("*/job.json"):
+        try:
+            data = json.loads(record.read_text())
+        except (OSError, ValueError):
+            continue
+        if data.get("name") == name and data.get("output_stem"):
+            return True
+    return False
+
+
+def test_a_neighbours_output_of_the_same_stem_is_never_taken_for_ours_after_a_crash(tmp_path):
+    """Daemon A saved a.jpg's output stem 'starry/a' (publish) and died before writing it; meanwhile daemon B styled
+    a.png (same stem) to outbox/starry/a.png. A's job is recovered: already_written took *an* a.png for its own and
+    completed a.jpg without an output, a failure or a word (rev7c finding 1). Only a log naming the job is its own:
+    a.jpg now runs again, to a-1.png, and B's a.png and its log are left as they were."""
+    from PIL import Image
+    config = config_two_slots(tmp_path)
+    shutil.copy(SAMPLES / "coffee.jpg", tmp_path / "inbox" / "a.jpg")
+    a = start(config, patches=HELD_OUTPUT)
+    b = None
+    try:
+        wait_for(lambda: output_stem_saved(tmp_path, "a.jpg"), 120, a)
+        b = start(config)  # A still holds its job's lock: B leaves it alone at its start
+        wait_for(lambda: b'"event": "watching"' in Path(b.log_path).read_bytes(), 60, b)
+        Image.open(SAMPLES / "rocket.jpg").save(tmp_path / "inbox" / "a.png")
+        wait_for(lambda: (tmp_path / "outbox" / "starry" / "a.png").exists(), 120, b)
+        a.kill()  # A's machine dies with a.jpg's write pending
+        a.wait()
+    finally:
+        if a.poll() is None:
+            a.kill()
+            a.wait()
+        if b is not None:
+            stop(b)
+    neighbours = {p.name: p.read_bytes() for p in (tmp_path / "outbox" / "starry").iterdir()}
+    restart_and_settle(config, 2)
+    assert invariants(tmp_path, ["a", "a"]) == []
+    outbox = tmp_path / "outbox" / "starry"
+    assert {name: (outbox / name).read_bytes() for name in neighbours} == neighbours  # B's output untouched
+    assert json.loads((outbox / "a-1.json").read_text())["input"]["name"] == "a.jpg"
+
+
+def owners(root: Path) -> set[int]:
+    """The pids of the daemons whose claims lie in work/ (job.json's owner, host:pid)."""
+    found = set()
+    for record in (root / "spool" / "work").glob("*/job.json"):
+        try:
+            found.add(int(json.loads(record.read_text())["owner"].rpartition(":")[2]))
+        except (OSError, ValueError, KeyError):
+            pass
+    return found
+
+
+NEVER_WRITES = """
+import time
+from pipeline.daemon import outputs
+def write(*args, **kwargs):  # this daemon's jobs never finish: its claims are in work/ when it is killed
+    time.sleep(600)
+outputs.write = write
+"""
+
+
+def test_a_dead_neighbours_claims_are_taken_up_by_the_live_daemon(tmp_path):
+    """Two daemons on one inbox (README: supported, 'the rename decides'). One is killed -9 (its machine died) while
+    it holds claims: its jobs lie in work/ with their locks free. The live daemon looked for orphans only at its own
+    start, so they waited in work/ all night (rev7c finding 4); now it takes them up at its next rescan."""
+    config = config_two_slots(tmp_path, rescan_seconds=1)
+    for k in range(4):
+        shutil.copy(SAMPLES / "coffee.jpg", tmp_path / "inbox" / f"p{k}.jpg")
+    a = start(config, patches=NEVER_WRITES)
+    b = None
+    try:
+        wait_for(lambda: owners(tmp_path) == {a.pid} and not list((tmp_path / "inbox").glob("*.jpg")), 60, a)
+        b = start(config)
+        wait_for(lambda: b'"event": "watching"' in Path(b.log_path).read_bytes(), 60, b)
+        time.sleep(1.5)  # B's start and a rescan while A lives: A's jobs hold their locks, B leaves them alone
+        assert not list((tmp_path / "outbox").rglob("*.png")) and owners(tmp_path) == {a.pid}
+        a.kill()
+        a.wait()
+        try:
+            wait_for(lambda: finished(tmp_path, 4), 60, b)
+        except AssertionError:
+            pass
+    finally:
+        if a.poll() is None:
+            a.kill()
+            a.wait()
+        if b is not None:
+            assert stop(b) == 0
+    assert invariants(tmp_path, [f"p{k}" for k in range(4)]) == [], "the live daemon left them in work/"
+
+
 # --- the same half-made moves, in process: each branch of Spool._moved_before and Spool.failed_before ---------------
 
 def spool_with_pair(tmp_path: Path):
@@ -193,3 +303,42 @@ def test_a_failure_killed_before_its_note_is_undone_and_one_with_its_note_is_kep
     spool.release(job)
     assert Spool(spool.inbox, spool.work, spool.done, spool.failed).recover() == []
     assert names(spool.work) == [] and names(spool.failed) == ["a.jpg", "a.jpg.error.json"]
+
+
+SLOW_CLAIM = """
+import time
+from pipeline.daemon import spool
+real_lock = spool.Spool._lock
+def slow_lock(self, folder):  # each claim's folder stands made and unlocked a while: the neighbour's rescans see it
+    time.sleep(0.4)
+    return real_lock(self, folder)
+spool.Spool._lock = slow_lock
+real_read = spool.Spool._read
+def slow_read(self, folder):  # recovery reads a job record slowly (a busy disk) while it holds the folder's lock
+    time.sleep(0.3)
+    return real_read(self, folder)
+spool.Spool._read = slow_read
+"""
+
+
+def test_two_live_daemons_looking_for_orphans_at_each_rescan_never_take_each_others_jobs(tmp_path):
+    """Each rescan now looks for orphans in work/, so a live neighbour's claims must be told from a dead one's: a
+    job's lock is held from just after its folder is made, and a young folder without its job.json (a claim being
+    made) is never locked by the other daemon, which would break that claim ('locked by another process')."""
+    config = config_two_slots(tmp_path, rescan_seconds=0.2)
+    a, b = start(config, patches=SLOW_CLAIM), start(config, patches=SLOW_CLAIM)
+    try:
+        for proc in (a, b):
+            wait_for(lambda: b'"event": "watching"' in Path(proc.log_path).read_bytes(), 60, proc)
+        for k in range(8):
+            shutil.copy(SAMPLES / ("coffee.jpg" if k % 2 else "rocket.jpg"), tmp_path / "inbox" / f"p{k}.jpg")
+        wait_for(lambda: finished(tmp_path, 8), 120, a)
+    finally:
+        stopped = [stop(proc) for proc in (a, b)]
+    assert stopped == [0, 0]
+    assert invariants(tmp_path, [f"p{k}" for k in range(8)]) == []
+    events = {proc.pid: log_events(proc) for proc in (a, b)}
+    claims = {pid: sum(e.get("event") == "claimed" for e in found) for pid, found in events.items()}
+    assert all(claims.values()), f"both daemons claimed photos: {claims}"
+    for found in events.values():  # a claim broken by the neighbour's recovery is an error line (SpoolLocked)
+        assert not [e for e in found if e.get("event") == "resuming a job left in work/" or e.get("level") == "error"]

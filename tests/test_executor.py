@@ -10,7 +10,7 @@ from daemon_helpers import SAMPLES, make_config, outputs, wait_for
 from pipeline.daemon.config import load
 from pipeline.daemon.config_build import check_folders
 from pipeline.daemon.spool import Spool, now_iso
-from pipeline.daemon.worker import LocalExecutor
+from pipeline.daemon.worker import Worker
 
 
 def test_cancel_stops_one_job_at_its_next_step_and_poll_hands_back_each_outcome(tmp_path, engine, torch_threads):
@@ -18,7 +18,7 @@ def test_cancel_stops_one_job_at_its_next_step_and_poll_hands_back_each_outcome(
                                                   "checkpoint_seconds": 0, "early_stop_tol": 0}))
     assert check_folders(config) == []
     spool = Spool(config.inbox, config.work, config.done, config.failed)
-    executor = LocalExecutor(engine, spool, lambda: config, threading.Event())
+    executor = Worker(engine, spool, lambda: config, threading.Event())
     executor.start()
     shutil.copy(SAMPLES / "coffee.jpg", config.inbox / "cup.jpg")
     job = spool.claim(config.inbox / "cup.jpg", now_iso(), None)

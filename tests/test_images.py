@@ -1,6 +1,7 @@
 """Loading every kind of picture people send, refusing the broken ones clearly, and saving atomically."""
 from __future__ import annotations
 
+import shutil
 import stat
 import struct
 import zlib
@@ -11,7 +12,7 @@ import pytest
 from PIL import Image
 
 from pipeline.engine import Settings, images
-from pipeline.errors import ImageError
+from pipeline.errors import ImageError, Reason
 
 pytestmark = pytest.mark.usefixtures("torch_threads")
 
@@ -64,16 +65,51 @@ def test_text_named_png(tmp_path):
 
 def test_png_header_claiming_a_huge_size(tmp_path):
     path = tmp_path / "bomb.png"
-    path.write_bytes(_png_header(100_000, 100_000))  # Pillow's own DecompressionBombError
-    _refused(path, "decompression bomb")
-    path.write_bytes(_png_header(9_000, 9_000))  # under Pillow's limit, over ours (50 M)
-    _refused(path, "81,000,000 pixels", "limit")
+    path.write_bytes(_png_header(100_000, 100_000))  # refused from the header: nothing decoded
+    _refused(path, "decompression bomb", "10,000,000,000 pixels", "limit of 200,000,000")
+    path.write_bytes(_png_header(15_000, 15_000))  # over the 200 MP default: the fix says where to raise it
+    error = _refused(path, "225,000,000 pixels", "limit")
+    assert error.reason == Reason.TOO_LARGE and "max_pixels: 225000000" in error.fix and "config.yaml" in error.fix
 
 
 def test_real_image_over_max_pixels():
     error = _refused(SAMPLES / "coffee.jpg", "limit", max_pixels=512 * 340)
     assert "512x341" in str(error)
     assert images.load(SAMPLES / "coffee.jpg", max_pixels=512 * 341).size == (512, 341)
+
+
+def _blank_png(width: int, height: int) -> bytes:
+    """A real 1-bit PNG of the given size, made by hand in a fraction of a second: a few hundred kB for 180 MP."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    rows = (b"\x00" + b"\xff" * ((width + 7) // 8)) * height
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)) + chunk(
+        b"IDAT", zlib.compress(rows, 1)) + chunk(b"IEND", b"")
+
+
+def test_camera_photos_are_within_the_default_limit(tmp_path):
+    """61 MP (Sony A7R IV), 102 MP (Fujifilm GFX100), 151 MP (Phase One IQ4) and a phone's 200 MP mode (16320x12240):
+    the old 50 MP default failed the first two as too_large (rev7a)."""
+    for width, height in ((9504, 6336), (11648, 8736), (14204, 10652), (16320, 12240)):
+        path = tmp_path / f"{width}.png"
+        path.write_bytes(_png_header(width, height))  # a header alone: past the limit, it fails to decode
+        assert _refused(path, "cannot decode", max_pixels=Settings().max_pixels).reason == Reason.BAD_IMAGE
+
+
+def test_a_raised_max_pixels_is_the_one_limit_for_the_worker_and_the_settle_check(tmp_path):
+    """A 180 MP panorama under max_pixels 300 MP: Pillow's own limit (179 MP) refused it as a decompression bomb,
+    with a fix contradicting its message (rev7a). The worker's decode and the daemon's settle check now both
+    follow max_pixels alone."""
+    from pipeline.daemon import settle
+
+    path = tmp_path / "pano.png"
+    path.write_bytes(_blank_png(16384, 11000))  # 180,224,000 pixels
+    with open(path, "rb") as file:
+        assert settle.decodes(file, 300_000_000)
+    with open(path, "rb") as file:
+        assert not settle.decodes(file, 100_000_000)
+    assert images.load(path, max_pixels=300_000_000).size == (16384, 11000)
+    assert _refused(path, "limit of 100,000,000", max_pixels=100_000_000).reason == Reason.TOO_LARGE
 
 
 # --- conversions ---------------------------------------------------------------------------------
@@ -324,3 +360,31 @@ def test_a_too_thin_picture_fails_once_as_too_thin_in_the_daemon(tmp_path, engin
     assert record["code"] == "too_thin" and record["attempts"] == 1
     assert "4 px" in record["message"] and "120 px" in record["fix"]
     assert [p.name for p in (tmp_path / "outbox").rglob("wide*.png")], "the 2.6:1 photo is stylized at 32 px"
+
+
+def test_a_photo_over_max_pixels_fails_in_the_daemon_saying_where_the_limit_is_set(tmp_path, engine):
+    """"Downscale the image or raise max_pixels" named no place, and README never mentioned max_pixels (rev7a)."""
+    from daemon_helpers import errors, make_config
+    from pipeline.daemon.daemon import Daemon
+
+    config = make_config(tmp_path, defaults={"size": 32, "steps": 2, "format": "png", "max_pixels": 100_000})
+    shutil.copy(SAMPLES / "coffee.jpg", tmp_path / "inbox" / "DSC00001.jpg")  # 512x341 = 174,592 pixels
+    assert Daemon(config, once=True, engine=engine).run() == 0
+    record = errors(tmp_path)["DSC00001.jpg"]
+    assert record["code"] == "too_large" and "limit of 100,000" in record["message"]
+    assert "`max_pixels: 1000000` under `defaults:` in config.yaml" in record["fix"], record["fix"]
+
+
+def test_a_photo_within_its_recipes_raised_limit_is_claimed_at_once(tmp_path):
+    """The settle check used the default recipe's max_pixels: a photo over it, for a recipe that allows it, was held
+    the broken file's longer wait (10 x settle_seconds, at least 3 s) before it was claimed (rev7a)."""
+    from daemon_helpers import make_config
+    from pipeline.daemon.daemon import Daemon
+
+    config = make_config(tmp_path, defaults={"size": 32, "steps": 2, "format": "png", "max_pixels": 100_000},
+                         recipes={"starry": {"styles": ["starry_night.jpg"]},
+                                  "big": {"styles": ["starry_night.jpg"], "max_pixels": 1_000_000}})
+    (tmp_path / "inbox" / "big").mkdir()
+    shutil.copy(SAMPLES / "coffee.jpg", tmp_path / "inbox" / "big" / "a.jpg")  # 174,592 pixels
+    daemon = Daemon(config, once=True)
+    assert daemon.decode.ready(tmp_path / "inbox" / "big" / "a.jpg", daemon._decode_limit(), 0.3) is True

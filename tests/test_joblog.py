@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
-from daemon_helpers import ROOT, SAMPLES, make_config
+from daemon_helpers import ROOT, SAMPLES, STYLES, make_config
 from pipeline.daemon.daemon import Daemon
 from pipeline.engine.settings import field_names
 
@@ -53,6 +56,7 @@ def test_the_log_matches_the_readme_table(tmp_path, engine, torch_threads):
     width, height = log["input"]["size"]
     assert width > height  # rocket.jpg is landscape: [w, h]
     assert log["scales"][-1] == log["output"]["size"] and log["scales"][-1][0] > log["scales"][-1][1]
+    assert log["tiles"] == [None] * len(log["scales"])  # beside scales: each level ran whole at 72 px
     assert "load_weights" not in log["timings"]
     weighted = log["losses"]
     assert abs(weighted["content"] + weighted["style"] + weighted["tv"] - weighted["total"]) <= 1e-3 * weighted["total"]
@@ -62,6 +66,24 @@ def test_the_log_matches_the_readme_table(tmp_path, engine, torch_threads):
     kept = Path(log["input"]["kept_as"])
     assert kept == tmp_path / "spool" / "done" / "rocket-1.jpg"
     assert kept.read_bytes() == (SAMPLES / "rocket.jpg").read_bytes()
+
+
+def test_the_record_says_how_a_print_was_tiled(tmp_path):
+    """README: 'The JSON log has `tiles` per level' (rev7b: the record, the CLI's out.json and the daemon's job log
+    alike, had no `tiles` at all, though the engine's Result held the plan). 96 px under 12MB: cut into 6 tiles."""
+    out = tmp_path / "print.png"
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "stylize", str(SAMPLES / "rocket.jpg"),
+                           str(STYLES / "starry_night.jpg"), "-o", str(out), "-q", "--size", "96", "--steps", "2",
+                           "--scales", "1", "--optimizer", "adam", "--max-memory", "12MB", "--print-dpi", "300"],
+                          cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert round(Image_open(out).info["dpi"][0]) == 300
+    record = json.loads(out.with_suffix(".json").read_text())
+    [level] = record["tiles"]
+    width, height = record["scales"][0]
+    assert level["tiles"] > 1 and level["core"] < width and level["halo"] > 0, level
+    assert level["canvas"][0] >= width and level["canvas"][1] >= height  # [w, h], as every size in the record
 
 
 def Image_open(path):

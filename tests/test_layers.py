@@ -26,7 +26,7 @@ LAYER = {
     **{f"pipeline.daemon.{name}": EXECUTORS for name in ("worker", "executor", "ray_cluster", "ray_executor",
                                                          "ray_actor", "pool", "batching")},
     "pipeline.daemon.daemon": DAEMON, "pipeline.daemon.status": DAEMON, "pipeline.daemon.state": DAEMON,
-    "pipeline.daemon.reload": DAEMON, "pipeline.daemon.reporting": DAEMON,
+    "pipeline.daemon.reload": DAEMON, "pipeline.daemon.reporting": DAEMON, "pipeline.daemon.sidecars": DAEMON,
     "pipeline.daemon.tally": JOBS, "pipeline.daemon.unclaimable": DAEMON,  # rev7d findings 7 and 3
     "pipeline.cli": CLI, "pipeline.commands": CLI, "pipeline.starter": CLI, "pipeline.service": CLI,
     "pipeline.report": CLI, "pipeline.report_pictures": CLI, "pipeline.report_state": CLI, "pipeline.report_window": CLI, "pipeline.precision_command": CLI,

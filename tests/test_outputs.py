@@ -128,3 +128,35 @@ def test_the_own_file_check_never_opens_a_fifo_or_follows_a_link(tmp_path):
     checker.start()
     checker.join(5)
     assert found == [True, True, False], "FIFOs and links go to the worker (not_a_regular_file), unread"
+
+
+def test_every_output_format_is_named_once_and_read_the_same_everywhere(tmp_path):
+    """rev7e finding 4: the formats were four tables (images.FORMATS, outputs.EXTENSIONS, cli.SUFFIX_FORMATS and
+    Settings.validate) that had to agree; now engine.settings.OUTPUT_FORMATS. Each format validates, encodes to
+    bytes PIL reads as that format, is named by the daemon with its first suffix, and is what -o picks for each."""
+    import io
+    from pathlib import Path
+
+    import pytest
+    from PIL import Image
+
+    from pipeline.cli import output_format
+    from pipeline.daemon import outputs as outputs_module
+    from pipeline.engine import Settings, images
+    from pipeline.engine.settings import OUTPUT_FORMATS
+    from pipeline.errors import PipelineError, SettingsError
+
+    picture = Image.new("RGB", (8, 8), "orange")
+    for name, (pil, *suffixes) in OUTPUT_FORMATS.items():
+        Settings(format=name).validate()
+        assert Image.open(io.BytesIO(images.encode(picture, name))).format == pil
+        assert outputs_module.image_name("cup", name) == f"cup{suffixes[0]}"
+        assert [output_format(Path(f"out{s.upper()}"), name) for s in suffixes] == [name] * len(suffixes)
+    with pytest.raises(SettingsError, match="format must be png, jpeg or webp"):
+        Settings(format="gif").validate()
+    with pytest.raises(PipelineError, match=r"cannot write \.gif") as said:
+        output_format(tmp_path / "out.gif", None)
+    assert said.value.fix == "Name the output .png, .jpg, .jpeg or .webp"
+    with pytest.raises(PipelineError, match="does not match the name") as said:
+        output_format(tmp_path / "out.png", "jpeg")
+    assert said.value.fix == "Name it .jpg, or drop --format"

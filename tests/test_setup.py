@@ -195,7 +195,7 @@ def test_a_batchs_content_targets_are_each_photos_own(engine, style, photos):
 
     runs = [_Run(engine, photo, [style], SETTINGS, None, None, None) for photo in photos]
     hw = runs[0].levels[-1]
-    batched = content_targets(engine, [run._content(hw, engine.device) for run in runs])
+    batched = content_targets(engine, [run.content_at(hw, engine.device) for run in runs])
     for photo, target in zip(photos, batched):
         problem, _ = engine.build_loss(photo, [style], SETTINGS)
         own = problem.loss.content.target

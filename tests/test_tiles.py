@@ -176,6 +176,16 @@ def test_scales_auto_picks_the_documented_levels(side, count, coarse):
     assert steps == [150, 75, 37, 20, 20][:count]  # the coarse level forms the strokes; finer ones refine
 
 
+@pytest.mark.parametrize("hw, found, steps", [((64, 4096), [(32, 2048), (64, 4096)], [150, 75]),
+                                              ((40, 4096), [(40, 4096)], [150]),
+                                              ((256, 4096), [(32, 512), (64, 1024), (128, 2048), (256, 4096)],
+                                               [150, 75, 37, 20])])
+def test_scales_auto_a_panoramas_documented_levels(hw, found, steps):
+    """README (rev7b): a panorama keeps the long side's levels whose short side is at least 32 px; the coarsest
+    kept gets the full steps."""
+    assert levels(hw, Settings(steps=150)) == (found, steps)
+
+
 def test_scales_number_keeps_todays_levels():
     assert levels((64, 64), Settings(scales=2, steps=4, coarse_steps=3)) == ([(32, 32), (64, 64)], [3, 4])
     assert levels((2048, 2048), Settings(scales=1)) == ([(2048, 2048)], [150])

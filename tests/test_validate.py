@@ -30,6 +30,20 @@ recipes:
                      "config.yaml:8: recipes.big.size: 3000 is over max_size 2048; lower it or raise max_size"]
 
 
+def test_max_size_binds_the_engines_default_size_where_none_is_written(tmp_path):
+    """rev7b: max_size 128 and no size anywhere styled every photo at the engine's 256 px without a word. Refused
+    at max_size's line, naming the recipes and the fix; a recipe that writes its own size is not named, and a size
+    written under defaults answers it."""
+    path = tmp_path / "config.yaml"
+    path.write_text(f"styles_dir: {STYLES}\nmax_size: 128\nrecipes:\n  a: {{styles: [starry_night.jpg]}}\n"
+                    "  b: {styles: [the_scream.jpg]}\n  small: {styles: [the_scream.jpg], size: 96}\n")
+    assert problems_of(path) == ["config.yaml:2: max_size: 128 is under the engine's default size 256, which recipes "
+                                 "a, b use (no size written); write `size: 128` (or less) under defaults, or raise "
+                                 "max_size"]
+    path.write_text(path.read_text() + "defaults: {size: 128}\n")
+    assert {name: r.settings.size for name, r in load(path).recipes.items()} == {"a": 128, "b": 128, "small": 96}
+
+
 def test_a_recipe_within_max_size_passes(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text(f"styles_dir: {STYLES}\nmax_size: 512\ndefaults: {{size: 512}}\n"

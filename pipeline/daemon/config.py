@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from .config_build import build
-from .config_schema import (ENGINE_KEYS, FOLDER_KEYS, RAY_KEYS, RECIPE_KEYS, SIDECAR_KEYS, TOP_KEYS,  # noqa: F401
-                            Config, ConfigError, RayOptions, Recipe, StyleRef, missing_config_fix)
+from ..errors import ConfigError  # noqa: F401 - handed on, as are Config, RayOptions and Recipe below
+from .config_schema import FOLDER_KEYS, Config, RayOptions, Recipe, missing_config_fix  # noqa: F401
 from .yaml_read import CONFIG_MAX_BYTES, Problems, key_lines, read_yaml
 
 

@@ -8,10 +8,10 @@ from typing import Any
 
 from ..engine import images
 from ..engine.settings import Settings
-from ..errors import DeviceError, ImageError
+from ..errors import ConfigError, DeviceError, ImageError
 from .config_pool import pool_options
 from .config_schema import (ENGINE_KEYS, FOLDER_KEYS, RAY_KEYS, RECIPE_KEYS, SIDECAR_KEYS, STYLE_KEYS, TOP_KEYS,
-                            TOP_TYPES, Config, ConfigError, RayOptions, Recipe, StyleRef)
+                            TOP_TYPES, Config, RayOptions, Recipe, StyleRef)
 from .yaml_read import SIDECAR_MAX_BYTES, Problems, check_type, engine_settings, key_lines, read_yaml
 
 METRICS_NAME = "style_pipeline.prom"  # node_exporter's textfile collector reads *.prom
@@ -88,14 +88,25 @@ def _device_problem(name: str) -> str | None:
 
 def _sizes_within(max_size: int, defaults: Settings, given: dict, recipes: dict[str, Recipe], data: dict,
                   problems: Problems) -> None:
-    """max_size binds the config too, not only sidecars: a recipe cannot ask for what a photo may not."""
+    """max_size binds the config too, not only sidecars: a recipe cannot ask for what a photo may not. The engine's
+    default size too, where no size is written (rev7b: max_size 128 and no size styled every photo at 256 px
+    without a word): refused like a written size, not held to max_size, so that one rule holds for every size the
+    config leads to and the fix is the user's to pick (write a size, or raise max_size)."""
     if "size" in given and defaults.size > max_size:
         problems.add(("defaults", "size"), f"{defaults.size} is over max_size {max_size}; lower it or raise max_size")
     bodies = data.get("recipes") if isinstance(data.get("recipes"), dict) else {}
+    unwritten = []
     for name, recipe in recipes.items():
-        if isinstance(bodies.get(name), dict) and "size" in bodies[name] and recipe.settings.size > max_size:
+        written = isinstance(bodies.get(name), dict) and "size" in bodies[name]
+        if written and recipe.settings.size > max_size:
             problems.add(("recipes", name, "size"),
                          f"{recipe.settings.size} is over max_size {max_size}; lower it or raise max_size")
+        elif not written and "size" not in given and recipe.settings.size > max_size:
+            unwritten.append(name)
+    if unwritten:
+        problems.add(("max_size",), f"{max_size} is under the engine's default size {defaults.size}, which recipe"
+                     f"{'s' if len(unwritten) > 1 else ''} {', '.join(unwritten)} use{'' if len(unwritten) > 1 else 's'}"
+                     f" (no size written); write `size: {max_size}` (or less) under defaults, or raise max_size")
 
 
 def _ray(data: Any, problems: Problems) -> RayOptions:

@@ -1,4 +1,4 @@
-"""The manifest's schema: the Config dataclass and its parts, the keys each mapping allows, ConfigError.
+"""The manifest's schema: the Config dataclass and its parts, the keys each mapping allows (ConfigError: errors.py).
 
 Kept apart from the reading (yaml_read.py) and the building (config_build.py) so that each of them imports this
 downward and none imports the other back: config.py -> config_build.py -> yaml_read.py -> config_schema.py.
@@ -13,7 +13,6 @@ import typing
 from typing import Any, Literal
 
 from ..engine.settings import Settings
-from ..errors import PipelineError
 # Per-photo overrides a sidecar may set: what changes the look, not what loads the machine.
 SIDECAR_KEYS = frozenset({"recipe", "size", "steps", "style_strength", "content_weight", "style_weight", "tv_weight",
                           "preserve_color", "seed", "init", "style_scale", "format", "quality", "print_dpi"})
@@ -21,16 +20,6 @@ ENGINE_KEYS = frozenset(f.name for f in dataclasses.fields(Settings)) - {"device
 RECIPE_KEYS = ENGINE_KEYS | {"styles", "description"}
 STYLE_KEYS = frozenset({"path", "weight"})  # a style written as a mapping: {path: NAME, weight: NUMBER}
 FOLDER_KEYS = {"inbox", "outbox", "spool"}
-
-
-class ConfigError(PipelineError):
-    code = "bad_config"
-
-    def __init__(self, problems: list[str], path: str | Path, fix: str | None = None) -> None:
-        self.problems = problems
-        fix = fix or f"Fix the lines above, then check again: style-pipeline validate --config {path}"
-        super().__init__("\n  ".join(["invalid configuration:", *problems]) + "\n" + fix, path=path)
-        self.fix = fix
 
 
 def missing_config_fix(path: Path) -> str:
@@ -69,6 +58,9 @@ RAY_KEYS = frozenset(f.name for f in dataclasses.fields(RayOptions))
 
 @dataclass(frozen=True)
 class Config:
+    """The validated config.yaml, frozen: a reload builds a new one and swaps it whole, so a running job never sees
+    half an edit (the next job reads the new one)."""
+
     path: Path
     inbox: Path
     outbox: Path

@@ -20,8 +20,8 @@ import structlog
 
 from ..alerts import FLUSH_WAIT
 from ..engine import StyleTransfer
-from ..errors import PipelineError
-from ..fsio import is_disk_full
+from ..errors import PipelineError, StartupError
+from ..fsio import is_disk_full, sweep_tree
 from ..notify import Heartbeat, Notifier, watchdog_interval
 from . import config as config_module
 from . import status as status_module
@@ -33,6 +33,7 @@ from .jobs import crashed
 from .reload import AGAIN, Refused, reload_config, remake_folders
 from .reporting import Reporter
 from .settle import DecodeCheck
+from .sidecars import unpaired_sidecars
 from .spool import Spool, now_iso
 from .state import JobBook
 from .unclaimable import Unclaimable
@@ -45,11 +46,11 @@ STOP_WAIT = 160  # seconds the whole stop may take, one deadline: under the unit
 REFUSED_RETRY_S = 2.0  # a refused config edit is read again this often while refused (a YAML parse and a few stats)
 
 
-class StartupError(Exception):
-    """The daemon itself cannot work (bad config, unwritable folder): exit non-zero."""
-
-
 class Daemon:
+    """The one owner of the daemon's state (config, retry queue, held jobs, disk pause): the other threads
+    (executors, the watcher, the landing) hand it outcomes and events, and only the main loop acts on them, so
+    every decision (claim, retry, pause, reload) is taken in one place, in order."""
+
     def __init__(self, config_path: str | Path, once: bool = False, engine: StyleTransfer | None = None,
                  clock: Callable[[], datetime] = status_module.local_now) -> None:
         self.config_path = Path(config_path)
@@ -77,6 +78,7 @@ class Daemon:
         self.reporter = Reporter(self)  # status.json, the watchdog, metrics and notices (reporting.py)
         self.book = JobBook(self.disk, self.reporter.on_job_event)  # the retry queue and the held jobs
         self.skipped: dict[str, str] = {}  # inbox folders passed over, with why (shown by status)
+        self.unpaired: dict[str, str] = {}  # sidecars no photo will read, with why (sidecars.py; shown by status)
         self.unclaimable = Unclaimable(lambda: self.config.inbox, self.reporter.on_job_event)  # listed by status
 
     # --- start-up -------------------------------------------------------------------------------
@@ -101,6 +103,9 @@ class Daemon:
 
     def _start(self) -> None:
         config = self.config
+        freed = sum(sweep_tree(folder) for folder in (config.outbox, config.spool))  # before any write of ours
+        if freed:  # a kill -9 inside write_atomic left its temp (an output, a record, status.json): rev7b
+            log.info("removed the temp files of writes killed mid-way", bytes=freed)
         if config.executor == "ray":  # issue 6: jobs run on Ray actors (imported only here); the rest is unchanged
             from .ray_executor import RayExecutor
             self.executor = RayExecutor(self.spool, lambda: self.config, self.stop)
@@ -110,11 +115,6 @@ class Daemon:
                      kind=self.engine.weights.kind, seconds=round(self.engine.load_seconds, 2),
                      precision_auto=self.engine.precision("auto"))  # issue 13: as `precision --probe` recorded
         self.executor.start()
-        recovered = self.spool.recover()
-        for job in recovered:
-            log.info("resuming a job left in work/", job_id=job.id, file=job.source,
-                     checkpoint=job.checkpoint.exists())
-        self.book.retry.extend(recovered)
         if not self.once:
             self.watcher = Watcher(config.inbox, self.tracker, config.watch, config.poll_seconds, own_folders(config))
             self.watcher.start()
@@ -174,8 +174,7 @@ class Daemon:
 
     def _claim(self, path: Path) -> bool:
         """True when the file is claimed and handed to the executor, or claiming must wait (full disk)."""
-        max_pixels = self.config.recipes[self.config.default_recipe].settings.max_pixels
-        verdict = self.decode.ready(path, max_pixels, self.config.settle_seconds)
+        verdict = self.decode.ready(path, self._decode_limit(), self.config.settle_seconds)
         if not verdict:
             if verdict is None:
                 self.tracker.forget(path)
@@ -194,6 +193,11 @@ class Daemon:
         structlog.contextvars.clear_contextvars()
         self.executor.submit(job)
         return True
+
+    def _decode_limit(self) -> int:
+        """The largest recipe's max_pixels: with the default recipe's, a photo for a recipe allowing more was held
+        the broken file's longer wait before its claim (rev7a); the worker applies the photo's own recipe's."""
+        return max(recipe.settings.max_pixels for recipe in self.config.recipes.values())
 
     def _claim_failed(self, path: Path, exc: OSError) -> None:
         """The file stays in the inbox: a full disk pauses claiming; anything else is told once (with its fix),
@@ -254,10 +258,15 @@ class Daemon:
 
     def _rescan(self) -> None:
         self.last_rescan = time.monotonic()
+        self.book.take_up(self.spool)  # jobs a dead daemon left in work/ (at start, or a killed neighbour's)
         skipped = skipped_folders(self.config.inbox, own_folders(self.config))
         for rel in skipped.keys() - self.skipped.keys():
             log.warning("skipped a folder in the inbox", folder=rel, why=skipped[rel])
         self.skipped = skipped
+        unpaired = unpaired_sidecars(self.config.inbox, own_folders(self.config))
+        for rel in unpaired.keys() - self.unpaired.keys():
+            log.warning("a sidecar in the inbox is not used", sidecar=rel, why=unpaired[rel])
+        self.unpaired = unpaired
         if self.watcher:
             self.watcher.rescan()
         else:

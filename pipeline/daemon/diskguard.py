@@ -21,6 +21,9 @@ RESUME_FREE_BYTES = 2 << 20  # a 384 px output and its log are a few hundred KB
 
 
 class DiskGuard:
+    """The disk pause, held in one place: a full disk met anywhere pauses claiming here, and claiming resumes only
+    when every folder we write has space over the floor and takes a probe write (free blocks alone miss quotas)."""
+
     def __init__(self, folders: Callable[[], Iterable[Path]], clock: Callable[[], float] = time.monotonic) -> None:
         self.folders, self.clock = folders, clock
         self.state: dict | None = None  # {"folder", "free_mb"} while paused

@@ -120,7 +120,7 @@ class Executor(threading.Thread):
         photo its last resort) and from submit (the main loop then logged a claimed job as not claimed) when the
         prefetch thread could not start ("can't start new thread"). A job not prepared ahead is prepared in turn."""
         try:
-            depth = self._prefetch_depth()
+            depth = self.prefetch_depth()
             with self._jobs.mutex:
                 queued = [job for job in list(self._jobs.queue)[:depth] if job is not None]
             for job in queued:
@@ -129,7 +129,7 @@ class Executor(threading.Thread):
             log.warning("photos not prepared ahead; each is prepared when its turn comes",
                         error=f"{type(exc).__name__}: {exc}")
 
-    def _prefetch_depth(self) -> int:
+    def prefetch_depth(self) -> int:
         """How many queued photos are prepared ahead: the prefetcher's own limit, for one photo at a time."""
         return self.life.prefetch.limit
 
@@ -157,10 +157,14 @@ class Executor(threading.Thread):
         self.life.prefetch.close()
         self.life.sheets.close(left(deadline))
 
-    def _closed(self) -> None:
+    def job_closed(self) -> None:
         """A job handed over has ended (its outcome is out already): one fewer open."""
         with self._lock:
             self._open = max(0, self._open - 1)
+        self.wake()
+
+    def wake(self) -> None:
+        """poll() returns at once: a job ended or left the queue, so the main loop may claim the next one now."""
         self._ended.set()
 
     def _should_stop(self, job: Job) -> bool:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import structlog
 
+from ..errors import clipped
 from ..fsio import is_disk_full, is_no_permission, service_user
 from .spool import Job, Reason
 
@@ -57,9 +58,9 @@ class FailurePaths:
         log.warning("job failed", reason=str(reason), message=message, fix=fix, kept_as=str(kept))
         self._out(job, "failed", event={"file": job.source, "reason": str(reason), "message": message, "fix": fix})
 
-    def _last_resort(self, job: Job, exc: Exception) -> None:
+    def last_resort(self, job: Job, exc: Exception) -> None:
         """failed/ under the job id (a name that always fits); if even that fails, hold the job in work/."""
-        message = f"internal error: {exc.__class__.__name__}: {exc}"[:500]
+        message = clipped(f"internal error: {exc.__class__.__name__}: {exc}")
         try:
             kept = self.spool.fail(job, Reason.GAVE_UP, message, "Report this with the log lines of this job_id; "
                                    "then drop the file again", kept_name=f"{job.id}{Path(job.name).suffix[:16]}")
@@ -75,7 +76,7 @@ class FailurePaths:
 
     def _transient(self, job: Job, exc: Exception) -> None:
         config = self.get_config()
-        message = f"{exc.__class__.__name__}: {exc}"[:500]
+        message = clipped(f"{exc.__class__.__name__}: {exc}")
         job.last_error = message
         if job.attempts >= config.max_attempts:
             self._fail(job, Reason.GAVE_UP, f"failed {job.attempts} times; last error: {message}",

@@ -46,6 +46,7 @@ def build(result, content: Path, size: tuple[int, int], styles: list[tuple[Path,
         "curve": [_weighted(point, weights) for point in run["curve"]],
         "steps": run["steps"], "stop_reason": run["stop_reason"],
         "scales": [[w, h] for h, w in run["scales"]],  # the engine's levels are (height, width)
+        "tiles": [_tiled(run.get("tiles", {}).get(i)) for i in range(len(run["scales"]))],
         "retries": run["retries"], "resumed_from_step": run["resumed_from_step"],
         "output": {"size": list(result.image.size)}, "contact_sheet": None,
     }
@@ -57,6 +58,17 @@ def _job_fields(job: Job | None, recipe: str | None, *names: str) -> dict:
         return dict.fromkeys(names)
     known = {"job_id": job.id, "recipe": recipe}
     return {name: known[name] if name in known else getattr(job, name) for name in names}
+
+
+def _tiled(plan: dict | None) -> dict | None:
+    """A level's tile plan as the record gives it, beside its ``scales`` entry: null where the level ran whole; the
+    canvas cut as [w, h] like every size here. Why in the record: nothing else on file said whether a print was
+    tiled or how it was cut (rev7b), though README promised it."""
+    if plan is None:
+        return None
+    h, w = plan["hw"]
+    return {"tiles": plan["tiles"], "core": plan["core"], "halo": plan["halo"], "canvas": [w, h],
+            **({"lbfgs_history": plan["history"]} if "history" in plan else {})}
 
 
 def _weighted(point: dict, weights: dict[str, float]) -> dict:

@@ -20,7 +20,7 @@ import structlog
 
 from ..engine import Settings, images
 from ..engine.prepared import prepare as prepare_working
-from ..errors import Cancelled, JobFailure, PipelineError, Reason, WorkerLost
+from ..errors import Cancelled, JobFailure, PipelineError, Reason, WorkerLost, clipped
 from ..fsio import FileBusy
 from . import joblog, outputs
 from .config import Config, Recipe
@@ -29,7 +29,7 @@ from .handover import Lander, Prefetcher
 from .prechecks import (pre_check_image, pre_check_readable, pre_check_recipe, pre_check_regular_file,
                         pre_check_settings, pre_check_sidecar)
 from .sheets import SheetWriter
-from .spool import Job, Spool, now_iso
+from .spool import Job, Spool, job_id_in, now_iso
 
 log = structlog.get_logger("style-pipeline.worker")
 BUSY_RETRY = 5.0  # seconds a job whose photo or sidecar is still leased waits (the kernel ends a lease within 45 s)
@@ -175,7 +175,7 @@ class JobLife(FailurePaths):
         elif isinstance(exc, Cancelled):
             self.cancelled(job, exc.step)
         elif isinstance(exc, FileBusy):  # its writer (Samba, NFS) still holds it: never the photo's fault (rev6f A2)
-            job.last_error = f"{exc.filename} {exc.strerror}"[:500]
+            job.last_error = clipped(f"{exc.filename} {exc.strerror}")
             self.defer(job, BUSY_RETRY, "the photo or its sidecar is held by another program; the job waits")
         else:  # a filesystem class, else transient or unknown: retried up to max_attempts
             self._os_error(job, exc)
@@ -210,15 +210,18 @@ class JobLife(FailurePaths):
     def already_written(self, job: Job, config: Config) -> bool:
         """A restart after the output was written but before the input moved: finish, don't redo.
 
-        A log without its image is ours (the stem was recorded before writing): remove it and redo.
+        Only an output whose log names this job is its own: with two daemons on one inbox, a neighbour may have
+        written a.png (from a.png) at the stem a.jpg recorded before its daemon died (rev7c finding 1). Our log
+        without its image is removed; else the recorded stem is let go and the job runs again under a free one.
         """
         if not job.output_stem:
             return False
         recipe, _, stem = job.output_stem.rpartition("/")
         folder = config.outbox / recipe
-        if any((folder / outputs.image_name(stem, fmt)).exists() for fmt in outputs.EXTENSIONS):
-            return True
-        (folder / f"{stem}.json").unlink(missing_ok=True)
+        if job_id_in(folder / f"{stem}.json") == job.id:
+            if any((folder / outputs.image_name(stem, fmt)).exists() for fmt in outputs.EXTENSIONS):
+                return True
+            (folder / f"{stem}.json").unlink(missing_ok=True)
         job.output_stem = None
         return False
 

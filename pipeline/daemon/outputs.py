@@ -9,10 +9,11 @@ import hashlib
 import io
 from pathlib import Path
 
+from ..engine.settings import OUTPUT_FORMATS
 from ..fsio import write_atomic, write_json
 from .spool import unique_names
 
-EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
+EXTENSIONS = {name: suffixes[0][1:] for name, (_, *suffixes) in OUTPUT_FORMATS.items()}  # jpeg: .jpg
 
 
 def image_name(stem: str, fmt: str) -> str:

@@ -67,14 +67,14 @@ class Slot(Worker):
         new._busy_seconds, new._marker = self._busy_seconds, self._marker + 1
         return new
 
-    def _closed(self) -> None:
-        self.pool._closed()
+    def job_closed(self) -> None:
+        self.pool.job_closed()
 
-    def _prefetch_depth(self) -> int:
-        return self.pool._prefetch_depth()
+    def prefetch_depth(self) -> int:
+        return self.pool.prefetch_depth()
 
     def _try(self, job: Job) -> None:
-        self.pool._ended.set()  # a job left the queue: the main loop may claim the next one now
+        self.pool.wake()  # a job left the queue: the main loop may claim the next one now
         structlog.contextvars.bind_contextvars(slot=self.index)
         opened = self.life.open(job)
         self._prefetch_queued()
@@ -98,7 +98,7 @@ class Slot(Worker):
         if any(other.id == job.id for other in self.extra):
             self.extra = [other for other in self.extra if other.id != job.id]
             self._cancels.discard(job.id)
-            self._closed()
+            self.job_closed()
 
     def _run_alone(self, opened: Opened) -> None:
         """An extra that turned out different once opened, run alone after the batch like a lone photo: its
@@ -232,7 +232,7 @@ class Pool(Executor):
     def _places(self, config: Config) -> int:
         return batch_places(config, any(slot.engine.device.type == "cuda" for slot in self.slots))
 
-    def _prefetch_depth(self) -> int:
+    def prefetch_depth(self) -> int:
         """A batching slot takes up to ``batch_places`` photos at once, so as many are prepared ahead (never
         fewer than a lone worker's): the next batch opens without a decode in the slot (43-132 ms a batch at
         1024 px on the H200, read from its log). The queue holds no more than that (has_room), so the bound is

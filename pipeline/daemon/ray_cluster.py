@@ -15,18 +15,12 @@ import time
 
 import structlog
 
-from ..errors import PipelineError
+from ..errors import RayUnavailable
 from .config import Config, RayOptions
 
 log = structlog.get_logger("style-pipeline.ray")
 
 INSTALL = "pip install 'style-pipeline[ray]'"
-
-
-class RayUnavailable(PipelineError):
-    """The cluster cannot be reached or cannot host one worker: the daemon cannot start."""
-
-    code = "ray_unavailable"
 
 
 def import_ray():

@@ -113,7 +113,7 @@ class RayExecutor(Executor):
             elif opened:
                 sent = self._send(job, opened[1], slot)
         if not sent:
-            self._closed()
+            self.job_closed()
 
     def _send(self, job: Job, plan: Plan, slot: Slot) -> bool:
         """The input as its bytes (smaller than pixels), each style decoded once into the object store."""
@@ -161,7 +161,7 @@ class RayExecutor(Executor):
                 self.life.conclude(job, exc)
             except self.ray.exceptions.RayError as exc:  # the actor or its node is gone: not the job's fault
                 self._lost(flight, exc)
-        self._closed()
+        self.job_closed()
         self._marker += 1
 
     def _settle(self, flight: Flight, reply: dict) -> None:
@@ -260,7 +260,7 @@ class RayExecutor(Executor):
         for flight in self.flights.values():  # the actors stop with this process (their owner)
             with logging_for(flight.job):
                 self.life.cancelled(flight.job, (flight.slot.last_progress or {}).get("step", 0))
-            self._closed()
+            self.job_closed()
         self.flights.clear()
         self._current = None
 

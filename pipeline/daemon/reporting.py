@@ -74,7 +74,7 @@ class Reporter:
             started_at=d.started_at, phase=d.state, health=self.health(),
             worker={"alive": executor.alive(), "restarts": d.worker_restarts,
                     "held": [j.source for j in d.book.held]} if executor else None,
-            skipped=dict(d.skipped), unclaimable=d.unclaimable.listing(),
+            skipped=dict(d.skipped), unpaired=dict(d.unpaired), unclaimable=d.unclaimable.listing(),
             observer={"kind": watcher.observer_class.__name__, "why": watcher.reason,
                       "alive": watcher.alive()} if watcher else None,
             queue=len(d.tracker), current=progress and progress.current, counts=d.spool.counts(),

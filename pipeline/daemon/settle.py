@@ -18,8 +18,7 @@ import time
 from pathlib import Path
 from typing import BinaryIO
 
-from PIL import Image
-
+from ..engine import images
 from ..fsio import NO_WAIT, FileBusy, NotRegularFile, open_regular
 
 RECHECK_FACTOR, RECHECK_MIN = 10, 3.0  # the longer wait: 10 x settle_seconds, at least 3 s
@@ -32,9 +31,7 @@ def decodes(file: BinaryIO, max_pixels: int) -> bool:
     ``max_pixels`` as the worker decodes it (one over the limit waits the longer wait too, as a broken one, so that
     it lands in failed/ whole)."""
     try:
-        with Image.open(file) as img:
-            if img.width * img.height > max_pixels:
-                return False
+        with images.opened(file, max_pixels) as img:  # the worker's own limit: over it raises, so waits
             img.load()
         return True
     except Exception:  # noqa: BLE001 - Pillow's plugins raise many types for a broken file: all mean "not yet"
@@ -42,6 +39,9 @@ def decodes(file: BinaryIO, max_pixels: int) -> bool:
 
 
 class DecodeCheck:
+    """The main loop's memory of files that did not decode yet (or could not be opened): a paused writer gets the
+    longer wait, and a broken file is claimed once it is unchanged, so it reaches failed/ with its reason."""
+
     def __init__(self) -> None:
         self.first_failure: dict[Path, tuple] = {}  # path -> ((size, mtime), when it first failed to decode)
         self.open_errors: dict[Path, int] = {}  # path -> passes its open raised (not EMFILE and the like)

@@ -38,9 +38,6 @@ class SheetWriter:
                 return
         self._write((content, style, result, path))  # after shutdown began: written at once rather than lost
 
-    def pending(self) -> int:
-        return self._queue.qsize()
-
     def close(self, timeout: float) -> None:
         """Write every queued sheet, then stop the thread; within ``timeout`` (what the stop's one deadline left,
         Executor.close): a sheet still unwritten then is lost, and said so, a convenience not worth a SIGKILL."""

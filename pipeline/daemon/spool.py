@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..errors import Reason  # noqa: F401  (handed on: the spool records it)
+from ..errors import Reason, SpoolLocked  # noqa: F401  (Reason handed on: the spool records it)
 from ..fsio import fit_name, split_ext, write_json
 from .spool_count import RECORD, SIDECARS, count_in_work, folder_counts, is_photo_entry  # noqa: F401  (re-exported)
 
@@ -43,6 +43,9 @@ def new_job_id() -> str:
 
 @dataclass
 class Job:
+    """One claimed photo, as job.json records it: saved after every change, so a restart knows its attempts,
+    crashes and planned names and never redoes a finished step (a second output, a second move)."""
+
     id: str
     name: str
     source: str  # path relative to the inbox, e.g. "starry/photo.jpg"
@@ -92,6 +95,9 @@ class Job:
 
 
 class Spool:
+    """The four folders and every move between them: the only code that renames, so the durability rules above
+    hold in one place (a photo is never lost between two states, nor in two at once)."""
+
     def __init__(self, inbox: Path, work: Path, done: Path, failed: Path) -> None:
         self.inbox, self.work, self.done, self.failed = inbox, work, done, failed
         self._locks: dict[str, int] = {}
@@ -197,7 +203,7 @@ class Spool:
         if not job.failing_as:
             return False
         kept = self.failed / job.failing_as
-        if _note_job_id(self.failed / f"{job.failing_as}{ERROR_SUFFIX}") == job.id:
+        if job_id_in(self.failed / f"{job.failing_as}{ERROR_SUFFIX}") == job.id:
             return True
         for original in [job.input] + ([job.dir / job.sidecar] if job.sidecar else []):
             link = kept if original == job.input else kept.with_name(kept.stem + original.suffix)
@@ -225,13 +231,18 @@ class Spool:
         self._unlock(job.dir)
 
     # --- recovery -------------------------------------------------------------------------
-    def recover(self) -> list[Job]:
-        """Jobs left in work/ by a dead daemon (their lock is free), oldest first; stale claims removed."""
+    def recover(self, skip: set[str] | frozenset[str] = frozenset()) -> list[Job]:
+        """Jobs left in work/ by a dead daemon (their lock is free), oldest first; stale claims removed; ``skip``:
+        folders this daemon left unlocked on purpose (held). Safe beside a live neighbour, so it runs at each rescan:
+        the neighbour's jobs hold their lock, and a claim it is still making (mkdir, lock, then job.json) is never
+        locked here while young: taking that lock first would break its claim."""
         jobs = []
         for folder in sorted(p for p in self.work.iterdir() if p.is_dir()):
-            if folder.name in self._locks:
+            if folder.name in self._locks or folder.name in skip:
                 continue
             changed = _last_change(folder)  # before locking: making .lock touches the folder
+            if not (folder / RECORD).exists() and time.time() - changed <= INCOMPLETE_GRACE:
+                continue  # a claim being made, or one just given up: looked at again once it is old
             if not self._try_lock(folder):
                 continue
             job = self._read(folder)
@@ -302,7 +313,9 @@ class Spool:
 
     def _lock(self, folder: Path) -> None:
         if not self._try_lock(folder):
-            raise RuntimeError(f"{folder} is locked by another process")
+            raise SpoolLocked("locked by another process (another daemon on this spool is looking at it)",
+                              path=folder, fix="Nothing to do: the file stays in the inbox and is claimed again at "
+                              "the next rescan")
 
     def _try_lock(self, folder: Path) -> bool:
         fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
@@ -354,10 +367,10 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _note_job_id(note: Path) -> str | None:
-    """The job id an .error.json names, if it is there and readable."""
+def job_id_in(record: Path) -> str | None:
+    """The job an .error.json or an output's JSON log was written for (its job_id), if there and readable."""
     try:
-        return json.loads(note.read_text(encoding="utf-8")).get("job_id")
+        return json.loads(record.read_text(encoding="utf-8")).get("job_id")
     except (OSError, ValueError, AttributeError):
         return None
 

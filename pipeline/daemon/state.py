@@ -12,7 +12,7 @@ import structlog
 
 from .diskguard import DiskGuard
 from .jobs import Outcome
-from .spool import Job
+from .spool import Job, Spool
 
 log = structlog.get_logger("style-pipeline")
 
@@ -52,3 +52,11 @@ class JobBook:
         job = min(due, key=lambda j: j.not_before)
         self.retry.remove(job)
         return job
+
+    def take_up(self, spool: Spool) -> None:
+        """Queue the jobs in work/ whose daemon died (their lock is free): at start, and at each rescan, so the
+        claims of a neighbour daemon killed on a shared inbox are not stranded until a restart (rev7c finding 4).
+        Held jobs are this daemon's own, left unlocked on purpose: not taken up again."""
+        for job in spool.recover(skip={held.id for held in self.held}):
+            log.info("resuming a job left in work/", job_id=job.id, file=job.source, checkpoint=job.checkpoint.exists())
+            self.retry.append(job)

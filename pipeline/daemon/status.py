@@ -48,6 +48,7 @@ class DaemonState:
     busy_seconds: float
     schedule: dict | None
     now: datetime  # local wall-clock time, from the daemon's clock
+    unpaired: dict[str, str] = field(default_factory=dict)  # sidecars no photo will read, with why (sidecars.py)
     unclaimable: list[dict] = field(default_factory=list)  # file, path, error, fix (unclaimable.py)
 
 
@@ -62,6 +63,7 @@ def snapshot(state: DaemonState) -> dict:
         "healthy": health == state.phase,  # a worker alive and idle or making progress, claiming not paused
         "worker": state.worker,
         "skipped": [{"folder": k, "why": v} for k, v in sorted(state.skipped.items())],
+        "unpaired_sidecars": [{"sidecar": k, "why": v} for k, v in sorted(state.unpaired.items())],
         "unclaimable": state.unclaimable,
         "observer": state.observer, "queue": state.queue, "current": state.current, **state.counts,
         "busy_seconds": round(state.busy_seconds, 1),
@@ -173,6 +175,8 @@ def render(data: dict) -> str:
     lines = [f"daemon: {data['state']}" + (f" (pid {data['pid']})" if running else "")]
     for skipped in data.get("skipped") or []:
         lines.append(f"skipped folder: inbox/{skipped['folder']}: {skipped['why']}")
+    for sidecar in data.get("unpaired_sidecars") or []:
+        lines.append(f"sidecar not used: inbox/{sidecar['sidecar']}: {sidecar['why']}")
     for stuck in data.get("unclaimable") or []:
         lines.append(f"cannot take from the inbox: {stuck.get('file')}: {stuck.get('error')}; fix: {stuck.get('fix')}")
     if data.get("observer"):

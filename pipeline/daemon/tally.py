@@ -52,24 +52,45 @@ class Tally:
 
     def count(self, since: datetime, until: datetime) -> tuple[int, int]:
         """(styled, failed) with their time inside [since, until): each output and each failure counted once
-        across two summaries."""
-        logs = (p for p in self.outbox.glob("*/**/*.json")
-                if not any(part.startswith(".") for part in p.relative_to(self.outbox).parts))
-        records = (p for p in self.failed.glob("*" + ERROR_SUFFIX) if not p.name.startswith("."))
-        return (sum(_inside(p, "finished_at", since, until) for p in logs),
-                sum(_inside(p, "failed_at", since, until) for p in records))
+        across two summaries. os.scandir, not pathlib's glob: with 20,000 older logs pathlib's parsing made it
+        2.6 s, now 0.73 s, a stat each (bench/bench_tally.py)."""
+        logs = (e for folder in _subfolders(str(self.outbox)) for e in _files(folder, ".json"))
+        return (sum(_inside(e, "finished_at", since, until) for e in logs),
+                sum(_inside(e, "failed_at", since, until) for e in _files(str(self.failed), ERROR_SUFFIX)))
 
 
-def _inside(path: Path, key: str, since: datetime, until: datetime) -> bool:
+def _entries(folder: str) -> list[os.DirEntry]:
+    """A folder's entries that are not hidden; none when it is gone or unreadable."""
+    try:
+        with os.scandir(folder) as found:
+            return [e for e in found if not e.name.startswith(".")]
+    except OSError:
+        return []
+
+
+def _subfolders(top: str):
+    """Every folder under `top` at any depth (not `top` itself: an output's log lies in its recipe's folder)."""
+    for entry in _entries(top):
+        if entry.is_dir(follow_symlinks=False):
+            yield entry.path
+            yield from _subfolders(entry.path)
+
+
+def _files(folder: str, suffix: str):
+    return (e for e in _entries(folder) if e.name.endswith(suffix) and e.is_file(follow_symlinks=False))
+
+
+def _inside(entry: os.DirEntry, key: str, since: datetime, until: datetime) -> bool:
     """The log's time (its file's mtime when it has none) inside the window. A file last changed before `since`
     is not opened: the log is written after its time, so a busy outbox costs a stat per old output."""
     try:
-        mtime = datetime.fromtimestamp(os.stat(path).st_mtime, timezone.utc)
-        if mtime < since:
+        mtime = entry.stat().st_mtime
+        if mtime < since.timestamp():
             return False
-        when = json.loads(path.read_text()).get(key)
-        when = _utc(when) if when else mtime
-    except (OSError, ValueError, AttributeError, TypeError):  # gone since the glob, or not a log: not counted
+        with open(entry.path, "rb") as handle:
+            when = json.loads(handle.read()).get(key)
+        when = _utc(when) if when else datetime.fromtimestamp(mtime, timezone.utc)
+    except (OSError, ValueError, AttributeError, TypeError):  # gone since the listing, or not a log: not counted
         return False
     return since <= when < until
 

@@ -27,9 +27,15 @@ OBSERVER_JOIN = 5.0  # seconds a stop waits for the observer thread (one of the 
 NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "afs")
 
 
+IGNORED_NAMES = ("thumbs.db", "ehthumbs.db", "ehthumbs_vista.db", "desktop.ini", "icon\r")  # Windows', macOS's
+
+
 def ignored(name: str) -> bool:
-    """Temporary and hidden names (a browser's .crdownload, rsync's dotfile) are never jobs."""
-    return name.startswith(".") or name.lower().endswith(IGNORED_SUFFIXES)
+    """Temporary and hidden names (a browser's .crdownload, rsync's dotfile) are never jobs, nor the files an
+    operating system leaves in an album folder (Windows' Thumbs.db and desktop.ini, macOS's Icon\\r): each went
+    to failed/ as bad_image with a failure notice, for every album copied from Windows (rev7a)."""
+    lower = name.lower()
+    return name.startswith(".") or lower.endswith(IGNORED_SUFFIXES) or lower in IGNORED_NAMES
 
 
 def is_sidecar(name: str) -> bool:
@@ -37,10 +43,12 @@ def is_sidecar(name: str) -> bool:
 
 
 def sidecar_for(photo: Path) -> Path | None:
-    """The photo's regular-file sidecar, if any. lstat, not is_file(): a 255-byte photo name gives a
-    sidecar name over the limit, and is_file() raises ENAMETOOLONG instead of saying no."""
-    for suffix in SIDECAR_SUFFIXES:
-        candidate = photo.with_suffix(suffix)
+    """The photo's regular-file sidecar, if any: ``photo.yaml`` beside ``photo.jpg``, else ``photo.jpg.yaml``
+    (the whole name, as darktable's and Lightroom's .xmp files are named: it was never read, rev7a finding 4).
+    lstat, not is_file(): a 255-byte photo name gives a sidecar name over the limit, and is_file() raises
+    ENAMETOOLONG instead of saying no."""
+    for candidate in [*(photo.with_suffix(s) for s in SIDECAR_SUFFIXES),
+                      *(photo.with_name(photo.name + s) for s in SIDECAR_SUFFIXES)]:
         try:
             if stat.S_ISREG(os.lstat(candidate).st_mode):
                 return candidate

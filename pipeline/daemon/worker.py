@@ -25,6 +25,9 @@ RESPAWN_FLUSH = 120.0  # seconds a respawn waits for the results the dead thread
 
 
 class Worker(Executor):
+    """The local executor: one thread runs one job at a time on its engine, so a job's steps, checkpoints and
+    cancels have one owner; the pool's slots are Workers too (pool.py)."""
+
     def __init__(self, engine: StyleTransfer, spool: Spool, get_config: Callable[[], Config],
                  stop: threading.Event, life: JobLife | None = None) -> None:
         super().__init__("worker", spool, get_config, stop, life)
@@ -62,7 +65,7 @@ class Worker(Executor):
                 self._current = None
                 self._cancels.discard(job.id)
                 if self._job is None and not self._handed:
-                    self._closed()
+                    self.job_closed()
 
     def process(self, job: Job) -> None:
         """One try of one job; every exception, the failure path's own included, ends in a recorded outcome."""
@@ -78,7 +81,7 @@ class Worker(Executor):
             return step()
         except Exception as exc:
             log.exception("the failure path failed; keeping the file under its job id")
-            self.life._last_resort(job, exc)
+            self.life.last_resort(job, exc)
 
     def _try(self, job: Job) -> None:
         opened = self.life.open(job)
@@ -127,7 +130,7 @@ class Worker(Executor):
                 self._guarded(job, lambda: self.life.land(job, config, plan, result, record, **fields))
             finally:
                 structlog.contextvars.clear_contextvars()
-                self._closed()
+                self.job_closed()
         self._not_running(job)
         return land
 
@@ -174,5 +177,3 @@ class Worker(Executor):
             return None
         return str(path)
 
-
-LocalExecutor = Worker  # the name the executor interface uses (docs/architecture.md)

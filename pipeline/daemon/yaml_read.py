@@ -14,9 +14,9 @@ from typing import Any
 import yaml
 
 from ..engine.settings import Settings
-from ..errors import SettingsError
+from ..errors import ConfigError, SettingsError
 from ..fsio import open_regular
-from .config_schema import ENGINE_KEYS, ConfigError
+from .config_schema import ENGINE_KEYS
 
 # --- reading YAML with limits ----------------------------------------------------------------
 

@@ -22,14 +22,14 @@ from typing import Callable, Sequence
 import torch
 from PIL import Image
 
-from ..errors import Cancelled, PipelineError
+from ..errors import Cancelled, NonFinite, PipelineError
 from . import content_target
 from .device import out_of_memory
 from .lbfgs import ProjectedLBFGS, advance
 from .levels import for_size
 from .losses import ContentLoss, TotalLoss
 from .memory import cuda_free, photo_bytes
-from .optimize import NonFinite, Problem, StepInfo, is_blank
+from .optimize import Problem, StepInfo, is_blank
 from .precision import resolve
 from .result import close
 from .settings import Settings

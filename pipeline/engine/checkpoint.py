@@ -12,7 +12,7 @@ import json
 
 import torch
 
-from ..fsio import write_atomic
+from ..fsio import sweep_temps, write_atomic
 from .images import digest
 from .settings import OUTPUT_ONLY
 from .tiles import TilePlan
@@ -39,7 +39,8 @@ def save(run, pixels: torch.Tensor, opt_state: dict) -> None:
     state = {"fingerprint": run.fingerprints[0], "level": run.level_index, "level_step": m.level_step,
              "step": m.step_count, "pixels": pixels.detach().float().cpu().contiguous(),
              "optimizer": opt_state, "curve": m.curve, "elapsed": m.elapsed,
-             "retries": run.retries, "tiles": {k: p.to_dict() for k, p in run.tiles.items()}}
+             "retries": run.retries, "tiles": {k: p.to_dict() for k, p in run.tiles.items()},
+             "history": list(m.history)}  # the early stop's window: a resumed level stops where it would have
     buffer = io.BytesIO()
     torch.save(state, buffer)
     write_atomic(buffer.getvalue(), run.checkpoint)
@@ -49,6 +50,8 @@ def resume(run) -> tuple[torch.Tensor | None, int, dict | None, int | None]:
     """(pixels, level index, optimiser state, step) from the run's checkpoint, the monitor set to go on from it;
     (None, 0, None, None) where there is none to resume: missing, unreadable or another run's (start over rather
     than fail the job)."""
+    if run.checkpoint:  # before this run's first write: a temp a killed write left beside it (rev7b: gigabytes)
+        sweep_temps(run.checkpoint.parent, run.checkpoint.name)
     if not (run.checkpoint and run.checkpoint.is_file()):
         return None, 0, None, None
     try:
@@ -61,6 +64,9 @@ def resume(run) -> tuple[torch.Tensor | None, int, dict | None, int | None]:
     m.step_count, m.level_step, m.curve = state["step"], state["level_step"], state["curve"]
     m.saved_at = state["step"]
     m.elapsed_before = state["elapsed"]
+    if m.work:
+        m.work.resumed(state["level"], state["level_step"], state["step"])
+    m.history[:] = [tuple(entry) for entry in state.get("history", [])]  # none in a checkpoint before rev7b
     run.retries = list(state.get("retries", []))
     run.tiles = {int(k): TilePlan.from_dict(p) for k, p in state.get("tiles", {}).items()}  # the same cut
     return state["pixels"].to(run.engine.device), state["level"], state["optimizer"], state["step"]

@@ -35,7 +35,7 @@ def share(engine, runs: Sequence, hw: tuple[int, int]) -> None:
     def target(k: int) -> Callable[[], torch.Tensor]:
         def one() -> torch.Tensor:
             if not made:
-                made.extend(content_targets(engine, [run._content(hw, engine.device) for run in asking]))
+                made.extend(content_targets(engine, [run.content_at(hw, engine.device) for run in asking]))
             return made[k]
         return one
 

@@ -4,23 +4,29 @@ Every decode problem becomes an :class:`ImageError` that names the file and what
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import struct
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO, Iterator
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ImageError, Reason
 from ..fsio import write_atomic  # the one atomic writer: pid + random temp names
+from .settings import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, FORMAT_NAMES, OUTPUT_FORMATS
 
 if TYPE_CHECKING:  # torch and numpy load where arrays are made: `validate` and `status` decode styles without them
     import torch
 
-DEFAULT_MAX_PIXELS = 50_000_000
-FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
+FORMATS = {**{name: pil for name, (pil, *_) in OUTPUT_FORMATS.items()},  # a format by name, or by suffix (save)
+           **{suffix[1:]: pil for pil, *suffixes in OUTPUT_FORMATS.values() for suffix in suffixes}}
+# max_pixels is the one limit (opened): Pillow's own (a warning over 89 MP, DecompressionBombError over 179 MP)
+# refused a 180 MP panorama under a raised max_pixels of 300 MP, with a fix that contradicted it (rev7a). Every
+# decode in the package opens through opened(), which checks the header's size before anything is decoded.
+Image.MAX_IMAGE_PIXELS = None
 
 
 def load(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -31,17 +37,13 @@ def load(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     try:
         if path.stat().st_size == 0:
             raise ImageError("the file is empty (0 bytes)", path=path, fix="Copy the file again; the upload did not finish")
-        with Image.open(path) as img:
-            _check_pixels(img, path, max_pixels)
+        with opened(path, max_pixels) as img:
             img.load()  # decode everything now: truncation shows up here, not later
             return to_8bit(ImageOps.exif_transpose(img))
     except ImageError as exc:
         if exc.path is None:  # found in to_8bit, which does not know the file
             raise ImageError(exc.problem, path=path, fix=exc.fix, reason=exc.reason) from exc
         raise
-    except Image.DecompressionBombError as exc:
-        raise ImageError(f"refused as a decompression bomb ({exc})", path=path,
-                         fix=f"Send an image of at most {max_pixels:,} pixels", reason=Reason.TOO_LARGE) from exc
     except UnidentifiedImageError as exc:
         raise ImageError("not an image Pillow can read", path=path,
                          fix="Send a PNG, JPEG, WebP, TIFF or BMP file") from exc
@@ -50,11 +52,30 @@ def load(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
                          fix="The file is truncated or damaged; copy it again") from exc
 
 
-def _check_pixels(img: Image.Image, path: Path, max_pixels: int) -> None:
-    width, height = img.size
-    if width * height > max_pixels:
-        raise ImageError(f"{width}x{height} = {width * height:,} pixels is over the limit of {max_pixels:,}",
-                         path=path, fix="Downscale the image or raise max_pixels", reason=Reason.TOO_LARGE)
+@contextlib.contextmanager
+def opened(source: str | Path | BinaryIO, max_pixels: int) -> Iterator[Image.Image]:
+    """``with Image.open(source)`` (the header only, nothing decoded yet), refused as too_large over
+    ``max_pixels``: the one size limit, for the worker's decode and the daemon's settle check alike. The fix names
+    where the limit is set and the value this picture needs: "raise max_pixels" named no place, and max_pixels was
+    nowhere in the README (rev7a). A file object passed in stays open (Image.close would close it)."""
+    with Image.open(source) as img:
+        pixels = img.width * img.height
+        if pixels > max_pixels:
+            raise ImageError(f"{img.width}x{img.height} = {pixels:,} pixels is over the limit of {max_pixels:,}",
+                             path=source if isinstance(source, (str, Path)) else None, reason=Reason.TOO_LARGE,
+                             fix=_too_large_fix(pixels, max_pixels))
+        yield img
+
+
+def _too_large_fix(pixels: int, max_pixels: int) -> str:
+    """Where max_pixels is set, with the value this picture needs; a header claiming 10 times the limit is named
+    for what it most likely is (a bomb, a damaged header): raising the limit that far is no advice."""
+    if pixels > 10 * max_pixels:
+        return (f"A decompression bomb or a damaged header, most likely: send a picture of at most {max_pixels:,} "
+                "pixels")
+    needed = -(-pixels // 1_000_000) * 1_000_000
+    return (f"Downscale it, or raise max_pixels to {needed:,} or more: `max_pixels: {needed}` under `defaults:` "
+            "in config.yaml (or in its recipe); stylize: --max-pixels")
 
 
 def to_8bit(img: Image.Image) -> Image.Image:
@@ -214,7 +235,7 @@ def resize_tensor(pixels: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     return torch.nn.functional.interpolate(pixels, size=hw, mode="bicubic", align_corners=False).clamp(0, 255)
 
 
-def encode(img: Image.Image, fmt: str = "png", quality: int = 92, alpha: Image.Image | None = None,
+def encode(img: Image.Image, fmt: str = "png", quality: int = DEFAULT_QUALITY, alpha: Image.Image | None = None,
            dpi: float | None = None) -> bytes:
     """The file's bytes, in memory: callers hash them before they touch the disk. ``dpi`` (a print's
     print_dpi) goes into the file's header: PNG pHYs, JPEG JFIF density, WebP has none. The sRGB profile is
@@ -223,7 +244,7 @@ def encode(img: Image.Image, fmt: str = "png", quality: int = 92, alpha: Image.I
     right."""
     fmt = fmt.lower()
     if fmt not in FORMATS:
-        raise ValueError(f"unknown output format {fmt!r}; use png, jpeg or webp")
+        raise ValueError(f"unknown output format {fmt!r}; use {FORMAT_NAMES}")
     if alpha is not None and fmt in ("png", "webp"):
         img = img.convert("RGBA")
         img.putalpha(alpha.resize(img.size, Image.Resampling.LANCZOS))
@@ -247,7 +268,7 @@ def srgb_profile() -> bytes:
     return bytes(data)
 
 
-def save(img: Image.Image, path: str | Path, fmt: str | None = None, quality: int = 92,
+def save(img: Image.Image, path: str | Path, fmt: str | None = None, quality: int = DEFAULT_QUALITY,
          alpha: Image.Image | None = None, dpi: float | None = None) -> Path:
     """Write atomically in PNG, JPEG or WebP (format from ``fmt`` or the file's suffix)."""
     path = Path(path)

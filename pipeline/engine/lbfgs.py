@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .optimize import Monitor, NonFinite, Problem, _Stop
+from ..errors import NonFinite
+from .optimize import Monitor, Problem, _Stop
 
 ARMIJO = 1e-4
 MAX_BACKTRACKS = 12

@@ -7,7 +7,9 @@ result upsampled. The painting is resized with each level (style_scale relative 
 one), so its strokes keep their size relative to the picture: at a single 4096 px level they shrink to a speckle.
 The coarse level forms the strokes and gets the full ``steps``; each finer level refines and gets half the one
 before (never under FINE_MIN_STEPS), and keeps the coarser levels' style terms in its loss (pyramid.py): without
-them it drifted off the look the coarse levels had formed.
+them it drifted off the look the coarse levels had formed. A panorama keeps only the levels whose short side is
+at least shapes.MIN_SIDE (a 4096x64 print starts at 2048x32, a 4096x40 one is one level): a coarser strip would be
+mostly the thin-picture canvas's padding to the network (README, "Large prints"; rev7b).
 """
 from __future__ import annotations
 

@@ -17,13 +17,11 @@ import numpy as np
 import torch
 from scipy.optimize import Bounds, minimize
 
+from ..errors import NonFinite
+from .eta import Work
 from .losses import TotalLoss
 
 PART_NAMES = ("content", "style", "tv")
-
-
-class NonFinite(Exception):
-    """The loss or its gradient became NaN/inf."""
 
 
 class _Stop(Exception):
@@ -128,6 +126,7 @@ class Monitor:
     tiles: int = 1  # the level's tile count (issue 14), told to listeners
     marks: list[tuple[str, float]] = field(default_factory=lambda: [("start", time.perf_counter())])
     setup: dict[str, float] | None = None  # the set-up's parts, once the first step has told them
+    work: Work | None = None  # the levels' steps and costs, for the ETA (eta.py); None: every step alike
 
     def __post_init__(self) -> None:
         self.saved_clock = self.clock()
@@ -164,8 +163,12 @@ class Monitor:
         self.eval_seconds += seconds
 
     def begin_level(self, scale: int, size: tuple[int, int], done: int = 0) -> None:
+        """A new level starts its early stop's loss history afresh; a resumed one (``done`` steps in: only a
+        checkpoint's level starts past 0) keeps the history its checkpoint gave back, so that it stops on the step
+        the uninterrupted run stopped on (rev7b: cleared here, a run killed near its stop ran a window longer)."""
         self.scale, self.size, self.level_step = scale, size, done
-        self.history.clear()
+        if not done:
+            self.history.clear()
 
     def step(self, pixels: torch.Tensor, loss: float, parts: list[float], state: Callable[[], dict]) -> None:
         """Record one step (or several, for Adam's every-k reporting); raise _Stop to end the loop."""
@@ -173,9 +176,8 @@ class Monitor:
             raise NonFinite(f"loss is {loss} at step {self.step_count}")
         self.history.append((self.level_step, loss))
         elapsed = self.elapsed
-        rate = elapsed / max(self.step_count, 1)
         info = StepInfo(self.step_count, self.total_steps, self.scale, self.n_scales, self.size, loss,
-                        *parts, elapsed, rate * (self.total_steps - self.step_count),
+                        *parts, elapsed, self._eta(elapsed),
                         (lambda: self.render(pixels)) if self.render else None, pixels, self.evaluations,
                         self.eval_seconds, self.tiles, self._setup_parts())
         if self.step_count % self.log_every == 0 or self.step_count == self.total_steps:
@@ -195,6 +197,14 @@ class Monitor:
         if self._checkpoint_due():
             self.save(pixels, state())
             self.saved_at, self.saved_clock = self.step_count, self.clock()
+
+    def _eta(self, elapsed: float) -> float | None:
+        """Seconds left, each step weighted by its level's cost (eta.py); a monitor without the levels' plan (made
+        alone, as in the checkpoint tests) counts every step alike."""
+        if self.work is None:
+            return elapsed / max(self.step_count, 1) * (self.total_steps - self.step_count)
+        self.work.advance(self.step_count, self.scale - 1)
+        return self.work.eta(elapsed, self.scale - 1, self.level_step)
 
     def _checkpoint_due(self) -> bool:
         """Enough steps (counted: Adam reports every log_every steps) and enough seconds since the last checkpoint,

@@ -21,6 +21,9 @@ JUDGE = "engine (notebook losses on the saved 8-bit output; painting resized onc
 
 @dataclass
 class Result:
+    """What one run gives its caller: the picture and everything its JSON log records (losses, curve, timings,
+    weights, settings), so the daemon writes the log without reaching into the engine."""
+
     image: Image.Image
     alpha: Image.Image | None
     losses: dict[str, float]
@@ -65,7 +68,7 @@ def close(run, pixels: torch.Tensor, resumed: int | None, judged: dict[str, floa
     if last != monitor.step_count:  # an early stop ends between logged points: close the curve
         monitor.curve.append({"step": monitor.step_count, "scale": len(run.levels), **losses,
                               "loss": losses["total"], "elapsed": round(monitor.elapsed, 3)})
-    image = run._picture(pixels)
+    image = run.picture(pixels)
     elapsed = monitor.elapsed
     canvas = tuple(pixels.shape[-2:]) if tuple(pixels.shape[-2:]) != run.levels[-1] else None
     timings = {**run.timings, "closing": round(time.perf_counter() - started, 4), "total": round(elapsed, 3),

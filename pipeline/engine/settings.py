@@ -27,6 +27,13 @@ SPEED_ONLY = ("cudnn_benchmark", "compile")  # nor these: how fast a GPU compute
 # Nor these: read only after the run (the file's encoding and dpi) or before it (the decode guard, which refuses a
 # photo rather than change it); the engine's run never reads them (rev7b).
 OUTPUT_ONLY = ("print_dpi", "format", "quality", "max_pixels")
+DEFAULT_MAX_PIXELS = 200_000_000  # Settings.max_pixels; images.load's default too
+DEFAULT_QUALITY = 92  # Settings.quality; images.encode's default too
+# The output formats, once (rev7e finding 4: four tables had to agree): name -> (PIL's format, the file suffixes, the
+# first being the one the daemon writes). images.encode, outputs.image_name, the CLI's -o and validate derive theirs.
+OUTPUT_FORMATS = {"png": ("PNG", ".png"), "jpeg": ("JPEG", ".jpg", ".jpeg"), "webp": ("WEBP", ".webp")}
+FORMAT_NAMES = ", ".join(list(OUTPUT_FORMATS)[:-1]) + f" or {list(OUTPUT_FORMATS)[-1]}"  # "png, jpeg or webp"
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -62,7 +69,8 @@ class Settings:
     """Transfer luminance only and keep the content's colours (Gatys et al. 2016, luminance-only)."""
     scales: int | Literal["auto"] = "auto"
     """Pyramid levels, coarse to fine, each twice the previous size; 1 = single scale; auto = one level up to
-    1024 px, above that levels from a coarse one of 385-768 px (see engine/levels.py)."""
+    1024 px, above that levels from a coarse one of 385-768 px (a panorama: from the coarsest whose short side is
+    at least 32 px; see engine/levels.py)."""
     coarse_steps: int = 100
     """Iterations at each coarser pyramid level."""
     keep_in_range: bool = True
@@ -102,11 +110,12 @@ class Settings:
     A loss pass over a bigger picture is evaluated in tiles, with the same result."""
     print_dpi: float | None = None
     """Written into the output file's dpi (a print's size on paper); unset = none written."""
-    max_pixels: int = 50_000_000
-    """Refuse inputs with more pixels than this (decompression-bomb guard)."""
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    """Refuse inputs with more pixels than this (decompression-bomb guard; 200 MP takes a phone's 200 MP mode and
+    a 150 MP medium-format camera; a 151 MP photo peaks at 1.7-2.3 GB while loaded: bench/big_photo_memory.py)."""
     format: Literal["png", "jpeg", "webp"] = "png"
     """Output encoding; the CLI takes it from the output file's extension."""
-    quality: int = 92
+    quality: int = DEFAULT_QUALITY
     """JPEG and WebP quality, 1-100."""
 
     def replace(self, **changes: Any) -> "Settings":
@@ -162,7 +171,7 @@ class Settings:
             ("compile", isinstance(self.compile, bool), "compile must be true or false"),
             ("precision", self.precision in ("auto", "fp32", "tf32", "bf16"),
              "precision must be auto, fp32, tf32 or bf16"),
-            ("format", self.format in ("png", "jpeg", "webp"), "format must be png, jpeg or webp"),
+            ("format", self.format in OUTPUT_FORMATS, f"format must be {FORMAT_NAMES}"),
             ("quality", 1 <= self.quality <= 100, "quality must be within 1..100"),
             ("max_pixels", self.max_pixels >= 256, "max_pixels must be >= 256"),
         ]

@@ -20,6 +20,7 @@ from .images import digest
 from .batch import stylize_batch
 from .content_target import content_targets
 from .device import after_oom, pick_device
+from .eta import Work, level_costs, tiled
 from .levels import for_size, style_grams, tile_plan, tiled_problem
 from .losses import ContentLoss, StyleLoss, StyleTargets, TotalLoss, gram
 from .lbfgs import run_projected_lbfgs
@@ -189,7 +190,8 @@ class _Run:
                                settings.early_stop_tol, settings.early_stop_window, on_step, should_stop,
                                partial(checkpoints.save, self) if self.checkpoint else None, settings.checkpoint_every,
                                settings.checkpoint_seconds)
-        self.monitor.render = self._picture
+        self.monitor.render = self.picture
+        self.monitor.work = Work(list(self.steps_per_level), level_costs(self.levels, settings.scales == "auto"))
         self.level_index = 0
         self.retries: list[str] = []
         self.timings: dict[str, float] = {"style_targets": 0.0}
@@ -221,7 +223,7 @@ class _Run:
         [pixels] = walk([self], optimise, pixels, start)
         return self._result(pixels, resumed)
 
-    def _next_level(self, pixels: torch.Tensor, index: int) -> torch.Tensor:
+    def next_level(self, pixels: torch.Tensor, index: int) -> torch.Tensor:
         """The previous level's result, out of its canvas, upscaled, onto this level's canvas."""
         hw = self.levels[index]
         if tuple(pixels.shape[-2:]) == shapes.canvas(hw):
@@ -229,8 +231,8 @@ class _Run:
         picture = shapes.crop(pixels, self.levels[index - 1])
         return shapes.pad(images.resize_tensor(picture, hw), shapes.canvas(hw))
 
-    def _initial(self, hw: tuple[int, int], device: torch.device) -> torch.Tensor:
-        content = self._content(hw, device).clone()
+    def initial(self, hw: tuple[int, int], device: torch.device) -> torch.Tensor:
+        content = self.content_at(hw, device).clone()
         if self.settings.init == "noise":
             g = torch.Generator().manual_seed(self.settings.seed)
             return (torch.rand(content.shape, generator=g) * 255.0).to(device)
@@ -238,7 +240,7 @@ class _Run:
             return self._working(self.styles[0], hw, device)
         return content
 
-    def _content(self, hw: tuple[int, int], device: torch.device) -> torch.Tensor:
+    def content_at(self, hw: tuple[int, int], device: torch.device) -> torch.Tensor:
         """The content at hw on its canvas, resized once per level (never to be changed in place)."""
         if self._content_copy[0] != (hw, device):
             ready = self.ahead.values if self.ahead and self.ahead.hw == hw else None  # made ahead (prepared.py)
@@ -290,12 +292,15 @@ class _Run:
         autocast = engine.autocast(self.precision)  # CUDA's TF32 flags before the targets are made, not after (rev6b)
         targets = self._targets(hw)
         self.monitor.mark("style")  # the paintings' Grams (cached: a dict look-up) and, next, the content target
-        content = self._content(hw, engine.device)
+        content = self.content_at(hw, engine.device)
         index = self.levels.index(hw)
         beside = coarser_reserve(shapes.canvas(hw)) if s.scales == "auto" and index > 0 else 0
         if index not in self.tiles and (plan := tile_plan(engine, hw, s, self.precision, beside)) is not None:
             self.tiles[index] = plan
         self.monitor.tiles = self.tiles[index].count if index in self.tiles else 1
+        if index in self.tiles:  # the level's step cost with its halos, for the ETA
+            whole = level_costs(self.levels, s.scales == "auto")[index]
+            self.monitor.work.costs[index] = tiled(whole, self.tiles[index])
         if index in self.tiles:
             return tiled_problem(engine, content, targets, s, self.style_weight, self.tiles[index], self.precision)
         made = self.content_targets.pop(hw, None)  # a batch's: its photos' targets in one pass (content_target.py)
@@ -340,7 +345,7 @@ class _Run:
         lr = (s.lr or ADAM_DEFAULT_LR) * (0.5 if gentle else 1.0)
         return run_adam(problem, x, steps, self.monitor, lr=lr, keep_in_range=s.keep_in_range, state=opt_state)
 
-    def _picture(self, pixels: torch.Tensor) -> Image.Image:
+    def picture(self, pixels: torch.Tensor) -> Image.Image:
         """The picture these pixels would give if the run ended now (for intermediate saves)."""
         image = images.to_image(shapes.crop(pixels, self.levels[self.level_index]))  # a thin picture's canvas off
         return images.recombine_colour(image, self.original_content) if self.settings.preserve_color else image

@@ -6,7 +6,7 @@ same way for one photo or many; only the optimising differs, passed in. A photo 
 batch's NaN or blank result: it runs alone after) leaves the walk, and the walk stops when none is left.
 
 A run here is anything with ``levels``, ``level_index``, ``monitor``, ``checkpoint``, ``engine`` and the two
-ways to make a level's start (``_initial``, ``_next_level``): transfer._Run.
+ways to make a level's start (``initial``, ``next_level``): transfer._Run.
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def _enter(run, index: int, pixels: torch.Tensor | None) -> torch.Tensor:
     hw = run.levels[index]
     run.level_index = index
     run.monitor.begin_level(index + 1, hw, run.monitor.level_step)
-    start = run._initial(hw, run.engine.device) if pixels is None else run._next_level(pixels, index)
+    start = run.initial(hw, run.engine.device) if pixels is None else run.next_level(pixels, index)
     run.monitor.mark("copy")  # the working copy on the device: a set-up part (issue 13)
     return start
 

@@ -1,0 +1,45 @@
+"""Sidecars in the inbox that no photo will read (rev7a finding 4).
+
+A sidecar is read once, when its photo is claimed (watcher.sidecar_for). One saved a moment after its photo was
+claimed, or named for a photo that is not there, was never read and never told: its photo was styled with the
+default recipe and the sidecar lay in the inbox for good, with nothing in the log or in `status`. The rescan now
+finds them; the daemon warns once for each and `status` lists them, so the morning shows why a photo's settings
+were not used.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from .watcher import is_sidecar, sidecar_for
+
+UNPAIRED_AFTER_S = 30.0  # a sidecar dropped just before its photo is not told: the photo is on its way
+WHY = ("no photo beside it to read it: a sidecar is read when its photo is claimed, so drop it before or together "
+       "with the photo (photo.yaml or photo.jpg.yaml beside photo.jpg); a photo it was meant for may already have "
+       "been styled without it")
+
+
+def unpaired_sidecars(inbox: Path, exclude: tuple[Path, ...] = (), now: float | None = None,
+                      after: float = UNPAIRED_AFTER_S) -> dict[str, str]:
+    """Sidecars under ``inbox`` (its relative path -> why) older than ``after`` seconds that no file beside them
+    would pair with; hidden and excluded folders (the daemon's own) are passed over, as the scan passes them."""
+    now = time.time() if now is None else now
+    found: dict[str, str] = {}
+    for top, dirs, files in os.walk(inbox):
+        here = Path(top)
+        dirs[:] = [d for d in dirs if not d.startswith(".") and here / d not in exclude
+                   and not (here / d).is_symlink()]
+        paired = {sidecar_for(here / name) for name in files if not is_sidecar(name) and not name.startswith(".")}
+        for name in files:
+            path = here / name
+            if is_sidecar(name) and not name.startswith(".") and path not in paired and _older(path, now, after):
+                found[path.relative_to(inbox).as_posix()] = WHY
+    return found
+
+
+def _older(path: Path, now: float, after: float) -> bool:
+    try:
+        return now - os.lstat(path).st_mtime >= after
+    except OSError:
+        return False

@@ -1,0 +1,69 @@
+"""rev7a finding 4: a sidecar no photo reads is told (log once, `status`, the morning page), and a sidecar named
+for the photo's whole name (photo.jpg.yaml, as .xmp files are) is read."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+from daemon_helpers import ROOT, SAMPLES, log_events, make_config, outputs, start, stop, wait_for, wait_ready
+from pipeline.daemon.sidecars import unpaired_sidecars
+
+
+def _status(config) -> str:
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", "status", "--config", str(config)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60).stdout
+
+
+def test_only_sidecars_with_no_photo_beside_them_and_old_enough_are_unpaired(tmp_path):
+    inbox = tmp_path / "inbox"
+    (inbox / "album").mkdir(parents=True)
+    (inbox / ".hidden").mkdir()
+    for name in ("a.jpg", "a.yaml", "b.png", "b.png.yml", "album/c.jpg", "album/c.jpg.yaml", "late.yaml",
+                 "album/gone.yml", ".hidden/x.yaml", "fresh.yaml"):
+        (inbox / name).write_text("recipe: scream\n")
+    old = time.time() - 60
+    for path in inbox.rglob("*"):
+        if path.name != "fresh.yaml":
+            os.utime(path, (old, old))
+    assert sorted(unpaired_sidecars(inbox)) == ["album/gone.yml", "late.yaml"]  # fresh.yaml: its photo may follow
+    assert sorted(unpaired_sidecars(inbox, now=time.time() + 60)) == ["album/gone.yml", "fresh.yaml", "late.yaml"]
+
+
+def test_a_sidecar_named_for_the_whole_photo_name_is_read(tmp_path):
+    config = make_config(tmp_path)
+    inbox = tmp_path / "inbox"
+    (inbox / "rocket.jpg.yaml").write_text("recipe: scream\n")
+    shutil.copy(SAMPLES / "rocket.jpg", inbox / "rocket.jpg")
+    daemon = start(config)
+    try:
+        wait_ready(daemon)
+        wait_for(lambda: outputs(tmp_path), 120, daemon)
+    finally:
+        stop(daemon)
+    assert [p.relative_to(tmp_path / "outbox").as_posix() for p in outputs(tmp_path)] == ["scream/rocket.png"]
+    assert not (inbox / "rocket.jpg.yaml").exists()
+
+
+def test_a_sidecar_saved_after_its_photo_was_claimed_is_told_once_and_listed_by_status(tmp_path):
+    config = make_config(tmp_path, rescan_seconds=1)
+    inbox = tmp_path / "inbox"
+    daemon = start(config)
+    try:
+        wait_ready(daemon)
+        shutil.copy(SAMPLES / "rocket.jpg", inbox / "rocket.jpg")
+        wait_for(lambda: not (inbox / "rocket.jpg").exists(), 60, daemon)  # claimed
+        (inbox / "rocket.yaml").write_text("recipe: scream\n")  # a moment late
+        old = time.time() - 60
+        os.utime(inbox / "rocket.yaml", (old, old))
+        wait_for(lambda: outputs(tmp_path), 120, daemon)
+        wait_for(lambda: "rocket.yaml" in _status(config), 30, daemon)
+        time.sleep(2.5)  # more rescans: the warning is not repeated
+        shown = _status(config)
+    finally:
+        stop(daemon)
+    told = [e for e in log_events(daemon) if e.get("event") == "a sidecar in the inbox is not used"]
+    assert [e["sidecar"] for e in told] == ["rocket.yaml"]
+    assert "sidecar not used: inbox/rocket.yaml: no photo beside it" in shown
