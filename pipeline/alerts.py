@@ -58,8 +58,24 @@ def check_target(target: str) -> str | None:
             return f"cannot split the command ({exc}); check its quotes"
         if not words:
             return "is empty; give a command or a URL"
-        return _command_problem(words[0])
+        if "/" in words[0] and re.fullmatch(r"[\w-]+(\.[\w-]+)+", words[0].split("/")[0]):  # ntfy.sh/topic
+            return (f"{words[0]!r} is neither a URL nor a command: a URL needs its scheme, e.g. https://{words[0]}; "
+                    "a command, its full path")
     return None
+
+
+def command_problem(target: str | None) -> str | None:
+    """A `notify:` command that cannot be found where this process looks, or None (a URL, none set). Not a config
+    error: PATH is the reading process's, and `validate` in a shell sees a wider one than systemd gives the service,
+    so the daemon warns at start and goes on (a night of photos is worth more than its notices) while `validate`
+    refuses it (rev7a finding 7: a misspelt `loger` passed both, and every notice of the night was lost)."""
+    if not target or "://" in target:
+        return None
+    try:
+        words = shlex.split(target)
+    except ValueError:
+        return None  # check_target's to tell
+    return _command_problem(words[0]) if words else None
 
 
 SERVICE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin"  # systemd's PATH for a service without one
@@ -73,9 +89,6 @@ def _command_problem(command: str) -> str | None:
         return None
     if os.path.isabs(command):
         return f"command {command} does not exist or is not executable; check the path, or use an https:// URL"
-    if "/" in command and re.fullmatch(r"[\w-]+(\.[\w-]+)+", command.split("/")[0]):  # ntfy.sh/topic
-        return (f"{command!r} is neither a URL nor a command: a URL needs its scheme, e.g. https://{command}; "
-                "a command, its full path")
     if "/" in command:
         return f"command {command} is not found from {os.getcwd()}; give its full path, or use an https:// URL"
     return (f"command {command!r} is not found on PATH ({os.environ.get('PATH', '')}); give its full path "

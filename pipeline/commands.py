@@ -57,6 +57,11 @@ def cmd_validate(args) -> int:
     config = _load_config(args)
     if config is None:
         return 2
+    from .alerts import command_problem
+
+    if problem := command_problem(config.notify):  # an error here, only a warning in the daemon (alerts.py)
+        print(f"{config.path.name}: notify: {problem}", file=sys.stderr)
+        return 2
     print(f"{config.path}: OK, {len(config.recipes)} recipe(s): "
           + ", ".join(f"{r.name} ({', '.join(s.path.name for s in r.styles)})" for r in config.recipes.values())
           + f"; default: {config.default_recipe}")

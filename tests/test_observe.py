@@ -162,3 +162,16 @@ def test_validate_names_a_notify_command_that_is_not_there(tmp_path, target, mes
 def test_a_notify_command_on_path_or_by_full_path_passes(tmp_path):
     load(make_config(tmp_path / "a", notify="logger -t style-pipeline {message}"))
     load(make_config(tmp_path / "b", notify=f"{sys.executable} -c pass"))
+
+
+def test_a_daemon_whose_notify_command_is_not_on_its_path_starts_warns_and_styles_the_night(tmp_path):
+    """The PATH a command is looked up on is the reading process's: `validate` in a shell sees a wider one than
+    systemd gives the service. So a command the daemon cannot find is a warning at its start, not a refusal: a
+    misread PATH must not cost the night's photos (only `validate` exits 2 for it)."""
+    config = make_config(tmp_path, notify="loger -t style-pipeline {message}")
+    shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / "rocket.jpg")
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "once", "--config", str(config)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "notices will not go out" in done.stdout + done.stderr
+    assert (tmp_path / "outbox" / "starry" / "rocket.png").exists()

@@ -292,6 +292,7 @@ class Daemon:
                 self.reload_requested = True
             elif new is not None:
                 self.config = new
+                self.reporter.check_notify(new)
                 self.tracker.settle, self.heartbeat.stall_seconds = new.settle_seconds, new.stall_seconds
         finally:  # systemd waits for READY=1 after RELOADING=1, whatever the reload did
             if asked:

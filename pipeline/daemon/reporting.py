@@ -11,7 +11,7 @@ import time
 
 import structlog
 
-from ..alerts import Alerts
+from ..alerts import Alerts, command_problem
 from . import status as status_module
 from .metrics import Metrics
 from .tally import Tally
@@ -31,6 +31,14 @@ class Reporter:
         self.metrics, self.alerts = Metrics(), Alerts(Tally(config.spool, config.outbox, config.failed))
         self.last_status = 0.0
         self.last_status_error = 0.0
+        self.check_notify(config)
+
+    @staticmethod
+    def check_notify(config) -> None:
+        """A `notify:` command not found on this process's PATH: warned at start and at each reload, and the daemon
+        goes on (alerts.command_problem: `validate` refuses it; a night's photos are worth more than its notices)."""
+        if problem := command_problem(config.notify):
+            log.warning("notices will not go out: fix `notify:` in the config", notify=config.notify, problem=problem)
 
     def status_tick(self) -> None:
         """Once a second: the watchdog ping, status.json, the STATUS= line, then metrics and the queue notice."""
