@@ -28,15 +28,11 @@ import urllib.request
 from datetime import datetime, timezone
 from email.header import Header
 from functools import partial
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import structlog
 
 from .fsio import shown
-
-if TYPE_CHECKING:
-    from .daemon.tally import Tally
 
 log = structlog.get_logger("style-pipeline.alerts")
 TIMEOUT = 20.0
@@ -160,7 +156,7 @@ class Alerts:
     (tally.py) when the daemon gives its folders, so a restart in the night does not lose the first part; without
     them (tests, tools) it counts in memory and says from when."""
 
-    def __init__(self, tally: "Tally | None" = None) -> None:
+    def __init__(self, tally=None) -> None:  # a daemon.tally.Tally: handed in, never imported (layers run down)
         self.lock = threading.Lock()
         self.styled = self.failed = 0
         self.outbox: queue.Queue = queue.Queue()
