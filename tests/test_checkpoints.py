@@ -144,6 +144,15 @@ def test_a_checkpoint_from_before_the_output_settings_left_its_fingerprint_resum
     state["fingerprint"] = hashlib.sha256("|".join(parts).encode()).hexdigest()
     torch.save(state, checkpoint)
     assert engine.stylize(content, [style], settings, checkpoint=checkpoint).resumed_from_step == 2
+    # the same upgrade raised max_pixels' default from 50 to 200 MP: a config that never set it wrote 50 MP into
+    # the old fingerprint, and such a print started over (rev7g finding 3, found with the real 4b30ce9 writing it)
+    checkpoint.unlink()  # the resumed run above finished: a new cancelled one writes it afresh
+    _cancel_at(engine, content, style, settings, checkpoint, 2)
+    state = torch.load(checkpoint, weights_only=False)
+    parts[2] = json.dumps({**old_identity, "max_pixels": 50_000_000}, sort_keys=True)
+    state["fingerprint"] = hashlib.sha256("|".join(parts).encode()).hexdigest()
+    torch.save(state, checkpoint)
+    assert engine.stylize(content, [style], settings, checkpoint=checkpoint).resumed_from_step == 2
     state["fingerprint"] = hashlib.sha256("|".join(parts[:-1] + ["other weights"]).encode()).hexdigest()
     torch.save(state, checkpoint)
     assert engine.stylize(content, [style], settings, checkpoint=checkpoint).resumed_from_step is None

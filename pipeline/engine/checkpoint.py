@@ -14,23 +14,31 @@ import torch
 
 from ..fsio import sweep_temps, write_atomic
 from .images import digest
-from .settings import OUTPUT_ONLY
+from .settings import DEFAULT_MAX_PIXELS, OUTPUT_ONLY
 from .tiles import TilePlan
 
 
-def fingerprints(run) -> tuple[str, str]:
-    """(the fingerprint a checkpoint is saved with, the one checkpoints before the output-only settings left
-    Settings.identity were saved with). Why both: a print in flight when the daemon was upgraded resumes rather
-    than start over (its checkpoint's fingerprint held print_dpi, format, quality and max_pixels)."""
+OLD_DEFAULT_MAX_PIXELS = 50_000_000  # max_pixels' default when checkpoints still held it (before 2026-11-29)
+
+
+def fingerprints(run) -> tuple[str, ...]:
+    """(the fingerprint a checkpoint is saved with, then those checkpoints before the output-only settings left
+    Settings.identity were saved with). Why: a print in flight when the daemon was upgraded resumes rather than
+    start over (its checkpoint's fingerprint held print_dpi, format, quality and max_pixels). The same upgrade
+    raised max_pixels' default from 50 to 200 MP, so a config that never set it (the shipped one) wrote the old
+    default into the old fingerprint: that one is accepted too (rev7g finding 3: such a print started over)."""
     images = [digest(run.content), *map(digest, run.styles)]
     identity = run.settings.identity()
     before = {**identity, **{k: getattr(run.settings, k) for k in OUTPUT_ONLY}}
+    olds = [before]
+    if run.settings.max_pixels == DEFAULT_MAX_PIXELS:
+        olds.append({**before, "max_pixels": OLD_DEFAULT_MAX_PIXELS})
 
     def made(of: dict) -> str:
         parts = [*images, json.dumps(of, sort_keys=True), run.engine.weights.sha256]
         return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
-    return made(identity), made(before)
+    return (made(identity), *map(made, olds))
 
 
 def save(run, pixels: torch.Tensor, opt_state: dict) -> None:

@@ -27,6 +27,10 @@ FORMATS = {**{name: pil for name, (pil, *_) in OUTPUT_FORMATS.items()},  # a for
 # refused a 180 MP panorama under a raised max_pixels of 300 MP, with a fix that contradicted it (rev7a). Every
 # decode in the package opens through opened(), which checks the header's size before anything is decoded.
 Image.MAX_IMAGE_PIXELS = None
+# Icon containers: their header names one icon size, and the picture inside may be a PNG of any size, which Pillow
+# decodes whole before it says so (rev7g: a 56 KB .icns decoded 62 MB under a 1 MP limit; a few MB is gigapixels).
+# With Pillow's own limit off, the header is no bound for them: they are refused before anything is decoded.
+ICON_FORMATS = ("ICNS", "ICO", "CUR")
 
 
 def load(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -47,7 +51,7 @@ def load(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     except UnidentifiedImageError as exc:
         raise ImageError("not an image Pillow can read", path=path,
                          fix="Send a PNG, JPEG, WebP, TIFF or BMP file") from exc
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a plugin's own refusal ("not one of the allowed sizes")
         raise ImageError(f"cannot decode the image ({exc})", path=path,
                          fix="The file is truncated or damaged; copy it again") from exc
 
@@ -59,6 +63,9 @@ def opened(source: str | Path | BinaryIO, max_pixels: int) -> Iterator[Image.Ima
     where the limit is set and the value this picture needs: "raise max_pixels" named no place, and max_pixels was
     nowhere in the README (rev7a). A file object passed in stays open (Image.close would close it)."""
     with Image.open(source) as img:
+        if img.format in ICON_FORMATS:
+            raise ImageError(f"an icon file ({img.format}), not a photo", fix="Send a PNG, JPEG, WebP, TIFF or BMP file",
+                             path=source if isinstance(source, (str, Path)) else None)
         pixels = img.width * img.height
         if pixels > max_pixels:
             raise ImageError(f"{img.width}x{img.height} = {pixels:,} pixels is over the limit of {max_pixels:,}",

@@ -206,7 +206,7 @@ class _Run:
         self.monitor.mark("run")  # the set-up's parts, told with the first step: run, copy, style, content (issue 13)
 
     @cached_property
-    def fingerprints(self) -> tuple[str, str]:
+    def fingerprints(self) -> tuple[str, ...]:
         """What a checkpoint must match to be resumed (checkpoint.py); made only when one is saved or found (issue
         13: hashing the photo and the paintings sat before every first step)."""
         return checkpoints.fingerprints(self)
