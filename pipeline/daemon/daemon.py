@@ -43,7 +43,7 @@ from .pool import local_executor
 log = structlog.get_logger("style-pipeline")
 TICK = 0.2
 STOP_WAIT = 160  # seconds the whole stop may take, one deadline: under the unit's TimeoutStopSec (180), see there
-REFUSED_RETRY_S = 2.0  # a refused config edit is read again this often while refused (a YAML parse and a few stats)
+REFUSED_RETRY_S = 2.0  # a refused config edit is read again this often while refused (a parse and stats: no decode)
 
 
 class Daemon:
