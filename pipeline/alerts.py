@@ -92,17 +92,27 @@ def _command_problem(command: str) -> str | None:
             "or an https:// URL (e.g. https://ntfy.sh/mytopic)")
 
 
+MAX_GIVEN_UP = 4  # deliveries left hanging on a slow-drip target at once; past them, notices are not sent (rev7f)
+_GIVEN_UP: list[threading.Thread] = []
+
+
 def send(target: str, event: str, title: str, message: str) -> bool:
     """Deliver one notice, giving up after TIMEOUT seconds in all; True when it went out. Logs and swallows
     every failure. A delivery past its deadline is left to end on its own thread (a slow-drip server), so the
     notices behind it still go out."""
     title, message = shown(title), shown(message)  # a name not UTF-8 as \xe9: before, the notice was lost
+    _GIVEN_UP[:] = [t for t in _GIVEN_UP if t.is_alive()]
+    if len(_GIVEN_UP) >= MAX_GIVEN_UP:  # each holds a thread and a socket: a night of them reached the fd limit
+        log.warning("notify failed", target=_safe(target), error=f"{len(_GIVEN_UP)} earlier notices still hang on "
+                    "the target; this one is not sent")
+        return False
     result: list[bool] = []
     helper = threading.Thread(target=lambda: result.append(_deliver(target, event, title, message)),
                               name="notify-send", daemon=True)
     helper.start()
     helper.join(TIMEOUT)
     if helper.is_alive():
+        _GIVEN_UP.append(helper)
         log.warning("notify failed", target=_safe(target), error=f"no answer within {TIMEOUT:.0f} s; given up")
         return False
     return bool(result and result[0])

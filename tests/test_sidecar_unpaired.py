@@ -10,6 +10,7 @@ import time
 
 from daemon_helpers import ROOT, SAMPLES, log_events, make_config, outputs, start, stop, wait_for, wait_ready
 from pipeline.daemon.sidecars import unpaired_sidecars
+from pipeline.daemon.watcher import is_sidecar, sidecar_for
 
 
 def _status(config) -> str:
@@ -67,3 +68,22 @@ def test_a_sidecar_saved_after_its_photo_was_claimed_is_told_once_and_listed_by_
     told = [e for e in log_events(daemon) if e.get("event") == "a sidecar in the inbox is not used"]
     assert [e["sidecar"] for e in told] == ["rocket.yaml"]
     assert "sidecar not used: inbox/rocket.yaml: no photo beside it" in shown
+def test_an_upper_case_sidecar_beside_its_photo_is_read_or_told_rightly(tmp_path):
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    (tmp_path / "a.YAML").write_text("recipe: scream\n")
+    old = time.time() - 60
+    os.utime(tmp_path / "a.YAML", (old, old))
+    assert is_sidecar("a.YAML")  # never a job
+    told = unpaired_sidecars(tmp_path)
+    print("\nsidecar_for(a.jpg) =", sidecar_for(tmp_path / "a.jpg"), "; told:", told)
+    assert sidecar_for(tmp_path / "a.jpg") is not None or "no photo beside it" not in told.get("a.YAML", ""), \
+        "a.YAML beside a.jpg is not read, and the warning says there is no photo beside it"
+
+
+def test_a_whole_name_sidecar_belongs_to_its_own_photo_only(tmp_path):
+    for name in ("x.jpg", "x.jpg.jpg"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "x.jpg.yaml").write_text("recipe: scream\n")
+    print("\nx.jpg ->", sidecar_for(tmp_path / "x.jpg"), "; x.jpg.jpg ->", sidecar_for(tmp_path / "x.jpg.jpg"))
+    assert not (sidecar_for(tmp_path / "x.jpg") == sidecar_for(tmp_path / "x.jpg.jpg") == tmp_path / "x.jpg.yaml"), \
+        "one sidecar is both photos': whichever is claimed first takes it, the other gets the default recipe"

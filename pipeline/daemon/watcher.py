@@ -47,14 +47,21 @@ def sidecar_for(photo: Path) -> Path | None:
     (the whole name, as darktable's and Lightroom's .xmp files are named: it was never read, rev7a finding 4).
     lstat, not is_file(): a 255-byte photo name gives a sidecar name over the limit, and is_file() raises
     ENAMETOOLONG instead of saying no."""
-    for candidate in [*(photo.with_suffix(s) for s in SIDECAR_SUFFIXES),
-                      *(photo.with_name(photo.name + s) for s in SIDECAR_SUFFIXES)]:
-        try:
-            if stat.S_ISREG(os.lstat(candidate).st_mode):
-                return candidate
-        except (OSError, ValueError):
-            continue
+    suffixes = [*SIDECAR_SUFFIXES, *(s.upper() for s in SIDECAR_SUFFIXES)]  # a.YAML too (rev7f: never read)
+    for candidate in [*(photo.with_suffix(s) for s in suffixes), *(photo.with_name(photo.name + s) for s in suffixes)]:
+        owner = candidate.with_suffix("")
+        if owner != photo and _is_file(owner):
+            continue  # x.jpg.yaml beside x.jpg.jpg is x.jpg's own when x.jpg is there (rev7f): never two photos'
+        if _is_file(candidate):
+            return candidate
     return None
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except (OSError, ValueError):
+        return False
 
 
 def mount_of(path: Path, mountinfo: str = "/proc/self/mountinfo") -> tuple[str, str]:
