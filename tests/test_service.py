@@ -253,3 +253,15 @@ def test_systemd_waits_out_the_daemons_whole_stop(tmp_path, venv_bin):
     assert daemon.FLUSH_WAIT is alerts.FLUSH_WAIT and alerts.FLUSH_WAIT >= alerts.TIMEOUT  # one notice goes out
     slots = daemon.STOP_WAIT - alerts.FLUSH_WAIT - watcher.OBSERVER_JOIN - handover.WRITE_GRACE
     assert slots >= 60, f"{slots} s for the slots' last step and checkpoint"
+
+
+def test_the_top_level_systemd_folder_holds_the_units_the_package_ships():
+    """The product's layout has systemd/ at the top; the units ship in the package (a non-editable install needs
+    them), so systemd/ is a link to pipeline/templates/systemd/: one copy, both places (the seventh session found
+    systemd/ gone since the units moved into the package)."""
+    from pipeline import service
+
+    top = Path(__file__).resolve().parents[1] / "systemd"
+    assert top.is_dir() and top.resolve() == service.TEMPLATES
+    assert {p.name for p in top.iterdir()} >= {"style-pipeline.service", "style-pipeline-report.service",
+                                                "style-pipeline-report.timer"}
