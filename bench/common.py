@@ -10,6 +10,7 @@ import io
 import subprocess
 import sys
 import tarfile
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -25,6 +26,29 @@ PAIRS = [
 
 
 ISSUE_PHOTO = (2400, 1655)  # issue 13's GPU run: 12 photos of this size at 1024 px
+
+
+def sync(device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously; a CPU needs nothing): before and after a timing."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def clocked(fn, device) -> float:
+    """Wall seconds of fn(), the device's queue drained before and after."""
+    sync(device)
+    started = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - started
+
+
+def synced_now(device) -> float:
+    """The host clock once the device's queue is drained: a step's end as the device saw it."""
+    sync(device)
+    return time.perf_counter()
 
 
 def issue_photo():

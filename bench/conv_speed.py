@@ -37,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import ASSETS, table  # noqa: E402
+from bench.common import ASSETS, clocked, synced_now, table  # noqa: E402
 
 CONTENT = ASSETS / "samples" / "astronaut.jpg"
 STYLE = ASSETS / "styles" / "starry_night.jpg"
@@ -45,19 +45,6 @@ DAEMON_PHOTO = (2400, 1655)  # the H200 runs' photos (/work/wt/device5/1): 1024x
 TAG = "CONV_SPEED"
 
 
-def sync(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def clocked(fn, device) -> float:
-    sync(device)
-    started = time.perf_counter()
-    fn()
-    sync(device)
-    return time.perf_counter() - started
 
 
 class Case:
@@ -126,8 +113,7 @@ def _graphs() -> int:
 
 
 def _now() -> float:
-    sync(_DEVICE[0])
-    return time.perf_counter()
+    return synced_now(_DEVICE[0])
 
 
 _DEVICE: list = [None]

@@ -32,26 +32,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import ASSETS, table  # noqa: E402
+from bench.common import ASSETS, clocked, synced_now, table  # noqa: E402
 
 CONTENT = ASSETS / "samples" / "astronaut.jpg"
 STYLE = ASSETS / "styles" / "starry_night.jpg"
 DAEMON_PHOTO = (2400, 1655)  # issue 13's photo: 1024x706 at 1024 px
 
 
-def sync(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def clocked(fn, device) -> float:
-    sync(device)
-    started = time.perf_counter()
-    fn()
-    sync(device)
-    return time.perf_counter() - started
 
 
 class Graphed:
@@ -131,7 +118,7 @@ class Case:
         lbfgs.evaluate = self.graphed if graphed else eager
         try:
             result = self.engine.stylize(self.content, [self.style], self.settings,
-                                         on_step=lambda info: marks.append(_now(self.engine.device)))
+                                         on_step=lambda info: marks.append(synced_now(self.engine.device)))
         finally:
             lbfgs.evaluate = eager
         gaps = [b - a for a, b in zip(marks, marks[1:])]
@@ -152,10 +139,6 @@ class Case:
             out["capture_s"] = self.graphed.capture_s / max(len(self.graphed.graphs), 1)
         return out
 
-
-def _now(device) -> float:
-    sync(device)
-    return time.perf_counter()
 
 
 HEAD = ["shape", "loss pass ms eager", "graphed", "step ms eager", "graphed", "step / eager pass: eager",

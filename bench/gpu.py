@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from bench.common import ASSETS, table  # noqa: E402
+from bench.common import ASSETS, sync, table  # noqa: E402
 from bench.lbfgs_old import run_projected_lbfgs as old_lbfgs  # noqa: E402
 from pipeline.engine import Settings, StyleTransfer, images, precision  # noqa: E402
 from pipeline.engine.batch import JointLoss, evaluate_batch  # noqa: E402
@@ -44,10 +44,6 @@ CONTENT = ASSETS / "samples" / "astronaut.jpg"
 STYLE = ASSETS / "styles" / "starry_night.jpg"
 READS = ("item", "tolist", "__float__", "__int__", "__bool__", "numpy", "cpu")
 
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def timed(fn, device: torch.device, repeats: int) -> float:

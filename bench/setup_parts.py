@@ -117,6 +117,7 @@ def targets(batch: int, sizes: list[int], rounds: int) -> None:
     import torch
 
     from pipeline.engine import Settings, images
+    from bench.common import clocked
     from pipeline.engine.content_target import content_targets
     from pipeline.engine.transfer import StyleTransfer, _Run
 
@@ -140,26 +141,14 @@ def targets(batch: int, sizes: list[int], rounds: int) -> None:
         before, after = [], []
         one_by_one(), together()  # each shape's first pass (its kernels chosen) off the clock
         for _ in range(rounds):
-            before.append(_timed(one_by_one, engine.device))
-            after.append(_timed(together, engine.device))
+            before.append(clocked(one_by_one, engine.device))
+            after.append(clocked(together, engine.device))
         alone, batched = torch.cat(one_by_one()), torch.cat(together())
         error = float((alone - batched).abs().max() / alone.abs().max())
         b, a = 1000 * statistics.median(before), 1000 * statistics.median(after)
         print(f"| {size} | {hw[1]}x{hw[0]} | {b:.1f} | {a:.1f} | {b / a:.2f}x | {a / batch:.1f} | {error:.1e} |",
               flush=True)
 
-
-def _timed(work, device) -> float:
-    """Seconds of ``work``, the device's queue drained before and after (on CUDA the forwards are queued)."""
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    started = time.perf_counter()
-    work()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - started
 
 
 def runs_made(batch: int, rounds: int) -> None:
