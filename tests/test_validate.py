@@ -107,3 +107,18 @@ def test_an_unknown_key_in_a_style_entry_gets_did_you_mean(tmp_path):
     assert problems_of(path) == ["config.yaml:6: recipes.blend.styles.1.wieght: unknown key; did you mean 'weight'?"]
     result = _validate(path)
     assert result.returncode == 2 and "wieght: unknown key; did you mean 'weight'?" in result.stderr
+
+
+def test_paintings_are_checked_against_their_recipes_max_pixels(tmp_path):
+    """rev7g: validate decoded the paintings under the engine's default max_pixels, the worker under the recipe's:
+    a painting over its recipe's lower limit passed validate and failed every photo of that recipe all night
+    (too_large). starry_night.jpg is 512x320 = 163,840 pixels; the same painting under the default passes (the
+    decode cache knows the limit it passed under)."""
+    path = tmp_path / "config.yaml"
+    path.write_text(f"styles_dir: {STYLES}\nrecipes:\n  roomy: {{styles: [starry_night.jpg]}}\n"
+                    "  small:\n    max_pixels: 100000\n    styles: [the_scream.jpg, starry_night.jpg]\n")
+    found = problems_of(path)
+    assert len(found) == 2 and all(p.startswith("config.yaml:6: recipes.small.styles.") for p in found), found
+    assert "163,840 pixels is over the limit of 100,000" in found[1] and "205,824" in found[0]
+    path.write_text(path.read_text().replace("100000", "200000").replace("the_scream.jpg, ", ""))
+    assert load(path).recipes["small"].settings.max_pixels == 200000
