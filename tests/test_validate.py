@@ -122,3 +122,19 @@ def test_paintings_are_checked_against_their_recipes_max_pixels(tmp_path):
     assert "163,840 pixels is over the limit of 100,000" in found[1] and "205,824" in found[0]
     path.write_text(path.read_text().replace("100000", "200000").replace("the_scream.jpg, ", ""))
     assert load(path).recipes["small"].settings.max_pixels == 200000
+
+
+def test_two_recipes_differing_only_by_case_are_refused_naming_both_lines(tmp_path):
+    """rev7g: with `Scream` and `scream` both defined, the case-blind "did you mean" for inbox/SCREAM/ named the
+    last defined, and a Mac or Windows client of the share sees the two folders as one. Refused at validate, at the
+    second's line naming the first's; recipes that differ by more than case pass."""
+    path = tmp_path / "config.yaml"
+    path.write_text(f"styles_dir: {STYLES}\nrecipes:\n  Scream: {{styles: [the_scream.jpg]}}\n"
+                    "  starry: {styles: [starry_night.jpg]}\n  scream: {styles: [the_scream.jpg]}\n")
+    assert problems_of(path) == ["config.yaml:5: recipes.scream: differs from the recipe 'Scream' (line 3) only by "
+                                 "case; recipe names name inbox folders, which a Mac or Windows client of the share "
+                                 "sees as one. Rename one of them"]
+    result = _validate(path)
+    assert result.returncode == 2 and "recipes.scream: differs from the recipe 'Scream' (line 3)" in result.stderr
+    path.write_text(path.read_text().replace("  scream:", "  screams:"))
+    assert list(load(path).recipes) == ["Scream", "starry", "screams"]

@@ -188,7 +188,22 @@ def _recipes(data: Any, styles_dir: Path, defaults: Settings, problems: Problems
         if styles and settings.style_blend and len(settings.style_blend) != len(styles):
             problems.add(path + ("style_blend",), f"has {len(settings.style_blend)} weights for {len(styles)} styles")
         recipes[str(name)] = Recipe(str(name), tuple(styles), settings, str(body.get("description", "")))
+    _case_twins(data, problems)
     return recipes
+
+
+def _case_twins(data: dict, problems: Problems) -> None:
+    """Two recipes whose names differ only by case are refused, at the second's line naming the first's: each
+    names an inbox folder, and a Mac or Windows client of the share sees `Scream/` and `scream/` as one folder,
+    so where a photo went would be a guess; the case-blind "did you mean" (prechecks.recipe_guess) named whichever
+    was defined last. Refusing says so once, at validate, where guessing would style a night with either."""
+    first: dict[str, str] = {}
+    for name in map(str, data):
+        twin = first.setdefault(name.casefold(), name)
+        if twin != name:
+            problems.add(("recipes", name), f"differs from the recipe {twin!r} (line "
+                         f"{problems.lines.get(('recipes', twin), '?')}) only by case; recipe names name inbox "
+                         "folders, which a Mac or Windows client of the share sees as one. Rename one of them")
 
 
 def _style_weights(body: dict, styles: list[StyleRef], settings: Settings, path: tuple,
