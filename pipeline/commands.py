@@ -132,7 +132,7 @@ def cmd_report(args) -> int:
     """Reads only the folders from the config: no torch import, so the hardened report unit stays light."""
     from datetime import datetime, timezone
 
-    from .daemon.config import read_folders
+    from .daemon.config import read_folders, read_max_pixels
     from .report import parse_since, write_reports
     from .report_state import service_state
     from .report_window import scheduled_window
@@ -148,7 +148,8 @@ def cmd_report(args) -> int:
             path.mkdir(parents=True, exist_ok=True)
         # The night read once, each page its own links (relative to where it lies).
         write_reports(paths, folders["outbox"], folders["spool"] / "failed", since=since, now=now,
-                      done=folders["spool"] / "done", state=service_state(folders), until=until)
+                      done=folders["spool"] / "done", state=service_state(folders), until=until,
+                      max_pixels=read_max_pixels(args.config))
     except OSError as exc:
         raise page_not_written(exc, paths[0].parent) from exc
     print("wrote " + " and ".join(map(str, paths)))

@@ -18,9 +18,11 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from pathlib import Path
 from urllib.parse import quote
 
+from .engine.settings import DEFAULT_MAX_PIXELS
 from .fsio import shown, write_atomic
 from .report_pictures import PLOT_H, PLOT_W, RESULT_PX, Plot, curve_plot, curve_points, thumbnail_uri  # noqa: F401
 from .report_pictures import finite_number as _number
@@ -208,15 +210,15 @@ def device_seconds(item: Entry) -> float:
     return (item.seconds or 0.0) / item.batch
 
 
-def output_card(item: Entry, done: Path) -> OutputCard:
-    log = item.log
+def output_card(item: Entry, done: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> OutputCard:
+    log, thumb = item.log, partial(thumbnail_uri, max_pixels=max_pixels)
     inp = _dict(log.get("input"))
     styles = [s for s in _list(log.get("styles")) if isinstance(s, dict)]
     style = styles[0].get("path") if styles else None
-    thumbs = {"content": thumbnail_uri(_content_path(done, item.recipe, str(inp.get("name") or ""),
-                                                     str(inp.get("kept_as") or ""))),
-              "style": thumbnail_uri(Path(style) if isinstance(style, str) and style else None),
-              "result": thumbnail_uri(item.image, RESULT_PX)}
+    thumbs = {"content": thumb(_content_path(done, item.recipe, str(inp.get("name") or ""),
+                                             str(inp.get("kept_as") or ""))),
+              "style": thumb(Path(style) if isinstance(style, str) and style else None),
+              "result": thumb(item.image, RESULT_PX)}
     losses = {str(k): _number(v) for k, v in _dict(log.get("losses")).items() if _number(v) is not None}
     steps = log.get("steps") if isinstance(log.get("steps"), int) else None
     return OutputCard(
@@ -244,13 +246,13 @@ def steps_text(log: dict, steps: int | None) -> str:
     return f"{count} ({words})" if words else count
 
 
-def failure_card(path: Path, log: dict) -> FailureCard:
+def failure_card(path: Path, log: dict, max_pixels: int = DEFAULT_MAX_PIXELS) -> FailureCard:
     file = str(log.get("file") or path.name.removesuffix(".error.json"))
     attempts = log.get("attempts")
     return FailureCard(file=file, code=str(log.get("code") or "error"), message=str(log.get("message") or ""),
                        fix=str(log.get("fix") or ""), failed_at=parse_time(log.get("failed_at")),
                        attempts=attempts if isinstance(attempts, int) else None,
-                       thumb=thumbnail_uri(path.parent / file))
+                       thumb=thumbnail_uri(path.parent / file, max_pixels=max_pixels))
 
 
 def summarize(outputs: list[Entry], failures: list[FailureCard], since: timedelta | None,
@@ -292,10 +294,11 @@ class Night:
 
 
 def collect(outbox: Path, failed: Path, since: timedelta | None = None, now: datetime | None = None,
-            done: Path | None = None, until: datetime | None = None) -> Night:
+            done: Path | None = None, until: datetime | None = None,
+            max_pixels: int = DEFAULT_MAX_PIXELS) -> Night:
     """Every log in the window (since before `now`, up to `until` if given) read light; full cards for the failures
     and the newest SHOWN_OUTPUTS outputs. `done` (where consumed inputs lie) defaults to the spool's done/ beside
-    failed/."""
+    failed/; ``max_pixels``: the thumbnails' limit (config.read_max_pixels)."""
     now = as_utc(now or datetime.now(timezone.utc))
     cutoff = now - since if since else None
     done = done if done is not None else failed.parent / "done"
@@ -304,9 +307,9 @@ def collect(outbox: Path, failed: Path, since: timedelta | None = None, now: dat
     entries = [e for path, log in _logs(logs, "finished_at", cutoff, problems, until)
                if (e := _guarded(lambda: entry(path, log, outbox), path, outbox, problems))]
     entries.sort(key=lambda e: e.finished_at or now, reverse=True)
-    outputs = [c for e in entries[:SHOWN_OUTPUTS] if (c := _guarded(lambda: output_card(e, done), e.path, outbox, problems))]
+    outputs = [c for e in entries[:SHOWN_OUTPUTS] if (c := _guarded(lambda: output_card(e, done, max_pixels), e.path, outbox, problems))]
     failures = [c for path, log in _logs(failed.glob("*.error.json"), "failed_at", cutoff, problems, until)
-                if (c := _guarded(lambda: failure_card(path, log), path, failed, problems))]
+                if (c := _guarded(lambda: failure_card(path, log, max_pixels), path, failed, problems))]
     return Night(summarize(entries, failures, since, now, problems, until), outputs, failures)
 
 
@@ -343,10 +346,10 @@ def build_report(outbox: Path, failed: Path, since: timedelta | None = None, now
 
 def write_reports(paths: list[Path], outbox: Path, failed: Path, since: timedelta | None = None,
                   now: datetime | None = None, done: Path | None = None, state: list[str] | None = None,
-                  until: datetime | None = None) -> list[Path]:
+                  until: datetime | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[Path]:
     """The night collected once, each page written atomically (a browser or a mail job never reads half a page),
     its links relative to where it lies; ``state``: the service's state lines (report_state.service_state)."""
-    night = collect(outbox, failed, since, now, done, until)
+    night = collect(outbox, failed, since, now, done, until, max_pixels)
     night.state = state or []
     for path in paths:
         write_atomic(render(night, Path(path).resolve().parent).encode(), path)

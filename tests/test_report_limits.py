@@ -58,8 +58,8 @@ def test_a_failure_log_that_cannot_be_shown_is_named(tmp_path, monkeypatch):
                                                                    "failed_at": NOW.isoformat()}))
     real = report.failure_card
     monkeypatch.setattr(report, "failure_card",
-                        lambda path, log: (_ for _ in ()).throw(RuntimeError("boom")) if log["file"] == "y.jpg"
-                        else real(path, log))
+                        lambda path, log, *limit: (_ for _ in ()).throw(RuntimeError("boom")) if log["file"] == "y.jpg"
+                        else real(path, log, *limit))
     html = build_report(tmp_path / "outbox", failed, now=NOW)
     assert "x.jpg" in html and "y.jpg.error.json: unreadable (RuntimeError: boom)" in html and "a.jpg" in html
 
@@ -92,10 +92,39 @@ def test_two_pages_one_reading_each_its_own_links(tmp_path, monkeypatch):
     (tmp_path / "failed").mkdir()
     made = []
     real = report.output_card
-    monkeypatch.setattr(report, "output_card", lambda item, done: made.append(item.name) or real(item, done))
+    monkeypatch.setattr(report, "output_card", lambda item, done, *limit: made.append(item.name) or real(item, done, *limit))
     (outbox / "reports").mkdir()
     dated, latest = report.write_reports([outbox / "reports" / "d.html", outbox / "report.html"], outbox, tmp_path / "failed",
                                   now=NOW)
     assert sorted(made) == ["p0.png", "p1.png", "p2.png"]
     for page, href in ((dated, "../starry/p0.png"), (latest, "starry/p0.png")):
         assert f'href="{href}"' in page.read_text() and (page.parent / href).is_file()
+
+
+def test_thumbnails_decode_under_the_configs_largest_max_pixels(tmp_path):
+    """rev7g: the report decoded its thumbnails under the engine's default max_pixels (200 MP), whatever the config
+    said: a photo in failed/ over the config's limit (too_large, a bomb for this box) was decoded for its thumbnail.
+    Now nothing over the largest limit a recipe has is decoded, and a recipe's higher limit counts."""
+    from PIL import Image
+
+    from daemon_helpers import make_config
+    from pipeline import cli
+
+    failed = tmp_path / "spool" / "failed"
+    failed.mkdir(parents=True)
+    Image.new("RGB", (40, 20), "red").save(failed / "huge.jpg")  # 800 pixels
+    (failed / "huge.jpg.error.json").write_text(json.dumps({"file": "huge.jpg", "code": "too_large",
+                                                            "failed_at": datetime.now(timezone.utc).isoformat()}))
+    page = tmp_path / "page.html"
+
+    def thumbnails(**overrides) -> int:
+        config = make_config(tmp_path, **overrides)
+        assert cli.main(["report", "--config", str(config), "--since", "24h", "-o", str(page)]) == 0
+        html = page.read_text()
+        assert "huge.jpg" in html
+        return html.count("data:image/")
+
+    assert thumbnails(defaults={"max_pixels": 256}) == 0
+    assert thumbnails(defaults={"max_pixels": 256},
+                      recipes={"big": {"styles": ["starry_night.jpg"], "max_pixels": 1000}}) == 1
+    assert thumbnails(defaults={"max_pixels": 1000}) == 1
