@@ -79,9 +79,24 @@ def cmd_status(args) -> int:
     config = _load_config(args) or _folders_only(args.config)
     if config is None:
         return 2
-    data = status.read(config)
+    data = status.read(_running_folders(config))
     print(json.dumps(data, indent=2) if args.json else status.render(data))
     return 0
+
+
+def _running_folders(config):
+    """``config`` with the running daemon's folders where they differ from the file's: a folder edit applies at the
+    next start, and `status` looked at the new spool and said "not running" (rev7f; daemon/running.py)."""
+    import dataclasses
+
+    from .daemon import running
+
+    found = running.folders(config.path)
+    if not found or all(getattr(config, key) == folder for key, folder in found.items()):
+        return config
+    print(f"(the running daemon's folders: the folder edit in {config.path.name} applies at its next start)\n",
+          file=sys.stderr)
+    return dataclasses.replace(config, **found)
 
 
 def _folders_only(path: str):
@@ -132,12 +147,13 @@ def cmd_report(args) -> int:
     """Reads only the folders from the config: no torch import, so the hardened report unit stays light."""
     from datetime import datetime, timezone
 
+    from .daemon import running
     from .daemon.config import read_folders, read_max_pixels
     from .report import parse_since, write_reports
     from .report_state import service_state
     from .report_window import scheduled_window
 
-    folders = read_folders(args.config)
+    folders = running.folders(args.config) or read_folders(args.config)  # a folder edit waits for the next start
     since, now, reports = parse_since(args.since) if args.since else None, datetime.now(timezone.utc), \
         folders["outbox"] / "reports"
     since, until, covered = scheduled_window(reports, since, now) if args.since_last else (since, None, None)
@@ -188,12 +204,13 @@ def page_not_written(exc: OSError, folder: Path):
 
 def cmd_install_service(args) -> int:
     from .daemon.config import read_folders, read_setting
+    from .daemon.running import record_path
     from .service import install_commands, owned_folders, render_units
 
     config = Path(args.config).resolve()
     folders = read_folders(config)
     network = bool(read_setting(config, "notify"))
-    writable = [folders["inbox"], folders["outbox"], folders["spool"]]
+    writable = [folders["inbox"], folders["outbox"], folders["spool"], record_path(config).parent]
     venv_bin = Path(sys.executable).parent
     units = render_units(venv_bin, config, args.user, writable, Path(args.out), report_at=args.report_at,
                          network=network)

@@ -301,7 +301,8 @@ def test_the_printed_install_line_hands_every_folder_init_made_to_the_service_us
                          "--out", str(tmp_path / "u")]) == 0
         line = next(l.strip() for l in capsys.readouterr().out.splitlines() if l.strip().startswith("install -d"))
         needed = [site / p for p in ("inbox", "outbox", "spool", "spool/work", "spool/done", "spool/failed",
-                                     "inbox/starry", "inbox/scream", "inbox/blend", "outbox/starry")]
+                                     "inbox/starry", "inbox/scream", "inbox/blend", "outbox/starry",
+                                     ".style-pipeline")]
         named = shlex.split(line)[8:]  # after install -d -o U -g U -m 2770
         assert sorted(named) == sorted(map(str, needed)), line
         if os.geteuid() == 0:

@@ -115,7 +115,7 @@ def read(config) -> dict:
         data = {}
     if not isinstance(data, dict):  # valid JSON but not ours (a null, a list: a hand edit): unreadable (rev6e)
         data = {}
-    if not _alive(data):
+    if not alive(data):
         data["current"] = None
         data["state"] = "not running"
     failed = sorted(config.failed.glob("*.error.json"), key=lambda p: p.stat().st_mtime)
@@ -134,8 +134,8 @@ def still_waiting(entries: object) -> list[dict]:
     return [e for e in entries if isinstance(e, dict) and os.path.lexists(str(e.get("path", "")))]
 
 
-def _alive(data: dict) -> bool:
-    """A daemon that wrote status.json recently and still runs."""
+def alive(data: dict) -> bool:
+    """A daemon that wrote status.json recently and still runs (``data``: what it wrote)."""
     if not data or data.get("state") == "stopped" or not _pid_alive(data.get("pid", 0)):
         return False
     try:
