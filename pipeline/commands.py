@@ -205,7 +205,7 @@ def page_not_written(exc: OSError, folder: Path):
 def cmd_install_service(args) -> int:
     from .daemon.config import read_folders, read_setting
     from .daemon.running import record_path
-    from .service import install_commands, render_units
+    from .service import install_commands, owned_folders, render_units
 
     config = Path(args.config).resolve()
     folders = read_folders(config)
@@ -218,7 +218,11 @@ def cmd_install_service(args) -> int:
     if network:
         print("notify: is set, so the daemon's unit may use the network (PrivateNetwork=no); remove it for none")
     print("then, as root:")
-    for command in install_commands(args.user, writable, units):
+    recipes = read_setting(config, "recipes")
+    made = [folders["spool"] / name for name in ("work", "done", "failed")]
+    made += [folders["inbox"] / str(name) for name in (recipes if isinstance(recipes, dict) else {})
+             if str(name) not in ("", ".", "..") and "/" not in str(name)]  # unchecked here: validate names the rest
+    for command in install_commands(args.user, owned_folders(writable, made), units):
         print(f"  {command}")
     return 0
 
