@@ -68,6 +68,12 @@ def test_a_sidecar_saved_after_its_photo_was_claimed_is_told_once_and_listed_by_
     told = [e for e in log_events(daemon) if e.get("event") == "a sidecar in the inbox is not used"]
     assert [e["sidecar"] for e in told] == ["rocket.yaml"]
     assert "sidecar not used: inbox/rocket.yaml: no photo beside it" in shown
+    # rev8a: a stopped daemon's last word is told of now: its watcher watches nothing, and a sidecar taken away
+    # since is not listed (as with the unclaimable); one still there still is.
+    stopped = _status(config)
+    assert "rocket.yaml" in stopped and "watching with" not in stopped, stopped
+    (inbox / "rocket.yaml").unlink()
+    assert "rocket.yaml" not in _status(config)
 def test_an_upper_case_sidecar_beside_its_photo_is_read_or_told_rightly(tmp_path):
     (tmp_path / "a.jpg").write_bytes(b"x")
     (tmp_path / "a.YAML").write_text("recipe: scream\n")
