@@ -33,6 +33,7 @@ if __name__ == "__main__" and "--engine-in" not in sys.argv:
 
 ENGINE_PHASES = ("set-up", "first step", "closing")
 DAEMON_PHASES = ("output written", "job done", "next job started", "next first step")
+WHOLE = "a photo"  # the daemon's steady wall seconds per photo: the main loop's claims and rescans included
 
 
 def engine_phases(photos: int, size: int, steps: int) -> dict[str, list[float]]:
@@ -128,20 +129,26 @@ def daemon_phases(log: Path) -> dict[str, list[float]]:
     return found
 
 
-def measure(tree: Path, name: str, args, env: dict, out: Path) -> tuple[dict, dict]:
-    from bench.daemon_run import run_backlog
-
+def engine_run(tree: Path, name: str, args, env: dict) -> dict:
     code = subprocess.run([sys.executable, __file__, "--engine-in", str(tree), "--photos", str(args.photos),
                            "--size", str(args.size), "--steps", str(args.steps)],
                           cwd=tree, env=env, capture_output=True, text=True, timeout=3600)
     if code.returncode:
         raise SystemExit(f"{name}: the engine run failed:\n{code.stderr[-3000:]}")
-    engine = json.loads(code.stdout.strip().splitlines()[-1])
+    return json.loads(code.stdout.strip().splitlines()[-1])
+
+
+def measure(tree: Path, name: str, args, env: dict, out: Path) -> tuple[dict, dict]:
+    from bench.daemon_run import run_backlog
+
+    engine = {} if args.no_engine else engine_run(tree, name, args, env)
     run = run_backlog(out / name, args.photos, args.size, args.steps, env, 3600, root=tree,
                       overrides={"progress_seconds": 0})
     if not run.ok:
         raise SystemExit(f"{name}: the daemon run failed (see {run.folder / 'daemon.log'})")
-    return engine, daemon_phases(run.folder / "daemon.log")
+    phases = daemon_phases(run.folder / "daemon.log")
+    phases["a photo"] = [run.steady_s / max(1, len(run.dones) - 1)]  # first claim to last done, per photo after the first
+    return engine, phases
 
 
 def ms(values: list[float]) -> str:
@@ -152,6 +159,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", default="89f30fc", help="the commit to compare this tree with")
     parser.add_argument("--after", default=None, help="a commit to measure instead of this tree")
+    parser.add_argument("--also", action="append", default=[], help="another commit to measure beside them")
+    parser.add_argument("--no-engine", action="store_true", help="the daemon's view only")
     parser.add_argument("--photos", type=int, default=12)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=10)
@@ -167,13 +176,14 @@ def main() -> None:
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     trees = {f"before ({args.before})": extract(args.before, args.out),
+             **{f"also ({ref})": extract(ref, args.out) for ref in args.also},
              f"after ({args.after or 'this tree'})": extract(args.after, args.out) if args.after else ROOT}
-    pooled = {name: ({p: [] for p in ENGINE_PHASES}, {p: [] for p in DAEMON_PHASES}) for name in trees}
+    pooled = {name: ({p: [] for p in ENGINE_PHASES}, {p: [] for p in (*DAEMON_PHASES, WHOLE)}) for name in trees}
     load = []
     for round_ in range(args.rounds):
         for name, tree in trees.items():
             load.append(os.getloadavg()[0])
-            engine, daemon = measure(tree, f"r{round_}-{name.split()[0]}", args, env, args.out)
+            engine, daemon = measure(tree, f"r{round_}-{list(trees).index(name)}", args, env, args.out)
             print(name, json.dumps({"engine": engine, "daemon": daemon}), file=sys.stderr, flush=True)
             for phase, values in engine.items():
                 pooled[name][0][phase] += values
@@ -182,11 +192,13 @@ def main() -> None:
     print(f"# bench/gap.py: {args.photos} photos at {args.size} px, {args.steps} steps, {args.rounds} rounds "
           f"alternating; {os.cpu_count()} cores, OMP_NUM_THREADS=1; load average {min(load):.1f}-{max(load):.1f}\n")
     head = ["checkout", *(f"engine: {p}" for p in ENGINE_PHASES),
-            *(f"daemon: last step to {p}" for p in DAEMON_PHASES)]
+            *(f"daemon: last step to {p}" for p in DAEMON_PHASES), "daemon: a photo (claim to done, steady)"]
     print("medians, ms\n\n| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for name, (engine, daemon) in pooled.items():
         print("| " + " | ".join([name, *(ms(engine[p]) for p in ENGINE_PHASES),
-                                 *(ms(daemon[p]) for p in DAEMON_PHASES)]) + " |")
+                                 *(ms(daemon[p]) for p in (*DAEMON_PHASES, WHOLE))]) + " |")
+    if args.no_engine:
+        return
     print("\nhost work a GPU does not speed up (this CPU, medians of 5)\n\n| piece | wall ms | CPU ms |\n|---|---|---|")
     for name, wall, cpu in host_work():
         print(f"| {name} | {wall * 1000:.1f} | {cpu * 1000:.1f} |")

@@ -79,9 +79,24 @@ def cmd_status(args) -> int:
     config = _load_config(args) or _folders_only(args.config)
     if config is None:
         return 2
-    data = status.read(config)
+    data = status.read(_running_folders(config))
     print(json.dumps(data, indent=2) if args.json else status.render(data))
     return 0
+
+
+def _running_folders(config):
+    """``config`` with the running daemon's folders where they differ from the file's: a folder edit applies at the
+    next start, and `status` looked at the new spool and said "not running" (rev7f; daemon/running.py)."""
+    import dataclasses
+
+    from .daemon import running
+
+    found = running.folders(config.path)
+    if not found or all(getattr(config, key) == folder for key, folder in found.items()):
+        return config
+    print(f"(the running daemon's folders: the folder edit in {config.path.name} applies at its next start)\n",
+          file=sys.stderr)
+    return dataclasses.replace(config, **found)
 
 
 def _folders_only(path: str):
@@ -132,12 +147,13 @@ def cmd_report(args) -> int:
     """Reads only the folders from the config: no torch import, so the hardened report unit stays light."""
     from datetime import datetime, timezone
 
-    from .daemon.config import read_folders
+    from .daemon import running
+    from .daemon.config import read_folders, read_max_pixels
     from .report import parse_since, write_reports
     from .report_state import service_state
     from .report_window import scheduled_window
 
-    folders = read_folders(args.config)
+    folders = running.folders(args.config) or read_folders(args.config)  # a folder edit waits for the next start
     since, now, reports = parse_since(args.since) if args.since else None, datetime.now(timezone.utc), \
         folders["outbox"] / "reports"
     since, until, covered = scheduled_window(reports, since, now) if args.since_last else (since, None, None)
@@ -148,7 +164,8 @@ def cmd_report(args) -> int:
             path.mkdir(parents=True, exist_ok=True)
         # The night read once, each page its own links (relative to where it lies).
         write_reports(paths, folders["outbox"], folders["spool"] / "failed", since=since, now=now,
-                      done=folders["spool"] / "done", state=service_state(folders), until=until)
+                      done=folders["spool"] / "done", state=service_state(folders), until=until,
+                      max_pixels=read_max_pixels(args.config))
     except OSError as exc:
         raise page_not_written(exc, paths[0].parent) from exc
     print("wrote " + " and ".join(map(str, paths)))
@@ -187,12 +204,13 @@ def page_not_written(exc: OSError, folder: Path):
 
 def cmd_install_service(args) -> int:
     from .daemon.config import read_folders, read_setting
-    from .service import install_commands, render_units
+    from .daemon.running import record_path
+    from .service import install_commands, owned_folders, render_units
 
     config = Path(args.config).resolve()
     folders = read_folders(config)
     network = bool(read_setting(config, "notify"))
-    writable = [folders["inbox"], folders["outbox"], folders["spool"]]
+    writable = [folders["inbox"], folders["outbox"], folders["spool"], record_path(config).parent]
     venv_bin = Path(sys.executable).parent
     units = render_units(venv_bin, config, args.user, writable, Path(args.out), report_at=args.report_at,
                          network=network)
@@ -200,7 +218,11 @@ def cmd_install_service(args) -> int:
     if network:
         print("notify: is set, so the daemon's unit may use the network (PrivateNetwork=no); remove it for none")
     print("then, as root:")
-    for command in install_commands(args.user, writable, units):
+    recipes = read_setting(config, "recipes")
+    made = [folders["spool"] / name for name in ("work", "done", "failed")]
+    made += [folders["inbox"] / str(name) for name in (recipes if isinstance(recipes, dict) else {})
+             if str(name) not in ("", ".", "..") and "/" not in str(name)]  # unchecked here: validate names the rest
+    for command in install_commands(args.user, owned_folders(writable, made), units):
         print(f"  {command}")
     return 0
 

@@ -18,10 +18,13 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from pathlib import Path
 from urllib.parse import quote
 
+from .engine.settings import DEFAULT_MAX_PIXELS
 from .fsio import shown, write_atomic
+from .report_logs import as_utc, logs_in_window, parse_time
 from .report_pictures import PLOT_H, PLOT_W, RESULT_PX, Plot, curve_plot, curve_points, thumbnail_uri  # noqa: F401
 from .report_pictures import finite_number as _number
 
@@ -107,48 +110,6 @@ def parse_since(text: str) -> timedelta:
     return sum((timedelta(**{_UNITS[unit]: float(n)}) for n, unit in parts), timedelta())
 
 
-def parse_time(value: object) -> datetime | None:
-    """ISO-8601 to an aware UTC datetime; junk or missing -> None."""
-    try:
-        return as_utc(datetime.fromisoformat(str(value).replace("Z", "+00:00")))
-    except ValueError:
-        return None
-
-
-def as_utc(when: datetime) -> datetime:
-    """Naive means UTC: the daemon writes UTC, and aware and naive datetimes do not compare."""
-    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
-
-
-def _read_json(path: Path, problems: list[str]) -> dict | None:
-    try:
-        data = json.loads(path.read_text())
-        if isinstance(data, dict):
-            return data
-        problems.append(f"{path.name}: not a JSON object")
-    except (OSError, ValueError) as exc:
-        problems.append(f"{path.name}: {exc}")
-    return None
-
-
-def _logs(paths, time_key: str, cutoff: datetime | None, problems: list[str], until: datetime | None = None):
-    """(path, log) for each readable log inside the window; the unreadable ones go to `problems`."""
-    for path in sorted(paths):
-        log = _read_json(path, problems)
-        if log is not None and _since_ok(parse_time(log.get(time_key)), path, cutoff, until):
-            yield path, log
-
-
-def _since_ok(when: datetime | None, path: Path, cutoff: datetime | None, until: datetime | None = None) -> bool:
-    """Inside the window [cutoff, until); a log with no usable timestamp is judged by its file's mtime."""
-    if when is None and (cutoff is not None or until is not None):
-        try:
-            when = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
-        except OSError:  # gone since the glob (moved, cleaned up): nothing to show
-            return False
-    return (cutoff is None or when >= cutoff) and (until is None or when < until)
-
-
 def _content_path(done: Path, recipe: str, name: str, kept: str = "") -> Path | None:
     """The input as the spool left it in done/ (the log's kept_as; else by name), if it is still there."""
     for path in ((Path(kept),) if kept else ()) + (done / name, done / recipe / name):
@@ -208,15 +169,15 @@ def device_seconds(item: Entry) -> float:
     return (item.seconds or 0.0) / item.batch
 
 
-def output_card(item: Entry, done: Path) -> OutputCard:
-    log = item.log
+def output_card(item: Entry, done: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> OutputCard:
+    log, thumb = item.log, partial(thumbnail_uri, max_pixels=max_pixels)
     inp = _dict(log.get("input"))
     styles = [s for s in _list(log.get("styles")) if isinstance(s, dict)]
     style = styles[0].get("path") if styles else None
-    thumbs = {"content": thumbnail_uri(_content_path(done, item.recipe, str(inp.get("name") or ""),
-                                                     str(inp.get("kept_as") or ""))),
-              "style": thumbnail_uri(Path(style) if isinstance(style, str) and style else None),
-              "result": thumbnail_uri(item.image, RESULT_PX)}
+    thumbs = {"content": thumb(_content_path(done, item.recipe, str(inp.get("name") or ""),
+                                             str(inp.get("kept_as") or ""))),
+              "style": thumb(Path(style) if isinstance(style, str) and style else None),
+              "result": thumb(item.image, RESULT_PX)}
     losses = {str(k): _number(v) for k, v in _dict(log.get("losses")).items() if _number(v) is not None}
     steps = log.get("steps") if isinstance(log.get("steps"), int) else None
     return OutputCard(
@@ -244,13 +205,13 @@ def steps_text(log: dict, steps: int | None) -> str:
     return f"{count} ({words})" if words else count
 
 
-def failure_card(path: Path, log: dict) -> FailureCard:
+def failure_card(path: Path, log: dict, max_pixels: int = DEFAULT_MAX_PIXELS) -> FailureCard:
     file = str(log.get("file") or path.name.removesuffix(".error.json"))
     attempts = log.get("attempts")
     return FailureCard(file=file, code=str(log.get("code") or "error"), message=str(log.get("message") or ""),
                        fix=str(log.get("fix") or ""), failed_at=parse_time(log.get("failed_at")),
                        attempts=attempts if isinstance(attempts, int) else None,
-                       thumb=thumbnail_uri(path.parent / file))
+                       thumb=thumbnail_uri(path.parent / file, max_pixels=max_pixels))
 
 
 def summarize(outputs: list[Entry], failures: list[FailureCard], since: timedelta | None,
@@ -292,21 +253,22 @@ class Night:
 
 
 def collect(outbox: Path, failed: Path, since: timedelta | None = None, now: datetime | None = None,
-            done: Path | None = None, until: datetime | None = None) -> Night:
+            done: Path | None = None, until: datetime | None = None,
+            max_pixels: int = DEFAULT_MAX_PIXELS) -> Night:
     """Every log in the window (since before `now`, up to `until` if given) read light; full cards for the failures
     and the newest SHOWN_OUTPUTS outputs. `done` (where consumed inputs lie) defaults to the spool's done/ beside
-    failed/."""
+    failed/; ``max_pixels``: the thumbnails' limit (config.read_max_pixels)."""
     now = as_utc(now or datetime.now(timezone.utc))
     cutoff = now - since if since else None
     done = done if done is not None else failed.parent / "done"
     problems: list[str] = unclaimable_problems(failed.parent)
     logs = (p for p in outbox.glob("*/**/*.json") if not any(part.startswith(".") for part in p.relative_to(outbox).parts))
-    entries = [e for path, log in _logs(logs, "finished_at", cutoff, problems, until)
+    entries = [e for path, log in logs_in_window(logs, "finished_at", cutoff, problems, until)
                if (e := _guarded(lambda: entry(path, log, outbox), path, outbox, problems))]
     entries.sort(key=lambda e: e.finished_at or now, reverse=True)
-    outputs = [c for e in entries[:SHOWN_OUTPUTS] if (c := _guarded(lambda: output_card(e, done), e.path, outbox, problems))]
-    failures = [c for path, log in _logs(failed.glob("*.error.json"), "failed_at", cutoff, problems, until)
-                if (c := _guarded(lambda: failure_card(path, log), path, failed, problems))]
+    outputs = [c for e in entries[:SHOWN_OUTPUTS] if (c := _guarded(lambda: output_card(e, done, max_pixels), e.path, outbox, problems))]
+    failures = [c for path, log in logs_in_window(failed.glob("*.error.json"), "failed_at", cutoff, problems, until)
+                if (c := _guarded(lambda: failure_card(path, log, max_pixels), path, failed, problems))]
     return Night(summarize(entries, failures, since, now, problems, until), outputs, failures)
 
 
@@ -343,10 +305,10 @@ def build_report(outbox: Path, failed: Path, since: timedelta | None = None, now
 
 def write_reports(paths: list[Path], outbox: Path, failed: Path, since: timedelta | None = None,
                   now: datetime | None = None, done: Path | None = None, state: list[str] | None = None,
-                  until: datetime | None = None) -> list[Path]:
+                  until: datetime | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[Path]:
     """The night collected once, each page written atomically (a browser or a mail job never reads half a page),
     its links relative to where it lies; ``state``: the service's state lines (report_state.service_state)."""
-    night = collect(outbox, failed, since, now, done, until)
+    night = collect(outbox, failed, since, now, done, until, max_pixels)
     night.state = state or []
     for path in paths:
         write_atomic(render(night, Path(path).resolve().parent).encode(), path)

@@ -44,12 +44,13 @@ def finite_number(value: object, default: float | None = None) -> float | None:
     return number if math.isfinite(number) else default
 
 
-def thumbnail_uri(path: Path | None, px: int = THUMB_PX) -> str | None:
-    """A data: URI of the image shrunk to ``px``, or None when it is missing or will not decode."""
+def thumbnail_uri(path: Path | None, px: int = THUMB_PX, max_pixels: int = images.DEFAULT_MAX_PIXELS) -> str | None:
+    """A data: URI of the image shrunk to ``px``, or None when it is missing or will not decode. ``max_pixels``:
+    the config's largest (config.read_max_pixels), so nothing the daemon would refuse is decoded here."""
     if path is None or not path.is_file():
         return None
     try:
-        with images.opened(path, images.DEFAULT_MAX_PIXELS) as img:  # a bomb in failed/ is not decoded
+        with images.opened(path, max_pixels) as img:  # a bomb in failed/ is not decoded
             img = ImageOps.exif_transpose(img)
             img.thumbnail((px, px))
             img = images.to_8bit(img)  # as the worker reads it: through its ICC profile, transparency kept

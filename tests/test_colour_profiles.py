@@ -20,6 +20,7 @@ from pipeline.engine import images
 
 D50 = (0.9642, 1.0, 0.8249)
 ADOBE = ((0.6097, 0.3111, 0.0195), (0.2053, 0.6257, 0.0609), (0.1492, 0.0632, 0.7446))
+SRGB = ((0.4361, 0.2225, 0.0139), (0.3851, 0.7169, 0.0971), (0.1431, 0.0606, 0.7141))  # D50-adapted, as ICC has it
 
 
 def _s15(x: float) -> bytes:
@@ -39,14 +40,21 @@ def _desc(text: str) -> bytes:
     return b"desc" + bytes(4) + struct.pack(">I", len(raw)) + raw + bytes(8) + bytes(3) + bytes(67)
 
 
-def icc_profile(space: bytes = b"RGB ", gamma: float = 2.2) -> bytes:
+def _srgb_curve() -> bytes:
+    """sRGB's piecewise curve as an ICC parametric curve (type 3), as real sRGB profiles carry it."""
+    return (b"para" + bytes(4) + struct.pack(">H", 3) + bytes(2)
+            + b"".join(_s15(x) for x in (2.4, 1 / 1.055, 0.055 / 1.055, 1 / 12.92, 0.04045)))
+
+
+def icc_profile(space: bytes = b"RGB ", gamma: float = 2.2, primaries=ADOBE, name: str = "hand-made test profile",
+                curve: bytes | None = None) -> bytes:
     """A minimal ICC v2 display profile: Adobe-RGB-like for ``RGB ``, a plain grey one for ``GRAY``."""
     if space == b"RGB ":
-        colour = [(b"rXYZ", _xyz(*ADOBE[0])), (b"gXYZ", _xyz(*ADOBE[1])), (b"bXYZ", _xyz(*ADOBE[2]))]
-        colour += [(tag, _curve(gamma)) for tag in (b"rTRC", b"gTRC", b"bTRC")]
+        colour = [(b"rXYZ", _xyz(*primaries[0])), (b"gXYZ", _xyz(*primaries[1])), (b"bXYZ", _xyz(*primaries[2]))]
+        colour += [(tag, curve or _curve(gamma)) for tag in (b"rTRC", b"gTRC", b"bTRC")]
     else:
         colour = [(b"kTRC", _curve(gamma))]
-    tags = [(b"desc", _desc("hand-made test profile")), (b"wtpt", _xyz(*D50)), *colour,
+    tags = [(b"desc", _desc(name)), (b"wtpt", _xyz(*D50)), *colour,
             (b"cprt", b"text" + bytes(4) + b"none\0")]
     offset = 128 + 4 + 12 * len(tags)
     table, data = b"", b""
@@ -140,3 +148,39 @@ def test_the_reports_thumbnail_reads_the_profile_too(tmp_path):
     uri = thumbnail_uri(tmp_path / "green.png", px=32)
     shown = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("RGB").getpixel((16, 16))
     assert max(abs(a - b) for a, b in zip(shown, (0, 181, 42))) <= 3, shown  # JPEG q85 of one flat colour
+
+
+def _converted_sizes(monkeypatch) -> list:
+    """The sizes of the pictures LittleCMS is asked to convert (every ImageCms conversion goes through these)."""
+    sizes = []
+    for name in ("profileToProfile", "applyTransform"):
+        plain = getattr(ImageCms, name)
+
+        def counted(im, *args, _plain=plain, **kwargs):
+            sizes.append(im.size)
+            return _plain(im, *args, **kwargs)
+        monkeypatch.setattr(ImageCms, name, counted)
+    return sizes
+
+
+def test_an_srgb_photo_is_read_as_it_is_and_an_adobe_one_is_still_converted(tmp_path, monkeypatch):
+    """An sRGB-tagged photo (most cameras' and phones') was converted into sRGB for nothing: 12.0 against 8.3 s
+    to load 61 MP. It is judged by what its profile does, not its name: our own outputs' LittleCMS profile, a
+    nameless hand-made sRGB (sRGB's primaries and parametric curve) and an Adobe RGB profile named "sRGB"."""
+    photo = Image.new("RGB", (96, 72))
+    photo.paste(_photo(96), (0, 0))
+    tagged = {"ours": images.srgb_profile(), "hand-made srgb": icc_profile(primaries=SRGB, curve=_srgb_curve()),
+              "adobe named srgb": icc_profile(name="sRGB IEC61966-2.1"), "adobe": icc_profile()}
+    for name, icc in tagged.items():
+        photo.save(tmp_path / f"{name}.png", icc_profile=icc)
+    sizes = _converted_sizes(monkeypatch)
+    for name in ("ours", "hand-made srgb"):
+        loaded = images.load(tmp_path / f"{name}.png")
+        assert np.array_equal(np.asarray(loaded), np.asarray(photo)), name
+        assert photo.size not in sizes, f"{name}: an sRGB photo was converted into sRGB"
+    for name in ("adobe named srgb", "adobe"):
+        sizes.clear()
+        loaded = np.asarray(images.load(tmp_path / f"{name}.png"), dtype=float)
+        assert sizes.count(photo.size) == 1, f"{name}: an Adobe RGB photo must be converted"
+        assert np.abs(loaded - _through_profile(photo, tagged[name])).mean() < 0.5
+        assert np.abs(loaded - np.asarray(photo, dtype=float)).mean() > 3.0

@@ -83,3 +83,36 @@ def test_a_config_read_again_decodes_only_the_paintings_that_changed(tmp_path, m
     with pytest.raises(config_module.ConfigError, match="the_scream.jpg"):
         config_module.load(config)
     assert config_build._DECODED  # the cache holds only what decoded
+
+
+def test_a_refused_edit_that_moves_a_folder_is_warned_about_once_not_at_each_retry(tmp_path):
+    """rev7f: an edit that changes a folder and is refused (here inbox/pastel, the new recipe's folder, is a regular
+    file) is read again every 2 s; each retry warned "folder changes take effect at the next start" again, all
+    night, for one save. The retries are quiet; a new save of the same change is warned about again."""
+    from structlog.testing import capture_logs
+
+    from pipeline.daemon.daemon import Daemon
+
+    config = make_config(tmp_path)
+    daemon = Daemon(config)
+    (tmp_path / "inbox" / "pastel").write_bytes(b"not a folder")
+    data = yaml.safe_load(config.read_text())
+    data["folders"]["outbox"] = "outbox2"
+    data["recipes"]["pastel"] = {"styles": ["the_scream.jpg"]}
+
+    def save_and_read(retries: int) -> list[dict]:
+        config.write_text(yaml.safe_dump(data))
+        os.utime(config, ns=(time.time_ns(), time.time_ns()))
+        with capture_logs() as logs:
+            daemon._maybe_reload()
+            for _ in range(retries):
+                daemon.refused.refused_at -= 3.0  # the retry's 2 s have passed
+                assert daemon.refused.due()
+                daemon._maybe_reload()
+        return [e for e in logs if e["event"].startswith("folder changes") and e["log_level"] == "warning"]
+
+    warned = save_and_read(retries=3)
+    assert daemon.refused.refused_at is not None and "pastel" not in daemon.config.recipes  # still refused
+    assert len(warned) == 1 and "outbox2" in warned[0]["changes"][0]
+    data["recipes"]["pastel"]["steps"] = 3  # another save: told again, once
+    assert len(save_and_read(retries=2)) == 1

@@ -4,6 +4,7 @@ and the night is read once however many pages are written."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -58,8 +59,8 @@ def test_a_failure_log_that_cannot_be_shown_is_named(tmp_path, monkeypatch):
                                                                    "failed_at": NOW.isoformat()}))
     real = report.failure_card
     monkeypatch.setattr(report, "failure_card",
-                        lambda path, log: (_ for _ in ()).throw(RuntimeError("boom")) if log["file"] == "y.jpg"
-                        else real(path, log))
+                        lambda path, log, *limit: (_ for _ in ()).throw(RuntimeError("boom")) if log["file"] == "y.jpg"
+                        else real(path, log, *limit))
     html = build_report(tmp_path / "outbox", failed, now=NOW)
     assert "x.jpg" in html and "y.jpg.error.json: unreadable (RuntimeError: boom)" in html and "a.jpg" in html
 
@@ -92,10 +93,68 @@ def test_two_pages_one_reading_each_its_own_links(tmp_path, monkeypatch):
     (tmp_path / "failed").mkdir()
     made = []
     real = report.output_card
-    monkeypatch.setattr(report, "output_card", lambda item, done: made.append(item.name) or real(item, done))
+    monkeypatch.setattr(report, "output_card", lambda item, done, *limit: made.append(item.name) or real(item, done, *limit))
     (outbox / "reports").mkdir()
     dated, latest = report.write_reports([outbox / "reports" / "d.html", outbox / "report.html"], outbox, tmp_path / "failed",
                                   now=NOW)
     assert sorted(made) == ["p0.png", "p1.png", "p2.png"]
     for page, href in ((dated, "../starry/p0.png"), (latest, "starry/p0.png")):
         assert f'href="{href}"' in page.read_text() and (page.parent / href).is_file()
+
+
+def test_thumbnails_decode_under_the_configs_largest_max_pixels(tmp_path):
+    """rev7g: the report decoded its thumbnails under the engine's default max_pixels (200 MP), whatever the config
+    said: a photo in failed/ over the config's limit (too_large, a bomb for this box) was decoded for its thumbnail.
+    Now nothing over the largest limit a recipe has is decoded, and a recipe's higher limit counts."""
+    from PIL import Image
+
+    from daemon_helpers import make_config
+    from pipeline import cli
+
+    failed = tmp_path / "spool" / "failed"
+    failed.mkdir(parents=True)
+    Image.new("RGB", (40, 20), "red").save(failed / "huge.jpg")  # 800 pixels
+    (failed / "huge.jpg.error.json").write_text(json.dumps({"file": "huge.jpg", "code": "too_large",
+                                                            "failed_at": datetime.now(timezone.utc).isoformat()}))
+    page = tmp_path / "page.html"
+
+    def thumbnails(**overrides) -> int:
+        config = make_config(tmp_path, **overrides)
+        assert cli.main(["report", "--config", str(config), "--since", "24h", "-o", str(page)]) == 0
+        html = page.read_text()
+        assert "huge.jpg" in html
+        return html.count("data:image/")
+
+    assert thumbnails(defaults={"max_pixels": 256}) == 0
+    assert thumbnails(defaults={"max_pixels": 256},
+                      recipes={"big": {"styles": ["starry_night.jpg"], "max_pixels": 1000}}) == 1
+    assert thumbnails(defaults={"max_pixels": 1000}) == 1
+
+
+def test_old_nights_are_not_read_and_an_old_damaged_log_is_not_a_problem_again(tmp_path, monkeypatch):
+    """rev8c findings 2 and 3: each morning read and parsed every log ever written (a week of 600-output nights:
+    4,201 logs parsed, 5.3 s, for a page of one output) and named last week's damaged log among its problems on
+    every page after. A log is written after its time, so one whose file changed before the window opened is
+    skipped by a stat (fsio.written_before, as the daemon's tally does)."""
+    from pipeline import report_logs
+
+    out = tmp_path / "outbox" / "starry"
+    for night in range(1, 8):
+        moment = (NOW - timedelta(days=night, minutes=4)).timestamp()  # written a minute after it finished
+        for i in range(20):
+            path = _log(out / f"night{night}", f"old{i}", minutes=night * 24 * 60 + 5)
+            os.utime(path, (moment, moment))
+    broken = out / "night7" / "broken.json"
+    broken.write_text('{"finished_at": ')
+    week_ago = (NOW - timedelta(days=7)).timestamp()
+    os.utime(broken, (week_ago, week_ago))
+    _log(out, "fresh")  # last night's one output (its file changed now: after the window opened)
+    (tmp_path / "failed").mkdir()
+    parsed = []
+    real = report_logs.read_json
+    monkeypatch.setattr(report_logs, "read_json", lambda path, problems: parsed.append(path.name) or real(path, problems))
+    night = report.collect(tmp_path / "outbox", tmp_path / "failed", since=timedelta(hours=24), now=NOW)
+    assert night.summary.processed == 1 and parsed == ["fresh.json"], f"{len(parsed)} logs parsed for one output"
+    assert not [p for p in night.summary.problems if "broken.json" in p]
+    everything = report.collect(tmp_path / "outbox", tmp_path / "failed", now=NOW)  # no window: all of them
+    assert everything.summary.processed == 141 and any("broken.json" in p for p in everything.summary.problems)

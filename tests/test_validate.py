@@ -107,3 +107,34 @@ def test_an_unknown_key_in_a_style_entry_gets_did_you_mean(tmp_path):
     assert problems_of(path) == ["config.yaml:6: recipes.blend.styles.1.wieght: unknown key; did you mean 'weight'?"]
     result = _validate(path)
     assert result.returncode == 2 and "wieght: unknown key; did you mean 'weight'?" in result.stderr
+
+
+def test_paintings_are_checked_against_their_recipes_max_pixels(tmp_path):
+    """rev7g: validate decoded the paintings under the engine's default max_pixels, the worker under the recipe's:
+    a painting over its recipe's lower limit passed validate and failed every photo of that recipe all night
+    (too_large). starry_night.jpg is 512x320 = 163,840 pixels; the same painting under the default passes (the
+    decode cache knows the limit it passed under)."""
+    path = tmp_path / "config.yaml"
+    path.write_text(f"styles_dir: {STYLES}\nrecipes:\n  roomy: {{styles: [starry_night.jpg]}}\n"
+                    "  small:\n    max_pixels: 100000\n    styles: [the_scream.jpg, starry_night.jpg]\n")
+    found = problems_of(path)
+    assert len(found) == 2 and all(p.startswith("config.yaml:6: recipes.small.styles.") for p in found), found
+    assert "163,840 pixels is over the limit of 100,000" in found[1] and "205,824" in found[0]
+    path.write_text(path.read_text().replace("100000", "200000").replace("the_scream.jpg, ", ""))
+    assert load(path).recipes["small"].settings.max_pixels == 200000
+
+
+def test_two_recipes_differing_only_by_case_are_refused_naming_both_lines(tmp_path):
+    """rev7g: with `Scream` and `scream` both defined, the case-blind "did you mean" for inbox/SCREAM/ named the
+    last defined, and a Mac or Windows client of the share sees the two folders as one. Refused at validate, at the
+    second's line naming the first's; recipes that differ by more than case pass."""
+    path = tmp_path / "config.yaml"
+    path.write_text(f"styles_dir: {STYLES}\nrecipes:\n  Scream: {{styles: [the_scream.jpg]}}\n"
+                    "  starry: {styles: [starry_night.jpg]}\n  scream: {styles: [the_scream.jpg]}\n")
+    assert problems_of(path) == ["config.yaml:5: recipes.scream: differs from the recipe 'Scream' (line 3) only by "
+                                 "case; recipe names name inbox folders, which a Mac or Windows client of the share "
+                                 "sees as one. Rename one of them"]
+    result = _validate(path)
+    assert result.returncode == 2 and "recipes.scream: differs from the recipe 'Scream' (line 3)" in result.stderr
+    path.write_text(path.read_text().replace("  scream:", "  screams:"))
+    assert list(load(path).recipes) == ["Scream", "starry", "screams"]

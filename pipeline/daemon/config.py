@@ -9,6 +9,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from ..engine.settings import DEFAULT_MAX_PIXELS
 from .config_build import build
 from ..errors import ConfigError  # noqa: F401 - handed on, as are Config, RayOptions and Recipe below
 from .config_schema import FOLDER_KEYS, Config, RayOptions, Recipe, missing_config_fix  # noqa: F401
@@ -29,6 +30,22 @@ def read_folders(path: str | Path) -> dict[str, Path]:
     source, data = _read_mapping(path)
     folders = data.get("folders") or {}
     return {key: (source.parent / str(folders.get(key, key))).resolve() for key in FOLDER_KEYS}
+
+
+def read_max_pixels(path: str | Path) -> int:
+    """The largest max_pixels a recipe decodes under (its own, else defaults', else the engine's), read unchecked
+    as read_folders reads: the report's thumbnails decode what the daemon would and nothing bigger (a bomb in
+    failed/), where they used the engine's default whatever the config said (rev7g). Not a whole number >= 256:
+    the default's (validate names it)."""
+    data = _read_mapping(path)[1]
+
+    def limit(mapping: object, fallback: int) -> int:
+        value = mapping.get("max_pixels") if isinstance(mapping, dict) else None
+        return value if type(value) is int and value >= 256 else fallback
+
+    base = limit(data.get("defaults"), DEFAULT_MAX_PIXELS)
+    recipes = data.get("recipes")
+    return max([limit(body, base) for body in recipes.values()] if isinstance(recipes, dict) and recipes else [base])
 
 
 def read_setting(path: str | Path, key: str) -> Any:

@@ -182,13 +182,28 @@ def _recipes(data: Any, styles_dir: Path, defaults: Settings, problems: Problems
         if not str(name).replace("-", "").replace("_", "").isalnum():
             problems.add(path, "recipe names may use letters, digits, - and _ only (they name inbox folders)")
         problems.unknown(path, body, RECIPE_KEYS)
-        styles = _styles(body.get("styles"), path + ("styles",), styles_dir, problems)
         settings = engine_settings(body, path, problems, defaults)
+        styles = _styles(body.get("styles"), path + ("styles",), styles_dir, problems, settings.max_pixels)
         settings = _style_weights(body, styles, settings, path, problems)
         if styles and settings.style_blend and len(settings.style_blend) != len(styles):
             problems.add(path + ("style_blend",), f"has {len(settings.style_blend)} weights for {len(styles)} styles")
         recipes[str(name)] = Recipe(str(name), tuple(styles), settings, str(body.get("description", "")))
+    _case_twins(data, problems)
     return recipes
+
+
+def _case_twins(data: dict, problems: Problems) -> None:
+    """Two recipes whose names differ only by case are refused, at the second's line naming the first's: each
+    names an inbox folder, and a Mac or Windows client of the share sees `Scream/` and `scream/` as one folder,
+    so where a photo went would be a guess; the case-blind "did you mean" (prechecks.recipe_guess) named whichever
+    was defined last. Refusing says so once, at validate, where guessing would style a night with either."""
+    first: dict[str, str] = {}
+    for name in map(str, data):
+        twin = first.setdefault(name.casefold(), name)
+        if twin != name:
+            problems.add(("recipes", name), f"differs from the recipe {twin!r} (line "
+                         f"{problems.lines.get(('recipes', twin), '?')}) only by case; recipe names name inbox "
+                         "folders, which a Mac or Windows client of the share sees as one. Rename one of them")
 
 
 def _style_weights(body: dict, styles: list[StyleRef], settings: Settings, path: tuple,
@@ -211,7 +226,9 @@ def _style_weights(body: dict, styles: list[StyleRef], settings: Settings, path:
     return settings.replace(style_blend=weights)
 
 
-def _styles(data: Any, path: tuple, styles_dir: Path, problems: Problems) -> list[StyleRef]:
+def _styles(data: Any, path: tuple, styles_dir: Path, problems: Problems, max_pixels: int) -> list[StyleRef]:
+    """``max_pixels``: the recipe's, which the worker decodes its paintings under (jobs.py): against the default,
+    a painting over its recipe's lower limit passed validate and failed every photo of the night (rev7g)."""
     if isinstance(data, str):
         data = [data]
     if not isinstance(data, list) or not data:
@@ -231,7 +248,7 @@ def _styles(data: Any, path: tuple, styles_dir: Path, problems: Problems) -> lis
             problems.add(where, f"{name} is outside styles_dir ({styles_dir}); keep styles inside it")
             continue
         try:
-            _check_painting(file)
+            _check_painting(file, max_pixels)
         except ImageError as exc:
             problems.add(where, f"{exc}")
             continue
@@ -239,21 +256,21 @@ def _styles(data: Any, path: tuple, styles_dir: Path, problems: Problems) -> lis
     return refs
 
 
-_DECODED: dict[tuple, None] = {}  # (path, mtime_ns, size) of paintings that decoded: each is decoded once
+_DECODED: dict[tuple, None] = {}  # (path, mtime_ns, size, max_pixels) of paintings that decoded: each is decoded once
 
 
-def _check_painting(file: Path) -> None:
+def _check_painting(file: Path, max_pixels: int) -> None:
     """A painting decodes (an ImageError when not); one that decoded before, unchanged since, is not decoded again:
     a refused edit is read again every 2 s while it stays refused (reload.Refused), and decoding every painting
     each time cost 2.5 CPU-s of every 10 with two 24 MP paintings, on the main loop (rev7f finding 1)."""
     try:
         st = file.stat()
-        key = (str(file), st.st_mtime_ns, st.st_size)
+        key = (str(file), st.st_mtime_ns, st.st_size, max_pixels)
     except OSError:
         key = None  # load names the problem
     if key is not None and key in _DECODED:
         return
-    images.load(file)
+    images.load(file, max_pixels)
     if key is not None:
         if len(_DECODED) > 1024:  # a bound, never reached by a real styles folder
             _DECODED.clear()

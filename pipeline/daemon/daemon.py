@@ -24,6 +24,7 @@ from ..errors import PipelineError, StartupError
 from ..fsio import is_disk_full, sweep_tree
 from ..notify import Heartbeat, Notifier, watchdog_interval
 from . import config as config_module
+from . import running
 from . import status as status_module
 from .config import Config, ConfigError
 from .config_build import check_folders
@@ -106,6 +107,7 @@ class Daemon:
         freed = sum(sweep_tree(folder) for folder in (config.outbox, config.spool))  # before any write of ours
         if freed:  # a kill -9 inside write_atomic left its temp (an output, a record, status.json): rev7b
             log.info("removed the temp files of writes killed mid-way", bytes=freed)
+        running.record(config)  # where status and report find these folders after a folder edit (running.py)
         if config.executor == "ray":  # issue 6: jobs run on Ray actors (imported only here); the rest is unchanged
             from .ray_executor import RayExecutor
             self.executor = RayExecutor(self.spool, lambda: self.config, self.stop)
@@ -331,5 +333,6 @@ class Daemon:
                 self.spool.release(job)
         self.state = "stopped"
         self.reporter.final(left(deadline))  # the last notices: FLUSH_WAIT at least
+        running.forget(self.config)
         log.info("stopped", **self.spool.counts())
 

@@ -93,7 +93,8 @@ def pre_check_recipe(job: Job, config: Config, from_sidecar: str | None) -> Reci
 def recipe_guess(folder: str, recipes: dict[str, Recipe]) -> str | None:
     """The recipe a folder name is a typo of, matched regardless of case: case-sensitively 'Scream' scores 0.83
     against 'scream', under the cutoff, and a folder named in title case (as Finder and Explorer suggest) was taken
-    for an album and styled with the default recipe, unsaid (rev7a). Names differ by case only on Linux."""
+    for an album and styled with the default recipe, unsaid (rev7a). Two recipes differing only by case are refused at validate
+    (config_build._case_twins), so the case-blind map has one name per key."""
     lowered = {name.casefold(): name for name in recipes}
     guess = difflib.get_close_matches(folder.casefold(), list(lowered), n=1, cutoff=0.85)
     return lowered[guess[0]] if guess else None

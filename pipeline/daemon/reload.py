@@ -54,7 +54,7 @@ def reload_config(old: Config, path: Path, quiet: bool = False) -> Config | str 
     retry of a refused edit (Refused), whose refusal was already logged."""
     try:
         loaded = config_module.load(path, busy_wait=NO_WAIT)
-        new = keep_folders(old, config_module.remember_removed_recipes(old, loaded))
+        new = keep_folders(old, config_module.remember_removed_recipes(old, loaded), quiet)
         problems = check_folders(new)  # the running folders, and those of recipes this reload adds
     except ConfigError as exc:
         if isinstance(exc.__cause__, FileBusy):
@@ -75,8 +75,10 @@ def reload_config(old: Config, path: Path, quiet: bool = False) -> Config | str 
     return new
 
 
-def keep_folders(old: Config, new: Config) -> Config:
-    """``new`` with ``old``'s inbox, outbox and spool; each change is warned about with the new folders' problems."""
+def keep_folders(old: Config, new: Config, quiet: bool = False) -> Config:
+    """``new`` with ``old``'s inbox, outbox and spool; each change is warned about with the new folders' problems.
+    ``quiet``: a retry of a refused edit (Refused), warned about when it was saved: the warning came again at
+    each 2 s retry, all night, for one edit (rev7f)."""
     changes = [f"{key}: {getattr(old, key)} -> {getattr(new, key)}" for key in FOLDERS
                if getattr(old, key) != getattr(new, key)]
     if not changes:
@@ -85,8 +87,9 @@ def keep_folders(old: Config, new: Config) -> Config:
         problems = check_folders(new)
     except OSError as exc:
         problems = [f"{type(exc).__name__}: {exc}"]
-    log.warning("folder changes take effect at the next start; other changes apply now", changes=changes,
-                **({"next_start_problems": problems} if problems else {}))
+    (log.debug if quiet else log.warning)("folder changes take effect at the next start; other changes apply now",
+                                          changes=changes,
+                                          **({"next_start_problems": problems} if problems else {}))
     metrics = new.metrics_file
     if metrics is not None and metrics.is_relative_to(new.spool):  # the default lives in the spool: keep it there
         metrics = old.spool / metrics.relative_to(new.spool)

@@ -30,12 +30,25 @@ def unpaired_sidecars(inbox: Path, exclude: tuple[Path, ...] = (), now: float | 
         here = Path(top)
         dirs[:] = [d for d in dirs if not d.startswith(".") and here / d not in exclude
                    and not (here / d).is_symlink()]
-        paired = {sidecar_for(here / name) for name in files if not is_sidecar(name) and not name.startswith(".")}
-        for name in files:
+        sidecars = [name for name in files if is_sidecar(name) and not name.startswith(".")]
+        if not sidecars:
+            continue  # nothing to pair: no photo of this folder is looked at
+        photos = [name for name in files if not is_sidecar(name) and not name.startswith(".")]
+        for name in sidecars:
             path = here / name
-            if is_sidecar(name) and not name.startswith(".") and path not in paired and _older(path, now, after):
+            if _older(path, now, after) and not _paired(here, name, photos):
                 found[path.relative_to(inbox).as_posix()] = WHY
     return found
+
+
+def _paired(here: Path, sidecar: str, photos: list[str]) -> bool:
+    """Whether a photo beside it reads ``sidecar``: only the photos whose names could make its name are asked
+    (x.yaml: x.*; x.jpg.yaml: x.jpg too), each by sidecar_for, the claim's own rule. Asking every photo cost
+    sidecar_for's 8-12 lstats for each photo in the inbox at every rescan, ~2 ms a photo on the 2-core box, on the
+    main loop that claims the next photo (eighth session)."""
+    stem = Path(sidecar).stem
+    return any(sidecar_for(here / photo) == here / sidecar for photo in photos
+               if photo == stem or Path(photo).stem == stem)
 
 
 def _older(path: Path, now: float, after: float) -> bool:

@@ -16,6 +16,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ImageError, Reason
 from ..fsio import write_atomic  # the one atomic writer: pid + random temp names
+from .icc import is_srgb
 from .settings import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, FORMAT_NAMES, OUTPUT_FORMATS
 
 if TYPE_CHECKING:  # torch and numpy load where arrays are made: `validate` and `status` decode styles without them
@@ -159,9 +160,12 @@ def _to_srgb(img: Image.Image, icc: bytes) -> Image.Image | None:
     is broken or does not fit the picture (a grey profile on an RGB one): the caller's plain conversion is still a
     usable picture. The network, the contact sheet and every viewer take the values as sRGB: an Adobe RGB or
     Display P3 photo (cameras, phones) read as its raw values was styled with shifted colours, an Adobe RGB green
-    (40, 180, 60) taken for sRGB's (0, 181, 42) (rev7a); only CMYK went through its profile."""
+    (40, 180, 60) taken for sRGB's (0, 181, 42) (rev7a); only CMYK went through its profile. An RGB picture
+    tagged sRGB is None too, unconverted: the conversion would change nothing and cost more than the decode (icc.py)."""
     from PIL import ImageCms
 
+    if _COLOUR_MODES.get(img.mode, "RGB") == "RGB" and is_srgb(icc):
+        return None
     alpha = img.getchannel("A") if img.mode in ("RGBA", "LA", "PA") else None
     colour = img.convert(_COLOUR_MODES.get(img.mode, "RGB"))
     try:
