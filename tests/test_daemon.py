@@ -6,13 +6,15 @@ import os
 import shutil
 import signal
 import struct
+import subprocess
+import sys
 import threading
 import time
 import zlib
 from pathlib import Path
 
 
-from daemon_helpers import (SAMPLES, errors, log_events, make_config, outputs, start, stop, wait_for,
+from daemon_helpers import (ROOT, SAMPLES, errors, log_events, make_config, outputs, start, stop, wait_for,
                             wait_ready)
 
 
@@ -126,6 +128,7 @@ def test_kill_9_mid_job_then_restart_resumes_from_checkpoint(tmp_path):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+    _told_not_running(config)
     work = list((tmp_path / "spool" / "work").iterdir())
     assert len(work) == 1 and (work[0] / "rocket.jpg").exists(), "the input survives kill -9 in work/"
     assert outputs(tmp_path) == [], "no half-written output"
@@ -154,6 +157,18 @@ def test_sigterm_checkpoints_and_leaves_the_job_for_the_next_start(tmp_path):
     assert len(work) == 1 and (work[0] / "checkpoint.pt").exists() and (work[0] / "coffee.jpg").exists()
     record = json.loads((work[0] / "job.json").read_text())
     assert record["attempts"] == 0, "a shutdown does not count against the input"
+    _told_not_running(config)
+
+
+def _told_not_running(config) -> None:
+    """rev8a: `status --json` of a daemon killed (kill -9, the OOM killer) or stopped said `"state": "not running"`
+    with the last write's `"healthy": true` and `worker.alive: true`: a check of `healthy` saw a dead daemon as
+    healthy all night."""
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "status", "--json", "--config", str(config)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    data = json.loads(done.stdout)
+    assert data["state"] == "not running" and data["healthy"] is False, data
+    assert data["worker"]["alive"] is False and data["observer"]["alive"] is False, data
 
 
 def test_two_daemons_never_process_a_file_twice(tmp_path):

@@ -219,7 +219,8 @@ def test_a_photo_that_cannot_be_claimed_is_told_once_and_listed_until_it_is_take
     """A recipe folder made without write access for the service user: the claim's rename gets EACCES. Before
     (rev7d finding 3) the daemon logged it at every rescan and forgot it; status, the report, failed/ and the
     notices said nothing. Now: one log line and one notice with the fix, and `status` and the report name it
-    until the folder is fixed, when the photo is styled and the listing empties."""
+    until the folder is fixed, when the photo is styled and the listing empties. A restart sent one more notice for
+    each such file (the list lived in memory): the last run's notices are known from its status.json."""
     notices = tmp_path / "notices.txt"
     config = make_config(tmp_path,
                          notify=f"sh -c 'echo \"$STYLE_PIPELINE_EVENT $STYLE_PIPELINE_MESSAGE\" >> {notices}'")
@@ -246,8 +247,16 @@ def test_a_photo_that_cannot_be_claimed_is_told_once_and_listed_until_it_is_take
         assert len(told) == 1 and "scream/holiday.jpg" in told[0] and "chmod g+w" in told[0], notices.read_text()
         assert "scream/holiday.jpg" in shown and "chmod g+w" in shown, shown
         assert "scream/holiday.jpg: cannot be taken from the inbox" in page and "chmod g+w" in page
-        folder.chmod(0o755)  # the fix: the next rescan takes the photo
-        wait_for(lambda: outputs(tmp_path), 60, proc)
+        stop(proc)  # a restart: holiday.jpg was told (its notice is known from status.json), later.jpg is new
+        shutil.copy(SAMPLES / "coffee.jpg", folder / "later.jpg")
+        proc = start(config, prefix=NO_ROOT_POWERS)
+        wait_for(lambda: len(status_json(tmp_path).get("unclaimable") or []) == 2, 30, proc)
+        wait_for(lambda: "later.jpg" in notices.read_text(), 10, proc)
+        time.sleep(1)  # a second notice for holiday.jpg, sent with later.jpg's, would be in by now
+        told = [line for line in notices.read_text().splitlines() if line.startswith("unclaimable")]
+        assert len(told) == 2 and "holiday.jpg" in told[0] and "later.jpg" in told[1], notices.read_text()
+        folder.chmod(0o755)  # the fix: the next rescan takes the photos
+        wait_for(lambda: len(outputs(tmp_path)) == 2, 60, proc)
         wait_for(lambda: status_json(tmp_path).get("unclaimable") == [], 10, proc)
     finally:
         folder.chmod(0o755)

@@ -30,7 +30,7 @@ LAYER = {
     "pipeline.daemon.tally": JOBS, "pipeline.daemon.unclaimable": DAEMON,  # rev7d findings 7 and 3
     "pipeline.daemon.running": DAEMON,  # rev7f finding 3: the running folders, beside status
     "pipeline.cli": CLI, "pipeline.commands": CLI, "pipeline.starter": CLI, "pipeline.service": CLI,
-    "pipeline.report": CLI, "pipeline.report_pictures": CLI, "pipeline.report_state": CLI, "pipeline.report_window": CLI, "pipeline.precision_command": CLI,
+    "pipeline.report": CLI, "pipeline.report_pictures": CLI, "pipeline.report_state": CLI, "pipeline.report_window": CLI, "pipeline.report_logs": CLI, "pipeline.precision_command": CLI,
 }
 # Third-party packages a layer must not touch, and why.
 FORBIDDEN = {ENGINE: {"watchdog", "yaml", "structlog"},  # the engine knows nothing of folders or the daemon's log

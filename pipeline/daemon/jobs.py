@@ -242,11 +242,11 @@ class JobLife(FailurePaths):
         folder.mkdir(parents=True, exist_ok=True)
         sheet = None
         while True:  # another daemon may take the same free name between choosing and writing
-            stem = outputs.choose_stem(folder, Path(job.name).stem, fmt)
+            stem = outputs.choose_stem(folder, Path(job.name).stem, fmt, sheet=config.contact_sheet)
             job.output_stem = f"{folder.relative_to(config.outbox).as_posix()}/{stem}"
             self.spool.save(job)
             if config.contact_sheet:
-                sheet = folder / f"{stem}.sheet.png"
+                sheet = folder / outputs.sheet_name(stem)
                 record["contact_sheet"] = sheet.name
             try:
                 image_path, _ = outputs.write(folder, stem, fmt, data, record)
