@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon_helpers import (ROOT, SAMPLES, errors, fill_disk, log_events, make_config, outputs, start, status_json,
-                            stop, wait_for, wait_ready)
+from daemon_helpers import (ROOT, SAMPLES, errors, fill_disk, log_events, make_config, mounted_tmpfs, outputs, start,
+                            status_json, stop, wait_for, wait_ready)
 
 NO_ROOT_POWERS = ("setpriv", "--bounding-set=-dac_override,-dac_read_search")  # root then obeys file modes
 BOMB = "\n".join(["a: &a [lol,lol,lol,lol,lol,lol,lol,lol,lol]"]
@@ -161,13 +161,7 @@ def test_reload_applies_before_the_next_job_not_after_the_backlog(tmp_path):
 @pytest.fixture
 def small_tmpfs(tmp_path):
     """A real 16 MB tmpfs, to fill for real (root only; skipped where mount is not allowed)."""
-    point = tmp_path / "fs"
-    point.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(point)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("mount -t tmpfs is not allowed here; the in-process ENOSPC tests cover the worker path")
-    yield point
-    subprocess.run(["umount", "-l", str(point)], check=False)
+    yield from mounted_tmpfs(tmp_path / "fs", "the in-process ENOSPC tests cover the worker path")
 
 
 def _fill(folder: Path, leave: int) -> Path:

@@ -17,6 +17,7 @@ import structlog
 
 from ..errors import Reason
 from ..fsio import is_no_permission, service_user, shown
+from .folder_faults import writable_fix
 
 log = structlog.get_logger("style-pipeline")
 
@@ -27,14 +28,12 @@ def fix_for(path: Path, exc: OSError) -> str:
     user = service_user()
     name = user.split(" ")[0]
     if exc.errno == errno.EACCES:
-        return (f"the service user {user} needs write access to {shown(str(folder))} to move the photo out: "
-                f"`chmod g+w {shown(str(folder))}` with {name} in the folder's group, or `chown {name} "
-                f"{shown(str(folder))}`; it is taken at the next rescan")
+        return writable_fix(folder, exc, " to move the photo out") + "; it is taken at the next rescan"
     if exc.errno == errno.EPERM:
         return (f"{shown(str(folder))} does not let {user} move {shown(path.name)} out (the sticky bit, or an "
                 f"immutable file): `chmod -t {shown(str(folder))}`, or `chown {name} {shown(str(path))}`")
     if exc.errno == errno.EROFS:
-        return f"{shown(str(folder))} is on a read-only mount: mount it read-write, or copy the photo elsewhere"
+        return writable_fix(folder, exc) + ", or copy the photo elsewhere"
     return f"{exc.strerror or exc}: check the photo and {shown(str(folder))}; it is tried again at each rescan"
 
 
