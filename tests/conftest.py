@@ -14,6 +14,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from scheduling import pytest_collection_modifyitems  # noqa: E402,F401  (longest files first; xdist_group)
+
 ASSETS = Path(__file__).resolve().parents[1] / "pipeline" / "assets"
 SAMPLES = ASSETS / "samples"
 STYLES = ASSETS / "styles"

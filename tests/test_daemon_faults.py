@@ -222,7 +222,7 @@ def test_a_photo_that_cannot_be_claimed_is_told_once_and_listed_until_it_is_take
     until the folder is fixed, when the photo is styled and the listing empties. A restart sent one more notice for
     each such file (the list lived in memory): the last run's notices are known from its status.json."""
     notices = tmp_path / "notices.txt"
-    config = make_config(tmp_path,
+    config = make_config(tmp_path, rescan_seconds=1,
                          notify=f"sh -c 'echo \"$STYLE_PIPELINE_EVENT $STYLE_PIPELINE_MESSAGE\" >> {notices}'")
     folder = tmp_path / "inbox" / "scream"
     folder.mkdir()
@@ -234,7 +234,7 @@ def test_a_photo_that_cannot_be_claimed_is_told_once_and_listed_until_it_is_take
         listed = wait_for(lambda: status_json(tmp_path).get("unclaimable"), 30, proc)
         assert [e["file"] for e in listed] == ["scream/holiday.jpg"] and "chmod g+w" in listed[0]["fix"]
         assert str(folder) in listed[0]["fix"], listed[0]["fix"]
-        time.sleep(5)  # two more rescans (rescan_seconds: 2) find it again
+        time.sleep(2.5)  # two more rescans (rescan_seconds: 1) find it again
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         shown = subprocess.run([sys.executable, "-m", "pipeline.cli", "status", "--config", str(config)], cwd=ROOT,
                                env=env, capture_output=True, timeout=60).stdout.decode()

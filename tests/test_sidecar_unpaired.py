@@ -49,7 +49,7 @@ def test_a_sidecar_named_for_the_whole_photo_name_is_read(tmp_path):
 
 
 def test_a_sidecar_saved_after_its_photo_was_claimed_is_told_once_and_listed_by_status(tmp_path):
-    config = make_config(tmp_path, rescan_seconds=1)
+    config = make_config(tmp_path, rescan_seconds=0.5)
     inbox = tmp_path / "inbox"
     daemon = start(config)
     try:
@@ -61,7 +61,7 @@ def test_a_sidecar_saved_after_its_photo_was_claimed_is_told_once_and_listed_by_
         os.utime(inbox / "rocket.yaml", (old, old))
         wait_for(lambda: outputs(tmp_path), 120, daemon)
         wait_for(lambda: "rocket.yaml" in _status(config), 30, daemon)
-        time.sleep(2.5)  # more rescans: the warning is not repeated
+        time.sleep(1.5)  # three more rescans (rescan_seconds: 0.5): the warning is not repeated
         shown = _status(config)
     finally:
         stop(daemon)
