@@ -42,34 +42,33 @@ def cmd_once(args) -> int:
     return _daemon(args, once=True)
 
 
-def _load_config(args):
+def _load_config(args, on_path: bool = False):
     """The validated config, or None after printing every problem (the caller exits 2)."""
     from .daemon.config import ConfigError, load
 
     try:
-        return load(args.config)
+        return load(args.config, on_path=on_path)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return None
 
 
 def cmd_validate(args) -> int:
-    config = _load_config(args)
+    config = _load_config(args, on_path=True)  # a notify command not found: an error here, a warning in the daemon
     if config is None:
         return 2
-    from .alerts import command_problem
-
-    if problem := command_problem(config.notify):  # an error here, only a warning in the daemon (alerts.py)
-        print(f"{config.path.name}: notify: {problem}", file=sys.stderr)
-        return 2
+    lines = []
+    if config.executor == "ray":  # before the OK line: "OK" then "problem: ..." contradicted itself (rev8a)
+        from .daemon.ray_cluster import check_cluster
+        lines = check_cluster(config)
+        if any(line.startswith("problem:") for line in lines):
+            print("\n".join(f"{config.path}: executor: ray: {line}" for line in lines), file=sys.stderr)
+            return 2
     print(f"{config.path}: OK, {len(config.recipes)} recipe(s): "
           + ", ".join(f"{r.name} ({', '.join(s.path.name for s in r.styles)})" for r in config.recipes.values())
           + f"; default: {config.default_recipe}")
-    if config.executor == "ray":
-        from .daemon.ray_cluster import check_cluster
-        lines = check_cluster(config)
+    if lines:
         print("\n".join(lines))
-        return 2 if any(line.startswith("problem:") for line in lines) else 0
     return 0
 
 

@@ -275,13 +275,9 @@ def collect(outbox: Path, failed: Path, since: timedelta | None = None, now: dat
 def unclaimable_problems(spool: Path) -> list[str]:
     """The photos the service could not take from the inbox (status.json's ``unclaimable``, still there): they are
     neither an output nor a failure, so without this line the page said nothing of them (rev7d finding 3)."""
-    from .daemon.status import STATUS_FILE, still_waiting
-    try:
-        data = json.loads((spool / STATUS_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []
-    entries = still_waiting(data.get("unclaimable") if isinstance(data, dict) else None)
-    return [f"{e.get('file')}: cannot be taken from the inbox ({e.get('error')}); fix: {e.get('fix')}" for e in entries]
+    from .daemon.status import last_unclaimable
+    return [f"{e.get('file')}: cannot be taken from the inbox ({e.get('error')}); fix: {e.get('fix')}"
+            for e in last_unclaimable(spool)]
 
 
 def render(night: Night, link_from: Path | None = None) -> str:

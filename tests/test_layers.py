@@ -22,7 +22,7 @@ LAYER = {
     **{f"pipeline.daemon.{name}": JOBS for name in (
         "config", "config_build", "config_schema", "yaml_read", "spool", "outputs", "joblog", "failures", "metrics",
         "settle", "diskguard", "watcher", "log", "jobs", "prechecks", "config_pool", "sheets", "handover")},
-    "pipeline.daemon.spool_count": JOBS,
+    "pipeline.daemon.spool_count": JOBS, "pipeline.daemon.folder_faults": JOBS,  # rev8b findings 2 and 4
     **{f"pipeline.daemon.{name}": EXECUTORS for name in ("worker", "executor", "ray_cluster", "ray_executor",
                                                          "ray_actor", "pool", "batching")},
     "pipeline.daemon.daemon": DAEMON, "pipeline.daemon.status": DAEMON, "pipeline.daemon.state": DAEMON,

@@ -159,6 +159,8 @@ def test_network_only_when_notify_is_set(tmp_path, venv_bin, capsys, monkeypatch
                                                       "spool": "/srv/sp/spool"}, **({"notify": notify} if notify else {})}))
         assert main(["install-service", "--config", str(config), "--out", str(tmp_path / name / "units")]) == 0
         opened[name] = _settings(tmp_path / name / "units" / UNITS[0])
+        # the running folders' record beside the config (daemon/running.py) is writable to the service
+        assert str(config.parent / ".style-pipeline") in opened[name]["ReadWritePaths"][0].split()
     assert opened["quiet"]["PrivateNetwork"] == ["yes"]
     assert opened["told"]["PrivateNetwork"] == ["no"] and "IPAddressDeny" not in opened["told"]
     assert opened["told"]["RestrictAddressFamilies"] == ["AF_UNIX AF_INET AF_INET6"]

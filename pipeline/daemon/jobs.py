@@ -52,8 +52,8 @@ class Outcome:
 
     kind: done, failed, transient, cancelled, crashed, waiting (no room to run it yet), disk_full, held (not
     even failed/ could take it: it stays in work/). ``retry_at``: the daemon queues the job again from then
-    (time.time()); ``disk_full``: a folder found full, where claiming pauses; ``event``: what metrics and notices
-    hear (done and failed jobs).
+    (time.time()); ``disk_full``: a folder found full, where claiming pauses; ``fault``: why, when it is not a
+    full disk (folder_faults.FolderFault); ``event``: what metrics and notices hear (done and failed jobs).
     """
 
     job: Job
@@ -61,6 +61,7 @@ class Outcome:
     retry_at: float | None = None
     disk_full: str | None = None
     event: dict | None = None
+    fault: object = None
 
 
 def crashed(job: Job) -> Outcome:

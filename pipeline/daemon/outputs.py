@@ -5,6 +5,7 @@ it (the image's presence says the job is done) instead of writing a second copy.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 from pathlib import Path
@@ -43,7 +44,10 @@ def write(folder: Path, stem: str, fmt: str, data: bytes, record: dict) -> tuple
 
     Both are linked into place, so a name another daemon took in the meantime raises FileExistsError.
     """
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as exc:  # a file where the recipe's folder must be: the folder's fault (folder_faults)
+        raise NotADirectoryError(errno.ENOTDIR, "a file where a folder must be", str(folder)) from exc
     image_path = folder / image_name(stem, fmt)
     log_path = folder / f"{stem}.json"
     record = {**record, "output": {**record.get("output", {}), "name": image_path.name,

@@ -138,6 +138,16 @@ def not_running(data: dict, inbox: Path) -> None:
                                      and os.path.lexists(inbox / str(e.get("sidecar", "")))]
 
 
+def last_unclaimable(spool: Path) -> list[dict]:
+    """The unclaimable files of the last status.json in ``spool`` (running or stopped) that are still there: the
+    morning report's line, and the files a restarted daemon does not notify again (unclaimable.py)."""
+    try:
+        data = json.loads((spool / STATUS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return still_waiting(data.get("unclaimable") if isinstance(data, dict) else None)
+
+
 def still_waiting(entries: object) -> list[dict]:
     """The unclaimable files of the daemon's last word that are still there: a stopped daemon's list is read by
     `status` and the report, and a file taken away since must not be shown."""
