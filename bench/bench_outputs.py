@@ -2,6 +2,8 @@
 """What issue 11's additions cost the daemon, side by side in one run (prints a table):
 
 - scanning the inbox at any depth (with its own-file check), and `status`'s full read, for N waiting photos;
+- the daemon's look for sidecars no photo reads (every 5 s, sidecars.UNPAIRED_TICK_S), with one lonely sidecar
+  beside the top third of those photos;
 - writing the Prometheus textfile (render + atomic replace);
 - save_every: one saved picture, timed inside a real run, and its share of that run.
 
@@ -37,6 +39,7 @@ def bench_scan(files: int, repeat: int) -> list[tuple[str, str]]:
     from daemon_helpers import SAMPLES, make_config
     from pipeline.daemon import status
     from pipeline.daemon.config import load
+    from pipeline.daemon.sidecars import unpaired_sidecars
     from pipeline.daemon.watcher import own_folders, scan
     from pipeline.report import write_report
 
@@ -55,9 +58,14 @@ def bench_scan(files: int, repeat: int) -> list[tuple[str, str]]:
         found = sum(1 for _ in scan(inbox, own))
         scan_s = median_time(lambda: sum(1 for _ in scan(inbox, own)), repeat)
         status_s = median_time(lambda: status.read(config), repeat)
+        (inbox / "lonely.yaml").write_text("steps: 2\n")
+        later = time.time() + 60
+        assert list(unpaired_sidecars(inbox, own, now=later)) == ["lonely.yaml"]
+        unpaired_s = median_time(lambda: unpaired_sidecars(inbox, own, now=later), repeat)
         return [(f"scan, {found} photos at depths 1-4 (+{files // 40} reports skipped)", f"{scan_s * 1e3:.1f} ms"),
                 ("  per photo", f"{scan_s / found * 1e6:.1f} us"),
-                ("status.read() on that inbox", f"{status_s * 1e3:.1f} ms")]
+                ("status.read() on that inbox", f"{status_s * 1e3:.1f} ms"),
+                ("unpaired-sidecar look on that inbox (1 lonely sidecar)", f"{unpaired_s * 1e3:.1f} ms")]
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

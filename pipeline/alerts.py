@@ -38,7 +38,8 @@ log = structlog.get_logger("style-pipeline.alerts")
 TIMEOUT = 20.0
 FLUSH_WAIT = 2 * TIMEOUT  # seconds a stop keeps for the last notices (Alerts.flush)
 TITLES = {"failed": "style-pipeline: {file} failed",  # a notice each, by the event's kind
-          "unclaimable": "style-pipeline: {file} cannot be taken from the inbox"}
+          "unclaimable": "style-pipeline: {file} cannot be taken from the inbox",
+          "paused": "style-pipeline: {file} cannot be written; claiming is paused"}
 
 
 def check_target(target: str) -> str | None:

@@ -216,13 +216,34 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(sys.stdout, "reconfigure"):  # a file name that is not UTF-8 prints as its bytes, as ls does, where
         sys.stdout.reconfigure(errors="surrogateescape")  # a strict UTF-8 locale (en_US.UTF-8) raised (rev6e)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # here, not at exit: a closed pipe must be met inside the try
+        return code
     except (PipelineError, ValueError, FileNotFoundError) as exc:
         print(f"style-pipeline {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return stdout_closed()
+
+
+def stdout_closed() -> int:
+    """`status | head -3`, `status --json | grep -q running`: the reader stopped early, as readers may, and that
+    printed a BrokenPipeError traceback and exit 1 (rev8a). Exit as a tool killed by SIGPIPE would (141, what a
+    shell shows for `ls | head`), with stdout pointed at /dev/null so the exit's own flush is quiet (Python's
+    docs, "Note on SIGPIPE"). A broken pipe that was not stdout's (its reader is still there) is raised as it was."""
+    import select
+
+    fd = sys.stdout.fileno()
+    if hasattr(select, "poll"):  # a pipe whose reader is gone polls as an error (Linux, the BSDs)
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        if not any(events & select.POLLERR for _, events in poller.poll(0)):
+            raise
+    os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+    return 141
 
 
 if __name__ == "__main__":

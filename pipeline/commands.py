@@ -42,34 +42,33 @@ def cmd_once(args) -> int:
     return _daemon(args, once=True)
 
 
-def _load_config(args):
+def _load_config(args, on_path: bool = False):
     """The validated config, or None after printing every problem (the caller exits 2)."""
     from .daemon.config import ConfigError, load
 
     try:
-        return load(args.config)
+        return load(args.config, on_path=on_path)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return None
 
 
 def cmd_validate(args) -> int:
-    config = _load_config(args)
+    config = _load_config(args, on_path=True)  # a notify command not found: an error here, a warning in the daemon
     if config is None:
         return 2
-    from .alerts import command_problem
-
-    if problem := command_problem(config.notify):  # an error here, only a warning in the daemon (alerts.py)
-        print(f"{config.path.name}: notify: {problem}", file=sys.stderr)
-        return 2
+    lines = []
+    if config.executor == "ray":  # before the OK line: "OK" then "problem: ..." contradicted itself (rev8a)
+        from .daemon.ray_cluster import check_cluster
+        lines = check_cluster(config)
+        if any(line.startswith("problem:") for line in lines):
+            print("\n".join(f"{config.path}: executor: ray: {line}" for line in lines), file=sys.stderr)
+            return 2
     print(f"{config.path}: OK, {len(config.recipes)} recipe(s): "
           + ", ".join(f"{r.name} ({', '.join(s.path.name for s in r.styles)})" for r in config.recipes.values())
           + f"; default: {config.default_recipe}")
-    if config.executor == "ray":
-        from .daemon.ray_cluster import check_cluster
-        lines = check_cluster(config)
+    if lines:
         print("\n".join(lines))
-        return 2 if any(line.startswith("problem:") for line in lines) else 0
     return 0
 
 
@@ -79,9 +78,24 @@ def cmd_status(args) -> int:
     config = _load_config(args) or _folders_only(args.config)
     if config is None:
         return 2
-    data = status.read(config)
+    data = status.read(_running_folders(config))
     print(json.dumps(data, indent=2) if args.json else status.render(data))
     return 0
+
+
+def _running_folders(config):
+    """``config`` with the running daemon's folders where they differ from the file's: a folder edit applies at the
+    next start, and `status` looked at the new spool and said "not running" (rev7f; daemon/running.py)."""
+    import dataclasses
+
+    from .daemon import running
+
+    found = running.folders(config.path)
+    if not found or all(getattr(config, key) == folder for key, folder in found.items()):
+        return config
+    print(f"(the running daemon's folders: the folder edit in {config.path.name} applies at its next start)\n",
+          file=sys.stderr)
+    return dataclasses.replace(config, **found)
 
 
 def _folders_only(path: str):
@@ -132,16 +146,17 @@ def cmd_report(args) -> int:
     """Reads only the folders from the config: no torch import, so the hardened report unit stays light."""
     from datetime import datetime, timezone
 
+    from .daemon import running
     from .daemon.config import read_folders, read_max_pixels
     from .report import parse_since, write_reports
     from .report_state import service_state
-    from .report_window import scheduled_window
+    from .report_window import dated_page, scheduled_window
 
-    folders = read_folders(args.config)
+    folders = running.folders(args.config) or read_folders(args.config)  # a folder edit waits for the next start
     since, now, reports = parse_since(args.since) if args.since else None, datetime.now(timezone.utc), \
         folders["outbox"] / "reports"
     since, until, covered = scheduled_window(reports, since, now) if args.since_last else (since, None, None)
-    dated = reports / f"{now.astimezone():%Y-%m-%d}.html"
+    dated = dated_page(reports, now)  # the day's first page keeps its name (rev8c finding 4)
     paths = [Path(args.output)] if args.output else [dated, folders["outbox"] / "report.html"]
     try:
         for path in {*(p.parent for p in paths), *([reports] if covered else [])}:
@@ -188,12 +203,13 @@ def page_not_written(exc: OSError, folder: Path):
 
 def cmd_install_service(args) -> int:
     from .daemon.config import read_folders, read_setting
-    from .service import install_commands, render_units
+    from .daemon.running import record_path
+    from .service import install_commands, owned_folders, render_units
 
     config = Path(args.config).resolve()
     folders = read_folders(config)
     network = bool(read_setting(config, "notify"))
-    writable = [folders["inbox"], folders["outbox"], folders["spool"]]
+    writable = [folders["inbox"], folders["outbox"], folders["spool"], record_path(config).parent]
     venv_bin = Path(sys.executable).parent
     units = render_units(venv_bin, config, args.user, writable, Path(args.out), report_at=args.report_at,
                          network=network)
@@ -201,7 +217,11 @@ def cmd_install_service(args) -> int:
     if network:
         print("notify: is set, so the daemon's unit may use the network (PrivateNetwork=no); remove it for none")
     print("then, as root:")
-    for command in install_commands(args.user, writable, units):
+    recipes = read_setting(config, "recipes")
+    made = [folders["spool"] / name for name in ("work", "done", "failed")]
+    made += [folders["inbox"] / str(name) for name in (recipes if isinstance(recipes, dict) else {})
+             if str(name) not in ("", ".", "..") and "/" not in str(name)]  # unchecked here: validate names the rest
+    for command in install_commands(args.user, owned_folders(writable, made), units):
         print(f"  {command}")
     return 0
 

@@ -151,6 +151,16 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def written_before(entry: os.DirEntry | Path, moment: float) -> bool:
+    """True when the file last changed before ``moment`` (a timestamp), or is gone. A log is written after the time
+    it records, so one changed before a window opened cannot be inside it: one stat (cached on a DirEntry) instead
+    of an open and a parse, for the tally and the report alike, however many nights the outbox holds."""
+    try:
+        return entry.stat().st_mtime < moment
+    except OSError:
+        return True
+
+
 def write_atomic(data: bytes, path: str | Path, replace: bool = True, fsync: bool = True) -> Path:
     """Temp file in the same folder, fsync, then rename (or, with replace=False, link: never overwrites).
 

@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 from .engine.settings import DEFAULT_MAX_PIXELS
 from .fsio import shown, write_atomic
+from .report_logs import as_utc, logs_in_window, parse_time
 from .report_pictures import PLOT_H, PLOT_W, RESULT_PX, Plot, curve_plot, curve_points, thumbnail_uri  # noqa: F401
 from .report_pictures import finite_number as _number
 
@@ -107,48 +108,6 @@ def parse_since(text: str) -> timedelta:
     if not parts or _DURATION.sub("", text.lower()).strip():
         raise ValueError(f"--since {text!r}: expected a duration like 12h, 90m, 2d or 1h30m")
     return sum((timedelta(**{_UNITS[unit]: float(n)}) for n, unit in parts), timedelta())
-
-
-def parse_time(value: object) -> datetime | None:
-    """ISO-8601 to an aware UTC datetime; junk or missing -> None."""
-    try:
-        return as_utc(datetime.fromisoformat(str(value).replace("Z", "+00:00")))
-    except ValueError:
-        return None
-
-
-def as_utc(when: datetime) -> datetime:
-    """Naive means UTC: the daemon writes UTC, and aware and naive datetimes do not compare."""
-    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
-
-
-def _read_json(path: Path, problems: list[str]) -> dict | None:
-    try:
-        data = json.loads(path.read_text())
-        if isinstance(data, dict):
-            return data
-        problems.append(f"{path.name}: not a JSON object")
-    except (OSError, ValueError) as exc:
-        problems.append(f"{path.name}: {exc}")
-    return None
-
-
-def _logs(paths, time_key: str, cutoff: datetime | None, problems: list[str], until: datetime | None = None):
-    """(path, log) for each readable log inside the window; the unreadable ones go to `problems`."""
-    for path in sorted(paths):
-        log = _read_json(path, problems)
-        if log is not None and _since_ok(parse_time(log.get(time_key)), path, cutoff, until):
-            yield path, log
-
-
-def _since_ok(when: datetime | None, path: Path, cutoff: datetime | None, until: datetime | None = None) -> bool:
-    """Inside the window [cutoff, until); a log with no usable timestamp is judged by its file's mtime."""
-    if when is None and (cutoff is not None or until is not None):
-        try:
-            when = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
-        except OSError:  # gone since the glob (moved, cleaned up): nothing to show
-            return False
-    return (cutoff is None or when >= cutoff) and (until is None or when < until)
 
 
 def _content_path(done: Path, recipe: str, name: str, kept: str = "") -> Path | None:
@@ -304,11 +263,11 @@ def collect(outbox: Path, failed: Path, since: timedelta | None = None, now: dat
     done = done if done is not None else failed.parent / "done"
     problems: list[str] = unclaimable_problems(failed.parent)
     logs = (p for p in outbox.glob("*/**/*.json") if not any(part.startswith(".") for part in p.relative_to(outbox).parts))
-    entries = [e for path, log in _logs(logs, "finished_at", cutoff, problems, until)
+    entries = [e for path, log in logs_in_window(logs, "finished_at", cutoff, problems, until)
                if (e := _guarded(lambda: entry(path, log, outbox), path, outbox, problems))]
     entries.sort(key=lambda e: e.finished_at or now, reverse=True)
     outputs = [c for e in entries[:SHOWN_OUTPUTS] if (c := _guarded(lambda: output_card(e, done, max_pixels), e.path, outbox, problems))]
-    failures = [c for path, log in _logs(failed.glob("*.error.json"), "failed_at", cutoff, problems, until)
+    failures = [c for path, log in logs_in_window(failed.glob("*.error.json"), "failed_at", cutoff, problems, until)
                 if (c := _guarded(lambda: failure_card(path, log, max_pixels), path, failed, problems))]
     return Night(summarize(entries, failures, since, now, problems, until), outputs, failures)
 
@@ -316,13 +275,9 @@ def collect(outbox: Path, failed: Path, since: timedelta | None = None, now: dat
 def unclaimable_problems(spool: Path) -> list[str]:
     """The photos the service could not take from the inbox (status.json's ``unclaimable``, still there): they are
     neither an output nor a failure, so without this line the page said nothing of them (rev7d finding 3)."""
-    from .daemon.status import STATUS_FILE, still_waiting
-    try:
-        data = json.loads((spool / STATUS_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []
-    entries = still_waiting(data.get("unclaimable") if isinstance(data, dict) else None)
-    return [f"{e.get('file')}: cannot be taken from the inbox ({e.get('error')}); fix: {e.get('fix')}" for e in entries]
+    from .daemon.status import last_unclaimable
+    return [f"{e.get('file')}: cannot be taken from the inbox ({e.get('error')}); fix: {e.get('fix')}"
+            for e in last_unclaimable(spool)]
 
 
 def render(night: Night, link_from: Path | None = None) -> str:

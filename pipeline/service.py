@@ -10,6 +10,7 @@ expanded), and a path with a space in it is easier to refuse clearly than to quo
 """
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from pathlib import Path, PurePosixPath
@@ -87,8 +88,23 @@ def _not_in_tmp(path: PurePosixPath, what: str) -> None:
                              f"so it would not find it there; put it elsewhere (e.g. /srv/style-pipeline or /opt)")
 
 
+def owned_folders(folders: list[Path], made: list[Path]) -> list[Path]:
+    """Every folder the service user must own: the given ones, the ones its start makes (``made``: spool/work,
+    done, failed, inbox/<recipe>) and every folder already below the given ones. `install -d -o U` on an existing
+    folder changes only that folder, so the recipe and spool folders `init` (or a first `once` by hand) made stay
+    the installer's, 0755, and the service could not make spool/work/<job_id> nor claim from inbox/<recipe>: its
+    start check refused and systemd restarted it all night (rev8a). Links are left alone (install would follow)."""
+    found = []
+    for top in folders:
+        for parent, dirs, _files in os.walk(top):
+            dirs[:] = sorted(d for d in dirs if not os.path.islink(os.path.join(parent, d)))
+            found += [Path(parent) / d for d in dirs]
+    return list(dict.fromkeys([*folders, *made, *found]))
+
+
 def install_commands(user: str, folders: list[Path], units: list[Path], unit_dir: Path = UNIT_DIR) -> list[str]:
-    """The shell commands (as root) that create the user and folders and start the units."""
+    """The shell commands (as root) that create the user and folders and start the units. folders: every folder
+    the service user must own and its group may write into (owned_folders)."""
     q = shlex.quote
     return [
         f"id -u {q(user)} >/dev/null 2>&1 || useradd --system --user-group --no-create-home "

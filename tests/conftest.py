@@ -5,8 +5,16 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
-from PIL import Image
+
+# One OpenMP thread in every worker and every process a test starts (they inherit it), set before torch is imported:
+# torch's default (a thread a core) made the tests that missed the torch_threads fixture, and the module fixtures
+# that compute before it, spin two threads each on a 2-core box running two workers (see torch_threads below).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from scheduling import pytest_collection_modifyitems  # noqa: E402,F401  (longest files first; xdist_group)
 
 ASSETS = Path(__file__).resolve().parents[1] / "pipeline" / "assets"
 SAMPLES = ASSETS / "samples"
@@ -24,6 +32,13 @@ def weights_cache_folder(tmp_path_factory):
         os.environ.pop("STYLE_PIPELINE_CACHE", None)
     else:
         os.environ["STYLE_PIPELINE_CACHE"] = before
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """One intra-op thread for the whole session, whatever a test asks for: torch_threads (below) only covers the
+    tests that name it, not the module fixtures that run before it nor the tests that forgot it."""
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

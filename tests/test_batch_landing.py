@@ -81,7 +81,10 @@ def test_a_batch_lands_behind_its_slot_which_starts_the_next_batch_at_once(tmp_p
     assert sorted(p.name for p in outputs(tmp_path)) == ["a.png", "b.png", "d.png"]
     error = errors(tmp_path)["c.jpg"]
     assert (error["code"], error["attempts"], error["crashes"]) == ("too_thin", 1, 0), error
-    assert json.loads((tmp_path / "outbox" / "starry" / "b.json").read_text())["batch"] == 2
+    batched = json.loads((tmp_path / "outbox" / "starry" / "b.json").read_text())
+    assert batched["batch"] == 2
+    from test_joblog import RAY_ONLY, readme_table
+    assert set(batched) == set(readme_table()) - RAY_ONLY, "a batched photo's log: every key has its README row"
 
 
 class _ThreadDeath(BaseException):

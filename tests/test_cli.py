@@ -291,3 +291,44 @@ def test_a_too_thin_photo_is_refused_naming_the_file(tmp_path):
     assert err.count("\n") == 1 and "Traceback" not in err
     assert f"error: {thin}: the picture (2x64 px" in err and "too thin" in err and "Crop it" in err
     assert list(out.parent.iterdir()) == []
+
+
+def test_status_into_a_pipe_that_closes_early_exits_quietly(tmp_path):
+    """rev8a: `status --json | grep -q running` or `status | head -3` (a reader that stops early) printed a
+    BrokenPipeError traceback and exit 1. Now: no traceback, 141 as a tool killed by SIGPIPE, and the lines the
+    reader took are there."""
+    import subprocess
+    import sys
+
+    from daemon_helpers import ROOT, make_config
+
+    config = make_config(tmp_path)
+    def piped(command: str, reader: str) -> subprocess.CompletedProcess:
+        return subprocess.run(f"set -o pipefail; {sys.executable} -m pipeline.cli {command} --config {config} "
+                              f"| {reader}", shell=True, executable="/bin/bash", capture_output=True, text=True,
+                              cwd=ROOT, timeout=60)
+
+    for command in ("status --json", "status", "validate"):  # `true` is gone long before Python has started
+        done = piped(command, "true")
+        assert "Traceback" not in done.stderr and done.returncode == 141, (command, done.returncode, done.stderr)
+    head = piped("status", "head -1")
+    assert head.stdout.startswith("daemon: not running") and "Traceback" not in head.stderr, head
+
+
+def test_a_broken_pipe_that_is_not_stdouts_is_not_hidden(monkeypatch):
+    """The quiet exit above is for stdout's reader gone only: a broken pipe elsewhere (a notify command's stdin,
+    a socket) is raised as it was, not told as exit 141 with no word."""
+    def fails(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    parser = cli.build_parser()
+    monkeypatch.setattr(parser, "parse_args", lambda argv: dataclasses.replace(_Args(), func=fails))
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    with pytest.raises(BrokenPipeError):
+        cli.main(["status"])
+
+
+@dataclasses.dataclass
+class _Args:
+    command: str = "status"
+    func: object = None

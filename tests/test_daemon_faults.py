@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon_helpers import (ROOT, SAMPLES, errors, fill_disk, log_events, make_config, outputs, start, status_json,
-                            stop, wait_for, wait_ready)
+from daemon_helpers import (ROOT, SAMPLES, errors, fill_disk, log_events, make_config, mounted_tmpfs, outputs, start,
+                            status_json, stop, wait_for, wait_ready)
 
 NO_ROOT_POWERS = ("setpriv", "--bounding-set=-dac_override,-dac_read_search")  # root then obeys file modes
 BOMB = "\n".join(["a: &a [lol,lol,lol,lol,lol,lol,lol,lol,lol]"]
@@ -161,13 +161,7 @@ def test_reload_applies_before_the_next_job_not_after_the_backlog(tmp_path):
 @pytest.fixture
 def small_tmpfs(tmp_path):
     """A real 16 MB tmpfs, to fill for real (root only; skipped where mount is not allowed)."""
-    point = tmp_path / "fs"
-    point.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(point)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("mount -t tmpfs is not allowed here; the in-process ENOSPC tests cover the worker path")
-    yield point
-    subprocess.run(["umount", "-l", str(point)], check=False)
+    yield from mounted_tmpfs(tmp_path / "fs", "the in-process ENOSPC tests cover the worker path")
 
 
 def _fill(folder: Path, leave: int) -> Path:
@@ -225,9 +219,10 @@ def test_a_photo_that_cannot_be_claimed_is_told_once_and_listed_until_it_is_take
     """A recipe folder made without write access for the service user: the claim's rename gets EACCES. Before
     (rev7d finding 3) the daemon logged it at every rescan and forgot it; status, the report, failed/ and the
     notices said nothing. Now: one log line and one notice with the fix, and `status` and the report name it
-    until the folder is fixed, when the photo is styled and the listing empties."""
+    until the folder is fixed, when the photo is styled and the listing empties. A restart sent one more notice for
+    each such file (the list lived in memory): the last run's notices are known from its status.json."""
     notices = tmp_path / "notices.txt"
-    config = make_config(tmp_path,
+    config = make_config(tmp_path, rescan_seconds=1,
                          notify=f"sh -c 'echo \"$STYLE_PIPELINE_EVENT $STYLE_PIPELINE_MESSAGE\" >> {notices}'")
     folder = tmp_path / "inbox" / "scream"
     folder.mkdir()
@@ -239,7 +234,7 @@ def test_a_photo_that_cannot_be_claimed_is_told_once_and_listed_until_it_is_take
         listed = wait_for(lambda: status_json(tmp_path).get("unclaimable"), 30, proc)
         assert [e["file"] for e in listed] == ["scream/holiday.jpg"] and "chmod g+w" in listed[0]["fix"]
         assert str(folder) in listed[0]["fix"], listed[0]["fix"]
-        time.sleep(5)  # two more rescans (rescan_seconds: 2) find it again
+        time.sleep(2.5)  # two more rescans (rescan_seconds: 1) find it again
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         shown = subprocess.run([sys.executable, "-m", "pipeline.cli", "status", "--config", str(config)], cwd=ROOT,
                                env=env, capture_output=True, timeout=60).stdout.decode()
@@ -252,8 +247,16 @@ def test_a_photo_that_cannot_be_claimed_is_told_once_and_listed_until_it_is_take
         assert len(told) == 1 and "scream/holiday.jpg" in told[0] and "chmod g+w" in told[0], notices.read_text()
         assert "scream/holiday.jpg" in shown and "chmod g+w" in shown, shown
         assert "scream/holiday.jpg: cannot be taken from the inbox" in page and "chmod g+w" in page
-        folder.chmod(0o755)  # the fix: the next rescan takes the photo
-        wait_for(lambda: outputs(tmp_path), 60, proc)
+        stop(proc)  # a restart: holiday.jpg was told (its notice is known from status.json), later.jpg is new
+        shutil.copy(SAMPLES / "coffee.jpg", folder / "later.jpg")
+        proc = start(config, prefix=NO_ROOT_POWERS)
+        wait_for(lambda: len(status_json(tmp_path).get("unclaimable") or []) == 2, 30, proc)
+        wait_for(lambda: "later.jpg" in notices.read_text(), 10, proc)
+        time.sleep(1)  # a second notice for holiday.jpg, sent with later.jpg's, would be in by now
+        told = [line for line in notices.read_text().splitlines() if line.startswith("unclaimable")]
+        assert len(told) == 2 and "holiday.jpg" in told[0] and "later.jpg" in told[1], notices.read_text()
+        folder.chmod(0o755)  # the fix: the next rescan takes the photos
+        wait_for(lambda: len(outputs(tmp_path)) == 2, 60, proc)
         wait_for(lambda: status_json(tmp_path).get("unclaimable") == [], 10, proc)
     finally:
         folder.chmod(0o755)

@@ -38,8 +38,9 @@ def run_in_thread(daemon: Daemon) -> threading.Thread:
 
 def test_run_window_holds_jobs_outside_and_pauses_a_running_job(tmp_path, engine):
     clock = Clock(datetime(2026, 11, 27, 12, 0))  # noon: outside 22:00-07:00
+    # 60 steps (was 120): the window closes at step 10 and the pause comes within a tick (0.2 s), a few steps on
     config = make_config(tmp_path, schedule={"start": "22:00", "end": "07:00"},
-                         defaults={"size": 40, "steps": 120, "checkpoint_every": 5, "checkpoint_seconds": 0,
+                         defaults={"size": 40, "steps": 60, "checkpoint_every": 5, "checkpoint_seconds": 0,
                                    "early_stop_tol": 0})
     daemon = Daemon(config, engine=engine, clock=clock)  # the run window's clock, passed in
     thread = run_in_thread(daemon)
@@ -60,7 +61,7 @@ def test_run_window_holds_jobs_outside_and_pauses_a_running_job(tmp_path, engine
         clock.now = datetime(2026, 11, 28, 22, 30)  # the next night
         wait_for(lambda: outputs(tmp_path), 120)
         log = json.loads((tmp_path / "outbox" / "starry" / "night.json").read_text())
-        assert log["resumed_from_step"] >= 10 and log["steps"] == 120
+        assert log["resumed_from_step"] >= 10 and log["steps"] == 60
     finally:
         daemon.stop.set()
         thread.join(60)

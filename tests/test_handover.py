@@ -194,6 +194,39 @@ def test_a_worker_dying_after_handing_its_photo_over_leaves_it_to_the_writer(tmp
     assert [p.name for p in outputs(tmp_path)] == ["a.png"]
 
 
+def test_a_respawn_does_not_wait_for_the_dead_workers_landing_and_its_close_counts_on_the_new_one(tmp_path, engine,
+                                                                                               monkeypatch):
+    """The worker thread dies after handing a.jpg to the writer, whose write is slow (held here): the respawn, on
+    the main loop, waited up to 120 s for it to land (no status.json, no watchdog ping meanwhile). It returns at
+    once now, and the landing's close counts on the new worker, so it is idle again (`once` drains)."""
+    from pipeline.daemon.jobs import JobLife
+    from pipeline.daemon.worker import Worker
+
+    real_hand, real_land, gate = Worker._land_behind, JobLife.land, threading.Event()
+
+    def dies_after(self, *args, **kwargs):
+        real_hand(self, *args, **kwargs)
+        raise _ThreadDeath()
+
+    monkeypatch.setattr(Worker, "_land_behind", dies_after)
+    monkeypatch.setattr(JobLife, "land", lambda self, *a, **k: gate.wait(60) and real_land(self, *a, **k))
+    monkeypatch.setattr(threading, "excepthook", lambda args: None)  # the thread's death is the point
+    old = _worker_on_a(tmp_path, engine)
+    wait_for(lambda: not old.is_alive(), 60)
+    made: list = []
+    respawn = threading.Thread(target=lambda: made.append(old.respawn()), daemon=True)
+    respawn.start()
+    respawn.join(5)
+    gate.set()
+    assert made, "the respawn waited for the dead worker's landing"
+    new = made[0]
+    assert new.progress().open_jobs == 1  # a.jpg, still landing
+    new.start()
+    wait_for(lambda: new.progress().open_jobs == 0, 30)
+    assert [o.kind for o in new.poll()] == ["done"] and [p.name for p in outputs(tmp_path)] == ["a.png"]
+    new.close(5)
+
+
 def test_a_hand_over_that_fails_to_start_the_writer_still_closes_the_job(tmp_path, engine, monkeypatch):
     """The writer thread cannot start (RuntimeError: can't start new thread): the job is not left open for
     ever as handed over; its try ends through the failure path and the worker is idle again."""

@@ -70,6 +70,12 @@ def test_png_header_claiming_a_huge_size(tmp_path):
     path.write_bytes(_png_header(15_000, 15_000))  # over the 200 MP default: the fix says where to raise it
     error = _refused(path, "225,000,000 pixels", "limit")
     assert error.reason == Reason.TOO_LARGE and "max_pixels: 225000000" in error.fix and "config.yaml" in error.fix
+    # rev8a: a real 151 MP photo (Phase One IQ4) under a lowered 12 MP limit is no bomb: the fix says what to change
+    path.write_bytes(_png_header(14204, 10652))
+    error = _refused(path, "151,301,008 pixels", "limit of 12,000,000", max_pixels=12_000_000)
+    assert "bomb" not in error.fix and "max_pixels: 152000000" in error.fix and "12,000,000" in error.fix, error.fix
+    path.write_bytes(_png_header(100_000, 100_000))  # ten times the default: still a bomb under a lowered limit
+    assert "decompression bomb" in _refused(path, "pixels", max_pixels=12_000_000).fix
 
 
 def test_real_image_over_max_pixels():
@@ -367,11 +373,14 @@ def test_a_photo_over_max_pixels_fails_in_the_daemon_saying_where_the_limit_is_s
     from daemon_helpers import errors, make_config
     from pipeline.daemon.daemon import Daemon
 
-    config = make_config(tmp_path, defaults={"size": 32, "steps": 2, "format": "png", "max_pixels": 100_000})
+    # 170,000: over starry_night.jpg (163,840), under the photo; each recipe's paintings are checked under its
+    # limit (rev7g), so the_scream.jpg's (205,824) has one of its own
+    config = make_config(tmp_path, defaults={"size": 32, "steps": 2, "format": "png", "max_pixels": 170_000},
+                         recipes={"scream": {"styles": ["the_scream.jpg"], "max_pixels": 300_000}})
     shutil.copy(SAMPLES / "coffee.jpg", tmp_path / "inbox" / "DSC00001.jpg")  # 512x341 = 174,592 pixels
     assert Daemon(config, once=True, engine=engine).run() == 0
     record = errors(tmp_path)["DSC00001.jpg"]
-    assert record["code"] == "too_large" and "limit of 100,000" in record["message"]
+    assert record["code"] == "too_large" and "limit of 170,000" in record["message"]
     assert "`max_pixels: 1000000` under `defaults:` in config.yaml" in record["fix"], record["fix"]
 
 
@@ -381,8 +390,8 @@ def test_a_photo_within_its_recipes_raised_limit_is_claimed_at_once(tmp_path):
     from daemon_helpers import make_config
     from pipeline.daemon.daemon import Daemon
 
-    config = make_config(tmp_path, defaults={"size": 32, "steps": 2, "format": "png", "max_pixels": 100_000},
-                         recipes={"starry": {"styles": ["starry_night.jpg"]},
+    config = make_config(tmp_path, defaults={"size": 32, "steps": 2, "format": "png", "max_pixels": 170_000},
+                         recipes={"scream": {"styles": ["the_scream.jpg"], "max_pixels": 300_000},
                                   "big": {"styles": ["starry_night.jpg"], "max_pixels": 1_000_000}})
     (tmp_path / "inbox" / "big").mkdir()
     shutil.copy(SAMPLES / "coffee.jpg", tmp_path / "inbox" / "big" / "a.jpg")  # 174,592 pixels

@@ -22,14 +22,15 @@ LAYER = {
     **{f"pipeline.daemon.{name}": JOBS for name in (
         "config", "config_build", "config_schema", "yaml_read", "spool", "outputs", "joblog", "failures", "metrics",
         "settle", "diskguard", "watcher", "log", "jobs", "prechecks", "config_pool", "sheets", "handover")},
-    "pipeline.daemon.spool_count": JOBS,
+    "pipeline.daemon.spool_count": JOBS, "pipeline.daemon.folder_faults": JOBS,  # rev8b findings 2 and 4
     **{f"pipeline.daemon.{name}": EXECUTORS for name in ("worker", "executor", "ray_cluster", "ray_executor",
                                                          "ray_actor", "pool", "batching")},
     "pipeline.daemon.daemon": DAEMON, "pipeline.daemon.status": DAEMON, "pipeline.daemon.state": DAEMON,
     "pipeline.daemon.reload": DAEMON, "pipeline.daemon.reporting": DAEMON, "pipeline.daemon.sidecars": DAEMON,
     "pipeline.daemon.tally": JOBS, "pipeline.daemon.unclaimable": DAEMON,  # rev7d findings 7 and 3
+    "pipeline.daemon.running": DAEMON,  # rev7f finding 3: the running folders, beside status
     "pipeline.cli": CLI, "pipeline.commands": CLI, "pipeline.starter": CLI, "pipeline.service": CLI,
-    "pipeline.report": CLI, "pipeline.report_pictures": CLI, "pipeline.report_state": CLI, "pipeline.report_window": CLI, "pipeline.precision_command": CLI,
+    "pipeline.report": CLI, "pipeline.report_pictures": CLI, "pipeline.report_state": CLI, "pipeline.report_window": CLI, "pipeline.report_logs": CLI, "pipeline.precision_command": CLI,
 }
 # Third-party packages a layer must not touch, and why.
 FORBIDDEN = {ENGINE: {"watchdog", "yaml", "structlog"},  # the engine knows nothing of folders or the daemon's log

@@ -159,6 +159,21 @@ def test_validate_names_a_notify_command_that_is_not_there(tmp_path, target, mes
     assert done.returncode == 2 and message in done.stderr, done.stderr
 
 
+def test_validate_tells_a_missing_notify_command_at_its_line_among_the_other_errors(tmp_path):
+    """rev8a: README, "Errors name the file and line, in file order". The missing command was told as
+    'config.yaml: notify: ...' with no line, and only once every other problem was fixed: a typo on line 1 and a
+    missing notify command showed the typo alone. Now both, at their lines, in file order, with the header."""
+    config = make_config(tmp_path, notify="no-such-notifier-rev8a {message}")
+    config.write_text("settle_secnds: 2\n" + config.read_text())
+    line = next(i for i, l in enumerate(config.read_text().splitlines(), 1) if l.startswith("notify:"))
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "validate", "--config", str(config)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    told = [l.strip() for l in done.stderr.splitlines() if l.strip().startswith("config.yaml:")]
+    assert done.returncode == 2 and "invalid configuration" in done.stderr and "Fix the lines above" in done.stderr
+    assert [t.split(": ")[0:2] for t in told] == [["config.yaml:1", "settle_secnds"], [f"config.yaml:{line}", "notify"]]
+    assert "no-such-notifier-rev8a" in told[1] and done.stdout == "", done.stdout
+
+
 def test_a_notify_command_on_path_or_by_full_path_passes(tmp_path):
     load(make_config(tmp_path / "a", notify="logger -t style-pipeline {message}"))
     load(make_config(tmp_path / "b", notify=f"{sys.executable} -c pass"))

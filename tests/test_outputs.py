@@ -8,6 +8,8 @@ import re
 import shutil
 import threading
 
+import pytest
+
 from daemon_helpers import ROOT, SAMPLES, errors, make_config, outputs, wait_for
 from pipeline.daemon import status as status_module
 from pipeline.daemon.config import load
@@ -160,3 +162,28 @@ def test_every_output_format_is_named_once_and_read_the_same_everywhere(tmp_path
     with pytest.raises(PipelineError, match="does not match the name") as said:
         output_format(tmp_path / "out.png", "jpeg")
     assert said.value.fix == "Name it .jpg, or drop --format"
+
+
+def test_a_contact_sheet_never_overwrites_another_photos_output(tmp_path, engine, torch_threads):
+    """rev8c finding 6: trip.sheet.jpg's output is trip.sheet.png, the name trip.jpg's sheet would take; the stem
+    is chosen with the sheet's name free too, and a sheet whose name was taken meanwhile is skipped, not written."""
+    from PIL import Image
+
+    from pipeline.daemon.outputs import contact_sheet
+
+    config = make_config(tmp_path, contact_sheet=True)
+    folder = tmp_path / "outbox" / "starry"
+    shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / "trip.sheet.jpg")  # night 1: styled to trip.sheet.png
+    _once(config, engine)
+    output = folder / "trip.sheet.png"
+    before = output.read_bytes()
+    shutil.copy(SAMPLES / "coffee.jpg", tmp_path / "inbox" / "trip.jpg")  # night 2: trip.png's sheet would clash
+    _once(config, engine)
+    assert output.read_bytes() == before, "trip.jpg's contact sheet replaced trip.sheet.jpg's styled output"
+    log = json.loads((folder / "trip-1.json").read_text())
+    assert (log["output"]["name"], log["contact_sheet"]) == ("trip-1.png", "trip-1.sheet.png")
+    assert (folder / "trip-1.sheet.png").exists()
+    picture = Image.new("RGB", (8, 8))
+    with pytest.raises(FileExistsError):  # the sheet writer never replaces (a name taken since the stem's choice)
+        contact_sheet(picture, picture, picture, output)
+    assert output.read_bytes() == before

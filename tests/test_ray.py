@@ -86,6 +86,12 @@ def test_validate_names_what_to_do_when_the_cluster_cannot_be_reached(tmp_path):
     assert time.monotonic() - started < 10, "validate stays cheap"
     local = check_cluster(load(make_config(tmp_path, executor="ray")))
     assert not local[0].startswith("problem:") and "local Ray instance" in local[0]
+    # rev8a: `validate` printed "OK, 2 recipe(s)" then the problem, and exited 2: now the problem alone, on stderr
+    config = make_config(tmp_path, executor="ray", ray={"address": "127.0.0.1:9"})
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "validate", "--config", str(config)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "OK" not in done.stdout, done.stdout
+    assert "config.yaml: executor: ray: problem: " in done.stderr and "127.0.0.1:9" in done.stderr, done.stderr
 
 
 # --- a real local cluster ---------------------------------------------------------------------------

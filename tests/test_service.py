@@ -159,6 +159,8 @@ def test_network_only_when_notify_is_set(tmp_path, venv_bin, capsys, monkeypatch
                                                       "spool": "/srv/sp/spool"}, **({"notify": notify} if notify else {})}))
         assert main(["install-service", "--config", str(config), "--out", str(tmp_path / name / "units")]) == 0
         opened[name] = _settings(tmp_path / name / "units" / UNITS[0])
+        # the running folders' record beside the config (daemon/running.py) is writable to the service
+        assert str(config.parent / ".style-pipeline") in opened[name]["ReadWritePaths"][0].split()
     assert opened["quiet"]["PrivateNetwork"] == ["yes"]
     assert opened["told"]["PrivateNetwork"] == ["no"] and "IPAddressDeny" not in opened["told"]
     assert opened["told"]["RestrictAddressFamilies"] == ["AF_UNIX AF_INET AF_INET6"]
@@ -265,3 +267,50 @@ def test_the_top_level_systemd_folder_holds_the_units_the_package_ships():
     assert top.is_dir() and top.resolve() == service.TEMPLATES
     assert {p.name for p in top.iterdir()} >= {"style-pipeline.service", "style-pipeline-report.service",
                                                 "style-pipeline-report.timer"}
+
+
+def _writable_by(path: Path, uid: int, gid: int) -> bool:
+    """The kernel's permission check for a plain (no ACL) folder: write and search for this uid/gid."""
+    st = path.stat()
+    if st.st_uid == uid:
+        return st.st_mode & 0o300 == 0o300
+    if st.st_gid == gid:
+        return st.st_mode & 0o030 == 0o030
+    return st.st_mode & 0o003 == 0o003
+
+
+def test_the_printed_install_line_hands_every_folder_init_made_to_the_service_user(tmp_path, venv_bin, capsys,
+                                                                                  monkeypatch):
+    """rev8a (HIGH): the README's path, `init DIR` then `install-service --user U` and its printed commands as
+    root, left inbox/<recipe>/ and spool/work, done, failed the installer's (0755): `install -d -o U` on an existing
+    folder changes only that folder, and it named only inbox, outbox and spool. The service then could not make
+    spool/work/<job_id>, its start check refused and systemd restarted it every 10 s all night. The printed line
+    now names every folder below the three (here also an outbox/starry/ a first `once` by hand made) and those the
+    daemon's start makes; as root it is run (with a numeric uid: no user is added) and the kernel's rules checked."""
+    import os
+    import shlex
+
+    from pipeline import cli
+
+    site = Path(tempfile.mkdtemp(prefix="test-site-", dir=BUILD))
+    try:
+        assert cli.main(["init", str(site)]) == 0
+        (site / "outbox" / "starry").mkdir()
+        (site / "outbox" / "elsewhere").symlink_to(tmp_path)  # a link: install -d would change its target
+        monkeypatch.setattr(sys, "executable", str(venv_bin / "python"))
+        capsys.readouterr()
+        assert cli.main(["install-service", "--config", str(site / "config.yaml"), "--user", "style-pipeline",
+                         "--out", str(tmp_path / "u")]) == 0
+        line = next(l.strip() for l in capsys.readouterr().out.splitlines() if l.strip().startswith("install -d"))
+        needed = [site / p for p in ("inbox", "outbox", "spool", "spool/work", "spool/done", "spool/failed",
+                                     "inbox/starry", "inbox/scream", "inbox/blend", "outbox/starry",
+                                     ".style-pipeline")]
+        named = shlex.split(line)[8:]  # after install -d -o U -g U -m 2770
+        assert sorted(named) == sorted(map(str, needed)), line
+        if os.geteuid() == 0:
+            subprocess.run([str(4242) if a == "style-pipeline" else a for a in shlex.split(line)], check=True)
+            blocked = [str(p.relative_to(site)) for p in needed if not _writable_by(p, 4242, 4242)]
+            assert blocked == [], f"after the printed commands the service user cannot write: {blocked}"
+            assert tmp_path.stat().st_uid == os.geteuid()
+    finally:
+        shutil.rmtree(site)

@@ -49,7 +49,7 @@ def test_a_sidecar_named_for_the_whole_photo_name_is_read(tmp_path):
 
 
 def test_a_sidecar_saved_after_its_photo_was_claimed_is_told_once_and_listed_by_status(tmp_path):
-    config = make_config(tmp_path, rescan_seconds=1)
+    config = make_config(tmp_path, rescan_seconds=0.5)
     inbox = tmp_path / "inbox"
     daemon = start(config)
     try:
@@ -61,13 +61,39 @@ def test_a_sidecar_saved_after_its_photo_was_claimed_is_told_once_and_listed_by_
         os.utime(inbox / "rocket.yaml", (old, old))
         wait_for(lambda: outputs(tmp_path), 120, daemon)
         wait_for(lambda: "rocket.yaml" in _status(config), 30, daemon)
-        time.sleep(2.5)  # more rescans: the warning is not repeated
+        time.sleep(1.5)  # three more rescans (rescan_seconds: 0.5): the warning is not repeated
         shown = _status(config)
     finally:
         stop(daemon)
     told = [e for e in log_events(daemon) if e.get("event") == "a sidecar in the inbox is not used"]
     assert [e["sidecar"] for e in told] == ["rocket.yaml"]
     assert "sidecar not used: inbox/rocket.yaml: no photo beside it" in shown
+    # rev8a: a stopped daemon's last word is told of now: its watcher watches nothing, and a sidecar taken away
+    # since is not listed (as with the unclaimable); one still there still is.
+    stopped = _status(config)
+    assert "rocket.yaml" in stopped and "watching with" not in stopped, stopped
+    (inbox / "rocket.yaml").unlink()
+    assert "rocket.yaml" not in _status(config)
+def test_a_lonely_sidecar_is_told_on_its_own_tick_not_at_the_next_rescan(tmp_path):
+    """rev8a: README says a sidecar with no photo beside it for 30 s is told and listed by `status`; it was looked
+    for only at a rescan (60 s shipped), so 30-90 s after it landed. Here the rescan is 60 s and the sidecar is
+    made 60 s old at once: it is listed within sidecars.UNPAIRED_TICK_S (5 s; + a status write and a loaded box's
+    slack), long before the next rescan."""
+    config = make_config(tmp_path, rescan_seconds=60)
+    daemon = start(config)
+    try:
+        wait_ready(daemon)
+        lonely = tmp_path / "inbox" / "lonely.yaml"
+        lonely.write_text("steps: 2\n")
+        old = time.time() - 60
+        os.utime(lonely, (old, old))
+        begun = time.monotonic()
+        wait_for(lambda: "sidecar not used: inbox/lonely.yaml" in _status(config), 20, daemon)
+        print(f"listed {time.monotonic() - begun:.1f} s after it was old enough")
+    finally:
+        stop(daemon)
+
+
 def test_an_upper_case_sidecar_beside_its_photo_is_read_or_told_rightly(tmp_path):
     (tmp_path / "a.jpg").write_bytes(b"x")
     (tmp_path / "a.YAML").write_text("recipe: scream\n")

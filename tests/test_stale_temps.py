@@ -85,3 +85,16 @@ def test_the_daemon_sweeps_killed_writes_in_its_outbox_and_spool_at_start(tmp_pa
     live = _temp(nested, "other.png")
     assert Daemon(config, once=True, engine=engine).run() == 0
     assert not any(p.exists() for p in gone) and live.exists()
+
+
+def test_every_temp_name_the_readme_shows_is_the_one_written():
+    """rev8a: README showed two temp names, `.<hash>.<host>.<pid>.<random>.tmp` (true) and, under "Every write",
+    `.<hash>.<pid>.<random>.tmp` (stale since the host was added). A person matching the README's pattern to clean
+    by hand must see the fields fsio.temp_name writes."""
+    import re
+    from pathlib import Path
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    shown = set(re.findall(r"`(\.<hash>[^`]*\.tmp)`", readme))
+    written = temp_name(Path("/x/photo.png")).name
+    assert shown and all(p.count(".") == written.count(".") for p in shown), (shown, written)

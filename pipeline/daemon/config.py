@@ -53,9 +53,10 @@ def read_setting(path: str | Path, key: str) -> Any:
     return _read_mapping(path)[1].get(key)
 
 
-def load(path: str | Path, busy_wait: float | None = None) -> Config:
+def load(path: str | Path, busy_wait: float | None = None, on_path: bool = False) -> Config:
     """Read and validate config.yaml; raise ConfigError listing every problem with its line (one that could not
-    be read at all has the OSError as its __cause__). ``busy_wait``: see fsio.open_regular."""
+    be read at all has the OSError as its __cause__). ``busy_wait``: see fsio.open_regular; ``on_path``:
+    config_build.build."""
     source = Path(path).resolve()
     try:
         node, data = read_yaml(source, CONFIG_MAX_BYTES, busy_wait)
@@ -67,7 +68,7 @@ def load(path: str | Path, busy_wait: float | None = None) -> Config:
     if not isinstance(data, dict):
         raise ConfigError([f"{source.name}:1: the file must be a mapping of settings"], source)
     problems = Problems(source, key_lines(node) if node else {})
-    config = build(source, data, problems)
+    config = build(source, data, problems, on_path)
     if problems.items:
         raise ConfigError(problems.items, source)
     assert config is not None

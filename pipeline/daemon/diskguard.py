@@ -3,6 +3,8 @@
 ENOSPC and EDQUOT are the machine's fault, never the photo's: the job that hit one waits in work/
 (no attempt charged), no new file is claimed, and every few seconds the folders we write are
 checked: free space over a floor AND a small probe write that succeeds (free blocks alone miss quotas).
+A folder that cannot be written for another reason (read-only, a file in its place, no write access: folder_faults.py)
+takes the same road, and its own folder is probed too (rev8b findings 2, 4).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typing import Callable, Iterable
 import structlog
 
 from ..fsio import free_bytes, write_atomic
+from .folder_faults import FolderFault
 
 log = structlog.get_logger("style-pipeline")
 CHECK_SECONDS = 2.0
@@ -29,12 +32,20 @@ class DiskGuard:
         self.state: dict | None = None  # {"folder", "free_mb"} while paused
         self.checked = 0.0
 
-    def pause(self, folder: Path) -> None:
+    def pause(self, folder: Path, fault: FolderFault | None = None) -> bool:
+        """Claiming waits; True when this is news (a pause begun, or another folder fault): the caller tells once.
+        A ``fault`` (folder_faults.py: read-only, a file where a folder must be, no write access) takes the same
+        road as a full disk, and its folder is probed too before claiming resumes."""
         free = free_bytes(folder) >> 20
-        if self.state is None:
+        news = self.state is None or (fault is not None and self.state.get("fix") != fault.fix)
+        if news and fault is None:
             log.error("disk full: claiming paused until space returns", folder=str(folder), free_mb=free)
-        self.state = {"folder": str(folder), "free_mb": free}
+        elif news:
+            log.error("a folder cannot be written: claiming paused until it can", folder=str(folder),
+                      reason=fault.code, fix=fault.fix)
+        self.state = {"folder": str(folder), "free_mb": free, **({"fix": fault.fix} if fault else {})}
         self.checked = self.clock()
+        return news
 
     def paused(self) -> bool:
         """True while claiming waits for space; looks again every CHECK_SECONDS and resumes by itself."""
@@ -43,13 +54,22 @@ class DiskGuard:
         if self.clock() - self.checked < CHECK_SECONDS:
             return True
         self.checked = self.clock()
-        short = [f for f in self.folders() if measure(f) < RESUME_FREE_BYTES or not probe(f)]
+        fault = "fix" in self.state
+        if fault and not writable(Path(self.state["folder"])):
+            return True  # status keeps naming the fault and its fix until that folder takes a write
+        short = [f for f in self.folders() if not writable(f)]
         if short:
             self.state = {"folder": str(short[0]), "free_mb": measure(short[0]) >> 20}
             return True
-        log.info("disk space is back; claiming resumes", waited_in=self.state["folder"])
+        log.info("the folder takes writes again; claiming resumes" if fault else "disk space is back; claiming "
+                 "resumes", waited_in=self.state["folder"])
         self.state = None
         return False
+
+
+def writable(folder: Path) -> bool:
+    """Space over the floor and a probe write that succeeds."""
+    return measure(folder) >= RESUME_FREE_BYTES and probe(folder)
 
 
 def measure(folder: Path) -> int:

@@ -13,7 +13,8 @@ from pathlib import Path
 import structlog
 
 from ..errors import clipped
-from ..fsio import is_disk_full, is_no_permission, service_user
+from ..fsio import TEMP, is_disk_full, is_no_permission, service_user
+from .folder_faults import FolderFault, folder_fault
 from .spool import Job, Reason
 
 log = structlog.get_logger("style-pipeline.worker")
@@ -25,19 +26,33 @@ class FailurePaths:
     def _os_error(self, job: Job, exc: Exception) -> None:
         """Each filesystem error has a class: full disk pauses, permissions fail with their fix, others retry."""
         if is_disk_full(exc):
-            job.not_before = time.time() + 1.0
             where = getattr(exc, "filename", None)
-            self._not_its_fault(job)
+            self._pause(job, os.path.dirname(where) if where else str(self.spool.work))
             log.warning("disk full: job kept in work/, claiming paused until space returns", error=str(exc))
-            self._out(job, "disk_full", retry=True,
-                      disk_full=os.path.dirname(where) if where else str(self.spool.work))
+        elif fault := self._folder_fault(exc):
+            self._pause(job, str(fault.folder), fault)
+            log.warning("a folder cannot be written: job kept in work/, claiming paused until it can",
+                        error=str(exc), fix=fault.fix)
         elif is_no_permission(exc):
             where = getattr(exc, "filename", None) or job.name
+            if TEMP.fullmatch(Path(where).name):  # our own temp file: the folder is what a person can fix
+                where = str(Path(where).parent)
             self._fail(job, Reason.NO_PERMISSION, f"permission denied: {where} ({exc})",
                        f"Let the service user {service_user()} read the photo and write the outbox and spool "
                        f"(chmod/chown {where}), then drop the file again")
         else:
             self._transient(job, exc)
+
+    def _folder_fault(self, exc: Exception) -> FolderFault | None:
+        """A folder we write that cannot be written (read-only, a file in its place, no write access)."""
+        config = self.get_config()
+        return folder_fault(exc, config.outbox, (config.spool, config.work, config.done, config.failed))
+
+    def _pause(self, job: Job, folder: str, fault: FolderFault | None = None) -> None:
+        """The machine's fault: the job waits in work/ uncharged, and claiming pauses until ``folder`` is writable."""
+        job.not_before = time.time() + 1.0
+        self._not_its_fault(job)
+        self._out(job, "disk_full" if fault is None else "paused", retry=True, disk_full=folder, fault=fault)
 
     def _not_its_fault(self, job: Job) -> None:
         """The try ended for a reason outside the photo: it is not charged as an attempt."""
@@ -51,9 +66,9 @@ class FailurePaths:
         try:
             kept = self.spool.fail(job, reason, message, fix)
         except OSError as exc:
-            if not is_disk_full(exc):
+            if not (is_disk_full(exc) or self._folder_fault(exc)):
                 raise
-            self._os_error(job, exc)  # the record could not be written: the job waits in work/ for space
+            self._os_error(job, exc)  # the record could not be written: the job waits in work/ for the folder
             return
         log.warning("job failed", reason=str(reason), message=message, fix=fix, kept_as=str(kept))
         self._out(job, "failed", event={"file": job.source, "reason": str(reason), "message": message, "fix": fix})
@@ -68,7 +83,7 @@ class FailurePaths:
             self._out(job, "failed", event={"file": job.source, "reason": str(Reason.GAVE_UP), "message": message,
                                             "fix": ""})
         except Exception as again:
-            if is_disk_full(again):
+            if is_disk_full(again) or self._folder_fault(again):
                 return self._os_error(job, again)
             log.exception("cannot move the file to failed/; it stays in work/ until the next start")
             self.spool.release(job)

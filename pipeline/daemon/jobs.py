@@ -52,8 +52,8 @@ class Outcome:
 
     kind: done, failed, transient, cancelled, crashed, waiting (no room to run it yet), disk_full, held (not
     even failed/ could take it: it stays in work/). ``retry_at``: the daemon queues the job again from then
-    (time.time()); ``disk_full``: a folder found full, where claiming pauses; ``event``: what metrics and notices
-    hear (done and failed jobs).
+    (time.time()); ``disk_full``: a folder found full, where claiming pauses; ``fault``: why, when it is not a
+    full disk (folder_faults.FolderFault); ``event``: what metrics and notices hear (done and failed jobs).
     """
 
     job: Job
@@ -61,6 +61,7 @@ class Outcome:
     retry_at: float | None = None
     disk_full: str | None = None
     event: dict | None = None
+    fault: object = None
 
 
 def crashed(job: Job) -> Outcome:
@@ -99,7 +100,7 @@ class JobLife(FailurePaths):
         self.spool, self.get_config, self.stop = spool, get_config, stop
         self.outcomes: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         self.lost_attempts: dict[str, list[dict]] = {}  # job id -> the tries lost with a remote worker
-        self._styles: dict[tuple, images.Image.Image] = {}
+        self._styles: dict[Path, tuple[tuple, images.Image.Image]] = {}  # path -> (file's stamp, decode)
         self.sheets = SheetWriter()  # contact sheets off the worker's path; the daemon closes it at shutdown
         self.prefetch = Prefetcher(self.prepare)  # the next photos' pre-checks and decode, ahead (handover.py)
         self.landing = Lander()  # finished photos written behind the worker; executors flush it as they close
@@ -201,11 +202,16 @@ class JobLife(FailurePaths):
                     prepare_working(content, settings))
 
     def style(self, path: Path, settings: Settings) -> images.Image.Image:
-        """Decoded style pictures are kept by (path, mtime): a night in one style decodes it once."""
-        key = (path, path.stat().st_mtime_ns)
-        if key not in self._styles:
-            self._styles[key] = images.load(path, settings.max_pixels)
-        return self._styles[key]
+        """Decoded style pictures, one per path with its file's (mtime, size, inode): a night in one style decodes
+        it once, and a painting replaced under its name is decoded anew and its old version let go. Keyed by
+        (path, mtime) every version stayed for the process's life, ~30 MB a 2400 px replacement (rev8c finding 1);
+        the size and inode also catch a replacement that kept the mtime (`cp -p`, `rsync -t`)."""
+        info = path.stat()
+        stamp = (info.st_mtime_ns, info.st_size, info.st_ino)
+        held = self._styles.get(path)
+        if held is None or held[0] != stamp:
+            held = self._styles[path] = (stamp, images.load(path, settings.max_pixels))
+        return held[1]
 
     def already_written(self, job: Job, config: Config) -> bool:
         """A restart after the output was written but before the input moved: finish, don't redo.
@@ -241,11 +247,11 @@ class JobLife(FailurePaths):
         folder.mkdir(parents=True, exist_ok=True)
         sheet = None
         while True:  # another daemon may take the same free name between choosing and writing
-            stem = outputs.choose_stem(folder, Path(job.name).stem, fmt)
+            stem = outputs.choose_stem(folder, Path(job.name).stem, fmt, sheet=config.contact_sheet)
             job.output_stem = f"{folder.relative_to(config.outbox).as_posix()}/{stem}"
             self.spool.save(job)
             if config.contact_sheet:
-                sheet = folder / f"{stem}.sheet.png"
+                sheet = folder / outputs.sheet_name(stem)
                 record["contact_sheet"] = sheet.name
             try:
                 image_path, _ = outputs.write(folder, stem, fmt, data, record)

@@ -5,6 +5,7 @@ it (the image's presence says the job is done) instead of writing a second copy.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 from pathlib import Path
@@ -23,10 +24,17 @@ def image_name(stem: str, fmt: str) -> str:
 STEM_RESERVE = len(".sheet.png")  # the longest name made from a stem: a stem this much under NAME_MAX fits all
 
 
-def choose_stem(folder: Path, stem: str, fmt: str) -> str:
-    """The first stem whose image and log names are both free; a long one shortened (never ENAMETOOLONG)."""
+def sheet_name(stem: str) -> str:
+    return f"{stem}.sheet.png"
+
+
+def choose_stem(folder: Path, stem: str, fmt: str, sheet: bool = False) -> str:
+    """The first stem whose image and log names (and sheet's, with ``sheet``) are all free; a long one shortened
+    (never ENAMETOOLONG). Why the sheet: trip.sheet.jpg's output is trip.sheet.png, the very name trip.jpg's sheet
+    takes (rev8c finding 6: the sheet replaced it)."""
     for candidate in unique_names(folder, stem, reserve=STEM_RESERVE):
-        if not (folder / image_name(candidate.name, fmt)).exists() and not (folder / f"{candidate.name}.json").exists():
+        names = [image_name(candidate.name, fmt), f"{candidate.name}.json"] + [sheet_name(candidate.name)] * sheet
+        if not any((folder / name).exists() for name in names):
             return candidate.name
     raise AssertionError("unreachable")
 
@@ -36,7 +44,10 @@ def write(folder: Path, stem: str, fmt: str, data: bytes, record: dict) -> tuple
 
     Both are linked into place, so a name another daemon took in the meantime raises FileExistsError.
     """
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as exc:  # a file where the recipe's folder must be: the folder's fault (folder_faults)
+        raise NotADirectoryError(errno.ENOTDIR, "a file where a folder must be", str(folder)) from exc
     image_path = folder / image_name(stem, fmt)
     log_path = folder / f"{stem}.json"
     record = {**record, "output": {**record.get("output", {}), "name": image_path.name,
@@ -56,7 +67,9 @@ SHEET_HEIGHT = 384  # issue 13: a sheet is a thumbnail to glance at, not a secon
 def contact_sheet(content: "Image.Image", style: "Image.Image", result: "Image.Image", out_path: Path,
                   height: int = SHEET_HEIGHT) -> Path:
     """content | style | result side by side on white, as PNG, each at most ``height`` high and 4x that wide:
-    a 4000 px photo's sheet costs a thumbnail's encode (milliseconds), not a 12-megapixel PNG (about a second)."""
+    a 4000 px photo's sheet costs a thumbnail's encode (milliseconds), not a 12-megapixel PNG (about a second).
+    Linked into place, never replacing: a name taken since the stem was chosen (another photo's output written
+    in the meantime) raises FileExistsError and the sheet is skipped, never the output lost."""
     from PIL import Image
 
     parts = []
@@ -71,5 +84,5 @@ def contact_sheet(content: "Image.Image", style: "Image.Image", result: "Image.I
         x += part.width
     buf = io.BytesIO()
     sheet.save(buf, "PNG")
-    write_atomic(buf.getvalue(), out_path)
+    write_atomic(buf.getvalue(), out_path, replace=False)
     return out_path

@@ -63,6 +63,8 @@ class Reporter:
     def health(self) -> str:
         """What `status` says: "running" only while a worker is alive and idle or making progress."""
         d = self.daemon
+        if d.disk.state and "fix" in d.disk.state:  # a folder fault: the folder and its fix (folder_faults.py)
+            return f"paused: {d.disk.state['fix']}"
         if d.disk.state:
             return f"paused: disk full ({d.disk.state['free_mb']} MB free in {d.disk.state['folder']})"
         if d.executor is not None and not d.executor.alive() and d.state == "running":

@@ -60,5 +60,7 @@ class SheetWriter:
         content, style, result, path = item
         try:
             outputs.contact_sheet(content, style, result, path)
+        except FileExistsError:
+            log.warning("contact sheet not written: its name is another file's (never replaced)", sheet=str(path))
         except Exception as exc:  # noqa: BLE001 - a convenience: no sheet is worth the thread
             log.warning("contact sheet not written", sheet=str(path), error=f"{exc.__class__.__name__}: {exc}")

@@ -15,6 +15,7 @@ from pathlib import Path
 from .watcher import is_sidecar, sidecar_for
 
 UNPAIRED_AFTER_S = 30.0  # a sidecar dropped just before its photo is not told: the photo is on its way
+UNPAIRED_TICK_S = 5.0  # how often the daemon looks for them (daemon._check_unpaired): told 30-35 s after
 WHY = ("no photo beside it to read it: a sidecar is read when its photo is claimed, so drop it before or together "
        "with the photo (photo.yaml or photo.jpg.yaml beside photo.jpg); a photo it was meant for may already have "
        "been styled without it")

@@ -32,8 +32,10 @@ class JobBook:
                 self.retry.append(outcome.job)
             if outcome.kind == "held":
                 self.held.append(outcome.job)
-            if outcome.disk_full:
-                self.disk.pause(Path(outcome.disk_full))
+            if outcome.disk_full and self.disk.pause(Path(outcome.disk_full), outcome.fault) and outcome.fault:
+                fault = outcome.fault  # told once a pause: the folder and its fix (folder_faults.py)
+                self._tell("paused", {"file": str(fault.folder), "reason": fault.code, "fix": fault.fix,
+                                      "message": "cannot be written; claiming is paused, the photos wait"})
             if outcome.event is not None:
                 self._tell(outcome.kind, outcome.event)
 

@@ -115,15 +115,37 @@ def read(config) -> dict:
         data = {}
     if not isinstance(data, dict):  # valid JSON but not ours (a null, a list: a hand edit): unreadable (rev6e)
         data = {}
-    if not _alive(data):
-        data["current"] = None
-        data["state"] = "not running"
+    if not alive(data):
+        not_running(data, config.inbox)
     failed = sorted(config.failed.glob("*.error.json"), key=lambda p: p.stat().st_mtime)
     data.update(folder_counts(config.done, config.failed, config.work))
     data["queue"] = sum(1 for _ in scan(config.inbox, own_folders(config))) if config.inbox.is_dir() else 0
     data["recent_failures"] = [_error_line(p) for p in failed[-5:]]
     data["unclaimable"] = still_waiting(data.get("unclaimable"))
     return data
+
+
+def not_running(data: dict, inbox: Path) -> None:
+    """A dead or stopped daemon's last word, made true of now: `healthy` and the worker's and watcher's `alive`
+    kept the last write's true after a kill -9 or a clean stop, so a check of `healthy` (README) saw a dead daemon
+    as healthy all night (rev8a); its unpaired sidecars are those still there, as with the unclaimable."""
+    data.update(current=None, state="not running", healthy=False)
+    for part in ("worker", "observer"):
+        if isinstance(data.get(part), dict):
+            data[part]["alive"] = False
+    if isinstance(data.get("unpaired_sidecars"), list):
+        data["unpaired_sidecars"] = [e for e in data["unpaired_sidecars"] if isinstance(e, dict)
+                                     and os.path.lexists(inbox / str(e.get("sidecar", "")))]
+
+
+def last_unclaimable(spool: Path) -> list[dict]:
+    """The unclaimable files of the last status.json in ``spool`` (running or stopped) that are still there: the
+    morning report's line, and the files a restarted daemon does not notify again (unclaimable.py)."""
+    try:
+        data = json.loads((spool / STATUS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return still_waiting(data.get("unclaimable") if isinstance(data, dict) else None)
 
 
 def still_waiting(entries: object) -> list[dict]:
@@ -134,8 +156,8 @@ def still_waiting(entries: object) -> list[dict]:
     return [e for e in entries if isinstance(e, dict) and os.path.lexists(str(e.get("path", "")))]
 
 
-def _alive(data: dict) -> bool:
-    """A daemon that wrote status.json recently and still runs."""
+def alive(data: dict) -> bool:
+    """A daemon that wrote status.json recently and still runs (``data``: what it wrote)."""
     if not data or data.get("state") == "stopped" or not _pid_alive(data.get("pid", 0)):
         return False
     try:
@@ -179,7 +201,7 @@ def render(data: dict) -> str:
         lines.append(f"sidecar not used: inbox/{sidecar['sidecar']}: {sidecar['why']}")
     for stuck in data.get("unclaimable") or []:
         lines.append(f"cannot take from the inbox: {stuck.get('file')}: {stuck.get('error')}; fix: {stuck.get('fix')}")
-    if data.get("observer"):
+    if running and data.get("observer"):  # a stopped daemon watches nothing
         lines.append(f"watching with {data['observer']['kind']}: {data['observer']['why']}")
     current = data.get("current")
     if current:

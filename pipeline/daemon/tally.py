@@ -15,7 +15,7 @@ from pathlib import Path
 
 import structlog
 
-from ..fsio import write_atomic
+from ..fsio import write_atomic, written_before
 from .spool import ERROR_SUFFIX
 
 log = structlog.get_logger("style-pipeline.alerts")
@@ -83,10 +83,10 @@ def _files(folder: str, suffix: str):
 def _inside(entry: os.DirEntry, key: str, since: datetime, until: datetime) -> bool:
     """The log's time (its file's mtime when it has none) inside the window. A file last changed before `since`
     is not opened: the log is written after its time, so a busy outbox costs a stat per old output."""
+    if written_before(entry, since.timestamp()):
+        return False
     try:
         mtime = entry.stat().st_mtime
-        if mtime < since.timestamp():
-            return False
         with open(entry.path, "rb") as handle:
             when = json.loads(handle.read()).get(key)
         when = _utc(when) if when else datetime.fromtimestamp(mtime, timezone.utc)

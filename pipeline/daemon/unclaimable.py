@@ -11,12 +11,13 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import structlog
 
 from ..errors import Reason
 from ..fsio import is_no_permission, service_user, shown
+from .folder_faults import writable_fix
 
 log = structlog.get_logger("style-pipeline")
 
@@ -27,14 +28,12 @@ def fix_for(path: Path, exc: OSError) -> str:
     user = service_user()
     name = user.split(" ")[0]
     if exc.errno == errno.EACCES:
-        return (f"the service user {user} needs write access to {shown(str(folder))} to move the photo out: "
-                f"`chmod g+w {shown(str(folder))}` with {name} in the folder's group, or `chown {name} "
-                f"{shown(str(folder))}`; it is taken at the next rescan")
+        return writable_fix(folder, exc, " to move the photo out") + "; it is taken at the next rescan"
     if exc.errno == errno.EPERM:
         return (f"{shown(str(folder))} does not let {user} move {shown(path.name)} out (the sticky bit, or an "
                 f"immutable file): `chmod -t {shown(str(folder))}`, or `chown {name} {shown(str(path))}`")
     if exc.errno == errno.EROFS:
-        return f"{shown(str(folder))} is on a read-only mount: mount it read-write, or copy the photo elsewhere"
+        return writable_fix(folder, exc) + ", or copy the photo elsewhere"
     return f"{exc.strerror or exc}: check the photo and {shown(str(folder))}; it is tried again at each rescan"
 
 
@@ -42,12 +41,15 @@ class Unclaimable:
     """The inbox's files whose claim failed (not for a full disk: that pauses claiming instead). `tell` gets one
     event per new file (the notice); the list prunes itself when a file is claimed after all or taken away."""
 
-    def __init__(self, inbox: Callable[[], Path], tell: Callable[[str, dict], None]) -> None:
+    def __init__(self, inbox: Callable[[], Path], tell: Callable[[str, dict], None], told: Iterable[str] = ()) -> None:
         self.inbox, self.tell = inbox, tell
         self.files: dict[str, dict] = {}  # path -> what status.json shows
+        self.told = set(told)  # paths whose notice went out, this run or the last (the spool's status.json)
 
     def add(self, path: Path, exc: OSError) -> None:
-        """Remember a failed claim; log and tell only the first time for this file."""
+        """Remember a failed claim; log the first time for this file in this run, and tell the first time ever: the
+        last run's notices are known from its status.json (status.last_unclaimable), so a restart sent one more
+        notice a file (rev7d)."""
         if str(path) in self.files:
             return
         try:
@@ -58,6 +60,9 @@ class Unclaimable:
                  "fix": fix_for(path, exc)}
         self.files[str(path)] = entry
         log.error("cannot claim; the file stays in the inbox", file=str(path), error=str(exc), fix=entry["fix"])
+        if str(path) in self.told:
+            return
+        self.told.add(str(path))
         code = str(Reason.NO_PERMISSION) if is_no_permission(exc) else errno.errorcode.get(exc.errno or 0, "OSError")
         self.tell("unclaimable", {"file": entry["file"], "reason": code, "message": entry["error"],
                                   "fix": entry["fix"]})
@@ -66,4 +71,5 @@ class Unclaimable:
         """For status.json: the files still in the inbox (a stat each; there are few)."""
         for key in [k for k in self.files if not os.path.lexists(k)]:
             del self.files[key]
+        self.told = {k for k in self.told if k in self.files or os.path.lexists(k)}  # gone: a new drop is told
         return list(self.files.values())

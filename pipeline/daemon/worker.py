@@ -21,7 +21,6 @@ from .jobs import JobLife, Plan, current, logging_for
 from .spool import Job, Spool
 
 log = structlog.get_logger("style-pipeline.worker")
-RESPAWN_FLUSH = 120.0  # seconds a respawn waits for the results the dead thread handed over (they close on its count)
 
 
 class Worker(Executor):
@@ -34,6 +33,7 @@ class Worker(Executor):
         self.engine = engine
         self._handed = False  # the job in hand went to the landing thread, which closes it once landed
         self._taken: float | None = None  # when the job in hand was taken: "job started" says how long opening took
+        self._heir: Worker | None = None  # the worker that replaced this dead one: its landings close on the heir
 
     def has_room(self) -> bool:
         """Nothing waiting: the main loop may claim the next file now, so that its decode and claim overlap
@@ -41,12 +41,26 @@ class Worker(Executor):
         return self._jobs.empty()
 
     def respawn(self) -> "Worker":
-        """A fresh thread with this one's queue, open jobs (less the one that died with it) and job life."""
-        self.life.landing.flush(RESPAWN_FLUSH)  # the results it handed over close against this worker's count first
+        """A fresh thread with this one's queue, open jobs (less the one that died with it) and job life. The results
+        it handed to the landing thread close on the new one's count (job_closed): the main loop no longer waits for
+        them to land first, up to 120 s behind a stuck write, with no status and no watchdog ping meanwhile."""
         new = Worker(self.engine, self.spool, self.get_config, self.stop, self.life)
         new._jobs, new._busy_seconds, new._marker = self._jobs, self._busy_seconds, self._marker + 1
-        new._open = self._open - (self._job is not None)
+        with self._lock:  # a landing closing now counts either here, before the copy, or on the heir: never lost
+            new._open = self._open - (self._job is not None)
+            self._heir = new
         return new
+
+    def job_closed(self) -> None:
+        """One fewer open, on the heir once this worker died and was replaced (respawn)."""
+        with self._lock:
+            heir = self._heir
+            if heir is None:
+                self._open = max(0, self._open - 1)
+        if heir is not None:
+            heir.job_closed()
+        else:
+            self.wake()
 
     # --- the thread -------------------------------------------------------------------------------
     def run(self) -> None:

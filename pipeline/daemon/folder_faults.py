@@ -1,0 +1,73 @@
+"""A folder the daemon writes that cannot be written is the machine's fault, never the photo's (rev8b findings 2, 4).
+
+The outbox's filesystem remounted read-only in the night (ext4 errors=remount-ro, a NAS share), a file written
+where the outbox or a recipe's outbox folder was (a sync tool, a script's `> outbox`), an outbox without write access
+for the service user: before, every photo of the night was styled and then failed, as permission_denied told to
+chmod the daemon's own temp file, or as too_many_attempts with no fix named. Now it takes the full disk's road
+(diskguard.py): the job waits in work/ uncharged, claiming pauses, status and one notice name the folder and the
+fix, and claiming resumes by itself once a probe write there succeeds. The fixes' wording is shared with the
+claim's (unclaimable.fix_for), so a read-only mount reads the same wherever it is met.
+"""
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from ..errors import Reason
+from ..fsio import service_user, shown
+
+CODES = {errno.EROFS: "EROFS", errno.ENOTDIR: "ENOTDIR", errno.EACCES: str(Reason.NO_PERMISSION)}
+RESUMES = "; claiming resumes by itself once it can be written"
+
+
+@dataclass(frozen=True)
+class FolderFault:
+    """What a person fixes: ``folder`` (a read-only or unwritable folder, or the file where a folder must be),
+    ``code`` (the notice's reason: EROFS, ENOTDIR, permission_denied), ``fix`` (naming the folder)."""
+
+    folder: Path
+    code: str
+    fix: str
+
+
+def writable_fix(folder: Path, exc: OSError, purpose: str = "") -> str:
+    """The fix for a folder the service user cannot write (EACCES) or that is on a read-only mount (EROFS)."""
+    where, user = shown(str(folder)), service_user()
+    if exc.errno == errno.EROFS:
+        return f"{where} is on a read-only mount: mount it read-write"
+    name = user.split(" ")[0]
+    return (f"the service user {user} needs write access to {where}{purpose}: `chmod g+w {where}` with {name} "
+            f"in the folder's group, or `chown {name} {where}`")
+
+
+def folder_fault(exc: BaseException, outbox: Path, spool: Iterable[Path]) -> FolderFault | None:
+    """The folder at fault when ``exc`` is a write under the outbox or the ``spool``'s folders that no photo could
+    change; None for anything else (the photo's own errors, unknown ones: the caller's classes). EROFS is the
+    machine's wherever it is met; EACCES and ENOTDIR only under those folders."""
+    if not isinstance(exc, OSError) or exc.errno not in CODES or not exc.filename:
+        return None
+    target = Path(os.fsdecode(exc.filename2 or exc.filename))  # a link's or a rename's: where it was going
+    roots = [Path(outbox), *map(Path, spool)]
+    if exc.errno != errno.EROFS and not any(root == target or root in target.parents for root in roots):
+        return None
+    if exc.errno == errno.ENOTDIR:
+        found = not_a_folder(target, roots)
+        if found is None:  # moved away already: the next try tells
+            return None
+        label = "the outbox" if found == roots[0] else "it"
+        return FolderFault(found, CODES[exc.errno],
+                           f"{shown(str(found))} is a file: {label} must be a folder: move the file away{RESUMES}")
+    return FolderFault(target.parent, CODES[exc.errno], writable_fix(target.parent, exc) + RESUMES)
+
+
+def not_a_folder(target: Path, roots: list[Path]) -> Path | None:
+    """The first of ``target``'s folders (from the top, no higher than a root) that is a file, not a folder."""
+    for path in reversed([target, *target.parents]):
+        if not any(root == path or root in path.parents for root in roots):
+            continue
+        if os.path.lexists(path) and not path.is_dir():
+            return path
+    return None

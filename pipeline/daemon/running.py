@@ -1,0 +1,72 @@
+"""The folders a running daemon uses, recorded beside its config, so `status` and `report` look where it works.
+
+A folder edit in config.yaml applies at the next start (reload.keep_folders): until then the daemon works in the
+old inbox, outbox and spool while the file names new ones, and `status` and `report`, reading the file, looked at
+the new spool and said "not running" of a daemon styling photos (rev7f finding 3). So the daemon writes its folders
+at start to ``.style-pipeline/<config name>.running.json`` in the config's folder (found from the config path
+alone; `install-service` makes that folder writable to the service), and the readers use them while that daemon
+lives: its status.json in the recorded spool fresh and written by the recorded pid. A record that cannot be written
+costs only this (a warning, and the readers read the file's folders, as before); one left by a killed daemon is
+ignored, being not alive.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import structlog
+
+from ..fsio import write_json
+from .config import FOLDER_KEYS
+from .status import STATUS_FILE, alive
+
+log = structlog.get_logger("style-pipeline")
+RUNTIME_DIR = ".style-pipeline"  # beside config.yaml: the one place both the daemon and its readers can derive
+
+
+def record_path(config_path: str | Path) -> Path:
+    config = Path(config_path).resolve()
+    return config.parent / RUNTIME_DIR / f"{config.name}.running.json"
+
+
+def record(config) -> None:
+    """At start: this daemon's pid and folders. Never raises: a folder the service may not write (a unit rendered
+    before this record existed) costs only the readers' view after a folder edit."""
+    path = record_path(config.path)
+    try:
+        path.parent.mkdir(exist_ok=True)
+        write_json(path, {"pid": os.getpid(), **{key: str(getattr(config, key)) for key in sorted(FOLDER_KEYS)}},
+                   fsync=False)
+    except OSError as exc:
+        log.warning("cannot record the running folders; after a folder edit, status and report look at the new "
+                    "ones until the next start", file=str(path), error=exc.strerror or str(exc),
+                    fix=f"make {path.parent} writable by this user (install-service lists it)")
+
+
+def forget(config) -> None:
+    """At stop: the record goes, if it is still this daemon's (a newer daemon of the same config keeps its own)."""
+    path = record_path(config.path)
+    if (_read(path) or {}).get("pid") == os.getpid():
+        path.unlink(missing_ok=True)
+
+
+def folders(config_path: str | Path) -> dict[str, Path] | None:
+    """The running daemon's inbox, outbox and spool, or None when no daemon of this config is alive (or it left no
+    record): the caller then reads the config's own."""
+    data = _read(record_path(config_path))
+    if not data or not all(isinstance(data.get(key), str) for key in FOLDER_KEYS):
+        return None
+    found = {key: Path(data[key]) for key in FOLDER_KEYS}
+    word = _read(found["spool"] / STATUS_FILE)
+    if not word or word.get("pid") != data.get("pid") or not alive(word):
+        return None
+    return found
+
+
+def _read(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

@@ -1,0 +1,46 @@
+"""rev7f finding 3: a folder edit in config.yaml applies at the next start, and `status` and `report` read the file's
+folders: they looked at the new spool and outbox while the daemon ran on the old ones, and said "not running".
+The daemon records its folders beside the config (daemon/running.py); the readers use them while it lives."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import yaml
+
+from daemon_helpers import SAMPLES, log_events, make_config, outputs, start, stop, wait_for, wait_ready
+
+
+def test_status_and_report_follow_the_running_folders_after_a_folder_edit(tmp_path, capsys):
+    from pipeline import cli
+
+    config = make_config(tmp_path)
+    daemon = start(config)
+    page = tmp_path / "page.html"
+
+    def status() -> dict:
+        capsys.readouterr()
+        assert cli.main(["status", "--config", str(config), "--json"]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    def report() -> str:
+        assert cli.main(["report", "--config", str(config), "--since", "24h", "-o", str(page)]) == 0
+        return page.read_text()
+
+    try:
+        wait_ready(daemon)
+        data = yaml.safe_load(config.read_text())
+        data["folders"] = {"inbox": "inbox", "outbox": "outbox2", "spool": "spool2"}
+        config.write_text(yaml.safe_dump(data))
+        wait_for(lambda: any(str(e.get("event")).startswith("folder changes") for e in log_events(daemon)), 30, daemon)
+        shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / "rocket.jpg")
+        wait_for(lambda: outputs(tmp_path), 120, daemon)  # styled into the old outbox
+        wait_for(lambda: status()["done"] == 1, 10, daemon)  # counted from the old spool
+        running = status()
+        assert running["state"] != "not running" and running["pid"] == daemon.pid
+        html = report()
+        assert 'class="processed">1<' in html and "rocket" in html and "Service: running." in html
+    finally:
+        stop(daemon)
+    assert status()["state"] == "not running" and status()["done"] == 0  # stopped: the file's folders again
+    assert not (tmp_path / ".style-pipeline" / "config.yaml.running.json").exists()  # its record went with it
