@@ -150,13 +150,13 @@ def cmd_report(args) -> int:
     from .daemon.config import read_folders, read_max_pixels
     from .report import parse_since, write_reports
     from .report_state import service_state
-    from .report_window import scheduled_window
+    from .report_window import dated_page, scheduled_window
 
     folders = running.folders(args.config) or read_folders(args.config)  # a folder edit waits for the next start
     since, now, reports = parse_since(args.since) if args.since else None, datetime.now(timezone.utc), \
         folders["outbox"] / "reports"
     since, until, covered = scheduled_window(reports, since, now) if args.since_last else (since, None, None)
-    dated = reports / f"{now.astimezone():%Y-%m-%d}.html"
+    dated = dated_page(reports, now)  # the day's first page keeps its name (rev8c finding 4)
     paths = [Path(args.output)] if args.output else [dated, folders["outbox"] / "report.html"]
     try:
         for path in {*(p.parent for p in paths), *([reports] if covered else [])}:

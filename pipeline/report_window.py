@@ -46,3 +46,21 @@ def mark_covered(reports: Path, until: datetime) -> Path:
     """Written atomically after the pages: a run that failed before them leaves the marker where it was, so the
     next run covers its window too."""
     return write_atomic(until.isoformat().encode(), reports / MARKER)
+
+
+def dated_page(reports: Path, now: datetime) -> Path:
+    """reports/<local date>.html for the day's first page; a later run that day gets <date>-<HHMM>.html (then
+    -<HHMM>-1, -2 within one minute), never the morning's name. Why: the dated page was written with replace, so a
+    second run the same day (`systemctl start style-pipeline-report` for the late photos, or any `report --since`)
+    rewrote the night's page with its own few hours, and `--since-last` then kept the night off every later page
+    (rev8c finding 4). report.html is still the latest."""
+    local = now.astimezone()
+    first = reports / f"{local:%Y-%m-%d}.html"
+    if not first.exists():
+        return first
+    stem = f"{local:%Y-%m-%d-%H%M}"
+    page, n = reports / f"{stem}.html", 0
+    while page.exists():
+        n += 1
+        page = reports / f"{stem}-{n}.html"
+    return page

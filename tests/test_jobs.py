@@ -104,3 +104,39 @@ def test_out_of_memory_falls_back_for_the_job_and_fails_it_only_when_even_the_fa
 
 def oom() -> None:
     raise torch.OutOfMemoryError("out of memory (injected)")
+
+
+def test_a_painting_replaced_under_its_name_is_decoded_anew_and_its_old_version_let_go(tmp_path):
+    """rev8c finding 1: decodes were kept by (path, mtime) and never let go, so each version of a painting replaced
+    under its name (a re-export, a sync tool) stayed for the process's life (+258 MB of RSS over 10 versions of a
+    2400 px painting in a real daemon). Now one decode a path, replaced when the file's (mtime, size, inode)
+    changes: also when a copy kept the mtime (`cp -p`, `rsync -t`)."""
+    import gc
+    import threading
+    import weakref
+
+    from PIL import Image
+
+    from pipeline.daemon.jobs import JobLife
+    from pipeline.engine import Settings
+
+    config = make_config(tmp_path)
+    life = JobLife(Spool(*(tmp_path / "spool" / n for n in ("inbox", "work", "done", "failed"))), lambda: config,
+                   threading.Event())
+    painting, settings, same_time = tmp_path / "mine.png", Settings(), 10**18
+    versions = []
+    for night in range(7):
+        Image.new("RGB", (40 + night, 30), (30 * night, 0, 0)).save(tmp_path / ".new.png")
+        os.replace(tmp_path / ".new.png", painting)  # a new inode, as an editor's save or a sync tool's
+        os.utime(painting, ns=(same_time, same_time) if night >= 5 else (same_time + night, same_time + night))
+        decoded = life.style(painting, settings)
+        assert decoded.size == (40 + night, 30), "the replaced painting was not decoded anew"
+        assert life.style(painting, settings) is decoded, "an unchanged painting is decoded once"
+        versions.append(weakref.ref(decoded))
+        del decoded
+    with open(painting, "r+b") as handle:  # rewritten in place (same inode), its mtime put back: only the size says
+        Image.new("RGB", (80, 30), "blue").save(handle, "PNG")
+    os.utime(painting, ns=(same_time, same_time))
+    assert life.style(painting, settings).size == (80, 30)
+    gc.collect()
+    assert [v() is not None for v in versions] == [False] * 7, "old versions of the painting are still held"

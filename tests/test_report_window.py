@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -86,3 +87,28 @@ def test_report_since_last_starts_at_the_marker_and_moves_it(tmp_path, capsys):
     assert processed("--since-last") == "1"
     assert now - SETTLE <= covered_until(reports) <= datetime.now(timezone.utc) - SETTLE
     assert processed("--since-last") == "0"
+
+
+def test_a_second_run_the_same_day_keeps_the_nights_page(tmp_path, capsys):
+    """rev8c finding 4: the 07:00 timer run writes reports/<today>.html with the night; the operator starts the same
+    unit again later (`systemctl start style-pipeline-report`) for the late photos. The second run rewrote the dated
+    page with its few hours, and --since-last kept the night off every later page. Now a later run that day gets
+    <date>-<HHMM>.html (then -1, -2 within a minute); report.html is the latest."""
+    config = make_config(tmp_path)
+    _output(tmp_path, "starry", "coffee.jpg", "starry_night.jpg", datetime.now(timezone.utc) - timedelta(hours=3), 9.5)
+    reports = tmp_path / "outbox" / "reports"
+
+    def run() -> None:
+        assert cli.main(["report", "--config", str(config), "--since", "24h", "--since-last"]) == 0
+
+    run()
+    dated = reports / f"{datetime.now().astimezone():%Y-%m-%d}.html"
+    night = dated.read_text()
+    assert "coffee.png" in night
+    run()
+    run()
+    assert dated.read_text() == night, "a second run the same day rewrote the night's page"
+    later = sorted(p.name for p in reports.glob("*.html") if p != dated)
+    assert len(later) == 2 and all(re.fullmatch(rf"{dated.stem}-\d{{4}}(-1)?\.html", name) for name in later), later
+    latest = (tmp_path / "outbox" / "report.html").read_text()
+    assert "coffee.png" not in latest.split('id="older"')[0] and 'class="processed">0<' in latest

@@ -100,7 +100,7 @@ class JobLife(FailurePaths):
         self.spool, self.get_config, self.stop = spool, get_config, stop
         self.outcomes: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         self.lost_attempts: dict[str, list[dict]] = {}  # job id -> the tries lost with a remote worker
-        self._styles: dict[tuple, images.Image.Image] = {}
+        self._styles: dict[Path, tuple[tuple, images.Image.Image]] = {}  # path -> (file's stamp, decode)
         self.sheets = SheetWriter()  # contact sheets off the worker's path; the daemon closes it at shutdown
         self.prefetch = Prefetcher(self.prepare)  # the next photos' pre-checks and decode, ahead (handover.py)
         self.landing = Lander()  # finished photos written behind the worker; executors flush it as they close
@@ -202,11 +202,16 @@ class JobLife(FailurePaths):
                     prepare_working(content, settings))
 
     def style(self, path: Path, settings: Settings) -> images.Image.Image:
-        """Decoded style pictures are kept by (path, mtime): a night in one style decodes it once."""
-        key = (path, path.stat().st_mtime_ns)
-        if key not in self._styles:
-            self._styles[key] = images.load(path, settings.max_pixels)
-        return self._styles[key]
+        """Decoded style pictures, one per path with its file's (mtime, size, inode): a night in one style decodes
+        it once, and a painting replaced under its name is decoded anew and its old version let go. Keyed by
+        (path, mtime) every version stayed for the process's life, ~30 MB a 2400 px replacement (rev8c finding 1);
+        the size and inode also catch a replacement that kept the mtime (`cp -p`, `rsync -t`)."""
+        info = path.stat()
+        stamp = (info.st_mtime_ns, info.st_size, info.st_ino)
+        held = self._styles.get(path)
+        if held is None or held[0] != stamp:
+            held = self._styles[path] = (stamp, images.load(path, settings.max_pixels))
+        return held[1]
 
     def already_written(self, job: Job, config: Config) -> bool:
         """A restart after the output was written but before the input moved: finish, don't redo.

@@ -3,7 +3,9 @@
 Quiet time alone (watcher.Tracker) claimed a file whose writer paused longer than `settle_seconds`
 between chunks, and failed it as truncated while the rest was still coming. Here a file that does not
 decode is looked at again once after a longer wait; only if it is unchanged and still broken then is it
-claimed, so the worker can move it to failed/ with its reason.
+claimed, so the worker can move it to failed/ with its reason. A file with a hole before its end is not written
+yet, whatever it decodes to (unwritten_gap: a preallocating writer's zeros decode for WebP, TIFF, BMP): it waits
+until written, or unchanged for HOLE_WAIT.
 
 This runs on the main loop: the file is opened once (fsio.open_regular: it never waits on a FIFO swapped in
 after a check by name) and decoded from that open file, never reopened by name. A file whose lease is being
@@ -22,6 +24,7 @@ from ..engine import images
 from ..fsio import NO_WAIT, FileBusy, NotRegularFile, open_regular
 
 RECHECK_FACTOR, RECHECK_MIN = 10, 3.0  # the longer wait: 10 x settle_seconds, at least 3 s
+HOLE_WAIT = 60.0  # a gap not written yet is a writer at work, surely: a minute's stall (Wi-Fi, SMB) is waited out
 UNREADABLE_PASSES = 3  # a file whose open fails this many passes (EIO, ESTALE) is claimed: the worker fails it
 NOT_THE_FILES = (errno.EMFILE, errno.ENFILE, errno.ENOMEM)  # the daemon's shortage, never the file's: not counted
 
@@ -36,6 +39,24 @@ def decodes(file: BinaryIO, max_pixels: int) -> bool:
         return True
     except Exception:  # noqa: BLE001 - Pillow's plugins raise many types for a broken file: all mean "not yet"
         return False
+
+
+def unwritten_gap(file: BinaryIO, size: int) -> bool:
+    """Whether the file has a hole before its end: a part never written yet (rev8b finding 1). Why: a writer that sets
+    the final size first (Windows Explorer over SMB, aria2, `rsync --preallocate`, torrent clients) leaves the rest
+    as zeros that a WebP, an uncompressed TIFF or a BMP decodes "fully", so a stall past the settle time had the
+    photo claimed and styled from a mostly black picture. The file is left at its start, for the decode.
+
+    Limits: a filesystem without SEEK_HOLE answers "all data" (the kernel's default), and so do some for a region
+    fallocate()d but unwritten (ext4, xfs and tmpfs report it as a hole); a file sparse on purpose (`cp
+    --sparse=always`) only waits the hole's longer wait, then is claimed as it is; and a writer stalled longer than
+    that wait is claimed with its gap, as a stalled plain copy is claimed broken."""
+    try:
+        return os.lseek(file.fileno(), 0, os.SEEK_HOLE) < size
+    except OSError:  # ENXIO, EINVAL: no hole seeking here; the decode alone decides
+        return False
+    finally:
+        file.seek(0)
 
 
 class DecodeCheck:
@@ -71,9 +92,11 @@ class DecodeCheck:
                 return True
             raise
         with file:
+            st = os.fstat(file.fileno())
+            if unwritten_gap(file, st.st_size):  # its writer set the size first: the gap may decode as zeros
+                return self._stale(path, st, max(RECHECK_FACTOR * settle_seconds, HOLE_WAIT))
             if decodes(file, max_pixels):
                 return True
-            st = os.fstat(file.fileno())
         return self._stale(path, st, max(RECHECK_FACTOR * settle_seconds, RECHECK_MIN))
 
     def _stale(self, path: Path, st: os.stat_result, wait: float) -> bool:
