@@ -16,24 +16,32 @@ from __future__ import annotations
 
 import pytest
 
-# The files holding the longest tests, longest first (--durations of a full run, 2-core box, session 8).
+# The files holding the longest tests, by their longest test (--durations of a full run, 2-core box, session 8);
+# test_ray's group goes first anyway (xdist hands out its largest group first).
 LONGEST_FIRST = (
-    "test_daemon.py",  # 200 drops through a real daemon; kill -9 and resume
-    "test_daemon_faults.py",  # five daemon starts for the crash counts; reload over a backlog
+    "test_daemon.py",  # 200 drops through a real daemon; two daemons on 40
     "test_batch_faults.py",
+    "test_daemon_faults.py",  # five daemon starts for the crash counts; reload over a backlog
     "test_exactly_once.py",
+    "test_joblog.py",
     "test_engine.py",
     "test_eta.py",
-    "test_joblog.py",
+    "test_setup.py",
     "test_batch_landing.py",
-    "test_handover.py",
-    "test_pyramid.py",
+    "test_report.py",
+    "test_batch.py",
+    "test_stale_temps.py",
+    "test_pool.py",
+    "test_recipe_blend.py",
     "test_jobs.py",
-    "test_checkpoints.py",
     "test_observe.py",
+    "test_sidecar_unpaired.py",
+    "test_handover.py",
     "test_daemon_mends.py",
+    "test_report_state.py",
+    "test_checkpoints.py",
+    "test_reload_retry.py",
     "test_executor.py",
-    "test_odd_names.py",
 )
 
 
