@@ -21,6 +21,7 @@ import argparse
 import io
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -33,6 +34,7 @@ if __name__ == "__main__" and "--engine-in" not in sys.argv:
 
 ENGINE_PHASES = ("set-up", "first step", "closing")
 DAEMON_PHASES = ("output written", "job done", "next job started", "next first step")
+CPU = "CPU a photo"  # the daemon process's user + sys seconds over its photos (start-up included, the same for all)
 WHOLE = "a photo"  # the daemon's steady wall seconds per photo: the main loop's claims and rescans included
 
 
@@ -142,12 +144,16 @@ def measure(tree: Path, name: str, args, env: dict, out: Path) -> tuple[dict, di
     from bench.daemon_run import run_backlog
 
     engine = {} if args.no_engine else engine_run(tree, name, args, env)
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
     run = run_backlog(out / name, args.photos, args.size, args.steps, env, 3600, root=tree,
                       overrides={"progress_seconds": 0})
+    now = resource.getrusage(resource.RUSAGE_CHILDREN)
     if not run.ok:
         raise SystemExit(f"{name}: the daemon run failed (see {run.folder / 'daemon.log'})")
     phases = daemon_phases(run.folder / "daemon.log")
     phases["a photo"] = [run.steady_s / max(1, len(run.dones) - 1)]  # first claim to last done, per photo after the first
+    # the daemon's CPU seconds (user + sys, start-up included) a photo: on a contended box the work itself
+    phases[CPU] = [(now.ru_utime + now.ru_stime - used.ru_utime - used.ru_stime) / max(1, len(run.dones))]
     return engine, phases
 
 
@@ -178,7 +184,7 @@ def main() -> None:
     trees = {f"before ({args.before})": extract(args.before, args.out),
              **{f"also ({ref})": extract(ref, args.out) for ref in args.also},
              f"after ({args.after or 'this tree'})": extract(args.after, args.out) if args.after else ROOT}
-    pooled = {name: ({p: [] for p in ENGINE_PHASES}, {p: [] for p in (*DAEMON_PHASES, WHOLE)}) for name in trees}
+    pooled = {name: ({p: [] for p in ENGINE_PHASES}, {p: [] for p in (*DAEMON_PHASES, WHOLE, CPU)}) for name in trees}
     load = []
     for round_ in range(args.rounds):
         for name, tree in trees.items():
@@ -192,11 +198,12 @@ def main() -> None:
     print(f"# bench/gap.py: {args.photos} photos at {args.size} px, {args.steps} steps, {args.rounds} rounds "
           f"alternating; {os.cpu_count()} cores, OMP_NUM_THREADS=1; load average {min(load):.1f}-{max(load):.1f}\n")
     head = ["checkout", *(f"engine: {p}" for p in ENGINE_PHASES),
-            *(f"daemon: last step to {p}" for p in DAEMON_PHASES), "daemon: a photo (claim to done, steady)"]
+            *(f"daemon: last step to {p}" for p in DAEMON_PHASES), "daemon: a photo (claim to done, steady)",
+            "daemon: CPU a photo (process, start-up included)"]
     print("medians, ms\n\n| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for name, (engine, daemon) in pooled.items():
         print("| " + " | ".join([name, *(ms(engine[p]) for p in ENGINE_PHASES),
-                                 *(ms(daemon[p]) for p in (*DAEMON_PHASES, WHOLE))]) + " |")
+                                 *(ms(daemon[p]) for p in (*DAEMON_PHASES, WHOLE, CPU))]) + " |")
     if args.no_engine:
         return
     print("\nhost work a GPU does not speed up (this CPU, medians of 5)\n\n| piece | wall ms | CPU ms |\n|---|---|---|")

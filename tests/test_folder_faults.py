@@ -13,6 +13,8 @@ import pytest
 
 from daemon_helpers import (SAMPLES, errors, make_config, mounted_tmpfs, outputs, start, status_json, stop, wait_for,
                             wait_ready)
+from pipeline.daemon import diskguard
+from pipeline.daemon.diskguard import DiskGuard
 from pipeline.daemon.folder_faults import folder_fault
 
 
@@ -100,3 +102,18 @@ def test_a_folder_fault_names_the_folder_never_the_daemons_temp_file(tmp_path):
     assert folder_fault(PermissionError(errno.EACCES, "Permission denied", str(photo)), outbox, [spool]) is None
     ro = folder_fault(OSError(errno.EROFS, "Read-only file system", str(temp)), outbox, [spool])
     assert ro.code == "EROFS" and ro.fix.startswith(f"{outbox / 'starry'} is on a read-only mount")
+
+
+def test_one_folder_fault_is_told_at_most_once_an_hour(tmp_path):
+    """A fault the probe write cannot see (it passes, the job's own write fails again) pauses at each try: the notice
+    is not sent each time."""
+    now = [0.0]
+    guard = DiskGuard(lambda: [tmp_path], clock=lambda: now[0])
+    fault = folder_fault(PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "x" / "y")), tmp_path, [])
+    assert guard.pause(tmp_path / "x", fault) is True
+    now[0] += diskguard.CHECK_SECONDS + 1
+    assert not guard.paused(), "the probe write passes: claiming resumes"
+    assert guard.pause(tmp_path / "x", fault) is False and guard.state["fix"] == fault.fix
+    now[0] += diskguard.TELL_AGAIN
+    guard.state = None
+    assert guard.pause(tmp_path / "x", fault) is True

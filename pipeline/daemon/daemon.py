@@ -165,7 +165,7 @@ class Daemon:
 
     def _dispatch(self) -> None:
         """Give the executor its next job: due retries and recovered jobs first, then the oldest ready file."""
-        job = self.book.take_due(time.time())
+        job = self.book.take_due(time.time(), time.monotonic())
         if job is not None:
             self.executor.submit(job)
             return

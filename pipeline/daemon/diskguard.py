@@ -21,6 +21,7 @@ from .folder_faults import FolderFault
 log = structlog.get_logger("style-pipeline")
 CHECK_SECONDS = 2.0
 RESUME_FREE_BYTES = 2 << 20  # a 384 px output and its log are a few hundred KB
+TELL_AGAIN = 3600.0  # one folder fault is told at most once an hour: one the probe cannot see would pause each try
 
 
 class DiskGuard:
@@ -31,6 +32,7 @@ class DiskGuard:
         self.folders, self.clock = folders, clock
         self.state: dict | None = None  # {"folder", "free_mb"} while paused
         self.checked = 0.0
+        self.told: dict[str, float] = {}  # a folder fault's fix -> when it was last told
 
     def pause(self, folder: Path, fault: FolderFault | None = None) -> bool:
         """Claiming waits; True when this is news (a pause begun, or another folder fault): the caller tells once.
@@ -38,6 +40,9 @@ class DiskGuard:
         road as a full disk, and its folder is probed too before claiming resumes."""
         free = free_bytes(folder) >> 20
         news = self.state is None or (fault is not None and self.state.get("fix") != fault.fix)
+        if news and fault is not None:
+            news = self.clock() - self.told.get(fault.fix, -TELL_AGAIN) >= TELL_AGAIN
+            self.told[fault.fix] = self.clock() if news else self.told[fault.fix]
         if news and fault is None:
             log.error("disk full: claiming paused until space returns", folder=str(folder), free_mb=free)
         elif news:

@@ -5,6 +5,7 @@ in work/ live here, not in an executor: so a pool of executors shares one queue,
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -20,16 +21,19 @@ log = structlog.get_logger("style-pipeline")
 class JobBook:
     """The retry queue and the held jobs; ``listener`` hears done and failed jobs (metrics, notices)."""
 
-    def __init__(self, disk: DiskGuard, listener: Callable[[str, dict], None]) -> None:
+    def __init__(self, disk: DiskGuard, listener: Callable[[str, dict], None],
+                 clocks: tuple[Callable[[], float], Callable[[], float]] = (time.time, time.monotonic)) -> None:
         self.disk, self.listener = disk, listener
+        self.wall, self.mono = clocks  # the jobs' not_before is wall-clock time; their due times also monotonic
         self.retry: list[Job] = []
+        self.due: dict[str, float] = {}  # job id -> when it is due on the monotonic clock (take_due)
         self.held: list[Job] = []  # jobs that could not even be moved to failed/: left in work/, not retried
 
     def take(self, outcomes: Iterable[Outcome]) -> None:
         """Act on how each try ended: queue it again, hold it, pause claiming on a full disk, tell the listener."""
         for outcome in outcomes:
             if outcome.retry_at is not None:
-                self.retry.append(outcome.job)
+                self._queue(outcome.job)
             if outcome.kind == "held":
                 self.held.append(outcome.job)
             if outcome.disk_full and self.disk.pause(Path(outcome.disk_full), outcome.fault) and outcome.fault:
@@ -46,13 +50,22 @@ class JobBook:
         except Exception as exc:  # noqa: BLE001
             log.warning("event listener failed", error=f"{exc.__class__.__name__}: {exc}")
 
-    def take_due(self, now: float) -> Job | None:
-        """The retry whose time came first, taken off the queue; None while none is due."""
-        due = [job for job in self.retry if job.not_before <= now]
+    def _queue(self, job: Job) -> None:
+        """Queue a retry, its wait also on the monotonic clock: a wall clock stepped back (NTP correcting an RTC kept
+        in local time, a VM resumed) held a waiting photo in work/ for the length of the step (rev8b finding 3).
+        not_before stays wall-clock time in job.json, the one clock a restart can compare it with."""
+        self.due[job.id] = self.mono() + max(0.0, job.not_before - self.wall())
+        self.retry.append(job)
+
+    def take_due(self, now: float, mono: float) -> Job | None:
+        """The retry whose time came first, taken off the queue; None while none is due. Due when either clock says
+        so (``now``: wall-clock time, ``mono``: monotonic): a step forward only brings a retry sooner."""
+        due = [job for job in self.retry if job.not_before <= now or self.due.get(job.id, float("inf")) <= mono]
         if not due:
             return None
         job = min(due, key=lambda j: j.not_before)
         self.retry.remove(job)
+        self.due.pop(job.id, None)
         return job
 
     def take_up(self, spool: Spool) -> None:
@@ -61,4 +74,4 @@ class JobBook:
         Held jobs are this daemon's own, left unlocked on purpose: not taken up again."""
         for job in spool.recover(skip={held.id for held in self.held}):
             log.info("resuming a job left in work/", job_id=job.id, file=job.source, checkpoint=job.checkpoint.exists())
-            self.retry.append(job)
+            self._queue(job)
