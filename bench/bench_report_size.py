@@ -10,6 +10,7 @@ code version given, so before/after are measured side by side in one run:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import statistics
 import subprocess
@@ -34,12 +35,19 @@ def make_night(tmp: Path, count: int, images: bool = True) -> None:
     for i in range(count if images else 0):
         photo.save(out / f"p{i}.png")
         photo.save(done / f"p{i}.jpg", quality=90)
-    for i in range(count):
-        log = {"input": {"name": f"p{i}.jpg"}, "output": {"name": f"p{i}.png"}, "recipe": "starry",
-               "styles": [{"name": "starry_night.jpg", "path": str(ROOT / "pipeline/assets/styles/starry_night.jpg")}],
+    painting = ROOT / "pipeline/assets/styles/starry_night.jpg"
+    for i in range(count):  # the hashes the daemon records: a card checks its pictures against them (rev8c)
+        kept = done / f"p{i}.jpg"
+        log = {"input": {"name": kept.name, "sha256": _sha256(kept) if kept.exists() else None},
+               "output": {"name": f"p{i}.png"}, "recipe": "starry",
+               "styles": [{"name": painting.name, "path": str(painting), "sha256": _sha256(painting)}],
                "steps": 300, "finished_at": (now - timedelta(seconds=1.5 * i)).isoformat(), "timings": {"total": 1.5},
                "curve": [{"step": s, "loss": 1e6 / (s + 1)} for s in range(0, 300, 10)], "device": "cuda"}
         (out / f"p{i}.json").write_text(json.dumps(log))
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def two_pages(tmp: Path) -> dict:

@@ -1,5 +1,6 @@
 """Where the daemon's per-photo time goes at tiny sizes: `once` over a backlog, in-process, every thread under
-cProfile (the main loop's claims and rescans, the worker, the prefetch and writer threads), for a checkout
+cProfile timed by its own CPU clock (the main loop's claims and rescans, the worker, the prefetch and writer threads;
+``--wall`` for wall seconds), for a checkout
 (``--tree``, e.g. a commit extracted by bench/gap.py) or this one. Prints the top functions by cumulative and by
 own time, summed over the threads; start-up (weights, style targets) is in it too, so compare two trees' tables
 line by line rather than their totals.
@@ -26,14 +27,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def profiled_threads(timer) -> list[cProfile.Profile]:
     """Every thread started from now on runs under its own profiler (collected in the list returned)."""
     found: list[cProfile.Profile] = []
-    plain_run = threading.Thread.run
+    plain = threading.Thread._bootstrap_inner  # calls run(): a subclass's own run (the worker's) is profiled too
 
-    def run(self):
+    def bootstrap(self):
         profile = cProfile.Profile(timer)
         found.append(profile)
-        profile.runcall(plain_run, self)
+        profile.runcall(plain, self)
 
-    threading.Thread.run = run  # type: ignore[method-assign]
+    threading.Thread._bootstrap_inner = bootstrap  # type: ignore[attr-defined]
     return found
 
 

@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 from .engine.settings import DEFAULT_MAX_PIXELS
 from .fsio import shown, write_atomic
-from .report_logs import as_utc, logs_in_window, parse_time
+from .report_logs import as_utc, logs_in_window, parse_time, recorded_file
 from .report_pictures import PLOT_H, PLOT_W, RESULT_PX, Plot, curve_plot, curve_points, thumbnail_uri  # noqa: F401
 from .report_pictures import finite_number as _number
 
@@ -57,6 +57,7 @@ class OutputCard:
     job_id: str = ""
     steps_text: str = "?"
     image: Path | None = None  # the full-size output; each page links to it from where the page lies
+    changed: list[str] = field(default_factory=list)  # "content" / "style": the file under its name is another now
 
 
 @dataclass
@@ -110,12 +111,9 @@ def parse_since(text: str) -> timedelta:
     return sum((timedelta(**{_UNITS[unit]: float(n)}) for n, unit in parts), timedelta())
 
 
-def _content_path(done: Path, recipe: str, name: str, kept: str = "") -> Path | None:
-    """The input as the spool left it in done/ (the log's kept_as; else by name), if it is still there."""
-    for path in ((Path(kept),) if kept else ()) + (done / name, done / recipe / name):
-        if name and path.is_file():
-            return path
-    return None
+def _content_paths(done: Path, recipe: str, name: str, kept: str = "") -> list[Path]:
+    """Where the input may lie as the spool left it: the log's kept_as, else done/ by name."""
+    return [path for path in ((Path(kept),) if kept else ()) + (done / name, done / recipe / name) if name]
 
 
 def _guarded(make, path: Path, root: Path, problems: list[str]):
@@ -174,10 +172,11 @@ def output_card(item: Entry, done: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -
     inp = _dict(log.get("input"))
     styles = [s for s in _list(log.get("styles")) if isinstance(s, dict)]
     style = styles[0].get("path") if styles else None
-    thumbs = {"content": thumb(_content_path(done, item.recipe, str(inp.get("name") or ""),
-                                             str(inp.get("kept_as") or ""))),
-              "style": thumb(Path(style) if isinstance(style, str) and style else None),
-              "result": thumb(item.image, RESULT_PX)}
+    content, content_changed = recorded_file(_content_paths(done, item.recipe, str(inp.get("name") or ""),
+                                                            str(inp.get("kept_as") or "")), inp.get("sha256"))
+    painting, style_changed = recorded_file([Path(style)] if isinstance(style, str) and style else [],
+                                            styles[0].get("sha256") if styles else None)
+    thumbs = {"content": thumb(content), "style": thumb(painting), "result": thumb(item.image, RESULT_PX)}
     losses = {str(k): _number(v) for k, v in _dict(log.get("losses")).items() if _number(v) is not None}
     steps = log.get("steps") if isinstance(log.get("steps"), int) else None
     return OutputCard(
@@ -186,7 +185,8 @@ def output_card(item: Entry, done: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -
         stop_reason=str(log.get("stop_reason") or ""), device=item.device, seconds=item.seconds,
         finished_at=item.finished_at, thumbs={k: v for k, v in thumbs.items() if v},
         curve=curve_plot(_list(log.get("curve"))), job_id=str(log.get("job_id") or ""),
-        steps_text=steps_text(log, steps), image=item.image)
+        steps_text=steps_text(log, steps), image=item.image,
+        changed=[label for label, moved in (("content", content_changed), ("style", style_changed)) if moved])
 
 
 def steps_text(log: dict, steps: int | None) -> str:

@@ -1,17 +1,25 @@
-"""What the report reads from disk: the logs inside its window, each read once.
+"""What the report reads from disk: the logs inside its window, each read once, and the pictures they name, each
+shown only while it is still the file the log hashed.
 
 Apart from report.py (at its 400-line limit) because the reading has its own rules: a log whose file last changed
 before the window opened is skipped by one stat, never opened nor parsed (fsio.written_before, shared with the
 daemon's tally). A year of outputs then costs the morning a stat each, and a log damaged last week is not listed
-among the problems of every page after (rev8c findings 2 and 3).
+among the problems of every page after (rev8c findings 2 and 3). A card's content and style pictures are found by
+name, and names are reused (a painting replaced under its name, a pruned done/ refilled by the next night's
+IMG_0001.jpg): one is shown only when its sha256 is the one the log recorded (rev8c finding 5).
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .fsio import written_before
+from .fsio import NO_WAIT, open_regular, written_before
+
+_DIGESTS: dict[tuple, str] = {}  # (path, mtime_ns, size, inode) -> sha256: a painting on 200 cards is hashed once
+DIGESTS_KEPT = 4096  # a bound for a long-lived caller; a page names far fewer files
 
 
 def parse_time(value: object) -> datetime | None:
@@ -59,3 +67,33 @@ def since_ok(when: datetime | None, path: Path, cutoff: datetime | None, until: 
         except OSError:  # gone since the glob (moved, cleaned up): nothing to show
             return False
     return (cutoff is None or when >= cutoff) and (until is None or when < until)
+
+
+def recorded_file(paths, recorded: object) -> tuple[Path | None, bool]:
+    """(the first of ``paths`` that is a file still holding what the log hashed, else None; whether a file was
+    found under one of those names that is another picture now: the card says "changed since" for it)."""
+    changed = False
+    for path in paths:
+        if path.is_file():
+            if is_recorded(path, recorded):
+                return path, False
+            changed = True
+    return None, changed
+
+
+def is_recorded(path: Path, recorded: object) -> bool:
+    """The file's sha256 is ``recorded``; a log that recorded none (hand-made, a foreign tool) is taken at its
+    word. Read through open_regular (never a link's target, never a FIFO's wait); unreadable: not shown."""
+    if not isinstance(recorded, str) or not recorded:
+        return True
+    try:
+        with open_regular(path, NO_WAIT) as handle:
+            info = os.fstat(handle.fileno())
+            key = (str(path), info.st_mtime_ns, info.st_size, info.st_ino)
+            if key not in _DIGESTS:
+                if len(_DIGESTS) >= DIGESTS_KEPT:
+                    _DIGESTS.clear()
+                _DIGESTS[key] = hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError:
+        return False
+    return _DIGESTS[key] == recorded.lower()

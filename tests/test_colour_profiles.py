@@ -164,8 +164,8 @@ def _converted_sizes(monkeypatch) -> list:
 
 
 def test_an_srgb_photo_is_read_as_it_is_and_an_adobe_one_is_still_converted(tmp_path, monkeypatch):
-    """An sRGB-tagged photo (most cameras' and phones') was converted into sRGB for nothing: 12.0 against 8.3 s
-    to load 61 MP. It is judged by what its profile does, not its name: our own outputs' LittleCMS profile, a
+    """An sRGB-tagged photo (most cameras' and phones') was converted into sRGB for nothing: 4.15 against 1.10 s
+    to load 24 MP (bench/icc_load.py). It is judged by what its profile does, not its name: our own outputs' LittleCMS profile, a
     nameless hand-made sRGB (sRGB's primaries and parametric curve) and an Adobe RGB profile named "sRGB"."""
     photo = Image.new("RGB", (96, 72))
     photo.paste(_photo(96), (0, 0))

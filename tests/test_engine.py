@@ -417,3 +417,14 @@ def test_a_finished_run_is_freed_at_once_not_at_the_next_collection(engine, batc
         assert not left, "a finished run is still held (a reference cycle): its paintings wait for a full collection"
     finally:
         gc.enable()
+
+
+def test_a_steps_picture_can_still_be_made_after_the_run_ended(engine):
+    """result.close cuts the monitor's link to its run's picture (rev8c finding 1); a StepInfo a listener kept keeps
+    its own, so its picture() still works once the run is over."""
+    content = Image.new("RGB", (32, 24), "orange")
+    painting = Image.new("RGB", (40, 40), "navy")
+    kept = []
+    engine.stylize(content, [painting], Settings(size=32, steps=2, early_stop_tol=0), on_step=kept.append)
+    assert kept and kept[-1].picture().size == (32, 24)
+

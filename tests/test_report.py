@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import re
@@ -62,14 +63,18 @@ def _png(src: Path, dest: Path) -> Path:
     return dest
 
 
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def _output(spool: Path, recipe: str, sample: str, style: str, finished: datetime, loss: float,
             device: str = "cuda:0", seconds: float = 600.0) -> None:
     stem = Path(sample).stem
     out = _png(SAMPLES / sample, spool / "outbox" / recipe / f"{stem}.png")
-    _png(SAMPLES / sample, spool / "done" / sample.replace(".jpg", ".png"))
+    kept = _png(SAMPLES / sample, spool / "done" / sample.replace(".jpg", ".png"))
     log = {"job_id": f"job-{stem}", "recipe": recipe,
-           "input": {"name": sample.replace(".jpg", ".png"), "bytes": 1234, "sha256": "ab" * 32},
-           "styles": [{"name": style, "sha256": "cd" * 32, "path": str(STYLES / style)}],
+           "input": {"name": kept.name, "bytes": 1234, "sha256": _sha256(kept)},
+           "styles": [{"name": style, "sha256": _sha256(STYLES / style), "path": str(STYLES / style)}],
            "output": {"name": out.name, "sha256": "ef" * 32, "size": [32, 32]},
            "losses": {"total": loss, "content": loss / 2, "style": loss / 3, "tv": 0.5},
            "curve": [{"step": s, "loss": loss * 100 / (s + 1), "scale": 1} for s in range(0, 300, 50)],
@@ -133,6 +138,38 @@ def test_thumbnails_are_data_uris(spool):
         assert head in ("data:image/jpeg;base64", "data:image/png;base64")
         with Image.open(io.BytesIO(base64.b64decode(payload))) as img:
             assert max(img.size) <= 512
+
+
+def test_a_card_shows_a_picture_only_while_its_name_holds_the_file_the_log_hashed(tmp_path, monkeypatch):
+    """rev8c finding 5: cards took their content and style pictures by name, and names are reused: (a) a painting
+    replaced under its name showed beside every result made with the old one; (b) a pruned done/ refilled by the
+    next night's IMG_0001.jpg showed that photo as the content of the earlier IMG_0001 card. A picture is shown only
+    when its sha256 is the log's, else the card says "changed since"; each file is hashed once for the page."""
+    styles = tmp_path / "styles"
+    styles.mkdir()
+    painting = styles / "mine.jpg"
+    painting.write_bytes((STYLES / "starry_night.jpg").read_bytes())
+    for sample in ("coffee.jpg", "rocket.jpg", "astronaut.jpg"):
+        _output(tmp_path, "starry", sample, "starry_night.jpg", NOW - timedelta(hours=2), 10.0)
+        log_path = tmp_path / "outbox" / "starry" / sample.replace(".jpg", ".json")
+        log = json.loads(log_path.read_text())
+        log["styles"][0]["path"] = str(painting)  # made with the painting now under styles/mine.jpg
+        log_path.write_text(json.dumps(log))
+    hashed = []
+    real = hashlib.file_digest
+    monkeypatch.setattr(hashlib, "file_digest", lambda handle, name: hashed.append(handle.name) or real(handle, name))
+
+    def kinds() -> list[str]:
+        page = Page(build_report(tmp_path / "outbox", tmp_path / "failed", now=NOW))
+        return sorted([cls for cls, _ in page.images] + page.text["changed"])
+
+    assert kinds() == ["content"] * 3 + ["result"] * 3 + ["style"] * 3
+    painting.write_bytes((STYLES / "the_scream.jpg").read_bytes())  # (a) a new picture under the painting's name
+    (tmp_path / "done" / "coffee.png").unlink()  # (b) done/ pruned, and the next night's coffee.png is another photo
+    _png(SAMPLES / "rocket.jpg", tmp_path / "done" / "coffee.png")
+    changed = "changed since (another picture now has its name)"
+    assert kinds() == ["content"] * 2 + [f"content: {changed}"] + ["result"] * 3 + [f"style: {changed}"] * 3
+    assert len(hashed) == 4 + 2, "a painting on three cards is hashed once a version, each photo in done/ once"
 
 
 def test_without_since_everything_and_missing_pieces(spool):

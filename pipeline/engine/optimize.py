@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -178,7 +179,7 @@ class Monitor:
         elapsed = self.elapsed
         info = StepInfo(self.step_count, self.total_steps, self.scale, self.n_scales, self.size, loss,
                         *parts, elapsed, self._eta(elapsed),
-                        (lambda: self.render(pixels)) if self.render else None, pixels, self.evaluations,
+                        partial(self.render, pixels) if self.render else None, pixels, self.evaluations,
                         self.eval_seconds, self.tiles, self._setup_parts())
         if self.step_count % self.log_every == 0 or self.step_count == self.total_steps:
             self.curve.append({"step": self.step_count, "scale": self.scale, "loss": loss,
