@@ -91,6 +91,41 @@ def test_an_outbox_replaced_by_a_file_pauses_claiming_and_says_move_it_away(tmp_
         stop(proc)
 
 
+@pytest.mark.parametrize("nested", [False, True], ids=["recipe_folder", "subfolder"])
+def test_a_file_in_place_of_a_recipes_outbox_folder_pauses_never_fails_the_photo(tmp_path, engine, nested):
+    """rev8d finding 1: JobLife.publish made outbox/starry itself, so a file there raised FileExistsError (no folder
+    fault): every starry photo was styled, retried and failed as too_many_attempts with no fix. In-process daemon."""
+    import threading
+
+    from pipeline.daemon.daemon import Daemon
+
+    config = make_config(tmp_path, max_attempts=2, retry_backoff_seconds=0.1)
+    (tmp_path / "outbox" / "starry").mkdir(parents=True)
+    in_the_way = tmp_path / "outbox" / "starry" / ("vacation" if nested else "")
+    if not nested:
+        in_the_way.rmdir()
+    in_the_way.write_text("a sync tool's file where the folder must be\n")
+    drop = tmp_path / "inbox" / ("vacation" if nested else "") / "rocket.jpg"
+    drop.parent.mkdir(exist_ok=True)
+    shutil.copy(SAMPLES / "rocket.jpg", drop)
+    daemon = Daemon(config, engine=engine)
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    try:
+        state = wait_for(lambda: ((s := status_json(tmp_path).get("state", "")).startswith("paused:") and s)
+                         or errors(tmp_path), 60)
+        assert errors(tmp_path) == {}, f"the photo failed as its own fault: {errors(tmp_path)}"
+        assert f"{in_the_way} is a file: it must be a folder: move the file away" in state, state
+        in_the_way.unlink()  # the fix: nobody touches the daemon
+        wait_for(lambda: outputs(tmp_path), 60)
+        assert [p.relative_to(tmp_path / "outbox") for p in outputs(tmp_path)] == [in_the_way.relative_to(
+            tmp_path / "outbox") / "rocket.png"]
+        assert errors(tmp_path) == {}
+    finally:
+        daemon.stop.set()
+        thread.join(60)
+
+
 def test_a_folder_fault_names_the_folder_never_the_daemons_temp_file(tmp_path):
     """EACCES on write_atomic's temp file in the outbox names its folder; the photo's own errors are not a folder's."""
     outbox, spool = tmp_path / "outbox", tmp_path / "spool"
