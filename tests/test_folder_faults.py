@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import shutil
 import subprocess
+import types
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,8 @@ from daemon_helpers import (SAMPLES, errors, make_config, mounted_tmpfs, outputs
 from pipeline.daemon import diskguard
 from pipeline.daemon.diskguard import DiskGuard
 from pipeline.daemon.folder_faults import folder_fault
+from pipeline.daemon.jobs import Outcome
+from pipeline.daemon.state import JobBook
 
 
 @pytest.fixture
@@ -152,3 +155,36 @@ def test_one_folder_fault_is_told_at_most_once_an_hour(tmp_path):
     now[0] += diskguard.TELL_AGAIN
     guard.state = None
     assert guard.pause(tmp_path / "x", fault) is True
+
+
+def test_a_second_real_outage_after_a_resume_is_told_again(tmp_path):
+    """rev8d finding 2: the hour's silence is for a fault the probe cannot see. One the probe DID see (outbox/starry a
+    file, fixed, claiming resumed) that comes back 20 minutes later is a new pause: told, not silent all night."""
+    now = [1000.0]
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+    guard = DiskGuard(lambda: [outbox], clock=lambda: now[0])
+    told = []
+    book = JobBook(guard, lambda kind, data: told.append((kind, data)), clocks=(lambda: now[0], lambda: now[0]))
+    starry = outbox / "starry"
+
+    def outage(n: int) -> str:
+        if starry.is_dir():  # remade by the resume's check: the sync tool replaces it again
+            starry.rmdir()
+        starry.write_text("a sync tool wrote a file where the recipe's folder must be")
+        fault = folder_fault(NotADirectoryError(errno.ENOTDIR, "Not a directory", str(starry / "x.png")), outbox, [])
+        book.take([Outcome(types.SimpleNamespace(id=f"job{n}", not_before=0.0), "paused", retry_at=0.0,
+                           disk_full=str(fault.folder), fault=fault)])
+        now[0] += diskguard.CHECK_SECONDS + 1
+        assert guard.paused(), "the probe sees the file: paused"
+        return fault.fix
+
+    fix = outage(1)
+    assert [k for k, _ in told] == ["paused"] and told[0][1]["fix"] == fix and "move the file away" in fix
+    starry.unlink()  # the person fixes it
+    now[0] += diskguard.CHECK_SECONDS + 1
+    assert not guard.paused(), "fixed: claiming resumed"
+    now[0] += 20 * 60  # the sync tool does it again
+    outage(2)
+    assert [k for k, _ in told] == ["paused", "paused"], "a second real outage after a resume must be told"
+
