@@ -214,6 +214,42 @@ def test_a_log_that_cannot_be_written_never_stops_the_daemon(tmp_path):
         assert stop(proc) == 0
 
 
+def test_an_unclaimable_photo_waiting_behind_a_backlog_is_not_told_again_after_two_restarts(tmp_path):
+    """rev8d finding 4: the told memory across restarts is status.json's list, which held a file only once the run
+    had tried its claim again (behind a backlog: hours). A run restarted meanwhile wrote status.json without it, and
+    the start after that told it again. In-process: three daemons' start-up (no run), the spool's status.json."""
+    import errno
+
+    from pipeline.daemon.daemon import Daemon
+
+    config = make_config(tmp_path)
+    photo = tmp_path / "inbox" / "scream" / "holiday.jpg"
+    photo.parent.mkdir()
+    shutil.copy(SAMPLES / "rocket.jpg", photo)
+    denied = PermissionError(errno.EACCES, "Permission denied", str(photo))
+    told = []
+
+    def run(tries_the_claim: bool) -> None:
+        """One run: a daemon's start-up, perhaps its claim of the photo, and the status.json it leaves."""
+        daemon = Daemon(config)
+        daemon.unclaimable.tell = lambda kind, data: told.append(data["file"])
+        if tries_the_claim:
+            daemon.unclaimable.add(photo, denied)
+        status = tmp_path / "spool" / "status.json"
+        status.write_text(json.dumps({"state": "stopped", "unclaimable": daemon.unclaimable.listing()}))
+
+    run(tries_the_claim=True)
+    assert told == ["scream/holiday.jpg"]
+    run(tries_the_claim=False)  # restarted while the photo waits behind a backlog: still listed as told
+    assert [e["file"] for e in json.loads((tmp_path / "spool" / "status.json").read_text())["unclaimable"]] == [
+        "scream/holiday.jpg"], "status and the report name it meanwhile"
+    run(tries_the_claim=True)
+    assert told == ["scream/holiday.jpg"], "told again after two restarts"
+    photo.unlink()  # taken away: no longer listed
+    run(tries_the_claim=False)
+    assert json.loads((tmp_path / "spool" / "status.json").read_text())["unclaimable"] == []
+
+
 @pytest.mark.skipif(not _can_drop_root_powers(), reason="needs root and setpriv to make a folder unwritable")
 def test_a_photo_that_cannot_be_claimed_is_told_once_and_listed_until_it_is_taken(tmp_path):
     """A recipe folder made without write access for the service user: the claim's rename gets EACCES. Before

@@ -81,7 +81,7 @@ class Daemon:
         self.skipped: dict[str, str] = {}  # inbox folders passed over, with why (shown by status)
         self.unpaired: dict[str, str] = {}  # sidecars no photo will read, with why (sidecars.py; shown by status)
         self.unclaimable = Unclaimable(lambda: self.config.inbox, self.reporter.on_job_event,  # listed by status
-                                       [str(e["path"]) for e in status_module.last_unclaimable(self.config.spool)])
+                                       status_module.last_unclaimable(self.config.spool))
 
     # --- start-up -------------------------------------------------------------------------------
     def _load_config(self) -> Config:

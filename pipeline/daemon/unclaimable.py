@@ -41,10 +41,14 @@ class Unclaimable:
     """The inbox's files whose claim failed (not for a full disk: that pauses claiming instead). `tell` gets one
     event per new file (the notice); the list prunes itself when a file is claimed after all or taken away."""
 
-    def __init__(self, inbox: Callable[[], Path], tell: Callable[[str, dict], None], told: Iterable[str] = ()) -> None:
+    def __init__(self, inbox: Callable[[], Path], tell: Callable[[str, dict], None], last: Iterable[dict] = ()) -> None:
+        """``last``: the last run's entries still in the inbox (its status.json), already told. They stay listed
+        until this run tries their claim again: claims go one ahead of the worker, so behind a backlog that is
+        hours, and a restart meanwhile wrote a status.json without them, the next start telling again (rev8d)."""
         self.inbox, self.tell = inbox, tell
         self.files: dict[str, dict] = {}  # path -> what status.json shows
-        self.told = set(told)  # paths whose notice went out, this run or the last (the spool's status.json)
+        self.carried = {str(e["path"]): e for e in last}  # the last run's, not yet tried in this one
+        self.told = set(self.carried)  # paths whose notice went out, this run or an earlier one
 
     def add(self, path: Path, exc: OSError) -> None:
         """Remember a failed claim; log the first time for this file in this run, and tell the first time ever: the
@@ -52,6 +56,7 @@ class Unclaimable:
         notice a file (rev7d)."""
         if str(path) in self.files:
             return
+        self.carried.pop(str(path), None)
         try:
             shown_name = str(path.relative_to(self.inbox()))
         except ValueError:
@@ -69,7 +74,8 @@ class Unclaimable:
 
     def listing(self) -> list[dict]:
         """For status.json: the files still in the inbox (a stat each; there are few)."""
-        for key in [k for k in self.files if not os.path.lexists(k)]:
-            del self.files[key]
+        for listed in (self.files, self.carried):
+            for key in [k for k in listed if not os.path.lexists(k)]:
+                del listed[key]
         self.told = {k for k in self.told if k in self.files or os.path.lexists(k)}  # gone: a new drop is told
-        return list(self.files.values())
+        return list(self.files.values()) + list(self.carried.values())
