@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import shutil
 import subprocess
+import types
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,8 @@ from daemon_helpers import (SAMPLES, errors, make_config, mounted_tmpfs, outputs
 from pipeline.daemon import diskguard
 from pipeline.daemon.diskguard import DiskGuard
 from pipeline.daemon.folder_faults import folder_fault
+from pipeline.daemon.jobs import Outcome
+from pipeline.daemon.state import JobBook
 
 
 @pytest.fixture
@@ -91,6 +94,41 @@ def test_an_outbox_replaced_by_a_file_pauses_claiming_and_says_move_it_away(tmp_
         stop(proc)
 
 
+@pytest.mark.parametrize("nested", [False, True], ids=["recipe_folder", "subfolder"])
+def test_a_file_in_place_of_a_recipes_outbox_folder_pauses_never_fails_the_photo(tmp_path, engine, nested):
+    """rev8d finding 1: JobLife.publish made outbox/starry itself, so a file there raised FileExistsError (no folder
+    fault): every starry photo was styled, retried and failed as too_many_attempts with no fix. In-process daemon."""
+    import threading
+
+    from pipeline.daemon.daemon import Daemon
+
+    config = make_config(tmp_path, max_attempts=2, retry_backoff_seconds=0.1)
+    (tmp_path / "outbox" / "starry").mkdir(parents=True)
+    in_the_way = tmp_path / "outbox" / "starry" / ("vacation" if nested else "")
+    if not nested:
+        in_the_way.rmdir()
+    in_the_way.write_text("a sync tool's file where the folder must be\n")
+    drop = tmp_path / "inbox" / ("vacation" if nested else "") / "rocket.jpg"
+    drop.parent.mkdir(exist_ok=True)
+    shutil.copy(SAMPLES / "rocket.jpg", drop)
+    daemon = Daemon(config, engine=engine)
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    try:
+        state = wait_for(lambda: ((s := status_json(tmp_path).get("state", "")).startswith("paused:") and s)
+                         or errors(tmp_path), 60)
+        assert errors(tmp_path) == {}, f"the photo failed as its own fault: {errors(tmp_path)}"
+        assert f"{in_the_way} is a file: it must be a folder: move the file away" in state, state
+        in_the_way.unlink()  # the fix: nobody touches the daemon
+        wait_for(lambda: outputs(tmp_path), 60)
+        assert [p.relative_to(tmp_path / "outbox") for p in outputs(tmp_path)] == [in_the_way.relative_to(
+            tmp_path / "outbox") / "rocket.png"]
+        assert errors(tmp_path) == {}
+    finally:
+        daemon.stop.set()
+        thread.join(60)
+
+
 def test_a_folder_fault_names_the_folder_never_the_daemons_temp_file(tmp_path):
     """EACCES on write_atomic's temp file in the outbox names its folder; the photo's own errors are not a folder's."""
     outbox, spool = tmp_path / "outbox", tmp_path / "spool"
@@ -117,3 +155,36 @@ def test_one_folder_fault_is_told_at_most_once_an_hour(tmp_path):
     now[0] += diskguard.TELL_AGAIN
     guard.state = None
     assert guard.pause(tmp_path / "x", fault) is True
+
+
+def test_a_second_real_outage_after_a_resume_is_told_again(tmp_path):
+    """rev8d finding 2: the hour's silence is for a fault the probe cannot see. One the probe DID see (outbox/starry a
+    file, fixed, claiming resumed) that comes back 20 minutes later is a new pause: told, not silent all night."""
+    now = [1000.0]
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+    guard = DiskGuard(lambda: [outbox], clock=lambda: now[0])
+    told = []
+    book = JobBook(guard, lambda kind, data: told.append((kind, data)), clocks=(lambda: now[0], lambda: now[0]))
+    starry = outbox / "starry"
+
+    def outage(n: int) -> str:
+        if starry.is_dir():  # remade by the resume's check: the sync tool replaces it again
+            starry.rmdir()
+        starry.write_text("a sync tool wrote a file where the recipe's folder must be")
+        fault = folder_fault(NotADirectoryError(errno.ENOTDIR, "Not a directory", str(starry / "x.png")), outbox, [])
+        book.take([Outcome(types.SimpleNamespace(id=f"job{n}", not_before=0.0), "paused", retry_at=0.0,
+                           disk_full=str(fault.folder), fault=fault)])
+        now[0] += diskguard.CHECK_SECONDS + 1
+        assert guard.paused(), "the probe sees the file: paused"
+        return fault.fix
+
+    fix = outage(1)
+    assert [k for k, _ in told] == ["paused"] and told[0][1]["fix"] == fix and "move the file away" in fix
+    starry.unlink()  # the person fixes it
+    now[0] += diskguard.CHECK_SECONDS + 1
+    assert not guard.paused(), "fixed: claiming resumed"
+    now[0] += 20 * 60  # the sync tool does it again
+    outage(2)
+    assert [k for k, _ in told] == ["paused", "paused"], "a second real outage after a resume must be told"
+

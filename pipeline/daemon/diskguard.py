@@ -21,7 +21,7 @@ from .folder_faults import FolderFault
 log = structlog.get_logger("style-pipeline")
 CHECK_SECONDS = 2.0
 RESUME_FREE_BYTES = 2 << 20  # a 384 px output and its log are a few hundred KB
-TELL_AGAIN = 3600.0  # one folder fault is told at most once an hour: one the probe cannot see would pause each try
+TELL_AGAIN = 3600.0  # a fault the probe cannot see (it would pause each try) is told at most once an hour
 
 
 class DiskGuard:
@@ -61,6 +61,7 @@ class DiskGuard:
         self.checked = self.clock()
         fault = "fix" in self.state
         if fault and not writable(Path(self.state["folder"])):
+            self.told.pop(self.state["fix"], None)  # a real outage the probe sees: its return after a resume is news
             return True  # status keeps naming the fault and its fix until that folder takes a write
         short = [f for f in self.folders() if not writable(f)]
         if short:

@@ -244,7 +244,7 @@ class JobLife(FailurePaths):
         """Name and write the output: the daemon alone does this, whichever executor ran the job."""
         fmt = plan.settings.format
         folder = output_folder(job, config, plan.recipe.name)
-        folder.mkdir(parents=True, exist_ok=True)
+        outputs.make_folder(folder)  # a file in its place pauses claiming (a folder fault), never fails the photo
         sheet = None
         while True:  # another daemon may take the same free name between choosing and writing
             stem = outputs.choose_stem(folder, Path(job.name).stem, fmt, sheet=config.contact_sheet)

@@ -39,15 +39,23 @@ def choose_stem(folder: Path, stem: str, fmt: str, sheet: bool = False) -> str:
     raise AssertionError("unreachable")
 
 
+def make_folder(folder: Path) -> None:
+    """Make an output folder (and its parents). A file where the folder (or a parent) must be raises
+    NotADirectoryError naming the folder, never FileExistsError: EEXIST is no folder fault, so the photo would be
+    retried and failed as too_many_attempts, while ENOTDIR pauses claiming with "move the file away"
+    (folder_faults; rev8d finding 1: a sync tool's file in place of outbox/starry failed every starry photo)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as exc:
+        raise NotADirectoryError(errno.ENOTDIR, "a file where a folder must be", str(folder)) from exc
+
+
 def write(folder: Path, stem: str, fmt: str, data: bytes, record: dict) -> tuple[Path, Path]:
     """Log first, image last: a visible image always has its log, and both are whole files.
 
     Both are linked into place, so a name another daemon took in the meantime raises FileExistsError.
     """
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except FileExistsError as exc:  # a file where the recipe's folder must be: the folder's fault (folder_faults)
-        raise NotADirectoryError(errno.ENOTDIR, "a file where a folder must be", str(folder)) from exc
+    make_folder(folder)
     image_path = folder / image_name(stem, fmt)
     log_path = folder / f"{stem}.json"
     record = {**record, "output": {**record.get("output", {}), "name": image_path.name,
