@@ -11,8 +11,9 @@ import yaml
 from daemon_helpers import SAMPLES, log_events, make_config, outputs, start, stop, wait_for, wait_ready
 
 
-def test_status_and_report_follow_the_running_folders_after_a_folder_edit(tmp_path, capsys):
+def test_status_and_report_follow_the_running_folders_after_a_folder_edit(tmp_path, capsys, engine):
     from pipeline import cli
+    from pipeline.daemon.daemon import Daemon
 
     config = make_config(tmp_path)
     daemon = start(config)
@@ -40,6 +41,10 @@ def test_status_and_report_follow_the_running_folders_after_a_folder_edit(tmp_pa
         assert running["state"] != "not running" and running["pid"] == daemon.pid
         html = report()
         assert 'class="processed">1<' in html and "rocket" in html and "Service: running." in html
+        # rev8d finding 3: a `once` run of the same config (the new folders) took the record over and removed it at
+        # its stop: status said "not running" of the service again. In-process, so its pid is this one's.
+        assert Daemon(config, once=True, engine=engine).run() == 0
+        assert status()["pid"] == daemon.pid and status()["state"] != "not running", status()
     finally:
         stop(daemon)
     assert status()["state"] == "not running" and status()["done"] == 0  # stopped: the file's folders again

@@ -32,8 +32,12 @@ def record_path(config_path: str | Path) -> Path:
 
 def record(config) -> None:
     """At start: this daemon's pid and folders. Never raises: a folder the service may not write (a unit rendered
-    before this record existed) costs only the readers' view after a folder edit."""
+    before this record existed) costs only the readers' view after a folder edit. A record of another live daemon
+    of this config is left alone: a `once` run beside the service took it over and removed it at its stop, and
+    `status` said "not running" of the service again (rev8d finding 3); the first daemon's folders are the older."""
     path = record_path(config.path)
+    if folders(config.path) is not None:
+        return
     try:
         path.parent.mkdir(exist_ok=True)
         write_json(path, {"pid": os.getpid(), **{key: str(getattr(config, key)) for key in sorted(FOLDER_KEYS)}},
