@@ -125,6 +125,17 @@ def test_a_picture_without_a_profile_or_with_a_broken_one_keeps_its_values(tmp_p
     assert np.array_equal(np.asarray(images.load(tmp_path / "misfit.png")), np.asarray(photo))
 
 
+def test_a_pillow_without_littlecms_still_reads_an_untagged_photo(tmp_path):
+    """PIL.ImageCms (LittleCMS) is imported only for a tagged photo: a Pillow built without it could not import the
+    image loader at all (daemon, report), every photo failing, when icc.py imported it at load (rev8d)."""
+    _photo().save(tmp_path / "plain.png")
+    code = ("import sys; sys.modules['PIL.ImageCms'] = None\n"  # import PIL.ImageCms now raises ImportError
+            "from pipeline.engine import images\n"
+            f"print(images.load({str(tmp_path / 'plain.png')!r}).size)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == str(_photo().size), done.stderr[-2000:]
+
+
 def test_outputs_carry_the_same_srgb_profile_bytes(tmp_path):
     path = tmp_path / "adobe.jpg"
     _photo().save(path, quality=95, icc_profile=icc_profile())

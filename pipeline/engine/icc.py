@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import io
 
-from PIL import Image, ImageCms
+from PIL import Image
 
 SAME_WITHIN = 1  # levels: LittleCMS's rounding between two exact sRGB profiles (a table TRC against a parametric one)
 
@@ -24,6 +24,7 @@ SAME_WITHIN = 1  # levels: LittleCMS's rounding between two exact sRGB profiles 
 def is_srgb(icc: bytes) -> bool:
     """True when converting RGB values through ``icc`` into sRGB leaves every probe colour within one level."""
     import numpy as np
+    from PIL import ImageCms  # here, not at the top: a Pillow without LittleCMS still reads untagged photos
 
     try:
         source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
