@@ -14,7 +14,8 @@ import pytest
 import structlog
 import structlog.testing
 
-from daemon_helpers import SAMPLES, STYLES, errors, log_events, make_config, outputs, start, stop, wait_for, wait_ready
+from daemon_helpers import (SAMPLES, STYLES, errors, log_events, make_config, outputs, start, status_json, stop,
+                            wait_for, wait_ready)
 from pipeline.daemon.batching import batch_key, header_size
 from pipeline.daemon.config import load as load_config
 from pipeline.daemon.config_build import check_folders
@@ -84,17 +85,20 @@ def test_a_fifo_dropped_while_batching_fails_alone_and_never_blocks_the_daemon(t
 
 
 # --- 2: a batch extra whose failure path fails ----------------------------------------------------------------
-def test_an_extra_whose_failure_path_fails_is_held_alone_and_its_batchmates_land(tmp_path, engine, monkeypatch):
+def test_an_extra_whose_failure_path_fails_waits_alone_and_its_batchmates_land(tmp_path, engine, monkeypatch):
     """a, b, c of one shape in one batch; b is truncated after its claim (its header reads, its decode fails: a
-    pre-check failure) and its failure path fails (failed/ refuses b: EACCES, as for a service user). b is held
-    (its own last resort, a log line naming it); a and c are written; every job closed once. Before, b's open
-    raised out of the batch: a, the good photo in hand, got the last resort and c was stranded, never closed."""
+    pre-check failure) and its failure path fails (failed/ refuses b: EACCES, as for a service user). failed/ not
+    writable is the machine's fault (folder_faults.py): b waits in work/ uncharged, its outcome a pause naming
+    failed/ (a log line naming b); a and c are written; every job closed once. Before, b's open raised out of the
+    batch: a, the good photo in hand, got the last resort and c was stranded, never closed. Handed back once failed/
+    takes b (as the daemon's retry queue does when the pause lifts), b goes to failed/ once, for its own fault."""
     from test_batch_landing import _pool
 
     real_fail = Spool.fail
+    refused = [True]
 
     def fail(self, job, *args, **kwargs):
-        if job.name == "b.jpg":
+        if job.name == "b.jpg" and refused[0]:
             raise PermissionError(13, "Permission denied", str(self.failed / job.name))
         return real_fail(self, job, *args, **kwargs)
 
@@ -108,22 +112,38 @@ def test_an_extra_whose_failure_path_fails_is_held_alone_and_its_batchmates_land
                              batch=3, edit=truncate_b)
         try:
             wait_for(lambda: len(closed) >= 3, 30)
+            found = list(pool.poll())
+            outcomes = sorted((o.job.name, o.kind) for o in found)
+            assert outcomes == [("a.jpg", "done"), ("b.jpg", "paused"), ("c.jpg", "done")], outcomes
+            b = next(o for o in found if o.job.name == "b.jpg")
+            assert b.retry_at is not None and b.disk_full == str(tmp_path / "spool" / "failed"), b
+            assert b.fault.code == "permission_denied" and str(tmp_path / "spool" / "failed") in b.fault.fix
+            assert sorted(p.name for p in outputs(tmp_path)) == ["a.png", "c.png"] and errors(tmp_path) == {}
+            assert len(closed) == 3 and pool.progress().open_jobs == 0 and pool.slots[0].extra == []
+            assert [e for e in logs if e["event"].startswith("a folder cannot be written: job kept in work/")
+                    and e.get("file") == "b.jpg"]
+            kept = list((tmp_path / "spool" / "work").glob("*/b.jpg"))
+            assert kept and json.loads((kept[0].parent / "job.json").read_text())["attempts"] == 0, "uncharged"
+            refused[0] = False  # failed/ takes writes again: the daemon hands b back
+            pool.submit(b.job)
+            wait_for(lambda: "b.jpg" in errors(tmp_path), 30)
+            wait_for(lambda: len(closed) >= 4, 10)
         finally:
             pool.close(10)
-    outcomes = sorted((o.job.name, o.kind) for o in pool.poll())
-    assert outcomes == [("a.jpg", "done"), ("b.jpg", "held"), ("c.jpg", "done")]
-    assert sorted(p.name for p in outputs(tmp_path)) == ["a.png", "c.png"] and errors(tmp_path) == {}
-    assert len(closed) == 3 and pool.progress().open_jobs == 0 and pool.slots[0].extra == []
-    assert [e for e in logs if e["event"].startswith("cannot move the file to failed/") and e.get("file") == "b.jpg"]
-    assert (tmp_path / "spool" / "work").glob("*/b.jpg"), "b kept in work/ for the next start"
+    assert [o.kind for o in pool.poll()] == ["failed"]
+    assert errors(tmp_path)["b.jpg"]["code"] == "bad_image", errors(tmp_path)["b.jpg"]
+    assert sorted(p.name for p in outputs(tmp_path)) == ["a.png", "c.png"]
+    assert not list((tmp_path / "spool" / "work").iterdir()), "nothing left in work/"
 
 
 @pytest.mark.skipif(not (os.geteuid() == 0 and shutil.which("setpriv")), reason="needs root and setpriv")
 def test_a_typod_folder_in_a_batch_with_failed_unwritable_strands_nothing(tmp_path):
     """A real daemon, ``batch: 3``, failed/ not writable by it (root without its file powers): inbox/stary/b.jpg
     (a typo'd recipe folder gets the default recipe's batch key) joins a's batch, fails unknown_recipe, and cannot
-    be moved to failed/: it is held in work/, with a log line naming it; a and c are written once. A restart with
-    failed/ writable again fails b there, once, and writes nothing twice."""
+    be moved to failed/: the machine's fault (folder_faults.py), so b waits in work/ uncharged and claiming pauses,
+    status naming failed/; a and c are written once. failed/ made writable again, with no restart, b goes to failed/
+    there once, as unknown_recipe, and nothing is written twice or left in work/. (Before the folder pause, b was
+    held in work/ until the next start.)"""
     from test_daemon_faults import NO_ROOT_POWERS
 
     config = make_config(tmp_path, batch=3)
@@ -142,25 +162,27 @@ def test_a_typod_folder_in_a_batch_with_failed_unwritable_strands_nothing(tmp_pa
             wait_for(lambda: set(names) <= {e.get("file") for e in log_events(proc) if e.get("event") == "claimed"},
                      10, proc)
         wait_for(lambda: {"a.png", "c.png"} <= {p.name for p in outputs(tmp_path)}, 60, proc)
-        wait_for(lambda: [e for e in log_events(proc) if e.get("file") == "stary/b.jpg"
-                          and e.get("event", "").startswith("cannot move the file to failed/")], 10, proc)
+        state = wait_for(lambda: (s := status_json(tmp_path).get("state", "")).startswith("paused:") and s, 10, proc)
+        assert f"write access to {failed}" in state, state
+        assert errors(tmp_path) == {} and list((tmp_path / "spool" / "work").glob("*/b.jpg")), "b waits in work/"
+        os.chmod(failed, 0o755)  # the fix; nobody touches the daemon
+        wait_for(lambda: "b.jpg" in errors(tmp_path), 30, proc)
+        wait_for(lambda: status_json(tmp_path).get("state") == "running", 10, proc)
     finally:
         os.chmod(failed, 0o755)
         assert stop(proc) == 0
     events = [(e.get("event"), e.get("file"), e.get("batch")) for e in log_events(proc)]
-    held = events.index(("cannot move the file to failed/; it stays in work/ until the next start", "stary/b.jpg",
-                         None))
+    paused = events.index(("a folder cannot be written: job kept in work/, claiming paused until it can",
+                           "stary/b.jpg", None))
     claimed = [e["file"] for e in log_events(proc) if e.get("event") == "claimed"]
     assert claimed == ["scream/w.jpg", "a.jpg", "c.jpg", "stary/b.jpg"], claimed
     assert events.index(("claimed", "stary/b.jpg", None)) < events.index(("job done", "scream/w.jpg", None)), \
         "b was queued before the slot took a: taken into a's batch"
-    assert held < events.index(("job started", "a.jpg", 2)), "b held while its batch was gathered"
+    assert paused < events.index(("job started", "a.jpg", 2)), "b set aside while its batch was gathered"
     assert ("job started", "c.jpg", 2) in events
-    proc = start(config)
-    try:
-        wait_for(lambda: "b.jpg" in errors(tmp_path), 60, proc)
-    finally:
-        assert stop(proc) == 0
+    assert [e for e in events if e[0] == "job failed" and e[1] == "stary/b.jpg"] == [("job failed", "stary/b.jpg",
+                                                                                        None)], "failed once"
+    assert not [e for e in events if e[0].startswith("cannot move the file to failed/")]
     assert errors(tmp_path)["b.jpg"]["code"] == "unknown_recipe"
     assert sorted(p.name for p in outputs(tmp_path)) == ["a.png", "c.png", "w.png"], "each written once"
     assert not list((tmp_path / "spool" / "work").iterdir())

@@ -2,7 +2,9 @@
 
 A mixin of :class:`~.jobs.JobLife`: the photo's faults are charged as attempts,
 the machine's (a full disk, a shutdown, a crash) are not; permissions fail at once with their fix; and when
-even moving the file to failed/ fails, the file is kept under its job id or held in work/, never dropped.
+even moving the file to failed/ fails, the file is kept under its job id or held in work/, never dropped. A failed/
+that cannot be written (full, read-only, no write access) is the machine's: the job pauses and is failed there once
+the folder takes writes, without a restart (test_batch_faults).
 """
 from __future__ import annotations
 
