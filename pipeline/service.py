@@ -34,19 +34,25 @@ NETWORK = {
 
 
 def render_units(venv_bin: Path, config_path: Path, user: str, folders: list[Path], out_dir: Path, *,
-                 report_since: str = "24h", report_at: str = "07:15", network: bool = False) -> list[Path]:
+                 report_since: str = "24h", report_at: str = "07:15", network: bool = False,
+                 optional: list[Path] = (), read_only: list[Path] = ()) -> list[Path]:
     """Write the three units into out_dir and return their paths.
 
-    folders: every folder the daemon writes (inbox, outbox, spool): the only writable paths it gets. The report
-    unit writes into the config's outbox (outbox/reports/<date>.html, outbox/report.html and the marker
-    outbox/reports/.covered_until that `--since-last` starts from), never the inbox.
+    folders: the writable paths the daemon gets (writable_folders: inbox and spool under ONE entry, since each entry
+    is a mount of its own). The report unit writes into the config's outbox (outbox/reports/<date>.html,
+    outbox/report.html and the marker outbox/reports/.covered_until that `--since-last` starts from), never the inbox.
+    optional: writable too, but possibly missing on an older install (the running-folders record): listed with
+    systemd's '-' prefix (ignored when missing) unless a folder already covers it; without it the unit would not
+    start at all there (226/NAMESPACE, rev8e). read_only: paths (the styles) that stay read-only inside a writable
+    folder, as do the config and the venv (ReadOnlyPaths=, read_only_inside).
     network: the config sets `notify:`, so PrivateNetwork is relaxed (NETWORK); otherwise the unit has none.
     """
     folders = [_checked(f, "folder") for f in folders]
     if not folders:
         raise ValueError("render_units: give at least one folder the daemon may write to")
     venv_bin, config = _checked(venv_bin, "venv_bin"), _checked(config_path, "config")
-    for path, what in [*((f, "folder") for f in folders), (venv_bin, "virtual environment"), (config, "config"),
+    optional = [_checked(f, "folder") for f in optional if not any(_inside(PurePosixPath(f), o) for o in folders)]
+    for path, what in [*((f, "folder") for f in [*folders, *optional]), (venv_bin, "virtual environment"), (config, "config"),
                        *((p, "Python install") for p in _interpreter_home(venv_bin))]:
         _not_in_tmp(path, what)
     if not _USER.fullmatch(user):
@@ -58,9 +64,40 @@ def render_units(venv_bin: Path, config_path: Path, user: str, folders: list[Pat
     values = {"VENV_BIN": venv_bin, "CONFIG": config, "WORK_DIR": config.parent, "USER": user,
               "SINCE": report_since, "REPORT_AT": report_at, "DOCUMENTATION": documentation(),
               "NETWORK": NETWORK[bool(network)],
-              **_home_access(folders, [venv_bin.parent, config.parent, *_interpreter_home(venv_bin)])}
+              "READ_ONLY_PATHS": _join(read_only_inside([*folders, *optional], [
+                  config, venv_bin.parent, *_interpreter_home(venv_bin), *(_checked(p, "path") for p in read_only)])),
+              **_home_access([*folders, *(f"-{o}" for o in optional)],
+                             [venv_bin.parent, config.parent, *_interpreter_home(venv_bin)])}
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     return [_render(TEMPLATES / name, Path(out_dir) / name, values) for name in UNITS]
+
+
+def writable_folders(inbox: Path, outbox: Path, spool: Path) -> list[PurePosixPath]:
+    """The ReadWritePaths= entries: ONE folder holding inbox and spool (and outbox when it shares it), never each.
+
+    systemd makes each ReadWritePaths= (and BindPaths=) entry a bind mount of its own, and rename(2) between two
+    mounts fails with EXDEV even on one filesystem; the claim is os.rename(inbox/x, spool/work/<id>/x), so with
+    separate entries no photo was ever taken under the service (rev8e). Their common folder short of / is refused:
+    ReadWritePaths=/ would undo ProtectSystem=strict. The config and styles inside stay read-only (read_only_inside).
+    """
+    inbox, outbox, spool = (_checked(f, "folder") for f in (inbox, outbox, spool))
+    root = PurePosixPath(os.path.commonpath([inbox, spool]))
+    if root == PurePosixPath("/"):
+        raise ValueError(f"inbox {inbox} and spool {spool} have no common folder below /: the daemon moves each "
+                         f"photo from one to the other, which systemd's sandbox (one mount per writable folder) "
+                         f"refuses between two folders; put them under one folder (e.g. /srv/style-pipeline/inbox "
+                         f"and /srv/style-pipeline/spool: set folders: in the config) and run install-service again")
+    both = PurePosixPath(os.path.commonpath([inbox, outbox, spool]))
+    return [both] if both != PurePosixPath("/") else _outermost([root, outbox])
+
+
+def read_only_inside(writable: list[PurePosixPath], paths: list[PurePosixPath]) -> list[str]:
+    """ReadOnlyPaths= for the paths that lie inside a writable folder (the config, its styles, a venv beside them),
+    so widening ReadWritePaths= to the install folder does not let the service rewrite its own config. systemd
+    applies its mounts sorted by path, the deeper one last, so the more specific setting wins (systemd.exec(5):
+    "Nest ReadWritePaths= inside of ReadOnlyPaths= in order to provide writable subdirectories within read-only
+    directories"; the reverse nesting works the same way). '-': a path missing at start is skipped, not fatal."""
+    return [f"-{p}" for p in dict.fromkeys(paths) if any(_inside(p, w) for w in writable)]
 
 
 def documentation() -> str:
@@ -127,12 +164,15 @@ def _checked(path: Path | str, what: str) -> PurePosixPath:
     return path
 
 
-def _inside(path: PurePosixPath, root: PurePosixPath) -> bool:
+def _inside(path: PurePosixPath | str, root: PurePosixPath | str) -> bool:
+    path, root = PurePosixPath(str(path).lstrip("-")), PurePosixPath(str(root).lstrip("-"))
     return path == root or root in path.parents
 
 
 def _home_access(rw: list[PurePosixPath], ro: list[PurePosixPath]) -> dict[str, str]:
-    """ProtectHome=yes, unless a path is under a home: then tmpfs, with those paths bound back in."""
+    """ProtectHome=yes, unless a path is under a home: then tmpfs, with those paths bound back in. A BindPaths= entry
+    is a mount of its own just as a ReadWritePaths= one, so rw holds writable_folders' single folder for inbox and
+    spool; '-' entries (optional) keep their prefix, which BindPaths= reads the same way (skipped when missing)."""
     def in_home(p: PurePosixPath) -> bool:
         return any(_inside(p, h) for h in HOME_ROOTS)
 

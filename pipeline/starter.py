@@ -20,6 +20,7 @@ def init_dir(target: Path) -> Path:
     """Set up target and return its config path; never overwrites a config or a style that is already there."""
     from .daemon.config import ConfigError, load
     from .daemon.config_build import check_folders
+    from .daemon.running import RUNTIME_DIR
 
     target = target.resolve()
     config_path = target / "config.yaml"
@@ -28,6 +29,9 @@ def init_dir(target: Path) -> Path:
                             fix="Keep it (check it with `style-pipeline validate`), or init another folder")
     try:
         (target / "styles").mkdir(parents=True, exist_ok=True)
+        # The running-folders record's folder (daemon/running.py), made now: under the service's ProtectSystem=strict
+        # the daemon could not make it beside the config itself (rev8e).
+        (target / RUNTIME_DIR).mkdir(exist_ok=True)
         for style in sorted(SHIPPED_STYLES.iterdir()):
             if not (target / "styles" / style.name).exists():
                 shutil.copy2(style, target / "styles" / style.name)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.service import UNITS, install_commands, render_units
+from pipeline.service import UNITS, install_commands, render_units, writable_folders
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -160,7 +160,8 @@ def test_network_only_when_notify_is_set(tmp_path, venv_bin, capsys, monkeypatch
         assert main(["install-service", "--config", str(config), "--out", str(tmp_path / name / "units")]) == 0
         opened[name] = _settings(tmp_path / name / "units" / UNITS[0])
         # the running folders' record beside the config (daemon/running.py) is writable to the service
-        assert str(config.parent / ".style-pipeline") in opened[name]["ReadWritePaths"][0].split()
+        # '-': an install older than that folder still starts (rev8e finding 2)
+        assert f"-{config.parent / '.style-pipeline'}" in opened[name]["ReadWritePaths"][0].split()
     assert opened["quiet"]["PrivateNetwork"] == ["yes"]
     assert opened["told"]["PrivateNetwork"] == ["no"] and "IPAddressDeny" not in opened["told"]
     assert opened["told"]["RestrictAddressFamilies"] == ["AF_UNIX AF_INET AF_INET6"]
@@ -314,3 +315,30 @@ def test_the_printed_install_line_hands_every_folder_init_made_to_the_service_us
             assert tmp_path.stat().st_uid == os.geteuid()
     finally:
         shutil.rmtree(site)
+
+
+@pytest.mark.parametrize("site, key", [("/srv/sp", "ReadWritePaths"), ("/home/ann/sp", "BindPaths")])
+def test_inbox_and_spool_share_one_writable_entry_and_the_config_stays_read_only(tmp_path, venv_bin, site, key):
+    """rev8e: each ReadWritePaths=/BindPaths= entry is a bind mount of its own, and the claim's rename from inbox to
+    spool/work fails with EXDEV between two; so one entry for the install folder, the config and styles inside it
+    read-only (the deeper path wins), the record folder covered by it (tests/test_service_mounts.py runs it)."""
+    root = Path(site)
+    folders = writable_folders(root / "inbox", root / "outbox", root / "spool")
+    units = render_units(venv_bin, root / "config.yaml", "style-pipeline", folders, tmp_path / "units",
+                         optional=[root / ".style-pipeline"], read_only=[root / "styles"])
+    for unit in UNITS[:2]:
+        lines = _settings(units[UNITS.index(unit)])
+        assert lines[key] == [site] and lines["ReadOnlyPaths"] == [f"-{site}/config.yaml -{site}/styles"]
+    elsewhere = render_units(venv_bin, Path("/etc/sp/config.yaml"), "style-pipeline", folders, tmp_path / "u2",
+                             optional=[Path("/etc/sp/.style-pipeline")], read_only=[Path("/etc/sp/styles")])
+    lines = _settings(elsewhere[0])
+    assert lines[key][0].split()[0] == site and lines["ReadWritePaths"][0].split()[-1] == "-/etc/sp/.style-pipeline"
+    assert lines["ReadOnlyPaths"] == [""]  # nothing of the config's inside a writable folder
+
+
+def test_an_outbox_elsewhere_gets_its_own_entry_and_inbox_and_spool_apart_are_refused():
+    assert writable_folders(Path("/srv/sp/inbox"), Path("/mnt/nas/out"), Path("/srv/sp/spool")) == \
+        [Path("/srv/sp"), Path("/mnt/nas/out")]
+    with pytest.raises(ValueError, match=r"inbox /srv/in and spool /var/spool/sp have no common folder.*under one "
+                                         r"folder"):
+        writable_folders(Path("/srv/in"), Path("/srv/out"), Path("/var/spool/sp"))

@@ -34,6 +34,9 @@ def fix_for(path: Path, exc: OSError) -> str:
                 f"immutable file): `chmod -t {shown(str(folder))}`, or `chown {name} {shown(str(path))}`")
     if exc.errno == errno.EROFS:
         return writable_fix(folder, exc) + ", or copy the photo elsewhere"
+    if exc.errno == errno.EXDEV:  # never copied instead: the claim must stay one atomic move (rev8e)
+        return ("inbox and spool are on different mounts (systemd ReadWritePaths or two filesystems): put them under "
+                "one folder / re-run install-service and install its unit; it is tried again at each rescan")
     return f"{exc.strerror or exc}: check the photo and {shown(str(folder))}; it is tried again at each rescan"
 
 
