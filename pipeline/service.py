@@ -96,7 +96,10 @@ def read_only_inside(writable: list[PurePosixPath], paths: list[PurePosixPath]) 
     so widening ReadWritePaths= to the install folder does not let the service rewrite its own config. systemd
     applies its mounts sorted by path, the deeper one last, so the more specific setting wins (systemd.exec(5):
     "Nest ReadWritePaths= inside of ReadOnlyPaths= in order to provide writable subdirectories within read-only
-    directories"; the reverse nesting works the same way). '-': a path missing at start is skipped, not fatal."""
+    directories"; the reverse nesting works the same way). '-': a path missing at start is skipped, not fatal.
+    The config is a file mount: an editor that saves by rename replaces it outside, and the kernel then drops that
+    mount in the service (checked with unshare): SIGHUP reads the new config, and until the next start only the file
+    modes guard it (the install folder is not the service user's)."""
     return [f"-{p}" for p in dict.fromkeys(paths) if any(_inside(p, w) for w in writable)]
 
 
