@@ -22,10 +22,12 @@ run: setup
 once: setup
 	$(VENV)/bin/style-pipeline once --config $(CONFIG)
 
-# -n auto: pytest-xdist, one worker a core (most tests wait on daemons in subprocesses: 10 min 23 s -> 5 min 41 s
-# on the 2-core box); --dist loadgroup keeps tests marked xdist_group (the Ray ones) on one worker.
+# -n: pytest-xdist with one worker more than the cores: most tests wait on daemons in subprocesses, so two
+# workers left a third of the 2-core box idle (641 tests, quiet: -n 2 9 min 24 s at 1.29 cores busy; -n 3 7 min 57 s);
+# --dist loadgroup keeps tests marked xdist_group (the Ray ones) on one worker.
+WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 test: setup
-	$(PY) -m pytest -q -n auto --dist loadgroup
+	$(PY) -m pytest -q -n $(WORKERS) --dist loadgroup
 
 # executor: ray (issue 6): the optional extra, then 1 and 2 local actors against the local executor.
 setup-ray: setup
