@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from daemon_helpers import ROOT, SAMPLES, make_config, outputs, wait_for
+from test_service import BUILD
 
 needs_root_unshare = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
                                         reason="needs root and unshare (util-linux) to rebuild the unit's mounts "
@@ -36,17 +37,30 @@ def _can_unshare_mounts() -> None:
 
 @pytest.fixture
 def install():
-    """A fake install outside /tmp (install-service refuses /tmp: PrivateTmp would hide it)."""
-    base = ROOT / "build" / f"probe-rev8e-{os.getpid()}-{time.monotonic_ns()}"
+    """A fake install outside /tmp (install-service refuses /tmp: PrivateTmp would hide it): test_service's scratch
+    folder, which moves to /opt or /srv when the checkout itself is a fresh clone under /tmp (as CI's may be)."""
+    base = BUILD / f"probe-rev8e-{os.getpid()}-{time.monotonic_ns()}"
     base.mkdir(parents=True)
     yield base
     subprocess.run(["chmod", "-R", "u+w", str(base)], check=False)
     shutil.rmtree(base, ignore_errors=True)
 
 
+RENDER = "import sys\nsys.executable = sys.argv.pop(1)\nfrom pipeline.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+
+
+def _unit_python() -> str:
+    """The python ExecStart names: this one, unless the checkout (and its venv) is a fresh clone under /tmp, which
+    install-service refuses (PrivateTmp would hide it); these tests read only the unit's mount lines, so a path
+    under the scratch folder stands in, as test_service's venv_bin does."""
+    if not sys.executable.startswith(("/tmp/", "/var/tmp/")):
+        return sys.executable
+    return str(BUILD / "venv" / "bin" / "python")
+
+
 def _rendered(config: Path, out: Path, key: str = "ReadWritePaths") -> list[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "install-service", "--config", str(config),
+    done = subprocess.run([sys.executable, "-c", RENDER, _unit_python(), "install-service", "--config", str(config),
                            "--user", "root", "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
