@@ -8,7 +8,6 @@ may cost the page: a damaged status.json reads as "not running" (status.read), a
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -70,11 +69,8 @@ def _state_line(data: dict, last: tuple[str, str] | None) -> str:
 
 def _last_word(spool: Path) -> tuple[str, str] | None:
     """status.json's state and time as written, fresh or not; None when there is none or it cannot be read."""
-    try:
-        data = json.loads((spool / status.STATUS_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or not isinstance(data.get("state"), str) or not data["state"]:
+    data = status.last_word(spool)
+    if not isinstance(data.get("state"), str) or not data["state"]:
         return None
     return data["state"], shown_time(parse_time(data.get("updated_at")))
 

@@ -11,7 +11,6 @@ ignored, being not alive.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import structlog
 
 from ..fsio import write_json
 from .config import FOLDER_KEYS
-from .status import STATUS_FILE, alive
+from .status import alive, last_word, read_object
 
 log = structlog.get_logger("style-pipeline")
 RUNTIME_DIR = ".style-pipeline"  # beside config.yaml: the one place both the daemon and its readers can derive
@@ -51,26 +50,19 @@ def record(config) -> None:
 def forget(config) -> None:
     """At stop: the record goes, if it is still this daemon's (a newer daemon of the same config keeps its own)."""
     path = record_path(config.path)
-    if (_read(path) or {}).get("pid") == os.getpid():
+    if read_object(path).get("pid") == os.getpid():
         path.unlink(missing_ok=True)
 
 
 def folders(config_path: str | Path) -> dict[str, Path] | None:
     """The running daemon's inbox, outbox and spool, or None when no daemon of this config is alive (or it left no
     record): the caller then reads the config's own."""
-    data = _read(record_path(config_path))
+    data = read_object(record_path(config_path))
     if not data or not all(isinstance(data.get(key), str) for key in FOLDER_KEYS):
         return None
     found = {key: Path(data[key]) for key in FOLDER_KEYS}
-    word = _read(found["spool"] / STATUS_FILE)
+    word = last_word(found["spool"])
     if not word or word.get("pid") != data.get("pid") or not alive(word):
         return None
     return found
 
-
-def _read(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None

@@ -108,13 +108,7 @@ def write(spool: Path, data: dict) -> None:
 
 def read(config) -> dict:
     """What `status` prints: the daemon's last word, checked for staleness, plus fresh counts of the folders."""
-    path = config.spool / STATUS_FILE
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        data = {}
-    if not isinstance(data, dict):  # valid JSON but not ours (a null, a list: a hand edit): unreadable (rev6e)
-        data = {}
+    data = last_word(config.spool)
     if not alive(data):
         not_running(data, config.inbox)
     failed = sorted(config.failed.glob("*.error.json"), key=lambda p: p.stat().st_mtime)
@@ -141,11 +135,23 @@ def not_running(data: dict, inbox: Path) -> None:
 def last_unclaimable(spool: Path) -> list[dict]:
     """The unclaimable files of the last status.json in ``spool`` (running or stopped) that are still there: the
     morning report's line, and the files a restarted daemon does not notify again (unclaimable.py)."""
+    return still_waiting(last_word(spool).get("unclaimable"))
+
+
+def last_word(spool: Path) -> dict:
+    """The daemon's last status.json in ``spool`` as written, fresh or not: `status`, the report, the running-folders
+    record and a restarted daemon all read it, so it is read here once."""
+    return read_object(spool / STATUS_FILE)
+
+
+def read_object(path: Path) -> dict:
+    """A JSON object we wrote, or {} when it is missing, unreadable, or valid JSON but not an object (a null, a
+    list: a hand edit, rev6e)."""
     try:
-        data = json.loads((spool / STATUS_FILE).read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return []
-    return still_waiting(data.get("unclaimable") if isinstance(data, dict) else None)
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def still_waiting(entries: object) -> list[dict]:
