@@ -13,6 +13,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from .daemon.spool import unique_names  # the spool's -1, -2 naming: one rule for every taken name
 from .fsio import write_atomic
 from .report import parse_time
 
@@ -58,9 +59,4 @@ def dated_page(reports: Path, now: datetime) -> Path:
     first = reports / f"{local:%Y-%m-%d}.html"
     if not first.exists():
         return first
-    stem = f"{local:%Y-%m-%d-%H%M}"
-    page, n = reports / f"{stem}.html", 0
-    while page.exists():
-        n += 1
-        page = reports / f"{stem}-{n}.html"
-    return page
+    return next(page for page in unique_names(reports, f"{local:%Y-%m-%d-%H%M}.html") if not page.exists())
