@@ -124,8 +124,8 @@ def register_ops(sub: argparse._SubParsersAction) -> None:
                    help="the report timer's: start where the last --since-last report ended (OUTBOX/reports/"
                         ".covered_until), so consecutive reports neither miss nor repeat an output; --since the first "
                         "time")
-    p.add_argument("-o", "--output", help="the HTML file (default: OUTBOX/reports/<date>.html, copied to "
-                                          "OUTBOX/report.html as the latest)")
+    p.add_argument("-o", "--output", help="the HTML file (default: OUTBOX/reports/<date>-<HHMM>.html, the timer's "
+                                          "first of the day <date>.html, copied to OUTBOX/report.html as the latest)")
     p.set_defaults(func=cmd_report)
     p = sub.add_parser("install-service", help="render the systemd units for this install and print how to enable them")
     p.add_argument("--config", default="config.yaml")
@@ -156,7 +156,7 @@ def cmd_report(args) -> int:
     since, now, reports = parse_since(args.since) if args.since else None, datetime.now(timezone.utc), \
         folders["outbox"] / "reports"
     since, until, covered = scheduled_window(reports, since, now) if args.since_last else (since, None, None)
-    dated = dated_page(reports, now)  # the day's first page keeps its name (rev8c finding 4)
+    dated = dated_page(reports, now, args.since_last)  # the timer's first page of the day owns <date>.html
     paths = [Path(args.output)] if args.output else [dated, folders["outbox"] / "report.html"]
     try:
         for path in {*(p.parent for p in paths), *([reports] if covered else [])}:

@@ -49,14 +49,16 @@ def mark_covered(reports: Path, until: datetime) -> Path:
     return write_atomic(until.isoformat().encode(), reports / MARKER)
 
 
-def dated_page(reports: Path, now: datetime) -> Path:
-    """reports/<local date>.html for the day's first page; a later run that day gets <date>-<HHMM>.html (then
-    -<HHMM>-1, -2 within one minute), never the morning's name. Why: the dated page was written with replace, so a
-    second run the same day (`systemctl start style-pipeline-report` for the late photos, or any `report --since`)
-    rewrote the night's page with its own few hours, and `--since-last` then kept the night off every later page
-    (rev8c finding 4). report.html is still the latest."""
+def dated_page(reports: Path, now: datetime, scheduled: bool) -> Path:
+    """reports/<local date>.html for the day's first scheduled page (`--since-last`, the timer's); a run by hand, or
+    a later scheduled run that day, gets <date>-<HHMM>.html (then -<HHMM>-1, -2 within one minute). Why: the dated
+    page was written with replace, so a second run the same day (`systemctl start style-pipeline-report` for the late
+    photos, or any `report --since`) rewrote the night's page with its own few hours, and `--since-last` then kept
+    the night off every later page (rev8c finding 4); and while the first run of the day took the plain name, a look
+    by hand after midnight took it and the morning's page became <date>-0715.html (left9). report.html is still the
+    latest."""
     local = now.astimezone()
     first = reports / f"{local:%Y-%m-%d}.html"
-    if not first.exists():
+    if scheduled and not first.exists():
         return first
     return next(page for page in unique_names(reports, f"{local:%Y-%m-%d-%H%M}.html") if not page.exists())

@@ -112,3 +112,20 @@ def test_a_second_run_the_same_day_keeps_the_nights_page(tmp_path, capsys):
     assert len(later) == 2 and all(re.fullmatch(rf"{dated.stem}-\d{{4}}(-1)?\.html", name) for name in later), later
     latest = (tmp_path / "outbox" / "report.html").read_text()
     assert "coffee.png" not in latest.split('id="older"')[0] and 'class="processed">0<' in latest
+
+
+def test_the_morning_report_owns_the_dated_name_after_a_look_by_hand(tmp_path, capsys):
+    """left8's list: the day's first run took <date>.html, so an operator's `report --since 12h` at 01:00 took the
+    night's name and the 07:15 timer page became <date>-0715.html. Now only the timer's run (`--since-last`) writes
+    <date>.html; a run by hand gets <date>-<HHMM>.html, and the morning page, written after it, keeps the plain name."""
+    config = make_config(tmp_path)
+    _output(tmp_path, "starry", "coffee.jpg", "starry_night.jpg", datetime.now(timezone.utc) - timedelta(hours=3), 9.5)
+    reports = tmp_path / "outbox" / "reports"
+    dated = reports / f"{datetime.now().astimezone():%Y-%m-%d}.html"
+    assert cli.main(["report", "--config", str(config), "--since", "12h"]) == 0
+    by_hand = [p.name for p in reports.glob("*.html")]
+    assert len(by_hand) == 1 and re.fullmatch(rf"{dated.stem}-\d{{4}}\.html", by_hand[0]), by_hand
+    assert str(reports / by_hand[0]) in capsys.readouterr().out
+    assert cli.main(["report", "--config", str(config), "--since", "24h", "--since-last"]) == 0
+    assert dated.exists() and "coffee.png" in dated.read_text(), "the morning page lost its dated name"
+    assert (reports / by_hand[0]).exists() and len(list(reports.glob("*.html"))) == 2
