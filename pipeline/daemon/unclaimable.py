@@ -22,9 +22,14 @@ from .folder_faults import writable_fix
 log = structlog.get_logger("style-pipeline")
 
 
+def blocking_folder(path: Path, exc: OSError) -> Path:
+    """The folder the claim's rename was refused in: the photo's own, or the one the error names."""
+    return Path(exc.filename).parent if exc.filename else path.parent
+
+
 def fix_for(path: Path, exc: OSError) -> str:
     """What a person does so the service can take the photo: the folder and the permission, by the error."""
-    folder = Path(exc.filename).parent if exc.filename else path.parent
+    folder = blocking_folder(path, exc)
     user = service_user()
     name = user.split(" ")[0]
     if exc.errno == errno.EACCES:
@@ -66,6 +71,8 @@ class Unclaimable:
             shown_name = path.name
         entry = {"file": shown(shown_name), "path": str(path), "error": exc.strerror or str(exc),
                  "fix": fix_for(path, exc)}
+        if exc.errno in (errno.EACCES, errno.EROFS):  # a fix access(2) can see: listing checks it (fixed_since)
+            entry["folder"] = str(blocking_folder(path, exc))
         self.files[str(path)] = entry
         log.error("cannot claim; the file stays in the inbox", file=str(path), error=str(exc), fix=entry["fix"])
         if str(path) in self.told:
@@ -76,9 +83,21 @@ class Unclaimable:
                                   "fix": entry["fix"]})
 
     def listing(self) -> list[dict]:
-        """For status.json: the files still in the inbox (a stat each; there are few)."""
+        """For status.json: the files still in the inbox and not fixed since (one stat each; there are few)."""
+        there = {key: os.path.lexists(key) for key in {*self.told, *self.files, *self.carried}}
         for listed in (self.files, self.carried):
-            for key in [k for k in listed if not os.path.lexists(k)]:
+            for key in [k for k, entry in listed.items() if not there[k] or fixed_since(entry)]:
                 del listed[key]
-        self.told = {k for k in self.told if k in self.files or os.path.lexists(k)}  # gone: a new drop is told
+        self.told = {k for k in self.told if there[k]}  # gone: a new drop is told
         return list(self.files.values()) + list(self.carried.values())
+
+
+def fixed_since(entry: dict) -> bool:
+    """The folder whose write permission (EACCES) or read-only mount (EROFS) refused the claim can be written now:
+    the entry goes from the listing at once, not when its claim is tried again, which behind a backlog, or with a
+    long rescan_seconds, is hours after the fix (left8's list); status and the report had gone on naming a fixed
+    folder. Its notice stays told, and a claim that fails again lists it again. access(2) judges with the service's
+    own user and capabilities; EPERM (the sticky bit, an immutable file) and EXDEV are not what it sees, so those
+    stay until the claim."""
+    folder = entry.get("folder")
+    return isinstance(folder, str) and os.access(folder, os.W_OK | os.X_OK)
