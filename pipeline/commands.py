@@ -69,7 +69,21 @@ def cmd_validate(args) -> int:
           + f"; default: {config.default_recipe}")
     if lines:
         print("\n".join(lines))
+    _warn_device(config)
     return 0
+
+
+def _warn_device(config) -> None:
+    """A CUDA device this machine cannot give: `run` here would stop at start (exit 2), so say it now. A warning,
+    not a refusal: a config is often checked on another machine than the GPU box it is for. Ray's devices are the
+    cluster's, not this machine's."""
+    from .engine.device_here import cuda_missing
+
+    why = None if config.executor == "ray" else cuda_missing(config.devices or (config.device,))
+    if why:
+        key, value = ("devices", list(config.devices)) if config.devices else ("device", config.device)
+        print(f"{config.path}: warning: {key}: {value}: {why}; `run` on this machine stops at start (exit 2): use auto (the "
+              f"GPU where there is one, else the CPU) or cpu here", file=sys.stderr)
 
 
 def cmd_status(args) -> int:
