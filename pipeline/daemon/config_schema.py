@@ -111,7 +111,7 @@ class Config:
         return self.spool / "failed"
 
     def recipe_settings(self, recipe: Recipe, overrides: dict[str, Any]) -> Settings:
-        settings = recipe.settings.replace(device=self.device, **overrides)
+        settings = recipe.settings.overlaid({**overrides, "device": self.device})  # the sidecar's layer wins
         settings.validate()
         return settings
 

@@ -121,6 +121,15 @@ class Settings:
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
 
+    def overlaid(self, changes: dict[str, Any]) -> "Settings":
+        """These settings under a more specific layer's ``changes`` (defaults < recipe < sidecar). A layer that sets
+        style_strength without style_weight clears the raw style_weight it inherits: style_weight beats
+        style_strength within one layer, so a recipe's `style_weight` made a sidecar's `style_strength: 8` do
+        nothing, silently, while its log recorded 8 (rev9a #3). The more specific layer wins."""
+        if "style_strength" in changes and "style_weight" not in changes:
+            changes = {**changes, "style_weight": None}
+        return self.replace(**changes)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
