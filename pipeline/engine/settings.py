@@ -20,6 +20,7 @@ CONTENT_LAYER = "conv4_2"
 # with their 4th power; measured at 192 px with L-BFGS, 1e-5 gives the notebook's look there.
 # ``style_strength`` 1.0 means "the notebook's look" whatever weights are loaded.
 STYLE_WEIGHT_AT_STRENGTH_1 = {"caffe": 1e-5, "torchvision": 1e6}
+ADAM_DEFAULT_LR = 2.0  # Settings.lr 0: Adam's step in 0-255 pixel units
 
 
 CHECKPOINT_CADENCE = ("checkpoint_every", "checkpoint_seconds")  # not part of Settings.identity()
@@ -145,6 +146,11 @@ class Settings:
         if self.style_weight is not None:
             return self.style_weight
         return self.style_strength * STYLE_WEIGHT_AT_STRENGTH_1[weights_kind]
+
+    def resolved_lr(self, gentle: bool = False) -> float:
+        """The step an Adam run takes: lr, or ADAM_DEFAULT_LR where lr is 0; halved for the gentle retry after a
+        NaN. One rule for the optimiser and for the JSON log, which recorded the 0.0 it was given (rev9a #5)."""
+        return (self.lr or ADAM_DEFAULT_LR) * (0.5 if gentle else 1.0)
 
     def validate(self) -> None:
         """Raise SettingsError naming the setting and what to fix."""
