@@ -35,9 +35,7 @@ def build(source: Path, data: dict, problems: Problems, on_path: bool = False) -
     base = source.parent
     scalars = _scalars(data, problems)
     folders = _folders(data.get("folders") or {}, base, problems)
-    styles_dir = (base / str(data.get("styles_dir", "styles"))).resolve()
-    if not styles_dir.is_dir():
-        problems.add(("styles_dir",), f"folder {styles_dir} does not exist; create it or point styles_dir at your styles")
+    styles_dir = _styles_dir(data, base, folders, problems)
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, dict):
         problems.add(("defaults",), "must be a mapping of engine settings")
@@ -170,6 +168,18 @@ def _folders(data: Any, base: Path, problems: Problems) -> dict[str, Path] | Non
             problems.add(("folders", key), f"{folders[key]} is the inbox or holds it; the daemon never scans its "
                          "own folders, so no photo would be taken. Give it a folder of its own")
     return folders
+
+
+def _styles_dir(data: dict, base: Path, folders: dict[str, Path] | None, problems: Problems) -> Path:
+    """styles_dir, resolved. One that is the inbox is refused: its paintings would be taken as photos, and the
+    daemon, which never scans styles_dir below the inbox (watcher.own_folders), cannot leave out the inbox itself."""
+    styles_dir = (base / str(data.get("styles_dir", "styles"))).resolve()
+    if not styles_dir.is_dir():
+        problems.add(("styles_dir",), f"folder {styles_dir} does not exist; create it or point styles_dir at your styles")
+    elif folders and styles_dir == folders["inbox"]:
+        problems.add(("styles_dir",), f"{styles_dir} is the inbox: its paintings would be taken as photos. Keep "
+                     "them in a folder of their own (below the inbox is fine: inbox/paintings/ is never scanned)")
+    return styles_dir
 
 
 def _recipes(data: Any, styles_dir: Path, defaults: Settings, problems: Problems) -> dict[str, Recipe]:
