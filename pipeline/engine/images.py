@@ -81,7 +81,7 @@ def opened(source: str | Path | BinaryIO, max_pixels: int) -> Iterator[Image.Ima
 
 def _with_frames(picture: Image.Image, source: Image.Image) -> Image.Image:
     """``picture`` with its file's count of pages or frames in info["frames"] (see frames), where over one."""
-    if getattr(source, "is_animated", False) or getattr(source, "n_frames", 1) > 1:
+    if getattr(source, "n_frames", 1) > 1:  # a TIFF's pages, a GIF's or WebP's frames, counted undecoded
         picture.info["frames"] = source.n_frames
     return picture
 
@@ -102,10 +102,18 @@ def upright(img: Image.Image) -> Image.Image:
     try:
         return ImageOps.exif_transpose(img)
     except Exception:  # noqa: BLE001  (whatever the rewrite of a bad tag raises: the pixels are decoded, whole)
-        method = _TURNS.get(img.getexif().get(ExifTags.Base.Orientation))
+        method = _TURNS.get(_orientation(img))
         turned = img.transpose(method) if method is not None else img.copy()  # transpose keeps info: the ICC
         turned.info.pop("exif", None)
         return turned
+
+
+def _orientation(img: Image.Image) -> int | None:
+    """The EXIF Orientation, or None where the EXIF cannot be read at all: then the photo stays as stored."""
+    try:
+        return img.getexif().get(ExifTags.Base.Orientation)
+    except Exception:  # noqa: BLE001  (a damaged EXIF block: metadata only, the pixels are decoded)
+        return None
 
 
 _TURNS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
