@@ -54,7 +54,7 @@ def _settings_arguments(parser: argparse.ArgumentParser) -> None:
         elif typing.get_origin(kind) is typing.Literal:
             group.add_argument(flag, choices=typing.get_args(kind), help=help_text)
         else:
-            base = float if kind in (float, float | None) else int if kind is int else _number_or_word
+            base = float if kind in (float, float | None) else int if kind in (int, int | None) else _number_or_word
             group.add_argument(flag, type=base, help=help_text)
 
 

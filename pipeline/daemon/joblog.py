@@ -47,6 +47,7 @@ def build(result, content: Path, size: tuple[int, int], styles: list[tuple[Path,
         "curve": [_weighted(point, weights) for point in run["curve"]],
         "steps": run["steps"], "stop_reason": run["stop_reason"],
         "scales": [[w, h] for h, w in run["scales"]],  # the engine's levels are (height, width)
+        "level_steps": run.get("level_steps"),  # the steps planned for each level, beside scales (rev9a #4)
         "tiles": [_tiled(run.get("tiles", {}).get(i)) for i in range(len(run["scales"]))],
         "retries": run["retries"], "resumed_from_step": run["resumed_from_step"],
         "output": {"size": list(result.image.size)}, "contact_sheet": None,

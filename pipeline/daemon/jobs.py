@@ -25,6 +25,7 @@ from ..fsio import FileBusy
 from . import joblog, outputs
 from .config import Config, Recipe
 from .failures import FailurePaths
+from .folder_faults import FolderFault
 from .handover import Lander, Prefetcher
 from .prechecks import (pre_check_image, pre_check_painting, pre_check_readable, pre_check_recipe,
                         pre_check_regular_file, pre_check_settings, pre_check_sidecar)
@@ -61,7 +62,7 @@ class Outcome:
     retry_at: float | None = None
     disk_full: str | None = None
     event: dict | None = None
-    fault: object = None
+    fault: FolderFault | None = None
 
 
 def crashed(job: Job) -> Outcome:
