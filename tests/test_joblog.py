@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from daemon_helpers import ROOT, SAMPLES, STYLES, make_config
 from pipeline.daemon.daemon import Daemon
 from pipeline.engine.settings import field_names
@@ -52,7 +54,10 @@ def test_the_log_matches_the_readme_table(tmp_path, engine, torch_threads):
         assert set(value) == expected, key
 
     assert log["schema_version"] == 1
-    assert log["settings"]["style_weight"] == 1e-5  # resolved for the caffe weights, not null
+    # resolved for the caffe weights, not null: 1e-5 at 400 px, size-aware (rev9a #2), one level here
+    weight = 1e-5 * (400 / max(log["scales"][-1])) ** 2
+    assert log["settings"]["style_weight"] == pytest.approx(weight, rel=1e-12)
+    assert log["style_weights"] == [log["settings"]["style_weight"]] * len(log["scales"])
     with Image_open(tmp_path / "outbox" / "starry" / "rocket.png") as out:
         assert log["output"]["size"] == list(out.size)
     width, height = log["input"]["size"]
@@ -64,7 +69,7 @@ def test_the_log_matches_the_readme_table(tmp_path, engine, torch_threads):
     assert "load_weights" not in log["timings"]
     weighted = log["losses"]
     assert abs(weighted["content"] + weighted["style"] + weighted["tv"] - weighted["total"]) <= 1e-3 * weighted["total"]
-    assert weighted["style"] == log["losses_unweighted"]["style"] * 1e-5
+    assert weighted["style"] == log["losses_unweighted"]["style"] * log["settings"]["style_weight"]
     for point in log["curve"]:
         assert abs(point["content"] + point["style"] + point["tv"] - point["loss"]) <= 1e-3 * point["loss"]
     kept = Path(log["input"]["kept_as"])

@@ -44,10 +44,11 @@ def build(result, content: Path, size: tuple[int, int], styles: list[tuple[Path,
         "losses": {"total": raw["total"], **{k: raw[k] * weights[k] for k in PARTS}},
         "losses_unweighted": {k: raw[k] for k in PARTS}, "judge": run.get("judge"),
         "canvas": run["canvas"][::-1] if run.get("canvas") else None,  # a thin picture's padded [w, h]
-        "curve": [_weighted(point, weights) for point in run["curve"]],
+        "curve": [_weighted(point, _at_level(weights, run.get("style_weights"), point)) for point in run["curve"]],
         "steps": run["steps"], "stop_reason": run["stop_reason"],
         "scales": [[w, h] for h, w in run["scales"]],  # the engine's levels are (height, width)
         "level_steps": run.get("level_steps"),  # the steps planned for each level, beside scales (rev9a #4)
+        "style_weights": run.get("style_weights"),  # each level's style weight, beside scales (rev9a #2)
         "tiles": [_tiled(run.get("tiles", {}).get(i)) for i in range(len(run["scales"]))],
         "retries": run["retries"], "resumed_from_step": run["resumed_from_step"],
         "output": {"size": list(result.image.size)}, "contact_sheet": None,
@@ -71,6 +72,15 @@ def _tiled(plan: dict | None) -> dict | None:
     h, w = plan["hw"]
     return {"tiles": plan["tiles"], "core": plan["core"], "halo": plan["halo"], "canvas": [w, h],
             **({"lbfgs_history": plan["history"]} if "history" in plan else {})}
+
+
+def _at_level(weights: dict[str, float], style_weights: list | None, point: dict) -> dict[str, float]:
+    """The weights of a curve point's level (its ``scale``, from 1): style_strength's style weight is size-aware,
+    so a coarser level's points are weighted with that level's, not the final one's (rev9a #2)."""
+    level = point.get("scale")
+    if not style_weights or not isinstance(level, int) or not 1 <= level <= len(style_weights):
+        return weights
+    return {**weights, "style": style_weights[level - 1]}
 
 
 def _weighted(point: dict, weights: dict[str, float]) -> dict:

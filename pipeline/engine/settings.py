@@ -17,9 +17,16 @@ CONTENT_LAYER = "conv4_2"
 
 # The notebook's balance is content_weight 1, style_weight 1e6 on torchvision's normalised input.
 # On the original (Caffe) weights with 0-255 input, features are far larger and the Gram term grows
-# with their 4th power; measured at 192 px with L-BFGS, 1e-5 gives the notebook's look there.
-# ``style_strength`` 1.0 means "the notebook's look" whatever weights are loaded.
+# with their 4th power: 1e-5 gives the notebook's look there (first measured at 192 px with L-BFGS).
+# These are the weights AT CALIBRATION_SIDE, the notebook's 400 px. The founding style term (Gram sums over
+# positions, divided by C*H*W once) grows with the pixel count while the content term (a mean) does not, so one
+# fixed weight weighed the painting ~4x more per doubling of the size (rev9a #2: weighted style/content 0.15 at
+# 64 px, 0.48 at 128, 2.23 at 256). ``style_strength`` 1.0 means "the notebook's balance" at every size and
+# whatever weights are loaded: resolved_style_weight scales these by (CALIBRATION_SIDE / the level's long side)^2,
+# as neural-style (Gram / C*H*W) and style-transfer-pytorch (Gram / H*W) are size-invariant. A raw style_weight
+# is the founding formula's, unscaled.
 STYLE_WEIGHT_AT_STRENGTH_1 = {"caffe": 1e-5, "torchvision": 1e6}
+CALIBRATION_SIDE = 400  # the notebook's max side: where style_strength 1 is exactly the weights above
 ADAM_DEFAULT_LR = 2.0  # Settings.lr 0: Adam's step in 0-255 pixel units
 
 
@@ -55,9 +62,10 @@ class Settings:
     seed: int = 0
     """Random seed (for noise init); the same seed and device give the same pixels."""
     style_strength: float = 1.0
-    """1.0 = the reference notebook's balance; the actual style_weight follows the weights' kind."""
+    """1.0 = the reference notebook's balance, at every size: the style_weight used is 1e-5 x strength (Caffe
+    weights; torchvision's 1e6) x (400 / the level's long side)^2, exactly the notebook's at its 400 px."""
     style_weight: float | None = None
-    """Raw style weight; overrides style_strength when set."""
+    """Raw style weight, the founding formula's as written at every size (not scaled); overrides style_strength."""
     content_weight: float = 1.0
     """Weight of the content (conv4_2) term; style_strength sets the style side of the balance."""
     tv_weight: float = 0.0
@@ -146,10 +154,14 @@ class Settings:
         edited, or the CLI's `-o print.png` rerun as `-o print.jpg`, restarted a killed print from step 0."""
         return {k: v for k, v in self.to_dict().items() if k not in CHECKPOINT_CADENCE + SPEED_ONLY + OUTPUT_ONLY}
 
-    def resolved_style_weight(self, weights_kind: str) -> float:
+    def resolved_style_weight(self, weights_kind: str, long_side: int = CALIBRATION_SIDE) -> float:
+        """The style weight of a level whose working picture's long side is ``long_side``: a raw style_weight as
+        written; else style_strength's, scaled by (CALIBRATION_SIDE / long_side)^2 so that the style/content
+        balance is the same at every size (the style term grows with the pixel count, the content term does not;
+        see STYLE_WEIGHT_AT_STRENGTH_1)."""
         if self.style_weight is not None:
             return self.style_weight
-        return self.style_strength * STYLE_WEIGHT_AT_STRENGTH_1[weights_kind]
+        return self.style_strength * STYLE_WEIGHT_AT_STRENGTH_1[weights_kind] * (CALIBRATION_SIDE / long_side) ** 2
 
     def resolved_lr(self, gentle: bool = False) -> float:
         """The step an Adam run takes: lr, or ADAM_DEFAULT_LR where lr is 0; halved for the gentle retry after a

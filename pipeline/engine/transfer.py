@@ -188,7 +188,8 @@ class _Run:
         final_hw, self.levels, self.steps_per_level = for_size(self.content.size, settings)  # no resize: shapes
         shapes.check_thin(final_hw, self.content.size, settings.size)  # before any work: fail fast
         self.tiles: dict[int, TilePlan] = {}  # level index -> plan, made as each level starts or from a checkpoint
-        self.style_weight = settings.resolved_style_weight(engine.weights.kind)
+        # Per level: style_strength's weight is size-aware (settings.CALIBRATION_SIDE); a raw style_weight is not.
+        self.style_weights = [settings.resolved_style_weight(engine.weights.kind, max(hw)) for hw in self.levels]
         self.lr = settings.resolved_lr() if settings.optimizer == "adam" else settings.lr
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.monitor = Monitor(sum(self.steps_per_level), len(self.levels), settings.log_every,
@@ -209,6 +210,16 @@ class _Run:
         self.content_targets: dict[tuple[int, int], Callable[[], torch.Tensor]] = {}  # hw -> a batch's share
         self.monitor.marks[:] = [("start", self.created)]
         self.monitor.mark("run")  # the set-up's parts, told with the first step: run, copy, style, content (issue 13)
+
+    @property
+    def style_weight(self) -> float:
+        """The final level's style weight: the one its judged losses (the log's) are weighted with."""
+        return self.style_weights[-1]
+
+    def weight_at(self, hw: tuple[int, int]) -> float:
+        """The style weight of the level of ``hw`` (its coarser pyramid terms take the same: their balance against
+        the level's own term, PYRAMID_WEIGHT, stays as measured)."""
+        return self.style_weights[self.levels.index(hw)]
 
     @cached_property
     def fingerprints(self) -> tuple[str, ...]:
@@ -276,7 +287,7 @@ class _Run:
         index = self.levels.index(hw)
         if self.settings.scales == "auto" and index > 0:  # issue 14: keep the coarser levels' look (pyramid.py)
             problem.loss = PyramidLoss(problem.loss, coarser_terms(self.engine, self.levels[:index], self._targets,
-                                                                   self.settings, self.style_weight, self.precision,
+                                                                   self.settings, self.weight_at(hw), self.precision,
                                                                    shapes.canvas(hw), self.tiles.get(index)))
         return problem
 
@@ -307,11 +318,11 @@ class _Run:
             whole = level_costs(self.levels, s.scales == "auto")[index]
             self.monitor.work.costs[index] = tiled(whole, self.tiles[index])
         if index in self.tiles:
-            return tiled_problem(engine, content, targets, s, self.style_weight, self.tiles[index], self.precision)
+            return tiled_problem(engine, content, targets, s, self.weight_at(hw), self.tiles[index], self.precision)
         made = self.content_targets.pop(hw, None)  # a batch's: its photos' targets in one pass (content_target.py)
         content_target = made() if made else content_targets(engine, [content])[0]
         total = TotalLoss(speed.network(engine, s.compile), ContentLoss(content_target),
-                          StyleLoss(targets, s.layer_weights), s.content_weight, self.style_weight, s.tv_weight)
+                          StyleLoss(targets, s.layer_weights), s.content_weight, self.weight_at(hw), s.tv_weight)
         return Problem(total, autocast)
 
     def _optimise_level(self, hw, pixels: torch.Tensor, opt_state: dict | None) -> torch.Tensor:
