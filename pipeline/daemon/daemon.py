@@ -146,7 +146,7 @@ class Daemon:
                     time.sleep(TICK)
         finally:
             self._shutdown()
-        return 0
+        return 1 if self.executor is not None and self.executor.broken else 0  # non-zero: Restart=on-failure
 
     def _pass(self) -> bool:
         """One pass of the loop; True when `once` has nothing left to do."""
@@ -269,6 +269,7 @@ class Daemon:
 
     def _rescan(self) -> None:
         self.last_rescan = time.monotonic()
+        running.adopt(self.config)  # the running-folders record, when a daemon of this config that held it went
         self.book.take_up(self.spool)  # jobs a dead daemon left in work/ (at start, or a killed neighbour's)
         skipped = skipped_folders(self.config.inbox, own_folders(self.config))
         for rel in skipped.keys() - self.skipped.keys():

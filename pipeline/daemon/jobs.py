@@ -25,9 +25,10 @@ from ..fsio import FileBusy
 from . import joblog, outputs
 from .config import Config, Recipe
 from .failures import FailurePaths
+from .folder_faults import FolderFault
 from .handover import Lander, Prefetcher
-from .prechecks import (pre_check_image, pre_check_readable, pre_check_recipe, pre_check_regular_file,
-                        pre_check_settings, pre_check_sidecar)
+from .prechecks import (pre_check_image, pre_check_painting, pre_check_readable, pre_check_recipe,
+                        pre_check_regular_file, pre_check_settings, pre_check_sidecar)
 from .sheets import SheetWriter
 from .spool import Job, Spool, job_id_in, now_iso
 
@@ -61,7 +62,7 @@ class Outcome:
     retry_at: float | None = None
     disk_full: str | None = None
     event: dict | None = None
-    fault: object = None
+    fault: FolderFault | None = None
 
 
 def crashed(job: Job) -> Outcome:
@@ -206,7 +207,7 @@ class JobLife(FailurePaths):
         it once, and a painting replaced under its name is decoded anew and its old version let go. Keyed by
         (path, mtime) every version stayed for the process's life, ~30 MB a 2400 px replacement (rev8c finding 1);
         the size and inode also catch a replacement that kept the mtime (`cp -p`, `rsync -t`)."""
-        info = path.stat()
+        info = pre_check_painting(path)  # renamed or removed since config.yaml was read: failed, naming it
         stamp = (info.st_mtime_ns, info.st_size, info.st_ino)
         held = self._styles.get(path)
         if held is None or held[0] != stamp:
@@ -237,7 +238,7 @@ class JobLife(FailurePaths):
         executor adds to the JSON log (Ray: which worker ran it)."""
         data = images.encode(result.image, plan.settings.format, plan.settings.quality, alpha=result.alpha,
                              dpi=plan.settings.print_dpi)
-        self.publish(job, config, plan, result, data, {**self.record(job, plan, result), **(record or {})},
+        self.publish(job, config, plan, result, data, {**self.record(job, plan, result, config), **(record or {})},
                      **log_fields)
 
     def publish(self, job: Job, config: Config, plan: Plan, result, data: bytes, record: dict, **log_extra) -> None:
@@ -266,11 +267,14 @@ class JobLife(FailurePaths):
                                       "seconds": result.timings["total"], "steps": result.steps,
                                       "batch": log_extra.get("batch", 1)})
 
-    def record(self, job: Job, plan: Plan, result) -> dict:
-        """The JSON log (pipeline/daemon/joblog.py); plans the input's name in done/ so the log can say it."""
-        keep = self.get_config().after_success == "move"
+    def record(self, job: Job, plan: Plan, result, config: Config) -> dict:
+        """The JSON log (pipeline/daemon/joblog.py); plans the input's name in done/ so the log can say it.
+        ``config``: the one the try opened with, which complete() keeps or deletes the input by; a reload that
+        landed meanwhile made the log say kept_as for an input deleted (rev9d item 2)."""
+        keep = config.after_success == "move"
         return joblog.build(result, job.input, plan.content.size, [(r.path, r.weight) for r in plan.recipe.styles],
-                            job=job, recipe=plan.recipe.name, kept=self.spool.plan_done(job) if keep else None)
+                            job=job, recipe=plan.recipe.name, kept=self.spool.plan_done(job) if keep else None,
+                            frames=images.frames(plan.content))
 
     def complete(self, job: Job, config: Config) -> Path | None:
         """The input to done/ under the name the log recorded (fixed in the log if another daemon took it)."""
