@@ -27,8 +27,8 @@ from .config import Config, Recipe
 from .failures import FailurePaths
 from .folder_faults import FolderFault
 from .handover import Lander, Prefetcher
-from .prechecks import (pre_check_image, pre_check_painting, pre_check_readable, pre_check_recipe,
-                        pre_check_regular_file, pre_check_settings, pre_check_sidecar)
+from .prechecks import (pre_check_image, pre_check_painting, pre_check_painting_decodes, pre_check_readable,
+                        pre_check_recipe, pre_check_regular_file, pre_check_settings, pre_check_sidecar)
 from .sheets import SheetWriter
 from .spool import Job, Spool, job_id_in, now_iso
 
@@ -211,7 +211,7 @@ class JobLife(FailurePaths):
         stamp = (info.st_mtime_ns, info.st_size, info.st_ino)
         held = self._styles.get(path)
         if held is None or held[0] != stamp:
-            held = self._styles[path] = (stamp, images.load(path, settings.max_pixels))
+            held = self._styles[path] = (stamp, pre_check_painting_decodes(path, settings.max_pixels))
         return held[1]
 
     def already_written(self, job: Job, config: Config) -> bool:
