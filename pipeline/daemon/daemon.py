@@ -14,16 +14,16 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import structlog
 
 from ..alerts import FLUSH_WAIT
-from ..engine import StyleTransfer
 from ..errors import PipelineError, StartupError
 from ..fsio import is_disk_full, sweep_tree
 from ..notify import Heartbeat, Notifier, watchdog_interval
 from . import config as config_module
+from . import executors
 from . import running
 from . import status as status_module
 from .config import Config, ConfigError
@@ -39,7 +39,9 @@ from .spool import Spool, now_iso
 from .state import JobBook
 from .unclaimable import Unclaimable
 from .watcher import Tracker, Watcher, own_folders, sidecar_for, skipped_folders
-from .pool import local_executor
+
+if TYPE_CHECKING:  # an annotation only: the import would load torch into the daemon layer (rev9d)
+    from ..engine import StyleTransfer
 
 log = structlog.get_logger("style-pipeline")
 TICK = 0.2
@@ -109,14 +111,7 @@ class Daemon:
         if freed:  # a kill -9 inside write_atomic left its temp (an output, a record, status.json): rev7b
             log.info("removed the temp files of writes killed mid-way", bytes=freed)
         running.record(config)  # where status and report find these folders after a folder edit (running.py)
-        if config.executor == "ray":  # issue 6: jobs run on Ray actors (imported only here); the rest is unchanged
-            from .ray_executor import RayExecutor
-            self.executor = RayExecutor(self.spool, lambda: self.config, self.stop)
-        else:  # issue 13: one Worker, or a pool of a slot per device (pool.py)
-            self.executor, self.engine = local_executor(config, self.engine, self.spool, lambda: self.config, self.stop)
-            log.info("engine ready", device=str(self.engine.device), weights=self.engine.weights.path,
-                     kind=self.engine.weights.kind, seconds=round(self.engine.load_seconds, 2),
-                     precision_auto=self.engine.precision("auto"))  # issue 13: as `precision --probe` recorded
+        self.executor, self.engine = executors.build(config, self.engine, self.spool, lambda: self.config, self.stop)
         self.executor.start()
         if not self.once:
             self.watcher = Watcher(config.inbox, self.tracker, config.watch, config.poll_seconds, own_folders(config))

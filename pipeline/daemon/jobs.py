@@ -19,7 +19,6 @@ from typing import Callable
 import structlog
 
 from ..engine import Settings, images
-from ..engine.prepared import prepare as prepare_working
 from ..errors import Cancelled, JobFailure, PipelineError, Reason, WorkerLost, clipped
 from ..fsio import FileBusy
 from . import joblog, outputs
@@ -192,6 +191,10 @@ class JobLife(FailurePaths):
         self._out(job, "cancelled", retry=not self.stop.is_set())
 
     def prepare(self, job: Job, config: Config) -> Plan:
+        """The pre-checks, then the photo's first working copy. engine.prepared is imported here, not at the top:
+        it needs torch, and the daemon's main loop imports this module without ever running a job (rev9d)."""
+        from ..engine.prepared import prepare as prepare_working
+
         pre_check_regular_file(job)
         pre_check_readable(job)
         recipe_name, overrides = pre_check_sidecar(job, config)
