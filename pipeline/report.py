@@ -312,11 +312,6 @@ def write_reports(paths: list[Path], outbox: Path, failed: Path, since: timedelt
     return list(paths)
 
 
-def write_report(out_path: Path, outbox: Path, failed: Path, since: timedelta | None = None,
-                 now: datetime | None = None, done: Path | None = None, state: list[str] | None = None) -> Path:
-    return write_reports([out_path], outbox, failed, since, now, done, state)[0]
-
-
 def _environment():
     import jinja2
 
