@@ -130,6 +130,12 @@ class JobLife(FailurePaths):
             self.prefetch.discard(job.id)
         return None
 
+    def started(self, job: Job, plan: Plan, **extra) -> None:
+        """The "job started" line, one wording for every executor (bench/daemon_log.py and the tests read its keys):
+        the recipe, size, steps and attempt, and what the executor adds (opened_ms, batch, Ray's worker and node)."""
+        log.info("job started", recipe=plan.recipe.name, size=plan.settings.size, steps=plan.settings.steps,
+                 attempt=job.attempts, **extra)
+
     def land(self, job: Job, config: Config, plan: Plan, result, record: dict | None = None, **log_fields) -> None:
         """The executor's result written and its input moved (see finish); any fault is concluded here."""
         try:
