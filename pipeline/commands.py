@@ -216,7 +216,7 @@ def page_not_written(exc: OSError, folder: Path):
 
 
 def cmd_install_service(args) -> int:
-    from .daemon.config import read_folders, read_setting
+    from .daemon.config import read_folders, read_setting, read_styles_dir
     from .daemon.running import record_path
     from .service import install_commands, owned_folders, render_units, writable_folders
 
@@ -227,7 +227,7 @@ def cmd_install_service(args) -> int:
     venv_bin = Path(sys.executable).parent
     units = render_units(venv_bin, config, args.user, writable_folders(folders["inbox"], folders["outbox"],
                          folders["spool"]), Path(args.out), report_at=args.report_at, network=network,
-                         optional=[record_path(config).parent], read_only=[(config.parent / str(read_setting(config, "styles_dir") or "styles")).resolve()])
+                         optional=[record_path(config).parent], read_only=[read_styles_dir(config)])
     print("rendered: " + ", ".join(str(u) for u in units))
     if network:
         print("notify: is set, so the daemon's unit may use the network (PrivateNetwork=no); remove it for none")

@@ -136,15 +136,21 @@ def sweep_tree(root: str | Path) -> int:
 
 
 def _abandoned(host: str | None, pid: int, mtime: float) -> bool:
-    if host == HOST_TAG and not _alive(pid):
+    if host == HOST_TAG and not pid_alive(pid):
         return True
     return time.time() - mtime > STALE_SECONDS
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: object) -> bool:
+    """True while a process with this pid exists (another user's counts). The one copy: status.json's pid and a
+    temp name's digits both come from outside (a hand-edited file, a sync tool's copy), so only a positive whole
+    number is asked about: os.kill(0, 0) would ask about our own group (always "alive"), a 20-digit pid raises
+    OverflowError, which stopped the daemon's start in its temp sweep (rev9d)."""
+    if type(pid) is not int or pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:
         return True  # another user's process

@@ -157,3 +157,15 @@ def test_status_under_a_refused_config_edit_still_shows_the_running_daemons_fold
     assert "no_such_painting.jpg" in shown.err and "folders alone" in shown.err
     assert "queue: 1 waiting in the inbox" in shown.out and "x.jpg.error.json" in shown.out, shown.out
     assert main(["status", "--config", str(tmp_path / "missing.yaml")]) == 2
+
+
+@pytest.mark.parametrize("command", [["status"], ["report", "--since", "1h"], ["install-service", "--out", "units"]])
+def test_a_config_whose_folders_is_a_list_is_named_not_a_traceback(tmp_path, capsys, monkeypatch, command):
+    """rev9d item 3: status, report and install-service read the folders with a second, unchecked reader of
+    config.yaml (beside config_build's): `folders: [inbox]` gave them AttributeError: 'list' object has no
+    attribute 'get' (a traceback, exit 1) where validate names the line. One reader now: exit 2, file and key."""
+    (tmp_path / "config.yaml").write_text("recipes: {}\nfolders: [inbox]\n")
+    monkeypatch.chdir(tmp_path)
+    assert main([*command, "--config", "config.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert "config.yaml:2: folders: must be a mapping with inbox, outbox and spool" in err, err

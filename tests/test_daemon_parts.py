@@ -112,6 +112,18 @@ def test_ignored_names_and_depth(tmp_path):
     assert not wanted(tmp_path / "x" / ".y" / "a.jpg", tmp_path)
 
 
+def test_wanted_judges_folders_by_whole_parts(tmp_path):
+    """wanted() compares parts tuples (left9: the parents walk was the main loop's hot spot behind a backlog,
+    bench/backlog_loop.py): the same answers as Path.relative_to and `e in path.parents`, never a string prefix."""
+    inbox = tmp_path / "inbox"
+    own = (inbox / "outbox", tmp_path / "spool")
+    cases = {inbox / "a.jpg": True, inbox / "outbox2" / "a.jpg": True, inbox / "outbox" / "a.jpg": False,
+             inbox / "outbox" / "x" / "a.jpg": False, inbox / "outbox": False, tmp_path / "inbox2" / "a.jpg": False,
+             tmp_path / "a.jpg": False, inbox: False, tmp_path / "spool" / "a.jpg": False,
+             inbox / "x.jpg" / "a.jpg": False, inbox / "x.jpg": True}
+    assert {path: wanted(path, inbox, own) for path in cases} == cases
+
+
 def test_tracker_waits_for_the_file_to_hold_still(tmp_path):
     photo = tmp_path / "p.jpg"
     photo.write_bytes(b"12345")

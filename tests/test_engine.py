@@ -255,6 +255,7 @@ def test_nan_is_retried_once(engine, content, style, monkeypatch):
                             Settings(size=48, steps=5, optimizer="adam", keep_in_range=False, log_every=1))
     assert len(result.retries) == 1 and "nan" in result.retries[0].lower()
     assert lrs == [2.0, 1.0]  # the retry is gentler
+    assert result.log()["settings"]["lr"] == 1.0  # and its log says so (rev9a #5: it said the 0.0 it was given)
     assert result.steps == 5
     assert math.isfinite(result.losses["total"]) and not is_blank(images.to_tensor(result.image))
 

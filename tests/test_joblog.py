@@ -110,3 +110,16 @@ def test_the_records_versions_are_read_once_a_process(monkeypatch):
     second = progress.provenance()["versions"]
     assert looked == ["torchvision"]
     assert second["torch"] != "changed by its record" and second["torchvision"] == plain("torchvision")
+
+
+def test_an_adam_runs_log_records_the_step_size_it_used(tmp_path):
+    """rev9a #5: settings.lr 0 means Adam's default (ADAM_DEFAULT_LR, 2.0 in 0-255 units); the log recorded the 0.0
+    it was given, which reads as "Adam did not move", while style_weight beside it was resolved."""
+    out = tmp_path / "out.png"
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "stylize", str(SAMPLES / "coffee.jpg"),
+                           str(STYLES / "starry_night.jpg"), "--size", "32", "--steps", "3", "--optimizer", "adam",
+                           "-o", str(out)], cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    settings = json.loads(out.with_suffix(".json").read_text())["settings"]
+    assert settings["lr"] == 2.0, f"Adam ran at lr 2.0 (ADAM_DEFAULT_LR); the log says lr {settings['lr']}"

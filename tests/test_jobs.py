@@ -48,6 +48,33 @@ def test_after_success_delete_removes_the_input_and_the_log_says_so(tmp_path, en
     assert not list((tmp_path / "inbox").rglob("rocket*")) and not list((tmp_path / "spool" / "work").iterdir())
 
 
+
+def test_a_reload_during_a_job_changes_neither_its_log_nor_what_happens_to_its_input(tmp_path, engine, monkeypatch):
+    """rev9d item 2: complete() kept or deleted the input by the config the try opened with, but the JSON log
+    (JobLife.record) asked get_config() again, i.e. whatever a reload swapped in meanwhile: an edit `delete` ->
+    `move` landing while the photo ran deleted the input and logged kept_as done/rocket.jpg (the report then looks
+    there for its thumbnail). A running job never sees an edit (Config's promise): both follow `delete`."""
+    import dataclasses
+
+    from pipeline.daemon.jobs import JobLife
+
+    config = make_config(tmp_path, after_success="delete")
+    shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / "rocket.jpg")
+    daemon = Daemon(config, once=True, engine=engine)
+    real = JobLife.finish
+
+    def reload_lands_mid_job(self, job, config, *args, **kwargs):
+        daemon.config = dataclasses.replace(daemon.config, after_success="move")  # what a reload swaps in
+        return real(self, job, config, *args, **kwargs)
+
+    monkeypatch.setattr(JobLife, "finish", reload_lands_mid_job)
+    assert daemon.run() == 0
+    [image] = outputs(tmp_path)
+    kept_as = json.loads(image.with_suffix(".json").read_text())["input"]["kept_as"]
+    kept = list((tmp_path / "spool" / "done").rglob("rocket*"))
+    assert (kept_as, kept) == (None, []), f"log kept_as={kept_as!r}, done/ holds {kept}"
+
+
 KILL_WHEN_MOVING_THE_INPUT = """import os, signal, sys
 from pipeline.cli import main
 from pipeline.daemon.spool import Spool

@@ -299,3 +299,31 @@ def test_daemon_kill_9_with_jobs_in_flight_then_restart_every_job_once(tmp_path)
     assert set(before) <= set(outputs(tmp_path)) and errors(tmp_path) == {}
     assert sorted(p.name for p in (tmp_path / "spool" / "done").iterdir()) == [f"shot{i}.jpg" for i in range(10)]
     assert len({json.loads(p.with_suffix(".json").read_text())["job_id"] for p in outputs(tmp_path)}) == 10
+
+
+@needs_ray
+def test_a_reload_while_a_job_is_on_an_actor_does_not_change_how_it_lands(tmp_path, ray_down, monkeypatch):
+    """rev9d item 2: a Ray job landed by get_config() at landing time, not by the config it opened with: an edit
+    `after_success: delete` -> `move` that lands while the photo is on an actor kept the input. A running job never
+    sees an edit (Config's promise); it lands as the local worker's do, by the config it opened with."""
+    import dataclasses
+
+    from pipeline.daemon.daemon import Daemon
+    from pipeline.daemon.ray_executor import RayExecutor
+
+    config = make_config(tmp_path, executor="ray", ray={"num_workers": 1, "num_cpus_per_worker": 1},
+                         after_success="delete")
+    drop(tmp_path / "inbox", "rocket.jpg", sample="rocket.jpg")
+    daemon = Daemon(config, once=True)
+    real = RayExecutor._settle
+
+    def reload_lands_mid_job(self, flight, reply):
+        daemon.config = dataclasses.replace(daemon.config, after_success="move")  # what a reload swaps in
+        return real(self, flight, reply)
+
+    monkeypatch.setattr(RayExecutor, "_settle", reload_lands_mid_job)
+    assert daemon.run() == 0
+    [image] = outputs(tmp_path)
+    kept_as = json.loads(image.with_suffix(".json").read_text())["input"]["kept_as"]
+    kept = list((tmp_path / "spool" / "done").rglob("rocket*"))
+    assert (kept_as, kept) == (None, []), f"log kept_as={kept_as!r}, done/ holds {kept}"

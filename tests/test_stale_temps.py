@@ -98,3 +98,21 @@ def test_every_temp_name_the_readme_shows_is_the_one_written():
     shown = set(re.findall(r"`(\.<hash>[^`]*\.tmp)`", readme))
     written = temp_name(Path("/x/photo.png")).name
     assert shown and all(p.count(".") == written.count(".") for p in shown), (shown, written)
+
+
+def test_a_temp_name_with_an_absurd_pid_neither_stops_the_daemon_nor_waits_a_day(tmp_path, engine):
+    """rev9d: fsio had a second, unguarded "is this pid alive" beside status's: a temp-shaped name with a 20-digit
+    pid (a sync tool's copy, a copied folder) made os.kill raise OverflowError in the start's sweep, which `once`
+    and `run` did not catch (traceback, exit 1; under systemd a restart loop); pid 0 asked about our own process
+    group, so such a temp was "alive" for a day. One pid_alive now, guarded, for the sweep and status alike."""
+    config = make_config(tmp_path)
+    outbox = tmp_path / "outbox"
+    outbox.mkdir(exist_ok=True)
+    absurd = outbox / f".0123456789.{HOST_TAG}.{'9' * 20}.01234567.tmp"
+    absurd.write_bytes(b"x")
+    group = _temp(outbox, "print.png", pid=0)
+    assert Daemon(config, once=True, engine=engine).run() == 0
+    assert not absurd.exists() and not group.exists()
+    from pipeline.fsio import pid_alive  # the one copy (status.py had the guarded one, fsio an unguarded one)
+
+    assert [pid_alive(p) for p in (10 ** 20, 0, -1, "12", 1.5, os.getpid())] == [False] * 5 + [True]

@@ -1,6 +1,6 @@
 """The manifest (config.yaml): folders, defaults, recipes, sidecars, validated with line numbers.
 
-This module is the face callers use (load, read_folders, read_setting, and the schema's names handed on); the
+This module is the face callers use (load, the partial readers read_*, and the schema's names handed on); the
 schema lives in config_schema.py, the YAML reading in yaml_read.py, the checks in config_build.py.
 """
 from __future__ import annotations
@@ -9,55 +9,15 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from ..engine.settings import DEFAULT_MAX_PIXELS
-from .config_build import build
+from .config_build import build, parse_defaults, parse_folders, styles_folder
 from ..errors import ConfigError  # noqa: F401 - handed on, as are Config, RayOptions and Recipe below
 from .config_schema import FOLDER_KEYS, Config, RayOptions, Recipe, missing_config_fix  # noqa: F401
-from .yaml_read import CONFIG_MAX_BYTES, Problems, key_lines, read_yaml
+from .yaml_read import CONFIG_MAX_BYTES, Problems, engine_settings, key_lines, read_yaml
 
 
-def _read_mapping(path: str | Path) -> tuple[Path, dict]:
-    source = Path(path).resolve()
-    try:
-        data = read_yaml(source, CONFIG_MAX_BYTES)[1] or {}
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([f"cannot read the config ({exc})"], source) from exc
-    return source, data if isinstance(data, dict) else {}
-
-
-def read_folders(path: str | Path) -> dict[str, Path]:
-    """Just the folders, without checking styles (and so without importing torch): for `report`."""
-    source, data = _read_mapping(path)
-    folders = data.get("folders") or {}
-    return {key: (source.parent / str(folders.get(key, key))).resolve() for key in FOLDER_KEYS}
-
-
-def read_max_pixels(path: str | Path) -> int:
-    """The largest max_pixels a recipe decodes under (its own, else defaults', else the engine's), read unchecked
-    as read_folders reads: the report's thumbnails decode what the daemon would and nothing bigger (a bomb in
-    failed/), where they used the engine's default whatever the config said (rev7g). Not a whole number >= 256:
-    the default's (validate names it)."""
-    data = _read_mapping(path)[1]
-
-    def limit(mapping: object, fallback: int) -> int:
-        value = mapping.get("max_pixels") if isinstance(mapping, dict) else None
-        return value if type(value) is int and value >= 256 else fallback
-
-    base = limit(data.get("defaults"), DEFAULT_MAX_PIXELS)
-    recipes = data.get("recipes")
-    return max([limit(body, base) for body in recipes.values()] if isinstance(recipes, dict) and recipes else [base])
-
-
-def read_setting(path: str | Path, key: str) -> Any:
-    """One top-level value, unchecked (`install-service` asks whether `notify:` is set)."""
-    return _read_mapping(path)[1].get(key)
-
-
-def load(path: str | Path, busy_wait: float | None = None, on_path: bool = False) -> Config:
-    """Read and validate config.yaml; raise ConfigError listing every problem with its line (one that could not
-    be read at all has the OSError as its __cause__). ``busy_wait``: see fsio.open_regular; ``on_path``:
-    config_build.build."""
-    source = Path(path).resolve()
+def _parse(source: Path, busy_wait: float | None = None) -> tuple[dict, Problems]:
+    """The file as a mapping, and a Problems that names its lines; ConfigError (naming the file) when it cannot be
+    read or is no mapping. The one reader of config.yaml: load and the partial readers below alike."""
     try:
         node, data = read_yaml(source, CONFIG_MAX_BYTES, busy_wait)
     except OSError as exc:
@@ -67,7 +27,54 @@ def load(path: str | Path, busy_wait: float | None = None, on_path: bool = False
         raise ConfigError([f"{source.name}: not UTF-8 text ({exc.reason})"], source) from exc
     if not isinstance(data, dict):
         raise ConfigError([f"{source.name}:1: the file must be a mapping of settings"], source)
-    problems = Problems(source, key_lines(node) if node else {})
+    return data, Problems(source, key_lines(node) if node else {})
+
+
+def read_folders(path: str | Path) -> dict[str, Path]:
+    """Just the folders, without checking styles (and so without importing torch): for `status` on a refused
+    edit, `report` and `install-service`. Parsed by build's own step (config_build.parse_folders); ConfigError
+    naming the file and line when they cannot be read. Other problems there (an unknown key, an inbox inside the
+    outbox) still name real folders, which these commands look at: `validate` names those."""
+    source = Path(path).resolve()
+    data, problems = _parse(source)
+    folders = parse_folders(data, source.parent, problems)
+    if folders is None:
+        raise ConfigError(problems.items, source)
+    return folders
+
+
+def read_max_pixels(path: str | Path) -> int:
+    """The largest max_pixels a recipe decodes under (its own, else defaults', else the engine's), parsed as build
+    parses it (config_build.parse_defaults, yaml_read.engine_settings): the report's thumbnails decode what the
+    daemon would and nothing bigger (a bomb in failed/), where they used the engine's default whatever the config
+    said (rev7g). A value build refuses counts as unwritten (validate names it): the page is still written."""
+    data, problems = _parse(Path(path).resolve())
+    base = parse_defaults(data, problems)[1]
+    recipes = data.get("recipes")
+    bodies = [(name, body) for name, body in recipes.items() if isinstance(body, dict)] \
+        if isinstance(recipes, dict) else []
+    return max([base.max_pixels] + [engine_settings(body, ("recipes", name), problems, base).max_pixels
+                                    for name, body in bodies])
+
+
+def read_styles_dir(path: str | Path) -> Path:
+    """styles_dir as build resolves it (install-service makes it read-only for the service)."""
+    source = Path(path).resolve()
+    return styles_folder(_parse(source)[0], source.parent)
+
+
+def read_setting(path: str | Path, key: str) -> Any:
+    """One top-level value, unchecked (`install-service` asks whether `notify:` is set); ConfigError when the
+    file cannot be read or is no mapping."""
+    return _parse(Path(path).resolve())[0].get(key)
+
+
+def load(path: str | Path, busy_wait: float | None = None, on_path: bool = False) -> Config:
+    """Read and validate config.yaml; raise ConfigError listing every problem with its line (one that could not
+    be read at all has the OSError as its __cause__). ``busy_wait``: see fsio.open_regular; ``on_path``:
+    config_build.build."""
+    source = Path(path).resolve()
+    data, problems = _parse(source, busy_wait)
     config = build(source, data, problems, on_path)
     if problems.items:
         raise ConfigError(problems.items, source)

@@ -10,7 +10,7 @@ from ..engine import images
 from ..engine.settings import Settings
 from ..errors import ConfigError, DeviceError, ImageError
 from .config_pool import pool_options
-from .config_schema import (ENGINE_KEYS, FOLDER_KEYS, RAY_KEYS, RECIPE_KEYS, SIDECAR_KEYS, STYLE_KEYS, TOP_KEYS,
+from .config_schema import (DEFAULT_STYLES_DIR, ENGINE_KEYS, FOLDER_KEYS, RAY_KEYS, RECIPE_KEYS, SIDECAR_KEYS, STYLE_KEYS, TOP_KEYS,
                             TOP_TYPES, Config, RayOptions, Recipe, StyleRef)
 from .yaml_read import SIDECAR_MAX_BYTES, Problems, check_type, engine_settings, key_lines, read_yaml
 
@@ -34,16 +34,11 @@ def build(source: Path, data: dict, problems: Problems, on_path: bool = False) -
     problems.unknown((), data, TOP_KEYS)
     base = source.parent
     scalars = _scalars(data, problems)
-    folders = _folders(data.get("folders") or {}, base, problems)
-    styles_dir = (base / str(data.get("styles_dir", "styles"))).resolve()
+    folders = parse_folders(data, base, problems)
+    styles_dir = styles_folder(data, base)
     if not styles_dir.is_dir():
         problems.add(("styles_dir",), f"folder {styles_dir} does not exist; create it or point styles_dir at your styles")
-    defaults = data.get("defaults") or {}
-    if not isinstance(defaults, dict):
-        problems.add(("defaults",), "must be a mapping of engine settings")
-        defaults = {}
-    problems.unknown(("defaults",), defaults, ENGINE_KEYS)
-    default_settings = engine_settings(defaults, ("defaults",), problems, Settings())
+    defaults, default_settings = parse_defaults(data, problems)
     recipes = _recipes(data.get("recipes"), styles_dir, default_settings, problems)
     _sizes_within(scalars.get("max_size", Config.max_size), default_settings, defaults, recipes, data, problems)
     default_recipe = scalars.pop("default_recipe", None) or (next(iter(recipes)) if recipes else "")
@@ -158,13 +153,31 @@ def _scalars(data: dict, problems: Problems) -> dict[str, Any]:
     return values
 
 
-def _folders(data: Any, base: Path, problems: Problems) -> dict[str, Path] | None:
+def styles_folder(data: dict, base: Path) -> Path:
+    """styles_dir, resolved beside the config (unchecked: build says when it is missing)."""
+    return (base / str(data.get("styles_dir", DEFAULT_STYLES_DIR))).resolve()
+
+
+def parse_defaults(data: dict, problems: Problems) -> tuple[dict, Settings]:
+    """`defaults:` as written and as Settings over the engine's; build and config.read_max_pixels alike."""
+    defaults = data.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        problems.add(("defaults",), "must be a mapping of engine settings")
+        defaults = {}
+    problems.unknown(("defaults",), defaults, ENGINE_KEYS)
+    return defaults, engine_settings(defaults, ("defaults",), problems, Settings())
+
+
+def parse_folders(top: dict, base: Path, problems: Problems) -> dict[str, Path] | None:
+    """inbox, outbox and spool resolved beside the config (each defaults to its key); None when `folders:` is no
+    mapping. The one reader: build and config.read_folders (status, report, install-service) share it, where a
+    second copy gave those an AttributeError traceback for `folders: [inbox]` (rev9d item 3)."""
+    data = top.get("folders") or {}
     if not isinstance(data, dict):
         problems.add(("folders",), "must be a mapping with inbox, outbox and spool")
         return None
     problems.unknown(("folders",), data, FOLDER_KEYS)
-    defaults = {"inbox": "inbox", "outbox": "outbox", "spool": "spool"}
-    folders = {key: (base / str(data.get(key, default))).resolve() for key, default in defaults.items()}
+    folders = {key: (base / str(data.get(key, key))).resolve() for key in sorted(FOLDER_KEYS)}
     for key in ("outbox", "spool"):  # the daemon never scans its own folders: one holding the inbox would hide it
         if _inside(folders["inbox"], folders[key]):
             problems.add(("folders", key), f"{folders[key]} is the inbox or holds it; the daemon never scans its "

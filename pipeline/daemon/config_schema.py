@@ -19,7 +19,8 @@ SIDECAR_KEYS = frozenset({"recipe", "size", "steps", "style_strength", "content_
 ENGINE_KEYS = frozenset(f.name for f in dataclasses.fields(Settings)) - {"device"}
 RECIPE_KEYS = ENGINE_KEYS | {"styles", "description"}
 STYLE_KEYS = frozenset({"path", "weight"})  # a style written as a mapping: {path: NAME, weight: NUMBER}
-FOLDER_KEYS = {"inbox", "outbox", "spool"}
+FOLDER_KEYS = {"inbox", "outbox", "spool"}  # each folder's default is its key: ./inbox, ./outbox, ./spool
+DEFAULT_STYLES_DIR = "styles"  # the build and install-service's read-only path alike
 
 
 def missing_config_fix(path: Path) -> str:
@@ -111,7 +112,7 @@ class Config:
         return self.spool / "failed"
 
     def recipe_settings(self, recipe: Recipe, overrides: dict[str, Any]) -> Settings:
-        settings = recipe.settings.replace(device=self.device, **overrides)
+        settings = recipe.settings.overlaid({**overrides, "device": self.device})  # the sidecar's layer wins
         settings.validate()
         return settings
 

@@ -246,7 +246,7 @@ class JobLife(FailurePaths):
         executor adds to the JSON log (Ray: which worker ran it)."""
         data = images.encode(result.image, plan.settings.format, plan.settings.quality, alpha=result.alpha,
                              dpi=plan.settings.print_dpi)
-        self.publish(job, config, plan, result, data, {**self.record(job, plan, result), **(record or {})},
+        self.publish(job, config, plan, result, data, {**self.record(job, plan, result, config), **(record or {})},
                      **log_fields)
 
     def publish(self, job: Job, config: Config, plan: Plan, result, data: bytes, record: dict, **log_extra) -> None:
@@ -275,9 +275,11 @@ class JobLife(FailurePaths):
                                       "seconds": result.timings["total"], "steps": result.steps,
                                       "batch": log_extra.get("batch", 1)})
 
-    def record(self, job: Job, plan: Plan, result) -> dict:
-        """The JSON log (pipeline/daemon/joblog.py); plans the input's name in done/ so the log can say it."""
-        keep = self.get_config().after_success == "move"
+    def record(self, job: Job, plan: Plan, result, config: Config) -> dict:
+        """The JSON log (pipeline/daemon/joblog.py); plans the input's name in done/ so the log can say it.
+        ``config``: the one the try opened with, which complete() keeps or deletes the input by; a reload that
+        landed meanwhile made the log say kept_as for an input deleted (rev9d item 2)."""
+        keep = config.after_success == "move"
         return joblog.build(result, job.input, plan.content.size, [(r.path, r.weight) for r in plan.recipe.styles],
                             job=job, recipe=plan.recipe.name, kept=self.spool.plan_done(job) if keep else None)
 

@@ -49,6 +49,7 @@ class Slot:
 @dataclass
 class Flight:
     job: Job
+    config: Config  # the one the try opened with: the job lands by it, not by a reload's (rev9d item 2)
     plan: Plan
     slot: Slot
     generation: int
@@ -111,11 +112,11 @@ class RayExecutor(Executor):
             if opened and slot.handle is None:  # every actor is being re-created
                 self.life.defer(job, 5, "no worker to run the job yet; it waits")
             elif opened:
-                sent = self._send(job, opened[1], slot)
+                sent = self._send(job, *opened, slot)
         if not sent:
             self.job_closed()
 
-    def _send(self, job: Job, plan: Plan, slot: Slot) -> bool:
+    def _send(self, job: Job, config: Config, plan: Plan, slot: Slot) -> bool:
         """The input as its bytes (smaller than pixels), each style decoded once into the object store."""
         try:
             styles = [self._style_ref(image) for image in plan.styles]
@@ -124,7 +125,7 @@ class RayExecutor(Executor):
         except Exception as exc:
             self.life.conclude(job, exc)
             return False
-        self.flights[ref] = Flight(job, plan, slot, slot.generation, time.monotonic())
+        self.flights[ref] = Flight(job, config, plan, slot, slot.generation, time.monotonic())
         slot.jobs.add(job.id)
         self._marker += 1
         self.life.started(job, plan, worker=slot.label, node=slot.node)
@@ -169,7 +170,7 @@ class RayExecutor(Executor):
         if reply["status"] == "ok":
             worker = reply["worker"]
             record = {"executor": "ray", "worker": worker, "lost_attempts": self.life.lost_attempts.pop(job.id, [])}
-            self.life.land(job, self.get_config(), flight.plan, reply["result"], record, worker=worker["actor"],
+            self.life.land(job, flight.config, flight.plan, reply["result"], record, worker=worker["actor"],
                            node=flight.slot.node)
         elif reply["status"] == "cancelled":
             self.life.conclude(job, Cancelled(reply["step"], None))

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from ..fsio import is_disk_full, json_bytes, write_json
+from ..fsio import is_disk_full, json_bytes, pid_alive, write_json
 from .spool import folder_counts, now_iso
 from .watcher import own_folders, scan
 
@@ -164,7 +164,7 @@ def still_waiting(entries: object) -> list[dict]:
 
 def alive(data: dict) -> bool:
     """A daemon that wrote status.json recently and still runs (``data``: what it wrote)."""
-    if not data or data.get("state") == "stopped" or not _pid_alive(data.get("pid", 0)):
+    if not data or data.get("state") == "stopped" or not pid_alive(data.get("pid", 0)):
         return False
     try:
         updated = datetime.fromisoformat(str(data.get("updated_at"))).timestamp()
@@ -181,21 +181,6 @@ def _error_line(path: Path) -> dict:
         return {"file": e.get("file"), "code": e.get("code"), "message": e.get("message"), "fix": e.get("fix")}
     except (OSError, ValueError):
         return {"file": path.name, "code": "unreadable"}
-
-
-def _pid_alive(pid: object) -> bool:
-    """Only a positive whole number is a pid: os.kill(0, 0) would ask about our own group, a text one raises."""
-    if type(pid) is not int or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OverflowError:
-        return False
 
 
 def render(data: dict) -> str:

@@ -162,7 +162,7 @@ def engine_settings(data: dict, path: tuple, problems: Problems, base: Settings)
         else:
             values[key] = tuple(value) if isinstance(value, list) else value
     try:
-        settings = base.replace(**values)
+        settings = base.overlaid(values)  # a layer's style_strength clears an inherited style_weight
         settings.validate()
         return settings
     except SettingsError as exc:

@@ -42,6 +42,7 @@ class Result:
     tiles: dict[int, dict] = field(default_factory=dict)  # level index -> its tile plan, where tiled (issue 14)
     precision: str = "fp32"  # what the network ran in: fp32, tf32 or bf16 (``auto`` resolved, issue 13)
     speed: dict[str, str] = field(default_factory=dict)  # what cudnn_benchmark and compile did here (speed.py)
+    lr: float | None = None  # the Adam step used (lr 0 resolved, a gentle retry's halved); None: settings.lr
 
     def log(self) -> dict:
         """The JSON-ready record of the run (everything but the pixels)."""
@@ -49,12 +50,16 @@ class Result:
             "losses": self.losses, "judge": JUDGE, "steps": self.steps, "stop_reason": self.stop_reason,
             "scales": [list(s) for s in self.scales], "timings": self.timings, "device": self.device,
             "precision": self.precision, "speed": self.speed,
-            "style_weight": self.style_weight, "settings": self.settings.to_dict(), "retries": self.retries,
+            "style_weight": self.style_weight, "settings": self._settings(), "retries": self.retries,
             "resumed_from_step": self.resumed_from_step, "curve": self.curve,
             "canvas": list(self.canvas) if self.canvas else None, "tiles": self.tiles,
             "weights": {"path": self.weights.path, "kind": self.weights.kind, "sha256": self.weights.sha256},
         }
 
+
+    def _settings(self) -> dict:
+        """The settings as used: the lr Adam stepped at, not the 0 that means its default (rev9a #5)."""
+        return {**self.settings.to_dict(), **({} if self.lr is None else {"lr": self.lr})}
 
 
 def close(run, pixels: torch.Tensor, resumed: int | None, judged: dict[str, float] | None = None) -> Result:
@@ -82,7 +87,7 @@ def close(run, pixels: torch.Tensor, resumed: int | None, judged: dict[str, floa
     result = Result(image, run.alpha, dict(losses), monitor.curve, monitor.step_count, run.levels, timings,
                     str(run.engine.device), monitor.stop_reason, run.style_weight, run.engine.weights, run.settings,
                     run.retries, resumed, canvas, {k: p.to_dict() for k, p in run.tiles.items()}, run.precision,
-                    run.speed)
+                    run.speed, run.lr)
     monitor.render = monitor.save = None  # the run is over: its monitor lets go of it (see above)
     return result
 

@@ -20,6 +20,7 @@ CONTENT_LAYER = "conv4_2"
 # with their 4th power; measured at 192 px with L-BFGS, 1e-5 gives the notebook's look there.
 # ``style_strength`` 1.0 means "the notebook's look" whatever weights are loaded.
 STYLE_WEIGHT_AT_STRENGTH_1 = {"caffe": 1e-5, "torchvision": 1e6}
+ADAM_DEFAULT_LR = 2.0  # Settings.lr 0: Adam's step in 0-255 pixel units
 
 
 CHECKPOINT_CADENCE = ("checkpoint_every", "checkpoint_seconds")  # not part of Settings.identity()
@@ -121,6 +122,15 @@ class Settings:
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
 
+    def overlaid(self, changes: dict[str, Any]) -> "Settings":
+        """These settings under a more specific layer's ``changes`` (defaults < recipe < sidecar). A layer that sets
+        style_strength without style_weight clears the raw style_weight it inherits: style_weight beats
+        style_strength within one layer, so a recipe's `style_weight` made a sidecar's `style_strength: 8` do
+        nothing, silently, while its log recorded 8 (rev9a #3). The more specific layer wins."""
+        if "style_strength" in changes and "style_weight" not in changes:
+            changes = {**changes, "style_weight": None}
+        return self.replace(**changes)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -151,6 +161,11 @@ class Settings:
         if problem := self.blend_problem(n_styles):
             raise SettingsError("style_blend", f"style_blend {problem}",
                                 fix="Give one style_blend weight per style, in their order, or none for equal weights")
+
+    def resolved_lr(self, gentle: bool = False) -> float:
+        """The step an Adam run takes: lr, or ADAM_DEFAULT_LR where lr is 0; halved for the gentle retry after a
+        NaN. One rule for the optimiser and for the JSON log, which recorded the 0.0 it was given (rev9a #5)."""
+        return (self.lr or ADAM_DEFAULT_LR) * (0.5 if gentle else 1.0)
 
     def validate(self) -> None:
         """Raise SettingsError naming the setting and what to fix."""

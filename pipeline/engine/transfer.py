@@ -28,13 +28,11 @@ from .optimize import Listener, Monitor, NonFinite, Problem, StepInfo, is_blank,
 from .prepared import Prepared
 from .pyramid import PyramidLoss, coarser_reserve, coarser_terms
 from .result import JUDGE, Result, close  # noqa: F401  (JUDGE, Result: re-exported)
-from .settings import STYLE_LAYERS, Settings
+from .settings import ADAM_DEFAULT_LR, STYLE_LAYERS, Settings  # noqa: F401  (ADAM_DEFAULT_LR: re-exported)
 from .tiles import TilePlan
 from .shapes import MIN_SIDE, pyramid  # noqa: F401  (re-exported: callers import them from here)
 from .vgg import VGGFeatures, load_features
 from .walk import walk
-
-ADAM_DEFAULT_LR = 2.0
 
 
 class StyleTransfer:
@@ -186,6 +184,7 @@ class _Run:
         shapes.check_thin(final_hw, self.content.size, settings.size)  # before any work: fail fast
         self.tiles: dict[int, TilePlan] = {}  # level index -> plan, made as each level starts or from a checkpoint
         self.style_weight = settings.resolved_style_weight(engine.weights.kind)
+        self.lr = settings.resolved_lr() if settings.optimizer == "adam" else settings.lr
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.monitor = Monitor(sum(self.steps_per_level), len(self.levels), settings.log_every,
                                settings.early_stop_tol, settings.early_stop_window, on_step, should_stop,
@@ -341,7 +340,7 @@ class _Run:
                                        keep_in_range=s.keep_in_range, state=opt_state)
         if s.optimizer == "lbfgsb":
             return run_lbfgs(problem, x, steps, self.monitor, history=history, keep_in_range=s.keep_in_range)
-        lr = (s.lr or ADAM_DEFAULT_LR) * (0.5 if gentle else 1.0)
+        lr = self.lr = s.resolved_lr(gentle)  # the log records the step used (a gentle retry's: halved)
         return run_adam(problem, x, steps, self.monitor, lr=lr, keep_in_range=s.keep_in_range, state=opt_state)
 
     def picture(self, pixels: torch.Tensor) -> Image.Image:
