@@ -2,7 +2,7 @@
 outcomes (done; failed with a reason; transient with a retry time; cancelled at a step), which the executor's
 poll() hands to the daemon.
 
-Every executor (the local thread, Ray actors, the pools to come) runs the optimisation its own way and hands the
+Every executor (the local Worker, the Pool of a slot per device, Ray actors) runs the optimisation its own way and hands the
 rest to a :class:`JobLife`: so a job is claimed, checked, named, written and failed the same way wherever it ran.
 Pre-checks are named steps (as paperless-ngx's consumer does), each with its own reason and fix. Permanent
 failures go to failed/ at once; transient ones are retried with backoff, then given up.
