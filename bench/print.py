@@ -49,7 +49,8 @@ def one(size: int, scales: str, steps: int, device: str, max_memory: str | None)
     content = content.resize((size, size), images.Image.Resampling.BICUBIC)  # the photo upscaled to print size
     levels, _, coarse = scales.partition("/")  # "auto", "1", or "3/20": 3 levels, 20 steps at each coarser one
     settings = Settings(size=size, steps=steps, scales="auto" if levels == "auto" else int(levels),
-                        max_memory=max_memory, early_stop_tol=0, coarse_steps=int(coarse or 100))
+                        max_memory=max_memory, early_stop_tol=0,
+                        coarse_steps=int(coarse) if coarse else None)  # unset: auto's own rule (rev9a #4)
     clock = Levels()  # where the time went, level by level (bench/print_levels.py)
     started = time.perf_counter()
     result = engine.stylize(content, [style], settings, listeners=[clock])

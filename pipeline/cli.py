@@ -54,7 +54,7 @@ def _settings_arguments(parser: argparse.ArgumentParser) -> None:
         elif typing.get_origin(kind) is typing.Literal:
             group.add_argument(flag, choices=typing.get_args(kind), help=help_text)
         else:
-            base = float if kind in (float, float | None) else int if kind is int else _number_or_word
+            base = float if kind in (float, float | None) else int if kind in (int, int | None) else _number_or_word
             group.add_argument(flag, type=base, help=help_text)
 
 
@@ -166,12 +166,16 @@ def cmd_stylize(args: argparse.Namespace) -> int:
                                 checkpoint=args.checkpoint)
     images.save(result.image, out, settings.format, settings.quality, alpha=result.alpha, dpi=settings.print_dpi)
     blend = settings.style_blend or (1.0,) * len(args.styles)
-    record = joblog.build(result, Path(args.content), content.size, list(zip(map(Path, args.styles), blend)))
+    record = joblog.build(result, Path(args.content), content.size, list(zip(map(Path, args.styles), blend)),
+                          frames=images.frames(content))
     record["output"].update(file_facts(out))
     log_path = out.with_suffix(".json")
     write_json(log_path, record)
     print(f"wrote {out} and {log_path}: {result.steps} steps in {result.timings['total']:.1f} s, "
           f"loss {result.losses['total']:.4g} ({result.stop_reason})")
+    if images.frames(content) > 1:  # a multi-page scan: the first page only (rev9c)
+        print(f"note: {args.content} holds {images.frames(content)} pages; only the first page was styled: split it "
+              "to style the others", file=sys.stderr)
     return 0
 
 

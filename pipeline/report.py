@@ -196,7 +196,9 @@ def steps_text(log: dict, steps: int | None) -> str:
         return "?"
     settings, levels = _dict(log.get("settings")), len(_list(log.get("scales"))) or 1
     planned = None
-    if isinstance(settings.get("steps"), int):
+    if all(isinstance(n, int) for n in _list(log.get("level_steps"))) and _list(log.get("level_steps")):
+        planned = sum(log["level_steps"])  # what the run planned, whatever the scales' rule (rev9a #4)
+    elif isinstance(settings.get("steps"), int):
         planned = settings["steps"] + (levels - 1) * int(_number(settings.get("coarse_steps"), 0))
     reason = str(log.get("stop_reason") or "")
     if planned is not None and steps >= planned and reason == "early_stop":

@@ -5,7 +5,6 @@ styles there, validates the result and makes the folders, so `run` and `install-
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from .errors import PipelineError
@@ -32,9 +31,7 @@ def init_dir(target: Path) -> Path:
         # The running-folders record's folder (daemon/running.py), made now: under the service's ProtectSystem=strict
         # the daemon could not make it beside the config itself (rev8e).
         (target / RUNTIME_DIR).mkdir(exist_ok=True)
-        for style in sorted(SHIPPED_STYLES.iterdir()):
-            if not (target / "styles" / style.name).exists():
-                shutil.copy2(style, target / "styles" / style.name)
+        _copy_styles(target / "styles")
         write_atomic(STARTER.read_bytes(), config_path, replace=False)  # never over one made meanwhile
     except OSError as exc:
         raise PipelineError(f"cannot write there ({exc.strerror})", path=exc.filename or target,
@@ -47,3 +44,15 @@ def init_dir(target: Path) -> Path:
     if problems:
         raise PipelineError("cannot make the folders: " + "; ".join(problems), path=target)
     return config_path
+
+
+def _copy_styles(folder: Path) -> None:
+    """Each shipped painting through the atomic helper, never over one already there. Why: a plain copy cut short
+    (a kill, a full disk) left a truncated painting under its final name, which the next init skipped as present
+    and validate or the daemon then refused, a painting the person never touched (rev9d item 8); link(2) also
+    closes the gap between "is it there?" and the copy."""
+    for style in sorted(SHIPPED_STYLES.iterdir()):
+        try:
+            write_atomic(style.read_bytes(), folder / style.name, replace=False)
+        except FileExistsError:
+            continue  # the person's own (or an earlier init's) stays

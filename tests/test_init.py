@@ -58,3 +58,28 @@ def test_the_starter_config_is_the_shipped_one_with_its_own_styles_dir():
     body = [line for line in starter if not line.startswith(("#", "styles_dir:"))]
     assert body == [line for line in shipped if not line.startswith(("#", "styles_dir:"))]
     assert any(line.startswith("styles_dir: styles ") for line in starter)
+
+
+CUT_SHORT = """import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (30000, 30000))  # less than either shipped painting
+from pipeline.cli import main
+sys.exit(main(["init", sys.argv[1]]))
+"""
+
+
+def test_an_init_cut_short_leaves_no_truncated_painting_for_the_next_init_to_keep(tmp_path):
+    """rev9d item 8: init copied the paintings with shutil.copy2 straight to their final names, the one write that
+    bypassed fsio.write_atomic. An init cut short (here a file-size limit, as a full disk would) left a truncated
+    painting, and the next init skipped it as "already there". Now a painting is whole or absent."""
+    import os
+
+    site = tmp_path / "site"
+    done = subprocess.run([sys.executable, "-c", CUT_SHORT, str(site)], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}, timeout=60)
+    assert done.returncode == 2 and "cannot write there" in done.stderr, done.stderr[-600:]
+    left = {p.name: p.read_bytes() for p in (site / "styles").iterdir()}
+    assert all(data == (STYLES / name).read_bytes() for name, data in left.items()), \
+        {name: len(data) for name, data in left.items()}
+    assert cli.main(["init", str(site)]) == 0
+    assert all((site / "styles" / p.name).read_bytes() == p.read_bytes() for p in STYLES.iterdir())

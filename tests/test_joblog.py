@@ -59,6 +59,8 @@ def test_the_log_matches_the_readme_table(tmp_path, engine, torch_threads):
     assert width > height  # rocket.jpg is landscape: [w, h]
     assert log["scales"][-1] == log["output"]["size"] and log["scales"][-1][0] > log["scales"][-1][1]
     assert log["tiles"] == [None] * len(log["scales"])  # beside scales: each level ran whole at 72 px
+    # beside scales: what each level got (rev9a #4); 72 px keeps one level of scales: 2 (its coarse one is too small)
+    assert log["level_steps"] == [2] * (len(log["scales"]) - 1) + [4] and log["steps"] == sum(log["level_steps"])
     assert "load_weights" not in log["timings"]
     weighted = log["losses"]
     assert abs(weighted["content"] + weighted["style"] + weighted["tv"] - weighted["total"]) <= 1e-3 * weighted["total"]

@@ -20,7 +20,7 @@ LAYER = {
     "pipeline.progress": JOBS, "pipeline.schedule": JOBS, "pipeline.notify": JOBS, "pipeline.alerts": JOBS,
     "pipeline.daemon": JOBS,
     **{f"pipeline.daemon.{name}": JOBS for name in (
-        "config", "config_build", "config_schema", "yaml_read", "spool", "outputs", "joblog", "failures", "metrics",
+        "config", "config_build", "config_schema", "yaml_read", "yaml_loader", "spool", "outputs", "joblog", "failures", "metrics",
         "settle", "diskguard", "watcher", "log", "jobs", "prechecks", "config_pool", "sheets", "handover")},
     "pipeline.daemon.spool_count": JOBS, "pipeline.daemon.folder_faults": JOBS,  # rev8b findings 2 and 4
     **{f"pipeline.daemon.{name}": EXECUTORS for name in ("worker", "executor", "ray_cluster", "ray_executor",

@@ -351,3 +351,21 @@ def test_the_dated_page_shows_local_times_with_their_zone(tmp_path):
     log = json.loads(next((tmp_path / "outbox").glob("*/*.json")).read_text())
     finished = datetime.fromisoformat(log["finished_at"]).astimezone(ZoneInfo("America/Los_Angeles"))
     assert f"{finished:%Y-%m-%d %H:%M %Z}" in page, "the card's finished time is not the wall clock's"
+
+
+def test_a_photo_with_a_mistyped_exif_tag_keeps_its_card_upright(tmp_path):
+    """The thumbnails turned photos with ImageOps.exif_transpose, which raises TypeError on a mistyped EXIF tag:
+    the card was dropped for "<name>.error.json: unreadable (TypeError ...)" under Problems (rev9c)."""
+    from test_images_metadata import mistyped_exif, two_tone
+
+    photo = io.BytesIO()
+    two_tone().save(photo, "JPEG", exif=mistyped_exif(6))
+    _failure(tmp_path, "IMG_0001.jpg", "bad_sidecar", "recipe: no such recipe", "Fix IMG_0001.yaml",
+             NOW - timedelta(hours=1), photo.getvalue())
+    html = build_report(tmp_path / "outbox", tmp_path / "failed", since=timedelta(hours=12), now=NOW)
+    assert "unreadable" not in html
+    page = Page(html)
+    assert page.all_text("file") == "IMG_0001.jpg"
+    [thumb] = [src for cls, src in page.images if cls == "input"]
+    with Image.open(io.BytesIO(base64.b64decode(thumb.split(",", 1)[1]))) as img:
+        assert img.height > img.width, "turned upright: portrait"

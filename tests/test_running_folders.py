@@ -49,3 +49,35 @@ def test_status_and_report_follow_the_running_folders_after_a_folder_edit(tmp_pa
         stop(daemon)
     assert status()["state"] == "not running" and status()["done"] == 0  # stopped: the file's folders again
     assert not (tmp_path / ".style-pipeline" / "config.yaml.running.json").exists()  # its record went with it
+
+
+def test_a_second_daemon_takes_the_record_over_when_the_first_stops(tmp_path, capsys):
+    """left8's list: the service (first) and a `run` by hand (second) of one config; the second left the record to
+    the first, and when the service stopped (its forget removed the record) the second, still styling in the old
+    folders, had none: after a folder edit, `status` looked at the new spool and said "not running". Now each rescan
+    (rescan_seconds 2 here) writes the record again when its owner has gone."""
+    from pipeline import cli
+
+    config = make_config(tmp_path)
+    record = tmp_path / ".style-pipeline" / "config.yaml.running.json"
+    first = start(config)
+    second = None
+    try:
+        wait_ready(first)
+        second = start(config)
+        wait_ready(second)
+        assert json.loads(record.read_text())["pid"] == first.pid
+        stop(first)
+        wait_for(lambda: record.exists() and json.loads(record.read_text())["pid"] == second.pid, 15, second)
+        data = yaml.safe_load(config.read_text())
+        data["folders"] = {"inbox": "inbox", "outbox": "outbox2", "spool": "spool2"}
+        config.write_text(yaml.safe_dump(data))
+        capsys.readouterr()
+        assert cli.main(["status", "--config", str(config), "--json"]) == 0
+        shown = json.loads(capsys.readouterr().out)
+        assert shown["pid"] == second.pid and shown["state"] != "not running", shown
+    finally:
+        stop(first)
+        if second is not None:
+            stop(second)
+    assert not record.exists()

@@ -101,12 +101,36 @@ def test_folders_under_home_are_bound_into_a_tmpfs_home(tmp_path, venv_bin):
     ({"user": "Style Pipeline"}, "valid system user"),
     ({"venv_bin": Path("/tmp/venv/bin")}, "virtual environment /tmp/venv/bin: PrivateTmp"),
     ({"config_path": Path("/var/tmp/sp/config.yaml")}, "config /var/tmp/sp/config.yaml: PrivateTmp"),
+    ({"report_at": "25:99"}, "--report-at '25:99': not a time of day as HH:MM"),  # rev9d item 7: its own regex
+    ({"report_at": "07:60"}, "not a time of day"),  # passed \d{1,2}:\d{2}, and systemd refused the timer
 ])
 def test_render_refuses_what_systemd_would_misread(tmp_path, venv_bin, kw, message):
     args = {"venv_bin": venv_bin, "config_path": Path("/etc/sp.yaml"),
             "user": "style-pipeline", "folders": FOLDERS, "out_dir": tmp_path, **kw}
     with pytest.raises(ValueError, match=message):
         render_units(**args)
+
+
+def test_install_service_refuses_a_report_time_that_does_not_exist_and_writes_a_real_one_as_hh_mm(
+        tmp_path, venv_bin, capsys, monkeypatch):
+    """rev9d item 7: --report-at was checked by a regex of its own beside the run window's parse_hhmm, so 25:99
+    went into OnCalendar= and systemd refused the timer (`Failed to parse calendar specification`)."""
+    from pipeline.cli import main
+
+    site = Path(tempfile.mkdtemp(prefix="test-site-", dir=BUILD))  # not under /tmp: install-service refuses that
+    monkeypatch.setattr(sys, "executable", str(venv_bin / "python"))
+    try:
+        assert main(["init", str(site)]) == 0
+        args = ["install-service", "--config", str(site / "config.yaml"), "--out", str(tmp_path / "u")]
+        capsys.readouterr()
+        assert main([*args, "--report-at", "25:99"]) == 2
+        err = capsys.readouterr().err
+        assert "--report-at '25:99': not a time of day as HH:MM (00:00 to 23:59)" in err and err.count("\n") == 1
+        assert not (tmp_path / "u").exists()
+        assert main([*args, "--report-at", "6:05"]) == 0
+        assert _settings(tmp_path / "u" / UNITS[2])["OnCalendar"] == ["*-*-* 06:05"]
+    finally:
+        shutil.rmtree(site)
 
 
 def test_install_commands(tmp_path, venv_bin):

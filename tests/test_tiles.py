@@ -10,7 +10,8 @@ from PIL import Image
 from pipeline.engine import Settings, images
 from pipeline.engine.levels import auto_count, levels
 from pipeline.engine.memory import plan
-from pipeline.engine.settings import parse_bytes
+from pipeline.engine.settings import field_docs, parse_bytes
+from pipeline.engine.transfer import _Run
 from pipeline.engine import tiles
 from pipeline.engine.losses import StyleLoss, StyleTargets
 from pipeline.engine.tiles import TiledLoss, TilePlan, halo_for, reach, tiled_content, tiled_grams
@@ -189,6 +190,19 @@ def test_scales_auto_a_panoramas_documented_levels(hw, found, steps):
 def test_scales_number_keeps_todays_levels():
     assert levels((64, 64), Settings(scales=2, steps=4, coarse_steps=3)) == ([(32, 32), (64, 64)], [3, 4])
     assert levels((2048, 2048), Settings(scales=1)) == ([(2048, 2048)], [150])
+
+
+def test_a_coarse_steps_set_under_auto_is_honoured_and_the_docs_say_what_auto_does(engine):
+    """rev9a #4: `--size 2048 --steps 300 --coarse-steps 50` ran 300, 150, 75 (auto's rule) while --help said
+    steps were "at the final scale" and coarse_steps "at each coarser level"; coarse_steps was never read, and the
+    log recorded 50 anyway. Now a coarse_steps set is run as written; unset, auto's rule stands, as documented."""
+    photo, painting = Image.new("RGB", (2400, 1600), (120, 90, 60)), Image.new("RGB", (64, 64), (10, 200, 30))
+    run = _Run(engine, photo, [painting], Settings(size=2048, steps=300, coarse_steps=50), None, None, None)
+    assert len(run.levels) == 3 and run.steps_per_level == [50, 50, 300]  # planned only: nothing is computed
+    assert levels((1365, 2048), Settings(steps=300))[1] == [300, 150, 75]  # unset: auto's own rule
+    assert levels((64, 64), Settings(scales=2, steps=4))[1] == [100, 4]  # unset with a number: 100, as before
+    docs = field_docs()
+    assert "auto" in docs["steps"] and "300, 150, 75" in docs["steps"] and "auto" in docs["coarse_steps"]
 
 
 def test_settings_read_sizes_and_refuse_nonsense():

@@ -36,8 +36,7 @@ def build(source: Path, data: dict, problems: Problems, on_path: bool = False) -
     scalars = _scalars(data, problems)
     folders = parse_folders(data, base, problems)
     styles_dir = styles_folder(data, base)
-    if not styles_dir.is_dir():
-        problems.add(("styles_dir",), f"folder {styles_dir} does not exist; create it or point styles_dir at your styles")
+    _check_styles_dir(styles_dir, folders, problems)
     defaults, default_settings = parse_defaults(data, problems)
     recipes = _recipes(data.get("recipes"), styles_dir, default_settings, problems)
     _sizes_within(scalars.get("max_size", Config.max_size), default_settings, defaults, recipes, data, problems)
@@ -183,6 +182,16 @@ def parse_folders(top: dict, base: Path, problems: Problems) -> dict[str, Path] 
             problems.add(("folders", key), f"{folders[key]} is the inbox or holds it; the daemon never scans its "
                          "own folders, so no photo would be taken. Give it a folder of its own")
     return folders
+
+
+def _check_styles_dir(styles_dir: Path, folders: dict[str, Path] | None, problems: Problems) -> None:
+    """styles_dir must exist, and must not be the inbox: its paintings would be taken as photos, and the daemon,
+    which never scans a styles_dir below the inbox (watcher.own_folders), cannot leave out the inbox itself."""
+    if not styles_dir.is_dir():
+        problems.add(("styles_dir",), f"folder {styles_dir} does not exist; create it or point styles_dir at your styles")
+    elif folders and styles_dir == folders["inbox"]:
+        problems.add(("styles_dir",), f"{styles_dir} is the inbox: its paintings would be taken as photos. Keep "
+                     "them in a folder of their own (below the inbox is fine: inbox/paintings/ is never scanned)")
 
 
 def _recipes(data: Any, styles_dir: Path, defaults: Settings, problems: Problems) -> dict[str, Recipe]:

@@ -264,6 +264,7 @@ class Daemon:
 
     def _rescan(self, now: float | None = None) -> None:
         self.last_rescan = time.monotonic() if now is None else now
+        running.adopt(self.config)  # the running-folders record, when a daemon of this config that held it went
         self.book.take_up(self.spool)  # jobs a dead daemon left in work/ (at start, or a killed neighbour's)
         skipped = skipped_folders(self.config.inbox, own_folders(self.config))
         for rel in skipped.keys() - self.skipped.keys():

@@ -39,10 +39,7 @@ class DiskGuard:
         A ``fault`` (folder_faults.py: read-only, a file where a folder must be, no write access) takes the same
         road as a full disk, and its folder is probed too before claiming resumes."""
         free = free_bytes(folder) >> 20
-        news = self.state is None or (fault is not None and self.state.get("fix") != fault.fix)
-        if news and fault is not None:
-            news = self.clock() - self.told.get(fault.fix, -TELL_AGAIN) >= TELL_AGAIN
-            self.told[fault.fix] = self.clock() if news else self.told[fault.fix]
+        news = self._news(fault)
         if news and fault is None:
             log.error("disk full: claiming paused until space returns", folder=str(folder), free_mb=free)
         elif news:
@@ -51,6 +48,18 @@ class DiskGuard:
         self.state = {"folder": str(folder), "free_mb": free, **({"fix": fault.fix} if fault else {})}
         self.checked = self.clock()
         return news
+
+    def _news(self, fault: FolderFault | None) -> bool:
+        """A pause begun, or a folder fault other than the one paused on. A fault's fix told within TELL_AGAIN is
+        not news again: one the probe cannot see (the probe writes, the job's write fails) would pause each try."""
+        if self.state is not None and (fault is None or self.state.get("fix") == fault.fix):
+            return False
+        if fault is None:
+            return True
+        if self.clock() - self.told.get(fault.fix, -TELL_AGAIN) < TELL_AGAIN:
+            return False
+        self.told[fault.fix] = self.clock()
+        return True
 
     def paused(self) -> bool:
         """True while claiming waits for space; looks again every CHECK_SECONDS and resumes by itself."""

@@ -24,9 +24,10 @@ from ..fsio import FileBusy
 from . import joblog, outputs
 from .config import Config, Recipe
 from .failures import FailurePaths
+from .folder_faults import FolderFault
 from .handover import Lander, Prefetcher
-from .prechecks import (pre_check_image, pre_check_readable, pre_check_recipe, pre_check_regular_file,
-                        pre_check_settings, pre_check_sidecar)
+from .prechecks import (pre_check_image, pre_check_painting, pre_check_readable, pre_check_recipe,
+                        pre_check_regular_file, pre_check_settings, pre_check_sidecar)
 from .sheets import SheetWriter
 from .spool import Job, Spool, job_id_in, now_iso
 
@@ -60,7 +61,7 @@ class Outcome:
     retry_at: float | None = None
     disk_full: str | None = None
     event: dict | None = None
-    fault: object = None
+    fault: FolderFault | None = None
 
 
 def crashed(job: Job) -> Outcome:
@@ -215,7 +216,7 @@ class JobLife(FailurePaths):
         it once, and a painting replaced under its name is decoded anew and its old version let go. Keyed by
         (path, mtime) every version stayed for the process's life, ~30 MB a 2400 px replacement (rev8c finding 1);
         the size and inode also catch a replacement that kept the mtime (`cp -p`, `rsync -t`)."""
-        info = path.stat()
+        info = pre_check_painting(path)  # renamed or removed since config.yaml was read: failed, naming it
         stamp = (info.st_mtime_ns, info.st_size, info.st_ino)
         held = self._styles.get(path)
         if held is None or held[0] != stamp:
@@ -281,7 +282,8 @@ class JobLife(FailurePaths):
         landed meanwhile made the log say kept_as for an input deleted (rev9d item 2)."""
         keep = config.after_success == "move"
         return joblog.build(result, job.input, plan.content.size, [(r.path, r.weight) for r in plan.recipe.styles],
-                            job=job, recipe=plan.recipe.name, kept=self.spool.plan_done(job) if keep else None)
+                            job=job, recipe=plan.recipe.name, kept=self.spool.plan_done(job) if keep else None,
+                            frames=images.frames(plan.content))
 
     def complete(self, job: Job, config: Config) -> Path | None:
         """The input to done/ under the name the log recorded (fixed in the log if another daemon took it)."""

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import structlog
 
-from ..fsio import write_json
+from ..fsio import pid_alive, write_json
 from .config import FOLDER_KEYS
 from .status import alive, last_word, read_object
 
@@ -34,17 +34,32 @@ def record(config) -> None:
     before this record existed) costs only the readers' view after a folder edit. A record of another live daemon
     of this config is left alone: a `once` run beside the service took it over and removed it at its stop, and
     `status` said "not running" of the service again (rev8d finding 3); the first daemon's folders are the older."""
+    if folders(config.path) is None:
+        _write(config, warn=True)
+
+
+def adopt(config) -> None:
+    """At each rescan: the record again when its owner has gone. A second daemon of this config that started while
+    the first ran (the service and a `run` by hand) left the record to it, and when the service stopped (its
+    forget) the one still running had none: after a folder edit `status` and `report` looked at the new folders
+    and said "not running" (left8's list). A live owner is never displaced (pid alone: two daemons on one spool
+    take turns writing status.json), and a record that cannot be written was warned of at start."""
+    owner = read_object(record_path(config.path)).get("pid")
+    if owner != os.getpid() and not pid_alive(owner):
+        _write(config, warn=False)
+
+
+def _write(config, warn: bool) -> None:
     path = record_path(config.path)
-    if folders(config.path) is not None:
-        return
     try:
         path.parent.mkdir(exist_ok=True)
         write_json(path, {"pid": os.getpid(), **{key: str(getattr(config, key)) for key in sorted(FOLDER_KEYS)}},
                    fsync=False)
     except OSError as exc:
-        log.warning("cannot record the running folders; after a folder edit, status and report look at the new "
-                    "ones until the next start", file=str(path), error=exc.strerror or str(exc),
-                    fix=f"make {path.parent} writable by this user (install-service lists it)")
+        if warn:
+            log.warning("cannot record the running folders; after a folder edit, status and report look at the "
+                        "new ones until the next start", file=str(path), error=exc.strerror or str(exc),
+                        fix=f"make {path.parent} writable by this user (install-service lists it)")
 
 
 def forget(config) -> None:

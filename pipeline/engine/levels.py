@@ -27,6 +27,7 @@ from .vgg import LAST_INDEX
 SINGLE_MAX = 1024  # up to this, auto is one level: the size the README's pictures and the look's judge use
 COARSE_MAX = 768  # auto's coarsest level is at most this long side (and more than half of it)
 FINE_MIN_STEPS = 20
+COARSE_STEPS = 100  # a number of scales' coarser levels each, where coarse_steps is unset
 
 
 def auto_count(hw: tuple[int, int]) -> int:
@@ -39,12 +40,15 @@ def auto_count(hw: tuple[int, int]) -> int:
 
 
 def levels(final_hw: tuple[int, int], settings: Settings) -> tuple[list[tuple[int, int]], list[int]]:
-    """The levels (coarse to fine) and the steps of each. A number keeps today's rule: coarse_steps at every
-    coarser level, steps at the last."""
-    if settings.scales != "auto":
-        found = shapes.pyramid(final_hw, int(settings.scales))
-        return found, [settings.coarse_steps] * (len(found) - 1) + [settings.steps]
-    found = shapes.pyramid(final_hw, auto_count(final_hw))
+    """The levels (coarse to fine) and the steps of each. A number of scales, or a coarse_steps set under auto:
+    coarse_steps at every coarser level, steps at the last. auto with coarse_steps unset: the coarsest gets steps,
+    each finer one half the one before. Before, a coarse_steps set under auto was recorded and never read (rev9a #4);
+    now the one written is the one run."""
+    count = auto_count(final_hw) if settings.scales == "auto" else int(settings.scales)
+    found = shapes.pyramid(final_hw, count)
+    if settings.scales != "auto" or settings.coarse_steps is not None:
+        coarse = COARSE_STEPS if settings.coarse_steps is None else settings.coarse_steps
+        return found, [coarse] * (len(found) - 1) + [settings.steps]
     floor = min(settings.steps, FINE_MIN_STEPS)
     return found, [max(settings.steps >> k, floor) for k in range(len(found))]
 

@@ -42,13 +42,14 @@ class Result:
     tiles: dict[int, dict] = field(default_factory=dict)  # level index -> its tile plan, where tiled (issue 14)
     precision: str = "fp32"  # what the network ran in: fp32, tf32 or bf16 (``auto`` resolved, issue 13)
     speed: dict[str, str] = field(default_factory=dict)  # what cudnn_benchmark and compile did here (speed.py)
+    level_steps: list[int] = field(default_factory=list)  # the steps planned for each level, beside scales
     lr: float | None = None  # the Adam step used (lr 0 resolved, a gentle retry's halved); None: settings.lr
 
     def log(self) -> dict:
         """The JSON-ready record of the run (everything but the pixels)."""
         return {
             "losses": self.losses, "judge": JUDGE, "steps": self.steps, "stop_reason": self.stop_reason,
-            "scales": [list(s) for s in self.scales], "timings": self.timings, "device": self.device,
+            "scales": [list(s) for s in self.scales], "level_steps": self.level_steps, "timings": self.timings, "device": self.device,
             "precision": self.precision, "speed": self.speed,
             "style_weight": self.style_weight, "settings": self._settings(), "retries": self.retries,
             "resumed_from_step": self.resumed_from_step, "curve": self.curve,
@@ -87,7 +88,7 @@ def close(run, pixels: torch.Tensor, resumed: int | None, judged: dict[str, floa
     result = Result(image, run.alpha, dict(losses), monitor.curve, monitor.step_count, run.levels, timings,
                     str(run.engine.device), monitor.stop_reason, run.style_weight, run.engine.weights, run.settings,
                     run.retries, resumed, canvas, {k: p.to_dict() for k, p in run.tiles.items()}, run.precision,
-                    run.speed, run.lr)
+                    run.speed, list(run.steps_per_level), run.lr)
     monitor.render = monitor.save = None  # the run is over: its monitor lets go of it (see above)
     return result
 

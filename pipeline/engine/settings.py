@@ -43,7 +43,9 @@ class Settings:
     size: int = 256
     """Longest side of the result, in pixels."""
     steps: int = 150
-    """Optimizer iterations at the final scale (L-BFGS iterations or Adam steps)."""
+    """Optimizer iterations (L-BFGS iterations or Adam steps) at the final scale; but under scales: auto with
+    coarse_steps unset, a print above 1024 px (several levels) gives them to its coarsest level and each finer level
+    half the one before (at least 20): 2048 px, steps 300 runs 300, 150, 75."""
     optimizer: Literal["lbfgs", "lbfgsb", "adam"] = "lbfgs"
     """lbfgs: projected L-BFGS in torch (the default); lbfgsb: scipy's L-BFGS-B (reference); adam."""
     lr: float = 0.0
@@ -72,8 +74,10 @@ class Settings:
     """Pyramid levels, coarse to fine, each twice the previous size; 1 = single scale; auto = one level up to
     1024 px, above that levels from a coarse one of 385-768 px (a panorama: from the coarsest whose short side is
     at least 32 px; see engine/levels.py)."""
-    coarse_steps: int = 100
-    """Iterations at each coarser pyramid level."""
+    coarse_steps: int | None = None
+    """Iterations at each coarser pyramid level, the final one getting steps; unset = 100 with a number of scales,
+    and auto's own rule under scales: auto (see steps); set, auto's levels take it too. The JSON log's level_steps
+    says what each level got."""
     keep_in_range: bool = True
     """Keep pixels in 0-255 during the optimisation (clamping only at the end costs up to ~25% loss)."""
     early_stop_tol: float = 1e-3
@@ -190,7 +194,7 @@ class Settings:
             ("max_memory", self.max_memory is None or _bytes_or_none(self.max_memory) is not None,
              _size_hint(self.max_memory)),
             ("print_dpi", self.print_dpi is None or 1 <= self.print_dpi <= 10_000, "print_dpi must be within 1..10000"),
-            ("coarse_steps", self.coarse_steps >= 0, "coarse_steps must be >= 0"),
+            ("coarse_steps", self.coarse_steps is None or self.coarse_steps >= 0, "coarse_steps must be >= 0"),
             ("early_stop_tol", self.early_stop_tol >= 0, "early_stop_tol must be >= 0"),
             ("early_stop_window", self.early_stop_window >= 1, "early_stop_window must be >= 1"),
             ("lbfgs_history", self.lbfgs_history >= 1, "lbfgs_history must be >= 1"),

@@ -57,8 +57,14 @@ class StyleTransfer:
 
     # --- style targets --------------------------------------------------------------------
     def style_targets(self, style: Image.Image, content_hw: tuple[int, int], settings: Settings) -> StyleTargets:
-        """Gram targets of one style for a content of this shape; cached by (pixels, shape, device, precision)."""
+        """Gram targets of one style for a content of this shape. The painting's own Grams are cached by (pixels,
+        its shape, device, precision), then brought to the content's number of positions (for_picture: a product,
+        made per call, so the cache needs no content shape and serves every photo whose painting size is the same)."""
         hw = self._style_hw(style, content_hw, settings.style_scale)
+        return self._painting_grams(style, hw, settings).for_picture(hw, content_hw)
+
+    def _painting_grams(self, style: Image.Image, hw: tuple[int, int], settings: Settings) -> StyleTargets:
+        """A painting's Grams at ``hw``, at its own number of positions; from the cache where it has them."""
         key = (digest(style), hw, str(self.device), self.precision(settings.precision))
         if key in self.cache:
             self.cache_hits += 1
