@@ -138,7 +138,7 @@ class Daemon:
                     time.sleep(TICK)
         finally:
             self._shutdown()
-        return 0
+        return 1 if self.executor is not None and self.executor.broken else 0  # non-zero: Restart=on-failure
 
     def _pass(self, now: float | None = None) -> bool:
         """One pass of the loop; True when `once` has nothing left to do. ``now`` (time.monotonic) is read once a

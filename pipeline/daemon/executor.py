@@ -62,6 +62,7 @@ class Executor(threading.Thread):
         self._busy_seconds = 0.0
         self._current: dict | None = None
         self._job: Job | None = None  # the job in this thread's hands, where the thread runs it itself
+        self.broken: str | None = None  # why this executor stopped the daemon: it then exits 1, and systemd restarts it
 
     # --- the interface -----------------------------------------------------------------------------
     def submit(self, job: Job) -> None:
