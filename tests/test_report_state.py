@@ -19,7 +19,7 @@ from daemon_helpers import ROOT, SAMPLES, make_config, start, status_json, stop,
 from test_daemon_faults import _fill, small_tmpfs  # noqa: F401 - the fixture
 
 from pipeline.daemon.spool import RECORD
-from pipeline.report import write_report
+from pipeline.report import write_reports
 from pipeline.report_state import service_state
 
 
@@ -125,7 +125,7 @@ def test_a_damaged_status_file_never_costs_the_page(tmp_path):
                              "next_window": ["x"]})):
         _status(folders["spool"], text)
         state = service_state(folders)
-        page = write_report(tmp_path / "page.html", folders["outbox"], folders["spool"] / "failed", state=state)
+        [page] = write_reports([tmp_path / "page.html"], folders["outbox"], folders["spool"] / "failed", state=state)
         assert StateBlock(page.read_text()).lines == ["Service: not running.", "Nothing is waiting in the inbox."], text
 
 
