@@ -307,3 +307,41 @@ def test_only_an_inbox_or_work_fault_refuses_to_start(tmp_path, where):
     assert list(daemon.waits) == [folder]
     assert f"{folder} is a file" in daemon.waits[folder].fix and "move the file away" in daemon.waits[folder].fix
 
+
+def _once(config: Path) -> subprocess.CompletedProcess:
+    import os
+    import sys
+
+    from daemon_helpers import ROOT
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    try:
+        return subprocess.run([sys.executable, "-m", "pipeline.cli", "once", "--config", str(config)], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=90)
+    except subprocess.TimeoutExpired as exc:
+        tail = (exc.stdout or b"")[-600:]
+        raise AssertionError(f"`once` still running after 90 s (paused for good):\n{tail}") from None
+
+
+def test_once_paused_on_a_folder_fault_exits_with_the_fix_and_keeps_the_photo(tmp_path):
+    """rev9b finding 5: README's `once` "processes what is waiting and exits" (cron). A file where outbox/starry must
+    be paused claiming and `once` then ran until killed, cron starting another beside it each time. Now it releases
+    the waiting job to work/ (unlocked: nothing lost), exits 3 with the pause's fix on stderr, and the next `once`
+    after the fix styles the photo once."""
+    config = make_config(tmp_path)
+    starry = tmp_path / "outbox" / "starry"
+    starry.parent.mkdir()
+    starry.write_text("a sync tool's file where the recipe's folder must be\n")
+    shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / "rocket.jpg")
+    done = _once(config)
+    assert done.returncode == 3, (done.returncode, done.stderr[-600:])
+    assert f"{starry} is a file" in done.stderr and "move the file away" in done.stderr, done.stderr[-600:]
+    assert "1 photo waits in work/" in done.stderr, done.stderr[-600:]
+    waiting = list((tmp_path / "spool" / "work").iterdir())
+    assert len(waiting) == 1 and (waiting[0] / "rocket.jpg").exists() and errors(tmp_path) == {}
+    starry.unlink()  # the fix
+    again = _once(config)
+    assert again.returncode == 0, again.stderr[-600:]
+    assert [p.name for p in outputs(tmp_path)] == ["rocket.png"] and errors(tmp_path) == {}
+    assert [p.name for p in (tmp_path / "spool" / "done").iterdir()] == ["rocket.jpg"]
+    assert not list((tmp_path / "spool" / "work").iterdir())
