@@ -21,6 +21,7 @@ from .config import Config
 from .executor import Executor, Progress, left
 from .jobs import JobLife, Plan, crashed
 from .spool import Job, Spool
+from .turns import Turns
 from .worker import Worker
 
 log = structlog.get_logger("style-pipeline.worker")
@@ -74,12 +75,21 @@ class Slot(Worker):
         return self.pool.prefetch_depth()
 
     def _try(self, job: Job) -> None:
+        """The job's try in its turn (turns.py): beside the other slots' jobs, a kill is no one photo's crash."""
         self.pool.wake()  # a job left the queue: the main loop may claim the next one now
         structlog.contextvars.bind_contextvars(slot=self.index)
-        opened = self.life.open(job)
+        try:
+            beside = self.pool.turns.enter(job, self._stopping)
+            self._try_beside(job, beside)
+        finally:
+            self.pool.turns.leave(job)
+
+    def _try_beside(self, job: Job, beside: list[Job]) -> None:
+        opened = self.life.open(job, batched=bool(beside))
         self._prefetch_queued()
         if opened is None:
             return
+        self.pool.turns.share_blame(self.pool.turns.beside(job), self._save_record)
         batch, alone = self._gather((job, *opened))
         if len(batch) > 1:
             self._run_batch(batch)
@@ -141,8 +151,12 @@ class Slot(Worker):
         return side_by_side(open_one, [*jobs, first], "open")[:-1] if jobs else []
 
     def _mark_batched(self, job: Job) -> None:
-        """The job in hand's record says it runs in a batch; unsaved (a full disk), a kill counts as its own."""
+        """The job in hand's record says it runs in a batch."""
         job.batched = job.running
+        self._save_record(job)
+
+    def _save_record(self, job: Job) -> None:
+        """The job's record saved; unsaved (a full disk), a kill counts as its own, and the slot goes on."""
         try:
             self.spool.save(job)
         except OSError as exc:
@@ -223,6 +237,7 @@ class Pool(Executor):
                  stop: threading.Event, life: JobLife | None = None) -> None:
         super().__init__("pool", spool, get_config, stop, life)
         self._jobs = JobQueue(self._batch_key)
+        self.turns = Turns()  # which photos run side by side, and a suspect's turn alone (a kill's blame)
         self.slots = [Slot(engine, self, i) for i, engine in enumerate(engines)]
 
     def has_room(self) -> bool:
