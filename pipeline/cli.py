@@ -127,6 +127,7 @@ def check_stylize(args: argparse.Namespace):
     from .engine.device import check_name
 
     settings = settings_from_args(args)
+    settings.check_blend(len(args.styles))
     check_name(settings.device)
     settings = settings.replace(format=output_format(Path(args.output), args.format))
     check_no_clash(args)
@@ -165,12 +166,16 @@ def cmd_stylize(args: argparse.Namespace) -> int:
                                 checkpoint=args.checkpoint)
     images.save(result.image, out, settings.format, settings.quality, alpha=result.alpha, dpi=settings.print_dpi)
     blend = settings.style_blend or (1.0,) * len(args.styles)
-    record = joblog.build(result, Path(args.content), content.size, list(zip(map(Path, args.styles), blend)))
+    record = joblog.build(result, Path(args.content), content.size, list(zip(map(Path, args.styles), blend)),
+                          frames=images.frames(content))
     record["output"].update(file_facts(out))
     log_path = out.with_suffix(".json")
     write_json(log_path, record)
     print(f"wrote {out} and {log_path}: {result.steps} steps in {result.timings['total']:.1f} s, "
           f"loss {result.losses['total']:.4g} ({result.stop_reason})")
+    if images.frames(content) > 1:  # a multi-page scan: the first page only (rev9c)
+        print(f"note: {args.content} holds {images.frames(content)} pages; only the first page was styled: split it "
+              "to style the others", file=sys.stderr)
     return 0
 
 
@@ -219,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         code = args.func(args)
         sys.stdout.flush()  # here, not at exit: a closed pipe must be met inside the try
         return code
-    except (PipelineError, ValueError, FileNotFoundError) as exc:
+    except (PipelineError, FileNotFoundError) as exc:  # a bare ValueError is a bug: its traceback shows where
         print(f"style-pipeline {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

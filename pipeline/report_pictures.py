@@ -11,8 +11,6 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import ImageOps
-
 from .engine import images
 from .errors import ImageError
 
@@ -51,7 +49,7 @@ def thumbnail_uri(path: Path | None, px: int = THUMB_PX, max_pixels: int = image
         return None
     try:
         with images.opened(path, max_pixels) as img:  # a bomb in failed/ is not decoded
-            img = ImageOps.exif_transpose(img)
+            img = images.upright(img)  # a mistyped EXIF tag drops no card
             img.thumbnail((px, px))
             img = images.to_8bit(img)  # as the worker reads it: through its ICC profile, transparency kept
             alpha = img.mode == "RGBA"

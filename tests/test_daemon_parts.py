@@ -104,9 +104,9 @@ def test_watch_auto_picks_polling_on_network_and_fuse_mounts(tmp_path, inbox, po
 
 def test_ignored_names_and_depth(tmp_path):
     for name in ("photo.jpg.part", "a.tmp", "b.crdownload", "c.jpg~", ".hidden.jpg", "Thumbs.db", "desktop.ini",
-                 "Icon\r"):
+                 "Icon\r", "IMG_1.xmp", "IMG_1.jpg.xmp", "IMG_1.AAE", "IMG_1.jpg:Zone.Identifier"):
         assert ignored(name), name
-    assert not ignored("holiday 2026.jpg") and not ignored("thumbs.db.jpg")
+    assert not ignored("holiday 2026.jpg") and not ignored("thumbs.db.jpg") and not ignored("xmp.jpg")
     assert wanted(tmp_path / "a.jpg", tmp_path) and wanted(tmp_path / "starry" / "a.jpg", tmp_path)
     assert not wanted(tmp_path / "a.yaml", tmp_path) and wanted(tmp_path / "x" / "y" / "a.jpg", tmp_path)
     assert not wanted(tmp_path / "x" / ".y" / "a.jpg", tmp_path)

@@ -1,6 +1,7 @@
 """Issue 11 item 11: `validate` binds max_size to recipes, refuses max_attempts 0, sorts by line, names the file."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -138,3 +139,21 @@ def test_two_recipes_differing_only_by_case_are_refused_naming_both_lines(tmp_pa
     assert result.returncode == 2 and "recipes.scream: differs from the recipe 'Scream' (line 3)" in result.stderr
     path.write_text(path.read_text().replace("  scream:", "  screams:"))
     assert list(load(path).recipes) == ["Scream", "starry", "screams"]
+
+
+def test_a_styles_dir_that_is_the_inbox_is_refused_at_its_line(tmp_path):
+    """The daemon never scans a styles_dir below the inbox for photos (rev9c); the inbox itself it cannot leave
+    out, so its paintings would be claimed as photos: refused, naming the folder and what to do."""
+    from daemon_helpers import make_config
+
+    config = make_config(tmp_path, styles_dir="inbox")
+    for name in ("starry_night.jpg", "the_scream.jpg"):
+        shutil.copy(STYLES / name, tmp_path / "inbox" / name)
+    [problem] = problems_of(config)
+    assert problem.startswith("config.yaml:") and "styles_dir" in problem and "is the inbox" in problem, problem
+    assert "folder of their own" in problem
+    below = make_config(tmp_path / "below", styles_dir="inbox/paintings")
+    (tmp_path / "below" / "inbox" / "paintings").mkdir()
+    for name in ("starry_night.jpg", "the_scream.jpg"):
+        shutil.copy(STYLES / name, tmp_path / "below" / "inbox" / "paintings" / name)
+    assert load(below).styles_dir == (tmp_path / "below" / "inbox" / "paintings").resolve()

@@ -36,8 +36,7 @@ def build(source: Path, data: dict, problems: Problems, on_path: bool = False) -
     scalars = _scalars(data, problems)
     folders = parse_folders(data, base, problems)
     styles_dir = styles_folder(data, base)
-    if not styles_dir.is_dir():
-        problems.add(("styles_dir",), f"folder {styles_dir} does not exist; create it or point styles_dir at your styles")
+    _check_styles_dir(styles_dir, folders, problems)
     defaults, default_settings = parse_defaults(data, problems)
     recipes = _recipes(data.get("recipes"), styles_dir, default_settings, problems)
     _sizes_within(scalars.get("max_size", Config.max_size), default_settings, defaults, recipes, data, problems)
@@ -185,6 +184,16 @@ def parse_folders(top: dict, base: Path, problems: Problems) -> dict[str, Path] 
     return folders
 
 
+def _check_styles_dir(styles_dir: Path, folders: dict[str, Path] | None, problems: Problems) -> None:
+    """styles_dir must exist, and must not be the inbox: its paintings would be taken as photos, and the daemon,
+    which never scans a styles_dir below the inbox (watcher.own_folders), cannot leave out the inbox itself."""
+    if not styles_dir.is_dir():
+        problems.add(("styles_dir",), f"folder {styles_dir} does not exist; create it or point styles_dir at your styles")
+    elif folders and styles_dir == folders["inbox"]:
+        problems.add(("styles_dir",), f"{styles_dir} is the inbox: its paintings would be taken as photos. Keep "
+                     "them in a folder of their own (below the inbox is fine: inbox/paintings/ is never scanned)")
+
+
 def _recipes(data: Any, styles_dir: Path, defaults: Settings, problems: Problems) -> dict[str, Recipe]:
     if not isinstance(data, dict) or not data:
         problems.add(("recipes",), "needs at least one recipe, e.g. `starry: {styles: [starry_night.jpg]}`")
@@ -201,8 +210,8 @@ def _recipes(data: Any, styles_dir: Path, defaults: Settings, problems: Problems
         settings = engine_settings(body, path, problems, defaults)
         styles = _styles(body.get("styles"), path + ("styles",), styles_dir, problems, settings.max_pixels)
         settings = _style_weights(body, styles, settings, path, problems)
-        if styles and settings.style_blend and len(settings.style_blend) != len(styles):
-            problems.add(path + ("style_blend",), f"has {len(settings.style_blend)} weights for {len(styles)} styles")
+        if styles and (blend := settings.blend_problem(len(styles))):
+            problems.add(path + ("style_blend",), blend)
         recipes[str(name)] = Recipe(str(name), tuple(styles), settings, str(body.get("description", "")))
     _case_twins(data, problems)
     return recipes

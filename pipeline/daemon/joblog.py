@@ -20,10 +20,11 @@ PARTS = ("content", "style", "tv")
 
 
 def build(result, content: Path, size: tuple[int, int], styles: list[tuple[Path, float]], *, job: Job | None = None,
-          recipe: str | None = None, kept: Path | None = None) -> dict:
+          recipe: str | None = None, kept: Path | None = None, frames: int = 1) -> dict:
     """The record of one run, from the engine's (or a Ray actor's) Result: the daemon's job log and the CLI's
     out.json alike (the CLI's has no job: its job fields are null). ``content``: the input file as read, ``size``
-    its decoded [w, h], ``styles``: (path, weight) pairs; ``output`` is completed by whoever writes the image."""
+    its decoded [w, h], ``frames`` the pages or frames its file holds (the first is styled: images.frames),
+    ``styles``: (path, weight) pairs; ``output`` is completed by whoever writes the image."""
     run = result.log()
     settings = {**run["settings"], "style_weight": run["style_weight"]}
     weights = dict(zip(PARTS, (settings["content_weight"], settings["style_weight"], settings["tv_weight"])))
@@ -31,7 +32,7 @@ def build(result, content: Path, size: tuple[int, int], styles: list[tuple[Path,
     return {
         "schema_version": SCHEMA_VERSION, **_job_fields(job, recipe, "job_id", "recipe", "source"),
         "input": {**file_facts(content), "name": job.name if job else content.name, "size": list(size),
-                  "kept_as": str(kept) if kept else None},
+                  "frames": frames, "kept_as": str(kept) if kept else None},
         "styles": [{"name": path.name, "path": str(path), "weight": weight, "sha256": sha256_file(path)}
                    for path, weight in styles],
         "settings": settings, "weights": run["weights"], **provenance(), "device": run["device"],

@@ -11,6 +11,9 @@ import difflib
 import errno
 import os
 import stat
+from pathlib import Path
+
+import structlog
 
 from ..engine import Settings, images
 from ..errors import ImageError, JobFailure, Reason, SettingsError
@@ -18,6 +21,8 @@ from ..fsio import FileBusy, NotRegularFile, open_regular, service_user
 from .config import Config, ConfigError, Recipe
 from .config_build import load_sidecar
 from .spool import Job
+
+log = structlog.get_logger("style-pipeline.worker")
 
 
 def not_regular(link: bool) -> JobFailure:
@@ -109,8 +114,45 @@ def pre_check_settings(job: Job, config: Config, recipe: Recipe, overrides: dict
 
 
 def pre_check_image(job: Job, settings: Settings) -> images.Image.Image:
+    """The photo, decoded; a file of several pages (a multi-page scan) is styled from its first, and says so: the
+    night's result silently lacked the other pages (rev9c). The JSON log records them too (input.frames)."""
     try:
-        return images.load(job.input, settings.max_pixels)
+        content = images.load(job.input, settings.max_pixels)
     except ImageError as exc:
         raise JobFailure(exc.reason, exc.problem, exc.fix) from exc
+    if images.frames(content) > 1:
+        log.warning("only the first page is styled", file=job.source, pages=images.frames(content),
+                    fix=f"split {job.name} into one picture a page and drop those to style the others")
+    return content
 
+
+
+def pre_check_painting(path: Path) -> os.stat_result:
+    """The recipe's painting is still there (its stat, for JobLife.style's cache). Renamed or removed under a
+    running daemon (someone tidies the styles share at night; config.yaml did not change, so nothing reloads), its
+    FileNotFoundError was retried as a machine fault, and each photo of the recipe failed as too_many_attempts with
+    "drop the file again", naming neither the painting nor the fix (rev9c). It fails at once, as a photo of a
+    recipe a reload removed does: nothing styles it until a person acts, and failed/ keeps it with the fix, where a
+    wait would hide it from the morning report. A painting whose folder is gone too (a share not mounted) is
+    still a fault of the machine's, retried."""
+    try:
+        return path.stat()
+    except FileNotFoundError as exc:
+        if not path.parent.is_dir():
+            raise
+        raise JobFailure(Reason.UNKNOWN_RECIPE, f"its recipe's painting {path} is no longer there (renamed or "
+                         "removed while the daemon ran)", f"Put {path.name} back in {path.parent}, or name another "
+                         "painting in config.yaml's recipe; then drop the photo again") from exc
+
+
+def pre_check_painting_decodes(path: Path, max_pixels: int) -> images.Image.Image:
+    """The recipe's painting, decoded. One replaced by a cut-short or damaged copy under a running daemon failed the
+    photo as bad_image with "copy it again", naming neither the painting nor which file to copy (rev9c): the
+    failure names the painting, and fails as its recipe's (unknown_recipe), the photo being whole."""
+    try:
+        return images.load(path, max_pixels)
+    except ImageError as exc:
+        fix = exc.fix[:1].lower() + exc.fix[1:]
+        raise JobFailure(Reason.UNKNOWN_RECIPE, f"its recipe's painting {path}: {exc.problem}",
+                         f"The painting {path.name} in {path.parent}: {fix}; or name another painting in "
+                         "config.yaml's recipe; then drop the photo again") from exc

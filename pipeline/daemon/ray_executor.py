@@ -48,12 +48,18 @@ class Slot:
 
 @dataclass
 class Flight:
+    """One job sent to one actor. The actor's handle, label and node are its own, taken when it was sent: the slot
+    is relabelled (and its handle dropped) in place when that actor dies, while the flight may not have landed yet."""
+
     job: Job
     config: Config  # the one the try opened with: the job lands by it, not by a reload's (rev9d item 2)
     plan: Plan
     slot: Slot
     generation: int
     started: float
+    handle: Any = None
+    label: str = ""
+    node: str = ""
 
 
 class RayExecutor(Executor):
@@ -90,8 +96,9 @@ class RayExecutor(Executor):
                 self._watch()
                 now, was_busy = time.monotonic(), bool(self.flights)
                 self._busy_seconds, last = self._busy_seconds + (now - last) * was_busy, now
-        except Exception:
-            log.exception("the ray dispatcher failed; stopping the daemon")
+        except Exception as exc:  # the daemon exits 1, so that systemd's Restart=on-failure starts it again
+            log.exception("the ray dispatcher failed; stopping the daemon (exit status 1)")
+            self.broken = f"{type(exc).__name__}: {exc}"
             self.stop.set()
         finally:
             self._leave_in_flight()
@@ -125,11 +132,11 @@ class RayExecutor(Executor):
         except Exception as exc:
             self.life.conclude(job, exc)
             return False
-        self.flights[ref] = Flight(job, config, plan, slot, slot.generation, time.monotonic())
+        self.flights[ref] = Flight(job, config, plan, slot, slot.generation, time.monotonic(), slot.handle, slot.label,
+                                   slot.node)
         slot.jobs.add(job.id)
         self._marker += 1
-        log.info("job started", recipe=plan.recipe.name, size=plan.settings.size, steps=plan.settings.steps,
-                 attempt=job.attempts, worker=slot.label, node=slot.node)
+        self.life.started(job, plan, worker=slot.label, node=slot.node)
         return True
 
     def _pick(self, job: Job) -> Slot:
@@ -212,8 +219,8 @@ class RayExecutor(Executor):
             elif slot.handle is not None:
                 self._ask(slot)
         for flight in self.flights.values():  # a window closed, a cancel: asked each pass until it lands
-            if self._should_stop(flight.job):
-                flight.slot.handle.cancel.options(concurrency_group=CONTROL).remote(flight.job.id)
+            if self._should_stop(flight.job):  # its own actor's handle: a dead one's lands as lost (rev9e #7)
+                flight.handle.cancel.options(concurrency_group=CONTROL).remote(flight.job.id)
         self._update_progress()
 
     def _ask(self, slot: Slot) -> None:

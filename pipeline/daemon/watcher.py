@@ -18,7 +18,8 @@ from watchdog.observers.polling import PollingObserver
 
 from ..fsio import NO_WAIT, FileBusy, open_regular
 
-IGNORED_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", ".download", ".swp", "~")
+IGNORED_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", ".download", ".swp", "~",
+                    ".xmp", ".aae", ":zone.identifier")  # photo tools' edit files; WSL's copy of a download's mark
 SIDECAR_SUFFIXES = (".yaml", ".yml")
 PICTURE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".heic")
 OWN_MARK = b"generator: style-pipeline"  # in the head of every text file the pipeline writes (report, metrics)
@@ -33,7 +34,9 @@ IGNORED_NAMES = ("thumbs.db", "ehthumbs.db", "ehthumbs_vista.db", "desktop.ini",
 def ignored(name: str) -> bool:
     """Temporary and hidden names (a browser's .crdownload, rsync's dotfile) are never jobs, nor the files an
     operating system leaves in an album folder (Windows' Thumbs.db and desktop.ini, macOS's Icon\\r): each went
-    to failed/ as bad_image with a failure notice, for every album copied from Windows (rev7a)."""
+    to failed/ as bad_image with a failure notice, for every album copied from Windows (rev7a). So did a photo
+    tool's metadata beside each photo (Lightroom's and darktable's IMG.xmp or IMG.jpg.xmp, an iPhone's IMG.AAE) and
+    the IMG.jpg:Zone.Identifier a copy through WSL leaves (rev9c)."""
     lower = name.lower()
     return name.startswith(".") or lower.endswith(IGNORED_SUFFIXES) or lower in IGNORED_NAMES
 
@@ -187,8 +190,13 @@ def scan_folder(folder: Path, inbox: Path, exclude: tuple[Path, ...]):
 
 
 def own_folders(config) -> tuple[Path, ...]:
-    """Folders the daemon writes: never scanned for photos, even when a config puts them inside the inbox."""
-    return (config.outbox, config.spool)
+    """Folders never scanned for photos, even when a config puts them inside the inbox: those the daemon writes,
+    and styles_dir below the inbox (a share's inbox/paintings/): its paintings were claimed as photos, and each
+    photo of their recipes then failed (rev9c). Not a styles_dir holding the inbox, which would hide every photo
+    (config_build refuses one that is the inbox itself). None: the report's view when its config cannot say."""
+    styles = config.styles_dir
+    below = styles is not None and config.inbox in styles.parents
+    return (config.outbox, config.spool, *((styles,) if below else ()))
 
 
 def wanted(path: Path, inbox: Path, exclude: tuple[Path, ...] = ()) -> bool:

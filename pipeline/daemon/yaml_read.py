@@ -1,6 +1,7 @@
 """Reading YAML with limits, locating each key's line, and collecting problems (every one at once).
 
-Only ``yaml.safe_load``-level constructs are accepted. Every error says ``file:line: key: what is wrong``,
+Only ``yaml.safe_load``-level constructs are accepted (read by yaml_loader.Loader: YAML 1.2's floats, and a key
+written twice refused). Every error says ``file:line: key: what is wrong``,
 with a "did you mean" for a misspelt key, so a person can fix it without reading the code.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ..engine.settings import Settings
 from ..errors import ConfigError, SettingsError
 from ..fsio import open_regular
 from .config_schema import ENGINE_KEYS
+from .yaml_loader import Loader, written_twice
 
 # --- reading YAML with limits ----------------------------------------------------------------
 
@@ -38,12 +40,15 @@ def read_yaml(path: Path, max_bytes: int, busy_wait: float | None = None) -> tup
         raw = handle.read(max_bytes + 1)
     if len(raw) > max_bytes:
         raise ConfigError([f"{path.name}: over {max_bytes // 1024} KB; a YAML file here is a few KB"], path)
-    loader = yaml.SafeLoader(raw.decode("utf-8"))
+    loader = Loader(raw.decode("utf-8"))  # safe_load's, with YAML 1.2's floats (yaml_loader.py)
     try:
         node = loader.get_single_node()
         if node is not None and _expanded_size(node, {}) > MAX_YAML_NODES:
             raise ConfigError([f"{path.name}: expands to over {MAX_YAML_NODES:,} values through aliases (&, *); "
                                "write the values out"], path)
+        twice = written_twice(node) if node is not None else []
+        if twice:  # PyYAML keeps the last silently; YAML requires each key once
+            raise ConfigError([f"{path.name}:{text}" for text in twice], path)
         data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)

@@ -12,9 +12,9 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Iterator
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from ..errors import ImageError, Reason
+from ..errors import ImageError, Reason, SettingsError
 from ..fsio import write_atomic  # the one atomic writer: pid + random temp names
 from .icc import is_srgb
 from .settings import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, FORMAT_NAMES, OUTPUT_FORMATS
@@ -28,6 +28,10 @@ FORMATS = {**{name: pil for name, (pil, *_) in OUTPUT_FORMATS.items()},  # a for
 # refused a 180 MP panorama under a raised max_pixels of 300 MP, with a fix that contradicted it (rev7a). Every
 # decode in the package opens through opened(), which checks the header's size before anything is decoded.
 Image.MAX_IMAGE_PIXELS = None
+# A PNG's compressed text chunk (a diagram tool's embedded source, an AI tool's workflow, an editor's XMP history)
+# may inflate past Pillow's 1 MB a chunk, and the open raised ValueError: a whole picture was failed as "damaged,
+# copy it again", which no copy fixes (rev9c). Pillow's bound on all text (64 MB) stays the one limit.
+PngImagePlugin.MAX_TEXT_CHUNK = PngImagePlugin.MAX_TEXT_MEMORY
 # Icon containers: their header names one icon size, and the picture inside may be a PNG of any size, which Pillow
 # decodes whole before it says so (rev7g: a 56 KB .icns decoded 62 MB under a 1 MP limit; a few MB is gigapixels).
 # With Pillow's own limit off, the header is no bound for them: they are refused before anything is decoded.
@@ -44,7 +48,7 @@ def load(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
             raise ImageError("the file is empty (0 bytes)", path=path, fix="Copy the file again; the upload did not finish")
         with opened(path, max_pixels) as img:
             img.load()  # decode everything now: truncation shows up here, not later
-            return to_8bit(ImageOps.exif_transpose(img))
+            return _with_frames(to_8bit(upright(img)), img)
     except ImageError as exc:
         if exc.path is None:  # found in to_8bit, which does not know the file
             raise ImageError(exc.problem, path=path, fix=exc.fix, reason=exc.reason) from exc
@@ -73,6 +77,48 @@ def opened(source: str | Path | BinaryIO, max_pixels: int) -> Iterator[Image.Ima
                              path=source if isinstance(source, (str, Path)) else None, reason=Reason.TOO_LARGE,
                              fix=_too_large_fix(pixels, max_pixels))
         yield img
+
+
+def _with_frames(picture: Image.Image, source: Image.Image) -> Image.Image:
+    """``picture`` with its file's count of pages or frames in info["frames"] (see frames), where over one."""
+    if getattr(source, "n_frames", 1) > 1:  # a TIFF's pages, a GIF's or WebP's frames, counted undecoded
+        picture.info["frames"] = source.n_frames
+    return picture
+
+
+def frames(picture: Image.Image) -> int:
+    """How many pages or frames the file ``picture`` was loaded from holds: load decodes the first only, so a
+    scanner's multi-page TIFF (three prints in one file) gave one output and no word of pages 2 and 3 (rev9c)."""
+    return picture.info.get("frames", 1)
+
+
+def upright(img: Image.Image) -> Image.Image:
+    """The picture turned as its EXIF Orientation says. ImageOps.exif_transpose writes the EXIF back after the turn
+    and cannot write a mistyped tag (XResolution as text: real phones and scanners, Pillow #3973, #6882, #7839): it
+    raised TypeError or struct.error, so a healthy photo was retried as a machine fault, then failed, and its report
+    card dropped (rev9c). Then the turn alone is made, and the EXIF that could not be rewritten is let go, so that
+    nothing reading the picture later turns it a second time."""
+    img.load()  # a decode error is the file's and is raised as before: only the EXIF rewrite is caught below
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:  # noqa: BLE001  (whatever the rewrite of a bad tag raises: the pixels are decoded, whole)
+        method = _TURNS.get(_orientation(img))
+        turned = img.transpose(method) if method is not None else img.copy()  # transpose keeps info: the ICC
+        turned.info.pop("exif", None)
+        return turned
+
+
+def _orientation(img: Image.Image) -> int | None:
+    """The EXIF Orientation, or None where the EXIF cannot be read at all: then the photo stays as stored."""
+    try:
+        return img.getexif().get(ExifTags.Base.Orientation)
+    except Exception:  # noqa: BLE001  (a damaged EXIF block: metadata only, the pixels are decoded)
+        return None
+
+
+_TURNS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+          5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+          8: Image.Transpose.ROTATE_90}  # EXIF Orientation -> the turn that makes it upright (exif_transpose's)
 
 
 def _too_large_fix(pixels: int, max_pixels: int) -> str:
@@ -264,7 +310,7 @@ def encode(img: Image.Image, fmt: str = "png", quality: int = DEFAULT_QUALITY, a
     right."""
     fmt = fmt.lower()
     if fmt not in FORMATS:
-        raise ValueError(f"unknown output format {fmt!r}; use {FORMAT_NAMES}")
+        raise SettingsError("format", f"unknown output format {fmt!r}", fix=f"Use {FORMAT_NAMES}")
     if alpha is not None and fmt in ("png", "webp"):
         img = img.convert("RGBA")
         img.putalpha(alpha.resize(img.size, Image.Resampling.LANCZOS))

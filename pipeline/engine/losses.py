@@ -28,6 +28,12 @@ def gram(features: torch.Tensor) -> torch.Tensor:
         return flat @ flat.transpose(1, 2)
 
 
+def positions(hw: tuple[int, int], layer: str) -> int:
+    """Positions in ``layer``'s map for a picture of ``hw``: conv{k}_1 follows k-1 2x2 max-poolings (floor)."""
+    k = STYLE_LAYERS.index(layer)
+    return max(1, (hw[0] >> k) * (hw[1] >> k))
+
+
 @dataclass(frozen=True)
 class StyleTargets:
     """Gram matrices of one style (or a blend of several) at one size; cacheable across contents."""
@@ -43,6 +49,16 @@ class StyleTargets:
             for layer in parts[0].grams
         }
         return StyleTargets(grams)
+
+    def for_picture(self, own_hw: tuple[int, int], picture_hw: tuple[int, int]) -> "StyleTargets":
+        """These Grams (of a painting at ``own_hw``) brought to a picture of ``picture_hw``'s number of positions,
+        layer by layer. A Gram is a SUM over positions and the loss divides by the picture's only, so at style_scale
+        2 the painting's Grams were ~3.3x the picture's reach and over-textured it (0.5: washed out; rev9a #1), and a
+        blend leaned to the painting with more positions. The same object where the shapes agree (style_scale 1)."""
+        if tuple(own_hw) == tuple(picture_hw):
+            return self
+        return StyleTargets({layer: g * (positions(picture_hw, layer) / positions(own_hw, layer))
+                             for layer, g in self.grams.items()})
 
     def to(self, device: torch.device | str) -> "StyleTargets":
         return StyleTargets({k: v.to(device) for k, v in self.grams.items()})

@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 import torch
 from PIL import Image
 
-from ..errors import EngineError
+from ..errors import EngineError, SettingsError
 from . import checkpoint as checkpoints, images, precision as precisions, shapes, speed
 from .images import digest
 from .batch import stylize_batch
@@ -57,8 +57,14 @@ class StyleTransfer:
 
     # --- style targets --------------------------------------------------------------------
     def style_targets(self, style: Image.Image, content_hw: tuple[int, int], settings: Settings) -> StyleTargets:
-        """Gram targets of one style for a content of this shape; cached by (pixels, shape, device, precision)."""
+        """Gram targets of one style for a content of this shape. The painting's own Grams are cached by (pixels,
+        its shape, device, precision), then brought to the content's number of positions (for_picture: a product,
+        made per call, so the cache needs no content shape and serves every photo whose painting size is the same)."""
         hw = self._style_hw(style, content_hw, settings.style_scale)
+        return self._painting_grams(style, hw, settings).for_picture(hw, content_hw)
+
+    def _painting_grams(self, style: Image.Image, hw: tuple[int, int], settings: Settings) -> StyleTargets:
+        """A painting's Grams at ``hw``, at its own number of positions; from the cache where it has them."""
         key = (digest(style), hw, str(self.device), self.precision(settings.precision))
         if key in self.cache:
             self.cache_hits += 1
@@ -134,7 +140,8 @@ class StyleTransfer:
         its pixels and evaluation counts, off the clock (benchmarks and tests: see optimize.Listener)."""
         settings.validate()
         if not styles:
-            raise ValueError("at least one style image is needed")
+            raise SettingsError("styles", "at least one style image is needed", fix="Give one or more paintings")
+        settings.check_blend(len(styles))
         retries: list[str] = []
         device = self.device
         while True:
@@ -279,9 +286,7 @@ class _Run:
         engine, s = self.engine, self.settings
         started = time.perf_counter()
         parts = [engine.style_targets(style, shapes.canvas(hw), s) for style in self.styles]
-        blend = list(s.style_blend) or [1.0] * len(parts)
-        if len(blend) != len(parts):
-            raise ValueError(f"style_blend has {len(blend)} weights for {len(parts)} styles")
+        blend = list(s.style_blend) or [1.0] * len(parts)  # one per painting: stylize checked (check_blend)
         targets = parts[0] if len(parts) == 1 else StyleTargets.blend(parts, blend)
         self.timings["style_targets"] += time.perf_counter() - started
         return targets

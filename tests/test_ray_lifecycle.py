@@ -1,0 +1,77 @@
+"""executor: ray against the job life the local worker keeps (rev9e findings 1, 3, 5, 7): stops and closing
+windows, actors that die, progress lines. A local Ray instance of 1-2 CPUs, tiny images, few steps."""
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from daemon_helpers import errors, log_events, make_config, outputs, stop, wait_for  # noqa: E402
+from test_ray import RAY, drop, kill_group, kill_when_running, needs_ray, ray_down, start_daemon  # noqa: E402,F401
+from test_ray import status_current  # noqa: E402
+
+pytestmark = pytest.mark.xdist_group("ray")  # one worker runs them all: never two local Ray instances at once
+ONE_ACTOR = {"num_workers": 1, "num_cpus_per_worker": 1}
+
+
+def run_keeping_status(daemon) -> tuple[threading.Thread, list]:
+    """daemon.run in a thread; the list gets its exit status."""
+    status: list = []
+    thread = threading.Thread(target=lambda: status.append(daemon.run()), daemon=True)
+    thread.start()
+    return thread, status
+
+
+@needs_ray
+def test_an_actor_dying_while_starting_during_a_window_close_leaves_the_daemon_running(tmp_path, ray_down):
+    """rev9e #7: _replace drops the slot's handle for 30 s when its actor died before it was ready, while the jobs
+    sent to it had not landed; a closing window then asked flight.slot.handle.cancel on None, the dispatcher died,
+    set stop, and the daemon exited 0 (systemd's Restart=on-failure never started it again)."""
+    import ray
+
+    from pipeline.daemon.daemon import Daemon
+
+    now = [datetime(2026, 11, 27, 23, 0)]
+    config = make_config(tmp_path, executor="ray", schedule={"start": "22:00", "end": "07:00"},
+                         ray={**ONE_ACTOR, "max_inflight": 3}, defaults={"size": 64, "steps": 100, "early_stop_tol": 0})
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        drop(tmp_path / "inbox", name)
+    daemon = Daemon(config, clock=lambda: now[0])
+    thread, status = run_keeping_status(daemon)
+    try:
+        def sent_to_starting_actor():
+            ex = daemon.executor
+            return ex and ex.slots[0].info is None and len(ex.flights) >= 2 and ex.slots[0]
+        slot = wait_for(sent_to_starting_actor, 60, step=0.02)
+        now[0] = datetime(2026, 11, 28, 7, 0)  # the window closes
+        ray.kill(slot.handle, no_restart=True)  # and the starting actor dies (no weights on its node, say)
+        time.sleep(5)
+        stopped = daemon.stop.is_set()
+    finally:
+        daemon.stop.set()
+        thread.join(60)
+    assert not stopped, "the daemon stopped itself (the ray dispatcher died) on an actor lost while starting"
+    assert status == [0] and len(list((tmp_path / "spool" / "work").iterdir())) == 3, "every photo kept in work/"
+
+
+@needs_ray
+def test_a_ray_dispatcher_that_fails_stops_the_daemon_with_exit_status_1(tmp_path, ray_down, monkeypatch):
+    """rev9e #7: a dispatcher failure stopped the daemon with status 0, which Restart=on-failure does not restart."""
+    from pipeline.daemon.daemon import Daemon
+    from pipeline.daemon.ray_executor import RayExecutor
+
+    def broken(self):
+        raise RuntimeError("the dispatcher broke")
+    monkeypatch.setattr(RayExecutor, "_watch", broken)
+    drop(tmp_path / "inbox", "kept.jpg")
+    daemon = Daemon(make_config(tmp_path, executor="ray", ray=ONE_ACTOR), once=True)
+    assert daemon.run() == 1
+    kept = [p.name for p in (tmp_path / "spool" / "work").rglob("kept.jpg")] + \
+        [p.name for p in (tmp_path / "inbox").glob("kept.jpg")]
+    assert kept == ["kept.jpg"] and outputs(tmp_path) == [] and errors(tmp_path) == {}
