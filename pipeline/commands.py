@@ -177,7 +177,7 @@ def cmd_report(args) -> int:
             path.mkdir(parents=True, exist_ok=True)
         # The night read once, each page its own links (relative to where it lies).
         write_reports(paths, folders["outbox"], folders["spool"] / "failed", since=since, now=now,
-                      done=folders["spool"] / "done", state=service_state(folders), until=until,
+                      done=folders["spool"] / "done", state=service_state(folders, args.config), until=until,
                       max_pixels=read_max_pixels(args.config))
     except OSError as exc:
         raise page_not_written(exc, paths[0].parent) from exc

@@ -153,3 +153,22 @@ def test_status_reports_a_running_job(tmp_path, engine, capsys):
         thread.join(60)
     assert main(["status", "--config", str(config)]) == 0
     assert "not running" in capsys.readouterr().out
+
+
+def test_a_pass_takes_its_clock_and_the_rescan_comes_when_it_says(tmp_path, engine):
+    """rev9d finding 10: the main loop read time.monotonic() itself at each decision, so only a sleep could bring
+    its rescan. Now _pass(now=None), as huey's loop(now=None): the clock is read once a pass and handed down, and a
+    photo no watcher saw (`once` runs none) is found exactly when `now` says the rescan is due, not a tick before."""
+    config = make_config(tmp_path, rescan_seconds=600)
+    daemon = Daemon(config, once=True, engine=engine)
+    daemon.start()
+    try:
+        shutil.copy(SAMPLES / "coffee.jpg", tmp_path / "inbox" / "late.jpg")
+        started = daemon.last_rescan
+        daemon._pass(now=started + 599)
+        assert len(daemon.tracker) == 0 and daemon.last_rescan == started, "a rescan 1 s early"
+        daemon._pass(now=started + 600)
+        assert daemon.last_rescan == started + 600 and daemon.last_unpaired == started + 600
+        assert [path.name for path in daemon.tracker.entries] == ["late.jpg"]
+    finally:
+        daemon._shutdown()

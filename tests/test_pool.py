@@ -261,12 +261,15 @@ def test_a_record_that_cannot_be_saved_for_any_reason_does_not_lose_the_result_i
     the batch's results were made, and lost them."""
     from types import SimpleNamespace
 
+    from pipeline.daemon.failures import FailurePaths
     from pipeline.daemon.worker import Worker
 
     def save(job):
         raise ValueError("the record's JSON could not be made (a stand-in)")
     job = SimpleNamespace(running=True, id="20261128T000000-abcdef", source="a.jpg")
-    Worker._not_running(SimpleNamespace(spool=SimpleNamespace(save=save)), job)
+    life = FailurePaths()  # the job life's save_or_warn (rev9d finding 11), on a spool whose save raises
+    life.spool = SimpleNamespace(save=save)
+    Worker._not_running(SimpleNamespace(life=life), job)
     assert job.running is False
 
 

@@ -210,8 +210,8 @@ def _recipes(data: Any, styles_dir: Path, defaults: Settings, problems: Problems
         settings = engine_settings(body, path, problems, defaults)
         styles = _styles(body.get("styles"), path + ("styles",), styles_dir, problems, settings.max_pixels)
         settings = _style_weights(body, styles, settings, path, problems)
-        if styles and settings.style_blend and len(settings.style_blend) != len(styles):
-            problems.add(path + ("style_blend",), f"has {len(settings.style_blend)} weights for {len(styles)} styles")
+        if styles and (blend := settings.blend_problem(len(styles))):
+            problems.add(path + ("style_blend",), blend)
         recipes[str(name)] = Recipe(str(name), tuple(styles), settings, str(body.get("description", "")))
     _case_twins(data, problems)
     return recipes

@@ -14,16 +14,16 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import structlog
 
 from ..alerts import FLUSH_WAIT
-from ..engine import StyleTransfer
 from ..errors import PipelineError, StartupError
 from ..fsio import is_disk_full, sweep_tree
 from ..notify import Heartbeat, Notifier, watchdog_interval
 from . import config as config_module
+from . import executors
 from . import running
 from . import status as status_module
 from .config import Config, ConfigError
@@ -39,7 +39,9 @@ from .spool import Spool, now_iso
 from .state import JobBook
 from .unclaimable import Unclaimable
 from .watcher import Tracker, Watcher, own_folders, sidecar_for, skipped_folders
-from .pool import local_executor
+
+if TYPE_CHECKING:  # an annotation only: the import would load torch into the daemon layer (rev9d)
+    from ..engine import StyleTransfer
 
 log = structlog.get_logger("style-pipeline")
 TICK = 0.2
@@ -69,6 +71,7 @@ class Daemon:
         self.decode = DecodeCheck()
         self.started_at = now_iso()
         self.last_rescan = self.last_unpaired = 0.0
+        self.window: tuple = (None, None)  # (the config, its run window): _window_open parses it once a config
         self.config_mtime = self.config_path.stat().st_mtime_ns
         self.refused = Refused(REFUSED_RETRY_S)  # an edit refused for a painting not there yet is read again
         self.notifier = Notifier()
@@ -109,14 +112,7 @@ class Daemon:
         if freed:  # a kill -9 inside write_atomic left its temp (an output, a record, status.json): rev7b
             log.info("removed the temp files of writes killed mid-way", bytes=freed)
         running.record(config)  # where status and report find these folders after a folder edit (running.py)
-        if config.executor == "ray":  # issue 6: jobs run on Ray actors (imported only here); the rest is unchanged
-            from .ray_executor import RayExecutor
-            self.executor = RayExecutor(self.spool, lambda: self.config, self.stop)
-        else:  # issue 13: one Worker, or a pool of a slot per device (pool.py)
-            self.executor, self.engine = local_executor(config, self.engine, self.spool, lambda: self.config, self.stop)
-            log.info("engine ready", device=str(self.engine.device), weights=self.engine.weights.path,
-                     kind=self.engine.weights.kind, seconds=round(self.engine.load_seconds, 2),
-                     precision_auto=self.engine.precision("auto"))  # issue 13: as `precision --probe` recorded
+        self.executor, self.engine = executors.build(config, self.engine, self.spool, lambda: self.config, self.stop)
         self.executor.start()
         if not self.once:
             self.watcher = Watcher(config.inbox, self.tracker, config.watch, config.poll_seconds, own_folders(config))
@@ -144,28 +140,31 @@ class Daemon:
             self._shutdown()
         return 1 if self.executor is not None and self.executor.broken else 0  # non-zero: Restart=on-failure
 
-    def _pass(self) -> bool:
-        """One pass of the loop; True when `once` has nothing left to do."""
+    def _pass(self, now: float | None = None) -> bool:
+        """One pass of the loop; True when `once` has nothing left to do. ``now`` (time.monotonic) is read once a
+        pass and handed down, as huey's loop(now=None) takes it: the rescan and sidecar ticks are decided by it, so a
+        test drives them without sleeping (the run window has its own wall clock, ``clock``)."""
+        now = time.monotonic() if now is None else now
         self.book.take(self.executor.poll())  # before dispatching: a full disk found by the last job pauses it
         self._maybe_reload()
         self._check_observer()
         self._check_worker()
-        if time.monotonic() - self.last_rescan >= self.config.rescan_seconds:
-            self._rescan()
-        elif time.monotonic() - self.last_unpaired >= UNPAIRED_TICK_S:
-            self._check_unpaired()
+        if now - self.last_rescan >= self.config.rescan_seconds:
+            self._rescan(now)
+        elif now - self.last_unpaired >= UNPAIRED_TICK_S:
+            self._check_unpaired(now)
         if self._window_open():
             self.executor.resume()
             if self.executor.has_room() and not self.disk.paused():
-                self._dispatch()
+                self._dispatch(now)
         else:
             self.executor.pause()  # the running job checkpoints and waits for the next window
         self.reporter.status_tick()
         return self.once and self.drained()
 
-    def _dispatch(self) -> None:
+    def _dispatch(self, now: float) -> None:
         """Give the executor its next job: due retries and recovered jobs first, then the oldest ready file."""
-        job = self.book.take_due(time.time(), time.monotonic())
+        job = self.book.take_due(time.time(), now)
         if job is not None:
             self.executor.submit(job)
             return
@@ -229,8 +228,10 @@ class Daemon:
         return len(self.tracker) == 0 and open_jobs == 0 and not self.book.retry
 
     def _window_open(self) -> bool:
-        window = status_module.window(self.config)
-        return window is None or window.is_open(self.clock())
+        """The run window parsed once a config (a reload brings a new one), not on every 0.2 s tick."""
+        if self.window[0] is not self.config:
+            self.window = (self.config, status_module.window(self.config))
+        return self.window[1] is None or self.window[1].is_open(self.clock())
 
     # --- health, reload ---------------------------------------------------------------------------
     def _check_worker(self) -> None:
@@ -261,15 +262,15 @@ class Daemon:
             remake_folders(self.config)  # the recipe folders
             self._rescan()
 
-    def _rescan(self) -> None:
-        self.last_rescan = time.monotonic()
+    def _rescan(self, now: float | None = None) -> None:
+        self.last_rescan = time.monotonic() if now is None else now
         running.adopt(self.config)  # the running-folders record, when a daemon of this config that held it went
         self.book.take_up(self.spool)  # jobs a dead daemon left in work/ (at start, or a killed neighbour's)
         skipped = skipped_folders(self.config.inbox, own_folders(self.config))
         for rel in skipped.keys() - self.skipped.keys():
             log.warning("skipped a folder in the inbox", folder=rel, why=skipped[rel])
         self.skipped = skipped
-        self._check_unpaired()
+        self._check_unpaired(self.last_rescan)
         if self.watcher:
             self.watcher.rescan()
         else:
@@ -277,11 +278,11 @@ class Daemon:
             for path in scan(self.config.inbox, own_folders(self.config)):
                 self.tracker.seen(path)
 
-    def _check_unpaired(self) -> None:
+    def _check_unpaired(self, now: float | None = None) -> None:
         """On a tick of its own, not only at a rescan (60 s shipped): README says a lonely sidecar is told 30 s
         after it lands, and at the rescan it was told 30-90 s after (rev8a). A walk of the inbox: 17 ms for 2,000
         photos on the 2-core box (bench/bench_outputs.py), every UNPAIRED_TICK_S."""
-        self.last_unpaired = time.monotonic()
+        self.last_unpaired = time.monotonic() if now is None else now
         unpaired = unpaired_sidecars(self.config.inbox, own_folders(self.config))
         for rel in unpaired.keys() - self.unpaired.keys():
             log.warning("a sidecar in the inbox is not used", sidecar=rel, why=unpaired[rel])

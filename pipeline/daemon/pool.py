@@ -143,10 +143,7 @@ class Slot(Worker):
     def _mark_batched(self, job: Job) -> None:
         """The job in hand's record says it runs in a batch; unsaved (a full disk), a kill counts as its own."""
         job.batched = job.running
-        try:
-            self.spool.save(job)
-        except OSError as exc:
-            log.warning("job record not saved", error=f"{type(exc).__name__}: {exc}")
+        self.life.save_or_warn(job)
 
     def _batch_size(self, config: Config, plan: Plan) -> int:
         """The batch's size, or 1 when it cannot be worked out: a photo must never fail because its batch could
@@ -165,8 +162,7 @@ class Slot(Worker):
         steps = [self._on_step(job, p) for job, _, p in batch]
         opened = self._opened()
         for job, _, p in batch:
-            log.info("job started", job_id=job.id, file=job.source, recipe=p.recipe.name, size=p.settings.size,
-                     steps=p.settings.steps, attempt=job.attempts, batch=len(batch), **opened)
+            self.life.started(job, p, job_id=job.id, file=job.source, batch=len(batch), **opened)
 
         def on_step(index: int, info) -> None:
             with structlog.contextvars.bound_contextvars(job_id=jobs[index].id, file=jobs[index].source):

@@ -139,8 +139,7 @@ class RayExecutor(Executor):
                                    slot.node)
         slot.jobs.add(job.id)
         self._marker += 1
-        log.info("job started", recipe=plan.recipe.name, size=plan.settings.size, steps=plan.settings.steps,
-                 attempt=job.attempts, worker=slot.label, node=slot.node)
+        self.life.started(job, plan, worker=slot.label, node=slot.node)
         return True
 
     def _pick(self, job: Job) -> Slot:
