@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 
 from ..engine import images
@@ -311,10 +311,13 @@ def _schedule(data: Any, problems: Problems) -> None:
         problems.add(("schedule",), str(exc))
 
 
-def check_folders(config: Config) -> list[str]:
-    """Start-up checks: folders exist (created if missing), are writable, and share the inbox's filesystem."""
+def check_folders(config: Config, skip: Iterable[Path] = ()) -> list[str]:
+    """Start-up checks: folders exist (created if missing), are writable, and share the inbox's filesystem.
+    ``skip``: folders whose fault the daemon pauses on instead (folder_faults.start_faults)."""
     problems = []
     for folder in (config.inbox, config.outbox, config.work, config.done, config.failed):
+        if folder in skip:
+            continue
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -29,6 +29,7 @@ from . import status as status_module
 from .config import Config, ConfigError
 from .config_build import check_folders
 from .diskguard import DiskGuard
+from .folder_faults import claim_fault, start_faults
 from .executor import Executor, left
 from .jobs import crashed
 from .reload import AGAIN, Refused, reload_config, remake_folders
@@ -92,8 +93,9 @@ class Daemon:
             config = config_module.load(self.config_path)
         except ConfigError as exc:
             raise StartupError(str(exc)) from exc
+        self.waits = start_faults(config)  # outbox, done/, failed/ unwritable: a pause (rev9b finding 1)
         try:
-            problems = check_folders(config)
+            problems = check_folders(config, skip=self.waits)
         except OSError as exc:  # inbox/<recipe> a regular file: mkdir raises (rev6e: a bare traceback)
             problems = [f"{exc.filename}: cannot make this folder ({exc.strerror}); move away what is there"]
         if problems:
@@ -112,6 +114,8 @@ class Daemon:
         if freed:  # a kill -9 inside write_atomic left its temp (an output, a record, status.json): rev7b
             log.info("removed the temp files of writes killed mid-way", bytes=freed)
         running.record(config)  # where status and report find these folders after a folder edit (running.py)
+        for fault in self.waits.values():  # told and shown as a running daemon's pause is
+            self.book.pause(fault.folder, fault)
         self.executor, self.engine = executors.build(config, self.engine, self.spool, lambda: self.config, self.stop)
         self.executor.start()
         if not self.once:
@@ -204,10 +208,12 @@ class Daemon:
         return max(recipe.settings.max_pixels for recipe in self.config.recipes.values())
 
     def _claim_failed(self, path: Path, exc: OSError) -> None:
-        """The file stays in the inbox: a full disk pauses claiming; anything else is told once (with its fix),
-        listed by status and retried at the next rescan."""
-        if is_disk_full(exc):
-            self.disk.pause(self.config.work)
+        """The file stays in the inbox: a full disk or a spool folder fault pauses claiming (one notice, not one a
+        photo: claim_fault); anything else is told once (with its fix), listed by status and retried at the next
+        rescan."""
+        fault = claim_fault(exc, self.config)
+        if is_disk_full(exc) or fault:
+            self.book.pause(fault.folder if fault else self.config.work, fault)
         else:
             self.unclaimable.add(path, exc)
         self.tracker.forget(path)

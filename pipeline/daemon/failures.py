@@ -16,7 +16,7 @@ import structlog
 
 from ..errors import clipped
 from ..fsio import TEMP, is_disk_full, is_no_permission, service_user
-from .folder_faults import FolderFault, folder_fault
+from .folder_faults import FolderFault, spool_fault
 from .spool import Job, Reason
 
 log = structlog.get_logger("style-pipeline.worker")
@@ -47,8 +47,7 @@ class FailurePaths:
 
     def _folder_fault(self, exc: Exception) -> FolderFault | None:
         """A folder we write that cannot be written (read-only, a file in its place, no write access)."""
-        config = self.get_config()
-        return folder_fault(exc, config.outbox, (config.spool, config.work, config.done, config.failed))
+        return spool_fault(exc, self.get_config())
 
     def _pause(self, job: Job, folder: str, fault: FolderFault | None = None) -> None:
         """The machine's fault: the job waits in work/ uncharged, and claiming pauses until ``folder`` is writable."""
