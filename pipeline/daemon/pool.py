@@ -256,7 +256,8 @@ class Pool(Executor):
     def progress(self) -> Progress:
         slots = [slot.progress() for slot in self.slots]
         dead = [slot._job for slot in self.slots if not slot.is_alive() and slot.ident is not None]
-        current = next((p.current for p in slots if p.current), None)
+        running = [p.current for p in slots if p.current]  # every slot's photo, as Ray's current.running
+        current = {**running[0], "running": running} if running else None
         return Progress(self._open > 0, self._open, sum(p.marker for p in slots), current,
                         sum(p.busy_seconds for p in slots), dead[0] if dead else None)
 
