@@ -75,3 +75,34 @@ def test_a_ray_dispatcher_that_fails_stops_the_daemon_with_exit_status_1(tmp_pat
     kept = [p.name for p in (tmp_path / "spool" / "work").rglob("kept.jpg")] + \
         [p.name for p in (tmp_path / "inbox").glob("kept.jpg")]
     assert kept == ["kept.jpg"] and outputs(tmp_path) == [] and errors(tmp_path) == {}
+
+
+@needs_ray
+def test_a_dead_actor_charges_only_the_job_it_ran_and_the_record_names_that_actor(tmp_path, ray_down):
+    """rev9e #3: with max_inflight above the actors, every job queued on an actor that died was charged an attempt
+    as "died mid-job" (at max_attempts 1 photos that never started went to failed/), and a flight landing after the
+    slot was relabelled named the fresh replacement, on node "starting", as the actor that died."""
+    from pipeline.daemon.daemon import Daemon
+
+    config = make_config(tmp_path, executor="ray", max_attempts=1, ray={**ONE_ACTOR, "max_inflight": 3},
+                         defaults={"size": 64, "steps": 60, "early_stop_tol": 0})
+    daemon = Daemon(config)
+    thread, _ = run_keeping_status(daemon)
+    try:
+        for name in ("first.jpg", "second.jpg", "third.jpg"):
+            drop(tmp_path / "inbox", name)
+        wait_for(lambda: daemon.executor and len((daemon.executor.progress().current or {}).get("running", [])) == 3,
+                 120, step=0.2)
+        victim_file = max(daemon.executor.progress().current["running"], key=lambda j: j["step"])["file"]
+        victim = kill_when_running(daemon, victim_file)
+        wait_for(lambda: len(outputs(tmp_path)) + len(errors(tmp_path)) == 3, 200, step=0.3)
+    finally:
+        daemon.stop.set()
+        thread.join(60)
+    failed = errors(tmp_path)
+    assert set(failed) == {victim_file}, f"jobs queued behind the dead actor were charged: {failed}"
+    assert f"worker {victim} on " in failed[victim_file]["message"]
+    assert "on starting" not in failed[victim_file]["message"], failed[victim_file]["message"]
+    for image in outputs(tmp_path):
+        record = json.loads(image.with_suffix(".json").read_text())
+        assert record["lost_attempts"] == [] and record["attempts"] == 1, (image.name, record["lost_attempts"])

@@ -28,6 +28,7 @@ from .spool import Job, Spool
 log = structlog.get_logger("style-pipeline.ray")
 
 STYLE_REFS_KEPT = 64
+STARTING = "starting"  # a slot's node until its actor answers: where it runs is not known yet
 
 
 @dataclass
@@ -39,7 +40,7 @@ class Slot:
     label: str = ""
     generation: int = 0
     info: dict | None = None  # who the actor is (node, host, device), from its first answer: None until ready
-    node: str = "starting"
+    node: str = STARTING
     jobs: set = field(default_factory=set)
     asked: Any = None  # the ObjectRef of a progress() call in flight
     last_progress: dict | None = None
@@ -60,6 +61,8 @@ class Flight:
     handle: Any = None
     label: str = ""
     node: str = ""
+    began: bool = False  # its actor was heard running it
+    charged: bool | None = None  # its actor died: was it the job it ran (decided once for all of that actor's)
 
 
 class RayExecutor(Executor):
@@ -179,16 +182,35 @@ class RayExecutor(Executor):
             worker = reply["worker"]
             record = {"executor": "ray", "worker": worker, "lost_attempts": self.life.lost_attempts.pop(job.id, [])}
             self.life.land(job, flight.config, flight.plan, reply["result"], record, worker=worker["actor"],
-                           node=flight.slot.node)
+                           node=flight.node)
         elif reply["status"] == "cancelled":
             self.life.conclude(job, Cancelled(reply["step"], None))
         else:
             self.life.conclude(job, JobFailure(Reason(reply["reason"]), reply["problem"], reply["fix"]))
 
     def _lost(self, flight: Flight, exc: Exception) -> None:
-        self.life.lost(flight.job, flight.slot.label, flight.slot.node, exc)
+        """Only the job the dead actor ran costs an attempt; the ones queued behind it wait, uncharged (rev9e #3:
+        at max_attempts 1 they went to failed/ without ever starting). The record names the actor that ran it."""
+        if self._ran(flight):
+            self.life.lost(flight.job, flight.label, flight.node, exc)
+        else:
+            self.life.defer(flight.job, 0, "its worker died before it began it; it goes to another worker")
         if flight.slot.generation == flight.generation:
             self._replace(flight.slot, exc)  # the slot's next _watch starts a new actor
+
+    def _ran(self, flight: Flight) -> bool:
+        """Was this the job its dead actor was running? The one it was heard running, else (it died before a progress
+        answer) the oldest sent to it: an actor runs its jobs one at a time, in the order sent. None where the actor
+        was never heard ready (it died starting: its node's fault, not a photo's). Decided once for all of that
+        actor's flights still out, since they land one by one."""
+        if flight.charged is None:
+            mine = [f for f in (flight, *self.flights.values())
+                    if f.slot is flight.slot and f.generation == flight.generation]
+            running = next((f for f in mine if f.began), None) or min(mine, key=lambda f: f.started)
+            running = None if flight.node == STARTING else running
+            for other in mine:
+                other.charged = other is running
+        return bool(flight.charged)
 
     # --- actors ------------------------------------------------------------------------------------
     def _spawn(self, slot: Slot) -> None:
@@ -197,7 +219,7 @@ class RayExecutor(Executor):
         slot.label = f"worker-{slot.index}" + (f".{slot.generation}" if slot.generation else "")
         slot.handle = self._actor_class.options(num_gpus=self.gpus, num_cpus=self.cpus).remote(
             slot.label, weights, device, cache, threads)
-        slot.info, slot.node, slot.asked, slot.last_progress = None, "starting", None, None
+        slot.info, slot.node, slot.asked, slot.last_progress = None, STARTING, None, None
 
     def _replace(self, slot: Slot, exc: Exception) -> None:
         """A new actor in the slot: at once if the dead one had been ready, else (no weights or no torch on
@@ -251,6 +273,10 @@ class RayExecutor(Executor):
         if slot.info is worker or (step and step.get("step") != (slot.last_progress or {}).get("step")):
             self._marker += 1  # the watchdog's sign of life: an actor came up, or a step moved
         slot.last_progress = step or slot.last_progress
+        for flight in self.flights.values():  # its node, once known; the job it runs: charged if it dies (_ran)
+            if flight.slot is slot and flight.generation == slot.generation:
+                flight.node = slot.node
+                flight.began = flight.began or bool(step) and flight.job.id == step.get("job_id")
 
     def _update_progress(self) -> None:
         """status.json's "current": the oldest job in flight, and every job in flight under "running"."""
@@ -258,7 +284,7 @@ class RayExecutor(Executor):
         for flight in sorted(self.flights.values(), key=lambda f: f.started):
             step = flight.slot.last_progress or {}
             running.append(current(flight.job, flight.plan, step if step.get("job_id") == flight.job.id else {},
-                                   worker=flight.slot.label, node=flight.slot.node,
+                                   worker=flight.label, node=flight.node,
                                    elapsed=round(now - flight.started, 1)))
         self._current = {**running[0], "running": running} if running else None
 
