@@ -345,3 +345,32 @@ def test_once_paused_on_a_folder_fault_exits_with_the_fix_and_keeps_the_photo(tm
     assert [p.name for p in outputs(tmp_path)] == ["rocket.png"] and errors(tmp_path) == {}
     assert [p.name for p in (tmp_path / "spool" / "done").iterdir()] == ["rocket.jpg"]
     assert not list((tmp_path / "spool" / "work").iterdir())
+
+
+def test_a_recipe_folder_linked_to_a_share_not_mounted_says_mount_it(tmp_path):
+    """rev9b finding 3: outbox/starry -> a share's folder, the share not mounted tonight. Status and the `paused`
+    notice said "outbox/starry is a file: ... move the file away": there is no file, and doing so removed the
+    person's link (the outputs then landed locally, not in the gallery). Now they name the link and its target, and
+    the photo lands in the share once it is there."""
+    notices = tmp_path / "notices.txt"
+    config = make_config(tmp_path, notify=f"sh -c 'echo \"$STYLE_PIPELINE_EVENT $STYLE_PIPELINE_MESSAGE\" >> {notices}'")
+    gallery = tmp_path / "gallery"  # the share's mount point, nothing mounted
+    link = tmp_path / "outbox" / "starry"
+    link.parent.mkdir()
+    link.symlink_to(gallery / "starry")
+    proc = start(config)
+    try:
+        wait_ready(proc)
+        shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / "rocket.jpg")
+        state = wait_for(lambda: ((s := status_json(tmp_path).get("state", "")).startswith("paused:") and s)
+                         or errors(tmp_path), 60, proc)
+        assert errors(tmp_path) == {}
+        wording = f"{link} is a link to {gallery / 'starry'}, which is not there (a share not mounted?): mount it"
+        assert wording in state and "move the file away" not in state, state
+        told = wait_for(lambda: [line for line in _notices(notices) if line.startswith("paused")], 30, proc)
+        assert len(told) == 1 and wording in told[0] and "move the file away" not in told[0], told
+        (gallery / "starry").mkdir(parents=True)  # the share is back
+        wait_for(lambda: list((gallery / "starry").glob("rocket*.png")), 60, proc)
+        assert link.is_symlink(), "the person's link is kept"
+    finally:
+        stop(proc)
