@@ -97,7 +97,10 @@ def cmd_status(args) -> int:
     config = _load_config(args) or _folders_only(args.config)
     if config is None:
         return 2
-    data = status.read(_running_folders(config))
+    from .daemon import status_spare
+
+    config = _running_folders(config)
+    data = status.read(config, status_spare.last_word(config.path, config.spool))  # a read-only spool: rev9b 4
     print(json.dumps(data, indent=2) if args.json else status.render(data))
     return 0
 

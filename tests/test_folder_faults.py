@@ -374,3 +374,50 @@ def test_a_recipe_folder_linked_to_a_share_not_mounted_says_mount_it(tmp_path):
         assert link.is_symlink(), "the person's link is kept"
     finally:
         stop(proc)
+
+
+
+@pytest.fixture
+def data_mount(tmp_path):
+    """The inbox and the spool on one 16 MB tmpfs (the spool must share the inbox's filesystem)."""
+    yield from mounted_tmpfs(tmp_path / "data", "the read-only spool is not tested here")
+
+
+def test_a_read_only_spool_disk_is_shown_paused_not_not_running(tmp_path, data_mount):
+    """rev9b finding 4: the disk holding the inbox and the spool remounted read-only. status.json could not be
+    written, so `status` said "not running" (healthy false, no folder, no fix) of a live daemon, and the metrics
+    warning was logged every metrics_seconds. Now claiming pauses with the mount's fix, the status is written beside
+    the config where `status` reads it once the spool's is stale, the metrics warning is logged once, and all
+    clears on rw."""
+    import json
+    import os
+    import sys
+
+    import yaml
+
+    from daemon_helpers import ROOT
+
+    config = make_config(tmp_path, metrics_seconds=1)
+    settings = yaml.safe_load(config.read_text())
+    settings["folders"] = {"inbox": str(data_mount / "inbox"), "outbox": str(tmp_path / "outbox"),
+                           "spool": str(data_mount / "spool")}
+    config.write_text(yaml.safe_dump(settings))
+    proc = start(config)
+    spare = tmp_path / ".style-pipeline" / "config.yaml.status.json"
+    try:
+        wait_ready(proc)
+        subprocess.run(["mount", "-o", "remount,ro", str(data_mount)], check=True)
+        wait_for(lambda: spare.exists() and "read-only" in json.loads(spare.read_text()).get("state", ""), 30, proc)
+        time.sleep(31)  # the spool's status.json is stale now
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        out = subprocess.run([sys.executable, "-m", "pipeline.cli", "status", "--json", "--config", str(config)],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=60).stdout
+        state = json.loads(out)["state"]
+        assert state.startswith("paused:") and f"{data_mount / 'spool'} is on a read-only mount" in state, state
+        log = Path(proc.log_path).read_text(errors="replace")
+        assert log.count("metrics file not written") == 1, log.count("metrics file not written")
+        subprocess.run(["mount", "-o", "remount,rw", str(data_mount)], check=True)
+        wait_for(lambda: not spare.exists() and status_json(data_mount).get("state") == "running", 30, proc)
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(data_mount)], check=False)
+        stop(proc)

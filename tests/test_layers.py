@@ -28,7 +28,7 @@ LAYER = {
     "pipeline.daemon.daemon": DAEMON, "pipeline.daemon.status": DAEMON, "pipeline.daemon.state": DAEMON,
     "pipeline.daemon.reload": DAEMON, "pipeline.daemon.reporting": DAEMON, "pipeline.daemon.sidecars": DAEMON,
     "pipeline.daemon.tally": JOBS, "pipeline.daemon.unclaimable": DAEMON,  # rev7d findings 7 and 3
-    "pipeline.daemon.running": DAEMON,  # rev7f finding 3: the running folders, beside status
+    "pipeline.daemon.running": DAEMON, "pipeline.daemon.status_spare": DAEMON,  # rev7f finding 3: the running folders, beside status
     "pipeline.cli": CLI, "pipeline.commands": CLI, "pipeline.starter": CLI, "pipeline.service": CLI,
     "pipeline.report": CLI, "pipeline.report_pictures": CLI, "pipeline.report_state": CLI, "pipeline.report_window": CLI, "pipeline.report_logs": CLI, "pipeline.precision_command": CLI,
 }

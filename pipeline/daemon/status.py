@@ -106,9 +106,10 @@ def write(spool: Path, data: dict) -> None:
             handle.write(text + b" " * max(0, old - len(text)))  # trailing blanks are valid JSON
 
 
-def read(config) -> dict:
-    """What `status` prints: the daemon's last word, checked for staleness, plus fresh counts of the folders."""
-    data = last_word(config.spool)
+def read(config, word: dict | None = None) -> dict:
+    """What `status` prints: the daemon's last word (``word``: read elsewhere, status_spare.last_word), checked for
+    staleness, plus fresh counts of the folders."""
+    data = last_word(config.spool) if word is None else word
     if not alive(data):
         not_running(data, config.inbox)
     failed = sorted(config.failed.glob("*.error.json"), key=lambda p: p.stat().st_mtime)
