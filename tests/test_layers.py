@@ -24,7 +24,7 @@ LAYER = {
         "settle", "diskguard", "watcher", "log", "jobs", "prechecks", "config_pool", "sheets", "handover")},
     "pipeline.daemon.spool_count": JOBS, "pipeline.daemon.folder_faults": JOBS,  # rev8b findings 2 and 4
     **{f"pipeline.daemon.{name}": EXECUTORS for name in ("worker", "executor", "ray_cluster", "ray_executor",
-                                                         "ray_actor", "pool", "batching", "executors")},
+                                                         "ray_actor", "pool", "batching", "executors", "turns")},
     "pipeline.daemon.daemon": DAEMON, "pipeline.daemon.status": DAEMON, "pipeline.daemon.state": DAEMON,
     "pipeline.daemon.reload": DAEMON, "pipeline.daemon.reporting": DAEMON, "pipeline.daemon.sidecars": DAEMON,
     "pipeline.daemon.tally": JOBS, "pipeline.daemon.unclaimable": DAEMON,  # rev7d findings 7 and 3

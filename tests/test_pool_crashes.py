@@ -1,0 +1,94 @@
+"""A kill with two pool slots running (rev9e finding 2): the crash is counted as a batch's, each photo then takes a
+turn alone (pipeline/daemon/turns.py), so that a poison photo still fails alone and its neighbour is written."""
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+
+from daemon_helpers import SAMPLES, errors, log_events, make_config, outputs, run_until_killed, start, stop, wait_for
+from pipeline.daemon.spool import Job
+from pipeline.daemon.turns import Turns
+
+POISON = """
+import os, signal, time
+from pipeline.daemon import worker as _worker
+
+_on_step = _worker.Worker._on_step
+SLOW = {slow}
+
+
+def _dies_at_p(self, job, plan):  # p.jpg kills the daemon at its first step (the OOM killer); w.jpg crawls (SLOW)
+    if job.name == "p.jpg":
+        return lambda info: os.kill(os.getpid(), signal.SIGKILL)
+    step = _on_step(self, job, plan)
+    return (lambda info: (time.sleep(SLOW), step(info))) if SLOW else step
+
+
+_worker.Worker._on_step = _dies_at_p
+"""
+
+
+def test_one_kill_with_two_slots_running_fails_neither_photo_and_the_culprit_then_fails_alone(tmp_path):
+    """w runs in slot 0 when p, in slot 1, kills the daemon (max_crashes: 1). The kill may be either's: each is
+    charged a batch_crash, not a crash. At the restart each runs alone in its turn (no other slot running): w is
+    written, p kills the daemon again, alone, and at the next start fails as crashed_daemon naming itself. Before,
+    the first kill charged both a crash: both went to failed/ as crashed_daemon."""
+    config = make_config(tmp_path, devices=["cpu", "cpu"], max_crashes=1, defaults={"steps": 10})
+    inbox = tmp_path / "inbox"
+    first = start(config, patches=POISON.format(slow=0.5))
+    shutil.copy(SAMPLES / "rocket.jpg", inbox / "w.jpg")
+    wait_for(lambda: any(e.get("event") == "progress" for e in log_events(first)), 90, first)
+    shutil.copy(SAMPLES / "coffee.jpg", inbox / "p.jpg")
+    assert first.wait(60) == -9, "p killed the daemon beside w"
+    died = run_until_killed(config, POISON.format(slow=0), failed=2, timeout=90)
+    assert died == -9, f"p killed the daemon when its turn came, alone; failed: {errors(tmp_path)}"
+    assert [p.name for p in outputs(tmp_path)] == ["w.png"], "w ran alone in its turn, before p, and was written"
+    proc = start(config, patches=POISON.format(slow=0))
+    try:
+        wait_for(lambda: errors(tmp_path), 60, proc)
+    finally:
+        assert stop(proc) == 0
+    assert {name: e["code"] for name, e in errors(tmp_path).items()} == {"p.jpg": "crashed_daemon"}
+    assert "p.jpg" in errors(tmp_path)["p.jpg"]["fix"]
+    record = json.loads((tmp_path / "outbox" / "starry" / "w.json").read_text())
+    assert (record["crashes"], record["batch_crashes"]) == (0, 1), "the kill beside p noted apart, not counted"
+    assert (errors(tmp_path)["p.jpg"]["crashes"], errors(tmp_path)["p.jpg"]["batch_crashes"]) == (1, 1)
+    assert not list((tmp_path / "spool" / "work").iterdir())
+
+
+def _job(name: str, **fields) -> Job:
+    return Job(name, name, name, f"/nonexistent/{name}", "", **fields)
+
+
+def test_a_suspect_waits_for_the_other_slots_and_holds_back_new_photos_until_its_turn_ends():
+    """turns.Turns in-process: photos with no crash behind them go in side by side at once (each told whom it runs
+    beside); a photo a crash fell on waits until no other slot runs, and while it waits or runs no new photo goes
+    in; a stop ends any wait."""
+    turns, entered = Turns(), []
+    assert turns.enter(_job("a"), lambda: False) == []
+    assert [j.id for j in turns.enter(_job("b"), lambda: False)] == ["a"], "b runs beside a"
+    suspect, fresh = _job("s", batch_crashes=1), _job("c")
+    threads = [threading.Thread(target=lambda j=j: entered.append((j.id, turns.enter(j, lambda: False))))
+               for j in (suspect, fresh)]
+    threads[0].start()
+    time.sleep(0.3)
+    threads[1].start()
+    time.sleep(0.3)
+    assert entered == [], "s waits for a and b; c waits behind s"
+    turns.leave(_job("a"))
+    turns.leave(_job("b"))
+    threads[0].join(5)
+    assert entered == [("s", [])], "s runs alone: no one beside it"
+    time.sleep(0.3)
+    assert len(entered) == 1, "c waits for s's turn to end"
+    turns.leave(suspect)
+    threads[1].join(5)
+    assert entered[1] == ("c", [])
+    stopping = threading.Event()
+    late = threading.Thread(target=lambda: entered.append(("t", turns.enter(_job("t", crashes=1), stopping.is_set))))
+    late.start()
+    stopping.set()
+    late.join(5)
+    assert entered[2][0] == "t" and [j.id for j in entered[2][1]] == ["c"], "a stop ends the wait"
