@@ -65,6 +65,7 @@ class Flight:
     node: str = ""
     began: bool = False  # its actor was heard running it
     charged: bool | None = None  # its actor died: was it the job it ran (decided once for all of that actor's)
+    logged_at: float = 0.0  # its last "progress" line (time.monotonic); 0: none yet
 
 
 class RayExecutor(Executor):
@@ -288,13 +289,28 @@ class RayExecutor(Executor):
             if worker["versions"] != versions():
                 log.warning("a worker runs other versions than the daemon", worker=slot.label,
                             worker_versions=worker["versions"], daemon_versions=versions())
-        if slot.info is worker or (step and step.get("step") != (slot.last_progress or {}).get("step")):
+        moved = bool(step) and "step" in step and step.get("step") != (slot.last_progress or {}).get("step")
+        if slot.info is worker or moved:
             self._marker += 1  # the watchdog's sign of life: an actor came up, or a step moved
         slot.last_progress = step or slot.last_progress
         for flight in self.flights.values():  # its node, once known; the job it runs: charged if it dies (_ran)
             if flight.slot is slot and flight.generation == slot.generation:
                 flight.node = slot.node
                 flight.began = flight.began or bool(step) and flight.job.id == step.get("job_id")
+                if moved and flight.job.id == step.get("job_id"):
+                    self._log_progress(flight, step)
+
+    def _log_progress(self, flight: Flight, step: dict) -> None:
+        """The journal's "progress" line, as a local job's (worker.py): at the first step heard, then at most once
+        every progress_seconds, so that a slow Ray job tells itself from a stuck one (rev9e #5: none was logged)."""
+        now = time.monotonic()
+        if flight.logged_at and now - flight.logged_at < flight.config.progress_seconds:
+            return
+        flight.logged_at = now
+        fields = current(flight.job, flight.plan, step, worker=flight.label, node=flight.node,
+                         elapsed=round(now - flight.started, 1))
+        with logging_for(flight.job):
+            log.info("progress", **{k: v for k, v in fields.items() if k not in ("job_id", "file")})
 
     def _update_progress(self) -> None:
         """status.json's "current": the oldest job in flight, and every job in flight under "running"."""
