@@ -28,7 +28,12 @@ def _daemon(args, once: bool) -> int:
     try:
         daemon = Daemon(args.config, once=once)
         log.configure(daemon.config.log_format, daemon.config.log_level)
-        return daemon.run()
+        code = daemon.run()
+        if daemon.blocked:  # `once` cannot wait for a person: what to fix, on stderr for cron's mail
+            waiting = daemon.spool.counts()["in_work"]
+            print(f"style-pipeline once: stopped: {waiting} photo{' waits' if waiting == 1 else 's wait'} in work/ "
+                  f"for the next run: {daemon.blocked}", file=sys.stderr)
+        return code
     except StartupError as exc:
         print(f"style-pipeline {args.command}: {exc}", file=sys.stderr)
         return 2

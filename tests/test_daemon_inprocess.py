@@ -131,9 +131,14 @@ def test_once_exits_nonzero_only_when_the_daemon_cannot_work(tmp_path, capsys):
     assert "missing.jpg" in capsys.readouterr().err
     folder = tmp_path / "blocked"
     config = make_config(folder)
-    (folder / "outbox").write_text("a file where the outbox folder should be")  # unusable even for root
+    (folder / "inbox").rmdir()
+    (folder / "inbox").write_text("a file where the inbox folder should be")  # unusable even for root
     assert main(["once", "--config", str(config)]) == 2
-    assert "outbox" in capsys.readouterr().err
+    assert "inbox" in capsys.readouterr().err
+    paused = make_config(tmp_path / "paused")  # the outbox a file: a pause a person fixes (rev9b findings 1, 5)
+    (tmp_path / "paused" / "outbox").write_text("a file where the outbox folder should be")
+    assert main(["once", "--config", str(paused)]) == 3
+    assert f"{tmp_path / 'paused' / 'outbox'} is a file" in capsys.readouterr().err
 
 
 def test_status_reports_a_running_job(tmp_path, engine, capsys):

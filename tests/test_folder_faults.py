@@ -307,3 +307,70 @@ def test_only_an_inbox_or_work_fault_refuses_to_start(tmp_path, where):
     assert list(daemon.waits) == [folder]
     assert f"{folder} is a file" in daemon.waits[folder].fix and "move the file away" in daemon.waits[folder].fix
 
+
+def _once(config: Path) -> subprocess.CompletedProcess:
+    import os
+    import sys
+
+    from daemon_helpers import ROOT
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    try:
+        return subprocess.run([sys.executable, "-m", "pipeline.cli", "once", "--config", str(config)], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=90)
+    except subprocess.TimeoutExpired as exc:
+        tail = (exc.stdout or b"")[-600:]
+        raise AssertionError(f"`once` still running after 90 s (paused for good):\n{tail}") from None
+
+
+def test_once_paused_on_a_folder_fault_exits_with_the_fix_and_keeps_the_photo(tmp_path):
+    """rev9b finding 5: README's `once` "processes what is waiting and exits" (cron). A file where outbox/starry must
+    be paused claiming and `once` then ran until killed, cron starting another beside it each time. Now it releases
+    the waiting job to work/ (unlocked: nothing lost), exits 3 with the pause's fix on stderr, and the next `once`
+    after the fix styles the photo once."""
+    config = make_config(tmp_path)
+    starry = tmp_path / "outbox" / "starry"
+    starry.parent.mkdir()
+    starry.write_text("a sync tool's file where the recipe's folder must be\n")
+    shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / "rocket.jpg")
+    done = _once(config)
+    assert done.returncode == 3, (done.returncode, done.stderr[-600:])
+    assert f"{starry} is a file" in done.stderr and "move the file away" in done.stderr, done.stderr[-600:]
+    assert "1 photo waits in work/" in done.stderr, done.stderr[-600:]
+    waiting = list((tmp_path / "spool" / "work").iterdir())
+    assert len(waiting) == 1 and (waiting[0] / "rocket.jpg").exists() and errors(tmp_path) == {}
+    starry.unlink()  # the fix
+    again = _once(config)
+    assert again.returncode == 0, again.stderr[-600:]
+    assert [p.name for p in outputs(tmp_path)] == ["rocket.png"] and errors(tmp_path) == {}
+    assert [p.name for p in (tmp_path / "spool" / "done").iterdir()] == ["rocket.jpg"]
+    assert not list((tmp_path / "spool" / "work").iterdir())
+
+
+def test_a_recipe_folder_linked_to_a_share_not_mounted_says_mount_it(tmp_path):
+    """rev9b finding 3: outbox/starry -> a share's folder, the share not mounted tonight. Status and the `paused`
+    notice said "outbox/starry is a file: ... move the file away": there is no file, and doing so removed the
+    person's link (the outputs then landed locally, not in the gallery). Now they name the link and its target, and
+    the photo lands in the share once it is there."""
+    notices = tmp_path / "notices.txt"
+    config = make_config(tmp_path, notify=f"sh -c 'echo \"$STYLE_PIPELINE_EVENT $STYLE_PIPELINE_MESSAGE\" >> {notices}'")
+    gallery = tmp_path / "gallery"  # the share's mount point, nothing mounted
+    link = tmp_path / "outbox" / "starry"
+    link.parent.mkdir()
+    link.symlink_to(gallery / "starry")
+    proc = start(config)
+    try:
+        wait_ready(proc)
+        shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / "rocket.jpg")
+        state = wait_for(lambda: ((s := status_json(tmp_path).get("state", "")).startswith("paused:") and s)
+                         or errors(tmp_path), 60, proc)
+        assert errors(tmp_path) == {}
+        wording = f"{link} is a link to {gallery / 'starry'}, which is not there (a share not mounted?): mount it"
+        assert wording in state and "move the file away" not in state, state
+        told = wait_for(lambda: [line for line in _notices(notices) if line.startswith("paused")], 30, proc)
+        assert len(told) == 1 and wording in told[0] and "move the file away" not in told[0], told
+        (gallery / "starry").mkdir(parents=True)  # the share is back
+        wait_for(lambda: list((gallery / "starry").glob("rocket*.png")), 60, proc)
+        assert link.is_symlink(), "the person's link is kept"
+    finally:
+        stop(proc)

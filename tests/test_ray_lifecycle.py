@@ -106,3 +106,23 @@ def test_a_dead_actor_charges_only_the_job_it_ran_and_the_record_names_that_acto
     for image in outputs(tmp_path):
         record = json.loads(image.with_suffix(".json").read_text())
         assert record["lost_attempts"] == [] and record["attempts"] == 1, (image.name, record["lost_attempts"])
+
+
+@needs_ray
+def test_sigterm_on_a_ray_job_checkpoints_it_before_the_daemon_exits(tmp_path):
+    """rev9e #1: at a stop the dispatcher left the jobs in flight at once (no cancel sent, nothing saved) and logged
+    "job checkpointed for the next start"; it now cancels them and waits for their checkpoints within the stop.
+    (A closing window's checkpoint and the resume from it: test_ray's test_run_window_closing_...)"""
+    config = make_config(tmp_path, executor="ray", ray=ONE_ACTOR, defaults={"size": 64, "steps": 80, "early_stop_tol": 0})
+    drop(tmp_path / "inbox", "late.jpg")
+    proc = start_daemon(config, tmp_path / "first.log")
+    try:
+        wait_for(lambda: status_current(tmp_path).get("step", 0) >= 10, 150, proc, step=0.2)
+        code = stop(proc, 120)
+    finally:
+        kill_group(proc)
+    said = {e["event"]: e for e in log_events(proc) if "checkpoint" in e.get("event", "")}
+    [work] = list((tmp_path / "spool" / "work").iterdir())
+    assert code == 0 and outputs(tmp_path) == [] and errors(tmp_path) == {}
+    assert said["job checkpointed for the next start"]["step"] >= 10, said
+    assert (work / "checkpoint.pt").is_file(), f"logged {said}, and no checkpoint in work/"

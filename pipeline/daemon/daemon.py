@@ -63,6 +63,7 @@ class Daemon:
         self.stop = threading.Event()
         self.reload_requested = False
         self.signals = 0
+        self.blocked: str | None = None  # `once` stopped on a folder fault: its fix (_blocked)
         self.config = self._load_config()
         self.engine = engine
         self.spool = Spool(self.config.inbox, self.config.work, self.config.done, self.config.failed)
@@ -142,6 +143,8 @@ class Daemon:
                     time.sleep(TICK)
         finally:
             self._shutdown()
+        if self.blocked:  # `once` stopped on a folder fault (_blocked): the photos wait for the next run
+            return 3
         return 1 if self.executor is not None and self.executor.broken else 0  # non-zero: Restart=on-failure
 
     def _pass(self, now: float | None = None) -> bool:
@@ -164,7 +167,7 @@ class Daemon:
         else:
             self.executor.pause()  # the running job checkpoints and waits for the next window
         self.reporter.status_tick()
-        return self.once and self.drained()
+        return self.once and (self._blocked() or self.drained())
 
     def _dispatch(self, now: float) -> None:
         """Give the executor its next job: due retries and recovered jobs first, then the oldest ready file."""
@@ -232,6 +235,16 @@ class Daemon:
         open_jobs = self.executor.progress().open_jobs
         self.book.take(self.executor.poll())
         return len(self.tracker) == 0 and open_jobs == 0 and not self.book.retry
+
+    def _blocked(self) -> bool:
+        """`once` paused on a folder fault with nothing running: only a person can fix it, so it stops (rev9b
+        finding 5: it ran until killed, cron starting another beside it), and says so even with nothing waiting (a
+        first try). _shutdown releases the waiting jobs to work/, taken up at the next run; a full disk may clear
+        by itself, so it still waits for space."""
+        fix = self.disk.paused() and (self.disk.state or {}).get("fix")
+        if fix and self.executor.progress().open_jobs == 0:
+            self.blocked = fix
+        return self.blocked is not None
 
     def _window_open(self) -> bool:
         """The run window parsed once a config (a reload brings a new one), not on every 0.2 s tick."""

@@ -58,9 +58,7 @@ def folder_fault(exc: BaseException, outbox: Path, spool: Iterable[Path]) -> Fol
         found = not_a_folder(target, roots)
         if found is None:  # moved away already: the next try tells
             return None
-        label = "the outbox" if found == roots[0] else "it"
-        return FolderFault(found, CODES[exc.errno],
-                           f"{shown(str(found))} is a file: {label} must be a folder: move the file away{RESUMES}")
+        return FolderFault(found, CODES[exc.errno], in_the_way(found, found == roots[0]) + RESUMES)
     return FolderFault(target.parent, CODES[exc.errno], writable_fix(target.parent, exc) + RESUMES)
 
 
@@ -101,6 +99,18 @@ def write_fault(folder: Path, config) -> FolderFault | None:
     except OSError as exc:
         return spool_fault(exc, config)
     return None
+
+
+def in_the_way(found: Path, outbox: bool) -> str:
+    """The fix for what stands where a folder must be. A link to a missing target (outbox/starry -> a share not
+    mounted tonight) is no file to move away: doing so removed the person's link, and the outputs then landed in a
+    local folder, not the share (rev9b finding 3)."""
+    if found.is_symlink() and not found.exists():
+        target = os.path.normpath(found.parent / os.readlink(found))
+        return (f"{shown(str(found))} is a link to {shown(target)}, which is not there (a share not mounted?): "
+                "mount it or make that folder")
+    label = "the outbox" if outbox else "it"
+    return f"{shown(str(found))} is a file: {label} must be a folder: move the file away"
 
 
 def not_a_folder(target: Path, roots: list[Path]) -> Path | None:
