@@ -8,7 +8,8 @@ import threading
 import time
 
 from daemon_helpers import SAMPLES, errors, log_events, make_config, outputs, run_until_killed, start, stop, wait_for
-from pipeline.daemon.spool import Job
+from pipeline.daemon.config import load as load_config
+from pipeline.daemon.spool import Job, Spool
 from pipeline.daemon.turns import Turns
 
 POISON = """
@@ -32,9 +33,10 @@ _worker.Worker._on_step = _dies_at_p
 
 def test_one_kill_with_two_slots_running_fails_neither_photo_and_the_culprit_then_fails_alone(tmp_path):
     """w runs in slot 0 when p, in slot 1, kills the daemon (max_crashes: 1). The kill may be either's: each is
-    charged a batch_crash, not a crash. At the restart each runs alone in its turn (no other slot running): w is
-    written, p kills the daemon again, alone, and at the next start fails as crashed_daemon naming itself. Before,
-    the first kill charged both a crash: both went to failed/ as crashed_daemon."""
+    charged a batch_crash, not a crash. At the restart each runs alone in its turn (no other slot running; a stop
+    while p waits ends its wait unbegun): w is written, p kills the daemon again, alone, and the next start charges
+    p alone a crash (at max_crashes it fails as crashed_daemon naming itself: test_batch_faults). Before, the first
+    kill charged both a crash: both went to failed/ as crashed_daemon."""
     config = make_config(tmp_path, devices=["cpu", "cpu"], max_crashes=1, defaults={"steps": 10})
     inbox = tmp_path / "inbox"
     first = start(config, patches=POISON.format(slow=0.5))
@@ -42,20 +44,19 @@ def test_one_kill_with_two_slots_running_fails_neither_photo_and_the_culprit_the
     wait_for(lambda: any(e.get("event") == "progress" for e in log_events(first)), 90, first)
     shutil.copy(SAMPLES / "coffee.jpg", inbox / "p.jpg")
     assert first.wait(60) == -9, "p killed the daemon beside w"
+    second = start(config, patches=POISON.format(slow=0.5))
+    wait_for(lambda: any(e.get("event") == "progress" for e in log_events(second)), 90, second)
+    assert stop(second) == 0, "a stop while p waited for its turn did not let p in beside w (its poison unrun)"
+    assert [e["file"] for e in log_events(second) if e.get("event") == "job started"] == ["w.jpg"]
+    assert [e["file"] for e in log_events(second) if e.get("event", "").startswith("job not begun")] == ["p.jpg"]
     died = run_until_killed(config, POISON.format(slow=0), failed=2, timeout=90)
     assert died == -9, f"p killed the daemon when its turn came, alone; failed: {errors(tmp_path)}"
     assert [p.name for p in outputs(tmp_path)] == ["w.png"], "w ran alone in its turn, before p, and was written"
-    proc = start(config, patches=POISON.format(slow=0))
-    try:
-        wait_for(lambda: errors(tmp_path), 60, proc)
-    finally:
-        assert stop(proc) == 0
-    assert {name: e["code"] for name, e in errors(tmp_path).items()} == {"p.jpg": "crashed_daemon"}
-    assert "p.jpg" in errors(tmp_path)["p.jpg"]["fix"]
     record = json.loads((tmp_path / "outbox" / "starry" / "w.json").read_text())
     assert (record["crashes"], record["batch_crashes"]) == (0, 1), "the kill beside p noted apart, not counted"
-    assert (errors(tmp_path)["p.jpg"]["crashes"], errors(tmp_path)["p.jpg"]["batch_crashes"]) == (1, 1)
-    assert not list((tmp_path / "spool" / "work").iterdir())
+    loaded = load_config(config)  # the next start's recovery, in-process: the second kill is p's own crash
+    [left] = Spool(loaded.inbox, loaded.work, loaded.done, loaded.failed).recover()
+    assert (left.name, left.crashes, left.batch_crashes) == ("p.jpg", 1, 1), "at max_crashes: 1, p fails alone"
 
 
 def _job(name: str, **fields) -> Job:
@@ -86,9 +87,23 @@ def test_a_suspect_waits_for_the_other_slots_and_holds_back_new_photos_until_its
     turns.leave(suspect)
     threads[1].join(5)
     assert entered[1] == ("c", [])
-    stopping = threading.Event()
-    late = threading.Thread(target=lambda: entered.append(("t", turns.enter(_job("t", crashes=1), stopping.is_set))))
-    late.start()
+    stopping, late = threading.Event(), _job("t", crashes=1)
+    waiting = threading.Thread(target=lambda: entered.append(("t", turns.enter(late, stopping.is_set))))
+    waiting.start()
     stopping.set()
-    late.join(5)
-    assert entered[2][0] == "t" and [j.id for j in entered[2][1]] == ["c"], "a stop ends the wait"
+    waiting.join(5)
+    assert entered[2] == ("t", None), "a stop ends the wait: t is not begun"
+    turns.leave(late)
+    assert [j.id for j in turns.enter(_job("d"), lambda: False)] == ["c"], "t's turn given up with it"
+
+
+def test_a_photo_is_saved_as_running_beside_another_only_while_it_runs():
+    """share_blame saves a running neighbour as batched (a kill is then no one photo's); a neighbour whose result is
+    made (stop_running, under the same lock) is left alone: its record says not running, and its folder may be gone."""
+    turns, saved = Turns(), []
+    running, finished = _job("a", running=True), _job("b", running=True)
+    assert turns.stop_running(finished) and not turns.stop_running(finished), "turned off once"
+    turns.share_blame([running, finished], saved.append)
+    assert saved == [running] and running.batched and not finished.batched
+    turns.share_blame([running], saved.append)
+    assert saved == [running], "saved once"

@@ -106,3 +106,31 @@ def test_a_dead_actor_charges_only_the_job_it_ran_and_the_record_names_that_acto
     for image in outputs(tmp_path):
         record = json.loads(image.with_suffix(".json").read_text())
         assert record["lost_attempts"] == [] and record["attempts"] == 1, (image.name, record["lost_attempts"])
+
+
+@needs_ray
+def test_sigterm_on_a_ray_job_checkpoints_it_before_the_daemon_exits_and_it_logged_its_progress(tmp_path):
+    """rev9e #1: at a stop the dispatcher left the jobs in flight at once (no cancel sent, nothing saved) and logged
+    "job checkpointed for the next start"; it now cancels them and waits for their checkpoints within the stop.
+    (A closing window's checkpoint and the resume from it: test_ray's test_run_window_closing_...)
+    rev9e #5: the dispatcher heard every step and logged no "progress" line: a slow Ray job looked like a stuck one."""
+    config = make_config(tmp_path, executor="ray", ray=ONE_ACTOR, progress_seconds=1,
+                         defaults={"size": 64, "steps": 80, "early_stop_tol": 0})
+    drop(tmp_path / "inbox", "late.jpg")
+    proc = start_daemon(config, tmp_path / "first.log")
+    try:
+        wait_for(lambda: status_current(tmp_path).get("step", 0) >= 10, 150, proc, step=0.2)
+        code = stop(proc, 120)
+    finally:
+        kill_group(proc)
+    said = {e["event"]: e for e in log_events(proc) if "checkpoint" in e.get("event", "")}
+    [work] = list((tmp_path / "spool" / "work").iterdir())
+    assert code == 0 and outputs(tmp_path) == [] and errors(tmp_path) == {}
+    assert said["job checkpointed for the next start"]["step"] >= 10, said
+    assert (work / "checkpoint.pt").is_file(), f"logged {said}, and no checkpoint in work/"
+    progress = [e for e in log_events(proc) if e.get("event") == "progress"]
+    assert progress and progress[0]["file"] == "late.jpg" and progress[0]["worker"] == "worker-0", progress[:1]
+    steps = [e["step"] for e in progress]
+    assert steps[0] >= 1 and steps == sorted(steps) and progress[-1]["total_steps"] == 80, steps
+    stamps = [datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")) for e in progress]
+    assert all((b - a).total_seconds() >= 0.9 for a, b in zip(stamps, stamps[1:])), "one a progress_seconds at most"

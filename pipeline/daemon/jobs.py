@@ -180,21 +180,23 @@ class JobLife(FailurePaths):
         if isinstance(exc, PipelineError) and exc.reason is not None:  # no retry makes a picture wider
             self._fail(job, exc.reason, exc.problem, exc.fix)
         elif isinstance(exc, Cancelled):
-            self.cancelled(job, exc.step)
+            self.cancelled(job, exc.step, saved=exc.checkpoint is not None)
         elif isinstance(exc, FileBusy):  # its writer (Samba, NFS) still holds it: never the photo's fault (rev6f A2)
             job.last_error = clipped(f"{exc.filename} {exc.strerror}")
             self.defer(job, BUSY_RETRY, "the photo or its sidecar is held by another program; the job waits")
         else:  # a filesystem class, else transient or unknown: retried up to max_attempts
             self._os_error(job, exc)
 
-    def cancelled(self, job: Job, step: int) -> None:
-        """A shutdown or a closing window is not the input's fault: the job waits in work/ or for the window."""
+    def cancelled(self, job: Job, step: int, saved: bool = True) -> None:
+        """A shutdown or a closing window is not the input's fault: the job waits in work/ or for the window.
+        ``saved``: a checkpoint was written; the log never claims one that was not (rev9e #1: Ray's said so)."""
         self._not_its_fault(job)
+        what = "job checkpointed" if saved else "job stopped without writing a checkpoint"
         if self.stop.is_set():
             self.spool.release(job)
-            log.info("job checkpointed for the next start", step=step)
+            log.info(f"{what} for the next start", step=step)
         else:
-            log.info("job checkpointed; it runs again when the run window opens", step=step)
+            log.info(f"{what}; it runs again when the run window opens", step=step)
         self._out(job, "cancelled", retry=not self.stop.is_set())
 
     def prepare(self, job: Job, config: Config) -> Plan:

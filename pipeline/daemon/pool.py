@@ -21,7 +21,7 @@ from .config import Config
 from .executor import Executor, Progress, left
 from .jobs import JobLife, Plan, crashed
 from .spool import Job, Spool
-from .turns import Turns
+from .turns import Turns, not_begun
 from .worker import Worker
 
 log = structlog.get_logger("style-pipeline.worker")
@@ -80,7 +80,10 @@ class Slot(Worker):
         structlog.contextvars.bind_contextvars(slot=self.index)
         try:
             beside = self.pool.turns.enter(job, self._stopping)
-            self._try_beside(job, beside)
+            if beside is None:  # stopped while it waited for its turn
+                self.life.outcomes.put(not_begun(job))
+            else:
+                self._try_beside(job, beside)
         finally:
             self.pool.turns.leave(job)
 
@@ -154,6 +157,11 @@ class Slot(Worker):
         """The job in hand's record says it runs in a batch; unsaved (a full disk), a kill counts as its own."""
         job.batched = job.running
         self.life.save_or_warn(job)
+
+    def _not_running(self, job: Job) -> None:
+        """As the lone worker's, the flag turned off under the turns' lock (Turns.share_blame)."""
+        if self.pool.turns.stop_running(job):
+            self.life.save_or_warn(job, " before its write")
 
     def _batch_size(self, config: Config, plan: Plan) -> int:
         """The batch's size, or 1 when it cannot be worked out: a photo must never fail because its batch could

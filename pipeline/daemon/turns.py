@@ -13,9 +13,21 @@ from __future__ import annotations
 import threading
 from typing import Callable
 
+import structlog
+
+from .jobs import Outcome
 from .spool import Job
 
+log = structlog.get_logger("style-pipeline.worker")
+
 WAIT = 0.5  # seconds between looks at ``stopping`` while a turn is awaited
+
+
+def not_begun(job: Job) -> Outcome:
+    """A job stopped while it waited for its turn: back to the daemon as it was, uncharged (no try was counted), to
+    be released at a stop or run when the window opens again, as a cancelled try is."""
+    log.info("job not begun: stopped while it waited for its turn", job_id=job.id, file=job.source)
+    return Outcome(job, "cancelled", retry_at=job.not_before)
 
 
 def suspect(job: Job) -> bool:
@@ -31,12 +43,15 @@ class Turns:
         self._in: dict[str, Job] = {}
         self._alone: str | None = None  # a suspect's id, from the moment it waits for its turn until it leaves
 
-    def enter(self, job: Job, stopping: Callable[[], bool]) -> list[Job]:
+    def enter(self, job: Job, stopping: Callable[[], bool]) -> list[Job] | None:
         """Wait for the job's turn: a suspect for every other slot to finish its try, any other job for a
-        suspect's turn to end. A stop or a closed window ends the wait (the engine then stops the job at once,
-        and its try ends as every stopped try does). The jobs it runs beside: their crash is not known to be its."""
+        suspect's turn to end. The jobs it runs beside (their crash is not known to be its); None when a stop or a
+        closed window came while it waited: it is not begun (let in, the engine would run its first step before
+        it looked, a poison photo's too, beside the others: not_begun)."""
         with self._cond:
-            while not self._may_enter(job) and not stopping():
+            while not self._may_enter(job):
+                if stopping():
+                    return None
                 self._cond.wait(WAIT)
             if suspect(job) and self._alone is None:
                 self._alone = job.id
@@ -65,10 +80,17 @@ class Turns:
             return [other for other in self._in.values() if other is not job]
 
     def share_blame(self, jobs: list[Job], save: Callable[[Job], None]) -> None:
-        """``jobs``, running beside a newcomer, are each saved as batched: a kill from now on is no one photo's."""
+        """``jobs``, running beside a newcomer, are each saved as batched: a kill from now on is no one photo's.
+        Looked at and saved under the lock that its own thread turns ``running`` off under (stop_running), so
+        this save never lands a stale "running" after that one, nor in a folder its landing has removed."""
         for other in jobs:
             with self._cond:
-                if not other.running or other.batched:
-                    continue
-                other.batched = True
-            save(other)
+                if other.running and not other.batched:
+                    other.batched = True
+                    save(other)
+
+    def stop_running(self, job: Job) -> bool:
+        """``job.running`` off (a result is made); whether it was on, so that its thread saves the record once."""
+        with self._cond:
+            running, job.running = job.running, False
+            return running
