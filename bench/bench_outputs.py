@@ -41,7 +41,7 @@ def bench_scan(files: int, repeat: int) -> list[tuple[str, str]]:
     from pipeline.daemon.config import load
     from pipeline.daemon.sidecars import unpaired_sidecars
     from pipeline.daemon.watcher import own_folders, scan
-    from pipeline.report import write_report
+    from pipeline.report import write_reports
 
     root = Path(tempfile.mkdtemp(prefix="bench-outputs-"))
     try:
@@ -53,7 +53,7 @@ def bench_scan(files: int, repeat: int) -> list[tuple[str, str]]:
             folder.mkdir(parents=True, exist_ok=True)
             (folder / f"p{i}.jpg").write_bytes(data)
         for i in range(files // 40):  # text files the own-file check opens: reports, logs
-            write_report(inbox / f"report{i}.html", config.outbox, config.failed)
+            write_reports([inbox / f"report{i}.html"], config.outbox, config.failed)
         own = own_folders(config)
         found = sum(1 for _ in scan(inbox, own))
         scan_s = median_time(lambda: sum(1 for _ in scan(inbox, own)), repeat)

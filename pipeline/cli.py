@@ -127,6 +127,7 @@ def check_stylize(args: argparse.Namespace):
     from .engine.device import check_name
 
     settings = settings_from_args(args)
+    settings.check_blend(len(args.styles))
     check_name(settings.device)
     settings = settings.replace(format=output_format(Path(args.output), args.format))
     check_no_clash(args)
@@ -223,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         code = args.func(args)
         sys.stdout.flush()  # here, not at exit: a closed pipe must be met inside the try
         return code
-    except (PipelineError, ValueError, FileNotFoundError) as exc:
+    except (PipelineError, FileNotFoundError) as exc:  # a bare ValueError is a bug: its traceback shows where
         print(f"style-pipeline {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -28,7 +28,12 @@ def _daemon(args, once: bool) -> int:
     try:
         daemon = Daemon(args.config, once=once)
         log.configure(daemon.config.log_format, daemon.config.log_level)
-        return daemon.run()
+        code = daemon.run()
+        if daemon.blocked:  # `once` cannot wait for a person: what to fix, on stderr for cron's mail
+            waiting = daemon.spool.counts()["in_work"]
+            print(f"style-pipeline once: stopped: {waiting} photo{' waits' if waiting == 1 else 's wait'} in work/ "
+                  f"for the next run: {daemon.blocked}", file=sys.stderr)
+        return code
     except StartupError as exc:
         print(f"style-pipeline {args.command}: {exc}", file=sys.stderr)
         return 2
@@ -92,7 +97,10 @@ def cmd_status(args) -> int:
     config = _load_config(args) or _folders_only(args.config)
     if config is None:
         return 2
-    data = status.read(_running_folders(config))
+    from .daemon import status_spare
+
+    config = _running_folders(config)
+    data = status.read(config, status_spare.last_word(config.path, config.spool))  # a read-only spool: rev9b 4
     print(json.dumps(data, indent=2) if args.json else status.render(data))
     return 0
 
@@ -177,7 +185,7 @@ def cmd_report(args) -> int:
             path.mkdir(parents=True, exist_ok=True)
         # The night read once, each page its own links (relative to where it lies).
         write_reports(paths, folders["outbox"], folders["spool"] / "failed", since=since, now=now,
-                      done=folders["spool"] / "done", state=service_state(folders), until=until,
+                      done=folders["spool"] / "done", state=service_state(folders, args.config), until=until,
                       max_pixels=read_max_pixels(args.config))
     except OSError as exc:
         raise page_not_written(exc, paths[0].parent) from exc

@@ -118,6 +118,15 @@ class SettingsError(PipelineError, ValueError):
         super().__init__(message, fix=fix or f"Change {field} in the config, the sidecar or the command line")
 
 
+class UsageError(PipelineError, ValueError):
+    """A value a person wrote that cannot be read: a flag (`report --since 12x`, `install-service --report-at 25:99`)
+    or a config key outside Settings (schedule). A PipelineError, so the CLI prints it as one line; the CLI catches
+    no bare ValueError, which would hide a real bug's traceback (rev9d). A ValueError too, for callers that check
+    values generally."""
+
+    code = "usage"
+
+
 class ConfigError(PipelineError):
     """config.yaml (or a sidecar) is invalid: ``problems`` lists every one, each with its line, so one edit fixes
     them all; the fix names the command that checks again."""

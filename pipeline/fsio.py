@@ -249,6 +249,17 @@ def is_no_permission(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in NO_PERMISSION
 
 
+def sha256_file(path: str | Path) -> str:
+    """A file's SHA-256, read in 1 MiB blocks: the one hashing helper for weights, inputs and styles. Here, in the
+    base layer, because the job records (progress, joblog) need it and engine/vgg.py, its old home, loads torch into
+    the daemon layer (rev9d)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def free_bytes(folder: Path) -> int:
     try:
         st = os.statvfs(folder)

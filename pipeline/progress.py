@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from . import __version__
-from .engine.vgg import sha256_file  # one hashing helper for weights, inputs and styles
+from .fsio import sha256_file  # one hashing helper for weights, inputs and styles
 
 
 class ProgressBar:

@@ -23,6 +23,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from .engine.settings import DEFAULT_MAX_PIXELS
+from .errors import UsageError
 from .fsio import shown, write_atomic
 from .report_logs import as_utc, logs_in_window, parse_time, recorded_file
 from .report_pictures import PLOT_H, PLOT_W, RESULT_PX, Plot, curve_plot, curve_points, thumbnail_uri  # noqa: F401
@@ -104,10 +105,10 @@ class Summary:
 
 
 def parse_since(text: str) -> timedelta:
-    """'12h', '90m', '2d', '1w', '1h30m' -> timedelta; a ValueError that shows the format otherwise."""
+    """'12h', '90m', '2d', '1w', '1h30m' -> timedelta; a UsageError that shows the format otherwise."""
     parts = _DURATION.findall(text.lower())
     if not parts or _DURATION.sub("", text.lower()).strip():
-        raise ValueError(f"--since {text!r}: expected a duration like 12h, 90m, 2d or 1h30m")
+        raise UsageError(f"--since {text!r}: expected a duration like 12h, 90m, 2d or 1h30m")
     return sum((timedelta(**{_UNITS[unit]: float(n)}) for n, unit in parts), timedelta())
 
 
@@ -311,11 +312,6 @@ def write_reports(paths: list[Path], outbox: Path, failed: Path, since: timedelt
     for path in paths:
         write_atomic(render(night, Path(path).resolve().parent).encode(), path)
     return list(paths)
-
-
-def write_report(out_path: Path, outbox: Path, failed: Path, since: timedelta | None = None,
-                 now: datetime | None = None, done: Path | None = None, state: list[str] | None = None) -> Path:
-    return write_reports([out_path], outbox, failed, since, now, done, state)[0]
 
 
 def _environment():

@@ -18,19 +18,32 @@ from .report import parse_time, shown_time
 NAMED = 5  # waiting, held or skipped files named on the page; beyond, a count
 
 
-def service_state(folders: dict[str, Path]) -> list[str]:
-    """The block's lines for an install's folders (inbox, outbox, spool, as config.read_folders gives them)."""
+def service_state(folders: dict[str, Path], config: Path | None = None) -> list[str]:
+    """The block's lines for an install's folders (inbox, outbox, spool, as config.read_folders gives them);
+    ``config``: its file, for styles_dir (see _styles_dir)."""
     try:
-        return _lines(_folders(folders))
+        return _lines(_folders(folders, _styles_dir(config)))
     except Exception as exc:  # noqa: BLE001 - whatever the disk holds, the night's page is still due
         return [f"The state of the service could not be read ({type(exc).__name__}: {exc})."]
 
 
-def _folders(folders: dict[str, Path]) -> SimpleNamespace:
+def _folders(folders: dict[str, Path], styles_dir: Path | None = None) -> SimpleNamespace:
     """What status.read and the inbox scan ask of a config, from the folders alone (no torch, no styles checked)."""
     spool = folders["spool"]
     return SimpleNamespace(inbox=folders["inbox"], outbox=folders["outbox"], spool=spool, work=spool / "work",
-                           done=spool / "done", failed=spool / "failed")
+                           done=spool / "done", failed=spool / "failed", styles_dir=styles_dir)
+
+
+def _styles_dir(config: Path | None) -> Path | None:
+    """styles_dir, which the scan leaves out below the inbox (watcher.own_folders): without it, paintings kept in
+    inbox/paintings/ were counted as photos waiting (rev9c). None where the config cannot say: a config broken
+    since the daemon started still gets its page."""
+    from .daemon.config import ConfigError, read_styles_dir
+
+    try:
+        return read_styles_dir(config) if config is not None else None
+    except (ConfigError, OSError):
+        return None
 
 
 def _lines(config: SimpleNamespace) -> list[str]:

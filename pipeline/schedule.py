@@ -11,18 +11,20 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Mapping
 
+from .errors import UsageError
+
 _HHMM = re.compile(r"(\d{1,2}):(\d{2})")
 DAY = timedelta(days=1)
 
 
 def parse_hhmm(value: object, key: str) -> time:
-    """'22:00' -> time(22, 0), or a ValueError that names the key and the bad value."""
+    """'22:00' -> time(22, 0), or a UsageError that names the key and the bad value."""
     if isinstance(value, int):
         # YAML 1.1 reads an unquoted 22:00 as the base-60 number 1320; say so rather than guess.
-        raise ValueError(f"schedule.{key}: got the number {value}; quote the time, e.g. {key}: \"22:00\"")
+        raise UsageError(f"schedule.{key}: got the number {value}; quote the time, e.g. {key}: \"22:00\"")
     match = _HHMM.fullmatch(str(value).strip())
     if not match or int(match[1]) > 23 or int(match[2]) > 59:
-        raise ValueError(f"schedule.{key}: {value!r} is not a time of day as HH:MM (00:00 to 23:59)")
+        raise UsageError(f"schedule.{key}: {value!r} is not a time of day as HH:MM (00:00 to 23:59)")
     return time(int(match[1]), int(match[2]))
 
 
@@ -43,11 +45,11 @@ class Window:
         if spec is None:
             return cls.always()
         if not isinstance(spec, Mapping):
-            raise ValueError(f"schedule: expected a mapping like {{start: \"22:00\", end: \"07:00\"}}, got {spec!r}")
+            raise UsageError(f"schedule: expected a mapping like {{start: \"22:00\", end: \"07:00\"}}, got {spec!r}")
         unknown = set(spec) - {"start", "end"}
         missing = {"start", "end"} - set(spec)
         if unknown or missing:
-            raise ValueError(f"schedule: needs exactly the keys start and end (HH:MM); "
+            raise UsageError(f"schedule: needs exactly the keys start and end (HH:MM); "
                              f"missing {sorted(missing)}, unknown {sorted(unknown)}")
         return cls(parse_hhmm(spec["start"], "start"), parse_hhmm(spec["end"], "end"))
 

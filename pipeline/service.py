@@ -15,6 +15,7 @@ import re
 import shlex
 from pathlib import Path, PurePosixPath
 
+from .errors import UsageError
 from .fsio import write_atomic
 from .schedule import parse_hhmm
 
@@ -60,7 +61,7 @@ def render_units(venv_bin: Path, config_path: Path, user: str, folders: list[Pat
                        *((p, "Python install") for p in _interpreter_home(venv_bin))]:
         _not_in_tmp(path, what)
     if not _USER.fullmatch(user):
-        raise ValueError(f"user {user!r} is not a valid system user name (lower case, digits, _ and -)")
+        raise UsageError(f"user {user!r} is not a valid system user name (lower case, digits, _ and -)")
     values = {"VENV_BIN": venv_bin, "CONFIG": config, "WORK_DIR": config.parent, "USER": user,
               "SINCE": REPORT_SINCE, "REPORT_AT": _time_of_day(report_at), "DOCUMENTATION": documentation(),
               "NETWORK": NETWORK[bool(network)],
@@ -78,7 +79,7 @@ def _time_of_day(report_at: str) -> str:
     try:
         return f"{parse_hhmm(report_at, 'report_at'):%H:%M}"
     except ValueError as exc:
-        raise ValueError(f"--report-at {report_at!r}: not a time of day as HH:MM (00:00 to 23:59)") from exc
+        raise UsageError(f"--report-at {report_at!r}: not a time of day as HH:MM (00:00 to 23:59)") from exc
 
 
 def writable_folders(inbox: Path, outbox: Path, spool: Path) -> list[PurePosixPath]:
@@ -92,7 +93,7 @@ def writable_folders(inbox: Path, outbox: Path, spool: Path) -> list[PurePosixPa
     inbox, outbox, spool = (_checked(f, "folder") for f in (inbox, outbox, spool))
     root = PurePosixPath(os.path.commonpath([inbox, spool]))
     if root == PurePosixPath("/"):
-        raise ValueError(f"inbox {inbox} and spool {spool} have no common folder below /: the daemon moves each "
+        raise UsageError(f"inbox {inbox} and spool {spool} have no common folder below /: the daemon moves each "
                          f"photo from one to the other, which systemd's sandbox (one mount per writable folder) "
                          f"refuses between two folders; put them under one folder (e.g. /srv/style-pipeline/inbox "
                          f"and /srv/style-pipeline/spool: set folders: in the config) and run install-service again")
@@ -133,7 +134,7 @@ def _not_in_tmp(path: PurePosixPath, what: str) -> None:
     """Resolved too: a venv reached through a symlink into /tmp is just as hidden from the service."""
     for candidate in (path, PurePosixPath(Path(path).resolve())):
         if any(_inside(candidate, PurePosixPath(t)) for t in ("/tmp", "/var/tmp")):
-            raise ValueError(f"{what} {path}: PrivateTmp=yes gives the service its own empty /tmp and /var/tmp, "
+            raise UsageError(f"{what} {path}: PrivateTmp=yes gives the service its own empty /tmp and /var/tmp, "
                              f"so it would not find it there; put it elsewhere (e.g. /srv/style-pipeline or /opt)")
 
 
@@ -171,7 +172,7 @@ def install_commands(user: str, folders: list[Path], units: list[Path], unit_dir
 def _checked(path: Path | str, what: str) -> PurePosixPath:
     path = PurePosixPath(path)
     if not path.is_absolute() or ".." in path.parts or _UNSAFE.search(str(path)):
-        raise ValueError(f"{what} {str(path)!r}: needs an absolute path without '..', spaces, quotes, "
+        raise UsageError(f"{what} {str(path)!r}: needs an absolute path without '..', spaces, quotes, "
                          f"backslashes, '$' or ';' (systemd would split or expand it)")
     return path
 

@@ -102,6 +102,18 @@ def restart_until_landed(config: Path, count: int) -> None:
         stop(daemon)
 
 
+def run_until_killed(config: Path, patches: str, failed: int, timeout: float = 120) -> int:
+    """A daemon with ``patches`` until it dies (a poison photo's kill) or ``failed`` photos went to failed/ (then
+    stopped); its exit status."""
+    proc = start(config, patches=patches)
+    try:
+        wait_for(lambda: proc.poll() is not None or len(errors(config.parent)) >= failed, timeout)
+    finally:
+        if proc.poll() is None:
+            stop(proc)
+    return proc.returncode
+
+
 def assert_landed_once_after_restart(config: Path, names: tuple[str, ...], uncharged: tuple[str, ...]) -> None:
     """After a kill -9 while results waited for their writes: nothing was written; a plain restart writes each
     photo once and fails none, and the photos in ``uncharged`` were not charged a crash."""

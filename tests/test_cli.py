@@ -140,7 +140,10 @@ def _probe(*argv: str, cwd: Path = ROOT) -> tuple[dict, str]:
     (["stylize", str(CONTENT), str(STYLE), "-o", "{tmp}/x.png", "--device", "banana"],
      ["unknown device 'banana'", "cuda:N"]),
     (["stylize", str(CONTENT), str(STYLE), "-o", "{tmp}/x.png", "--weights", "{tmp}/none.pth"], ["none.pth"]),
-], ids=["missing-input", "size-0", "missing-out-dir", "gif", "format-clash", "banana", "missing-weights"])
+    (["stylize", str(CONTENT), str(STYLE), "-o", "{tmp}/x.png", "--style-blend", "0.7", "0.3"],
+     ["style_blend has 2 weights for 1 style", "one style_blend weight per style"]),  # rev9d: was found after 11.6 s
+], ids=["missing-input", "size-0", "missing-out-dir", "gif", "format-clash", "banana", "missing-weights",
+        "blend-count"])
 def test_usage_and_path_errors_come_before_torch(tmp_path, argv, words):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     outcome, err = _probe(*argv)
@@ -149,6 +152,34 @@ def test_usage_and_path_errors_come_before_torch(tmp_path, argv, words):
     for word in words:
         assert word in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_bare_value_error_is_a_bug_and_keeps_its_traceback(monkeypatch, tmp_path):
+    """cli.main caught every ValueError as the user's mistake, so a bug deep in torch or PIL became one "error:"
+    line and exit 2, with nothing to say where (rev9d). A person's mistakes are PipelineErrors (UsageError,
+    SettingsError); anything else is raised."""
+    from pipeline import commands
+
+    def broken(args):
+        raise ValueError("a bug deep in a library")
+
+    monkeypatch.setattr(commands, "cmd_status", broken)
+    with pytest.raises(ValueError, match="a bug deep"):
+        cli.main(["status", "--config", str(tmp_path / "config.yaml")])
+
+
+def test_a_mistyped_duration_or_preset_is_still_a_one_line_error(tmp_path, capsys):
+    """What used to reach the CLI as a bare ValueError and is a person's mistake is in the vocabulary now."""
+    assert cli.main(["init", str(tmp_path / "site")]) == 0
+    capsys.readouterr()
+    code = cli.main(["report", "--config", str(tmp_path / "site" / "config.yaml"), "--since", "12x"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--since '12x'" in err and "like 12h" in err
+    from pipeline.engine.settings import preset
+    from pipeline.errors import SettingsError
+
+    with pytest.raises(SettingsError, match="unknown preset 'slow'.*Choose one of seed, fast"):
+        preset("slow")
 
 
 @pytest.mark.parametrize("command", ["init", "validate", "status", "report"])

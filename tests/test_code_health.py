@@ -66,7 +66,7 @@ def dead(tree: ast.Module, words: Counter) -> list[ast.AST]:
 def test_no_function_or_method_is_dead():
     """rev7e finding 6: a SheetWriter method (the queue size) was named nowhere. Every def is named somewhere
     besides its definition (in the code, a test or a bench); a name used only by tests still counts, as tests are
-    callers too (report.build_report, write_report). A word in a comment counts too: the check can miss, never
+    callers too (report.build_report). A word in a comment counts too: the check can miss, never
     accuse wrongly."""
     words = corpus()
     found = [f"{p.relative_to(ROOT)}:{n.lineno} {n.name}" for p in SOURCES for n in dead(ast.parse(p.read_text()), words)]
@@ -79,3 +79,13 @@ def test_the_dead_code_check_sees_one():
                      "    def close(self):\n        pass\ndef forward(x):\n    pass\n")
     assert [n.name for n in defined(tree)] == ["Sheets", planted, "close"]  # no dunders, no framework hooks
     assert [n.name for n in dead(tree, corpus())] == [planted]
+
+
+def test_each_executor_logs_its_job_lines_through_the_job_life():
+    """rev9d finding 11: the "job started" line was written in worker.py, pool.py and ray_executor.py, and "job record
+    not saved" (the save that warns) in failures.py, pool.py and worker.py, each its own way; `duplicates` misses
+    blocks that short. Each is logged from one place now (JobLife.started, save_or_warn)."""
+    for event in ("job started", "job record not saved"):
+        call = re.compile(r"log\.\w+\(\s*f?\"" + event)
+        places = [str(p.relative_to(PIPELINE)) for p in SOURCES if call.search(p.read_text())]
+        assert len(places) == 1, f"{event!r} is logged from {places}"

@@ -131,9 +131,14 @@ def test_once_exits_nonzero_only_when_the_daemon_cannot_work(tmp_path, capsys):
     assert "missing.jpg" in capsys.readouterr().err
     folder = tmp_path / "blocked"
     config = make_config(folder)
-    (folder / "outbox").write_text("a file where the outbox folder should be")  # unusable even for root
+    (folder / "inbox").rmdir()
+    (folder / "inbox").write_text("a file where the inbox folder should be")  # unusable even for root
     assert main(["once", "--config", str(config)]) == 2
-    assert "outbox" in capsys.readouterr().err
+    assert "inbox" in capsys.readouterr().err
+    paused = make_config(tmp_path / "paused")  # the outbox a file: a pause a person fixes (rev9b findings 1, 5)
+    (tmp_path / "paused" / "outbox").write_text("a file where the outbox folder should be")
+    assert main(["once", "--config", str(paused)]) == 3
+    assert f"{tmp_path / 'paused' / 'outbox'} is a file" in capsys.readouterr().err
 
 
 def test_status_reports_a_running_job(tmp_path, engine, capsys):
@@ -153,3 +158,22 @@ def test_status_reports_a_running_job(tmp_path, engine, capsys):
         thread.join(60)
     assert main(["status", "--config", str(config)]) == 0
     assert "not running" in capsys.readouterr().out
+
+
+def test_a_pass_takes_its_clock_and_the_rescan_comes_when_it_says(tmp_path, engine):
+    """rev9d finding 10: the main loop read time.monotonic() itself at each decision, so only a sleep could bring
+    its rescan. Now _pass(now=None), as huey's loop(now=None): the clock is read once a pass and handed down, and a
+    photo no watcher saw (`once` runs none) is found exactly when `now` says the rescan is due, not a tick before."""
+    config = make_config(tmp_path, rescan_seconds=600)
+    daemon = Daemon(config, once=True, engine=engine)
+    daemon.start()
+    try:
+        shutil.copy(SAMPLES / "coffee.jpg", tmp_path / "inbox" / "late.jpg")
+        started = daemon.last_rescan
+        daemon._pass(now=started + 599)
+        assert len(daemon.tracker) == 0 and daemon.last_rescan == started, "a rescan 1 s early"
+        daemon._pass(now=started + 600)
+        assert daemon.last_rescan == started + 600 and daemon.last_unpaired == started + 600
+        assert [path.name for path in daemon.tracker.entries] == ["late.jpg"]
+    finally:
+        daemon._shutdown()

@@ -5,7 +5,9 @@ read-only (root only: skipped with the reason where mount is not allowed)."""
 from __future__ import annotations
 
 import errno
+import os
 import shutil
+import time
 import subprocess
 import types
 from pathlib import Path
@@ -188,3 +190,234 @@ def test_a_second_real_outage_after_a_resume_is_told_again(tmp_path):
     outage(2)
     assert [k for k, _ in told] == ["paused", "paused"], "a second real outage after a resume must be told"
 
+
+
+@pytest.mark.skipif(not (os.geteuid() == 0 and shutil.which("setpriv")), reason="needs root and setpriv")
+def test_a_work_folder_without_write_access_pauses_claiming_with_one_notice(tmp_path):
+    """rev9b finding 2: spool/work unwritable for the service user (a chown/chmod -R slip) failed each claim's mkdir,
+    and each photo got its own "unclaimable" notice (a night's 200 photos, 200 notices), claiming never paused. Now
+    it is a folder fault: ONE `paused` notice naming work/, no photo listed, and the photos are taken once it is
+    fixed."""
+    from test_daemon_faults import NO_ROOT_POWERS
+
+    notices = tmp_path / "notices.txt"
+    config = make_config(tmp_path, rescan_seconds=1,
+                         notify=f"sh -c 'echo \"$STYLE_PIPELINE_EVENT $STYLE_PIPELINE_MESSAGE\" >> {notices}'")
+    proc = start(config, prefix=NO_ROOT_POWERS)
+    work = tmp_path / "spool" / "work"
+    try:
+        wait_ready(proc)
+        work.chmod(0o555)
+        for name in ("rocket", "astronaut", "coffee"):
+            shutil.copy(SAMPLES / f"{name}.jpg", tmp_path / "inbox" / f"{name}.jpg")
+        state = wait_for(lambda: (s := status_json(tmp_path).get("state", "")).startswith("paused:") and s, 30, proc)
+        assert str(work) in state and "needs write access" in state, state
+        time.sleep(4)  # four rescans: each used to try (and tell) every photo again
+        assert _notices(notices) and all(line.startswith("paused") for line in _notices(notices)), _notices(notices)
+        assert len(_notices(notices)) == 1, _notices(notices)
+        assert not status_json(tmp_path).get("unclaimable"), status_json(tmp_path).get("unclaimable")
+        work.chmod(0o755)
+        wait_for(lambda: len(outputs(tmp_path)) == 3, 90, proc)
+        assert errors(tmp_path) == {}
+    finally:
+        work.chmod(0o755)
+        stop(proc)
+
+
+def test_a_claims_rename_refused_is_the_photos_folder_not_work(tmp_path):
+    """The claim's mkdir or record refused under work/ is work/'s fault; its rename's EACCES (filename2 set: the
+    job folder was just made in work/) is the inbox folder's, so that photo alone stays unclaimable."""
+    from pipeline.daemon.folder_faults import claim_fault
+
+    config = types.SimpleNamespace(outbox=tmp_path / "outbox", spool=tmp_path / "spool", work=tmp_path / "spool/work",
+                                   done=tmp_path / "spool/done", failed=tmp_path / "spool/failed")
+    made = claim_fault(PermissionError(errno.EACCES, "Permission denied", str(config.work / "2ec3c1fab0")), config)
+    assert made.folder == config.work and made.code == "permission_denied"
+    moved = PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "inbox/starry/a.jpg"), None,
+                            str(config.work / "2ec3c1fab0" / "a.jpg"))
+    assert claim_fault(moved, config) is None
+
+
+def _restart_while_paused(tmp_path: Path, fault, unfault, wording: str) -> None:
+    """rev9b finding 1: paused on a folder fault, then restarted (a watchdog kill, an upgrade, a reboot with the NAS
+    still read-only): the new daemon starts paused, says the fix in status and one `paused` notice, and takes the
+    waiting photo once the folder is fixed. Before, `run` exited 2 ("not writable by this user; fix its
+    permissions", "cannot create (File exists)") and systemd restarted it every 10 s."""
+    proc, notices = _start_with_notices(tmp_path)
+    config = tmp_path / "config.yaml"
+    try:
+        fault()
+        shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / "rocket.jpg")
+        wait_for(lambda: status_json(tmp_path).get("state", "").startswith("paused:"), 60, proc)
+    finally:
+        stop(proc)
+    notices.unlink()
+    again = start(config)  # the fault still there
+    try:
+        paused = lambda s: s.get("pid") == again.pid and s.get("state", "").startswith("paused:") and s["state"]  # noqa
+        state = wait_for(lambda: again.poll() is not None or paused(status_json(tmp_path)), 90)
+        tail = Path(again.log_path).read_text(errors="replace")[-800:]
+        assert again.poll() is None, f"the restarted daemon exited {again.returncode} instead of pausing:\n{tail}"
+        assert wording in state, state
+        told = wait_for(lambda: [line for line in _notices(notices) if line.startswith("paused")], 30, again)
+        assert len(told) == 1 and wording in told[0], _notices(notices)
+        unfault()
+        wait_for(lambda: (tmp_path / "spool" / "done" / "rocket.jpg").exists(), 60, again)
+        assert errors(tmp_path) == {}
+    finally:
+        stop(again)
+
+
+def test_a_restart_with_a_read_only_outbox_starts_paused(tmp_path, outbox_mount):
+    remount = lambda how: subprocess.run(["mount", "-o", f"remount,{how}", str(outbox_mount)], check=True)  # noqa
+    try:
+        _restart_while_paused(tmp_path, lambda: remount("ro"), lambda: remount("rw"), "mount it read-write")
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(outbox_mount)], check=False)
+
+
+def test_a_restart_with_a_file_in_place_of_the_outbox_starts_paused(tmp_path):
+    outbox = tmp_path / "outbox"
+
+    def fault():
+        shutil.rmtree(outbox)
+        outbox.write_text("oops\n")
+
+    _restart_while_paused(tmp_path, fault, lambda: outbox.rename(tmp_path / "outbox.moved"), "move the file away")
+
+
+@pytest.mark.parametrize("where", ["inbox", "spool/work", "outbox", "spool/done", "spool/failed"])
+def test_only_an_inbox_or_work_fault_refuses_to_start(tmp_path, where):
+    """Without the inbox or work/ nothing can be claimed: a refusal (exit 2) naming the folder. The outbox, done/
+    and failed/ are where finished jobs go: a pause the daemon starts in, with the fix."""
+    from pipeline.daemon.daemon import Daemon
+    from pipeline.errors import StartupError
+
+    config = make_config(tmp_path)
+    folder = tmp_path / where
+    if folder.is_dir():
+        shutil.rmtree(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    folder.write_text("a file where the folder must be\n")
+    if where in ("inbox", "spool/work"):
+        with pytest.raises(StartupError, match=str(folder)):
+            Daemon(config)
+        return
+    daemon = Daemon(config)
+    assert list(daemon.waits) == [folder]
+    assert f"{folder} is a file" in daemon.waits[folder].fix and "move the file away" in daemon.waits[folder].fix
+
+
+def _once(config: Path) -> subprocess.CompletedProcess:
+    import os
+    import sys
+
+    from daemon_helpers import ROOT
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    try:
+        return subprocess.run([sys.executable, "-m", "pipeline.cli", "once", "--config", str(config)], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=90)
+    except subprocess.TimeoutExpired as exc:
+        tail = (exc.stdout or b"")[-600:]
+        raise AssertionError(f"`once` still running after 90 s (paused for good):\n{tail}") from None
+
+
+def test_once_paused_on_a_folder_fault_exits_with_the_fix_and_keeps_the_photo(tmp_path):
+    """rev9b finding 5: README's `once` "processes what is waiting and exits" (cron). A file where outbox/starry must
+    be paused claiming and `once` then ran until killed, cron starting another beside it each time. Now it releases
+    the waiting job to work/ (unlocked: nothing lost), exits 3 with the pause's fix on stderr, and the next `once`
+    after the fix styles the photo once."""
+    config = make_config(tmp_path)
+    starry = tmp_path / "outbox" / "starry"
+    starry.parent.mkdir()
+    starry.write_text("a sync tool's file where the recipe's folder must be\n")
+    shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / "rocket.jpg")
+    done = _once(config)
+    assert done.returncode == 3, (done.returncode, done.stderr[-600:])
+    assert f"{starry} is a file" in done.stderr and "move the file away" in done.stderr, done.stderr[-600:]
+    assert "1 photo waits in work/" in done.stderr, done.stderr[-600:]
+    waiting = list((tmp_path / "spool" / "work").iterdir())
+    assert len(waiting) == 1 and (waiting[0] / "rocket.jpg").exists() and errors(tmp_path) == {}
+    starry.unlink()  # the fix
+    again = _once(config)
+    assert again.returncode == 0, again.stderr[-600:]
+    assert [p.name for p in outputs(tmp_path)] == ["rocket.png"] and errors(tmp_path) == {}
+    assert [p.name for p in (tmp_path / "spool" / "done").iterdir()] == ["rocket.jpg"]
+    assert not list((tmp_path / "spool" / "work").iterdir())
+
+
+def test_a_recipe_folder_linked_to_a_share_not_mounted_says_mount_it(tmp_path):
+    """rev9b finding 3: outbox/starry -> a share's folder, the share not mounted tonight. Status and the `paused`
+    notice said "outbox/starry is a file: ... move the file away": there is no file, and doing so removed the
+    person's link (the outputs then landed locally, not in the gallery). Now they name the link and its target, and
+    the photo lands in the share once it is there."""
+    notices = tmp_path / "notices.txt"
+    config = make_config(tmp_path, notify=f"sh -c 'echo \"$STYLE_PIPELINE_EVENT $STYLE_PIPELINE_MESSAGE\" >> {notices}'")
+    gallery = tmp_path / "gallery"  # the share's mount point, nothing mounted
+    link = tmp_path / "outbox" / "starry"
+    link.parent.mkdir()
+    link.symlink_to(gallery / "starry")
+    proc = start(config)
+    try:
+        wait_ready(proc)
+        shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / "rocket.jpg")
+        state = wait_for(lambda: ((s := status_json(tmp_path).get("state", "")).startswith("paused:") and s)
+                         or errors(tmp_path), 60, proc)
+        assert errors(tmp_path) == {}
+        wording = f"{link} is a link to {gallery / 'starry'}, which is not there (a share not mounted?): mount it"
+        assert wording in state and "move the file away" not in state, state
+        told = wait_for(lambda: [line for line in _notices(notices) if line.startswith("paused")], 30, proc)
+        assert len(told) == 1 and wording in told[0] and "move the file away" not in told[0], told
+        (gallery / "starry").mkdir(parents=True)  # the share is back
+        wait_for(lambda: list((gallery / "starry").glob("rocket*.png")), 60, proc)
+        assert link.is_symlink(), "the person's link is kept"
+    finally:
+        stop(proc)
+
+
+
+@pytest.fixture
+def data_mount(tmp_path):
+    """The inbox and the spool on one 16 MB tmpfs (the spool must share the inbox's filesystem)."""
+    yield from mounted_tmpfs(tmp_path / "data", "the read-only spool is not tested here")
+
+
+def test_a_read_only_spool_disk_is_shown_paused_not_not_running(tmp_path, data_mount):
+    """rev9b finding 4: the disk holding the inbox and the spool remounted read-only. status.json could not be
+    written, so `status` said "not running" (healthy false, no folder, no fix) of a live daemon, and the metrics
+    warning was logged every metrics_seconds. Now claiming pauses with the mount's fix, the status is written beside
+    the config where `status` reads it once the spool's is stale, the metrics warning is logged once, and all
+    clears on rw."""
+    import json
+    import os
+    import sys
+
+    import yaml
+
+    from daemon_helpers import ROOT
+
+    config = make_config(tmp_path, metrics_seconds=1)
+    settings = yaml.safe_load(config.read_text())
+    settings["folders"] = {"inbox": str(data_mount / "inbox"), "outbox": str(tmp_path / "outbox"),
+                           "spool": str(data_mount / "spool")}
+    config.write_text(yaml.safe_dump(settings))
+    proc = start(config)
+    spare = tmp_path / ".style-pipeline" / "config.yaml.status.json"
+    try:
+        wait_ready(proc)
+        subprocess.run(["mount", "-o", "remount,ro", str(data_mount)], check=True)
+        wait_for(lambda: spare.exists() and "read-only" in json.loads(spare.read_text()).get("state", ""), 30, proc)
+        time.sleep(31)  # the spool's status.json is stale now
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        out = subprocess.run([sys.executable, "-m", "pipeline.cli", "status", "--json", "--config", str(config)],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=60).stdout
+        state = json.loads(out)["state"]
+        assert state.startswith("paused:") and f"{data_mount / 'spool'} is on a read-only mount" in state, state
+        log = Path(proc.log_path).read_text(errors="replace")
+        assert log.count("metrics file not written") == 1, log.count("metrics file not written")
+        subprocess.run(["mount", "-o", "remount,rw", str(data_mount)], check=True)
+        wait_for(lambda: not spare.exists() and status_json(data_mount).get("state") == "running", 30, proc)
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(data_mount)], check=False)
+        stop(proc)

@@ -167,3 +167,36 @@ def test_a_painting_replaced_under_its_name_is_decoded_anew_and_its_old_version_
     assert life.style(painting, settings).size == (80, 30)
     gc.collect()
     assert [v() is not None for v in versions] == [False] * 7, "old versions of the painting are still held"
+
+
+def test_a_record_that_cannot_be_saved_is_one_warning_naming_the_file_and_the_try_still_ends(tmp_path,
+                                                                                              monkeypatch):
+    """rev9d finding 11: "save the job's record, warn if it fails" was written three times (failures.py, pool.py,
+    worker.py) with three scopes and three wordings; two caught OSError alone, so any other error (a record JSON
+    cannot write) escaped a cancelled try before its outcome was out. Now JobLife.save_or_warn: any error is one
+    warning naming the file and the error's type, and the try ends its way (the job in memory is the truth)."""
+    import threading
+
+    from structlog.testing import capture_logs
+
+    from pipeline.daemon.config import load
+    from pipeline.daemon.config_build import check_folders
+    from pipeline.daemon.jobs import JobLife
+
+    config = load(make_config(tmp_path))
+    check_folders(config)
+    shutil.copy(SAMPLES / "rocket.jpg", config.inbox / "rocket.jpg")
+    spool = Spool(config.inbox, config.work, config.done, config.failed)
+    job = spool.claim(config.inbox / "rocket.jpg", "2026-11-29T00:00:00Z")
+    life = JobLife(spool, lambda: config, threading.Event())
+
+    def unwritable(job):
+        raise TypeError("Object of type Plan is not JSON serializable")
+
+    monkeypatch.setattr(spool, "save", unwritable)
+    with capture_logs() as logs:
+        life.cancelled(job, step=3)  # the run window closed mid-job: not its fault, the record says so
+    assert [outcome.kind for outcome in life.drain()] == ["cancelled"]
+    [warning] = [e for e in logs if e["event"].startswith("job record not saved")]
+    assert warning["file"] == job.source and warning["job_id"] == job.id
+    assert warning["error"] == "TypeError: Object of type Plan is not JSON serializable"

@@ -108,8 +108,9 @@ def test_a_photo_with_a_non_utf8_name_is_styled_under_the_same_bytes(tmp_path):
     assert sorted(os.listdir(inbox)) == [b"scream", b"starry"], "claimed, not left in the inbox"
     assert [e["event"] for e in events if e.get("level") in ("error", "warning")] == ["job failed"]
 
-    page = report.write_report(tmp_path / "report.html", tmp_path / "outbox", tmp_path / "spool" / "failed",
-                               done=tmp_path / "spool" / "done").read_text(encoding="utf-8")
+    [page] = report.write_reports([tmp_path / "report.html"], tmp_path / "outbox", tmp_path / "spool" / "failed",
+                                  done=tmp_path / "spool" / "done")
+    page = page.read_text(encoding="utf-8")
     assert "starry / caf\\xe9.png" in page and "bad\\xe9.jpg" in page
     link = page.split('class="full-size" href="')[1].split('"')[0]
     assert link == "outbox/starry/caf%E9.png" and os.path.isfile(os.fsencode(tmp_path) + b"/" + unquote_to_bytes(link))

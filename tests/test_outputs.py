@@ -15,7 +15,7 @@ from pipeline.daemon import status as status_module
 from pipeline.daemon.config import load
 from pipeline.daemon.daemon import Daemon
 from pipeline.daemon.watcher import own_folders, scan
-from pipeline.report import write_report
+from pipeline.report import write_reports
 
 
 def _once(config, engine) -> None:
@@ -98,7 +98,7 @@ def test_the_daemon_never_claims_what_the_pipeline_wrote(tmp_path, engine, torch
     inbox = tmp_path / "inbox"
     (inbox / "outbox" / "starry").mkdir(parents=True)
     shutil.copy(SAMPLES / "coffee.jpg", inbox / "outbox" / "starry" / "old.jpg")
-    write_report(inbox / "report.html", inbox / "outbox", inbox / "spool" / "failed")
+    write_reports([inbox / "report.html"], inbox / "outbox", inbox / "spool" / "failed")
     shutil.copy(SAMPLES / "rocket.jpg", inbox / "rocket.jpg")
     assert [p.name for p in scan(inbox, own_folders(load(config)))] == ["rocket.jpg"]
     _once(config, engine)

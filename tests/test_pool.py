@@ -261,12 +261,15 @@ def test_a_record_that_cannot_be_saved_for_any_reason_does_not_lose_the_result_i
     the batch's results were made, and lost them."""
     from types import SimpleNamespace
 
+    from pipeline.daemon.failures import FailurePaths
     from pipeline.daemon.worker import Worker
 
     def save(job):
         raise ValueError("the record's JSON could not be made (a stand-in)")
     job = SimpleNamespace(running=True, id="20261128T000000-abcdef", source="a.jpg")
-    Worker._not_running(SimpleNamespace(spool=SimpleNamespace(save=save)), job)
+    life = FailurePaths()  # the job life's save_or_warn (rev9d finding 11), on a spool whose save raises
+    life.spool = SimpleNamespace(save=save)
+    Worker._not_running(SimpleNamespace(life=life), job)
     assert job.running is False
 
 
@@ -276,3 +279,25 @@ def test_a_preserve_color_recipe_gets_no_batch_key(tmp_path):
                            recipes={"scream": {"styles": ["the_scream.jpg"], "preserve_color": True}})
     assert config.recipes["scream"].settings.preserve_color
     assert batch_key(jobs[0], config) is not None and batch_key(jobs[1], config) is None
+
+
+def test_status_shows_every_photo_the_slots_are_running(tmp_path):
+    """With devices: [cpu, cpu] two photos run at once; status.json's current named the first slot's alone (the
+    other only a number in in_work). Now current.running lists each, as Ray's does, and `status` shows a "now:"
+    line for each (rev9e finding 6)."""
+    from daemon_helpers import log_events, start, status_json, stop, wait_for
+    from pipeline.daemon.status import render
+
+    config = make_config(tmp_path, devices=["cpu", "cpu"], defaults={"steps": 3000})
+    for name in ("a.jpg", "b.jpg"):
+        shutil.copy(SAMPLES / "coffee.jpg", tmp_path / "inbox" / name)
+    proc = start(config)
+    try:
+        both = lambda: {job["file"] for job in (status_json(tmp_path).get("current") or {}).get("running", [])}
+        wait_for(lambda: both() == {"a.jpg", "b.jpg"}, 90, proc, step=0.3)
+        data = status_json(tmp_path)
+    finally:
+        stop(proc)
+    assert {e["file"] for e in log_events(proc) if e.get("event") == "job started"} == {"a.jpg", "b.jpg"}
+    now = [line for line in render(data).splitlines() if line.startswith("now: ")]
+    assert sorted(line.split()[1] for line in now) == ["a.jpg", "b.jpg"], now

@@ -222,6 +222,8 @@ def test_an_actor_lost_on_the_last_attempt_fails_the_job_with_its_reason(tmp_pat
 
 @needs_ray
 def test_run_window_closing_cancels_on_the_actor_and_the_job_runs_again(tmp_path, ray_down):
+    """And from its checkpoint (rev9e #1: the actor ran without one, so every window close threw the steps away while
+    the log said "checkpointed"): the actor sends it back with the cancel, the daemon keeps it in work/."""
     from datetime import datetime
 
     from pipeline.daemon.daemon import Daemon
@@ -233,20 +235,21 @@ def test_run_window_closing_cancels_on_the_actor_and_the_job_runs_again(tmp_path
     thread = run_in_thread(daemon)
     try:
         drop(tmp_path / "inbox", "night.jpg")
-        current = wait_for(lambda: status_current(tmp_path).get("step", 0) >= 3 and status_current(tmp_path), 120,
+        current = wait_for(lambda: status_current(tmp_path).get("step", 0) >= 10 and status_current(tmp_path), 120,
                            step=0.2)
         assert current["file"] == "night.jpg" and current["worker"].startswith("worker-")
         assert current["node"].startswith(os.uname().nodename) and len(current["running"]) == 1
         now[0] = datetime(2026, 11, 28, 7, 0)  # the window closes mid-job
         wait_for(lambda: daemon.book.retry and daemon.executor.progress().open_jobs == 0, 60, step=0.2)
         assert daemon.book.retry[0].attempts == 0 and outputs(tmp_path) == []
+        assert daemon.book.retry[0].checkpoint.is_file(), "the cancelled Ray job left no checkpoint.pt in work/"
         now[0] = datetime(2026, 11, 28, 22, 30)
         wait_for(lambda: outputs(tmp_path), 120, step=0.3)
     finally:
         daemon.stop.set()
         thread.join(60)
     record = json.loads((tmp_path / "outbox" / "starry" / "night.json").read_text())
-    assert record["steps"] == 100 and record["attempts"] == 1
+    assert record["steps"] == 100 and record["attempts"] == 1 and (record["resumed_from_step"] or 0) >= 10
 
 
 def start_daemon(config: Path, log: Path) -> subprocess.Popen:

@@ -54,10 +54,8 @@ def test_removed_recipes_is_no_config_key(tmp_path):
         raise AssertionError("removed_recipes was accepted as a config key")
 
 
-def test_a_painting_renamed_while_the_daemon_runs_fails_its_photo_at_once_naming_it(tmp_path):
-    """rev9c finding 8: a painting renamed under a running daemon (config.yaml unchanged, so no reload): its
-    FileNotFoundError was retried as a machine fault, and each photo of the recipe failed as too_many_attempts with
-    "if the machine was at fault, drop the file again", naming neither the painting nor the fix."""
+def _painting_changed_under_the_daemon(tmp_path, change) -> tuple[dict, object]:
+    """The error record of a photo dropped after ``change(styles folder)`` under a running daemon."""
     from daemon_helpers import STYLES, errors
 
     styles = tmp_path / "styles"
@@ -68,16 +66,39 @@ def test_a_painting_renamed_while_the_daemon_runs_fails_its_photo_at_once_naming
     proc = start(config)
     try:
         wait_ready(proc)
-        (styles / "starry_night.jpg").rename(styles / "Starry Night.jpg")
+        change(styles)
         shutil.copy(SAMPLES / "coffee.jpg", tmp_path / "inbox" / "beach.jpg")
         record = wait_for(lambda: errors(tmp_path).get("beach.jpg"), 60, proc)
     finally:
         stop(proc)
     assert record["code"] == "unknown_recipe" and record["attempts"] == 1, record
+    assert (tmp_path / "spool" / "failed" / "beach.jpg").is_file(), "the photo is kept in failed/"
+    return record, styles
+
+
+def test_a_painting_renamed_while_the_daemon_runs_fails_its_photo_at_once_naming_it(tmp_path):
+    """rev9c finding 8: a painting renamed under a running daemon (config.yaml unchanged, so no reload): its
+    FileNotFoundError was retried as a machine fault, and each photo of the recipe failed as too_many_attempts with
+    "if the machine was at fault, drop the file again", naming neither the painting nor the fix."""
+    record, styles = _painting_changed_under_the_daemon(
+        tmp_path, lambda styles: (styles / "starry_night.jpg").rename(styles / "Starry Night.jpg"))
     assert f"painting {styles / 'starry_night.jpg'} is no longer there" in record["message"], record
     assert record["fix"] == (f"Put starry_night.jpg back in {styles}, or name another painting in config.yaml's "
                              "recipe; then drop the photo again")
-    assert (tmp_path / "spool" / "failed" / "beach.jpg").is_file(), "the photo is kept in failed/"
+
+
+def test_a_painting_damaged_while_the_daemon_runs_is_named_not_the_photo(tmp_path):
+    """rev9c (suspected, now seen): a painting replaced by a cut-short copy failed the photo as bad_image with
+    "cannot decode the image ... copy it again", which named neither the painting nor which file to copy."""
+    def cut(styles):
+        data = (styles / "starry_night.jpg").read_bytes()
+        (styles / "starry_night.jpg").write_bytes(data[: len(data) // 3])
+
+    record, styles = _painting_changed_under_the_daemon(tmp_path, cut)
+    assert record["message"].startswith(f"its recipe's painting {styles / 'starry_night.jpg'}: cannot decode"), record
+    assert record["fix"].startswith(f"The painting starry_night.jpg in {styles}: the file is truncated or damaged; "
+                                    "copy it again; "), record
+    assert record["fix"].endswith("or name another painting in config.yaml's recipe; then drop the photo again")
 
 
 def test_a_painting_whose_folder_is_gone_too_is_retried_as_the_machines_fault(tmp_path):

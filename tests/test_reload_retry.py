@@ -116,3 +116,32 @@ def test_a_refused_edit_that_moves_a_folder_is_warned_about_once_not_at_each_ret
     assert len(warned) == 1 and "outbox2" in warned[0]["changes"][0]
     data["recipes"]["pastel"]["steps"] = 3  # another save: told again, once
     assert len(save_and_read(retries=2)) == 1
+
+
+def test_an_edit_of_the_executor_is_kept_for_the_next_start_and_said_so(tmp_path):
+    """rev9e finding 4: executor, ray, devices, device, weights and cache_styles build the executor and its engines,
+    once, at start. An edit of them logged "config reloaded" and nothing else, and every later photo still ran on
+    the old executor. The running values are kept (the config in use says what runs), the rest of the edit applies,
+    and one warning names each change and says it waits for the next start."""
+    from structlog.testing import capture_logs
+
+    from pipeline.daemon.daemon import Daemon
+
+    config = make_config(tmp_path)
+    daemon = Daemon(config)
+    data = yaml.safe_load(config.read_text())
+    data.update(executor="ray", ray={"num_workers": 1}, devices=["cpu", "cpu"], device="cpu", cache_styles=4)
+    data["defaults"]["steps"] = 7
+    config.write_text(yaml.safe_dump(data))
+    os.utime(config, ns=(time.time_ns(), time.time_ns() + 10**9))
+    with capture_logs() as logs:
+        daemon._maybe_reload()
+    kept = daemon.config
+    assert (kept.executor, kept.devices, kept.device, kept.cache_styles) == ("local", None, "auto", 32)
+    assert kept.ray.num_workers is None
+    assert kept.recipes["starry"].settings.steps == 7, "the rest of the edit applies now"
+    warned = [e for e in logs if e["log_level"] == "warning" and "next start" in e["event"]]
+    assert len(warned) == 1, logs
+    named = " ".join(warned[0]["changes"])
+    assert all(key in named for key in ("executor", "ray", "devices", "device", "cache_styles")), named
+    assert any(e["event"] == "config reloaded" for e in logs)

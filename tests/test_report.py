@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import io
 import json
@@ -15,7 +16,7 @@ import pytest
 from PIL import Image
 
 from pipeline.daemon.outputs import contact_sheet
-from pipeline.report import build_report, curve_points, parse_since, steps_text, write_report
+from pipeline.report import build_report, curve_points, parse_since, steps_text, write_reports
 
 SAMPLES = Path(__file__).resolve().parents[1] / "pipeline" / "assets" / "samples"
 STYLES = Path(__file__).resolve().parents[1] / "pipeline" / "assets" / "styles"
@@ -184,10 +185,34 @@ def test_without_since_everything_and_missing_pieces(spool):
     assert "broken.json" in " ".join(page.text[""])
 
 
-def test_write_report_is_atomic_and_complete(spool):
-    out = write_report(spool / "report.html", spool / "outbox", spool / "failed", now=NOW)
-    assert out.read_text().rstrip().endswith("</html>")
-    assert [p.name for p in spool.iterdir() if p.name.startswith(".")] == []
+def test_write_reports_is_atomic_and_complete(spool, monkeypatch):
+    """A browser or the mail job never reads half a page: write_reports, what `report` runs, writes each page through
+    fsio.write_atomic. The test before looked only for </html> and no dot-file, which a plain write_bytes passed as
+    well (rev9d). Here the rename that ends the write fails (a full disk, a kill just before it): yesterday's page
+    stays whole, no temp is left, and each page went through the atomic helper."""
+    from pipeline import fsio, report
+
+    pages = [spool / "outbox" / "reports" / "d.html", spool / "report.html"]
+    pages[0].parent.mkdir()
+    written = []
+
+    def spy(data, path):
+        written.append(path)
+        return fsio.write_atomic(data, path)
+
+    monkeypatch.setattr(report, "write_atomic", spy)
+    assert write_reports(pages, spool / "outbox", spool / "failed", now=NOW) == pages
+    assert written == pages and all(p.read_text().rstrip().endswith("</html>") for p in pages)
+    pages[1].write_text("<html>yesterday's page</html>")
+
+    def rename_fails(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fsio.os, "replace", rename_fails)
+    with pytest.raises(OSError):
+        write_reports(pages[1:], spool / "outbox", spool / "failed", now=NOW)
+    assert pages[1].read_text() == "<html>yesterday's page</html>"
+    assert [p.name for p in spool.rglob(".*")] == []
 
 
 def test_parse_since():
@@ -239,8 +264,8 @@ def test_report_figures_say_what_they_mean(tmp_path):
     with axes, the result the largest picture, and a link to each full-size output."""
     _cpu_night(tmp_path, 5)
     (tmp_path / "outbox" / "reports").mkdir()
-    out = write_report(tmp_path / "outbox" / "reports" / "2026-11-28.html", tmp_path / "outbox",
-                       tmp_path / "failed", now=NOW, done=tmp_path / "done")
+    [out] = write_reports([tmp_path / "outbox" / "reports" / "2026-11-28.html"], tmp_path / "outbox",
+                          tmp_path / "failed", now=NOW, done=tmp_path / "done")
     html = out.read_text()
     page = Page(html)
     assert "on GPU" not in html and page.all_text("cpu-time") == "50m 00s"

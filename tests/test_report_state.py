@@ -19,7 +19,7 @@ from daemon_helpers import ROOT, SAMPLES, make_config, start, status_json, stop,
 from test_daemon_faults import _fill, small_tmpfs  # noqa: F401 - the fixture
 
 from pipeline.daemon.spool import RECORD
-from pipeline.report import write_report
+from pipeline.report import write_reports
 from pipeline.report_state import service_state
 
 
@@ -125,5 +125,24 @@ def test_a_damaged_status_file_never_costs_the_page(tmp_path):
                              "next_window": ["x"]})):
         _status(folders["spool"], text)
         state = service_state(folders)
-        page = write_report(tmp_path / "page.html", folders["outbox"], folders["spool"] / "failed", state=state)
+        [page] = write_reports([tmp_path / "page.html"], folders["outbox"], folders["spool"] / "failed", state=state)
         assert StateBlock(page.read_text()).lines == ["Service: not running.", "Nothing is waiting in the inbox."], text
+
+
+def test_paintings_kept_below_the_inbox_are_not_counted_as_photos_waiting(tmp_path):
+    """styles_dir: inbox/paintings is never scanned for photos (rev9c); the page counted its paintings as photos
+    waiting, as if the daemon were stuck. A config that cannot be read since still gets its page."""
+    from daemon_helpers import STYLES
+    from pipeline.daemon.config import read_folders
+
+    paintings = tmp_path / "inbox" / "paintings"
+    paintings.mkdir(parents=True)
+    shutil.copy(STYLES / "starry_night.jpg", paintings / "starry_night.jpg")
+    shutil.copy(STYLES / "the_scream.jpg", paintings / "the_scream.jpg")
+    config = make_config(tmp_path, styles_dir="inbox/paintings")
+    (tmp_path / "inbox" / "beach.jpg").write_bytes(b"x")
+    folders = read_folders(config)
+    assert service_state(folders, config)[1] == "1 photo waiting in the inbox: beach.jpg."
+    config.write_text("folders: [broken\n")
+    state = service_state(folders, config)  # paintings counted then: the scan cannot know them, the page is written
+    assert state[1] == "3 photos waiting in the inbox: beach.jpg, paintings/starry_night.jpg, paintings/the_scream.jpg."

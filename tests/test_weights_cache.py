@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from pipeline.engine import weights_cache
-from pipeline.engine.vgg import find_weights, load_features, sha256_file
+from pipeline.engine.vgg import find_weights, load_features
+from pipeline.fsio import sha256_file
 
 
 @pytest.fixture

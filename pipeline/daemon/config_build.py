@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 
 from ..engine import images
@@ -210,8 +210,8 @@ def _recipes(data: Any, styles_dir: Path, defaults: Settings, problems: Problems
         settings = engine_settings(body, path, problems, defaults)
         styles = _styles(body.get("styles"), path + ("styles",), styles_dir, problems, settings.max_pixels)
         settings = _style_weights(body, styles, settings, path, problems)
-        if styles and settings.style_blend and len(settings.style_blend) != len(styles):
-            problems.add(path + ("style_blend",), f"has {len(settings.style_blend)} weights for {len(styles)} styles")
+        if styles and (blend := settings.blend_problem(len(styles))):
+            problems.add(path + ("style_blend",), blend)
         recipes[str(name)] = Recipe(str(name), tuple(styles), settings, str(body.get("description", "")))
     _case_twins(data, problems)
     return recipes
@@ -311,10 +311,13 @@ def _schedule(data: Any, problems: Problems) -> None:
         problems.add(("schedule",), str(exc))
 
 
-def check_folders(config: Config) -> list[str]:
-    """Start-up checks: folders exist (created if missing), are writable, and share the inbox's filesystem."""
+def check_folders(config: Config, skip: Iterable[Path] = ()) -> list[str]:
+    """Start-up checks: folders exist (created if missing), are writable, and share the inbox's filesystem.
+    ``skip``: folders whose fault the daemon pauses on instead (folder_faults.start_faults)."""
     problems = []
     for folder in (config.inbox, config.outbox, config.work, config.done, config.failed):
+        if folder in skip:
+            continue
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

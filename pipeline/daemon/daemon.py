@@ -14,21 +14,22 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import structlog
 
 from ..alerts import FLUSH_WAIT
-from ..engine import StyleTransfer
 from ..errors import PipelineError, StartupError
 from ..fsio import is_disk_full, sweep_tree
 from ..notify import Heartbeat, Notifier, watchdog_interval
 from . import config as config_module
+from . import executors
 from . import running
 from . import status as status_module
 from .config import Config, ConfigError
 from .config_build import check_folders
 from .diskguard import DiskGuard
+from .folder_faults import claim_fault, start_faults
 from .executor import Executor, left
 from .jobs import crashed
 from .reload import AGAIN, Refused, reload_config, remake_folders
@@ -39,7 +40,9 @@ from .spool import Spool, now_iso
 from .state import JobBook
 from .unclaimable import Unclaimable
 from .watcher import Tracker, Watcher, own_folders, sidecar_for, skipped_folders
-from .pool import local_executor
+
+if TYPE_CHECKING:  # an annotation only: the import would load torch into the daemon layer (rev9d)
+    from ..engine import StyleTransfer
 
 log = structlog.get_logger("style-pipeline")
 TICK = 0.2
@@ -60,6 +63,7 @@ class Daemon:
         self.stop = threading.Event()
         self.reload_requested = False
         self.signals = 0
+        self.blocked: str | None = None  # `once` stopped on a folder fault: its fix (_blocked)
         self.config = self._load_config()
         self.engine = engine
         self.spool = Spool(self.config.inbox, self.config.work, self.config.done, self.config.failed)
@@ -69,6 +73,7 @@ class Daemon:
         self.decode = DecodeCheck()
         self.started_at = now_iso()
         self.last_rescan = self.last_unpaired = 0.0
+        self.window: tuple = (None, None)  # (the config, its run window): _window_open parses it once a config
         self.config_mtime = self.config_path.stat().st_mtime_ns
         self.refused = Refused(REFUSED_RETRY_S)  # an edit refused for a painting not there yet is read again
         self.notifier = Notifier()
@@ -89,8 +94,9 @@ class Daemon:
             config = config_module.load(self.config_path)
         except ConfigError as exc:
             raise StartupError(str(exc)) from exc
+        self.waits = start_faults(config)  # outbox, done/, failed/ unwritable: a pause (rev9b finding 1)
         try:
-            problems = check_folders(config)
+            problems = check_folders(config, skip=self.waits)
         except OSError as exc:  # inbox/<recipe> a regular file: mkdir raises (rev6e: a bare traceback)
             problems = [f"{exc.filename}: cannot make this folder ({exc.strerror}); move away what is there"]
         if problems:
@@ -109,14 +115,9 @@ class Daemon:
         if freed:  # a kill -9 inside write_atomic left its temp (an output, a record, status.json): rev7b
             log.info("removed the temp files of writes killed mid-way", bytes=freed)
         running.record(config)  # where status and report find these folders after a folder edit (running.py)
-        if config.executor == "ray":  # issue 6: jobs run on Ray actors (imported only here); the rest is unchanged
-            from .ray_executor import RayExecutor
-            self.executor = RayExecutor(self.spool, lambda: self.config, self.stop)
-        else:  # issue 13: one Worker, or a pool of a slot per device (pool.py)
-            self.executor, self.engine = local_executor(config, self.engine, self.spool, lambda: self.config, self.stop)
-            log.info("engine ready", device=str(self.engine.device), weights=self.engine.weights.path,
-                     kind=self.engine.weights.kind, seconds=round(self.engine.load_seconds, 2),
-                     precision_auto=self.engine.precision("auto"))  # issue 13: as `precision --probe` recorded
+        for fault in self.waits.values():  # told and shown as a running daemon's pause is
+            self.book.pause(fault.folder, fault)
+        self.executor, self.engine = executors.build(config, self.engine, self.spool, lambda: self.config, self.stop)
         self.executor.start()
         if not self.once:
             self.watcher = Watcher(config.inbox, self.tracker, config.watch, config.poll_seconds, own_folders(config))
@@ -142,30 +143,35 @@ class Daemon:
                     time.sleep(TICK)
         finally:
             self._shutdown()
-        return 0
+        if self.blocked:  # `once` stopped on a folder fault (_blocked): the photos wait for the next run
+            return 3
+        return 1 if self.executor is not None and self.executor.broken else 0  # non-zero: Restart=on-failure
 
-    def _pass(self) -> bool:
-        """One pass of the loop; True when `once` has nothing left to do."""
+    def _pass(self, now: float | None = None) -> bool:
+        """One pass of the loop; True when `once` has nothing left to do. ``now`` (time.monotonic) is read once a
+        pass and handed down, as huey's loop(now=None) takes it: the rescan and sidecar ticks are decided by it, so a
+        test drives them without sleeping (the run window has its own wall clock, ``clock``)."""
+        now = time.monotonic() if now is None else now
         self.book.take(self.executor.poll())  # before dispatching: a full disk found by the last job pauses it
         self._maybe_reload()
         self._check_observer()
         self._check_worker()
-        if time.monotonic() - self.last_rescan >= self.config.rescan_seconds:
-            self._rescan()
-        elif time.monotonic() - self.last_unpaired >= UNPAIRED_TICK_S:
-            self._check_unpaired()
+        if now - self.last_rescan >= self.config.rescan_seconds:
+            self._rescan(now)
+        elif now - self.last_unpaired >= UNPAIRED_TICK_S:
+            self._check_unpaired(now)
         if self._window_open():
             self.executor.resume()
             if self.executor.has_room() and not self.disk.paused():
-                self._dispatch()
+                self._dispatch(now)
         else:
             self.executor.pause()  # the running job checkpoints and waits for the next window
         self.reporter.status_tick()
-        return self.once and self.drained()
+        return self.once and (self._blocked() or self.drained())
 
-    def _dispatch(self) -> None:
+    def _dispatch(self, now: float) -> None:
         """Give the executor its next job: due retries and recovered jobs first, then the oldest ready file."""
-        job = self.book.take_due(time.time(), time.monotonic())
+        job = self.book.take_due(time.time(), now)
         if job is not None:
             self.executor.submit(job)
             return
@@ -205,10 +211,12 @@ class Daemon:
         return max(recipe.settings.max_pixels for recipe in self.config.recipes.values())
 
     def _claim_failed(self, path: Path, exc: OSError) -> None:
-        """The file stays in the inbox: a full disk pauses claiming; anything else is told once (with its fix),
-        listed by status and retried at the next rescan."""
-        if is_disk_full(exc):
-            self.disk.pause(self.config.work)
+        """The file stays in the inbox: a full disk or a spool folder fault pauses claiming (one notice, not one a
+        photo: claim_fault); anything else is told once (with its fix), listed by status and retried at the next
+        rescan."""
+        fault = claim_fault(exc, self.config)
+        if is_disk_full(exc) or fault:
+            self.book.pause(fault.folder if fault else self.config.work, fault)
         else:
             self.unclaimable.add(path, exc)
         self.tracker.forget(path)
@@ -228,9 +236,21 @@ class Daemon:
         self.book.take(self.executor.poll())
         return len(self.tracker) == 0 and open_jobs == 0 and not self.book.retry
 
+    def _blocked(self) -> bool:
+        """`once` paused on a folder fault with nothing running: only a person can fix it, so it stops (rev9b
+        finding 5: it ran until killed, cron starting another beside it), and says so even with nothing waiting (a
+        first try). _shutdown releases the waiting jobs to work/, taken up at the next run; a full disk may clear
+        by itself, so it still waits for space."""
+        fix = self.disk.paused() and (self.disk.state or {}).get("fix")
+        if fix and self.executor.progress().open_jobs == 0:
+            self.blocked = fix
+        return self.blocked is not None
+
     def _window_open(self) -> bool:
-        window = status_module.window(self.config)
-        return window is None or window.is_open(self.clock())
+        """The run window parsed once a config (a reload brings a new one), not on every 0.2 s tick."""
+        if self.window[0] is not self.config:
+            self.window = (self.config, status_module.window(self.config))
+        return self.window[1] is None or self.window[1].is_open(self.clock())
 
     # --- health, reload ---------------------------------------------------------------------------
     def _check_worker(self) -> None:
@@ -261,15 +281,15 @@ class Daemon:
             remake_folders(self.config)  # the recipe folders
             self._rescan()
 
-    def _rescan(self) -> None:
-        self.last_rescan = time.monotonic()
+    def _rescan(self, now: float | None = None) -> None:
+        self.last_rescan = time.monotonic() if now is None else now
         running.adopt(self.config)  # the running-folders record, when a daemon of this config that held it went
         self.book.take_up(self.spool)  # jobs a dead daemon left in work/ (at start, or a killed neighbour's)
         skipped = skipped_folders(self.config.inbox, own_folders(self.config))
         for rel in skipped.keys() - self.skipped.keys():
             log.warning("skipped a folder in the inbox", folder=rel, why=skipped[rel])
         self.skipped = skipped
-        self._check_unpaired()
+        self._check_unpaired(self.last_rescan)
         if self.watcher:
             self.watcher.rescan()
         else:
@@ -277,11 +297,11 @@ class Daemon:
             for path in scan(self.config.inbox, own_folders(self.config)):
                 self.tracker.seen(path)
 
-    def _check_unpaired(self) -> None:
+    def _check_unpaired(self, now: float | None = None) -> None:
         """On a tick of its own, not only at a rescan (60 s shipped): README says a lonely sidecar is told 30 s
         after it lands, and at the rescan it was told 30-90 s after (rev8a). A walk of the inbox: 17 ms for 2,000
         photos on the 2-core box (bench/bench_outputs.py), every UNPAIRED_TICK_S."""
-        self.last_unpaired = time.monotonic()
+        self.last_unpaired = time.monotonic() if now is None else now
         unpaired = unpaired_sidecars(self.config.inbox, own_folders(self.config))
         for rel in unpaired.keys() - self.unpaired.keys():
             log.warning("a sidecar in the inbox is not used", sidecar=rel, why=unpaired[rel])

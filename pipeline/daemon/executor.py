@@ -12,7 +12,8 @@
 The daemon acts on the outcomes (retry queue, disk pause, held jobs, metrics); an executor keeps none of that.
 A job's life around the optimisation is not an executor's business either: each hands it to the shared
 :class:`~.jobs.JobLife` (pre-checks, plan, record, publish, outcomes), so a new executor writes only how to run
-a plan. This base class holds the little plumbing both executors share: a thread, a queue in, outcomes out.
+a plan. This base class holds the little plumbing the executors share (Worker and the Pool's slots, RayExecutor; chosen
+by executors.build): a thread, a queue in, outcomes out.
 """
 from __future__ import annotations
 
@@ -61,6 +62,7 @@ class Executor(threading.Thread):
         self._busy_seconds = 0.0
         self._current: dict | None = None
         self._job: Job | None = None  # the job in this thread's hands, where the thread runs it itself
+        self.broken: str | None = None  # why this executor stopped the daemon: it then exits 1, and systemd restarts it
 
     # --- the interface -----------------------------------------------------------------------------
     def submit(self, job: Job) -> None:

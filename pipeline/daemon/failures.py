@@ -16,7 +16,7 @@ import structlog
 
 from ..errors import clipped
 from ..fsio import TEMP, is_disk_full, is_no_permission, service_user
-from .folder_faults import FolderFault, folder_fault
+from .folder_faults import FolderFault, spool_fault
 from .spool import Job, Reason
 
 log = structlog.get_logger("style-pipeline.worker")
@@ -47,8 +47,7 @@ class FailurePaths:
 
     def _folder_fault(self, exc: Exception) -> FolderFault | None:
         """A folder we write that cannot be written (read-only, a file in its place, no write access)."""
-        config = self.get_config()
-        return folder_fault(exc, config.outbox, (config.spool, config.work, config.done, config.failed))
+        return spool_fault(exc, self.get_config())
 
     def _pause(self, job: Job, folder: str, fault: FolderFault | None = None) -> None:
         """The machine's fault: the job waits in work/ uncharged, and claiming pauses until ``folder`` is writable."""
@@ -59,10 +58,20 @@ class FailurePaths:
     def _not_its_fault(self, job: Job) -> None:
         """The try ended for a reason outside the photo: it is not charged as an attempt."""
         job.attempts, job.running, job.crashes = max(0, job.attempts - 1), False, 0
+        self.save_or_warn(job)
+
+    def save_or_warn(self, job: Job, when: str = "") -> bool:
+        """The job's record saved, or a warning and on: where its try's way is decided already (not charged, a
+        result made), the job in memory is the truth until the disk has room again, and an unsaved record costs at
+        most a crash charged once. One scope (any error: a full disk or worse) and one wording, where three copies
+        caught OSError or Exception and worded it their own ways (rev9d). ``when``: " before its write", etc."""
         try:
             self.spool.save(job)
-        except OSError as exc:  # the job in memory is the truth until the disk has room again
-            log.warning("job record not saved", error=str(exc))
+            return True
+        except Exception as exc:  # noqa: BLE001 - see above: the record never costs the job
+            log.warning(f"job record not saved{when}", error=f"{type(exc).__name__}: {exc}", job_id=job.id,
+                        file=job.source)
+            return False
 
     def _fail(self, job: Job, reason: Reason, message: str, fix: str) -> None:
         try:

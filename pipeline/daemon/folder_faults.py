@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Iterable
 
 from ..errors import Reason
-from ..fsio import service_user, shown
+from ..fsio import service_user, shown, write_atomic
+from .outputs import make_folder
 
 CODES = {errno.EROFS: "EROFS", errno.ENOTDIR: "ENOTDIR", errno.EACCES: str(Reason.NO_PERMISSION)}
 RESUMES = "; claiming resumes by itself once it can be written"
@@ -57,10 +58,59 @@ def folder_fault(exc: BaseException, outbox: Path, spool: Iterable[Path]) -> Fol
         found = not_a_folder(target, roots)
         if found is None:  # moved away already: the next try tells
             return None
-        label = "the outbox" if found == roots[0] else "it"
-        return FolderFault(found, CODES[exc.errno],
-                           f"{shown(str(found))} is a file: {label} must be a folder: move the file away{RESUMES}")
+        return FolderFault(found, CODES[exc.errno], in_the_way(found, found == roots[0]) + RESUMES)
     return FolderFault(target.parent, CODES[exc.errno], writable_fix(target.parent, exc) + RESUMES)
+
+
+def spool_fault(exc: BaseException, config) -> FolderFault | None:
+    """:func:`folder_fault` for the ``config``'s outbox and spool folders: the folders the daemon writes."""
+    return folder_fault(exc, config.outbox, (config.spool, config.work, config.done, config.failed))
+
+
+def claim_fault(exc: OSError, config) -> FolderFault | None:
+    """The claim's error as a folder fault: spool/work (or the spool) refused the job folder's mkdir or its record
+    (rev9b finding 2: one pause and one notice, not an "unclaimable" notice per photo all night). A rename's error
+    (``filename2`` set) is the inbox's side, not work/'s: the job folder was just made there, so the photo's own
+    folder refused the move and that photo alone is unclaimable (unclaimable.py)."""
+    return None if exc.filename2 else spool_fault(exc, config)
+
+
+def start_faults(config) -> dict[Path, FolderFault]:
+    """The outbox, done/ and failed/ that cannot be written at start, each with its fault: a pause, never a refusal
+    to start (rev9b finding 1). A running daemon pauses on them and resumes once fixed; a restart meanwhile (a
+    watchdog kill, an upgrade, a reboot with the NAS still read-only) exited 2 with "not writable by this user; fix
+    its permissions" (wrong for a read-only mount) or "cannot create (File exists)", and systemd restarted it every
+    10 s. The inbox and work/ are not here: without them nothing can be claimed, so those still refuse to start."""
+    found = {}
+    for folder in (config.outbox, config.done, config.failed):
+        fault = write_fault(Path(folder), config)
+        if fault is not None:
+            found[Path(folder)] = fault
+    return found
+
+
+def write_fault(folder: Path, config) -> FolderFault | None:
+    """The folder fault a probe write in ``folder`` meets (made first, as a job's write would), None if it takes it."""
+    path = folder / f".start-probe-{os.getpid()}"
+    try:
+        make_folder(folder)  # a file in its place: ENOTDIR, "move the file away"
+        write_atomic(b"", path, fsync=False)
+        path.unlink()
+    except OSError as exc:
+        return spool_fault(exc, config)
+    return None
+
+
+def in_the_way(found: Path, outbox: bool) -> str:
+    """The fix for what stands where a folder must be. A link to a missing target (outbox/starry -> a share not
+    mounted tonight) is no file to move away: doing so removed the person's link, and the outputs then landed in a
+    local folder, not the share (rev9b finding 3)."""
+    if found.is_symlink() and not found.exists():
+        target = os.path.normpath(found.parent / os.readlink(found))
+        return (f"{shown(str(found))} is a link to {shown(target)}, which is not there (a share not mounted?): "
+                "mount it or make that folder")
+    label = "the outbox" if outbox else "it"
+    return f"{shown(str(found))} is a file: {label} must be a folder: move the file away"
 
 
 def not_a_folder(target: Path, roots: list[Path]) -> Path | None:

@@ -2,7 +2,7 @@
 outcomes (done; failed with a reason; transient with a retry time; cancelled at a step), which the executor's
 poll() hands to the daemon.
 
-Every executor (the local thread, Ray actors, the pools to come) runs the optimisation its own way and hands the
+Every executor (the local Worker, the Pool of a slot per device, Ray actors) runs the optimisation its own way and hands the
 rest to a :class:`JobLife`: so a job is claimed, checked, named, written and failed the same way wherever it ran.
 Pre-checks are named steps (as paperless-ngx's consumer does), each with its own reason and fix. Permanent
 failures go to failed/ at once; transient ones are retried with backoff, then given up.
@@ -19,7 +19,6 @@ from typing import Callable
 import structlog
 
 from ..engine import Settings, images
-from ..engine.prepared import prepare as prepare_working
 from ..errors import Cancelled, JobFailure, PipelineError, Reason, WorkerLost, clipped
 from ..fsio import FileBusy
 from . import joblog, outputs
@@ -27,8 +26,8 @@ from .config import Config, Recipe
 from .failures import FailurePaths
 from .folder_faults import FolderFault
 from .handover import Lander, Prefetcher
-from .prechecks import (pre_check_image, pre_check_painting, pre_check_readable, pre_check_recipe,
-                        pre_check_regular_file, pre_check_settings, pre_check_sidecar)
+from .prechecks import (pre_check_image, pre_check_painting, pre_check_painting_decodes, pre_check_readable,
+                        pre_check_recipe, pre_check_regular_file, pre_check_settings, pre_check_sidecar)
 from .sheets import SheetWriter
 from .spool import Job, Spool, job_id_in, now_iso
 
@@ -132,6 +131,12 @@ class JobLife(FailurePaths):
             self.prefetch.discard(job.id)
         return None
 
+    def started(self, job: Job, plan: Plan, **extra) -> None:
+        """The "job started" line, one wording for every executor (bench/daemon_log.py and the tests read its keys):
+        the recipe, size, steps and attempt, and what the executor adds (opened_ms, batch, Ray's worker and node)."""
+        log.info("job started", recipe=plan.recipe.name, size=plan.settings.size, steps=plan.settings.steps,
+                 attempt=job.attempts, **extra)
+
     def land(self, job: Job, config: Config, plan: Plan, result, record: dict | None = None, **log_fields) -> None:
         """The executor's result written and its input moved (see finish); any fault is concluded here."""
         try:
@@ -175,24 +180,30 @@ class JobLife(FailurePaths):
         if isinstance(exc, PipelineError) and exc.reason is not None:  # no retry makes a picture wider
             self._fail(job, exc.reason, exc.problem, exc.fix)
         elif isinstance(exc, Cancelled):
-            self.cancelled(job, exc.step)
+            self.cancelled(job, exc.step, saved=exc.checkpoint is not None)
         elif isinstance(exc, FileBusy):  # its writer (Samba, NFS) still holds it: never the photo's fault (rev6f A2)
             job.last_error = clipped(f"{exc.filename} {exc.strerror}")
             self.defer(job, BUSY_RETRY, "the photo or its sidecar is held by another program; the job waits")
         else:  # a filesystem class, else transient or unknown: retried up to max_attempts
             self._os_error(job, exc)
 
-    def cancelled(self, job: Job, step: int) -> None:
-        """A shutdown or a closing window is not the input's fault: the job waits in work/ or for the window."""
+    def cancelled(self, job: Job, step: int, saved: bool = True) -> None:
+        """A shutdown or a closing window is not the input's fault: the job waits in work/ or for the window.
+        ``saved``: a checkpoint was written; the log never claims one that was not (rev9e #1: Ray's said so)."""
         self._not_its_fault(job)
+        what = "job checkpointed" if saved else "job stopped without writing a checkpoint"
         if self.stop.is_set():
             self.spool.release(job)
-            log.info("job checkpointed for the next start", step=step)
+            log.info(f"{what} for the next start", step=step)
         else:
-            log.info("job checkpointed; it runs again when the run window opens", step=step)
+            log.info(f"{what}; it runs again when the run window opens", step=step)
         self._out(job, "cancelled", retry=not self.stop.is_set())
 
     def prepare(self, job: Job, config: Config) -> Plan:
+        """The pre-checks, then the photo's first working copy. engine.prepared is imported here, not at the top:
+        it needs torch, and the daemon's main loop imports this module without ever running a job (rev9d)."""
+        from ..engine.prepared import prepare as prepare_working
+
         pre_check_regular_file(job)
         pre_check_readable(job)
         recipe_name, overrides = pre_check_sidecar(job, config)
@@ -211,7 +222,7 @@ class JobLife(FailurePaths):
         stamp = (info.st_mtime_ns, info.st_size, info.st_ino)
         held = self._styles.get(path)
         if held is None or held[0] != stamp:
-            held = self._styles[path] = (stamp, images.load(path, settings.max_pixels))
+            held = self._styles[path] = (stamp, pre_check_painting_decodes(path, settings.max_pixels))
         return held[1]
 
     def already_written(self, job: Job, config: Config) -> bool:

@@ -21,6 +21,7 @@ from .config import Config
 from .executor import Executor, Progress, left
 from .jobs import JobLife, Plan, crashed
 from .spool import Job, Spool
+from .turns import Turns, not_begun
 from .worker import Worker
 
 log = structlog.get_logger("style-pipeline.worker")
@@ -74,12 +75,24 @@ class Slot(Worker):
         return self.pool.prefetch_depth()
 
     def _try(self, job: Job) -> None:
+        """The job's try in its turn (turns.py): beside the other slots' jobs, a kill is no one photo's crash."""
         self.pool.wake()  # a job left the queue: the main loop may claim the next one now
         structlog.contextvars.bind_contextvars(slot=self.index)
-        opened = self.life.open(job)
+        try:
+            beside = self.pool.turns.enter(job, self._stopping)
+            if beside is None:  # stopped while it waited for its turn
+                self.life.outcomes.put(not_begun(job))
+            else:
+                self._try_beside(job, beside)
+        finally:
+            self.pool.turns.leave(job)
+
+    def _try_beside(self, job: Job, beside: list[Job]) -> None:
+        opened = self.life.open(job, batched=bool(beside))
         self._prefetch_queued()
         if opened is None:
             return
+        self.pool.turns.share_blame(self.pool.turns.beside(job), self.life.save_or_warn)
         batch, alone = self._gather((job, *opened))
         if len(batch) > 1:
             self._run_batch(batch)
@@ -143,10 +156,12 @@ class Slot(Worker):
     def _mark_batched(self, job: Job) -> None:
         """The job in hand's record says it runs in a batch; unsaved (a full disk), a kill counts as its own."""
         job.batched = job.running
-        try:
-            self.spool.save(job)
-        except OSError as exc:
-            log.warning("job record not saved", error=f"{type(exc).__name__}: {exc}")
+        self.life.save_or_warn(job)
+
+    def _not_running(self, job: Job) -> None:
+        """As the lone worker's, the flag turned off under the turns' lock (Turns.share_blame)."""
+        if self.pool.turns.stop_running(job):
+            self.life.save_or_warn(job, " before its write")
 
     def _batch_size(self, config: Config, plan: Plan) -> int:
         """The batch's size, or 1 when it cannot be worked out: a photo must never fail because its batch could
@@ -165,8 +180,7 @@ class Slot(Worker):
         steps = [self._on_step(job, p) for job, _, p in batch]
         opened = self._opened()
         for job, _, p in batch:
-            log.info("job started", job_id=job.id, file=job.source, recipe=p.recipe.name, size=p.settings.size,
-                     steps=p.settings.steps, attempt=job.attempts, batch=len(batch), **opened)
+            self.life.started(job, p, job_id=job.id, file=job.source, batch=len(batch), **opened)
 
         def on_step(index: int, info) -> None:
             with structlog.contextvars.bound_contextvars(job_id=jobs[index].id, file=jobs[index].source):
@@ -223,6 +237,7 @@ class Pool(Executor):
                  stop: threading.Event, life: JobLife | None = None) -> None:
         super().__init__("pool", spool, get_config, stop, life)
         self._jobs = JobQueue(self._batch_key)
+        self.turns = Turns()  # which photos run side by side, and a suspect's turn alone (a kill's blame)
         self.slots = [Slot(engine, self, i) for i, engine in enumerate(engines)]
 
     def has_room(self) -> bool:
@@ -249,7 +264,8 @@ class Pool(Executor):
     def progress(self) -> Progress:
         slots = [slot.progress() for slot in self.slots]
         dead = [slot._job for slot in self.slots if not slot.is_alive() and slot.ident is not None]
-        current = next((p.current for p in slots if p.current), None)
+        running = [p.current for p in slots if p.current]  # every slot's photo, as Ray's current.running
+        current = {**running[0], "running": running} if running else None
         return Progress(self._open > 0, self._open, sum(p.marker for p in slots), current,
                         sum(p.busy_seconds for p in slots), dead[0] if dead else None)
 

@@ -143,3 +143,16 @@ def pre_check_painting(path: Path) -> os.stat_result:
         raise JobFailure(Reason.UNKNOWN_RECIPE, f"its recipe's painting {path} is no longer there (renamed or "
                          "removed while the daemon ran)", f"Put {path.name} back in {path.parent}, or name another "
                          "painting in config.yaml's recipe; then drop the photo again") from exc
+
+
+def pre_check_painting_decodes(path: Path, max_pixels: int) -> images.Image.Image:
+    """The recipe's painting, decoded. One replaced by a cut-short or damaged copy under a running daemon failed the
+    photo as bad_image with "copy it again", naming neither the painting nor which file to copy (rev9c): the
+    failure names the painting, and fails as its recipe's (unknown_recipe), the photo being whole."""
+    try:
+        return images.load(path, max_pixels)
+    except ImageError as exc:
+        fix = exc.fix[:1].lower() + exc.fix[1:]
+        raise JobFailure(Reason.UNKNOWN_RECIPE, f"its recipe's painting {path}: {exc.problem}",
+                         f"The painting {path.name} in {path.parent}: {fix}; or name another painting in "
+                         "config.yaml's recipe; then drop the photo again") from exc

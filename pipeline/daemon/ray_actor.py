@@ -35,19 +35,27 @@ class StyleActor:
         self.identity = {"actor": label, "node_id": ray.get_runtime_context().get_node_id(),
                          "node_ip": ray.util.get_node_ip_address(), "host": socket.gethostname(), "pid": os.getpid()}
 
-    def run(self, job_id: str, name: str, settings, content: bytes, style_keys: list, *styles) -> dict:
+    def run(self, job_id: str, name: str, settings, content: bytes, style_keys: list, checkpoint: bytes | None,
+            *styles) -> dict:
+        """``checkpoint``: the bytes of the job's last checkpoint (the daemon keeps it in work/), resumed from here;
+        a cancel sends the new one back for the daemon to write, since the actor never sees the shared folder."""
         from ..engine import images
 
         with self._lock, tempfile.TemporaryDirectory(prefix="style-actor-") as tmp:
             self._progress = {"job_id": job_id}
             self.styles_seen.update(style_keys)
+            saved = Path(tmp) / "checkpoint.pt"
             try:
                 path = Path(tmp) / ("input" + Path(name).suffix.lower())
                 path.write_bytes(content)
+                if checkpoint:
+                    saved.write_bytes(checkpoint)
                 result = self.engine.stylize(images.load(path, settings.max_pixels), list(styles), settings,
-                                             on_step=self._on_step(job_id), should_stop=lambda: job_id in self._cancel)
+                                             on_step=self._on_step(job_id), should_stop=lambda: job_id in self._cancel,
+                                             checkpoint=saved)
             except Cancelled as exc:
-                return {"status": "cancelled", "step": exc.step}
+                return {"status": "cancelled", "step": exc.step,
+                        "checkpoint": saved.read_bytes() if saved.is_file() else None}
             except PipelineError as exc:
                 if exc.reason is None:
                     raise

@@ -17,9 +17,11 @@ from typing import Any, Callable
 import structlog
 
 from ..errors import Cancelled, JobFailure, Reason
+from ..fsio import write_atomic
 from ..progress import versions
 from .config import Config
-from .executor import Executor
+from .executor import Executor, left
+from .handover import WRITE_GRACE
 from .jobs import Plan, current, logging_for
 from .ray_actor import CONTROL, StyleActor
 from . import ray_cluster
@@ -28,6 +30,7 @@ from .spool import Job, Spool
 log = structlog.get_logger("style-pipeline.ray")
 
 STYLE_REFS_KEPT = 64
+STARTING = "starting"  # a slot's node until its actor answers: where it runs is not known yet
 
 
 @dataclass
@@ -39,7 +42,7 @@ class Slot:
     label: str = ""
     generation: int = 0
     info: dict | None = None  # who the actor is (node, host, device), from its first answer: None until ready
-    node: str = "starting"
+    node: str = STARTING
     jobs: set = field(default_factory=set)
     asked: Any = None  # the ObjectRef of a progress() call in flight
     last_progress: dict | None = None
@@ -48,12 +51,21 @@ class Slot:
 
 @dataclass
 class Flight:
+    """One job sent to one actor. The actor's handle, label and node are its own, taken when it was sent: the slot
+    is relabelled (and its handle dropped) in place when that actor dies, while the flight may not have landed yet."""
+
     job: Job
     config: Config  # the one the try opened with: the job lands by it, not by a reload's (rev9d item 2)
     plan: Plan
     slot: Slot
     generation: int
     started: float
+    handle: Any = None
+    label: str = ""
+    node: str = ""
+    began: bool = False  # its actor was heard running it
+    charged: bool | None = None  # its actor died: was it the job it ran (decided once for all of that actor's)
+    logged_at: float = 0.0  # its last "progress" line (time.monotonic); 0: none yet
 
 
 class RayExecutor(Executor):
@@ -67,6 +79,7 @@ class RayExecutor(Executor):
         self.max_inflight = config.ray.max_inflight or self.num_workers
         self.engine_args = (str(config.weights) if config.weights else None, config.device, config.cache_styles)
         self.flights: dict[Any, Flight] = {}
+        self._stop_by = 0.0  # close() sets it: until then a stop leaves the jobs in flight at once
         self._style_refs: dict[int, tuple] = {}
         self._actor_class = self.ray.remote(concurrency_groups={CONTROL: 2})(StyleActor)
         self.slots = [Slot(i) for i in range(self.num_workers)]
@@ -90,8 +103,10 @@ class RayExecutor(Executor):
                 self._watch()
                 now, was_busy = time.monotonic(), bool(self.flights)
                 self._busy_seconds, last = self._busy_seconds + (now - last) * was_busy, now
-        except Exception:
-            log.exception("the ray dispatcher failed; stopping the daemon")
+            self._cancel_in_flight()
+        except Exception as exc:  # the daemon exits 1, so that systemd's Restart=on-failure starts it again
+            log.exception("the ray dispatcher failed; stopping the daemon (exit status 1)")
+            self.broken = f"{type(exc).__name__}: {exc}"
             self.stop.set()
         finally:
             self._leave_in_flight()
@@ -121,15 +136,16 @@ class RayExecutor(Executor):
         try:
             styles = [self._style_ref(image) for image in plan.styles]
             keys = [str(ref.path) for ref in plan.recipe.styles]
-            ref = slot.handle.run.remote(job.id, job.name, plan.settings, job.input.read_bytes(), keys, *styles)
+            resume = job.checkpoint.read_bytes() if job.checkpoint.is_file() else None  # the actor resumes from it
+            ref = slot.handle.run.remote(job.id, job.name, plan.settings, job.input.read_bytes(), keys, resume, *styles)
         except Exception as exc:
             self.life.conclude(job, exc)
             return False
-        self.flights[ref] = Flight(job, config, plan, slot, slot.generation, time.monotonic())
+        self.flights[ref] = Flight(job, config, plan, slot, slot.generation, time.monotonic(), slot.handle, slot.label,
+                                   slot.node)
         slot.jobs.add(job.id)
         self._marker += 1
-        log.info("job started", recipe=plan.recipe.name, size=plan.settings.size, steps=plan.settings.steps,
-                 attempt=job.attempts, worker=slot.label, node=slot.node)
+        self.life.started(job, plan, worker=slot.label, node=slot.node)
         return True
 
     def _pick(self, job: Job) -> Slot:
@@ -172,16 +188,48 @@ class RayExecutor(Executor):
             worker = reply["worker"]
             record = {"executor": "ray", "worker": worker, "lost_attempts": self.life.lost_attempts.pop(job.id, [])}
             self.life.land(job, flight.config, flight.plan, reply["result"], record, worker=worker["actor"],
-                           node=flight.slot.node)
+                           node=flight.node)
         elif reply["status"] == "cancelled":
-            self.life.conclude(job, Cancelled(reply["step"], None))
+            saved = self._keep_checkpoint(job, reply.get("checkpoint"))
+            self.life.conclude(job, Cancelled(reply["step"], str(job.checkpoint) if saved else None))
         else:
             self.life.conclude(job, JobFailure(Reason(reply["reason"]), reply["problem"], reply["fix"]))
 
+    def _keep_checkpoint(self, job: Job, state: bytes | None) -> bool:
+        """The checkpoint the actor sent back with its cancel, written into the job's work/ folder, where the next
+        try sends it to its actor (rev9e #1: Ray jobs kept none, and started over at every window and restart)."""
+        if not state:
+            return False
+        try:
+            write_atomic(state, job.checkpoint)
+            return True
+        except OSError as exc:  # a full disk: the job starts over, it is not lost
+            log.warning("the job's checkpoint could not be written; it starts over", error=str(exc))
+            return False
+
     def _lost(self, flight: Flight, exc: Exception) -> None:
-        self.life.lost(flight.job, flight.slot.label, flight.slot.node, exc)
+        """Only the job the dead actor ran costs an attempt; the ones queued behind it wait, uncharged (rev9e #3:
+        at max_attempts 1 they went to failed/ without ever starting). The record names the actor that ran it."""
+        if self._ran(flight):
+            self.life.lost(flight.job, flight.label, flight.node, exc)
+        else:
+            self.life.defer(flight.job, 0, "its worker died before it began it; it goes to another worker")
         if flight.slot.generation == flight.generation:
             self._replace(flight.slot, exc)  # the slot's next _watch starts a new actor
+
+    def _ran(self, flight: Flight) -> bool:
+        """Was this the job its dead actor was running? The one it was heard running, else (it died before a progress
+        answer) the oldest sent to it: an actor runs its jobs one at a time, in the order sent. None where the actor
+        was never heard ready (it died starting: its node's fault, not a photo's). Decided once for all of that
+        actor's flights still out, since they land one by one."""
+        if flight.charged is None:
+            mine = [f for f in (flight, *self.flights.values())
+                    if f.slot is flight.slot and f.generation == flight.generation]
+            running = next((f for f in mine if f.began), None) or min(mine, key=lambda f: f.started)
+            running = None if flight.node == STARTING else running
+            for other in mine:
+                other.charged = other is running
+        return bool(flight.charged)
 
     # --- actors ------------------------------------------------------------------------------------
     def _spawn(self, slot: Slot) -> None:
@@ -190,7 +238,7 @@ class RayExecutor(Executor):
         slot.label = f"worker-{slot.index}" + (f".{slot.generation}" if slot.generation else "")
         slot.handle = self._actor_class.options(num_gpus=self.gpus, num_cpus=self.cpus).remote(
             slot.label, weights, device, cache, threads)
-        slot.info, slot.node, slot.asked, slot.last_progress = None, "starting", None, None
+        slot.info, slot.node, slot.asked, slot.last_progress = None, STARTING, None, None
 
     def _replace(self, slot: Slot, exc: Exception) -> None:
         """A new actor in the slot: at once if the dead one had been ready, else (no weights or no torch on
@@ -207,13 +255,13 @@ class RayExecutor(Executor):
     def _watch(self) -> None:
         """New actors where one is missing, each actor's progress, jobs to cancel."""
         for slot in self.slots:
-            if slot.handle is None and time.monotonic() >= slot.not_before:
+            if slot.handle is None and time.monotonic() >= slot.not_before and not self.stop.is_set():
                 self._spawn(slot)
             elif slot.handle is not None:
                 self._ask(slot)
         for flight in self.flights.values():  # a window closed, a cancel: asked each pass until it lands
-            if self._should_stop(flight.job):
-                flight.slot.handle.cancel.options(concurrency_group=CONTROL).remote(flight.job.id)
+            if self._should_stop(flight.job):  # its own actor's handle: a dead one's lands as lost (rev9e #7)
+                flight.handle.cancel.options(concurrency_group=CONTROL).remote(flight.job.id)
         self._update_progress()
 
     def _ask(self, slot: Slot) -> None:
@@ -241,9 +289,28 @@ class RayExecutor(Executor):
             if worker["versions"] != versions():
                 log.warning("a worker runs other versions than the daemon", worker=slot.label,
                             worker_versions=worker["versions"], daemon_versions=versions())
-        if slot.info is worker or (step and step.get("step") != (slot.last_progress or {}).get("step")):
+        moved = bool(step) and "step" in step and step.get("step") != (slot.last_progress or {}).get("step")
+        if slot.info is worker or moved:
             self._marker += 1  # the watchdog's sign of life: an actor came up, or a step moved
         slot.last_progress = step or slot.last_progress
+        for flight in self.flights.values():  # its node, once known; the job it runs: charged if it dies (_ran)
+            if flight.slot is slot and flight.generation == slot.generation:
+                flight.node = slot.node
+                flight.began = flight.began or bool(step) and flight.job.id == step.get("job_id")
+                if moved and flight.job.id == step.get("job_id"):
+                    self._log_progress(flight, step)
+
+    def _log_progress(self, flight: Flight, step: dict) -> None:
+        """The journal's "progress" line, as a local job's (worker.py): at the first step heard, then at most once
+        every progress_seconds, so that a slow Ray job tells itself from a stuck one (rev9e #5: none was logged)."""
+        now = time.monotonic()
+        if flight.logged_at and now - flight.logged_at < flight.config.progress_seconds:
+            return
+        flight.logged_at = now
+        fields = current(flight.job, flight.plan, step, worker=flight.label, node=flight.node,
+                         elapsed=round(now - flight.started, 1))
+        with logging_for(flight.job):
+            log.info("progress", **{k: v for k, v in fields.items() if k not in ("job_id", "file")})
 
     def _update_progress(self) -> None:
         """status.json's "current": the oldest job in flight, and every job in flight under "running"."""
@@ -251,16 +318,30 @@ class RayExecutor(Executor):
         for flight in sorted(self.flights.values(), key=lambda f: f.started):
             step = flight.slot.last_progress or {}
             running.append(current(flight.job, flight.plan, step if step.get("job_id") == flight.job.id else {},
-                                   worker=flight.slot.label, node=flight.slot.node,
+                                   worker=flight.label, node=flight.node,
                                    elapsed=round(now - flight.started, 1)))
         self._current = {**running[0], "running": running} if running else None
 
     # --- stopping ----------------------------------------------------------------------------------
+    def close(self, timeout: float) -> list[Job]:
+        """The dispatcher's share of the stop: it waits for the actors' cancels until the join's deadline."""
+        self._stop_by = time.monotonic() + timeout - min(WRITE_GRACE, timeout / 4) - 1
+        return super().close(timeout)
+
+    def _cancel_in_flight(self) -> None:
+        """A stop: each job in flight is cancelled on its actor and its checkpoint landed, as a local job's is,
+        until close()'s deadline; _leave_in_flight takes whatever has not answered by then."""
+        while self.flights and left(self._stop_by) > 0:
+            self._watch()  # the stop flag is set: it sends each flight's cancel
+            self._collect(min(0.2, left(self._stop_by)))
+
     def _leave_in_flight(self) -> None:
-        """A stop: every job in flight stays in work/ for the next start (not counted against the input)."""
+        """A stop: every job in flight stays in work/ for the next start (not counted against the input); one that did
+        not answer its cancel in time has no new checkpoint, and the log says so."""
         for flight in self.flights.values():  # the actors stop with this process (their owner)
             with logging_for(flight.job):
-                self.life.cancelled(flight.job, (flight.slot.last_progress or {}).get("step", 0))
+                step = (flight.slot.last_progress or {}).get("step", 0)
+                self.life.cancelled(flight.job, step, saved=False)
             self.job_closed()
         self.flights.clear()
         self._current = None

@@ -1,4 +1,5 @@
-"""A config reload (a changed config.yaml or SIGHUP): other settings apply at once, folders at the next start.
+"""A config reload (a changed config.yaml or SIGHUP): other settings apply at once, folders and the executor's
+(executor, ray, devices, device, weights, cache_styles) at the next start.
 
 The Spool and the watcher hold the folders they were started with, so a reload that swapped new folders into
 the config half-applied them: outputs went to the new outbox while claims came from the old inbox, and an
@@ -21,6 +22,7 @@ from .config_build import check_folders
 
 log = structlog.get_logger("style-pipeline")
 FOLDERS = ("inbox", "outbox", "spool")  # work/, done/ and failed/ live in the spool
+AT_START = ("executor", "ray", "devices", "device", "weights", "cache_styles")  # the executor and its engines
 AGAIN = "read again at the next pass"  # reload_config's answer when the file could not be read yet
 BUSY_LOG_EVERY = 10.0  # seconds between the warnings of a config held busy (the loop asks ~3 times a second)
 _busy_logged = [0.0]  # when a busy config was last warned about (monotonic)
@@ -54,7 +56,7 @@ def reload_config(old: Config, path: Path, quiet: bool = False) -> Config | str 
     retry of a refused edit (Refused), whose refusal was already logged."""
     try:
         loaded = config_module.load(path, busy_wait=NO_WAIT)
-        new = keep_folders(old, config_module.remember_removed_recipes(old, loaded), quiet)
+        new = keep_at_start(old, keep_folders(old, config_module.remember_removed_recipes(old, loaded), quiet), quiet)
         problems = check_folders(new)  # the running folders, and those of recipes this reload adds
     except ConfigError as exc:
         if isinstance(exc.__cause__, FileBusy):
@@ -94,6 +96,20 @@ def keep_folders(old: Config, new: Config, quiet: bool = False) -> Config:
     if metrics is not None and metrics.is_relative_to(new.spool):  # the default lives in the spool: keep it there
         metrics = old.spool / metrics.relative_to(new.spool)
     return dataclasses.replace(new, inbox=old.inbox, outbox=old.outbox, spool=old.spool, metrics_file=metrics)
+
+
+def keep_at_start(old: Config, new: Config, quiet: bool = False) -> Config:
+    """``new`` with ``old``'s executor settings (AT_START): the executor and its engines are built once, at start,
+    so an edit of them was silently ignored (the log said "config reloaded" and the night ran on the old
+    executor: rev9e finding 4). Kept, so that the config in use says what runs (a job's settings take ``device``
+    from it), and each change named in a warning, as folder changes are."""
+    changes = [f"{key}: {getattr(old, key)} -> {getattr(new, key)}" for key in AT_START
+               if getattr(old, key) != getattr(new, key)]
+    if not changes:
+        return new
+    (log.debug if quiet else log.warning)("executor changes take effect at the next start; other changes apply now",
+                                          changes=changes)
+    return dataclasses.replace(new, **{key: getattr(old, key) for key in AT_START})
 
 
 def remake_folders(config: Config) -> None:

@@ -13,6 +13,8 @@ import structlog
 
 from ..alerts import Alerts, command_problem
 from . import status as status_module
+from . import status_spare
+from .folder_faults import spool_fault
 from .metrics import Metrics
 from .tally import Tally
 
@@ -31,6 +33,8 @@ class Reporter:
         self.metrics, self.alerts = Metrics(), Alerts(Tally(config.spool, config.outbox, config.failed))
         self.last_status = 0.0
         self.last_status_error = 0.0
+        self.spared = False  # a spare status.json is beside the config (status_spare.py)
+        self.metrics_error: tuple | None = None  # the metrics write's last fault, logged once (rev9b finding 4)
         self.check_notify(config)
 
     @staticmethod
@@ -95,9 +99,22 @@ class Reporter:
         try:
             status_module.write(self.daemon.config.spool, snapshot)
         except Exception as exc:  # noqa: BLE001 - not only OSError: a name that UTF-8 refused killed the pings
+            self.status_not_written(snapshot, exc)
             if time.monotonic() - self.last_status_error > STATUS_ERROR_EVERY:
                 self.last_status_error = time.monotonic()
                 log.warning("status.json not written", error=str(exc))
+            return
+        if self.spared:
+            self.spared = not status_spare.clear(self.daemon.config.path)
+
+    def status_not_written(self, snapshot: dict, exc: Exception) -> None:
+        """The spool read-only or without access (rev9b finding 4): claiming pauses with its fix and notice, as a
+        claim there would, also with no photo in flight; and the status goes beside the config, where `status`
+        finds it, not "not running" of a live daemon."""
+        fault = spool_fault(exc, self.daemon.config)
+        if fault is not None:
+            self.daemon.book.pause(fault.folder, fault)
+            self.spared = status_spare.write(self.daemon.config.path, snapshot) or self.spared
 
     def on_job_event(self, kind: str, data: dict) -> None:
         """A job ended (an outcome with an event): count it, and send a notice if it failed."""
@@ -109,10 +126,14 @@ class Reporter:
         d = self.daemon
         gpu = d.engine is not None and d.engine.device.type != "cpu"
         try:
-            self.metrics.maybe_write(d.config.metrics_file, 0.0 if force else d.config.metrics_seconds,
-                                     queue=snapshot["queue"], in_work=snapshot["in_work"], busy=self.busy(), gpu=gpu)
-        except OSError as exc:
-            log.warning("metrics file not written", path=str(d.config.metrics_file), error=str(exc))
+            if self.metrics.maybe_write(d.config.metrics_file, 0.0 if force else d.config.metrics_seconds,
+                                        queue=snapshot["queue"], in_work=snapshot["in_work"], busy=self.busy(),
+                                        gpu=gpu):
+                self.metrics_error = None
+        except OSError as exc:  # once a fault, not every metrics_seconds: 17,000 lines a day read-only (rev9b)
+            if self.metrics_error != (exc.errno, str(d.config.metrics_file)):
+                log.warning("metrics file not written", path=str(d.config.metrics_file), error=str(exc))
+            self.metrics_error = (exc.errno, str(d.config.metrics_file))
         if d.executor:
             self.alerts.tick(d.config.notify, d.drained())
 

@@ -12,6 +12,7 @@ from typing import Callable, Iterable
 import structlog
 
 from .diskguard import DiskGuard
+from .folder_faults import FolderFault
 from .jobs import Outcome
 from .spool import Job, Spool
 
@@ -36,12 +37,17 @@ class JobBook:
                 self._queue(outcome.job)
             if outcome.kind == "held":
                 self.held.append(outcome.job)
-            if outcome.disk_full and self.disk.pause(Path(outcome.disk_full), outcome.fault) and outcome.fault:
-                fault = outcome.fault  # told once a pause: the folder and its fix (folder_faults.py)
-                self._tell("paused", {"file": str(fault.folder), "reason": fault.code, "fix": fault.fix,
-                                      "message": "cannot be written; claiming is paused, the photos wait"})
+            if outcome.disk_full:
+                self.pause(Path(outcome.disk_full), outcome.fault)
             if outcome.event is not None:
                 self._tell(outcome.kind, outcome.event)
+
+    def pause(self, folder: Path, fault: FolderFault | None = None) -> None:
+        """Claiming waits on ``folder``; a folder fault is told once a pause (the folder and its fix), wherever it
+        was met: a job's write, the claim (rev9b finding 2), the start (rev9b finding 1)."""
+        if self.disk.pause(folder, fault) and fault is not None:
+            self._tell("paused", {"file": str(fault.folder), "reason": fault.code, "fix": fault.fix,
+                                  "message": "cannot be written; claiming is paused, the photos wait"})
 
     def _tell(self, kind: str, data: dict) -> None:
         """A listener's fault must not lose the outcomes after it."""

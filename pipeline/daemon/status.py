@@ -106,9 +106,10 @@ def write(spool: Path, data: dict) -> None:
             handle.write(text + b" " * max(0, old - len(text)))  # trailing blanks are valid JSON
 
 
-def read(config) -> dict:
-    """What `status` prints: the daemon's last word, checked for staleness, plus fresh counts of the folders."""
-    data = last_word(config.spool)
+def read(config, word: dict | None = None) -> dict:
+    """What `status` prints: the daemon's last word (``word``: read elsewhere, status_spare.last_word), checked for
+    staleness, plus fresh counts of the folders."""
+    data = last_word(config.spool) if word is None else word
     if not alive(data):
         not_running(data, config.inbox)
     failed = sorted(config.failed.glob("*.error.json"), key=lambda p: p.stat().st_mtime)
@@ -183,6 +184,20 @@ def _error_line(path: Path) -> dict:
         return {"file": path.name, "code": "unreadable"}
 
 
+def now_lines(current: dict | None) -> list[str]:
+    """A "now:" line for every photo running: a pool's slots and Ray's actors run several at once (``running``),
+    and showing the first alone hid the others (rev9e finding 6)."""
+    lines = []
+    for job in (current.get("running") or [current]) if current else []:
+        where = f" on {job['worker']} ({job['node']})" if job.get("worker") else ""
+        lines.append(f"now: {job['file']} [{job['recipe']}]{where} step {job['step']}/"
+                     f"{job['total_steps']}{level_and_tiles(job)}, loss {job['loss']:.4g}, "
+                     f"ETA {job['eta_seconds']:.0f} s")
+        if job.get("latest_picture"):
+            lines.append(f"latest picture: {job['latest_picture']}")
+    return lines
+
+
 def render(data: dict) -> str:
     running = data["state"] != "not running"
     lines = [f"daemon: {data['state']}" + (f" (pid {data['pid']})" if running else "")]
@@ -194,14 +209,7 @@ def render(data: dict) -> str:
         lines.append(f"cannot take from the inbox: {stuck.get('file')}: {stuck.get('error')}; fix: {stuck.get('fix')}")
     if running and data.get("observer"):  # a stopped daemon watches nothing
         lines.append(f"watching with {data['observer']['kind']}: {data['observer']['why']}")
-    current = data.get("current")
-    if current:
-        where = f" on {current['worker']} ({current['node']})" if current.get("worker") else ""
-        lines.append(f"now: {current['file']} [{current['recipe']}]{where} step {current['step']}/"
-                     f"{current['total_steps']}{level_and_tiles(current)}, loss {current['loss']:.4g}, "
-                     f"ETA {current['eta_seconds']:.0f} s")
-    if current and current.get("latest_picture"):
-        lines.append(f"latest picture: {current['latest_picture']}")
+    lines += now_lines(data.get("current"))
     lines.append(f"queue: {data.get('queue', 0)} waiting in the inbox, {data.get('in_work', 0)} in work/")
     lines.append(f"done: {data['done']}   failed: {data['failed']}")
     if data.get("next_window"):

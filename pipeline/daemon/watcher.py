@@ -193,8 +193,8 @@ def own_folders(config) -> tuple[Path, ...]:
     """Folders never scanned for photos, even when a config puts them inside the inbox: those the daemon writes,
     and styles_dir below the inbox (a share's inbox/paintings/): its paintings were claimed as photos, and each
     photo of their recipes then failed (rev9c). Not a styles_dir holding the inbox, which would hide every photo
-    (config_build refuses one that is the inbox itself). The report's folders-only view has no styles_dir."""
-    styles = getattr(config, "styles_dir", None)
+    (config_build refuses one that is the inbox itself). None: the report's view when its config cannot say."""
+    styles = config.styles_dir
     below = styles is not None and config.inbox in styles.parents
     return (config.outbox, config.spool, *((styles,) if below else ()))
 

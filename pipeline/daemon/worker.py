@@ -106,8 +106,7 @@ class Worker(Executor):
     def _run(self, job: Job, config: Config, plan: Plan, behind: bool = False) -> None:
         """One opened job through the engine alone, with its checkpoint; its result landed (``behind``: by the
         landing thread, while this one goes on to the next photo) or its fault concluded."""
-        log.info("job started", recipe=plan.recipe.name, size=plan.settings.size, steps=plan.settings.steps,
-                 attempt=job.attempts, **self._opened())
+        self.life.started(job, plan, **self._opened())
         try:
             result = self.engine.stylize(plan.working or plan.content, plan.styles, plan.settings,
                                          on_step=self._on_step(job, plan),
@@ -155,12 +154,7 @@ class Worker(Executor):
         if not job.running:
             return
         job.running = False
-        try:
-            self.spool.save(job)
-        except Exception as exc:  # noqa: BLE001 - a full disk or worse: the job in memory is the truth, and the
-            # result is made (a batch's too): never lost to this record; a crash now may charge the job once
-            log.warning("job record not saved before its write", error=f"{type(exc).__name__}: {exc}", job_id=job.id,
-                        file=job.source)
+        self.life.save_or_warn(job, " before its write")  # the result is made (a batch's too): never lost to it
 
     def _on_step(self, job: Job, plan: Plan):
         config = self.get_config()

@@ -60,6 +60,7 @@ def stylize_batch(engine, make_run: Callable, contents: Sequence[Image.Image], s
     The photos are grouped from their sizes first, so a photo that runs alone is prepared once, by stylize.
     """
     settings.validate()
+    settings.check_blend(len(styles))  # the batch's only blend check: its runs build targets without one
     results: list = [None] * len(contents)
     stop_one = should_stop_one or _never
 

