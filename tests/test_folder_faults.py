@@ -409,7 +409,9 @@ def test_a_read_only_spool_disk_is_shown_paused_not_not_running(tmp_path, data_m
 
     import yaml
 
-    from daemon_helpers import ROOT
+    from datetime import datetime
+
+    from daemon_helpers import ROOT, RUN_CLI
 
     config = make_config(tmp_path, metrics_seconds=1)
     settings = yaml.safe_load(config.read_text())
@@ -422,9 +424,12 @@ def test_a_read_only_spool_disk_is_shown_paused_not_not_running(tmp_path, data_m
         wait_ready(proc)
         subprocess.run(["mount", "-o", "remount,ro", str(data_mount)], check=True)
         wait_for(lambda: spare.exists() and "read-only" in json.loads(spare.read_text()).get("state", ""), 30, proc)
-        time.sleep(31)  # the spool's status.json is stale now
+        # the spool's status.json stale: `status` run with STALE_SECONDS 5 (30 s in service), not a 31 s sleep
+        last = datetime.fromisoformat(status_json(data_mount)["updated_at"]).timestamp()
+        wait_for(lambda: time.time() - last > 6, 30, proc)  # six metrics_seconds: each logged the warning again
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        out = subprocess.run([sys.executable, "-m", "pipeline.cli", "status", "--json", "--config", str(config)],
+        stale_after_5 = "import pipeline.daemon.status as s; s.STALE_SECONDS = 5" + RUN_CLI
+        out = subprocess.run([sys.executable, "-c", stale_after_5, "status", "--json", "--config", str(config)],
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=60).stdout
         state = json.loads(out)["state"]
         assert state.startswith("paused:") and f"{data_mount / 'spool'} is on a read-only mount" in state, state
