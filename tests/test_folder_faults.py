@@ -391,6 +391,31 @@ def test_a_recipe_folder_linked_to_a_share_not_mounted_says_mount_it(tmp_path):
 
 
 
+def test_an_outbox_linked_into_a_share_not_mounted_at_start_pauses_and_makes_nothing_there(tmp_path):
+    """rev9f #2: a reboot before the NAS is up, outbox -> /mnt/nas/gallery. The config resolved the link, and the
+    start's mkdir(parents=True) made gallery on the local disk under the mount point: no pause, and the night's
+    outputs were hidden once the share was mounted over them. Now the start pauses with "mount it or make that
+    folder", makes nothing there, and the photo lands in the share once it is there."""
+    config = make_config(tmp_path)
+    mount_point = tmp_path / "mnt" / "nas"  # an empty folder while the share is not mounted
+    mount_point.mkdir(parents=True)
+    outbox = tmp_path / "outbox"
+    shutil.rmtree(outbox, ignore_errors=True)
+    outbox.symlink_to(mount_point / "gallery")
+    proc = start(config)
+    try:
+        wait_ready(proc)
+        shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / "rocket.jpg")
+        state = wait_for(lambda: ((s := status_json(tmp_path).get("state", "")).startswith("paused:") and s), 60, proc)
+        assert f"{outbox} is a link to {mount_point / 'gallery'}, which is not there" in state, state
+        assert "mount it or make that folder" in state and list(mount_point.iterdir()) == [], state
+        (mount_point / "gallery").mkdir()  # the share is mounted
+        wait_for(lambda: list((mount_point / "gallery").glob("**/rocket*.png")), 90, proc)
+        assert outbox.is_symlink() and errors(tmp_path) == {}
+    finally:
+        stop(proc)
+
+
 @pytest.fixture
 def data_mount(tmp_path):
     """The inbox and the spool on one 16 MB tmpfs (the spool must share the inbox's filesystem)."""
