@@ -16,12 +16,17 @@ from __future__ import annotations
 
 import pytest
 
-# The files holding the longest tests, by their longest test (--durations of a full run, 2-core box, session 8);
+# The files holding the longest tests, by their longest test (--durations of a full run, 2-core box, session 8;
+# session 9's new ones from targeted runs, 2-core box);
 # test_ray's group goes first anyway (xdist hands out its largest group first).
 LONGEST_FIRST = (
     "test_daemon.py",  # 200 drops through a real daemon; two daemons on 40
     "test_batch_faults.py",
     "test_daemon_faults.py",  # five daemon starts for the crash counts; reload over a backlog
+    "test_pool_crashes.py",  # session 9: three daemon starts around a kill with two slots (18 s quiet)
+    "test_folder_faults.py",  # session 9: restarts while paused (14 s each), a read-only spool disk (12 s)
+    "test_reload_retry.py",  # session 9: a recipe refused, then loaded (14 s)
+    "test_running_folders.py",  # session 9: two daemons of one config (11 s)
     "test_exactly_once.py",
     "test_joblog.py",
     "test_engine.py",
@@ -40,7 +45,6 @@ LONGEST_FIRST = (
     "test_daemon_mends.py",
     "test_report_state.py",
     "test_checkpoints.py",
-    "test_reload_retry.py",
     "test_executor.py",
 )
 

@@ -323,6 +323,20 @@ def _once(config: Path) -> subprocess.CompletedProcess:
         raise AssertionError(f"`once` still running after 90 s (paused for good):\n{tail}") from None
 
 
+def test_once_stopped_at_start_counts_the_photos_in_the_inbox_and_promises_nothing_it_cannot(tmp_path):
+    """rev9f #3: with a file where the outbox must be, cron's mail said "0 photos wait in work/" while the photo
+    waited in the inbox, and "claiming resumes by itself", which a `once` that has exited never does."""
+    config = make_config(tmp_path)
+    (tmp_path / "outbox").write_text("a sync tool's file where the outbox must be\n")
+    shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / "rocket.jpg")
+    done = _once(config)
+    line = [t for t in done.stderr.splitlines() if t.startswith("style-pipeline once: stopped")]
+    assert done.returncode == 3 and line, done.stderr[-800:]
+    assert (tmp_path / "inbox" / "rocket.jpg").exists()
+    assert "1 photo waits (1 in the inbox, 0 in work/)" in line[0] and "resumes by itself" not in line[0], line[0]
+    assert "the next `once` takes them up" in line[0], line[0]
+
+
 def test_once_paused_on_a_folder_fault_exits_with_the_fix_and_keeps_the_photo(tmp_path):
     """rev9b finding 5: README's `once` "processes what is waiting and exits" (cron). A file where outbox/starry must
     be paused claiming and `once` then ran until killed, cron starting another beside it each time. Now it releases
@@ -336,7 +350,7 @@ def test_once_paused_on_a_folder_fault_exits_with_the_fix_and_keeps_the_photo(tm
     done = _once(config)
     assert done.returncode == 3, (done.returncode, done.stderr[-600:])
     assert f"{starry} is a file" in done.stderr and "move the file away" in done.stderr, done.stderr[-600:]
-    assert "1 photo waits in work/" in done.stderr, done.stderr[-600:]
+    assert "1 photo waits (0 in the inbox, 1 in work/)" in done.stderr, done.stderr[-600:]
     waiting = list((tmp_path / "spool" / "work").iterdir())
     assert len(waiting) == 1 and (waiting[0] / "rocket.jpg").exists() and errors(tmp_path) == {}
     starry.unlink()  # the fix
@@ -395,7 +409,9 @@ def test_a_read_only_spool_disk_is_shown_paused_not_not_running(tmp_path, data_m
 
     import yaml
 
-    from daemon_helpers import ROOT
+    from datetime import datetime
+
+    from daemon_helpers import ROOT, RUN_CLI
 
     config = make_config(tmp_path, metrics_seconds=1)
     settings = yaml.safe_load(config.read_text())
@@ -408,9 +424,12 @@ def test_a_read_only_spool_disk_is_shown_paused_not_not_running(tmp_path, data_m
         wait_ready(proc)
         subprocess.run(["mount", "-o", "remount,ro", str(data_mount)], check=True)
         wait_for(lambda: spare.exists() and "read-only" in json.loads(spare.read_text()).get("state", ""), 30, proc)
-        time.sleep(31)  # the spool's status.json is stale now
+        # the spool's status.json stale: `status` run with STALE_SECONDS 5 (30 s in service), not a 31 s sleep
+        last = datetime.fromisoformat(status_json(data_mount)["updated_at"]).timestamp()
+        wait_for(lambda: time.time() - last > 6, 30, proc)  # six metrics_seconds: each logged the warning again
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        out = subprocess.run([sys.executable, "-m", "pipeline.cli", "status", "--json", "--config", str(config)],
+        stale_after_5 = "import pipeline.daemon.status as s; s.STALE_SECONDS = 5" + RUN_CLI
+        out = subprocess.run([sys.executable, "-c", stale_after_5, "status", "--json", "--config", str(config)],
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=60).stdout
         state = json.loads(out)["state"]
         assert state.startswith("paused:") and f"{data_mount / 'spool'} is on a read-only mount" in state, state

@@ -230,7 +230,7 @@ def test_run_window_closing_cancels_on_the_actor_and_the_job_runs_again(tmp_path
 
     now = [datetime(2026, 11, 27, 23, 0)]
     config = make_config(tmp_path, executor="ray", ray=RAY, schedule={"start": "22:00", "end": "07:00"},
-                         defaults={"size": 64, "steps": 100, "early_stop_tol": 0})
+                         defaults={"size": 64, "steps": 50, "early_stop_tol": 0})
     daemon = Daemon(config, clock=lambda: now[0])  # the run window's clock, passed in
     thread = run_in_thread(daemon)
     try:
@@ -249,7 +249,7 @@ def test_run_window_closing_cancels_on_the_actor_and_the_job_runs_again(tmp_path
         daemon.stop.set()
         thread.join(60)
     record = json.loads((tmp_path / "outbox" / "starry" / "night.json").read_text())
-    assert record["steps"] == 100 and record["attempts"] == 1 and (record["resumed_from_step"] or 0) >= 10
+    assert record["steps"] == 50 and record["attempts"] == 1 and (record["resumed_from_step"] or 0) >= 10
 
 
 def start_daemon(config: Path, log: Path) -> subprocess.Popen:

@@ -51,7 +51,9 @@ def test_an_actor_dying_while_starting_during_a_window_close_leaves_the_daemon_r
         slot = wait_for(sent_to_starting_actor, 60, step=0.02)
         now[0] = datetime(2026, 11, 28, 7, 0)  # the window closes
         ray.kill(slot.handle, no_restart=True)  # and the starting actor dies (no weights on its node, say)
-        time.sleep(5)
+        # its flights land one a pass (lost, uncharged); the dispatcher asked the cancels of those left on its handle
+        wait_for(lambda: daemon.stop.is_set() or not daemon.executor.flights, 60, step=0.05)
+        time.sleep(1)  # five more dispatcher passes
         stopped = daemon.stop.is_set()
     finally:
         daemon.stop.set()
@@ -85,7 +87,7 @@ def test_a_dead_actor_charges_only_the_job_it_ran_and_the_record_names_that_acto
     from pipeline.daemon.daemon import Daemon
 
     config = make_config(tmp_path, executor="ray", max_attempts=1, ray={**ONE_ACTOR, "max_inflight": 3},
-                         defaults={"size": 64, "steps": 60, "early_stop_tol": 0})
+                         defaults={"size": 64, "steps": 30, "early_stop_tol": 0})
     daemon = Daemon(config)
     thread, _ = run_keeping_status(daemon)
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -145,3 +146,62 @@ def test_an_edit_of_the_executor_is_kept_for_the_next_start_and_said_so(tmp_path
     named = " ".join(warned[0]["changes"])
     assert all(key in named for key in ("executor", "ray", "devices", "device", "cache_styles")), named
     assert any(e["event"] == "config reloaded" for e in logs)
+
+
+def _claimed(proc) -> list[str]:
+    return [str(e.get("file")) for e in log_events(proc) if e.get("event") == "claimed"]
+
+
+def test_paintings_moved_below_the_inbox_by_a_reload_are_never_claimed(tmp_path):
+    """rev9f #1: outside the run window, the paintings copied to inbox/paintings and styles_dir pointed there (a
+    valid reload), one more painting copied after it. When the window opens none is claimed: the running Watcher
+    kept the start's exclude list, and the tracker the paths it had seen."""
+    config = make_config(tmp_path, settle_seconds=0.5)
+    data = yaml.safe_load(config.read_text())
+    data["schedule"] = {"start": (datetime.now() + timedelta(hours=3)).strftime("%H:%M"),
+                        "end": (datetime.now() + timedelta(hours=4)).strftime("%H:%M")}
+    config.write_text(yaml.safe_dump(data))
+    paintings = tmp_path / "inbox" / "paintings"
+    proc = start(config)
+    try:
+        wait_ready(proc)
+        paintings.mkdir()
+        for name in ("starry_night.jpg", "the_scream.jpg"):
+            shutil.copy(STYLES / name, paintings / name)
+        data["styles_dir"] = str(paintings)
+        config.write_text(yaml.safe_dump(data))
+        wait_for(lambda: any(e.get("event") == "config reloaded" for e in log_events(proc)), 20, proc)
+        shutil.copy(STYLES / "the_scream.jpg", paintings / "scream_copy.jpg")  # one more, after the reload
+        time.sleep(3)
+        del data["schedule"]  # the run window opens
+        config.write_text(yaml.safe_dump(data))
+        wait_for(lambda: sum(e.get("event") == "config reloaded" for e in log_events(proc)) >= 2, 20, proc)
+        time.sleep(5)
+        left = sorted(p.name for p in paintings.iterdir())
+        assert left == ["scream_copy.jpg", "starry_night.jpg", "the_scream.jpg"], (left, _claimed(proc))
+    finally:
+        stop(proc)
+
+
+def test_paintings_copied_below_the_inbox_while_the_edit_naming_them_is_refused_stay_paintings(tmp_path):
+    """rev9f #1, the person's order: styles_dir pointed at inbox/paintings first (refused: no paintings yet, read
+    again every 2 s), then the paintings copied in. They were claimed ~0.4 s after the copy, before the retry."""
+    config = make_config(tmp_path)
+    data = yaml.safe_load(config.read_text())
+    data["settle_seconds"] = 2.0  # the shipped value
+    config.write_text(yaml.safe_dump(data))
+    paintings = tmp_path / "inbox" / "paintings"
+    paintings.mkdir()
+    proc = start(config)
+    try:
+        wait_ready(proc)
+        data["styles_dir"] = str(paintings)
+        config.write_text(yaml.safe_dump(data))
+        time.sleep(1.0)
+        for name in ("starry_night.jpg", "the_scream.jpg"):
+            shutil.copy(STYLES / name, paintings / name)
+        time.sleep(6)
+        left = sorted(p.name for p in paintings.iterdir())
+        assert left == ["starry_night.jpg", "the_scream.jpg"], (left, _claimed(proc))
+    finally:
+        stop(proc)

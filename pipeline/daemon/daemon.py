@@ -39,7 +39,7 @@ from .sidecars import UNPAIRED_TICK_S, unpaired_sidecars
 from .spool import Spool, now_iso
 from .state import JobBook
 from .unclaimable import Unclaimable
-from .watcher import Tracker, Watcher, own_folders, sidecar_for, skipped_folders
+from .watcher import Tracker, Watcher, excluded, sidecar_for, skipped_folders, wanted
 
 if TYPE_CHECKING:  # an annotation only: the import would load torch into the daemon layer (rev9d)
     from ..engine import StyleTransfer
@@ -75,7 +75,8 @@ class Daemon:
         self.last_rescan = self.last_unpaired = 0.0
         self.window: tuple = (None, None)  # (the config, its run window): _window_open parses it once a config
         self.config_mtime = self.config_path.stat().st_mtime_ns
-        self.refused = Refused(REFUSED_RETRY_S)  # an edit refused for a painting not there yet is read again
+        self.refused = Refused(REFUSED_RETRY_S, self.config_path)  # an edit refused for a painting not there yet
+        self.exclude = excluded(self.config)  # never scanned nor claimed; set again at each reload (_exclude_now)
         self.notifier = Notifier()
         self.heartbeat = Heartbeat(self.notifier, self.config.stall_seconds, watchdog_interval())
         self.state = "starting"
@@ -120,7 +121,7 @@ class Daemon:
         self.executor, self.engine = executors.build(config, self.engine, self.spool, lambda: self.config, self.stop)
         self.executor.start()
         if not self.once:
-            self.watcher = Watcher(config.inbox, self.tracker, config.watch, config.poll_seconds, own_folders(config))
+            self.watcher = Watcher(config.inbox, self.tracker, config.watch, config.poll_seconds, self.exclude)
             self.watcher.start()
             log.info("watching", inbox=str(config.inbox), observer=self.watcher.observer_class.__name__,
                      why=self.watcher.reason)
@@ -185,6 +186,9 @@ class Daemon:
 
     def _claim(self, path: Path) -> bool:
         """True when the file is claimed and handed to the executor, or claiming must wait (full disk)."""
+        if not wanted(path, self.config.inbox, self.exclude):  # seen before a reload left its folder out (rev9f #1)
+            self.tracker.forget(path)
+            return False
         verdict = self.decode.ready(path, self._decode_limit(), self.config.settle_seconds)
         if not verdict:
             if verdict is None:
@@ -285,7 +289,7 @@ class Daemon:
         self.last_rescan = time.monotonic() if now is None else now
         running.adopt(self.config)  # the running-folders record, when a daemon of this config that held it went
         self.book.take_up(self.spool)  # jobs a dead daemon left in work/ (at start, or a killed neighbour's)
-        skipped = skipped_folders(self.config.inbox, own_folders(self.config))
+        skipped = skipped_folders(self.config.inbox, self.exclude)
         for rel in skipped.keys() - self.skipped.keys():
             log.warning("skipped a folder in the inbox", folder=rel, why=skipped[rel])
         self.skipped = skipped
@@ -294,7 +298,7 @@ class Daemon:
             self.watcher.rescan()
         else:
             from .watcher import scan
-            for path in scan(self.config.inbox, own_folders(self.config)):
+            for path in scan(self.config.inbox, self.exclude):
                 self.tracker.seen(path)
 
     def _check_unpaired(self, now: float | None = None) -> None:
@@ -302,7 +306,7 @@ class Daemon:
         after it lands, and at the rescan it was told 30-90 s after (rev8a). A walk of the inbox: 17 ms for 2,000
         photos on the 2-core box (bench/bench_outputs.py), every UNPAIRED_TICK_S."""
         self.last_unpaired = time.monotonic() if now is None else now
-        unpaired = unpaired_sidecars(self.config.inbox, own_folders(self.config))
+        unpaired = unpaired_sidecars(self.config.inbox, self.exclude)
         for rel in unpaired.keys() - self.unpaired.keys():
             log.warning("a sidecar in the inbox is not used", sidecar=rel, why=unpaired[rel])
         self.unpaired = unpaired
@@ -327,9 +331,16 @@ class Daemon:
                 self.config = new
                 self.reporter.check_notify(new)
                 self.tracker.settle, self.heartbeat.stall_seconds = new.settle_seconds, new.stall_seconds
+            self._exclude_now()
         finally:  # systemd waits for READY=1 after RELOADING=1, whatever the reload did
             if asked:
                 self.notifier.ready()
+
+    def _exclude_now(self) -> None:
+        """The left-out folders as the config in use says, plus a refused edit's styles_dir (watcher.excluded)."""
+        self.exclude = excluded(self.config, self.refused.styles)
+        if self.watcher:
+            self.watcher.exclude_now(self.exclude)
 
     # --- signals and shutdown ---------------------------------------------------------------------
     def _install_signals(self) -> None:

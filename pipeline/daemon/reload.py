@@ -35,9 +35,10 @@ class Refused:
     as an album folder (rev7a finding 5). The retries are quiet (the refusal was logged once); one that works is
     logged as any reload."""
 
-    def __init__(self, every: float) -> None:
-        self.every = every
+    def __init__(self, every: float, path: Path | None = None) -> None:
+        self.every, self.path = every, path
         self.refused_at: float | None = None  # monotonic, the last try that was refused; None: nothing refused
+        self.styles: Path | None = None  # the refused edit's styles_dir (kept out of the scan: refused_styles)
 
     def due(self, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
@@ -45,6 +46,17 @@ class Refused:
 
     def tried(self, refused: bool, now: float | None = None) -> None:
         self.refused_at = (time.monotonic() if now is None else now) if refused else None
+        self.styles = refused_styles(self.path) if refused and self.path is not None else None
+
+
+def refused_styles(path: Path) -> Path | None:
+    """The styles_dir a refused edit names. The usual order is to point styles_dir at inbox/paintings first (refused:
+    the paintings are not there yet) and then copy them in: the copy was claimed as photos ~0.4 s after it landed,
+    before the 2 s retry took the edit (rev9f finding 1). None when the file cannot say."""
+    try:
+        return config_module.read_styles_dir(path)
+    except (ConfigError, OSError, ValueError):
+        return None
 
 
 def reload_config(old: Config, path: Path, quiet: bool = False) -> Config | str | None:

@@ -199,6 +199,13 @@ def own_folders(config) -> tuple[Path, ...]:
     return (config.outbox, config.spool, *((styles,) if below else ()))
 
 
+def excluded(config, refused_styles: Path | None = None) -> tuple[Path, ...]:
+    """own_folders, plus the styles_dir of an edit refused for now when it lies below the inbox (reload.Refused):
+    its paintings are copied in while the edit waits for them, and must not be claimed meanwhile (rev9f #1)."""
+    below = refused_styles is not None and config.inbox in refused_styles.parents
+    return own_folders(config) + ((refused_styles,) if below else ())
+
+
 def wanted(path: Path, inbox: Path, exclude: tuple[Path, ...] = ()) -> bool:
     """A candidate at any depth (as paperless-ngx's recursive consumption): not hidden or temporary, not a
     sidecar, not inside a folder the daemon writes (an outbox or spool put in the inbox), not written by us.
@@ -331,6 +338,13 @@ class Watcher:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def exclude_now(self, exclude: tuple[Path, ...]) -> None:
+        """The folders left out, as the config in use says: a reload can move styles_dir below the inbox, and the
+        start's list let its paintings be claimed as photos (rev9f finding 1)."""
+        self.exclude = exclude
+        if self.handler is not None:
+            self.handler.exclude = exclude
 
     def rescan(self) -> int:
         count = 0
