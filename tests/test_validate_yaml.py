@@ -81,3 +81,22 @@ def test_a_sidecars_style_weight_written_as_the_readme_writes_it_is_used(tmp_pat
     assert errors(tmp_path) == {}, errors(tmp_path)
     log = json.loads((tmp_path / "outbox" / "starry" / "beach.json").read_text())
     assert log["settings"]["style_weight"] == pytest.approx(1e-5)
+
+
+def test_infinity_and_nan_are_refused_naming_the_file_line_and_key(tmp_path):
+    """rev9f: YAML 1.2's floats read `1e400` as infinity, and `.nan` is YAML's own: both passed every range check
+    (nan compares false with every bound), so `settle_seconds: 1e400` passed validate. Config and sidecar alike."""
+    config = make_config(tmp_path)
+    text = config.read_text()
+    config.write_text(text.replace("settle_seconds: 0.3\n", "settle_seconds: 1e400\nprogress_seconds: .nan\n", 1)
+                      .replace("  size: 32\n", "  size: 32\n  content_weight: .inf\n", 1))
+    with pytest.raises(ConfigError) as refused:
+        load(config)
+    said = "\n".join(refused.value.problems)
+    assert "settle_seconds: must be a finite number (got inf)" in said, said
+    assert "progress_seconds: must be a finite number (got nan)" in said, said
+    assert "defaults.content_weight: must be a finite number (got inf)" in said and "config.yaml:" in said, said
+    config.write_text(text)
+    sidecar = _sidecar(tmp_path, "a.yaml", "style_strength: .nan\n")
+    with pytest.raises(ConfigError, match=r"a.yaml:1: style_strength: must be a finite number \(got nan\)"):
+        load_sidecar(sidecar, load(config))

@@ -12,7 +12,7 @@ from ..errors import ConfigError, DeviceError, ImageError
 from .config_pool import pool_options
 from .config_schema import (DEFAULT_STYLES_DIR, ENGINE_KEYS, FOLDER_KEYS, RAY_KEYS, RECIPE_KEYS, SIDECAR_KEYS, STYLE_KEYS, TOP_KEYS,
                             TOP_TYPES, Config, RayOptions, Recipe, StyleRef)
-from .yaml_read import SIDECAR_MAX_BYTES, Problems, check_type, engine_settings, key_lines, read_yaml
+from .yaml_read import SIDECAR_MAX_BYTES, Problems, check_type, engine_settings, finite, key_lines, read_yaml
 
 METRICS_NAME = "style_pipeline.prom"  # node_exporter's textfile collector reads *.prom
 # 0 attempts or crashes would fail every photo unread; a max_size under the engine's 16 px floor refuses every size.
@@ -125,8 +125,9 @@ def _ray(data: Any, problems: Problems) -> RayOptions:
         value = data.get(key)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
-            problems.add(("ray", key), f"must be a {'whole number' if whole else 'number'} (got {value!r})")
+        if not finite(value) or (whole and not isinstance(value, int)):
+            kind = "whole number" if whole else "finite number" if isinstance(value, float) else "number"
+            problems.add(("ray", key), f"must be a {kind} (got {value!r})")
         elif value < (1 if whole else 0) or (key == "num_cpus_per_worker" and value == 0):
             bound = ">= 1" if whole else "> 0" if key == "num_cpus_per_worker" else ">= 0"
             problems.add(("ray", key), f"must be {bound} (got {value!r})")
@@ -276,8 +277,8 @@ def _styles(data: Any, path: tuple, styles_dir: Path, problems: Problems, max_pi
         if isinstance(item, dict):  # a misspelt `wieght` silently left the weight at 1 (rev7a)
             problems.unknown(where, item, STYLE_KEYS)
         name, weight = (item.get("path"), item.get("weight", 1.0)) if isinstance(item, dict) else (item, 1.0)
-        if not isinstance(name, str) or not isinstance(weight, (int, float)) or weight < 0:
-            problems.add(where, "each style is a file name or {path: NAME, weight: NUMBER >= 0}")
+        if not isinstance(name, str) or not finite(weight) or weight < 0:  # .inf or nan: no weight (rev9f)
+            problems.add(where, "each style is a file name or {path: NAME, weight: NUMBER >= 0} (a finite number)")
             continue
         file = (styles_dir / name).resolve()
         if not _inside(file, styles_dir):

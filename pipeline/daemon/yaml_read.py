@@ -7,6 +7,7 @@ with a "did you mean" for a misspelt key, so a person can fix it without reading
 from __future__ import annotations
 
 import difflib
+import math
 import types
 import typing
 from pathlib import Path
@@ -117,6 +118,15 @@ class Problems:
                 self.add(path + (key,), f"unknown key{hint}")
 
 
+def finite(value: Any) -> bool:
+    """A number, not a bool, and neither inf nor nan. YAML 1.2's floats read `1e400` as infinity (`.inf` and `.nan`
+    are YAML's own), and every range check passed them: `settle_seconds: 1e400` passed validate, and nan compares
+    false with every bound (rev9f). An int is finite however long (math.isfinite would overflow converting it)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return isinstance(value, int) or math.isfinite(value)
+
+
 def check_type(value: Any, hint: Any) -> str | None:
     """A message when ``value`` does not fit the dataclass annotation ``hint``."""
     origin = typing.get_origin(hint)
@@ -124,8 +134,8 @@ def check_type(value: Any, hint: Any) -> str | None:
         choices = typing.get_args(hint)
         return None if value in choices else f"must be one of {', '.join(map(str, choices))} (got {value!r})"
     if origin is tuple:
-        ok = isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-        return None if ok else f"must be a list of numbers (got {value!r})"
+        ok = isinstance(value, list) and all(finite(v) for v in value)
+        return None if ok else f"must be a list of finite numbers (got {value!r})"
     if hint is bool:
         return None if isinstance(value, bool) else f"must be true or false (got {value!r})"
     if hint is int:
@@ -133,8 +143,8 @@ def check_type(value: Any, hint: Any) -> str | None:
     if hint in (float, float | None):
         if value is None and hint is not float:
             return None
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return None if ok else f"must be a number (got {value!r})"
+        kind = "a finite number" if isinstance(value, float) else "a number"  # inf, nan: rev9f
+        return None if finite(value) else f"must be {kind} (got {value!r})"
     if hint is str:
         return None if isinstance(value, str) else f"must be text (got {value!r})"
     if origin in (typing.Union, types.UnionType):  # `int | Literal["auto"]`, `str | None`: any one of them
