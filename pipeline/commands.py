@@ -30,9 +30,11 @@ def _daemon(args, once: bool) -> int:
         log.configure(daemon.config.log_format, daemon.config.log_level)
         code = daemon.run()
         if daemon.blocked:  # `once` cannot wait for a person: what to fix, on stderr for cron's mail
-            waiting = daemon.spool.counts()["in_work"]
-            print(f"style-pipeline once: stopped: {waiting} photo{' waits' if waiting == 1 else 's wait'} in work/ "
-                  f"for the next run: {daemon.blocked}", file=sys.stderr)
+            from .daemon.folder_faults import once_stopped
+            from .daemon.watcher import scan
+            in_inbox = sum(1 for _ in scan(daemon.config.inbox, daemon.exclude))
+            print(f"style-pipeline once: {once_stopped(daemon.blocked, in_inbox, daemon.spool.counts()['in_work'])}",
+                  file=sys.stderr)
         return code
     except StartupError as exc:
         print(f"style-pipeline {args.command}: {exc}", file=sys.stderr)

@@ -10,6 +10,8 @@ import argparse
 import json
 from pathlib import Path
 
+from .errors import UsageError
+
 ASSETS = Path(__file__).resolve().parent / "assets"
 CONTENT, STYLE = ASSETS / "samples" / "astronaut.jpg", ASSETS / "styles" / "starry_night.jpg"
 
@@ -25,7 +27,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_precision)
 
 
+MIN_SIZE = 32  # VGG19's five poolings: a smaller probe image ends in torch's "Output size is too small"
+
+
+def check_numbers(args) -> None:
+    """A UsageError one-liner for a probe that cannot run: `--repeats 0` ended in statistics' median of nothing
+    and `--size 5` in torch's RuntimeError, both tracebacks (rev9f #4); `--steps 0` was taken silently as the
+    default (`or`) and recorded as steps 10."""
+    for flag, value, least in (("--repeats", args.repeats, 1), ("--steps", args.steps, 1),
+                               ("--size", args.size, MIN_SIZE)):
+        if value is not None and value < least:
+            raise UsageError(f"precision {flag} {value}: at least {least}")
+
+
 def cmd_precision(args) -> int:
+    check_numbers(args)
     from .engine import images
     from .engine import precision
     from .engine.device import pick_device

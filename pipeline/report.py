@@ -104,12 +104,21 @@ class Summary:
     older_by_recipe: dict[str, int] = field(default_factory=dict)
 
 
+MAX_SINCE = timedelta(days=3650)  # ten years: a longer look-back is a typo, and datetime overflows near 2.7 million
+
+
 def parse_since(text: str) -> timedelta:
     """'12h', '90m', '2d', '1w', '1h30m' -> timedelta; a UsageError that shows the format otherwise."""
     parts = _DURATION.findall(text.lower())
     if not parts or _DURATION.sub("", text.lower()).strip():
         raise UsageError(f"--since {text!r}: expected a duration like 12h, 90m, 2d or 1h30m")
-    return sum((timedelta(**{_UNITS[unit]: float(n)}) for n, unit in parts), timedelta())
+    try:  # 1000000d overflowed datetime's arithmetic: a traceback (rev9f #5)
+        since = sum((timedelta(**{_UNITS[unit]: float(n)}) for n, unit in parts), timedelta())
+    except OverflowError:
+        since = None
+    if since is None or since > MAX_SINCE:
+        raise UsageError(f"--since {text!r}: at most {MAX_SINCE.days}d")
+    return since
 
 
 def _content_paths(done: Path, recipe: str, name: str, kept: str = "") -> list[Path]:

@@ -323,6 +323,20 @@ def _once(config: Path) -> subprocess.CompletedProcess:
         raise AssertionError(f"`once` still running after 90 s (paused for good):\n{tail}") from None
 
 
+def test_once_stopped_at_start_counts_the_photos_in_the_inbox_and_promises_nothing_it_cannot(tmp_path):
+    """rev9f #3: with a file where the outbox must be, cron's mail said "0 photos wait in work/" while the photo
+    waited in the inbox, and "claiming resumes by itself", which a `once` that has exited never does."""
+    config = make_config(tmp_path)
+    (tmp_path / "outbox").write_text("a sync tool's file where the outbox must be\n")
+    shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / "rocket.jpg")
+    done = _once(config)
+    line = [t for t in done.stderr.splitlines() if t.startswith("style-pipeline once: stopped")]
+    assert done.returncode == 3 and line, done.stderr[-800:]
+    assert (tmp_path / "inbox" / "rocket.jpg").exists()
+    assert "1 photo waits (1 in the inbox, 0 in work/)" in line[0] and "resumes by itself" not in line[0], line[0]
+    assert "the next `once` takes them up" in line[0], line[0]
+
+
 def test_once_paused_on_a_folder_fault_exits_with_the_fix_and_keeps_the_photo(tmp_path):
     """rev9b finding 5: README's `once` "processes what is waiting and exits" (cron). A file where outbox/starry must
     be paused claiming and `once` then ran until killed, cron starting another beside it each time. Now it releases
@@ -336,7 +350,7 @@ def test_once_paused_on_a_folder_fault_exits_with_the_fix_and_keeps_the_photo(tm
     done = _once(config)
     assert done.returncode == 3, (done.returncode, done.stderr[-600:])
     assert f"{starry} is a file" in done.stderr and "move the file away" in done.stderr, done.stderr[-600:]
-    assert "1 photo waits in work/" in done.stderr, done.stderr[-600:]
+    assert "1 photo waits (0 in the inbox, 1 in work/)" in done.stderr, done.stderr[-600:]
     waiting = list((tmp_path / "spool" / "work").iterdir())
     assert len(waiting) == 1 and (waiting[0] / "rocket.jpg").exists() and errors(tmp_path) == {}
     starry.unlink()  # the fix
@@ -375,6 +389,31 @@ def test_a_recipe_folder_linked_to_a_share_not_mounted_says_mount_it(tmp_path):
     finally:
         stop(proc)
 
+
+
+def test_an_outbox_linked_into_a_share_not_mounted_at_start_pauses_and_makes_nothing_there(tmp_path):
+    """rev9f #2: a reboot before the NAS is up, outbox -> /mnt/nas/gallery. The config resolved the link, and the
+    start's mkdir(parents=True) made gallery on the local disk under the mount point: no pause, and the night's
+    outputs were hidden once the share was mounted over them. Now the start pauses with "mount it or make that
+    folder", makes nothing there, and the photo lands in the share once it is there."""
+    config = make_config(tmp_path)
+    mount_point = tmp_path / "mnt" / "nas"  # an empty folder while the share is not mounted
+    mount_point.mkdir(parents=True)
+    outbox = tmp_path / "outbox"
+    shutil.rmtree(outbox, ignore_errors=True)
+    outbox.symlink_to(mount_point / "gallery")
+    proc = start(config)
+    try:
+        wait_ready(proc)
+        shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / "rocket.jpg")
+        state = wait_for(lambda: ((s := status_json(tmp_path).get("state", "")).startswith("paused:") and s), 60, proc)
+        assert f"{outbox} is a link to {mount_point / 'gallery'}, which is not there" in state, state
+        assert "mount it or make that folder" in state and list(mount_point.iterdir()) == [], state
+        (mount_point / "gallery").mkdir()  # the share is mounted
+        wait_for(lambda: list((mount_point / "gallery").glob("**/rocket*.png")), 90, proc)
+        assert outbox.is_symlink() and errors(tmp_path) == {}
+    finally:
+        stop(proc)
 
 
 @pytest.fixture

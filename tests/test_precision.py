@@ -139,6 +139,15 @@ def test_the_command_says_what_auto_means_here(cache, capsys):
     assert f"precision auto = bf16 (recorded in {cache / precision.FILE})" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("flag, value", [("--repeats", "0"), ("--steps", "0"), ("--size", "5")])
+def test_a_probe_that_cannot_run_is_a_one_line_usage_error(cache, capsys, flag, value):
+    """rev9f #4: `--repeats 0` ended in statistics' StatisticsError and `--size 5` in torch's RuntimeError, both
+    tracebacks; `--steps 0` was silently the default and recorded as steps 10. Nothing is measured or recorded."""
+    assert main(["precision", "--device", "cpu", "--probe", flag, value]) == 2
+    assert f"precision {flag} {value}: at least" in capsys.readouterr().err
+    assert not (cache / precision.FILE).exists()
+
+
 def test_a_recorded_choice_still_passes_the_devices_guards(cache, engine):
     """A tf32 record read off CUDA is fp32, as an explicit tf32 is; a device without bf16 autocast (MPS) records
     its default without measuring anything."""

@@ -223,6 +223,19 @@ def test_parse_since():
             parse_since(bad)
 
 
+def test_a_since_past_ten_years_is_a_usage_error_not_an_overflow_traceback(tmp_path, capsys):
+    """rev9f #5: `report --since 1000000d` overflowed timedelta (99999999999d the sum): a traceback, exit 1."""
+    from daemon_helpers import make_config
+    from pipeline.cli import main
+
+    assert parse_since("3650d") == timedelta(days=3650)
+    for text in ("3651d", "1000000d", "99999999999d"):
+        with pytest.raises(ValueError, match="at most 3650d"):
+            parse_since(text)
+    assert main(["report", "--config", str(make_config(tmp_path)), "--since", "1000000d"]) == 2
+    assert "--since '1000000d': at most 3650d" in capsys.readouterr().err
+
+
 def test_curve_points():
     assert curve_points([]) == "" and curve_points([{"step": 0, "loss": 1.0}]) == ""
     pts = [tuple(map(float, p.split(","))) for p in curve_points(

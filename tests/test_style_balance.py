@@ -1,4 +1,4 @@
-"""style_strength means the same style/content balance at every size (rev9a #2).
+"""style_strength means the same style/content balance at every size of a given shape (rev9a #2; per shape: rev9g #2).
 
 Before the fix it grew ~4x per doubling of the size.
 
@@ -58,3 +58,33 @@ def test_a_raw_style_weight_keeps_the_founding_formula_and_the_seed_preset_the_n
     assert max(seed.image.size) == 400 and seed.style_weight == 1e-5 and seed.log()["style_weights"] == [1e-5]
     shipped = Settings(size=384).resolved_style_weight("caffe", 384)
     assert shipped == pytest.approx(1e-5 * 1.085, rel=1e-3)  # the shipped 384 px default barely moves
+
+
+def _tiled(tile: Image.Image, across: int, down: int) -> Image.Image:
+    """``across`` x ``down`` copies of ``tile``: every part of it has the tile's own statistics."""
+    out = Image.new("RGB", (across * tile.width, down * tile.height))
+    for k in range(across * down):
+        out.paste(tile, ((k % across) * tile.width, (k // across) * tile.height))
+    return out
+
+
+def test_per_shape_a_4_to_1_strip_weighs_the_painting_a_quarter_of_a_square_of_the_same_long_side(engine, style):
+    """README "Balance": the balance is the same at every size FOR A GIVEN SHAPE. The weight follows the long side
+    (1.0 is exactly the notebook's 1e-5 at its 400 px, whatever the aspect), while the style term grows with the pixel
+    count, so, as in the notebook, a wider picture of the same long side has a lighter style term (rev9g #2, kept by
+    the lead's decision). Clean comparison: a 32 px square of the photo and of the painting, tiled 4x4 (128x128) and
+    4x1 (128x32): the same per-position statistics, a quarter of the pixels, the same long side, so the same weight.
+    Pixel-count scaling (neural-style's shape-independence) would give ~1 here; the long-side rule gives ~0.25."""
+    photo = images.load(SAMPLES / "coffee.jpg")
+    tiles = [images.resize_once(_square(picture), (32, 32)) for picture in (photo, style)]
+    square = _balance(engine, *(_tiled(t, 4, 4) for t in tiles), 128)
+    strip = _balance(engine, *(_tiled(t, 4, 1) for t in tiles), 128)
+    print(f"weighted style/content at 128 px long side: square {square:.3f}, 4:1 strip {strip:.3f} "
+          f"({strip / square:.2f}x)")
+    assert 0.17 < strip / square < 0.35, f"a 4:1 strip against a square of the same long side: {strip / square:.2f}x"
+
+
+def _square(img: Image.Image) -> Image.Image:
+    side = min(img.size)
+    left, top = (img.width - side) // 2, (img.height - side) // 2
+    return img.crop((left, top, left + side, top + side))

@@ -176,12 +176,23 @@ def parse_folders(top: dict, base: Path, problems: Problems) -> dict[str, Path] 
         problems.add(("folders",), "must be a mapping with inbox, outbox and spool")
         return None
     problems.unknown(("folders",), data, FOLDER_KEYS)
-    folders = {key: (base / str(data.get(key, key))).resolve() for key in sorted(FOLDER_KEYS)}
+    folders = {key: _folder(base / str(data.get(key, key)), key) for key in sorted(FOLDER_KEYS)}
     for key in ("outbox", "spool"):  # the daemon never scans its own folders: one holding the inbox would hide it
         if _inside(folders["inbox"], folders[key]):
             problems.add(("folders", key), f"{folders[key]} is the inbox or holds it; the daemon never scans its "
                          "own folders, so no photo would be taken. Give it a folder of its own")
     return folders
+
+
+def _folder(path: Path, key: str) -> Path:
+    """``path`` resolved, except an outbox that is a link to a missing target (a reboot before the share is
+    mounted): resolved, each mkdir(parents=True) made the target on the local disk under the mount point, and the
+    night's outputs were hidden once the share was mounted over them (rev9f #2). Kept as the link, a mkdir through
+    it fails as a link in the way: the pause's "mount it or make that folder", and the writes reach the share once
+    it is mounted."""
+    if key == "outbox" and path.is_symlink() and not path.exists():
+        return path.parent.resolve() / path.name
+    return path.resolve()
 
 
 def _check_styles_dir(styles_dir: Path, folders: dict[str, Path] | None, problems: Problems) -> None:

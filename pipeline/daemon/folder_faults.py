@@ -121,3 +121,12 @@ def not_a_folder(target: Path, roots: list[Path]) -> Path | None:
         if os.path.lexists(path) and not path.is_dir():
             return path
     return None
+
+
+def once_stopped(fix: str, in_inbox: int, in_work: int) -> str:
+    """`once`'s line for cron's mail when a folder fault stopped it. It counted work/ alone ("0 photos wait in
+    work/" with the photos in the inbox) and kept RESUMES, which a `once` that has exited never does (rev9f #3):
+    both places are counted, and the next `once` is named as what takes them up."""
+    waiting = in_inbox + in_work
+    return (f"stopped: {waiting} photo{' waits' if waiting == 1 else 's wait'} ({in_inbox} in the inbox, "
+            f"{in_work} in work/), safe where they are: {fix.replace(RESUMES, '')}; the next `once` takes them up")

@@ -49,6 +49,7 @@ def build(result, content: Path, size: tuple[int, int], styles: list[tuple[Path,
         "scales": [[w, h] for h, w in run["scales"]],  # the engine's levels are (height, width)
         "level_steps": run.get("level_steps"),  # the steps planned for each level, beside scales (rev9a #4)
         "style_weights": run.get("style_weights"),  # each level's style weight, beside scales (rev9a #2)
+        "level_lrs": run.get("level_lrs"),  # each level's Adam step (a gentle retry's halved), beside scales
         "tiles": [_tiled(run.get("tiles", {}).get(i)) for i in range(len(run["scales"]))],
         "retries": run["retries"], "resumed_from_step": run["resumed_from_step"],
         "output": {"size": list(result.image.size)}, "contact_sheet": None,

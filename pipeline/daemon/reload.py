@@ -93,8 +93,8 @@ def keep_folders(old: Config, new: Config, quiet: bool = False) -> Config:
     """``new`` with ``old``'s inbox, outbox and spool; each change is warned about with the new folders' problems.
     ``quiet``: a retry of a refused edit (Refused), warned about when it was saved: the warning came again at
     each 2 s retry, all night, for one edit (rev7f)."""
-    changes = [f"{key}: {getattr(old, key)} -> {getattr(new, key)}" for key in FOLDERS
-               if getattr(old, key) != getattr(new, key)]
+    changes = [f"{key}: {getattr(old, key)} -> {getattr(new, key)}" for key in FOLDERS  # resolved: an outbox link
+               if getattr(old, key).resolve() != getattr(new, key).resolve()]  # kept at start (config_build._folder)
     if not changes:
         return new
     try:

@@ -2,7 +2,7 @@
 
 Out of transfer.py, which holds the run itself (and its 400-line bound): here is the one place that says what a
 checkpoint is. A run here is transfer._Run: ``content``, ``styles``, ``settings``, ``engine``, ``monitor``,
-``level_index``, ``retries``, ``tiles`` and ``checkpoint`` (the path).
+``level_index``, ``retries``, ``level_lrs``, ``tiles`` and ``checkpoint`` (the path).
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def save(run, pixels: torch.Tensor, opt_state: dict) -> None:
     state = {"fingerprint": run.fingerprints[0], "level": run.level_index, "level_step": m.level_step,
              "step": m.step_count, "pixels": pixels.detach().float().cpu().contiguous(),
              "optimizer": opt_state, "curve": m.curve, "elapsed": m.elapsed,
-             "retries": run.retries, "tiles": {k: p.to_dict() for k, p in run.tiles.items()},
+             "retries": run.retries, "level_lrs": run.level_lrs, "tiles": {k: p.to_dict() for k, p in run.tiles.items()},
              "history": list(m.history)}  # the early stop's window: a resumed level stops where it would have
     buffer = io.BytesIO()
     torch.save(state, buffer)
@@ -76,5 +76,6 @@ def resume(run) -> tuple[torch.Tensor | None, int, dict | None, int | None]:
         m.work.resumed(state["level"], state["level_step"], state["step"])
     m.history[:] = [tuple(entry) for entry in state.get("history", [])]  # none in a checkpoint before rev7b
     run.retries = list(state.get("retries", []))
+    run.level_lrs = list(state.get("level_lrs", run.level_lrs))  # a retried coarse level's step (rev9g #3)
     run.tiles = {int(k): TilePlan.from_dict(p) for k, p in state.get("tiles", {}).items()}  # the same cut
     return state["pixels"].to(run.engine.device), state["level"], state["optimizer"], state["step"]

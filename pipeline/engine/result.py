@@ -45,12 +45,14 @@ class Result:
     level_steps: list[int] = field(default_factory=list)  # the steps planned for each level, beside scales
     style_weights: list[float] = field(default_factory=list)  # each level's style weight (size-aware: rev9a #2)
     lr: float | None = None  # the Adam step used (lr 0 resolved, a gentle retry's halved); None: settings.lr
+    level_lrs: list[float] = field(default_factory=list)  # each level's Adam step, beside scales ([]: L-BFGS)
 
     def log(self) -> dict:
         """The JSON-ready record of the run (everything but the pixels)."""
         return {
             "losses": self.losses, "judge": JUDGE, "steps": self.steps, "stop_reason": self.stop_reason,
-            "scales": [list(s) for s in self.scales], "level_steps": self.level_steps, "style_weights": self.style_weights, "timings": self.timings, "device": self.device,
+            "scales": [list(s) for s in self.scales], "level_steps": self.level_steps, "style_weights": self.style_weights,
+            "level_lrs": self.level_lrs, "timings": self.timings, "device": self.device,
             "precision": self.precision, "speed": self.speed,
             "style_weight": self.style_weight, "settings": self._settings(), "retries": self.retries,
             "resumed_from_step": self.resumed_from_step, "curve": self.curve,
@@ -89,7 +91,8 @@ def close(run, pixels: torch.Tensor, resumed: int | None, judged: dict[str, floa
     result = Result(image, run.alpha, dict(losses), monitor.curve, monitor.step_count, run.levels, timings,
                     str(run.engine.device), monitor.stop_reason, run.style_weight, run.engine.weights, run.settings,
                     run.retries, resumed, canvas, {k: p.to_dict() for k, p in run.tiles.items()}, run.precision,
-                    run.speed, list(run.steps_per_level), list(run.style_weights), run.lr)
+                    run.speed, list(run.steps_per_level), list(run.style_weights), run.lr,
+                    list(run.level_lrs))
     monitor.render = monitor.save = None  # the run is over: its monitor lets go of it (see above)
     return result
 

@@ -21,10 +21,12 @@ CONTENT_LAYER = "conv4_2"
 # These are the weights AT CALIBRATION_SIDE, the notebook's 400 px. The founding style term (Gram sums over
 # positions, divided by C*H*W once) grows with the pixel count while the content term (a mean) does not, so one
 # fixed weight weighed the painting ~4x more per doubling of the size (rev9a #2: weighted style/content 0.15 at
-# 64 px, 0.48 at 128, 2.23 at 256). ``style_strength`` 1.0 means "the notebook's balance" at every size and
-# whatever weights are loaded: resolved_style_weight scales these by (CALIBRATION_SIDE / the level's long side)^2,
-# as neural-style (Gram / C*H*W) and style-transfer-pytorch (Gram / H*W) are size-invariant. A raw style_weight
-# is the founding formula's, unscaled.
+# 64 px, 0.48 at 128, 2.23 at 256). ``style_strength`` 1.0 means "the notebook's balance" at every size of a given
+# shape and whatever weights are loaded: resolved_style_weight scales these by (CALIBRATION_SIDE / the level's long
+# side)^2. The LONG SIDE, not the pixel count (the lead's decision on rev9g #2): 1.0 stays exactly the notebook's
+# weight at its 400 px for every aspect, and, as in the notebook, a wider picture of the same long side has a
+# lighter style term (16:9 ~0.56x a square's, 4:1 ~0.25x; README "Balance"). A raw style_weight is the founding
+# formula's, unscaled.
 STYLE_WEIGHT_AT_STRENGTH_1 = {"caffe": 1e-5, "torchvision": 1e6}
 CALIBRATION_SIDE = 400  # the notebook's max side: where style_strength 1 is exactly the weights above
 ADAM_DEFAULT_LR = 2.0  # Settings.lr 0: Adam's step in 0-255 pixel units
@@ -62,7 +64,7 @@ class Settings:
     seed: int = 0
     """Random seed (for noise init); the same seed and device give the same pixels."""
     style_strength: float = 1.0
-    """1.0 = the reference notebook's balance, at every size: the style_weight used is 1e-5 x strength (Caffe
+    """1.0 = the reference notebook's balance, at every size of a given shape: the style_weight used is 1e-5 x strength (Caffe
     weights; torchvision's 1e6) x (400 / the level's long side)^2, exactly the notebook's at its 400 px."""
     style_weight: float | None = None
     """Raw style weight, the founding formula's as written at every size (not scaled); overrides style_strength."""
@@ -157,7 +159,7 @@ class Settings:
     def resolved_style_weight(self, weights_kind: str, long_side: int = CALIBRATION_SIDE) -> float:
         """The style weight of a level whose working picture's long side is ``long_side``: a raw style_weight as
         written; else style_strength's, scaled by (CALIBRATION_SIDE / long_side)^2 so that the style/content
-        balance is the same at every size (the style term grows with the pixel count, the content term does not;
+        balance is the same at every size of a given shape (the style term grows with the pixel count, the content term does not;
         see STYLE_WEIGHT_AT_STRENGTH_1)."""
         if self.style_weight is not None:
             return self.style_weight

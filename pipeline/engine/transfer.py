@@ -192,6 +192,8 @@ class _Run:
         # Per level: style_strength's weight is size-aware (settings.CALIBRATION_SIDE); a raw style_weight is not.
         self.style_weights = [settings.resolved_style_weight(engine.weights.kind, max(hw)) for hw in self.levels]
         self.lr = settings.resolved_lr() if settings.optimizer == "adam" else settings.lr
+        # Per level, the step Adam took (a gentle retry's halved: rev9g #3, self.lr keeps only the last); [] for L-BFGS
+        self.level_lrs = [self.lr] * len(self.levels) if settings.optimizer == "adam" else []
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.monitor = Monitor(sum(self.steps_per_level), len(self.levels), settings.log_every,
                                settings.early_stop_tol, settings.early_stop_window, on_step, should_stop,
@@ -357,7 +359,7 @@ class _Run:
                                        keep_in_range=s.keep_in_range, state=opt_state)
         if s.optimizer == "lbfgsb":
             return run_lbfgs(problem, x, steps, self.monitor, history=history, keep_in_range=s.keep_in_range)
-        lr = self.lr = s.resolved_lr(gentle)  # the log records the step used (a gentle retry's: halved)
+        lr = self.lr = self.level_lrs[self.level_index] = s.resolved_lr(gentle)  # the log records each level's
         return run_adam(problem, x, steps, self.monitor, lr=lr, keep_in_range=s.keep_in_range, state=opt_state)
 
     def picture(self, pixels: torch.Tensor) -> Image.Image:
