@@ -8,15 +8,14 @@ takes the same road, and its own folder is probed too (rev8b findings 2, 4).
 """
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Callable, Iterable
 
 import structlog
 
-from ..fsio import free_bytes, write_atomic
-from .folder_faults import FolderFault
+from ..fsio import free_bytes
+from .folder_faults import FolderFault, probe_write
 
 log = structlog.get_logger("style-pipeline")
 CHECK_SECONDS = 2.0
@@ -99,10 +98,4 @@ def measure(folder: Path) -> int:
 
 def probe(folder: Path) -> bool:
     """Can a small file be written here now?"""
-    path = folder / f".space-probe-{os.getpid()}"
-    try:
-        write_atomic(b"\0" * 65536, path, fsync=False)
-        path.unlink()
-        return True
-    except OSError:
-        return False
+    return probe_write(folder, b"\0" * 65536, "space") is None

@@ -91,13 +91,23 @@ def start_faults(config) -> dict[Path, FolderFault]:
 
 def write_fault(folder: Path, config) -> FolderFault | None:
     """The folder fault a probe write in ``folder`` meets (made first, as a job's write would), None if it takes it."""
-    path = folder / f".start-probe-{os.getpid()}"
     try:
         make_folder(folder)  # a file in its place: ENOTDIR, "move the file away"
-        write_atomic(b"", path, fsync=False)
-        path.unlink()
     except OSError as exc:
         return spool_fault(exc, config)
+    refused = probe_write(folder, b"", "start")
+    return None if refused is None else spool_fault(refused, config)
+
+
+def probe_write(folder: Path, data: bytes, kind: str) -> OSError | None:
+    """The error a small write in ``folder`` meets now (None: it took it): the one probe behind the start's check
+    (write_fault) and the pause's resume (diskguard.probe), which had each written their own."""
+    path = folder / f".{kind}-probe-{os.getpid()}"
+    try:
+        write_atomic(data, path, fsync=False)
+        path.unlink()
+    except OSError as exc:
+        return exc
     return None
 
 
