@@ -194,16 +194,18 @@ def own_folders(config) -> tuple[Path, ...]:
     and styles_dir below the inbox (a share's inbox/paintings/): its paintings were claimed as photos, and each
     photo of their recipes then failed (rev9c). Not a styles_dir holding the inbox, which would hide every photo
     (config_build refuses one that is the inbox itself). None: the report's view when its config cannot say."""
-    styles = config.styles_dir
-    below = styles is not None and config.inbox in styles.parents
-    return (config.outbox, config.spool, *((styles,) if below else ()))
+    return (config.outbox, config.spool, *_styles_below(config.inbox, config.styles_dir))
 
 
 def excluded(config, refused_styles: Path | None = None) -> tuple[Path, ...]:
     """own_folders, plus the styles_dir of an edit refused for now when it lies below the inbox (reload.Refused):
     its paintings are copied in while the edit waits for them, and must not be claimed meanwhile (rev9f #1)."""
-    below = refused_styles is not None and config.inbox in refused_styles.parents
-    return own_folders(config) + ((refused_styles,) if below else ())
+    return own_folders(config) + _styles_below(config.inbox, refused_styles)
+
+
+def _styles_below(inbox: Path, styles: Path | None) -> tuple[Path, ...]:
+    """(styles,) when that styles_dir lies below the inbox, else (): the one rule of both callers above."""
+    return (styles,) if styles is not None and inbox in styles.parents else ()
 
 
 def wanted(path: Path, inbox: Path, exclude: tuple[Path, ...] = ()) -> bool:
