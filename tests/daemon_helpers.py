@@ -131,6 +131,15 @@ def outputs(root: Path) -> list[Path]:
                   and not p.name.startswith(".") and not p.name.endswith(".sheet.png"))
 
 
+def assert_deleted_as_the_try_began(root: Path) -> None:
+    """The one output's log and spool/done agree with after_success: delete, the config the try opened with, though
+    a reload swapped in `move` mid-job (test_jobs, test_ray: the local worker and the Ray executor alike)."""
+    [image] = outputs(root)
+    kept_as = json.loads(image.with_suffix(".json").read_text())["input"]["kept_as"]
+    kept = list((root / "spool" / "done").rglob("rocket*"))
+    assert (kept_as, kept) == (None, []), f"log kept_as={kept_as!r}, done/ holds {kept}"
+
+
 def errors(root: Path) -> dict[str, dict]:
     return {json.loads(p.read_text())["file"]: json.loads(p.read_text())
             for p in (root / "spool" / "failed").glob("*.error.json")}

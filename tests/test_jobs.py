@@ -12,7 +12,7 @@ import sys
 
 import torch
 
-from daemon_helpers import ROOT, SAMPLES, make_config, outputs
+from daemon_helpers import ROOT, SAMPLES, assert_deleted_as_the_try_began, make_config, outputs
 from pipeline.daemon.daemon import Daemon
 from pipeline.daemon.spool import Spool
 
@@ -69,10 +69,7 @@ def test_a_reload_during_a_job_changes_neither_its_log_nor_what_happens_to_its_i
 
     monkeypatch.setattr(JobLife, "finish", reload_lands_mid_job)
     assert daemon.run() == 0
-    [image] = outputs(tmp_path)
-    kept_as = json.loads(image.with_suffix(".json").read_text())["input"]["kept_as"]
-    kept = list((tmp_path / "spool" / "done").rglob("rocket*"))
-    assert (kept_as, kept) == (None, []), f"log kept_as={kept_as!r}, done/ holds {kept}"
+    assert_deleted_as_the_try_began(tmp_path)
 
 
 KILL_WHEN_MOVING_THE_INPUT = """import os, signal, sys

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon_helpers import ROOT, SAMPLES, STYLES, errors, log_events, make_config, outputs, stop, wait_for
+from daemon_helpers import (ROOT, SAMPLES, STYLES, assert_deleted_as_the_try_began, errors, log_events, make_config,
+                            outputs, stop, wait_for)
 
 pytestmark = pytest.mark.xdist_group("ray")  # one worker runs them all: never two local Ray instances at once
 HAVE_RAY = importlib.util.find_spec("ray") is not None
@@ -326,7 +327,4 @@ def test_a_reload_while_a_job_is_on_an_actor_does_not_change_how_it_lands(tmp_pa
 
     monkeypatch.setattr(RayExecutor, "_settle", reload_lands_mid_job)
     assert daemon.run() == 0
-    [image] = outputs(tmp_path)
-    kept_as = json.loads(image.with_suffix(".json").read_text())["input"]["kept_as"]
-    kept = list((tmp_path / "spool" / "done").rglob("rocket*"))
-    assert (kept_as, kept) == (None, []), f"log kept_as={kept_as!r}, done/ holds {kept}"
+    assert_deleted_as_the_try_began(tmp_path)
