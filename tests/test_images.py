@@ -44,6 +44,12 @@ def test_missing_file(tmp_path):
     _refused(tmp_path / "nowhere.jpg", "no such file")
 
 
+def test_a_folder_is_named_as_a_folder_not_a_missing_file(tmp_path):
+    """A style path that is a folder said "no such file" (closing9): it is there, and is the wrong kind of thing."""
+    error = _refused(tmp_path, "is a folder, not a picture", "picture file inside it")
+    assert "no such file" not in str(error)
+
+
 def test_empty_file(tmp_path):
     path = tmp_path / "empty.jpg"
     path.write_bytes(b"")
