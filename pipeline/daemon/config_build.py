@@ -9,6 +9,7 @@ from typing import Any, Iterable
 from ..engine import images
 from ..engine.settings import Settings
 from ..errors import ConfigError, DeviceError, ImageError
+from ..fsio import on_disk
 from .config_pool import pool_options
 from .config_schema import (DEFAULT_STYLES_DIR, ENGINE_KEYS, FOLDER_KEYS, RAY_KEYS, RECIPE_KEYS, SIDECAR_KEYS, STYLE_KEYS, TOP_KEYS,
                             TOP_TYPES, Config, RayOptions, Recipe, StyleRef)
@@ -280,7 +281,7 @@ def _styles(data: Any, path: tuple, styles_dir: Path, problems: Problems, max_pi
         if not isinstance(name, str) or not finite(weight) or weight < 0:  # .inf or nan: no weight (rev9f)
             problems.add(where, "each style is a file name or {path: NAME, weight: NUMBER >= 0} (a finite number)")
             continue
-        file = (styles_dir / name).resolve()
+        file = on_disk((styles_dir / name).resolve())  # named NFC in the config, NFD on disk (a Mac's copy)
         if not _inside(file, styles_dir):
             problems.add(where, f"{name} is outside styles_dir ({styles_dir}); keep styles inside it")
             continue

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, BinaryIO, Iterator
 from PIL import ExifTags, Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from ..errors import ImageError, Reason, SettingsError
-from ..fsio import write_atomic  # the one atomic writer: pid + random temp names
+from ..fsio import on_disk, write_atomic  # write_atomic: the one atomic writer, pid + random temp names
 from .icc import is_srgb
 from .settings import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, FORMAT_NAMES, OUTPUT_FORMATS
 
@@ -41,7 +41,7 @@ KINDS = "PNG, JPEG, WebP, TIFF or BMP"  # what every "send a picture" fix names
 
 def load(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode fully, apply EXIF orientation, and return RGB or RGBA (8-bit)."""
-    path = Path(path)
+    path = on_disk(Path(path))  # a Mac's NFD name found under the NFC name typed (closing9)
     if path.is_dir():  # said "no such file", which sent the user looking for a missing file (closing9)
         raise ImageError("is a folder, not a picture", path=path, fix=f"Name a picture file inside it ({KINDS})")
     if not path.is_file():
