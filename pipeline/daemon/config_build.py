@@ -7,7 +7,7 @@ from typing import Any, Iterable
 
 
 from ..engine import images
-from ..engine.settings import Settings
+from ..engine.settings import MAX_SIZE, Settings
 from ..errors import ConfigError, DeviceError, ImageError
 from ..fsio import on_disk
 from .config_pool import pool_options
@@ -145,6 +145,8 @@ def _scalars(data: dict, problems: Problems) -> dict[str, Any]:
         message = check_type(data[key], hint)
         if not message and hint in (int, float) and data[key] < MINIMUM.get(key, 0):
             message = "; ".join([f"must be >= {MINIMUM.get(key, 0)} (got {data[key]!r})", *WHY_MINIMUM.get(key, ())])
+        if not message and key == "max_size" and data[key] > MAX_SIZE:  # no guard past the engine's own limit
+            message = f"{data[key]} is over the largest size the engine makes, {MAX_SIZE} px; lower it"
         if not message and key == "device":
             message = _device_problem(data[key])
         if message:
