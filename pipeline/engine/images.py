@@ -16,6 +16,7 @@ from PIL import ExifTags, Image, ImageOps, PngImagePlugin, UnidentifiedImageErro
 
 from ..errors import ImageError, Reason, SettingsError
 from ..fsio import on_disk, write_atomic  # write_atomic: the one atomic writer, pid + random temp names
+from . import tiff_kind
 from .icc import is_srgb
 from .settings import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, FORMAT_NAMES, OUTPUT_FORMATS
 
@@ -57,8 +58,9 @@ def load(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
             raise ImageError(exc.problem, path=path, fix=exc.fix, reason=exc.reason) from exc
         raise
     except UnidentifiedImageError as exc:
-        raise ImageError("not an image Pillow can read", path=path,
-                         fix=f"Send a {KINDS} file") from exc
+        tiff = tiff_kind.describe(path)  # a TIFF was sent: name its layout, and one that reads (closing9)
+        raise ImageError(f"a TIFF of {tiff}, a layout Pillow cannot decode" if tiff else "not an image Pillow can "
+                         "read", path=path, fix=tiff_kind.FIX if tiff else f"Send a {KINDS} file") from exc
     except (OSError, ValueError) as exc:  # ValueError: a plugin's own refusal ("not one of the allowed sizes")
         raise ImageError(f"cannot decode the image ({exc})", path=path,
                          fix="The file is truncated or damaged; copy it again") from exc
