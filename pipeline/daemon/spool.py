@@ -18,6 +18,8 @@ import socket
 import time
 from pathlib import Path
 
+import structlog
+
 from ..errors import Reason, SpoolLocked  # noqa: F401  (Reason handed on: the spool records it)
 from ..fsio import fit_name, split_ext, write_json
 from .spool_count import RECORD, SIDECARS, count_in_work, folder_counts, is_photo_entry  # noqa: F401  (re-exported)
@@ -27,6 +29,7 @@ LOCK = ".lock"
 INCOMPLETE_GRACE = 5.0  # a lock-free job folder without its input, older than this, is a dead or lost claim
 ERROR_SUFFIX = ".error.json"
 PAIR_RESERVE = len(".yaml")  # a sidecar beside its photo takes the photo's stem plus this
+log = structlog.get_logger("style-pipeline")
 
 
 class Spool:
@@ -57,13 +60,30 @@ class Spool:
             self._discard(folder)
             raise
         if sidecar is not None:
-            try:
-                os.rename(sidecar, folder / sidecar.name)
-                job.sidecar = sidecar.name
-                self.save(job)
-            except FileNotFoundError:
-                pass  # the sidecar went away; the photo is ours and goes on with its recipe
+            self._take_sidecar(job, path, sidecar)
         return job
+
+    def _take_sidecar(self, job: Job, photo: Path, sidecar: Path) -> None:
+        """The sidecar follows its photo, which is in work/ now: no fault from here may raise out of the claim with
+        the job in no queue (rev10a: it waited unstyled in work/ until the next restart, and `once` exited 0). A
+        sidecar that cannot be moved puts the photo back in the inbox (no clobber) and the claim fails whole, as a
+        claim's fault does; a record not saved is saved as the job begins (a restart before then: _sidecar_in)."""
+        try:
+            os.rename(sidecar, job.dir / sidecar.name)
+        except FileNotFoundError:
+            return  # the sidecar went away; the photo is ours and goes on with its recipe
+        except OSError as exc:
+            if not _put_back(job.input, photo):  # a new drop of its name, say: the job goes on
+                log.warning("the sidecar cannot be moved nor the photo put back: styled with its recipe alone",
+                            file=job.source, sidecar=str(sidecar), error=str(exc))
+                return
+            self._discard(job.dir)
+            raise
+        job.sidecar = sidecar.name
+        try:
+            self.save(job)
+        except OSError as exc:
+            log.warning("the claimed job's record is saved again as it begins", file=job.source, error=str(exc))
 
     def save(self, job: Job) -> None:
         write_json(job.dir / RECORD, dataclasses.asdict(job), indent=1)
@@ -188,6 +208,7 @@ class Spool:
                     self._unlock(folder)
                 continue
             job.folder, job.owner = str(folder), self.owner
+            job.sidecar = job.sidecar or _sidecar_in(folder, job.name)
             if self.failed_before(job):  # killed inside fail() after its note: the failure is made once
                 self._discard(folder)
                 continue
@@ -292,6 +313,28 @@ def _last_change(folder: Path) -> float:
         return max(p.stat().st_mtime for p in (folder, folder / RECORD) if p.exists())
     except (OSError, ValueError):
         return time.time()
+
+
+def _sidecar_in(folder: Path, photo: str) -> str | None:
+    """A sidecar in a job folder whose record does not name it: the claim moved it in, then its save failed."""
+    try:
+        return next((n for n in os.listdir(folder) if n != photo and n.lower().endswith(SIDECARS)), None)
+    except OSError:
+        return None
+
+
+def _put_back(moved: Path, home: Path) -> bool:
+    """A claimed photo back where it was, never over a file dropped there since; True when it is there."""
+    try:
+        os.link(moved, home, follow_symlinks=False)
+    except OSError:
+        return False
+    try:
+        os.unlink(moved)
+    except OSError:
+        os.unlink(home)  # never one photo under two names (styled twice): it stays the job's
+        return False
+    return True
 
 
 def _same_file(a: Path, b: Path) -> bool:
