@@ -344,6 +344,8 @@ def check_folders(config: Config, skip: Iterable[Path] = ()) -> list[str]:
         return problems
     inbox_dev = config.inbox.stat().st_dev
     for folder in (config.work, config.done, config.failed):
+        if folder in skip:  # paused on: a done/ removed or linked to a share not mounted has no st_dev (rev10a)
+            continue
         if folder.stat().st_dev != inbox_dev:
             problems.append(f"{folder}: on another filesystem than the inbox ({config.inbox}); moves would not be "
                             "atomic renames. Put the spool folder on the inbox's filesystem")
