@@ -32,7 +32,7 @@ from .diskguard import DiskGuard
 from .folder_faults import claim_fault, start_faults
 from .executor import Executor, left
 from .jobs import crashed
-from .reload import AGAIN, Refused, reload_config, remake_folders
+from .reload import AGAIN, Refused, apply_live, reload_config, remake_folders
 from .reporting import Reporter
 from .settle import DecodeCheck
 from .sidecars import UNPAIRED_TICK_S, unpaired_sidecars
@@ -328,7 +328,9 @@ class Daemon:
             if new is AGAIN:  # held by another program: the same edit is read at the next pass
                 self.reload_requested = True
             elif new is not None:
-                self.config = new
+                old, self.config = self.config, new
+                if apply_live(old, new, self.watcher):  # poll_seconds: the observer started again
+                    self._rescan()
                 self.reporter.check_notify(new)
                 self.tracker.settle, self.heartbeat.stall_seconds = new.settle_seconds, new.stall_seconds
             self._exclude_now()
