@@ -465,3 +465,33 @@ def test_a_read_only_spool_disk_is_shown_paused_not_not_running(tmp_path, data_m
     finally:
         subprocess.run(["mount", "-o", "remount,rw", str(data_mount)], check=False)
         stop(proc)
+
+
+def _paused_start_and_a_reload(tmp_path: Path, outbox_fault) -> tuple[object, list[dict]]:
+    """A start paused on an outbox fault (``outbox_fault`` makes it), then a saved edit that adds the recipe pastel:
+    the daemon's own reload step (_maybe_reload) run as its loop runs it; the reload's log entries."""
+    import yaml
+    from structlog.testing import capture_logs
+
+    from pipeline.daemon.daemon import Daemon
+
+    config = make_config(tmp_path)
+    outbox_fault(tmp_path / "outbox")
+    daemon = Daemon(config)
+    assert list(daemon.waits) == [tmp_path / "outbox"], "a paused start"
+    data = yaml.safe_load(config.read_text())
+    data["recipes"]["pastel"] = {"styles": ["the_scream.jpg"]}
+    config.write_text(yaml.safe_dump(data))
+    os.utime(config, ns=(time.time_ns(), time.time_ns() + 10**9))
+    with capture_logs() as logs:
+        daemon._maybe_reload()
+    return daemon, logs
+
+
+def test_a_recipe_added_while_paused_on_the_outbox_gets_its_inbox_folder(tmp_path):
+    """closing9 (suspected, confirmed): check_folders returned on the outbox's problem before it made the recipes'
+    inbox folders, so a recipe added by a reload during the pause had no inbox/pastel (a person looks for the folder
+    to drop into). The edit itself is taken."""
+    daemon, _ = _paused_start_and_a_reload(tmp_path, lambda outbox: outbox.write_text("oops\n"))
+    assert "pastel" in daemon.config.recipes, "the edit is taken while the pause goes on"
+    assert (tmp_path / "inbox" / "pastel").is_dir()

@@ -325,18 +325,15 @@ def _schedule(data: Any, problems: Problems) -> None:
 
 def check_folders(config: Config, skip: Iterable[Path] = ()) -> list[str]:
     """Start-up checks: folders exist (created if missing), are writable, and share the inbox's filesystem.
-    ``skip``: folders whose fault the daemon pauses on instead (folder_faults.start_faults)."""
-    problems = []
-    for folder in (config.inbox, config.outbox, config.work, config.done, config.failed):
-        if folder in skip:
-            continue
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            problems.append(f"{folder}: cannot create ({exc.strerror})")
-            continue
-        if not os.access(folder, os.W_OK | os.X_OK):
-            problems.append(f"{folder}: not writable by this user; fix its permissions")
+    ``skip``: folders whose fault the daemon pauses on instead (folder_faults.start_faults). The recipes' inbox
+    folders are made whenever the inbox is sound: a fault elsewhere (a paused start's outbox a file, a share not
+    mounted) returned before them, so a reload's new recipe had no inbox/<recipe> (closing9)."""
+    found = {folder: folder_problem(folder) for folder in (config.inbox, config.outbox, config.work, config.done,
+                                                           config.failed) if folder not in skip}
+    problems = [problem for problem in found.values() if problem]
+    if not found.get(config.inbox):
+        for name in config.recipes:
+            (config.inbox / name).mkdir(exist_ok=True)
     if problems:
         return problems
     inbox_dev = config.inbox.stat().st_dev
@@ -344,9 +341,18 @@ def check_folders(config: Config, skip: Iterable[Path] = ()) -> list[str]:
         if folder.stat().st_dev != inbox_dev:
             problems.append(f"{folder}: on another filesystem than the inbox ({config.inbox}); moves would not be "
                             "atomic renames. Put the spool folder on the inbox's filesystem")
-    for name in config.recipes:
-        (config.inbox / name).mkdir(exist_ok=True)
     return problems
+
+
+def folder_problem(folder: Path) -> str | None:
+    """What keeps ``folder`` from being made or written (None: it is a folder the daemon can write)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"{folder}: cannot create ({exc.strerror})"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"{folder}: not writable by this user; fix its permissions"
+    return None
 
 
 SIDECAR_FIX = "Fix the sidecar's lines above and drop the photo with it again"
