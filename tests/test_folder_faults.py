@@ -495,3 +495,17 @@ def test_a_recipe_added_while_paused_on_the_outbox_gets_its_inbox_folder(tmp_pat
     daemon, _ = _paused_start_and_a_reload(tmp_path, lambda outbox: outbox.write_text("oops\n"))
     assert "pastel" in daemon.config.recipes, "the edit is taken while the pause goes on"
     assert (tmp_path / "inbox" / "pastel").is_dir()
+
+
+def test_a_reload_while_the_outbox_link_dangles_names_the_link_not_file_exists(tmp_path):
+    """closing9: outbox -> a share not mounted. The start's pause says "is a link to ..., which is not there (a share
+    not mounted?): mount it or make that folder"; a reload meanwhile logged "outbox: cannot create (File exists)".
+    It now says what the start says."""
+    mount_point = tmp_path / "mnt" / "nas"
+    mount_point.mkdir(parents=True)
+    _, logs = _paused_start_and_a_reload(tmp_path, lambda outbox: outbox.symlink_to(mount_point / "gallery"))
+    said = [str(problem) for e in logs for problem in e.get("problems", [])]
+    wording = f"{tmp_path / 'outbox'} is a link to {mount_point / 'gallery'}, which is not there (a share not mounted?)"
+    assert said and all(wording in problem for problem in said), said
+    assert not any("File exists" in problem for problem in said), said
+    assert list(mount_point.iterdir()) == [], "nothing made under the empty mount point"

@@ -111,6 +111,24 @@ def probe_write(folder: Path, data: bytes, kind: str) -> OSError | None:
     return None
 
 
+def folder_problem(folder: Path, outbox: bool = False) -> str | None:
+    """What keeps ``folder`` from being made or written (None: a folder the daemon can write), in the pause's words:
+    check_folders (the start's inbox and work/, a reload's running and new folders) said "cannot create (File
+    exists)" of an outbox linked into a share not mounted, while the start's pause named the link (closing9), and
+    "fix its permissions" of a read-only mount."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        found = not_a_folder(folder, [Path(folder.anchor)])
+        return in_the_way(found, outbox and found == folder) if found else f"{folder}: cannot create ({exc.strerror})"
+    except OSError as exc:
+        return f"{folder}: cannot create ({exc.strerror})"
+    if os.access(folder, os.W_OK | os.X_OK):
+        return None
+    read_only = os.statvfs(folder).f_flag & os.ST_RDONLY
+    return writable_fix(folder, OSError(errno.EROFS if read_only else errno.EACCES, "cannot be written"))
+
+
 def in_the_way(found: Path, outbox: bool) -> str:
     """The fix for what stands where a folder must be. A link to a missing target (outbox/starry -> a share not
     mounted tonight) is no file to move away: doing so removed the person's link, and the outputs then landed in a
