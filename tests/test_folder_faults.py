@@ -153,9 +153,9 @@ def test_one_folder_fault_is_told_at_most_once_an_hour(tmp_path):
     assert guard.pause(tmp_path / "x", fault) is True
     now[0] += diskguard.CHECK_SECONDS + 1
     assert not guard.paused(), "the probe write passes: claiming resumes"
-    assert guard.pause(tmp_path / "x", fault) is False and guard.state["fix"] == fault.fix
+    assert guard.pause(tmp_path / "x", fault) is False and guard.faults() == [fault]
     now[0] += diskguard.TELL_AGAIN
-    guard.state = None
+    guard.pauses = {}
     assert guard.pause(tmp_path / "x", fault) is True
 
 
@@ -509,3 +509,34 @@ def test_a_reload_while_the_outbox_link_dangles_names_the_link_not_file_exists(t
     assert said and all(wording in problem for problem in said), said
     assert not any("File exists" in problem for problem in said), said
     assert list(mount_point.iterdir()) == [], "nothing made under the empty mount point"
+
+
+def test_two_folders_faulted_at_start_are_both_shown_and_claiming_waits_for_both(tmp_path):
+    """closing9: DiskGuard held one fault at a time. With the outbox and spool/failed both files at start, both were
+    told, `status` showed only the last, and claiming resumed as soon as that one was fixed (the outbox still a
+    file). Now status names every faulted folder with its fix, and claiming waits until each takes a write."""
+    from pipeline.daemon.daemon import Daemon
+
+    config = make_config(tmp_path)
+    outbox, failed = tmp_path / "outbox", tmp_path / "spool" / "failed"
+    failed.parent.mkdir()
+    for folder in (outbox, failed):
+        folder.write_text("a file where the folder must be\n")
+    daemon = Daemon(config)
+    told, now = [], [0.0]
+    daemon.book.listener = lambda kind, data: told.append((kind, data["file"]))
+    daemon.disk.clock = lambda: now[0]
+    for fault in daemon.waits.values():  # as the start does (Daemon._start)
+        daemon.book.pause(fault.folder, fault)
+    assert sorted(told) == [("paused", str(outbox)), ("paused", str(failed))], told
+    state = daemon.reporter.health()
+    assert f"{outbox} is a file: the outbox must be a folder" in state and f"{failed} is a file" in state, state
+    assert state.count("claiming resumes by itself") == 1, state
+    failed.unlink()  # one of the two fixed
+    now[0] += diskguard.CHECK_SECONDS + 1
+    assert daemon.disk.paused(), "the outbox is still a file: claiming must wait"
+    state = daemon.reporter.health()
+    assert f"{outbox} is a file" in state and str(failed) not in state, state
+    outbox.unlink()
+    now[0] += diskguard.CHECK_SECONDS + 1
+    assert not daemon.disk.paused() and daemon.reporter.health() == daemon.state

@@ -29,7 +29,7 @@ from . import status as status_module
 from .config import Config, ConfigError
 from .config_build import check_folders
 from .diskguard import DiskGuard
-from .folder_faults import claim_fault, start_faults
+from .folder_faults import claim_fault, fixes, start_faults
 from .executor import Executor, left
 from .jobs import crashed
 from .reload import AGAIN, Refused, apply_live, reload_config, remake_folders
@@ -245,9 +245,9 @@ class Daemon:
         finding 5: it ran until killed, cron starting another beside it), and says so even with nothing waiting (a
         first try). _shutdown releases the waiting jobs to work/, taken up at the next run; a full disk may clear
         by itself, so it still waits for space."""
-        fix = self.disk.paused() and (self.disk.state or {}).get("fix")
-        if fix and self.executor.progress().open_jobs == 0:
-            self.blocked = fix
+        faults = self.disk.paused() and self.disk.faults()
+        if faults and self.executor.progress().open_jobs == 0:
+            self.blocked = fixes(faults)
         return self.blocked is not None
 
     def _window_open(self) -> bool:

@@ -34,6 +34,11 @@ class FolderFault:
     fix: str
 
 
+def fixes(faults: Iterable[FolderFault]) -> str:
+    """Every fault's fix in one line, the resume's promise said once: a single fault's is its own fix, as before."""
+    return "; ".join(fault.fix.removesuffix(RESUMES) for fault in faults) + RESUMES
+
+
 def writable_fix(folder: Path, exc: OSError, purpose: str = "") -> str:
     """The fix for a folder the service user cannot write (EACCES) or that is on a read-only mount (EROFS)."""
     where, user = shown(str(folder)), service_user()
