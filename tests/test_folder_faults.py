@@ -540,3 +540,24 @@ def test_two_folders_faulted_at_start_are_both_shown_and_claiming_waits_for_both
     outbox.unlink()
     now[0] += diskguard.CHECK_SECONDS + 1
     assert not daemon.disk.paused() and daemon.reporter.health() == daemon.state
+
+
+def test_folder_fault_codes_are_of_the_one_vocabulary_with_their_strings_unchanged(tmp_path):
+    """closing9 (rev9d item 12): folder_faults sent "EROFS", "ENOTDIR" and "permission_denied" as bare strings
+    outside errors.Reason. Each is a Reason now, its string as before (the notices and the log read it), and none
+    of the folder's own codes is counted among the photos' failures in the metrics."""
+    from pipeline.daemon.metrics import Metrics
+    from pipeline.errors import Reason
+
+    target = str(tmp_path / "outbox" / "starry" / "x.png")
+    made = {number: folder_fault(OSError(number, os.strerror(number), target), tmp_path / "outbox", [])
+            for number in (errno.EROFS, errno.EACCES)}
+    (tmp_path / "outbox").write_text("a file where the outbox must be\n")
+    made[errno.ENOTDIR] = folder_fault(NotADirectoryError(errno.ENOTDIR, "Not a directory", target),
+                                       tmp_path / "outbox", [])
+    codes = {number: fault.code for number, fault in made.items()}
+    assert all(isinstance(code, Reason) for code in codes.values()), codes
+    assert {number: str(code) for number, code in codes.items()} == {
+        errno.EROFS: "EROFS", errno.EACCES: "permission_denied", errno.ENOTDIR: "ENOTDIR"}
+    series = Metrics().render(queue=0, in_work=0, busy=False, gpu=False)
+    assert 'reason="permission_denied"' in series and "EROFS" not in series and "ENOTDIR" not in series

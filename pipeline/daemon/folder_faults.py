@@ -20,17 +20,18 @@ from ..errors import Reason
 from ..fsio import service_user, shown, write_atomic
 from .outputs import make_folder
 
-CODES = {errno.EROFS: "EROFS", errno.ENOTDIR: "ENOTDIR", errno.EACCES: str(Reason.NO_PERMISSION)}
+CODES = {errno.EROFS: Reason.READ_ONLY, errno.ENOTDIR: Reason.NOT_A_FOLDER, errno.EACCES: Reason.NO_PERMISSION}
 RESUMES = "; claiming resumes by itself once it can be written"
 
 
 @dataclass(frozen=True)
 class FolderFault:
     """What a person fixes: ``folder`` (a read-only or unwritable folder, or the file where a folder must be),
-    ``code`` (the notice's reason: EROFS, ENOTDIR, permission_denied), ``fix`` (naming the folder)."""
+    ``code`` (the notice's reason, of the one vocabulary: EROFS, ENOTDIR, permission_denied), ``fix`` (naming the
+    folder)."""
 
     folder: Path
-    code: str
+    code: Reason
     fix: str
 
 
