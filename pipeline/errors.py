@@ -30,6 +30,7 @@ class Reason(enum.StrEnum):
     TOO_THIN = "too_thin"
     BAD_SIDECAR = "bad_sidecar"
     UNKNOWN_RECIPE = "unknown_recipe"
+    STYLE_UNREADABLE = "style_unreadable"  # the recipe's painting, removed or damaged under a running daemon
     ENGINE = "engine_failed"
     GAVE_UP = "too_many_attempts"
     NO_PERMISSION = "permission_denied"  # also a folder the service user cannot write (folder_faults.py)

@@ -355,6 +355,25 @@ def test_panorama_at_the_default_size_is_padded(engine, style):
     assert result.image.size == (384, 13) and result.canvas == (16, 384)
 
 
+@pytest.mark.parametrize("wh", [(120, 6), (5, 90)], ids=["20:1", "1:18"])
+def test_a_thin_pictures_painting_keeps_the_pictures_aspect(engine, monkeypatch, wh):
+    """closing9: the painting was resized to the padded canvas (16x120 for a 6x120 picture), stretched 2.7x along
+    the short side past the picture's own shape, which the method sizes it to. It is made at the picture's aspect,
+    raised until its short side is VGG's 16 px, and its Grams are counted over the canvas's positions."""
+    from pipeline.engine.transfer import StyleTransfer
+
+    made = []
+    original = StyleTransfer._style_pixels
+    monkeypatch.setattr(StyleTransfer, "_style_pixels",
+                        staticmethod(lambda painting, hw: made.append(hw) or original(painting, hw)))
+    painting = Image.fromarray(np.random.default_rng(wh[0]).integers(0, 255, (40, 56, 3), dtype=np.uint8))
+    picture = Image.fromarray(np.random.default_rng(1).integers(0, 255, (wh[1], wh[0], 3), dtype=np.uint8))
+    result = engine.stylize(picture, [painting], Settings(size=max(wh), steps=2))
+    assert result.canvas is not None and result.image.size == wh and math.isfinite(result.losses["total"])
+    [(h, w)] = set(made)  # a fresh painting: made once, at one shape
+    assert min(h, w) >= 16 and abs((w / h) / (wh[0] / wh[1]) - 1) <= 0.05, (h, w)
+
+
 def test_too_thin_fails_at_once_with_the_limit_in_words(engine, style):
     from pipeline.errors import ImageError, TooThin
 

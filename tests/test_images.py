@@ -44,6 +44,12 @@ def test_missing_file(tmp_path):
     _refused(tmp_path / "nowhere.jpg", "no such file")
 
 
+def test_a_folder_is_named_as_a_folder_not_a_missing_file(tmp_path):
+    """A style path that is a folder said "no such file" (closing9): it is there, and is the wrong kind of thing."""
+    error = _refused(tmp_path, "is a folder, not a picture", "picture file inside it")
+    assert "no such file" not in str(error)
+
+
 def test_empty_file(tmp_path):
     path = tmp_path / "empty.jpg"
     path.write_bytes(b"")
@@ -176,6 +182,36 @@ def test_16_bit_grey(tmp_path):
     dark = (np.arange(48 * 64, dtype=np.uint16).reshape(48, 64) % 200)
     Image.fromarray(dark).save(tmp_path / "dark16.png")
     assert np.asarray(images.load(tmp_path / "dark16.png")).max() <= 1
+
+
+def _tiff(path: Path, pixels: np.ndarray, photometric: int, extra: tuple[int, ...] = (), order: str = "<") -> Path:
+    """An uncompressed one-strip TIFF of ``pixels`` (rows, columns, samples), written with struct: tags in order,
+    each value inline (two 16-bit samples at most, or one 32-bit)."""
+    data = pixels.astype(np.dtype(pixels.dtype).newbyteorder(order)).tobytes()
+    h, w, spp = pixels.shape
+    bits = [pixels.dtype.itemsize * 8] * spp
+    tags = [(256, 3, [w]), (257, 3, [h]), (258, 3, bits), (259, 3, [1]), (262, 3, [photometric]), (273, 4, [0]),
+            (277, 3, [spp]), (278, 3, [h]), (279, 4, [len(data)]), (284, 3, [1]), *([(338, 3, list(extra))] * bool(extra))]
+    start = 8 + 2 + 12 * len(tags) + 4
+    entries = b"".join(struct.pack(order + "HHI", tag, kind, len(values)) + struct.pack(
+        order + ("I" if kind == 4 else "H" * len(values)), *([start] if tag == 273 else values)).ljust(4, b"\0")
+        for tag, kind, values in tags)
+    path.write_bytes((b"II" if order == "<" else b"MM") + struct.pack(order + "HIH", 42, 8, len(tags)) + entries
+                     + bytes(4) + data)
+    return path
+
+
+@pytest.mark.parametrize("order", ["<", ">"], ids=["little-endian", "big-endian"])
+def test_a_16_bit_grey_and_alpha_tiff_is_named_for_what_it_is(tmp_path, order):
+    """closing9: Pillow cannot read a 16-bit grey+alpha TIFF, and the message said "send a ... TIFF" to a person who
+    had sent one. It names the layout and one that reads; the writer is checked by an 8-bit one that loads."""
+    pixels = np.zeros((8, 12, 2), np.uint16)
+    pixels[..., 0], pixels[4:, :, 1] = np.arange(12) * 5000, 65535
+    error = _refused(_tiff(tmp_path / "scan.tif", pixels, 1, (2,), order), "a tiff of 16-bit grey with alpha",
+                     "pillow cannot decode")
+    assert error.fix == "Save it as a PNG (16-bit and alpha are kept) or as an 8-bit RGB or RGBA TIFF, then send that"
+    eight = images.load(_tiff(tmp_path / "scan8.tif", (pixels >> 8).astype(np.uint8), 1, (2,), order))
+    assert eight.mode == "RGBA" and eight.getpixel((11, 6)) == (214, 214, 214, 255)
 
 
 @pytest.mark.parametrize("top", [1.0, 255.0, 65535.0])

@@ -10,6 +10,7 @@ import pytest
 
 from daemon_helpers import ROOT, STYLES
 from pipeline.daemon.config import load
+from pipeline.errors import ConfigError
 from test_daemon_parts import problems_of
 
 
@@ -43,6 +44,26 @@ def test_max_size_binds_the_engines_default_size_where_none_is_written(tmp_path)
                                  "max_size"]
     path.write_text(path.read_text() + "defaults: {size: 128}\n")
     assert {name: r.settings.size for name, r in load(path).recipes.items()} == {"a": 128, "b": 128, "small": 96}
+
+
+def test_an_absurd_max_size_and_size_are_refused_naming_the_value_and_the_limit(tmp_path):
+    """closing9: max_size 99999999999999999999 with a recipe of that size passed validate, and the engine planned a
+    58-level pyramid for it. Both are refused at their lines; a sidecar that large was already refused (max_size)."""
+    from pipeline.daemon.config_build import load_sidecar
+
+    huge = 99999999999999999999
+    path = tmp_path / "config.yaml"
+    path.write_text(f"styles_dir: {STYLES}\nmax_size: {huge}\nrecipes:\n  a: {{styles: [starry_night.jpg], "
+                    f"size: {huge}}}\n")
+    assert problems_of(path) == [
+        f"config.yaml:2: max_size: {huge} is over the largest size the engine makes, 65500 px; lower it",
+        f"config.yaml:4: recipes.a.size: size {huge} is over the largest the engine makes, 65500 px on the long side "
+        "(JPEG's limit; a 5.5 m print at 300 dpi)"]
+    path.write_text(f"styles_dir: {STYLES}\nrecipes:\n  a: {{styles: [starry_night.jpg]}}\n")
+    (tmp_path / "photo.yaml").write_text(f"size: {huge}\n")
+    with pytest.raises(ConfigError) as refused:
+        load_sidecar(tmp_path / "photo.yaml", load(path))
+    assert all(str(huge) in p for p in refused.value.problems) and "65500" in refused.value.problems[0]
 
 
 def test_a_recipe_within_max_size_passes(tmp_path):

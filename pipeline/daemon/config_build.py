@@ -6,8 +6,9 @@ from typing import Any, Iterable
 
 
 from ..engine import images
-from ..engine.settings import Settings
+from ..engine.settings import MAX_SIZE, Settings
 from ..errors import ConfigError, DeviceError, ImageError
+from ..fsio import on_disk
 from .config_pool import pool_options
 from .folder_faults import folder_problem
 from .config_schema import (DEFAULT_STYLES_DIR, ENGINE_KEYS, FOLDER_KEYS, RAY_KEYS, RECIPE_KEYS, SIDECAR_KEYS, STYLE_KEYS, TOP_KEYS,
@@ -144,6 +145,8 @@ def _scalars(data: dict, problems: Problems) -> dict[str, Any]:
         message = check_type(data[key], hint)
         if not message and hint in (int, float) and data[key] < MINIMUM.get(key, 0):
             message = "; ".join([f"must be >= {MINIMUM.get(key, 0)} (got {data[key]!r})", *WHY_MINIMUM.get(key, ())])
+        if not message and key == "max_size" and data[key] > MAX_SIZE:  # no guard past the engine's own limit
+            message = f"{data[key]} is over the largest size the engine makes, {MAX_SIZE} px; lower it"
         if not message and key == "device":
             message = _device_problem(data[key])
         if message:
@@ -280,7 +283,7 @@ def _styles(data: Any, path: tuple, styles_dir: Path, problems: Problems, max_pi
         if not isinstance(name, str) or not finite(weight) or weight < 0:  # .inf or nan: no weight (rev9f)
             problems.add(where, "each style is a file name or {path: NAME, weight: NUMBER >= 0} (a finite number)")
             continue
-        file = (styles_dir / name).resolve()
+        file = on_disk((styles_dir / name).resolve())  # named NFC in the config, NFD on disk (a Mac's copy)
         if not _inside(file, styles_dir):
             problems.add(where, f"{name} is outside styles_dir ({styles_dir}); keep styles inside it")
             continue

@@ -140,7 +140,7 @@ def pre_check_painting(path: Path) -> os.stat_result:
     except FileNotFoundError as exc:
         if not path.parent.is_dir():
             raise
-        raise JobFailure(Reason.UNKNOWN_RECIPE, f"its recipe's painting {path} is no longer there (renamed or "
+        raise JobFailure(Reason.STYLE_UNREADABLE, f"its recipe's painting {path} is no longer there (renamed or "
                          "removed while the daemon ran)", f"Put {path.name} back in {path.parent}, or name another "
                          "painting in config.yaml's recipe; then drop the photo again") from exc
 
@@ -148,11 +148,12 @@ def pre_check_painting(path: Path) -> os.stat_result:
 def pre_check_painting_decodes(path: Path, max_pixels: int) -> images.Image.Image:
     """The recipe's painting, decoded. One replaced by a cut-short or damaged copy under a running daemon failed the
     photo as bad_image with "copy it again", naming neither the painting nor which file to copy (rev9c): the
-    failure names the painting, and fails as its recipe's (unknown_recipe), the photo being whole."""
+    failure names the painting, and fails as style_unreadable, the photo being whole (its own reason: scripts sorting
+    failed/ told it from a mistyped recipe folder by reading the sentence)."""
     try:
         return images.load(path, max_pixels)
     except ImageError as exc:
         fix = exc.fix[:1].lower() + exc.fix[1:]
-        raise JobFailure(Reason.UNKNOWN_RECIPE, f"its recipe's painting {path}: {exc.problem}",
+        raise JobFailure(Reason.STYLE_UNREADABLE, f"its recipe's painting {path}: {exc.problem}",
                          f"The painting {path.name} in {path.parent}: {fix}; or name another painting in "
                          "config.yaml's recipe; then drop the photo again") from exc

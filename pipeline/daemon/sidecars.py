@@ -12,6 +12,7 @@ import os
 import time
 from pathlib import Path
 
+from ..fsio import nfc
 from .watcher import is_sidecar, sidecar_for
 
 UNPAIRED_AFTER_S = 30.0  # a sidecar dropped just before its photo is not told: the photo is on its way
@@ -47,9 +48,9 @@ def _paired(here: Path, sidecar: str, photos: list[str]) -> bool:
     (x.yaml: x.*; x.jpg.yaml: x.jpg too), each by sidecar_for, the claim's own rule. Asking every photo cost
     sidecar_for's 8-12 lstats for each photo in the inbox at every rescan, ~2 ms a photo on the 2-core box, on the
     main loop that claims the next photo (eighth session)."""
-    stem = Path(sidecar).stem
+    stem = nfc(Path(sidecar).stem)  # either spelling of an accent (a Mac's NFD) pairs, as sidecar_for pairs them
     return any(sidecar_for(here / photo) == here / sidecar for photo in photos
-               if photo == stem or Path(photo).stem == stem)
+               if nfc(photo) == stem or nfc(Path(photo).stem) == stem)
 
 
 def _older(path: Path, now: float, after: float) -> bool:

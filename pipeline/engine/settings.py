@@ -39,6 +39,10 @@ SPEED_ONLY = ("cudnn_benchmark", "compile")  # nor these: how fast a GPU compute
 OUTPUT_ONLY = ("print_dpi", "format", "quality", "max_pixels")
 DEFAULT_MAX_PIXELS = 200_000_000  # Settings.max_pixels; images.load's default too
 DEFAULT_QUALITY = 92  # Settings.quality; images.encode's default too
+# The largest side a run may ask for: JPEG's own limit (65,500 px), a 5.5 m print at 300 dpi. Unbounded,
+# `--size 99999999999999999999` was taken and planned a 58-level pyramid before anything said no (closing9);
+# config.yaml's max_size (the daemon's own, lower guard) cannot be raised past it either.
+MAX_SIZE = 65_500
 # The output formats, once (rev7e finding 4: four tables had to agree): name -> (PIL's format, the file suffixes, the
 # first being the one the daemon writes). images.encode, outputs.image_name, the CLI's -o and validate derive theirs.
 OUTPUT_FORMATS = {"png": ("PNG", ".png"), "jpeg": ("JPEG", ".jpg", ".jpeg"), "webp": ("WEBP", ".webp")}
@@ -189,6 +193,8 @@ class Settings:
         """Raise SettingsError naming the setting and what to fix."""
         checks = [
             ("size", self.size >= 16, "size must be at least 16 px"),
+            ("size", self.size <= MAX_SIZE, f"size {self.size} is over the largest the engine makes, {MAX_SIZE} px "
+             "on the long side (JPEG's limit; a 5.5 m print at 300 dpi)"),
             ("steps", self.steps >= 0, "steps must be >= 0"),
             ("optimizer", self.optimizer in ("lbfgs", "lbfgsb", "adam"), "optimizer must be lbfgs, lbfgsb or adam"),
             ("init", self.init in ("content", "noise", "style"), "init must be content, noise or style"),

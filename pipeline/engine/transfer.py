@@ -56,12 +56,15 @@ class StyleTransfer:
         self.load_seconds = time.perf_counter() - started
 
     # --- style targets --------------------------------------------------------------------
-    def style_targets(self, style: Image.Image, content_hw: tuple[int, int], settings: Settings) -> StyleTargets:
+    def style_targets(self, style: Image.Image, content_hw: tuple[int, int], settings: Settings,
+                      canvas: tuple[int, int] | None = None) -> StyleTargets:
         """Gram targets of one style for a content of this shape. The painting's own Grams are cached by (pixels,
         its shape, device, precision), then brought to the content's number of positions (for_picture: a product,
-        made per call, so the cache needs no content shape and serves every photo whose painting size is the same)."""
+        made per call, so the cache needs no content shape and serves every photo whose painting size is the same).
+        ``canvas``: a thin picture's padded shape, whose positions the loss counts; the painting is sized by the
+        picture's own shape, not the canvas's, which stretched it up to 1.6x along the short side (closing9)."""
         hw = self._style_hw(style, content_hw, settings.style_scale)
-        return self._painting_grams(style, hw, settings).for_picture(hw, content_hw)
+        return self._painting_grams(style, hw, settings).for_picture(hw, canvas or content_hw)
 
     def _painting_grams(self, style: Image.Image, hw: tuple[int, int], settings: Settings) -> StyleTargets:
         """A painting's Grams at ``hw``, at its own number of positions; from the cache where it has them."""
@@ -91,9 +94,10 @@ class StyleTransfer:
 
     @staticmethod
     def _style_hw(style: Image.Image, content_hw: tuple[int, int], scale: float) -> tuple[int, int]:
-        """scale 1.0: the content's exact shape, as the notebook does; else keep the style's aspect."""
+        """scale 1.0: the content's exact shape, as the notebook does (raised, its aspect kept, where thinner than
+        the network reads); else keep the style's aspect."""
         if scale == 1.0:
-            return content_hw
+            return shapes.raised(content_hw)
         long_side = scale * max(content_hw)
         w, h = style.size
         f = long_side / max(w, h)
@@ -298,7 +302,7 @@ class _Run:
         """The paintings' Grams (blended) for a level of ``hw``, from the engine's cache where it has them."""
         engine, s = self.engine, self.settings
         started = time.perf_counter()
-        parts = [engine.style_targets(style, shapes.canvas(hw), s) for style in self.styles]
+        parts = [engine.style_targets(style, hw, s, shapes.canvas(hw)) for style in self.styles]
         blend = list(s.style_blend) or [1.0] * len(parts)  # one per painting: stylize checked (check_blend)
         targets = parts[0] if len(parts) == 1 else StyleTargets.blend(parts, blend)
         self.timings["style_targets"] += time.perf_counter() - started
