@@ -457,7 +457,8 @@ def test_a_read_only_spool_disk_is_shown_paused_not_not_running(tmp_path, data_m
         out = subprocess.run([sys.executable, "-c", stale_after_5, "status", "--json", "--config", str(config)],
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=60).stdout
         state = json.loads(out)["state"]
-        assert state.startswith("paused:") and f"{data_mount / 'spool'} is on a read-only mount" in state, state
+        assert state.startswith("paused:") and f"{data_mount / 'spool' / 'work'} is on a read-only mount" in state, (
+            state)
         log = Path(proc.log_path).read_text(errors="replace")
         assert log.count("metrics file not written") == 1, log.count("metrics file not written")
         subprocess.run(["mount", "-o", "remount,rw", str(data_mount)], check=True)
@@ -465,3 +466,32 @@ def test_a_read_only_spool_disk_is_shown_paused_not_not_running(tmp_path, data_m
     finally:
         subprocess.run(["mount", "-o", "remount,rw", str(data_mount)], check=False)
         stop(proc)
+
+
+@pytest.mark.skipif(not (os.geteuid() == 0 and shutil.which("setpriv")), reason="needs root and setpriv")
+def test_a_spool_folder_that_refuses_only_status_json_still_styles_the_photos(tmp_path):
+    """rev10a: the spool folder itself another user's (made by root, then `chown -R` of its subfolders only), work/,
+    done/ and failed/ the service's own. A failed status.json write paused claiming on the spool folder, whose probe
+    write never succeeded: no photo styled all night. Now only a work/ that refuses a probe write too pauses; the
+    status goes beside the config (`status` reads it), and the photo is styled."""
+    import json
+
+    from test_daemon_faults import NO_ROOT_POWERS
+
+    config = make_config(tmp_path)
+    spool = tmp_path / "spool"
+    for name in ("work", "done", "failed"):
+        (spool / name).mkdir(parents=True, exist_ok=True)  # root's: writable by the root daemon without its powers
+    os.chown(spool, 65534, 65534)
+    spool.chmod(0o755)
+    spare = tmp_path / ".style-pipeline" / "config.yaml.status.json"
+    proc = start(config, prefix=NO_ROOT_POWERS)
+    try:
+        wait_ready(proc)
+        shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / "rocket.jpg")
+        wait_for(lambda: outputs(tmp_path), 90, proc)
+        assert json.loads(spare.read_text())["state"] == "running"
+        assert (spool / "done" / "rocket.jpg").exists() and errors(tmp_path) == {}
+    finally:
+        stop(proc)
+        os.chown(spool, 0, 0)

@@ -14,7 +14,7 @@ import structlog
 from ..alerts import Alerts, command_problem
 from . import status as status_module
 from . import status_spare
-from .folder_faults import spool_fault
+from .folder_faults import spool_fault, write_fault
 from .metrics import Metrics
 from .tally import Tally
 
@@ -108,13 +108,17 @@ class Reporter:
             self.spared = not status_spare.clear(self.daemon.config.path)
 
     def status_not_written(self, snapshot: dict, exc: Exception) -> None:
-        """The spool read-only or without access (rev9b finding 4): claiming pauses with its fix and notice, as a
-        claim there would, also with no photo in flight; and the status goes beside the config, where `status`
-        finds it, not "not running" of a live daemon."""
-        fault = spool_fault(exc, self.daemon.config)
-        if fault is not None:
-            self.daemon.book.pause(fault.folder, fault)
-            self.spared = status_spare.write(self.daemon.config.path, snapshot) or self.spared
+        """The spool read-only or without access (rev9b finding 4): the status goes beside the config, where `status`
+        finds it, not "not running" of a live daemon; and claiming pauses with its fix and notice only if spool/work
+        refuses a probe write too (as a claim there would, also with no photo in flight), paused on work/ and probed
+        there. A spool folder that refused only status.json (work/, done/, failed/ the service's own) paused on
+        itself and, probed there, never resumed: no photo styled all night (rev10a)."""
+        d = self.daemon
+        if spool_fault(exc, d.config) is None:
+            return
+        self.spared = status_spare.write(d.config.path, snapshot) or self.spared
+        if d.disk.state is None and (fault := write_fault(d.config.work, d.config)) is not None:
+            d.book.pause(fault.folder, fault)
 
     def on_job_event(self, kind: str, data: dict) -> None:
         """A job ended (an outcome with an event): count it, and send a notice if it failed."""
