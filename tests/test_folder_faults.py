@@ -153,9 +153,9 @@ def test_one_folder_fault_is_told_at_most_once_an_hour(tmp_path):
     assert guard.pause(tmp_path / "x", fault) is True
     now[0] += diskguard.CHECK_SECONDS + 1
     assert not guard.paused(), "the probe write passes: claiming resumes"
-    assert guard.pause(tmp_path / "x", fault) is False and guard.state["fix"] == fault.fix
+    assert guard.pause(tmp_path / "x", fault) is False and guard.faults() == [fault]
     now[0] += diskguard.TELL_AGAIN
-    guard.state = None
+    guard.pauses = {}
     assert guard.pause(tmp_path / "x", fault) is True
 
 
@@ -495,3 +495,99 @@ def test_a_spool_folder_that_refuses_only_status_json_still_styles_the_photos(tm
     finally:
         stop(proc)
         os.chown(spool, 0, 0)
+
+
+def _paused_start_and_a_reload(tmp_path: Path, outbox_fault) -> tuple[object, list[dict]]:
+    """A start paused on an outbox fault (``outbox_fault`` makes it), then a saved edit that adds the recipe pastel:
+    the daemon's own reload step (_maybe_reload) run as its loop runs it; the reload's log entries."""
+    import yaml
+    from structlog.testing import capture_logs
+
+    from pipeline.daemon.daemon import Daemon
+
+    config = make_config(tmp_path)
+    outbox_fault(tmp_path / "outbox")
+    daemon = Daemon(config)
+    assert list(daemon.waits) == [tmp_path / "outbox"], "a paused start"
+    data = yaml.safe_load(config.read_text())
+    data["recipes"]["pastel"] = {"styles": ["the_scream.jpg"]}
+    config.write_text(yaml.safe_dump(data))
+    os.utime(config, ns=(time.time_ns(), time.time_ns() + 10**9))
+    with capture_logs() as logs:
+        daemon._maybe_reload()
+    return daemon, logs
+
+
+def test_a_recipe_added_while_paused_on_the_outbox_gets_its_inbox_folder(tmp_path):
+    """closing9 (suspected, confirmed): check_folders returned on the outbox's problem before it made the recipes'
+    inbox folders, so a recipe added by a reload during the pause had no inbox/pastel (a person looks for the folder
+    to drop into). The edit itself is taken."""
+    daemon, _ = _paused_start_and_a_reload(tmp_path, lambda outbox: outbox.write_text("oops\n"))
+    assert "pastel" in daemon.config.recipes, "the edit is taken while the pause goes on"
+    assert (tmp_path / "inbox" / "pastel").is_dir()
+
+
+def test_a_reload_while_the_outbox_link_dangles_names_the_link_not_file_exists(tmp_path):
+    """closing9: outbox -> a share not mounted. The start's pause says "is a link to ..., which is not there (a share
+    not mounted?): mount it or make that folder"; a reload meanwhile logged "outbox: cannot create (File exists)".
+    It now says what the start says."""
+    mount_point = tmp_path / "mnt" / "nas"
+    mount_point.mkdir(parents=True)
+    _, logs = _paused_start_and_a_reload(tmp_path, lambda outbox: outbox.symlink_to(mount_point / "gallery"))
+    said = [str(problem) for e in logs for problem in e.get("problems", [])]
+    wording = f"{tmp_path / 'outbox'} is a link to {mount_point / 'gallery'}, which is not there (a share not mounted?)"
+    assert said and all(wording in problem for problem in said), said
+    assert not any("File exists" in problem for problem in said), said
+    assert list(mount_point.iterdir()) == [], "nothing made under the empty mount point"
+
+
+def test_two_folders_faulted_at_start_are_both_shown_and_claiming_waits_for_both(tmp_path):
+    """closing9: DiskGuard held one fault at a time. With the outbox and spool/failed both files at start, both were
+    told, `status` showed only the last, and claiming resumed as soon as that one was fixed (the outbox still a
+    file). Now status names every faulted folder with its fix, and claiming waits until each takes a write."""
+    from pipeline.daemon.daemon import Daemon
+
+    config = make_config(tmp_path)
+    outbox, failed = tmp_path / "outbox", tmp_path / "spool" / "failed"
+    failed.parent.mkdir()
+    for folder in (outbox, failed):
+        folder.write_text("a file where the folder must be\n")
+    daemon = Daemon(config)
+    told, now = [], [0.0]
+    daemon.book.listener = lambda kind, data: told.append((kind, data["file"]))
+    daemon.disk.clock = lambda: now[0]
+    for fault in daemon.waits.values():  # as the start does (Daemon._start)
+        daemon.book.pause(fault.folder, fault)
+    assert sorted(told) == [("paused", str(outbox)), ("paused", str(failed))], told
+    state = daemon.reporter.health()
+    assert f"{outbox} is a file: the outbox must be a folder" in state and f"{failed} is a file" in state, state
+    assert state.count("claiming resumes by itself") == 1, state
+    failed.unlink()  # one of the two fixed
+    now[0] += diskguard.CHECK_SECONDS + 1
+    assert daemon.disk.paused(), "the outbox is still a file: claiming must wait"
+    state = daemon.reporter.health()
+    assert f"{outbox} is a file" in state and str(failed) not in state, state
+    outbox.unlink()
+    now[0] += diskguard.CHECK_SECONDS + 1
+    assert not daemon.disk.paused() and daemon.reporter.health() == daemon.state
+
+
+def test_folder_fault_codes_are_of_the_one_vocabulary_with_their_strings_unchanged(tmp_path):
+    """closing9 (rev9d item 12): folder_faults sent "EROFS", "ENOTDIR" and "permission_denied" as bare strings
+    outside errors.Reason. Each is a Reason now, its string as before (the notices and the log read it), and none
+    of the folder's own codes is counted among the photos' failures in the metrics."""
+    from pipeline.daemon.metrics import Metrics
+    from pipeline.errors import Reason
+
+    target = str(tmp_path / "outbox" / "starry" / "x.png")
+    made = {number: folder_fault(OSError(number, os.strerror(number), target), tmp_path / "outbox", [])
+            for number in (errno.EROFS, errno.EACCES)}
+    (tmp_path / "outbox").write_text("a file where the outbox must be\n")
+    made[errno.ENOTDIR] = folder_fault(NotADirectoryError(errno.ENOTDIR, "Not a directory", target),
+                                       tmp_path / "outbox", [])
+    codes = {number: fault.code for number, fault in made.items()}
+    assert all(isinstance(code, Reason) for code in codes.values()), codes
+    assert {number: str(code) for number, code in codes.items()} == {
+        errno.EROFS: "EROFS", errno.EACCES: "permission_denied", errno.ENOTDIR: "ENOTDIR"}
+    series = Metrics().render(queue=0, in_work=0, busy=False, gpu=False)
+    assert 'reason="permission_denied"' in series and "EROFS" not in series and "ENOTDIR" not in series

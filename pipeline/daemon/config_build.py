@@ -1,7 +1,6 @@
 """Turning the parsed YAML into a Config: folders, recipes and their styles, each check its own step."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -11,6 +10,7 @@ from ..engine.settings import MAX_SIZE, Settings
 from ..errors import ConfigError, DeviceError, ImageError
 from ..fsio import on_disk
 from .config_pool import pool_options
+from .folder_faults import folder_problem
 from .config_schema import (DEFAULT_STYLES_DIR, ENGINE_KEYS, FOLDER_KEYS, RAY_KEYS, RECIPE_KEYS, SIDECAR_KEYS, STYLE_KEYS, TOP_KEYS,
                             TOP_TYPES, Config, RayOptions, Recipe, StyleRef)
 from .yaml_read import SIDECAR_MAX_BYTES, Problems, check_type, engine_settings, finite, key_lines, read_yaml
@@ -328,18 +328,15 @@ def _schedule(data: Any, problems: Problems) -> None:
 
 def check_folders(config: Config, skip: Iterable[Path] = ()) -> list[str]:
     """Start-up checks: folders exist (created if missing), are writable, and share the inbox's filesystem.
-    ``skip``: folders whose fault the daemon pauses on instead (folder_faults.start_faults)."""
-    problems = []
-    for folder in (config.inbox, config.outbox, config.work, config.done, config.failed):
-        if folder in skip:
-            continue
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            problems.append(f"{folder}: cannot create ({exc.strerror})")
-            continue
-        if not os.access(folder, os.W_OK | os.X_OK):
-            problems.append(f"{folder}: not writable by this user; fix its permissions")
+    ``skip``: folders whose fault the daemon pauses on instead (folder_faults.start_faults). The recipes' inbox
+    folders are made whenever the inbox is sound: a fault elsewhere (a paused start's outbox a file, a share not
+    mounted) returned before them, so a reload's new recipe had no inbox/<recipe> (closing9)."""
+    folders = (config.inbox, config.outbox, config.work, config.done, config.failed)
+    found = {folder: folder_problem(folder, folder == config.outbox) for folder in folders if folder not in skip}
+    problems = [problem for problem in found.values() if problem]
+    if not found.get(config.inbox):
+        for name in config.recipes:
+            (config.inbox / name).mkdir(exist_ok=True)
     if problems:
         return problems
     inbox_dev = config.inbox.stat().st_dev
@@ -347,8 +344,6 @@ def check_folders(config: Config, skip: Iterable[Path] = ()) -> list[str]:
         if folder.stat().st_dev != inbox_dev:
             problems.append(f"{folder}: on another filesystem than the inbox ({config.inbox}); moves would not be "
                             "atomic renames. Put the spool folder on the inbox's filesystem")
-    for name in config.recipes:
-        (config.inbox / name).mkdir(exist_ok=True)
     return problems
 
 

@@ -29,10 +29,10 @@ from . import status as status_module
 from .config import Config, ConfigError
 from .config_build import check_folders
 from .diskguard import DiskGuard
-from .folder_faults import claim_fault, start_faults
+from .folder_faults import claim_fault, fixes, start_faults
 from .executor import Executor, left
 from .jobs import crashed
-from .reload import AGAIN, Refused, reload_config, remake_folders
+from .reload import AGAIN, Refused, apply_live, reload_config, remake_folders
 from .reporting import Reporter
 from .settle import DecodeCheck
 from .sidecars import UNPAIRED_TICK_S, read_by_another, unpaired_sidecars
@@ -247,9 +247,9 @@ class Daemon:
         finding 5: it ran until killed, cron starting another beside it), and says so even with nothing waiting (a
         first try). _shutdown releases the waiting jobs to work/, taken up at the next run; a full disk may clear
         by itself, so it still waits for space."""
-        fix = self.disk.paused() and (self.disk.state or {}).get("fix")
-        if fix and self.executor.progress().open_jobs == 0:
-            self.blocked = fix
+        faults = self.disk.paused() and self.disk.faults()
+        if faults and self.executor.progress().open_jobs == 0:
+            self.blocked = fixes(faults)
         return self.blocked is not None
 
     def _window_open(self) -> bool:
@@ -330,7 +330,9 @@ class Daemon:
             if new is AGAIN:  # held by another program: the same edit is read at the next pass
                 self.reload_requested = True
             elif new is not None:
-                self.config = new
+                old, self.config = self.config, new
+                if apply_live(old, new, self.watcher):  # poll_seconds: the observer started again
+                    self._rescan()
                 self.reporter.check_notify(new)
                 self.tracker.settle, self.heartbeat.stall_seconds = new.settle_seconds, new.stall_seconds
             self._exclude_now()

@@ -9,8 +9,9 @@ takes the same road, and its own folder is probed too (rev8b findings 2, 4).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Literal
 
 import structlog
 
@@ -23,13 +24,26 @@ RESUME_FREE_BYTES = 2 << 20  # a 384 px output and its log are a few hundred KB
 TELL_AGAIN = 3600.0  # a fault the probe cannot see (it would pause each try) is told at most once an hour
 
 
+@dataclass(frozen=True)
+class Pause:
+    """One reason claiming waits, of an explicit ``kind``: "disk_full" (``folder`` short of space, ``free_mb``) or
+    "folder_fault" (``fault``: folder_faults.py). The kind was the presence of a "fix" key in a dict (rev9d 12)."""
+
+    kind: Literal["disk_full", "folder_fault"]
+    folder: Path
+    free_mb: int
+    fault: FolderFault | None = None
+
+
 class DiskGuard:
     """The disk pause, held in one place: a full disk met anywhere pauses claiming here, and claiming resumes only
-    when every folder we write has space over the floor and takes a probe write (free blocks alone miss quotas)."""
+    when every folder we write has space over the floor and takes a probe write (free blocks alone miss quotas).
+    Every folder fault is held, each with its fix, until its own folder takes a write: one held at a time showed
+    `status` only the last of two faulted folders, and claiming resumed when that one alone was fixed (closing9)."""
 
     def __init__(self, folders: Callable[[], Iterable[Path]], clock: Callable[[], float] = time.monotonic) -> None:
         self.folders, self.clock = folders, clock
-        self.state: dict | None = None  # {"folder", "free_mb"} while paused
+        self.pauses: dict[Path, Pause] = {}  # folder -> why claiming waits on it; empty: claiming goes on
         self.checked = 0.0
         self.told: dict[str, float] = {}  # a folder fault's fix -> when it was last told
 
@@ -44,14 +58,14 @@ class DiskGuard:
         elif news:
             log.error("a folder cannot be written: claiming paused until it can", folder=str(folder),
                       reason=fault.code, fix=fault.fix)
-        self.state = {"folder": str(folder), "free_mb": free, **({"fix": fault.fix} if fault else {})}
+        self.pauses[Path(folder)] = Pause("folder_fault" if fault else "disk_full", Path(folder), free, fault)
         self.checked = self.clock()
         return news
 
     def _news(self, fault: FolderFault | None) -> bool:
-        """A pause begun, or a folder fault other than the one paused on. A fault's fix told within TELL_AGAIN is
-        not news again: one the probe cannot see (the probe writes, the job's write fails) would pause each try."""
-        if self.state is not None and (fault is None or self.state.get("fix") == fault.fix):
+        """A pause begun, or a folder fault not paused on yet. A fault's fix told within TELL_AGAIN is not news
+        again: one the probe cannot see (the probe writes, the job's write fails) would pause each try."""
+        if self.pauses and (fault is None or fault.fix in {f.fix for f in self.faults()}):
             return False
         if fault is None:
             return True
@@ -60,24 +74,39 @@ class DiskGuard:
         self.told[fault.fix] = self.clock()
         return True
 
+    def faults(self) -> list[FolderFault]:
+        """Every folder fault claiming waits on, in the order met: `status` names each with its fix."""
+        return [pause.fault for pause in self.pauses.values() if pause.fault is not None]
+
+    def full(self) -> Pause | None:
+        """The full disk claiming waits on, if any."""
+        return next((pause for pause in self.pauses.values() if pause.kind == "disk_full"), None)
+
     def paused(self) -> bool:
-        """True while claiming waits for space; looks again every CHECK_SECONDS and resumes by itself."""
-        if self.state is None:
+        """True while claiming waits; looks again every CHECK_SECONDS and resumes by itself once every folder at
+        fault takes a write and every folder we write has space."""
+        if not self.pauses:
             return False
         if self.clock() - self.checked < CHECK_SECONDS:
             return True
         self.checked = self.clock()
-        fault = "fix" in self.state
-        if fault and not writable(Path(self.state["folder"])):
-            self.told.pop(self.state["fix"], None)  # a real outage the probe sees: its return after a resume is news
-            return True  # status keeps naming the fault and its fix until that folder takes a write
+        faulted = [pause for pause in self.pauses.values() if pause.kind == "folder_fault"]
+        for pause in faulted:
+            if writable(pause.folder):
+                del self.pauses[pause.folder]
+                log.info("the folder takes writes again", folder=str(pause.folder))
+            else:  # a real outage the probe sees: its return after a resume is news
+                self.told.pop(pause.fault.fix, None)
+        if self.faults():
+            return True  # status keeps naming each fault and its fix until its folder takes a write
         short = [f for f in self.folders() if not writable(f)]
         if short:
-            self.state = {"folder": str(short[0]), "free_mb": measure(short[0]) >> 20}
+            self.pauses = {Path(short[0]): Pause("disk_full", Path(short[0]), measure(short[0]) >> 20)}
             return True
-        log.info("the folder takes writes again; claiming resumes" if fault else "disk space is back; claiming "
-                 "resumes", waited_in=self.state["folder"])
-        self.state = None
+        full = self.full()
+        log.info("disk space is back; claiming resumes" if full else "claiming resumes",
+                 waited_in=str(full.folder if full else faulted[-1].folder))
+        self.pauses = {}
         return False
 
 

@@ -20,18 +20,24 @@ from ..errors import Reason
 from ..fsio import service_user, shown, write_atomic
 from .outputs import make_folder
 
-CODES = {errno.EROFS: "EROFS", errno.ENOTDIR: "ENOTDIR", errno.EACCES: str(Reason.NO_PERMISSION)}
+CODES = {errno.EROFS: Reason.READ_ONLY, errno.ENOTDIR: Reason.NOT_A_FOLDER, errno.EACCES: Reason.NO_PERMISSION}
 RESUMES = "; claiming resumes by itself once it can be written"
 
 
 @dataclass(frozen=True)
 class FolderFault:
     """What a person fixes: ``folder`` (a read-only or unwritable folder, or the file where a folder must be),
-    ``code`` (the notice's reason: EROFS, ENOTDIR, permission_denied), ``fix`` (naming the folder)."""
+    ``code`` (the notice's reason, of the one vocabulary: EROFS, ENOTDIR, permission_denied), ``fix`` (naming the
+    folder)."""
 
     folder: Path
-    code: str
+    code: Reason
     fix: str
+
+
+def fixes(faults: Iterable[FolderFault]) -> str:
+    """Every fault's fix in one line, the resume's promise said once: a single fault's is its own fix, as before."""
+    return "; ".join(fault.fix.removesuffix(RESUMES) for fault in faults) + RESUMES
 
 
 def writable_fix(folder: Path, exc: OSError, purpose: str = "") -> str:
@@ -109,6 +115,24 @@ def probe_write(folder: Path, data: bytes, kind: str) -> OSError | None:
     except OSError as exc:
         return exc
     return None
+
+
+def folder_problem(folder: Path, outbox: bool = False) -> str | None:
+    """What keeps ``folder`` from being made or written (None: a folder the daemon can write), in the pause's words:
+    check_folders (the start's inbox and work/, a reload's running and new folders) said "cannot create (File
+    exists)" of an outbox linked into a share not mounted, while the start's pause named the link (closing9), and
+    "fix its permissions" of a read-only mount."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        found = not_a_folder(folder, [Path(folder.anchor)])
+        return in_the_way(found, outbox and found == folder) if found else f"{folder}: cannot create ({exc.strerror})"
+    except OSError as exc:
+        return f"{folder}: cannot create ({exc.strerror})"
+    if os.access(folder, os.W_OK | os.X_OK):
+        return None
+    read_only = os.statvfs(folder).f_flag & os.ST_RDONLY
+    return writable_fix(folder, OSError(errno.EROFS if read_only else errno.EACCES, "cannot be written"))
 
 
 def in_the_way(found: Path, outbox: bool) -> str:

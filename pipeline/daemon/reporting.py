@@ -14,7 +14,7 @@ import structlog
 from ..alerts import Alerts, command_problem
 from . import status as status_module
 from . import status_spare
-from .folder_faults import spool_fault, write_fault
+from .folder_faults import fixes, spool_fault, write_fault
 from .metrics import Metrics
 from .tally import Tally
 
@@ -67,10 +67,10 @@ class Reporter:
     def health(self) -> str:
         """What `status` says: "running" only while a worker is alive and idle or making progress."""
         d = self.daemon
-        if d.disk.state and "fix" in d.disk.state:  # a folder fault: the folder and its fix (folder_faults.py)
-            return f"paused: {d.disk.state['fix']}"
-        if d.disk.state:
-            return f"paused: disk full ({d.disk.state['free_mb']} MB free in {d.disk.state['folder']})"
+        if faults := d.disk.faults():  # every folder fault: each folder and its fix (folder_faults.py)
+            return f"paused: {fixes(faults)}"
+        if full := d.disk.full():
+            return f"paused: disk full ({full.free_mb} MB free in {full.folder})"
         if d.executor is not None and not d.executor.alive() and d.state == "running":
             return "worker dead; restarting it"
         if d.worker_restarts > MAX_WORKER_RESTARTS:
@@ -117,7 +117,7 @@ class Reporter:
         if spool_fault(exc, d.config) is None:
             return
         self.spared = status_spare.write(d.config.path, snapshot) or self.spared
-        if d.disk.state is None and (fault := write_fault(d.config.work, d.config)) is not None:
+        if not d.disk.pauses and (fault := write_fault(d.config.work, d.config)) is not None:
             d.book.pause(fault.folder, fault)
 
     def on_job_event(self, kind: str, data: dict) -> None:

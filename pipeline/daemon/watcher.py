@@ -330,7 +330,7 @@ class Watcher:
 
     def start(self) -> None:
         self.identity = identity(self.inbox)  # before the watch: a swap in between is seen at the next check
-        if self.observer_class is PollingObserver:
+        if self.polling():
             self.observer = PollingObserver(timeout=self.poll)
         else:
             self.observer = Observer()
@@ -343,6 +343,10 @@ class Watcher:
                 raise OSError(exc.errno, f"out of inotify watches for {self.inbox}: raise "
                               "fs.inotify.max_user_watches (sysctl), or set `watch: polling`") from exc
             raise
+
+    def polling(self) -> bool:
+        """The observer polls (every ``poll`` seconds) rather than hearing native events."""
+        return self.observer_class is PollingObserver
 
     def alive(self) -> bool:
         return self.observer is not None and self.observer.is_alive()
