@@ -130,6 +130,7 @@ def check_stylize(args: argparse.Namespace):
     settings.check_blend(len(args.styles))
     check_name(settings.device)
     settings = settings.replace(format=output_format(Path(args.output), args.format))
+    settings.validate()  # again, with the format -o chose: a WebP holds 16,383 px a side
     check_no_clash(args)
     check_writable_folder(Path(args.output), "output")
     if args.checkpoint:

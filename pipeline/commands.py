@@ -236,7 +236,7 @@ def cmd_install_service(args) -> int:
     writable = [folders["inbox"], folders["outbox"], folders["spool"], record_path(config).parent]
     venv_bin = Path(sys.executable).parent
     units = render_units(venv_bin, config, args.user, writable_folders(folders["inbox"], folders["outbox"],
-                         folders["spool"]), Path(args.out), report_at=args.report_at, network=network,
+                         folders["spool"]), Path(args.out).absolute(), report_at=args.report_at, network=network,
                          optional=[record_path(config).parent], read_only=[read_styles_dir(config)])
     print("rendered: " + ", ".join(str(u) for u in units))
     if network:

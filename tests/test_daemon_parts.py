@@ -104,9 +104,12 @@ def test_watch_auto_picks_polling_on_network_and_fuse_mounts(tmp_path, inbox, po
 
 def test_ignored_names_and_depth(tmp_path):
     for name in ("photo.jpg.part", "a.tmp", "b.crdownload", "c.jpg~", ".hidden.jpg", "Thumbs.db", "desktop.ini",
-                 "Icon\r", "IMG_1.xmp", "IMG_1.jpg.xmp", "IMG_1.AAE", "IMG_1.jpg:Zone.Identifier"):
+                 "Icon\r", "IMG_1.xmp", "IMG_1.jpg.xmp", "IMG_1.AAE", "IMG_1.jpg:Zone.Identifier",
+                 "IMG_1.JPG.json", "IMG_1.jpg(1).json", "IMG_1.heic.supplemental-metadata.json",
+                 "a long name.jpg.supplemental-me.json", "metadata.json"):
         assert ignored(name), name
     assert not ignored("holiday 2026.jpg") and not ignored("thumbs.db.jpg") and not ignored("xmp.jpg")
+    assert not ignored("json.jpg") and not ignored("IMG_1.jpg.json.jpg") and not ignored("notes.json")
     assert wanted(tmp_path / "a.jpg", tmp_path) and wanted(tmp_path / "starry" / "a.jpg", tmp_path)
     assert not wanted(tmp_path / "a.yaml", tmp_path) and wanted(tmp_path / "x" / "y" / "a.jpg", tmp_path)
     assert not wanted(tmp_path / "x" / ".y" / "a.jpg", tmp_path)

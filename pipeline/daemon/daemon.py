@@ -35,7 +35,7 @@ from .jobs import crashed
 from .reload import AGAIN, Refused, apply_live, reload_config, remake_folders
 from .reporting import Reporter
 from .settle import DecodeCheck
-from .sidecars import UNPAIRED_TICK_S, unpaired_sidecars
+from .sidecars import UNPAIRED_TICK_S, read_by_another, unpaired_sidecars
 from .spool import Spool, now_iso
 from .state import JobBook
 from .unclaimable import Unclaimable
@@ -195,7 +195,9 @@ class Daemon:
                 self.tracker.forget(path)
             return False
         try:
-            job = self.spool.claim(path, self._queued_at(path), sidecar_for(path))
+            sidecar = sidecar_for(path)
+            shared = sidecar is not None and read_by_another(path, sidecar, self.config.inbox, self.exclude)
+            job = self.spool.claim(path, self._queued_at(path), sidecar, shared)
         except OSError as exc:
             self._claim_failed(path, exc)
             return True

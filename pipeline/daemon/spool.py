@@ -21,7 +21,7 @@ from pathlib import Path
 import structlog
 
 from ..errors import Reason, SpoolLocked  # noqa: F401  (Reason handed on: the spool records it)
-from ..fsio import fit_name, split_ext, write_json
+from ..fsio import NO_WAIT, fit_name, open_regular, split_ext, write_atomic, write_json
 from .spool_count import RECORD, SIDECARS, count_in_work, folder_counts, is_photo_entry  # noqa: F401  (re-exported)
 from .spool_job import CHECKPOINT, Job, new_job_id, now_iso  # noqa: F401  (re-exported)
 
@@ -42,8 +42,13 @@ class Spool:
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
 
     # --- claiming -------------------------------------------------------------------------
-    def claim(self, path: Path, queued_at: str, sidecar: Path | None = None) -> Job | None:
-        """Move ``path`` (and its sidecar) into a fresh job folder; None if another daemon took it first."""
+    def claim(self, path: Path, queued_at: str, sidecar: Path | None = None, shared: bool = False) -> Job | None:
+        """Move ``path`` (and its sidecar) into a fresh job folder; None if another daemon took it first.
+
+        A sidecar ``shared`` with another photo still waiting (sidecars.read_by_another: pair.yaml beside pair.jpg
+        and pair.png) is copied in before the photo moves and stays for that photo; the photo that finds no other
+        moves it, so it leaves the inbox with the last. Copied before the move, never deleted by a copier: two
+        daemons claiming the pair at once each hold a copy before either could move it (rev10b)."""
         job_id = new_job_id()
         folder = self.work / job_id
         folder.mkdir()
@@ -51,6 +56,8 @@ class Spool:
                   claimed_at=now_iso(), owner=self.owner)
         try:
             self._lock(folder)
+            if sidecar is not None and shared:
+                job.sidecar = _copy_in(sidecar, folder)
             self.save(job)
             os.rename(path, job.input)
         except FileNotFoundError:
@@ -59,7 +66,7 @@ class Spool:
         except BaseException:  # a full disk, a lost lock race: the file stays in the inbox, no empty folder
             self._discard(folder)
             raise
-        if sidecar is not None:
+        if sidecar is not None and not shared:
             self._take_sidecar(job, path, sidecar)
         return job
 
@@ -321,6 +328,18 @@ def _sidecar_in(folder: Path, photo: str) -> str | None:
         return next((n for n in os.listdir(folder) if n != photo and n.lower().endswith(SIDECARS)), None)
     except OSError:
         return None
+
+
+def _copy_in(sidecar: Path, folder: Path) -> str | None:
+    """A copy of a shared sidecar in the job folder (its name, or None if it went away): a copy, not a link, so
+    the photo that moves it later and a link rule (fs.protected_hardlinks, another user's file) change nothing."""
+    try:
+        with open_regular(sidecar, NO_WAIT) as source:
+            data = source.read()
+    except FileNotFoundError:
+        return None
+    write_atomic(data, folder / sidecar.name, replace=False)
+    return sidecar.name
 
 
 def _put_back(moved: Path, home: Path) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 import threading
 import time
@@ -29,6 +30,10 @@ NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs",
 
 
 IGNORED_NAMES = ("thumbs.db", "ehthumbs.db", "ehthumbs_vista.db", "desktop.ini", "icon\r")  # Windows', macOS's
+# Google Takeout's metadata beside each photo: IMG.jpg.json, IMG.jpg(1).json, IMG.jpg.supplemental-metadata.json
+# (cut to IMG.jpg.supplemental-me.json when the name is long), and each album's metadata.json.
+TAKEOUT = re.compile(r"(.*\.(jpe?g|png|webp|tiff?|bmp|gif|heic|heif|mp4|mov)(\(\d+\))?(\..*)?"
+                     r"|.*\.supplemental-metadata.*|metadata)\.json")
 
 
 def ignored(name: str) -> bool:
@@ -36,9 +41,10 @@ def ignored(name: str) -> bool:
     operating system leaves in an album folder (Windows' Thumbs.db and desktop.ini, macOS's Icon\\r): each went
     to failed/ as bad_image with a failure notice, for every album copied from Windows (rev7a). So did a photo
     tool's metadata beside each photo (Lightroom's and darktable's IMG.xmp or IMG.jpg.xmp, an iPhone's IMG.AAE) and
-    the IMG.jpg:Zone.Identifier a copy through WSL leaves (rev9c)."""
+    the IMG.jpg:Zone.Identifier a copy through WSL leaves (rev9c), and Google Takeout's IMG.jpg.json (rev10b)."""
     lower = name.lower()
-    return name.startswith(".") or lower.endswith(IGNORED_SUFFIXES) or lower in IGNORED_NAMES
+    return (name.startswith(".") or lower.endswith(IGNORED_SUFFIXES) or lower in IGNORED_NAMES
+            or TAKEOUT.fullmatch(lower) is not None)
 
 
 def is_sidecar(name: str) -> bool:
