@@ -107,7 +107,7 @@ def write_fault(folder: Path, config) -> FolderFault | None:
 
 def probe_write(folder: Path, data: bytes, kind: str) -> OSError | None:
     """The error a small write in ``folder`` meets now (None: it took it): the one probe behind the start's check
-    (write_fault) and the pause's resume (diskguard.probe), which had each written their own."""
+    (write_fault) and the pause's resume (diskguard.refusal), which had each written their own."""
     path = folder / f".{kind}-probe-{os.getpid()}"
     try:
         write_atomic(data, path, fsync=False)
