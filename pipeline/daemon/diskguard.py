@@ -52,7 +52,7 @@ class DiskGuard:
         self.folders, self.clock = folders, clock
         self.fault_of = fault_of  # a probe's error as a folder fault (folder_faults.spool_fault), None: not one
         self.tell: Callable[[FolderFault], None] = lambda fault: None  # the notice of a fault the probe found
-        self.pauses: dict[Path, Pause] = {}  # folder -> why claiming waits on it; empty: claiming goes on
+        self.pauses: dict[tuple[str, Path], Pause] = {}  # (kind, folder) -> why claiming waits; empty: it goes on
         self.checked = 0.0
         self.told: dict[str, float] = {}  # a folder fault's fix -> when it was last told
 
@@ -67,17 +67,19 @@ class DiskGuard:
         elif news:
             log.error("a folder cannot be written: claiming paused until it can", folder=str(folder),
                       reason=fault.code, fix=fault.fix)
-        self.pauses[Path(folder)] = Pause("folder_fault" if fault else "disk_full", Path(folder), free, fault)
+        kind = "folder_fault" if fault else "disk_full"  # both kinds of one folder held: neither hides the other
+        self.pauses[(kind, Path(folder))] = Pause(kind, Path(folder), free, fault)
         self.checked = self.clock()
         return news
 
     def _news(self, fault: FolderFault | None) -> bool:
-        """A pause begun, or a folder fault not paused on yet. A fault's fix told within TELL_AGAIN is not news
-        again: one the probe cannot see (the probe writes, the job's write fails) would pause each try."""
-        if self.pauses and (fault is None or fault.fix in {f.fix for f in self.faults()}):
-            return False
+        """A full disk not paused on yet, or a folder fault not paused on yet. A fault's fix told within TELL_AGAIN
+        is not news again: one the probe cannot see (the probe writes, the job's write fails) would pause each try.
+        A full disk met while only a fault was held is news too: it went unlogged (rev10c)."""
         if fault is None:
-            return True
+            return self.full() is None
+        if fault.fix in {f.fix for f in self.faults()}:
+            return False
         if self.clock() - self.told.get(fault.fix, -TELL_AGAIN) < TELL_AGAIN:
             return False
         self.told[fault.fix] = self.clock()
@@ -102,13 +104,15 @@ class DiskGuard:
         faulted = [pause for pause in self.pauses.values() if pause.kind == "folder_fault"]
         for pause in faulted:
             if refusal(pause.folder) is None:
-                del self.pauses[pause.folder]
+                del self.pauses[("folder_fault", pause.folder)]
                 log.info("the folder takes writes again", folder=str(pause.folder))
             else:  # a real outage the probe sees: its return after a resume is news
                 self.told.pop(pause.fault.fix, None)
-        if self.faults():
-            return True  # status keeps naming each fault and its fix until its folder takes a write
         held = self.full()
+        if self.faults():  # status keeps naming each fault and its fix until its folder takes a write
+            if held is not None:  # and the full disk beside them as it is now, not as when it was met
+                self._recheck_full(held)
+            return True
         self.pauses = {}
         short = self._probe_all()
         if short:
@@ -135,10 +139,18 @@ class DiskGuard:
                 short.append(Path(folder))
         return short
 
+    def _recheck_full(self, held: Pause) -> None:
+        """The full disk held beside a folder fault, looked at again: gone once its folder takes a write."""
+        del self.pauses[("disk_full", held.folder)]
+        if refusal(held.folder) is None:
+            log.info("disk space is back; claiming still waits on a folder", waited_in=str(held.folder))
+        else:
+            self._hold_full(held.folder, logged=True)
+
     def _hold_full(self, folder: Path, logged: bool) -> None:
         """The one full disk held, measured again: logged when it begins, not at each look."""
         if logged:
-            self.pauses[folder] = Pause("disk_full", folder, free_bytes(folder) >> 20)
+            self.pauses[("disk_full", folder)] = Pause("disk_full", folder, free_bytes(folder) >> 20)
         else:
             self.pause(folder)
 
