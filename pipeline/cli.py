@@ -120,6 +120,20 @@ def check_no_clash(args: argparse.Namespace) -> None:
                                     fix=f"Name the {name} differently (nothing was written)")
 
 
+def check_cuda_here(device: str) -> None:
+    """A CUDA device this machine cannot give, judged from torch's build record and the NVIDIA device nodes
+    (device_here, no torch): `--device cuda` on a box without a GPU loaded torch first and said no after 5.7-8.3 s
+    (rev10b), where README promises a mistake is told in about 0.2 s. What those cannot see (a broken driver) the
+    engine still tells after torch loads."""
+    from .engine.device_here import cuda_missing
+    from .errors import DeviceError
+
+    why = cuda_missing([device])
+    if why:
+        raise DeviceError(f"device {device!r} was asked for, but {why}",
+                          fix="Use cpu, or auto (the GPU where there is one, else the CPU)")
+
+
 def check_stylize(args: argparse.Namespace):
     """Settings, device name, inputs (decoded with Pillow only), weights and output folder; returns
     (settings, content, styles)."""
@@ -129,6 +143,7 @@ def check_stylize(args: argparse.Namespace):
     settings = settings_from_args(args)
     settings.check_blend(len(args.styles))
     check_name(settings.device)
+    check_cuda_here(settings.device)
     settings = settings.replace(format=output_format(Path(args.output), args.format))
     check_no_clash(args)
     check_writable_folder(Path(args.output), "output")
