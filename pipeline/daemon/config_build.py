@@ -360,7 +360,9 @@ def load_sidecar(path: Path, config: Config) -> tuple[str | None, dict[str, Any]
     problems = Problems(path, key_lines(node) if node else {})
     if not isinstance(data, dict):
         raise ConfigError([f"{path.name}:1: a sidecar is a mapping, e.g. `recipe: starry`"], path, SIDECAR_FIX)
-    problems.unknown((), data, SIDECAR_KEYS)
+    for key in RECIPE_KEYS.intersection(data) - SIDECAR_KEYS:  # "unknown key; did you mean" misled (rev10b)
+        problems.add((key,), "a recipe's setting: set it in the recipe in config.yaml, not a sidecar")
+    problems.unknown((), {k: v for k, v in data.items() if k not in RECIPE_KEYS}, SIDECAR_KEYS)
     recipe = data.get("recipe")
     if recipe is not None and recipe not in config.recipes:
         problems.add(("recipe",), f"no recipe named {recipe!r}; recipes: {', '.join(config.recipes)}")
