@@ -221,6 +221,9 @@ def _recipes(data: Any, styles_dir: Path, defaults: Settings, problems: Problems
             continue
         if not str(name).replace("-", "").replace("_", "").isalnum():
             problems.add(path, "recipe names may use letters, digits, - and _ only (they name inbox folders)")
+        elif str(name).casefold() == "reports":  # its outputs would lie among the pages that pruning deletes (rev10b)
+            problems.add(path, "'reports' is taken: outbox/reports/ holds the morning reports (and is pruned by age). "
+                               "Name the recipe otherwise")
         problems.unknown(path, body, RECIPE_KEYS)
         settings = engine_settings(body, path, problems, defaults)
         styles = _styles(body.get("styles"), path + ("styles",), styles_dir, problems, settings.max_pixels)
