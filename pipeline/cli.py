@@ -145,6 +145,7 @@ def check_stylize(args: argparse.Namespace):
     check_name(settings.device)
     check_cuda_here(settings.device)
     settings = settings.replace(format=output_format(Path(args.output), args.format))
+    settings.validate()  # again, with the format -o chose: a WebP holds 16,383 px a side
     check_no_clash(args)
     check_writable_folder(Path(args.output), "output")
     if args.checkpoint:

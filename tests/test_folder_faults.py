@@ -308,6 +308,54 @@ def test_only_an_inbox_or_work_fault_refuses_to_start(tmp_path, where):
     assert f"{folder} is a file" in daemon.waits[folder].fix and "move the file away" in daemon.waits[folder].fix
 
 
+@pytest.mark.parametrize("where", ["spool/done", "spool/failed"])
+def test_a_done_or_failed_link_whose_target_is_gone_starts_paused(tmp_path, where):
+    """rev10a: start_faults found spool/done a link to a folder not there and passed it on to be skipped, but
+    check_folders' filesystem check stat()ed it anyway: exit 2, "cannot make this folder; move away what is there"
+    (a wrong fix: the link is the person's), repeated by systemd every 10 s."""
+    from pipeline.daemon.daemon import Daemon
+
+    config = make_config(tmp_path)
+    folder = tmp_path / where
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    folder.symlink_to(tmp_path / "kept" / folder.name)  # spool/done -> /srv/photos/kept/done, removed
+    daemon = Daemon(config)
+    assert list(daemon.waits) == [folder]
+    assert f"{folder} is a link to" in daemon.waits[folder].fix and "mount it or make that folder" in (
+        daemon.waits[folder].fix)
+
+
+@pytest.mark.skipif(not (os.geteuid() == 0 and shutil.which("setpriv")), reason="needs root and setpriv")
+def test_a_removed_done_folder_in_a_spool_the_service_cannot_write_starts_paused_and_resumes_once_made(tmp_path):
+    """rev10a, the EACCES road: done/ removed (`rm -rf spool/done` to free space) in a spool folder the service user
+    cannot write (work/ and failed/ its own). The start exited 2 ("move away what is there"); now it starts paused
+    naming the spool's permission, and resumes once done/ is made: probed in done/, not in the spool folder, which
+    still refuses the service."""
+    import json
+
+    from test_daemon_faults import NO_ROOT_POWERS
+
+    config = make_config(tmp_path)
+    spool = tmp_path / "spool"
+    shutil.rmtree(spool / "done", ignore_errors=True)
+    for name in ("work", "failed"):
+        (spool / name).mkdir(parents=True, exist_ok=True)
+    os.chown(spool, 65534, 65534)
+    spool.chmod(0o755)
+    spare = tmp_path / ".style-pipeline" / "config.yaml.status.json"  # the spool folder refuses status.json
+    state = lambda: json.loads(spare.read_text())["state"] if spare.exists() else ""  # noqa: E731
+    proc = start(config, prefix=NO_ROOT_POWERS)
+    try:
+        paused = wait_for(lambda: state().startswith("paused:") and state(), 60, proc)
+        assert f"needs write access to {spool}:" in paused, paused
+        (spool / "done").mkdir()  # root's: the service (root without its file powers) can write it
+        wait_for(lambda: state() == "running", 30, proc)
+    finally:
+        stop(proc)
+        os.chown(spool, 0, 0)
+
+
 def _once(config: Path) -> subprocess.CompletedProcess:
     import os
     import sys

@@ -66,6 +66,26 @@ def test_an_absurd_max_size_and_size_are_refused_naming_the_value_and_the_limit(
     assert all(str(huge) in p for p in refused.value.problems) and "65500" in refused.value.problems[0]
 
 
+def test_a_size_over_its_formats_limit_is_refused_before_the_run(tmp_path):
+    """mend10c: WebP holds 16,383 px a side; a WebP recipe (or a sidecar's `format: webp`) of size 20000 ran the
+    whole optimisation and failed at the save. Refused at its line, naming the size, the limit and the fix."""
+    from pipeline.engine.settings import Settings
+    from pipeline.errors import SettingsError
+
+    path = tmp_path / "config.yaml"
+    path.write_text(f"styles_dir: {STYLES}\nmax_size: 20000\nrecipes:\n  a: {{styles: [starry_night.jpg], "
+                    "size: 20000, format: webp}\n  b: {styles: [the_scream.jpg], size: 20000}\n")
+    assert problems_of(path) == ["config.yaml:4: recipes.a.size: size 20000 is over WebP's limit of 16383 px a side; "
+                                 "give a size of at most 16383, or write PNG (up to 65500 px)"]
+    path.write_text(path.read_text().replace(", format: webp", ""))
+    config = load(path)
+    with pytest.raises(SettingsError, match="over WebP's limit") as refused:
+        config.recipe_settings(config.recipes["b"], {"format": "webp"})  # a sidecar's, at pre_check_settings
+    assert refused.value.fix == "Give a size of at most 16383, or write PNG (up to 65500 px)"
+    Settings(size=16383, format="webp").validate()  # the limit itself is taken
+    Settings(size=20000, format="jpeg").validate()
+
+
 def test_a_recipe_within_max_size_passes(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text(f"styles_dir: {STYLES}\nmax_size: 512\ndefaults: {{size: 512}}\n"

@@ -8,7 +8,7 @@ from typing import Any, Iterable
 from ..engine import images
 from ..engine.settings import MAX_SIZE, Settings
 from ..errors import ConfigError, DeviceError, ImageError
-from ..fsio import on_disk
+from ..fsio import nfc, on_disk
 from .config_pool import pool_options
 from .folder_faults import folder_problem
 from .config_schema import (DEFAULT_STYLES_DIR, ENGINE_KEYS, FOLDER_KEYS, RAY_KEYS, RECIPE_KEYS, SIDECAR_KEYS, STYLE_KEYS, TOP_KEYS,
@@ -219,7 +219,7 @@ def _recipes(data: Any, styles_dir: Path, defaults: Settings, problems: Problems
         if not isinstance(body, dict):
             problems.add(path, "must be a mapping with at least `styles`")
             continue
-        if not str(name).replace("-", "").replace("_", "").isalnum():
+        if not nfc(str(name)).replace("-", "").replace("_", "").isalnum():  # NFD's combining accent is no letter
             problems.add(path, "recipe names may use letters, digits, - and _ only (they name inbox folders)")
         elif str(name).casefold() == "reports":  # its outputs would lie among the pages that pruning deletes (rev10b)
             problems.add(path, "'reports' is taken: outbox/reports/ holds the morning reports (and is pruned by age). "
@@ -242,7 +242,7 @@ def _case_twins(data: dict, problems: Problems) -> None:
     was defined last. Refusing says so once, at validate, where guessing would style a night with either."""
     first: dict[str, str] = {}
     for name in map(str, data):
-        twin = first.setdefault(name.casefold(), name)
+        twin = first.setdefault(nfc(name).casefold(), name)
         if twin != name:
             problems.add(("recipes", name), f"differs from the recipe {twin!r} (line "
                          f"{problems.lines.get(('recipes', twin), '?')}) only by case; recipe names name inbox "
@@ -344,6 +344,8 @@ def check_folders(config: Config, skip: Iterable[Path] = ()) -> list[str]:
         return problems
     inbox_dev = config.inbox.stat().st_dev
     for folder in (config.work, config.done, config.failed):
+        if folder in skip:  # paused on: a done/ removed or linked to a share not mounted has no st_dev (rev10a)
+            continue
         if folder.stat().st_dev != inbox_dev:
             problems.append(f"{folder}: on another filesystem than the inbox ({config.inbox}); moves would not be "
                             "atomic renames. Put the spool folder on the inbox's filesystem")
@@ -367,7 +369,7 @@ def load_sidecar(path: Path, config: Config) -> tuple[str | None, dict[str, Any]
         problems.add((key,), "a recipe's setting: set it in the recipe in config.yaml, not a sidecar")
     problems.unknown((), {k: v for k, v in data.items() if k not in RECIPE_KEYS}, SIDECAR_KEYS)
     recipe = data.get("recipe")
-    if recipe is not None and recipe not in config.recipes:
+    if recipe is not None and config.recipe_named(recipe) is None:
         problems.add(("recipe",), f"no recipe named {recipe!r}; recipes: {', '.join(config.recipes)}")
     overrides = {k: v for k, v in data.items() if k in SIDECAR_KEYS - {"recipe"}}
     engine_settings(overrides, (), problems, Settings())
@@ -375,5 +377,5 @@ def load_sidecar(path: Path, config: Config) -> tuple[str | None, dict[str, Any]
         problems.add(("size",), f"{overrides['size']} is over this server's max_size {config.max_size}")
     if problems.items:
         raise ConfigError(problems.items, path, SIDECAR_FIX)
-    return recipe, {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+    return config.recipe_named(recipe), {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
 

@@ -116,8 +116,8 @@ class Daemon:
         if freed:  # a kill -9 inside write_atomic left its temp (an output, a record, status.json): rev7b
             log.info("removed the temp files of writes killed mid-way", bytes=freed)
         running.record(config)  # where status and report find these folders after a folder edit (running.py)
-        for fault in self.waits.values():  # told and shown as a running daemon's pause is
-            self.book.pause(fault.folder, fault)
+        for folder, fault in self.waits.items():  # told and shown as a running daemon's pause is, and probed in the
+            self.book.pause(folder, fault)  # folder itself: a done/ the spool refused to make, not the spool (rev10a)
         self.executor, self.engine = executors.build(config, self.engine, self.spool, lambda: self.config, self.stop)
         self.executor.start()
         if not self.once:

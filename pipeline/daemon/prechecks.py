@@ -19,6 +19,7 @@ from ..engine import Settings, images
 from ..errors import ImageError, JobFailure, Reason, SettingsError
 from ..fsio import FileBusy, NotRegularFile, open_regular, service_user
 from .config import Config, ConfigError, Recipe
+from .config_schema import named
 from .config_build import load_sidecar
 from .spool import Job
 
@@ -83,16 +84,17 @@ def pre_check_recipe(job: Job, config: Config, from_sidecar: str | None) -> Reci
     wrong recipe all night is worse than saying so at once.
     """
     folder = job.recipe_folder
-    if from_sidecar is None and folder in config.removed_recipes:
+    recipe = config.recipe_named(folder)
+    if from_sidecar is None and recipe is None and named(folder, config.removed_recipes) is not None:
         raise JobFailure(Reason.UNKNOWN_RECIPE, f"{job.source}: the recipe {folder!r} (from the folder inbox/{folder}/) "
                          "was removed from the config by a reload", "restore the recipe in config.yaml or move the "
                          "photo to another recipe's folder")
-    if from_sidecar is None and folder and folder not in config.recipes:
+    if from_sidecar is None and folder and recipe is None:
         guess = recipe_guess(folder, config.recipes)
         if guess:
             raise JobFailure(Reason.UNKNOWN_RECIPE, f"no recipe named {folder!r} (from the folder inbox/{folder}/)",
                              f"did you mean {guess!r}? Rename the folder; recipes: {', '.join(config.recipes)}")
-    return config.recipes[from_sidecar or (folder if folder in config.recipes else config.default_recipe)]
+    return config.recipes[from_sidecar or recipe or config.default_recipe]
 
 
 def recipe_guess(folder: str, recipes: dict[str, Recipe]) -> str | None:

@@ -46,6 +46,9 @@ MAX_SIZE = 65_500
 # The output formats, once (rev7e finding 4: four tables had to agree): name -> (PIL's format, the file suffixes, the
 # first being the one the daemon writes). images.encode, outputs.image_name, the CLI's -o and validate derive theirs.
 OUTPUT_FORMATS = {"png": ("PNG", ".png"), "jpeg": ("JPEG", ".jpg", ".jpeg"), "webp": ("WEBP", ".webp")}
+# A format that holds less than MAX_SIZE a side (libwebp: 16,383 px; PNG's own is 2^31-1): a size over it ran the
+# whole optimisation and failed only at the save, its night's work lost (mend10c). Refused up front (validate).
+FORMAT_MAX_SIDE = {"webp": ("WebP", 16_383)}
 FORMAT_NAMES = ", ".join(list(OUTPUT_FORMATS)[:-1]) + f" or {list(OUTPUT_FORMATS)[-1]}"  # "png, jpeg or webp"
 
 
@@ -232,6 +235,16 @@ class Settings:
         for name, ok, message in checks:
             if not ok:
                 raise SettingsError(name, message)
+        self._check_format_side()
+
+    def _check_format_side(self) -> None:
+        """The output's long side (``size``: fit scales to it, up or down) fits its format. The fix is in the
+        message too: config.yaml's problems show the message alone."""
+        name, limit = FORMAT_MAX_SIDE.get(self.format, (self.format, MAX_SIZE))
+        if self.size > limit:
+            fix = f"Give a size of at most {limit}, or write PNG (up to {MAX_SIZE} px)"
+            raise SettingsError("size", f"size {self.size} is over {name}'s limit of {limit} px a side; "
+                                f"{fix[0].lower()}{fix[1:]}", fix=fix)
 
 
 _UNITS = {"b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,

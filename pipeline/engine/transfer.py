@@ -63,7 +63,7 @@ class StyleTransfer:
         made per call, so the cache needs no content shape and serves every photo whose painting size is the same).
         ``canvas``: a thin picture's padded shape, whose positions the loss counts; the painting is sized by the
         picture's own shape, not the canvas's, which stretched it up to 1.6x along the short side (closing9)."""
-        hw = self._style_hw(style, content_hw, settings.style_scale)
+        hw = self.painting_hw(style, content_hw, settings.style_scale)
         return self._painting_grams(style, hw, settings).for_picture(hw, canvas or content_hw)
 
     def _painting_grams(self, style: Image.Image, hw: tuple[int, int], settings: Settings) -> StyleTargets:
@@ -93,7 +93,7 @@ class StyleTransfer:
         return images.resize_once(style, hw)
 
     @staticmethod
-    def _style_hw(style: Image.Image, content_hw: tuple[int, int], scale: float) -> tuple[int, int]:
+    def painting_hw(style: Image.Image, content_hw: tuple[int, int], scale: float) -> tuple[int, int]:
         """scale 1.0: the content's exact shape, as the notebook does (raised, its aspect kept, where thinner than
         the network reads); else keep the style's aspect."""
         if scale == 1.0:
