@@ -149,7 +149,7 @@ def _probe(*argv: str, cwd: Path = ROOT) -> tuple[dict, str]:
     (["stylize", str(CONTENT), str(STYLE), "-o", "{tmp}/x.webp", "--size", "20000"],
      ["size 20000 is over WebP's limit of 16383 px a side", "at most 16383", "PNG"]),  # failed at the save (mend10c)
     (["stylize", str(CONTENT), str(STYLE), "-o", "{tmp}/x.png", "--device", "cuda"],
-     ["device 'cuda' was asked for, but ", "Use cpu, or auto"]),  # torch loaded first, 5.7-8.3 s (rev10b #4)
+     ["device 'cuda' was asked for, but ", "devices here: cpu", "Use one of those, or auto"]),  # rev10b #4
 ], ids=["missing-input", "size-0", "missing-out-dir", "gif", "format-clash", "banana", "missing-weights",
         "blend-count", "style-folder", "size-huge", "size-over-webp", "cuda-missing"])
 def test_usage_and_path_errors_come_before_torch(tmp_path, argv, words):
