@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from daemon_helpers import SAMPLES, log_events, make_config, start, stop, wait_for
+from pipeline.daemon.spool_count import SIDECARS
 
 
 def config_two_slots(root: Path, **more) -> Path:
@@ -29,8 +30,9 @@ def invariants(root: Path, drops: list[str]) -> list[str]:
               and not p.name.endswith(".sheet.png")]
     logs = [p for p in outbox.rglob("*.json") if not p.name.startswith(".")]
     notes = list((spool / "failed").glob("*.error.json"))
-    done = [p for p in (spool / "done").iterdir() if not p.name.startswith(".")] if (spool / "done").is_dir() else []
-    failed_photos = [p for p in (spool / "failed").iterdir() if not p.name.endswith(".error.json")
+    done = [p for p in (spool / "done").iterdir() if not p.name.startswith(".") and not p.name.endswith(SIDECARS)] \
+        if (spool / "done").is_dir() else []  # a sidecar is kept beside its photo
+    failed_photos = [p for p in (spool / "failed").iterdir() if not p.name.endswith((".error.json",) + SIDECARS)
                      and not p.name.startswith(".")] if (spool / "failed").is_dir() else []
     if len(images) + len(notes) != len(drops):
         problems.append(f"{len(drops)} drops but {len(images)} outputs + {len(notes)} failure notes: "
@@ -307,15 +309,11 @@ def test_a_failure_killed_before_its_note_is_undone_and_one_with_its_note_is_kep
     assert names(spool.work) == [] and names(spool.failed) == ["a.jpg", "a.jpg.error.json"]
 
 
-def test_a_claim_whose_sidecar_cannot_follow_puts_the_photo_back_and_an_unsaved_record_keeps_its_sidecar(
-        tmp_path, monkeypatch):
-    """rev10a: a fault after the claim's photo rename raised out of the claim with the photo in work/, in no queue.
-    A sidecar that cannot be moved (EPERM: another user's, in a sticky inbox) now puts the photo back in the inbox,
-    and the claim fails whole; a record save that fails after the sidecar moved leaves the job to run, and a
-    restart before its next save finds the sidecar beside the photo, not styling it without and deleting it."""
+def test_a_full_disk_at_the_claims_record_save_leaves_the_photo_and_its_sidecar_in_the_inbox(tmp_path, monkeypatch):
+    """The claim's one record save (naming the sidecar's copy) comes before the photo moves: a full disk there fails
+    the claim whole, nothing in work/ (rev10a's second save after the move, and its put-back, are gone: rev10d)."""
     import errno
 
-    from pipeline.daemon import spool as spool_module
     from pipeline.daemon.spool import Spool, now_iso
 
     folders = [tmp_path / name for name in ("inbox", "work", "done", "failed")]
@@ -324,32 +322,14 @@ def test_a_claim_whose_sidecar_cannot_follow_puts_the_photo_back_and_an_unsaved_
     spool, inbox = Spool(*folders), folders[0]
     shutil.copy(SAMPLES / "coffee.jpg", inbox / "a.jpg")
     (inbox / "a.yaml").write_text("steps: 2\n")
-    real_rename = os.rename
 
-    def sidecar_refused(src, dst):
-        if str(src).endswith("a.yaml"):
-            raise PermissionError(errno.EPERM, "Operation not permitted", str(src), None, str(dst))
-        return real_rename(src, dst)
+    def full(self, job):
+        raise OSError(errno.ENOSPC, "No space left on device", str(job.dir / "job.json"))
 
-    monkeypatch.setattr(spool_module.os, "rename", sidecar_refused)
-    with pytest.raises(PermissionError):  # the claim's fault, as any: the caller tells it (unclaimable)
+    monkeypatch.setattr(Spool, "save", full)
+    with pytest.raises(OSError):  # the claim's fault, as any: the caller pauses claiming (a full disk)
         spool.claim(inbox / "a.jpg", now_iso(), inbox / "a.yaml")
     assert names(inbox) == ["a.jpg", "a.yaml"] and names(folders[1]) == [], names(folders[1])
-    monkeypatch.setattr(spool_module.os, "rename", real_rename)
-    real_save = Spool.save
-
-    def full_once_the_sidecar_moved(self, job):
-        if job.sidecar:
-            raise OSError(errno.ENOSPC, "No space left on device", str(job.dir / "job.json"))
-        return real_save(self, job)
-
-    monkeypatch.setattr(Spool, "save", full_once_the_sidecar_moved)
-    job = spool.claim(inbox / "a.jpg", now_iso(), inbox / "a.yaml")
-    assert job is not None and job.sidecar == "a.yaml" and names(inbox) == []
-    monkeypatch.setattr(Spool, "save", real_save)
-    spool.release(job)  # stopped before the job began: its record does not name the sidecar
-    recovered = Spool(*folders).recover()
-    assert [(j.id, j.sidecar) for j in recovered] == [(job.id, "a.yaml")]
 
 
 SLOW_CLAIM = """

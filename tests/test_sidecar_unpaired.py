@@ -166,11 +166,11 @@ def test_one_sidecar_beside_two_photos_of_its_stem_reaches_both_and_leaves_the_i
                for n in photos)
 
 
-def test_a_shared_sidecar_is_copied_into_the_first_claim_and_moved_by_the_last(tmp_path):
-    """The spool's part of rev10b #1: a claim told the sidecar is shared copies it in before its photo moves (so a
-    second daemon claiming the other photo at once can never find it gone) and leaves it; an unshared claim moves
-    it. Who reads a sidecar is the claim's own rule: the whole-name pair.jpg.yaml is pair.jpg's alone, and a
-    metadata file (.xmp) or another sidecar is no reader."""
+def test_a_shared_sidecar_is_copied_into_the_first_claim_and_removed_by_the_last(tmp_path):
+    """The spool's part of rev10b #1: every claim copies the sidecar in before its photo moves (so a second daemon
+    claiming the other photo at once can never find it gone); after its move, a claim whose sidecar another waiting
+    photo reads leaves it, and the last removes it (rev10d). Who reads a sidecar is the claim's own rule: the
+    whole-name pair.jpg.yaml is pair.jpg's alone, and a metadata file (.xmp) or another sidecar is no reader."""
     from pipeline.daemon.sidecars import read_by_another
     from pipeline.daemon.spool import Spool
 
@@ -182,11 +182,12 @@ def test_a_shared_sidecar_is_copied_into_the_first_claim_and_moved_by_the_last(t
     assert read_by_another(inbox / "pair.jpg", inbox / "pair.yaml", inbox)
     assert read_by_another(inbox / "pair.png", inbox / "pair.yaml", inbox)
     assert not read_by_another(inbox / "solo.jpg", inbox / "solo.jpg.yaml", inbox)
-    spool = Spool(inbox, work, tmp_path / "done", tmp_path / "failed")
-    first = spool.claim(inbox / "pair.jpg", "now", inbox / "pair.yaml", shared=True)
+    spool = Spool(inbox, work, tmp_path / "done", tmp_path / "failed",
+                  lambda photo, sidecar: read_by_another(photo, sidecar, inbox))
+    first = spool.claim(inbox / "pair.jpg", "now", inbox / "pair.yaml")
     assert first.sidecar == "pair.yaml" and (first.dir / "pair.yaml").read_text() == "pair.yaml"
     assert (inbox / "pair.yaml").exists() and not os.path.samefile(inbox / "pair.yaml", first.dir / "pair.yaml")
     assert not read_by_another(inbox / "pair.png", inbox / "pair.yaml", inbox)  # the .xmp is no photo
-    last = spool.claim(inbox / "pair.png", "now", inbox / "pair.yaml", shared=False)
+    last = spool.claim(inbox / "pair.png", "now", inbox / "pair.yaml")
     assert last.sidecar == "pair.yaml" and not (inbox / "pair.yaml").exists()
     assert (last.dir / "pair.yaml").read_text() == "pair.yaml"

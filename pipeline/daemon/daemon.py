@@ -66,7 +66,8 @@ class Daemon:
         self.blocked: str | None = None  # `once` stopped on a folder fault: its fix (_blocked)
         self.config = self._load_config()
         self.engine = engine
-        self.spool = Spool(self.config.inbox, self.config.work, self.config.done, self.config.failed)
+        self.spool = Spool(self.config.inbox, self.config.work, self.config.done, self.config.failed,
+                           lambda photo, sidecar: read_by_another(photo, sidecar, self.config.inbox, self.exclude))
         self.tracker = Tracker(self.config.settle_seconds)
         self.watcher: Watcher | None = None
         self.executor: Executor | None = None
@@ -196,9 +197,7 @@ class Daemon:
                 self.tracker.forget(path)
             return False
         try:
-            sidecar = sidecar_for(path)
-            shared = sidecar is not None and read_by_another(path, sidecar, self.config.inbox, self.exclude)
-            job = self.spool.claim(path, self._queued_at(path), sidecar, shared)
+            job = self.spool.claim(path, self._queued_at(path), sidecar_for(path))
         except OSError as exc:
             self._claim_failed(path, exc)
             return True

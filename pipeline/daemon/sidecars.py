@@ -45,9 +45,10 @@ def unpaired_sidecars(inbox: Path, exclude: tuple[Path, ...] = (), now: float | 
 
 def read_by_another(photo: Path, sidecar: Path, inbox: Path, exclude: tuple[Path, ...] = ()) -> bool:
     """Whether a file still waiting beside ``photo`` reads its ``sidecar`` too: pair.yaml beside pair.jpg and
-    pair.png (a RAW+JPEG export, one picture in two formats). The claim then copies the sidecar and leaves it for
-    the other (Spool.claim's ``shared``); it went with the first claimed, and the other was styled with its recipe
-    alone, unwarned (rev10b). Asked only for a photo that has a sidecar: one listing of its folder."""
+    pair.png (a RAW+JPEG export, one picture in two formats). The claim, which always copies the sidecar in, then
+    leaves it for the other (Spool.let_go_sidecar, asked after the photo's move); it went with the first claimed,
+    and the other was styled with its recipe alone, unwarned (rev10b). Asked only for a photo that has a sidecar:
+    one listing of its folder."""
     try:
         names = os.listdir(sidecar.parent)
     except OSError:

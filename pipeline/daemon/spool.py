@@ -3,6 +3,7 @@
 Durability rules (os.replace and link are atomic only within one filesystem, hence the spool beside the inbox):
 - A claim is one atomic rename into a fresh ``work/<job_id>/``; when two daemons race, the rename decides.
 - The job record (job.json) is written before the rename and replaced atomically after every change.
+- A sidecar is copied into the job folder before the rename, never moved: a pair is never split (let_go_sidecar).
 - A job being processed holds an flock on its folder; a killed process drops it, so recovery can
   tell an orphaned job (lock free) from a neighbour daemon's live one (lock held).
 - Moves into done/ and failed/ never overwrite: link to a free name, then unlink the old one.
@@ -17,11 +18,12 @@ import shutil
 import socket
 import time
 from pathlib import Path
+from typing import Callable
 
 import structlog
 
 from ..errors import Reason, SpoolLocked  # noqa: F401  (Reason handed on: the spool records it)
-from ..fsio import NO_WAIT, fit_name, open_regular, split_ext, write_atomic, write_json
+from ..fsio import NO_WAIT, FileBusy, NotRegularFile, fit_name, open_regular, split_ext, write_atomic, write_json
 from .spool_count import RECORD, SIDECARS, count_in_work, folder_counts, is_photo_entry  # noqa: F401  (re-exported)
 from .spool_job import CHECKPOINT, Job, new_job_id, now_iso  # noqa: F401  (re-exported)
 
@@ -36,19 +38,25 @@ class Spool:
     """The four folders and every move between them: the only code that renames, so the durability rules above
     hold in one place (a photo is never lost between two states, nor in two at once)."""
 
-    def __init__(self, inbox: Path, work: Path, done: Path, failed: Path) -> None:
+    def __init__(self, inbox: Path, work: Path, done: Path, failed: Path,
+                 read_elsewhere: Callable[[Path, Path], bool] | None = None) -> None:
+        """``read_elsewhere(photo, sidecar)``: whether another waiting photo reads that sidecar (the daemon passes
+        sidecars.read_by_another, a layer above, knowing its excluded folders); none: no photo shares a sidecar."""
         self.inbox, self.work, self.done, self.failed = inbox, work, done, failed
+        self.read_elsewhere = read_elsewhere or (lambda photo, sidecar: False)
         self._locks: dict[str, int] = {}
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
 
     # --- claiming -------------------------------------------------------------------------
-    def claim(self, path: Path, queued_at: str, sidecar: Path | None = None, shared: bool = False) -> Job | None:
-        """Move ``path`` (and its sidecar) into a fresh job folder; None if another daemon took it first.
+    def claim(self, path: Path, queued_at: str, sidecar: Path | None = None) -> Job | None:
+        """Move ``path`` into a fresh job folder, its sidecar copied in first; None if another daemon took it first
+        (or the sidecar's writer still holds it: the next rescan claims it).
 
-        A sidecar ``shared`` with another photo still waiting (sidecars.read_by_another: pair.yaml beside pair.jpg
-        and pair.png) is copied in before the photo moves and stays for that photo; the photo that finds no other
-        moves it, so it leaves the inbox with the last. Copied before the move, never deleted by a copier: two
-        daemons claiming the pair at once each hold a copy before either could move it (rev10b)."""
+        Every job holds its own sidecar before its photo moves, so no kill -9 or fault after the move splits the
+        pair (rev10d: a kill between the photo's move and its sidecar's styled it without, and the sidecar stayed
+        for the next photo of its name; a kill inside the put-back styled it twice). The inbox's sidecar is removed
+        after the move by the last photo to read it (let_go_sidecar), at recovery too; a kill before the move
+        discards the folder and the photo stays in the inbox."""
         job_id = new_job_id()
         folder = self.work / job_id
         folder.mkdir()
@@ -56,41 +64,38 @@ class Spool:
                   claimed_at=now_iso(), owner=self.owner)
         try:
             self._lock(folder)
-            if sidecar is not None and shared:
-                job.sidecar = _copy_in(sidecar, folder)
+            if sidecar is not None:
+                _copy_in(job, sidecar, self.inbox)
             self.save(job)
             os.rename(path, job.input)
-        except FileNotFoundError:
+        except (FileNotFoundError, FileBusy):
             self._discard(folder)
             return None
         except BaseException:  # a full disk, a lost lock race: the file stays in the inbox, no empty folder
             self._discard(folder)
             raise
-        if sidecar is not None and not shared:
-            self._take_sidecar(job, path, sidecar)
+        self.let_go_sidecar(job)
         return job
 
-    def _take_sidecar(self, job: Job, photo: Path, sidecar: Path) -> None:
-        """The sidecar follows its photo, which is in work/ now: no fault from here may raise out of the claim with
-        the job in no queue (rev10a: it waited unstyled in work/ until the next restart, and `once` exited 0). A
-        sidecar that cannot be moved puts the photo back in the inbox (no clobber) and the claim fails whole, as a
-        claim's fault does; a record not saved is saved as the job begins (a restart before then: _sidecar_in)."""
+    def let_go_sidecar(self, job: Job) -> None:
+        """The inbox's sidecar, once the job's photo has moved: removed when it is still the file the claim read
+        (its identity: a new drop of its name is never touched) and no other waiting photo reads it (pair.yaml
+        beside pair.jpg and pair.png: the last claimed removes it, as each checks after its own move, rev10b/rev10d);
+        one that could not be read goes into the job folder, so it is failed with its photo. Never raises: it
+        stays in the inbox, where `status` lists it as unpaired."""
+        home = self.inbox / job.sidecar_from if job.sidecar_from else None
+        if home is None or not job.sidecar_id or _identity(home) != job.sidecar_id:
+            return
         try:
-            os.rename(sidecar, job.dir / sidecar.name)
-        except FileNotFoundError:
-            return  # the sidecar went away; the photo is ours and goes on with its recipe
-        except OSError as exc:
-            if not _put_back(job.input, photo):  # a new drop of its name, say: the job goes on
-                log.warning("the sidecar cannot be moved nor the photo put back: styled with its recipe alone",
-                            file=job.source, sidecar=str(sidecar), error=str(exc))
+            if self.read_elsewhere(self.inbox / job.source, home):
                 return
-            self._discard(job.dir)
-            raise
-        job.sidecar = sidecar.name
-        try:
-            self.save(job)
+            if job.sidecar_error and not os.path.lexists(job.dir / job.sidecar):
+                os.rename(home, job.dir / job.sidecar)
+            elif not job.sidecar_error:
+                os.unlink(home)
         except OSError as exc:
-            log.warning("the claimed job's record is saved again as it begins", file=job.source, error=str(exc))
+            log.warning("the claimed photo's sidecar stays in the inbox", file=job.source, sidecar=str(home),
+                        error=str(exc))
 
     def save(self, job: Job) -> None:
         write_json(job.dir / RECORD, dataclasses.asdict(job), indent=1)
@@ -216,6 +221,7 @@ class Spool:
                 continue
             job.folder, job.owner = str(folder), self.owner
             job.sidecar = job.sidecar or _sidecar_in(folder, job.name)
+            self.let_go_sidecar(job)  # killed between the photo's move and the inbox sidecar's removal
             if self.failed_before(job):  # killed inside fail() after its note: the failure is made once
                 self._discard(folder)
                 continue
@@ -330,30 +336,39 @@ def _sidecar_in(folder: Path, photo: str) -> str | None:
         return None
 
 
-def _copy_in(sidecar: Path, folder: Path) -> str | None:
-    """A copy of a shared sidecar in the job folder (its name, or None if it went away): a copy, not a link, so
-    the photo that moves it later and a link rule (fs.protected_hardlinks, another user's file) change nothing."""
+def _copy_in(job: Job, sidecar: Path, inbox: Path) -> None:
+    """The sidecar copied into the job folder, with the inbox file's identity to remove it by (let_go_sidecar): a
+    copy, not a link, so the inbox file's removal and a link rule (fs.protected_hardlinks, another user's file)
+    change nothing. One that cannot be read (another user's 0600, a FIFO swapped in) is recorded so, and the photo
+    fails as bad_sidecar naming it (prechecks); it raised out of the claim before, leaving both photos of a shared
+    pair unclaimable with a wrong fix (rev10d). Gone meanwhile: the photo goes on with its recipe."""
     try:
         with open_regular(sidecar, NO_WAIT) as source:
+            job.sidecar_id = _identity_of(os.fstat(source.fileno()))
             data = source.read()
     except FileNotFoundError:
+        return
+    except FileBusy:  # its writer (Samba, NFS) still holds it: the claim waits for a later rescan
+        raise
+    except OSError as exc:
+        job.sidecar_error = exc.strerror if isinstance(exc, NotRegularFile) else \
+            f"cannot be read by the service user ({exc.strerror})"
+        job.sidecar_id = _identity(sidecar)
+    else:
+        write_atomic(data, job.dir / sidecar.name, replace=False)
+    job.sidecar, job.sidecar_from = sidecar.name, str(sidecar.relative_to(inbox))
+
+
+def _identity_of(st: os.stat_result) -> list[int]:
+    """Which file a name holds: a sidecar saved again under its name (even on a reused inode) is another file."""
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
+
+
+def _identity(path: Path) -> list[int] | None:
+    try:
+        return _identity_of(os.lstat(path))
+    except OSError:
         return None
-    write_atomic(data, folder / sidecar.name, replace=False)
-    return sidecar.name
-
-
-def _put_back(moved: Path, home: Path) -> bool:
-    """A claimed photo back where it was, never over a file dropped there since; True when it is there."""
-    try:
-        os.link(moved, home, follow_symlinks=False)
-    except OSError:
-        return False
-    try:
-        os.unlink(moved)
-    except OSError:
-        os.unlink(home)  # never one photo under two names (styled twice): it stays the job's
-        return False
-    return True
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -31,7 +31,10 @@ class Job:
     queued_at: str
     claimed_at: str = ""
     started_at: str = ""
-    sidecar: str | None = None
+    sidecar: str | None = None  # its copy's name in the job folder
+    sidecar_from: str | None = None  # the inbox sidecar it was copied from, relative to the inbox
+    sidecar_id: list[int] | None = None  # that file's identity, to remove it by and never a new drop of its name
+    sidecar_error: str | None = None  # why it could not be read (copied): the photo fails as bad_sidecar
     attempts: int = 0
     not_before: float = 0.0
     output_stem: str | None = None
