@@ -43,7 +43,7 @@ def preparation_rows(repeats: int = 5) -> list[list]:
         settings = Settings(size=size)
         run = _Run(engine, photo, [style], settings, None, None, None)
         prepare = timed(lambda: _Run(engine, photo, [style], settings, None, None, None), repeats)
-        fingerprint = timed(lambda: type(run).fingerprint.func(run), repeats)  # made only for a checkpoint now
+        fingerprint = timed(lambda: type(run).fingerprints.func(run), repeats)  # made only for a checkpoint now
         fit = timed(lambda: images.fit(photo, size), repeats)
         group = timed(lambda: working_levels(photo, settings), repeats)
         rows.append([f"{PHOTO[0]}x{PHOTO[1]} at {size} px", prepare, fingerprint, fit, group])

@@ -2,7 +2,7 @@
 
 Why: on an H200 the daemon wrote a checkpoint every 25 steps, and each one (the pixels and the compact L-BFGS
 state, whose ``pairs`` is (2m, n): 40 x 3.1M floats at 1024 px, to the CPU, torch.save'd, written fsynced) stalled
-the worker 1.0-1.4 s against 13 ms a step. Here the same ``_Run._save`` is timed with a full history (20 pairs) on
+the worker 1.0-1.4 s against 13 ms a step. Here the same ``checkpoint.save`` is timed with a full history (20 pairs) on
 the disk the spool would use, side by side with one forward+backward of the loss at the same size. On a CPU there
 is no device-to-host copy; on a GPU that copy comes on top.
 
@@ -41,7 +41,7 @@ def full_optimiser(x: torch.Tensor):
 
 
 def row(engine, size: int, folder: Path, evaluate_too: bool, repeats: int) -> list:
-    from pipeline.engine import Settings, images
+    from pipeline.engine import Settings, checkpoint, images
     from pipeline.engine.lbfgs import evaluate
     from pipeline.engine.transfer import _Run
 
@@ -52,8 +52,8 @@ def row(engine, size: int, folder: Path, evaluate_too: bool, repeats: int) -> li
     hw = run.levels[-1]
     x = run.initial(hw, engine.device)
     opt = full_optimiser(x)
-    run.fingerprint  # made once a run, at its first checkpoint: not the save's own cost
-    save = median_time(lambda: run._save(x, opt.state_dict()), repeats)
+    run.fingerprints  # made once a run, at its first checkpoint: not the save's own cost
+    save = median_time(lambda: checkpoint.save(run, x, opt.state_dict()), repeats)
     megabytes = (folder / f"{size}.ckpt").stat().st_size / 1e6
     seconds = None
     if evaluate_too:

@@ -17,6 +17,7 @@ import secrets
 import socket
 import stat
 import time
+import unicodedata
 from pathlib import Path
 from typing import BinaryIO
 
@@ -275,3 +276,24 @@ def service_user() -> str:
         return f"{pwd.getpwuid(os.geteuid()).pw_name} (uid {os.geteuid()})"
     except (KeyError, ImportError):
         return f"uid {os.geteuid()}"
+
+
+def nfc(name: str) -> str:
+    """``name`` in Unicode's composed form (NFC), for comparing names; a name's bytes that are not UTF-8 stay."""
+    return unicodedata.normalize("NFC", name)
+
+
+def on_disk(path: Path) -> Path:
+    """``path`` as the disk spells it: where no entry has its exact bytes, the one entry of its folder whose NFC
+    form is its name's (each missing part in turn, so a folder named the other way is found too). A name typed on
+    Linux or Windows (config.yaml, a command line) is NFC, and one copied from a Mac is often NFD ("é" as "e" and a
+    combining accent): Linux keeps the bytes as given, so "café.jpg" was "no such file" beside café.jpg (closing9).
+    ``path`` itself where nothing (or more than one entry) matches: the caller says what is missing."""
+    if os.path.lexists(path) or path.parent == path:
+        return path
+    folder = on_disk(path.parent)
+    try:
+        names = [name for name in os.listdir(folder) if nfc(name) == nfc(path.name)]
+    except OSError:  # a folder missing or unreadable: the caller's own check names it
+        return folder / path.name
+    return folder / names[0] if len(names) == 1 else folder / path.name

@@ -65,3 +65,15 @@ def test_the_pool_bench_can_drop_issue_13s_photo_so_its_figures_compare_with_the
     with Image.open(files[0]) as photo:
         assert photo.size == (2400, 1655) and photo.format == "JPEG"
     assert {Image.open(p).size for p in SAMPLES.glob("*.jpg")} == {(512, 512), (512, 341), (512, 342)}
+
+
+def test_the_checkpoint_cost_bench_saves_a_real_checkpoint_beside_a_loss_evaluation(engine, tmp_path):
+    """bench/checkpoint_cost.py had read ``_Run._save`` and ``run.fingerprint`` after both moved (checkpoint.save,
+    ``fingerprints``), so it died on its first row; its row at 48 px now writes the checkpoint it times."""
+    from bench.checkpoint_cost import row
+
+    hw, floats, megabytes, save, seconds, ratio = row(engine, 48, tmp_path, True, 1)
+    assert (tmp_path / "48.ckpt").stat().st_size / 1e6 == pytest.approx(megabytes)
+    width, height = map(int, hw.split("x"))
+    assert floats == 3 * width * height and max(width, height) == 48
+    assert save > 0 and seconds > 0 and ratio == pytest.approx(save / seconds)

@@ -87,6 +87,34 @@ def test_disk_full_once_pauses_then_resumes_without_charging_an_attempt(tmp_path
     assert log["attempts"] == 1 and len(calls) == 2, "a full disk is the machine's fault, not the photo's"
 
 
+def test_a_full_disk_on_the_claims_second_record_save_still_styles_the_photo_with_its_sidecar(tmp_path, engine,
+                                                                                              monkeypatch):
+    """rev10a: the claim moved the photo and its sidecar into work/, then its record's save (naming the sidecar) met a
+    full disk and raised out of the claim: the job was in no queue, `once` exited 0 with no output and the photo
+    waited in work/ until the next start. Now the claim hands the job on and its record is saved as it begins."""
+    from pipeline.daemon.spool import Spool
+
+    config = make_config(tmp_path)
+    real_save, failed = Spool.save, []
+
+    def full_once_after_the_sidecar_moved(self, job):
+        if job.sidecar and not failed:  # the claim's second save: photo and sidecar are in work/ already
+            failed.append(job.id)
+            raise OSError(errno.ENOSPC, "No space left on device", str(job.dir / "job.json"))
+        return real_save(self, job)
+
+    monkeypatch.setattr(Spool, "save", full_once_after_the_sidecar_moved)
+    shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / "rocket.jpg")
+    (tmp_path / "inbox" / "rocket.yaml").write_text("steps: 2\n")
+    code = Daemon(config, once=True, engine=engine).run()
+    assert failed, "the injected fault was not met"
+    stranded = [p.parent.name for p in (tmp_path / "spool" / "work").glob("*/rocket.jpg")]
+    assert code == 0 and [p.name for p in outputs(tmp_path)] == ["rocket.png"], (code, stranded)
+    log = json.loads((tmp_path / "outbox" / "starry" / "rocket.json").read_text())
+    assert log["settings"]["steps"] == 2 and log["attempts"] == 1, (log["settings"]["steps"], log["attempts"])
+    assert sorted(p.name for p in (tmp_path / "spool" / "done").iterdir()) == ["rocket.jpg", "rocket.yaml"]
+
+
 def test_persistent_transient_failure_ends_in_failed_with_the_input_kept(tmp_path, engine, monkeypatch):
     config = make_config(tmp_path, max_attempts=2, retry_backoff_seconds=0.05)
 

@@ -80,6 +80,14 @@ def test_sidecar_is_validated_like_the_config(tmp_path):
     assert "b.yaml:1: recipe: no recipe named 'screem'" in text
     assert "b.yaml:2: size: 4000 is over this server's max_size 512" in text
     assert "b.yaml:3: weights: unknown key" in text
+    recipe_only = tmp_path / "c.yaml"  # rev10b #7: said "unknown key; did you mean 'style_scale'?"
+    recipe_only.write_text("style_blend: [1]\noptimizer: adam\nstyles: [the_scream.jpg]\nstepz: 3\n")
+    with pytest.raises(ConfigError) as info:
+        load_sidecar(recipe_only, config)
+    assert info.value.problems == [f"c.yaml:{line}: {key}: a recipe's setting: set it in the recipe in config.yaml, "
+                                   "not a sidecar" for line, key in ((1, "style_blend"), (2, "optimizer"),
+                                                                     (3, "styles"))] + [
+        "c.yaml:4: stepz: unknown key; did you mean 'steps'?"]
 
 
 # --- watcher --------------------------------------------------------------------------------------
@@ -104,9 +112,12 @@ def test_watch_auto_picks_polling_on_network_and_fuse_mounts(tmp_path, inbox, po
 
 def test_ignored_names_and_depth(tmp_path):
     for name in ("photo.jpg.part", "a.tmp", "b.crdownload", "c.jpg~", ".hidden.jpg", "Thumbs.db", "desktop.ini",
-                 "Icon\r", "IMG_1.xmp", "IMG_1.jpg.xmp", "IMG_1.AAE", "IMG_1.jpg:Zone.Identifier"):
+                 "Icon\r", "IMG_1.xmp", "IMG_1.jpg.xmp", "IMG_1.AAE", "IMG_1.jpg:Zone.Identifier",
+                 "IMG_1.JPG.json", "IMG_1.jpg(1).json", "IMG_1.heic.supplemental-metadata.json",
+                 "a long name.jpg.supplemental-me.json", "metadata.json"):
         assert ignored(name), name
     assert not ignored("holiday 2026.jpg") and not ignored("thumbs.db.jpg") and not ignored("xmp.jpg")
+    assert not ignored("json.jpg") and not ignored("IMG_1.jpg.json.jpg") and not ignored("notes.json")
     assert wanted(tmp_path / "a.jpg", tmp_path) and wanted(tmp_path / "starry" / "a.jpg", tmp_path)
     assert not wanted(tmp_path / "a.yaml", tmp_path) and wanted(tmp_path / "x" / "y" / "a.jpg", tmp_path)
     assert not wanted(tmp_path / "x" / ".y" / "a.jpg", tmp_path)

@@ -12,6 +12,8 @@ import shutil
 import time
 from pathlib import Path
 
+import pytest
+
 from daemon_helpers import SAMPLES, log_events, make_config, start, stop, wait_for
 
 
@@ -303,6 +305,51 @@ def test_a_failure_killed_before_its_note_is_undone_and_one_with_its_note_is_kep
     spool.release(job)
     assert Spool(spool.inbox, spool.work, spool.done, spool.failed).recover() == []
     assert names(spool.work) == [] and names(spool.failed) == ["a.jpg", "a.jpg.error.json"]
+
+
+def test_a_claim_whose_sidecar_cannot_follow_puts_the_photo_back_and_an_unsaved_record_keeps_its_sidecar(
+        tmp_path, monkeypatch):
+    """rev10a: a fault after the claim's photo rename raised out of the claim with the photo in work/, in no queue.
+    A sidecar that cannot be moved (EPERM: another user's, in a sticky inbox) now puts the photo back in the inbox,
+    and the claim fails whole; a record save that fails after the sidecar moved leaves the job to run, and a
+    restart before its next save finds the sidecar beside the photo, not styling it without and deleting it."""
+    import errno
+
+    from pipeline.daemon import spool as spool_module
+    from pipeline.daemon.spool import Spool, now_iso
+
+    folders = [tmp_path / name for name in ("inbox", "work", "done", "failed")]
+    for folder in folders:
+        folder.mkdir()
+    spool, inbox = Spool(*folders), folders[0]
+    shutil.copy(SAMPLES / "coffee.jpg", inbox / "a.jpg")
+    (inbox / "a.yaml").write_text("steps: 2\n")
+    real_rename = os.rename
+
+    def sidecar_refused(src, dst):
+        if str(src).endswith("a.yaml"):
+            raise PermissionError(errno.EPERM, "Operation not permitted", str(src), None, str(dst))
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(spool_module.os, "rename", sidecar_refused)
+    with pytest.raises(PermissionError):  # the claim's fault, as any: the caller tells it (unclaimable)
+        spool.claim(inbox / "a.jpg", now_iso(), inbox / "a.yaml")
+    assert names(inbox) == ["a.jpg", "a.yaml"] and names(folders[1]) == [], names(folders[1])
+    monkeypatch.setattr(spool_module.os, "rename", real_rename)
+    real_save = Spool.save
+
+    def full_once_the_sidecar_moved(self, job):
+        if job.sidecar:
+            raise OSError(errno.ENOSPC, "No space left on device", str(job.dir / "job.json"))
+        return real_save(self, job)
+
+    monkeypatch.setattr(Spool, "save", full_once_the_sidecar_moved)
+    job = spool.claim(inbox / "a.jpg", now_iso(), inbox / "a.yaml")
+    assert job is not None and job.sidecar == "a.yaml" and names(inbox) == []
+    monkeypatch.setattr(Spool, "save", real_save)
+    spool.release(job)  # stopped before the job began: its record does not name the sidecar
+    recovered = Spool(*folders).recover()
+    assert [(j.id, j.sidecar) for j in recovered] == [(job.id, "a.yaml")]
 
 
 SLOW_CLAIM = """

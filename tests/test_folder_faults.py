@@ -153,9 +153,9 @@ def test_one_folder_fault_is_told_at_most_once_an_hour(tmp_path):
     assert guard.pause(tmp_path / "x", fault) is True
     now[0] += diskguard.CHECK_SECONDS + 1
     assert not guard.paused(), "the probe write passes: claiming resumes"
-    assert guard.pause(tmp_path / "x", fault) is False and guard.state["fix"] == fault.fix
+    assert guard.pause(tmp_path / "x", fault) is False and guard.faults() == [fault]
     now[0] += diskguard.TELL_AGAIN
-    guard.state = None
+    guard.pauses = {}
     assert guard.pause(tmp_path / "x", fault) is True
 
 
@@ -308,6 +308,54 @@ def test_only_an_inbox_or_work_fault_refuses_to_start(tmp_path, where):
     assert f"{folder} is a file" in daemon.waits[folder].fix and "move the file away" in daemon.waits[folder].fix
 
 
+@pytest.mark.parametrize("where", ["spool/done", "spool/failed"])
+def test_a_done_or_failed_link_whose_target_is_gone_starts_paused(tmp_path, where):
+    """rev10a: start_faults found spool/done a link to a folder not there and passed it on to be skipped, but
+    check_folders' filesystem check stat()ed it anyway: exit 2, "cannot make this folder; move away what is there"
+    (a wrong fix: the link is the person's), repeated by systemd every 10 s."""
+    from pipeline.daemon.daemon import Daemon
+
+    config = make_config(tmp_path)
+    folder = tmp_path / where
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    folder.symlink_to(tmp_path / "kept" / folder.name)  # spool/done -> /srv/photos/kept/done, removed
+    daemon = Daemon(config)
+    assert list(daemon.waits) == [folder]
+    assert f"{folder} is a link to" in daemon.waits[folder].fix and "mount it or make that folder" in (
+        daemon.waits[folder].fix)
+
+
+@pytest.mark.skipif(not (os.geteuid() == 0 and shutil.which("setpriv")), reason="needs root and setpriv")
+def test_a_removed_done_folder_in_a_spool_the_service_cannot_write_starts_paused_and_resumes_once_made(tmp_path):
+    """rev10a, the EACCES road: done/ removed (`rm -rf spool/done` to free space) in a spool folder the service user
+    cannot write (work/ and failed/ its own). The start exited 2 ("move away what is there"); now it starts paused
+    naming the spool's permission, and resumes once done/ is made: probed in done/, not in the spool folder, which
+    still refuses the service."""
+    import json
+
+    from test_daemon_faults import NO_ROOT_POWERS
+
+    config = make_config(tmp_path)
+    spool = tmp_path / "spool"
+    shutil.rmtree(spool / "done", ignore_errors=True)
+    for name in ("work", "failed"):
+        (spool / name).mkdir(parents=True, exist_ok=True)
+    os.chown(spool, 65534, 65534)
+    spool.chmod(0o755)
+    spare = tmp_path / ".style-pipeline" / "config.yaml.status.json"  # the spool folder refuses status.json
+    state = lambda: json.loads(spare.read_text())["state"] if spare.exists() else ""  # noqa: E731
+    proc = start(config, prefix=NO_ROOT_POWERS)
+    try:
+        paused = wait_for(lambda: state().startswith("paused:") and state(), 60, proc)
+        assert f"needs write access to {spool}:" in paused, paused
+        (spool / "done").mkdir()  # root's: the service (root without its file powers) can write it
+        wait_for(lambda: state() == "running", 30, proc)
+    finally:
+        stop(proc)
+        os.chown(spool, 0, 0)
+
+
 def _once(config: Path) -> subprocess.CompletedProcess:
     import os
     import sys
@@ -337,16 +385,36 @@ def test_once_stopped_at_start_counts_the_photos_in_the_inbox_and_promises_nothi
     assert "the next `once` takes them up" in line[0], line[0]
 
 
-def test_once_paused_on_a_folder_fault_exits_with_the_fix_and_keeps_the_photo(tmp_path):
-    """rev9b finding 5: README's `once` "processes what is waiting and exits" (cron). A file where outbox/starry must
-    be paused claiming and `once` then ran until killed, cron starting another beside it each time. Now it releases
-    the waiting job to work/ (unlocked: nothing lost), exits 3 with the pause's fix on stderr, and the next `once`
-    after the fix styles the photo once."""
+@pytest.mark.parametrize("photo", [False, True], ids=["nothing-waiting", "a-photo-waiting"])
+def test_once_meets_a_file_where_a_recipes_outbox_folder_must_be_at_start(tmp_path, photo):
+    """rev10b #6: README says `once` exits 3 for this fault, with nothing waiting too; it exited 0 without a word, and
+    with a photo waiting it was styled in full before the output's write found the fault (`run` too)."""
     config = make_config(tmp_path)
     starry = tmp_path / "outbox" / "starry"
     starry.parent.mkdir()
     starry.write_text("a sync tool's file where the recipe's folder must be\n")
-    shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / "rocket.jpg")
+    if photo:
+        shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / "rocket.jpg")
+    done = _once(config)
+    assert done.returncode == 3, (done.returncode, done.stderr[-600:])
+    assert f"{starry} is a file" in done.stderr and "move the file away" in done.stderr, done.stderr[-600:]
+    assert f"{int(photo)} photo" in done.stderr and f"({int(photo)} in the inbox, 0 in work/)" in done.stderr
+    assert not list((tmp_path / "spool" / "work").iterdir()) and errors(tmp_path) == {}
+    assert (tmp_path / "inbox" / "rocket.jpg").exists() == photo and starry.read_text().startswith("a sync tool")
+
+
+def test_once_paused_on_a_folder_fault_exits_with_the_fix_and_keeps_the_photo(tmp_path):
+    """rev9b finding 5: README's `once` "processes what is waiting and exits" (cron). A file where outbox/starry must
+    be paused claiming and `once` then ran until killed, cron starting another beside it each time. Now it releases
+    the waiting job to work/ (unlocked: nothing lost), exits 3 with the pause's fix on stderr, and the next `once`
+    after the fix styles the photo once. A file at outbox/starry itself is met at start since rev10b #6 (the test
+    above): an album's folder below it, made only by the first output, is still met at the photo's landing."""
+    config = make_config(tmp_path)
+    starry = tmp_path / "outbox" / "starry" / "album"
+    starry.parent.mkdir(parents=True)
+    starry.write_text("a sync tool's file where the album's folder must be\n")
+    (tmp_path / "inbox" / "starry" / "album").mkdir(parents=True)
+    shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / "starry" / "album" / "rocket.jpg")
     done = _once(config)
     assert done.returncode == 3, (done.returncode, done.stderr[-600:])
     assert f"{starry} is a file" in done.stderr and "move the file away" in done.stderr, done.stderr[-600:]
@@ -457,7 +525,8 @@ def test_a_read_only_spool_disk_is_shown_paused_not_not_running(tmp_path, data_m
         out = subprocess.run([sys.executable, "-c", stale_after_5, "status", "--json", "--config", str(config)],
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=60).stdout
         state = json.loads(out)["state"]
-        assert state.startswith("paused:") and f"{data_mount / 'spool'} is on a read-only mount" in state, state
+        assert state.startswith("paused:") and f"{data_mount / 'spool' / 'work'} is on a read-only mount" in state, (
+            state)
         log = Path(proc.log_path).read_text(errors="replace")
         assert log.count("metrics file not written") == 1, log.count("metrics file not written")
         subprocess.run(["mount", "-o", "remount,rw", str(data_mount)], check=True)
@@ -465,3 +534,128 @@ def test_a_read_only_spool_disk_is_shown_paused_not_not_running(tmp_path, data_m
     finally:
         subprocess.run(["mount", "-o", "remount,rw", str(data_mount)], check=False)
         stop(proc)
+
+
+@pytest.mark.skipif(not (os.geteuid() == 0 and shutil.which("setpriv")), reason="needs root and setpriv")
+def test_a_spool_folder_that_refuses_only_status_json_still_styles_the_photos(tmp_path):
+    """rev10a: the spool folder itself another user's (made by root, then `chown -R` of its subfolders only), work/,
+    done/ and failed/ the service's own. A failed status.json write paused claiming on the spool folder, whose probe
+    write never succeeded: no photo styled all night. Now only a work/ that refuses a probe write too pauses; the
+    status goes beside the config (`status` reads it), and the photo is styled."""
+    import json
+
+    from test_daemon_faults import NO_ROOT_POWERS
+
+    config = make_config(tmp_path)
+    spool = tmp_path / "spool"
+    for name in ("work", "done", "failed"):
+        (spool / name).mkdir(parents=True, exist_ok=True)  # root's: writable by the root daemon without its powers
+    os.chown(spool, 65534, 65534)
+    spool.chmod(0o755)
+    spare = tmp_path / ".style-pipeline" / "config.yaml.status.json"
+    proc = start(config, prefix=NO_ROOT_POWERS)
+    try:
+        wait_ready(proc)
+        shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / "rocket.jpg")
+        wait_for(lambda: outputs(tmp_path), 90, proc)
+        assert json.loads(spare.read_text())["state"] == "running"
+        assert (spool / "done" / "rocket.jpg").exists() and errors(tmp_path) == {}
+    finally:
+        stop(proc)
+        os.chown(spool, 0, 0)
+
+
+def _paused_start_and_a_reload(tmp_path: Path, outbox_fault) -> tuple[object, list[dict]]:
+    """A start paused on an outbox fault (``outbox_fault`` makes it), then a saved edit that adds the recipe pastel:
+    the daemon's own reload step (_maybe_reload) run as its loop runs it; the reload's log entries."""
+    import yaml
+    from structlog.testing import capture_logs
+
+    from pipeline.daemon.daemon import Daemon
+
+    config = make_config(tmp_path)
+    outbox_fault(tmp_path / "outbox")
+    daemon = Daemon(config)
+    assert list(daemon.waits) == [tmp_path / "outbox"], "a paused start"
+    data = yaml.safe_load(config.read_text())
+    data["recipes"]["pastel"] = {"styles": ["the_scream.jpg"]}
+    config.write_text(yaml.safe_dump(data))
+    os.utime(config, ns=(time.time_ns(), time.time_ns() + 10**9))
+    with capture_logs() as logs:
+        daemon._maybe_reload()
+    return daemon, logs
+
+
+def test_a_recipe_added_while_paused_on_the_outbox_gets_its_inbox_folder(tmp_path):
+    """closing9 (suspected, confirmed): check_folders returned on the outbox's problem before it made the recipes'
+    inbox folders, so a recipe added by a reload during the pause had no inbox/pastel (a person looks for the folder
+    to drop into). The edit itself is taken."""
+    daemon, _ = _paused_start_and_a_reload(tmp_path, lambda outbox: outbox.write_text("oops\n"))
+    assert "pastel" in daemon.config.recipes, "the edit is taken while the pause goes on"
+    assert (tmp_path / "inbox" / "pastel").is_dir()
+
+
+def test_a_reload_while_the_outbox_link_dangles_names_the_link_not_file_exists(tmp_path):
+    """closing9: outbox -> a share not mounted. The start's pause says "is a link to ..., which is not there (a share
+    not mounted?): mount it or make that folder"; a reload meanwhile logged "outbox: cannot create (File exists)".
+    It now says what the start says."""
+    mount_point = tmp_path / "mnt" / "nas"
+    mount_point.mkdir(parents=True)
+    _, logs = _paused_start_and_a_reload(tmp_path, lambda outbox: outbox.symlink_to(mount_point / "gallery"))
+    said = [str(problem) for e in logs for problem in e.get("problems", [])]
+    wording = f"{tmp_path / 'outbox'} is a link to {mount_point / 'gallery'}, which is not there (a share not mounted?)"
+    assert said and all(wording in problem for problem in said), said
+    assert not any("File exists" in problem for problem in said), said
+    assert list(mount_point.iterdir()) == [], "nothing made under the empty mount point"
+
+
+def test_two_folders_faulted_at_start_are_both_shown_and_claiming_waits_for_both(tmp_path):
+    """closing9: DiskGuard held one fault at a time. With the outbox and spool/failed both files at start, both were
+    told, `status` showed only the last, and claiming resumed as soon as that one was fixed (the outbox still a
+    file). Now status names every faulted folder with its fix, and claiming waits until each takes a write."""
+    from pipeline.daemon.daemon import Daemon
+
+    config = make_config(tmp_path)
+    outbox, failed = tmp_path / "outbox", tmp_path / "spool" / "failed"
+    failed.parent.mkdir()
+    for folder in (outbox, failed):
+        folder.write_text("a file where the folder must be\n")
+    daemon = Daemon(config)
+    told, now = [], [0.0]
+    daemon.book.listener = lambda kind, data: told.append((kind, data["file"]))
+    daemon.disk.clock = lambda: now[0]
+    for fault in daemon.waits.values():  # as the start does (Daemon._start)
+        daemon.book.pause(fault.folder, fault)
+    assert sorted(told) == [("paused", str(outbox)), ("paused", str(failed))], told
+    state = daemon.reporter.health()
+    assert f"{outbox} is a file: the outbox must be a folder" in state and f"{failed} is a file" in state, state
+    assert state.count("claiming resumes by itself") == 1, state
+    failed.unlink()  # one of the two fixed
+    now[0] += diskguard.CHECK_SECONDS + 1
+    assert daemon.disk.paused(), "the outbox is still a file: claiming must wait"
+    state = daemon.reporter.health()
+    assert f"{outbox} is a file" in state and str(failed) not in state, state
+    outbox.unlink()
+    now[0] += diskguard.CHECK_SECONDS + 1
+    assert not daemon.disk.paused() and daemon.reporter.health() == daemon.state
+
+
+def test_folder_fault_codes_are_of_the_one_vocabulary_with_their_strings_unchanged(tmp_path):
+    """closing9 (rev9d item 12): folder_faults sent "EROFS", "ENOTDIR" and "permission_denied" as bare strings
+    outside errors.Reason. Each is a Reason now, its string as before (the notices and the log read it), and none
+    of the folder's own codes is counted among the photos' failures in the metrics."""
+    from pipeline.daemon.metrics import Metrics
+    from pipeline.errors import Reason
+
+    target = str(tmp_path / "outbox" / "starry" / "x.png")
+    made = {number: folder_fault(OSError(number, os.strerror(number), target), tmp_path / "outbox", [])
+            for number in (errno.EROFS, errno.EACCES)}
+    (tmp_path / "outbox").write_text("a file where the outbox must be\n")
+    made[errno.ENOTDIR] = folder_fault(NotADirectoryError(errno.ENOTDIR, "Not a directory", target),
+                                       tmp_path / "outbox", [])
+    codes = {number: fault.code for number, fault in made.items()}
+    assert all(isinstance(code, Reason) for code in codes.values()), codes
+    assert {number: str(code) for number, code in codes.items()} == {
+        errno.EROFS: "EROFS", errno.EACCES: "permission_denied", errno.ENOTDIR: "ENOTDIR"}
+    series = Metrics().render(queue=0, in_work=0, busy=False, gpu=False)
+    assert 'reason="permission_denied"' in series and "EROFS" not in series and "ENOTDIR" not in series

@@ -83,3 +83,11 @@ def test_an_init_cut_short_leaves_no_truncated_painting_for_the_next_init_to_kee
         {name: len(data) for name, data in left.items()}
     assert cli.main(["init", str(site)]) == 0
     assert all((site / "styles" / p.name).read_bytes() == p.read_bytes() for p in STYLES.iterdir())
+
+
+def test_the_shipped_configs_say_a_full_disk_is_waited_for_not_retried():
+    """rev10b #5: both configs' max_attempts comment said 'disk full' was retried with backoff; README's failure
+    table says a full disk charges no attempt, the job waits and claiming pauses (diskguard)."""
+    for config in (ROOT / "config.yaml", ROOT / "pipeline" / "templates" / "config.yaml"):
+        line = next(line for line in config.read_text().splitlines() if line.startswith("max_attempts:"))
+        assert "a full disk is waited for, not charged" in line.split("#", 1)[1], (config, line)

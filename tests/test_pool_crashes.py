@@ -9,8 +9,11 @@ import time
 
 from daemon_helpers import SAMPLES, errors, log_events, make_config, outputs, run_until_killed, start, stop, wait_for
 from pipeline.daemon.config import load as load_config
+from pipeline.daemon.daemon import Daemon
+from pipeline.daemon.jobs import JobLife
 from pipeline.daemon.spool import Job, Spool
 from pipeline.daemon.turns import Turns
+from pipeline.daemon.worker import Worker
 
 POISON = """
 import os, signal, time
@@ -107,3 +110,52 @@ def test_a_photo_is_saved_as_running_beside_another_only_while_it_runs():
     assert saved == [running] and running.batched and not finished.batched
     turns.share_blame([running], saved.append)
     assert saved == [running], "saved once"
+
+
+def test_a_photo_that_begins_after_its_neighbour_looked_still_saves_itself_as_running_beside_it(
+        tmp_path, engine, monkeypatch):
+    """rev10a: a.jpg enters its turn first (alone: opened unbatched) but reaches begin only after b.jpg has entered
+    beside it, opened and shared the blame, which skips a.jpg as not yet running (a thread descheduled on a loaded
+    box; here a pause at that seam). Once both run, a.jpg's record must say batched, so that a kill charges it a
+    batch_crash: before, it said running alone, and at max_crashes: 1 a kill failed it as crashed_daemon though b.jpg
+    may have been the poison. Each slot now marks itself and its neighbours after its own open (Turns.mark_together)."""
+    config = make_config(tmp_path, devices=["cpu", "cpu"], max_crashes=1, defaults={"steps": 5})
+    a_waits, shared, release, stepped = threading.Event(), threading.Event(), threading.Event(), set()
+    begin, share_blame, on_step = JobLife.begin, Turns.share_blame, Worker._on_step
+
+    def paused_begin(self, job, in_process=True):
+        if job.name == "a.jpg":  # in its turn already (Turns.enter), not yet running
+            a_waits.set()
+            shared.wait(120)
+        return begin(self, job, in_process)
+
+    def signalled_share_blame(self, jobs, save):
+        share_blame(self, jobs, save)
+        shared.set()
+
+    def held_steps(self, job, plan):  # each photo stops at its first step until both records are read
+        step = on_step(self, job, plan)
+        return lambda info: (stepped.add(job.name), release.wait(120), step(info))
+
+    monkeypatch.setattr(JobLife, "begin", paused_begin)
+    monkeypatch.setattr(Turns, "share_blame", signalled_share_blame)
+    monkeypatch.setattr(Worker, "_on_step", held_steps)
+    daemon = Daemon(config, engine=engine)
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    try:
+        shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / "a.jpg")
+        wait_for(a_waits.is_set, 60)
+        shutil.copy(SAMPLES / "coffee.jpg", tmp_path / "inbox" / "b.jpg")
+        wait_for(lambda: stepped == {"a.jpg", "b.jpg"}, 120)
+        records = {r["name"]: r for r in (json.loads(path.read_text())
+                                          for path in (tmp_path / "spool" / "work").glob("*/job.json"))}
+        assert records["b.jpg"]["batched"], "b.jpg entered beside a.jpg: opened batched"
+        job = Job(**records["a.jpg"])
+        assert job.running and job.batched, f"a.jpg runs beside b.jpg but its record says alone: {records['a.jpg']}"
+        job.charge_crash()  # what the next start's recover() makes of a kill now
+        assert (job.crashes, job.batch_crashes) == (0, 1), "a kill beside b.jpg is not a.jpg's own crash"
+    finally:
+        release.set()
+        daemon.stop.set()
+        thread.join(60)

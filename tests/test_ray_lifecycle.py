@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from daemon_helpers import errors, log_events, make_config, outputs, stop, wait_for  # noqa: E402
+from daemon_helpers import SAMPLES, STYLES, errors, log_events, make_config, outputs, stop, wait_for  # noqa: E402
 from test_ray import (RAY, drop, kill_group, kill_when_running, needs_ray, no_local_ray, shared_ray,  # noqa: E402,F401
                       start_daemon)
 from test_ray import status_current  # noqa: E402
@@ -141,3 +141,29 @@ def test_sigterm_on_a_ray_job_checkpoints_it_before_the_daemon_exits_and_it_logg
     assert steps[0] >= 1 and steps == sorted(steps) and progress[-1]["total_steps"] == 80, steps
     stamps = [datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")) for e in progress]
     assert all((b - a).total_seconds() >= 0.9 for a, b in zip(stamps, stamps[1:])), "one a progress_seconds at most"
+
+
+def test_a_cancel_that_reaches_an_actor_after_its_try_ended_does_not_stop_the_next_try(engine, torch_threads):
+    """rev10a: the dispatcher sends a flight's cancel each pass until its reply lands (RayExecutor._watch), and run()
+    dropped the job's id in its finally: a cancel sent between that and the reply's landing stayed in the actor, and
+    the job's next try there (the window open again) stopped at step 0, its log saying it runs again when the window
+    opens, with the window open. The actor's methods driven in-process (no Ray: they are plain Python), the real
+    engine; run() now drops the id as the next try starts."""
+    from pipeline.daemon.ray_actor import StyleActor
+    from pipeline.engine import images
+    from pipeline.engine.settings import Settings
+
+    actor = StyleActor.__new__(StyleActor)  # __init__ asks Ray who it is; the rest of its state, as it sets it
+    actor.engine, actor._lock, actor._progress, actor._cancel = engine, threading.Lock(), None, set()
+    actor.jobs, actor.styles_seen, actor.identity = 0, set(), {"actor": "worker-0"}
+    photo, style = (SAMPLES / "rocket.jpg").read_bytes(), images.load(STYLES / "starry_night.jpg")
+    settings, on_step = Settings(size=32, steps=2), actor._on_step
+    # the window closes at the first try's first step: the dispatcher's first cancel, from the CONTROL group
+    actor._on_step = lambda job_id: lambda info: (on_step(job_id)(info), actor.cancel(job_id))
+    first = actor.run("job-1", "rocket.jpg", settings, photo, [], None, style)
+    assert first["status"] == "cancelled"
+    del actor._on_step
+    actor.cancel("job-1")  # the next pass's, sent before the reply above landed in the daemon
+    again = actor.run("job-1", "rocket.jpg", settings, photo, [], None, style)  # the window open again: the next try
+    assert again["status"] == "ok", f"the next try was stopped by its last try's cancel: {again}"
+    assert actor.jobs == 1 and max(again["result"].image.size) == 32, "the next try ran to its end"

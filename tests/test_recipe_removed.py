@@ -71,7 +71,7 @@ def _painting_changed_under_the_daemon(tmp_path, change) -> tuple[dict, object]:
         record = wait_for(lambda: errors(tmp_path).get("beach.jpg"), 60, proc)
     finally:
         stop(proc)
-    assert record["code"] == "unknown_recipe" and record["attempts"] == 1, record
+    assert record["code"] == "style_unreadable" and record["attempts"] == 1, record  # its own reason, not a recipe's
     assert (tmp_path / "spool" / "failed" / "beach.jpg").is_file(), "the photo is kept in failed/"
     return record, styles
 
@@ -110,5 +110,6 @@ def test_a_painting_whose_folder_is_gone_too_is_retried_as_the_machines_fault(tm
 
     with pytest.raises(FileNotFoundError):
         pre_check_painting(tmp_path / "unmounted" / "starry_night.jpg")
-    with pytest.raises(JobFailure):
+    with pytest.raises(JobFailure) as failure:
         pre_check_painting(tmp_path / "starry_night.jpg")
+    assert failure.value.reason == "style_unreadable"  # its own reason: it reused unknown_recipe (closing9)

@@ -205,3 +205,46 @@ def test_paintings_copied_below_the_inbox_while_the_edit_naming_them_is_refused_
         assert left == ["starry_night.jpg", "the_scream.jpg"], (left, _claimed(proc))
     finally:
         stop(proc)
+
+
+def test_poll_seconds_and_log_level_apply_at_once_watch_and_log_format_are_said_to_wait(tmp_path, capsys):
+    """closing9: `watch`, `poll_seconds`, `log_format` and `log_level` were read at start only, and a reload changing
+    them logged "config reloaded" and nothing else. The log's level and the polling interval now apply at once (the
+    polling observer started again at the new interval); the observer's kind and the log's format are kept, and
+    one warning names them as taking effect at the next start."""
+    import json
+
+    import structlog
+
+    from pipeline.daemon import log as log_setup
+    from pipeline.daemon.daemon import Daemon
+    from pipeline.daemon.watcher import Watcher
+
+    config = make_config(tmp_path, watch="polling", poll_seconds=30)
+    daemon = Daemon(config)
+    daemon.watcher = Watcher(daemon.config.inbox, daemon.tracker, "polling", 30.0, daemon.exclude)
+    daemon.watcher.start()
+    before = structlog.get_config()
+    try:
+        log_setup.configure("json", "info")  # as `run` sets it up from the config at start
+        data = yaml.safe_load(config.read_text())
+        data.update(poll_seconds=0.5, log_level="warning", watch="native", log_format="console")
+        config.write_text(yaml.safe_dump(data))
+        os.utime(config, ns=(time.time_ns(), time.time_ns() + 10**9))
+        daemon._maybe_reload()
+        assert daemon.watcher.alive() and daemon.watcher.observer.timeout == 0.5, "poll_seconds applies now"
+        assert (daemon.config.watch, daemon.config.log_format) == ("polling", "json"), "kept: what runs"
+        assert daemon.config.poll_seconds == 0.5 and daemon.config.log_level == "warning"
+        structlog.get_logger("style-pipeline").info("an info line after the reload")
+        structlog.get_logger("style-pipeline").warning("a warning line after the reload")
+        lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    finally:
+        daemon.watcher.stop()
+        structlog.configure(**before)
+    events = [e["event"] for e in lines]
+    assert "a warning line after the reload" in events and "an info line after the reload" not in events, events
+    warned = [e for e in lines if "next start" in e["event"]]
+    assert len(warned) == 1, events
+    named = " ".join(warned[0]["changes"])
+    assert "watch:" in named and "log_format:" in named, named
+    assert "poll_seconds" not in named and "log_level" not in named, named

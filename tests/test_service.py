@@ -133,6 +133,27 @@ def test_install_service_refuses_a_report_time_that_does_not_exist_and_writes_a_
         shutil.rmtree(site)
 
 
+def test_install_service_prints_absolute_unit_paths_for_the_root_step(tmp_path, venv_bin, capsys, monkeypatch):
+    """rev10b #3: the default --out build/systemd was printed as given, so 'install -m 0644 build/systemd/...' was
+    relative: run as root from another folder (sudo -i, a root shell in /root) it copied nothing."""
+    from pipeline.cli import main
+
+    site = Path(tempfile.mkdtemp(prefix="test-site-", dir=BUILD))  # not under /tmp: install-service refuses that
+    monkeypatch.setattr(sys, "executable", str(venv_bin / "python"))
+    monkeypatch.chdir(tmp_path)
+    try:
+        assert main(["init", str(site)]) == 0
+        capsys.readouterr()
+        assert main(["install-service", "--config", str(site / "config.yaml")]) == 0
+        out = capsys.readouterr().out
+        copy = next(line.split()[3:] for line in out.splitlines() if line.strip().startswith("install -m 0644"))
+        assert copy and all(Path(p).is_absolute() for p in copy), out
+        assert all(Path(p).is_file() for p in copy[:-1]) and copy[0].startswith(str(tmp_path / "build" / "systemd"))
+        assert str(tmp_path / "build" / "systemd") in out.split("rendered: ")[1].splitlines()[0]
+    finally:
+        shutil.rmtree(site)
+
+
 def test_install_commands(tmp_path, venv_bin):
     units = list(_render(tmp_path, venv_bin).values())
     commands = install_commands("style-pipeline", FOLDERS, units)

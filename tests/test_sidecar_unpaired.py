@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from daemon_helpers import ROOT, SAMPLES, log_events, make_config, outputs, start, stop, wait_for, wait_ready
 from pipeline.daemon.sidecars import unpaired_sidecars
@@ -135,3 +136,57 @@ def test_the_unpaired_scan_does_not_look_up_each_photo_of_a_full_inbox(tmp_path,
     assert sorted(unpaired_sidecars(inbox)) == ["lost.yaml", "photo 009.png.yaml"]
     assert not [p for p in looked if "shot " in p], "a folder without sidecars: none of its photos is looked up"
     assert len(looked) < 60, f"{len(looked)} lstats for 4 sidecars beside 200 photos"
+
+
+def test_one_sidecar_beside_two_photos_of_its_stem_reaches_both_and_leaves_the_inbox_with_the_last(tmp_path, engine,
+                                                                                                   torch_threads):
+    """rev10b #1: pair.yaml beside pair.jpg and pair.png (a RAW+JPEG export, one picture in two formats) went with
+    whichever was claimed first; the other was styled with the default recipe's settings, with no warning. Each now
+    gets its own copy, the last claimed takes the sidecar out of the inbox, and done/ keeps one beside each photo."""
+    import json
+
+    from PIL import Image
+
+    from pipeline.daemon.daemon import Daemon
+
+    config = make_config(tmp_path)
+    inbox = tmp_path / "inbox"
+    shutil.copy(SAMPLES / "rocket.jpg", inbox / "pair.jpg")
+    Image.open(SAMPLES / "rocket.jpg").save(inbox / "pair.png")
+    (inbox / "pair.yaml").write_text("recipe: scream\nsteps: 3\n")
+    assert Daemon(config, once=True, engine=engine).run() == 0
+    logs = [json.loads(p.read_text()) for p in (tmp_path / "outbox").rglob("*.json")]
+    styled = sorted((log["input"]["name"], log["recipe"], log["settings"]["steps"]) for log in logs)
+    assert styled == [("pair.jpg", "scream", 3), ("pair.png", "scream", 3)], styled
+    assert sorted(p.name for p in inbox.iterdir()) == ["scream", "starry"]  # the sidecar left with the last photo
+    done = sorted(p.name for p in (tmp_path / "spool" / "done").iterdir())
+    photos = [name for name in done if not is_sidecar(name)]
+    assert len(photos) == 2 and all(f"{Path(name).stem}.yaml" in done for name in photos), done
+    assert all((tmp_path / "spool" / "done" / f"{Path(n).stem}.yaml").read_text() == "recipe: scream\nsteps: 3\n"
+               for n in photos)
+
+
+def test_a_shared_sidecar_is_copied_into_the_first_claim_and_moved_by_the_last(tmp_path):
+    """The spool's part of rev10b #1: a claim told the sidecar is shared copies it in before its photo moves (so a
+    second daemon claiming the other photo at once can never find it gone) and leaves it; an unshared claim moves
+    it. Who reads a sidecar is the claim's own rule: the whole-name pair.jpg.yaml is pair.jpg's alone, and a
+    metadata file (.xmp) or another sidecar is no reader."""
+    from pipeline.daemon.sidecars import read_by_another
+    from pipeline.daemon.spool import Spool
+
+    inbox, work = tmp_path / "inbox", tmp_path / "work"
+    inbox.mkdir()
+    work.mkdir()
+    for name in ("pair.jpg", "pair.png", "pair.yaml", "pair.jpg.xmp", "solo.jpg", "solo.jpg.yaml"):
+        (inbox / name).write_text(name)
+    assert read_by_another(inbox / "pair.jpg", inbox / "pair.yaml", inbox)
+    assert read_by_another(inbox / "pair.png", inbox / "pair.yaml", inbox)
+    assert not read_by_another(inbox / "solo.jpg", inbox / "solo.jpg.yaml", inbox)
+    spool = Spool(inbox, work, tmp_path / "done", tmp_path / "failed")
+    first = spool.claim(inbox / "pair.jpg", "now", inbox / "pair.yaml", shared=True)
+    assert first.sidecar == "pair.yaml" and (first.dir / "pair.yaml").read_text() == "pair.yaml"
+    assert (inbox / "pair.yaml").exists() and not os.path.samefile(inbox / "pair.yaml", first.dir / "pair.yaml")
+    assert not read_by_another(inbox / "pair.png", inbox / "pair.yaml", inbox)  # the .xmp is no photo
+    last = spool.claim(inbox / "pair.png", "now", inbox / "pair.yaml", shared=False)
+    assert last.sidecar == "pair.yaml" and not (inbox / "pair.yaml").exists()
+    assert (last.dir / "pair.yaml").read_text() == "pair.yaml"

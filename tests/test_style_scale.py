@@ -47,7 +47,7 @@ def _per_position(engine, img):
 
 def _energy_ratio(engine, photo, painting, scale: float) -> float:
     result = engine.stylize(photo, [painting], Settings(size=64, steps=40, style_scale=scale, early_stop_tol=0))
-    hw = engine._style_hw(painting, (result.image.size[1], result.image.size[0]), scale)
+    hw = engine.painting_hw(painting, (result.image.size[1], result.image.size[0]), scale)
     ours, theirs = _per_position(engine, result.image), _per_position(engine, images.resize_once(painting, hw))
     return statistics.median(float(ours[k].norm() / theirs[k].norm()) for k in STYLE_LAYERS[:4])
 
@@ -71,7 +71,7 @@ def test_targets_follow_the_pictures_positions_and_the_cache_keeps_the_paintings
     square, wide = engine.style_targets(style, (64, 64), settings), engine.style_targets(style, (32, 64), settings)
     assert len(engine.cache) == 1  # the painting's own Grams, once
     (painting,) = engine.cache.values()
-    hw = engine._style_hw(style, (64, 64), 2.0)
+    hw = engine.painting_hw(style, (64, 64), 2.0)
     for layer in STYLE_LAYERS:
         own = painting.grams[layer] / positions(hw, layer)
         assert torch.allclose(square.grams[layer] / positions((64, 64), layer), own, rtol=1e-5)

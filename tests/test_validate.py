@@ -10,6 +10,7 @@ import pytest
 
 from daemon_helpers import ROOT, STYLES
 from pipeline.daemon.config import load
+from pipeline.errors import ConfigError
 from test_daemon_parts import problems_of
 
 
@@ -43,6 +44,46 @@ def test_max_size_binds_the_engines_default_size_where_none_is_written(tmp_path)
                                  "max_size"]
     path.write_text(path.read_text() + "defaults: {size: 128}\n")
     assert {name: r.settings.size for name, r in load(path).recipes.items()} == {"a": 128, "b": 128, "small": 96}
+
+
+def test_an_absurd_max_size_and_size_are_refused_naming_the_value_and_the_limit(tmp_path):
+    """closing9: max_size 99999999999999999999 with a recipe of that size passed validate, and the engine planned a
+    58-level pyramid for it. Both are refused at their lines; a sidecar that large was already refused (max_size)."""
+    from pipeline.daemon.config_build import load_sidecar
+
+    huge = 99999999999999999999
+    path = tmp_path / "config.yaml"
+    path.write_text(f"styles_dir: {STYLES}\nmax_size: {huge}\nrecipes:\n  a: {{styles: [starry_night.jpg], "
+                    f"size: {huge}}}\n")
+    assert problems_of(path) == [
+        f"config.yaml:2: max_size: {huge} is over the largest size the engine makes, 65500 px; lower it",
+        f"config.yaml:4: recipes.a.size: size {huge} is over the largest the engine makes, 65500 px on the long side "
+        "(JPEG's limit; a 5.5 m print at 300 dpi)"]
+    path.write_text(f"styles_dir: {STYLES}\nrecipes:\n  a: {{styles: [starry_night.jpg]}}\n")
+    (tmp_path / "photo.yaml").write_text(f"size: {huge}\n")
+    with pytest.raises(ConfigError) as refused:
+        load_sidecar(tmp_path / "photo.yaml", load(path))
+    assert all(str(huge) in p for p in refused.value.problems) and "65500" in refused.value.problems[0]
+
+
+def test_a_size_over_its_formats_limit_is_refused_before_the_run(tmp_path):
+    """mend10c: WebP holds 16,383 px a side; a WebP recipe (or a sidecar's `format: webp`) of size 20000 ran the
+    whole optimisation and failed at the save. Refused at its line, naming the size, the limit and the fix."""
+    from pipeline.engine.settings import Settings
+    from pipeline.errors import SettingsError
+
+    path = tmp_path / "config.yaml"
+    path.write_text(f"styles_dir: {STYLES}\nmax_size: 20000\nrecipes:\n  a: {{styles: [starry_night.jpg], "
+                    "size: 20000, format: webp}\n  b: {styles: [the_scream.jpg], size: 20000}\n")
+    assert problems_of(path) == ["config.yaml:4: recipes.a.size: size 20000 is over WebP's limit of 16383 px a side; "
+                                 "give a size of at most 16383, or write PNG (up to 65500 px)"]
+    path.write_text(path.read_text().replace(", format: webp", ""))
+    config = load(path)
+    with pytest.raises(SettingsError, match="over WebP's limit") as refused:
+        config.recipe_settings(config.recipes["b"], {"format": "webp"})  # a sidecar's, at pre_check_settings
+    assert refused.value.fix == "Give a size of at most 16383, or write PNG (up to 65500 px)"
+    Settings(size=16383, format="webp").validate()  # the limit itself is taken
+    Settings(size=20000, format="jpeg").validate()
 
 
 def test_a_recipe_within_max_size_passes(tmp_path):
@@ -157,3 +198,16 @@ def test_a_styles_dir_that_is_the_inbox_is_refused_at_its_line(tmp_path):
     for name in ("starry_night.jpg", "the_scream.jpg"):
         shutil.copy(STYLES / name, tmp_path / "below" / "inbox" / "paintings" / name)
     assert load(below).styles_dir == (tmp_path / "below" / "inbox" / "paintings").resolve()
+
+
+@pytest.mark.parametrize("name", ["reports", "Reports"])
+def test_a_recipe_named_reports_is_refused(tmp_path, name):
+    """rev10b #9: its outputs went to outbox/reports/, among the morning pages, where README's pruning
+    (`find ... outbox/reports -type f -mtime +30 -delete`) would delete them; `Reports` is the same folder to a Mac."""
+    path = tmp_path / "config.yaml"
+    path.write_text(f"styles_dir: {STYLES}\nrecipes:\n  starry: {{styles: [starry_night.jpg]}}\n"
+                    f"  {name}: {{styles: [the_scream.jpg]}}\n")
+    assert problems_of(path) == [f"config.yaml:4: recipes.{name}: 'reports' is taken: outbox/reports/ holds the "
+                                 "morning reports (and is pruned by age). Name the recipe otherwise"]
+    path.write_text(path.read_text().replace(f"  {name}:", "  reportage:"))
+    assert list(load(path).recipes) == ["starry", "reportage"]

@@ -17,6 +17,8 @@ pytestmark = pytest.mark.usefixtures("torch_threads")
     ("IMG_0002.xmp", '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF/></x:xmpmeta>\n'),  # Lightroom/darktable
     ("IMG_0002.AAE", '<?xml version="1.0" encoding="UTF-8"?>\n<plist version="1.0"><dict/></plist>\n'),  # iPhone edits
     ("IMG_0002.jpg:Zone.Identifier", "[ZoneTransfer]\nZoneId=3\n"),  # a download copied through WSL
+    ("IMG_0002.jpg.json", '{"title": "IMG_0002.jpg", "photoTakenTime": {"timestamp": "1700000000"}}\n'),  # Takeout
+    ("IMG_0002.jpg.supplemental-metadata.json", '{"title": "IMG_0002.jpg"}\n'),  # Takeout since 2024
 ])
 def test_a_photo_tools_metadata_file_is_left_alone(tmp_path, engine, name, body):
     """It was claimed as a photo and failed as bad_image, with a notice and "Send a PNG, JPEG, WebP, TIFF or BMP

@@ -92,8 +92,7 @@ def batch_key(job: Job, config: Config) -> tuple | None:
     """(recipe, working shape) of a queued job, or None for one that must run alone."""
     if runs_alone(job):
         return None
-    folder = job.recipe_folder
-    recipe = config.recipes[folder if folder in config.recipes else config.default_recipe]
+    recipe = config.recipes[config.recipe_named(job.recipe_folder) or config.default_recipe]
     size = header_size(job)
     return None if size is None else _key(recipe.name, size, recipe.settings)
 

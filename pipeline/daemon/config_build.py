@@ -1,15 +1,16 @@
 """Turning the parsed YAML into a Config: folders, recipes and their styles, each check its own step."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Iterable
 
 
 from ..engine import images
-from ..engine.settings import Settings
+from ..engine.settings import MAX_SIZE, Settings
 from ..errors import ConfigError, DeviceError, ImageError
+from ..fsio import nfc, on_disk
 from .config_pool import pool_options
+from .folder_faults import folder_problem
 from .config_schema import (DEFAULT_STYLES_DIR, ENGINE_KEYS, FOLDER_KEYS, RAY_KEYS, RECIPE_KEYS, SIDECAR_KEYS, STYLE_KEYS, TOP_KEYS,
                             TOP_TYPES, Config, RayOptions, Recipe, StyleRef)
 from .yaml_read import SIDECAR_MAX_BYTES, Problems, check_type, engine_settings, finite, key_lines, read_yaml
@@ -144,6 +145,8 @@ def _scalars(data: dict, problems: Problems) -> dict[str, Any]:
         message = check_type(data[key], hint)
         if not message and hint in (int, float) and data[key] < MINIMUM.get(key, 0):
             message = "; ".join([f"must be >= {MINIMUM.get(key, 0)} (got {data[key]!r})", *WHY_MINIMUM.get(key, ())])
+        if not message and key == "max_size" and data[key] > MAX_SIZE:  # no guard past the engine's own limit
+            message = f"{data[key]} is over the largest size the engine makes, {MAX_SIZE} px; lower it"
         if not message and key == "device":
             message = _device_problem(data[key])
         if message:
@@ -216,8 +219,11 @@ def _recipes(data: Any, styles_dir: Path, defaults: Settings, problems: Problems
         if not isinstance(body, dict):
             problems.add(path, "must be a mapping with at least `styles`")
             continue
-        if not str(name).replace("-", "").replace("_", "").isalnum():
+        if not nfc(str(name)).replace("-", "").replace("_", "").isalnum():  # NFD's combining accent is no letter
             problems.add(path, "recipe names may use letters, digits, - and _ only (they name inbox folders)")
+        elif str(name).casefold() == "reports":  # its outputs would lie among the pages that pruning deletes (rev10b)
+            problems.add(path, "'reports' is taken: outbox/reports/ holds the morning reports (and is pruned by age). "
+                               "Name the recipe otherwise")
         problems.unknown(path, body, RECIPE_KEYS)
         settings = engine_settings(body, path, problems, defaults)
         styles = _styles(body.get("styles"), path + ("styles",), styles_dir, problems, settings.max_pixels)
@@ -236,7 +242,7 @@ def _case_twins(data: dict, problems: Problems) -> None:
     was defined last. Refusing says so once, at validate, where guessing would style a night with either."""
     first: dict[str, str] = {}
     for name in map(str, data):
-        twin = first.setdefault(name.casefold(), name)
+        twin = first.setdefault(nfc(name).casefold(), name)
         if twin != name:
             problems.add(("recipes", name), f"differs from the recipe {twin!r} (line "
                          f"{problems.lines.get(('recipes', twin), '?')}) only by case; recipe names name inbox "
@@ -280,7 +286,7 @@ def _styles(data: Any, path: tuple, styles_dir: Path, problems: Problems, max_pi
         if not isinstance(name, str) or not finite(weight) or weight < 0:  # .inf or nan: no weight (rev9f)
             problems.add(where, "each style is a file name or {path: NAME, weight: NUMBER >= 0} (a finite number)")
             continue
-        file = (styles_dir / name).resolve()
+        file = on_disk((styles_dir / name).resolve())  # named NFC in the config, NFD on disk (a Mac's copy)
         if not _inside(file, styles_dir):
             problems.add(where, f"{name} is outside styles_dir ({styles_dir}); keep styles inside it")
             continue
@@ -325,27 +331,24 @@ def _schedule(data: Any, problems: Problems) -> None:
 
 def check_folders(config: Config, skip: Iterable[Path] = ()) -> list[str]:
     """Start-up checks: folders exist (created if missing), are writable, and share the inbox's filesystem.
-    ``skip``: folders whose fault the daemon pauses on instead (folder_faults.start_faults)."""
-    problems = []
-    for folder in (config.inbox, config.outbox, config.work, config.done, config.failed):
-        if folder in skip:
-            continue
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            problems.append(f"{folder}: cannot create ({exc.strerror})")
-            continue
-        if not os.access(folder, os.W_OK | os.X_OK):
-            problems.append(f"{folder}: not writable by this user; fix its permissions")
+    ``skip``: folders whose fault the daemon pauses on instead (folder_faults.start_faults). The recipes' inbox
+    folders are made whenever the inbox is sound: a fault elsewhere (a paused start's outbox a file, a share not
+    mounted) returned before them, so a reload's new recipe had no inbox/<recipe> (closing9)."""
+    folders = (config.inbox, config.outbox, config.work, config.done, config.failed)
+    found = {folder: folder_problem(folder, folder == config.outbox) for folder in folders if folder not in skip}
+    problems = [problem for problem in found.values() if problem]
+    if not found.get(config.inbox):
+        for name in config.recipes:
+            (config.inbox / name).mkdir(exist_ok=True)
     if problems:
         return problems
     inbox_dev = config.inbox.stat().st_dev
     for folder in (config.work, config.done, config.failed):
+        if folder in skip:  # paused on: a done/ removed or linked to a share not mounted has no st_dev (rev10a)
+            continue
         if folder.stat().st_dev != inbox_dev:
             problems.append(f"{folder}: on another filesystem than the inbox ({config.inbox}); moves would not be "
                             "atomic renames. Put the spool folder on the inbox's filesystem")
-    for name in config.recipes:
-        (config.inbox / name).mkdir(exist_ok=True)
     return problems
 
 
@@ -362,9 +365,11 @@ def load_sidecar(path: Path, config: Config) -> tuple[str | None, dict[str, Any]
     problems = Problems(path, key_lines(node) if node else {})
     if not isinstance(data, dict):
         raise ConfigError([f"{path.name}:1: a sidecar is a mapping, e.g. `recipe: starry`"], path, SIDECAR_FIX)
-    problems.unknown((), data, SIDECAR_KEYS)
+    for key in RECIPE_KEYS.intersection(data) - SIDECAR_KEYS:  # "unknown key; did you mean" misled (rev10b)
+        problems.add((key,), "a recipe's setting: set it in the recipe in config.yaml, not a sidecar")
+    problems.unknown((), {k: v for k, v in data.items() if k not in RECIPE_KEYS}, SIDECAR_KEYS)
     recipe = data.get("recipe")
-    if recipe is not None and recipe not in config.recipes:
+    if recipe is not None and config.recipe_named(recipe) is None:
         problems.add(("recipe",), f"no recipe named {recipe!r}; recipes: {', '.join(config.recipes)}")
     overrides = {k: v for k, v in data.items() if k in SIDECAR_KEYS - {"recipe"}}
     engine_settings(overrides, (), problems, Settings())
@@ -372,5 +377,5 @@ def load_sidecar(path: Path, config: Config) -> tuple[str | None, dict[str, Any]
         problems.add(("size",), f"{overrides['size']} is over this server's max_size {config.max_size}")
     if problems.items:
         raise ConfigError(problems.items, path, SIDECAR_FIX)
-    return recipe, {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+    return config.recipe_named(recipe), {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
 

@@ -13,6 +13,7 @@ import typing
 from typing import Any, Literal
 
 from ..engine.settings import Settings
+from ..fsio import nfc
 # Per-photo overrides a sidecar may set: what changes the look, not what loads the machine.
 SIDECAR_KEYS = frozenset({"recipe", "size", "steps", "style_strength", "content_weight", "style_weight", "tv_weight",
                           "preserve_color", "seed", "init", "style_scale", "format", "quality", "print_dpi"})
@@ -111,10 +112,27 @@ class Config:
     def failed(self) -> Path:
         return self.spool / "failed"
 
+    def recipe_named(self, name: str | None) -> str | None:
+        """The recipe ``name`` (an inbox folder, a sidecar's ``recipe:``) names, as config.yaml spells it; None for
+        none. The one place recipe names are compared: see ``named``."""
+        return named(name, self.recipes)
+
     def recipe_settings(self, recipe: Recipe, overrides: dict[str, Any]) -> Settings:
         settings = recipe.settings.overlaid({**overrides, "device": self.device})  # the sidecar's layer wins
         settings.validate()
         return settings
+
+
+def named(name: str | None, names: typing.Iterable[str]) -> str | None:
+    """The one of ``names`` that ``name`` spells, compared in Unicode's composed form (NFC): a Mac's copy of
+    inbox/café/ is often NFD ("e" and a combining accent) where config.yaml typed café in NFC; compared by bytes,
+    its photos were styled with the default recipe without a word (mend10c). The exact spelling wins first."""
+    if name is None:
+        return None
+    names = list(names)
+    if name in names:
+        return name
+    return next((known for known in names if nfc(known) == nfc(name)), None)
 
 
 # --- the schema, derived once from the Config fields above -------------------------------------------------

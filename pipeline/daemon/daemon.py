@@ -29,13 +29,13 @@ from . import status as status_module
 from .config import Config, ConfigError
 from .config_build import check_folders
 from .diskguard import DiskGuard
-from .folder_faults import claim_fault, start_faults
+from .folder_faults import claim_fault, fixes, spool_fault, start_faults
 from .executor import Executor, left
 from .jobs import crashed
-from .reload import AGAIN, Refused, reload_config, remake_folders
+from .reload import AGAIN, Refused, apply_live, reload_config, remake_folders
 from .reporting import Reporter
 from .settle import DecodeCheck
-from .sidecars import UNPAIRED_TICK_S, unpaired_sidecars
+from .sidecars import UNPAIRED_TICK_S, read_by_another, unpaired_sidecars
 from .spool import Spool, now_iso
 from .state import JobBook
 from .unclaimable import Unclaimable
@@ -81,7 +81,8 @@ class Daemon:
         self.heartbeat = Heartbeat(self.notifier, self.config.stall_seconds, watchdog_interval())
         self.state = "starting"
         self.worker_restarts = 0
-        self.disk = DiskGuard(lambda: (self.config.work, self.config.outbox, self.config.failed))
+        self.disk = DiskGuard(lambda: (self.config.work, self.config.outbox, self.config.failed),
+                              fault_of=lambda exc: spool_fault(exc, self.config))  # a fault is no full disk
         self.reporter = Reporter(self)  # status.json, the watchdog, metrics and notices (reporting.py)
         self.book = JobBook(self.disk, self.reporter.on_job_event)  # the retry queue and the held jobs
         self.skipped: dict[str, str] = {}  # inbox folders passed over, with why (shown by status)
@@ -116,8 +117,8 @@ class Daemon:
         if freed:  # a kill -9 inside write_atomic left its temp (an output, a record, status.json): rev7b
             log.info("removed the temp files of writes killed mid-way", bytes=freed)
         running.record(config)  # where status and report find these folders after a folder edit (running.py)
-        for fault in self.waits.values():  # told and shown as a running daemon's pause is
-            self.book.pause(fault.folder, fault)
+        for folder, fault in self.waits.items():  # told and shown as a running daemon's pause is, and probed in the
+            self.book.pause(folder, fault)  # folder itself: a done/ the spool refused to make, not the spool (rev10a)
         self.executor, self.engine = executors.build(config, self.engine, self.spool, lambda: self.config, self.stop)
         self.executor.start()
         if not self.once:
@@ -195,7 +196,9 @@ class Daemon:
                 self.tracker.forget(path)
             return False
         try:
-            job = self.spool.claim(path, self._queued_at(path), sidecar_for(path))
+            sidecar = sidecar_for(path)
+            shared = sidecar is not None and read_by_another(path, sidecar, self.config.inbox, self.exclude)
+            job = self.spool.claim(path, self._queued_at(path), sidecar, shared)
         except OSError as exc:
             self._claim_failed(path, exc)
             return True
@@ -245,9 +248,9 @@ class Daemon:
         finding 5: it ran until killed, cron starting another beside it), and says so even with nothing waiting (a
         first try). _shutdown releases the waiting jobs to work/, taken up at the next run; a full disk may clear
         by itself, so it still waits for space."""
-        fix = self.disk.paused() and (self.disk.state or {}).get("fix")
-        if fix and self.executor.progress().open_jobs == 0:
-            self.blocked = fix
+        faults = self.disk.paused() and self.disk.faults()
+        if faults and self.executor.progress().open_jobs == 0:
+            self.blocked = fixes(faults)
         return self.blocked is not None
 
     def _window_open(self) -> bool:
@@ -328,7 +331,9 @@ class Daemon:
             if new is AGAIN:  # held by another program: the same edit is read at the next pass
                 self.reload_requested = True
             elif new is not None:
-                self.config = new
+                old, self.config = self.config, new
+                if apply_live(old, new, self.watcher):  # poll_seconds: the observer started again
+                    self._rescan()
                 self.reporter.check_notify(new)
                 self.tracker.settle, self.heartbeat.stall_seconds = new.settle_seconds, new.stall_seconds
             self._exclude_now()

@@ -20,18 +20,24 @@ from ..errors import Reason
 from ..fsio import service_user, shown, write_atomic
 from .outputs import make_folder
 
-CODES = {errno.EROFS: "EROFS", errno.ENOTDIR: "ENOTDIR", errno.EACCES: str(Reason.NO_PERMISSION)}
+CODES = {errno.EROFS: Reason.READ_ONLY, errno.ENOTDIR: Reason.NOT_A_FOLDER, errno.EACCES: Reason.NO_PERMISSION}
 RESUMES = "; claiming resumes by itself once it can be written"
 
 
 @dataclass(frozen=True)
 class FolderFault:
     """What a person fixes: ``folder`` (a read-only or unwritable folder, or the file where a folder must be),
-    ``code`` (the notice's reason: EROFS, ENOTDIR, permission_denied), ``fix`` (naming the folder)."""
+    ``code`` (the notice's reason, of the one vocabulary: EROFS, ENOTDIR, permission_denied), ``fix`` (naming the
+    folder)."""
 
     folder: Path
-    code: str
+    code: Reason
     fix: str
+
+
+def fixes(faults: Iterable[FolderFault]) -> str:
+    """Every fault's fix in one line, the resume's promise said once: a single fault's is its own fix, as before."""
+    return "; ".join(fault.fix.removesuffix(RESUMES) for fault in faults) + RESUMES
 
 
 def writable_fix(folder: Path, exc: OSError, purpose: str = "") -> str:
@@ -80,13 +86,21 @@ def start_faults(config) -> dict[Path, FolderFault]:
     to start (rev9b finding 1). A running daemon pauses on them and resumes once fixed; a restart meanwhile (a
     watchdog kill, an upgrade, a reboot with the NAS still read-only) exited 2 with "not writable by this user; fix
     its permissions" (wrong for a read-only mount) or "cannot create (File exists)", and systemd restarted it every
-    10 s. The inbox and work/ are not here: without them nothing can be claimed, so those still refuse to start."""
+    10 s. The inbox and work/ are not here: without them nothing can be claimed, so those still refuse to start.
+    A recipe's outbox folder that is there but no folder (a file, a link to a share not mounted) is met here too:
+    `once` with nothing waiting exited 0 without a word, and `run` found it only after a photo's whole run (rev10b);
+    one that is missing is made by the first output, as before."""
     found = {}
-    for folder in (config.outbox, config.done, config.failed):
+    recipes = [config.outbox / name for name in config.recipes]
+    for folder in (config.outbox, config.done, config.failed, *(r for r in recipes if _not_a_folder(r))):
         fault = write_fault(Path(folder), config)
         if fault is not None:
             found[Path(folder)] = fault
     return found
+
+
+def _not_a_folder(path: Path) -> bool:
+    return os.path.lexists(path) and not path.is_dir()
 
 
 def write_fault(folder: Path, config) -> FolderFault | None:
@@ -101,7 +115,7 @@ def write_fault(folder: Path, config) -> FolderFault | None:
 
 def probe_write(folder: Path, data: bytes, kind: str) -> OSError | None:
     """The error a small write in ``folder`` meets now (None: it took it): the one probe behind the start's check
-    (write_fault) and the pause's resume (diskguard.probe), which had each written their own."""
+    (write_fault) and the pause's resume (diskguard.refusal), which had each written their own."""
     path = folder / f".{kind}-probe-{os.getpid()}"
     try:
         write_atomic(data, path, fsync=False)
@@ -109,6 +123,24 @@ def probe_write(folder: Path, data: bytes, kind: str) -> OSError | None:
     except OSError as exc:
         return exc
     return None
+
+
+def folder_problem(folder: Path, outbox: bool = False) -> str | None:
+    """What keeps ``folder`` from being made or written (None: a folder the daemon can write), in the pause's words:
+    check_folders (the start's inbox and work/, a reload's running and new folders) said "cannot create (File
+    exists)" of an outbox linked into a share not mounted, while the start's pause named the link (closing9), and
+    "fix its permissions" of a read-only mount."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        found = not_a_folder(folder, [Path(folder.anchor)])
+        return in_the_way(found, outbox and found == folder) if found else f"{folder}: cannot create ({exc.strerror})"
+    except OSError as exc:
+        return f"{folder}: cannot create ({exc.strerror})"
+    if os.access(folder, os.W_OK | os.X_OK):
+        return None
+    read_only = os.statvfs(folder).f_flag & os.ST_RDONLY
+    return writable_fix(folder, OSError(errno.EROFS if read_only else errno.EACCES, "cannot be written"))
 
 
 def in_the_way(found: Path, outbox: bool) -> str:

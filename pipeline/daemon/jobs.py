@@ -300,6 +300,6 @@ def output_folder(job: Job, config: Config, recipe: str) -> Path:
     """outbox/<recipe>/ plus the folders the photo lay in below its recipe folder (inbox/starry/vacation/x.jpg
     and inbox/vacation/x.jpg both give outbox/starry/vacation/)."""
     parts = Path(job.source).parts[:-1]
-    if parts and parts[0] in config.recipes:
+    if parts and config.recipe_named(parts[0]) is not None:
         parts = parts[1:]
     return config.outbox.joinpath(recipe, *parts)

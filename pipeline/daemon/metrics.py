@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from ..fsio import write_atomic
-from .spool import Reason
+from ..errors import FAILURES
 
 PREFIX = "style_pipeline"
 
@@ -23,7 +23,7 @@ class Metrics:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.done = 0
-        self.failed = {str(reason): 0 for reason in Reason}  # every reason present from the start, at 0
+        self.failed = {str(reason): 0 for reason in FAILURES}  # every failure code from the start, at 0
         self.seconds_sum = 0.0
         self.steps_sum = 0
         self.steps_per_second = 0.0

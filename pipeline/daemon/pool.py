@@ -92,7 +92,7 @@ class Slot(Worker):
         self._prefetch_queued()
         if opened is None:
             return
-        self.pool.turns.share_blame(self.pool.turns.beside(job), self.life.save_or_warn)
+        self.pool.turns.mark_together(job, self.life.save_or_warn)
         batch, alone = self._gather((job, *opened))
         if len(batch) > 1:
             self._run_batch(batch)

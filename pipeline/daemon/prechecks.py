@@ -19,6 +19,7 @@ from ..engine import Settings, images
 from ..errors import ImageError, JobFailure, Reason, SettingsError
 from ..fsio import FileBusy, NotRegularFile, open_regular, service_user
 from .config import Config, ConfigError, Recipe
+from .config_schema import named
 from .config_build import load_sidecar
 from .spool import Job
 
@@ -83,16 +84,17 @@ def pre_check_recipe(job: Job, config: Config, from_sidecar: str | None) -> Reci
     wrong recipe all night is worse than saying so at once.
     """
     folder = job.recipe_folder
-    if from_sidecar is None and folder in config.removed_recipes:
+    recipe = config.recipe_named(folder)
+    if from_sidecar is None and recipe is None and named(folder, config.removed_recipes) is not None:
         raise JobFailure(Reason.UNKNOWN_RECIPE, f"{job.source}: the recipe {folder!r} (from the folder inbox/{folder}/) "
                          "was removed from the config by a reload", "restore the recipe in config.yaml or move the "
                          "photo to another recipe's folder")
-    if from_sidecar is None and folder and folder not in config.recipes:
+    if from_sidecar is None and folder and recipe is None:
         guess = recipe_guess(folder, config.recipes)
         if guess:
             raise JobFailure(Reason.UNKNOWN_RECIPE, f"no recipe named {folder!r} (from the folder inbox/{folder}/)",
                              f"did you mean {guess!r}? Rename the folder; recipes: {', '.join(config.recipes)}")
-    return config.recipes[from_sidecar or (folder if folder in config.recipes else config.default_recipe)]
+    return config.recipes[from_sidecar or recipe or config.default_recipe]
 
 
 def recipe_guess(folder: str, recipes: dict[str, Recipe]) -> str | None:
@@ -140,7 +142,7 @@ def pre_check_painting(path: Path) -> os.stat_result:
     except FileNotFoundError as exc:
         if not path.parent.is_dir():
             raise
-        raise JobFailure(Reason.UNKNOWN_RECIPE, f"its recipe's painting {path} is no longer there (renamed or "
+        raise JobFailure(Reason.STYLE_UNREADABLE, f"its recipe's painting {path} is no longer there (renamed or "
                          "removed while the daemon ran)", f"Put {path.name} back in {path.parent}, or name another "
                          "painting in config.yaml's recipe; then drop the photo again") from exc
 
@@ -148,11 +150,12 @@ def pre_check_painting(path: Path) -> os.stat_result:
 def pre_check_painting_decodes(path: Path, max_pixels: int) -> images.Image.Image:
     """The recipe's painting, decoded. One replaced by a cut-short or damaged copy under a running daemon failed the
     photo as bad_image with "copy it again", naming neither the painting nor which file to copy (rev9c): the
-    failure names the painting, and fails as its recipe's (unknown_recipe), the photo being whole."""
+    failure names the painting, and fails as style_unreadable, the photo being whole (its own reason: scripts sorting
+    failed/ told it from a mistyped recipe folder by reading the sentence)."""
     try:
         return images.load(path, max_pixels)
     except ImageError as exc:
         fix = exc.fix[:1].lower() + exc.fix[1:]
-        raise JobFailure(Reason.UNKNOWN_RECIPE, f"its recipe's painting {path}: {exc.problem}",
+        raise JobFailure(Reason.STYLE_UNREADABLE, f"its recipe's painting {path}: {exc.problem}",
                          f"The painting {path.name} in {path.parent}: {fix}; or name another painting in "
                          "config.yaml's recipe; then drop the photo again") from exc

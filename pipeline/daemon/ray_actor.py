@@ -43,6 +43,7 @@ class StyleActor:
 
         with self._lock, tempfile.TemporaryDirectory(prefix="style-actor-") as tmp:
             self._progress = {"job_id": job_id}
+            self._cancel.discard(job_id)  # a late cancel of its last try (cancel()): this try's comes again
             self.styles_seen.update(style_keys)
             saved = Path(tmp) / "checkpoint.pt"
             try:
@@ -79,6 +80,9 @@ class StyleActor:
                            "load_seconds": round(self.engine.load_seconds, 2)}, "job": self._progress}
 
     def cancel(self, job_id: str) -> None:
+        """Stop the job at its next step. The dispatcher sends a cancel each pass until the try's reply lands, so one
+        may come after run() returned; run() drops it as the job's next try starts here (rev10a: it stopped that try
+        at step 0, logged as waiting for a window that was open). A real cancel of that try is sent again."""
         self._cancel.add(job_id)
 
     def stats(self) -> dict:

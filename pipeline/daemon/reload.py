@@ -1,5 +1,5 @@
-"""A config reload (a changed config.yaml or SIGHUP): other settings apply at once, folders and the executor's
-(executor, ray, devices, device, weights, cache_styles) at the next start.
+"""A config reload (a changed config.yaml or SIGHUP): other settings apply at once, folders, the executor's
+(executor, ray, devices, device, weights, cache_styles), `watch` and `log_format` at the next start.
 
 The Spool and the watcher hold the folders they were started with, so a reload that swapped new folders into
 the config half-applied them: outputs went to the new outbox while claims came from the old inbox, and an
@@ -22,7 +22,8 @@ from .config_build import check_folders
 
 log = structlog.get_logger("style-pipeline")
 FOLDERS = ("inbox", "outbox", "spool")  # work/, done/ and failed/ live in the spool
-AT_START = ("executor", "ray", "devices", "device", "weights", "cache_styles")  # the executor and its engines
+AT_START = ("executor", "ray", "devices", "device", "weights", "cache_styles",  # the executor and its engines
+            "watch", "log_format")  # the observer's kind and the log's renderer: chosen once, at start
 AGAIN = "read again at the next pass"  # reload_config's answer when the file could not be read yet
 BUSY_LOG_EVERY = 10.0  # seconds between the warnings of a config held busy (the loop asks ~3 times a second)
 _busy_logged = [0.0]  # when a busy config was last warned about (monotonic)
@@ -111,17 +112,36 @@ def keep_folders(old: Config, new: Config, quiet: bool = False) -> Config:
 
 
 def keep_at_start(old: Config, new: Config, quiet: bool = False) -> Config:
-    """``new`` with ``old``'s executor settings (AT_START): the executor and its engines are built once, at start,
-    so an edit of them was silently ignored (the log said "config reloaded" and the night ran on the old
-    executor: rev9e finding 4). Kept, so that the config in use says what runs (a job's settings take ``device``
-    from it), and each change named in a warning, as folder changes are."""
+    """``new`` with ``old``'s settings read at start only (AT_START): the executor and its engines are built once,
+    at start, so an edit of them was silently ignored (the log said "config reloaded" and the night ran on the old
+    executor: rev9e finding 4); so were `watch` and `log_format` (closing9). Kept, so that the config in use says
+    what runs (a job's settings take ``device`` from it), and each change named in a warning, as folder changes
+    are. `poll_seconds` and `log_level` apply at once (apply_live)."""
     changes = [f"{key}: {getattr(old, key)} -> {getattr(new, key)}" for key in AT_START
                if getattr(old, key) != getattr(new, key)]
     if not changes:
         return new
-    (log.debug if quiet else log.warning)("executor changes take effect at the next start; other changes apply now",
-                                          changes=changes)
+    (log.debug if quiet else log.warning)("executor, watch and log_format changes take effect at the next start; "
+                                          "other changes apply now", changes=changes)
     return dataclasses.replace(new, **{key: getattr(old, key) for key in AT_START})
+
+
+def apply_live(old: Config, new: Config, watcher) -> bool:
+    """`log_level` and `poll_seconds` applied now: both were read at start only, so an edit of them was silently
+    ignored (closing9). The log's level is set again (its format kept: AT_START); a polling observer is started
+    again at the new interval (the running one keeps its own). True when the observer was started again: the
+    caller rescans, for what landed while it was down."""
+    if new.log_level != old.log_level:
+        from . import log as log_setup
+        log_setup.configure(new.log_format, new.log_level)
+    if watcher is None or new.poll_seconds == old.poll_seconds:
+        return False
+    watcher.poll = new.poll_seconds
+    if not watcher.polling():
+        return False
+    watcher.restart()
+    log.info("polling the inbox at the new interval", poll_seconds=new.poll_seconds)
+    return True
 
 
 def remake_folders(config: Config) -> None:

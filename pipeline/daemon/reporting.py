@@ -14,7 +14,7 @@ import structlog
 from ..alerts import Alerts, command_problem
 from . import status as status_module
 from . import status_spare
-from .folder_faults import spool_fault
+from .folder_faults import fixes, spool_fault, write_fault
 from .metrics import Metrics
 from .tally import Tally
 
@@ -67,10 +67,10 @@ class Reporter:
     def health(self) -> str:
         """What `status` says: "running" only while a worker is alive and idle or making progress."""
         d = self.daemon
-        if d.disk.state and "fix" in d.disk.state:  # a folder fault: the folder and its fix (folder_faults.py)
-            return f"paused: {d.disk.state['fix']}"
-        if d.disk.state:
-            return f"paused: disk full ({d.disk.state['free_mb']} MB free in {d.disk.state['folder']})"
+        faults, full = d.disk.faults(), d.disk.full()  # both, when held together: neither hides the other (rev10c)
+        disk_full = full and f"disk full ({full.free_mb} MB free in {full.folder})"
+        if faults or full:  # every folder fault with its fix (folder_faults.py), then the full disk
+            return "paused: " + "; ".join(filter(None, (faults and fixes(faults), disk_full)))
         if d.executor is not None and not d.executor.alive() and d.state == "running":
             return "worker dead; restarting it"
         if d.worker_restarts > MAX_WORKER_RESTARTS:
@@ -108,13 +108,17 @@ class Reporter:
             self.spared = not status_spare.clear(self.daemon.config.path)
 
     def status_not_written(self, snapshot: dict, exc: Exception) -> None:
-        """The spool read-only or without access (rev9b finding 4): claiming pauses with its fix and notice, as a
-        claim there would, also with no photo in flight; and the status goes beside the config, where `status`
-        finds it, not "not running" of a live daemon."""
-        fault = spool_fault(exc, self.daemon.config)
-        if fault is not None:
-            self.daemon.book.pause(fault.folder, fault)
-            self.spared = status_spare.write(self.daemon.config.path, snapshot) or self.spared
+        """The spool read-only or without access (rev9b finding 4): the status goes beside the config, where `status`
+        finds it, not "not running" of a live daemon; and claiming pauses with its fix and notice only if spool/work
+        refuses a probe write too (as a claim there would, also with no photo in flight), paused on work/ and probed
+        there. A spool folder that refused only status.json (work/, done/, failed/ the service's own) paused on
+        itself and, probed there, never resumed: no photo styled all night (rev10a)."""
+        d = self.daemon
+        if spool_fault(exc, d.config) is None:
+            return
+        self.spared = status_spare.write(d.config.path, snapshot) or self.spared
+        if not d.disk.pauses and (fault := write_fault(d.config.work, d.config)) is not None:
+            d.book.pause(fault.folder, fault)
 
     def on_job_event(self, kind: str, data: dict) -> None:
         """A job ended (an outcome with an event): count it, and send a notice if it failed."""

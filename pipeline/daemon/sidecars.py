@@ -12,7 +12,8 @@ import os
 import time
 from pathlib import Path
 
-from .watcher import is_sidecar, sidecar_for
+from ..fsio import nfc
+from .watcher import is_sidecar, sidecar_for, wanted
 
 UNPAIRED_AFTER_S = 30.0  # a sidecar dropped just before its photo is not told: the photo is on its way
 UNPAIRED_TICK_S = 5.0  # how often the daemon looks for them (daemon._check_unpaired): told 30-35 s after
@@ -42,14 +43,31 @@ def unpaired_sidecars(inbox: Path, exclude: tuple[Path, ...] = (), now: float | 
     return found
 
 
+def read_by_another(photo: Path, sidecar: Path, inbox: Path, exclude: tuple[Path, ...] = ()) -> bool:
+    """Whether a file still waiting beside ``photo`` reads its ``sidecar`` too: pair.yaml beside pair.jpg and
+    pair.png (a RAW+JPEG export, one picture in two formats). The claim then copies the sidecar and leaves it for
+    the other (Spool.claim's ``shared``); it went with the first claimed, and the other was styled with its recipe
+    alone, unwarned (rev10b). Asked only for a photo that has a sidecar: one listing of its folder."""
+    try:
+        names = os.listdir(sidecar.parent)
+    except OSError:
+        return False
+    return any(wanted(sidecar.parent / name, inbox, exclude)
+               for name in _readers(sidecar.parent, sidecar.name, names) if name != photo.name)
+
+
 def _paired(here: Path, sidecar: str, photos: list[str]) -> bool:
-    """Whether a photo beside it reads ``sidecar``: only the photos whose names could make its name are asked
+    return any(True for _ in _readers(here, sidecar, photos))
+
+
+def _readers(here: Path, sidecar: str, photos: list[str]):
+    """The photos beside it that read ``sidecar``: only those whose names could make its name are asked
     (x.yaml: x.*; x.jpg.yaml: x.jpg too), each by sidecar_for, the claim's own rule. Asking every photo cost
     sidecar_for's 8-12 lstats for each photo in the inbox at every rescan, ~2 ms a photo on the 2-core box, on the
     main loop that claims the next photo (eighth session)."""
-    stem = Path(sidecar).stem
-    return any(sidecar_for(here / photo) == here / sidecar for photo in photos
-               if photo == stem or Path(photo).stem == stem)
+    stem = nfc(Path(sidecar).stem)  # either spelling of an accent (a Mac's NFD) pairs, as sidecar_for pairs them
+    return (photo for photo in photos if (nfc(photo) == stem or nfc(Path(photo).stem) == stem)
+            and not is_sidecar(photo) and sidecar_for(here / photo) == here / sidecar)
 
 
 def _older(path: Path, now: float, after: float) -> bool:

@@ -13,85 +13,23 @@ import dataclasses
 import fcntl
 import json
 import os
-import secrets
 import shutil
 import socket
 import time
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
+import structlog
+
 from ..errors import Reason, SpoolLocked  # noqa: F401  (Reason handed on: the spool records it)
-from ..fsio import fit_name, split_ext, write_json
+from ..fsio import NO_WAIT, fit_name, open_regular, split_ext, write_atomic, write_json
 from .spool_count import RECORD, SIDECARS, count_in_work, folder_counts, is_photo_entry  # noqa: F401  (re-exported)
+from .spool_job import CHECKPOINT, Job, new_job_id, now_iso  # noqa: F401  (re-exported)
 
 LOCK = ".lock"
-CHECKPOINT = "checkpoint.pt"
 INCOMPLETE_GRACE = 5.0  # a lock-free job folder without its input, older than this, is a dead or lost claim
 ERROR_SUFFIX = ".error.json"
 PAIR_RESERVE = len(".yaml")  # a sidecar beside its photo takes the photo's stem plus this
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
-def new_job_id() -> str:
-    """Sortable by claim time, unique across daemons."""
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
-
-
-@dataclass
-class Job:
-    """One claimed photo, as job.json records it: saved after every change, so a restart knows its attempts,
-    crashes and planned names and never redoes a finished step (a second output, a second move)."""
-
-    id: str
-    name: str
-    source: str  # path relative to the inbox, e.g. "starry/photo.jpg"
-    folder: str  # the job's folder under work/
-    queued_at: str
-    claimed_at: str = ""
-    started_at: str = ""
-    sidecar: str | None = None
-    attempts: int = 0
-    not_before: float = 0.0
-    output_stem: str | None = None
-    last_error: str | None = None
-    owner: str = ""
-    crashes: int = 0  # the daemon died while running this job alone, in a row: not the photo's fault (attempts)
-    running: bool = False  # set while a try runs; found set at recovery, it means the daemon crashed in it
-    batched: bool = False  # the running try runs in a batch: a crash then is not known to be this photo's
-    batch_crashes: int = 0  # the daemon died while this job ran in a batch: it runs alone since, never failed for it
-    kept_as: str | None = None  # the name planned in done/ (the JSON log records it before the move)
-    failing_as: str | None = None  # the name planned in failed/, saved before linking (see failed_before)
-
-    def charge_crash(self) -> None:
-        """The daemon (or its slot) died inside this try: a crash, not an attempt. A crash in a batch may be any
-        batchmate's: it only sends the photo to run alone (batching.runs_alone); only crashes while it ran alone
-        count toward max_crashes, so one kill in a batch no longer fails every batchmate at max_crashes: 1."""
-        if self.batched:
-            self.batch_crashes += 1
-        else:
-            self.crashes += 1
-        self.running, self.batched, self.attempts = False, False, max(0, self.attempts - 1)
-
-    @property
-    def dir(self) -> Path:
-        return Path(self.folder)
-
-    @property
-    def input(self) -> Path:
-        return self.dir / self.name
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.dir / CHECKPOINT
-
-    @property
-    def recipe_folder(self) -> str | None:
-        parts = Path(self.source).parts
-        return parts[0] if len(parts) > 1 else None
+log = structlog.get_logger("style-pipeline")
 
 
 class Spool:
@@ -104,8 +42,13 @@ class Spool:
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
 
     # --- claiming -------------------------------------------------------------------------
-    def claim(self, path: Path, queued_at: str, sidecar: Path | None = None) -> Job | None:
-        """Move ``path`` (and its sidecar) into a fresh job folder; None if another daemon took it first."""
+    def claim(self, path: Path, queued_at: str, sidecar: Path | None = None, shared: bool = False) -> Job | None:
+        """Move ``path`` (and its sidecar) into a fresh job folder; None if another daemon took it first.
+
+        A sidecar ``shared`` with another photo still waiting (sidecars.read_by_another: pair.yaml beside pair.jpg
+        and pair.png) is copied in before the photo moves and stays for that photo; the photo that finds no other
+        moves it, so it leaves the inbox with the last. Copied before the move, never deleted by a copier: two
+        daemons claiming the pair at once each hold a copy before either could move it (rev10b)."""
         job_id = new_job_id()
         folder = self.work / job_id
         folder.mkdir()
@@ -113,6 +56,8 @@ class Spool:
                   claimed_at=now_iso(), owner=self.owner)
         try:
             self._lock(folder)
+            if sidecar is not None and shared:
+                job.sidecar = _copy_in(sidecar, folder)
             self.save(job)
             os.rename(path, job.input)
         except FileNotFoundError:
@@ -121,14 +66,31 @@ class Spool:
         except BaseException:  # a full disk, a lost lock race: the file stays in the inbox, no empty folder
             self._discard(folder)
             raise
-        if sidecar is not None:
-            try:
-                os.rename(sidecar, folder / sidecar.name)
-                job.sidecar = sidecar.name
-                self.save(job)
-            except FileNotFoundError:
-                pass  # the sidecar went away; the photo is ours and goes on with its recipe
+        if sidecar is not None and not shared:
+            self._take_sidecar(job, path, sidecar)
         return job
+
+    def _take_sidecar(self, job: Job, photo: Path, sidecar: Path) -> None:
+        """The sidecar follows its photo, which is in work/ now: no fault from here may raise out of the claim with
+        the job in no queue (rev10a: it waited unstyled in work/ until the next restart, and `once` exited 0). A
+        sidecar that cannot be moved puts the photo back in the inbox (no clobber) and the claim fails whole, as a
+        claim's fault does; a record not saved is saved as the job begins (a restart before then: _sidecar_in)."""
+        try:
+            os.rename(sidecar, job.dir / sidecar.name)
+        except FileNotFoundError:
+            return  # the sidecar went away; the photo is ours and goes on with its recipe
+        except OSError as exc:
+            if not _put_back(job.input, photo):  # a new drop of its name, say: the job goes on
+                log.warning("the sidecar cannot be moved nor the photo put back: styled with its recipe alone",
+                            file=job.source, sidecar=str(sidecar), error=str(exc))
+                return
+            self._discard(job.dir)
+            raise
+        job.sidecar = sidecar.name
+        try:
+            self.save(job)
+        except OSError as exc:
+            log.warning("the claimed job's record is saved again as it begins", file=job.source, error=str(exc))
 
     def save(self, job: Job) -> None:
         write_json(job.dir / RECORD, dataclasses.asdict(job), indent=1)
@@ -253,6 +215,7 @@ class Spool:
                     self._unlock(folder)
                 continue
             job.folder, job.owner = str(folder), self.owner
+            job.sidecar = job.sidecar or _sidecar_in(folder, job.name)
             if self.failed_before(job):  # killed inside fail() after its note: the failure is made once
                 self._discard(folder)
                 continue
@@ -357,6 +320,40 @@ def _last_change(folder: Path) -> float:
         return max(p.stat().st_mtime for p in (folder, folder / RECORD) if p.exists())
     except (OSError, ValueError):
         return time.time()
+
+
+def _sidecar_in(folder: Path, photo: str) -> str | None:
+    """A sidecar in a job folder whose record does not name it: the claim moved it in, then its save failed."""
+    try:
+        return next((n for n in os.listdir(folder) if n != photo and n.lower().endswith(SIDECARS)), None)
+    except OSError:
+        return None
+
+
+def _copy_in(sidecar: Path, folder: Path) -> str | None:
+    """A copy of a shared sidecar in the job folder (its name, or None if it went away): a copy, not a link, so
+    the photo that moves it later and a link rule (fs.protected_hardlinks, another user's file) change nothing."""
+    try:
+        with open_regular(sidecar, NO_WAIT) as source:
+            data = source.read()
+    except FileNotFoundError:
+        return None
+    write_atomic(data, folder / sidecar.name, replace=False)
+    return sidecar.name
+
+
+def _put_back(moved: Path, home: Path) -> bool:
+    """A claimed photo back where it was, never over a file dropped there since; True when it is there."""
+    try:
+        os.link(moved, home, follow_symlinks=False)
+    except OSError:
+        return False
+    try:
+        os.unlink(moved)
+    except OSError:
+        os.unlink(home)  # never one photo under two names (styled twice): it stays the job's
+        return False
+    return True
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -89,6 +89,15 @@ class Turns:
                     other.batched = True
                     save(other)
 
+    def mark_together(self, job: Job, save: Callable[[Job], None]) -> None:
+        """After the job's own open: it and the jobs in a try beside it saved as batched, if there are any. Each
+        slot does this once its job is running, so of two jobs the one that looks second sees the other running
+        and marks both: a job that entered its turn first but began only after the newcomer looked (its snapshot
+        at enter was empty, and the newcomer skipped it as not yet running) marks itself (rev10a)."""
+        others = self.beside(job)
+        if others:
+            self.share_blame([job, *others], save)
+
     def stop_running(self, job: Job) -> bool:
         """``job.running`` off (a result is made); whether it was on, so that its thread saves the record once."""
         with self._cond:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 import threading
 import time
@@ -16,7 +17,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
-from ..fsio import NO_WAIT, FileBusy, open_regular
+from ..fsio import NO_WAIT, FileBusy, nfc, open_regular
 
 IGNORED_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", ".download", ".swp", "~",
                     ".xmp", ".aae", ":zone.identifier")  # photo tools' edit files; WSL's copy of a download's mark
@@ -29,6 +30,10 @@ NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs",
 
 
 IGNORED_NAMES = ("thumbs.db", "ehthumbs.db", "ehthumbs_vista.db", "desktop.ini", "icon\r")  # Windows', macOS's
+# Google Takeout's metadata beside each photo: IMG.jpg.json, IMG.jpg(1).json, IMG.jpg.supplemental-metadata.json
+# (cut to IMG.jpg.supplemental-me.json when the name is long), and each album's metadata.json.
+TAKEOUT = re.compile(r"(.*\.(jpe?g|png|webp|tiff?|bmp|gif|heic|heif|mp4|mov)(\(\d+\))?(\..*)?"
+                     r"|.*\.supplemental-metadata.*|metadata)\.json")
 
 
 def ignored(name: str) -> bool:
@@ -36,9 +41,10 @@ def ignored(name: str) -> bool:
     operating system leaves in an album folder (Windows' Thumbs.db and desktop.ini, macOS's Icon\\r): each went
     to failed/ as bad_image with a failure notice, for every album copied from Windows (rev7a). So did a photo
     tool's metadata beside each photo (Lightroom's and darktable's IMG.xmp or IMG.jpg.xmp, an iPhone's IMG.AAE) and
-    the IMG.jpg:Zone.Identifier a copy through WSL leaves (rev9c)."""
+    the IMG.jpg:Zone.Identifier a copy through WSL leaves (rev9c), and Google Takeout's IMG.jpg.json (rev10b)."""
     lower = name.lower()
-    return name.startswith(".") or lower.endswith(IGNORED_SUFFIXES) or lower in IGNORED_NAMES
+    return (name.startswith(".") or lower.endswith(IGNORED_SUFFIXES) or lower in IGNORED_NAMES
+            or TAKEOUT.fullmatch(lower) is not None)
 
 
 def is_sidecar(name: str) -> bool:
@@ -49,9 +55,22 @@ def sidecar_for(photo: Path) -> Path | None:
     """The photo's regular-file sidecar, if any: ``photo.yaml`` beside ``photo.jpg``, else ``photo.jpg.yaml``
     (the whole name, as darktable's and Lightroom's .xmp files are named: it was never read, rev7a finding 4).
     lstat, not is_file(): a 255-byte photo name gives a sidecar name over the limit, and is_file() raises
-    ENAMETOOLONG instead of saying no."""
+    ENAMETOOLONG instead of saying no. A name with an accent may be spelt two ways (NFC typed here, NFD copied from
+    a Mac: Linux keeps the bytes): a sidecar matching in NFC is the photo's too; it was never paired (closing9)."""
     suffixes = [*SIDECAR_SUFFIXES, *(s.upper() for s in SIDECAR_SUFFIXES)]  # a.YAML too (rev7f: never read)
-    for candidate in [*(photo.with_suffix(s) for s in suffixes), *(photo.with_name(photo.name + s) for s in suffixes)]:
+    candidates = [*(photo.with_suffix(s) for s in suffixes), *(photo.with_name(photo.name + s) for s in suffixes)]
+    found = _first_sidecar(photo, candidates)
+    if found is not None or photo.name.isascii():  # an ASCII name has one spelling: no folder listing
+        return found
+    try:
+        spelt = {nfc(name): name for name in os.listdir(photo.parent)}
+    except OSError:
+        return None
+    return _first_sidecar(photo, [c.with_name(spelt.get(nfc(c.name), c.name)) for c in candidates])
+
+
+def _first_sidecar(photo: Path, candidates: list[Path]) -> Path | None:
+    for candidate in candidates:
         owner = candidate.with_suffix("")
         if owner != photo and _is_file(owner):
             continue  # x.jpg.yaml beside x.jpg.jpg is x.jpg's own when x.jpg is there (rev7f): never two photos'
@@ -311,7 +330,7 @@ class Watcher:
 
     def start(self) -> None:
         self.identity = identity(self.inbox)  # before the watch: a swap in between is seen at the next check
-        if self.observer_class is PollingObserver:
+        if self.polling():
             self.observer = PollingObserver(timeout=self.poll)
         else:
             self.observer = Observer()
@@ -324,6 +343,10 @@ class Watcher:
                 raise OSError(exc.errno, f"out of inotify watches for {self.inbox}: raise "
                               "fs.inotify.max_user_watches (sysctl), or set `watch: polling`") from exc
             raise
+
+    def polling(self) -> bool:
+        """The observer polls (every ``poll`` seconds) rather than hearing native events."""
+        return self.observer_class is PollingObserver
 
     def alive(self) -> bool:
         return self.observer is not None and self.observer.is_alive()

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, BinaryIO, Iterator
 from PIL import ExifTags, Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from ..errors import ImageError, Reason, SettingsError
-from ..fsio import write_atomic  # the one atomic writer: pid + random temp names
+from ..fsio import on_disk, write_atomic  # write_atomic: the one atomic writer, pid + random temp names
+from . import tiff_kind
 from .icc import is_srgb
 from .settings import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, FORMAT_NAMES, OUTPUT_FORMATS
 
@@ -36,11 +37,14 @@ PngImagePlugin.MAX_TEXT_CHUNK = PngImagePlugin.MAX_TEXT_MEMORY
 # decodes whole before it says so (rev7g: a 56 KB .icns decoded 62 MB under a 1 MP limit; a few MB is gigapixels).
 # With Pillow's own limit off, the header is no bound for them: they are refused before anything is decoded.
 ICON_FORMATS = ("ICNS", "ICO", "CUR")
+KINDS = "PNG, JPEG, WebP, TIFF or BMP"  # what every "send a picture" fix names
 
 
 def load(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode fully, apply EXIF orientation, and return RGB or RGBA (8-bit)."""
-    path = Path(path)
+    path = on_disk(Path(path))  # a Mac's NFD name found under the NFC name typed (closing9)
+    if path.is_dir():  # said "no such file", which sent the user looking for a missing file (closing9)
+        raise ImageError("is a folder, not a picture", path=path, fix=f"Name a picture file inside it ({KINDS})")
     if not path.is_file():
         raise ImageError("no such file", path=path, fix="Check the path")
     try:
@@ -54,8 +58,9 @@ def load(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
             raise ImageError(exc.problem, path=path, fix=exc.fix, reason=exc.reason) from exc
         raise
     except UnidentifiedImageError as exc:
-        raise ImageError("not an image Pillow can read", path=path,
-                         fix="Send a PNG, JPEG, WebP, TIFF or BMP file") from exc
+        # a TIFF was sent: name what Pillow lacks (its layout, its compression) and what reads (closing9, rev10c)
+        problem, fix = tiff_kind.explain(path) or ("not an image Pillow can read", f"Send a {KINDS} file")
+        raise ImageError(problem, path=path, fix=fix) from exc
     except (OSError, ValueError) as exc:  # ValueError: a plugin's own refusal ("not one of the allowed sizes")
         raise ImageError(f"cannot decode the image ({exc})", path=path,
                          fix="The file is truncated or damaged; copy it again") from exc
@@ -69,7 +74,7 @@ def opened(source: str | Path | BinaryIO, max_pixels: int) -> Iterator[Image.Ima
     nowhere in the README (rev7a). A file object passed in stays open (Image.close would close it)."""
     with Image.open(source) as img:
         if img.format in ICON_FORMATS:
-            raise ImageError(f"an icon file ({img.format}), not a photo", fix="Send a PNG, JPEG, WebP, TIFF or BMP file",
+            raise ImageError(f"an icon file ({img.format}), not a photo", fix=f"Send a {KINDS} file",
                              path=source if isinstance(source, (str, Path)) else None)
         pixels = img.width * img.height
         if pixels > max_pixels:

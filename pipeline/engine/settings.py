@@ -39,9 +39,16 @@ SPEED_ONLY = ("cudnn_benchmark", "compile")  # nor these: how fast a GPU compute
 OUTPUT_ONLY = ("print_dpi", "format", "quality", "max_pixels")
 DEFAULT_MAX_PIXELS = 200_000_000  # Settings.max_pixels; images.load's default too
 DEFAULT_QUALITY = 92  # Settings.quality; images.encode's default too
+# The largest side a run may ask for: JPEG's own limit (65,500 px), a 5.5 m print at 300 dpi. Unbounded,
+# `--size 99999999999999999999` was taken and planned a 58-level pyramid before anything said no (closing9);
+# config.yaml's max_size (the daemon's own, lower guard) cannot be raised past it either.
+MAX_SIZE = 65_500
 # The output formats, once (rev7e finding 4: four tables had to agree): name -> (PIL's format, the file suffixes, the
 # first being the one the daemon writes). images.encode, outputs.image_name, the CLI's -o and validate derive theirs.
 OUTPUT_FORMATS = {"png": ("PNG", ".png"), "jpeg": ("JPEG", ".jpg", ".jpeg"), "webp": ("WEBP", ".webp")}
+# A format that holds less than MAX_SIZE a side (libwebp: 16,383 px; PNG's own is 2^31-1): a size over it ran the
+# whole optimisation and failed only at the save, its night's work lost (mend10c). Refused up front (validate).
+FORMAT_MAX_SIDE = {"webp": ("WebP", 16_383)}
 FORMAT_NAMES = ", ".join(list(OUTPUT_FORMATS)[:-1]) + f" or {list(OUTPUT_FORMATS)[-1]}"  # "png, jpeg or webp"
 
 
@@ -189,6 +196,8 @@ class Settings:
         """Raise SettingsError naming the setting and what to fix."""
         checks = [
             ("size", self.size >= 16, "size must be at least 16 px"),
+            ("size", self.size <= MAX_SIZE, f"size {self.size} is over the largest the engine makes, {MAX_SIZE} px "
+             "on the long side (JPEG's limit; a 5.5 m print at 300 dpi)"),
             ("steps", self.steps >= 0, "steps must be >= 0"),
             ("optimizer", self.optimizer in ("lbfgs", "lbfgsb", "adam"), "optimizer must be lbfgs, lbfgsb or adam"),
             ("init", self.init in ("content", "noise", "style"), "init must be content, noise or style"),
@@ -226,6 +235,16 @@ class Settings:
         for name, ok, message in checks:
             if not ok:
                 raise SettingsError(name, message)
+        self._check_format_side()
+
+    def _check_format_side(self) -> None:
+        """The output's long side (``size``: fit scales to it, up or down) fits its format. The fix is in the
+        message too: config.yaml's problems show the message alone."""
+        name, limit = FORMAT_MAX_SIDE.get(self.format, (self.format, MAX_SIZE))
+        if self.size > limit:
+            fix = f"Give a size of at most {limit}, or write PNG (up to {MAX_SIZE} px)"
+            raise SettingsError("size", f"size {self.size} is over {name}'s limit of {limit} px a side; "
+                                f"{fix[0].lower()}{fix[1:]}", fix=fix)
 
 
 _UNITS = {"b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
