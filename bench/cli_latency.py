@@ -34,6 +34,7 @@ def cases(tmp: Path, config: Path) -> dict[str, list[str]]:
         "stylize -o x.gif": ["stylize", str(CONTENT), str(STYLE), "-o", str(tmp / "x.gif"), "--size", "32",
                              "--steps", "1"],
         "stylize --device banana": ["stylize", str(CONTENT), str(STYLE), "-o", out, "--device", "banana"],
+        "stylize --device cuda (no GPU)": ["stylize", str(CONTENT), str(STYLE), "-o", out, "--device", "cuda"],
         "status": ["status", "--config", str(config)],
         "validate": ["validate", "--config", str(config)],
     }

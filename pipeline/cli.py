@@ -120,6 +120,20 @@ def check_no_clash(args: argparse.Namespace) -> None:
                                     fix=f"Name the {name} differently (nothing was written)")
 
 
+def check_cuda_here(device: str) -> None:
+    """A CUDA device this machine cannot give, judged from torch's build record and the NVIDIA device nodes
+    (device_here, no torch): `--device cuda` on a box without a GPU loaded torch first and said no after 5.7-8.3 s
+    (rev10b), where README promises a mistake is told in about 0.2 s. What those cannot see (a broken driver) the
+    engine still tells after torch loads; so does a Mac, whose MPS only torch can see (and no torch there has CUDA)."""
+    from .engine.device_here import cuda_here, cuda_missing
+    from .errors import DeviceError
+
+    why = None if sys.platform == "darwin" else cuda_missing([device])
+    if why:
+        raise DeviceError(f"device {device!r} was asked for, but {why}; devices here: "
+                          f"{', '.join(['cpu', *cuda_here()])}", fix="Use one of those, or auto")
+
+
 def check_stylize(args: argparse.Namespace):
     """Settings, device name, inputs (decoded with Pillow only), weights and output folder; returns
     (settings, content, styles)."""
@@ -129,6 +143,7 @@ def check_stylize(args: argparse.Namespace):
     settings = settings_from_args(args)
     settings.check_blend(len(args.styles))
     check_name(settings.device)
+    check_cuda_here(settings.device)
     settings = settings.replace(format=output_format(Path(args.output), args.format))
     settings.validate()  # again, with the format -o chose: a WebP holds 16,383 px a side
     check_no_clash(args)

@@ -181,7 +181,7 @@ def cmd_report(args) -> int:
         folders["outbox"] / "reports"
     since, until, covered = scheduled_window(reports, since, now) if args.since_last else (since, None, None)
     dated = dated_page(reports, now, args.since_last)  # the timer's first page of the day owns <date>.html
-    paths = [Path(args.output)] if args.output else [dated, folders["outbox"] / "report.html"]
+    paths = [_outside_inbox(Path(args.output), folders)] if args.output else [dated, folders["outbox"] / "report.html"]
     try:
         for path in {*(p.parent for p in paths), *([reports] if covered else [])}:
             path.mkdir(parents=True, exist_ok=True)
@@ -193,6 +193,19 @@ def cmd_report(args) -> int:
         raise page_not_written(exc, paths[0].parent) from exc
     print("wrote " + " and ".join(map(str, paths)))
     return _mark_covered(reports, covered) if covered else 0
+
+
+def _outside_inbox(page: Path, folders: dict[str, Path]) -> Path:
+    """`-o` below the inbox is refused (an outbox inside it is the outbox): README says a page is never written among
+    the photos, yet `report -o inbox/r.html` wrote one there (rev10b)."""
+    from .errors import UsageError
+
+    where = page.absolute().parent.resolve() / page.name
+    inbox, outbox = folders["inbox"].resolve(), folders["outbox"].resolve()
+    if inbox in where.parents and outbox not in where.parents:
+        raise UsageError(f"-o {page} lies in the inbox {inbox}, among the photos", fix="Write it elsewhere, e.g. in "
+                         f"{outbox}, or leave -o out for {outbox / 'reports'}/ (nothing was written)")
+    return page
 
 
 def _mark_covered(reports: Path, covered) -> int:

@@ -217,3 +217,18 @@ def test_a_multi_level_auto_print_is_not_batched(engine, style, photos, monkeypa
     assert [len(r.scales) for r in results] == [2, 2] and made == [], "prepared by stylize alone, once"
     stylize_batch(engine, make_run, square[:2], [style], Settings(size=64, scales=2, steps=2, coarse_steps=2))
     assert made == [square[0].size, square[1].size], "a fixed number of scales still shares the passes"
+
+
+def test_thin_strips_of_a_batch_get_what_they_get_alone(engine, style, photos):
+    """A thin picture's painting is made at its own shape and padded to its canvas (rev10c): each strip of a batch
+    (on one 16x96 canvas) reaches the targets, losses and curve it reaches alone."""
+    square, _ = photos
+    strips = [p.crop((0, 0, p.size[0], p.size[0] // 16)) for p in square[:2]]  # 96x6 at size 96
+    settings = Settings(size=96, steps=6, early_stop_tol=0, log_every=1)
+    results = engine.stylize_batch(strips, [style], settings)
+    for strip, result in zip(strips, results):
+        alone = engine.stylize(strip, [style], settings)
+        assert result.image.size == alone.image.size == (96, 6) and result.canvas == alone.canvas == (16, 96)
+        assert result.losses["total"] == pytest.approx(alone.losses["total"], rel=0.01)
+        assert [p["loss"] for p in result.curve] == pytest.approx([p["loss"] for p in alone.curve], rel=0.01)
+    assert results[0].losses["total"] != pytest.approx(results[1].losses["total"], rel=0.05)

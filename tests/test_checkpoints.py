@@ -197,21 +197,31 @@ def _pre_painting_fingerprint(engine, content, style, settings: Settings) -> str
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
+def _raised(hw: tuple[int, int]) -> tuple[int, int]:
+    """cc339fc's shapes.raised: ``hw`` scaled up, its aspect kept, until its short side is 16 px."""
+    grow = 16 / min(hw)
+    return hw if grow <= 1 else (max(16, round(hw[0] * grow)), max(16, round(hw[1] * grow)))
+
+
+@pytest.mark.parametrize("then", ["canvas", "cc339fc"])
 def test_a_thin_pictures_checkpoint_whose_painting_was_sized_otherwise_starts_over(engine, content, style, tmp_path,
-                                                                                  monkeypatch):
-    """mend10c: cc339fc sizes a thin picture's painting at the picture's own aspect (shapes.raised), where it was
-    the padded canvas's. A checkpoint saved before resumed against those other Grams: its identity held the
-    settings and pictures, not the painting's working shape. Now it holds that shape per level: a checkpoint whose
-    painting was sized otherwise starts from step 0, one sized alike resumes, and a picture thick enough that its
-    painting never changed resumes from a checkpoint made before the shape was recorded."""
+                                                                                  monkeypatch, then):
+    """A thin picture's painting was sized three ways in turn: at the padded canvas (stretched along the short
+    side), then at cc339fc's raised shape (its aspect kept, its strokes up to 4x the method's scale: rev10c), now at
+    the picture's own shape padded to the canvas. A checkpoint saved under an earlier sizing resumed against other
+    Grams (mend10c): the fingerprint holds each painting's working shape per level, so it starts from step 0; one
+    sized alike resumes, and a picture thick enough that its painting never changed resumes from a checkpoint made
+    before the shape was recorded."""
     from pipeline.engine import shapes
+    from pipeline.engine.transfer import StyleTransfer
 
     strip = content.convert("RGB").crop((0, 0, content.width, content.width // 20))  # 20:1, thin at 96 px
     settings = Settings(size=96, steps=4, scales=1, optimizer="adam", log_every=1, checkpoint_every=1,
                         checkpoint_seconds=0, early_stop_tol=0)
     checkpoint = tmp_path / "run.ckpt"
-    with monkeypatch.context() as before_cc339fc:
-        before_cc339fc.setattr(shapes, "raised", shapes.canvas)  # the painting sized at the canvas, as then
+    sized = {"canvas": shapes.canvas, "cc339fc": _raised}[then]
+    with monkeypatch.context() as as_then:  # the painting sized as then (style_scale 1: the picture's shape)
+        as_then.setattr(StyleTransfer, "painting_hw", staticmethod(lambda painting, hw, scale: sized(hw)))
         _cancel_at(engine, strip, style, settings, checkpoint, 2)
     assert engine.stylize(strip, [style], settings, checkpoint=checkpoint).resumed_from_step is None
     checkpoint.unlink(missing_ok=True)

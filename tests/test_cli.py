@@ -148,9 +148,15 @@ def _probe(*argv: str, cwd: Path = ROOT) -> tuple[dict, str]:
      ["size 99999999999999999999 is over the largest the engine makes, 65500 px"]),  # planned 58 levels (closing9)
     (["stylize", str(CONTENT), str(STYLE), "-o", "{tmp}/x.webp", "--size", "20000"],
      ["size 20000 is over WebP's limit of 16383 px a side", "at most 16383", "PNG"]),  # failed at the save (mend10c)
+    (["stylize", str(CONTENT), str(STYLE), "-o", "{tmp}/x.png", "--device", "cuda"],
+     ["device 'cuda' was asked for, but ", "devices here: cpu", "Use one of those, or auto"]),  # rev10b #4
 ], ids=["missing-input", "size-0", "missing-out-dir", "gif", "format-clash", "banana", "missing-weights",
-        "blend-count", "style-folder", "size-huge", "size-over-webp"])
+        "blend-count", "style-folder", "size-huge", "size-over-webp", "cuda-missing"])
 def test_usage_and_path_errors_come_before_torch(tmp_path, argv, words):
+    from pipeline.engine.device_here import cuda_missing
+
+    if "cuda" in argv and cuda_missing(["cuda"]) is None:
+        pytest.skip("this machine can give cuda (or it cannot be judged without torch)")
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     outcome, err = _probe(*argv)
     assert outcome == {"rc": 2, "torch": False}, err

@@ -80,6 +80,14 @@ def test_sidecar_is_validated_like_the_config(tmp_path):
     assert "b.yaml:1: recipe: no recipe named 'screem'" in text
     assert "b.yaml:2: size: 4000 is over this server's max_size 512" in text
     assert "b.yaml:3: weights: unknown key" in text
+    recipe_only = tmp_path / "c.yaml"  # rev10b #7: said "unknown key; did you mean 'style_scale'?"
+    recipe_only.write_text("style_blend: [1]\noptimizer: adam\nstyles: [the_scream.jpg]\nstepz: 3\n")
+    with pytest.raises(ConfigError) as info:
+        load_sidecar(recipe_only, config)
+    assert info.value.problems == [f"c.yaml:{line}: {key}: a recipe's setting: set it in the recipe in config.yaml, "
+                                   "not a sidecar" for line, key in ((1, "style_blend"), (2, "optimizer"),
+                                                                     (3, "styles"))] + [
+        "c.yaml:4: stepz: unknown key; did you mean 'steps'?"]
 
 
 # --- watcher --------------------------------------------------------------------------------------

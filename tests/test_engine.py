@@ -356,10 +356,14 @@ def test_panorama_at_the_default_size_is_padded(engine, style):
 
 
 @pytest.mark.parametrize("wh", [(120, 6), (5, 90)], ids=["20:1", "1:18"])
-def test_a_thin_pictures_painting_keeps_the_pictures_aspect(engine, monkeypatch, wh):
+def test_a_thin_pictures_painting_keeps_the_pictures_aspect_and_scale(engine, monkeypatch, wh):
     """closing9: the painting was resized to the padded canvas (16x120 for a 6x120 picture), stretched 2.7x along
-    the short side past the picture's own shape, which the method sizes it to. It is made at the picture's aspect,
-    raised until its short side is VGG's 16 px, and its Grams are counted over the canvas's positions."""
+    the short side past the picture's own shape, which the method sizes it to. cc339fc kept the aspect but raised it
+    to a 16 px short side (16x320): its strokes entered the Grams 2.7x the method's scale (rev10c). It is made at
+    the picture's own shape and padded to the canvas as the picture is (shapes.pad), its Grams over the canvas."""
+    from pipeline.engine import shapes
+    from pipeline.engine.losses import gram
+    from pipeline.engine.settings import STYLE_LAYERS
     from pipeline.engine.transfer import StyleTransfer
 
     made = []
@@ -370,8 +374,13 @@ def test_a_thin_pictures_painting_keeps_the_pictures_aspect(engine, monkeypatch,
     picture = Image.fromarray(np.random.default_rng(1).integers(0, 255, (wh[1], wh[0], 3), dtype=np.uint8))
     result = engine.stylize(picture, [painting], Settings(size=max(wh), steps=2))
     assert result.canvas is not None and result.image.size == wh and math.isfinite(result.losses["total"])
-    [(h, w)] = set(made)  # a fresh painting: made once, at one shape
-    assert min(h, w) >= 16 and abs((w / h) / (wh[0] / wh[1]) - 1) <= 0.05, (h, w)
+    assert set(made) == {wh[::-1]}, made  # a fresh painting: made once, at the picture's own shape
+    hw, canvas = wh[::-1], result.canvas
+    padded = shapes.pad(images.to_tensor(images.resize_once(painting, hw), "cpu"), canvas)
+    with torch.no_grad():
+        expected = {k: gram(v) for k, v in engine.vgg(padded, STYLE_LAYERS).items()}
+    targets = engine.style_targets(painting, hw, Settings(), canvas)
+    assert all(torch.allclose(targets.grams[k], expected[k], rtol=1e-5) for k in STYLE_LAYERS)
 
 
 def test_too_thin_fails_at_once_with_the_limit_in_words(engine, style):

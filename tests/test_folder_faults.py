@@ -385,16 +385,36 @@ def test_once_stopped_at_start_counts_the_photos_in_the_inbox_and_promises_nothi
     assert "the next `once` takes them up" in line[0], line[0]
 
 
-def test_once_paused_on_a_folder_fault_exits_with_the_fix_and_keeps_the_photo(tmp_path):
-    """rev9b finding 5: README's `once` "processes what is waiting and exits" (cron). A file where outbox/starry must
-    be paused claiming and `once` then ran until killed, cron starting another beside it each time. Now it releases
-    the waiting job to work/ (unlocked: nothing lost), exits 3 with the pause's fix on stderr, and the next `once`
-    after the fix styles the photo once."""
+@pytest.mark.parametrize("photo", [False, True], ids=["nothing-waiting", "a-photo-waiting"])
+def test_once_meets_a_file_where_a_recipes_outbox_folder_must_be_at_start(tmp_path, photo):
+    """rev10b #6: README says `once` exits 3 for this fault, with nothing waiting too; it exited 0 without a word, and
+    with a photo waiting it was styled in full before the output's write found the fault (`run` too)."""
     config = make_config(tmp_path)
     starry = tmp_path / "outbox" / "starry"
     starry.parent.mkdir()
     starry.write_text("a sync tool's file where the recipe's folder must be\n")
-    shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / "rocket.jpg")
+    if photo:
+        shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / "rocket.jpg")
+    done = _once(config)
+    assert done.returncode == 3, (done.returncode, done.stderr[-600:])
+    assert f"{starry} is a file" in done.stderr and "move the file away" in done.stderr, done.stderr[-600:]
+    assert f"{int(photo)} photo" in done.stderr and f"({int(photo)} in the inbox, 0 in work/)" in done.stderr
+    assert not list((tmp_path / "spool" / "work").iterdir()) and errors(tmp_path) == {}
+    assert (tmp_path / "inbox" / "rocket.jpg").exists() == photo and starry.read_text().startswith("a sync tool")
+
+
+def test_once_paused_on_a_folder_fault_exits_with_the_fix_and_keeps_the_photo(tmp_path):
+    """rev9b finding 5: README's `once` "processes what is waiting and exits" (cron). A file where outbox/starry must
+    be paused claiming and `once` then ran until killed, cron starting another beside it each time. Now it releases
+    the waiting job to work/ (unlocked: nothing lost), exits 3 with the pause's fix on stderr, and the next `once`
+    after the fix styles the photo once. A file at outbox/starry itself is met at start since rev10b #6 (the test
+    above): an album's folder below it, made only by the first output, is still met at the photo's landing."""
+    config = make_config(tmp_path)
+    starry = tmp_path / "outbox" / "starry" / "album"
+    starry.parent.mkdir(parents=True)
+    starry.write_text("a sync tool's file where the album's folder must be\n")
+    (tmp_path / "inbox" / "starry" / "album").mkdir(parents=True)
+    shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / "starry" / "album" / "rocket.jpg")
     done = _once(config)
     assert done.returncode == 3, (done.returncode, done.stderr[-600:])
     assert f"{starry} is a file" in done.stderr and "move the file away" in done.stderr, done.stderr[-600:]

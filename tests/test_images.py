@@ -1,6 +1,7 @@
 """Loading every kind of picture people send, refusing the broken ones clearly, and saving atomically."""
 from __future__ import annotations
 
+import io
 import shutil
 import stat
 import struct
@@ -184,14 +185,15 @@ def test_16_bit_grey(tmp_path):
     assert np.asarray(images.load(tmp_path / "dark16.png")).max() <= 1
 
 
-def _tiff(path: Path, pixels: np.ndarray, photometric: int, extra: tuple[int, ...] = (), order: str = "<") -> Path:
-    """An uncompressed one-strip TIFF of ``pixels`` (rows, columns, samples), written with struct: tags in order,
-    each value inline (two 16-bit samples at most, or one 32-bit)."""
+def _tiff(path: Path, pixels: np.ndarray, photometric: int, extra: tuple[int, ...] = (), order: str = "<",
+          compression: int = 1) -> Path:
+    """A one-strip TIFF of ``pixels`` (rows, columns, samples), written with struct: tags in order, each value
+    inline (two 16-bit samples at most, or one 32-bit). Its strip is uncompressed whatever ``compression`` says."""
     data = pixels.astype(np.dtype(pixels.dtype).newbyteorder(order)).tobytes()
     h, w, spp = pixels.shape
     bits = [pixels.dtype.itemsize * 8] * spp
-    tags = [(256, 3, [w]), (257, 3, [h]), (258, 3, bits), (259, 3, [1]), (262, 3, [photometric]), (273, 4, [0]),
-            (277, 3, [spp]), (278, 3, [h]), (279, 4, [len(data)]), (284, 3, [1]), *([(338, 3, list(extra))] * bool(extra))]
+    tags = [(256, 3, [w]), (257, 3, [h]), (258, 3, bits), (259, 3, [compression]), (262, 3, [photometric]),
+            (273, 4, [0]), (277, 3, [spp]), (278, 3, [h]), (279, 4, [len(data)]), (284, 3, [1]), *([(338, 3, list(extra))] * bool(extra))]
     start = 8 + 2 + 12 * len(tags) + 4
     entries = b"".join(struct.pack(order + "HHI", tag, kind, len(values)) + struct.pack(
         order + ("I" if kind == 4 else "H" * len(values)), *([start] if tag == 273 else values)).ljust(4, b"\0")
@@ -212,6 +214,52 @@ def test_a_16_bit_grey_and_alpha_tiff_is_named_for_what_it_is(tmp_path, order):
     assert error.fix == "Save it as a PNG (16-bit and alpha are kept) or as an 8-bit RGB or RGBA TIFF, then send that"
     eight = images.load(_tiff(tmp_path / "scan8.tif", (pixels >> 8).astype(np.uint8), 1, (2,), order))
     assert eight.mode == "RGBA" and eight.getpixel((11, 6)) == (214, 214, 214, 255)
+
+
+def _compressed_with(path: Path, compression: int, tag: int = 259) -> Path:
+    """An 8-bit RGB TIFF as Pillow writes it (three BitsPerSample values, out of line), its Compression tag (259)
+    then set to ``compression`` (its strip left as it was: Pillow refuses it at the tag, before any decoding); with
+    another ``tag``, that tag's number set to ``compression`` instead (the tag lost)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(buffer, "TIFF")
+    data = bytearray(buffer.getvalue())
+    ifd = struct.unpack("<I", data[4:8])[0]
+    for i in range(struct.unpack("<H", data[ifd:ifd + 2])[0]):
+        entry = ifd + 2 + 12 * i
+        if struct.unpack("<H", data[entry:entry + 2])[0] == tag:
+            data[entry + 8 * (tag == 259):entry + 2 + 8 * (tag == 259)] = struct.pack("<H", compression)
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("compression, named", [(34712, "jpeg 2000 (tiff compression 34712)"),
+                                                (65000, "with tiff compression 65000")], ids=["JPEG 2000", "unnamed"])
+def test_an_8_bit_rgb_tiff_with_a_compression_pillow_lacks_is_told_the_compression(tmp_path, compression, named):
+    """rev10c: an 8-bit RGB TIFF compressed with JPEG 2000 (slide scanners, archives) was told "a TIFF of 8-bit RGB,
+    a layout Pillow cannot decode" and to save it "as an 8-bit RGB or RGBA TIFF": what it was. The compression is
+    what Pillow lacks: it is named, and the fix is to save it uncompressed or LZW; the layout is not blamed."""
+    error = _refused(_compressed_with(tmp_path / "scan.tif", compression), "a tiff of 8-bit rgb compressed with",
+                     named, "pillow cannot decode")
+    assert "layout" not in error.problem, error.problem
+    assert error.fix == "Save it uncompressed or with LZW compression (or as a PNG), then send that"
+    assert images.load(_compressed_with(tmp_path / "plain.tif", 1)).getpixel((3, 3)) == (10, 20, 30)
+
+
+def test_a_tiff_whose_layout_and_compression_read_is_not_told_its_layout_is_the_fault(tmp_path):
+    """An 8-bit RGB TIFF without its ImageWidth tag (256): Pillow cannot identify it, but its layout and compression
+    are ones it reads, so neither is blamed (it was told "a layout Pillow cannot decode")."""
+    error = _refused(_compressed_with(tmp_path / "scan.tif", 65000, tag=256), "a tiff of 8-bit rgb whose tags")
+    assert "layout" not in error.problem and error.fix == "Save it again as a PNG, then send that"
+
+
+@pytest.mark.parametrize("order", ["<", ">"], ids=["little-endian", "big-endian"])
+def test_a_tiff_whose_layout_and_compression_pillow_both_lack_is_told_both(tmp_path, order):
+    """16-bit grey with alpha compressed with JPEG 2000: saving it uncompressed alone would not read; both are
+    named, and the fix names a layout and a compression that read."""
+    pixels = np.zeros((8, 12, 2), np.uint16)
+    error = _refused(_tiff(tmp_path / "scan.tif", pixels, 1, (2,), order, compression=34712),
+                     "a tiff of 16-bit grey with alpha compressed with jpeg 2000", "neither that layout nor")
+    assert "uncompressed or LZW 8-bit RGB or RGBA TIFF" in error.fix, error.fix
 
 
 @pytest.mark.parametrize("top", [1.0, 255.0, 65535.0])

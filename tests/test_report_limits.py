@@ -158,3 +158,23 @@ def test_old_nights_are_not_read_and_an_old_damaged_log_is_not_a_problem_again(t
     assert not [p for p in night.summary.problems if "broken.json" in p]
     everything = report.collect(tmp_path / "outbox", tmp_path / "failed", now=NOW)  # no window: all of them
     assert everything.summary.processed == 141 and any("broken.json" in p for p in everything.summary.problems)
+
+
+def test_a_page_asked_for_in_the_inbox_is_refused_in_one_line(tmp_path, capsys, monkeypatch):
+    """rev10b #8: README says a page is never written into the inbox, yet `report -o inbox/r.html` wrote it among
+    the photos (relative to the current folder, as a person types it). Refused with exit 2, nothing written; an
+    outbox inside the inbox is still the outbox."""
+    from daemon_helpers import make_config
+    from pipeline import cli
+
+    config = make_config(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    for page in ("inbox/r.html", "inbox/starry/r.html", "inbox/../inbox/r.html"):
+        assert cli.main(["report", "--config", str(config), "--since", "1h", "-o", page]) == 2
+        err = capsys.readouterr().err
+        assert f"-o {page} lies in the inbox {tmp_path / 'inbox'}, among the photos" in err and err.count("\n") == 1
+    assert [p for p in (tmp_path / "inbox").rglob("*") if p.is_file()] == []
+    assert cli.main(["report", "--config", str(config), "--since", "1h", "-o", "r.html"]) == 0
+    inside = make_config(tmp_path, folders={"inbox": "inbox", "outbox": "inbox/out", "spool": "spool"})
+    assert cli.main(["report", "--config", str(inside), "--since", "1h", "-o", "inbox/out/r.html"]) == 0
+    assert (tmp_path / "inbox" / "out" / "r.html").is_file()

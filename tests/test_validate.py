@@ -198,3 +198,16 @@ def test_a_styles_dir_that_is_the_inbox_is_refused_at_its_line(tmp_path):
     for name in ("starry_night.jpg", "the_scream.jpg"):
         shutil.copy(STYLES / name, tmp_path / "below" / "inbox" / "paintings" / name)
     assert load(below).styles_dir == (tmp_path / "below" / "inbox" / "paintings").resolve()
+
+
+@pytest.mark.parametrize("name", ["reports", "Reports"])
+def test_a_recipe_named_reports_is_refused(tmp_path, name):
+    """rev10b #9: its outputs went to outbox/reports/, among the morning pages, where README's pruning
+    (`find ... outbox/reports -type f -mtime +30 -delete`) would delete them; `Reports` is the same folder to a Mac."""
+    path = tmp_path / "config.yaml"
+    path.write_text(f"styles_dir: {STYLES}\nrecipes:\n  starry: {{styles: [starry_night.jpg]}}\n"
+                    f"  {name}: {{styles: [the_scream.jpg]}}\n")
+    assert problems_of(path) == [f"config.yaml:4: recipes.{name}: 'reports' is taken: outbox/reports/ holds the "
+                                 "morning reports (and is pruned by age). Name the recipe otherwise"]
+    path.write_text(path.read_text().replace(f"  {name}:", "  reportage:"))
+    assert list(load(path).recipes) == ["starry", "reportage"]

@@ -221,6 +221,9 @@ def _recipes(data: Any, styles_dir: Path, defaults: Settings, problems: Problems
             continue
         if not nfc(str(name)).replace("-", "").replace("_", "").isalnum():  # NFD's combining accent is no letter
             problems.add(path, "recipe names may use letters, digits, - and _ only (they name inbox folders)")
+        elif str(name).casefold() == "reports":  # its outputs would lie among the pages that pruning deletes (rev10b)
+            problems.add(path, "'reports' is taken: outbox/reports/ holds the morning reports (and is pruned by age). "
+                               "Name the recipe otherwise")
         problems.unknown(path, body, RECIPE_KEYS)
         settings = engine_settings(body, path, problems, defaults)
         styles = _styles(body.get("styles"), path + ("styles",), styles_dir, problems, settings.max_pixels)
@@ -362,7 +365,9 @@ def load_sidecar(path: Path, config: Config) -> tuple[str | None, dict[str, Any]
     problems = Problems(path, key_lines(node) if node else {})
     if not isinstance(data, dict):
         raise ConfigError([f"{path.name}:1: a sidecar is a mapping, e.g. `recipe: starry`"], path, SIDECAR_FIX)
-    problems.unknown((), data, SIDECAR_KEYS)
+    for key in RECIPE_KEYS.intersection(data) - SIDECAR_KEYS:  # "unknown key; did you mean" misled (rev10b)
+        problems.add((key,), "a recipe's setting: set it in the recipe in config.yaml, not a sidecar")
+    problems.unknown((), {k: v for k, v in data.items() if k not in RECIPE_KEYS}, SIDECAR_KEYS)
     recipe = data.get("recipe")
     if recipe is not None and config.recipe_named(recipe) is None:
         problems.add(("recipe",), f"no recipe named {recipe!r}; recipes: {', '.join(config.recipes)}")

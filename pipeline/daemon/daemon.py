@@ -29,7 +29,7 @@ from . import status as status_module
 from .config import Config, ConfigError
 from .config_build import check_folders
 from .diskguard import DiskGuard
-from .folder_faults import claim_fault, fixes, start_faults
+from .folder_faults import claim_fault, fixes, spool_fault, start_faults
 from .executor import Executor, left
 from .jobs import crashed
 from .reload import AGAIN, Refused, apply_live, reload_config, remake_folders
@@ -81,7 +81,8 @@ class Daemon:
         self.heartbeat = Heartbeat(self.notifier, self.config.stall_seconds, watchdog_interval())
         self.state = "starting"
         self.worker_restarts = 0
-        self.disk = DiskGuard(lambda: (self.config.work, self.config.outbox, self.config.failed))
+        self.disk = DiskGuard(lambda: (self.config.work, self.config.outbox, self.config.failed),
+                              fault_of=lambda exc: spool_fault(exc, self.config))  # a fault is no full disk
         self.reporter = Reporter(self)  # status.json, the watchdog, metrics and notices (reporting.py)
         self.book = JobBook(self.disk, self.reporter.on_job_event)  # the retry queue and the held jobs
         self.skipped: dict[str, str] = {}  # inbox folders passed over, with why (shown by status)

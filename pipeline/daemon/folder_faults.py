@@ -86,13 +86,21 @@ def start_faults(config) -> dict[Path, FolderFault]:
     to start (rev9b finding 1). A running daemon pauses on them and resumes once fixed; a restart meanwhile (a
     watchdog kill, an upgrade, a reboot with the NAS still read-only) exited 2 with "not writable by this user; fix
     its permissions" (wrong for a read-only mount) or "cannot create (File exists)", and systemd restarted it every
-    10 s. The inbox and work/ are not here: without them nothing can be claimed, so those still refuse to start."""
+    10 s. The inbox and work/ are not here: without them nothing can be claimed, so those still refuse to start.
+    A recipe's outbox folder that is there but no folder (a file, a link to a share not mounted) is met here too:
+    `once` with nothing waiting exited 0 without a word, and `run` found it only after a photo's whole run (rev10b);
+    one that is missing is made by the first output, as before."""
     found = {}
-    for folder in (config.outbox, config.done, config.failed):
+    recipes = [config.outbox / name for name in config.recipes]
+    for folder in (config.outbox, config.done, config.failed, *(r for r in recipes if _not_a_folder(r))):
         fault = write_fault(Path(folder), config)
         if fault is not None:
             found[Path(folder)] = fault
     return found
+
+
+def _not_a_folder(path: Path) -> bool:
+    return os.path.lexists(path) and not path.is_dir()
 
 
 def write_fault(folder: Path, config) -> FolderFault | None:
@@ -107,7 +115,7 @@ def write_fault(folder: Path, config) -> FolderFault | None:
 
 def probe_write(folder: Path, data: bytes, kind: str) -> OSError | None:
     """The error a small write in ``folder`` meets now (None: it took it): the one probe behind the start's check
-    (write_fault) and the pause's resume (diskguard.probe), which had each written their own."""
+    (write_fault) and the pause's resume (diskguard.refusal), which had each written their own."""
     path = folder / f".{kind}-probe-{os.getpid()}"
     try:
         write_atomic(data, path, fsync=False)

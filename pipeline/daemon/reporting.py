@@ -67,10 +67,10 @@ class Reporter:
     def health(self) -> str:
         """What `status` says: "running" only while a worker is alive and idle or making progress."""
         d = self.daemon
-        if faults := d.disk.faults():  # every folder fault: each folder and its fix (folder_faults.py)
-            return f"paused: {fixes(faults)}"
-        if full := d.disk.full():
-            return f"paused: disk full ({full.free_mb} MB free in {full.folder})"
+        faults, full = d.disk.faults(), d.disk.full()  # both, when held together: neither hides the other (rev10c)
+        disk_full = full and f"disk full ({full.free_mb} MB free in {full.folder})"
+        if faults or full:  # every folder fault with its fix (folder_faults.py), then the full disk
+            return "paused: " + "; ".join(filter(None, (faults and fixes(faults), disk_full)))
         if d.executor is not None and not d.executor.alive() and d.state == "running":
             return "worker dead; restarting it"
         if d.worker_restarts > MAX_WORKER_RESTARTS:

@@ -25,6 +25,7 @@ class JobBook:
     def __init__(self, disk: DiskGuard, listener: Callable[[str, dict], None],
                  clocks: tuple[Callable[[], float], Callable[[], float]] = (time.time, time.monotonic)) -> None:
         self.disk, self.listener = disk, listener
+        disk.tell = self._tell_fault  # a fault the guard's own probe finds is told as one met by a job (rev10c)
         self.wall, self.mono = clocks  # the jobs' not_before is wall-clock time; their due times also monotonic
         self.retry: list[Job] = []
         self.due: dict[str, float] = {}  # job id -> when it is due on the monotonic clock (take_due)
@@ -46,8 +47,12 @@ class JobBook:
         """Claiming waits on ``folder``; a folder fault is told once a pause (the folder and its fix), wherever it
         was met: a job's write, the claim (rev9b finding 2), the start (rev9b finding 1)."""
         if self.disk.pause(folder, fault) and fault is not None:
-            self._tell("paused", {"file": str(fault.folder), "reason": fault.code, "fix": fault.fix,
-                                  "message": "cannot be written; claiming is paused, the photos wait"})
+            self._tell_fault(fault)
+
+    def _tell_fault(self, fault: FolderFault) -> None:
+        """The `paused` notice: the folder and its fix."""
+        self._tell("paused", {"file": str(fault.folder), "reason": fault.code, "fix": fault.fix,
+                              "message": "cannot be written; claiming is paused, the photos wait"})
 
     def _tell(self, kind: str, data: dict) -> None:
         """A listener's fault must not lose the outcomes after it."""

@@ -24,14 +24,15 @@ OLD_DEFAULT_MAX_PIXELS = 50_000_000  # max_pixels' default when checkpoints stil
 
 def fingerprints(run) -> tuple[str, ...]:
     """(the fingerprint a checkpoint is saved with, then those older checkpoints were saved with). It holds each
-    painting's working shape per level: cc339fc sized a thin picture's painting at the picture's own aspect, where
-    it was the padded canvas's, and a checkpoint saved before resumed against the other Grams (mend10c). The older
-    ones, which lack that shape, are accepted only where the painting was sized alike then (no level thinner than
-    the network reads): the settings alone, and before that with the output-only settings in. Why: a print in
-    flight when the daemon was upgraded resumes rather than start over (its checkpoint's fingerprint held
-    print_dpi, format, quality and max_pixels). That upgrade raised max_pixels' default from 50 to 200 MP, so a
-    config that never set it (the shipped one) wrote the old default into the old fingerprint: that one is
-    accepted too (rev7g finding 3: such a print started over)."""
+    painting's working shape per level (_paintings): a thin picture's painting was sized three ways in turn (the
+    padded canvas's shape; cc339fc, raised to the picture's aspect; rev10c, the picture's own shape padded to the
+    canvas), and a checkpoint saved under one resumed against another's Grams (mend10c). The older ones, which lack
+    that shape, are accepted only where the painting was sized alike then (no level thinner than the network
+    reads): the settings alone, and before that with the output-only settings in. Why: a print in flight when the
+    daemon was upgraded resumes rather than start over (its checkpoint's fingerprint held print_dpi, format,
+    quality and max_pixels). That upgrade raised max_pixels' default from 50 to 200 MP, so a config that never set
+    it (the shipped one) wrote the old default into the old fingerprint: that one is accepted too (rev7g finding 3:
+    such a print started over)."""
     images = [digest(run.content), *map(digest, run.styles)]
     settings = run.settings.identity()
     identity = {**settings, "paintings": _paintings(run, lambda hw: hw)}
@@ -48,10 +49,17 @@ def fingerprints(run) -> tuple[str, ...]:
 
 
 def _paintings(run, sized) -> list[list[list[int]]]:
-    """Each level's paintings' working shapes, made for the picture shape ``sized(level)``: the level itself, as
-    now; its padded canvas, as before cc339fc."""
+    """Each level's paintings' working shapes, made for the picture shape ``sized(level)`` (the level itself, as
+    now; its padded canvas, as before cc339fc): [h, w], and the canvas it is padded to where thinner than the
+    network reads, [h, w, H, W]. A thicker painting's entry is [h, w] as it was, so its checkpoints still resume."""
     scale = run.settings.style_scale
-    return [[list(run.engine.painting_hw(style, sized(hw), scale)) for style in run.styles] for hw in run.levels]
+    return [[_entry(run.engine.painting_hw(style, sized(hw), scale)) for style in run.styles] for hw in run.levels]
+
+
+def _entry(hw: tuple[int, int]) -> list[int]:
+    """One painting's entry: its shape, then its canvas where padded (rev10c's sizing, told from cc339fc's)."""
+    outer = shapes.canvas(hw)
+    return [*hw] if outer == tuple(hw) else [*hw, *outer]
 
 
 def save(run, pixels: torch.Tensor, opt_state: dict) -> None:

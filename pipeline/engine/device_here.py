@@ -28,7 +28,7 @@ def cuda_missing(names: Iterable[str]) -> str | None:
         return None
     if build.get("cuda") in (None, "None"):
         return f"this torch ({build.get('__version__', '?')}) was built without CUDA"
-    gpus = sorted(int(m.group(1)) for m in map(_NODE.fullmatch, _names(DEV)) if m)
+    gpus = _gpus()
     if not gpus:
         return f"no NVIDIA GPU here (no {DEV / 'nvidia0'}: check `nvidia-smi` and the driver)"
     highest = max(int(name.partition(":")[2] or 0) for name in wanted)
@@ -36,6 +36,17 @@ def cuda_missing(names: Iterable[str]) -> str | None:
         return f"cuda:{highest} was asked for, but this machine has {len(gpus)} NVIDIA GPU(s), cuda:0 to " \
                f"cuda:{len(gpus) - 1}"
     return None
+
+
+def cuda_here() -> list[str]:
+    """The CUDA devices this machine gives as far as can be judged without torch (``cuda:0`` ... for each NVIDIA
+    device node, none for a torch built without CUDA): what `stylize` lists when it refuses one before torch."""
+    build = torch_build() or {}
+    return [] if build.get("cuda") in (None, "None") else [f"cuda:{i}" for i in range(len(_gpus()))]
+
+
+def _gpus() -> list[int]:
+    return sorted(int(m.group(1)) for m in map(_NODE.fullmatch, _names(DEV)) if m)
 
 
 def torch_build() -> dict[str, str] | None:

@@ -58,9 +58,9 @@ def load(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
             raise ImageError(exc.problem, path=path, fix=exc.fix, reason=exc.reason) from exc
         raise
     except UnidentifiedImageError as exc:
-        tiff = tiff_kind.describe(path)  # a TIFF was sent: name its layout, and one that reads (closing9)
-        raise ImageError(f"a TIFF of {tiff}, a layout Pillow cannot decode" if tiff else "not an image Pillow can "
-                         "read", path=path, fix=tiff_kind.FIX if tiff else f"Send a {KINDS} file") from exc
+        # a TIFF was sent: name what Pillow lacks (its layout, its compression) and what reads (closing9, rev10c)
+        problem, fix = tiff_kind.explain(path) or ("not an image Pillow can read", f"Send a {KINDS} file")
+        raise ImageError(problem, path=path, fix=fix) from exc
     except (OSError, ValueError) as exc:  # ValueError: a plugin's own refusal ("not one of the allowed sizes")
         raise ImageError(f"cannot decode the image ({exc})", path=path,
                          fix="The file is truncated or damaged; copy it again") from exc

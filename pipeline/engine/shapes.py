@@ -49,16 +49,6 @@ def canvas(hw: tuple[int, int]) -> tuple[int, int]:
     return max(hw[0], VGG_MIN_SIDE), max(hw[1], VGG_MIN_SIDE)
 
 
-def raised(hw: tuple[int, int]) -> tuple[int, int]:
-    """``hw`` scaled up, its aspect kept, until its short side is VGG_MIN_SIDE: a thin picture's painting is made
-    at this shape (its own aspect, where the canvas's padding would stretch it), and ``hw`` itself where no side
-    is that thin."""
-    grow = VGG_MIN_SIDE / min(hw)
-    if grow <= 1:
-        return hw
-    return max(VGG_MIN_SIDE, round(hw[0] * grow)), max(VGG_MIN_SIDE, round(hw[1] * grow))
-
-
 def _margins(hw: tuple[int, int], outer: tuple[int, int]) -> tuple[int, int]:
     return (outer[0] - hw[0]) // 2, (outer[1] - hw[1]) // 2
 

@@ -6,6 +6,11 @@ WebP, TIFF or BMP file" to a person who had sent a TIFF (closing9). The first di
 with Pillow's own tag parser, so the message names the layout and the fix names one Pillow reads. Decoding the
 strips ourselves was not taken: most such files are LZW- or Deflate-compressed with a predictor, which would need a
 TIFF codec of our own (tifffile and imagecodecs are not dependencies).
+
+The layout is not always what Pillow lacks: an 8-bit RGB TIFF compressed with JPEG 2000 (34712: slide scanners,
+some archives) was told "a layout Pillow cannot decode" and to save it "as an 8-bit RGB or RGBA TIFF", what it
+already was (rev10c). Where Pillow knows no codec for the Compression tag (259), the message names the compression,
+and the layout only where Pillow would not read that either (the key its TIFF plugin looks the mode up by).
 """
 from __future__ import annotations
 
@@ -16,11 +21,42 @@ PHOTOMETRIC = {0: "grey", 1: "grey", 2: "RGB", 3: "palette", 4: "mask", 5: "CMYK
 SAMPLE_FORMATS = {2: "signed ", 3: "float "}
 ALPHA = (1, 2)  # ExtraSamples: associated (premultiplied) or unassociated alpha
 FIX = "Save it as a PNG (16-bit and alpha are kept) or as an 8-bit RGB or RGBA TIFF, then send that"
+COMPRESSION_FIX = "Save it uncompressed or with LZW compression (or as a PNG), then send that"
+BOTH_FIX = ("Save it as a PNG (16-bit and alpha are kept) or as an uncompressed or LZW 8-bit RGB or RGBA TIFF, "
+            "then send that")
+# TIFF Compression (tag 259) values Pillow has no codec for, by name: the registry's and libtiff's (tiff.h).
+COMPRESSIONS = {9: "JBIG", 10: "JBIG", 32766: "NeXT RLE", 32895: "IT8 CT", 32896: "IT8 LW", 32897: "IT8 MP",
+                32898: "IT8 BL", 32908: "Pixar film", 32909: "PixarLog", 32947: "Kodak DCS",
+                33003: "Aperio JPEG 2000", 33005: "Aperio JPEG 2000", 34661: "JBIG", 34692: "LuraWave",
+                34712: "JPEG 2000", 34713: "Nikon NEF", 34715: "JBIG2", 34887: "LERC", 34892: "lossy JPEG (DNG)",
+                34926: "Zstandard (an old code)", 34927: "WebP (an old code)", 34933: "PNG", 34934: "JPEG XR",
+                50002: "JPEG XL", 52546: "JPEG XL"}
 
 
-def describe(path: str | Path) -> str | None:
-    """"16-bit grey with alpha" for a TIFF (or a BigTIFF) whose first directory reads; None for a file that is not a TIFF (or
-    whose tags cannot be read: the caller's general message stands)."""
+def explain(path: str | Path) -> tuple[str, str] | None:
+    """(problem, fix) for a TIFF (or a BigTIFF) Pillow could not identify, naming what it lacks: the compression,
+    the layout, or both; None for a file that is not a TIFF (or whose tags cannot be read: the caller's general
+    message stands)."""
+    from PIL import TiffImagePlugin
+
+    tags = _directory(path)
+    if tags is None:
+        return None
+    words, reads = _words(tags), _layout_reads(tags)
+    code = tags.get(259, 1)
+    if code not in TiffImagePlugin.COMPRESSION_INFO:
+        how = f"{COMPRESSIONS[code]} (TIFF compression {code})" if code in COMPRESSIONS else f"TIFF compression {code}"
+        compressed = f"a TIFF of {words} compressed with {how}"
+        if reads:
+            return f"{compressed}, which Pillow cannot decode", COMPRESSION_FIX
+        return f"{compressed}: Pillow decodes neither that layout nor that compression", BOTH_FIX
+    if reads:  # its tags say a layout and a compression Pillow knows: something else in them is off
+        return f"a TIFF of {words} whose tags Pillow cannot read", "Save it again as a PNG, then send that"
+    return f"a TIFF of {words}, a layout Pillow cannot decode", FIX
+
+
+def _directory(path: str | Path):
+    """The first directory's tags, read with Pillow's own parser; None: not a TIFF, or a damaged directory."""
     from PIL import TiffImagePlugin
 
     try:
@@ -33,7 +69,22 @@ def describe(path: str | Path) -> str | None:
             tags.load(file)
     except (OSError, ValueError, SyntaxError, KeyError, TypeError):  # a damaged directory: no layout to name
         return None
-    return _words(tags)
+    return tags
+
+
+def _layout_reads(tags) -> bool:
+    """Whether Pillow's TIFF plugin has a mode for this layout: its own look-up key (TiffImageFile._setup), built
+    the same way from the tags."""
+    from PIL import TiffImagePlugin
+
+    formats, bits, extra = _many(tags.get(339, (1,))), _many(tags.get(258, (1,))), _many(tags.get(338, ()))
+    formats = formats[:1] if len(formats) > 1 and max(formats) == min(formats) else formats
+    samples = tags.get(277, 1)
+    if tags.get(284, 1) == 2 and extra and max(extra) == 0:  # separate planes: unspecified extras are ignored
+        bits, samples, extra = bits[:-len(extra)], samples - len(extra), ()
+    bits = bits[:samples] if samples < len(bits) else bits * samples if len(bits) == 1 else bits
+    key = (tags.prefix, tags.get(262, 0), formats, tags.get(266, 1), bits, extra)
+    return key in TiffImagePlugin.OPEN_INFO
 
 
 def _words(tags) -> str:

@@ -61,13 +61,14 @@ class StyleTransfer:
         """Gram targets of one style for a content of this shape. The painting's own Grams are cached by (pixels,
         its shape, device, precision), then brought to the content's number of positions (for_picture: a product,
         made per call, so the cache needs no content shape and serves every photo whose painting size is the same).
-        ``canvas``: a thin picture's padded shape, whose positions the loss counts; the painting is sized by the
-        picture's own shape, not the canvas's, which stretched it up to 1.6x along the short side (closing9)."""
+        ``canvas`` (default: the content's, shapes.canvas): the padded shape whose positions the loss counts."""
         hw = self.painting_hw(style, content_hw, settings.style_scale)
-        return self._painting_grams(style, hw, settings).for_picture(hw, canvas or content_hw)
+        own = shapes.canvas(hw)  # a thin painting is padded as its picture is (_painting_grams)
+        return self._painting_grams(style, hw, settings).for_picture(own, canvas or shapes.canvas(content_hw))
 
     def _painting_grams(self, style: Image.Image, hw: tuple[int, int], settings: Settings) -> StyleTargets:
-        """A painting's Grams at ``hw``, at its own number of positions; from the cache where it has them."""
+        """A painting's Grams at ``hw``, on its canvas (shapes.pad: only a thin one's differs), at that canvas's own
+        number of positions; from the cache where it has them."""
         key = (digest(style), hw, str(self.device), self.precision(settings.precision))
         if key in self.cache:
             self.cache_hits += 1
@@ -75,7 +76,7 @@ class StyleTransfer:
             return self.cache[key]
         self.cache_misses += 1
         self.autocast(key[3])  # CUDA's TF32 flags as keyed: a TF32 run's Grams must not serve an fp32 run (rev6b)
-        pixels = images.to_tensor(self._style_pixels(style, hw), self.device)
+        pixels = shapes.pad(images.to_tensor(self._style_pixels(style, hw), self.device), shapes.canvas(hw))
         with torch.no_grad():
             grams = style_grams(self, pixels, settings)  # tiled where a large print's painting would not fit
             if grams is None:
@@ -94,10 +95,12 @@ class StyleTransfer:
 
     @staticmethod
     def painting_hw(style: Image.Image, content_hw: tuple[int, int], scale: float) -> tuple[int, int]:
-        """scale 1.0: the content's exact shape, as the notebook does (raised, its aspect kept, where thinner than
-        the network reads); else keep the style's aspect."""
+        """scale 1.0: the content's exact shape, as the notebook does, a thin one's too: padded to the canvas as the
+        picture is (rev10c: raised to a 16 px short side, a 6x120 strip's painting was made at 16x320, its strokes
+        2.7x the picture's scale; resized to the canvas before, stretched along the short side); else keep the
+        style's aspect."""
         if scale == 1.0:
-            return shapes.raised(content_hw)
+            return content_hw
         long_side = scale * max(content_hw)
         w, h = style.size
         f = long_side / max(w, h)
