@@ -85,3 +85,12 @@ def test_choose_splits_a_curve_at_the_level_the_engine_ran_last(engine, content,
     points = [{"step": f.step, "t": f.elapsed, "loss": f.raw, "evals": f.evals, "style_ratio": 1.0}
               for f in rec.frames]
     assert curve.stop(1e-3, points, 2)["step"] == 3
+
+
+@pytest.mark.parametrize("kind", ["own", "mac"])
+def test_sidecars_scan_times_the_unpaired_check_in_a_tree(tmp_path, kind):
+    from bench.sidecars_scan import make_folder, timed
+
+    make_folder(tmp_path / kind, kind, 5)
+    got = timed(ROOT, tmp_path / kind, 1)
+    assert got["unpaired"] == 1 and got["seconds"] >= 0
