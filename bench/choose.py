@@ -40,15 +40,18 @@ def recipe_name(cfg: dict) -> str:
 
 
 class Curve:
-    """One recipe's recorded frames, split at the final scale, with its noise-free cost measure."""
+    """One recipe's recorded frames, split at the final scale, with its noise-free cost measure. The final scale is
+    the one the engine ran last (each frame's n_scales), not the recipe's ``scales``: a coarser level under
+    shapes.MIN_SIDE is dropped (scales=2 at 64 px runs one level), and a curve split at the asked-for count had no
+    fine frames at all (the smoke run's stops read "0 (none)")."""
 
-    def __init__(self, rec: Recorder, n_scales: int) -> None:
-        self.coarse = [(f.step, f.raw) for f in rec.frames if f.scale < n_scales]
-        fine = [f for f in rec.frames if f.scale == n_scales]
+    def __init__(self, rec: Recorder) -> None:
+        self.coarse = [(f.step, f.raw) for f in rec.frames if f.scale < f.n_scales]
+        fine = [f for f in rec.frames if f.scale == f.n_scales]
         self.fine_start = fine[0].step - 1 if fine else 0
         self.fine_raw = [(f.step - self.fine_start, f.raw) for f in fine]
-        self.coarse_t = fine[0].elapsed if (n_scales > 1 and fine) else 0.0
-        self.coarse_evals = max((f.evals for f in rec.frames if f.scale < n_scales), default=0)
+        self.coarse_t = fine[0].elapsed if (self.coarse and fine) else 0.0
+        self.coarse_evals = max((f.evals for f in rec.frames if f.scale < f.n_scales), default=0)
 
     def work(self, p: dict) -> float:
         """Evaluations in full-size units (a half-size level costs ~1/4)."""
@@ -68,7 +71,7 @@ def one_recipe(engine, pictures: tuple, judge: Judge, cfg: dict, size: int, step
     s = Settings(size=size, steps=steps, early_stop_tol=0.0, early_stop_window=WINDOW, **cfg)
     rec = Recorder(every=1)
     res = run_engine(engine, *pictures, s, rec)
-    pts, curve = judge_frames(judge, rec.frames), Curve(rec, s.scales)
+    pts, curve = judge_frames(judge, rec.frames), Curve(rec)
     reach = first_reach(pts, target) if target is not None else None
     its = rec.iterations(skip=0)
     return {"name": recipe_name(cfg), "config": cfg, "points": pts, "final": judge(res.image),

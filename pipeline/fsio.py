@@ -283,6 +283,15 @@ def nfc(name: str) -> str:
     return unicodedata.normalize("NFC", name)
 
 
+def spellings(names) -> dict[str, list[str]]:
+    """Names by their NFC form: each form -> the names spelt so (two where a Mac's NFD copy of a name lies beside
+    the same name typed here: Linux keeps both)."""
+    spelt: dict[str, list[str]] = {}
+    for name in names:
+        spelt.setdefault(nfc(name), []).append(name)
+    return spelt
+
+
 def on_disk(path: Path) -> Path:
     """``path`` as the disk spells it: where no entry has its exact bytes, the one entry of its folder whose NFC
     form is its name's (each missing part in turn, so a folder named the other way is found too). A name typed on

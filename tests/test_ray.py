@@ -27,9 +27,37 @@ RAY = {"num_workers": 2, "num_cpus_per_worker": 1}
 
 
 @pytest.fixture
-def ray_down():
-    """Whatever a test started, Ray is shut down after it (the daemon shuts down its own; this is the net)."""
+def shared_ray(monkeypatch):
+    """One local Ray instance of 2 CPUs (what RAY's two actors ask) for the in-process tests, kept up between them:
+    each test's own ray.init and shutdown cost ~4 s of the 2-core box's wall, more under the suite's load. The daemon
+    finds it up and uses it (ray_cluster.connect: not its own, so its stop leaves it up), as it does a cluster given
+    by address. Every actor the test's executors spawned is killed after it and its CPUs are free again before the
+    next test, so each starts on an empty instance as before; the subprocess tests shut it down first (no_local_ray)."""
+    import ray
+
+    from pipeline.daemon import ray_cluster
+    from pipeline.daemon.config_schema import RayOptions
+    from pipeline.daemon.ray_executor import RayExecutor
+
+    ray_cluster.connect(ray, RayOptions(**RAY))
+    spawned, real = [], RayExecutor._spawn
+
+    def spawn(self, slot):
+        real(self, slot)
+        spawned.append(slot.handle)
+    monkeypatch.setattr(RayExecutor, "_spawn", spawn)
     yield
+    for handle in spawned:
+        try:
+            ray.kill(handle, no_restart=True)
+        except Exception:  # already dead
+            pass
+    wait_for(lambda: ray.available_resources().get("CPU", 0) >= RAY["num_workers"], 60, step=0.1)
+
+
+@pytest.fixture
+def no_local_ray():
+    """A test whose daemon runs in a subprocess (its own local instance): none left up in this process meanwhile."""
     import ray
     if ray.is_initialized():
         ray.shutdown()
@@ -98,7 +126,45 @@ def test_validate_names_what_to_do_when_the_cluster_cannot_be_reached(tmp_path):
 # --- a real local cluster ---------------------------------------------------------------------------
 
 @needs_ray
-def test_twelve_jobs_over_two_actors_each_style_computed_once_per_actor(tmp_path, ray_down, engine, torch_threads):
+def test_daemon_kill_9_with_jobs_in_flight_then_restart_every_job_once(tmp_path, no_local_ray):
+    # six photos, not ten: at the kill two are done, two in flight on the actors, two never claimed (every kind the
+    # restart meets); four more of 40 steps each only lengthened both runs
+    config = make_config(tmp_path, executor="ray", ray=RAY, defaults={"steps": 40})
+    inbox, photos = tmp_path / "inbox", 6
+    for i in range(photos):
+        drop(inbox, f"shot{i}.jpg", sample="rocket.jpg")
+    proc = start_daemon(config, tmp_path / "first.log")
+    try:
+        def in_flight():
+            started = {e["file"] for e in log_events(proc) if e.get("event") == "job started"}
+            done = {e["file"] for e in log_events(proc) if e.get("event") == "job done"}
+            return len(done) >= 2 and started - done
+        wait_for(in_flight, 150, proc, step=0.2)
+        proc.send_signal(signal.SIGKILL)  # the daemon alone: its actors die with it
+        proc.wait()
+    finally:
+        time.sleep(1)
+        kill_group(proc)  # anything of its local Ray still around
+    before = outputs(tmp_path)
+    assert list((tmp_path / "spool" / "work").iterdir()), "jobs in flight stay in work/"
+    proc = start_daemon(config, tmp_path / "second.log")
+    try:
+        wait_for(lambda: len(list((tmp_path / "spool" / "done").iterdir())) == photos, 150, proc, step=0.3)
+        wait_for(lambda: not list((tmp_path / "spool" / "work").iterdir()), 20, proc)
+        assert any(e.get("event") == "resuming a job left in work/" for e in log_events(proc))
+    finally:
+        assert stop(proc) == 0
+        kill_group(proc)
+    names = sorted(p.name for p in outputs(tmp_path))
+    assert names == [f"shot{i}.png" for i in range(photos)], "every job once, no -1 copies"
+    assert set(before) <= set(outputs(tmp_path)) and errors(tmp_path) == {}
+    assert sorted(p.name for p in (tmp_path / "spool" / "done").iterdir()) == [f"shot{i}.jpg" for i in range(photos)]
+    assert len({json.loads(p.with_suffix(".json").read_text())["job_id"] for p in outputs(tmp_path)}) == photos
+
+
+@needs_ray
+def test_twelve_jobs_over_two_actors_each_style_computed_once_per_actor(tmp_path, shared_ray, engine,
+                                                                       torch_threads):
     from pipeline.daemon.daemon import Daemon
     from pipeline.engine import images
 
@@ -138,7 +204,7 @@ def test_twelve_jobs_over_two_actors_each_style_computed_once_per_actor(tmp_path
 
 
 @needs_ray
-def test_an_actor_killed_mid_job_its_job_finishes_once_on_another(tmp_path, ray_down):
+def test_an_actor_killed_mid_job_its_job_finishes_once_on_another(tmp_path, shared_ray):
     from pipeline.daemon.daemon import Daemon
 
     config = make_config(tmp_path, executor="ray", ray=RAY)
@@ -146,7 +212,7 @@ def test_an_actor_killed_mid_job_its_job_finishes_once_on_another(tmp_path, ray_
     thread = run_in_thread(daemon)
     inbox = tmp_path / "inbox"
     try:
-        (inbox / "long.yaml").write_text("size: 64\nsteps: 60\n")  # first: it is claimed with its photo
+        (inbox / "long.yaml").write_text("size: 64\nsteps: 30\n")  # first: it is claimed with its photo
         drop(inbox, "long.jpg")
         for i in range(3):
             drop(inbox, f"short{i}.jpg")
@@ -162,7 +228,7 @@ def test_an_actor_killed_mid_job_its_job_finishes_once_on_another(tmp_path, ray_
     assert errors(tmp_path) == {} and not list((tmp_path / "spool" / "work").iterdir())
     record = json.loads((tmp_path / "outbox" / "starry" / "long.json").read_text())
     assert record["worker"]["actor"] != victim, "finished on another actor"
-    assert record["attempts"] == 2 and record["steps"] == 60
+    assert record["attempts"] == 2 and record["steps"] == 30
     assert [e["actor"] for e in record["lost_attempts"]] == [victim]
     assert record["lost_attempts"][0]["error"] in ("ActorDiedError", "RayActorError")
     assert sum(1 for p in (tmp_path / "spool" / "done").iterdir() if p.name == "long.jpg") == 1
@@ -201,7 +267,7 @@ def kill_when_running(daemon, name: str, step: int = 3) -> str:
 
 
 @needs_ray
-def test_an_actor_lost_on_the_last_attempt_fails_the_job_with_its_reason(tmp_path, ray_down):
+def test_an_actor_lost_on_the_last_attempt_fails_the_job_with_its_reason(tmp_path, shared_ray):
     from pipeline.daemon.daemon import Daemon
 
     config = make_config(tmp_path, executor="ray", ray=RAY, max_attempts=1,
@@ -222,7 +288,7 @@ def test_an_actor_lost_on_the_last_attempt_fails_the_job_with_its_reason(tmp_pat
 
 
 @needs_ray
-def test_run_window_closing_cancels_on_the_actor_and_the_job_runs_again(tmp_path, ray_down):
+def test_run_window_closing_cancels_on_the_actor_and_the_job_runs_again(tmp_path, shared_ray):
     """And from its checkpoint (rev9e #1: the actor ran without one, so every window close threw the steps away while
     the log said "checkpointed"): the actor sends it back with the cancel, the daemon keeps it in work/."""
     from datetime import datetime
@@ -253,60 +319,8 @@ def test_run_window_closing_cancels_on_the_actor_and_the_job_runs_again(tmp_path
     assert record["steps"] == 50 and record["attempts"] == 1 and (record["resumed_from_step"] or 0) >= 10
 
 
-def start_daemon(config: Path, log: Path) -> subprocess.Popen:
-    """Its own session, so the local Ray processes it leaves behind after kill -9 can be cleaned up."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "RAY_DISABLE_USAGE_STATS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "--config", str(config)],
-                            stdout=open(log, "wb"), stderr=subprocess.STDOUT, cwd=ROOT, env=env,
-                            start_new_session=True)
-    proc.log_path = log  # type: ignore[attr-defined]
-    return proc
-
-
-def kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
 @needs_ray
-def test_daemon_kill_9_with_jobs_in_flight_then_restart_every_job_once(tmp_path):
-    config = make_config(tmp_path, executor="ray", ray=RAY, defaults={"steps": 40})
-    inbox = tmp_path / "inbox"
-    for i in range(10):
-        drop(inbox, f"shot{i}.jpg", sample="rocket.jpg")
-    proc = start_daemon(config, tmp_path / "first.log")
-    try:
-        def in_flight():
-            started = {e["file"] for e in log_events(proc) if e.get("event") == "job started"}
-            done = {e["file"] for e in log_events(proc) if e.get("event") == "job done"}
-            return len(done) >= 2 and started - done
-        wait_for(in_flight, 150, proc, step=0.2)
-        proc.send_signal(signal.SIGKILL)  # the daemon alone: its actors die with it
-        proc.wait()
-    finally:
-        time.sleep(1)
-        kill_group(proc)  # anything of its local Ray still around
-    before = outputs(tmp_path)
-    assert list((tmp_path / "spool" / "work").iterdir()), "jobs in flight stay in work/"
-    proc = start_daemon(config, tmp_path / "second.log")
-    try:
-        wait_for(lambda: len(list((tmp_path / "spool" / "done").iterdir())) == 10, 150, proc, step=0.3)
-        wait_for(lambda: not list((tmp_path / "spool" / "work").iterdir()), 20, proc)
-        assert any(e.get("event") == "resuming a job left in work/" for e in log_events(proc))
-    finally:
-        assert stop(proc) == 0
-        kill_group(proc)
-    names = sorted(p.name for p in outputs(tmp_path))
-    assert names == [f"shot{i}.png" for i in range(10)], "every job once, no -1 copies"
-    assert set(before) <= set(outputs(tmp_path)) and errors(tmp_path) == {}
-    assert sorted(p.name for p in (tmp_path / "spool" / "done").iterdir()) == [f"shot{i}.jpg" for i in range(10)]
-    assert len({json.loads(p.with_suffix(".json").read_text())["job_id"] for p in outputs(tmp_path)}) == 10
-
-
-@needs_ray
-def test_a_reload_while_a_job_is_on_an_actor_does_not_change_how_it_lands(tmp_path, ray_down, monkeypatch):
+def test_a_reload_while_a_job_is_on_an_actor_does_not_change_how_it_lands(tmp_path, shared_ray, monkeypatch):
     """rev9d item 2: a Ray job landed by get_config() at landing time, not by the config it opened with: an edit
     `after_success: delete` -> `move` that lands while the photo is on an actor kept the input. A running job never
     sees an edit (Config's promise); it lands as the local worker's do, by the config it opened with."""
@@ -328,3 +342,20 @@ def test_a_reload_while_a_job_is_on_an_actor_does_not_change_how_it_lands(tmp_pa
     monkeypatch.setattr(RayExecutor, "_settle", reload_lands_mid_job)
     assert daemon.run() == 0
     assert_deleted_as_the_try_began(tmp_path)
+
+
+def start_daemon(config: Path, log: Path) -> subprocess.Popen:
+    """Its own session, so the local Ray processes it leaves behind after kill -9 can be cleaned up."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "RAY_DISABLE_USAGE_STATS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "--config", str(config)],
+                            stdout=open(log, "wb"), stderr=subprocess.STDOUT, cwd=ROOT, env=env,
+                            start_new_session=True)
+    proc.log_path = log  # type: ignore[attr-defined]
+    return proc
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

@@ -13,7 +13,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from daemon_helpers import SAMPLES, STYLES, errors, log_events, make_config, outputs, stop, wait_for  # noqa: E402
-from test_ray import RAY, drop, kill_group, kill_when_running, needs_ray, ray_down, start_daemon  # noqa: E402,F401
+from test_ray import (RAY, drop, kill_group, kill_when_running, needs_ray, no_local_ray, shared_ray,  # noqa: E402,F401
+                      start_daemon)
 from test_ray import status_current  # noqa: E402
 
 pytestmark = pytest.mark.xdist_group("ray")  # one worker runs them all: never two local Ray instances at once
@@ -29,7 +30,7 @@ def run_keeping_status(daemon) -> tuple[threading.Thread, list]:
 
 
 @needs_ray
-def test_an_actor_dying_while_starting_during_a_window_close_leaves_the_daemon_running(tmp_path, ray_down):
+def test_an_actor_dying_while_starting_during_a_window_close_leaves_the_daemon_running(tmp_path, shared_ray):
     """rev9e #7: _replace drops the slot's handle for 30 s when its actor died before it was ready, while the jobs
     sent to it had not landed; a closing window then asked flight.slot.handle.cancel on None, the dispatcher died,
     set stop, and the daemon exited 0 (systemd's Restart=on-failure never started it again)."""
@@ -63,7 +64,7 @@ def test_an_actor_dying_while_starting_during_a_window_close_leaves_the_daemon_r
 
 
 @needs_ray
-def test_a_ray_dispatcher_that_fails_stops_the_daemon_with_exit_status_1(tmp_path, ray_down, monkeypatch):
+def test_a_ray_dispatcher_that_fails_stops_the_daemon_with_exit_status_1(tmp_path, shared_ray, monkeypatch):
     """rev9e #7: a dispatcher failure stopped the daemon with status 0, which Restart=on-failure does not restart."""
     from pipeline.daemon.daemon import Daemon
     from pipeline.daemon.ray_executor import RayExecutor
@@ -80,7 +81,7 @@ def test_a_ray_dispatcher_that_fails_stops_the_daemon_with_exit_status_1(tmp_pat
 
 
 @needs_ray
-def test_a_dead_actor_charges_only_the_job_it_ran_and_the_record_names_that_actor(tmp_path, ray_down):
+def test_a_dead_actor_charges_only_the_job_it_ran_and_the_record_names_that_actor(tmp_path, shared_ray):
     """rev9e #3: with max_inflight above the actors, every job queued on an actor that died was charged an attempt
     as "died mid-job" (at max_attempts 1 photos that never started went to failed/), and a flight landing after the
     slot was relabelled named the fresh replacement, on node "starting", as the actor that died."""
@@ -91,11 +92,14 @@ def test_a_dead_actor_charges_only_the_job_it_ran_and_the_record_names_that_acto
     daemon = Daemon(config)
     thread, _ = run_keeping_status(daemon)
     try:
-        for name in ("first.jpg", "second.jpg", "third.jpg"):
-            drop(tmp_path / "inbox", name)
+        for name in ("first", "second", "third"):
+            if name != "first":  # queued behind it: what they run is not the point, only that they are not charged
+                (tmp_path / "inbox" / f"{name}.yaml").write_text("size: 32\nsteps: 2\n")  # claimed with the photo
+            drop(tmp_path / "inbox", f"{name}.jpg")
         wait_for(lambda: daemon.executor and len((daemon.executor.progress().current or {}).get("running", [])) == 3,
                  120, step=0.2)
         victim_file = max(daemon.executor.progress().current["running"], key=lambda j: j["step"])["file"]
+        assert victim_file == "first.jpg", "the one sent first runs first"
         victim = kill_when_running(daemon, victim_file)
         wait_for(lambda: len(outputs(tmp_path)) + len(errors(tmp_path)) == 3, 200, step=0.3)
     finally:
@@ -111,7 +115,8 @@ def test_a_dead_actor_charges_only_the_job_it_ran_and_the_record_names_that_acto
 
 
 @needs_ray
-def test_sigterm_on_a_ray_job_checkpoints_it_before_the_daemon_exits_and_it_logged_its_progress(tmp_path):
+def test_sigterm_on_a_ray_job_checkpoints_it_before_the_daemon_exits_and_it_logged_its_progress(tmp_path,
+                                                                                              no_local_ray):
     """rev9e #1: at a stop the dispatcher left the jobs in flight at once (no cancel sent, nothing saved) and logged
     "job checkpointed for the next start"; it now cancels them and waits for their checkpoints within the stop.
     (A closing window's checkpoint and the resume from it: test_ray's test_run_window_closing_...)

@@ -72,6 +72,33 @@ def test_a_sidecar_of_another_name_is_still_not_paired(tmp_path):
     assert sidecar_for(inbox / f"{NFD}.jpg") is None
 
 
+def test_a_photo_does_not_take_the_sidecar_of_its_twin_spelt_the_other_way(tmp_path, engine):
+    """rev10c: Café Renée.jpg in NFC and in NFD both in the inbox (one typed here, one copied from a Mac), and only
+    the NFD one has its sidecar (NFD). The NFC photo found no sidecar of its own bytes, fell back to the folder's
+    spellings and took its twin's: styled 'scream' in 3 steps, the twin's settings (first claimed, it took a copy
+    of the sidecar, as read_by_another said it read it too). An exact match still wins: the twin keeps its own."""
+    from pipeline.daemon.sidecars import read_by_another
+
+    config = make_config(tmp_path)
+    inbox = tmp_path / "inbox"
+    for name in (f"{NFC}.jpg", f"{NFD}.jpg"):
+        shutil.copy(SAMPLES / "coffee.jpg", inbox / name)
+    (inbox / f"{NFD}.yaml").write_text("recipe: scream\nsteps: 3\n")
+    assert len(os.listdir(inbox)) == 3
+    assert sidecar_for(inbox / f"{NFD}.jpg") == inbox / f"{NFD}.yaml"
+    assert sidecar_for(inbox / f"{NFC}.jpg") is None
+    assert not read_by_another(inbox / f"{NFD}.jpg", inbox / f"{NFD}.yaml", inbox)  # not shared with the twin
+    old = time.time() - 60
+    os.utime(inbox / f"{NFD}.yaml", (old, old))
+    assert unpaired_sidecars(inbox) == {}  # the twin's own
+    assert Daemon(config, once=True, engine=engine).run() == 0
+    logs = [json.loads(p.read_text()) for p in (tmp_path / "outbox").rglob("*.json")]
+    styled = {log["input"]["name"]: (log["recipe"], log["settings"]["steps"]) for log in logs}
+    assert styled == {f"{NFD}.jpg": ("scream", 3), f"{NFC}.jpg": ("starry", 2)}, styled
+    done = os.listdir(tmp_path / "spool" / "done")
+    assert f"{NFD}.yaml" in done and f"{NFC}.yaml" not in done, done
+
+
 def test_a_recipe_folder_spelt_the_other_way_is_that_recipe_once_in_its_outbox(tmp_path, engine):
     """mend10c: inbox/café/ copied from a Mac (NFD) beside config.yaml's recipe café (NFC) was matched by bytes:
     its photos were styled with the default recipe, unsaid, into outbox/starry/café/. Now the recipe folder, the
