@@ -48,13 +48,15 @@ def read_by_another(photo: Path, sidecar: Path, inbox: Path, exclude: tuple[Path
     pair.png (a RAW+JPEG export, one picture in two formats). The claim, which always copies the sidecar in, then
     leaves it for the other (Spool.let_go_sidecar, asked after the photo's move); it went with the first claimed,
     and the other was styled with its recipe alone, unwarned (rev10b). Asked only for a photo that has a sidecar:
-    one listing of its folder."""
+    one listing of its folder. The photo, moved out by then, is still spelt in it: its twin spelt the other Unicode
+    way reads no sidecar of its name while it is there (sidecar_for), and must not when it has just left."""
     try:
         names = os.listdir(sidecar.parent)
     except OSError:
         return False
+    listing = names if photo.name in names else [*names, photo.name]
     return any(wanted(sidecar.parent / name, inbox, exclude)
-               for name in _Photos(sidecar.parent, names, names).readers(sidecar.name) if name != photo.name)
+               for name in _Photos(sidecar.parent, listing, names).readers(sidecar.name) if name != photo.name)
 
 
 class _Photos:
