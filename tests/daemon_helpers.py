@@ -42,7 +42,7 @@ def make_config(folder: Path, **overrides) -> Path:
     return path
 
 
-RUN_CLI = "\nimport sys\nfrom pipeline.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+RUN_CLI = "\nimport sys\nfrom pipeline.cli import main\nsys.exit(main())\n"  # argv None: as the program
 
 
 def start(config: Path, *args: str, log: Path | None = None, prefix: tuple[str, ...] = (),

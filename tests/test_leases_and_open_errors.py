@@ -325,8 +325,8 @@ def test_a_scan_over_leased_text_files_never_stalls_and_claims_none_of_them_yet(
     held = []
     for k in range(10):
         Image.new("RGB", (32, 32), (k, 0, 0)).save(inbox / f"p{k}.png")
-        held.append(inbox / f"p{k}.png.json")
-        held[-1].write_text('{"title": "p%d.png"}\n' % k)  # Google Takeout's metadata beside each photo
+        held.append(inbox / f"notes{k}.json")  # a text file scan() reads the head of (Takeout's own are ignored)
+        held[-1].write_text('{"title": "p%d.png"}\n' % k)
     held.append(inbox / "report.html")
     held[-1].write_bytes(b"<!-- " + OWN_MARK + b" -->\n<html></html>\n")
     with all_leased(held):
