@@ -80,6 +80,11 @@ def test_sidecar_is_validated_like_the_config(tmp_path):
     assert "b.yaml:1: recipe: no recipe named 'screem'" in text
     assert "b.yaml:2: size: 4000 is over this server's max_size 512" in text
     assert "b.yaml:3: weights: unknown key" in text
+    number = tmp_path / "n.yaml"  # rev10e: a TypeError from the NFC compare, failed as too_many_attempts
+    number.write_text("recipe: 5\n")
+    with pytest.raises(ConfigError) as info:
+        load_sidecar(number, config)
+    assert info.value.problems == ["n.yaml:1: recipe: no recipe named 5; recipes: " + ", ".join(config.recipes)]
     recipe_only = tmp_path / "c.yaml"  # rev10b #7: said "unknown key; did you mean 'style_scale'?"
     recipe_only.write_text("style_blend: [1]\noptimizer: adam\nstyles: [the_scream.jpg]\nstepz: 3\n")
     with pytest.raises(ConfigError) as info:

@@ -126,8 +126,9 @@ class Config:
 def named(name: str | None, names: typing.Iterable[str]) -> str | None:
     """The one of ``names`` that ``name`` spells, compared in Unicode's composed form (NFC): a Mac's copy of
     inbox/café/ is often NFD ("e" and a combining accent) where config.yaml typed café in NFC; compared by bytes,
-    its photos were styled with the default recipe without a word (mend10c). The exact spelling wins first."""
-    if name is None:
+    its photos were styled with the default recipe without a word (mend10c). The exact spelling wins first. A name
+    that is not text (a sidecar's `recipe: 5`) names none: the caller says "no recipe named 5" (rev10e)."""
+    if not isinstance(name, str):
         return None
     names = list(names)
     if name in names:
