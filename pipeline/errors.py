@@ -40,9 +40,10 @@ class Reason(enum.StrEnum):
     # vocabulary (rev9d item 12); the strings are as they were.
     READ_ONLY = "EROFS"
     NOT_A_FOLDER = "ENOTDIR"
+    CANNOT_WRITE = "cannot_write"  # a folder's write refused for a cause no fix is known for (EIO: rev10e)
 
 
-FOLDER_ONLY = frozenset({Reason.READ_ONLY, Reason.NOT_A_FOLDER})
+FOLDER_ONLY = frozenset({Reason.READ_ONLY, Reason.NOT_A_FOLDER, Reason.CANNOT_WRITE})
 FAILURES = tuple(reason for reason in Reason if reason not in FOLDER_ONLY)  # the codes a photo can fail with
 
 

@@ -3,6 +3,7 @@ a dangling link in its place, a read-only remount) is that fault, with its fix a
 full disk still reads as one, and one held beside a folder fault is logged and named by status too. The daemon's own guard and book (built, not started), so its wiring is what is tested."""
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 from pathlib import Path
@@ -122,4 +123,23 @@ def test_a_full_disk_met_while_a_folder_fault_is_held_is_logged_and_named_by_sta
     filler.unlink()  # space returns; the outbox is still a file
     assert _look(daemon, now) and daemon.reporter.health() == f"paused: {fault.fix}", daemon.reporter.health()
     outbox.unlink()
+    assert not _look(daemon, now), daemon.reporter.health()
+
+
+def test_an_io_error_in_a_folder_with_space_is_a_fault_naming_it_not_a_full_disk(tmp_path, monkeypatch):
+    """rev10e: the pause begins on a full work/; space returns, but the outbox's disk answers EIO (failing, an NFS
+    server gone). Status read `paused: disk full (68561 MB free in .../outbox)`, no fix and no notice."""
+    daemon, now, told = _daemon(tmp_path)
+    outbox = daemon.config.outbox
+    daemon.book.pause(daemon.config.work)  # ENOSPC met in work/
+    real = diskguard.probe_write
+    monkeypatch.setattr(diskguard, "probe_write", lambda folder, data, kind: OSError(
+        errno.EIO, os.strerror(errno.EIO), str(folder / "p")) if folder == outbox else real(folder, data, kind))
+    assert _look(daemon, now), "the outbox cannot be written: still paused"
+    fix = f"{outbox}: cannot be written (Input/output error): check the disk or the share"
+    said = daemon.reporter.health()
+    assert said == f"paused: {fix}; claiming resumes by itself once it can be written", said
+    assert [(kind, data["reason"]) for kind, data in told] == [("paused", "cannot_write")], told
+    assert _look(daemon, now) and len(told) == 1, "told once a pause, not at each look"
+    monkeypatch.setattr(diskguard, "probe_write", real)  # the disk answers again
     assert not _look(daemon, now), daemon.reporter.health()

@@ -6,7 +6,8 @@ checked: free space over a floor AND a small probe write that succeeds (free blo
 A folder that cannot be written for another reason (read-only, a file in its place, no write access: folder_faults.py)
 takes the same road, and its own folder is probed too (rev8b findings 2, 4). The probe keeps its error: a guarded
 folder that became a file, a dangling link or a read-only mount while a full disk waited is that folder fault, with
-its fix and notice, not "disk full (74734 MB free in .../outbox)" (rev10c).
+its fix and notice, not "disk full (74734 MB free in .../outbox)" (rev10c); so is one refused for a cause no fix is
+known for (EIO) with space over the floor: a fault naming the error (rev10e).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from typing import Callable, Iterable, Literal
 import structlog
 
 from ..fsio import free_bytes, is_disk_full
-from .folder_faults import FolderFault, probe_write
+from .folder_faults import FolderFault, probe_write, unknown_fault
 from .outputs import make_folder
 
 log = structlog.get_logger("style-pipeline")
@@ -125,12 +126,12 @@ class DiskGuard:
 
     def _probe_all(self) -> list[Path]:
         """Probe every folder we write: a folder fault found (the probe's error as fault_of reads it: read-only, a
-        file or a dangling link in its place, no write access) is paused on and told; the folders refused for
-        want of space (or for an error no fix is known for) are returned, as before (rev10c)."""
+        file or a dangling link in its place, no write access, or an error no fix is known for, such as EIO, with
+        space over the floor: unknown_fault) is paused on and told; those short of space are returned (rev10c)."""
         short = []
         for folder in self.folders():
             exc = refusal(folder)
-            fault = None if exc is None or is_disk_full(exc) else self.fault_of(exc)
+            fault = None if exc is None or is_disk_full(exc) else self.fault_of(exc) or unknown_fault(folder, exc)
             if fault is not None:
                 self.told.pop(fault.fix, None)  # one the probe sees: told whatever the hour
                 if self.pause(folder, fault):

@@ -68,6 +68,14 @@ def folder_fault(exc: BaseException, outbox: Path, spool: Iterable[Path]) -> Fol
     return FolderFault(target.parent, CODES[exc.errno], writable_fix(target.parent, exc) + RESUMES)
 
 
+def unknown_fault(folder: Path, exc: OSError) -> FolderFault:
+    """A write in ``folder`` refused for a cause no fix is known for (EIO: a failing disk, an NFS server gone), with
+    space over the floor: a fault of the folder naming the error, not "disk full (68561 MB free ...)" (rev10e)."""
+    return FolderFault(Path(folder), Reason.CANNOT_WRITE,
+                       f"{shown(str(folder))}: cannot be written ({exc.strerror or exc}): check the disk or the share"
+                       + RESUMES)
+
+
 def spool_fault(exc: BaseException, config) -> FolderFault | None:
     """:func:`folder_fault` for the ``config``'s outbox and spool folders: the folders the daemon writes."""
     return folder_fault(exc, config.outbox, (config.spool, config.work, config.done, config.failed))
