@@ -14,7 +14,7 @@ import pytest
 
 from daemon_helpers import ROOT, SAMPLES, log_events, make_config, outputs, start, stop, wait_for, wait_ready
 from pipeline.daemon.sidecars import WHY, unpaired_sidecars
-from pipeline.daemon.watcher import is_sidecar, sidecar_for
+from pipeline.daemon.pairing import is_sidecar, sidecar_for
 
 
 def _status(config) -> str:

@@ -20,7 +20,7 @@ from pipeline.daemon.daemon import Daemon
 from pipeline.daemon.prechecks import pre_check_painting
 from pipeline.daemon.sidecars import unpaired_sidecars
 from pipeline.daemon.spool import Spool
-from pipeline.daemon.watcher import sidecar_for
+from pipeline.daemon.pairing import sidecar_for
 from pipeline.engine import images
 from pipeline.errors import ConfigError
 
@@ -97,6 +97,36 @@ def test_a_photo_does_not_take_the_sidecar_of_its_twin_spelt_the_other_way(tmp_p
     assert styled == {f"{NFD}.jpg": ("scream", 3), f"{NFC}.jpg": ("starry", 2)}, styled
     done = os.listdir(tmp_path / "spool" / "done")
     assert f"{NFD}.yaml" in done and f"{NFC}.yaml" not in done, done
+
+
+def test_the_nfc_photo_never_takes_the_nfd_sidecar_its_two_nfd_twins_share(tmp_path):
+    """rev10e: Café Renée.jpg and .png from a Mac (NFD) share one NFD Café Renée.yaml, beside Café Renée.jpg typed
+    here (NFC) with no sidecar. Once the NFD .jpg was claimed, the NFC .jpg had no twin left: it fell back to the
+    NFD sidecar still kept for the NFD .png (read_by_another said so) and was styled with the Mac pair's settings.
+    A sidecar spelt the other way is not the photo's while another file has its exact stem."""
+    from pipeline.daemon.config import load as load_config
+    from pipeline.daemon.sidecars import read_by_another
+
+    config = load_config(make_config(tmp_path))
+    check_folders(config)
+    inbox = config.inbox
+    spool = Spool(inbox, config.work, config.done, config.failed,
+                  lambda photo, sidecar: read_by_another(photo, sidecar, inbox))
+    for name in (f"{NFC}.jpg", f"{NFD}.jpg", f"{NFD}.png"):
+        shutil.copy(SAMPLES / "coffee.jpg", inbox / name)
+    (inbox / f"{NFD}.yaml").write_text("recipe: scream\nsteps: 3\n")
+    assert sidecar_for(inbox / f"{NFC}.jpg") is None  # its twin is there: not its sidecar
+    claimed = spool.claim(inbox / f"{NFD}.jpg", "2026-11-29T00:00:00Z", sidecar_for(inbox / f"{NFD}.jpg"))
+    assert claimed.sidecar == f"{NFD}.yaml"
+    assert sidecar_for(inbox / f"{NFC}.jpg") is None, "no twin left, but the NFD .png still reads it"
+    claimed = spool.claim(inbox / f"{NFD}.png", "2026-11-29T00:00:00Z", sidecar_for(inbox / f"{NFD}.png"))
+    assert claimed.sidecar == f"{NFD}.yaml"
+    nfc_job = spool.claim(inbox / f"{NFC}.jpg", "2026-11-29T00:00:00Z", sidecar_for(inbox / f"{NFC}.jpg"))
+    assert nfc_job.sidecar is None, sorted(os.listdir(inbox))
+    assert [p.name for p in inbox.iterdir() if not p.is_dir()] == [], "the sidecar went with its last photo"
+    (inbox / f"{NFD}.yaml").write_text("recipe: scream\n")  # alone beside the NFC photo: still its own
+    shutil.copy(SAMPLES / "coffee.jpg", inbox / f"{NFC}.jpg")
+    assert sidecar_for(inbox / f"{NFC}.jpg") == inbox / f"{NFD}.yaml"
 
 
 def test_a_recipe_folder_spelt_the_other_way_is_that_recipe_once_in_its_outbox(tmp_path, engine):

@@ -39,7 +39,8 @@ from .sidecars import UNPAIRED_TICK_S, read_by_another, unpaired_sidecars
 from .spool import Spool, now_iso
 from .state import JobBook
 from .unclaimable import Unclaimable
-from .watcher import Tracker, Watcher, excluded, sidecar_for, skipped_folders, wanted
+from .pairing import sidecar_for
+from .watcher import Tracker, Watcher, excluded, skipped_folders, wanted
 
 if TYPE_CHECKING:  # an annotation only: the import would load torch into the daemon layer (rev9d)
     from ..engine import StyleTransfer

@@ -1,6 +1,6 @@
 """Sidecars in the inbox that no photo will read (rev7a finding 4).
 
-A sidecar is read once, when its photo is claimed (watcher.sidecar_for). One saved a moment after its photo was
+A sidecar is read once, when its photo is claimed (pairing.sidecar_for). One saved a moment after its photo was
 claimed, or named for a photo that is not there, was never read and never told: its photo was styled with the
 default recipe and the sidecar lay in the inbox for good, with nothing in the log or in `status`. The rescan now
 finds them; the daemon warns once for each and `status` lists them, so the morning shows why a photo's settings
@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 from ..fsio import nfc, spellings
-from .watcher import is_sidecar, sidecar_for, wanted
+from .pairing import is_sidecar, sidecar_for
+from .watcher import wanted
 
 UNPAIRED_AFTER_S = 30.0  # a sidecar dropped just before its photo is not told: the photo is on its way
 UNPAIRED_TICK_S = 5.0  # how often the daemon looks for them (daemon._check_unpaired): told 30-35 s after

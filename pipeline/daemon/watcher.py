@@ -7,7 +7,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -17,11 +16,11 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
-from ..fsio import NO_WAIT, FileBusy, nfc, open_regular, spellings
+from ..fsio import NO_WAIT, FileBusy, open_regular
+from .pairing import is_sidecar
 
 IGNORED_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", ".download", ".swp", "~",
                     ".xmp", ".aae", ":zone.identifier")  # photo tools' edit files; WSL's copy of a download's mark
-SIDECAR_SUFFIXES = (".yaml", ".yml")
 PICTURE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".heic")
 OWN_MARK = b"generator: style-pipeline"  # in the head of every text file the pipeline writes (report, metrics)
 OWN_SUFFIXES = (".html", ".htm", ".prom", ".json", ".txt")
@@ -45,52 +44,6 @@ def ignored(name: str) -> bool:
     lower = name.lower()
     return (name.startswith(".") or lower.endswith(IGNORED_SUFFIXES) or lower in IGNORED_NAMES
             or TAKEOUT.fullmatch(lower) is not None)
-
-
-def is_sidecar(name: str) -> bool:
-    return name.lower().endswith(SIDECAR_SUFFIXES)
-
-
-def sidecar_for(photo: Path, spelt: dict[str, list[str]] | None = None) -> Path | None:
-    """The photo's regular-file sidecar, if any: ``photo.yaml`` beside ``photo.jpg``, else ``photo.jpg.yaml``
-    (the whole name, as darktable's and Lightroom's .xmp files are named: it was never read, rev7a finding 4).
-    lstat, not is_file(): a 255-byte photo name gives a sidecar name over the limit, and is_file() raises
-    ENAMETOOLONG instead of saying no. A name with an accent may be spelt two ways (NFC typed here, NFD copied from
-    a Mac: Linux keeps the bytes): a sidecar matching in NFC is the photo's too; it was never paired (closing9).
-    Not while its twin, the same name spelt the other way, is beside it: that sidecar is then the twin's, spelt as
-    the twin is, and the photo took it (and, claimed first, styled itself with the twin's settings; rev10c).
-    ``spelt``: its folder's fsio.spellings, from a caller asking for many photos of one folder (sidecars.py)."""
-    suffixes = [*SIDECAR_SUFFIXES, *(s.upper() for s in SIDECAR_SUFFIXES)]  # a.YAML too (rev7f: never read)
-    candidates = [*(photo.with_suffix(s) for s in suffixes), *(photo.with_name(photo.name + s) for s in suffixes)]
-    if spelt is not None:  # only the names there are looked at: 20-30 lstats a photo of a Mac's, 1.2-1.6 s for 3,000
-        candidates = [c for c in candidates if nfc(c.name) in spelt]
-    found = _first_sidecar(photo, candidates)
-    if found is not None or photo.name.isascii():  # an ASCII name has one spelling: no folder listing
-        return found
-    try:
-        spelt = spellings(os.listdir(photo.parent)) if spelt is None else spelt
-    except OSError:
-        return None
-    if len(spelt.get(nfc(photo.name), ())) > 1:
-        return None  # its twin is there: an exact match only (above), never a sidecar spelt as the twin is
-    return _first_sidecar(photo, [c.with_name(spelt.get(nfc(c.name), [c.name])[0]) for c in candidates])
-
-
-def _first_sidecar(photo: Path, candidates: list[Path]) -> Path | None:
-    for candidate in candidates:
-        owner = candidate.with_suffix("")
-        if owner != photo and _is_file(owner):
-            continue  # x.jpg.yaml beside x.jpg.jpg is x.jpg's own when x.jpg is there (rev7f): never two photos'
-        if _is_file(candidate):
-            return candidate
-    return None
-
-
-def _is_file(path: Path) -> bool:
-    try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except (OSError, ValueError):
-        return False
 
 
 def mount_of(path: Path, mountinfo: str = "/proc/self/mountinfo") -> tuple[str, str]:
