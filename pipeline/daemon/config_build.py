@@ -339,7 +339,7 @@ def check_folders(config: Config, skip: Iterable[Path] = ()) -> list[str]:
     problems = [problem for problem in found.values() if problem]
     if not found.get(config.inbox):
         for name in config.recipes:
-            (config.inbox / name).mkdir(exist_ok=True)
+            on_disk(config.inbox / name).mkdir(exist_ok=True)  # a Mac's NFD café/ is the NFC recipe's: no twin
     if problems:
         return problems
     inbox_dev = config.inbox.stat().st_dev
