@@ -125,13 +125,12 @@ def check_cuda_here(device: str) -> None:
     (device_here, no torch): `--device cuda` on a box without a GPU loaded torch first and said no after 5.7-8.3 s
     (rev10b), where README promises a mistake is told in about 0.2 s. What those cannot see (a broken driver) the
     engine still tells after torch loads; so does a Mac, whose MPS only torch can see (and no torch there has CUDA)."""
+    from .engine.device import missing
     from .engine.device_here import cuda_here, cuda_missing
-    from .errors import DeviceError
 
     why = None if sys.platform == "darwin" else cuda_missing([device])
     if why:
-        raise DeviceError(f"device {device!r} was asked for, but {why}; devices here: "
-                          f"{', '.join(['cpu', *cuda_here()])}", fix="Use one of those, or auto")
+        raise missing(device, why, ["cpu", *cuda_here()])
 
 
 def check_stylize(args: argparse.Namespace):

@@ -172,13 +172,14 @@ def cmd_report(args) -> int:
 
     from .daemon import running
     from .daemon.config import read_folders, read_max_pixels
+    from .daemon.config_schema import REPORTS
     from .report import parse_since, write_reports
     from .report_state import service_state
     from .report_window import dated_page, scheduled_window
 
     folders = running.folders(args.config) or read_folders(args.config)  # a folder edit waits for the next start
     since, now, reports = parse_since(args.since) if args.since else None, datetime.now(timezone.utc), \
-        folders["outbox"] / "reports"
+        folders["outbox"] / REPORTS
     since, until, covered = scheduled_window(reports, since, now) if args.since_last else (since, None, None)
     dated = dated_page(reports, now, args.since_last)  # the timer's first page of the day owns <date>.html
     paths = [_outside_inbox(Path(args.output), folders)] if args.output else [dated, folders["outbox"] / "report.html"]
@@ -198,13 +199,14 @@ def cmd_report(args) -> int:
 def _outside_inbox(page: Path, folders: dict[str, Path]) -> Path:
     """`-o` below the inbox is refused (an outbox inside it is the outbox): README says a page is never written among
     the photos, yet `report -o inbox/r.html` wrote one there (rev10b)."""
+    from .daemon.config_schema import REPORTS
     from .errors import UsageError
 
     where = page.absolute().parent.resolve() / page.name
     inbox, outbox = folders["inbox"].resolve(), folders["outbox"].resolve()
     if inbox in where.parents and outbox not in where.parents:
         raise UsageError(f"-o {page} lies in the inbox {inbox}, among the photos", fix="Write it elsewhere, e.g. in "
-                         f"{outbox}, or leave -o out for {outbox / 'reports'}/ (nothing was written)")
+                         f"{outbox}, or leave -o out for {outbox / REPORTS}/ (nothing was written)")
     return page
 
 

@@ -224,3 +224,38 @@ def test_a_shared_sidecar_the_service_cannot_read_fails_both_photos_naming_it(tm
         assert error["code"] == "bad_sidecar" and "pair.yaml cannot be read by the service user" in error["message"]
         assert "pair.yaml" in error["fix"] and "chmod g+w" not in error["fix"]
     assert [p for p in inbox.iterdir() if p.is_file()] == [] and "pair.yaml" in os.listdir(tmp_path / "spool" / "failed")
+
+
+def test_a_folder_swapped_in_for_the_sidecar_stays_and_the_photo_fails_alone_with_its_note(tmp_path):
+    """rev10f #2: a folder named a.yaml put where the sidecar was, between the scan and the claim, was renamed into
+    the job folder; fail() then hard-linked it (EPERM) and kept failed/a.jpg without its .error.json, the job held
+    in work/. The folder stays in the inbox now; the photo fails alone, its note naming the sidecar."""
+    from pipeline.daemon.spool import Reason
+
+    inbox, spool = spool_at(tmp_path)
+    drop_pair(tmp_path)
+    (inbox / "a.yaml").unlink()
+    (inbox / "a.yaml").mkdir()
+    job = spool.claim(inbox / "a.jpg", "now", inbox / "a.yaml")
+    assert job is not None and job.sidecar == "a.yaml" and job.sidecar_error, job
+    kept = spool.fail(job, Reason.BAD_SIDECAR, f"the sidecar a.yaml {job.sidecar_error}", "Replace a.yaml")
+    note = json.loads((spool.failed / "a.jpg.error.json").read_text())
+    assert kept == spool.failed / "a.jpg" and "a.yaml" in note["message"] and note["sidecar"] is None, note
+    assert sorted(os.listdir(spool.failed)) == ["a.jpg", "a.jpg.error.json"] and os.listdir(spool.work) == []
+    assert (inbox / "a.yaml").is_dir()
+
+
+def test_a_sidecar_link_refused_undoes_the_photos_link(tmp_path):
+    """rev10f #2: _link_pair undid the photo's link only when the sidecar's name was taken; any other refusal
+    (EPERM: a folder in a job claimed before the claim rewrite) left failed/a.jpg without its note. The job stays
+    whole in work/ and failed/ is left as it was."""
+    from pipeline.daemon.spool import Reason
+
+    inbox, spool = spool_at(tmp_path)
+    drop_pair(tmp_path)
+    job = spool.claim(inbox / "a.jpg", "now", inbox / "a.yaml")
+    (job.dir / "a.yaml").unlink()
+    (job.dir / "a.yaml").mkdir()
+    with pytest.raises(OSError):
+        spool.fail(job, Reason.BAD_SIDECAR, "the sidecar a.yaml is a folder", "Replace a.yaml")
+    assert os.listdir(spool.failed) == [] and job.input.exists()

@@ -217,6 +217,25 @@ def test_a_missing_device_says_what_exists(tmp_path, capsys, device):
     assert f"device '{device}' was asked for" in err and "devices here: cpu" in err and "Use one of those" in err
 
 
+def test_a_gpu_number_past_the_last_is_said_once(tmp_path, monkeypatch):
+    """On a box with one GPU, `--device cuda:3` read "device 'cuda:3' was asked for, but cuda:3 was asked for, but
+    this machine has 1 NVIDIA GPU(s)" (rev10f): device_here gave a sentence, not its reason. One GPU faked here: a
+    device node in a folder, and a torch build record with CUDA."""
+    from pipeline.engine import device_here
+    from pipeline.errors import DeviceError
+
+    (tmp_path / "nvidia0").touch()
+    monkeypatch.setattr(device_here, "DEV", tmp_path)
+    monkeypatch.setattr(device_here, "torch_build", lambda: {"cuda": "12.1", "hip": "None", "__version__": "2.8"})
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(cli.sys, "platform", "linux")
+    with pytest.raises(DeviceError) as refused:
+        cli.check_cuda_here("cuda:3")
+    assert str(refused.value).count("was asked for") == 1, refused.value
+    assert str(refused.value).startswith("device 'cuda:3' was asked for, but this machine has 1 NVIDIA GPU(s), "
+                                         "cuda:0 to cuda:0; devices here: cpu, cuda:0"), refused.value
+
+
 def test_progress_in_a_log_is_plain_lines(tmp_path, capsys):
     """stderr is not a terminal here (captured): one line per report, no carriage-return frames."""
     out = tmp_path / "x.jpg"

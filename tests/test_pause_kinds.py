@@ -143,3 +143,14 @@ def test_an_io_error_in_a_folder_with_space_is_a_fault_naming_it_not_a_full_disk
     assert _look(daemon, now) and len(told) == 1, "told once a pause, not at each look"
     monkeypatch.setattr(diskguard, "probe_write", real)  # the disk answers again
     assert not _look(daemon, now), daemon.reporter.health()
+
+
+def test_two_full_folders_hold_one_full_disk_named_by_the_latest(tmp_path):
+    """rev10f #4: the disk-full pause was keyed by its folder, so ENOSPC met in work/ and then in the outbox held two,
+    and status and the look's recheck saw only the first (work/, as when it was met). One full disk is held now,
+    its folder the latest met."""
+    daemon, now, told = _daemon(tmp_path)
+    daemon.book.pause(daemon.config.work)
+    daemon.book.pause(daemon.config.outbox)
+    assert [p.folder for p in daemon.disk.pauses.values()] == [daemon.config.outbox]
+    assert daemon.disk.full().folder == daemon.config.outbox and str(daemon.config.outbox) in daemon.reporter.health()

@@ -22,6 +22,7 @@ from pipeline.daemon.sidecars import unpaired_sidecars
 from pipeline.daemon.spool import Spool
 from pipeline.daemon.pairing import sidecar_for
 from pipeline.engine import images
+from pipeline.fsio import nfc
 from pipeline.errors import ConfigError
 
 NFC = unicodedata.normalize("NFC", "Café Renée")
@@ -172,3 +173,13 @@ def test_a_recipe_named_in_nfd_in_config_yaml_is_accepted_and_its_nfc_twin_refus
     with pytest.raises(ConfigError, match="differs from the recipe"):
         config_module.load(make_config(tmp_path, recipes={cafe_nfd: {"styles": ["the_scream.jpg"]},
                                                           cafe_nfc: {"styles": ["starry_night.jpg"]}}))
+
+
+def test_the_start_makes_no_twin_of_a_recipe_folder_spelt_the_other_way(tmp_path):
+    """rev10f #3: check_folders made inbox/<recipe> by config.yaml's bytes, so beside a Mac's NFD inbox/café/ it made
+    a second, NFC café/ (two folders that look alike, photos split between them). The one on disk is used now."""
+    cafe_nfc, cafe_nfd = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
+    loaded = config_module.load(make_config(tmp_path, recipes={cafe_nfc: {"styles": ["the_scream.jpg"]}}))
+    (loaded.inbox / cafe_nfd).mkdir()
+    check_folders(loaded)
+    assert sorted(name for name in os.listdir(loaded.inbox) if nfc(name) == cafe_nfc) == [cafe_nfd]

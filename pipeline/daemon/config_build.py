@@ -11,8 +11,8 @@ from ..errors import ConfigError, DeviceError, ImageError
 from ..fsio import nfc, on_disk
 from .config_pool import pool_options
 from .folder_faults import folder_problem
-from .config_schema import (DEFAULT_STYLES_DIR, ENGINE_KEYS, FOLDER_KEYS, RAY_KEYS, RECIPE_KEYS, SIDECAR_KEYS, STYLE_KEYS, TOP_KEYS,
-                            TOP_TYPES, Config, RayOptions, Recipe, StyleRef)
+from .config_schema import (DEFAULT_STYLES_DIR, ENGINE_KEYS, FOLDER_KEYS, RAY_KEYS, RECIPE_KEYS, REPORTS, SIDECAR_KEYS,
+                            STYLE_KEYS, TOP_KEYS, TOP_TYPES, Config, RayOptions, Recipe, StyleRef)
 from .yaml_read import SIDECAR_MAX_BYTES, Problems, check_type, engine_settings, finite, key_lines, read_yaml
 
 METRICS_NAME = "style_pipeline.prom"  # node_exporter's textfile collector reads *.prom
@@ -221,9 +221,9 @@ def _recipes(data: Any, styles_dir: Path, defaults: Settings, problems: Problems
             continue
         if not nfc(str(name)).replace("-", "").replace("_", "").isalnum():  # NFD's combining accent is no letter
             problems.add(path, "recipe names may use letters, digits, - and _ only (they name inbox folders)")
-        elif str(name).casefold() == "reports":  # its outputs would lie among the pages that pruning deletes (rev10b)
-            problems.add(path, "'reports' is taken: outbox/reports/ holds the morning reports (and is pruned by age). "
-                               "Name the recipe otherwise")
+        elif str(name).casefold() == REPORTS:  # its outputs would lie among the pages that pruning deletes (rev10b)
+            problems.add(path, f"'{REPORTS}' is taken: outbox/{REPORTS}/ holds the morning reports (and is pruned by "
+                               "age). Name the recipe otherwise")
         problems.unknown(path, body, RECIPE_KEYS)
         settings = engine_settings(body, path, problems, defaults)
         styles = _styles(body.get("styles"), path + ("styles",), styles_dir, problems, settings.max_pixels)
@@ -339,7 +339,7 @@ def check_folders(config: Config, skip: Iterable[Path] = ()) -> list[str]:
     problems = [problem for problem in found.values() if problem]
     if not found.get(config.inbox):
         for name in config.recipes:
-            (config.inbox / name).mkdir(exist_ok=True)
+            on_disk(config.inbox / name).mkdir(exist_ok=True)  # a Mac's NFD café/ is the NFC recipe's: no twin
     if problems:
         return problems
     inbox_dev = config.inbox.stat().st_dev

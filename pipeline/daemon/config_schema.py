@@ -22,6 +22,7 @@ RECIPE_KEYS = ENGINE_KEYS | {"styles", "description"}
 STYLE_KEYS = frozenset({"path", "weight"})  # a style written as a mapping: {path: NAME, weight: NUMBER}
 FOLDER_KEYS = {"inbox", "outbox", "spool"}  # each folder's default is its key: ./inbox, ./outbox, ./spool
 DEFAULT_STYLES_DIR = "styles"  # the build and install-service's read-only path alike
+REPORTS = "reports"  # outbox/reports/: the morning reports (pruned by age), so no recipe may take the name
 
 
 def missing_config_fix(path: Path) -> str:

@@ -26,6 +26,7 @@ from .outputs import make_folder
 log = structlog.get_logger("style-pipeline")
 CHECK_SECONDS = 2.0
 RESUME_FREE_BYTES = 2 << 20  # a 384 px output and its log are a few hundred KB
+FULL = ("disk_full", None)  # the one full disk's key in DiskGuard.pauses
 TELL_AGAIN = 3600.0  # a fault the probe cannot see (it would pause each try) is told at most once an hour
 
 
@@ -53,7 +54,9 @@ class DiskGuard:
         self.folders, self.clock = folders, clock
         self.fault_of = fault_of  # a probe's error as a folder fault (folder_faults.spool_fault), None: not one
         self.tell: Callable[[FolderFault], None] = lambda fault: None  # the notice of a fault the probe found
-        self.pauses: dict[tuple[str, Path], Pause] = {}  # (kind, folder) -> why claiming waits; empty: it goes on
+        # why claiming waits (empty: it goes on): each folder fault by its folder, and one full disk (FULL), its folder
+        # the latest met: two were kept, and full(), status and the look's recheck saw only the first (rev10f)
+        self.pauses: dict[tuple[str, Path | None], Pause] = {}
         self.checked = 0.0
         self.told: dict[str, float] = {}  # a folder fault's fix -> when it was last told
 
@@ -69,7 +72,7 @@ class DiskGuard:
             log.error("a folder cannot be written: claiming paused until it can", folder=str(folder),
                       reason=fault.code, fix=fault.fix)
         kind = "folder_fault" if fault else "disk_full"  # both kinds of one folder held: neither hides the other
-        self.pauses[(kind, Path(folder))] = Pause(kind, Path(folder), free, fault)
+        self.pauses[(kind, Path(folder)) if fault else FULL] = Pause(kind, Path(folder), free, fault)
         self.checked = self.clock()
         return news
 
@@ -142,7 +145,7 @@ class DiskGuard:
 
     def _recheck_full(self, held: Pause) -> None:
         """The full disk held beside a folder fault, looked at again: gone once its folder takes a write."""
-        del self.pauses[("disk_full", held.folder)]
+        del self.pauses[FULL]
         if refusal(held.folder) is None:
             log.info("disk space is back; claiming still waits on a folder", waited_in=str(held.folder))
         else:
@@ -151,7 +154,7 @@ class DiskGuard:
     def _hold_full(self, folder: Path, logged: bool) -> None:
         """The one full disk held, measured again: logged when it begins, not at each look."""
         if logged:
-            self.pauses[("disk_full", folder)] = Pause("disk_full", folder, free_bytes(folder) >> 20)
+            self.pauses[FULL] = Pause("disk_full", folder, free_bytes(folder) >> 20)
         else:
             self.pause(folder)
 

@@ -81,15 +81,16 @@ class Spool:
         """The inbox's sidecar, once the job's photo has moved: removed when it is still the file the claim read
         (its identity: a new drop of its name is never touched) and no other waiting photo reads it (pair.yaml
         beside pair.jpg and pair.png: the last claimed removes it, as each checks after its own move, rev10b/rev10d);
-        one that could not be read goes into the job folder, so it is failed with its photo. Never raises: it
-        stays in the inbox, where `status` lists it as unpaired."""
+        one that could not be read goes into the job folder, so it is failed with its photo, unless a folder (swapped
+        in after the scan: fail() cannot hard-link it, rev10f), which stays. Never raises: it stays in the inbox,
+        where `status` lists it as unpaired."""
         home = self.inbox / job.sidecar_from if job.sidecar_from else None
         if home is None or not job.sidecar_id or _identity(home) != job.sidecar_id:
             return
         try:
             if self.read_elsewhere(self.inbox / job.source, home):
                 return
-            if job.sidecar_error and not os.path.lexists(job.dir / job.sidecar):
+            if job.sidecar_error and not os.path.lexists(job.dir / job.sidecar) and not os.path.isdir(home):
                 os.rename(home, job.dir / job.sidecar)
             elif not job.sidecar_error:
                 os.unlink(home)
@@ -274,9 +275,11 @@ class Spool:
             if side is not None:
                 try:
                     os.link(sidecar, side, follow_symlinks=False)
-                except FileExistsError:
+                except OSError as exc:  # EPERM: a folder, no hard links there; the photo's link is undone
                     os.unlink(candidate)
-                    continue
+                    if isinstance(exc, FileExistsError):
+                        continue
+                    raise
             return candidate, side
         raise AssertionError("unreachable")
 
@@ -329,7 +332,8 @@ def _last_change(folder: Path) -> float:
 
 
 def _sidecar_in(folder: Path, photo: str) -> str | None:
-    """A sidecar in a job folder whose record does not name it: the claim moved it in, then its save failed."""
+    """A sidecar in a job folder whose record does not name it: only a job claimed by a daemon from before this
+    session's claim rewrite (rev10d), which moved it in, then failed to save; a claim now saves the record first."""
     try:
         return next((n for n in os.listdir(folder) if n != photo and n.lower().endswith(SIDECARS)), None)
     except OSError:

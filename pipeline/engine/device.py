@@ -59,9 +59,15 @@ def pick_device(name: str = "auto") -> "torch.device":
     if name == "auto":
         return torch.device(next((d for d in ("cuda:0", "mps") if d in found), "cpu").split(":")[0])
     if (f"{name}:0" if name == "cuda" else name) not in found:
-        raise DeviceError(f"device {name!r} was asked for, but {_why(name, torch)}; devices here: {', '.join(found)}",
-                          fix="Use one of those, or auto")
+        raise missing(name, _why(name, torch), found)
     return torch.device(name)
+
+
+def missing(name: str, why: str, found: list[str]) -> DeviceError:
+    """The one sentence for a device this machine cannot give, from the engine (torch asked) and the CLI (judged
+    before torch by device_here): each built its own, and the CLI's wrapped device_here's own "was asked for"."""
+    return DeviceError(f"device {name!r} was asked for, but {why}; devices here: {', '.join(found)}",
+                       fix="Use one of those, or auto")
 
 
 def _why(name: str, torch) -> str:

@@ -21,7 +21,8 @@ _FIELD = re.compile(r"^(\w+)\s*(?::[^=]*)?=\s*['\"]?([^'\"\n]*)['\"]?\s*$", re.M
 
 
 def cuda_missing(names: Iterable[str]) -> str | None:
-    """Why the CUDA devices among ``names`` cannot be had here, or None when they can (or it cannot be judged)."""
+    """Why the CUDA devices among ``names`` cannot be had here, or None when they can (or it cannot be judged): the
+    reason only; its callers name the device (engine.device.missing builds the refusal's sentence)."""
     wanted = [name for name in names if name.startswith("cuda")]
     build = torch_build()
     if not wanted or not build or build.get("hip") not in (None, "None"):
@@ -33,8 +34,7 @@ def cuda_missing(names: Iterable[str]) -> str | None:
         return f"no NVIDIA GPU here (no {DEV / 'nvidia0'}: check `nvidia-smi` and the driver)"
     highest = max(int(name.partition(":")[2] or 0) for name in wanted)
     if highest >= len(gpus) and "CUDA_VISIBLE_DEVICES" not in os.environ:
-        return f"cuda:{highest} was asked for, but this machine has {len(gpus)} NVIDIA GPU(s), cuda:0 to " \
-               f"cuda:{len(gpus) - 1}"
+        return f"this machine has {len(gpus)} NVIDIA GPU(s), cuda:0 to cuda:{len(gpus) - 1}"
     return None
 
 
