@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -172,6 +173,34 @@ def test_a_leased_sidecar_is_read_once_let_go_and_retried_never_failed_while_hel
     assert "held open by another program" in job.last_error and "a.yaml" in job.last_error
     assert job.attempts == 0, "a lease is not the photo's fault: no attempt charged"
     assert not any(config.failed.iterdir()) and (job.dir / "a.jpg").exists() and (job.dir / "a.yaml").exists()
+
+
+def test_a_photo_whose_sidecar_is_leased_at_the_claim_waits_told_once_and_is_claimed_once_let_go(tmp_path):
+    """rev10e: the claim met the sidecar under its writer's lease and answered None; the main loop forgot the photo,
+    so `once` exited 0 with it unstyled in the inbox and no word why, and `run` retried it unsaid each rescan. Now
+    the photo waits as one whose own writer holds it does (drained() false: `once` waits), told once."""
+    from structlog.testing import capture_logs
+
+    from pipeline.daemon.daemon import Daemon
+
+    daemon = Daemon(make_config(tmp_path), once=True)
+    photo = daemon.config.inbox / "a.jpg"
+    shutil.copy(SAMPLES / "coffee.jpg", photo)
+    (daemon.config.inbox / "a.yaml").write_text("recipe: scream\n")
+    daemon.tracker.seen(photo)
+    submitted = []  # the executor's part of the interface the claim and drained() use: nothing runs here
+    daemon.executor = types.SimpleNamespace(progress=lambda: types.SimpleNamespace(open_jobs=0), poll=lambda: [],
+                                            submit=submitted.append)
+    with leased(daemon.config.inbox / "a.yaml", -1), capture_logs() as logs:
+        assert [daemon._claim(photo) for _ in range(3)] == [False] * 3
+        assert not daemon.drained(), "`once` would exit with the photo unstyled"
+    said = [entry for entry in logs if "sidecar" in entry["event"]]
+    assert [(e["event"], e["file"], e["sidecar"]) for e in said] == [
+        ("the photo waits: its sidecar is held open by another program", str(photo),
+         str(daemon.config.inbox / "a.yaml"))], logs
+    assert photo.exists() and list(daemon.config.work.iterdir()) == [], "no job folder left by a refused claim"
+    assert daemon._claim(photo) and [job.sidecar for job in submitted] == ["a.yaml"], "let go: claimed with it"
+    assert (submitted[0].dir / "a.yaml").read_text() == "recipe: scream\n" and daemon.drained()
 
 
 def test_a_photo_leased_in_the_worker_waits_uncharged_and_runs_once_let_go(tmp_path, monkeypatch):

@@ -20,7 +20,7 @@ import structlog
 
 from ..alerts import FLUSH_WAIT
 from ..errors import PipelineError, StartupError
-from ..fsio import is_disk_full, sweep_tree
+from ..fsio import FileBusy, is_disk_full, sweep_tree
 from ..notify import Heartbeat, Notifier, watchdog_interval
 from . import config as config_module
 from . import executors
@@ -199,6 +199,9 @@ class Daemon:
             return False
         try:
             job = self.spool.claim(path, self._queued_at(path), sidecar_for(path))
+        except FileBusy as busy:  # its sidecar's writer holds it: the photo waits, drained() false (rev10e)
+            self.decode.sidecar_held(path, busy)
+            return False
         except OSError as exc:
             self._claim_failed(path, exc)
             return True

@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import BinaryIO
 
+import structlog
+
 from ..engine import images
 from ..fsio import NO_WAIT, FileBusy, NotRegularFile, open_regular
 
@@ -27,6 +29,7 @@ RECHECK_FACTOR, RECHECK_MIN = 10, 3.0  # the longer wait: 10 x settle_seconds, a
 HOLE_WAIT = 60.0  # a gap not written yet is a writer at work, surely: a minute's stall (Wi-Fi, SMB) is waited out
 UNREADABLE_PASSES = 3  # a file whose open fails this many passes (EIO, ESTALE) is claimed: the worker fails it
 NOT_THE_FILES = (errno.EMFILE, errno.ENFILE, errno.ENOMEM)  # the daemon's shortage, never the file's: not counted
+log = structlog.get_logger("style-pipeline")
 
 
 def decodes(file: BinaryIO, max_pixels: int) -> bool:
@@ -66,6 +69,7 @@ class DecodeCheck:
     def __init__(self) -> None:
         self.first_failure: dict[Path, tuple] = {}  # path -> ((size, mtime), when it first failed to decode)
         self.open_errors: dict[Path, int] = {}  # path -> passes its open raised (not EMFILE and the like)
+        self.held_sidecars: dict[Path, str] = {}  # photo -> its sidecar, leased by its writer at the claim
 
     def ready(self, path: Path, max_pixels: int, settle_seconds: float) -> bool | None:
         """True: claim it. False: wait. None: it is gone.
@@ -107,6 +111,16 @@ class DecodeCheck:
             return False
         return time.monotonic() - first[1] >= wait
 
+    def sidecar_held(self, path: Path, busy: FileBusy) -> None:
+        """The claim met the photo's sidecar held open by another program (a lease: Samba, NFS): the photo waits,
+        as one whose own writer holds it does, and this is logged once. The claim answered None and the photo was
+        forgotten: `once` exited 0 with it unstyled and no word why, `run` retried it unsaid each rescan (rev10e)."""
+        if path not in self.held_sidecars:
+            log.warning("the photo waits: its sidecar is held open by another program", file=str(path),
+                        sidecar=busy.filename)
+        self.held_sidecars[path] = busy.filename
+
     def forget(self, path: Path) -> None:
         self.first_failure.pop(path, None)
         self.open_errors.pop(path, None)
+        self.held_sidecars.pop(path, None)

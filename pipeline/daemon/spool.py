@@ -49,8 +49,8 @@ class Spool:
 
     # --- claiming -------------------------------------------------------------------------
     def claim(self, path: Path, queued_at: str, sidecar: Path | None = None) -> Job | None:
-        """Move ``path`` into a fresh job folder, its sidecar copied in first; None if another daemon took it first
-        (or the sidecar's writer still holds it: the next rescan claims it).
+        """Move ``path`` into a fresh job folder, its sidecar copied in first; None if another daemon took it first.
+        FileBusy when the sidecar's writer still holds it: the caller keeps the photo waiting and says so (rev10e).
 
         Every job holds its own sidecar before its photo moves, so no kill -9 or fault after the move splits the
         pair (rev10d: a kill between the photo's move and its sidecar's styled it without, and the sidecar stayed
@@ -68,7 +68,7 @@ class Spool:
                 _copy_in(job, sidecar, self.inbox)
             self.save(job)
             os.rename(path, job.input)
-        except (FileNotFoundError, FileBusy):
+        except FileNotFoundError:
             self._discard(folder)
             return None
         except BaseException:  # a full disk, a lost lock race: the file stays in the inbox, no empty folder
@@ -352,7 +352,7 @@ def _copy_in(job: Job, sidecar: Path, inbox: Path) -> None:
             data = source.read()
     except FileNotFoundError:
         return
-    except FileBusy:  # its writer (Samba, NFS) still holds it: the claim waits for a later rescan
+    except FileBusy:  # its writer (Samba, NFS) still holds it: the claim raises it: the photo waits
         raise
     except OSError as exc:
         job.sidecar_error = exc.strerror if isinstance(exc, NotRegularFile) else \
