@@ -332,8 +332,8 @@ def _last_change(folder: Path) -> float:
 
 
 def _sidecar_in(folder: Path, photo: str) -> str | None:
-    """A sidecar in a job folder whose record does not name it: only a job claimed by a daemon from before this
-    session's claim rewrite (rev10d), which moved it in, then failed to save; a claim now saves the record first."""
+    """A sidecar in a job folder whose record does not name it: only a job claimed by a daemon from before the
+    claim rewrite of 2026-11-29 (rev10d), which moved it in, then failed to save; a claim now saves the record first."""
     try:
         return next((n for n in os.listdir(folder) if n != photo and n.lower().endswith(SIDECARS)), None)
     except OSError:
