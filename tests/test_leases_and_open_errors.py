@@ -203,6 +203,36 @@ def test_a_photo_whose_sidecar_is_leased_at_the_claim_waits_told_once_and_is_cla
     assert (submitted[0].dir / "a.yaml").read_text() == "recipe: scream\n" and daemon.drained()
 
 
+def test_status_lists_a_photo_waiting_on_its_leased_sidecar_until_it_is_claimed(tmp_path):
+    """A photo waiting because its sidecar is held open under a lease was logged once (rev10e) but `status` did not
+    show it, though it lists the other files held in the inbox: status.json's ``sidecar_held`` names it, with why."""
+    from pipeline.daemon import status
+    from pipeline.daemon.daemon import Daemon
+
+    daemon = Daemon(make_config(tmp_path), once=True)
+    photo = daemon.config.inbox / "a.jpg"
+    shutil.copy(SAMPLES / "coffee.jpg", photo)
+    (daemon.config.inbox / "a.yaml").write_text("recipe: scream\n")
+    daemon.tracker.seen(photo)
+    daemon.executor = types.SimpleNamespace(progress=lambda: types.SimpleNamespace(open_jobs=0), poll=lambda: [],
+                                            submit=lambda job: None)
+
+    def shown_by_status() -> tuple[list, str]:
+        executor, daemon.executor = daemon.executor, None  # facts() asks a real executor more than this one has
+        daemon.reporter.write_status(status.snapshot(daemon.reporter.facts()))
+        daemon.executor = executor
+        data = status.read(daemon.config)
+        return data["sidecar_held"], status.render(data)
+
+    with leased(daemon.config.inbox / "a.yaml", -1):
+        assert not daemon._claim(photo)
+        held, said = shown_by_status()
+    assert held == [{"file": "a.jpg", "path": str(photo), "sidecar": "a.yaml",
+                     "why": "its sidecar is held open by another program"}], held
+    assert "waiting in the inbox: a.jpg: its sidecar is held open by another program (a.yaml)" in said, said
+    assert daemon._claim(photo) and shown_by_status()[0] == [], "claimed once let go: no longer listed"
+
+
 def test_a_photo_leased_in_the_worker_waits_uncharged_and_runs_once_let_go(tmp_path, monkeypatch):
     """rev6f A2: a kernel lease survives the claim's rename into work/; pre_check_readable's FileBusy was a
     transient error charged an attempt, and at max_attempts: 1 the photo went to failed/ as too_many_attempts.

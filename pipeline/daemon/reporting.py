@@ -89,6 +89,7 @@ class Reporter:
             worker={"alive": executor.alive(), "restarts": d.worker_restarts,
                     "held": [j.source for j in d.book.held]} if executor else None,
             skipped=dict(d.skipped), unpaired=dict(d.unpaired), unclaimable=d.unclaimable.listing(),
+            sidecar_held=d.decode.held_listing(d.config.inbox),
             observer={"kind": watcher.observer_class.__name__, "why": watcher.reason,
                       "alive": watcher.alive()} if watcher else None,
             queue=len(d.tracker), current=progress and progress.current, counts=d.spool.counts(),

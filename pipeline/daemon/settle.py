@@ -23,13 +23,21 @@ from typing import BinaryIO
 import structlog
 
 from ..engine import images
-from ..fsio import NO_WAIT, FileBusy, NotRegularFile, open_regular
+from ..fsio import NO_WAIT, FileBusy, NotRegularFile, open_regular, shown
 
 RECHECK_FACTOR, RECHECK_MIN = 10, 3.0  # the longer wait: 10 x settle_seconds, at least 3 s
 HOLE_WAIT = 60.0  # a gap not written yet is a writer at work, surely: a minute's stall (Wi-Fi, SMB) is waited out
 UNREADABLE_PASSES = 3  # a file whose open fails this many passes (EIO, ESTALE) is claimed: the worker fails it
 NOT_THE_FILES = (errno.EMFILE, errno.ENFILE, errno.ENOMEM)  # the daemon's shortage, never the file's: not counted
 log = structlog.get_logger("style-pipeline")
+
+
+def shown_in(path: Path, inbox: Path) -> str:
+    """``path`` as `status` names it: under the inbox, else by its name alone."""
+    try:
+        return shown(str(path.relative_to(inbox)))
+    except ValueError:
+        return shown(path.name)
 
 
 def decodes(file: BinaryIO, max_pixels: int) -> bool:
@@ -119,6 +127,13 @@ class DecodeCheck:
             log.warning("the photo waits: its sidecar is held open by another program", file=str(path),
                         sidecar=busy.filename)
         self.held_sidecars[path] = busy.filename
+
+    def held_listing(self, inbox: Path) -> list[dict]:
+        """For status.json (``sidecar_held``): the photos waiting on their sidecar's lease that are still there (one
+        lstat each; there are few). Logged once, they were missing from `status`, which lists other held files."""
+        return [{"file": shown_in(photo, inbox), "path": str(photo), "sidecar": shown_in(Path(sidecar), inbox),
+                 "why": "its sidecar is held open by another program"}
+                for photo, sidecar in self.held_sidecars.items() if os.path.lexists(photo)]
 
     def forget(self, path: Path) -> None:
         self.first_failure.pop(path, None)

@@ -50,6 +50,7 @@ class DaemonState:
     now: datetime  # local wall-clock time, from the daemon's clock
     unpaired: dict[str, str] = field(default_factory=dict)  # sidecars no photo will read, with why (sidecars.py)
     unclaimable: list[dict] = field(default_factory=list)  # file, path, error, fix (unclaimable.py)
+    sidecar_held: list[dict] = field(default_factory=list)  # file, path, sidecar, why (settle.DecodeCheck)
 
 
 def snapshot(state: DaemonState) -> dict:
@@ -64,7 +65,7 @@ def snapshot(state: DaemonState) -> dict:
         "worker": state.worker,
         "skipped": [{"folder": k, "why": v} for k, v in sorted(state.skipped.items())],
         "unpaired_sidecars": [{"sidecar": k, "why": v} for k, v in sorted(state.unpaired.items())],
-        "unclaimable": state.unclaimable,
+        "unclaimable": state.unclaimable, "sidecar_held": state.sidecar_held,
         "observer": state.observer, "queue": state.queue, "current": state.current, **state.counts,
         "busy_seconds": round(state.busy_seconds, 1),
         "next_window": win.next_open(now).isoformat(timespec="minutes") if win and not win.is_open(now) else None,
@@ -117,6 +118,7 @@ def read(config, word: dict | None = None) -> dict:
     data["queue"] = sum(1 for _ in scan(config.inbox, own_folders(config))) if config.inbox.is_dir() else 0
     data["recent_failures"] = [_error_line(p) for p in failed[-5:]]
     data["unclaimable"] = still_waiting(data.get("unclaimable"))
+    data["sidecar_held"] = still_waiting(data.get("sidecar_held"))
     return data
 
 
@@ -156,8 +158,8 @@ def read_object(path: Path) -> dict:
 
 
 def still_waiting(entries: object) -> list[dict]:
-    """The unclaimable files of the daemon's last word that are still there: a stopped daemon's list is read by
-    `status` and the report, and a file taken away since must not be shown."""
+    """The unclaimable (or sidecar-held) files of the daemon's last word that are still there: a stopped daemon's
+    list is read by `status` and the report, and a file taken away since must not be shown."""
     if not isinstance(entries, list):
         return []
     return [e for e in entries if isinstance(e, dict) and os.path.lexists(str(e.get("path", "")))]
@@ -207,6 +209,8 @@ def render(data: dict) -> str:
         lines.append(f"sidecar not used: inbox/{sidecar['sidecar']}: {sidecar['why']}")
     for stuck in data.get("unclaimable") or []:
         lines.append(f"cannot take from the inbox: {stuck.get('file')}: {stuck.get('error')}; fix: {stuck.get('fix')}")
+    for held in data.get("sidecar_held") or []:
+        lines.append(f"waiting in the inbox: {held.get('file')}: {held.get('why')} ({held.get('sidecar')})")
     if running and data.get("observer"):  # a stopped daemon watches nothing
         lines.append(f"watching with {data['observer']['kind']}: {data['observer']['why']}")
     lines += now_lines(data.get("current"))
