@@ -4,15 +4,43 @@ daemon encodes, names and writes it), a permanent problem as its Reason code, a 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import stat
 import tempfile
 import threading
 from pathlib import Path
 
 from ..errors import Cancelled, PipelineError
+from ..fsio import pid_alive
 from ..progress import versions
 
 CONTROL = "control"  # the actors' second concurrency group: progress/cancel/stats answer while a job runs
+PREFIX = "style-actor-"  # a job's temp folder: style-actor-<pid>-<random>, the photo's bytes and its checkpoint
+
+
+def own_prefix() -> str:
+    """This process's temp folder prefix: the pid in it lets a later actor tell a killed one's folder (sweep_dead)."""
+    return f"{PREFIX}{os.getpid()}-"
+
+
+def sweep_dead(folder: str | Path | None = None) -> list[Path]:
+    """Remove the job folders (``folder``: the temp dir) left by actors no longer alive: one killed mid-run (Ray's
+    kill, the OOM killer, a node's restart) never ran its TemporaryDirectory's cleanup, so the photo's bytes and the
+    checkpoint stayed in /tmp for good. Only folders of this prefix with a pid in their name, this user's own."""
+    removed = []
+    for entry in Path(folder or tempfile.gettempdir()).glob(PREFIX + "*-*"):
+        pid = entry.name[len(PREFIX):].split("-", 1)[0]
+        if not (pid.isascii() and pid.isdigit()) or pid_alive(int(pid)):
+            continue
+        try:
+            st = entry.lstat()
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid():
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
 
 
 class StyleActor:
@@ -24,6 +52,7 @@ class StyleActor:
 
         from ..engine import StyleTransfer
 
+        sweep_dead()  # a killed actor's folders, before this one adds its own
         if threads:
             torch.set_num_threads(threads)
         self.engine = StyleTransfer(weights, device, cache_size=cache_size)
@@ -41,7 +70,7 @@ class StyleActor:
         a cancel sends the new one back for the daemon to write, since the actor never sees the shared folder."""
         from ..engine import images
 
-        with self._lock, tempfile.TemporaryDirectory(prefix="style-actor-") as tmp:
+        with self._lock, tempfile.TemporaryDirectory(prefix=own_prefix()) as tmp:
             self._progress = {"job_id": job_id}
             self._cancel.discard(job_id)  # a late cancel of its last try (cancel()): this try's comes again
             self.styles_seen.update(style_keys)
