@@ -124,6 +124,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
+    if args.steps < 10:  # the save is timed at every 10th step: fewer saved nothing, and the median raised
+        parser.exit(2, f"bench_outputs: --steps {args.steps}: at least 10 (a picture is saved every 10 steps)\n")
     rows = bench_scan(args.files, args.repeat) + bench_metrics(args.repeat) + bench_save_every(
         args.size, args.steps, args.repeat)
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}; medians of "
