@@ -37,6 +37,7 @@ SAMPLES = ROOT / "pipeline" / "assets" / "samples"
 STYLES = ROOT / "pipeline" / "assets" / "styles"
 BOMB = "\n".join(["a: &a [lol,lol,lol,lol,lol,lol,lol,lol,lol]"]
                  + [f"{c}: &{c} [" + ",".join([f"*{p}"] * 9) + "]" for p, c in zip("abcdefgh", "bcdefghi")]) + "\n"
+DROPS_START, CHAOS_START = 15, 30  # seconds after the daemons start: the first drop, the first kill/stop/fill
 KINDS = {"good": 30, "odd_name": 8, "long_name": 6, "cjk_name": 6, "thin": 5, "sidecar": 6, "bad_sidecar": 3,
          "yaml_bomb": 2, "not_image": 4, "empty": 3, "truncated": 3, "symlink": 3, "slow_writer": 4,
          "recipe_folder": 6}
@@ -198,7 +199,7 @@ class Soak:
         started = time.monotonic()
         for slot in self.procs:
             self.start(slot)
-        next_drop, next_chaos = started + 15, started + 30
+        next_drop, next_chaos = started + DROPS_START, started + CHAOS_START
         while time.monotonic() - started < self.args.duration:
             now = time.monotonic()
             self.tend()
@@ -295,7 +296,7 @@ class Soak:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=600, help="seconds of drops and chaos")
+    parser.add_argument("--duration", type=float, default=600, help=f"seconds of drops and chaos (drops start at {DROPS_START} s, chaos at {CHAOS_START} s)")
     parser.add_argument("--drain", type=float, default=240, help="at most this long to finish the backlog")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--drop-every", type=float, default=2.5, help="mean seconds between drops")
