@@ -201,7 +201,7 @@ def test_a_shared_sidecar_the_service_cannot_read_fails_both_photos_naming_it(tm
     """rev10d #4: the shared claim's copy raised EACCES out of the claim: neither photo was ever claimed, and both
     were told a wrong fix (chmod g+w on the folder). Now each fails as bad_sidecar naming the sidecar, as an
     unshared one did; the sidecar goes to failed/ with the last."""
-    from pipeline.daemon import spool as spool_module
+    from pipeline.daemon import spool_sidecar as spool_module
     from pipeline.daemon.daemon import Daemon
 
     config = make_config(tmp_path)

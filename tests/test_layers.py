@@ -24,6 +24,7 @@ LAYER = {
         "settle", "diskguard", "watcher", "pairing", "log", "jobs", "prechecks", "config_pool", "sheets", "handover")},
     "pipeline.daemon.spool_count": JOBS, "pipeline.daemon.folder_faults": JOBS,  # rev8b findings 2 and 4
     "pipeline.daemon.spool_job": JOBS,  # the Job record, apart from the spool's moves (rev10a)
+    "pipeline.daemon.spool_sidecar": JOBS,  # a sidecar copied in before its photo moves (the claim)
     **{f"pipeline.daemon.{name}": EXECUTORS for name in ("worker", "executor", "ray_cluster", "ray_executor",
                                                          "ray_actor", "pool", "batching", "executors", "turns")},
     "pipeline.daemon.daemon": DAEMON, "pipeline.daemon.status": DAEMON, "pipeline.daemon.state": DAEMON,

@@ -60,7 +60,7 @@ def pre_check_sidecar(job: Job, config: Config) -> tuple[str | None, dict]:
     """A photo.yaml beside the photo may pick a recipe and override whitelisted settings."""
     if not job.sidecar:
         return None, {}
-    if job.sidecar_error:  # the claim could not copy it (spool._copy_in)
+    if job.sidecar_error:  # the claim could not copy it (spool_sidecar.copy_in)
         raise JobFailure(Reason.BAD_SIDECAR, f"the sidecar {job.sidecar} {job.sidecar_error}; it was not read",
                          f"Save {job.sidecar} as a plain YAML file the service user can read (not a link, FIFO or "
                          "folder) and drop the photo and its sidecar again")

@@ -23,9 +23,10 @@ from typing import Callable
 import structlog
 
 from ..errors import Reason, SpoolLocked  # noqa: F401  (Reason handed on: the spool records it)
-from ..fsio import NO_WAIT, FileBusy, NotRegularFile, fit_name, open_regular, split_ext, write_atomic, write_json
+from ..fsio import fit_name, split_ext, write_json
 from .spool_count import RECORD, SIDECARS, count_in_work, folder_counts, is_photo_entry  # noqa: F401  (re-exported)
 from .spool_job import CHECKPOINT, Job, new_job_id, now_iso  # noqa: F401  (re-exported)
+from .spool_sidecar import copy_in, identity, sidecar_in
 
 LOCK = ".lock"
 INCOMPLETE_GRACE = 5.0  # a lock-free job folder without its input, older than this, is a dead or lost claim
@@ -65,7 +66,7 @@ class Spool:
         try:
             self._lock(folder)
             if sidecar is not None:
-                _copy_in(job, sidecar, self.inbox)
+                copy_in(job, sidecar, self.inbox)
             self.save(job)
             os.rename(path, job.input)
         except FileNotFoundError:
@@ -85,7 +86,7 @@ class Spool:
         in after the scan: fail() cannot hard-link it, rev10f), which stays. Never raises: it stays in the inbox,
         where `status` lists it as unpaired."""
         home = self.inbox / job.sidecar_from if job.sidecar_from else None
-        if home is None or not job.sidecar_id or _identity(home) != job.sidecar_id:
+        if home is None or not job.sidecar_id or identity(home) != job.sidecar_id:
             return
         try:
             if self.read_elsewhere(self.inbox / job.source, home):
@@ -221,7 +222,7 @@ class Spool:
                     self._unlock(folder)
                 continue
             job.folder, job.owner = str(folder), self.owner
-            job.sidecar = job.sidecar or _sidecar_in(folder, job.name)
+            job.sidecar = job.sidecar or sidecar_in(folder, job.name)
             self.let_go_sidecar(job)  # killed between the photo's move and the inbox sidecar's removal
             if self.failed_before(job):  # killed inside fail() after its note: the failure is made once
                 self._discard(folder)
@@ -329,50 +330,6 @@ def _last_change(folder: Path) -> float:
         return max(p.stat().st_mtime for p in (folder, folder / RECORD) if p.exists())
     except (OSError, ValueError):
         return time.time()
-
-
-def _sidecar_in(folder: Path, photo: str) -> str | None:
-    """A sidecar in a job folder whose record does not name it: only a job claimed by a daemon from before the
-    claim rewrite of 2026-11-29 (rev10d), which moved it in, then failed to save; a claim now saves the record first."""
-    try:
-        return next((n for n in os.listdir(folder) if n != photo and n.lower().endswith(SIDECARS)), None)
-    except OSError:
-        return None
-
-
-def _copy_in(job: Job, sidecar: Path, inbox: Path) -> None:
-    """The sidecar copied into the job folder, with the inbox file's identity to remove it by (let_go_sidecar): a
-    copy, not a link, so the inbox file's removal and a link rule (fs.protected_hardlinks, another user's file)
-    change nothing. One that cannot be read (another user's 0600, a FIFO swapped in) is recorded so, and the photo
-    fails as bad_sidecar naming it (prechecks); it raised out of the claim before, leaving both photos of a shared
-    pair unclaimable with a wrong fix (rev10d). Gone meanwhile: the photo goes on with its recipe."""
-    try:
-        with open_regular(sidecar, NO_WAIT) as source:
-            job.sidecar_id = _identity_of(os.fstat(source.fileno()))
-            data = source.read()
-    except FileNotFoundError:
-        return
-    except FileBusy:  # its writer (Samba, NFS) still holds it: the claim raises it: the photo waits
-        raise
-    except OSError as exc:
-        job.sidecar_error = exc.strerror if isinstance(exc, NotRegularFile) else \
-            f"cannot be read by the service user ({exc.strerror})"
-        job.sidecar_id = _identity(sidecar)
-    else:
-        write_atomic(data, job.dir / sidecar.name, replace=False)
-    job.sidecar, job.sidecar_from = sidecar.name, str(sidecar.relative_to(inbox))
-
-
-def _identity_of(st: os.stat_result) -> list[int]:
-    """Which file a name holds: a sidecar saved again under its name (even on a reused inode) is another file."""
-    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
-
-
-def _identity(path: Path) -> list[int] | None:
-    try:
-        return _identity_of(os.lstat(path))
-    except OSError:
-        return None
 
 
 def _same_file(a: Path, b: Path) -> bool:
