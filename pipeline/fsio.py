@@ -302,7 +302,7 @@ def on_disk(path: Path) -> Path:
         return path
     folder = on_disk(path.parent)
     try:
-        names = [name for name in os.listdir(folder) if nfc(name) == nfc(path.name)]
+        names = spellings(os.listdir(folder)).get(nfc(path.name), [])
     except OSError:  # a folder missing or unreadable: the caller's own check names it
         return folder / path.name
     return folder / names[0] if len(names) == 1 else folder / path.name
