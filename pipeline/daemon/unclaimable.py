@@ -18,6 +18,7 @@ import structlog
 from ..errors import Reason
 from ..fsio import is_no_permission, service_user, shown
 from .folder_faults import writable_fix
+from .settle import shown_in
 
 log = structlog.get_logger("style-pipeline")
 
@@ -65,11 +66,7 @@ class Unclaimable:
         if str(path) in self.files:
             return
         self.carried.pop(str(path), None)
-        try:
-            shown_name = str(path.relative_to(self.inbox()))
-        except ValueError:
-            shown_name = path.name
-        entry = {"file": shown(shown_name), "path": str(path), "error": exc.strerror or str(exc),
+        entry = {"file": shown_in(path, self.inbox()), "path": str(path), "error": exc.strerror or str(exc),
                  "fix": fix_for(path, exc)}
         if exc.errno in (errno.EACCES, errno.EROFS):  # a fix access(2) can see: listing checks it (fixed_since)
             entry["folder"] = str(blocking_folder(path, exc))
