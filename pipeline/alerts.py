@@ -25,7 +25,7 @@ import subprocess
 import threading
 import time
 import urllib.request
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from email.header import Header
 from functools import partial
 from urllib.parse import urlsplit
@@ -167,13 +167,13 @@ class Alerts:
     (tally.py) when the daemon gives its folders, so a restart in the night does not lose the first part; without
     them (tests, tools) it counts in memory and says from when."""
 
-    def __init__(self, tally=None) -> None:  # a daemon.tally.Tally: handed in, never imported (layers run down)
-        self.lock = threading.Lock()
+    def __init__(self, tally=None, now: datetime | None = None) -> None:  # tally: a daemon.tally.Tally, handed in
+        self.lock = threading.Lock()                                         # (never imported: layers run down)
         self.styled = self.failed = 0
         self.outbox: queue.Queue = queue.Queue()
         self.sender: threading.Thread | None = None
         self.tally, self.primed = tally, False
-        self.counting_since = datetime.now(timezone.utc)  # this daemon's start, then the last summary
+        self.counting_since = _edge(now, up=False)  # this daemon's start, then the last summary
 
     def on_event(self, target: str | None, kind: str, data: dict) -> None:
         with self.lock:
@@ -183,8 +183,8 @@ class Alerts:
             self._post(target, kind, TITLES[kind].format(file=data.get("file")),
                        f"{data.get('file')}: {data.get('reason')}: {data.get('message')}; fix: {data.get('fix')}")
 
-    def tick(self, target: str | None, drained: bool) -> None:
-        """Called each pass: once the queue is empty after work, one summary notice."""
+    def tick(self, target: str | None, drained: bool, now: datetime | None = None) -> None:
+        """Called each pass: once the queue is empty after work, one summary notice. `now` is the clock (a test's)."""
         if target and self.tally and not self.primed:  # the night's start is on disk before a restart can lose it
             self.primed = True
             self.tally.since(self.counting_since)
@@ -194,7 +194,7 @@ class Alerts:
             styled, failed, self.styled, self.failed = self.styled, self.failed, 0, 0
         if not (styled or failed):
             return
-        since, until = self.counting_since, datetime.now(timezone.utc)
+        since, until = self.counting_since, _edge(now, up=True)
         self.counting_since = until
         if target:
             summary = partial(self._summary, since, until) if self.tally else _summary_text(styled, failed, since)
@@ -227,6 +227,17 @@ class Alerts:
         deadline = time.monotonic() + timeout
         while self.outbox.unfinished_tasks and time.monotonic() < deadline:
             time.sleep(0.05)
+
+
+def _edge(now: datetime | None, up: bool) -> datetime:
+    """A window's edge on a whole millisecond, the precision the logs stamp (spool_job.now_iso). Taken to the
+    microsecond, an output finished in the daemon's first millisecond, or in a summary's own, was stamped outside
+    the window it happened in, and the morning said 5 styled for 6 (seen in CI). The start rounds down and each
+    summary rounds up, so the windows still abut and each output is counted once."""
+    when = now or datetime.now(timezone.utc)
+    rest = when.microsecond % 1000
+    return when.replace(microsecond=when.microsecond - rest) + (timedelta(milliseconds=1) if up and rest else
+                                                                timedelta(0))
 
 
 def _summary_text(styled: int, failed: int, since: datetime) -> str:

@@ -158,12 +158,17 @@ def pid_alive(pid: object) -> bool:
     return True
 
 
+MTIME_SLACK = 2.0  # seconds: a file's mtime comes from the kernel's coarse clock, a tick (up to 10 ms) behind
+
+
 def written_before(entry: os.DirEntry | Path, moment: float) -> bool:
-    """True when the file last changed before ``moment`` (a timestamp), or is gone. A log is written after the time
-    it records, so one changed before a window opened cannot be inside it: one stat (cached on a DirEntry) instead
-    of an open and a parse, for the tally and the report alike, however many nights the outbox holds."""
+    """True when the file last changed well before ``moment`` (a timestamp), or is gone. A log is written after the
+    time it records, so one changed before a window opened cannot be inside it: one stat (cached on a DirEntry)
+    instead of an open and a parse, for the tally and the report alike, however many nights the outbox holds.
+    The slack is there because the stamp is coarse: a log written 2 ms after the window opened can carry an mtime
+    from before it, and was skipped (the morning summary said 5 styled for 6 under load)."""
     try:
-        return entry.stat().st_mtime < moment
+        return entry.stat().st_mtime < moment - MTIME_SLACK
     except OSError:
         return True
 

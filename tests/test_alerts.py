@@ -180,3 +180,41 @@ def test_the_morning_notice_counts_the_whole_night_across_a_service_restart(tmp_
     assert Daemon(config, once=True, engine=engine).run() == 0
     assert len(outputs(tmp_path)) == 4
     assert "4 styled, 0 failed since " in notices.read_text(), (notices.read_text(), before)
+
+
+def test_outputs_stamped_in_the_starts_or_the_summarys_millisecond_are_counted_once(tmp_path):
+    """The window's edges were taken to the microsecond, the logs' finished_at to the millisecond (now_iso): an
+    output finished in the daemon's first millisecond, or in the summary's own, fell outside its window and the
+    morning said 5 styled for 6 (CI, under load). The clock is handed in, so the edges here fall mid-millisecond."""
+    from datetime import datetime, timedelta, timezone
+    spool, outbox, record = tmp_path / "spool", tmp_path / "outbox", tmp_path / "n.txt"
+    target = f"sh -c 'echo \"$STYLE_PIPELINE_EVENT $STYLE_PIPELINE_MESSAGE\" >> {record}'"
+    start = datetime.now(timezone.utc).replace(microsecond=123456) - timedelta(minutes=5)
+    notices = Alerts(Tally(spool, outbox, spool / "failed"), now=start)
+    notices.tick(target, drained=False, now=start)
+    summary_at = start + timedelta(minutes=1, microseconds=500)  # mid-millisecond, like the start
+    for name, when in (("first", start), ("middle", start + timedelta(seconds=30)), ("last", summary_at)):
+        _output(outbox, name, when.isoformat(timespec="milliseconds"))
+        notices.on_event(target, "done", {})
+    notices.tick(target, drained=True, now=summary_at)
+    notices.flush(10)
+    _output(outbox, "after", (summary_at + timedelta(milliseconds=1)).isoformat(timespec="milliseconds"))
+    notices.on_event(target, "done", {})
+    notices.tick(target, drained=True, now=summary_at + timedelta(seconds=1))
+    notices.flush(10)
+    assert [s.split(" since")[0] for s in _summaries(record)] == ["queue_empty 3 styled, 0 failed",
+                                                                  "queue_empty 1 styled, 0 failed"], record.read_text()
+
+
+def test_a_log_whose_mtime_lags_the_window_by_a_clock_tick_is_still_read(tmp_path):
+    """A file's mtime comes from the kernel's coarse clock, a tick behind the time the daemon stamps: a log
+    written just after the window opened could carry an mtime before it, and was skipped unread (CI saw the
+    morning summary say 5 styled for 6)."""
+    import os
+    from datetime import datetime, timedelta, timezone
+    outbox, spool = tmp_path / "outbox", tmp_path / "spool"
+    since = datetime.now(timezone.utc) - timedelta(minutes=1)
+    _output(outbox, "p0", (since + timedelta(milliseconds=1)).isoformat(timespec="milliseconds"))
+    lagging = since.timestamp() - 0.004
+    os.utime(outbox / "default" / "p0.json", (lagging, lagging))
+    assert Tally(spool, outbox, spool / "failed").count(since, since + timedelta(minutes=2)) == (1, 0)
