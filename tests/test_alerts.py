@@ -218,3 +218,24 @@ def test_a_log_whose_mtime_lags_the_window_by_a_clock_tick_is_still_read(tmp_pat
     lagging = since.timestamp() - 0.004
     os.utime(outbox / "default" / "p0.json", (lagging, lagging))
     assert Tally(spool, outbox, spool / "failed").count(since, since + timedelta(minutes=2)) == (1, 0)
+
+
+def test_a_log_on_a_share_whose_clock_runs_a_minute_behind_is_still_counted_and_reported(tmp_path):
+    """An outbox on a NAS (README): the server stamps a file's mtime from its own clock. One a minute behind the
+    daemon's gave the logs of a window's first minute an mtime before the window opened, and the tally and the
+    report skipped them unread (fsio.written_before allowed 2 s): the summary and the page missed them."""
+    import os
+    from datetime import datetime, timedelta, timezone
+
+    from pipeline.report_logs import logs_in_window
+    outbox, spool = tmp_path / "outbox", tmp_path / "spool"
+    since = datetime.now(timezone.utc) - timedelta(minutes=5)
+    _output(outbox, "first", (since + timedelta(seconds=20)).isoformat(timespec="milliseconds"))
+    _output(outbox, "older", (since - timedelta(seconds=1)).isoformat(timespec="milliseconds"))  # read, not counted
+    share_clock = since.timestamp() + 20.5 - 60  # written half a second after it finished, by a clock 60 s behind
+    for name in ("first", "older"):
+        os.utime(outbox / "default" / f"{name}.json", (share_clock, share_clock))
+    assert Tally(spool, outbox, spool / "failed").count(since, since + timedelta(minutes=10)) == (1, 0)
+    problems: list[str] = []
+    found = logs_in_window((outbox / "default").glob("*.json"), "finished_at", since, problems)
+    assert [path.name for path, _ in found] == ["first.json"] and problems == []
