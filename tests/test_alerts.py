@@ -239,3 +239,30 @@ def test_a_log_on_a_share_whose_clock_runs_a_minute_behind_is_still_counted_and_
     problems: list[str] = []
     found = logs_in_window((outbox / "default").glob("*.json"), "finished_at", since, problems)
     assert [path.name for path, _ in found] == ["first.json"] and problems == []
+
+
+def test_a_wall_clock_stepped_back_between_summaries_neither_loses_nor_repeats_a_count(tmp_path):
+    """NTP steps the clock back 10 minutes in the night (README: "wall clock stepped"). The outputs after the step
+    are stamped before the last summary's end, outside every window: the summary said 0 styled for 2, and its end,
+    moved back, had the next summary count the first two again. The clock is handed in."""
+    from datetime import datetime, timedelta, timezone
+    spool, outbox, record = tmp_path / "spool", tmp_path / "outbox", tmp_path / "n.txt"
+    target = f"sh -c 'echo \"$STYLE_PIPELINE_EVENT $STYLE_PIPELINE_MESSAGE\" >> {record}'"
+    start = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=1)
+    notices = Alerts(Tally(spool, outbox, spool / "failed"), now=start)
+    notices.tick(target, drained=False, now=start)
+
+    def night(names: list[str], finished: datetime, summary_at: datetime) -> None:
+        for name in names:
+            _output(outbox, name, finished.isoformat(timespec="milliseconds"))
+            notices.on_event(target, "done", {})
+        notices.tick(target, drained=True, now=summary_at)
+        notices.flush(10)
+
+    night(["a", "b"], start + timedelta(minutes=1), start + timedelta(minutes=2))
+    stepped = start + timedelta(minutes=2) - timedelta(minutes=10)  # the clock now reads 10 minutes earlier
+    night(["c", "d"], stepped + timedelta(seconds=30), stepped + timedelta(minutes=1))
+    night(["e"], start + timedelta(minutes=20), start + timedelta(minutes=21))  # past the old end again
+    assert [s.split(" since")[0] for s in _summaries(record)] == [
+        "queue_empty 2 styled, 0 failed", "queue_empty 2 styled, 0 failed", "queue_empty 1 styled, 0 failed"], \
+        record.read_text()
