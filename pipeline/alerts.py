@@ -195,18 +195,23 @@ class Alerts:
             styled, failed, self.styled, self.failed = self.styled, self.failed, 0, 0
         if not (styled or failed):
             return
-        since, until = self.counting_since, _edge(now, up=True)
-        self.counting_since = until
+        since = self.counting_since
+        until = self.counting_since = max(since, _edge(now, up=True))  # a clock stepped back: never a window back
         if target:
             self.outbox.put_summary(Summary(target, since, until, styled, failed))
             self._start()
 
-    def _summary(self, summary: Summary) -> str:
-        """The counts from disk since the last summary sent (on the sender thread: a stat per output)."""
+    def _summary(self, summary: Summary) -> tuple[str, datetime]:
+        """The text, and the end to remember once it is delivered. The counts are from disk since the last summary
+        sent (on the sender thread: a busy outbox costs a stat per output), never below this run's own. Why: a wall
+        clock stepped back in the night (NTP, a VM resumed) stamps the next outputs before the last summary's end,
+        outside every window: the morning said 0 styled for 2, and the window's end, moved back, had the next
+        summary count the earlier ones again."""
         if not self.tally:
-            return _summary_text(summary.styled, summary.failed, summary.since)
+            return _summary_text(summary.styled, summary.failed, summary.since), summary.until
         since = self.tally.since(summary.since)
-        return _summary_text(*self.tally.count(since, summary.until), since)
+        styled, failed = self.tally.count(since, summary.until)
+        return _summary_text(max(summary.styled, styled), max(summary.failed, failed), since), max(since, summary.until)
 
     def _start(self) -> None:
         if self.sender is None:
@@ -235,9 +240,10 @@ class Alerts:
         if isinstance(what, More):
             return send(what.target, "more", f"style-pipeline: {what.title()}",
                         f"{what.title()} (see `style-pipeline report`)")
-        sent = send(what.target, "queue_empty", "style-pipeline: the queue is empty", self._summary(what))
+        text, until = self._summary(what)
+        sent = send(what.target, "queue_empty", "style-pipeline: the queue is empty", text)
         if sent and self.tally:
-            self.tally.remember(what.until)  # only once told: a summary not delivered is counted in the next one
+            self.tally.remember(until)  # only once told: a summary not delivered is counted in the next one
         return sent
 
     def pending(self) -> int:
