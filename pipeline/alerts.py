@@ -194,18 +194,22 @@ class Alerts:
             styled, failed, self.styled, self.failed = self.styled, self.failed, 0, 0
         if not (styled or failed):
             return
-        since, until = self.counting_since, _edge(now, up=True)
-        self.counting_since = until
+        since = self.counting_since
+        until = self.counting_since = max(since, _edge(now, up=True))  # a clock stepped back: never a window back
         if target:
-            summary = partial(self._summary, since, until) if self.tally else _summary_text(styled, failed, since)
+            summary = partial(self._summary, since, until, styled, failed) if self.tally else \
+                _summary_text(styled, failed, since)
             self._post(target, "queue_empty", "style-pipeline: the queue is empty", summary)
 
-    def _summary(self, started: datetime, until: datetime) -> str:
-        """The counts from disk since the last summary (on the sender thread: a busy outbox costs a stat per output)."""
+    def _summary(self, started: datetime, until: datetime, styled: int, failed: int) -> str:
+        """The counts from disk since the last summary (on the sender thread: a busy outbox costs a stat per output),
+        never below this run's own (``styled``, ``failed``). Why: a wall clock stepped back in the night (NTP, a VM
+        resumed) stamps the next outputs before the last summary's end, outside every window: the morning said
+        0 styled for 2, and the window's end, moved back, had the next summary count the earlier ones again."""
         since = self.tally.since(started)
-        styled, failed = self.tally.count(since, until)
-        self.tally.remember(until)
-        return _summary_text(styled, failed, since)
+        on_disk = self.tally.count(since, until)
+        self.tally.remember(max(since, until))
+        return _summary_text(max(styled, on_disk[0]), max(failed, on_disk[1]), since)
 
     def _post(self, *notice: str) -> None:
         self.outbox.put(notice)
