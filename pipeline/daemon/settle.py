@@ -18,7 +18,7 @@ import errno
 import os
 import time
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Callable
 
 import structlog
 
@@ -74,7 +74,8 @@ class DecodeCheck:
     """The main loop's memory of files that did not decode yet (or could not be opened): a paused writer gets the
     longer wait, and a broken file is claimed once it is unchanged, so it reaches failed/ with its reason."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock  # how long a file stayed unchanged: tests hand in their own, so no wait races the load
         self.first_failure: dict[Path, tuple] = {}  # path -> ((size, mtime), when it first failed to decode)
         self.open_errors: dict[Path, int] = {}  # path -> passes its open raised (not EMFILE and the like)
         self.held_sidecars: dict[Path, str] = {}  # photo -> its sidecar, leased by its writer at the claim
@@ -113,11 +114,11 @@ class DecodeCheck:
 
     def _stale(self, path: Path, st: os.stat_result, wait: float) -> bool:
         key = (st.st_size, st.st_mtime_ns)
-        first = self.first_failure.setdefault(path, (key, time.monotonic()))
+        first = self.first_failure.setdefault(path, (key, self.clock()))
         if first[0] != key:
-            self.first_failure[path] = (key, time.monotonic())
+            self.first_failure[path] = (key, self.clock())
             return False
-        return time.monotonic() - first[1] >= wait
+        return self.clock() - first[1] >= wait
 
     def sidecar_held(self, path: Path, busy: FileBusy) -> None:
         """The claim met the photo's sidecar held open by another program (a lease: Samba, NFS): the photo waits,
