@@ -113,6 +113,12 @@ class Tracker:
         with self.lock:
             self.entries.pop(path, None)
 
+    def closed(self, path: Path) -> bool:
+        """Whether the last event on ``path`` was its writer's close (IN_CLOSE_WRITE): never so in polling mode,
+        nor for a file a rescan found (settle.DecodeCheck.ready holds an empty one longer then)."""
+        entry = self.entries.get(path)
+        return entry is not None and entry.closed
+
     def __len__(self) -> int:
         return len(self.entries)
 
