@@ -158,15 +158,19 @@ def pid_alive(pid: object) -> bool:
     return True
 
 
-MTIME_SLACK = 2.0  # seconds: a file's mtime comes from the kernel's coarse clock, a tick (up to 10 ms) behind
+# Seconds: a file's mtime is not the daemon's clock. The kernel stamps it from its coarse clock, a tick (up to 10 ms)
+# behind time.time(); on a share (an outbox on a NAS, README) the server stamps it from its own clock, which may run
+# minutes behind. An hour of older logs parsed costs the tally and the report little (a night's logs are few hundred).
+MTIME_SLACK = 3600.0
 
 
 def written_before(entry: os.DirEntry | Path, moment: float) -> bool:
     """True when the file last changed well before ``moment`` (a timestamp), or is gone. A log is written after the
     time it records, so one changed before a window opened cannot be inside it: one stat (cached on a DirEntry)
     instead of an open and a parse, for the tally and the report alike, however many nights the outbox holds.
-    The slack is there because the stamp is coarse: a log written 2 ms after the window opened can carry an mtime
-    from before it, and was skipped (the morning summary said 5 styled for 6 under load)."""
+    The slack is there because the stamp is another clock's: a log written 2 ms after the window opened can carry
+    an mtime from before it, and was skipped (the morning summary said 5 styled for 6 under load); so was every log
+    of a window's first minutes on a share whose server's clock ran behind (2 s of slack: one a minute behind)."""
     try:
         return entry.stat().st_mtime < moment - MTIME_SLACK
     except OSError:

@@ -218,3 +218,51 @@ def test_a_log_whose_mtime_lags_the_window_by_a_clock_tick_is_still_read(tmp_pat
     lagging = since.timestamp() - 0.004
     os.utime(outbox / "default" / "p0.json", (lagging, lagging))
     assert Tally(spool, outbox, spool / "failed").count(since, since + timedelta(minutes=2)) == (1, 0)
+
+
+def test_a_log_on_a_share_whose_clock_runs_a_minute_behind_is_still_counted_and_reported(tmp_path):
+    """An outbox on a NAS (README): the server stamps a file's mtime from its own clock. One a minute behind the
+    daemon's gave the logs of a window's first minute an mtime before the window opened, and the tally and the
+    report skipped them unread (fsio.written_before allowed 2 s): the summary and the page missed them."""
+    import os
+    from datetime import datetime, timedelta, timezone
+
+    from pipeline.report_logs import logs_in_window
+    outbox, spool = tmp_path / "outbox", tmp_path / "spool"
+    since = datetime.now(timezone.utc) - timedelta(minutes=5)
+    _output(outbox, "first", (since + timedelta(seconds=20)).isoformat(timespec="milliseconds"))
+    _output(outbox, "older", (since - timedelta(seconds=1)).isoformat(timespec="milliseconds"))  # read, not counted
+    share_clock = since.timestamp() + 20.5 - 60  # written half a second after it finished, by a clock 60 s behind
+    for name in ("first", "older"):
+        os.utime(outbox / "default" / f"{name}.json", (share_clock, share_clock))
+    assert Tally(spool, outbox, spool / "failed").count(since, since + timedelta(minutes=10)) == (1, 0)
+    problems: list[str] = []
+    found = logs_in_window((outbox / "default").glob("*.json"), "finished_at", since, problems)
+    assert [path.name for path, _ in found] == ["first.json"] and problems == []
+
+
+def test_a_wall_clock_stepped_back_between_summaries_neither_loses_nor_repeats_a_count(tmp_path):
+    """NTP steps the clock back 10 minutes in the night (README: "wall clock stepped"). The outputs after the step
+    are stamped before the last summary's end, outside every window: the summary said 0 styled for 2, and its end,
+    moved back, had the next summary count the first two again. The clock is handed in."""
+    from datetime import datetime, timedelta, timezone
+    spool, outbox, record = tmp_path / "spool", tmp_path / "outbox", tmp_path / "n.txt"
+    target = f"sh -c 'echo \"$STYLE_PIPELINE_EVENT $STYLE_PIPELINE_MESSAGE\" >> {record}'"
+    start = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=1)
+    notices = Alerts(Tally(spool, outbox, spool / "failed"), now=start)
+    notices.tick(target, drained=False, now=start)
+
+    def night(names: list[str], finished: datetime, summary_at: datetime) -> None:
+        for name in names:
+            _output(outbox, name, finished.isoformat(timespec="milliseconds"))
+            notices.on_event(target, "done", {})
+        notices.tick(target, drained=True, now=summary_at)
+        notices.flush(10)
+
+    night(["a", "b"], start + timedelta(minutes=1), start + timedelta(minutes=2))
+    stepped = start + timedelta(minutes=2) - timedelta(minutes=10)  # the clock now reads 10 minutes earlier
+    night(["c", "d"], stepped + timedelta(seconds=30), stepped + timedelta(minutes=1))
+    night(["e"], start + timedelta(minutes=20), start + timedelta(minutes=21))  # past the old end again
+    assert [s.split(" since")[0] for s in _summaries(record)] == [
+        "queue_empty 2 styled, 0 failed", "queue_empty 2 styled, 0 failed", "queue_empty 1 styled, 0 failed"], \
+        record.read_text()

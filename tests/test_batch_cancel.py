@@ -30,13 +30,20 @@ def _acting_at_step(engine, monkeypatch, act) -> list:
     return seen
 
 
+def _held_as_it_starts(monkeypatch) -> dict:
+    """{"pool": the pool}, filled as it starts its slot: set after _pool returned, a slot that reached its first
+    step first (a loaded box) found it empty."""
+    holder, real_start = {}, Pool.start
+    monkeypatch.setattr(Pool, "start", lambda self: holder.update(pool=self) or real_start(self))
+    return holder
+
+
 def test_one_photos_cancel_in_a_batch_stops_that_photo_alone(tmp_path, engine, monkeypatch):
-    holder, submitted, real_submit = {}, {}, Pool.submit
+    holder, submitted, real_submit = _held_as_it_starts(monkeypatch), {}, Pool.submit
     monkeypatch.setattr(Pool, "submit", lambda self, job: submitted.update({job.name: job}) or real_submit(self, job))
     seen = _acting_at_step(engine, monkeypatch,
                            lambda i, step: i == 1 and step == 1 and holder["pool"].cancel(submitted["b.jpg"]))
     pool, closed = _pool(tmp_path, engine, monkeypatch, NAMES, batch=3)
-    holder["pool"] = pool
     wait_for(lambda: len(closed) >= 3, 60)
     pool.close(10)
     outcomes = {o.job.name: o for o in pool.poll()}
@@ -49,10 +56,9 @@ def test_one_photos_cancel_in_a_batch_stops_that_photo_alone(tmp_path, engine, m
 
 
 def test_a_closing_run_window_stops_the_whole_batch(tmp_path, engine, monkeypatch):
-    holder = {}
+    holder = _held_as_it_starts(monkeypatch)
     _acting_at_step(engine, monkeypatch, lambda i, step: step == 1 and holder["pool"].pause())
     pool, closed = _pool(tmp_path, engine, monkeypatch, NAMES, batch=3)
-    holder["pool"] = pool
     wait_for(lambda: len(closed) >= 3, 60)
     pool.close(10)
     assert collections.Counter(o.kind for o in pool.poll()) == {"cancelled": 3}

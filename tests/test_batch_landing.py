@@ -126,10 +126,15 @@ def test_a_batch_is_one_hand_over_landed_in_order_and_its_photos_count_as_unwrit
     stuck, landed = threading.Event(), []
     lander = Lander(depth=2)
     lander.submit(stuck.wait)
-    started = time.monotonic()
-    for batch in range(2):
-        lander.submit(*(lambda b=batch, n=n: landed.append((b, n)) for n in range(7)))
-    assert time.monotonic() - started < 1, "the two batches were queued at once"
+    queued = threading.Event()
+
+    def submit_both() -> None:  # on a thread: a submit that waits for room never returns while the write is stuck
+        for batch in range(2):
+            lander.submit(*(lambda b=batch, n=n: landed.append((b, n)) for n in range(7)))
+        queued.set()
+
+    threading.Thread(target=submit_both, daemon=True).start()  # (it was a bound of 1 s on the two submits)
+    assert queued.wait(30) and not stuck.is_set(), "a batch waited for room behind the stuck write"
     with capture_logs() as logs:
         assert lander.flush(timeout=0.3) is False
     assert [e["unwritten"] for e in logs if e["log_level"] == "error"] == [15]

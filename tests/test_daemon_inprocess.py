@@ -10,7 +10,7 @@ from datetime import datetime
 
 import pytest
 
-from daemon_helpers import SAMPLES, errors, make_config, outputs, wait_for
+from daemon_helpers import SAMPLES, errors, make_config, outputs, status_json, wait_for
 from pipeline.daemon import outputs as outputs_module
 from pipeline.daemon.daemon import Daemon
 
@@ -46,10 +46,11 @@ def test_run_window_holds_jobs_outside_and_pauses_a_running_job(tmp_path, engine
     thread = run_in_thread(daemon)
     try:
         shutil.copy(SAMPLES / "coffee.jpg", tmp_path / "inbox" / "night.jpg")
-        time.sleep(1.5)
+        time.sleep(1.5)  # the photo settles (0.3 s) meanwhile: inside a window it would be claimed by now
+        # status.json as the daemon writes it (once a second): it was read at once, and under load none was there yet
+        snap = wait_for(lambda: (s := status_json(tmp_path)).get("state") == "outside the run window" and s, 30)
         assert list((tmp_path / "spool" / "work").iterdir()) == [], "nothing is claimed outside the window"
-        snap = json.loads((tmp_path / "spool" / "status.json").read_text())
-        assert snap["state"] == "outside the run window" and snap["next_window"] == "2026-11-27T22:00"
+        assert snap["next_window"] == "2026-11-27T22:00"
 
         clock.now = datetime(2026, 11, 27, 23, 0)  # the window opens
         wait_for(lambda: (daemon.executor.progress().current or {}).get("step", 0) >= 10, 60)

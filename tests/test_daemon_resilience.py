@@ -110,10 +110,13 @@ def test_a_dead_worker_thread_is_restarted_and_its_job_retried_as_a_crash(tmp_pa
 
 
 def test_a_stuck_worker_is_not_running_in_status(tmp_path, engine, monkeypatch):
-    real = engine.stylize
+    """A wedged driver (no step, no progress) is told as stuck, then running again once it moves. The hang lasts
+    until the test has seen it told (it was a 3.5 s sleep: under load the test could read the stuck status late in
+    it and find the heartbeat healthy again, or miss the 2.5 s it was stuck altogether)."""
+    real, release = engine.stylize, threading.Event()
 
     def hangs_then_works(*args, **kwargs):
-        time.sleep(3.5)  # no step, no progress: a wedged driver
+        release.wait(60)  # no step, no progress: a wedged driver, until the test has seen it told
         return real(*args, **kwargs)
 
     monkeypatch.setattr(engine, "stylize", hangs_then_works)
@@ -124,9 +127,11 @@ def test_a_stuck_worker_is_not_running_in_status(tmp_path, engine, monkeypatch):
         stuck = wait_for(lambda: (s := status_json(tmp_path)).get("state", "").startswith("stuck") and s, 30)
         assert not stuck["healthy"] and "watchdog" in stuck["state"]
         assert not daemon.heartbeat.healthy(time.monotonic())
+        release.set()
         wait_for(lambda: outputs(tmp_path), 60)
         wait_for(lambda: status_json(tmp_path).get("state") == "running", 10)
     finally:
+        release.set()
         daemon.stop.set()
         thread.join(60)
 

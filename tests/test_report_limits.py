@@ -140,9 +140,10 @@ def test_old_nights_are_not_read_and_an_old_damaged_log_is_not_a_problem_again(t
 
     out = tmp_path / "outbox" / "starry"
     for night in range(1, 8):
-        moment = (NOW - timedelta(days=night, minutes=4)).timestamp()  # written a minute after it finished
+        # written a minute after it finished, both past fsio.MTIME_SLACK (an hour) before the window opened
+        moment = (NOW - timedelta(days=night, minutes=89)).timestamp()
         for i in range(20):
-            path = _log(out / f"night{night}", f"old{i}", minutes=night * 24 * 60 + 5)
+            path = _log(out / f"night{night}", f"old{i}", minutes=night * 24 * 60 + 90)
             os.utime(path, (moment, moment))
     broken = out / "night7" / "broken.json"
     broken.write_text('{"finished_at": ')
