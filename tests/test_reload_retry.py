@@ -13,6 +13,8 @@ import yaml
 
 from daemon_helpers import SAMPLES, STYLES, log_events, make_config, outputs, start, stop, wait_for, wait_ready
 
+REFUSED = "the new config is invalid; keeping the old one"
+
 
 def test_a_refused_edit_is_due_again_after_its_interval_and_not_once_it_works():
     from pipeline.daemon.reload import Refused
@@ -51,8 +53,7 @@ def test_a_recipe_refused_for_its_painting_loads_once_the_painting_is_copied(tmp
         stop(daemon)
     written = [p.relative_to(tmp_path / "outbox").as_posix() for p in outputs(tmp_path)]
     assert written == ["pastel/rocket.png"]
-    refusals = [e for e in log_events(daemon) if e.get("event") == "the new config is invalid; keeping the old one"
-                and e.get("level") == "error"]
+    refusals = [e for e in log_events(daemon) if e.get("event") == REFUSED and e.get("level") == "error"]
     assert len(refusals) == 1  # the retries are quiet: one error line for the one save
 
 
@@ -197,7 +198,8 @@ def test_paintings_copied_below_the_inbox_while_the_edit_naming_them_is_refused_
         wait_ready(proc)
         data["styles_dir"] = str(paintings)
         config.write_text(yaml.safe_dump(data))
-        time.sleep(1.0)
+        # the refusal first, then the copy (a sleep of 1 s ordered them: a loaded box's daemon can take longer)
+        wait_for(lambda: any(e.get("event") == REFUSED for e in log_events(proc)), 30, proc)
         for name in ("starry_night.jpg", "the_scream.jpg"):
             shutil.copy(STYLES / name, paintings / name)
         time.sleep(6)
@@ -248,3 +250,29 @@ def test_poll_seconds_and_log_level_apply_at_once_watch_and_log_format_are_said_
     named = " ".join(warned[0]["changes"])
     assert "watch:" in named and "log_format:" in named, named
     assert "poll_seconds" not in named and "log_level" not in named, named
+
+
+@pytest.mark.parametrize("how", ["replaced", "rewritten"])
+def test_an_edit_that_keeps_the_config_files_mtime_is_still_read(tmp_path, how):
+    """Two saves inside one tick of the kernel's coarse clock (a script's two `sed -i`: each a new file) carry one
+    mtime, and so does a copy that keeps it (`cp -p`, `rsync -t`, in place): the reload was keyed on the mtime
+    alone, and the daemon ran on with the edit before, unsaid. The mtime is set back by hand here (os.utime)."""
+    from pipeline.daemon.daemon import Daemon
+
+    config = make_config(tmp_path)
+    daemon = Daemon(config)
+    first = config.stat()
+    before = first.st_mtime_ns
+    data = yaml.safe_load(config.read_text())
+    data["defaults"]["steps"] = 7
+    if how == "replaced":  # sed -i: a new file renamed over the old one
+        config.with_name("sed.tmp").write_text(yaml.safe_dump(data))
+        os.replace(config.with_name("sed.tmp"), config)
+    else:  # cp -p: the same file written again
+        config.write_text(yaml.safe_dump(data))
+    os.utime(config, ns=(before, before))
+    while how == "rewritten" and config.stat().st_ctime_ns == first.st_ctime_ns:  # a tick on: the ctime tells it
+        os.utime(config, ns=(before, before))
+    assert config.stat().st_mtime_ns == before
+    daemon._maybe_reload()
+    assert daemon.config.recipes["starry"].settings.steps == 7
