@@ -11,6 +11,7 @@ from ..errors import ConfigError, DeviceError, ImageError
 from ..fsio import nfc, on_disk
 from .config_pool import pool_options
 from .folder_faults import folder_problem
+from .style_names import missing_style_hint
 from .config_schema import (DEFAULT_STYLES_DIR, ENGINE_KEYS, FOLDER_KEYS, RAY_KEYS, RECIPE_KEYS, REPORTS, SIDECAR_KEYS,
                             STYLE_KEYS, TOP_KEYS, TOP_TYPES, Config, RayOptions, Recipe, StyleRef, recipe_guess)
 from .yaml_read import SIDECAR_MAX_BYTES, Problems, check_type, engine_settings, finite, key_lines, read_yaml
@@ -293,7 +294,7 @@ def _styles(data: Any, path: tuple, styles_dir: Path, problems: Problems, max_pi
         try:
             _check_painting(file, max_pixels)
         except ImageError as exc:
-            problems.add(where, f"{exc}")
+            problems.add(where, f"{exc}{missing_style_hint(name, styles_dir)}")
             continue
         refs.append(StyleRef(file, float(weight)))
     return refs
