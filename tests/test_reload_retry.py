@@ -248,3 +248,29 @@ def test_poll_seconds_and_log_level_apply_at_once_watch_and_log_format_are_said_
     named = " ".join(warned[0]["changes"])
     assert "watch:" in named and "log_format:" in named, named
     assert "poll_seconds" not in named and "log_level" not in named, named
+
+
+@pytest.mark.parametrize("how", ["replaced", "rewritten"])
+def test_an_edit_that_keeps_the_config_files_mtime_is_still_read(tmp_path, how):
+    """Two saves inside one tick of the kernel's coarse clock (a script's two `sed -i`: each a new file) carry one
+    mtime, and so does a copy that keeps it (`cp -p`, `rsync -t`, in place): the reload was keyed on the mtime
+    alone, and the daemon ran on with the edit before, unsaid. The mtime is set back by hand here (os.utime)."""
+    from pipeline.daemon.daemon import Daemon
+
+    config = make_config(tmp_path)
+    daemon = Daemon(config)
+    first = config.stat()
+    before = first.st_mtime_ns
+    data = yaml.safe_load(config.read_text())
+    data["defaults"]["steps"] = 7
+    if how == "replaced":  # sed -i: a new file renamed over the old one
+        config.with_name("sed.tmp").write_text(yaml.safe_dump(data))
+        os.replace(config.with_name("sed.tmp"), config)
+    else:  # cp -p: the same file written again
+        config.write_text(yaml.safe_dump(data))
+    os.utime(config, ns=(before, before))
+    while how == "rewritten" and config.stat().st_ctime_ns == first.st_ctime_ns:  # a tick on: the ctime tells it
+        os.utime(config, ns=(before, before))
+    assert config.stat().st_mtime_ns == before
+    daemon._maybe_reload()
+    assert daemon.config.recipes["starry"].settings.steps == 7

@@ -229,9 +229,13 @@ def test_report_without_o_goes_to_the_outbox_never_the_inbox(tmp_path, monkeypat
 
     config = make_config(tmp_path / "site")
     monkeypatch.chdir(tmp_path)
+    before = datetime.now().astimezone()
     assert cli.main(["report", "--config", str(config), "--since", "24h"]) == 0
+    days = {f"{day:%Y-%m-%d}" for day in (before, datetime.now().astimezone())}  # two when midnight fell between
     outbox = tmp_path / "site" / "outbox"
-    dated, = (outbox / "reports").glob(f"{datetime.now().astimezone():%Y-%m-%d}-*.html")  # by hand: -HHMM
+    dated, = (outbox / "reports").glob("*.html")
+    named = re.fullmatch(r"(\d{4}-\d\d-\d\d)-\d{4}\.html", dated.name)  # by hand: <date>-HHMM
+    assert named and named[1] in days, dated.name
     for page in (dated, outbox / "report.html"):
         assert b"<html" in page.read_bytes().lower()
     assert list((tmp_path / "site" / "inbox").iterdir()) == [] and not (tmp_path / "report.html").exists()

@@ -29,6 +29,18 @@ BUSY_LOG_EVERY = 10.0  # seconds between the warnings of a config held busy (the
 _busy_logged = [0.0]  # when a busy config was last warned about (monotonic)
 
 
+def config_stamp(path: Path, before: tuple | None = None) -> tuple | None:
+    """What tells an edit of the config: its (mtime, ctime, size, inode); ``before`` when it cannot be stat'ed. The
+    mtime alone missed one: two saves inside a tick of the kernel's coarse clock (a script's two `sed -i`) carry one
+    mtime, and so does a copy that keeps it (`cp -p`, `rsync -t`): the daemon ran on with the edit before, unsaid.
+    The ctime no copy can set back; left unseen: a rewrite in place, of the same size, inside one tick."""
+    try:
+        st = path.stat()
+    except OSError:
+        return before
+    return st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino
+
+
 class Refused:
     """An edit refused for what is outside the file (a painting it names not copied yet, a folder not made yet)
     is read again every ``every`` seconds while it stays refused: its mtime was used up by the refusal, so nothing
