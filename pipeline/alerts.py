@@ -17,22 +17,20 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import queue
 import re
 import shlex
 import shutil
 import subprocess
 import threading
-import time
 import urllib.request
 from datetime import datetime, timedelta, timezone
 from email.header import Header
-from functools import partial
 from urllib.parse import urlsplit
 
 import structlog
 
 from .fsio import shown
+from .notice_outbox import BREAK_AFTER, More, Notice, Outbox, Summary
 
 log = structlog.get_logger("style-pipeline.alerts")
 TIMEOUT = 20.0
@@ -163,14 +161,15 @@ def _safe(target: str) -> str:
 
 class Alerts:
     """Sends a notice per failure and one when the queue empties after work. Events arrive on the worker's thread,
-    ticks on the main loop's; one sender thread delivers the notices in order. The summary's counts come from disk
-    (tally.py) when the daemon gives its folders, so a restart in the night does not lose the first part; without
-    them (tests, tools) it counts in memory and says from when."""
+    ticks on the main loop's; one sender thread delivers what the outbox (notice_outbox: bounded, a breaker for a
+    failing target) hands it. The summary's counts come from disk (tally.py) when the daemon gives its folders, so
+    a restart in the night does not lose the first part; without them (tests, tools) it counts in memory and says
+    from when."""
 
     def __init__(self, tally=None, now: datetime | None = None) -> None:  # tally: a daemon.tally.Tally, handed in
         self.lock = threading.Lock()                                         # (never imported: layers run down)
         self.styled = self.failed = 0
-        self.outbox: queue.Queue = queue.Queue()
+        self.outbox = Outbox()
         self.sender: threading.Thread | None = None
         self.tally, self.primed = tally, False
         self.counting_since = _edge(now, up=False)  # this daemon's start, then the last summary
@@ -180,8 +179,10 @@ class Alerts:
             self.styled += kind == "done"
             self.failed += kind == "failed"
         if kind in TITLES and target:
-            self._post(target, kind, TITLES[kind].format(file=data.get("file")),
-                       f"{data.get('file')}: {data.get('reason')}: {data.get('message')}; fix: {data.get('fix')}")
+            self.outbox.put(Notice(target, kind, TITLES[kind].format(file=data.get("file")),
+                                   f"{data.get('file')}: {data.get('reason')}: {data.get('message')}; "
+                                   f"fix: {data.get('fix')}"))
+            self._start()
 
     def tick(self, target: str | None, drained: bool, now: datetime | None = None) -> None:
         """Called each pass: once the queue is empty after work, one summary notice. `now` is the clock (a test's)."""
@@ -197,40 +198,65 @@ class Alerts:
         since = self.counting_since
         until = self.counting_since = max(since, _edge(now, up=True))  # a clock stepped back: never a window back
         if target:
-            summary = partial(self._summary, since, until, styled, failed) if self.tally else \
-                _summary_text(styled, failed, since)
-            self._post(target, "queue_empty", "style-pipeline: the queue is empty", summary)
+            self.outbox.put_summary(Summary(target, since, until, styled, failed))
+            self._start()
 
-    def _summary(self, started: datetime, until: datetime, styled: int, failed: int) -> str:
-        """The counts from disk since the last summary (on the sender thread: a busy outbox costs a stat per output),
-        never below this run's own (``styled``, ``failed``). Why: a wall clock stepped back in the night (NTP, a VM
-        resumed) stamps the next outputs before the last summary's end, outside every window: the morning said
-        0 styled for 2, and the window's end, moved back, had the next summary count the earlier ones again."""
-        since = self.tally.since(started)
-        on_disk = self.tally.count(since, until)
-        self.tally.remember(max(since, until))
-        return _summary_text(max(styled, on_disk[0]), max(failed, on_disk[1]), since)
+    def _summary(self, summary: Summary) -> tuple[str, datetime]:
+        """The text, and the end to remember once it is delivered. The counts are from disk since the last summary
+        sent (on the sender thread: a busy outbox costs a stat per output), never below this run's own. Why: a wall
+        clock stepped back in the night (NTP, a VM resumed) stamps the next outputs before the last summary's end,
+        outside every window: the morning said 0 styled for 2, and the window's end, moved back, had the next
+        summary count the earlier ones again."""
+        if not self.tally:
+            return _summary_text(summary.styled, summary.failed, summary.since), summary.until
+        since = self.tally.since(summary.since)
+        styled, failed = self.tally.count(since, summary.until)
+        return _summary_text(max(summary.styled, styled), max(summary.failed, failed), since), max(since, summary.until)
 
-    def _post(self, *notice: str) -> None:
-        self.outbox.put(notice)
+    def _start(self) -> None:
         if self.sender is None:
             self.sender = threading.Thread(target=self._send_all, name="notify", daemon=True)
             self.sender.start()
 
     def _send_all(self) -> None:
         while True:
-            target, event, title, message = self.outbox.get()
+            item = self.outbox.next()
+            ok = None  # raised: dropped, as before, and not counted against the target
             try:
-                send(target, event, title, message() if callable(message) else message)
+                ok = self._send(item.what)
             except Exception as exc:  # noqa: BLE001 - the sender thread must outlive one bad summary
-                log.warning("notify failed", target=_safe(target), error=f"{exc.__class__.__name__}: {exc}")
-            self.outbox.task_done()
+                log.warning("notify failed", target=_safe(item.what.target), error=f"{exc.__class__.__name__}: {exc}")
+            change = self.outbox.done(item, ok)
+            if change == "opened":
+                log.warning("notify target failed each of the last notices; holding the rest", target=_safe(
+                    item.what.target), failures=BREAK_AFTER, retry_in_s=self.outbox.breaker.cool_off)
+            elif change == "closed":
+                log.info("notify target answers again; sending the held notices", target=_safe(item.what.target),
+                         held=self.outbox.pending())
+
+    def _send(self, what: Notice | Summary | More) -> bool:
+        if isinstance(what, Notice):
+            return send(what.target, what.event, what.title, what.message)
+        if isinstance(what, More):
+            return send(what.target, "more", f"style-pipeline: {what.title()}",
+                        f"{what.title()} (see `style-pipeline report`)")
+        text, until = self._summary(what)
+        sent = send(what.target, "queue_empty", "style-pipeline: the queue is empty", text)
+        if sent and self.tally:
+            self.tally.remember(until)  # only once told: a summary not delivered is counted in the next one
+        return sent
+
+    def pending(self) -> int:
+        """Notices not yet delivered (the in-flight one included)."""
+        return self.outbox.pending()
 
     def flush(self, timeout: float = FLUSH_WAIT) -> None:
-        """At shutdown: let the notices in flight go out (bounded), so `once` delivers its summary."""
-        deadline = time.monotonic() + timeout
-        while self.outbox.unfinished_tasks and time.monotonic() < deadline:
-            time.sleep(0.05)
+        """At shutdown: let the notices in flight go out (bounded), so `once` delivers its summary; say what could
+        not (before, it was dropped without a word)."""
+        self.outbox.settle(timeout)
+        lost = self.outbox.drop()
+        if lost["count"]:
+            log.warning("notices not sent at stop", **lost, target=_safe(self.outbox.breaker.target or "?"))
 
 
 def _edge(now: datetime | None, up: bool) -> datetime:

@@ -62,7 +62,7 @@ def _paused_on(tmp_path: Path, proc, notices: Path, wording: str) -> str:
 def _resumed(tmp_path: Path, proc, notices: Path, written: int = 3) -> None:
     """The folder fixed, nobody touches the daemon: every photo styled once, none failed, the pause told once."""
     wait_for(lambda: len(outputs(tmp_path)) == written, 120, proc)
-    wait_for(lambda: status_json(tmp_path).get("state") == "running", 10, proc)
+    wait_for(lambda: status_json(tmp_path).get("state") == "running", 30, proc)
     assert errors(tmp_path) == {}
     assert sorted(p.name for p in (tmp_path / "spool" / "done").iterdir()) == ["astronaut.jpg", "first.jpg",
                                                                                "rocket.jpg"]
@@ -212,6 +212,7 @@ def test_a_work_folder_without_write_access_pauses_claiming_with_one_notice(tmp_
             shutil.copy(SAMPLES / f"{name}.jpg", tmp_path / "inbox" / f"{name}.jpg")
         state = wait_for(lambda: (s := status_json(tmp_path).get("state", "")).startswith("paused:") and s, 30, proc)
         assert str(work) in state and "needs write access" in state, state
+        wait_for(lambda: _notices(notices), 30, proc)  # the hook runs after the pause is shown: wait for it
         time.sleep(4)  # four rescans: each used to try (and tell) every photo again
         assert _notices(notices) and all(line.startswith("paused") for line in _notices(notices)), _notices(notices)
         assert len(_notices(notices)) == 1, _notices(notices)

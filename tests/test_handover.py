@@ -290,7 +290,7 @@ def test_a_stop_with_a_stuck_landing_sheet_and_notice_ends_within_its_one_deadli
     try:
         shutil.copy(SAMPLES / "coffee.jpg", tmp_path / "inbox" / "a.jpg")
         wait_for(lambda: outputs(tmp_path), 60)  # landed; its sheet hangs, and so does the summary notice
-        wait_for(lambda: daemon.reporter.alerts.outbox.unfinished_tasks, 10)
+        wait_for(lambda: daemon.reporter.alerts.pending(), 10)
         shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / "b.jpg")
         assert b_landing.wait(60)
         started = time.monotonic()

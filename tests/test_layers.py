@@ -18,6 +18,7 @@ LAYER = {
     "pipeline": BASE, "pipeline.errors": BASE, "pipeline.fsio": BASE,
     "pipeline.engine": ENGINE,  # and every module under it
     "pipeline.progress": JOBS, "pipeline.schedule": JOBS, "pipeline.notify": JOBS, "pipeline.alerts": JOBS,
+    "pipeline.notice_outbox": JOBS,  # rev11a: the notices waiting, bounded, and the breaker
     "pipeline.daemon": JOBS,
     **{f"pipeline.daemon.{name}": JOBS for name in (
         "config", "config_build", "config_schema", "yaml_read", "yaml_loader", "spool", "outputs", "joblog", "failures", "metrics",

@@ -77,24 +77,24 @@ def test_a_suspect_waits_for_the_other_slots_and_holds_back_new_photos_until_its
     threads = [threading.Thread(target=lambda j=j: entered.append((j.id, turns.enter(j, lambda: False))))
                for j in (suspect, fresh)]
     threads[0].start()
-    time.sleep(0.3)
+    wait_for(lambda: turns._alone == "s", 60)  # s waits first in line (a sleep here let c go first under load)
     threads[1].start()
     time.sleep(0.3)
     assert entered == [], "s waits for a and b; c waits behind s"
     turns.leave(_job("a"))
     turns.leave(_job("b"))
-    threads[0].join(5)
+    threads[0].join(60)
     assert entered == [("s", [])], "s runs alone: no one beside it"
     time.sleep(0.3)
     assert len(entered) == 1, "c waits for s's turn to end"
     turns.leave(suspect)
-    threads[1].join(5)
+    threads[1].join(60)
     assert entered[1] == ("c", [])
     stopping, late = threading.Event(), _job("t", crashes=1)
     waiting = threading.Thread(target=lambda: entered.append(("t", turns.enter(late, stopping.is_set))))
     waiting.start()
     stopping.set()
-    waiting.join(5)
+    waiting.join(60)
     assert entered[2] == ("t", None), "a stop ends the wait: t is not begun"
     turns.leave(late)
     assert [j.id for j in turns.enter(_job("d"), lambda: False)] == ["c"], "t's turn given up with it"

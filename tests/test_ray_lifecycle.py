@@ -139,8 +139,11 @@ def test_sigterm_on_a_ray_job_checkpoints_it_before_the_daemon_exits_and_it_logg
     assert progress and progress[0]["file"] == "late.jpg" and progress[0]["worker"] == "worker-0", progress[:1]
     steps = [e["step"] for e in progress]
     assert steps[0] >= 1 and steps == sorted(steps) and progress[-1]["total_steps"] == 80, steps
-    stamps = [datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")) for e in progress]
-    assert all((b - a).total_seconds() >= 0.9 for a, b in zip(stamps, stamps[1:])), "one a progress_seconds at most"
+    # "elapsed" (0.1 s) is the clock the dispatcher decided by: the log's stamp is taken later, after a wait for the
+    # GIL or the CPU that a loaded box makes longer for one line than the next
+    elapsed = [e["elapsed"] for e in progress]
+    assert all(round(b - a, 1) >= 0.9 for a, b in zip(elapsed, elapsed[1:])), ("one a progress_seconds at most",
+                                                                               elapsed)
 
 
 def test_a_cancel_that_reaches_an_actor_after_its_try_ended_does_not_stop_the_next_try(engine, torch_threads):

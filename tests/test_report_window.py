@@ -12,7 +12,10 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta, timezone
+
+import pytest
 
 from daemon_helpers import ROOT, SAMPLES, make_config
 from test_report import _output
@@ -22,6 +25,23 @@ from pipeline.report import collect
 from pipeline.report_window import MARKER, SETTLE, covered_until, mark_covered, scheduled_window
 
 DAY = timedelta(hours=24)
+
+
+@pytest.fixture
+def local_noon():
+    """The local zone set so that it is about noon there now: a page is named by the local date, and these tests
+    name the page they expect by a date they read themselves. A test that ran across local midnight saw its second
+    run take the new day's name, and failed (seen with a zone whose midnight fell 1-2 s into the test)."""
+    before = os.environ.get("TZ")
+    hours = 12 - datetime.now(timezone.utc).hour  # -11 to 12: a real offset
+    os.environ["TZ"] = f"NOON{-hours:+d}"  # POSIX: east of UTC is negative
+    time.tzset()
+    yield
+    if before is None:
+        os.environ.pop("TZ", None)
+    else:
+        os.environ["TZ"] = before
+    time.tzset()
 
 
 def _timer_run(srv, now: datetime) -> int:
@@ -90,7 +110,7 @@ def test_report_since_last_starts_at_the_marker_and_moves_it(tmp_path, capsys):
     assert processed("--since-last") == "0"
 
 
-def test_a_second_run_the_same_day_keeps_the_nights_page(tmp_path, capsys):
+def test_a_second_run_the_same_day_keeps_the_nights_page(tmp_path, capsys, local_noon):
     """rev8c finding 4: the 07:00 timer run writes reports/<today>.html with the night; the operator starts the same
     unit again later (`systemctl start style-pipeline-report`) for the late photos. The second run rewrote the dated
     page with its few hours, and --since-last kept the night off every later page. Now a later run that day gets
@@ -115,7 +135,7 @@ def test_a_second_run_the_same_day_keeps_the_nights_page(tmp_path, capsys):
     assert "coffee.png" not in latest.split('id="older"')[0] and 'class="processed">0<' in latest
 
 
-def test_the_morning_report_owns_the_dated_name_after_a_look_by_hand(tmp_path, capsys):
+def test_the_morning_report_owns_the_dated_name_after_a_look_by_hand(tmp_path, capsys, local_noon):
     """left8's list: the day's first run took <date>.html, so an operator's `report --since 12h` at 01:00 took the
     night's name and the 07:15 timer page became <date>-0715.html. Now only the timer's run (`--since-last`) writes
     <date>.html; a run by hand gets <date>-<HHMM>.html, and the morning page, written after it, keeps the plain name."""

@@ -108,10 +108,13 @@ class Executor(threading.Thread):
         One deadline, because systemd's TimeoutStopSec counts the whole stop, and past it SIGKILL charges the
         running photo a crash: the join and the writes each waited ``timeout`` in full, and the sheets 120 s more
         (2 x 120 + 120 s against 180, rev7e). The writes keep a share of it (WRITE_GRACE, a quarter at most): a
-        result that misses it is written again at the next start, a finished photo's whole run."""
+        result that misses it is written again at the next start, a finished photo's whole run. A job still in a
+        step when the join's time is up (a large print's tile, a line search) exits with the process, a clean stop
+        all the same (JobLife.stopped_mid_step); it was charged a crash, and three stops in one long print failed it."""
         deadline = time.monotonic() + timeout
         unstarted = self._stop_taking()
         self._join_until(deadline - min(WRITE_GRACE, timeout / 4))
+        self.life.stopped_mid_step(self.in_hand())
         self._handed_over(deadline)
         return unstarted
 
@@ -151,6 +154,10 @@ class Executor(threading.Thread):
     def _join_until(self, deadline: float) -> None:
         """At close: the thread's end, waited for until ``deadline`` (time.monotonic)."""
         self.join(left(deadline))
+
+    def in_hand(self) -> list[Job]:
+        """The jobs this executor's own live threads still hold (at close: past the join's deadline)."""
+        return [self._job] if self._job is not None and self.is_alive() else []
 
     def _handed_over(self, deadline: float) -> None:
         """At close: every finished result handed to the landing thread is written (its outcome out) first, then

@@ -10,6 +10,7 @@ failures go to failed/ at once; transient ones are retried with backoff, then gi
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import queue
 import time
 from dataclasses import dataclass
@@ -198,6 +199,18 @@ class JobLife(FailurePaths):
         else:
             log.info(f"{what}; it runs again when the run window opens", step=step)
         self._out(job, "cancelled", retry=not self.stop.is_set())
+
+    def stopped_mid_step(self, jobs: list[Job]) -> None:
+        """A stop whose deadline passed with these jobs still in their try (one step outlasting it): the process
+        exits with them, but a stop is no crash, so each record says not running and not charged, as a cancel's
+        does; found running at the next start, the photo was charged a crash, and three stops failed it. A copy is
+        saved: the job's own thread may yet end its try before the exit (its cancel would discount it twice). Its
+        lock stays with the process: that thread may still land it."""
+        for job in jobs:
+            if job.running:
+                self._not_its_fault(dataclasses.replace(job))
+                log.info("stopped mid-step at the stop's deadline; resumes from its last checkpoint",
+                         job_id=job.id, file=job.source)
 
     def prepare(self, job: Job, config: Config) -> Plan:
         """The pre-checks, then the photo's first working copy. engine.prepared is imported here, not at the top:

@@ -103,6 +103,10 @@ class Slot(Worker):
         for other in list(self.extra):  # none by now: each was handed over or released as its try ended
             self._release(other)
 
+    def in_hand(self) -> list[Job]:
+        """The job in hand and its batchmates, while this slot's thread lives."""
+        return super().in_hand() + (list(self.extra) if self.is_alive() else [])
+
     def _release(self, job: Job) -> None:
         """An extra whose try ended in this slot (its outcome is out: failed, cancelled, already written) is no
         longer the slot's: closed once, now, and out of ``extra``, so that a slot dying later (a
@@ -298,6 +302,10 @@ class Pool(Executor):
     def _join_until(self, deadline: float) -> None:
         for slot in self.slots:
             slot.join(left(deadline))
+
+    def in_hand(self) -> list[Job]:
+        """Every live slot's jobs in hand."""
+        return [job for slot in self.slots for job in slot.in_hand()]
 
 
 def local_executor(config: Config, engine: StyleTransfer | None, spool: Spool, get_config: Callable[[], Config],
