@@ -40,7 +40,7 @@ from .spool import Spool, now_iso
 from .state import JobBook
 from .unclaimable import Unclaimable
 from .pairing import sidecar_for
-from .watcher import Tracker, Watcher, excluded, skipped_folders, wanted
+from .watcher import RAW_WHY, Tracker, Watcher, excluded, skipped_folders, wanted
 
 if TYPE_CHECKING:  # an annotation only: the import would load torch into the daemon layer (rev9d)
     from ..engine import StyleTransfer
@@ -299,7 +299,8 @@ class Daemon:
         self.book.take_up(self.spool)  # jobs a dead daemon left in work/ (at start, or a killed neighbour's)
         skipped = skipped_folders(self.config.inbox, self.exclude)
         for rel in skipped.keys() - self.skipped.keys():
-            log.warning("skipped a folder in the inbox", folder=rel, why=skipped[rel])
+            kind = "file" if skipped[rel] == RAW_WHY else "folder"  # a camera RAW file, or a folder
+            log.warning(f"skipped a {kind} in the inbox", **{kind: rel}, why=skipped[rel])
         self.skipped = skipped
         self._check_unpaired(self.last_rescan)
         self.decode.prune()  # the files gone meanwhile: never asked about again (rev11a)
