@@ -123,6 +123,7 @@ def test_crashes_are_counted_apart_from_attempts_and_a_poison_pill_fails(tmp_pat
         proc = start(config)
         _kill_when_started(proc, "pill.jpg")
         proc = start(config)
+        wait_ready(proc)
         wait_for(lambda: errors(tmp_path), 60, proc)
         failure = errors(tmp_path)["pill.jpg"]
         assert failure["code"] == "crashed_daemon" and failure["crashes"] == 2 and failure["attempts"] == 0
@@ -133,9 +134,10 @@ def test_crashes_are_counted_apart_from_attempts_and_a_poison_pill_fails(tmp_pat
 
 
 def _kill_when_started(proc: subprocess.Popen, name: str) -> None:
+    """kill -9 as soon as ``name``'s try is begun (saved as running before its "job started" line): mid-job. It came
+    0.5 s later, within which a fast machine could finish good.jpg's 40 steps at 32 px (then no crash to count)."""
     wait_for(lambda: any(e.get("event") == "job started" and e.get("file") == name for e in log_events(proc)),
-             120, proc)
-    time.sleep(0.5)
+             120, proc, step=0.02)
     proc.kill()
     proc.wait()
 
@@ -273,6 +275,8 @@ def test_a_photo_that_cannot_be_claimed_is_told_once_and_listed_until_it_is_take
         assert [e["file"] for e in listed] == ["scream/holiday.jpg"] and "chmod g+w" in listed[0]["fix"]
         assert str(folder) in listed[0]["fix"], listed[0]["fix"]
         time.sleep(2.5)  # two more rescans (rescan_seconds: 1) find it again
+        # the notice goes out on its own thread (a shell command): read once it is in, not as soon as listed
+        wait_for(lambda: notices.exists() and "unclaimable" in notices.read_text(), 30, proc)
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         shown = subprocess.run([sys.executable, "-m", "pipeline.cli", "status", "--config", str(config)], cwd=ROOT,
                                env=env, capture_output=True, timeout=60).stdout.decode()
@@ -288,8 +292,9 @@ def test_a_photo_that_cannot_be_claimed_is_told_once_and_listed_until_it_is_take
         stop(proc)  # a restart: holiday.jpg was told (its notice is known from status.json), later.jpg is new
         shutil.copy(SAMPLES / "coffee.jpg", folder / "later.jpg")
         proc = start(config, prefix=NO_ROOT_POWERS)
+        wait_ready(proc)  # its start (torch's import) is not the listing's to wait for: 30 s did not cover both
         wait_for(lambda: len(status_json(tmp_path).get("unclaimable") or []) == 2, 30, proc)
-        wait_for(lambda: "later.jpg" in notices.read_text(), 10, proc)
+        wait_for(lambda: "later.jpg" in notices.read_text(), 30, proc)
         time.sleep(1)  # a second notice for holiday.jpg, sent with later.jpg's, would be in by now
         told = [line for line in notices.read_text().splitlines() if line.startswith("unclaimable")]
         assert len(told) == 2 and "holiday.jpg" in told[0] and "later.jpg" in told[1], notices.read_text()
