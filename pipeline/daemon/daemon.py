@@ -32,7 +32,7 @@ from .diskguard import DiskGuard
 from .folder_faults import claim_fault, fixes, spool_fault, start_faults
 from .executor import Executor, left
 from .jobs import crashed
-from .reload import AGAIN, Refused, apply_live, config_stamp, reload_config, remake_folders
+from .reload import AGAIN, ConfigEdits, Refused, apply_live, reload_config, remake_folders
 from .reporting import Reporter
 from .settle import DecodeCheck
 from .sidecars import UNPAIRED_TICK_S, read_by_another, unpaired_sidecars
@@ -76,7 +76,7 @@ class Daemon:
         self.started_at = now_iso()
         self.last_rescan = self.last_unpaired = 0.0
         self.window: tuple = (None, None)  # (the config, its run window): _window_open parses it once a config
-        self.config_mtime = config_stamp(self.config_path)  # (mtime, size, inode): what tells an edit
+        self.edits = ConfigEdits(self.config_path)  # its (mtime, ctime, size, inode), then its text: an edit
         self.refused = Refused(REFUSED_RETRY_S, self.config_path)  # an edit refused for a painting not there yet
         self.exclude = excluded(self.config)  # never scanned nor claimed; set again at each reload (_exclude_now)
         self.notifier = Notifier()
@@ -322,11 +322,10 @@ class Daemon:
         self.unpaired = unpaired
 
     def _maybe_reload(self) -> None:
-        mtime = config_stamp(self.config_path, self.config_mtime)
-        asked = self.reload_requested or mtime != self.config_mtime
+        asked = self.edits.changed() or self.reload_requested
         if not (asked or self.refused.due()):
             return  # no wait for an idle worker: the next job reads the new config when it starts
-        self.reload_requested, self.config_mtime = False, mtime
+        self.reload_requested = False
         if asked:  # a quiet retry of a refused edit is no reload systemd was told of
             self.notifier.reloading()
         try:
