@@ -90,7 +90,8 @@ class DecodeCheck:
         ``closed``: the watcher saw its writer close it (inotify's IN_CLOSE_WRITE, watcher.Tracker.closed). An empty
         file not so closed waits HOLE_WAIT, as a gap does: emptiness is no sign of a finished file, and the decode
         cannot tell (nor can SEEK_HOLE: ENXIO at 0), while what a writer still holding it writes would land in
-        failed/ beside a note saying it is empty. Closed, it is really empty: the short recheck. With no close
+        failed/ beside a note saying it is empty. Closed, and held open by no one since (a writer's reopen, stalled
+        before its first byte, holds it: Tracker.opened), it is really empty: the short recheck. With no close
         events (polling, a file found by a rescan) only the quiet time tells, as for a stalled transfer elsewhere.
 
         Only what the worker fails with its own reason (not_a_regular_file, the permissions fix) is claimed unread;

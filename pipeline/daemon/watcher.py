@@ -90,6 +90,13 @@ class Entry:
     mtime: float = -1.0
     closed: bool = False
     stable_since: float | None = None
+    opens: int = 0  # descriptors open on it as IN_OPEN, IN_CLOSE_WRITE and IN_CLOSE_NOWRITE count them
+
+    @property
+    def done(self) -> bool:
+        """Its writer closed it and no one has it open again: a writer back at it (an upload's reopen, which no
+        write may follow for a while) opened it after the close, and a reader's open (the decode check's) ends."""
+        return self.closed and self.opens == 0
 
 
 class Tracker:
@@ -107,6 +114,17 @@ class Tracker:
             entry = self.entries.setdefault(path, Entry(now, now))
             entry.last_event, entry.closed = now, closed
             entry.stable_since = None
+            if closed:
+                entry.opens = max(0, entry.opens - 1)
+
+    def opened(self, path: Path, opening: bool) -> None:
+        """IN_OPEN (``opening``) or IN_CLOSE_NOWRITE on a tracked file: who holds it open (Entry.done). No timer starts
+        again: a reader opens it too, the daemon's own decode check among them. Never below 0 (opened before the
+        watch began)."""
+        with self.lock:
+            entry = self.entries.get(path)
+            if entry is not None:
+                entry.opens = max(0, entry.opens + (1 if opening else -1))
 
     def seen(self, path: Path, now: float | None = None) -> None:
         """A rescan found ``path``: track it if new, without restarting a timer."""
@@ -119,10 +137,11 @@ class Tracker:
             self.entries.pop(path, None)
 
     def closed(self, path: Path) -> bool:
-        """Whether the last event on ``path`` was its writer's close (IN_CLOSE_WRITE): never so in polling mode,
-        nor for a file a rescan found (settle.DecodeCheck.ready holds an empty one longer then)."""
+        """Whether the last event on ``path`` was its writer's close (IN_CLOSE_WRITE) and no one opened it since
+        without closing it (Entry.done): never so in polling mode, nor for a file a rescan found
+        (settle.DecodeCheck.ready holds an empty one longer then)."""
         entry = self.entries.get(path)
-        return entry is not None and entry.closed
+        return entry is not None and entry.done
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -142,7 +161,7 @@ class Tracker:
             if (st.st_size, st.st_mtime) != (entry.size, entry.mtime) or entry.stable_since is None:
                 entry.size, entry.mtime, entry.stable_since = st.st_size, st.st_mtime, now
             # IN_CLOSE_WRITE says the writer is done: a short settle is enough then.
-            settle = min(self.settle, 0.2) if entry.closed else self.settle
+            settle = min(self.settle, 0.2) if entry.done else self.settle
             if now - max(entry.stable_since, entry.last_event) >= settle:
                 out.append(path)
         return out
@@ -158,10 +177,14 @@ class Handler(FileSystemEventHandler):
     def dispatch(self, event: FileSystemEvent) -> None:
         if event.event_type == "deleted" and Path(os.fsdecode(event.src_path)) == self.inbox:
             self.inbox_gone = True
-        if event.event_type not in ("created", "modified", "moved", "closed"):
+        if event.event_type not in ("created", "modified", "moved", "closed", "opened", "closed_no_write"):
             return
         raw = event.dest_path if event.event_type == "moved" else event.src_path
         path = Path(os.fsdecode(raw))
+        if event.event_type in ("opened", "closed_no_write"):  # who holds it open, not a change (Tracker.opened)
+            if not event.is_directory:
+                self.tracker.opened(path, event.event_type == "opened")
+            return
         if event.is_directory:
             if event.event_type in ("created", "moved") and wanted(path, self.inbox, self.exclude):
                 for found in scan_folder(path, self.inbox, self.exclude):  # an album moved in raises no file events
