@@ -139,12 +139,13 @@ def check_stylize(args: argparse.Namespace):
     from .engine import images
     from .engine.device import check_name
 
-    settings = settings_from_args(args)
-    settings.check_blend(len(args.styles))
-    check_name(settings.device)
-    check_cuda_here(settings.device)
-    settings = settings.replace(format=output_format(Path(args.output), args.format))
-    settings.validate()  # again, with the format -o chose: a WebP holds 16,383 px a side
+    with _flags():
+        settings = settings_from_args(args)
+        settings.check_blend(len(args.styles))
+        check_name(settings.device)
+        check_cuda_here(settings.device)
+        settings = settings.replace(format=output_format(Path(args.output), args.format))
+        settings.validate()  # again, with the format -o chose: a WebP holds 16,383 px a side
     check_no_clash(args)
     check_writable_folder(Path(args.output), "output")
     if args.checkpoint:
@@ -155,6 +156,21 @@ def check_stylize(args: argparse.Namespace):
     content = images.load(args.content, settings.max_pixels)
     styles = [images.load(p, settings.max_pixels) for p in args.styles]
     return settings, content, styles
+
+
+@contextlib.contextmanager
+def _flags():
+    """A setting's refusal, told as the flag to change: Settings' own fix names every place a setting is written
+    ("Change size in the config, the sidecar or the command line"), and `stylize` reads only its flags (rev11b)."""
+    from .errors import SettingsError
+
+    try:
+        yield
+    except SettingsError as exc:
+        if exc.own_fix:
+            raise
+        flag = "--" + exc.field.replace("_", "-")
+        raise SettingsError(exc.field, exc.problem, fix=f"Change {flag} on the command line") from exc
 
 
 @contextlib.contextmanager

@@ -126,7 +126,7 @@ class SettingsError(PipelineError, ValueError):
     code = "bad_setting"
 
     def __init__(self, field: str, message: str, fix: str = "") -> None:
-        self.field = field
+        self.field, self.own_fix = field, bool(fix)  # own_fix False: the entry point may say where (cli._flags)
         super().__init__(message, fix=fix or f"Change {field} in the config, the sidecar or the command line")
 
 

@@ -60,9 +60,14 @@ def _lines(config: SimpleNamespace) -> list[str]:
     if held:
         lines.append(_files(len(held), "job", "held in spool/work/: not even moving it to failed/ worked "
                             "(the daemon's log says why)", held))
-    skipped = [f"{s.get('folder')} ({s.get('why')})" for s in _list(data.get("skipped")) if isinstance(s, dict)]
+    passed = [s for s in _list(data.get("skipped")) if isinstance(s, dict)]
+    skipped = [f"{s.get('folder')} ({s.get('why')})" for s in passed if "file" not in s]
     if skipped:
         lines.append(_files(len(skipped), "inbox folder", "passed over", skipped))
+    raws = [str(s["file"]) for s in passed if "file" in s]  # watcher.RAW_WHY
+    if raws:
+        lines.append(_files(len(raws), "camera RAW file", "left in the inbox, not styled (export a JPEG or TIFF "
+                            "from your photo app)", raws))
     unpaired = [str(s.get("sidecar")) for s in _list(data.get("unpaired_sidecars")) if isinstance(s, dict)]
     if unpaired:
         lines.append(_files(len(unpaired), "sidecar", "in the inbox with no photo to read it (its settings were not "

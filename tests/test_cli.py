@@ -145,7 +145,8 @@ def _probe(*argv: str, cwd: Path = ROOT) -> tuple[dict, str]:
     (["stylize", str(CONTENT), str(STYLE.parent), "-o", "{tmp}/x.png"],
      [str(STYLE.parent), "is a folder, not a picture", "picture file inside it"]),  # said "no such file" (closing9)
     (["stylize", str(CONTENT), str(STYLE), "-o", "{tmp}/x.png", "--size", "99999999999999999999"],
-     ["size 99999999999999999999 is over the largest the engine makes, 65500 px"]),  # planned 58 levels (closing9)
+     ["size 99999999999999999999 is over the largest the engine makes, 65500 px",  # planned 58 levels (closing9)
+      "px on the long side (JPEG's limit; a 5.5 m print at 300 dpi). Change --size on the command line\n"]),  # rev11b
     (["stylize", str(CONTENT), str(STYLE), "-o", "{tmp}/x.webp", "--size", "20000"],
      ["size 20000 is over WebP's limit of 16383 px a side", "at most 16383", "PNG"]),  # failed at the save (mend10c)
     (["stylize", str(CONTENT), str(STYLE), "-o", "{tmp}/x.png", "--device", "cuda"],
@@ -337,7 +338,7 @@ def test_a_max_memory_without_a_unit_is_refused_before_torch(tmp_path):
     outcome, err = _probe("stylize", str(CONTENT), str(STYLE), "-o", str(tmp_path / "x.png"), "--max-memory", "20",
                           "--size", "32", "--steps", "1", "--device", "cpu", "-q")
     assert outcome == {"rc": 2, "torch": False}, err
-    assert err.count("\n") == 1 and "max_memory" in err and "'20' has no unit" in err and "20GiB" in err
+    assert err.count("\n") == 1 and "Change --max-memory on the command line" in err and "'20' has no unit" in err and "20GiB" in err
     assert list(tmp_path.iterdir()) == []
 
 

@@ -77,7 +77,8 @@ def test_sidecar_is_validated_like_the_config(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_sidecar(bad, config)
     text = "\n".join(info.value.problems)
-    assert "b.yaml:1: recipe: no recipe named 'screem'" in text
+    # rev11b: the folder inbox/screem/ was asked "did you mean 'scream'"; the same typo in a sidecar was not
+    assert "b.yaml:1: recipe: no recipe named 'screem'; did you mean 'scream'? recipes: " in text
     assert "b.yaml:2: size: 4000 is over this server's max_size 512" in text
     assert "b.yaml:3: weights: unknown key" in text
     number = tmp_path / "n.yaml"  # rev10e: a TypeError from the NFC compare, failed as too_many_attempts

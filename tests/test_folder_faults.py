@@ -39,9 +39,13 @@ def _start_with_notices(tmp_path: Path):
     config = make_config(tmp_path, settle_seconds=0.3, max_attempts=2,
                          notify=f"sh -c 'echo \"$STYLE_PIPELINE_EVENT $STYLE_PIPELINE_MESSAGE\" >> {notices}'")
     proc = start(config)
-    wait_ready(proc)
-    shutil.copy(SAMPLES / "coffee.jpg", tmp_path / "inbox" / "first.jpg")
-    wait_for(lambda: len(outputs(tmp_path)) == 1, 60, proc)
+    try:
+        wait_ready(proc)
+        shutil.copy(SAMPLES / "coffee.jpg", tmp_path / "inbox" / "first.jpg")
+        wait_for(lambda: len(outputs(tmp_path)) == 1, 60, proc)
+    except BaseException:  # a start that timed out left its daemon running, for good, beside the next tests
+        stop(proc)
+        raise
     return proc, notices
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import os
 import shutil
 import subprocess
 import sys
@@ -166,6 +167,12 @@ def test_leased_files_never_stall_the_main_loop(tmp_path):
     assert [check.ready(p, 10**8, 0.3) for p in paths] == [True] * 25  # let go: claimed on a later pass
 
 
+def settled(sidecar: Path) -> None:
+    """Written an hour ago: quiet, so the claim takes it at once (settle.DecodeCheck.sidecar_settled)."""
+    past = time.time() - 3600
+    os.utime(sidecar, (past, past))
+
+
 def claimed_with_sidecar(tmp_path: Path):
     config = load_config(make_config(tmp_path))
     check_folders(config)
@@ -204,6 +211,7 @@ def test_a_photo_whose_sidecar_is_leased_at_the_claim_waits_told_once_and_is_cla
     photo = daemon.config.inbox / "a.jpg"
     shutil.copy(SAMPLES / "coffee.jpg", photo)
     (daemon.config.inbox / "a.yaml").write_text("recipe: scream\n")
+    settled(daemon.config.inbox / "a.yaml")
     daemon.tracker.seen(photo)
     submitted = []  # the executor's part of the interface the claim and drained() use: nothing runs here
     daemon.executor = types.SimpleNamespace(progress=lambda: types.SimpleNamespace(open_jobs=0), poll=lambda: [],
@@ -230,6 +238,7 @@ def test_status_lists_a_photo_waiting_on_its_leased_sidecar_until_it_is_claimed(
     photo = daemon.config.inbox / "a.jpg"
     shutil.copy(SAMPLES / "coffee.jpg", photo)
     (daemon.config.inbox / "a.yaml").write_text("recipe: scream\n")
+    settled(daemon.config.inbox / "a.yaml")
     daemon.tracker.seen(photo)
     daemon.executor = types.SimpleNamespace(progress=lambda: types.SimpleNamespace(open_jobs=0), poll=lambda: [],
                                             submit=lambda job: None)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
 import yaml
 
 from daemon_helpers import SAMPLES, log_events, make_config, outputs, start, stop, wait_for, wait_ready
@@ -67,6 +68,9 @@ def test_a_second_daemon_takes_the_record_over_when_the_first_stops(tmp_path, ca
         second = start(config)
         wait_ready(second)
         assert json.loads(record.read_text())["pid"] == first.pid
+        said = [e["event"] for e in log_events(second) if e["event"].startswith("another daemon")]
+        assert said == [f"another daemon (pid {first.pid}) is running on this config; the two share the inbox"]
+        assert not [e for e in log_events(first) if e["event"].startswith("another daemon")]  # rev11b: unsaid
         stop(first)
         wait_for(lambda: record.exists() and json.loads(record.read_text())["pid"] == second.pid, 15, second)
         data = yaml.safe_load(config.read_text())
@@ -81,3 +85,18 @@ def test_a_second_daemon_takes_the_record_over_when_the_first_stops(tmp_path, ca
         if second is not None:
             stop(second)
     assert not record.exists()
+
+
+def test_the_record_beside_the_shipped_config_is_ignored_by_git():
+    """rev11b: `make run` writes .style-pipeline/config.yaml.running.json beside config.yaml, in the checkout, and
+    `git status` listed it as a file to commit."""
+    import subprocess
+    from pathlib import Path
+
+    from pipeline.daemon.running import record_path
+
+    root = Path(__file__).resolve().parents[1]
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    record = record_path(root / "config.yaml").relative_to(root)
+    assert subprocess.run(["git", "check-ignore", "-q", str(record)], cwd=root).returncode == 0, record

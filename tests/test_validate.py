@@ -151,6 +151,20 @@ def test_an_unknown_key_in_a_style_entry_gets_did_you_mean(tmp_path):
     assert result.returncode == 2 and "wieght: unknown key; did you mean 'weight'?" in result.stderr
 
 
+def test_a_style_name_that_names_no_file_gets_a_close_name_and_where_names_are_read(tmp_path):
+    """rev11b: `starry-night.jpg` said only "no such file. Check the path", with starry_night.jpg in styles_dir; a
+    path written from the repository's root did not say that names are relative to styles_dir."""
+    path = tmp_path / "config.yaml"
+    path.write_text(f"styles_dir: {STYLES}\nrecipes:\n  a: {{styles: [starry-night.jpg]}}\n"
+                    "  b: {styles: [pipeline/assets/styles/the_scream.jpg]}\n  c: {styles: [nothing_like_it.png]}\n")
+    missing = "no such file. Check the path"
+    assert problems_of(path) == [
+        f"config.yaml:3: recipes.a.styles.0: {STYLES}/starry-night.jpg: {missing}; did you mean 'starry_night.jpg'?",
+        f"config.yaml:4: recipes.b.styles.0: {STYLES}/pipeline/assets/styles/the_scream.jpg: {missing}: style names "
+        f"are relative to styles_dir ({STYLES}); did you mean 'the_scream.jpg'?",
+        f"config.yaml:5: recipes.c.styles.0: {STYLES}/nothing_like_it.png: {missing}"]
+
+
 def test_paintings_are_checked_against_their_recipes_max_pixels(tmp_path):
     """rev7g: validate decoded the paintings under the engine's default max_pixels, the worker under the recipe's:
     a painting over its recipe's lower limit passed validate and failed every photo of that recipe all night

@@ -11,8 +11,9 @@ from ..errors import ConfigError, DeviceError, ImageError
 from ..fsio import nfc, on_disk
 from .config_pool import pool_options
 from .folder_faults import folder_problem
+from .style_names import missing_style_hint
 from .config_schema import (DEFAULT_STYLES_DIR, ENGINE_KEYS, FOLDER_KEYS, RAY_KEYS, RECIPE_KEYS, REPORTS, SIDECAR_KEYS,
-                            STYLE_KEYS, TOP_KEYS, TOP_TYPES, Config, RayOptions, Recipe, StyleRef)
+                            STYLE_KEYS, TOP_KEYS, TOP_TYPES, Config, RayOptions, Recipe, StyleRef, recipe_guess)
 from .yaml_read import SIDECAR_MAX_BYTES, Problems, check_type, engine_settings, finite, key_lines, read_yaml
 
 METRICS_NAME = "style_pipeline.prom"  # node_exporter's textfile collector reads *.prom
@@ -238,7 +239,7 @@ def _recipes(data: Any, styles_dir: Path, defaults: Settings, problems: Problems
 def _case_twins(data: dict, problems: Problems) -> None:
     """Two recipes whose names differ only by case are refused, at the second's line naming the first's: each
     names an inbox folder, and a Mac or Windows client of the share sees `Scream/` and `scream/` as one folder,
-    so where a photo went would be a guess; the case-blind "did you mean" (prechecks.recipe_guess) named whichever
+    so where a photo went would be a guess; the case-blind "did you mean" (config_schema.recipe_guess) named whichever
     was defined last. Refusing says so once, at validate, where guessing would style a night with either."""
     first: dict[str, str] = {}
     for name in map(str, data):
@@ -293,7 +294,7 @@ def _styles(data: Any, path: tuple, styles_dir: Path, problems: Problems, max_pi
         try:
             _check_painting(file, max_pixels)
         except ImageError as exc:
-            problems.add(where, f"{exc}")
+            problems.add(where, f"{exc}{missing_style_hint(name, styles_dir)}")
             continue
         refs.append(StyleRef(file, float(weight)))
     return refs
@@ -370,7 +371,9 @@ def load_sidecar(path: Path, config: Config) -> tuple[str | None, dict[str, Any]
     problems.unknown((), {k: v for k, v in data.items() if k not in RECIPE_KEYS}, SIDECAR_KEYS)
     recipe = data.get("recipe")
     if recipe is not None and config.recipe_named(recipe) is None:
-        problems.add(("recipe",), f"no recipe named {recipe!r}; recipes: {', '.join(config.recipes)}")
+        guess = recipe_guess(str(recipe), config.recipes, cutoff=0.6)  # meant as a recipe: a loose guess
+        problems.add(("recipe",), f"no recipe named {recipe!r}" + (f"; did you mean {guess!r}?" if guess else ";")
+                     + f" recipes: {', '.join(config.recipes)}")
     overrides = {k: v for k, v in data.items() if k in SIDECAR_KEYS - {"recipe"}}
     engine_settings(overrides, (), problems, Settings())
     if isinstance(overrides.get("size"), int) and overrides["size"] > config.max_size:

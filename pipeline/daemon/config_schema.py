@@ -6,6 +6,7 @@ downward and none imports the other back: config.py -> config_build.py -> yaml_r
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 import types
@@ -155,3 +156,16 @@ def _yaml_hint(hint: Any) -> Any:
 TOP_KEYS = {f.name for f in dataclasses.fields(Config)} - FOLDERS_AND_PATH - RUNTIME | {"folders"}
 TOP_TYPES: dict[str, Any] = {name: _yaml_hint(hint) for name, hint in typing.get_type_hints(Config).items()
                              if name not in FOLDERS_AND_PATH | STRUCTURED | RUNTIME}
+
+
+def recipe_guess(folder: str, recipes: dict[str, Recipe], cutoff: float = 0.85) -> str | None:
+    """The recipe a name (an inbox folder, a sidecar's ``recipe:``) is a typo of, matched regardless of case:
+    case-sensitively 'Scream' scores 0.83 against 'scream', under the cutoff, and a folder named in title case (as
+    Finder and Explorer suggest) was taken for an album and styled with the default recipe, unsaid (rev7a). A
+    sidecar's ``recipe:`` is meant as a recipe and fails anyway, so it is matched as loosely as an unknown key
+    (difflib's 0.6: `recipe: screem` scores 0.83 and had no guess, rev11b); a folder strictly, since any other name is
+    an album. Two recipes differing only by case are refused at validate (config_build._case_twins), so the
+    case-blind map has one name per key."""
+    lowered = {name.casefold(): name for name in recipes}
+    guess = difflib.get_close_matches(folder.casefold(), list(lowered), n=1, cutoff=cutoff)
+    return lowered[guess[0]] if guess else None

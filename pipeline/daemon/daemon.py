@@ -40,7 +40,7 @@ from .spool import Spool, now_iso
 from .state import JobBook
 from .unclaimable import Unclaimable
 from .pairing import sidecar_for
-from .watcher import Tracker, Watcher, excluded, skipped_folders, wanted
+from .watcher import RAW_WHY, Tracker, Watcher, excluded, skipped_folders, wanted
 
 if TYPE_CHECKING:  # an annotation only: the import would load torch into the daemon layer (rev9d)
     from ..engine import StyleTransfer
@@ -192,15 +192,17 @@ class Daemon:
         if not wanted(path, self.config.inbox, self.exclude):  # seen before a reload left its folder out (rev9f #1)
             self.tracker.forget(path)
             return False
-        verdict = self.decode.ready(path, self._decode_limit(), self.config.settle_seconds)
-        if not verdict:
+        settle = self.config.settle_seconds
+        verdict = self.decode.ready(path, self._decode_limit(), settle, self.tracker.closed(path))
+        sidecar = sidecar_for(path) if verdict else None
+        if not verdict or not self.decode.sidecar_settled(path, sidecar, settle):  # one being written waits (rev11a)
             if verdict is None:
                 self.tracker.forget(path)
             return False
         try:
-            job = self.spool.claim(path, self._queued_at(path), sidecar_for(path))
+            job = self.spool.claim(path, self._queued_at(path), sidecar)
         except FileBusy as busy:  # its sidecar's writer holds it: the photo waits, drained() false (rev10e)
-            self.decode.sidecar_held(path, busy)
+            self.decode.sidecar_held(path, busy.filename)
             return False
         except OSError as exc:
             self._claim_failed(path, exc)
@@ -297,9 +299,11 @@ class Daemon:
         self.book.take_up(self.spool)  # jobs a dead daemon left in work/ (at start, or a killed neighbour's)
         skipped = skipped_folders(self.config.inbox, self.exclude)
         for rel in skipped.keys() - self.skipped.keys():
-            log.warning("skipped a folder in the inbox", folder=rel, why=skipped[rel])
+            kind = "file" if skipped[rel] == RAW_WHY else "folder"  # a camera RAW file, or a folder
+            log.warning(f"skipped a {kind} in the inbox", **{kind: rel}, why=skipped[rel])
         self.skipped = skipped
         self._check_unpaired(self.last_rescan)
+        self.decode.prune()  # the files gone meanwhile: never asked about again (rev11a)
         if self.watcher:
             self.watcher.rescan()
         else:

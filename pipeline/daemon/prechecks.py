@@ -7,7 +7,6 @@ Kept apart from the job's life so each can be read (and tested) alone (rev7e fin
 """
 from __future__ import annotations
 
-import difflib
 import errno
 import os
 import stat
@@ -19,7 +18,7 @@ from ..engine import Settings, images
 from ..errors import ImageError, JobFailure, Reason, SettingsError
 from ..fsio import FileBusy, NotRegularFile, open_regular, service_user
 from .config import Config, ConfigError, Recipe
-from .config_schema import named
+from .config_schema import named, recipe_guess
 from .config_build import load_sidecar
 from .spool import Job
 
@@ -99,16 +98,6 @@ def pre_check_recipe(job: Job, config: Config, from_sidecar: str | None) -> Reci
             raise JobFailure(Reason.UNKNOWN_RECIPE, f"no recipe named {folder!r} (from the folder inbox/{folder}/)",
                              f"did you mean {guess!r}? Rename the folder; recipes: {', '.join(config.recipes)}")
     return config.recipes[from_sidecar or recipe or config.default_recipe]
-
-
-def recipe_guess(folder: str, recipes: dict[str, Recipe]) -> str | None:
-    """The recipe a folder name is a typo of, matched regardless of case: case-sensitively 'Scream' scores 0.83
-    against 'scream', under the cutoff, and a folder named in title case (as Finder and Explorer suggest) was taken
-    for an album and styled with the default recipe, unsaid (rev7a). Two recipes differing only by case are refused at validate
-    (config_build._case_twins), so the case-blind map has one name per key."""
-    lowered = {name.casefold(): name for name in recipes}
-    guess = difflib.get_close_matches(folder.casefold(), list(lowered), n=1, cutoff=0.85)
-    return lowered[guess[0]] if guess else None
 
 
 def pre_check_settings(job: Job, config: Config, recipe: Recipe, overrides: dict) -> Settings:

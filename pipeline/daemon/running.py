@@ -33,9 +33,15 @@ def record(config) -> None:
     """At start: this daemon's pid and folders. Never raises: a folder the service may not write (a unit rendered
     before this record existed) costs only the readers' view after a folder edit. A record of another live daemon
     of this config is left alone: a `once` run beside the service took it over and removed it at its stop, and
-    `status` said "not running" of the service again (rev8d finding 3); the first daemon's folders are the older."""
-    if folders(config.path) is None:
+    `status` said "not running" of the service again (rev8d finding 3); the first daemon's folders are the older.
+    That one is named in the log: a second daemon of a config started without a word (rev11b)."""
+    found = folders(config.path)
+    if found is None:
         _write(config, warn=True)
+        return
+    shared = "the two share the inbox" if found["inbox"] == config.inbox else f"its inbox is {found['inbox']}"
+    log.info(f"another daemon (pid {read_object(record_path(config.path)).get('pid')}) is running on this config; "
+             f"{shared}", config=str(config.path))
 
 
 def adopt(config) -> None:

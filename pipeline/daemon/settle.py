@@ -5,7 +5,9 @@ between chunks, and failed it as truncated while the rest was still coming. Here
 decode is looked at again once after a longer wait; only if it is unchanged and still broken then is it
 claimed, so the worker can move it to failed/ with its reason. A file with a hole before its end is not written
 yet, whatever it decodes to (unwritten_gap: a preallocating writer's zeros decode for WebP, TIFF, BMP): it waits
-until written, or unchanged for HOLE_WAIT.
+until written, or unchanged for HOLE_WAIT; so does an empty file whose writer has not closed it (an FTP or WebDAV
+upload makes its name first: stalled at 0 bytes, it was claimed after 3 s and failed as empty, rev11a). A photo's
+sidecar must be quiet too before the claim copies it (sidecar_settled).
 
 This runs on the main loop: the file is opened once (fsio.open_regular: it never waits on a FIFO swapped in
 after a check by name) and decoded from that open file, never reopened by name. A file whose lease is being
@@ -18,7 +20,7 @@ import errno
 import os
 import time
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Callable
 
 import structlog
 
@@ -27,6 +29,7 @@ from ..fsio import NO_WAIT, FileBusy, NotRegularFile, open_regular, shown
 
 RECHECK_FACTOR, RECHECK_MIN = 10, 3.0  # the longer wait: 10 x settle_seconds, at least 3 s
 HOLE_WAIT = 60.0  # a gap not written yet is a writer at work, surely: a minute's stall (Wi-Fi, SMB) is waited out
+LEASED, WRITING = "its sidecar is held open by another program", "its sidecar is still being written"
 UNREADABLE_PASSES = 3  # a file whose open fails this many passes (EIO, ESTALE) is claimed: the worker fails it
 NOT_THE_FILES = (errno.EMFILE, errno.ENFILE, errno.ENOMEM)  # the daemon's shortage, never the file's: not counted
 log = structlog.get_logger("style-pipeline")
@@ -74,13 +77,21 @@ class DecodeCheck:
     """The main loop's memory of files that did not decode yet (or could not be opened): a paused writer gets the
     longer wait, and a broken file is claimed once it is unchanged, so it reaches failed/ with its reason."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
+        self.clock = clock  # how long a file stayed unchanged: tests hand in their own, so no wait races the load
+        self.wall = wall  # the clock files' mtimes are stamped with, for a sidecar's quiet time
         self.first_failure: dict[Path, tuple] = {}  # path -> ((size, mtime), when it first failed to decode)
         self.open_errors: dict[Path, int] = {}  # path -> passes its open raised (not EMFILE and the like)
-        self.held_sidecars: dict[Path, str] = {}  # photo -> its sidecar, leased by its writer at the claim
+        self.held_sidecars: dict[Path, tuple[str, str]] = {}  # photo -> (its sidecar, why: LEASED or WRITING)
 
-    def ready(self, path: Path, max_pixels: int, settle_seconds: float) -> bool | None:
+    def ready(self, path: Path, max_pixels: int, settle_seconds: float, closed: bool = False) -> bool | None:
         """True: claim it. False: wait. None: it is gone.
+
+        ``closed``: the watcher saw its writer close it (inotify's IN_CLOSE_WRITE, watcher.Tracker.closed). An empty
+        file not so closed waits HOLE_WAIT, as a gap does: emptiness is no sign of a finished file, and the decode
+        cannot tell (nor can SEEK_HOLE: ENXIO at 0), while what a writer still holding it writes would land in
+        failed/ beside a note saying it is empty. Closed, it is really empty: the short recheck. With no close
+        events (polling, a file found by a rescan) only the quiet time tells, as for a stalled transfer elsewhere.
 
         Only what the worker fails with its own reason (not_a_regular_file, the permissions fix) is claimed unread;
         any other open error (EMFILE, EIO, ESTALE) raises, and the loop leaves the file for the next rescan; one
@@ -105,7 +116,7 @@ class DecodeCheck:
             raise
         with file:
             st = os.fstat(file.fileno())
-            if unwritten_gap(file, st.st_size):  # its writer set the size first: the gap may decode as zeros
+            if unwritten_gap(file, st.st_size) or (st.st_size == 0 and not closed):  # a writer at it, maybe
                 return self._stale(path, st, max(RECHECK_FACTOR * settle_seconds, HOLE_WAIT))
             if decodes(file, max_pixels):
                 return True
@@ -113,27 +124,52 @@ class DecodeCheck:
 
     def _stale(self, path: Path, st: os.stat_result, wait: float) -> bool:
         key = (st.st_size, st.st_mtime_ns)
-        first = self.first_failure.setdefault(path, (key, time.monotonic()))
+        first = self.first_failure.setdefault(path, (key, self.clock()))
         if first[0] != key:
-            self.first_failure[path] = (key, time.monotonic())
+            self.first_failure[path] = (key, self.clock())
             return False
-        return time.monotonic() - first[1] >= wait
+        return self.clock() - first[1] >= wait
 
-    def sidecar_held(self, path: Path, busy: FileBusy) -> None:
-        """The claim met the photo's sidecar held open by another program (a lease: Samba, NFS): the photo waits,
-        as one whose own writer holds it does, and this is logged once. The claim answered None and the photo was
-        forgotten: `once` exited 0 with it unstyled and no word why, `run` retried it unsaid each rescan (rev10e)."""
-        if path not in self.held_sidecars:
-            log.warning("the photo waits: its sidecar is held open by another program", file=str(path),
-                        sidecar=busy.filename)
-        self.held_sidecars[path] = busy.filename
+    def sidecar_settled(self, photo: Path, sidecar: Path | None, settle_seconds: float) -> bool:
+        """Whether the photo's sidecar is quiet: its mtime ``settle_seconds`` old, or unchanged that long as seen
+        here (an mtime from a clock ahead: a share's, a clock stepped back). The claim copies it whole
+        (spool_sidecar.copy_in), and one still being written was copied cut short, where a half-written `steps: 300`
+        is a valid `steps: 3` (rev11a). Not quiet: the photo waits, told once, as for a leased sidecar."""
+        if sidecar is None:
+            return True
+        try:
+            st = os.lstat(sidecar)
+        except OSError:  # gone: the photo's recipe; unreadable: copy_in records why
+            return True
+        if self.wall() - st.st_mtime >= settle_seconds or self._stale(sidecar, st, settle_seconds):
+            if self.held_sidecars.get(photo, ("", ""))[1] == WRITING:
+                del self.held_sidecars[photo]  # quiet now; a lease met next is told as such (its own entry)
+            return True
+        self.sidecar_held(photo, str(sidecar), WRITING)
+        return False
+
+    def sidecar_held(self, path: Path, sidecar: str, why: str = LEASED) -> None:
+        """The claim met the photo's sidecar held open by another program (a lease: Samba, NFS), or still being
+        written: the photo waits, as one whose own writer holds it does, and this is logged once. The claim answered
+        None and the photo was forgotten: `once` exited 0 with it unstyled and no word why, `run` retried it unsaid
+        each rescan (rev10e)."""
+        if self.held_sidecars.get(path) != (sidecar, why):
+            log.warning(f"the photo waits: {why}", file=str(path), sidecar=sidecar)
+        self.held_sidecars[path] = (sidecar, why)
 
     def held_listing(self, inbox: Path) -> list[dict]:
-        """For status.json (``sidecar_held``): the photos waiting on their sidecar's lease that are still there (one
-        lstat each; there are few). Logged once, they were missing from `status`, which lists other held files."""
+        """For status.json (``sidecar_held``): the photos waiting on their sidecar (leased, or still being written)
+        that are still there (one lstat each; there are few). Logged once, they were missing from `status`, which
+        lists other held files."""
         return [{"file": shown_in(photo, inbox), "path": str(photo), "sidecar": shown_in(Path(sidecar), inbox),
-                 "why": "its sidecar is held open by another program"}
-                for photo, sidecar in self.held_sidecars.items() if os.path.lexists(photo)]
+                 "why": why} for photo, (sidecar, why) in self.held_sidecars.items() if os.path.lexists(photo)]
+
+    def prune(self) -> None:
+        """Forgets the files gone from the inbox (at each rescan; one lstat each, and there are few): ready() is
+        never asked about them again, so a night's broken, unreadable or waiting files stayed here (rev11a)."""
+        for memory in (self.first_failure, self.open_errors, self.held_sidecars):
+            for path in [path for path in memory if not os.path.lexists(path)]:
+                del memory[path]
 
     def forget(self, path: Path) -> None:
         self.first_failure.pop(path, None)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..fsio import is_disk_full, json_bytes, pid_alive, write_json
 from .spool import folder_counts, now_iso
-from .watcher import own_folders, scan
+from .watcher import RAW_WHY, own_folders, scan
 
 STATUS_FILE = "status.json"
 STALE_SECONDS = 30
@@ -63,7 +63,7 @@ def snapshot(state: DaemonState) -> dict:
         "state": health if (win is None or win.is_open(now) or health != state.phase) else "outside the run window",
         "healthy": health == state.phase,  # a worker alive and idle or making progress, claiming not paused
         "worker": state.worker,
-        "skipped": [{"folder": k, "why": v} for k, v in sorted(state.skipped.items())],
+        "skipped": [{"file" if v == RAW_WHY else "folder": k, "why": v} for k, v in sorted(state.skipped.items())],
         "unpaired_sidecars": [{"sidecar": k, "why": v} for k, v in sorted(state.unpaired.items())],
         "unclaimable": state.unclaimable, "sidecar_held": state.sidecar_held,
         "observer": state.observer, "queue": state.queue, "current": state.current, **state.counts,
@@ -204,7 +204,8 @@ def render(data: dict) -> str:
     running = data["state"] != "not running"
     lines = [f"daemon: {data['state']}" + (f" (pid {data['pid']})" if running else "")]
     for skipped in data.get("skipped") or []:
-        lines.append(f"skipped folder: inbox/{skipped['folder']}: {skipped['why']}")
+        kind = "file" if "file" in skipped else "folder"  # a camera RAW (watcher.RAW_WHY), or a folder
+        lines.append(f"skipped {kind}: inbox/{skipped.get(kind)}: {skipped['why']}")
     for sidecar in data.get("unpaired_sidecars") or []:
         lines.append(f"sidecar not used: inbox/{sidecar['sidecar']}: {sidecar['why']}")
     for stuck in data.get("unclaimable") or []:

@@ -16,6 +16,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
+from ..engine.tiff_kind import RAW_FIX, is_camera_raw
 from ..fsio import NO_WAIT, FileBusy, open_regular
 from .pairing import is_sidecar
 
@@ -25,6 +26,10 @@ PICTURE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", "
 OWN_MARK = b"generator: style-pipeline"  # in the head of every text file the pipeline writes (report, metrics)
 OWN_SUFFIXES = (".html", ".htm", ".prom", ".json", ".txt")
 OBSERVER_JOIN = 5.0  # seconds a stop waits for the observer thread (one of the stop's waits: daemon.STOP_WAIT)
+# A camera RAW is never claimed (rev11b): Pillow reads only its small preview, which was styled, upscaled, unsaid.
+# It stays in the inbox, as a photo tool's .xmp does, and is listed with the skipped folders: beside its JPEG twin
+# (a RAW+JPEG camera) nothing is lost, and alone it is told, not failed with a notice per photo every night.
+RAW_WHY = f"a camera RAW file, left in the inbox: only its small preview could be styled. {RAW_FIX}"
 NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "afs")
 
 
@@ -113,6 +118,12 @@ class Tracker:
         with self.lock:
             self.entries.pop(path, None)
 
+    def closed(self, path: Path) -> bool:
+        """Whether the last event on ``path`` was its writer's close (IN_CLOSE_WRITE): never so in polling mode,
+        nor for a file a rescan found (settle.DecodeCheck.ready holds an empty one longer then)."""
+        entry = self.entries.get(path)
+        return entry is not None and entry.closed
+
     def __len__(self) -> int:
         return len(self.entries)
 
@@ -189,13 +200,14 @@ def _styles_below(inbox: Path, styles: Path | None) -> tuple[Path, ...]:
 
 def wanted(path: Path, inbox: Path, exclude: tuple[Path, ...] = ()) -> bool:
     """A candidate at any depth (as paperless-ngx's recursive consumption): not hidden or temporary, not a
-    sidecar, not inside a folder the daemon writes (an outbox or spool put in the inbox), not written by us.
-    Compared as parts tuples: `e in path.parents` built every parent as a Path for each folder, and relative_to
+    sidecar or camera RAW, not inside a folder the daemon writes (an outbox or spool put in the inbox), not written
+    by us. Compared as parts tuples: `e in path.parents` built every parent as a Path for each folder, and relative_to
     parses its argument again each call; behind a backlog that was the main loop's hot spot (a rescan 555 ms at
     3,000 photos, bench/backlog_loop.py)."""
     parts = path.parts
     rel = parts[len(inbox.parts):]
-    if not rel or not _under(parts, inbox) or any(ignored(p) for p in rel) or is_sidecar(path.name):
+    if (not rel or not _under(parts, inbox) or any(ignored(p) for p in rel) or is_sidecar(path.name)
+            or is_camera_raw(path.name)):
         return False
     if any(picture_named(p) for p in rel[:-1]):
         return False  # inside a folder named like a picture: skipped, with a warning (skipped_folders)
@@ -249,14 +261,17 @@ def picture_named(folder_name: str) -> bool:
 
 
 def skipped_folders(inbox: Path, exclude: tuple[Path, ...] = ()) -> dict[str, str]:
-    """Folders the scan passes over that a person may have meant as input, each with why (issue 9).
+    """Folders the scan passes over that a person may have meant as input, each with why (issue 9), and camera RAW
+    files (why: RAW_WHY).
 
     A folder named like a picture (``x.jpg/``) and a hidden folder (``.photos/``) would otherwise sit
     in the inbox for ever, unseen by `status`.
     """
     found: dict[str, str] = {}
-    for top, dirs, _ in os.walk(inbox):
+    for top, dirs, files in os.walk(inbox):
         here = Path(top)
+        found.update({(here / name).relative_to(inbox).as_posix(): RAW_WHY for name in files
+                      if is_camera_raw(name) and not ignored(name)})
         for name in list(dirs):
             rel = (here / name).relative_to(inbox).as_posix()
             if name.startswith("."):

@@ -50,7 +50,11 @@ def load(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     try:
         if path.stat().st_size == 0:
             raise ImageError("the file is empty (0 bytes)", path=path, fix="Copy the file again; the upload did not finish")
+        if tiff_kind.is_camera_raw(path.name):  # before a decode: a CR3 is no TIFF at all
+            raise ImageError(tiff_kind.raw_problem(path.name), path=path, fix=tiff_kind.RAW_FIX)
         with opened(path, max_pixels) as img:
+            if raw := tiff_kind.raw_problem(path.name, img):  # a RAW renamed .tif: styled from its preview
+                raise ImageError(raw, path=path, fix=tiff_kind.RAW_FIX)
             img.load()  # decode everything now: truncation shows up here, not later
             return _with_frames(to_8bit(upright(img)), img)
     except ImageError as exc:

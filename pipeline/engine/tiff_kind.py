@@ -32,6 +32,29 @@ COMPRESSIONS = {9: "JBIG", 10: "JBIG", 32766: "NeXT RLE", 32895: "IT8 CT", 32896
                 34926: "Zstandard (an old code)", 34927: "WebP (an old code)", 34933: "PNG", 34934: "JPEG XR",
                 50002: "JPEG XL", 52546: "JPEG XL"}
 
+# Camera RAW files (rev11b): most are TIFF-structured with a small preview as their first page (NEF, DNG, CR2, ARW...),
+# which Pillow opened and the engine upscaled to the recipe's size without a word (a 160 px preview 2.4x at 384 px);
+# the others (CR3, RAF, X3F) it cannot read at all. Known by name before anything is decoded, and by the first page's
+# NewSubfileType (tag 254, bit 0: a reduced-resolution image) where the name says TIFF.
+RAW_SUFFIXES = (".nef", ".nrw", ".cr2", ".cr3", ".crw", ".arw", ".srf", ".sr2", ".dng", ".raf", ".orf", ".rw2",
+                ".pef", ".srw", ".x3f", ".erf", ".kdc", ".mrw", ".3fr", ".iiq")
+RAW_FIX = "Export a JPEG or TIFF from your photo app, then send that"
+
+
+def is_camera_raw(name: str) -> bool:
+    return name.lower().endswith(RAW_SUFFIXES)
+
+
+def raw_problem(name: str, img=None) -> str | None:
+    """Why ``name`` (and, once opened, ``img``, its Pillow picture) is a camera RAW's preview, not a photo to style;
+    None when it is not one."""
+    if is_camera_raw(name):
+        return f"a camera RAW file ({Path(name).suffix}): only its small embedded preview could be read"
+    if img is not None and img.format == "TIFF" and int(img.tag_v2.get(254, 0) or 0) & 1:
+        return (f"a camera RAW file or its like: the TIFF's first page is a {img.width}x{img.height} "
+                "reduced-resolution preview (NewSubfileType 1), not the picture")
+    return None
+
 
 def explain(path: str | Path) -> tuple[str, str] | None:
     """(problem, fix) for a TIFF (or a BigTIFF) Pillow could not identify, naming what it lacks: the compression,
