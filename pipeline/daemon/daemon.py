@@ -40,7 +40,7 @@ from .spool import Spool, now_iso
 from .state import JobBook
 from .unclaimable import Unclaimable
 from .pairing import sidecar_for
-from .watcher import RAW_WHY, Tracker, Watcher, excluded, skipped_folders, wanted
+from .watcher import NAMED, Tracker, Watcher, excluded, skipped_folders, skipped_groups, wanted
 
 if TYPE_CHECKING:  # an annotation only: the import would load torch into the daemon layer (rev9d)
     from ..engine import StyleTransfer
@@ -298,9 +298,10 @@ class Daemon:
         running.adopt(self.config)  # the running-folders record, when a daemon of this config that held it went
         self.book.take_up(self.spool)  # jobs a dead daemon left in work/ (at start, or a killed neighbour's)
         skipped = skipped_folders(self.config.inbox, self.exclude)
-        for rel in skipped.keys() - self.skipped.keys():
-            kind = "file" if skipped[rel] == RAW_WHY else "folder"  # a camera RAW file, or a folder
-            log.warning(f"skipped a {kind} in the inbox", **{kind: rel}, why=skipped[rel])
+        for kind, why, names in skipped_groups({k: v for k, v in skipped.items() if k not in self.skipped}):
+            named = {kind: names[0]} if len(names) == 1 else {"count": len(names), f"{kind}s": names[:NAMED]}
+            event = f"skipped a {kind} in the inbox" if len(names) == 1 else f"skipped {kind}s in the inbox"
+            log.warning(event, **named, why=why)  # one per why: 300 RAWs left were 300 warnings a start (rev11c)
         self.skipped = skipped
         self._check_unpaired(self.last_rescan)
         self.decode.prune()  # the files gone meanwhile: never asked about again (rev11a)

@@ -29,7 +29,9 @@ OBSERVER_JOIN = 5.0  # seconds a stop waits for the observer thread (one of the 
 # A camera RAW is never claimed (rev11b): Pillow reads only its small preview, which was styled, upscaled, unsaid.
 # It stays in the inbox, as a photo tool's .xmp does, and is listed with the skipped folders: beside its JPEG twin
 # (a RAW+JPEG camera) nothing is lost, and alone it is told, not failed with a notice per photo every night.
-RAW_WHY = f"a camera RAW file, left in the inbox: only its small preview could be styled. {RAW_FIX}"
+RAW_WHY = (f"a camera RAW file, left in the inbox: only its small preview could be styled. {RAW_FIX} "
+           "(or move the RAW files out of the inbox: beside their JPEGs they are not needed here)")
+NAMED = 5  # skipped files or folders named for one why (status.json, `status`, the log); beyond, a count (rev11c)
 NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "afs")
 
 
@@ -267,8 +269,8 @@ def scan(inbox: Path, exclude: tuple[Path, ...] = ()):
     for top, dirs, files in os.walk(inbox):
         here = Path(top)
         dirs[:] = sorted(d for d in dirs if not ignored(d) and not picture_named(d) and (here / d) not in exclude)
-        for name in sorted(files):
-            if wanted(here / name, inbox, exclude):
+        for name in sorted(files):  # a RAW by its name first: 3,000 left in the inbox cost a Path each (rev11c)
+            if not is_camera_raw(name) and wanted(here / name, inbox, exclude):
                 yield here / name
         # os.walk lists a link to a folder among dirs and does not descend into it: it is a candidate
         # file to the worker (which fails it as not_a_regular_file), as a link to a file is.
@@ -293,10 +295,10 @@ def skipped_folders(inbox: Path, exclude: tuple[Path, ...] = ()) -> dict[str, st
     found: dict[str, str] = {}
     for top, dirs, files in os.walk(inbox):
         here = Path(top)
-        found.update({(here / name).relative_to(inbox).as_posix(): RAW_WHY for name in files
-                      if is_camera_raw(name) and not ignored(name)})
+        under = "" if here == inbox else here.relative_to(inbox).as_posix() + "/"  # once a folder, not once a RAW
+        found.update({under + name: RAW_WHY for name in files if is_camera_raw(name) and not ignored(name)})
         for name in list(dirs):
-            rel = (here / name).relative_to(inbox).as_posix()
+            rel = under + name
             if name.startswith("."):
                 found[rel] = "a hidden folder: nothing in it is processed; move its pictures into the inbox"
             elif picture_named(name):
@@ -304,6 +306,16 @@ def skipped_folders(inbox: Path, exclude: tuple[Path, ...] = ()) -> dict[str, st
             if rel in found or (here / name) in exclude or (here / name).is_symlink():
                 dirs.remove(name)
     return found
+
+
+def skipped_groups(skipped: dict[str, str]) -> list[tuple[str, str, list[str]]]:
+    """(kind, why, every name sorted) for each why among skipped_folders' finds, kind "file" (a camera RAW) or
+    "folder". A RAW+JPEG card leaves a RAW per photo in the inbox for good, and each was its own warning at every
+    start, its own entry in status.json (written every second) and its own line of `status` (rev11c)."""
+    groups: dict[str, list[str]] = {}
+    for rel, why in sorted(skipped.items()):
+        groups.setdefault(why, []).append(rel)
+    return [("file" if why == RAW_WHY else "folder", why, names) for why, names in groups.items()]
 
 
 def identity(folder: Path) -> tuple[int, int] | None:
