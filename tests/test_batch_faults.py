@@ -349,9 +349,10 @@ def _dies_at_b(self, job, plan):  # b.jpg kills the daemon at its first step (th
     step = _on_step(self, job, plan)
     if job.name != "w.jpg":
         return step
+    deadline = time.monotonic() + 60  # one for all of w's steps, not 60 s at each
 
-    def held(info):  # w's steps wait (60 s at most) until a, b and c are claimed: its 30 steps alone were the
-        deadline = time.monotonic() + 60  # time they had to queue as one batch, on a loaded box perhaps too short
+    def held(info):  # w's steps wait (60 s in all) until a, b and c are claimed: its 30 steps alone were the
+        # time they had to queue as one batch, on a loaded box perhaps too short
         while len(list(self.spool.work.glob("*/[abc].jpg"))) < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
         return step(info)
@@ -370,13 +371,18 @@ def test_a_poison_photo_in_a_batch_fails_alone_and_its_batchmates_are_written(tm
     config = make_config(tmp_path, batch=3, max_crashes=1)
     inbox = tmp_path / "inbox"
     runs = [start(config, patches=POISON)]
-    wait_ready(runs[0])
-    (inbox / "w.yaml").write_text("steps: 30\n")  # w keeps the slot busy while a, b, c queue: one batch of three
-    shutil.copy(SAMPLES / "rocket.jpg", inbox / "w.jpg")
-    wait_for(lambda: any(e.get("event") == "job started" for e in log_events(runs[0])), 60, runs[0])
-    for name in ("a.jpg", "b.jpg", "c.jpg"):
-        shutil.copy(SAMPLES / "coffee.jpg", inbox / name)
-    assert runs[0].wait(120) == -9, "b killed the daemon in its batch"
+    try:
+        wait_ready(runs[0])
+        (inbox / "w.yaml").write_text("steps: 30\n")  # w keeps the slot busy while a, b, c queue: one batch of 3
+        shutil.copy(SAMPLES / "rocket.jpg", inbox / "w.jpg")
+        wait_for(lambda: any(e.get("event") == "job started" for e in log_events(runs[0])), 60, runs[0])
+        for name in ("a.jpg", "b.jpg", "c.jpg"):
+            shutil.copy(SAMPLES / "coffee.jpg", inbox / name)
+        assert runs[0].wait(120) == -9, "b killed the daemon in its batch"
+    finally:  # a daemon b did not kill (or a failure before) is not left running into the next tests
+        if runs[0].poll() is None:
+            runs[0].kill()
+            runs[0].wait()
     runs.append(start(config, patches=POISON))
     try:
         wait_for(lambda: runs[1].poll() is not None or len(errors(tmp_path)) >= 3, 120)

@@ -133,12 +133,17 @@ def test_a_batch_is_one_hand_over_landed_in_order_and_its_photos_count_as_unwrit
             lander.submit(*(lambda b=batch, n=n: landed.append((b, n)) for n in range(7)))
         queued.set()
 
-    threading.Thread(target=submit_both, daemon=True).start()  # (it was a bound of 1 s on the two submits)
-    assert queued.wait(30) and not stuck.is_set(), "a batch waited for room behind the stuck write"
-    with capture_logs() as logs:
-        assert lander.flush(timeout=0.3) is False
-    assert [e["unwritten"] for e in logs if e["log_level"] == "error"] == [15]
-    stuck.set()
+    submitter = threading.Thread(target=submit_both, daemon=True)  # (it was a bound of 1 s on the two submits)
+    submitter.start()
+    try:
+        assert queued.wait(30), "a batch waited for room behind the stuck write"
+        assert landed == [], "nothing lands past the stuck write"
+        with capture_logs() as logs:
+            assert lander.flush(timeout=0.3) is False
+        assert [e["unwritten"] for e in logs if e["log_level"] == "error"] == [15]
+    finally:  # let go on a failure too: else the lander and the submits stay blocked for the rest of the process
+        stuck.set()
+        submitter.join(30)
     assert lander.flush(timeout=5) is True
     assert landed == [(b, n) for b in range(2) for n in range(7)]
 
@@ -207,8 +212,9 @@ def test_a_pool_close_behind_a_stuck_write_ends_within_its_timeout(tmp_path, eng
         assert took < 3 + 1.5, f"close(3) took {took:.1f} s behind a stuck write"
         # while the write is still stuck: once let go (below), the landing thread writes and closes it at once
         assert closed == [] and outputs(tmp_path) == [], "not written: the job stays in work/ for the next start"
-    finally:
-        hang.set()
-    # the write let go lands now, on the pool's landing thread: done before the next test, whose patched
-    # Pool.job_closed (a class attribute) it called otherwise, counting this job among that test's closed ones
-    wait_for(lambda: closed, 30)
+    finally:  # on a failure too: the write let go lands now, on the pool's landing thread, and is done before the
+        hang.set()  # next test, whose patched Pool.job_closed (a class attribute) it called otherwise, counting
+        if landing.is_set():  # this job among that test's closed ones
+            wait_for(lambda: closed, 30)
+        else:  # it never reached its write: the pool still runs it
+            pool.close(10)

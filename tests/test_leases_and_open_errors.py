@@ -106,9 +106,24 @@ def test_a_lease_let_go_after_its_break_is_waited_for_as_a_plain_open_did(tmp_pa
         pre_check_readable(type("J", (), {"input": photo, "source": "a.jpg"})())  # the worker's check: no raise
     fifo = tmp_path / "pipe.jpg"
     subprocess.run(["mkfifo", str(fifo)], check=True)
-    with lease_waits() as slept, pytest.raises(NotRegularFile):  # the FIFO protection stays: answered at once
-        open_regular(fifo)
-    assert slept == [], "not retried"
+    answers: list = []  # the FIFO protection stays: answered, not a reader waiting for a writer that never comes
+
+    def open_fifo() -> None:
+        try:
+            open_regular(fifo).close()
+            answers.append("opened")
+        except Exception as exc:  # noqa: BLE001 - asserted below, in the test's thread
+            answers.append(exc)
+    opener = threading.Thread(target=open_fifo, daemon=True)
+    opener.start()
+    opener.join(30)  # only an open that blocks takes this long: it fails here, not at pytest-timeout's 300 s
+    try:
+        assert not opener.is_alive(), "open_regular blocked on a FIFO with no writer"
+    finally:  # a blocked open is let go (a writer comes, O_RDWR never waits on Linux): no thread left stuck
+        if opener.is_alive():
+            os.close(os.open(fifo, os.O_RDWR))
+            opener.join(30)
+    assert len(answers) == 1 and isinstance(answers[0], NotRegularFile), answers
 
 
 def test_a_lease_not_let_go_is_file_busy_and_settle_waits_for_the_photo(tmp_path):
