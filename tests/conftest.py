@@ -106,3 +106,41 @@ def host_reads(monkeypatch):
 
         monkeypatch.setattr(torch.Tensor, name, wrapper)
     return counted
+
+
+OUTLIVE_WAIT = 60.0  # seconds a test's leftover non-daemon thread may take to end (a decode in flight, under load)
+
+
+@pytest.fixture(autouse=True)
+def no_thread_outlives_its_test():
+    """A non-daemon thread a test started must end with it (waited for, then a failure naming it). Why: a pool
+    left unclosed kept its prefetch thread decoding after its test, inside the next one's monkeypatches (a counted
+    resize of rocket.jpg in test_handover: failed 4 of 4 after test_pool's unclosed pool). Waiting also keeps a
+    closed executor's last prefetch (Prefetcher.close does not wait for it) from running into the next test.
+    Daemon threads (idle landing and notice threads, servers) are left alone: none may hold a test's work."""
+    import threading
+    import time
+
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + OUTLIVE_WAIT
+    left = [t for t in threading.enumerate() if t not in before and not t.daemon]
+    for thread in left:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    alive = [t.name for t in left if t.is_alive()]
+    assert not alive, f"non-daemon threads this test started still run {OUTLIVE_WAIT:.0f} s after it: {alive}"
+
+
+@pytest.fixture(autouse=True)
+def signal_handlers_kept():
+    """The handlers a test's in-process Daemon.run installs (SIGTERM, SIGINT, SIGHUP: the daemon's stop and reload)
+    are put back after it: left, they kept the ended daemon alive and a Ctrl-C of the run set its stop event
+    instead of interrupting pytest."""
+    import signal
+
+    names = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    before = {sig: signal.getsignal(sig) for sig in names}
+    yield
+    for sig, handler in before.items():
+        if handler is not None and signal.getsignal(sig) is not handler:
+            signal.signal(sig, handler)
