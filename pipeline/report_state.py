@@ -15,9 +15,6 @@ from .daemon import status
 from .daemon.watcher import own_folders, scan
 from .report import parse_time, shown_time
 
-NAMED = 5  # waiting, held or skipped files named on the page; beyond, a count
-
-
 def service_state(folders: dict[str, Path], config: Path | None = None) -> list[str]:
     """The block's lines for an install's folders (inbox, outbox, spool, as config.read_folders gives them);
     ``config``: its file, for styles_dir (see _styles_dir)."""
@@ -60,14 +57,14 @@ def _lines(config: SimpleNamespace) -> list[str]:
     if held:
         lines.append(_files(len(held), "job", "held in spool/work/: not even moving it to failed/ worked "
                             "(the daemon's log says why)", held))
-    passed = [s for s in _list(data.get("skipped")) if isinstance(s, dict)]
-    skipped = [f"{s.get('folder')} ({s.get('why')})" for s in passed if "file" not in s]
-    if skipped:
-        lines.append(_files(len(skipped), "inbox folder", "passed over", skipped))
-    raws = [str(s["file"]) for s in passed if "file" in s]  # watcher.RAW_WHY
+    passed = status.skipped_listed(data)  # status.json names a few of each why, and counts them all (rev11c)
+    folders = [f"{name} ({why})" for kind, why, _, names in passed if kind == "folder" for name in names]
+    if folders:
+        lines.append(_files(sum(g[2] for g in passed if g[0] == "folder"), "inbox folder", "passed over", folders))
+    raws = [name for kind, _, _, names in passed if kind == "file" for name in names]  # skipped.RAW_WHY
     if raws:
-        lines.append(_files(len(raws), "camera RAW file", "left in the inbox, not styled (export a JPEG or TIFF "
-                            "from your photo app)", raws))
+        lines.append(_files(sum(g[2] for g in passed if g[0] == "file"), "camera RAW file", "left in the inbox, not "
+                            "styled (export a JPEG or TIFF from your photo app, or move them elsewhere)", raws))
     unpaired = [str(s.get("sidecar")) for s in _list(data.get("unpaired_sidecars")) if isinstance(s, dict)]
     if unpaired:
         lines.append(_files(len(unpaired), "sidecar", "in the inbox with no photo to read it (its settings were not "
@@ -94,8 +91,7 @@ def _last_word(spool: Path) -> tuple[str, str] | None:
 
 
 def _files(n: int, noun: str, what: str, names: list[str]) -> str:
-    shown = ", ".join(names[:NAMED]) + (f" and {n - NAMED} more" if n > NAMED else "")
-    return f"{_count(n, noun)} {what}: {shown}."
+    return f"{_count(n, noun)} {what}: {status.named(n, names)}."
 
 
 def _count(n: int, noun: str) -> str:

@@ -128,6 +128,24 @@ def assert_landed_once_after_restart(config: Path, names: tuple[str, ...], uncha
         assert json.loads((root / "outbox" / "starry" / f"{name}.json").read_text())["crashes"] == 0, name
 
 
+def claimed(folder: Path):
+    """(config, spool, job life, job): rocket.jpg claimed by a real Spool, a JobLife on it; no daemon, no try begun."""
+    import shutil
+    import threading
+
+    from pipeline.daemon.config import load
+    from pipeline.daemon.config_build import check_folders
+    from pipeline.daemon.jobs import JobLife
+    from pipeline.daemon.spool import Spool
+
+    config = load(make_config(folder))
+    check_folders(config)
+    shutil.copy(SAMPLES / "rocket.jpg", config.inbox / "rocket.jpg")
+    spool = Spool(config.inbox, config.work, config.done, config.failed)
+    job = spool.claim(config.inbox / "rocket.jpg", "2026-11-29T00:00:00Z")
+    return config, spool, JobLife(spool, lambda: config, threading.Event()), job
+
+
 def outputs(root: Path) -> list[Path]:
     return sorted(p for p in (root / "outbox").rglob("*") if p.suffix in (".png", ".jpg", ".webp")
                   and not p.name.startswith(".") and not p.name.endswith(".sheet.png"))

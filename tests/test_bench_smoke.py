@@ -65,8 +65,8 @@ def test_tiles_cache_recuts_the_plan_as_the_engine_cuts_it():
 def test_backlog_loop_times_the_daemons_loop_parts(tmp_path):
     from bench.backlog_loop import measure
 
-    found = measure(ROOT, tmp_path / "folder", 3, 1)
-    assert set(found) == {"ready", "rescan", "1,000 events", "unpaired", "status facts"}
+    found = measure(ROOT, tmp_path / "folder", 3, 1, raws=7)
+    assert set(found) == {"ready", "rescan", "1,000 events", "unpaired", "status facts", "status.json kB"}
 
 
 def test_choose_splits_a_curve_at_the_level_the_engine_ran_last(engine, content, style):

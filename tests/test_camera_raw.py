@@ -14,6 +14,7 @@ import pytest
 from PIL import Image, TiffImagePlugin
 
 from daemon_helpers import SAMPLES, STYLES, errors, make_config, outputs, status_json
+from pipeline.daemon.skipped import RAW_WHY
 from pipeline.daemon.status import render
 from pipeline.engine import images
 from pipeline.errors import ImageError
@@ -79,4 +80,58 @@ def test_the_daemon_styles_the_jpeg_of_a_raw_pair_and_leaves_every_raw_in_the_in
     status = status_json(tmp_path)
     assert {s.get("file") for s in status["skipped"]} == {"DSC_0001.NEF", "DSC_0002.nef"}
     shown = render(status)
-    assert "skipped file: inbox/DSC_0002.nef: a camera RAW file, left in the inbox" in shown, shown
+    assert "skipped 2 files: inbox/DSC_0001.NEF, inbox/DSC_0002.nef: each a camera RAW file, left in the inbox" \
+        in shown, shown
+
+
+def test_a_night_of_raw_twins_is_one_warning_one_status_line_and_a_capped_list(tmp_path):
+    """rev11c: a RAW+JPEG card leaves a RAW per photo in the inbox for good. Each was its own warning at every start
+    (300 a start for one night of 300, growing nightly), its own entry in status.json (written every second) and its
+    own line of `status`. Now one warning per why with a count, five names and a count in status.json, `status`
+    and the morning page; the skipped folders, on the same path, are grouped the same way."""
+    from structlog.testing import capture_logs
+
+    from pipeline.daemon import status as status_module
+    from pipeline.daemon.daemon import Daemon
+    from pipeline.report_state import service_state
+
+    inbox = tmp_path / "inbox"
+    config = make_config(tmp_path)
+    for i in range(300):
+        (inbox / f"DSC_{i:04d}.NEF").write_bytes(b"II*\x00" + bytes(64))
+    for folder in (".a", ".b", "x.jpg"):
+        (inbox / folder).mkdir()
+    daemon = Daemon(config, once=True)
+    with capture_logs() as logs:
+        daemon._rescan()
+    warned = [e for e in logs if e["event"].startswith("skipped")]
+    assert [(e["event"], e.get("count")) for e in warned] == [
+        ("skipped folders in the inbox", 2), ("skipped files in the inbox", 300), ("skipped a folder in the inbox", None)]
+    assert warned[1]["files"] == [f"DSC_{i:04d}.NEF" for i in range(5)] and "move the RAW files" in warned[1]["why"]
+    with capture_logs() as logs:  # the next rescan: nothing new, nothing said; one more RAW, one warning
+        daemon._rescan()
+        (inbox / "DSC_0300.NEF").write_bytes(b"II*\x00" + bytes(64))
+        daemon._rescan()
+    assert [(e["event"], e.get("file")) for e in logs if e["event"].startswith("skipped")] == [
+        ("skipped a file in the inbox", "DSC_0300.NEF")]
+
+    snapshot = status_module.snapshot(daemon.reporter.facts())
+    raws = [s for s in snapshot["skipped"] if "file" in s]
+    assert [s["file"] for s in raws] == [f"DSC_{i:04d}.NEF" for i in range(5)] and {s["total"] for s in raws} == {301}
+    assert sorted(s.get("folder") for s in snapshot["skipped"] if "folder" in s) == [".a", ".b", "x.jpg"]
+    shown = render({**snapshot, "done": 0, "failed": 0}).splitlines()
+    assert [line for line in shown if line.startswith("skipped")] == [
+        "skipped 2 folders: inbox/.a, inbox/.b: each a hidden folder: nothing in it is processed; move its pictures "
+        "into the inbox",
+        "skipped 301 files: inbox/DSC_0000.NEF, inbox/DSC_0001.NEF, inbox/DSC_0002.NEF, inbox/DSC_0003.NEF, "
+        f"inbox/DSC_0004.NEF and 296 more: each {RAW_WHY}",
+        "skipped folder: inbox/x.jpg: a folder named like a picture, not a picture: move the picture itself into the "
+        "inbox"]
+
+    status_module.write(daemon.config.spool, snapshot)
+    page = service_state({"inbox": inbox, "outbox": daemon.config.outbox, "spool": daemon.config.spool})
+    assert "301 camera RAW files left in the inbox, not styled (export a JPEG or TIFF from your photo app, or move " \
+           "them elsewhere): DSC_0000.NEF, DSC_0001.NEF, DSC_0002.NEF, DSC_0003.NEF, DSC_0004.NEF and 296 more." in page
+    assert "3 inbox folders passed over: .a (a hidden folder: nothing in it is processed; move its pictures into the " \
+           "inbox), .b (a hidden folder: nothing in it is processed; move its pictures into the inbox), x.jpg (a " \
+           "folder named like a picture, not a picture: move the picture itself into the inbox)." in page, page

@@ -172,20 +172,11 @@ def test_a_record_that_cannot_be_saved_is_one_warning_naming_the_file_and_the_tr
     worker.py) with three scopes and three wordings; two caught OSError alone, so any other error (a record JSON
     cannot write) escaped a cancelled try before its outcome was out. Now JobLife.save_or_warn: any error is one
     warning naming the file and the error's type, and the try ends its way (the job in memory is the truth)."""
-    import threading
-
     from structlog.testing import capture_logs
 
-    from pipeline.daemon.config import load
-    from pipeline.daemon.config_build import check_folders
-    from pipeline.daemon.jobs import JobLife
+    from daemon_helpers import claimed
 
-    config = load(make_config(tmp_path))
-    check_folders(config)
-    shutil.copy(SAMPLES / "rocket.jpg", config.inbox / "rocket.jpg")
-    spool = Spool(config.inbox, config.work, config.done, config.failed)
-    job = spool.claim(config.inbox / "rocket.jpg", "2026-11-29T00:00:00Z")
-    life = JobLife(spool, lambda: config, threading.Event())
+    config, spool, life, job = claimed(tmp_path)
 
     def unwritable(job):
         raise TypeError("Object of type Plan is not JSON serializable")

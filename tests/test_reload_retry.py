@@ -276,3 +276,38 @@ def test_an_edit_that_keeps_the_config_files_mtime_is_still_read(tmp_path, how):
     assert config.stat().st_mtime_ns == before
     daemon._maybe_reload()
     assert daemon.config.recipes["starry"].settings.steps == 7
+
+
+@pytest.mark.parametrize("how", ["chmod", "hard-link"])
+def test_a_config_whose_inode_changed_but_not_its_text_is_not_reloaded(tmp_path, how):
+    """The reload is keyed on (mtime, ctime, size, inode) since the ctime tells a same-mtime edit (above); but a chmod,
+    a chown or a hard link (a backup tool) changes the ctime alone, and each logged "config reloaded" and sent
+    systemd RELOADING=1 for the same text (rev11c). The text is compared when only the stamp moved."""
+    from structlog.testing import capture_logs
+
+    from pipeline.daemon.daemon import Daemon
+    from pipeline.daemon.reload import config_stamp
+
+    config = make_config(tmp_path)
+    daemon = Daemon(config)
+    told: list[str] = []
+    daemon.notifier.reloading = lambda: told.append("RELOADING=1")
+    before = config_stamp(config)
+    links = 0
+    while config_stamp(config) == before:  # until the ctime's coarse clock ticks on: the stamp has moved
+        if how == "chmod":
+            os.chmod(config, config.stat().st_mode ^ 0o040)
+        else:
+            links += 1
+            os.link(config, tmp_path / f"backup-{links}.yaml")
+    with capture_logs() as logs:
+        daemon._maybe_reload()
+    assert [e for e in logs if e["event"] == "config reloaded"] == [] and told == [], (logs, told)
+    data = yaml.safe_load(config.read_text())
+    data["defaults"]["steps"] = 7  # an edit after it is still read
+    config.write_text(yaml.safe_dump(data))
+    os.utime(config, ns=(before[0], before[0] + 10**9))  # a new mtime, whatever the clock's tick
+    with capture_logs() as logs:
+        daemon._maybe_reload()
+    assert any(e["event"] == "config reloaded" for e in logs) and told == ["RELOADING=1"]
+    assert daemon.config.recipes["starry"].settings.steps == 7

@@ -128,3 +128,35 @@ def test_each_rescan_forgets_the_settle_checks_files_gone_from_the_inbox(tmp_pat
     check = daemon.decode
     assert (set(check.first_failure), set(check.open_errors), set(check.held_sidecars)) == (
         {inbox / "kept.jpg"}, set(), set()), "entries for files gone stay all night"
+
+
+def test_an_empty_file_its_writer_closed_and_opened_again_waits_the_holes_wait(tmp_path):
+    """rev11c: Tracker.closed turned True on any IN_CLOSE_WRITE, so a writer that makes the name, closes it, opens it
+    again (an upload's append) and stalls at 0 bytes was claimed after the 3 s recheck and failed as empty. The
+    watcher's open events (watchdog's IN_OPEN and IN_CLOSE_NOWRITE, in inotify's order) count who holds the file:
+    held again, it waits HOLE_WAIT; a reader's open and close (the daemon's own decode check) leave an empty file
+    closed by its writer claimed after the recheck."""
+    from watchdog.events import FileClosedEvent, FileClosedNoWriteEvent, FileCreatedEvent, FileOpenedEvent
+
+    from pipeline.daemon.watcher import Handler
+
+    daemon, mono, _, submitted = daemon_with_clocks(tmp_path)
+    handler = Handler(daemon.config.inbox, daemon.tracker)
+    upload, dropped = daemon.config.inbox / "upload.jpg", daemon.config.inbox / "zero.jpg"
+    for path in (upload, dropped):
+        path.write_bytes(b"")
+        for event in (FileCreatedEvent, FileOpenedEvent, FileClosedEvent):  # made, opened, closed at 0 bytes
+            handler.dispatch(event(str(path)))
+    handler.dispatch(FileOpenedEvent(str(upload)))  # its writer back at it (an append), stalled before a byte
+    start = mono.now
+    assert not daemon._claim(upload) and not daemon._claim(dropped)
+    for event in (FileOpenedEvent, FileClosedNoWriteEvent):  # the decode check's own read of each
+        handler.dispatch(event(str(upload)))
+        handler.dispatch(event(str(dropped)))
+    mono.now = start + settle.RECHECK_MIN
+    assert daemon._claim(dropped), "closed at 0 bytes and read since: really empty, claimed after the recheck"
+    mono.now = start + settle.HOLE_WAIT / 2
+    assert not daemon._claim(upload) and upload.exists(), "claimed at 0 bytes while its writer held it open again"
+    mono.now = start + settle.HOLE_WAIT
+    assert daemon._claim(upload), "unchanged a minute: claimed as it is (a stalled transfer), never held for good"
+    assert [job.name for job in submitted] == ["zero.jpg", "upload.jpg"]

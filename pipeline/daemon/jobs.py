@@ -30,10 +30,13 @@ from .handover import Lander, Prefetcher
 from .prechecks import (pre_check_image, pre_check_painting, pre_check_painting_decodes, pre_check_readable,
                         pre_check_recipe, pre_check_regular_file, pre_check_settings, pre_check_sidecar)
 from .sheets import SheetWriter
-from .spool import Job, Spool, job_id_in, now_iso
+from .spool import RECORD, Job, Spool, job_id_in, now_iso
 
 log = structlog.get_logger("style-pipeline.worker")
 BUSY_RETRY = 5.0  # seconds a job whose photo or sidecar is still leased waits (the kernel ends a lease within 45 s)
+STUCK_STOPS = 3  # stops in a row finding one photo's step running, no checkpoint between: a hung step, a crash
+HUNG_FIX = ("If {name} is what hangs it, do not drop it again (a smaller size in a sidecar may pass); else check the "
+            "machine (the GPU driver: dmesg) and drop it again")
 
 
 @dataclass
@@ -69,6 +72,17 @@ def crashed(job: Job) -> Outcome:
     """The executor running it died: a crash, not an attempt charged to the photo; it runs again at once."""
     job.charge_crash()
     return Outcome(job, "crashed", retry_at=job.not_before)
+
+
+def too_many_crashes(job: Job) -> JobFailure:
+    """max_crashes reached: the daemon died (or a step hung, JobLife.stopped_mid_step) in each of the last tries."""
+    if job.stops >= STUCK_STOPS:
+        return JobFailure(Reason.CRASHED, f"a step of this file was still running at each of the daemon's last "
+                          f"{job.stops} stops, with no checkpoint written between: a step that hangs, charged as "
+                          f"{job.crashes} crashes in a row", HUNG_FIX.format(name=job.name))
+    return JobFailure(Reason.CRASHED, f"the daemon stopped {job.crashes} times in a row while styling this file",
+                      f"If {job.name} is what crashes it, do not drop it again; else check the machine (journalctl "
+                      "for OOM kills, power) and drop it again")
 
 
 @contextlib.contextmanager
@@ -167,9 +181,7 @@ class JobLife(FailurePaths):
         batch, where ``open`` set job.batched, sends it to run alone; spool.Job.charge_crash)."""
         config = self.get_config()
         if in_process and job.crashes >= config.max_crashes:
-            raise JobFailure(Reason.CRASHED, f"the daemon stopped {job.crashes} times in a row while styling "
-                             "this file", f"If {job.name} is what crashes it, do not drop it again; else check "
-                             "the machine (journalctl for OOM kills, power) and drop it again")
+            raise too_many_crashes(job)
         job.attempts += 1
         job.started_at = now_iso()
         job.running, job.batched = in_process, in_process and job.batched
@@ -205,12 +217,30 @@ class JobLife(FailurePaths):
         exits with them, but a stop is no crash, so each record says not running and not charged, as a cancel's
         does; found running at the next start, the photo was charged a crash, and three stops failed it. A copy is
         saved: the job's own thread may yet end its try before the exit (its cancel would discount it twice). Its
-        lock stays with the process: that thread may still land it."""
+        lock stays with the process: that thread may still land it.
+
+        The copy is made and saved under the spool's record lock, and only while the try still runs (its record
+        there): taken before the landing named the output and saved after it, it sent the written photo to be
+        styled again (rev11c). A step that hangs is told apart from a long one by the checkpoint: STUCK_STOPS stops
+        in a row with none written between are charged as a crash, as the stall watchdog's kill would be; else such
+        a photo headed the queue night after night, stopped by hand before the watchdog's 600 s, charged nothing."""
         for job in jobs:
-            if job.running:
-                self._not_its_fault(dataclasses.replace(job))
-                log.info("stopped mid-step at the stop's deadline; resumes from its last checkpoint",
-                         job_id=job.id, file=job.source)
+            with self.spool.records:
+                if not job.running or not (job.dir / RECORD).exists():
+                    continue  # its own thread ended the try meanwhile (a cancel, a landing, a failure)
+                stopped = dataclasses.replace(job)
+                mark = job.checkpoint_mark()
+                stopped.stops, stopped.stop_checkpoint = (job.stops + 1 if mark == job.stop_checkpoint else 1), mark
+                if stopped.stops < STUCK_STOPS:
+                    self._not_its_fault(stopped)
+                    log.info("stopped mid-step at the stop's deadline; resumes from its last checkpoint",
+                             job_id=job.id, file=job.source)
+                    continue
+                stopped.charge_crash()
+                self.save_or_warn(stopped)
+            log.warning("stopped mid-step again with no checkpoint written since: a step that hangs, charged as a "
+                        "crash", job_id=job.id, file=job.source, stops=stopped.stops, crashes=stopped.crashes,
+                        fix=HUNG_FIX.format(name=job.name))
 
     def prepare(self, job: Job, config: Config) -> Plan:
         """The pre-checks, then the photo's first working copy. engine.prepared is imported here, not at the top:

@@ -10,6 +10,7 @@ A reload never raises: whatever goes wrong keeps the old config (the caller then
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import structlog
 
 from . import config as config_module
 from .config import Config, ConfigError
-from ..fsio import NO_WAIT, FileBusy
+from ..fsio import NO_WAIT, FileBusy, open_regular
 from .config_build import check_folders
 
 log = structlog.get_logger("style-pipeline")
@@ -26,6 +27,7 @@ AT_START = ("executor", "ray", "devices", "device", "weights", "cache_styles",  
             "watch", "log_format")  # the observer's kind and the log's renderer: chosen once, at start
 AGAIN = "read again at the next pass"  # reload_config's answer when the file could not be read yet
 BUSY_LOG_EVERY = 10.0  # seconds between the warnings of a config held busy (the loop asks ~3 times a second)
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few kB: the hash never reads more than this of a file swapped in
 _busy_logged = [0.0]  # when a busy config was last warned about (monotonic)
 
 
@@ -39,6 +41,36 @@ def config_stamp(path: Path, before: tuple | None = None) -> tuple | None:
     except OSError:
         return before
     return st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino
+
+
+class ConfigEdits:
+    """Whether config.yaml was edited since the last look: its stamp (config_stamp) changed, and so did its content.
+    A chmod, a chown or a hard link (a backup tool) changes the ctime alone, and each was a "config reloaded" and a
+    RELOADING=1 to systemd for the same text (rev11c); the text is small, so it is read and hashed only when the
+    stamp moved. One that cannot be read (held, gone) counts as edited: reload_config says why, or waits."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.stamp, self.digest = config_stamp(path), content_digest(path)
+
+    def changed(self) -> bool:
+        stamp = config_stamp(self.path, self.stamp)
+        if stamp == self.stamp:
+            return False
+        digest = content_digest(self.path)
+        self.stamp, edited = stamp, digest is None or digest != self.digest
+        self.digest = digest
+        return edited
+
+
+def content_digest(path: Path) -> bytes | None:
+    """The config's text hashed, None when it cannot be read now: read without following a FIFO or waiting on a
+    lease (fsio.open_regular, NO_WAIT), on the main loop."""
+    try:
+        with open_regular(path.resolve(), NO_WAIT) as file:
+            return hashlib.blake2b(file.read(MAX_CONFIG_BYTES)).digest()
+    except OSError:
+        return None
 
 
 class Refused:

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -46,6 +47,9 @@ class Spool:
         self.inbox, self.work, self.done, self.failed = inbox, work, done, failed
         self.read_elsewhere = read_elsewhere or (lambda photo, sidecar: False)
         self._locks: dict[str, int] = {}
+        # a job's record is written (save) or removed (_discard) by one thread at a time: a stop's copy of a running
+        # job (JobLife.stopped_mid_step) saved over its landing's newer record sent a written photo to be restyled
+        self.records = threading.RLock()
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
 
     # --- claiming -------------------------------------------------------------------------
@@ -100,7 +104,8 @@ class Spool:
                         error=str(exc))
 
     def save(self, job: Job) -> None:
-        write_json(job.dir / RECORD, dataclasses.asdict(job), indent=1)
+        with self.records:
+            write_json(job.dir / RECORD, dataclasses.asdict(job), indent=1)
 
     # --- endings --------------------------------------------------------------------------
     def complete(self, job: Job, keep_input: bool = True) -> Path | None:
@@ -306,7 +311,8 @@ class Spool:
             os.close(fd)
 
     def _discard(self, folder: Path) -> None:
-        shutil.rmtree(folder, ignore_errors=True)
+        with self.records:
+            shutil.rmtree(folder, ignore_errors=True)
         self._unlock(folder)
 
 

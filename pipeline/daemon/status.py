@@ -13,8 +13,9 @@ from datetime import datetime
 from pathlib import Path
 
 from ..fsio import is_disk_full, json_bytes, pid_alive, write_json
+from .skipped import NAMED, skipped_groups
 from .spool import folder_counts, now_iso
-from .watcher import RAW_WHY, own_folders, scan
+from .watcher import own_folders, scan
 
 STATUS_FILE = "status.json"
 STALE_SECONDS = 30
@@ -63,7 +64,8 @@ def snapshot(state: DaemonState) -> dict:
         "state": health if (win is None or win.is_open(now) or health != state.phase) else "outside the run window",
         "healthy": health == state.phase,  # a worker alive and idle or making progress, claiming not paused
         "worker": state.worker,
-        "skipped": [{"file" if v == RAW_WHY else "folder": k, "why": v} for k, v in sorted(state.skipped.items())],
+        "skipped": [{kind: name, "why": why, "total": len(names)}  # the first NAMED of each why, and their count
+                    for kind, why, names in skipped_groups(state.skipped) for name in names[:NAMED]],
         "unpaired_sidecars": [{"sidecar": k, "why": v} for k, v in sorted(state.unpaired.items())],
         "unclaimable": state.unclaimable, "sidecar_held": state.sidecar_held,
         "observer": state.observer, "queue": state.queue, "current": state.current, **state.counts,
@@ -200,12 +202,31 @@ def now_lines(current: dict | None) -> list[str]:
     return lines
 
 
+def skipped_listed(data: dict) -> list[tuple[str, str, int, list[str]]]:
+    """(kind, why, total, the names listed) for each why in status.json's "skipped": it names the first NAMED of
+    each (snapshot), and `total` says how many in all (a file without it, written before rev11c: those listed)."""
+    listed: dict[tuple[str, str], list[str]] = {}
+    totals: dict[tuple[str, str], int] = {}
+    entries = data.get("skipped") if isinstance(data.get("skipped"), list) else []
+    for entry in (e for e in entries if isinstance(e, dict)):
+        kind = "file" if "file" in entry else "folder"  # a camera RAW (skipped.RAW_WHY), or a folder
+        key = (kind, str(entry.get("why")))
+        listed.setdefault(key, []).append(str(entry.get(kind)))
+        totals[key] = max(totals.get(key, 0), entry["total"] if isinstance(entry.get("total"), int) else 0)
+    return [(kind, why, max(totals[kind, why], len(names)), names) for (kind, why), names in listed.items()]
+
+
+def named(total: int, names: list[str]) -> str:
+    """The first NAMED of ``names`` and a count of the rest: "a, b, c, d, e and 295 more"."""
+    return ", ".join(names[:NAMED]) + (f" and {total - len(names[:NAMED])} more" if total > len(names[:NAMED]) else "")
+
+
 def render(data: dict) -> str:
     running = data["state"] != "not running"
     lines = [f"daemon: {data['state']}" + (f" (pid {data['pid']})" if running else "")]
-    for skipped in data.get("skipped") or []:
-        kind = "file" if "file" in skipped else "folder"  # a camera RAW (watcher.RAW_WHY), or a folder
-        lines.append(f"skipped {kind}: inbox/{skipped.get(kind)}: {skipped['why']}")
+    for kind, why, total, names in skipped_listed(data):
+        lines.append(f"skipped {kind}: inbox/{names[0]}: {why}" if total == 1 else
+                     f"skipped {total} {kind}s: {named(total, [f'inbox/{n}' for n in names])}: each {why}")
     for sidecar in data.get("unpaired_sidecars") or []:
         lines.append(f"sidecar not used: inbox/{sidecar['sidecar']}: {sidecar['why']}")
     for stuck in data.get("unclaimable") or []:
