@@ -61,7 +61,7 @@ def _lines(config: SimpleNamespace) -> list[str]:
     folders = [f"{name} ({why})" for kind, why, _, names in passed if kind == "folder" for name in names]
     if folders:
         lines.append(_files(sum(g[2] for g in passed if g[0] == "folder"), "inbox folder", "passed over", folders))
-    raws = [name for kind, _, _, names in passed if kind == "file" for name in names]  # watcher.RAW_WHY
+    raws = [name for kind, _, _, names in passed if kind == "file" for name in names]  # skipped.RAW_WHY
     if raws:
         lines.append(_files(sum(g[2] for g in passed if g[0] == "file"), "camera RAW file", "left in the inbox, not "
                             "styled (export a JPEG or TIFF from your photo app, or move them elsewhere)", raws))

@@ -106,3 +106,58 @@ def host_reads(monkeypatch):
 
         monkeypatch.setattr(torch.Tensor, name, wrapper)
     return counted
+
+
+OUTLIVE_WAIT = 60.0  # seconds a test's leftover non-daemon thread may take to end (a decode in flight, under load)
+
+
+@pytest.fixture(autouse=True)
+def no_thread_outlives_its_test():
+    """A non-daemon thread a test started must end with it (waited for, then a failure naming it). Why: a pool
+    left unclosed kept its prefetch thread decoding after its test, inside the next one's monkeypatches (a counted
+    resize of rocket.jpg in test_handover: failed 4 of 4 after test_pool's unclosed pool). Waiting also keeps a
+    closed executor's last prefetch (Prefetcher.close does not wait for it) from running into the next test.
+    Daemon threads (idle landing and notice threads, servers) are left alone: none may hold a test's work."""
+    import threading
+    import time
+
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + OUTLIVE_WAIT
+    started = [t for t in threading.enumerate() if t not in before]
+    for thread in started:
+        if not thread.daemon:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    alive = [t.name for t in started if not t.daemon and t.is_alive()]
+    assert not alive, f"non-daemon threads this test started still run {OUTLIVE_WAIT:.0f} s after it: {alive}"
+    _landing_threads_done(started, deadline)
+
+
+def _landing_threads_done(started: list, deadline: float) -> None:
+    """A landing thread (handover.Lander, a daemon thread, idle for ever once its queue is empty) a test started
+    may not hold a result past it: test_batch_landing's pool-close test released a stuck write as it ended, and
+    the landing thread closed that job during the next test, whose class-level patch of Pool.job_closed counted
+    it (0c20fdb: failed 3 of 8)."""
+    import time
+
+    landers = [lander for t in started if t.name == "lander" and t.is_alive()
+               for lander in [getattr(getattr(t, "_target", None), "__self__", None)] if lander is not None]
+    while any(lander._waiting for lander in landers) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    held = sum(lander._waiting for lander in landers)
+    assert not held, f"a landing thread this test started still holds {held} results {OUTLIVE_WAIT:.0f} s after it"
+
+
+@pytest.fixture(autouse=True)
+def signal_handlers_kept():
+    """The handlers a test's in-process Daemon.run installs (SIGTERM, SIGINT, SIGHUP: the daemon's stop and reload)
+    are put back after it: left, they kept the ended daemon alive and a Ctrl-C of the run set its stop event
+    instead of interrupting pytest."""
+    import signal
+
+    names = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    before = {sig: signal.getsignal(sig) for sig in names}
+    yield
+    for sig, handler in before.items():
+        if handler is not None and signal.getsignal(sig) is not handler:
+            signal.signal(sig, handler)

@@ -14,8 +14,8 @@ import pytest
 from PIL import Image, TiffImagePlugin
 
 from daemon_helpers import SAMPLES, STYLES, errors, make_config, outputs, status_json
+from pipeline.daemon.skipped import RAW_WHY
 from pipeline.daemon.status import render
-from pipeline.daemon.watcher import RAW_WHY
 from pipeline.engine import images
 from pipeline.errors import ImageError
 

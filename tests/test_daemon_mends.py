@@ -12,7 +12,8 @@ from pipeline.cli import main
 from pipeline.daemon import diskguard
 from pipeline.daemon.daemon import Daemon, StartupError
 from pipeline.daemon.diskguard import DiskGuard
-from pipeline.daemon.watcher import Tracker, Watcher
+from pipeline.daemon.settle import Tracker
+from pipeline.daemon.watcher import Watcher
 
 
 def test_guard_resumes_after_the_outbox_is_removed_to_free_space(tmp_path):

@@ -12,8 +12,9 @@ from watchdog.observers.polling import PollingObserver
 from daemon_helpers import SAMPLES, STYLES, make_config
 from pipeline.daemon.config import ConfigError, load
 from pipeline.daemon.config_build import load_sidecar
+from pipeline.daemon.settle import Tracker
 from pipeline.daemon.spool import Spool
-from pipeline.daemon.watcher import Tracker, choose_observer, ignored, mount_of, wanted
+from pipeline.daemon.watcher import choose_observer, ignored, mount_of, wanted
 
 # --- config -------------------------------------------------------------------------------------
 

@@ -187,11 +187,14 @@ def test_a_worker_dying_after_handing_its_photo_over_leaves_it_to_the_writer(tmp
     monkeypatch.setattr(Worker, "_land_behind", dies_after)
     monkeypatch.setattr(threading, "excepthook", lambda args: None)  # the thread's death is the point
     worker = _worker_on_a(tmp_path, engine)
-    wait_for(lambda: not worker.is_alive(), 60)
-    worker.life.landing.flush(10)
-    assert worker.progress().job is None, "a job the writer holds is not the dead thread's to give back"
-    assert [o.kind for o in worker.poll()] == ["done"]
-    assert [p.name for p in outputs(tmp_path)] == ["a.png"]
+    try:
+        wait_for(lambda: not worker.is_alive(), 60)
+        worker.life.landing.flush(10)
+        assert worker.progress().job is None, "a job the writer holds is not the dead thread's to give back"
+        assert [o.kind for o in worker.poll()] == ["done"]
+        assert [p.name for p in outputs(tmp_path)] == ["a.png"]
+    finally:
+        worker.close(10)  # its prefetch thread ends too (left, it outlived the test: conftest's thread check)
 
 
 def test_a_respawn_does_not_wait_for_the_dead_workers_landing_and_its_close_counts_on_the_new_one(tmp_path, engine,

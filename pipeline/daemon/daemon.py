@@ -8,11 +8,9 @@ progress, pause/resume; the retry queue, the disk pause and the held jobs are th
 """
 from __future__ import annotations
 
-import os
-import signal
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -20,27 +18,26 @@ import structlog
 
 from ..alerts import FLUSH_WAIT
 from ..errors import PipelineError, StartupError
-from ..fsio import FileBusy, is_disk_full, sweep_tree
+from ..fsio import FileBusy, is_disk_full
 from ..notify import Heartbeat, Notifier, watchdog_interval
-from . import config as config_module
 from . import executors
 from . import running
 from . import status as status_module
-from .config import Config, ConfigError
-from .config_build import check_folders
 from .diskguard import DiskGuard
-from .folder_faults import claim_fault, fixes, spool_fault, start_faults
+from .folder_faults import claim_fault, fixes, spool_fault
 from .executor import Executor, left
 from .jobs import crashed
 from .reload import AGAIN, ConfigEdits, Refused, apply_live, reload_config, remake_folders
 from .reporting import Reporter
-from .settle import DecodeCheck
+from .settle import DecodeCheck, Tracker
 from .sidecars import UNPAIRED_TICK_S, read_by_another, unpaired_sidecars
+from .skipped import skipped_folders, warn_new
 from .spool import Spool, now_iso
+from .startup import install_signals, load_checked, sweep_killed_writes
 from .state import JobBook
 from .unclaimable import Unclaimable
 from .pairing import sidecar_for
-from .watcher import NAMED, Tracker, Watcher, excluded, skipped_folders, skipped_groups, wanted
+from .watcher import Watcher, excluded, scan, wanted
 
 if TYPE_CHECKING:  # an annotation only: the import would load torch into the daemon layer (rev9d)
     from ..engine import StyleTransfer
@@ -62,10 +59,10 @@ class Daemon:
         self.clock = clock  # local wall-clock time, for the run window: tests pass their own
         self.once = once
         self.stop = threading.Event()
-        self.reload_requested = False
-        self.signals = 0
+        self.reload_requested = False  # SIGHUP (startup.install_signals), or an edit held by another program
         self.blocked: str | None = None  # `once` stopped on a folder fault: its fix (_blocked)
-        self.config = self._load_config()
+        # outbox, done/, failed/ unwritable: waits, a pause (rev9b finding 1); any other fault: a refused start
+        self.config, self.waits = load_checked(self.config_path)
         self.engine = engine
         self.spool = Spool(self.config.inbox, self.config.work, self.config.done, self.config.failed,
                            lambda photo, sidecar: read_by_another(photo, sidecar, self.config.inbox, self.exclude))
@@ -92,21 +89,7 @@ class Daemon:
         self.unclaimable = Unclaimable(lambda: self.config.inbox, self.reporter.on_job_event,  # listed by status
                                        status_module.last_unclaimable(self.config.spool))
 
-    # --- start-up -------------------------------------------------------------------------------
-    def _load_config(self) -> Config:
-        try:
-            config = config_module.load(self.config_path)
-        except ConfigError as exc:
-            raise StartupError(str(exc)) from exc
-        self.waits = start_faults(config)  # outbox, done/, failed/ unwritable: a pause (rev9b finding 1)
-        try:
-            problems = check_folders(config, skip=self.waits)
-        except OSError as exc:  # inbox/<recipe> a regular file: mkdir raises (rev6e: a bare traceback)
-            problems = [f"{exc.filename}: cannot make this folder ({exc.strerror}); move away what is there"]
-        if problems:
-            raise StartupError("cannot use the folders:\n  " + "\n  ".join(problems))
-        return config
-
+    # --- start-up (the checks before it: startup.py) ------------------------------------------------
     def start(self) -> None:
         try:
             self._start()
@@ -115,9 +98,7 @@ class Daemon:
 
     def _start(self) -> None:
         config = self.config
-        freed = sum(sweep_tree(folder) for folder in (config.outbox, config.spool))  # before any write of ours
-        if freed:  # a kill -9 inside write_atomic left its temp (an output, a record, status.json): rev7b
-            log.info("removed the temp files of writes killed mid-way", bytes=freed)
+        sweep_killed_writes(config)  # before any write of ours
         running.record(config)  # where status and report find these folders after a folder edit (running.py)
         for folder, fault in self.waits.items():  # told and shown as a running daemon's pause is, and probed in the
             self.book.pause(folder, fault)  # folder itself: a done/ the spool refused to make, not the spool (rev10a)
@@ -134,7 +115,7 @@ class Daemon:
 
     # --- the loop ---------------------------------------------------------------------------------
     def run(self) -> int:
-        self._install_signals()
+        install_signals(self)
         self.start()
         try:
             while not self.stop.is_set():
@@ -200,7 +181,7 @@ class Daemon:
                 self.tracker.forget(path)
             return False
         try:
-            job = self.spool.claim(path, self._queued_at(path), sidecar)
+            job = self.spool.claim(path, self.tracker.queued_at(path), sidecar)
         except FileBusy as busy:  # its sidecar's writer holds it: the photo waits, drained() false (rev10e)
             self.decode.sidecar_held(path, busy.filename)
             return False
@@ -232,14 +213,6 @@ class Daemon:
         else:
             self.unclaimable.add(path, exc)
         self.tracker.forget(path)
-
-    def _queued_at(self, path: Path) -> str:
-        """When the file was first seen, as wall-clock time."""
-        entry = self.tracker.entries.get(path)
-        if entry is None:
-            return now_iso()
-        seen = time.time() - (time.monotonic() - entry.first_seen)
-        return datetime.fromtimestamp(seen, timezone.utc).isoformat(timespec="milliseconds")
 
     def drained(self) -> bool:
         """Nothing queued, open or due again. Open jobs are read before the outcomes, so a job ending between
@@ -298,17 +271,13 @@ class Daemon:
         running.adopt(self.config)  # the running-folders record, when a daemon of this config that held it went
         self.book.take_up(self.spool)  # jobs a dead daemon left in work/ (at start, or a killed neighbour's)
         skipped = skipped_folders(self.config.inbox, self.exclude)
-        for kind, why, names in skipped_groups({k: v for k, v in skipped.items() if k not in self.skipped}):
-            named = {kind: names[0]} if len(names) == 1 else {"count": len(names), f"{kind}s": names[:NAMED]}
-            event = f"skipped a {kind} in the inbox" if len(names) == 1 else f"skipped {kind}s in the inbox"
-            log.warning(event, **named, why=why)  # one per why: 300 RAWs left were 300 warnings a start (rev11c)
+        warn_new(skipped, self.skipped)  # one warning per why, for those new since the last rescan (rev11c)
         self.skipped = skipped
         self._check_unpaired(self.last_rescan)
         self.decode.prune()  # the files gone meanwhile: never asked about again (rev11a)
         if self.watcher:
             self.watcher.rescan()
         else:
-            from .watcher import scan
             for path in scan(self.config.inbox, self.exclude):
                 self.tracker.seen(path)
 
@@ -351,24 +320,7 @@ class Daemon:
         if self.watcher:
             self.watcher.exclude_now(self.exclude)
 
-    # --- signals and shutdown ---------------------------------------------------------------------
-    def _install_signals(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        signal.signal(signal.SIGTERM, self._on_stop)
-        signal.signal(signal.SIGINT, self._on_stop)
-        signal.signal(signal.SIGHUP, self._on_hup)
-
-    def _on_stop(self, signum, frame) -> None:
-        """First signal: checkpoint the current job and exit. Second: stop at once."""
-        self.signals += 1
-        if self.signals > 1:
-            os._exit(1)
-        self.stop.set()
-
-    def _on_hup(self, signum, frame) -> None:
-        self.reload_requested = True
-
+    # --- shutdown (the signals that ask for it: startup.install_signals) ------------------------------
     def _shutdown(self) -> None:
         self.state = "stopping"
         self.notifier.stopping()

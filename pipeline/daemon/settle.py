@@ -1,8 +1,8 @@
-"""The second half of settling: a quiet file must also decode before it is claimed (issue 9).
+"""Settling: a file is claimed once it held still (Tracker) and decodes (DecodeCheck, issue 9).
 
-Quiet time alone (watcher.Tracker) claimed a file whose writer paused longer than `settle_seconds`
-between chunks, and failed it as truncated while the rest was still coming. Here a file that does not
-decode is looked at again once after a longer wait; only if it is unchanged and still broken then is it
+Quiet time alone (Tracker, fed by the watcher's events and the rescans) claimed a file whose writer paused longer
+than `settle_seconds` between chunks, and failed it as truncated while the rest was still coming. Here a file that
+does not decode is looked at again once after a longer wait; only if it is unchanged and still broken then is it
 claimed, so the worker can move it to failed/ with its reason. A file with a hole before its end is not written
 yet, whatever it decodes to (unwritten_gap: a preallocating writer's zeros decode for WebP, TIFF, BMP): it waits
 until written, or unchanged for HOLE_WAIT; so does an empty file whose writer has not closed it (an FTP or WebDAV
@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -26,6 +29,7 @@ import structlog
 
 from ..engine import images
 from ..fsio import NO_WAIT, FileBusy, NotRegularFile, open_regular, shown
+from .spool_job import now_iso
 
 RECHECK_FACTOR, RECHECK_MIN = 10, 3.0  # the longer wait: 10 x settle_seconds, at least 3 s
 HOLE_WAIT = 60.0  # a gap not written yet is a writer at work, surely: a minute's stall (Wi-Fi, SMB) is waited out
@@ -71,6 +75,99 @@ def unwritten_gap(file: BinaryIO, size: int) -> bool:
         return False
     finally:
         file.seek(0)
+
+
+@dataclass
+class Entry:
+    first_seen: float
+    last_event: float
+    size: int = -1
+    mtime: float = -1.0
+    closed: bool = False
+    stable_since: float | None = None
+    opens: int = 0  # descriptors open on it as IN_OPEN, IN_CLOSE_WRITE and IN_CLOSE_NOWRITE count them
+
+    @property
+    def done(self) -> bool:
+        """Its writer closed it and no one has it open again: a writer back at it (an upload's reopen, which no
+        write may follow for a while) opened it after the close, and a reader's open (the decode check's) ends."""
+        return self.closed and self.opens == 0
+
+
+class Tracker:
+    """Files seen in the inbox and when they last changed; thread-safe, every file queued once."""
+
+    def __init__(self, settle: float) -> None:
+        self.settle = settle
+        self.entries: dict[Path, Entry] = {}
+        self.lock = threading.Lock()
+
+    def touch(self, path: Path, closed: bool = False, now: float | None = None) -> None:
+        """An event on ``path``: it is (still) being written, so its settle timer starts again."""
+        now = time.monotonic() if now is None else now
+        with self.lock:
+            entry = self.entries.setdefault(path, Entry(now, now))
+            entry.last_event, entry.closed = now, closed
+            entry.stable_since = None
+            if closed:
+                entry.opens = max(0, entry.opens - 1)
+
+    def opened(self, path: Path, opening: bool) -> None:
+        """IN_OPEN (``opening``) or IN_CLOSE_NOWRITE on a tracked file: who holds it open (Entry.done). No timer starts
+        again: a reader opens it too, the daemon's own decode check among them. Never below 0 (opened before the
+        watch began)."""
+        with self.lock:
+            entry = self.entries.get(path)
+            if entry is not None:
+                entry.opens = max(0, entry.opens + (1 if opening else -1))
+
+    def seen(self, path: Path, now: float | None = None) -> None:
+        """A rescan found ``path``: track it if new, without restarting a timer."""
+        now = time.monotonic() if now is None else now
+        with self.lock:
+            self.entries.setdefault(path, Entry(now, now))
+
+    def forget(self, path: Path) -> None:
+        with self.lock:
+            self.entries.pop(path, None)
+
+    def closed(self, path: Path) -> bool:
+        """Whether the last event on ``path`` was its writer's close (IN_CLOSE_WRITE) and no one opened it since
+        without closing it (Entry.done): never so in polling mode, nor for a file a rescan found
+        (settle.DecodeCheck.ready holds an empty one longer then)."""
+        entry = self.entries.get(path)
+        return entry is not None and entry.done
+
+    def queued_at(self, path: Path) -> str:
+        """When ``path`` was first seen, as wall-clock time (its job's queued_at); now when it is not tracked."""
+        entry = self.entries.get(path)
+        if entry is None:
+            return now_iso()
+        seen = time.time() - (time.monotonic() - entry.first_seen)
+        return datetime.fromtimestamp(seen, timezone.utc).isoformat(timespec="milliseconds")
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def ready(self, now: float | None = None) -> list[Path]:
+        """Files whose size and mtime held still for the settle time, in arrival order."""
+        now = time.monotonic() if now is None else now
+        out = []
+        with self.lock:
+            items = sorted(self.entries.items(), key=lambda kv: kv[1].first_seen)
+        for path, entry in items:
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                self.forget(path)
+                continue
+            if (st.st_size, st.st_mtime) != (entry.size, entry.mtime) or entry.stable_since is None:
+                entry.size, entry.mtime, entry.stable_since = st.st_size, st.st_mtime, now
+            # IN_CLOSE_WRITE says the writer is done: a short settle is enough then.
+            settle = min(self.settle, 0.2) if entry.done else self.settle
+            if now - max(entry.stable_since, entry.last_event) >= settle:
+                out.append(path)
+        return out
 
 
 class DecodeCheck:

@@ -13,8 +13,9 @@ from datetime import datetime
 from pathlib import Path
 
 from ..fsio import is_disk_full, json_bytes, pid_alive, write_json
+from .skipped import NAMED, skipped_groups
 from .spool import folder_counts, now_iso
-from .watcher import NAMED, own_folders, scan, skipped_groups
+from .watcher import own_folders, scan
 
 STATUS_FILE = "status.json"
 STALE_SECONDS = 30
@@ -208,7 +209,7 @@ def skipped_listed(data: dict) -> list[tuple[str, str, int, list[str]]]:
     totals: dict[tuple[str, str], int] = {}
     entries = data.get("skipped") if isinstance(data.get("skipped"), list) else []
     for entry in (e for e in entries if isinstance(e, dict)):
-        kind = "file" if "file" in entry else "folder"  # a camera RAW (watcher.RAW_WHY), or a folder
+        kind = "file" if "file" in entry else "folder"  # a camera RAW (skipped.RAW_WHY), or a folder
         key = (kind, str(entry.get("why")))
         listed.setdefault(key, []).append(str(entry.get(kind)))
         totals[key] = max(totals.get(key, 0), entry["total"] if isinstance(entry.get("total"), int) else 0)

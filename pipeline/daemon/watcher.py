@@ -1,24 +1,25 @@
-"""Watching the inbox: one path for inotify and polling, a settle tracker, and a rescan.
+"""Watching the inbox: one path for inotify and polling, which files are candidates, and a rescan.
 
-Handlers only enqueue into the :class:`Tracker`; the main loop decides what is ready to claim.
+Handlers only enqueue into the settle tracker (settle.Tracker); the main loop decides what is ready to claim.
 """
 from __future__ import annotations
 
 import errno
 import os
 import re
-import threading
-import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
-from ..engine.tiff_kind import RAW_FIX, is_camera_raw
+from ..engine.tiff_kind import is_camera_raw
 from ..fsio import NO_WAIT, FileBusy, open_regular
 from .pairing import is_sidecar
+
+if TYPE_CHECKING:  # annotations only: settle imports the decoder (PIL), and `status` and `report` import this module
+    from .settle import Tracker
 
 IGNORED_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", ".download", ".swp", "~",
                     ".xmp", ".aae", ":zone.identifier")  # photo tools' edit files; WSL's copy of a download's mark
@@ -26,12 +27,6 @@ PICTURE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", "
 OWN_MARK = b"generator: style-pipeline"  # in the head of every text file the pipeline writes (report, metrics)
 OWN_SUFFIXES = (".html", ".htm", ".prom", ".json", ".txt")
 OBSERVER_JOIN = 5.0  # seconds a stop waits for the observer thread (one of the stop's waits: daemon.STOP_WAIT)
-# A camera RAW is never claimed (rev11b): Pillow reads only its small preview, which was styled, upscaled, unsaid.
-# It stays in the inbox, as a photo tool's .xmp does, and is listed with the skipped folders: beside its JPEG twin
-# (a RAW+JPEG camera) nothing is lost, and alone it is told, not failed with a notice per photo every night.
-RAW_WHY = (f"a camera RAW file, left in the inbox: only its small preview could be styled. {RAW_FIX} "
-           "(or move the RAW files out of the inbox: beside their JPEGs they are not needed here)")
-NAMED = 5  # skipped files or folders named for one why (status.json, `status`, the log); beyond, a count (rev11c)
 NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "afs")
 
 
@@ -82,91 +77,6 @@ def choose_observer(inbox: Path, mode: str, mountinfo: str = "/proc/self/mountin
     if fstype in NETWORK_FS or fstype.startswith("fuse"):
         return PollingObserver, f"inbox is on {fstype} at {point}: no inotify events for other machines' writes"
     return Observer, f"inbox is on {fstype} at {point}: native events"
-
-
-@dataclass
-class Entry:
-    first_seen: float
-    last_event: float
-    size: int = -1
-    mtime: float = -1.0
-    closed: bool = False
-    stable_since: float | None = None
-    opens: int = 0  # descriptors open on it as IN_OPEN, IN_CLOSE_WRITE and IN_CLOSE_NOWRITE count them
-
-    @property
-    def done(self) -> bool:
-        """Its writer closed it and no one has it open again: a writer back at it (an upload's reopen, which no
-        write may follow for a while) opened it after the close, and a reader's open (the decode check's) ends."""
-        return self.closed and self.opens == 0
-
-
-class Tracker:
-    """Files seen in the inbox and when they last changed; thread-safe, every file queued once."""
-
-    def __init__(self, settle: float) -> None:
-        self.settle = settle
-        self.entries: dict[Path, Entry] = {}
-        self.lock = threading.Lock()
-
-    def touch(self, path: Path, closed: bool = False, now: float | None = None) -> None:
-        """An event on ``path``: it is (still) being written, so its settle timer starts again."""
-        now = time.monotonic() if now is None else now
-        with self.lock:
-            entry = self.entries.setdefault(path, Entry(now, now))
-            entry.last_event, entry.closed = now, closed
-            entry.stable_since = None
-            if closed:
-                entry.opens = max(0, entry.opens - 1)
-
-    def opened(self, path: Path, opening: bool) -> None:
-        """IN_OPEN (``opening``) or IN_CLOSE_NOWRITE on a tracked file: who holds it open (Entry.done). No timer starts
-        again: a reader opens it too, the daemon's own decode check among them. Never below 0 (opened before the
-        watch began)."""
-        with self.lock:
-            entry = self.entries.get(path)
-            if entry is not None:
-                entry.opens = max(0, entry.opens + (1 if opening else -1))
-
-    def seen(self, path: Path, now: float | None = None) -> None:
-        """A rescan found ``path``: track it if new, without restarting a timer."""
-        now = time.monotonic() if now is None else now
-        with self.lock:
-            self.entries.setdefault(path, Entry(now, now))
-
-    def forget(self, path: Path) -> None:
-        with self.lock:
-            self.entries.pop(path, None)
-
-    def closed(self, path: Path) -> bool:
-        """Whether the last event on ``path`` was its writer's close (IN_CLOSE_WRITE) and no one opened it since
-        without closing it (Entry.done): never so in polling mode, nor for a file a rescan found
-        (settle.DecodeCheck.ready holds an empty one longer then)."""
-        entry = self.entries.get(path)
-        return entry is not None and entry.done
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def ready(self, now: float | None = None) -> list[Path]:
-        """Files whose size and mtime held still for the settle time, in arrival order."""
-        now = time.monotonic() if now is None else now
-        out = []
-        with self.lock:
-            items = sorted(self.entries.items(), key=lambda kv: kv[1].first_seen)
-        for path, entry in items:
-            try:
-                st = os.lstat(path)
-            except FileNotFoundError:
-                self.forget(path)
-                continue
-            if (st.st_size, st.st_mtime) != (entry.size, entry.mtime) or entry.stable_since is None:
-                entry.size, entry.mtime, entry.stable_since = st.st_size, st.st_mtime, now
-            # IN_CLOSE_WRITE says the writer is done: a short settle is enough then.
-            settle = min(self.settle, 0.2) if entry.done else self.settle
-            if now - max(entry.stable_since, entry.last_event) >= settle:
-                out.append(path)
-        return out
 
 
 class Handler(FileSystemEventHandler):
@@ -235,7 +145,7 @@ def wanted(path: Path, inbox: Path, exclude: tuple[Path, ...] = ()) -> bool:
             or is_camera_raw(path.name)):
         return False
     if any(picture_named(p) for p in rel[:-1]):
-        return False  # inside a folder named like a picture: skipped, with a warning (skipped_folders)
+        return False  # inside a folder named like a picture: skipped, with a warning (skipped.skipped_folders)
     return not any(_under(parts, e) for e in exclude) and written_by_us(path) is False
 
 
@@ -283,39 +193,6 @@ def scan(inbox: Path, exclude: tuple[Path, ...] = ()):
 
 def picture_named(folder_name: str) -> bool:
     return folder_name.lower().endswith(PICTURE_SUFFIXES)
-
-
-def skipped_folders(inbox: Path, exclude: tuple[Path, ...] = ()) -> dict[str, str]:
-    """Folders the scan passes over that a person may have meant as input, each with why (issue 9), and camera RAW
-    files (why: RAW_WHY).
-
-    A folder named like a picture (``x.jpg/``) and a hidden folder (``.photos/``) would otherwise sit
-    in the inbox for ever, unseen by `status`.
-    """
-    found: dict[str, str] = {}
-    for top, dirs, files in os.walk(inbox):
-        here = Path(top)
-        under = "" if here == inbox else here.relative_to(inbox).as_posix() + "/"  # once a folder, not once a RAW
-        found.update({under + name: RAW_WHY for name in files if is_camera_raw(name) and not ignored(name)})
-        for name in list(dirs):
-            rel = under + name
-            if name.startswith("."):
-                found[rel] = "a hidden folder: nothing in it is processed; move its pictures into the inbox"
-            elif picture_named(name):
-                found[rel] = "a folder named like a picture, not a picture: move the picture itself into the inbox"
-            if rel in found or (here / name) in exclude or (here / name).is_symlink():
-                dirs.remove(name)
-    return found
-
-
-def skipped_groups(skipped: dict[str, str]) -> list[tuple[str, str, list[str]]]:
-    """(kind, why, every name sorted) for each why among skipped_folders' finds, kind "file" (a camera RAW) or
-    "folder". A RAW+JPEG card leaves a RAW per photo in the inbox for good, and each was its own warning at every
-    start, its own entry in status.json (written every second) and its own line of `status` (rev11c)."""
-    groups: dict[str, list[str]] = {}
-    for rel, why in sorted(skipped.items()):
-        groups.setdefault(why, []).append(rel)
-    return [("file" if why == RAW_WHY else "folder", why, names) for why, names in groups.items()]
 
 
 def identity(folder: Path) -> tuple[int, int] | None:
