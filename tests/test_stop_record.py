@@ -12,6 +12,7 @@ from structlog.testing import capture_logs
 from daemon_helpers import claimed
 from pipeline.daemon.jobs import Plan
 from pipeline.daemon.spool import RECORD, Spool
+from pipeline.daemon.worker import Worker
 from pipeline.errors import JobFailure, Reason
 from pipeline.fsio import write_atomic
 
@@ -86,33 +87,67 @@ def _restart(spool: Spool, job):
     return job
 
 
-@pytest.mark.parametrize("progress", [False, True], ids=["hung-step", "long-steps"])
-def test_a_step_that_hangs_at_every_stop_is_charged_as_a_crash_and_failed_at_max_crashes(tmp_path, progress):
-    """A stop mid-step is uncharged (a long print's tile outlasts the stop's deadline), but a step that hangs was
+def _steps(config, life, job, n: int) -> None:
+    """``n`` steps of the try complete, told through the worker's own progress listener (Worker._on_step), as the
+    engine tells them; no checkpoint is written (none is due yet: 25 steps and 30 s; a batch writes none)."""
+    plan = Plan(config.recipes["starry"], config.recipes["starry"].settings, None, [])
+    on_step = Worker(None, life.spool, life.get_config, life.stop, life)._on_step(job, plan)
+    for step in range(1, n + 1):
+        on_step(SimpleNamespace(step=step, picture=None, total_steps=50, loss=1.0, eta=1.0, elapsed=1.0))
+
+
+HUNG, LONG, HANG_AFTER_STEPS = [0] * 5, [2, 1, 3, 1, 2], [0, 0, 2, 0, 0, 0]
+
+
+@pytest.mark.parametrize("steps, batched, charged", [
+    (HUNG, False, [0, 0, 1, 2, 3]),
+    (LONG, False, [0] * 5),
+    (LONG, True, [0] * 5),
+    (HANG_AFTER_STEPS, False, [0, 0, 0, 0, 1, 2]),  # the count starts again at the 3rd stop
+], ids=["hung-step", "long-steps", "long-steps-batched", "hangs-after-steps"])
+def test_a_step_that_hangs_at_every_stop_is_charged_as_a_crash_and_failed_at_max_crashes(tmp_path, steps, batched,
+                                                                                          charged):
+    """A stop mid-step is uncharged (a large print's tile outlasts the stop's deadline), but a step that hangs was
     charged nothing either: stopped by hand before the 600 s stall watchdog, the photo headed the queue night
-    after night. From the third stop in a row with no checkpoint written between, each is charged as a crash (as
-    the watchdog's kill is), and max_crashes fails it naming the file; a print that writes checkpoints between
-    stops (progress) is never charged."""
-    config, spool, life, job = _begun(tmp_path)
+    after night. From the third stop in a row with no step completed between, each is charged as a crash (as
+    the watchdog's kill is), and max_crashes fails it naming the file. A print whose steps complete between stops
+    is never charged, though no checkpoint was due (rev11e: told apart by its checkpoint, three restarts within the
+    ~54 min between a slow print's checkpoints, or of a batch that writes none, charged a good photo)."""
+    config, spool, life, job = claimed(tmp_path)
+    job.batched = batched  # as open() sets it for a photo taken into a batch
+    life.begin(job)
     seen = []
-    for stop in range(1, 6):
-        if progress:
-            write_atomic(f"step {stop}".encode(), job.checkpoint)  # a new checkpoint since the last stop
+    for stop, n in enumerate(steps, 1):
+        _steps(config, life, job, n)
         with capture_logs() as logs:
             life.stopped_mid_step([job])
         job = _restart(spool, job)
-        seen.append(job.crashes)
+        seen.append(job.crashes + job.batch_crashes)
         warned = [e for e in logs if e["log_level"] == "warning" and "hangs" in e["event"]]
-        assert len(warned) == (0 if progress or stop < 3 else 1), logs
+        assert len(warned) == (seen[-1] > 0), logs
         assert all(e["file"] == "rocket.jpg" and "rocket.jpg" in e["fix"] for e in warned)
-        if stop < 5:
+        if stop < len(steps):
+            job.batched = batched
             life.begin(job)
-    if progress:
-        assert seen == [0] * 5 and job.attempts == 0
+    assert seen == charged, f"crashes charged at each stop, stops {job.stops}: steps completed in each try {steps}"
+    if steps is not HUNG:
+        assert job.attempts == 0
         life.begin(job)  # runs on
         return
-    assert seen == [0, 0, 1, 2, 3], "stops with no checkpoint between, from the third on, charged as crashes"
     with pytest.raises(JobFailure) as failure:
         life.begin(job)
     assert failure.value.reason == Reason.CRASHED
     assert "hangs" in failure.value.problem and "rocket.jpg" in failure.value.fix
+
+
+def test_a_record_from_before_the_step_count_still_reads(tmp_path):
+    """A job.json saved by the release that told a hung step by its checkpoint (``stop_checkpoint``) is read, that
+    field let go: the job recovers with its stop count, and its steps are counted from there."""
+    config, spool, life, job = _begun(tmp_path)
+    record = json.loads((job.dir / RECORD).read_text())
+    record.pop("stepped"), record.pop("stop_stepped")
+    record.update(stops=2, stop_checkpoint=[1, 2, 3])
+    write_atomic(json.dumps(record).encode(), job.dir / RECORD)
+    spool.release(job)
+    [job] = spool.recover()
+    assert job.stops == 2 and job.stepped == 0 and job.stop_stepped is None

@@ -111,7 +111,7 @@ class Executor(threading.Thread):
         result that misses it is written again at the next start, a finished photo's whole run. A job still in a
         step when the join's time is up (a large print's tile, a line search) exits with the process, a clean stop
         all the same (JobLife.stopped_mid_step); it was charged a crash, and three stops in one long print failed it.
-        Only a step that hangs (stops in a row with no checkpoint written between) is charged, as the watchdog's is."""
+        Only a step that hangs (stops in a row with no step completed between) is charged, as the watchdog's is."""
         deadline = time.monotonic() + timeout
         unstarted = self._stop_taking()
         self._join_until(deadline - min(WRITE_GRACE, timeout / 4))

@@ -34,7 +34,7 @@ from .spool import RECORD, Job, Spool, job_id_in, now_iso
 
 log = structlog.get_logger("style-pipeline.worker")
 BUSY_RETRY = 5.0  # seconds a job whose photo or sidecar is still leased waits (the kernel ends a lease within 45 s)
-STUCK_STOPS = 3  # stops in a row finding one photo's step running, no checkpoint between: a hung step, a crash
+STUCK_STOPS = 3  # stops in a row finding one photo's step running, no step completed between: a hung step, a crash
 HUNG_FIX = ("If {name} is what hangs it, do not drop it again (a smaller size in a sidecar may pass); else check the "
             "machine (the GPU driver: dmesg) and drop it again")
 
@@ -78,7 +78,7 @@ def too_many_crashes(job: Job) -> JobFailure:
     """max_crashes reached: the daemon died (or a step hung, JobLife.stopped_mid_step) in each of the last tries."""
     if job.stops >= STUCK_STOPS:
         return JobFailure(Reason.CRASHED, f"a step of this file was still running at each of the daemon's last "
-                          f"{job.stops} stops, with no checkpoint written between: a step that hangs, charged as "
+                          f"{job.stops} stops, with no step completed between: a step that hangs, charged as "
                           f"{job.crashes} crashes in a row", HUNG_FIX.format(name=job.name))
     return JobFailure(Reason.CRASHED, f"the daemon stopped {job.crashes} times in a row while styling this file",
                       f"If {job.name} is what crashes it, do not drop it again; else check the machine (journalctl "
@@ -221,16 +221,18 @@ class JobLife(FailurePaths):
 
         The copy is made and saved under the spool's record lock, and only while the try still runs (its record
         there): taken before the landing named the output and saved after it, it sent the written photo to be
-        styled again (rev11c). A step that hangs is told apart from a long one by the checkpoint: STUCK_STOPS stops
-        in a row with none written between are charged as a crash, as the stall watchdog's kill would be; else such
-        a photo headed the queue night after night, stopped by hand before the watchdog's 600 s, charged nothing."""
+        styled again (rev11c). A step that hangs is told apart from a long one by its steps (Job.stepped, counted by
+        the progress events): STUCK_STOPS stops in a row with no step completed between are charged as a crash, as
+        the stall watchdog's kill would be; else such a photo headed the queue night after night, stopped by hand
+        before the watchdog's 600 s, charged nothing. Not by its checkpoint (rev11e): one is due only after 25 steps
+        and 30 s, ~54 min of steps that outlast the join, and a batch writes none, so good prints were charged."""
         for job in jobs:
             with self.spool.records:
                 if not job.running or not (job.dir / RECORD).exists():
                     continue  # its own thread ended the try meanwhile (a cancel, a landing, a failure)
                 stopped = dataclasses.replace(job)
-                mark = job.checkpoint_mark()
-                stopped.stops, stopped.stop_checkpoint = (job.stops + 1 if mark == job.stop_checkpoint else 1), mark
+                stuck = job.stepped == job.stop_stepped  # no step completed since the last such stop
+                stopped.stops, stopped.stop_stepped = (job.stops + 1 if stuck else 1), job.stepped
                 if stopped.stops < STUCK_STOPS:
                     self._not_its_fault(stopped)
                     log.info("stopped mid-step at the stop's deadline; resumes from its last checkpoint",
@@ -238,7 +240,7 @@ class JobLife(FailurePaths):
                     continue
                 stopped.charge_crash()
                 self.save_or_warn(stopped)
-            log.warning("stopped mid-step again with no checkpoint written since: a step that hangs, charged as a "
+            log.warning("stopped mid-step again with no step completed since: a step that hangs, charged as a "
                         "crash", job_id=job.id, file=job.source, stops=stopped.stops, crashes=stopped.crashes,
                         fix=HUNG_FIX.format(name=job.name))
 

@@ -46,8 +46,9 @@ class Job:
     batch_crashes: int = 0  # the daemon died while this job ran in a batch: it runs alone since, never failed for it
     kept_as: str | None = None  # the name planned in done/ (the JSON log records it before the move)
     failing_as: str | None = None  # the name planned in failed/, saved before linking (see failed_before)
-    stops: int = 0  # stops that found a step of it running, in a row, no checkpoint written between (jobs.STUCK_STOPS)
-    stop_checkpoint: list[int] | None = None  # its checkpoint's (mtime, inode, size) at the last of them
+    stops: int = 0  # stops that found a step of it running, in a row, no step completed between (jobs.STUCK_STOPS)
+    stepped: int = 0  # steps completed, all tries together, as its progress events told them (never goes back)
+    stop_stepped: int | None = None  # ``stepped`` at the last of those stops
 
     def charge_crash(self) -> None:
         """The daemon (or its slot) died inside this try: a crash, not an attempt. A crash in a batch may be any
@@ -70,15 +71,6 @@ class Job:
     @property
     def checkpoint(self) -> Path:
         return self.dir / CHECKPOINT
-
-    def checkpoint_mark(self) -> list[int] | None:
-        """Its checkpoint's (mtime, inode, size), None when there is none: a new one (written whole, then renamed
-        in) is progress since the last stop, whatever the clock's tick."""
-        try:
-            st = self.checkpoint.stat()
-        except OSError:
-            return None
-        return [st.st_mtime_ns, st.st_ino, st.st_size]
 
     @property
     def recipe_folder(self) -> str | None:
