@@ -178,3 +178,26 @@ def test_a_pass_takes_its_clock_and_the_rescan_comes_when_it_says(tmp_path, engi
         assert [path.name for path in daemon.tracker.entries] == ["late.jpg"]
     finally:
         daemon._shutdown()
+
+
+def test_a_tick_handed_in_as_last_plus_every_is_due_at_any_clock_reading(tmp_path, engine):
+    """At monotonic 16077.468268116, (last + 600) - last is 599.9999999999982 in floating point: a pass handed
+    last + 600 found the rescan (and the lonely-sidecar tick) not yet due; about 1 clock reading in 100 does this,
+    and CI met it in the test above. A tick is due once now reaches last + every."""
+    config = make_config(tmp_path, rescan_seconds=600)
+    daemon = Daemon(config, once=True, engine=engine)
+    daemon.start()
+    try:
+        last = 16077.468268116
+        assert (last + 600) - last < 600, "the reading this test is about"
+        daemon.last_rescan = daemon.last_unpaired = last
+        shutil.copy(SAMPLES / "coffee.jpg", tmp_path / "inbox" / "late.jpg")
+        daemon._pass(now=last + 600)
+        assert daemon.last_rescan == last + 600 and [p.name for p in daemon.tracker.entries] == ["late.jpg"]
+        tick = 16382.975284707  # (tick + 5) - tick is 4.999999999998181: the lonely-sidecar tick (5 s) alone
+        assert (tick + 5) - tick < 5, "the reading this part is about"
+        daemon.last_rescan, daemon.last_unpaired = tick, tick
+        daemon._pass(now=tick + 5)
+        assert daemon.last_rescan == tick and daemon.last_unpaired == tick + 5
+    finally:
+        daemon._shutdown()

@@ -74,7 +74,7 @@ class Metrics:
     def maybe_write(self, path: Path | None, every: float, **state) -> bool:
         """Write the file when ``every`` seconds have passed since the last write; True when written."""
         now = time.monotonic()
-        if path is None or now - self.written_at < every:
+        if path is None or now < self.written_at + every:
             return False
         self.written_at = now
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -87,7 +87,7 @@ class Refused:
 
     def due(self, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
-        return self.refused_at is not None and now - self.refused_at >= self.every
+        return self.refused_at is not None and now >= self.refused_at + self.every
 
     def tried(self, refused: bool, now: float | None = None) -> None:
         self.refused_at = (time.monotonic() if now is None else now) if refused else None

@@ -47,7 +47,7 @@ class Reporter:
     def status_tick(self) -> None:
         """Once a second: the watchdog ping, status.json, the STATUS= line, then metrics and the queue notice."""
         now = time.monotonic()
-        if now - self.last_status < STATUS_EVERY:
+        if now < self.last_status + STATUS_EVERY:
             return
         self.last_status = now
         self.heartbeat()  # first: no failure below may stop the watchdog's pings while the loop runs (rev6e)
