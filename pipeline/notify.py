@@ -100,11 +100,11 @@ class Heartbeat:
             self._marker, self._changed_at = marker, now
         if not self.healthy(now):
             return False
-        if self.interval and self._sent_at is not None and now - self._sent_at < self.interval:
+        if self.interval and self._sent_at is not None and now < self._sent_at + self.interval:
             return False  # pinged recently enough; don't flood the socket from a tight loop
         self._sent_at = now
         return self.notifier.watchdog()
 
     def healthy(self, now: float) -> bool:
         """Idle, or the marker moved within stall_seconds."""
-        return self._marker is None or now - self._changed_at <= self.stall_seconds
+        return self._marker is None or now <= self._changed_at + self.stall_seconds

@@ -53,7 +53,7 @@ class ProgressBar:
         now = time.monotonic()
         self.first = self.first or (now, info.step)
         self.last = info
-        if now - self.printed_at >= self.every:
+        if now >= self.printed_at + self.every:
             self._print(info, now)
 
     def _print(self, info, now: float) -> None:

@@ -305,7 +305,7 @@ class RayExecutor(Executor):
         """The journal's "progress" line, as a local job's (worker.py): at the first step heard, then at most once
         every progress_seconds, so that a slow Ray job tells itself from a stuck one (rev9e #5: none was logged)."""
         now = time.monotonic()
-        if flight.logged_at and now - flight.logged_at < flight.config.progress_seconds:
+        if flight.logged_at and now < flight.logged_at + flight.config.progress_seconds:
             return
         flight.logged_at = now
         fields = current(flight.job, flight.plan, step, worker=flight.label, node=flight.node,
