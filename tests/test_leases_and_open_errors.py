@@ -214,12 +214,9 @@ def test_a_leased_sidecar_is_read_once_let_go_and_retried_never_failed_while_hel
     assert not any(config.failed.iterdir()) and (job.dir / "a.jpg").exists() and (job.dir / "a.yaml").exists()
 
 
-def test_a_photo_whose_sidecar_is_leased_at_the_claim_waits_told_once_and_is_claimed_once_let_go(tmp_path):
-    """rev10e: the claim met the sidecar under its writer's lease and answered None; the main loop forgot the photo,
-    so `once` exited 0 with it unstyled in the inbox and no word why, and `run` retried it unsaid each rescan. Now
-    the photo waits as one whose own writer holds it does (drained() false: `once` waits), told once."""
-    from structlog.testing import capture_logs
-
+def _photo_with_a_sidecar(tmp_path, submit):
+    """A `once` daemon with a.jpg and its settled a.yaml in the inbox, seen by the tracker; its executor is the part
+    of the interface the claim and drained() use (nothing runs here), `submit` taking what is claimed."""
     from pipeline.daemon.daemon import Daemon
 
     daemon = Daemon(make_config(tmp_path), once=True)
@@ -228,9 +225,19 @@ def test_a_photo_whose_sidecar_is_leased_at_the_claim_waits_told_once_and_is_cla
     (daemon.config.inbox / "a.yaml").write_text("recipe: scream\n")
     settled(daemon.config.inbox / "a.yaml")
     daemon.tracker.seen(photo)
-    submitted = []  # the executor's part of the interface the claim and drained() use: nothing runs here
     daemon.executor = types.SimpleNamespace(progress=lambda: types.SimpleNamespace(open_jobs=0), poll=lambda: [],
-                                            submit=submitted.append)
+                                            submit=submit)
+    return daemon, photo
+
+
+def test_a_photo_whose_sidecar_is_leased_at_the_claim_waits_told_once_and_is_claimed_once_let_go(tmp_path):
+    """rev10e: the claim met the sidecar under its writer's lease and answered None; the main loop forgot the photo,
+    so `once` exited 0 with it unstyled in the inbox and no word why, and `run` retried it unsaid each rescan. Now
+    the photo waits as one whose own writer holds it does (drained() false: `once` waits), told once."""
+    from structlog.testing import capture_logs
+
+    submitted = []
+    daemon, photo = _photo_with_a_sidecar(tmp_path, submitted.append)
     with leased(daemon.config.inbox / "a.yaml", -1), capture_logs() as logs:
         assert [daemon._claim(photo) for _ in range(3)] == [False] * 3
         assert not daemon.drained(), "`once` would exit with the photo unstyled"
@@ -247,16 +254,8 @@ def test_status_lists_a_photo_waiting_on_its_leased_sidecar_until_it_is_claimed(
     """A photo waiting because its sidecar is held open under a lease was logged once (rev10e) but `status` did not
     show it, though it lists the other files held in the inbox: status.json's ``sidecar_held`` names it, with why."""
     from pipeline.daemon import status
-    from pipeline.daemon.daemon import Daemon
 
-    daemon = Daemon(make_config(tmp_path), once=True)
-    photo = daemon.config.inbox / "a.jpg"
-    shutil.copy(SAMPLES / "coffee.jpg", photo)
-    (daemon.config.inbox / "a.yaml").write_text("recipe: scream\n")
-    settled(daemon.config.inbox / "a.yaml")
-    daemon.tracker.seen(photo)
-    daemon.executor = types.SimpleNamespace(progress=lambda: types.SimpleNamespace(open_jobs=0), poll=lambda: [],
-                                            submit=lambda job: None)
+    daemon, photo = _photo_with_a_sidecar(tmp_path, lambda job: None)
 
     def shown_by_status() -> tuple[list, str]:
         executor, daemon.executor = daemon.executor, None  # facts() asks a real executor more than this one has
