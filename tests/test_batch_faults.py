@@ -127,7 +127,7 @@ def test_an_extra_whose_failure_path_fails_waits_alone_and_its_batchmates_land(t
             refused[0] = False  # failed/ takes writes again: the daemon hands b back
             pool.submit(b.job)
             wait_for(lambda: "b.jpg" in errors(tmp_path), 30)
-            wait_for(lambda: len(closed) >= 4, 10)
+            wait_for(lambda: len(closed) >= 4, 60)
         finally:
             pool.close(10)
     assert [o.kind for o in pool.poll()] == ["failed"]
@@ -162,12 +162,12 @@ def test_a_typod_folder_in_a_batch_with_failed_unwritable_strands_nothing(tmp_pa
             wait_for(lambda: set(names) <= {e.get("file") for e in log_events(proc) if e.get("event") == "claimed"},
                      10, proc)
         wait_for(lambda: {"a.png", "c.png"} <= {p.name for p in outputs(tmp_path)}, 60, proc)
-        state = wait_for(lambda: (s := status_json(tmp_path).get("state", "")).startswith("paused:") and s, 10, proc)
+        state = wait_for(lambda: (s := status_json(tmp_path).get("state", "")).startswith("paused:") and s, 60, proc)
         assert f"write access to {failed}" in state, state
         assert errors(tmp_path) == {} and list((tmp_path / "spool" / "work").glob("*/b.jpg")), "b waits in work/"
         os.chmod(failed, 0o755)  # the fix; nobody touches the daemon
         wait_for(lambda: "b.jpg" in errors(tmp_path), 30, proc)
-        wait_for(lambda: status_json(tmp_path).get("state") == "running", 10, proc)
+        wait_for(lambda: status_json(tmp_path).get("state") == "running", 60, proc)
     finally:
         os.chmod(failed, 0o755)
         assert stop(proc) == 0

@@ -76,7 +76,7 @@ def test_odd_inputs_never_stop_the_worker_and_each_fails_with_its_own_class(tmp_
         assert failed["bomb.jpg"]["code"] == "bad_sidecar" and "aliases" in failed["bomb.jpg"]["message"]
         assert (tmp_path / "spool" / "failed" / "bomb.yaml").exists()
 
-        status = wait_for(lambda: (s := status_json(tmp_path)).get("skipped") and s, 10, proc)
+        status = wait_for(lambda: (s := status_json(tmp_path)).get("skipped") and s, 60, proc)
         assert status["state"] == "running" and status["healthy"] and status["worker"]["alive"]
         assert {s["folder"] for s in status["skipped"]} == {"x.jpg", ".hidden"}
         warned = {e["folder"] for e in log_events(proc) if e.get("event") == "skipped a folder in the inbox"}
@@ -199,7 +199,7 @@ def test_a_full_disk_pauses_claiming_says_so_and_resumes_by_itself(tmp_path, sma
         wait_for(lambda: outputs(small_tmpfs), 60, proc)
         assert any(e.get("event") == "disk space is back; claiming resumes" for e in log_events(proc))
         assert (small_tmpfs / "spool" / "done" / "coffee.jpg").exists() and errors(small_tmpfs) == {}
-        wait_for(lambda: status_json(small_tmpfs).get("state") == "running", 10, proc)
+        wait_for(lambda: status_json(small_tmpfs).get("state") == "running", 60, proc)
     finally:
         assert stop(proc) == 0
 
@@ -300,7 +300,7 @@ def test_a_photo_that_cannot_be_claimed_is_told_once_and_listed_until_it_is_take
         assert len(told) == 2 and "holiday.jpg" in told[0] and "later.jpg" in told[1], notices.read_text()
         folder.chmod(0o755)  # the fix: the next rescan takes the photos
         wait_for(lambda: len(outputs(tmp_path)) == 2, 60, proc)
-        wait_for(lambda: status_json(tmp_path).get("unclaimable") == [], 10, proc)
+        wait_for(lambda: status_json(tmp_path).get("unclaimable") == [], 60, proc)
     finally:
         folder.chmod(0o755)
         stop(proc)

@@ -99,7 +99,7 @@ def test_a_photo_in_an_inbox_removed_and_made_again_is_seen_before_the_rescan(tm
         wait_ready(proc)
         shutil.rmtree(tmp_path / "inbox")
         (tmp_path / "inbox").mkdir()
-        wait_for(lambda: (tmp_path / "inbox" / "starry").is_dir(), 10, proc)
+        wait_for(lambda: (tmp_path / "inbox" / "starry").is_dir(), 60, proc)
         shutil.copy(SAMPLES / "coffee.jpg", tmp_path / "inbox" / "a.jpg")
         wait_for(lambda: (tmp_path / "outbox" / "starry" / "a.png").exists(), 20, proc)
         assert any(e.get("event", "").startswith("the inbox was made again") for e in log_events(proc))

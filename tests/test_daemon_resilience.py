@@ -12,10 +12,12 @@ import pytest
 from daemon_helpers import SAMPLES, make_config, outputs, status_json, wait_for
 from pipeline.daemon import config as config_module
 from pipeline.daemon import status as status_module
+from pipeline.daemon import yaml_read
 from pipeline.daemon.config_build import load_sidecar
 from pipeline.daemon.daemon import Daemon
 from pipeline.daemon.spool import Spool, unique_names
 from pipeline.daemon.worker import Worker
+from pipeline.daemon.yaml_loader import Loader
 from pipeline.fsio import fit_name, temp_name
 from test_daemon_faults import BOMB
 
@@ -33,15 +35,28 @@ def test_long_names_are_shortened_deterministically_keeping_extension_and_hash(t
     assert len(temp_name(tmp_path / ("d" * 255)).name) < 40 and str(os.getpid()) in temp_name(tmp_path / "x").name
 
 
-def test_a_yaml_bomb_or_a_huge_sidecar_fails_in_milliseconds(tmp_path):
+def test_a_yaml_bomb_or_a_huge_sidecar_fails_in_milliseconds(tmp_path, monkeypatch):
+    """The bomb (9 levels of 9 aliases: 9**9 values expanded) is refused by a measure linear in the file, before
+    anything is built: counted, not timed (< 0.5 s before, which a loaded box could break). The measure is called
+    once per parent-child link of the parsed file (99 here, each shared node measured once); capped at twice that,
+    a measure that walked the expansion passes the cap at once."""
     config = config_module.load(make_config(tmp_path))
     bomb = tmp_path / "bomb.yaml"
     bomb.write_text(BOMB)
     assert len(BOMB) < 400
-    started = time.perf_counter()
+    measured, built, real_measure = [], [], yaml_read._expanded_size
+
+    def measure(node, memo):
+        measured.append(1)
+        assert len(measured) <= 200, "the measure walks the expansion, not the file"
+        return real_measure(node, memo)
+
+    monkeypatch.setattr(yaml_read, "_expanded_size", measure)
+    monkeypatch.setattr(Loader, "construct_document", lambda self, node: built.append(node))
     with pytest.raises(config_module.ConfigError, match="aliases"):
         load_sidecar(bomb, config)
-    assert time.perf_counter() - started < 0.5
+    assert built == [] and 0 < len(measured) <= 200, (len(built), len(measured))
+    monkeypatch.undo()
     huge = tmp_path / "huge.yaml"
     huge.write_text("seed: 1\n" + "# padding\n" * 10_000)
     with pytest.raises(config_module.ConfigError, match="over 64 KB"):
@@ -102,7 +117,7 @@ def test_a_dead_worker_thread_is_restarted_and_its_job_retried_as_a_crash(tmp_pa
         wait_for(lambda: outputs(tmp_path), 60)
         record = json.loads((tmp_path / "outbox" / "starry" / "rocket.json").read_text())
         assert (record["attempts"], record["crashes"]) == (1, 1) and calls == ["rocket.jpg", "rocket.jpg"]
-        status = wait_for(lambda: (s := status_json(tmp_path)).get("worker", {}).get("restarts") and s, 10)
+        status = wait_for(lambda: (s := status_json(tmp_path)).get("worker", {}).get("restarts") and s, 60)
         assert status["worker"] == {"alive": True, "restarts": 1, "held": []} and status["state"] == "running"
     finally:
         daemon.stop.set()
@@ -129,7 +144,7 @@ def test_a_stuck_worker_is_not_running_in_status(tmp_path, engine, monkeypatch):
         assert not daemon.heartbeat.healthy(time.monotonic())
         release.set()
         wait_for(lambda: outputs(tmp_path), 60)
-        wait_for(lambda: status_json(tmp_path).get("state") == "running", 10)
+        wait_for(lambda: status_json(tmp_path).get("state") == "running", 60)
     finally:
         release.set()
         daemon.stop.set()

@@ -15,6 +15,7 @@ from daemon_helpers import (SAMPLES, assert_landed_once_after_restart, errors, l
                             start, wait_for)
 from pipeline.daemon.daemon import Daemon
 from pipeline.daemon.jobs import JobLife
+from stop_waits import StopWaits
 
 
 def test_the_next_photo_is_prepared_ahead_and_the_last_one_written_behind(tmp_path, engine, monkeypatch):
@@ -161,12 +162,12 @@ def test_a_stuck_write_at_close_ends_the_wait_and_says_how_many_results_are_unwr
     with capture_logs() as logs:  # in a thread: without the put's timeout it would hang the test
         waiter = threading.Thread(target=lambda: result.append(lander.flush(timeout=0.5)), daemon=True)
         waiter.start()
-        waiter.join(3)
-    assert result == [False], "flush returned within 3 s, saying not all were landed"
+        waiter.join(60)  # a limit on a hang only
+    assert result == [False], "flush returned, saying not all were landed"
     assert [(e["event"], e["unwritten"]) for e in logs if e["log_level"] == "error"] == [
         ("results still unwritten after the wait; a stop now leaves their photos in work/ for the next start", 3)]
     stuck.set()
-    assert lander.flush(timeout=5) is True and landed == [0, 1]
+    assert lander.flush(timeout=60) is True and landed == [0, 1]  # a limit on a hang only
 
 
 class _ThreadDeath(BaseException):
@@ -241,7 +242,7 @@ def test_a_hand_over_that_fails_to_start_the_writer_still_closes_the_job(tmp_pat
     monkeypatch.setattr(Lander, "submit", cannot_start)
     worker = _worker_on_a(tmp_path, engine)
     wait_for(lambda: worker.poll(), 60)
-    wait_for(lambda: worker.progress().open_jobs == 0, 5)
+    wait_for(lambda: worker.progress().open_jobs == 0, 60)
     worker.close(5)
 
 
@@ -266,11 +267,16 @@ def test_a_stop_with_a_stuck_landing_sheet_and_notice_ends_within_its_one_deadli
     """rev7e finding 2: each wait of a stop had a budget of its own: the worker's join and the landing flush
     STOP_WAIT each, the contact sheets 120 s more, the notices 40 s; up to 400 s against systemd's
     TimeoutStopSec=180, whose SIGKILL charges the running photo a crash. Here b.jpg's landing, a.jpg's contact
-    sheet and a notice all hang: the stop still ends within daemon.STOP_WAIT (6 s here), and b.jpg is kept in work/
-    for the next start."""
+    sheet and a notice all hang: the stop ends while all three still hang, each of its waits given no more than
+    what daemon.STOP_WAIT (6 s here) has left (stop_waits.py: exact, where "took < 8 s" failed under load, 6.2 s
+    at load 40 was near), and b.jpg is kept in work/ for the next start."""
     from pipeline import alerts
     from pipeline.daemon import daemon as daemon_module
     from pipeline.daemon import executor, outputs as outputs_module
+    from pipeline.daemon.handover import Lander
+    from pipeline.daemon.reporting import Reporter
+    from pipeline.daemon.sheets import SheetWriter
+    from pipeline.daemon.worker import Worker
 
     hang, b_landing = threading.Event(), threading.Event()
     real_finish = JobLife.finish
@@ -278,30 +284,34 @@ def test_a_stop_with_a_stuck_landing_sheet_and_notice_ends_within_its_one_deadli
     def finish(self, job, *args, **kwargs):
         if job.name == "b.jpg":
             b_landing.set()
-            hang.wait(60)
+            hang.wait(600)  # let go once the stop has ended (a stop that waited for it would not end in 120 s)
         return real_finish(self, job, *args, **kwargs)
 
     monkeypatch.setattr(daemon_module, "STOP_WAIT", 6.0)
     monkeypatch.setattr(daemon_module, "FLUSH_WAIT", 2.0)
     monkeypatch.setattr(executor, "WRITE_GRACE", 1.5)
     monkeypatch.setattr(JobLife, "finish", finish)
-    monkeypatch.setattr(outputs_module, "contact_sheet", lambda *args: hang.wait(60))
-    monkeypatch.setattr(alerts, "send", lambda *args: hang.wait(60))
+    monkeypatch.setattr(outputs_module, "contact_sheet", lambda *args: hang.wait(600))
+    monkeypatch.setattr(alerts, "send", lambda *args: hang.wait(600))
+    waits = StopWaits(monkeypatch, (daemon_module, executor), (Daemon, "_shutdown"), 6.0)
+    for cls, name in ((Worker, "close"), (Worker, "join"), (Lander, "flush"), (SheetWriter, "close"),
+                      (Reporter, "final")):
+        waits.watch(cls, name)
     daemon = Daemon(make_config(tmp_path, contact_sheet=True, notify="http://127.0.0.1:9/hook"), engine=engine)
     thread = threading.Thread(target=daemon.run, daemon=True)
     thread.start()
     try:
         shutil.copy(SAMPLES / "coffee.jpg", tmp_path / "inbox" / "a.jpg")
         wait_for(lambda: outputs(tmp_path), 60)  # landed; its sheet hangs, and so does the summary notice
-        wait_for(lambda: daemon.reporter.alerts.pending(), 10)
+        wait_for(lambda: daemon.reporter.alerts.pending(), 60)
         shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / "b.jpg")
         assert b_landing.wait(60)
-        started = time.monotonic()
         daemon.stop.set()
-        thread.join(30)
-        took = time.monotonic() - started
+        thread.join(120)  # a limit on a hang only: the stop's own deadline is checked exactly below
+        still_hung = not hang.is_set()
     finally:
         hang.set()
-    assert not thread.is_alive() and took < 6.0 + 2.0, f"the stop took {took:.1f} s against its 6 s deadline"
+    assert not thread.is_alive() and still_hung, "the stop ended while the landing, the sheet and the notice hung"
+    waits.check("Worker.close", "Worker.join", "Lander.flush", "SheetWriter.close", "Reporter.final")
     assert [p.name for p in outputs(tmp_path)] == ["a.png"]
     assert [p.name for p in (tmp_path / "spool" / "work").glob("*/b.jpg")] == ["b.jpg"], "kept for the next start"

@@ -23,9 +23,19 @@ def test_records_round_trip_a_non_utf8_name_and_stay_readable_utf8_otherwise(tmp
     assert "café" in (tmp_path / "plain.json").read_text(encoding="utf-8")
 
 
-def _pings(sock, seconds):
-    got, end = 0, time.monotonic() + seconds
-    while time.monotonic() < end:
+def _pings_after(sock, count: int, timeout: float = 60) -> int:
+    """The WATCHDOG=1 pings sent from now on, waited for until ``count`` came (``timeout`` only limits a hang):
+    the socket is emptied first, so every ping counted was sent after what the caller waited for. Counted, not
+    timed: "3 pings in 3 s" failed on a box loaded enough to delay a ping."""
+    sock.setblocking(False)
+    try:
+        while sock.recv(4096):
+            pass
+    except BlockingIOError:
+        pass
+    sock.settimeout(0.2)
+    got, end = 0, time.monotonic() + timeout
+    while got < count and time.monotonic() < end:
         try:
             got += b"WATCHDOG=1" in sock.recv(4096)
         except socket.timeout:
@@ -51,18 +61,23 @@ STATUS_FAILS = ("import pipeline.daemon.status as s\n"
                 "s.write = write\n")
 
 
+def _status_warnings(proc) -> list[dict]:
+    return [e for e in log_events(proc) if e.get("event") == "status.json not written"]
+
+
 def test_a_failing_status_write_neither_stops_the_watchdog_nor_floods_the_log(tmp_path, monkeypatch):
     sock = _notify_socket(tmp_path, monkeypatch)
     proc = start(make_config(tmp_path), patches=STATUS_FAILS)
     try:
         wait_ready(proc)
-        pings = _pings(sock, 3)
-        warnings = [e for e in log_events(proc) if e.get("event") == "status.json not written"]
+        wait_for(lambda: _status_warnings(proc), 60, proc)
+        pings = _pings_after(sock, 3)  # after the first failed write: the heartbeat goes on past it
+        warnings = _status_warnings(proc)
         crashed = [e for e in log_events(proc) if e.get("level") == "error"]
     finally:
         stop(proc)
         sock.close()
-    assert pings >= 3, f"{pings} watchdog pings in 3 s; errors: {crashed[:1]}"
+    assert pings == 3, f"{pings} watchdog pings in 60 s after the status write failed; errors: {crashed[:1]}"
     assert len(warnings) == 1 and "injected" in warnings[0]["error"] and not crashed
 
 
@@ -74,15 +89,15 @@ def test_watchdog_and_status_go_on_after_a_non_utf8_folder_appears(tmp_path, mon
     try:
         wait_ready(proc)
         os.mkdir(os.path.join(os.fsencode(tmp_path / "inbox"), b".f\xe9tes"))
-        wait_for(lambda: status_json(tmp_path).get("skipped"), 10, proc)
+        wait_for(lambda: status_json(tmp_path).get("skipped"), 60, proc)
         first = status_json(tmp_path)["updated_at"]
-        pings = _pings(sock, 3)
-        status = status_json(tmp_path)
+        pings = _pings_after(sock, 3)
+        status = wait_for(lambda: (s := status_json(tmp_path)).get("updated_at", first) != first and s, 60, proc)
         errors = [e for e in log_events(proc) if e.get("level") == "error"]
     finally:
         stop(proc)
         sock.close()
-    assert pings >= 3, f"{pings} watchdog pings in 3 s after the folder appeared; errors: {errors[:1]}"
+    assert pings == 3, f"{pings} watchdog pings in 60 s after the folder appeared; errors: {errors[:1]}"
     assert status["updated_at"] != first, "status.json is kept fresh"
     assert [os.fsencode(s["folder"]) for s in status["skipped"]] == [b".f\xe9tes"]
     assert not errors

@@ -37,7 +37,7 @@ def test_status_and_report_follow_the_running_folders_after_a_folder_edit(tmp_pa
         wait_for(lambda: any(str(e.get("event")).startswith("folder changes") for e in log_events(daemon)), 30, daemon)
         shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "inbox" / "rocket.jpg")
         wait_for(lambda: outputs(tmp_path), 120, daemon)  # styled into the old outbox
-        wait_for(lambda: status()["done"] == 1, 10, daemon)  # counted from the old spool
+        wait_for(lambda: status()["done"] == 1, 60, daemon)  # counted from the old spool
         running = status()
         assert running["state"] != "not running" and running["pid"] == daemon.pid
         html = report()
@@ -72,7 +72,7 @@ def test_a_second_daemon_takes_the_record_over_when_the_first_stops(tmp_path, ca
         assert said == [f"another daemon (pid {first.pid}) is running on this config; the two share the inbox"]
         assert not [e for e in log_events(first) if e["event"].startswith("another daemon")]  # rev11b: unsaid
         stop(first)
-        wait_for(lambda: record.exists() and json.loads(record.read_text())["pid"] == second.pid, 15, second)
+        wait_for(lambda: record.exists() and json.loads(record.read_text())["pid"] == second.pid, 60, second)
         data = yaml.safe_load(config.read_text())
         data["folders"] = {"inbox": "inbox", "outbox": "outbox2", "spool": "spool2"}
         config.write_text(yaml.safe_dump(data))

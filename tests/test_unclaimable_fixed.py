@@ -29,7 +29,7 @@ def test_a_fixed_folder_leaves_the_listing_before_the_claim_is_tried_again(tmp_p
         listed = wait_for(lambda: status_json(tmp_path).get("unclaimable"), 30, proc)
         assert [e["file"] for e in listed] == ["scream/holiday.jpg"]
         folder.chmod(0o755)
-        wait_for(lambda: status_json(tmp_path).get("unclaimable") == [], 10, proc)
+        wait_for(lambda: status_json(tmp_path).get("unclaimable") == [], 60, proc)
         assert listed[0]["folder"] == str(folder)  # status.json names the folder whose fix is watched
         assert (folder / "holiday.jpg").exists(), "the claim was tried again: this test no longer waits on a rescan"
     finally:
