@@ -28,7 +28,8 @@ from .failures import FailurePaths
 from .folder_faults import FolderFault
 from .handover import Lander, Prefetcher
 from .prechecks import (pre_check_image, pre_check_painting, pre_check_painting_decodes, pre_check_readable,
-                        pre_check_recipe, pre_check_regular_file, pre_check_settings, pre_check_sidecar)
+                        pre_check_recipe, pre_check_record, pre_check_regular_file, pre_check_settings,
+                        pre_check_sidecar)
 from .sheets import SheetWriter
 from .spool import RECORD, Job, Spool, job_id_in, now_iso
 
@@ -249,6 +250,7 @@ class JobLife(FailurePaths):
         it needs torch, and the daemon's main loop imports this module without ever running a job (rev9d)."""
         from ..engine.prepared import prepare as prepare_working
 
+        pre_check_record(job, config)
         pre_check_regular_file(job)
         pre_check_readable(job)
         recipe_name, overrides = pre_check_sidecar(job, config)

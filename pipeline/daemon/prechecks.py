@@ -8,6 +8,7 @@ Kept apart from the job's life so each can be read (and tested) alone (rev7e fin
 from __future__ import annotations
 
 import errno
+import glob
 import os
 import stat
 from pathlib import Path
@@ -20,7 +21,7 @@ from ..fsio import FileBusy, NotRegularFile, open_regular, service_user
 from .config import Config, ConfigError, Recipe
 from .config_schema import named, recipe_guess
 from .config_build import load_sidecar
-from .spool import Job
+from .spool import Job, job_id_in
 
 log = structlog.get_logger("style-pipeline.worker")
 
@@ -31,6 +32,32 @@ def not_regular(link: bool) -> JobFailure:
         return JobFailure(Reason.NOT_REGULAR, "is a symbolic link; links are never followed",
                           "Copy the picture itself into the inbox")
     return JobFailure(Reason.NOT_REGULAR, "is not a regular file", "Drop a picture file")
+
+
+def pre_check_record(job: Job, config: Config) -> None:
+    """A photo found in work/ beside a job record that could not be used (spool.Spool._left_in) is never styled: its
+    recipe folder and whether its output was written went with the record. failed/, saying what to do; when an
+    output's log in the outbox names its job, it was styled before the record was damaged, and the fix says so."""
+    if not job.record_error:
+        return
+    written = styled_before(config.outbox, job)
+    fix = (f"It was styled already ({written} names its job {job.id}): nothing to do, or drop it again for a second "
+           "version" if written else f"Move {job.name} (with its sidecar, if any) back to the inbox, into its "
+           "recipe's folder, to style it")
+    raise JobFailure(Reason.BAD_JOB_RECORD, f"its job record {config.work / job.id / 'job.json'} {job.record_error}; "
+                     "the photo was not styled and is kept in failed/", fix + "; if records keep being damaged, check the "
+                     "disk that holds the spool")
+
+
+def styled_before(outbox: Path, job: Job) -> Path | None:
+    """The output log in the outbox naming ``job`` (its stems start as the photo's name does: outputs.py)."""
+    try:
+        for path in outbox.rglob(f"{glob.escape(Path(job.name).stem[:16])}*.json"):
+            if job_id_in(path) == job.id:
+                return path
+    except OSError:
+        pass
+    return None
 
 
 def pre_check_regular_file(job: Job) -> None:
