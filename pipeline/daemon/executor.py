@@ -162,8 +162,9 @@ class Executor(threading.Thread):
 
     def _handed_over(self, deadline: float) -> None:
         """At close: every finished result handed to the landing thread is written (its outcome out) first, then
-        the contact sheets still queued (they are queued as results land), all by ``deadline``."""
-        self.life.landing.flush(left(deadline))
+        the contact sheets still queued (they are queued as results land), all by ``deadline``; the landing and
+        sheet threads end (a landing still stuck then is finished first, and its thread ends after it)."""
+        self.life.landing.close(left(deadline))  # its thread ends once it holds nothing
         self.life.prefetch.close()
         self.life.sheets.close(left(deadline))
 
