@@ -62,12 +62,18 @@ def load(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
             raise ImageError(exc.problem, path=path, fix=exc.fix, reason=exc.reason) from exc
         raise
     except UnidentifiedImageError as exc:
-        # a TIFF was sent: name what Pillow lacks (its layout, its compression) and what reads (closing9, rev10c)
-        problem, fix = tiff_kind.explain(path) or ("not an image Pillow can read", f"Send a {KINDS} file")
-        raise ImageError(problem, path=path, fix=fix) from exc
+        raise unidentified(path) from exc
     except (OSError, ValueError) as exc:  # ValueError: a plugin's own refusal ("not one of the allowed sizes")
         raise ImageError(f"cannot decode the image ({exc})", path=path,
                          fix="The file is truncated or damaged; copy it again") from exc
+
+
+def unidentified(path: str | Path) -> ImageError:
+    """The one wording for a file whose header no format Pillow reads names: load's, and the daemon's screen before
+    the claim (settle.DecodeCheck.not_a_picture). A TIFF names what Pillow lacks (its layout, its compression) and
+    what reads (closing9, rev10c)."""
+    problem, fix = tiff_kind.explain(path) or ("not an image Pillow can read", f"Send a {KINDS} file")
+    return ImageError(problem, path=path, fix=fix)
 
 
 @contextlib.contextmanager
