@@ -16,7 +16,7 @@ from PIL import ExifTags, Image, ImageOps, PngImagePlugin, UnidentifiedImageErro
 
 from ..errors import ImageError, Reason, SettingsError
 from ..fsio import on_disk, write_atomic  # write_atomic: the one atomic writer, pid + random temp names
-from . import heif_kind, tiff_kind
+from . import heif_kind, jpeg_scans, tiff_kind
 from .icc import is_srgb
 from .settings import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, FORMAT_NAMES, OUTPUT_FORMATS
 from .transparency import KEEPS_ALPHA
@@ -76,18 +76,23 @@ def load(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
 @contextlib.contextmanager
 def opened(source: str | Path | BinaryIO, max_pixels: int) -> Iterator[Image.Image]:
     """``with Image.open(source)`` (the header only, nothing decoded yet), refused as too_large over
-    ``max_pixels``: the one size limit, for the worker's decode and the daemon's settle check alike. The fix names
+    ``max_pixels``: the one size limit, for the worker's decode and the daemon's settle check alike; a JPEG of more
+    than jpeg_scans.MAX_SCANS scans is refused as bad_image there too (a scan bomb, rev12a). The fix names
     where the limit is set and the value this picture needs: "raise max_pixels" named no place, and max_pixels was
     nowhere in the README (rev7a). A file object passed in stays open (Image.close would close it)."""
+    named = source if isinstance(source, (str, Path)) else None  # an open file's errors are named by the caller
     with Image.open(source) as img:
         if img.format in ICON_FORMATS:
-            raise ImageError(f"an icon file ({img.format}), not a photo", fix=f"Send a {KINDS} file",
-                             path=source if isinstance(source, (str, Path)) else None)
+            raise ImageError(f"an icon file ({img.format}), not a photo", fix=f"Send a {KINDS} file", path=named)
         pixels = img.width * img.height
         if pixels > max_pixels:
             raise ImageError(f"{img.width}x{img.height} = {pixels:,} pixels is over the limit of {max_pixels:,}",
-                             path=source if isinstance(source, (str, Path)) else None, reason=Reason.TOO_LARGE,
-                             fix=_too_large_fix(pixels, max_pixels))
+                             path=named, reason=Reason.TOO_LARGE, fix=_too_large_fix(pixels, max_pixels))
+        if img.format in ("JPEG", "MPO") and (scans := jpeg_scans.scans(source)) > jpeg_scans.MAX_SCANS:
+            raise ImageError(f"a JPEG with {scans:,} scans, over the limit of {jpeg_scans.MAX_SCANS} (a decompression "
+                             "bomb or a damaged file: a photo's progressive JPEG has about 10, each a pass over the "
+                             "whole picture)", path=named,
+                             fix="Re-save it as a baseline (not progressive) JPEG, or as a PNG, and drop it again")
         yield img
 
 
