@@ -276,6 +276,9 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     write_json(log_path, record)
     print(f"wrote {out} and {log_path}: steps {steps_text(record, result.steps)} in {result.timings['total']:.1f} s,"
           f" loss {result.losses['total']:.4g}")  # "loss 1.2e+07 (steps)" did not read as all steps run (rev12b)
+    if record["input"]["transparency"] == "flattened":  # laid on white to be styled; a JPEG holds no alpha (rev12b)
+        print(f"note: {args.content} has transparency: it was styled laid on white, and {out.name} holds none; "
+              f"-o {out.with_suffix('.png').name} keeps it", file=sys.stderr)
     if images.frames(content) > 1:  # a multi-page scan: the first page only (rev9c)
         print(f"note: {args.content} holds {images.frames(content)} pages; only the first page was styled: split it "
               "to style the others", file=sys.stderr)

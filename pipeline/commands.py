@@ -50,13 +50,14 @@ def cmd_once(args) -> int:
 
 
 def _load_config(args, on_path: bool = False):
-    """The validated config, or None after printing every problem (the caller exits 2)."""
+    """The validated config, or None after printing every problem (the caller exits 2), led by the command's name
+    as `once` and `run` say theirs (_daemon): `status` and `validate` printed the same refusal without (rev12b)."""
     from .daemon.config import ConfigError, load
 
     try:
         return load(args.config, on_path=on_path)
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
+        print(f"style-pipeline {args.command}: {exc}", file=sys.stderr)
         return None
 
 
@@ -241,12 +242,13 @@ def page_not_written(exc: OSError, folder: Path):
 
 
 def cmd_install_service(args) -> int:
-    from .daemon.config import read_folders, read_setting, read_styles_dir
+    from .daemon.config import read_folders, read_setting, read_styles_dir, refuse_home_paths
     from .daemon.running import record_path
     from .service import install_commands, owned_folders, render_units, writable_folders
 
     config = Path(args.config).resolve()
     folders = read_folders(config)
+    refuse_home_paths(config, args.user)
     network = bool(read_setting(config, "notify"))
     writable = [folders["inbox"], folders["outbox"], folders["spool"], record_path(config).parent]
     venv_bin = Path(sys.executable).parent

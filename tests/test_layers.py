@@ -21,7 +21,7 @@ LAYER = {
     "pipeline.notice_outbox": JOBS,  # rev11a: the notices waiting, bounded, and the breaker
     "pipeline.daemon": JOBS,
     **{f"pipeline.daemon.{name}": JOBS for name in (
-        "config", "config_build", "config_schema", "yaml_read", "yaml_loader", "spool", "outputs", "joblog", "failures", "metrics",
+        "config", "config_build", "config_paths", "config_schema", "yaml_read", "yaml_loader", "spool", "outputs", "joblog", "failures", "metrics",
         "settle", "diskguard", "watcher", "skipped", "pairing", "log", "jobs", "prechecks", "config_pool", "style_names", "sheets", "handover")},
     "pipeline.daemon.spool_count": JOBS, "pipeline.daemon.folder_faults": JOBS,  # rev8b findings 2 and 4
     "pipeline.daemon.spool_job": JOBS,  # the Job record, apart from the spool's moves (rev10a)
