@@ -33,7 +33,7 @@ LAYER = {
     "pipeline.daemon.tally": JOBS, "pipeline.daemon.unclaimable": DAEMON,  # rev7d findings 7 and 3
     "pipeline.daemon.startup": DAEMON,  # the checks before the loop, the signal handlers
     "pipeline.daemon.running": DAEMON, "pipeline.daemon.status_spare": DAEMON,  # rev7f finding 3: the running folders, beside status
-    "pipeline.cli": CLI, "pipeline.commands": CLI, "pipeline.starter": CLI, "pipeline.service": CLI,
+    "pipeline.cli": CLI, "pipeline.interrupts": CLI, "pipeline.commands": CLI, "pipeline.starter": CLI, "pipeline.service": CLI,
     "pipeline.report": CLI, "pipeline.report_pictures": CLI, "pipeline.report_state": CLI, "pipeline.report_window": CLI, "pipeline.report_logs": CLI, "pipeline.precision_command": CLI,
 }
 # Third-party packages a layer must not touch, and why.

@@ -19,7 +19,7 @@ from typing import Callable
 
 import structlog
 
-from ..engine import Settings, images
+from ..engine import Settings, images, transparency
 from ..errors import Cancelled, JobFailure, PipelineError, Reason, WorkerLost, clipped
 from ..fsio import FileBusy
 from . import joblog, outputs
@@ -333,6 +333,9 @@ class JobLife(FailurePaths):
             self.sheets.submit(plan.content, plan.styles[0], result.image, sheet)
         log.info("output written", output=str(image_path), loss=result.losses["total"], steps=result.steps,
                  seconds=result.timings["total"], stop_reason=result.stop_reason, **log_extra)
+        if how := record.get("input", {}).get("transparency"):  # styled laid on white (engine/transparency.py)
+            log.info("transparency laid on white", file=job.source, output=how,
+                     **({"fix": transparency.KEEP_FIX} if how == "flattened" else {}))
         self._out(job, "done", event={"file": job.source, "output": str(image_path),
                                       "seconds": result.timings["total"], "steps": result.steps,
                                       "batch": log_extra.get("batch", 1)})
