@@ -144,7 +144,7 @@ def test_a_batch_is_one_hand_over_landed_in_order_and_its_photos_count_as_unwrit
     finally:  # let go on a failure too: else the lander and the submits stay blocked for the rest of the process
         stuck.set()
         submitter.join(30)
-    assert lander.flush(timeout=5) is True
+    assert lander.close(timeout=5) is True  # all landed, and its thread ends
     assert landed == [(b, n) for b in range(2) for n in range(7)]
 
 

@@ -167,6 +167,7 @@ def test_a_stuck_write_at_close_ends_the_wait_and_says_how_many_results_are_unwr
         ("results still unwritten after the wait; a stop now leaves their photos in work/ for the next start", 3)]
     stuck.set()
     assert lander.flush(timeout=5) is True and landed == [0, 1]
+    lander.close(5)  # its thread ends (conftest: no landing thread outlives its test)
 
 
 class _ThreadDeath(BaseException):

@@ -89,21 +89,28 @@ def pre_check_sidecar(job: Job, config: Config) -> tuple[str | None, dict]:
     if job.sidecar_error:  # the claim could not copy it (spool_sidecar.copy_in)
         raise JobFailure(Reason.BAD_SIDECAR, f"the sidecar {job.sidecar} {job.sidecar_error}; it was not read",
                          f"Save {job.sidecar} as a plain YAML file the service user can read (not a link, FIFO or "
-                         "folder) and drop the photo and its sidecar again")
+                         f"folder) and {_again(config, False)}")
     try:
         return load_sidecar(job.dir / job.sidecar, config)
     except ConfigError as exc:
         raise JobFailure(Reason.BAD_SIDECAR, "; ".join(exc.problems),
-                         f"Fix {job.sidecar} and drop the photo and its sidecar again") from exc
+                         f"Fix {job.sidecar} and {_again(config, True)}") from exc
     except NotRegularFile as exc:  # swapped in after the watcher paired it; never waited on (fsio.open_regular)
         raise JobFailure(Reason.BAD_SIDECAR, f"the sidecar {job.sidecar} {exc.strerror}; it was not read",
-                         f"Save {job.sidecar} as a plain YAML file (not a link, FIFO or folder) and drop the photo "
-                         "and its sidecar again") from exc
+                         f"Save {job.sidecar} as a plain YAML file (not a link, FIFO or folder) and "
+                         f"{_again(config, False)}") from exc
     except FileBusy:  # its writer (Samba, NFS) still holds it: the job waits, uncharged (conclude)
         raise
     except (OSError, UnicodeDecodeError) as exc:
         raise JobFailure(Reason.BAD_SIDECAR, f"cannot read the sidecar {job.sidecar} ({exc})",
                          "Save the sidecar as UTF-8 YAML") from exc
+
+
+def _again(config: Config, both: bool) -> str:
+    """Where the pair is to drop again: "drop the photo and its sidecar again" left a person looking in the inbox,
+    where neither was any more (rev12b). ``both``: the sidecar was read (copied in), so it fails beside the photo."""
+    where = f"both are in {config.failed} now" if both else f"the photo is in {config.failed} now"
+    return f"drop the photo and its sidecar into the inbox again ({where})"
 
 
 def pre_check_recipe(job: Job, config: Config, from_sidecar: str | None) -> Recipe:

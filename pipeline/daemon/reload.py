@@ -148,7 +148,7 @@ def keep_folders(old: Config, new: Config, quiet: bool = False) -> Config:
     ``quiet``: a retry of a refused edit (Refused), warned about when it was saved: the warning came again at
     each 2 s retry, all night, for one edit (rev7f)."""
     changes = [f"{key}: {getattr(old, key)} -> {getattr(new, key)}" for key in FOLDERS  # resolved: an outbox link
-               if getattr(old, key).resolve() != getattr(new, key).resolve()]  # kept at start (config_build._folder)
+               if getattr(old, key).resolve() != getattr(new, key).resolve()]  # kept at start (config_paths._folder)
     if not changes:
         return new
     try:
