@@ -13,6 +13,13 @@ import threading
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+def ignored(signum: int) -> bool:
+    """A signal the process was started ignoring stays ignored, as Python itself leaves an inherited SIG_IGN for
+    SIGINT: a script's background job (`stylize ... &` without job control) is meant to outlive the terminal's
+    Ctrl-C, and a handler put in its place made that Ctrl-C stop the run."""
+    return signal.getsignal(signum) is signal.SIG_IGN
+
+
 class StopOnSignal:
     """A should_stop for the engine, true once SIGINT or SIGTERM came; the handlers are in place only inside
     ``with`` (and only in the main thread, the one Python delivers signals to)."""
@@ -27,7 +34,7 @@ class StopOnSignal:
 
     def __enter__(self) -> "StopOnSignal":
         if threading.current_thread() is threading.main_thread():
-            self.previous = {s: signal.signal(s, self._asked) for s in self.signals}
+            self.previous = {s: signal.signal(s, self._asked) for s in self.signals if not ignored(s)}
         return self
 
     def _asked(self, signum: int, frame) -> None:

@@ -21,10 +21,17 @@ ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "PYTHONPAT
 STEP = re.compile(r"^step (\d+)/(\d+) ")
 
 
+def _as_from_a_terminal() -> None:
+    """The child's SIGINT as a terminal's command has it: pytest-xdist's workers ignore SIGINT, a child inherits
+    an ignored signal across exec, and stylize leaves an ignored signal ignored (interrupts.ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupted(command: list[str], sig: int = signal.SIGINT) -> tuple[int, int, str]:
     """Run ``command``, send ``sig`` once its first progress line is out (the engine is running then), and return
     (the step of that line, the exit status, what it said after)."""
-    proc = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=ROOT, env=ENV)
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=ROOT, env=ENV,
+                            preexec_fn=_as_from_a_terminal)
     first = None
     for line in proc.stderr:
         if match := STEP.match(line):
@@ -60,7 +67,16 @@ def test_without_a_checkpoint_ctrl_c_says_how_to_keep_the_work(tmp_path):
     assert code == 130 and "give --checkpoint FILE to be able to resume" in said, said
 
 
-def test_the_handler_only_sets_a_flag_and_a_second_ctrl_c_raises_at_once():
+@pytest.fixture
+def sigint_as_python_starts():
+    """SIGINT raising KeyboardInterrupt, as in a command run from a terminal, whatever the test runner set (an
+    xdist worker ignores it); put back after."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_the_handler_only_sets_a_flag_and_a_second_ctrl_c_raises_at_once(sigint_as_python_starts):
     before_int, before_term = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     with StopOnSignal() as stop:
         assert not stop()
@@ -71,3 +87,14 @@ def test_the_handler_only_sets_a_flag_and_a_second_ctrl_c_raises_at_once():
         with pytest.raises(KeyboardInterrupt):
             signal.raise_signal(signal.SIGINT)
     assert signal.getsignal(signal.SIGTERM) is before_term
+
+
+def test_a_signal_the_run_was_started_ignoring_stays_ignored(sigint_as_python_starts):
+    """`stylize ... &` from a script (no job control) starts with SIGINT ignored, meant to outlive the terminal's
+    Ctrl-C; the stop's handler took its place, so that Ctrl-C stopped the run."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with StopOnSignal() as stop:
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        signal.raise_signal(signal.SIGINT)
+        assert not stop()
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
