@@ -83,6 +83,25 @@ def median(xs):
     return statistics.median(xs) if xs else None
 
 
+def median_time(fn, repeat: int) -> float:
+    """The median of ``repeat`` calls of ``fn``, in seconds."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def big_photo(mp: float, source: Path = ASSETS / "samples" / "coffee.jpg"):
+    """``source`` upscaled to ``mp`` megapixels at 3:2, RGB: a big camera photo's size for the load benches."""
+    from PIL import Image
+
+    width = int((mp * 1e6 * 3 / 2) ** 0.5)
+    photo = Image.open(source).convert("RGB")
+    return photo.resize((width, width * 2 // 3), Image.Resampling.BICUBIC)
+
+
 def p10(xs) -> float | None:
     """10th percentile (numpy's linear rule): a run's speed when the shared CPU was quiet."""
     import numpy as np

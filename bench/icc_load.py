@@ -28,10 +28,11 @@ def main() -> None:
 
     from pipeline.engine import icc, images
 
+    from bench.common import big_photo
+
     args.out.mkdir(parents=True, exist_ok=True)
-    width = int((args.mp * 1e6 * 3 / 2) ** 0.5)
-    photo = Image.open(ROOT / "pipeline" / "assets" / "samples" / "coffee.jpg").convert("RGB")
-    photo = photo.resize((width, width * 2 // 3), Image.Resampling.BICUBIC)
+    photo = big_photo(args.mp)
+    size = photo.size
     adobe = Image.open(ADOBE_PHOTO).info.get("icc_profile") if ADOBE_PHOTO.exists() else None
     variants = {"untagged": None, "sRGB-tagged": images.srgb_profile(), "sRGB-tagged, converted anyway (before)":
                 images.srgb_profile(), **({"Adobe RGB-tagged": adobe} if adobe else {})}
@@ -49,7 +50,7 @@ def main() -> None:
             started = time.perf_counter()
             images.load(args.out / f"{name[:5]}.jpg", max_pixels=10**9)
             found[name].append(time.perf_counter() - started)
-    print(f"# bench/icc_load.py: a {width}x{width * 2 // 3} JPEG ({args.mp:g} MP), images.load, {args.rounds} rounds "
+    print(f"# bench/icc_load.py: a {size[0]}x{size[1]} JPEG ({args.mp:g} MP), images.load, {args.rounds} rounds "
           f"alternating; {os.cpu_count()} cores; load average {min(load):.1f}-{max(load):.1f}\n")
     print("| photo | load s (median) | x untagged |\n|---|---|---|")
     base = statistics.median(found["untagged"])

@@ -22,6 +22,7 @@ import shlex
 import shutil
 import subprocess
 import threading
+import time
 import urllib.request
 from datetime import datetime, timedelta, timezone
 from email.header import Header
@@ -170,8 +171,10 @@ class Alerts:
         self.lock = threading.Lock()                                         # (never imported: layers run down)
         self.styled = self.failed = 0
         self.outbox = Outbox()
-        self.sender: threading.Thread | None = None
+        self.sender: threading.Thread | None = None  # None after a flush: a notice after it starts a new one
+        self.stopping = threading.Event()  # the sender's: set by flush, it ends
         self.tally, self.primed = tally, False
+        self.last_sender: threading.Thread | None = None  # the sender a flush stopped: the next one waits for it
         self.counting_since = _edge(now, up=False)  # this daemon's start, then the last summary
 
     def on_event(self, target: str | None, kind: str, data: dict) -> None:
@@ -214,13 +217,19 @@ class Alerts:
         return _summary_text(max(summary.styled, styled), max(summary.failed, failed), since), max(since, summary.until)
 
     def _start(self) -> None:
-        if self.sender is None:
-            self.sender = threading.Thread(target=self._send_all, name="notify", daemon=True)
-            self.sender.start()
+        with self.lock:
+            if self.sender is None:
+                self.stopping = threading.Event()
+                self.sender = threading.Thread(target=self._send_all, args=(self.stopping, self.last_sender),
+                                               name="notify", daemon=True)
+                self.sender.start()
 
-    def _send_all(self) -> None:
-        while True:
-            item = self.outbox.next()
+    def _send_all(self, stopping: threading.Event, before: threading.Thread | None) -> None:
+        """The sender thread, until flush stops it. ``before``: the last flush's sender, which may still end its
+        last delivery (a slow target, TIMEOUT at most): one sender at a time, the outbox tracks one in flight."""
+        if before is not None:
+            before.join()
+        while (item := self.outbox.next(stopping)) is not None:
             ok = None  # raised: dropped, as before, and not counted against the target
             try:
                 ok = self._send(item.what)
@@ -253,10 +262,23 @@ class Alerts:
     def flush(self, timeout: float = FLUSH_WAIT) -> None:
         """At shutdown: let the notices in flight go out (bounded), so `once` delivers its summary; say what could
         not (before, it was dropped without a word)."""
+        deadline = time.monotonic() + timeout
         self.outbox.settle(timeout)
         lost = self.outbox.drop()
         if lost["count"]:
             log.warning("notices not sent at stop", **lost, target=_safe(self.outbox.breaker.target or "?"))
+        self._stop_sender(max(0.0, deadline - time.monotonic()))
+
+    def _stop_sender(self, timeout: float) -> None:
+        """The sender thread ends: before, it waited idle for ever, one more left by each Daemon run in a process
+        that embeds it (tests, `once`, the Python API). Waited for until ``timeout``; a delivery still in flight
+        then (counted above as not sent) ends on its own within TIMEOUT, and the thread with it."""
+        with self.lock:
+            sender, stopping = self.sender, self.stopping
+            self.sender, self.last_sender = None, sender or self.last_sender
+        if sender is not None:
+            self.outbox.release(stopping)
+            sender.join(timeout)
 
 
 def _edge(now: datetime | None, up: bool) -> datetime:

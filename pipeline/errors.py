@@ -35,6 +35,7 @@ class Reason(enum.StrEnum):
     GAVE_UP = "too_many_attempts"
     NO_PERMISSION = "permission_denied"  # also a folder the service user cannot write (folder_faults.py)
     CRASHED = "crashed_daemon"
+    BAD_JOB_RECORD = "bad_job_record"  # a photo found in work/ beside a damaged, missing or foreign job.json (rev12a)
     # A folder fault's own codes (the `paused` notice and the log's reason; folder_faults.py): never a photo's
     # failure, so never in failed/ nor in the metrics' failures (FAILURES). They were bare strings outside this
     # vocabulary (rev9d item 12); the strings are as they were.

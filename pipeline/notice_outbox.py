@@ -137,10 +137,11 @@ class Outbox:
         self.more.target = target
         self.more.counts.update(counts)
 
-    def next(self) -> Item:
-        """The next item to deliver, waiting for one (and for the breaker's cool-off)."""
+    def next(self, stopping: threading.Event) -> Item | None:
+        """The next item to deliver, waiting for one (and for the breaker's cool-off); None once ``stopping`` is set
+        (by release): the sender thread then ends."""
         with self.cond:
-            while True:
+            while not stopping.is_set():
                 item = self._head()
                 wait = self.breaker.wait(_target(item), time.monotonic()) if item else None
                 if item and not wait:
@@ -148,6 +149,14 @@ class Outbox:
                     self.sending = item
                     return item
                 self.cond.wait(wait)
+            return None
+
+    def release(self, stopping: threading.Event) -> None:
+        """Sets ``stopping`` and wakes the sender waiting in next(), which returns None (under the lock: a sender
+        between its check and its wait is not missed)."""
+        with self.cond:
+            stopping.set()
+            self.cond.notify_all()
 
     def _head(self) -> Item | None:
         """Notices in order, the count after them; the summary in its place, or first while the target fails."""

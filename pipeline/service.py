@@ -59,7 +59,7 @@ def render_units(venv_bin: Path, config_path: Path, user: str, folders: list[Pat
     optional = [_checked(f, "folder") for f in optional if not any(_inside(PurePosixPath(f), o) for o in folders)]
     for path, what in [*((f, "folder") for f in [*folders, *optional]), (venv_bin, "virtual environment"), (config, "config"),
                        *((p, "Python install") for p in _interpreter_home(venv_bin))]:
-        _not_in_tmp(path, what)
+        not_in_tmp(path, what)
     if not _USER.fullmatch(user):
         raise UsageError(f"user {user!r} is not a valid system user name (lower case, digits, _ and -)")
     values = {"VENV_BIN": venv_bin, "CONFIG": config, "WORK_DIR": config.parent, "USER": user,
@@ -130,7 +130,7 @@ def documentation() -> str:
     return f"file://{readme}" if readme.is_file() and not _UNSAFE.search(str(readme)) else ""
 
 
-def _not_in_tmp(path: PurePosixPath, what: str) -> None:
+def not_in_tmp(path: PurePosixPath, what: str) -> None:
     """Resolved too: a venv reached through a symlink into /tmp is just as hidden from the service."""
     for candidate in (path, PurePosixPath(Path(path).resolve())):
         if any(_inside(candidate, PurePosixPath(t)) for t in ("/tmp", "/var/tmp")):

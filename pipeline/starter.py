@@ -56,3 +56,39 @@ def _copy_styles(folder: Path) -> None:
             write_atomic(style.read_bytes(), folder / style.name, replace=False)
         except FileExistsError:
             continue  # the person's own (or an earlier init's) stays
+
+
+def program() -> str:
+    """How to run this program again, for the "Next:" lines: its own script where PATH would not find it (`make
+    setup` puts it in .venv/bin, which is not on PATH, so a bare `style-pipeline ...` said "command not found"),
+    shown from the current folder where it lies below it (.venv/bin/style-pipeline). Run as `python -m pipeline.cli`
+    from an interpreter without the script, that."""
+    import os
+    import shutil
+    import sys
+
+    script = Path(sys.executable).parent / "style-pipeline"
+    if not script.is_file():
+        return f"{sys.executable} -m pipeline.cli"
+    found = shutil.which("style-pipeline")
+    if found and Path(found).resolve() == script.resolve():
+        return "style-pipeline"
+    here = Path.cwd()
+    return str(script.relative_to(here)) if script.is_relative_to(here) else str(script)
+
+
+def in_tmp(config: Path) -> str | None:
+    """Why `install-service` will refuse this install (under /tmp or /var/tmp, which PrivateTmp=yes hides from the
+    service), or None. Said at init, where it is cheap to pick another folder: `init /tmp/x` succeeded without a
+    word and only install-service refused it, after the install was set up (rev12b). A warning: a try under /tmp
+    with `run` or `once` is fine."""
+    from pathlib import PurePosixPath
+
+    from .errors import UsageError
+    from .service import not_in_tmp
+
+    try:
+        not_in_tmp(PurePosixPath(config.parent), "the install")
+    except UsageError as exc:
+        return f"{exc}; `run` and `once` work here, but `install-service` refuses it"
+    return None

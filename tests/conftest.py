@@ -131,6 +131,23 @@ def no_thread_outlives_its_test():
     alive = [t.name for t in started if not t.daemon and t.is_alive()]
     assert not alive, f"non-daemon threads this test started still run {OUTLIVE_WAIT:.0f} s after it: {alive}"
     _landing_threads_done(started, deadline)
+    _closed_threads_ended(started, deadline)
+
+
+CLOSED_ENDS = ("lander", "notify")  # daemon threads the daemon's close ends (Lander.close, Alerts.flush)
+
+
+def _closed_threads_ended(started: list, deadline: float) -> None:
+    """The landing and notice threads a test started end with it: an executor's close and the notices' flush end
+    them. Before, each stayed idle for ever, one pair more for each Daemon run in the process (tests, `once`, a
+    script calling the Python API). A test that builds one must close it (or flush its Alerts)."""
+    import time
+
+    for thread in started:
+        if thread.name in CLOSED_ENDS:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    alive = [t.name for t in started if t.name in CLOSED_ENDS and t.is_alive()]
+    assert not alive, f"threads this test started, which a close ends, still run {OUTLIVE_WAIT:.0f} s after it: {alive}"
 
 
 def _landing_threads_done(started: list, deadline: float) -> None:

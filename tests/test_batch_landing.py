@@ -144,7 +144,7 @@ def test_a_batch_is_one_hand_over_landed_in_order_and_its_photos_count_as_unwrit
     finally:  # let go on a failure too: else the lander and the submits stay blocked for the rest of the process
         stuck.set()
         submitter.join(30)
-    assert lander.flush(timeout=60) is True  # a limit on a hang only
+    assert lander.close(timeout=60) is True  # all landed, and its thread ends (60 s: a limit on a hang only)
     assert landed == [(b, n) for b in range(2) for n in range(7)]
 
 
@@ -210,14 +210,14 @@ def test_a_pool_close_behind_a_stuck_write_ends_within_its_timeout(tmp_path, eng
     monkeypatch.setattr(JobLife, "finish", finish)
     pool, closed = _pool(tmp_path, engine, monkeypatch, {"a.jpg": "coffee.jpg"})
     waits = StopWaits(monkeypatch, (executor,), (Pool, "close"), 3.0)
-    for cls, name in ((Slot, "join"), (Lander, "flush"), (SheetWriter, "close")):
+    for cls, name in ((Slot, "join"), (Lander, "close"), (SheetWriter, "close")):
         waits.watch(cls, name)
     try:
         assert landing.wait(60)
         assert pool.close(3) == []
         # while the write is still stuck: once let go (below), the landing thread writes and closes it at once
         assert closed == [] and outputs(tmp_path) == [], "not written: the job stays in work/ for the next start"
-        waits.check("Slot.join", "Lander.flush", "SheetWriter.close")
+        waits.check("Slot.join", "Lander.close", "SheetWriter.close")
     finally:  # on a failure too: the write let go lands now, on the pool's landing thread, and is done before the
         hang.set()  # next test, whose patched Pool.job_closed (a class attribute) it called otherwise, counting
         if landing.is_set():  # this job among that test's closed ones

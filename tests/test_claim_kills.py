@@ -93,8 +93,8 @@ def read_by_another(*a, **k):  # the other daemon is at its own photo of the pai
     answer = real_rba(*a, **k)
     time.sleep(1.5)
     return answer
-def _claim(self, path):  # each daemon at its own photo of the pair (its settle saw that one first)
-    return False if path.name != %r else real_claim(self, path)
+def _claim(self, path, *rest):  # each daemon at its own photo of the pair (its settle saw that one first)
+    return False if path.name != %r else real_claim(self, path, *rest)
 d.read_by_another = sidecars.read_by_another = read_by_another
 d.Daemon._claim = _claim
 """

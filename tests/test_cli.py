@@ -31,6 +31,7 @@ def test_stylize_writes_image_and_record(tmp_path, capsys):
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "wrote" in captured.out and str(out) in captured.out
+    assert "steps 5 (all planned steps run) in " in captured.out, captured.out  # said "loss 1.2e+07 (steps)" (rev12b)
 
     with Image.open(out) as img:
         img.load()
@@ -141,7 +142,10 @@ def _probe(*argv: str, cwd: Path = ROOT) -> tuple[dict, str]:
      ["unknown device 'banana'", "cuda:N"]),
     (["stylize", str(CONTENT), str(STYLE), "-o", "{tmp}/x.png", "--weights", "{tmp}/none.pth"], ["none.pth"]),
     (["stylize", str(CONTENT), str(STYLE), "-o", "{tmp}/x.png", "--style-blend", "0.7", "0.3"],
-     ["style_blend has 2 weights for 1 style", "one style_blend weight per style"]),  # rev9d: was found after 11.6 s
+     ["--style-blend gives 2 weights for 1 painting", "one --style-blend weight per painting"]),  # rev9d; rev12b: the flag
+    (["stylize", str(CONTENT), "starry", "-o", "{tmp}/x.png"],  # a recipe's name said only "no such file" (rev12b)
+     ["starry: no such file", "the shipped paintings are in pipeline/assets/styles: starry_night.jpg, the_scream.jpg",
+      "did you mean pipeline/assets/styles/starry_night.jpg?"]),
     (["stylize", str(CONTENT), str(STYLE.parent), "-o", "{tmp}/x.png"],
      [str(STYLE.parent), "is a folder, not a picture", "picture file inside it"]),  # said "no such file" (closing9)
     (["stylize", str(CONTENT), str(STYLE), "-o", "{tmp}/x.png", "--size", "99999999999999999999"],
@@ -152,7 +156,7 @@ def _probe(*argv: str, cwd: Path = ROOT) -> tuple[dict, str]:
     (["stylize", str(CONTENT), str(STYLE), "-o", "{tmp}/x.png", "--device", "cuda"],
      ["device 'cuda' was asked for, but ", "devices here: cpu", "Use one of those, or auto"]),  # rev10b #4
 ], ids=["missing-input", "size-0", "missing-out-dir", "gif", "format-clash", "banana", "missing-weights",
-        "blend-count", "style-folder", "size-huge", "size-over-webp", "cuda-missing"])
+        "blend-count", "style-name", "style-folder", "size-huge", "size-over-webp", "cuda-missing"])
 def test_usage_and_path_errors_come_before_torch(tmp_path, argv, words):
     from pipeline.engine.device_here import cuda_missing
 
@@ -411,3 +415,24 @@ def test_the_program_skips_the_last_full_collection_and_a_caller_keeps_its_colle
                          capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[1])
     frozen = int(out.stdout.strip().splitlines()[-1])
     assert (frozen > 1000) if as_program else frozen == 0, out.stdout + out.stderr
+
+
+def test_a_second_output_of_one_stem_never_replaces_the_firsts_record(tmp_path, capsys):
+    """rev12b: `-o out.png`, then `-o out.jpg`: both wrote out.json, and the PNG's record (settings, seed, hashes)
+    was replaced by the JPEG's without a word. Now the second is refused before anything is written; the same
+    output again still replaces its own pair."""
+    base = ["stylize", str(CONTENT), str(STYLE), "--size", "32", "--steps", "1", "--device", "cpu", "-q"]
+    assert cli.main([*base, "-o", str(tmp_path / "out.png")]) == 0
+    record = (tmp_path / "out.json").read_bytes()
+    capsys.readouterr()
+    assert cli.main([*base, "--seed", "7", "-o", str(tmp_path / "out.jpg")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{tmp_path / 'out.json'} is the record of out.png" in err, err
+    assert "Name the output differently" in err and "nothing was written" in err
+    assert (tmp_path / "out.json").read_bytes() == record and not (tmp_path / "out.jpg").exists()
+    assert cli.main([*base, "--seed", "7", "-o", str(tmp_path / "out.png")]) == 0  # its own record: replaced
+    assert json.loads((tmp_path / "out.json").read_text())["settings"]["seed"] == 7
+    (tmp_path / "notes.json").write_text("my own notes")  # not a record at all: kept too
+    assert cli.main([*base, "-o", str(tmp_path / "notes.webp")]) == 2
+    assert "is not a record of this output" in capsys.readouterr().err
+    assert (tmp_path / "notes.json").read_text() == "my own notes"

@@ -340,11 +340,11 @@ def slow_lock(self, folder):  # each claim's folder stands made and unlocked a w
     time.sleep(0.4)
     return real_lock(self, folder)
 spool.Spool._lock = slow_lock
-real_read = spool.Spool._read
-def slow_read(self, folder):  # recovery reads a job record slowly (a busy disk) while it holds the folder's lock
+real_read = spool.read_job
+def slow_read(folder):  # recovery reads a job record slowly (a busy disk) while it holds the folder's lock
     time.sleep(0.3)
-    return real_read(self, folder)
-spool.Spool._read = slow_read
+    return real_read(folder)
+spool.read_job = slow_read
 """
 
 

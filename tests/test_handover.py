@@ -168,6 +168,7 @@ def test_a_stuck_write_at_close_ends_the_wait_and_says_how_many_results_are_unwr
         ("results still unwritten after the wait; a stop now leaves their photos in work/ for the next start", 3)]
     stuck.set()
     assert lander.flush(timeout=60) is True and landed == [0, 1]  # a limit on a hang only
+    lander.close(60)  # its thread ends (conftest: no landing thread outlives its test)
 
 
 class _ThreadDeath(BaseException):
@@ -294,7 +295,7 @@ def test_a_stop_with_a_stuck_landing_sheet_and_notice_ends_within_its_one_deadli
     monkeypatch.setattr(outputs_module, "contact_sheet", lambda *args: hang.wait(600))
     monkeypatch.setattr(alerts, "send", lambda *args: hang.wait(600))
     waits = StopWaits(monkeypatch, (daemon_module, executor), (Daemon, "_shutdown"), 6.0)
-    for cls, name in ((Worker, "close"), (Worker, "join"), (Lander, "flush"), (SheetWriter, "close"),
+    for cls, name in ((Worker, "close"), (Worker, "join"), (Lander, "close"), (SheetWriter, "close"),
                       (Reporter, "final")):
         waits.watch(cls, name)
     daemon = Daemon(make_config(tmp_path, contact_sheet=True, notify="http://127.0.0.1:9/hook"), engine=engine)
@@ -312,6 +313,6 @@ def test_a_stop_with_a_stuck_landing_sheet_and_notice_ends_within_its_one_deadli
     finally:
         hang.set()
     assert not thread.is_alive() and still_hung, "the stop ended while the landing, the sheet and the notice hung"
-    waits.check("Worker.close", "Worker.join", "Lander.flush", "SheetWriter.close", "Reporter.final")
+    waits.check("Worker.close", "Worker.join", "Lander.close", "SheetWriter.close", "Reporter.final")
     assert [p.name for p in outputs(tmp_path)] == ["a.png"]
     assert [p.name for p in (tmp_path / "spool" / "work").glob("*/b.jpg")] == ["b.jpg"], "kept for the next start"

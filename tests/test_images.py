@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.engine import Settings, images
+from pipeline.engine import Settings, images, transparency
 from pipeline.errors import ImageError, Reason
 
 pytestmark = pytest.mark.usefixtures("torch_threads")
@@ -296,7 +296,7 @@ def test_a_transparent_style_is_laid_on_white(engine, style, content, tmp_path):
         Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(tmp_path / f"on{under}.png")
         seen[under] = Image.fromarray(rgb)  # the same picture without its transparency
     cut_black, cut_white = (images.load(tmp_path / f"on{u}.png") for u in (0, 255))
-    assert cut_black.mode == "RGBA" and np.array_equal(np.asarray(images.flatten(cut_black)), np.asarray(seen[255]))
+    assert cut_black.mode == "RGBA" and np.array_equal(np.asarray(transparency.flatten(cut_black)), np.asarray(seen[255]))
     photo = content.convert("RGB").resize((48, 48))
     settings = Settings(size=48, steps=2, early_stop_tol=0)
     results = [np.asarray(engine.stylize(photo, [s], settings).image) for s in (cut_black, cut_white, seen[255])]
@@ -371,7 +371,7 @@ def test_a_colour_keyed_png_loads_with_its_transparency(tmp_path, mode):
         assert loaded.mode == "RGBA"
         alpha = np.asarray(loaded.getchannel("A"))
         assert alpha[12:36, 12:36].min() == 255 and alpha.sum() == 24 * 24 * 255
-        flat.append(np.asarray(images.flatten(loaded)))
+        flat.append(np.asarray(transparency.flatten(loaded)))
     assert np.array_equal(flat[0], flat[1])
     ramp = (np.arange(48 * 64, dtype=np.uint16).reshape(48, 64) * 20)
     Image.fromarray(ramp).save(tmp_path / "key16.png", transparency=int(ramp[5, 7]))  # 16-bit grey: a 16-bit key

@@ -91,3 +91,45 @@ def test_the_shipped_configs_say_a_full_disk_is_waited_for_not_retried():
     for config in (ROOT / "config.yaml", ROOT / "pipeline" / "templates" / "config.yaml"):
         line = next(line for line in config.read_text().splitlines() if line.startswith("max_attempts:"))
         assert "a full disk is waited for, not charged" in line.split("#", 1)[1], (config, line)
+
+
+def test_inits_next_commands_run_as_printed(tmp_path, capsys, monkeypatch):
+    """rev12b: "Next:" said a bare `style-pipeline validate ...`, not on PATH after `make setup` (it is in
+    .venv/bin), and its install-service line left out --user. Each line now runs as printed from the folder init
+    ran in, PATH without the venv (`run` is left out: it would not return)."""
+    import os
+    import shlex
+    import shutil
+    import tempfile
+
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.chdir(ROOT)
+    (ROOT / "build").mkdir(exist_ok=True)  # outside /tmp where the checkout is: install-service refuses /tmp
+    site = Path(tempfile.mkdtemp(prefix="test-site-", dir=ROOT / "build")) / "site"
+    try:
+        assert cli.main(["init", str(site)]) == 0
+        lines = capsys.readouterr().out.split("Next:\n", 1)[1].splitlines()
+        assert len(lines) == 3 or str(site.resolve()).startswith(("/tmp/", "/var/tmp/")), lines
+        assert all("--user style-pipeline" in line for line in lines if " install-service " in line), lines
+        for line in (line for line in lines if " run " not in line):
+            command = shlex.split(line.split("   #")[0])
+            done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120,
+                                  env={**os.environ, "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
+            assert done.returncode == 0, (command, done.stderr[-800:])
+    finally:
+        shutil.rmtree(site.parent)
+
+
+def test_init_under_tmp_warns_that_install_service_will_refuse_it(tmp_path, capsys):
+    """rev12b: `init /tmp/x` succeeded without a word, and only install-service refused the install later
+    (PrivateTmp=yes hides /tmp from the service). Now init says so, and prints no install-service line for it."""
+    site = Path("/tmp") / tmp_path.name / "site" if not str(tmp_path).startswith("/tmp/") else tmp_path / "site"
+    try:
+        assert cli.main(["init", str(site)]) == 0
+        captured = capsys.readouterr()
+        assert "warning:" in captured.err and "PrivateTmp=yes" in captured.err, captured.err
+        assert "`install-service` refuses it" in captured.err and "install-service" not in captured.out
+    finally:
+        if not str(tmp_path).startswith("/tmp/"):
+            import shutil
+            shutil.rmtree(site.parent, ignore_errors=True)

@@ -21,7 +21,7 @@ LAYER = {
     "pipeline.notice_outbox": JOBS,  # rev11a: the notices waiting, bounded, and the breaker
     "pipeline.daemon": JOBS,
     **{f"pipeline.daemon.{name}": JOBS for name in (
-        "config", "config_build", "config_schema", "yaml_read", "yaml_loader", "spool", "outputs", "joblog", "failures", "metrics",
+        "config", "config_build", "config_paths", "config_schema", "yaml_read", "yaml_loader", "spool", "outputs", "joblog", "failures", "metrics",
         "settle", "diskguard", "watcher", "skipped", "pairing", "log", "jobs", "prechecks", "config_pool", "style_names", "sheets", "handover")},
     "pipeline.daemon.spool_count": JOBS, "pipeline.daemon.folder_faults": JOBS,  # rev8b findings 2 and 4
     "pipeline.daemon.spool_job": JOBS,  # the Job record, apart from the spool's moves (rev10a)
@@ -33,7 +33,7 @@ LAYER = {
     "pipeline.daemon.tally": JOBS, "pipeline.daemon.unclaimable": DAEMON,  # rev7d findings 7 and 3
     "pipeline.daemon.startup": DAEMON,  # the checks before the loop, the signal handlers
     "pipeline.daemon.running": DAEMON, "pipeline.daemon.status_spare": DAEMON,  # rev7f finding 3: the running folders, beside status
-    "pipeline.cli": CLI, "pipeline.commands": CLI, "pipeline.starter": CLI, "pipeline.service": CLI,
+    "pipeline.cli": CLI, "pipeline.interrupts": CLI, "pipeline.commands": CLI, "pipeline.starter": CLI, "pipeline.service": CLI,
     "pipeline.report": CLI, "pipeline.report_pictures": CLI, "pipeline.report_state": CLI, "pipeline.report_window": CLI, "pipeline.report_logs": CLI, "pipeline.precision_command": CLI,
 }
 # Third-party packages a layer must not touch, and why.

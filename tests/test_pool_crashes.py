@@ -100,6 +100,24 @@ def test_a_suspect_waits_for_the_other_slots_and_holds_back_new_photos_until_its
     assert [j.id for j in turns.enter(_job("d"), lambda: False)] == ["c"], "t's turn given up with it"
 
 
+def test_a_suspect_woken_by_the_stop_cancelling_its_neighbour_is_not_let_in():
+    """At a stop the running photo is cancelled and leaves, and that leave wakes the suspect waiting for its turn
+    alone: its turn has come, but the daemon is stopping. Turns.enter looked at the stop only while the turn was
+    refused, so the suspect went in and a poison photo ran its first step during the SIGTERM (the stop exited -9).
+    The stop and the leave are made together here, under the turns' own lock, so the waiter can only wake to both."""
+    turns, entered, stopping = Turns(), [], threading.Event()
+    running, waiting = _job("a"), _job("p", crashes=1)
+    assert turns.enter(running, stopping.is_set) == []
+    thread = threading.Thread(target=lambda: entered.append(turns.enter(waiting, stopping.is_set)))
+    thread.start()
+    wait_for(lambda: turns._alone == "p", 60)  # p waits for a to leave
+    with turns._cond:  # the condition's lock is re-entrant: leave() takes it again
+        stopping.set()
+        turns.leave(running)
+    thread.join(60)
+    assert entered == [None], "stopping: p is not begun, though its turn came"
+
+
 def test_a_photo_is_saved_as_running_beside_another_only_while_it_runs():
     """share_blame saves a running neighbour as batched (a kill is then no one photo's); a neighbour whose result is
     made (stop_running, under the same lock) is left alone: its record says not running, and its folder may be gone."""

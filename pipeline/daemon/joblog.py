@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..engine.transparency import told
 from ..fsio import write_json
 from ..progress import file_facts, provenance, sha256_file
 from .spool import Job, now_iso
@@ -26,13 +27,14 @@ def build(result, content: Path, size: tuple[int, int], styles: list[tuple[Path,
     its decoded [w, h], ``frames`` the pages or frames its file holds (the first is styled: images.frames),
     ``styles``: (path, weight) pairs; ``output`` is completed by whoever writes the image."""
     run = result.log()
+    flat = told(result.alpha, run["settings"]["format"])  # laid on white to be styled; kept as alpha where it can be
     settings = {**run["settings"], "style_weight": run["style_weight"]}
     weights = dict(zip(PARTS, (settings["content_weight"], settings["style_weight"], settings["tv_weight"])))
     raw = run["losses"]
     return {
         "schema_version": SCHEMA_VERSION, **_job_fields(job, recipe, "job_id", "recipe", "source"),
         "input": {**file_facts(content), "name": job.name if job else content.name, "size": list(size),
-                  "frames": frames, "kept_as": str(kept) if kept else None},
+                  "frames": frames, "kept_as": str(kept) if kept else None, "transparency": flat},
         "styles": [{"name": path.name, "path": str(path), "weight": weight, "sha256": sha256_file(path)}
                    for path, weight in styles],
         "settings": settings, "weights": run["weights"], **provenance(), "device": run["device"],

@@ -19,7 +19,7 @@ from typing import Callable
 
 import structlog
 
-from ..engine import Settings, images
+from ..engine import Settings, images, transparency
 from ..errors import Cancelled, JobFailure, PipelineError, Reason, WorkerLost, clipped
 from ..fsio import FileBusy
 from . import joblog, outputs
@@ -28,7 +28,8 @@ from .failures import FailurePaths
 from .folder_faults import FolderFault
 from .handover import Lander, Prefetcher
 from .prechecks import (pre_check_image, pre_check_painting, pre_check_painting_decodes, pre_check_readable,
-                        pre_check_recipe, pre_check_regular_file, pre_check_settings, pre_check_sidecar)
+                        pre_check_recipe, pre_check_record, pre_check_regular_file, pre_check_settings,
+                        pre_check_sidecar)
 from .sheets import SheetWriter
 from .spool import RECORD, Job, Spool, job_id_in, now_iso
 
@@ -244,11 +245,26 @@ class JobLife(FailurePaths):
                         "crash", job_id=job.id, file=job.source, stops=stopped.stops, crashes=stopped.crashes,
                         fix=HUNG_FIX.format(name=job.name))
 
+    def step_completed(self, job: Job) -> None:
+        """One more step of ``job`` completed (Job.stepped, told by the progress events). The first since a stop
+        found it mid-step is saved at once: saved only at a try's begin and end, a kill -9 (an OOM, a power cut,
+        systemd's SIGKILL) lost the try's steps, and a stop in the next try's first step counted one more "no step
+        completed between": two kills so placed charged a print making progress as a hung step, and a third failed
+        it (crashes). One save a stop, not a step: only "changed since" counts. Not once the daemon stops (under the
+        record lock): the stop's own copy (stopped_mid_step) is not saved over with a running record."""
+        job.stepped += 1
+        if job.stop_stepped is None or job.stepped != job.stop_stepped + 1:
+            return
+        with self.spool.records:
+            if not self.stop.is_set() and job.running:
+                self.save_or_warn(job)
+
     def prepare(self, job: Job, config: Config) -> Plan:
         """The pre-checks, then the photo's first working copy. engine.prepared is imported here, not at the top:
         it needs torch, and the daemon's main loop imports this module without ever running a job (rev9d)."""
         from ..engine.prepared import prepare as prepare_working
 
+        pre_check_record(job, config)
         pre_check_regular_file(job)
         pre_check_readable(job)
         recipe_name, overrides = pre_check_sidecar(job, config)
@@ -319,6 +335,9 @@ class JobLife(FailurePaths):
             self.sheets.submit(plan.content, plan.styles[0], result.image, sheet)
         log.info("output written", output=str(image_path), loss=result.losses["total"], steps=result.steps,
                  seconds=result.timings["total"], stop_reason=result.stop_reason, **log_extra)
+        if how := record.get("input", {}).get("transparency"):  # styled laid on white (engine/transparency.py)
+            log.info("transparency laid on white", file=job.source, output=how,
+                     **({"fix": transparency.KEEP_FIX} if how == "flattened" else {}))
         self._out(job, "done", event={"file": job.source, "output": str(image_path),
                                       "seconds": result.timings["total"], "steps": result.steps,
                                       "batch": log_extra.get("batch", 1)})

@@ -80,9 +80,11 @@ def contact_sheet(content: "Image.Image", style: "Image.Image", result: "Image.I
     in the meantime) raises FileExistsError and the sheet is skipped, never the output lost."""
     from PIL import Image
 
+    from ..engine.transparency import flatten
+
     parts = []
     for im in (content, style, result):
-        part = im.convert("RGB")
+        part = flatten(im)  # on white, as styled: convert("RGB") showed the colours under transparency (rev12b)
         part.thumbnail((4 * height, height), Image.Resampling.LANCZOS, reducing_gap=2.0)
         parts.append(part)
     sheet = Image.new("RGB", (sum(p.width for p in parts), max(p.height for p in parts)), "white")

@@ -8,6 +8,7 @@ Kept apart from the job's life so each can be read (and tested) alone (rev7e fin
 from __future__ import annotations
 
 import errno
+import glob
 import os
 import stat
 from pathlib import Path
@@ -20,7 +21,7 @@ from ..fsio import FileBusy, NotRegularFile, open_regular, service_user
 from .config import Config, ConfigError, Recipe
 from .config_schema import named, recipe_guess
 from .config_build import load_sidecar
-from .spool import Job
+from .spool import Job, job_id_in
 
 log = structlog.get_logger("style-pipeline.worker")
 
@@ -31,6 +32,32 @@ def not_regular(link: bool) -> JobFailure:
         return JobFailure(Reason.NOT_REGULAR, "is a symbolic link; links are never followed",
                           "Copy the picture itself into the inbox")
     return JobFailure(Reason.NOT_REGULAR, "is not a regular file", "Drop a picture file")
+
+
+def pre_check_record(job: Job, config: Config) -> None:
+    """A photo found in work/ beside a job record that could not be used (spool.Spool._left_in) is never styled: its
+    recipe folder and whether its output was written went with the record. failed/, saying what to do; when an
+    output's log in the outbox names its job, it was styled before the record was damaged, and the fix says so."""
+    if not job.record_error:
+        return
+    written = styled_before(config.outbox, job)
+    fix = (f"It was styled already ({written} names its job {job.id}): nothing to do, or drop it again for a second "
+           "version" if written else f"Move {job.name} (with its sidecar, if any) back to the inbox, into its "
+           "recipe's folder, to style it")
+    raise JobFailure(Reason.BAD_JOB_RECORD, f"its job record {config.work / job.id / 'job.json'} {job.record_error}; "
+                     "the photo was not styled and is kept in failed/", fix + "; if records keep being damaged, check the "
+                     "disk that holds the spool")
+
+
+def styled_before(outbox: Path, job: Job) -> Path | None:
+    """The output log in the outbox naming ``job`` (its stems start as the photo's name does: outputs.py)."""
+    try:
+        for path in outbox.rglob(f"{glob.escape(Path(job.name).stem[:16])}*.json"):
+            if job_id_in(path) == job.id:
+                return path
+    except OSError:
+        pass
+    return None
 
 
 def pre_check_regular_file(job: Job) -> None:
@@ -62,21 +89,28 @@ def pre_check_sidecar(job: Job, config: Config) -> tuple[str | None, dict]:
     if job.sidecar_error:  # the claim could not copy it (spool_sidecar.copy_in)
         raise JobFailure(Reason.BAD_SIDECAR, f"the sidecar {job.sidecar} {job.sidecar_error}; it was not read",
                          f"Save {job.sidecar} as a plain YAML file the service user can read (not a link, FIFO or "
-                         "folder) and drop the photo and its sidecar again")
+                         f"folder) and {_again(config, False)}")
     try:
         return load_sidecar(job.dir / job.sidecar, config)
     except ConfigError as exc:
         raise JobFailure(Reason.BAD_SIDECAR, "; ".join(exc.problems),
-                         f"Fix {job.sidecar} and drop the photo and its sidecar again") from exc
+                         f"Fix {job.sidecar} and {_again(config, True)}") from exc
     except NotRegularFile as exc:  # swapped in after the watcher paired it; never waited on (fsio.open_regular)
         raise JobFailure(Reason.BAD_SIDECAR, f"the sidecar {job.sidecar} {exc.strerror}; it was not read",
-                         f"Save {job.sidecar} as a plain YAML file (not a link, FIFO or folder) and drop the photo "
-                         "and its sidecar again") from exc
+                         f"Save {job.sidecar} as a plain YAML file (not a link, FIFO or folder) and "
+                         f"{_again(config, False)}") from exc
     except FileBusy:  # its writer (Samba, NFS) still holds it: the job waits, uncharged (conclude)
         raise
     except (OSError, UnicodeDecodeError) as exc:
         raise JobFailure(Reason.BAD_SIDECAR, f"cannot read the sidecar {job.sidecar} ({exc})",
                          "Save the sidecar as UTF-8 YAML") from exc
+
+
+def _again(config: Config, both: bool) -> str:
+    """Where the pair is to drop again: "drop the photo and its sidecar again" left a person looking in the inbox,
+    where neither was any more (rev12b). ``both``: the sidecar was read (copied in), so it fails beside the photo."""
+    where = f"both are in {config.failed} now" if both else f"the photo is in {config.failed} now"
+    return f"drop the photo and its sidecar into the inbox again ({where})"
 
 
 def pre_check_recipe(job: Job, config: Config, from_sidecar: str | None) -> Recipe:

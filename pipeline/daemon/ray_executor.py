@@ -298,7 +298,7 @@ class RayExecutor(Executor):
                 flight.node = slot.node
                 flight.began = flight.began or bool(step) and flight.job.id == step.get("job_id")
                 if moved and flight.job.id == step.get("job_id"):
-                    flight.job.stepped += 1  # steps completed, as a local job's on_step counts them
+                    self.life.step_completed(flight.job)  # as a local job's on_step counts them
                     self._log_progress(flight, step)
 
     def _log_progress(self, flight: Flight, step: dict) -> None:

@@ -27,6 +27,7 @@ AT_START = ("executor", "ray", "devices", "device", "weights", "cache_styles",  
             "watch", "log_format")  # the observer's kind and the log's renderer: chosen once, at start
 AGAIN = "read again at the next pass"  # reload_config's answer when the file could not be read yet
 BUSY_LOG_EVERY = 10.0  # seconds between the warnings of a config held busy (the loop asks ~3 times a second)
+RACY_SECONDS = 2.0  # the coarsest mtime a filesystem keeps (FAT's 2 s): a read this soon after it may be superseded
 MAX_CONFIG_BYTES = 1 << 20  # a config is a few kB: the hash never reads more than this of a file swapped in
 _busy_logged = [0.0]  # when a busy config was last warned about (monotonic)
 
@@ -35,7 +36,8 @@ def config_stamp(path: Path, before: tuple | None = None) -> tuple | None:
     """What tells an edit of the config: its (mtime, ctime, size, inode); ``before`` when it cannot be stat'ed. The
     mtime alone missed one: two saves inside a tick of the kernel's coarse clock (a script's two `sed -i`) carry one
     mtime, and so does a copy that keeps it (`cp -p`, `rsync -t`): the daemon ran on with the edit before, unsaid.
-    The ctime no copy can set back; left unseen: a rewrite in place, of the same size, inside one tick."""
+    The ctime no copy can set back; what no stamp tells, a rewrite in place of the same size inside one tick, is
+    ConfigEdits' racy look."""
     try:
         st = path.stat()
     except OSError:
@@ -47,20 +49,27 @@ class ConfigEdits:
     """Whether config.yaml was edited since the last look: its stamp (config_stamp) changed, and so did its content.
     A chmod, a chown or a hard link (a backup tool) changes the ctime alone, and each was a "config reloaded" and a
     RELOADING=1 to systemd for the same text (rev11c); the text is small, so it is read and hashed only when the
-    stamp moved. One that cannot be read (held, gone) counts as edited: reload_config says why, or waits."""
+    stamp moved, or while the last read was *racy* (git's word for the same problem in its index): taken less than
+    RACY_SECONDS after the file's mtime, so a rewrite of the same size could still land inside the mtime's tick and
+    leave every part of the stamp as it was. Such a rewrite went unread until the next edit; now the text is read
+    again at each look until a read is clearly later than the mtime, a few looks after a save. One that cannot be
+    read (held, gone) counts as edited when its stamp moved: reload_config says why, or waits."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.stamp, self.digest = config_stamp(path), content_digest(path)
+    def __init__(self, path: Path, clock=time.time) -> None:
+        self.path, self.clock = path, clock  # the wall clock, as the mtime is
+        self._look(config_stamp(path))
+
+    def _look(self, stamp: tuple | None) -> None:
+        self.stamp, self.digest = stamp, content_digest(self.path)
+        self.racy = stamp is None or stamp[0] >= (self.clock() - RACY_SECONDS) * 1e9
 
     def changed(self) -> bool:
         stamp = config_stamp(self.path, self.stamp)
-        if stamp == self.stamp:
+        if stamp == self.stamp and not self.racy:
             return False
-        digest = content_digest(self.path)
-        self.stamp, edited = stamp, digest is None or digest != self.digest
-        self.digest = digest
-        return edited
+        moved, before = stamp != self.stamp, self.digest
+        self._look(stamp)
+        return moved if self.digest is None else self.digest != before
 
 
 def content_digest(path: Path) -> bytes | None:
@@ -139,7 +148,7 @@ def keep_folders(old: Config, new: Config, quiet: bool = False) -> Config:
     ``quiet``: a retry of a refused edit (Refused), warned about when it was saved: the warning came again at
     each 2 s retry, all night, for one edit (rev7f)."""
     changes = [f"{key}: {getattr(old, key)} -> {getattr(new, key)}" for key in FOLDERS  # resolved: an outbox link
-               if getattr(old, key).resolve() != getattr(new, key).resolve()]  # kept at start (config_build._folder)
+               if getattr(old, key).resolve() != getattr(new, key).resolve()]  # kept at start (config_paths._folder)
     if not changes:
         return new
     try:

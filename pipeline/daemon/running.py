@@ -34,14 +34,16 @@ def record(config) -> None:
     before this record existed) costs only the readers' view after a folder edit. A record of another live daemon
     of this config is left alone: a `once` run beside the service took it over and removed it at its stop, and
     `status` said "not running" of the service again (rev8d finding 3); the first daemon's folders are the older.
-    That one is named in the log: a second daemon of a config started without a word (rev11b)."""
+    That one is named in the log, as a warning: a second daemon of a config started without a word (rev11b), then
+    at info level only (rev12b), while it doubles the memory and halves each one's speed."""
     found = folders(config.path)
     if found is None:
         _write(config, warn=True)
         return
     shared = "the two share the inbox" if found["inbox"] == config.inbox else f"its inbox is {found['inbox']}"
-    log.info(f"another daemon (pid {read_object(record_path(config.path)).get('pid')}) is running on this config; "
-             f"{shared}", config=str(config.path))
+    log.warning(f"another daemon (pid {read_object(record_path(config.path)).get('pid')}) is running on this config; "
+                f"{shared}: each holds its own engine (twice the memory) and they share the machine (each at about "
+                "half speed); stop one unless that is meant", config=str(config.path))
 
 
 def adopt(config) -> None:

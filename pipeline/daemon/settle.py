@@ -13,6 +13,9 @@ This runs on the main loop: the file is opened once (fsio.open_regular: it never
 after a check by name) and decoded from that open file, never reopened by name. A file whose lease is being
 broken (Samba, NFS: its writer still holds it) is not waited on at all (fsio.NO_WAIT): the first EAGAIN
 already starts the break, and a later pass looks again. 0.2 s each cost 5 s a pass for 25 leased files (rev6f A1).
+
+A file no picture format names (a text file named .jpg, a PDF renamed .png) is failed at the door, not behind the
+queue (DecodeCheck.not_a_picture, mend12a): its header alone is read, under the same waits as a broken file.
 """
 from __future__ import annotations
 
@@ -26,8 +29,10 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 
 import structlog
+from PIL import Image, UnidentifiedImageError
 
 from ..engine import images
+from ..errors import ImageError
 from ..fsio import NO_WAIT, FileBusy, NotRegularFile, open_regular, shown
 from .spool_job import now_iso
 
@@ -180,6 +185,7 @@ class DecodeCheck:
         self.first_failure: dict[Path, tuple] = {}  # path -> ((size, mtime), when it first failed to decode)
         self.open_errors: dict[Path, int] = {}  # path -> passes its open raised (not EMFILE and the like)
         self.held_sidecars: dict[Path, tuple[str, str]] = {}  # photo -> (its sidecar, why: LEASED or WRITING)
+        self.pictures: dict[Path, tuple[int, int]] = {}  # path -> (size, mtime_ns) whose header named a picture
 
     def ready(self, path: Path, max_pixels: int, settle_seconds: float, closed: bool = False) -> bool | None:
         """True: claim it. False: wait. None: it is gone.
@@ -219,6 +225,37 @@ class DecodeCheck:
             if decodes(file, max_pixels):
                 return True
         return self._stale(path, st, max(RECHECK_FACTOR * settle_seconds, RECHECK_MIN))
+
+    def not_a_picture(self, path: Path, settle_seconds: float) -> ImageError | None:
+        """Why a quiet file (Tracker.ready) can never be a picture, once it is: its header names no format Pillow
+        reads, and it stayed so, unchanged, for the broken file's longer wait (as ready() claims one). The daemon
+        then fails it at once (Daemon._screen), where it waited behind every photo dropped before it, a night's
+        backlog, to fail at the worker (mend12a). The header only (Image.open: a few KB, nothing decoded; 0.04 ms,
+        bench/screen_bad_drop.py), once per version of a file: a truncated photo passes, and fails when the worker
+        decodes it, as before. An empty file, one with a hole, one that cannot be opened (leased, unreadable) or gone
+        is none of this check's business: None, and ready() and the claim decide, as for any file."""
+        try:
+            st = os.lstat(path)
+            if self.pictures.get(path) == (st.st_size, st.st_mtime_ns):
+                return None
+            file = open_regular(path, NO_WAIT)
+        except OSError:
+            return None
+        with file:
+            st = os.fstat(file.fileno())
+            if st.st_size == 0 or unwritten_gap(file, st.st_size):
+                return None
+            try:
+                Image.open(file).close()  # closes the image, not a file handed in
+                self.pictures[path] = (st.st_size, st.st_mtime_ns)
+                return None
+            except UnidentifiedImageError:
+                pass
+            except Exception:  # noqa: BLE001 - a plugin's refusal past the header (too large, ...): the worker's
+                return None
+        if self._stale(path, st, max(RECHECK_FACTOR * settle_seconds, RECHECK_MIN)):
+            return images.unidentified(path)
+        return None
 
     def _stale(self, path: Path, st: os.stat_result, wait: float) -> bool:
         key = (st.st_size, st.st_mtime_ns)
@@ -265,11 +302,12 @@ class DecodeCheck:
     def prune(self) -> None:
         """Forgets the files gone from the inbox (at each rescan; one lstat each, and there are few): ready() is
         never asked about them again, so a night's broken, unreadable or waiting files stayed here (rev11a)."""
-        for memory in (self.first_failure, self.open_errors, self.held_sidecars):
+        for memory in (self.first_failure, self.open_errors, self.held_sidecars, self.pictures):
             for path in [path for path in memory if not os.path.lexists(path)]:
                 del memory[path]
 
     def forget(self, path: Path) -> None:
         self.first_failure.pop(path, None)
         self.open_errors.pop(path, None)
+        self.pictures.pop(path, None)
         self.held_sidecars.pop(path, None)

@@ -25,7 +25,8 @@ import structlog
 
 from ..errors import Reason, SpoolLocked  # noqa: F401  (Reason handed on: the spool records it)
 from ..fsio import fit_name, split_ext, write_json
-from .spool_count import RECORD, SIDECARS, count_in_work, folder_counts, is_photo_entry  # noqa: F401  (re-exported)
+from .spool_count import (RECORD, SIDECARS, count_in_work, folder_counts, is_photo_entry,  # noqa: F401  (re-exported)
+                          photos_in, read_job)
 from .spool_job import CHECKPOINT, Job, new_job_id, now_iso  # noqa: F401  (re-exported)
 from .spool_sidecar import copy_in, identity, sidecar_in
 
@@ -51,6 +52,7 @@ class Spool:
         # job (JobLife.stopped_mid_step) saved over its landing's newer record sent a written photo to be restyled
         self.records = threading.RLock()
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        self.unreadable: set[str] = set()  # job folders whose record could not be read, told once (_unreadable)
 
     # --- claiming -------------------------------------------------------------------------
     def claim(self, path: Path, queued_at: str, sidecar: Path | None = None) -> Job | None:
@@ -219,12 +221,8 @@ class Spool:
                 continue  # a claim being made, or one just given up: looked at again once it is old
             if not self._try_lock(folder):
                 continue
-            job = self._read(folder)
-            if job is None or not os.path.lexists(job.input):
-                if time.time() - changed > INCOMPLETE_GRACE:
-                    self._discard(folder)
-                else:
-                    self._unlock(folder)
+            job = self._left_in(folder, changed)
+            if job is None:
                 continue
             job.folder, job.owner = str(folder), self.owner
             job.sidecar = job.sidecar or sidecar_in(folder, job.name)
@@ -241,12 +239,43 @@ class Spool:
             jobs.append(job)
         return jobs
 
-    def _read(self, folder: Path) -> Job | None:
+    def _left_in(self, folder: Path, changed: float) -> Job | None:
+        """The job a dead daemon left in ``folder`` (locked here), or None. The folder is discarded only when it holds
+        no photo (its input landed in done/ or failed/, or a claim was given up before its move) and is old; one whose
+        record cannot be read now (EIO, ESTALE, EMFILE) is left for the next rescan, told once; a photo whose record
+        is damaged, missing or another version's gets a rebuilt job, failed as bad_job_record (rev12a: each of these
+        was deleted at the next start, photo and all, in silence)."""
         try:
-            data = json.loads((folder / RECORD).read_text(encoding="utf-8"))
-            return Job(**{f.name: data[f.name] for f in dataclasses.fields(Job) if f.name in data})
-        except (OSError, ValueError, TypeError):
-            return None
+            job = read_job(folder)
+            if os.path.lexists(folder / job.name):
+                return job
+            why = f"names {job.name}, which is not there"
+        except FileNotFoundError:
+            why = "is missing"
+        except OSError as exc:
+            return self._unreadable(folder, exc)
+        except ValueError as exc:
+            why = f"cannot be read as a job ({exc})"
+        try:
+            photos = photos_in(folder)
+        except OSError as exc:
+            return self._unreadable(folder, exc)
+        if photos:
+            return Job.rebuilt(folder, photos[0], why)
+        if time.time() - changed > INCOMPLETE_GRACE:
+            self._discard(folder)
+        else:
+            self._unlock(folder)
+        return None
+
+    def _unreadable(self, folder: Path, exc: OSError) -> None:
+        """A folder that cannot be read now (a failing disk, an NFS server gone, out of file handles): left as it
+        is, looked at again at the next rescan or start, and told once (not at every rescan)."""
+        self._unlock(folder)
+        if folder.name not in self.unreadable:
+            self.unreadable.add(folder.name)
+            log.warning("a job left in work/ cannot be read now; it stays there and is looked at again at the next "
+                        "rescan", folder=str(folder), error=f"{type(exc).__name__}: {exc}")
 
     # --- counting (status) ----------------------------------------------------------------
     def counts(self) -> dict[str, int]:

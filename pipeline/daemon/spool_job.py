@@ -49,6 +49,14 @@ class Job:
     stops: int = 0  # stops that found a step of it running, in a row, no step completed between (jobs.STUCK_STOPS)
     stepped: int = 0  # steps completed, all tries together, as its progress events told them (never goes back)
     stop_stepped: int | None = None  # ``stepped`` at the last of those stops
+    record_error: str | None = None  # why its job.json could not be read at recovery: it fails as bad_job_record
+
+    @classmethod
+    def rebuilt(cls, folder: Path, photo: str, why: str) -> "Job":
+        """A job for a photo found in ``folder`` without a usable record (``why``: what was wrong with it). It is
+        failed at its try (prechecks.pre_check_record), never styled: its recipe folder, its tries and whether its
+        output was written went with the record, so a run could style it with the wrong recipe, or a second time."""
+        return cls(folder.name, photo, photo, str(folder), queued_at="", record_error=why)
 
     def charge_crash(self) -> None:
         """The daemon (or its slot) died inside this try: a crash, not an attempt. A crash in a batch may be any

@@ -179,13 +179,19 @@ def alive(data: dict) -> bool:
 
 
 def _error_line(path: Path) -> dict:
+    """A failure's line; a note that cannot be read, or lacks its fields (hand-edited, damaged), names its file and
+    says so (rev12a F3: `failed: None: None: None`)."""
     try:
         e = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(e, dict):
-            raise ValueError("not a JSON object")
-        return {"file": e.get("file"), "code": e.get("code"), "message": e.get("message"), "fix": e.get("fix")}
-    except (OSError, ValueError):
-        return {"file": path.name, "code": "unreadable"}
+        if isinstance(e, dict) and all(isinstance(e.get(key), str) for key in ("file", "code", "message")):
+            return {"file": e["file"], "code": e["code"], "message": e["message"], "fix": e.get("fix")}
+        why = "lacks its fields (file, code, message)"
+    except OSError as exc:
+        why = f"cannot be read ({exc.strerror or exc})"
+    except ValueError:
+        why = "is not valid JSON"
+    return {"file": path.name.removesuffix(".error.json"), "code": "unreadable",
+            "message": f"its note {path.name} in failed/ {why}; the photo beside it is kept", "fix": None}
 
 
 def now_lines(current: dict | None) -> list[str]:

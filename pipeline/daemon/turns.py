@@ -47,11 +47,16 @@ class Turns:
         """Wait for the job's turn: a suspect for every other slot to finish its try, any other job for a
         suspect's turn to end. The jobs it runs beside (their crash is not known to be its); None when a stop or a
         closed window came while it waited: it is not begun (let in, the engine would run its first step before
-        it looked, a poison photo's too, beside the others: not_begun)."""
+        it looked, a poison photo's too, beside the others: not_begun). The stop is looked at before each try to
+        enter, not only while the turn is refused: at a stop the running photo is cancelled and leaves, and its
+        leave is what wakes the waiter, whose turn has then come; let in, a poison photo ran its first step during
+        the SIGTERM and killed the daemon (a stop that exits -9, seen once in test_pool_crashes under load)."""
         with self._cond:
-            while not self._may_enter(job):
+            while True:
                 if stopping():
                     return None
+                if self._may_enter(job):
+                    break
                 self._cond.wait(WAIT)
             if suspect(job) and self._alone is None:
                 self._alone = job.id

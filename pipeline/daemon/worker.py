@@ -163,7 +163,7 @@ class Worker(Executor):
 
         def on_step(info) -> None:
             self._marker += 1
-            job.stepped += 1  # a step completed: a stop finding it mid-step now is no hung step's (stopped_mid_step)
+            self.life.step_completed(job)  # a stop finding it mid-step now is no hung step's (stopped_mid_step)
             if config.save_every and info.picture and info.step - saved[0] >= config.save_every:
                 saved[:] = [info.step, self._save_picture(job, plan, info) or saved[1]]
             self._current = current(job, plan, info, latest_picture=saved[1])

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from ..engine.settings import Settings
+from ..engine.settings import OUTPUT_FORMATS, Settings
 from ..errors import ConfigError, SettingsError
 from ..fsio import open_regular
 from .config_schema import ENGINE_KEYS
@@ -163,14 +163,28 @@ SETTING_HINTS = typing.get_type_hints(Settings)
 NUMBER_AS_TEXT = frozenset({"max_memory"})
 
 
+# Each output format by any of its suffixes' names, in any case: `format: jpg` was refused while `stylize -o x.jpg`
+# (and the encoder) took it (rev12b); one vocabulary, engine/settings.py's OUTPUT_FORMATS.
+FORMAT_SPELLINGS = {suffix.lstrip("."): name for name, (_, *suffixes) in OUTPUT_FORMATS.items() for suffix in suffixes}
+
+
+def as_setting(key: str, value: Any) -> Any:
+    """``value`` as the engine's Settings spell it: a number for a text setting as text, `jpg` as `jpeg`. The config's
+    layers and a sidecar's overrides alike (config_build.load_sidecar hands the overrides on as written)."""
+    if key in NUMBER_AS_TEXT and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if key == "format" and isinstance(value, str):
+        return FORMAT_SPELLINGS.get(value.lower(), value)
+    return value
+
+
 def engine_settings(data: dict, path: tuple, problems: Problems, base: Settings) -> Settings:
     """Typed, range-checked Settings from a YAML mapping; problems are collected, not raised."""
     values = {}
     for key, value in data.items():
         if key not in ENGINE_KEYS:
             continue
-        if key in NUMBER_AS_TEXT and isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = str(value)
+        value = as_setting(key, value)
         message = check_type(value, SETTING_HINTS[key])
         if message:
             problems.add(path + (key,), message)

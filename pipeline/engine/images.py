@@ -16,9 +16,10 @@ from PIL import ExifTags, Image, ImageOps, PngImagePlugin, UnidentifiedImageErro
 
 from ..errors import ImageError, Reason, SettingsError
 from ..fsio import on_disk, write_atomic  # write_atomic: the one atomic writer, pid + random temp names
-from . import tiff_kind
+from . import heif_kind, jpeg_scans, tiff_kind
 from .icc import is_srgb
 from .settings import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, FORMAT_NAMES, OUTPUT_FORMATS
+from .transparency import KEEPS_ALPHA
 
 if TYPE_CHECKING:  # torch and numpy load where arrays are made: `validate` and `status` decode styles without them
     import torch
@@ -62,29 +63,41 @@ def load(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
             raise ImageError(exc.problem, path=path, fix=exc.fix, reason=exc.reason) from exc
         raise
     except UnidentifiedImageError as exc:
-        # a TIFF was sent: name what Pillow lacks (its layout, its compression) and what reads (closing9, rev10c)
-        problem, fix = tiff_kind.explain(path) or ("not an image Pillow can read", f"Send a {KINDS} file")
-        raise ImageError(problem, path=path, fix=fix) from exc
+        raise unidentified(path) from exc
     except (OSError, ValueError) as exc:  # ValueError: a plugin's own refusal ("not one of the allowed sizes")
         raise ImageError(f"cannot decode the image ({exc})", path=path,
                          fix="The file is truncated or damaged; copy it again") from exc
 
 
+def unidentified(path: str | Path) -> ImageError:
+    """The one wording for a file whose header no format Pillow reads names: load's, and the daemon's screen before
+    the claim (settle.DecodeCheck.not_a_picture). A TIFF names what Pillow lacks (its layout, its compression) and
+    what reads (closing9, rev10c); an iPhone's HEIC is named by its ftyp box whatever its name (rev12b)."""
+    problem, fix = (tiff_kind.explain(path) or heif_kind.explain(path)
+                    or ("not an image Pillow can read", f"Send a {KINDS} file"))
+    return ImageError(problem, path=path, fix=fix)
+
+
 @contextlib.contextmanager
 def opened(source: str | Path | BinaryIO, max_pixels: int) -> Iterator[Image.Image]:
     """``with Image.open(source)`` (the header only, nothing decoded yet), refused as too_large over
-    ``max_pixels``: the one size limit, for the worker's decode and the daemon's settle check alike. The fix names
+    ``max_pixels``: the one size limit, for the worker's decode and the daemon's settle check alike; a JPEG of more
+    than jpeg_scans.MAX_SCANS scans is refused as bad_image there too (a scan bomb, rev12a). The fix names
     where the limit is set and the value this picture needs: "raise max_pixels" named no place, and max_pixels was
     nowhere in the README (rev7a). A file object passed in stays open (Image.close would close it)."""
+    named = source if isinstance(source, (str, Path)) else None  # an open file's errors are named by the caller
     with Image.open(source) as img:
         if img.format in ICON_FORMATS:
-            raise ImageError(f"an icon file ({img.format}), not a photo", fix=f"Send a {KINDS} file",
-                             path=source if isinstance(source, (str, Path)) else None)
+            raise ImageError(f"an icon file ({img.format}), not a photo", fix=f"Send a {KINDS} file", path=named)
         pixels = img.width * img.height
         if pixels > max_pixels:
             raise ImageError(f"{img.width}x{img.height} = {pixels:,} pixels is over the limit of {max_pixels:,}",
-                             path=source if isinstance(source, (str, Path)) else None, reason=Reason.TOO_LARGE,
-                             fix=_too_large_fix(pixels, max_pixels))
+                             path=named, reason=Reason.TOO_LARGE, fix=_too_large_fix(pixels, max_pixels))
+        if img.format in ("JPEG", "MPO") and (scans := jpeg_scans.scans(source)) > jpeg_scans.MAX_SCANS:
+            raise ImageError(f"a JPEG with {scans:,} scans, over the limit of {jpeg_scans.MAX_SCANS} (a decompression "
+                             "bomb or a damaged file: a photo's progressive JPEG has about 10, each a pass over the "
+                             "whole picture)", path=named,
+                             fix="Re-save it as a baseline (not progressive) JPEG, or as a PNG, and drop it again")
         yield img
 
 
@@ -237,17 +250,6 @@ def _to_srgb(img: Image.Image, icc: bytes) -> Image.Image | None:
     return srgb
 
 
-def flatten(img: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
-    """RGB, a transparent picture laid on ``background`` (white, as a viewer shows it on a page). For styles:
-    .convert("RGB") kept the colours under transparent pixels, which nobody sees, and they decided the style (a
-    painting cut out on black or on white gave Grams 58-160% apart; rev6b)."""
-    if img.mode not in ("RGBA", "LA", "PA"):
-        return img.convert("RGB")
-    flat = Image.new("RGBA", img.size, (*background, 255))
-    flat.alpha_composite(img.convert("RGBA"))
-    return flat.convert("RGB")
-
-
 def digest(img: Image.Image) -> str:
     """A picture's identity by its pixels, mode and size (the style cache's key, a checkpoint's fingerprint)."""
     import hashlib
@@ -320,7 +322,7 @@ def encode(img: Image.Image, fmt: str = "png", quality: int = DEFAULT_QUALITY, a
     fmt = fmt.lower()
     if fmt not in FORMATS:
         raise SettingsError("format", f"unknown output format {fmt!r}", fix=f"Use {FORMAT_NAMES}")
-    if alpha is not None and fmt in ("png", "webp"):
+    if alpha is not None and fmt in KEEPS_ALPHA:  # a JPEG is the picture on white (transparency.py)
         img = img.convert("RGBA")
         img.putalpha(alpha.resize(img.size, Image.Resampling.LANCZOS))
     options = {"quality": quality} if fmt in ("jpeg", "jpg", "webp") else {}

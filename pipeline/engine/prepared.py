@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
-from . import images
+from . import images, transparency
 from .levels import for_size
 from .settings import Settings
 
@@ -42,7 +42,7 @@ def prepare(photo: Image.Image, settings: Settings) -> Prepared:
     if settings.preserve_color:
         return Prepared(photo)
     try:
-        rgb = photo.convert("RGB")
+        rgb = transparency.as_styled(photo)  # as the run takes it: one with alpha on white
         hw = for_size(rgb.size, settings)[1][0]  # the run's own rule for its levels
         working = images.resize_once(rgb, hw)
         return Prepared(photo, hw, working, images.to_bytes(working))

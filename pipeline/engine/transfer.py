@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from ..errors import EngineError, SettingsError
-from . import checkpoint as checkpoints, images, precision as precisions, shapes, speed
+from . import checkpoint as checkpoints, images, precision as precisions, shapes, speed, transparency
 from .images import digest
 from .batch import stylize_batch
 from .content_target import content_targets
@@ -184,11 +184,12 @@ class _Run:
         self.created = time.perf_counter()
         self.ahead, content = (content, content.image) if isinstance(content, Prepared) else (None, content)
         self.engine, self.settings = engine, settings
-        self.alpha = content.getchannel("A") if content.mode == "RGBA" else None
+        self.alpha = content.getchannel("A") if transparency.transparent(content) else None
         # An RGB photo is used as it is: PIL's convert() to the same mode copies it, 2-13 ms a 2400x1655 photo on
         # the host, on a batch's set-up path once a photo (bench/setup_parts.py --only runs). Nothing changes it.
-        self.content = self.original_content = content if content.mode == "RGB" else content.convert("RGB")
-        self.styles = [images.flatten(s) for s in styles]  # a transparent painting: on white, as it is seen
+        # One with transparency is laid on white, as a painting is: its hidden colours were styled (rev12b).
+        self.content = self.original_content = transparency.as_styled(content)
+        self.styles = [transparency.flatten(s) for s in styles]  # a transparent painting: on white, as it is seen
         if settings.preserve_color:
             content_y = images.luminance(self.content)
             self.styles = [images.match_luminance(images.luminance(s), content_y) for s in self.styles]
