@@ -205,7 +205,7 @@ def test_config_reload_between_jobs_and_invalid_config_keeps_the_old(tmp_path):
         shutil.copy(SAMPLES / "coffee.jpg", tmp_path / "inbox" / "a.jpg")
         wait_for(lambda: len(outputs(tmp_path)) == 1, 60, proc)
         config.write_text(text.replace("recipes:", "recipes:\n  fresh:\n    styles: [the_scream.jpg]"))
-        wait_for(lambda: any(e.get("event") == "config reloaded" for e in log_events(proc)), 20, proc)
+        wait_for(lambda: any(e.get("event") == "config reloaded" for e in log_events(proc)), 60, proc)
         wait_for(lambda: (tmp_path / "inbox" / "fresh").is_dir(), 60, proc)
         shutil.copy(SAMPLES / "coffee.jpg", tmp_path / "inbox" / "fresh" / "b.jpg")
         wait_for(lambda: (tmp_path / "outbox" / "fresh" / "b.png").exists(), 60, proc)

@@ -32,7 +32,7 @@ def test_guard_resumes_after_the_outbox_is_removed_to_free_space(tmp_path):
 
 def _reload(config, proc, old: str, new: str, count: int) -> None:
     config.write_text(config.read_text().replace(f"outbox: {old}", f"outbox: {new}"))
-    wait_for(lambda: sum(e.get("event") == "config reloaded" for e in log_events(proc)) == count, 20, proc)
+    wait_for(lambda: sum(e.get("event") == "config reloaded" for e in log_events(proc)) == count, 60, proc)
 
 
 def test_a_reloaded_outbox_takes_effect_at_the_next_start_and_its_problems_are_told(tmp_path):
@@ -101,7 +101,7 @@ def test_a_photo_in_an_inbox_removed_and_made_again_is_seen_before_the_rescan(tm
         (tmp_path / "inbox").mkdir()
         wait_for(lambda: (tmp_path / "inbox" / "starry").is_dir(), 60, proc)
         shutil.copy(SAMPLES / "coffee.jpg", tmp_path / "inbox" / "a.jpg")
-        wait_for(lambda: (tmp_path / "outbox" / "starry" / "a.png").exists(), 20, proc)
+        wait_for(lambda: (tmp_path / "outbox" / "starry" / "a.png").exists(), 60, proc)
         assert any(e.get("event", "").startswith("the inbox was made again") for e in log_events(proc))
     finally:
         assert stop(proc) == 0

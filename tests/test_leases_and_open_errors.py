@@ -363,7 +363,7 @@ def test_a_config_edit_saved_under_a_lease_is_applied_once_let_go(tmp_path):
             pytest.skip("this kernel refuses file leases (fs.leases-enable=0)")
         wait_for(lambda: any("held by another program" in e.get("event", "") for e in log_events(proc)), 30, proc)
         editor.wait(30)  # let go: the file now reads fine
-        wait_for(lambda: any(e.get("event") == "config reloaded" for e in log_events(proc)), 20, proc)
+        wait_for(lambda: any(e.get("event") == "config reloaded" for e in log_events(proc)), 60, proc)
         events = log_events(proc)
     finally:
         stop(proc)

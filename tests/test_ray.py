@@ -161,7 +161,7 @@ def test_daemon_kill_9_with_jobs_in_flight_then_restart_every_job_once(tmp_path,
     proc = start_daemon(config, tmp_path / "second.log")
     try:
         wait_for(lambda: len(list((tmp_path / "spool" / "done").iterdir())) == photos, 150, proc, step=0.3)
-        wait_for(lambda: not list((tmp_path / "spool" / "work").iterdir()), 20, proc)
+        wait_for(lambda: not list((tmp_path / "spool" / "work").iterdir()), 60, proc)
         assert any(e.get("event") == "resuming a job left in work/" for e in log_events(proc))
     finally:
         assert stop(proc) == 0

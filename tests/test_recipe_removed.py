@@ -28,7 +28,7 @@ def test_photo_for_a_removed_recipe_fails_as_unknown_recipe(tmp_path):
         del data["recipes"]["scream"]
         time.sleep(1.1)  # a new mtime, whatever the file system's resolution
         config.write_text(yaml.safe_dump(data))
-        wait_for(lambda: any(e.get("event") == "config reloaded" for e in log_events(proc)), 20, proc)
+        wait_for(lambda: any(e.get("event") == "config reloaded" for e in log_events(proc)), 60, proc)
         shutil.copy(SAMPLES / "coffee.jpg", tmp_path / "inbox" / "scream" / "a.jpg")
         failed = tmp_path / "spool" / "failed"
         wait_for(lambda: list(failed.rglob("*.error.json")) or list((tmp_path / "outbox").rglob("a.png")), 40, proc)

@@ -92,7 +92,7 @@ def test_a_lonely_sidecar_is_told_on_its_own_tick_not_at_the_next_rescan(tmp_pat
         old = time.time() - 60
         os.utime(lonely, (old, old))
         begun = time.monotonic()
-        wait_for(lambda: "sidecar not used: inbox/lonely.yaml" in _status(config), 20, daemon)
+        wait_for(lambda: "sidecar not used: inbox/lonely.yaml" in _status(config), 60, daemon)
         print(f"listed {time.monotonic() - begun:.1f} s after it was old enough")
     finally:
         stop(daemon)
