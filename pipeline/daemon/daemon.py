@@ -173,9 +173,12 @@ class Daemon:
         """Each quiet file in the queue that can never be a picture (settle.DecodeCheck.not_a_picture: its header,
         once) is claimed and failed now, window open or not, as paperless-ngx's consumer runs its pre-checks up
         front: behind a night's backlog, a text file named .jpg waited hours for the worker to fail it, and whoever
-        dropped it heard nothing meanwhile (mend12a). One failure path: the executor's reject (JobLife.conclude)."""
+        dropped it heard nothing meanwhile (mend12a). One failure path: the executor's reject (JobLife.conclude).
+        A file someone holds open (its writer, stalled) is not screened: it is not done, whatever it starts with."""
         self.last_screen = now
         for path in self.tracker.ready():
+            if self.tracker.held_open(path):
+                continue
             failure = self.decode.not_a_picture(path, self.config.settle_seconds)
             if failure is not None:
                 self._try_claim(path, failure)

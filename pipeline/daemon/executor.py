@@ -82,14 +82,19 @@ class Executor(threading.Thread):
         """A claimed job that failed at the door, never handed over (the daemon's screen of a file that is no picture:
         settle.DecodeCheck.not_a_picture): its try is counted and ended the one way every failing try ends
         (JobLife.conclude: failed/ with its note, the "job failed" line, the outcome poll() hands back for the
-        notice), not a second way. A record that cannot be saved (a full disk) is concluded as that: it waits."""
+        notice), not a second way. A record that cannot be saved (a full disk) is concluded as that: it waits. The
+        failure path's own fault (EIO on failed/, a bug) gets the worker's last resort (_guarded): it reached the
+        main loop, which logged a job in work/ as "cannot claim this file", and no outcome came (rev12c)."""
         with logging_for(job):
-            try:
-                self.life.begin(job, in_process=False)
-            except Exception as exc:  # noqa: BLE001 - concluded, as a pre-check's fault is
-                failure = exc
-            self.life.conclude(job, failure)
+            self._guarded(job, lambda: self._conclude_at_door(job, failure))
         self._ended.set()
+
+    def _conclude_at_door(self, job: Job, failure: Exception) -> None:
+        try:
+            self.life.begin(job, in_process=False)
+        except Exception as exc:  # noqa: BLE001 - concluded, as a pre-check's fault is
+            failure = exc
+        self.life.conclude(job, failure)
 
     def progress(self) -> Progress:
         return Progress(self._open > 0, self._open, self._marker, self._current, self._busy_seconds, self._job)
@@ -134,6 +139,16 @@ class Executor(threading.Thread):
         return unstarted
 
     # --- for the executors -------------------------------------------------------------------------
+    def _guarded(self, job: Job, step: Callable):
+        """``step`` with the last resort behind it: the failure path itself failed (ENAMETOOLONG, EACCES on
+        failed/, a bug), so the file is kept under its job id. Trying a job, landing its result and failing one at
+        the door (reject) share it. What ``step`` returns; None after the last resort."""
+        try:
+            return step()
+        except Exception as exc:
+            log.exception("the failure path failed; keeping the file under its job id")
+            self.life.last_resort(job, exc)
+
     def _prefetch_queued(self) -> None:
         """The jobs next in the queue start their pre-checks and decode now (handover.py), beside the running job.
         Only a speed-up, so it never raises: called after a job was opened (the slot's _guarded then gave that good

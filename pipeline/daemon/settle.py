@@ -14,8 +14,9 @@ after a check by name) and decoded from that open file, never reopened by name. 
 broken (Samba, NFS: its writer still holds it) is not waited on at all (fsio.NO_WAIT): the first EAGAIN
 already starts the break, and a later pass looks again. 0.2 s each cost 5 s a pass for 25 leased files (rev6f A1).
 
-A file no picture format names (a text file named .jpg, a PDF renamed .png) is failed at the door, not behind the
-queue (DecodeCheck.not_a_picture, mend12a): its header alone is read, under the same waits as a broken file.
+A file whose start no picture format's signature accepts (a text file named .jpg, a PDF renamed .png) is failed at
+the door, not behind the queue (DecodeCheck.not_a_picture, mend12a): its header alone is read, under the same waits
+as a broken file; a TIFF still uploading (its directory comes last) is a picture's start, left to the claim.
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ HOLE_WAIT = 60.0  # a gap not written yet is a writer at work, surely: a minute'
 LEASED, WRITING = "its sidecar is held open by another program", "its sidecar is still being written"
 UNREADABLE_PASSES = 3  # a file whose open fails this many passes (EIO, ESTALE) is claimed: the worker fails it
 NOT_THE_FILES = (errno.EMFILE, errno.ENFILE, errno.ENOMEM)  # the daemon's shortage, never the file's: not counted
+HEAD_BYTES = 4096  # what the screen reads of an unidentified file: the signatures, an ftyp box, a TIFF's first tags
 log = structlog.get_logger("style-pipeline")
 
 
@@ -80,6 +82,20 @@ def unwritten_gap(file: BinaryIO, size: int) -> bool:
         return False
     finally:
         file.seek(0)
+
+
+def accepted(head: bytes) -> bool:
+    """Whether some Pillow format's signature check accepts ``head`` as its start (Image.open's first look, on its
+    16 bytes): a picture being written, or one the worker names (a TIFF layout Pillow lacks). A check that raises
+    on a short start accepts nothing, as in Image.open."""
+    Image.init()
+    for _, accept in Image.OPEN.values():
+        try:
+            if accept and accept(head[:16]):
+                return True
+        except Exception:  # noqa: BLE001 - struct.error, IndexError on a start shorter than the plugin reads
+            continue
+    return False
 
 
 @dataclass
@@ -142,6 +158,12 @@ class Tracker:
         (settle.DecodeCheck.ready holds an empty one longer then)."""
         entry = self.entries.get(path)
         return entry is not None and entry.done
+
+    def held_open(self, path: Path) -> bool:
+        """Whether someone holds ``path`` open as the watcher counted (Entry.opens): its writer, most likely, at it
+        still. Never so in polling mode, nor for an open made before the watch began."""
+        entry = self.entries.get(path)
+        return entry is not None and entry.opens > 0
 
     def queued_at(self, path: Path) -> str:
         """When ``path`` was first seen, as wall-clock time (its job's queued_at); now when it is not tracked."""
@@ -233,7 +255,14 @@ class DecodeCheck:
         backlog, to fail at the worker (mend12a). The header only (Image.open: a few KB, nothing decoded; 0.04 ms,
         bench/screen_bad_drop.py), once per version of a file: a truncated photo passes, and fails when the worker
         decodes it, as before. An empty file, one with a hole, one that cannot be opened (leased, unreadable) or gone
-        is none of this check's business: None, and ready() and the claim decide, as for any file."""
+        is none of this check's business: None, and ready() and the claim decide, as for any file.
+
+        Unidentified is not enough: a TIFF that libtiff writes (GIMP, ImageMagick, libvips, scanners, Pillow's own
+        compressed ones) has its directory after the image data, so every prefix of it is unidentified while it
+        uploads, and a stall of the longer wait failed it at the door, window closed or not (rev12c). A start that
+        some format's signature accepts (accepted) is a picture's start: the claim's own waits and the worker decide.
+        The explainers are handed the bytes read here, never the name: nothing is reopened by name on the main loop
+        (a FIFO swapped in, a lease)."""
         try:
             st = os.lstat(path)
             if self.pictures.get(path) == (st.st_size, st.st_mtime_ns):
@@ -247,14 +276,17 @@ class DecodeCheck:
                 return None
             try:
                 Image.open(file).close()  # closes the image, not a file handed in
-                self.pictures[path] = (st.st_size, st.st_mtime_ns)
-                return None
+                head = None
             except UnidentifiedImageError:
-                pass
+                file.seek(0)
+                head = file.read(HEAD_BYTES)
             except Exception:  # noqa: BLE001 - a plugin's refusal past the header (too large, ...): the worker's
                 return None
+        if head is None or accepted(head):
+            self.pictures[path] = (st.st_size, st.st_mtime_ns)
+            return None
         if self._stale(path, st, max(RECHECK_FACTOR * settle_seconds, RECHECK_MIN)):
-            return images.unidentified(path)
+            return images.unidentified(path, head)
         return None
 
     def _stale(self, path: Path, st: os.stat_result, wait: float) -> bool:

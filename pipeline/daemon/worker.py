@@ -87,16 +87,6 @@ class Worker(Executor):
         with logging_for(job):
             self._guarded(job, lambda: self._try(job))
 
-    def _guarded(self, job: Job, step: Callable):
-        """``step`` with the last resort behind it: the failure path itself failed (ENAMETOOLONG, EACCES on
-        failed/, a bug), so the file is kept under its job id. Trying a job and landing its result share it.
-        What ``step`` returns; None after the last resort."""
-        try:
-            return step()
-        except Exception as exc:
-            log.exception("the failure path failed; keeping the file under its job id")
-            self.life.last_resort(job, exc)
-
     def _try(self, job: Job) -> None:
         opened = self.life.open(job)
         self._prefetch_queued()

@@ -21,11 +21,15 @@ HEIC_FIX = "Export it as JPEG, or set iPhone Settings > Camera > Formats > Most 
 OTHER_FIX = "Export it as JPEG or PNG, then send that"
 
 
-def brands(path: str | Path) -> set[bytes]:
-    """The major and compatible brands of the file's first box when it is an ISO-BMFF ``ftyp``; empty otherwise."""
+def brands(source: str | Path | bytes) -> set[bytes]:
+    """The major and compatible brands of the file's first box when it is an ISO-BMFF ``ftyp``; empty otherwise.
+    ``source``: the file's path, or its first bytes (256 are looked at)."""
     try:
-        with open(path, "rb") as file:
-            head = file.read(256)
+        if isinstance(source, bytes):
+            head = source[:256]
+        else:
+            with open(source, "rb") as file:
+                head = file.read(256)
     except OSError:
         return set()
     if len(head) < 16 or head[4:8] != b"ftyp":
@@ -36,9 +40,10 @@ def brands(path: str | Path) -> set[bytes]:
     return {head[8:12], *compatible}
 
 
-def explain(path: str | Path) -> tuple[str, str] | None:
-    """(problem, fix) for an HEIC, AVIF or other HEIF picture; None for any other file."""
-    found = brands(path)
+def explain(source: str | Path | bytes) -> tuple[str, str] | None:
+    """(problem, fix) for an HEIC, AVIF or other HEIF picture (``source``: its path or its first bytes); None for
+    any other file."""
+    found = brands(source)
     if found & HEVC:
         return "an HEIC photo (an iPhone's own format), which Pillow cannot decode", HEIC_FIX
     if found & AV1:

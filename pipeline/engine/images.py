@@ -69,11 +69,14 @@ def load(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
                          fix="The file is truncated or damaged; copy it again") from exc
 
 
-def unidentified(path: str | Path) -> ImageError:
+def unidentified(path: str | Path, head: bytes | None = None) -> ImageError:
     """The one wording for a file whose header no format Pillow reads names: load's, and the daemon's screen before
     the claim (settle.DecodeCheck.not_a_picture). A TIFF names what Pillow lacks (its layout, its compression) and
-    what reads (closing9, rev10c); an iPhone's HEIC is named by its ftyp box whatever its name (rev12b)."""
-    problem, fix = (tiff_kind.explain(path) or heif_kind.explain(path)
+    what reads (closing9, rev10c); an iPhone's HEIC is named by its ftyp box whatever its name (rev12b). ``head``: the
+    file's first bytes, read already from the open file (the screen's, on the main loop, which never reopens a file
+    by name: a FIFO swapped in would block it); the file itself is read by name otherwise."""
+    source = path if head is None else head
+    problem, fix = (tiff_kind.explain(source) or heif_kind.explain(source)
                     or ("not an image Pillow can read", f"Send a {KINDS} file"))
     return ImageError(problem, path=path, fix=fix)
 

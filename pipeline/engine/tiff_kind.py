@@ -14,6 +14,7 @@ and the layout only where Pillow would not read that either (the key its TIFF pl
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 PHOTOMETRIC = {0: "grey", 1: "grey", 2: "RGB", 3: "palette", 4: "mask", 5: "CMYK", 6: "YCbCr", 8: "CIELab",
@@ -56,13 +57,13 @@ def raw_problem(name: str, img=None) -> str | None:
     return None
 
 
-def explain(path: str | Path) -> tuple[str, str] | None:
+def explain(source: str | Path | bytes) -> tuple[str, str] | None:
     """(problem, fix) for a TIFF (or a BigTIFF) Pillow could not identify, naming what it lacks: the compression,
     the layout, or both; None for a file that is not a TIFF (or whose tags cannot be read: the caller's general
-    message stands)."""
+    message stands). ``source``: the file's path, or its first bytes (its tags are read where they lie within)."""
     from PIL import TiffImagePlugin
 
-    tags = _directory(path)
+    tags = _directory(source)
     if tags is None:
         return None
     words, reads = _words(tags), _layout_reads(tags)
@@ -78,12 +79,13 @@ def explain(path: str | Path) -> tuple[str, str] | None:
     return f"a TIFF of {words}, a layout Pillow cannot decode", FIX
 
 
-def _directory(path: str | Path):
-    """The first directory's tags, read with Pillow's own parser; None: not a TIFF, or a damaged directory."""
+def _directory(source: str | Path | bytes):
+    """The first directory's tags, read with Pillow's own parser; None: not a TIFF, or a damaged directory (or one
+    past the bytes handed in)."""
     from PIL import TiffImagePlugin
 
     try:
-        with open(path, "rb") as file:
+        with io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb") as file:
             head = file.read(16)
             if head[:4] not in TiffImagePlugin.PREFIXES:
                 return None
