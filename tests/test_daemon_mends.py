@@ -87,7 +87,7 @@ def test_status_reads_a_status_file_that_is_not_the_daemons_as_not_running(tmp_p
     (tmp_path / "spool" / "failed" / "x.jpg.error.json").write_text("[1]")
     assert main(["status", "--config", str(config)]) == 0
     out = capsys.readouterr().out
-    assert "daemon: not running" in out and "failed: x.jpg.error.json: unreadable" in out, out
+    assert "daemon: not running" in out and "failed: x.jpg: unreadable: its note x.jpg.error.json in failed/" in out, out
 
 
 def test_a_photo_in_an_inbox_removed_and_made_again_is_seen_before_the_rescan(tmp_path):
