@@ -117,3 +117,32 @@ def test_a_damaged_record_whose_output_was_written_says_it_was_styled(tmp_path):
     assert holding(tmp_path, photo) == ["spool/failed/rocket.jpg"], proc.stderr[-2000:]
     assert [p.name for p in outputs(tmp_path)] == ["rocket.png"], "no second output"
     assert errors(tmp_path)["rocket.jpg"]["fix"].startswith(f"It was styled already ({written / 'rocket.json'} names")
+
+
+def test_a_damaged_records_photo_at_the_crash_limit_is_told_as_its_record(tmp_path):
+    """rev12d: a rebuilt job (its record damaged) that a kill then fell on reached max_crashes, and begin refused it
+    as crashed_daemon before the pre-checks looked at its record: failed/ with a fix pointing the wrong way."""
+    from pipeline.daemon.jobs import JobFailure
+    from pipeline.errors import Reason
+
+    config, _, life, job = claimed(tmp_path)
+    job.record_error, job.crashes = "is torn", config.max_crashes
+    with pytest.raises(JobFailure) as refused:
+        life.begin(job)
+    assert refused.value.reason is Reason.BAD_JOB_RECORD, refused.value
+
+
+def test_a_step_told_after_its_job_landed_saves_nothing(tmp_path):
+    """rev12d: a pool's late progress event for the first step after a stop came after the landing had removed the
+    job's folder; step_completed saved into a folder that was gone (a warning), as stopped_mid_step no longer does."""
+    import shutil
+
+    from structlog.testing import capture_logs
+
+    _, _, life, job = claimed(tmp_path)
+    job.running, job.stop_stepped = True, 0
+    shutil.rmtree(job.dir)  # landed: its folder removed
+    with capture_logs() as logs:
+        life.step_completed(job)
+    assert job.stepped == 1 and not job.dir.exists()
+    assert [e for e in logs if e["log_level"] in ("warning", "error")] == [], logs

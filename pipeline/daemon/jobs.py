@@ -181,6 +181,7 @@ class JobLife(FailurePaths):
         """Count the try and save it; ``in_process``: a daemon crash now would be this job's crash (one in its
         batch, where ``open`` set job.batched, sends it to run alone; spool.Job.charge_crash)."""
         config = self.get_config()
+        pre_check_record(job, config)  # before the crash limit: a damaged record's photo is told as that (rev12d)
         if in_process and job.crashes >= config.max_crashes:
             raise too_many_crashes(job)
         job.attempts += 1
@@ -255,8 +256,8 @@ class JobLife(FailurePaths):
         job.stepped += 1
         if job.stop_stepped is None or job.stepped != job.stop_stepped + 1:
             return
-        with self.spool.records:
-            if not self.stop.is_set() and job.running:
+        with self.spool.records:  # nor once its landing removed the folder (a pool's late progress event, rev12d)
+            if not self.stop.is_set() and job.running and (job.dir / RECORD).exists():
                 self.save_or_warn(job)
 
     def prepare(self, job: Job, config: Config) -> Plan:
