@@ -181,7 +181,7 @@ class JobLife(FailurePaths):
         """Count the try and save it; ``in_process``: a daemon crash now would be this job's crash (one in its
         batch, where ``open`` set job.batched, sends it to run alone; spool.Job.charge_crash)."""
         config = self.get_config()
-        pre_check_record(job, config)  # before the crash limit: a damaged record's photo is told as that (rev12d)
+        pre_check_record(job, config)  # here only (every try begins): before the crash limit, told as its record (rev12d)
         if in_process and job.crashes >= config.max_crashes:
             raise too_many_crashes(job)
         job.attempts += 1
@@ -265,7 +265,6 @@ class JobLife(FailurePaths):
         it needs torch, and the daemon's main loop imports this module without ever running a job (rev9d)."""
         from ..engine.prepared import prepare as prepare_working
 
-        pre_check_record(job, config)
         pre_check_regular_file(job)
         pre_check_readable(job)
         recipe_name, overrides = pre_check_sidecar(job, config)

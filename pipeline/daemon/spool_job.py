@@ -54,7 +54,7 @@ class Job:
     @classmethod
     def rebuilt(cls, folder: Path, photo: str, why: str) -> "Job":
         """A job for a photo found in ``folder`` without a usable record (``why``: what was wrong with it). It is
-        failed at its try (prechecks.pre_check_record), never styled: its recipe folder, its tries and whether its
+        failed at its try's begin (prechecks.pre_check_record), never styled: its recipe folder, its tries and whether its
         output was written went with the record, so a run could style it with the wrong recipe, or a second time."""
         return cls(folder.name, photo, photo, str(folder), queued_at="", record_error=why)
 
