@@ -181,7 +181,7 @@ def check_painting_there(style: str) -> None:
     a file in styles_dir and says "did you mean" (daemon/style_names.py); here a path, so the folder is named."""
     import difflib
 
-    from .starter import SHIPPED_STYLES
+    from .starter import SHIPPED_STYLES, shown_path
 
     if os.path.lexists(style):
         return
@@ -192,12 +192,6 @@ def check_painting_there(style: str) -> None:
     hint = f" (did you mean {folder / guess[0]}?)" if guess else ""
     raise ImageError("no such file", path=style, fix=f"Give a painting's path; the shipped paintings are in "
                      f"{folder}: {', '.join(names)}{hint}")
-
-
-def shown_path(path: Path) -> Path:
-    """Relative to the current folder where it lies below it (pipeline/assets/styles from the checkout), else whole."""
-    here = Path.cwd()
-    return path.relative_to(here) if path.is_relative_to(here) else path
 
 
 def check_record_free(out: Path) -> None:

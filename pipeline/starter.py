@@ -73,8 +73,14 @@ def program() -> str:
     found = shutil.which("style-pipeline")
     if found and Path(found).resolve() == script.resolve():
         return "style-pipeline"
+    return str(shown_path(script))
+
+
+def shown_path(path: Path) -> Path:
+    """Relative to the current folder where it lies below it (.venv/bin/style-pipeline, pipeline/assets/styles from
+    the checkout), else whole."""
     here = Path.cwd()
-    return str(script.relative_to(here)) if script.is_relative_to(here) else str(script)
+    return path.relative_to(here) if path.is_relative_to(here) else path
 
 
 def in_tmp(config: Path) -> str | None:
