@@ -2,7 +2,7 @@
 
 A progressive JPEG is decoded scan by scan, each a full pass over the picture's blocks, and libjpeg only warns
 about a scan that repeats one already seen ("bogus progression") and decodes on. A 7000x7000 grey one (49 MP, well
-under max_pixels) whose last scan was repeated 1,500 times (~100 bytes a scan, a 150 KB file) took ~70 s to
+under max_pixels) whose last scan was repeated 1,500 times (~100 bytes a scan, a 150 KB file) took 70-110 s to
 decode on the main loop's settle check (no watchdog ping meanwhile); 13,000 repeats (1.3 MB) outlast systemd's
 WatchdogSec, and each restart decoded it again (rev12a). The pixel limit bounds one pass; this bounds the passes.
 
